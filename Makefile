@@ -1,0 +1,72 @@
+# Asset Withdrawal System — the two commands are `make up` and `make test`.
+# Every target installs what it needs, idempotently (venv, npm packages, apt packages).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+BIN := node_modules/.bin
+STAMP_PY := $(VENV)/.installed
+STAMP_NPM := node_modules/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help up test check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+deps: $(STAMP_PY) $(STAMP_NPM) ## install the Python venv and the npm tools (idempotent)
+
+$(STAMP_PY): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(PY) -m pip install -q --disable-pip-version-check "uv==$$(grep -E '^uv==' requirements.lock | cut -d= -f3)"
+	$(UV) pip install --python $(PY) -q -r requirements.lock
+	$(UV) pip install --python $(PY) -q --no-deps -e .
+	@touch $@
+
+$(STAMP_NPM): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+softhsm: ## install SoftHSM2 from Debian's packages when missing
+	@command -v softhsm2-util >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null; }
+
+lock: ## re-resolve requirements.lock from pyproject.toml
+	$(UV) pip compile pyproject.toml --group dev --python-version 3.11 -q -o requirements.lock
+
+gen: $(STAMP_PY) ## regenerate gen/ and third_party/proto/ from proto/
+	$(PY) scripts/gen_proto.py
+
+gen-check: gen ## fail when gen/ differs from what proto/ generates
+	@git diff --exit-code --stat -- gen third_party/proto || { echo "gen/ drifted from proto/: run 'make gen' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- gen third_party/proto)" || { git status --porcelain -- gen third_party/proto; echo "untracked generated files: run 'make gen' and commit"; exit 1; }
+
+buf-lint: $(STAMP_NPM) ## buf lint and buf format check
+	$(BIN)/buf lint
+	$(BIN)/buf format --diff --exit-code
+
+buf-breaking: $(STAMP_NPM) ## buf breaking against main (FILE rules)
+	@if git rev-parse --verify -q main >/dev/null; then $(BIN)/buf breaking --against '.git#branch=main'; else echo "no main branch yet: skipping buf breaking"; fi
+
+lint: $(STAMP_PY) ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP_PY) ## ruff format and autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: $(STAMP_PY) ## mypy --strict on our packages
+	$(VENV)/bin/mypy
+
+check: lint typecheck buf-lint buf-breaking gen-check ## every static check
+
+test: deps softhsm check ## static checks, then the whole pytest suite on real MariaDB, Redis, anvil, SoftHSM2
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+up: deps ## run the whole system on embedded defaults (SQLite, local Redis, anvil, keystore signer)
+	$(PY) -m withdrawal_shared.stack
+
+clean: ## remove local state (var/), keeping the venv and node_modules
+	rm -rf var build

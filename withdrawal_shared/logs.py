@@ -1,0 +1,81 @@
+"""Structured JSON logs that carry the trace id and never hold secrets.
+
+`configure(service)` once in each `__main__`; `trace_id_var` holds the current request's trace
+id (set by the transports), and every record logged inside that request carries it.
+`redact_token()` is the only way an API token may appear in a log: its public prefix.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from typing import Any
+
+trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
+
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def new_trace_id() -> str:
+    """A W3C-compatible 128-bit trace id as 32 lowercase hex digits."""
+    return secrets.token_hex(16)
+
+
+def trace_id_from_traceparent(header: str | None) -> str:
+    """The trace id of a W3C `traceparent` header, or a new one when absent or malformed."""
+    if header:
+        parts = header.strip().split("-")
+        if len(parts) == 4 and len(parts[1]) == 32:
+            try:
+                int(parts[1], 16)
+            except ValueError:
+                pass
+            else:
+                if parts[1] != "0" * 32:
+                    return parts[1].lower()
+    return new_trace_id()
+
+
+def redact_token(token: str) -> str:
+    """Keep only a token's public prefix (before its last '_'), never the secret part."""
+    head, sep, _ = token.rpartition("_")
+    return f"{head}_…" if sep else "…"
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        trace_id = trace_id_var.get()
+        if trace_id:
+            entry["trace_id"] = trace_id
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, separators=(",", ":"))
+
+
+def configure(service: str, level: str | None = None) -> None:
+    """Send JSON lines to stderr at LOG_LEVEL (default INFO)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel((level or os.environ.get("LOG_LEVEL", "INFO")).upper())
