@@ -11,7 +11,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help up test check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm
+.PHONY: help up test check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -49,6 +49,12 @@ buf-lint: $(STAMP_NPM) ## buf lint and buf format check
 buf-breaking: $(STAMP_NPM) ## buf breaking against main (FILE rules)
 	@if git rev-parse --verify -q main >/dev/null; then $(BIN)/buf breaking --against '.git#branch=main'; else echo "no main branch yet: skipping buf breaking"; fi
 
+contracts: $(STAMP_NPM) ## recompile contracts/*.sol into contracts/build/ (solcjs, pinned)
+	node scripts/compile_contracts.mjs
+
+contracts-check: $(STAMP_NPM) ## fail when contracts/build/ differs from what the sources compile to
+	node scripts/compile_contracts.mjs --check
+
 lint: $(STAMP_PY) ## ruff lint and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -60,7 +66,7 @@ format: $(STAMP_PY) ## ruff format and autofix
 typecheck: $(STAMP_PY) ## mypy --strict on our packages
 	$(VENV)/bin/mypy
 
-check: lint typecheck buf-lint buf-breaking gen-check ## every static check
+check: lint typecheck buf-lint buf-breaking gen-check contracts-check ## every static check
 
 test: deps softhsm check ## static checks, then the whole pytest suite on real MariaDB, Redis, anvil, SoftHSM2
 	$(PY) -m pytest $(PYTEST_ARGS)

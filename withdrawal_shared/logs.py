@@ -42,9 +42,9 @@ def trace_id_from_traceparent(header: str | None) -> str:
 
 
 def redact_token(token: str) -> str:
-    """Keep only a token's public prefix (before its last '_'), never the secret part."""
-    head, sep, _ = token.rpartition("_")
-    return f"{head}_…" if sep else "…"
+    """Keep only an API key's public prefix (`awk_<8 hex>`), never the secret part."""
+    parts = token.split("_", 2)
+    return f"{parts[0]}_{parts[1]}_…" if len(parts) == 3 else "…"
 
 
 class JsonFormatter(logging.Formatter):

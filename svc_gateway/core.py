@@ -1,0 +1,170 @@
+"""The transport-neutral core of the gateway: what each WithdrawalService method does.
+
+The gRPC servicer and the REST transcoder are thin adapters over `WithdrawalCore`; both call
+it with an authenticated `Caller` and an API request message, and render its `ApiError`s.
+Database work runs on a bounded thread pool so the event loop never blocks on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+
+from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
+from svc_gateway.auth import Caller
+from svc_gateway.convert import RESOURCE_PREFIX, to_proto
+from svc_gateway.events import EventHub
+from svc_gateway.listing import encode_page_token, parse_list_request
+from svc_gateway.store import WithdrawalStore
+from svc_gateway.validation import validate_create
+from withdrawal_shared import queue
+from withdrawal_shared.db.models import WithdrawalAudit
+from withdrawal_shared.errors import FieldViolation, invalid_argument, not_found
+from withdrawal_shared.ids import is_ulid
+from withdrawal_shared.states import TERMINAL, State
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def parse_name(name: str) -> str:
+    """`withdrawals/{id}` -> id, or INVALID_ARGUMENT naming `name`."""
+    if not name:
+        raise invalid_argument([FieldViolation("name", "is required: withdrawals/{id}")])
+    withdrawal_id = name.removeprefix(RESOURCE_PREFIX)
+    if withdrawal_id == name or not is_ulid(withdrawal_id):
+        raise invalid_argument(
+            [FieldViolation("name", f"{name!r} is not a withdrawal name (withdrawals/{{id}})")]
+        )
+    return withdrawal_id
+
+
+class WithdrawalCore:
+    def __init__(
+        self,
+        store: WithdrawalStore,
+        redis: aioredis.Redis,
+        names: queue.QueueNames,
+        hub: EventHub,
+        executor: ThreadPoolExecutor,
+        watch_poll_seconds: float,
+    ) -> None:
+        self.store = store
+        self.redis = redis
+        self.names = names
+        self.hub = hub
+        self.executor = executor
+        self.watch_poll_seconds = watch_poll_seconds
+
+    async def _db(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def create_withdrawal(
+        self, caller: Caller, request: withdrawal_pb2.CreateWithdrawalRequest
+    ) -> withdrawal_pb2.Withdrawal:
+        reference = await self._db(self.store.reference.get)
+        new = validate_create(request, reference)
+        row, moved = await self._db(self.store.create, caller.partner_id, new)
+        if moved is not None:
+            await queue.enqueue(self.redis, self.names, row.id, new.priority)
+            await queue.publish(self.redis, self.names, moved)
+            log.info(
+                "withdrawal created",
+                extra={"withdrawal_id": row.id, "partner_id": caller.partner_id},
+            )
+        return to_proto(row, reference)
+
+    async def get_withdrawal(
+        self, caller: Caller, request: withdrawal_pb2.GetWithdrawalRequest
+    ) -> withdrawal_pb2.Withdrawal:
+        withdrawal_id = parse_name(request.name)
+        row = await self._db(self.store.get, caller.partner_id, withdrawal_id)
+        if row is None:
+            raise not_found(request.name)
+        return to_proto(row, await self._db(self.store.reference.get))
+
+    async def list_withdrawals(
+        self, caller: Caller, request: withdrawal_pb2.ListWithdrawalsRequest
+    ) -> withdrawal_pb2.ListWithdrawalsResponse:
+        query = parse_list_request(request.page_size, request.page_token, request.filter)
+
+        def fetch() -> list[withdrawal_pb2.Withdrawal]:
+            rows = self.store.list(
+                caller.partner_id,
+                states=query.states,
+                client_reference=query.client_reference,
+                after_id=query.after_id,
+                limit=query.page_size + 1,
+            )
+            reference = self.store.reference.get()
+            return [to_proto(row, reference) for row in rows]
+
+        items = await self._db(fetch)
+        response = withdrawal_pb2.ListWithdrawalsResponse(withdrawals=items[: query.page_size])
+        if len(items) > query.page_size:
+            last = items[query.page_size - 1].name.removeprefix(RESOURCE_PREFIX)
+            response.next_page_token = encode_page_token(last, request.filter)
+        return response
+
+    async def cancel_withdrawal(
+        self, caller: Caller, request: withdrawal_pb2.CancelWithdrawalRequest
+    ) -> withdrawal_pb2.Withdrawal:
+        withdrawal_id = parse_name(request.name)
+        if len(request.reason) > 256:
+            raise invalid_argument([FieldViolation("reason", "must be at most 256 characters")])
+        row, moved = await self._db(
+            self.store.cancel, caller.partner_id, withdrawal_id, request.reason
+        )
+        if row is None:
+            raise not_found(request.name)
+        if moved is not None:
+            await queue.publish(self.redis, self.names, moved)
+        return to_proto(row, await self._db(self.store.reference.get))
+
+    async def watch_withdrawal(
+        self, caller: Caller, request: withdrawal_pb2.WatchWithdrawalRequest
+    ) -> AsyncIterator[withdrawal_pb2.WatchWithdrawalResponse]:
+        withdrawal_id = parse_name(request.name)
+        with self.hub.subscribe(withdrawal_id) as subscription:
+            row = await self._db(self.store.get, caller.partner_id, withdrawal_id)
+            if row is None:
+                raise not_found(request.name)
+            reference = await self._db(self.store.reference.get)
+            yield withdrawal_pb2.WatchWithdrawalResponse(
+                event_type=withdrawal_pb2.EVENT_TYPE_SNAPSHOT,
+                withdrawal=to_proto(row, reference),
+            )
+            last_version = row.version
+            state = State(row.state)
+            while state not in TERMINAL:
+                await subscription.wait(self.watch_poll_seconds)
+                current, audits = await self._db(
+                    self.store.events_after, caller.partner_id, withdrawal_id, last_version
+                )
+                if current is None:
+                    return
+                reference = await self._db(self.store.reference.get)
+                for audit in audits:
+                    yield withdrawal_pb2.WatchWithdrawalResponse(
+                        event_type=withdrawal_pb2.EVENT_TYPE_REORGED
+                        if audit.reorged
+                        else withdrawal_pb2.EVENT_TYPE_STATE_CHANGED,
+                        withdrawal=_as_of(to_proto(current, reference), audit),
+                        previous_state=withdrawal_pb2.State.Value(f"STATE_{audit.from_state}"),
+                    )
+                    last_version = audit.version
+                    state = State(audit.to_state)
+
+
+def _as_of(message: withdrawal_pb2.Withdrawal, audit: WithdrawalAudit) -> withdrawal_pb2.Withdrawal:
+    """The current withdrawal, with the state fields as the audit row recorded them."""
+    message.state = withdrawal_pb2.State.Value(f"STATE_{audit.to_state}")
+    message.state_reason = audit.reason
+    message.state_message = audit.message
+    message.version = audit.version
+    return message

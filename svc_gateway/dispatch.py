@@ -1,0 +1,67 @@
+"""The one entry point both transports call: trace id, authentication, then the core.
+
+Handlers are found by name (`CreateWithdrawal` -> `core.create_withdrawal`), checked against
+the service descriptor at start-up, so adding an RPC to the proto and the core is enough for
+both gRPC and REST to serve it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
+
+from svc_gateway.auth import Authenticator, Caller
+from withdrawal_shared.logs import trace_id_from_traceparent, trace_id_var
+
+UnaryHandler = Callable[[Caller, Any], Awaitable[Message]]
+StreamHandler = Callable[[Caller, Any], AsyncIterator[Message]]
+
+
+def snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def bind_trace_id(metadata: Mapping[str, str]) -> str:
+    """Use the caller's W3C traceparent trace id (or a new one) for this request's logs."""
+    trace_id = trace_id_var.get()
+    if not trace_id:
+        trace_id = trace_id_from_traceparent(metadata.get("traceparent"))
+        trace_id_var.set(trace_id)
+    return trace_id
+
+
+class Dispatcher:
+    def __init__(self, service: ServiceDescriptor, core: object, auth: Authenticator) -> None:
+        self.service = service
+        self.auth = auth
+        self._unary: dict[str, UnaryHandler] = {}
+        self._stream: dict[str, StreamHandler] = {}
+        for method in service.methods:
+            handler = getattr(core, snake_case(method.name), None)
+            if handler is None:
+                raise TypeError(f"{type(core).__name__} has no handler for {method.full_name}")
+            if method.server_streaming:
+                self._stream[method.name] = handler
+            else:
+                self._unary[method.name] = handler
+
+    async def unary(
+        self, method: MethodDescriptor | str, request: Message, metadata: Mapping[str, str]
+    ) -> Message:
+        name = method if isinstance(method, str) else method.name
+        bind_trace_id(metadata)
+        caller = await self.auth.authenticate(metadata)
+        return await self._unary[name](caller, request)
+
+    async def stream(
+        self, method: MethodDescriptor | str, request: Message, metadata: Mapping[str, str]
+    ) -> AsyncIterator[Message]:
+        name = method if isinstance(method, str) else method.name
+        bind_trace_id(metadata)
+        caller = await self.auth.authenticate(metadata)
+        async for message in self._stream[name](caller, request):
+            yield message

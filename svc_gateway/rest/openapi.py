@@ -1,0 +1,490 @@
+"""OpenAPI 3.0.3 document generated from the same `google.api.http` rules the transcoder serves.
+
+`build_openapi(services, title=..., version=...)` walks the service descriptors: one operation
+per HTTP binding (operationId = method name), path/query/header parameters, request body per
+the rule's `body`, proto3 JSON schemas for every reachable message and enum, a shared error
+response, and bearer authentication. Descriptions come from proto comments when a
+FileDescriptorSet with source info is given (`default_descriptor_set()` loads the generated one).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+from google.api import field_behavior_pb2  # type: ignore[import-untyped,unused-ignore]
+from google.protobuf import descriptor_pb2
+from google.protobuf.descriptor import (
+    Descriptor,
+    EnumDescriptor,
+    FieldDescriptor,
+    MethodDescriptor,
+    ServiceDescriptor,
+)
+from google.protobuf.message import DecodeError
+
+from svc_gateway.rest.http_rule import (
+    FieldPath,
+    PathTemplate,
+    RuleBinding,
+    http_rule_of,
+    is_map_field,
+    query_fields,
+    resolve_field,
+    rule_bindings,
+)
+
+logger = logging.getLogger(__name__)
+
+Schema = dict[str, Any]
+
+NDJSON = "application/x-ndjson"
+_REQUEST_ID = "request_id"
+_IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+_SCALARS: dict[int, Schema] = {
+    FieldDescriptor.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    FieldDescriptor.TYPE_FLOAT: {"type": "number", "format": "float"},
+    FieldDescriptor.TYPE_INT32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_SINT32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_UINT32: {"type": "integer", "format": "int64", "minimum": 0},
+    FieldDescriptor.TYPE_FIXED32: {"type": "integer", "format": "int64", "minimum": 0},
+    FieldDescriptor.TYPE_INT64: {"type": "string", "format": "int64"},
+    FieldDescriptor.TYPE_SINT64: {"type": "string", "format": "int64"},
+    FieldDescriptor.TYPE_SFIXED64: {"type": "string", "format": "int64"},
+    FieldDescriptor.TYPE_UINT64: {"type": "string", "format": "uint64"},
+    FieldDescriptor.TYPE_FIXED64: {"type": "string", "format": "uint64"},
+    FieldDescriptor.TYPE_BOOL: {"type": "boolean"},
+    FieldDescriptor.TYPE_STRING: {"type": "string"},
+    FieldDescriptor.TYPE_BYTES: {"type": "string", "format": "byte"},
+}
+
+_WELL_KNOWN: dict[str, Schema] = {
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Duration": {
+        "type": "string",
+        "pattern": r"^-?[0-9]+(\.[0-9]+)?s$",
+        "description": "A duration in seconds with an `s` suffix, e.g. `1.5s`.",
+    },
+    "google.protobuf.FieldMask": {"type": "string", "description": "Comma-separated paths."},
+    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    "google.protobuf.Value": {},
+    "google.protobuf.ListValue": {"type": "array", "items": {}},
+    "google.protobuf.Empty": {"type": "object"},
+    "google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "additionalProperties": True,
+    },
+}
+_WRAPPERS: dict[str, int] = {
+    "google.protobuf.DoubleValue": FieldDescriptor.TYPE_DOUBLE,
+    "google.protobuf.FloatValue": FieldDescriptor.TYPE_FLOAT,
+    "google.protobuf.Int64Value": FieldDescriptor.TYPE_INT64,
+    "google.protobuf.UInt64Value": FieldDescriptor.TYPE_UINT64,
+    "google.protobuf.Int32Value": FieldDescriptor.TYPE_INT32,
+    "google.protobuf.UInt32Value": FieldDescriptor.TYPE_UINT32,
+    "google.protobuf.BoolValue": FieldDescriptor.TYPE_BOOL,
+    "google.protobuf.StringValue": FieldDescriptor.TYPE_STRING,
+    "google.protobuf.BytesValue": FieldDescriptor.TYPE_BYTES,
+}
+
+_ERROR_SCHEMA: Schema = {
+    "type": "object",
+    "description": "A `google.rpc.Status` rendered as JSON (AIP-193).",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "status", "message"],
+            "properties": {
+                "code": {"type": "integer", "format": "int32", "description": "HTTP status."},
+                "status": {
+                    "type": "string",
+                    "description": "Canonical code name, e.g. `INVALID_ARGUMENT`.",
+                },
+                "message": {"type": "string", "description": "What went wrong, what to do."},
+                "details": {
+                    "type": "array",
+                    "description": "`google.rpc.ErrorInfo` (always) and `BadRequest` details.",
+                    "items": {
+                        "type": "object",
+                        "properties": {"@type": {"type": "string"}},
+                        "additionalProperties": True,
+                    },
+                },
+            },
+        }
+    },
+}
+
+
+def default_descriptor_set() -> bytes | None:
+    """The generated `assetwithdrawal/descriptors.binpb` (with source info), if installed."""
+    try:
+        return (
+            importlib.resources.files("assetwithdrawal").joinpath("descriptors.binpb").read_bytes()
+        )
+    except (ModuleNotFoundError, FileNotFoundError, OSError):
+        return None
+
+
+def load_comments(descriptor_set: bytes | None) -> dict[str, str]:
+    """Leading proto comments keyed by full name (fields and enum values: `Parent.name`)."""
+    if not descriptor_set:
+        return {}
+    try:
+        files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set)
+    except DecodeError:
+        logger.warning("OpenAPI: the descriptor set does not parse; no descriptions")
+        return {}
+    out: dict[str, str] = {}
+    for file in files.file:
+        comments = {
+            tuple(loc.path): loc.leading_comments
+            for loc in file.source_code_info.location
+            if loc.leading_comments
+        }
+
+        def put(name: str, path: tuple[int, ...], comments: dict[tuple[int, ...], str]) -> None:
+            text = comments.get(path)
+            if text:
+                out[name] = textwrap.dedent(text).strip()
+
+        def enum(
+            e: descriptor_pb2.EnumDescriptorProto,
+            scope: str,
+            path: tuple[int, ...],
+            comments: dict[tuple[int, ...], str],
+        ) -> None:
+            name = f"{scope}.{e.name}" if scope else e.name
+            put(name, path, comments)
+            for i, value in enumerate(e.value):
+                put(f"{name}.{value.name}", (*path, 2, i), comments)
+
+        def message(
+            m: descriptor_pb2.DescriptorProto,
+            scope: str,
+            path: tuple[int, ...],
+            comments: dict[tuple[int, ...], str],
+        ) -> None:
+            name = f"{scope}.{m.name}" if scope else m.name
+            put(name, path, comments)
+            for i, f in enumerate(m.field):
+                put(f"{name}.{f.name}", (*path, 2, i), comments)
+            for i, nested in enumerate(m.nested_type):
+                message(nested, name, (*path, 3, i), comments)
+            for i, e in enumerate(m.enum_type):
+                enum(e, name, (*path, 4, i), comments)
+
+        for i, m in enumerate(file.message_type):
+            message(m, file.package, (4, i), comments)
+        for i, e in enumerate(file.enum_type):
+            enum(e, file.package, (5, i), comments)
+        for i, s in enumerate(file.service):
+            service = f"{file.package}.{s.name}" if file.package else s.name
+            put(service, (6, i), comments)
+            for j, method in enumerate(s.method):
+                put(f"{service}.{method.name}", (6, i, 2, j), comments)
+    return out
+
+
+def _field_key(fd: FieldDescriptor) -> str:
+    """How `load_comments` keys a field: `package.Message.field`."""
+    parent = fd.containing_type
+    return f"{parent.full_name}.{fd.name}" if parent is not None else fd.full_name
+
+
+def _behaviors(fd: FieldDescriptor) -> set[int]:
+    return set(fd.GetOptions().Extensions[field_behavior_pb2.field_behavior])
+
+
+def _with_extras(schema: Schema, **extras: Any) -> Schema:
+    """Add description/readOnly to a schema; a `$ref` is wrapped in allOf (OpenAPI 3.0)."""
+    extras = {k: v for k, v in extras.items() if v}
+    if not extras:
+        return schema
+    if "$ref" in schema:
+        return {"allOf": [schema], **extras}
+    return {**schema, **extras}
+
+
+class _Schemas:
+    """components.schemas, filled on demand while walking messages and enums."""
+
+    def __init__(self, comments: dict[str, str]) -> None:
+        self.comments = comments
+        self.components: dict[str, Schema] = {}
+
+    def message_ref(self, desc: Descriptor) -> Schema:
+        known = _WELL_KNOWN.get(desc.full_name)
+        if known is not None:
+            return dict(known)
+        wrapped = _WRAPPERS.get(desc.full_name)
+        if wrapped is not None:
+            return {**_SCALARS[wrapped], "nullable": True}
+        if desc.full_name not in self.components:
+            self.components[desc.full_name] = {}  # placeholder: recursive messages
+            self.components[desc.full_name] = self.message_schema(desc)
+        return {"$ref": f"#/components/schemas/{desc.full_name}"}
+
+    def enum_ref(self, desc: EnumDescriptor) -> Schema:
+        if desc.full_name not in self.components:
+            lines = [self.comments.get(desc.full_name, "")]
+            for value in desc.values:
+                doc = self.comments.get(f"{desc.full_name}.{value.name}")
+                lines.append(f"- `{value.name}`: {doc}" if doc else f"- `{value.name}`")
+            self.components[desc.full_name] = {
+                "type": "string",
+                "enum": [v.name for v in desc.values],
+                "description": "\n".join(line for line in lines if line),
+            }
+        return {"$ref": f"#/components/schemas/{desc.full_name}"}
+
+    def message_schema(self, desc: Descriptor, exclude: frozenset[str] = frozenset()) -> Schema:
+        properties: dict[str, Schema] = {}
+        required: list[str] = []
+        for fd in desc.fields:
+            if fd.name in exclude:
+                continue
+            properties[fd.json_name] = self.field(fd)
+            if field_behavior_pb2.REQUIRED in _behaviors(fd):
+                required.append(fd.json_name)
+        schema: Schema = {"type": "object", "properties": properties}
+        if required:
+            schema["required"] = required
+        doc = self.comments.get(desc.full_name)
+        if doc:
+            schema["description"] = doc
+        return schema
+
+    def single(self, fd: FieldDescriptor) -> Schema:
+        """The schema of one value of the field (ignoring repeated)."""
+        if fd.enum_type is not None:
+            return self.enum_ref(fd.enum_type)
+        if fd.message_type is not None:
+            return self.message_ref(fd.message_type)
+        return dict(_SCALARS[fd.type])
+
+    def field(self, fd: FieldDescriptor) -> Schema:
+        if is_map_field(fd) and fd.message_type is not None:
+            value = fd.message_type.fields_by_name["value"]
+            schema: Schema = {"type": "object", "additionalProperties": self.single(value)}
+        elif fd.is_repeated:
+            schema = {"type": "array", "items": self.single(fd)}
+        else:
+            schema = self.single(fd)
+        behaviors = _behaviors(fd)
+        return _with_extras(
+            schema,
+            description=self.comments.get(_field_key(fd)),
+            readOnly=field_behavior_pb2.OUTPUT_ONLY in behaviors,
+        )
+
+
+def _summary(doc: str) -> str:
+    """The first sentence of a comment, on one line."""
+    text = " ".join(doc.split())
+    end = text.find(". ")
+    return text[: end + 1] if end >= 0 else text
+
+
+def _singular(word: str) -> str:
+    if word.endswith("ies") and len(word) > 3:
+        return word[:-3] + "y"
+    if word.endswith("s") and not word.endswith("ss") and len(word) > 1:
+        return word[:-1]
+    return word
+
+
+def _openapi_path(template: PathTemplate) -> tuple[str, list[tuple[str, str, str]]]:
+    """`/v1/{name=withdrawals/*}:cancel` -> `/v1/withdrawals/{withdrawal}:cancel`.
+
+    Returns the path and its parameters as (parameter, variable, description). Each `*` of a
+    multi-segment variable becomes its own parameter, so clients never encode a '/'.
+    """
+    parts: list[str] = []
+    params: list[tuple[str, str, str]] = []
+    used: set[str] = set()
+
+    def fresh(name: str) -> str:
+        candidate, n = name, 2
+        while candidate in used:
+            candidate, n = f"{name}{n}", n + 1
+        used.add(candidate)
+        return candidate
+
+    for seg in template.segments:
+        var = seg.variable
+        if var is None:
+            parts.append(seg.literal or "")
+            continue
+        if var.segments in (("*",), ("**",)):
+            param = fresh(var.field_path.replace(".", "_"))
+            note = " It may contain '/'." if var.segments == ("**",) else ""
+            params.append((param, var.field_path, f"The `{var.field_path}` field.{note}"))
+            parts.append(f"{{{param}}}")
+            continue
+        shape = "/".join(var.segments)
+        for i, piece in enumerate(var.segments):
+            if piece in ("*", "**"):
+                before = var.segments[i - 1] if i > 0 else ""
+                base = _singular(before) if before and before not in ("*", "**") else ""
+                param = fresh(base or f"{var.field_path.replace('.', '_')}_{i}")
+                params.append(
+                    (param, var.field_path, f"Part of the `{var.field_path}` field: `{shape}`.")
+                )
+                parts.append(f"{{{param}}}")
+            else:
+                parts.append(piece)
+    return "/" + "/".join(parts) + (f":{template.verb}" if template.verb else ""), params
+
+
+def _operation(
+    method: MethodDescriptor,
+    rb: RuleBinding,
+    operation_id: str,
+    schemas: _Schemas,
+) -> tuple[str, Schema]:
+    request = method.input_type
+    path, path_params = _openapi_path(rb.template)
+    doc = schemas.comments.get(method.full_name, "")
+    operation: Schema = {
+        "operationId": operation_id,
+        "tags": [method.containing_service.name],
+        "summary": _summary(doc) or method.name,
+    }
+    if doc:
+        operation["description"] = doc
+    parameters: list[Schema] = []
+    bound: set[str] = set()
+    for param, field_path, description in path_params:
+        bound.add(field_path)
+        resolved = resolve_field(request, field_path)
+        parameters.append(
+            {
+                "name": param,
+                "in": "path",
+                "required": True,
+                "description": description,
+                "schema": schemas.single(resolved[-1]),
+            }
+        )
+    if rb.body != "*":
+        excluded = bound | ({rb.body} if rb.body else set())
+        for dotted, fields in query_fields(request, excluded).items():
+            parameters.append(_query_parameter(dotted, fields, schemas))
+    request_id = request.fields_by_name.get(_REQUEST_ID)
+    if request_id is not None and request_id.type == FieldDescriptor.TYPE_STRING:
+        parameters.append(
+            {
+                "name": _IDEMPOTENCY_HEADER,
+                "in": "header",
+                "required": False,
+                "description": f"Sets `{_REQUEST_ID}`; if both are given they must be equal.",
+                "schema": {"type": "string"},
+            }
+        )
+    if parameters:
+        operation["parameters"] = parameters
+    if rb.body:
+        if rb.body == "*":
+            body_schema = schemas.message_schema(request, exclude=frozenset(bound))
+            body_required = False
+        else:
+            body_field = request.fields_by_name[rb.body]
+            body_schema = schemas.field(body_field)
+            body_required = field_behavior_pb2.REQUIRED in _behaviors(body_field)
+        operation["requestBody"] = {
+            "required": body_required,
+            "content": {"application/json": {"schema": body_schema}},
+        }
+    output = schemas.message_ref(method.output_type)
+    if method.server_streaming:
+        ok = {
+            "description": "A stream of messages, one JSON object per line; an error after "
+            'the stream started arrives as a last line `{"error": {...}}`.',
+            "content": {NDJSON: {"schema": output}},
+        }
+    else:
+        ok = {"description": "OK", "content": {"application/json": {"schema": output}}}
+    operation["responses"] = {"200": ok, "default": {"$ref": "#/components/responses/Error"}}
+    return path, operation
+
+
+def _query_parameter(dotted: str, fields: FieldPath, schemas: _Schemas) -> Schema:
+    leaf = fields[-1]
+    schema = schemas.single(leaf)
+    param: Schema = {"name": dotted, "in": "query", "required": False}
+    if leaf.is_repeated:
+        param.update(style="form", explode=True)
+        schema = {"type": "array", "items": schema}
+    doc = schemas.comments.get(_field_key(leaf))
+    if doc:
+        param["description"] = doc
+    param["schema"] = schema
+    return param
+
+
+def build_openapi(
+    services: Sequence[ServiceDescriptor],
+    *,
+    title: str,
+    version: str,
+    source_descriptor_set: bytes | None = None,
+) -> dict[str, Any]:
+    """An OpenAPI 3.0.3 document for every HTTP rule of `services` (a JSON-ready dict)."""
+    comments = load_comments(source_descriptor_set)
+    schemas = _Schemas(comments)
+    paths: dict[str, dict[str, Schema]] = {}
+    tags: list[Schema] = []
+    used_ids: set[str] = set()
+    for service in services:
+        tag: Schema = {"name": service.name}
+        if service.full_name in comments:
+            tag["description"] = comments[service.full_name]
+        tags.append(tag)
+        for method in service.methods:
+            rule = http_rule_of(method)
+            if rule is None or method.client_streaming:
+                continue
+            for rb in rule_bindings(rule):
+                operation_id = method.name
+                if operation_id in used_ids:
+                    operation_id = f"{service.name}_{method.name}"
+                n = 2
+                while operation_id in used_ids:
+                    operation_id, n = f"{method.name}{n}", n + 1
+                used_ids.add(operation_id)
+                path, operation = _operation(method, rb, operation_id, schemas)
+                paths.setdefault(path, {})[rb.http_method.lower()] = operation
+    schemas.components["Error"] = _ERROR_SCHEMA
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": title, "version": version},
+        "tags": tags,
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(schemas.components.items())),
+            "responses": {
+                "Error": {
+                    "description": "An error, with the matching HTTP status.",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                }
+            },
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "`Authorization: Bearer <api key>`.",
+                }
+            },
+        },
+        "security": [{"bearerAuth": []}],
+    }

@@ -1,0 +1,660 @@
+"""REST/JSON -> protobuf transcoding for the gateway, driven only by `google.api.http` rules.
+
+`build_rest_app(bindings)` returns an aiohttp application with one catch-all handler that
+routes on the HttpRule path templates of every bound service, builds the request message from
+path variables, query parameters, the body and the `Idempotency-Key` header, calls the bound
+invoker, and renders the proto3 JSON response (NDJSON for server streaming) or a
+`google.rpc.Status` JSON error. Routes, field maps and message classes are computed once, at
+build time. It never authenticates: the invoker gets the request headers as metadata.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from google.protobuf import json_format, message_factory
+from google.protobuf.descriptor import (
+    Descriptor,
+    FieldDescriptor,
+    MethodDescriptor,
+    ServiceDescriptor,
+)
+from google.protobuf.message import Message
+
+from svc_gateway.rest.http_rule import (
+    FieldPath,
+    PathTemplate,
+    dotted_name,
+    http_rule_of,
+    is_scalar_like,
+    query_fields,
+    resolve_field,
+    rule_bindings,
+)
+from svc_gateway.rest.openapi import build_openapi, default_descriptor_set
+from withdrawal_shared.errors import (
+    ApiError,
+    Code,
+    FieldViolation,
+    internal,
+    invalid_argument,
+    status_to_json,
+)
+from withdrawal_shared.logs import trace_id_from_traceparent, trace_id_var
+
+logger = logging.getLogger(__name__)
+
+UnaryInvoker = Callable[[MethodDescriptor, Message, Mapping[str, str]], Awaitable[Message]]
+"""Calls a unary method: (method, request, metadata) -> response."""
+StreamInvoker = Callable[[MethodDescriptor, Message, Mapping[str, str]], AsyncIterator[Message]]
+"""Calls a server-streaming method: (method, request, metadata) -> async iterator of responses."""
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REQUEST_ID_FIELD = "request_id"
+NDJSON = "application/x-ndjson"
+
+# Headers that describe the HTTP connection, not the call; never passed on as metadata.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+
+
+@dataclass(frozen=True)
+class RestBinding:
+    """A service served over REST and the callables that reach its implementation.
+
+    `invoke_stream` is required when the service has server-streaming methods with HTTP rules.
+    """
+
+    service: ServiceDescriptor
+    invoke: UnaryInvoker
+    invoke_stream: StreamInvoker | None = None
+
+
+@dataclass(frozen=True)
+class _Route:
+    """One HTTP method + path template bound to one RPC, with everything precomputed."""
+
+    http_method: str
+    template: PathTemplate
+    method: MethodDescriptor
+    request_class: type[Message]
+    path_fields: Mapping[str, FieldPath]  # template variable -> fields
+    body_field: FieldDescriptor | None  # the `body: "field"` target
+    body_all: bool  # `body: "*"`
+    query: Mapping[str, FieldPath]  # parameter name (proto or JSON dot path) -> fields
+    has_request_id: bool
+    binding: RestBinding
+
+    @property
+    def body_name(self) -> str:
+        """How error messages name the body: its field, or `body` for `*`/none."""
+        return self.body_field.name if self.body_field is not None else "body"
+
+
+class _BadInput(Exception):
+    """Internal: collected field violations, turned into one INVALID_ARGUMENT."""
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        super().__init__(violations)
+        self.violations = violations
+
+
+class _MethodNotAllowed(Exception):
+    """Internal: the path matches a route, but not with this HTTP method."""
+
+    def __init__(self, http_method: str, path: str, allowed: list[str]) -> None:
+        super().__init__(http_method, path)
+        self.error = _method_not_allowed(http_method, path, allowed)
+        self.allowed = allowed
+
+
+# ---------------------------------------------------------------- build time
+
+
+def _routes_for(binding: RestBinding) -> list[_Route]:
+    routes: list[_Route] = []
+    for method in binding.service.methods:
+        rule = http_rule_of(method)
+        if rule is None:
+            continue
+        if method.client_streaming:
+            logger.warning("REST: skipping client-streaming method %s", method.full_name)
+            continue
+        if method.server_streaming and binding.invoke_stream is None:
+            raise ValueError(f"{method.full_name} is server-streaming: give invoke_stream")
+        request_desc = method.input_type
+        for rb in rule_bindings(rule):
+            path_fields: dict[str, FieldPath] = {}
+            for var in rb.template.variables:
+                path = resolve_field(request_desc, var.field_path)
+                if not is_scalar_like(path[-1]) or path[-1].is_repeated:
+                    raise ValueError(f"{method.full_name}: {var.field_path} is not a scalar field")
+                path_fields[var.field_path] = path
+            body_field: FieldDescriptor | None = None
+            if rb.body and rb.body != "*":
+                found = request_desc.fields_by_name.get(rb.body)
+                if found is None:
+                    raise ValueError(f"{method.full_name}: no body field {rb.body!r}")
+                body_field = found
+            query: dict[str, FieldPath] = {}
+            if rb.body != "*":
+                excluded = set(path_fields)
+                if body_field is not None:
+                    excluded.add(body_field.name)
+                for dotted, path in query_fields(request_desc, excluded).items():
+                    query[dotted] = path
+                    query.setdefault(".".join(fd.json_name for fd in path), path)
+            request_id = request_desc.fields_by_name.get(REQUEST_ID_FIELD)
+            routes.append(
+                _Route(
+                    http_method=rb.http_method,
+                    template=rb.template,
+                    method=method,
+                    request_class=message_factory.GetMessageClass(request_desc),
+                    path_fields=path_fields,
+                    body_field=body_field,
+                    body_all=rb.body == "*",
+                    query=query,
+                    has_request_id=request_id is not None
+                    and request_id.type == FieldDescriptor.TYPE_STRING
+                    and not request_id.is_repeated,
+                    binding=binding,
+                )
+            )
+    return routes
+
+
+# ---------------------------------------------------------------- request -> message
+
+_INT_RANGES: dict[int, tuple[int, int]] = {
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
+    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
+}
+_INT_TEXT = re.compile(r"[+-]?[0-9]+\Z")
+
+
+def _parse_int(fd: FieldDescriptor, text: str) -> int:
+    if not _INT_TEXT.match(text):
+        raise ValueError(f"must be an integer, got {text!r}")
+    low, high = _INT_RANGES[fd.type]
+    value = int(text)
+    if not low <= value <= high:
+        raise ValueError(f"must be between {low} and {high}, got {text}")
+    return value
+
+
+def _parse_bool(fd: FieldDescriptor, text: str) -> bool:
+    lowered = text.lower()
+    if lowered not in ("true", "false", "1", "0"):
+        raise ValueError(f"must be true or false, got {text!r}")
+    return lowered in ("true", "1")
+
+
+def _parse_float(fd: FieldDescriptor, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"must be a number, got {text!r}") from None
+
+
+def _parse_enum(fd: FieldDescriptor, text: str) -> int:
+    enum = fd.enum_type
+    assert enum is not None
+    by_name = enum.values_by_name.get(text)
+    if by_name is not None:
+        return by_name.number
+    if _INT_TEXT.match(text) and int(text) in enum.values_by_number:
+        return int(text)
+    names = ", ".join(v.name for v in enum.values)
+    raise ValueError(f"must be one of {names}, got {text!r}")
+
+
+def _parse_bytes(fd: FieldDescriptor, text: str) -> bytes:
+    try:
+        padded = text.replace("+", "-").replace("/", "_") + "=" * (-len(text) % 4)
+        return base64.b64decode(padded, altchars=b"-_", validate=True)
+    except ValueError:
+        raise ValueError("must be base64") from None
+
+
+_PARSERS: dict[int, Callable[[FieldDescriptor, str], Any]] = {
+    **dict.fromkeys(_INT_RANGES, _parse_int),
+    FieldDescriptor.TYPE_STRING: lambda fd, text: text,
+    FieldDescriptor.TYPE_BOOL: _parse_bool,
+    FieldDescriptor.TYPE_DOUBLE: _parse_float,
+    FieldDescriptor.TYPE_FLOAT: _parse_float,
+    FieldDescriptor.TYPE_ENUM: _parse_enum,
+    FieldDescriptor.TYPE_BYTES: _parse_bytes,
+}
+
+
+def _parse_scalar(fd: FieldDescriptor, text: str) -> Any:
+    """Convert one string to the field's value; ValueError with a client-facing description."""
+    parser = _PARSERS.get(fd.type)
+    if parser is None:  # pragma: no cover - groups and messages never get here
+        raise ValueError("cannot be set from a string")
+    return parser(fd, text)
+
+
+def _assign(message: Message, path: FieldPath, values: Sequence[str]) -> None:
+    """Set the field at `path` from string values (repeated fields take them all)."""
+    target = message
+    for fd in path[:-1]:
+        target = getattr(target, fd.name)
+    leaf = path[-1]
+    if leaf.is_repeated:
+        getattr(target, leaf.name).extend(_parse_scalar(leaf, v) for v in values)
+        return
+    if len(values) > 1:
+        raise ValueError("is given more than once")
+    if leaf.message_type is None:
+        setattr(target, leaf.name, _parse_scalar(leaf, values[0]))
+        return
+    sub = getattr(target, leaf.name)
+    value_field = leaf.message_type.fields_by_name.get("value")
+    if leaf.message_type.full_name.endswith("Value") and value_field is not None:
+        sub.value = _parse_scalar(value_field, values[0])  # a wrapper type
+        return
+    try:
+        json_format.Parse(json.dumps(values[0]), sub)  # Timestamp, Duration, FieldMask
+    except json_format.ParseError as err:
+        raise ValueError(_clean_parse_message(str(err))) from None
+
+
+def _current(message: Message, path: FieldPath) -> Any:
+    target: Any = message
+    for fd in path:
+        target = getattr(target, fd.name)
+    return target
+
+
+def _apply_path(route: _Route, message: Message, variables: Mapping[str, str]) -> None:
+    violations: list[FieldViolation] = []
+    for var, raw in variables.items():
+        path = route.path_fields[var]
+        leaf = path[-1]
+        try:
+            before = _current(message, path)
+            if leaf.message_type is not None:
+                if before.ByteSize():
+                    raise ValueError("is given both in the URL path and in the body")
+                _assign(message, path, [raw])
+                continue
+            value = _parse_scalar(leaf, raw)
+            if before and before != value:
+                raise ValueError(f"is {before!r} in the body but {raw!r} in the URL path")
+            _assign(message, path, [raw])
+        except ValueError as err:
+            violations.append(FieldViolation(var, str(err)))
+    if violations:
+        raise _BadInput(violations)
+
+
+def _apply_query(route: _Route, message: Message, query: Mapping[str, list[str]]) -> None:
+    violations: list[FieldViolation] = []
+    for param, values in query.items():
+        path = route.query.get(param)
+        if path is None:
+            reason = (
+                "is not a query parameter of this method"
+                if not route.body_all
+                else "is not accepted: this method takes its fields from the body"
+            )
+            violations.append(FieldViolation(param, reason))
+            continue
+        try:
+            _assign(message, path, values)
+        except ValueError as err:
+            violations.append(FieldViolation(dotted_name(path), str(err)))
+    if violations:
+        raise _BadInput(violations)
+
+
+_FAILED_FIELD = re.compile(r"Failed to parse (\S+) field: ")
+_NO_FIELD = re.compile(r'has no field named "([^"]+)"')
+_TRAILING_AT = re.compile(r"\s+at\s+\"?[\w.]+\"?\.*\s*\Z")
+
+
+def _clean_parse_message(text: str) -> str:
+    text = text.split("\n", 1)[0]
+    text = _TRAILING_AT.sub("", text).rstrip(".").strip()
+    return text or "is invalid"
+
+
+def _parse_error_violation(err: Exception, root: Descriptor, fallback: str) -> FieldViolation:
+    """Name the field json_format complained about, as a proto dot path from `root`."""
+    text = str(err)
+    keys = _FAILED_FIELD.findall(text)
+    unknown = _NO_FIELD.search(text)
+    names: list[str] = []
+    desc: Descriptor | None = root
+    for key in [*keys, *([unknown.group(1)] if unknown else [])]:
+        fd = None
+        if desc is not None:
+            fd = desc.fields_by_name.get(key) or next(
+                (f for f in desc.fields if f.json_name == key), None
+            )
+        if fd is None:
+            names.append(key)
+            desc = None
+            continue
+        names.append(fd.name)
+        desc = fd.message_type
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            desc = None
+    last = list(_FAILED_FIELD.finditer(text))
+    detail = text[last[-1].end() :] if last else text
+    if unknown:
+        detail = "is not a known field"
+    return FieldViolation(".".join(names) or fallback, _clean_parse_message(detail))
+
+
+def _parse_body(route: _Route, message: Message, raw: bytes) -> None:
+    """Merge the JSON body into `message` per the rule's `body`."""
+    name = route.body_name
+    if not raw.strip():
+        return
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as err:
+        raise _BadInput([FieldViolation(name, f"is not valid JSON: {err}")]) from None
+    field = route.body_field
+    if field is None:
+        if not isinstance(data, dict):
+            raise _BadInput([FieldViolation(name, "must be a JSON object")])
+        document: Any = data
+    else:
+        singular_message = (
+            field.message_type is not None
+            and not field.is_repeated
+            and not field.message_type.full_name.startswith("google.protobuf.")
+        )
+        if singular_message and not isinstance(data, dict):
+            raise _BadInput([FieldViolation(name, "must be a JSON object")])
+        document = {field.json_name: data}
+    try:
+        json_format.ParseDict(document, message, ignore_unknown_fields=False)
+    except (json_format.ParseError, TypeError, ValueError, RecursionError) as err:
+        raise _BadInput([_parse_error_violation(err, route.method.input_type, name)]) from None
+
+
+async def _read_body(request: web.Request, limit: int, name: str) -> bytes:
+    too_big = FieldViolation(name, f"the request body is larger than {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise _BadInput([too_big])
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise _BadInput([too_big])
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# ---------------------------------------------------------------- responses
+
+
+def message_to_json_bytes(message: Message) -> bytes:
+    """proto3 JSON (lowerCamelCase), with every no-presence field printed."""
+    data = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _error_body(err: ApiError, http_status: int | None = None) -> bytes:
+    body = status_to_json(err.to_status())
+    if http_status is not None:
+        body["error"]["code"] = http_status
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _json_response(body: bytes, status: int, trace_id: str) -> web.Response:
+    return web.Response(
+        body=body,
+        status=status,
+        content_type="application/json",
+        headers={"x-trace-id": trace_id, "cache-control": "no-store"},
+    )
+
+
+def _error_response(err: ApiError, trace_id: str, http_status: int | None = None) -> web.Response:
+    status = http_status if http_status is not None else err.code.http_status
+    response = _json_response(_error_body(err, http_status), status, trace_id)
+    return response
+
+
+def _route_not_found(path: str) -> ApiError:
+    return ApiError(
+        Code.NOT_FOUND,
+        "NOT_FOUND",
+        f"No REST endpoint matches the path {path}. The API is described at /openapi.json.",
+        metadata={"path": path},
+    )
+
+
+def _method_not_allowed(http_method: str, path: str, allowed: Sequence[str]) -> ApiError:
+    return ApiError(
+        Code.UNIMPLEMENTED,
+        "METHOD_NOT_ALLOWED",
+        f"{http_method} is not allowed on {path}; use {', '.join(allowed)}.",
+        metadata={"method": http_method, "allowed": ", ".join(allowed)},
+    )
+
+
+# ---------------------------------------------------------------- the handler
+
+
+class RestTranscoder:
+    """The precomputed routing table and the aiohttp handler that serves it."""
+
+    def __init__(
+        self,
+        bindings: Sequence[RestBinding],
+        *,
+        max_body_bytes: int = 65536,
+        openapi: Mapping[str, Any] | None = None,
+    ) -> None:
+        routes = [route for binding in bindings for route in _routes_for(binding)]
+        # Custom-verb templates (`:cancel`) are tried first, then the more literal ones.
+        routes.sort(key=lambda r: (r.template.verb is None, -r.template.literal_count))
+        self._verb_routes = [r for r in routes if r.template.verb is not None]
+        self._plain_routes = [r for r in routes if r.template.verb is None]
+        self._max_body = max_body_bytes
+        if openapi is None:
+            openapi = build_openapi(
+                [b.service for b in bindings],
+                title="Asset Withdrawal API",
+                version="v1",
+                source_descriptor_set=default_descriptor_set(),
+            )
+        self._openapi_body = json.dumps(openapi, ensure_ascii=False).encode()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Serve one request; sets `trace_id_var` for its duration."""
+        trace_id = trace_id_from_traceparent(request.headers.get("traceparent"))
+        token = trace_id_var.set(trace_id)
+        try:
+            return await self._handle(request, trace_id)
+        except ApiError as err:
+            return _error_response(err, trace_id)
+        except _BadInput as bad:
+            return _error_response(invalid_argument(bad.violations), trace_id)
+        except _MethodNotAllowed as wrong:
+            response = _error_response(wrong.error, trace_id, 405)
+            response.headers["Allow"] = ", ".join(wrong.allowed)
+            return response
+        except Exception:
+            logger.exception("REST %s %s failed", request.method, request.rel_url.raw_path)
+            return _error_response(internal(trace_id), trace_id)
+        finally:
+            trace_id_var.reset(token)
+
+    async def _handle(self, request: web.Request, trace_id: str) -> web.StreamResponse:
+        path = request.rel_url.raw_path
+        if path in ("/openapi.json", "/healthz"):
+            if request.method not in ("GET", "HEAD"):
+                raise _MethodNotAllowed(request.method, path, ["GET"])
+            body = self._openapi_body if path == "/openapi.json" else b'{"status":"SERVING"}'
+            return _json_response(body, 200, trace_id)
+        route, variables = self._find(request.method, path, trace_id)
+        metadata = {
+            k.lower(): v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
+        }
+        message = await self._build_request(request, route, variables)
+        if route.method.server_streaming:
+            return await self._stream(request, route, message, metadata, trace_id)
+        response = await route.binding.invoke(route.method, message, metadata)
+        return _json_response(message_to_json_bytes(response), 200, trace_id)
+
+    def _find(self, http_method: str, path: str, trace_id: str) -> tuple[_Route, dict[str, str]]:
+        for group in (self._verb_routes, self._plain_routes):
+            allowed: list[str] = []
+            for route in group:
+                variables = route.template.match(path)
+                if variables is None:
+                    continue
+                if route.http_method == http_method:
+                    return route, variables
+                if route.http_method not in allowed:
+                    allowed.append(route.http_method)
+            if allowed:
+                raise _MethodNotAllowed(http_method, path, allowed)
+        raise _route_not_found(path)
+
+    async def _build_request(
+        self, request: web.Request, route: _Route, variables: Mapping[str, str]
+    ) -> Message:
+        message = route.request_class()
+        if route.body_field is not None or route.body_all:
+            raw = await _read_body(request, self._max_body, route.body_name)
+            _parse_body(route, message, raw)
+        elif request.content_length or request.body_exists:
+            raw = await _read_body(request, self._max_body, "body")
+            if raw.strip():
+                raise _BadInput([FieldViolation("body", "this method takes no request body")])
+        query: dict[str, list[str]] = {}
+        for key, value in request.rel_url.query.items():
+            query.setdefault(key, []).append(value)
+        if query:
+            _apply_query(route, message, query)
+        _apply_path(route, message, variables)
+        if route.has_request_id:
+            header = request.headers.get(IDEMPOTENCY_HEADER, "")
+            if header:
+                current: str = getattr(message, REQUEST_ID_FIELD)
+                if current and current != header:
+                    raise _BadInput(
+                        [
+                            FieldViolation(
+                                REQUEST_ID_FIELD,
+                                f"differs from the {IDEMPOTENCY_HEADER} header; give one or"
+                                " make them equal",
+                            )
+                        ]
+                    )
+                setattr(message, REQUEST_ID_FIELD, header)
+        return message
+
+    async def _stream(
+        self,
+        request: web.Request,
+        route: _Route,
+        message: Message,
+        metadata: Mapping[str, str],
+        trace_id: str,
+    ) -> web.StreamResponse:
+        invoke_stream = route.binding.invoke_stream
+        assert invoke_stream is not None  # checked at build time
+        iterator = aiter(invoke_stream(route.method, message, metadata))
+        try:
+            # The first message (or error) comes before the headers, so an immediate error
+            # (unauthenticated, not found) still gets its proper HTTP status.
+            first: Message | None
+            try:
+                first = await anext(iterator)
+            except StopAsyncIteration:
+                first = None
+            response = web.StreamResponse(
+                status=200, headers={"x-trace-id": trace_id, "cache-control": "no-store"}
+            )
+            response.content_type = NDJSON
+            await response.prepare(request)
+            try:
+                if first is not None:
+                    await response.write(message_to_json_bytes(first) + b"\n")
+                    async for item in iterator:
+                        await response.write(message_to_json_bytes(item) + b"\n")
+            except ConnectionResetError:
+                return response  # the client went away; the finally closes the stream
+            except ApiError as err:
+                await _write_final_error(response, err)
+            except Exception:
+                logger.exception("REST stream %s failed", route.method.full_name)
+                await _write_final_error(response, internal(trace_id))
+            with contextlib.suppress(ConnectionResetError):
+                await response.write_eof()
+            return response
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+async def _write_final_error(response: web.StreamResponse, err: ApiError) -> None:
+    with contextlib.suppress(ConnectionResetError):
+        await response.write(_error_body(err) + b"\n")
+
+
+# ---------------------------------------------------------------- the application
+
+
+def build_rest_app(
+    bindings: Sequence[RestBinding],
+    *,
+    max_body_bytes: int = 65536,
+    openapi: Mapping[str, Any] | None = None,
+) -> web.Application:
+    """An aiohttp application serving every HTTP rule of `bindings`, plus
+    `GET /openapi.json` (`openapi`, or one generated from the bindings) and `GET /healthz`.
+
+    Raises ValueError at build time for rules that do not fit their request messages.
+    """
+    transcoder = RestTranscoder(bindings, max_body_bytes=max_body_bytes, openapi=openapi)
+    app = web.Application(client_max_size=max_body_bytes + 1)
+    app[TRANSCODER_KEY] = transcoder
+    app.router.add_route("*", "/{tail:.*}", transcoder.handle)
+    return app
+
+
+TRANSCODER_KEY: web.AppKey[RestTranscoder] = web.AppKey("rest_transcoder", RestTranscoder)

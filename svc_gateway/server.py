@@ -1,0 +1,129 @@
+"""Builds and runs the gateway: gRPC (WithdrawalService, health, reflection) on grpc.aio and
+REST/JSON (transcoded from the same descriptors) on aiohttp, in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import redis.asyncio as aioredis
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from assetwithdrawal.withdrawal.v1 import withdrawal_pb2, withdrawal_pb2_grpc
+from svc_gateway.auth import Authenticator
+from svc_gateway.core import WithdrawalCore
+from svc_gateway.dispatch import Dispatcher
+from svc_gateway.events import EventHub
+from svc_gateway.rest.openapi import build_openapi, default_descriptor_set
+from svc_gateway.rest.transcoder import RestBinding, build_rest_app
+from svc_gateway.servicer import WithdrawalServicer
+from svc_gateway.settings import GatewaySettings
+from svc_gateway.store import WithdrawalStore
+from withdrawal_shared.db.engine import make_engine
+from withdrawal_shared.queue import QueueNames
+
+log = logging.getLogger(__name__)
+
+SERVICE = withdrawal_pb2.DESCRIPTOR.services_by_name["WithdrawalService"]
+SERVICE_NAMES = (SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME)
+
+
+class GatewayServer:
+    """The running gateway; `grpc_port` and `http_port` are known after `start()`."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.grpc_port = 0
+        self.http_port = 0
+        self._engine = make_engine(settings.database_url, pool_size=settings.db_threads)
+        self._executor = ThreadPoolExecutor(settings.db_threads, thread_name_prefix="gw-db")
+        self._redis = aioredis.from_url(
+            settings.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0
+        )
+        self._names = QueueNames(settings.redis_prefix)
+        self.store = WithdrawalStore(self._engine)
+        self._hub = EventHub(self._redis, self._names)
+        self._health = health.aio.HealthServicer()
+        self._grpc: grpc.aio.Server | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self._hub.start()
+        core = WithdrawalCore(
+            self.store,
+            self._redis,
+            self._names,
+            self._hub,
+            self._executor,
+            self.settings.watch_poll_seconds,
+        )
+        auth = Authenticator(
+            self.store.partner_for_token, self._executor, self.settings.api_key_cache_seconds
+        )
+        dispatcher = Dispatcher(SERVICE, core, auth)
+
+        server = grpc.aio.server()
+        withdrawal_pb2_grpc.add_WithdrawalServiceServicer_to_server(
+            WithdrawalServicer(dispatcher), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(SERVICE_NAMES, server)
+        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        self.grpc_port = server.add_insecure_port(address)
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen for gRPC on {address}")
+        await server.start()
+        self._grpc = server
+
+        openapi = build_openapi(
+            [SERVICE],
+            title="Asset Withdrawal System API",
+            version="v1",
+            source_descriptor_set=default_descriptor_set(),
+        )
+        app = build_rest_app(
+            [RestBinding(SERVICE, dispatcher.unary, dispatcher.stream)],
+            openapi=openapi,
+            max_body_bytes=self.settings.max_body_bytes,
+        )
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
+        await site.start()
+        self.http_port = self._runner.addresses[0][1]
+        for name in (SERVICE.full_name, ""):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "gateway serving",
+            extra={"grpc_port": self.grpc_port, "http_port": self.http_port},
+        )
+
+    async def stop(self) -> None:
+        """Graceful stop: NOT_SERVING, let in-flight RPCs finish (up to the grace), close."""
+        grace = self.settings.shutdown_grace_seconds
+        await self._health.enter_graceful_shutdown()
+        if self._runner is not None:
+            await self._runner.shutdown()
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self._hub.stop()
+        await self._redis.aclose()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._engine.dispose()
+
+    async def wait(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.wait_for_termination()
+
+
+async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
+    server = GatewayServer(settings)
+    await server.start()
+    await stop.wait()
+    await server.stop()

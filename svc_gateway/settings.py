@@ -1,0 +1,65 @@
+"""The gateway's one settings object, read from the environment (defaults documented here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from withdrawal_shared.settings import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_REDIS_URL,
+    env_float,
+    env_int,
+    env_str,
+)
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    database_url: str = DEFAULT_DATABASE_URL
+    """DATABASE_URL: SQLAlchemy URL (mysql+pymysql://... or sqlite:///...)."""
+    redis_url: str = DEFAULT_REDIS_URL
+    """REDIS_URL: the queue and event channel."""
+    redis_prefix: str = "aws:"
+    """REDIS_PREFIX: prefix of every Redis key this stack uses."""
+    grpc_host: str = "127.0.0.1"
+    """GATEWAY_GRPC_HOST."""
+    grpc_port: int = 50051
+    """GATEWAY_GRPC_PORT: 0 picks a free port."""
+    http_host: str = "127.0.0.1"
+    """GATEWAY_HTTP_HOST."""
+    http_port: int = 8080
+    """GATEWAY_HTTP_PORT: REST/JSON and /openapi.json; 0 picks a free port."""
+    max_body_bytes: int = 64 * 1024
+    """GATEWAY_MAX_BODY_BYTES: larger REST bodies are refused with 400."""
+    db_threads: int = 16
+    """GATEWAY_DB_THREADS: threads (and pooled connections) for database work."""
+    api_key_cache_seconds: float = 30.0
+    """GATEWAY_API_KEY_CACHE_SECONDS: how long a verified key is trusted without a lookup
+    (a revoked key stops working within this time)."""
+    watch_poll_seconds: float = 2.0
+    """GATEWAY_WATCH_POLL_SECONDS: WatchWithdrawal re-reads the database at least this often,
+    so a lost pub/sub message only delays an event."""
+    shutdown_grace_seconds: float = 10.0
+    """GATEWAY_SHUTDOWN_GRACE_SECONDS: in-flight RPCs get this long after SIGTERM."""
+
+    @classmethod
+    def from_env(cls) -> GatewaySettings:
+        d = cls()
+        return cls(
+            database_url=env_str("DATABASE_URL", d.database_url),
+            redis_url=env_str("REDIS_URL", d.redis_url),
+            redis_prefix=env_str("REDIS_PREFIX", d.redis_prefix),
+            grpc_host=env_str("GATEWAY_GRPC_HOST", d.grpc_host),
+            grpc_port=env_int("GATEWAY_GRPC_PORT", d.grpc_port, minimum=0),
+            http_host=env_str("GATEWAY_HTTP_HOST", d.http_host),
+            http_port=env_int("GATEWAY_HTTP_PORT", d.http_port, minimum=0),
+            max_body_bytes=env_int("GATEWAY_MAX_BODY_BYTES", d.max_body_bytes, minimum=1024),
+            db_threads=env_int("GATEWAY_DB_THREADS", d.db_threads, minimum=1),
+            api_key_cache_seconds=env_float(
+                "GATEWAY_API_KEY_CACHE_SECONDS", d.api_key_cache_seconds
+            ),
+            watch_poll_seconds=env_float("GATEWAY_WATCH_POLL_SECONDS", d.watch_poll_seconds),
+            shutdown_grace_seconds=env_float(
+                "GATEWAY_SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds
+            ),
+        )

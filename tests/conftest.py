@@ -1,0 +1,91 @@
+"""Suite-wide fixtures: the suite's own databases (MariaDB and SQLite), a Redis key prefix of
+its own on the machine's Redis (never flushed), and running services."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from svc_gateway.settings import GatewaySettings
+from tests.support.databases import database
+from tests.support.gateway import Partner, RunningGateway
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:  # pragma: no cover - environment problem
+        pytest.fail(f"Redis at {REDIS_URL} is not reachable ({exc}); start it and re-run")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix unique to the test; its keys are deleted afterwards (nothing else is)."""
+    prefix = f"awstest:{secrets.token_hex(4)}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(params=["mariadb", "sqlite"], scope="module")
+def db_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    with database(request.param, tmp_path_factory.mktemp("db")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_redis_prefix(redis_url: str) -> Iterator[str]:
+    prefix = f"awstest:{secrets.token_hex(4)}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(db_url: str, redis_url: str, module_redis_prefix: str) -> Iterator[RunningGateway]:
+    settings = GatewaySettings(
+        database_url=db_url,
+        redis_url=redis_url,
+        redis_prefix=module_redis_prefix,
+        grpc_port=0,
+        http_port=0,
+        watch_poll_seconds=0.5,
+        shutdown_grace_seconds=1.0,
+    )
+    running = RunningGateway(settings)
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def partner_a(gateway: RunningGateway) -> Partner:
+    return gateway.add_partner(f"partner-a-{secrets.token_hex(3)}")
+
+
+@pytest.fixture(scope="module")
+def partner_b(gateway: RunningGateway) -> Partner:
+    return gateway.add_partner(f"partner-b-{secrets.token_hex(3)}")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,109 @@
+"""Fixtures for the signer's key backend tests: a private SoftHSM2 token, a keystore, anvil.
+
+The SoftHSM2 token is provisioned under the session's tmp dir (never a system token); when
+SoftHSM2 is not installed the fixture fails (not skips) and says to run `make softhsm`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from svc_signer.keys.keystore import KeystoreBackend, create_keystore
+from svc_signer.keys.pkcs11_hsm import Pkcs11Backend, find_pkcs11_library
+from svc_signer.keys.softhsm import SoftHsmToken, provision_softhsm
+
+REPO = Path(__file__).resolve().parents[2]
+ANVIL = REPO / "node_modules" / ".bin" / "anvil"
+TEST_PIN = "user-pin-for-tests"
+TEST_SO_PIN = "so-pin-for-tests"
+
+
+@pytest.fixture(scope="session")
+def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> SoftHsmToken:
+    """A SoftHSM2 token with a secp256k1 key, in this test session's own directory."""
+    if shutil.which("softhsm2-util") is None:
+        pytest.fail("SoftHSM2 is not installed (softhsm2-util not found): run `make softhsm`")
+    try:
+        find_pkcs11_library()
+    except Exception as exc:
+        pytest.fail(f"{exc}")
+    return provision_softhsm(
+        tmp_path_factory.mktemp("softhsm"),
+        token_label="signer-tests",
+        key_label="hot-wallet-test",
+        pin=TEST_PIN,
+        so_pin=TEST_SO_PIN,
+    )
+
+
+@pytest.fixture(scope="session")
+def hsm_backend(softhsm_token: SoftHsmToken) -> Iterator[Pkcs11Backend]:
+    with Pkcs11Backend.open(softhsm_token.settings) as backend:
+        yield backend
+
+
+@pytest.fixture(scope="session")
+def keystore_backend(tmp_path_factory: pytest.TempPathFactory) -> KeystoreBackend:
+    path = tmp_path_factory.mktemp("keystore") / "keystore.json"
+    # pbkdf2 with few iterations keeps the suite fast; the round-trip test uses the default.
+    create_keystore(path, "fixture-password", kdf="pbkdf2", iterations=2)
+    return KeystoreBackend.load(path, "fixture-password")
+
+
+@pytest.fixture(params=["keystore", "pkcs11"])
+def backend(request: pytest.FixtureRequest) -> KeystoreBackend | Pkcs11Backend:
+    """Each key backend in turn (only the pkcs11 one needs SoftHSM2)."""
+    name = "keystore_backend" if request.param == "keystore" else "hsm_backend"
+    chosen: KeystoreBackend | Pkcs11Backend = request.getfixturevalue(name)
+    return chosen
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def anvil_url() -> Iterator[str]:
+    """A fresh anvil (chain id 137, auto-mining) on a free 127.0.0.1 port; killed afterwards."""
+    if not ANVIL.exists():
+        pytest.fail(f"anvil not found at {ANVIL}: run `make deps`")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "137", "--silent"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: the npm shim and the real binary
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = proc.stderr.read().decode() if proc.stderr else ""
+                    pytest.fail(f"anvil did not start on port {port}: {err[:500]}")
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

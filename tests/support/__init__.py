@@ -1,0 +1,1 @@
+"""Test support: real databases, Redis and services started for the suite."""

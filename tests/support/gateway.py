@@ -1,0 +1,58 @@
+"""A real gateway (gRPC + REST) running in a background thread with its own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+
+import grpc
+
+from assetwithdrawal.withdrawal.v1 import withdrawal_pb2_grpc
+from svc_gateway.server import GatewayServer
+from svc_gateway.settings import GatewaySettings
+from withdrawal_shared.db.api_keys import ensure_partner, issue_api_key
+
+
+@dataclass
+class Partner:
+    id: str
+    api_key: str
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.api_key}"),)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+class RunningGateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.server = GatewayServer(settings)
+        self.run(self.server.start())
+        self.grpc_target = f"127.0.0.1:{self.server.grpc_port}"
+        self.base_url = f"http://127.0.0.1:{self.server.http_port}"
+        self.channel = grpc.insecure_channel(self.grpc_target)
+        self.stub = withdrawal_pb2_grpc.WithdrawalServiceStub(self.channel)
+
+    def run(self, coro: object, timeout: float = 30) -> object:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    def add_partner(self, partner_id: str) -> Partner:
+        with self.server.store.sessions.begin() as session:
+            ensure_partner(session, partner_id)
+            session.flush()
+            key = issue_api_key(session, partner_id)
+        return Partner(partner_id, key)
+
+    def close(self) -> None:
+        self.channel.close()
+        self.run(self.server.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()

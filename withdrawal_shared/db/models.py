@@ -1,0 +1,144 @@
+"""The database schema as SQLAlchemy 2 models. The schema itself is created only by the
+Alembic migrations in `migrations/`; a test checks that the two agree."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from withdrawal_shared.db.types import IntegerAmount, utc_datetime
+
+BigIntPk = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Chain(Base):
+    """A chain we pay out on, with its fee and confirmation settings."""
+
+    __tablename__ = "chains"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)  # e.g. "polygon"
+    chain_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    native_symbol: Mapped[str] = mapped_column(String(16))
+    native_decimals: Mapped[int] = mapped_column(Integer)
+    confirmations: Mapped[int] = mapped_column(Integer)
+    min_priority_fee_wei: Mapped[int] = mapped_column(IntegerAmount)
+    max_fee_cap_wei: Mapped[int] = mapped_column(IntegerAmount)
+    base_fee_headroom_pct: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+
+
+class Token(Base):
+    """A token we pay out, per chain; limits live here, not in code."""
+
+    __tablename__ = "tokens"
+    __table_args__ = (UniqueConstraint("chain", "symbol", name="uq_tokens_chain_symbol"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chain: Mapped[str] = mapped_column(ForeignKey("chains.name"))
+    symbol: Mapped[str] = mapped_column(String(16))
+    contract_address: Mapped[str | None] = mapped_column(String(42))
+    decimals: Mapped[int] = mapped_column(Integer)
+    max_amount_base_units: Mapped[int] = mapped_column(IntegerAmount)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+
+
+class SystemAddress(Base):
+    """Our own contracts and wallets, which are never valid recipients."""
+
+    __tablename__ = "system_addresses"
+
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)  # lowercase
+    chain: Mapped[str] = mapped_column(ForeignKey("chains.name"))
+    kind: Mapped[str] = mapped_column(String(32))  # hot_wallet, token, payout_contract, ...
+    label: Mapped[str] = mapped_column(String(128))
+
+
+class Partner(Base):
+    __tablename__ = "partners"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(128))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+
+
+class ApiKey(Base):
+    """An API key: the public prefix identifies it, only the SHA-256 of the token is stored."""
+
+    __tablename__ = "api_keys"
+
+    prefix: Mapped[str] = mapped_column(String(32), primary_key=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64))
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    revoke_time: Mapped[dt.datetime | None] = mapped_column(utc_datetime())
+
+
+class Withdrawal(Base):
+    """One payment to one recipient. State changes only through `transitions.move`."""
+
+    __tablename__ = "withdrawals"
+    __table_args__ = (
+        UniqueConstraint("partner_id", "request_id", name="uq_withdrawals_partner_request"),
+        Index("ix_withdrawals_partner_id", "partner_id", "id"),
+        Index("ix_withdrawals_partner_state", "partner_id", "state", "id"),
+        Index("ix_withdrawals_state_updated", "state", "update_time"),
+    )
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)  # ULID
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    client_reference: Mapped[str] = mapped_column(String(128))
+    chain: Mapped[str] = mapped_column(ForeignKey("chains.name"))
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id"))
+    recipient: Mapped[str] = mapped_column(String(42))  # lowercase hex
+    amount: Mapped[int] = mapped_column(IntegerAmount)  # token base units
+    priority: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(24))
+    state_reason: Mapped[str] = mapped_column(String(64))
+    state_message: Mapped[str] = mapped_column(String(512))
+    tx_hash: Mapped[str | None] = mapped_column(String(66))
+    fee_wei: Mapped[int | None] = mapped_column(IntegerAmount)
+    confirmations: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer)
+    audit_head: Mapped[str] = mapped_column(String(64))  # hash of the newest audit row
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    end_time: Mapped[dt.datetime | None] = mapped_column(utc_datetime())
+
+
+class WithdrawalAudit(Base):
+    """Append-only audit trail: one row per state change, hash-chained per withdrawal."""
+
+    __tablename__ = "withdrawal_audit"
+    __table_args__ = (
+        UniqueConstraint("withdrawal_id", "version", name="uq_withdrawal_audit_version"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPk, primary_key=True, autoincrement=True)
+    withdrawal_id: Mapped[str] = mapped_column(ForeignKey("withdrawals.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    from_state: Mapped[str] = mapped_column(String(24))
+    to_state: Mapped[str] = mapped_column(String(24))
+    actor: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(String(512))
+    reorged: Mapped[bool] = mapped_column(Boolean)
+    occur_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,101 @@
+"""Reference data (chains, tokens, our own addresses) read from the database and cached.
+
+These tables change rarely and are small; services keep a snapshot and refresh it every few
+seconds, so the request path never queries them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from withdrawal_shared.db.models import Chain, SystemAddress, Token
+
+
+@dataclass(frozen=True)
+class ChainInfo:
+    name: str
+    chain_id: int
+    native_symbol: str
+    native_decimals: int
+    confirmations: int
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: int
+    chain: str
+    symbol: str
+    contract_address: str | None
+    decimals: int
+    max_amount_base_units: int
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class ReferenceData:
+    chains: dict[str, ChainInfo]
+    tokens: dict[tuple[str, str], TokenInfo]  # (chain, symbol)
+    tokens_by_id: dict[int, TokenInfo]
+    system_addresses: frozenset[str]  # lowercase; includes token contracts
+
+    @classmethod
+    def load(cls, session: Session) -> ReferenceData:
+        chains = {
+            c.name: ChainInfo(
+                c.name, c.chain_id, c.native_symbol, c.native_decimals, c.confirmations, c.enabled
+            )
+            for c in session.scalars(select(Chain))
+        }
+        tokens = [
+            TokenInfo(
+                t.id,
+                t.chain,
+                t.symbol,
+                t.contract_address,
+                t.decimals,
+                t.max_amount_base_units,
+                t.enabled,
+            )
+            for t in session.scalars(select(Token))
+        ]
+        own = {a.lower() for a in session.scalars(select(SystemAddress.address))}
+        own |= {t.contract_address.lower() for t in tokens if t.contract_address}
+        return cls(
+            chains=chains,
+            tokens={(t.chain, t.symbol): t for t in tokens},
+            tokens_by_id={t.id: t for t in tokens},
+            system_addresses=frozenset(own),
+        )
+
+
+class ReferenceCache:
+    """A snapshot of ReferenceData refreshed when older than `max_age` seconds."""
+
+    def __init__(self, sessions: sessionmaker[Session], max_age: float = 5.0) -> None:
+        self._sessions = sessions
+        self._max_age = max_age
+        self._lock = threading.Lock()
+        self._data: ReferenceData | None = None
+        self._loaded_at = 0.0
+
+    def get(self) -> ReferenceData:
+        now = time.monotonic()
+        data = self._data
+        if data is not None and now - self._loaded_at < self._max_age:
+            return data
+        with self._lock:
+            if self._data is None or time.monotonic() - self._loaded_at >= self._max_age:
+                with self._sessions() as session:
+                    self._data = ReferenceData.load(session)
+                self._loaded_at = time.monotonic()
+            return self._data
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._loaded_at = 0.0

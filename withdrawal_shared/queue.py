@@ -1,0 +1,108 @@
+"""The processing queue and the event channel, on Redis.
+
+- Tasks: one Redis Stream per priority (`<prefix>tasks:<priority>`), read by the processor's
+  consumer group. A task is only a hint that a withdrawal needs work; the database is the
+  source of truth, and a sweeper re-enqueues rows that sit too long in a state.
+- Events: after a state change commits, a message on the pub/sub channel
+  `<prefix>events:<withdrawal id>` wakes whoever watches it (WatchWithdrawal), and a copy goes
+  to the `<prefix>events` stream for consumers such as webhooks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis.asyncio as aioredis
+from google.protobuf import timestamp_pb2
+
+from assetwithdrawal.events.v1 import events_pb2
+from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
+from withdrawal_shared.db.transitions import Moved
+from withdrawal_shared.states import Priority
+
+log = logging.getLogger(__name__)
+
+EVENTS_STREAM_MAXLEN = 100_000
+
+
+class QueueNames:
+    """Key names under one prefix, so tests and stacks can share a Redis server safely."""
+
+    def __init__(self, prefix: str = "aws:") -> None:
+        self.prefix = prefix
+
+    def tasks(self, priority: Priority) -> str:
+        return f"{self.prefix}tasks:{priority.value.lower()}"
+
+    def events_channel(self, withdrawal_id: str) -> str:
+        return f"{self.prefix}events:{withdrawal_id}"
+
+    @property
+    def events_stream(self) -> str:
+        return f"{self.prefix}events"
+
+
+def encode_task(withdrawal_id: str, priority: Priority) -> bytes:
+    enqueue_time = timestamp_pb2.Timestamp()
+    enqueue_time.GetCurrentTime()
+    task = events_pb2.WithdrawalTask(
+        withdrawal_id=withdrawal_id,
+        priority=withdrawal_pb2.Priority.Value(f"PRIORITY_{priority.value}"),
+        enqueue_time=enqueue_time,
+    )
+    return task.SerializeToString()
+
+
+def encode_event(moved: Moved) -> bytes:
+    occur = timestamp_pb2.Timestamp()
+    occur.FromDatetime(moved.occur_time)
+    event = events_pb2.WithdrawalStateChanged(
+        withdrawal_id=moved.withdrawal_id,
+        partner_id=moved.partner_id,
+        from_state=withdrawal_pb2.State.Value(f"STATE_{moved.from_state.value}")
+        if moved.from_state
+        else withdrawal_pb2.STATE_UNSPECIFIED,
+        to_state=withdrawal_pb2.State.Value(f"STATE_{moved.to_state.value}"),
+        version=moved.version,
+        reason=moved.reason,
+        reorged=moved.reorged,
+        occur_time=occur,
+    )
+    return event.SerializeToString()
+
+
+async def enqueue(
+    client: aioredis.Redis, names: QueueNames, withdrawal_id: str, priority: Priority
+) -> bool:
+    """Add a task; False (logged) when Redis is unavailable: the sweeper will enqueue it."""
+    try:
+        await client.xadd(names.tasks(priority), {"task": encode_task(withdrawal_id, priority)})
+    except (aioredis.RedisError, OSError) as exc:
+        log.warning(
+            "enqueue failed; the sweeper will enqueue it",
+            extra={"withdrawal_id": withdrawal_id, "error": str(exc)},
+        )
+        return False
+    return True
+
+
+async def publish(client: aioredis.Redis, names: QueueNames, moved: Moved) -> bool:
+    """Announce a committed state change; False (logged) when Redis is unavailable."""
+    payload = encode_event(moved)
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.publish(names.events_channel(moved.withdrawal_id), payload)
+            pipe.xadd(
+                names.events_stream,
+                {"event": payload},
+                maxlen=EVENTS_STREAM_MAXLEN,
+                approximate=True,
+            )
+            await pipe.execute()
+    except (aioredis.RedisError, OSError) as exc:
+        log.warning(
+            "event publish failed; watchers fall back to polling",
+            extra={"withdrawal_id": moved.withdrawal_id, "error": str(exc)},
+        )
+        return False
+    return True

@@ -1,0 +1,75 @@
+"""The withdrawal lifecycle: states, which moves are allowed, and which states end it."""
+
+from __future__ import annotations
+
+import enum
+
+
+class State(enum.StrEnum):
+    """Stored as these strings; the API's enum is `STATE_` + the name."""
+
+    RECEIVED = "RECEIVED"
+    VALIDATED = "VALIDATED"
+    PENDING_APPROVAL = "PENDING_APPROVAL"
+    QUEUED = "QUEUED"
+    SIGNED = "SIGNED"
+    BROADCAST = "BROADCAST"
+    CONFIRMING = "CONFIRMING"
+    COMPLETED = "COMPLETED"
+    ON_HOLD = "ON_HOLD"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+
+
+class Priority(enum.StrEnum):
+    STANDARD = "STANDARD"
+    PRIORITY = "PRIORITY"
+    EMERGENCY = "EMERGENCY"
+
+
+TERMINAL = frozenset({State.COMPLETED, State.REJECTED, State.CANCELLED, State.FAILED})
+
+# A partner may cancel only before the withdrawal is signed (and only if no transaction
+# was ever assigned to it; ON_HOLD after signing is not cancellable).
+CANCELLABLE = frozenset(
+    {State.RECEIVED, State.VALIDATED, State.PENDING_APPROVAL, State.QUEUED, State.ON_HOLD}
+)
+
+ALLOWED: dict[State, frozenset[State]] = {
+    State.RECEIVED: frozenset(
+        {State.VALIDATED, State.REJECTED, State.CANCELLED, State.ON_HOLD, State.QUEUED}
+    ),
+    State.VALIDATED: frozenset(
+        {State.PENDING_APPROVAL, State.QUEUED, State.REJECTED, State.CANCELLED, State.ON_HOLD}
+    ),
+    State.PENDING_APPROVAL: frozenset(
+        {State.QUEUED, State.REJECTED, State.CANCELLED, State.ON_HOLD}
+    ),
+    State.QUEUED: frozenset({State.SIGNED, State.CANCELLED, State.ON_HOLD, State.REJECTED}),
+    State.SIGNED: frozenset({State.BROADCAST, State.ON_HOLD, State.FAILED, State.CONFIRMING}),
+    State.BROADCAST: frozenset(
+        {State.CONFIRMING, State.SIGNED, State.ON_HOLD, State.FAILED, State.COMPLETED}
+    ),
+    State.CONFIRMING: frozenset({State.COMPLETED, State.BROADCAST, State.FAILED}),
+    State.ON_HOLD: frozenset(
+        {
+            State.RECEIVED,
+            State.VALIDATED,
+            State.QUEUED,
+            State.SIGNED,
+            State.BROADCAST,
+            State.CANCELLED,
+            State.REJECTED,
+            State.FAILED,
+        }
+    ),
+    State.COMPLETED: frozenset(),
+    State.REJECTED: frozenset(),
+    State.CANCELLED: frozenset(),
+    State.FAILED: frozenset(),
+}
+
+
+def can_move(current: State, target: State) -> bool:
+    return target in ALLOWED[current]
