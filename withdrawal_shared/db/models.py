@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     UniqueConstraint,
 )
@@ -120,6 +121,8 @@ class Withdrawal(Base):
     create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
     update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
     end_time: Mapped[dt.datetime | None] = mapped_column(utc_datetime())
+    # The payout transaction currently paying it (the newest one at its nonce).
+    payout_tx_id: Mapped[str | None] = mapped_column(String(26), index=True)
 
 
 class WithdrawalAudit(Base):
@@ -142,3 +145,73 @@ class WithdrawalAudit(Base):
     occur_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class HotWallet(Base):
+    """A hot wallet that pays out on a chain; its nonce sequence is allocated here, durably."""
+
+    __tablename__ = "hot_wallets"
+
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)  # lowercase
+    chain: Mapped[str] = mapped_column(ForeignKey("chains.name"))
+    next_nonce: Mapped[int] = mapped_column(BigInteger)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+
+
+class PayoutTransaction(Base):
+    """One signed on-chain transaction. Stored (with its raw bytes) BEFORE it is broadcast;
+    a replacement is another row at the same (wallet, nonce)."""
+
+    __tablename__ = "payout_transactions"
+    __table_args__ = (
+        Index("ix_payout_transactions_wallet_nonce", "wallet", "nonce"),
+        Index("ix_payout_transactions_state", "state", "update_time"),
+    )
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    chain: Mapped[str] = mapped_column(ForeignKey("chains.name"))
+    wallet: Mapped[str] = mapped_column(String(42))
+    nonce: Mapped[int] = mapped_column(BigInteger)
+    to_address: Mapped[str] = mapped_column(String(42))
+    raw_tx: Mapped[bytes] = mapped_column(LargeBinary)
+    tx_hash: Mapped[str] = mapped_column(String(66), unique=True)
+    gas_limit: Mapped[int] = mapped_column(BigInteger)
+    max_fee_per_gas: Mapped[int] = mapped_column(IntegerAmount)
+    max_priority_fee_per_gas: Mapped[int] = mapped_column(IntegerAmount)
+    # SIGNED -> BROADCAST -> MINED -> CONFIRMED, or REVERTED / REPLACED / DROPPED
+    state: Mapped[str] = mapped_column(String(16))
+    broadcast_count: Mapped[int] = mapped_column(Integer)
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
+    block_hash: Mapped[str | None] = mapped_column(String(66))
+    gas_used: Mapped[int | None] = mapped_column(BigInteger)
+    effective_gas_price: Mapped[int | None] = mapped_column(IntegerAmount)
+    fee_wei: Mapped[int | None] = mapped_column(IntegerAmount)
+    revert_reason: Mapped[str] = mapped_column(String(256))
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+
+
+class SignerLedger(Base):
+    """Every transaction the signer signed: written only by svc_signer."""
+
+    __tablename__ = "signer_ledger"
+    __table_args__ = (Index("ix_signer_ledger_wallet_nonce", "wallet", "nonce"),)
+
+    tx_hash: Mapped[str] = mapped_column(String(66), primary_key=True)
+    wallet: Mapped[str] = mapped_column(String(42))
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    nonce: Mapped[int] = mapped_column(BigInteger)
+    purpose: Mapped[str] = mapped_column(String(24))
+    raw_tx: Mapped[bytes] = mapped_column(LargeBinary)  # returned again on a repeated request
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+
+
+class SignerLedgerItem(Base):
+    """Which withdrawal each signed transaction pays: the signer's double-payment ledger."""
+
+    __tablename__ = "signer_ledger_items"
+
+    tx_hash: Mapped[str] = mapped_column(ForeignKey("signer_ledger.tx_hash"), primary_key=True)
+    withdrawal_id: Mapped[str] = mapped_column(String(26), primary_key=True, index=True)
+    wallet: Mapped[str] = mapped_column(String(42))
+    nonce: Mapped[int] = mapped_column(BigInteger)
