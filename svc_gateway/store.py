@@ -131,7 +131,7 @@ class WithdrawalStore:
                     return None, None
                 if row.state == State.CANCELLED:
                     return row, None
-                if State(row.state) not in CANCELLABLE or row.tx_hash is not None:
+                if State(row.state) not in CANCELLABLE or row.payout_tx_id is not None:
                     raise ApiError(
                         Code.FAILED_PRECONDITION,
                         "WITHDRAWAL_NOT_CANCELLABLE",
@@ -147,6 +147,8 @@ class WithdrawalStore:
                         actor=ACTOR_PARTNER + partner_id,
                         reason="CANCELLED_BY_PARTNER",
                         message=reason or "Cancelled by the partner.",
+                        # Not once the processor has reserved a nonce for it.
+                        where=[Withdrawal.payout_tx_id.is_(None)],
                     )
                 except TransitionConflict:
                     continue  # it moved under us: read it again and decide again

@@ -16,6 +16,7 @@ from tests.support.gateway import Partner, RunningGateway
 from tests.support.requests import create_request, fresh_address, rich_error
 from withdrawal_shared.db.models import Withdrawal, WithdrawalAudit
 from withdrawal_shared.db.transitions import verify_audit_chain
+from withdrawal_shared.ids import new_ulid
 
 STATE = withdrawal_pb2.State
 
@@ -334,7 +335,7 @@ def test_cancel_before_signing_only(gateway: RunningGateway, partner_a: Partner)
         session.execute(
             Withdrawal.__table__.update()
             .where(Withdrawal.id == withdrawal_id)
-            .values(state="SIGNED", tx_hash="0x" + "ab" * 32)
+            .values(state="SIGNED", tx_hash="0x" + "ab" * 32, payout_tx_id=new_ulid())
         )
     with pytest.raises(grpc.RpcError) as caught:
         gateway.stub.CancelWithdrawal(

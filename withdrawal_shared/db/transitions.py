@@ -4,10 +4,11 @@ audit row in the caller's transaction. Nothing else updates `withdrawals.state`.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from withdrawal_shared.db.audit import GENESIS, audit_hash
@@ -83,12 +84,14 @@ def move(
     reason: str = "",
     message: str = "",
     reorged: bool = False,
+    where: Sequence[ColumnElement[bool]] = (),
     **fields: Any,
 ) -> Moved:
     """Compare-and-set `row` (as read in this session) to `to_state`, with an audit row.
 
-    Raises TransitionConflict when the stored row moved since it was read, ValueError when
-    the lifecycle forbids the move. `fields` are extra columns to set in the same UPDATE.
+    Raises TransitionConflict when the stored row moved since it was read (or a `where`
+    condition no longer holds), ValueError when the lifecycle forbids the move. `fields` are
+    extra columns to set in the same UPDATE.
     """
     from_state = State(row.state)
     if not can_move(from_state, to_state):
@@ -124,6 +127,7 @@ def move(
             Withdrawal.id == row.id,
             Withdrawal.state == from_state.value,
             Withdrawal.version == row.version,
+            *where,
         )
         .values(**values)
         .execution_options(synchronize_session=False)

@@ -57,9 +57,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_payout_transactions_wallet_nonce", "payout_transactions", ["wallet", "nonce"]
     )
-    op.create_index(
-        "ix_payout_transactions_state", "payout_transactions", ["state", "update_time"]
-    )
+    op.create_index("ix_payout_transactions_state", "payout_transactions", ["state", "update_time"])
     op.create_table(
         "signer_ledger",
         sa.Column("tx_hash", sa.String(66), primary_key=True),

@@ -1,0 +1,133 @@
+"""Builds and runs the processor: the task consumer, the sweeper (re-drives stalled work and
+re-broadcasts stored transactions), and a gRPC health endpoint, in one event loop.
+
+All pipeline work runs on one worker thread, so this process handles one withdrawal at a
+time; several processor processes may run side by side (the database arbitrates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from web3 import HTTPProvider, Web3
+
+from svc_processor.consumer import TaskConsumer
+from svc_processor.errors import TransientError
+from svc_processor.pipeline import Pipeline
+from svc_processor.settings import ProcessorSettings
+from svc_processor.signer_client import SignerClient
+from withdrawal_shared import queue
+from withdrawal_shared.db.engine import make_engine, make_sessionmaker
+from withdrawal_shared.db.transitions import Moved
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "assetwithdrawal.processor"
+
+
+class ProcessorServer:
+    def __init__(self, settings: ProcessorSettings) -> None:
+        self.settings = settings
+        self.grpc_port = 0
+        self._engine = make_engine(settings.database_url, pool_size=4)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="pipeline")
+        self._redis = aioredis.from_url(
+            settings.redis_url, socket_connect_timeout=1.0, socket_timeout=5.0
+        )
+        self._names = queue.QueueNames(settings.redis_prefix)
+        self._signer = SignerClient(settings.signer_target, settings.signer_timeout_seconds)
+        w3 = Web3(HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 10}))
+        self.pipeline = Pipeline(
+            make_sessionmaker(self._engine),
+            w3,
+            self._signer,
+            settings.chain,
+            settings.gas_margin_pct,
+        )
+        self._health = health.aio.HealthServicer()
+        self._grpc: grpc.aio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection((health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        self.grpc_port = server.add_insecure_port(
+            f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        )
+        await server.start()
+        self._grpc = server
+        consumer = TaskConsumer(
+            self._redis,
+            self._names,
+            self.settings.consumer_group,
+            self.settings.consumer_name,
+            self.handle,
+            self.settings.claim_idle_seconds,
+        )
+        self._tasks = [
+            asyncio.create_task(consumer.run(), name="consumer"),
+            asyncio.create_task(self._sweep_forever(), name="sweeper"),
+        ]
+        for name in (SERVICE_NAME, ""):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("processor running", extra={"grpc_port": self.grpc_port})
+
+    async def _run(self, fn: object, *args: object) -> list[Moved]:
+        loop = asyncio.get_running_loop()
+        moved: list[Moved] = await loop.run_in_executor(self._executor, fn, *args)  # type: ignore[arg-type]
+        for item in moved:
+            await queue.publish(self._redis, self._names, item)
+        return moved
+
+    async def handle(self, withdrawal_id: str) -> None:
+        """Process one task (raises TransientError to leave it unacknowledged)."""
+        await self._run(self.pipeline.process, withdrawal_id)
+
+    async def sweep_once(self) -> None:
+        await self._run(self.pipeline.broadcast_pending)
+        loop = asyncio.get_running_loop()
+        stalled = await loop.run_in_executor(
+            self._executor, self.pipeline.stalled, self.settings.sweep_age_seconds
+        )
+        for withdrawal_id in stalled:
+            with contextlib.suppress(TransientError):
+                await self.handle(withdrawal_id)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sweep failed; retrying at the next interval")
+            await asyncio.sleep(self.settings.sweep_interval_seconds)
+
+    async def stop(self) -> None:
+        await self._health.enter_graceful_shutdown()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._grpc is not None:
+            await self._grpc.stop(5)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._signer.close()
+        await self._redis.aclose()
+        self._engine.dispose()
+
+
+async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
+    server = ProcessorServer(settings)
+    await server.start()
+    await stop.wait()
+    await server.stop()

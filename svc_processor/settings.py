@@ -1,0 +1,77 @@
+"""The processor's one settings object, read from the environment (defaults documented here)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from withdrawal_shared.settings import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_REDIS_URL,
+    env_float,
+    env_int,
+    env_str,
+)
+
+
+@dataclass(frozen=True)
+class ProcessorSettings:
+    database_url: str = DEFAULT_DATABASE_URL
+    """DATABASE_URL: SQLAlchemy URL (mysql+pymysql://... or sqlite:///...)."""
+    redis_url: str = DEFAULT_REDIS_URL
+    """REDIS_URL: the task streams."""
+    redis_prefix: str = "aws:"
+    """REDIS_PREFIX: prefix of every Redis key this stack uses."""
+    chain: str = "polygon"
+    """CHAIN: the chains-table row this processor pays out on."""
+    rpc_url: str = "http://127.0.0.1:8545"
+    """CHAIN_RPC_URL: the chain's JSON-RPC endpoint."""
+    signer_target: str = "127.0.0.1:50052"
+    """SIGNER_TARGET: host:port of svc_signer."""
+    grpc_host: str = "127.0.0.1"
+    """PROCESSOR_GRPC_HOST: where the health endpoint listens."""
+    grpc_port: int = 50053
+    """PROCESSOR_GRPC_PORT: health and reflection; 0 picks a free port."""
+    consumer_group: str = "processor"
+    """PROCESSOR_CONSUMER_GROUP: the Redis Streams consumer group."""
+    consumer_name: str = ""
+    """PROCESSOR_CONSUMER_NAME: this consumer's name (default: host-pid)."""
+    claim_idle_seconds: float = 30.0
+    """PROCESSOR_CLAIM_IDLE_SECONDS: a message unacknowledged this long (its consumer died
+    or failed transiently) is claimed by another consumer."""
+    sweep_interval_seconds: float = 5.0
+    """PROCESSOR_SWEEP_INTERVAL_SECONDS: how often the sweeper looks for stalled work."""
+    sweep_age_seconds: float = 15.0
+    """PROCESSOR_SWEEP_AGE_SECONDS: a withdrawal untouched this long in a non-terminal state
+    before signing is re-driven by the sweeper (the queue may have lost it)."""
+    gas_margin_pct: int = 25
+    """PROCESSOR_GAS_MARGIN_PCT: headroom added to eth_estimateGas."""
+    signer_timeout_seconds: float = 10.0
+    """PROCESSOR_SIGNER_TIMEOUT_SECONDS: deadline of one signing RPC."""
+
+    @classmethod
+    def from_env(cls) -> ProcessorSettings:
+        d = cls()
+        return cls(
+            database_url=env_str("DATABASE_URL", d.database_url),
+            redis_url=env_str("REDIS_URL", d.redis_url),
+            redis_prefix=env_str("REDIS_PREFIX", d.redis_prefix),
+            chain=env_str("CHAIN", d.chain),
+            rpc_url=env_str("CHAIN_RPC_URL", d.rpc_url),
+            signer_target=env_str("SIGNER_TARGET", d.signer_target),
+            grpc_host=env_str("PROCESSOR_GRPC_HOST", d.grpc_host),
+            grpc_port=env_int("PROCESSOR_GRPC_PORT", d.grpc_port, minimum=0),
+            consumer_group=env_str("PROCESSOR_CONSUMER_GROUP", d.consumer_group),
+            consumer_name=env_str("PROCESSOR_CONSUMER_NAME", "")
+            or f"{socket.gethostname()}-{os.getpid()}",
+            claim_idle_seconds=env_float("PROCESSOR_CLAIM_IDLE_SECONDS", d.claim_idle_seconds),
+            sweep_interval_seconds=env_float(
+                "PROCESSOR_SWEEP_INTERVAL_SECONDS", d.sweep_interval_seconds
+            ),
+            sweep_age_seconds=env_float("PROCESSOR_SWEEP_AGE_SECONDS", d.sweep_age_seconds),
+            gas_margin_pct=env_int("PROCESSOR_GAS_MARGIN_PCT", d.gas_margin_pct, minimum=0),
+            signer_timeout_seconds=env_float(
+                "PROCESSOR_SIGNER_TIMEOUT_SECONDS", d.signer_timeout_seconds
+            ),
+        )

@@ -1,0 +1,63 @@
+"""The processor's client of svc_signer (synchronous; called from the pipeline's thread)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
+from svc_processor.errors import SignerRefused, TransientError
+from withdrawal_shared.logs import new_trace_id, trace_id_var
+
+_REFUSALS = {
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+
+@dataclass(frozen=True)
+class Signed:
+    raw: bytes
+    tx_hash: str
+
+
+class SignerClient:
+    def __init__(self, target: str, timeout: float) -> None:
+        self._channel = grpc.insecure_channel(target)
+        self._stub = signer_pb2_grpc.SignerServiceStub(self._channel)
+        self._timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def wallets(self) -> list[str]:
+        response = self._stub.ListWallets(signer_pb2.ListWalletsRequest(), timeout=self._timeout)
+        return [w.address for w in response.wallets]
+
+    def sign(self, request: signer_pb2.SignTransactionRequest) -> Signed:
+        trace_id = trace_id_var.get() or new_trace_id()
+        metadata = (("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"),)
+        try:
+            response = self._stub.SignTransaction(request, timeout=self._timeout, metadata=metadata)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code in _REFUSALS:
+                raise SignerRefused(_reason(exc), exc.details() or "") from None
+            raise TransientError(f"signer unavailable: {code}") from exc
+        return Signed(response.raw_transaction, response.transaction_hash)
+
+
+def _reason(exc: grpc.RpcError) -> str:
+    status = rpc_status.from_call(exc)
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                return str(info.reason)
+    return "SIGNER_REFUSED"
