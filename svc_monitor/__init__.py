@@ -1,0 +1,1 @@
+"""svc_monitor: follows the chain, settles payout transactions, publishes status events."""

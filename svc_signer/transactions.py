@@ -4,6 +4,9 @@
 backend sign its signing hash (the key never leaves the backend), encodes the signed
 transaction with the same library, and checks that the result recovers to the backend's
 address before returning it. The access list is always empty.
+
+`decode_eip1559()` reads the fields back out of signed bytes (the signer compares a repeated
+request with what it stored).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from eth_typing import HexStr
 from eth_utils.address import is_address, to_checksum_address
 from eth_utils.crypto import keccak
+from hexbytes import HexBytes
 
 from svc_signer.keys.backend import KeyBackend, KeyBackendError
 
@@ -124,4 +128,46 @@ def sign_eip1559(
         )
     return SignedTransaction(
         raw=raw, hash=HexStr("0x" + keccak(raw).hex()), sender=sender, nonce=nonce
+    )
+
+
+@dataclass(frozen=True)
+class Eip1559Fields:
+    """The signed-over fields of an EIP-1559 transaction (addresses lowercase, empty access list
+    implied)."""
+
+    chain_id: int
+    nonce: int
+    to: str
+    data: bytes
+    value: int
+    gas: int
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+
+
+def decode_eip1559(raw: bytes) -> Eip1559Fields:
+    """The fields of a signed type-2 transaction; raises InvalidTransactionError otherwise.
+
+    A transaction with a non-empty access list or no `to` (contract creation) is refused too:
+    `sign_eip1559` never produces one.
+    """
+    if not raw or raw[0] != EIP1559_TYPE:
+        raise InvalidTransactionError("not an EIP-1559 (type 2) transaction")
+    try:
+        fields = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
+    except Exception as exc:  # rlp and eth-account raise several unrelated types
+        raise InvalidTransactionError(f"cannot decode the transaction: {exc}") from None
+    to = bytes(fields.get("to") or b"")
+    if len(to) != 20 or list(fields.get("accessList") or ()):
+        raise InvalidTransactionError("not a plain call (no `to`, or a non-empty access list)")
+    return Eip1559Fields(
+        chain_id=int(fields["chainId"]),
+        nonce=int(fields["nonce"]),
+        to="0x" + to.hex(),
+        data=bytes(fields.get("data") or b""),
+        value=int(fields["value"]),
+        gas=int(fields["gas"]),
+        max_fee_per_gas=int(fields["maxFeePerGas"]),
+        max_priority_fee_per_gas=int(fields["maxPriorityFeePerGas"]),
     )

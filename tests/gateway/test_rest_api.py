@@ -239,9 +239,7 @@ def test_watch_streams_ndjson(gateway: RunningGateway, partner_a: Partner) -> No
 def test_openapi_document_validates(gateway: RunningGateway) -> None:
     document = httpx.get(f"{gateway.base_url}/openapi.json").json()
     validate(document)
-    operations = {
-        op["operationId"] for path in document["paths"].values() for op in path.values()
-    }
+    operations = {op["operationId"] for path in document["paths"].values() for op in path.values()}
     assert {
         "CreateWithdrawal",
         "GetWithdrawal",

@@ -1,4 +1,5 @@
-"""Fixtures for the signer's key backend tests: a private SoftHSM2 token, a keystore, anvil.
+"""Fixtures for the signer's tests: a private SoftHSM2 token, a keystore, anvil, and a real
+SignerServer (keystore or PKCS#11 backend) over the suite's databases (`db_url`).
 
 The SoftHSM2 token is provisioned under the session's tmp dir (never a system token); when
 SoftHSM2 is not installed the fixture fails (not skips) and says to run `make softhsm`.
@@ -21,6 +22,8 @@ import pytest
 from svc_signer.keys.keystore import KeystoreBackend, create_keystore
 from svc_signer.keys.pkcs11_hsm import Pkcs11Backend, find_pkcs11_library
 from svc_signer.keys.softhsm import SoftHsmToken, provision_softhsm
+from svc_signer.settings import SignerSettings
+from tests.signer.support import RunningSigner, SignerWorld
 
 REPO = Path(__file__).resolve().parents[2]
 ANVIL = REPO / "node_modules" / ".bin" / "anvil"
@@ -107,3 +110,40 @@ def anvil_url() -> Iterator[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def signer(db_url: str, keystore_backend: KeystoreBackend) -> Iterator[RunningSigner]:
+    """The real SignerServer (keystore backend) on a free port, over the module's database."""
+    settings = SignerSettings(database_url=db_url, grpc_port=0, shutdown_grace_seconds=1.0)
+    running = RunningSigner(settings, keystore_backend)
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def world(signer: RunningSigner) -> SignerWorld:
+    """A token, the hot wallet row (the keystore key's address) and builders for requests."""
+    return SignerWorld(signer.sessions, signer.server.backend.address)
+
+
+@pytest.fixture(scope="module")
+def hsm_signer(
+    db_url: str, softhsm_token: SoftHsmToken, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningSigner]:
+    """A SignerServer that opens the SoftHSM2 key itself from its settings (PIN from a file)."""
+    pin_file = tmp_path_factory.mktemp("pin") / "user.pin"
+    pin_file.write_text(softhsm_token.settings.pin, encoding="utf-8")
+    settings = SignerSettings(
+        database_url=db_url,
+        grpc_port=0,
+        shutdown_grace_seconds=1.0,
+        key_backend="pkcs11",
+        pkcs11_library=softhsm_token.settings.library_path or "",
+        pkcs11_token_label=softhsm_token.settings.token_label,
+        pkcs11_key_label=softhsm_token.settings.key_label,
+        pkcs11_pin_file=str(pin_file),
+    )
+    running = RunningSigner(settings)
+    yield running
+    running.close()

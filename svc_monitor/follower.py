@@ -1,0 +1,556 @@
+"""Following the chain: settle broadcast payout transactions into confirmed (or failed) ones.
+
+`ChainFollower.poll_once()` is synchronous and transport-neutral (the server runs it on a
+dedicated thread). Each poll:
+
+1. reads the head block (`BlockHashes` caches canonical hashes for as long as the head is
+   unchanged: a block hash commits to all of its ancestors);
+2. for each payout transaction in BROADCAST, fetches its receipt: none -> nothing (a missing
+   receipt is not a failure); status 1 -> MINED, its withdrawals CONFIRMING; status 0 ->
+   REVERTED with the decoded revert reason, its withdrawals FAILED (after checking that the
+   receipt holds no ERC-20 Transfer, i.e. that nothing was paid);
+3. for each payout transaction in MINED: when the canonical hash at its block differs from
+   the stored one (a reorganisation), back to BROADCAST, its withdrawals CONFIRMING ->
+   BROADCAST (reorged) and the SAME signed bytes re-broadcast; otherwise the withdrawals'
+   `confirmations` are updated and, at the chain's confirmation depth, the transaction is
+   CONFIRMED and its withdrawals COMPLETED with their share of the fee (`fees.split_fee`).
+
+Every withdrawal move goes through `transitions.move` in the same database transaction as the
+payout row's compare-and-set on its state; a conflict (someone else moved something first)
+rolls the whole transaction back and the row is looked at again in the next poll. So
+re-processing a receipt never moves anything twice. The poll returns the committed `Moved`s
+for the caller to publish.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+from web3 import Web3
+from web3.exceptions import BlockNotFound, TransactionNotFound, Web3RPCError
+from web3.types import RPCEndpoint, TxReceipt
+
+from svc_monitor.fees import split_fee
+from svc_monitor.receipts import erc20_transfers, revert_reason_from_rpc_error
+from withdrawal_shared.chain.types import HexStr
+from withdrawal_shared.db.models import Chain, PayoutTransaction, Withdrawal
+from withdrawal_shared.db.transitions import Moved, TransitionConflict, move, utcnow
+from withdrawal_shared.errors import WithdrawalSystemError
+from withdrawal_shared.states import TERMINAL, State
+
+log = logging.getLogger(__name__)
+
+ACTOR = "monitor"
+
+
+class PayoutState:
+    """`payout_transactions.state` values (see the model). Candidates for withdrawal_shared."""
+
+    SIGNED = "SIGNED"
+    BROADCAST = "BROADCAST"
+    MINED = "MINED"
+    CONFIRMED = "CONFIRMED"
+    REVERTED = "REVERTED"
+    REPLACED = "REPLACED"
+    DROPPED = "DROPPED"
+
+
+# Answers to eth_sendRawTransaction meaning the node already has (or had) these bytes.
+_ALREADY_SENT = ("already known", "known transaction", "already imported", "nonce too low")
+
+
+class MonitorError(WithdrawalSystemError):
+    """The monitor cannot follow the configured chain; the message says what to fix."""
+
+
+class _RowMoved(Exception):
+    """The payout row was not in the expected state: someone else moved it first."""
+
+
+@dataclass
+class PollReport:
+    """What one poll saw and did. `moved` holds committed withdrawal moves, in order."""
+
+    head: int = 0
+    moved: list[Moved] = field(default_factory=list)
+    pending: int = 0  # BROADCAST, no receipt yet
+    mined: int = 0
+    reverted: int = 0
+    reorged: int = 0
+    confirmed: int = 0
+    conflicts: int = 0
+    anomalies: int = 0  # left alone for an operator (logged as errors)
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: str
+    tx_hash: str
+    block_number: int | None
+    block_hash: str | None
+    fee_wei: int | None
+
+
+class BlockHashes:
+    """The head, and canonical block hashes by number, cached while the head is unchanged."""
+
+    def __init__(self, w3: Web3, max_entries: int = 1024) -> None:
+        self._w3 = w3
+        self._max_entries = max_entries
+        self._head: tuple[int, str] | None = None
+        self._hashes: dict[int, str | None] = {}
+
+    @property
+    def head(self) -> int:
+        if self._head is None:
+            raise RuntimeError("read_head() first")
+        return self._head[0]
+
+    def read_head(self) -> int:
+        block = self._w3.eth.get_block("latest")
+        number, block_hash = int(block["number"]), _hex(block["hash"])
+        if self._head != (number, block_hash):
+            self._hashes.clear()  # a new head may sit on a different history
+            self._head = (number, block_hash)
+            self._hashes[number] = block_hash
+        return number
+
+    def canonical_hash(self, number: int) -> str | None:
+        """The hash of the canonical block `number`, or None when the node has no such block."""
+        if number in self._hashes:
+            return self._hashes[number]
+        try:
+            block_hash: str | None = _hex(self._w3.eth.get_block(number)["hash"])
+        except BlockNotFound:
+            block_hash = None
+        if len(self._hashes) >= self._max_entries:
+            self._hashes.clear()
+        if block_hash is not None:  # a missing block may appear at any moment: never cache it
+            self._hashes[number] = block_hash
+        return block_hash
+
+
+def _hex(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    return str(value).lower()
+
+
+class ChainFollower:
+    """Settles the payout transactions of one chain; see the module docstring."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        w3: Web3,
+        chain: str,
+        *,
+        batch_size: int = 500,
+        actor: str = ACTOR,
+    ) -> None:
+        self._sessions = sessions
+        self._w3 = w3
+        self.chain = chain
+        self._batch_size = batch_size
+        self._actor = actor
+        self.blocks = BlockHashes(w3)
+        self._node_chain_id: int | None = None
+        # Reorged transactions whose re-broadcast the node refused: retried every poll while
+        # the row waits in BROADCAST without a receipt.
+        self._resend: dict[str, bytes] = {}
+
+    # -- the poll ---------------------------------------------------------------------------
+
+    def poll_once(self) -> PollReport:
+        required = self._required_confirmations()
+        report = PollReport(head=self.blocks.read_head())
+        for row in self._rows(PayoutState.BROADCAST):
+            self._check_broadcast(row, report, required)
+        for row in self._rows(PayoutState.MINED):
+            self._check_mined(row, report, required)
+        return report
+
+    def _required_confirmations(self) -> int:
+        with self._sessions() as session:
+            chain = session.get(Chain, self.chain)
+        if chain is None:
+            raise MonitorError(
+                f"chain {self.chain!r} is not in the chains table: set CHAIN to a configured "
+                "chain name (e.g. polygon) or run the migrations"
+            )
+        if self._node_chain_id is None:
+            self._node_chain_id = int(self._w3.eth.chain_id)
+        if self._node_chain_id != chain.chain_id:
+            raise MonitorError(
+                f"the node at CHAIN_RPC_URL reports chain id {self._node_chain_id}, but chain "
+                f"{self.chain!r} has chain id {chain.chain_id}: point CHAIN_RPC_URL at a "
+                f"{self.chain} node"
+            )
+        return max(1, chain.confirmations)
+
+    def _rows(self, state: str) -> list[_Row]:
+        pt = PayoutTransaction
+        with self._sessions() as session:
+            result = session.execute(
+                select(pt.id, pt.tx_hash, pt.block_number, pt.block_hash, pt.fee_wei)
+                .where(pt.chain == self.chain, pt.state == state)
+                .order_by(pt.update_time, pt.id)
+                .limit(self._batch_size)
+            ).all()
+        return [_Row(r.id, r.tx_hash, r.block_number, r.block_hash, r.fee_wei) for r in result]
+
+    # -- step 2: BROADCAST -> MINED | REVERTED ------------------------------------------------
+
+    def _check_broadcast(self, row: _Row, report: PollReport, required: int) -> None:
+        receipt = self._receipt(row.tx_hash)
+        if receipt is None:
+            report.pending += 1
+            raw = self._resend.get(row.id)
+            if raw is not None and self._rebroadcast(row, raw):
+                self._resend.pop(row.id, None)
+            return
+        self._resend.pop(row.id, None)
+        block_number = int(receipt["blockNumber"])
+        gas_used = int(receipt["gasUsed"])
+        price = int(receipt["effectiveGasPrice"])
+        block = {
+            "block_number": block_number,
+            "block_hash": _hex(receipt["blockHash"]),
+            "gas_used": gas_used,
+            "effective_gas_price": price,
+            "fee_wei": gas_used * price,
+        }
+        if int(receipt["status"]) == 1:
+            depth = max(1, report.head - block_number + 1)
+            moved = self._in_transaction(
+                row, report, lambda s: self._record_mined(s, row, block, depth, required)
+            )
+            if moved is not None:
+                report.mined += 1
+            return
+        transfers = erc20_transfers(receipt["logs"])
+        if transfers:
+            # Impossible for a reverted transaction; never call something FAILED that may
+            # have paid. An operator has to look.
+            report.anomalies += 1
+            log.error(
+                "reverted receipt holds ERC-20 transfers; leaving the payout for an operator",
+                extra={"payout_tx_id": row.id, "tx_hash": row.tx_hash, "transfers": transfers},
+            )
+            return
+        reason = self._revert_reason(row.tx_hash, receipt)
+        moved = self._in_transaction(
+            row, report, lambda s: self._record_reverted(s, row, block, reason)
+        )
+        if moved is not None:
+            report.reverted += 1
+
+    def _record_mined(
+        self, session: Session, row: _Row, block: Mapping[str, Any], depth: int, required: int
+    ) -> list[Moved]:
+        _cas_payout(session, row.id, PayoutState.BROADCAST, PayoutState.MINED, **block)
+        message = (
+            f"Mined in block {block['block_number']} (transaction {row.tx_hash}); "
+            f"{depth} of {required} confirmations."
+        )
+        moved: list[Moved] = []
+        for withdrawal in self._linked(session, row.id):
+            if withdrawal.state in (State.SIGNED, State.BROADCAST):
+                moved.append(
+                    move(
+                        session,
+                        withdrawal,
+                        State.CONFIRMING,
+                        actor=self._actor,
+                        reason="MINED",
+                        message=message,
+                        confirmations=depth,
+                    )
+                )
+            else:
+                self._left_alone(withdrawal, row, "mined")
+        return moved
+
+    def _record_reverted(
+        self, session: Session, row: _Row, block: Mapping[str, Any], reason: str
+    ) -> list[Moved]:
+        _cas_payout(
+            session,
+            row.id,
+            PayoutState.BROADCAST,
+            PayoutState.REVERTED,
+            revert_reason=reason[:256],
+            **block,
+        )
+        message = (
+            f"Transaction {row.tx_hash} reverted in block {block['block_number']}: {reason}. "
+            "Nothing was paid (a reverted transaction transfers no tokens; only its gas fee "
+            "was spent)."
+        )
+        linked = self._linked(session, row.id)
+        shares = split_fee(int(block["fee_wei"]), [w.id for w in linked])
+        moved: list[Moved] = []
+        for withdrawal in linked:
+            if withdrawal.state in (State.SIGNED, State.BROADCAST, State.CONFIRMING):
+                moved.append(
+                    move(
+                        session,
+                        withdrawal,
+                        State.FAILED,
+                        actor=self._actor,
+                        reason="TRANSACTION_REVERTED",
+                        message=message,
+                        fee_wei=shares[withdrawal.id],
+                    )
+                )
+            else:
+                self._left_alone(withdrawal, row, "reverted")
+        return moved
+
+    # -- step 3: MINED -> CONFIRMED | back to BROADCAST ---------------------------------------
+
+    def _check_mined(self, row: _Row, report: PollReport, required: int) -> None:
+        if row.block_number is None or row.block_hash is None:  # not written by us: skip
+            report.anomalies += 1
+            log.error("MINED payout without block fields", extra={"payout_tx_id": row.id})
+            return
+        if row.block_number > report.head:
+            return  # mined after this poll read the head: look again next poll
+        canonical = self.blocks.canonical_hash(row.block_number)
+        if canonical != row.block_hash.lower():
+            self._reorged(row, report, canonical)
+            return
+        depth = report.head - row.block_number + 1
+        if depth >= required:
+            moved = self._in_transaction(
+                row, report, lambda s: self._record_confirmed(s, row, depth)
+            )
+            if moved is not None:
+                report.confirmed += 1
+            return
+        with self._sessions.begin() as session:
+            session.execute(
+                update(Withdrawal)
+                .where(
+                    Withdrawal.payout_tx_id == row.id,
+                    Withdrawal.state == State.CONFIRMING.value,
+                    Withdrawal.confirmations != depth,
+                )
+                .values(confirmations=depth)
+                .execution_options(synchronize_session=False)
+            )
+
+    def _record_confirmed(self, session: Session, row: _Row, depth: int) -> list[Moved]:
+        _cas_payout(
+            session,
+            row.id,
+            PayoutState.MINED,
+            PayoutState.CONFIRMED,
+            expected_block_hash=row.block_hash,
+        )
+        linked = self._linked(session, row.id)
+        shares = split_fee(row.fee_wei or 0, [w.id for w in linked])
+        message = (
+            f"Paid: transaction {row.tx_hash} in block {row.block_number} has {depth} "
+            "confirmations."
+        )
+        moved: list[Moved] = []
+        for withdrawal in linked:
+            if withdrawal.state in (State.CONFIRMING, State.BROADCAST):
+                moved.append(
+                    move(
+                        session,
+                        withdrawal,
+                        State.COMPLETED,
+                        actor=self._actor,
+                        reason="CONFIRMED",
+                        message=message,
+                        fee_wei=shares[withdrawal.id],
+                        confirmations=depth,
+                    )
+                )
+            else:
+                self._left_alone(withdrawal, row, "confirmed")
+        return moved
+
+    def _reorged(self, row: _Row, report: PollReport, canonical: str | None) -> None:
+        with self._sessions() as session:
+            raw = session.scalar(
+                select(PayoutTransaction.raw_tx).where(PayoutTransaction.id == row.id)
+            )
+        # Re-broadcast first: if this process dies before the commit, the next poll sees the
+        # same mismatch and does it all again (re-sending the same bytes is harmless).
+        resent = raw is not None and self._rebroadcast(row, raw)
+        log.warning(
+            "payout transaction reorganised out of the chain",
+            extra={
+                "payout_tx_id": row.id,
+                "tx_hash": row.tx_hash,
+                "block_number": row.block_number,
+                "stored_hash": row.block_hash,
+                "canonical_hash": canonical,
+                "rebroadcast": resent,
+            },
+        )
+        moved = self._in_transaction(
+            row, report, lambda s: self._record_reorged(s, row, resent=resent)
+        )
+        if moved is None:
+            return
+        report.reorged += 1
+        if not resent and raw is not None:
+            self._resend[row.id] = raw
+
+    def _record_reorged(self, session: Session, row: _Row, *, resent: bool) -> list[Moved]:
+        extra: dict[str, Any] = {}
+        if resent:
+            extra["broadcast_count"] = PayoutTransaction.broadcast_count + 1
+        _cas_payout(
+            session,
+            row.id,
+            PayoutState.MINED,
+            PayoutState.BROADCAST,
+            expected_block_hash=row.block_hash,
+            block_number=None,
+            block_hash=None,
+            gas_used=None,
+            effective_gas_price=None,
+            fee_wei=None,
+            **extra,
+        )
+        message = (
+            f"Block {row.block_number} holding transaction {row.tx_hash} was replaced by a "
+            "chain reorganisation; the same signed transaction was broadcast again and is "
+            "waiting to be mined. It cannot pay twice (same nonce)."
+        )
+        moved: list[Moved] = []
+        for withdrawal in self._linked(session, row.id):
+            if withdrawal.state == State.CONFIRMING:
+                moved.append(
+                    move(
+                        session,
+                        withdrawal,
+                        State.BROADCAST,
+                        actor=self._actor,
+                        reason="REORGED",
+                        message=message,
+                        reorged=True,
+                        confirmations=0,
+                    )
+                )
+            else:
+                self._left_alone(withdrawal, row, "reorged")
+        return moved
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _in_transaction(
+        self, row: _Row, report: PollReport, work: Callable[[Session], list[Moved]]
+    ) -> list[Moved] | None:
+        """Run `work(session)` in one transaction; None (rolled back) on a conflict."""
+        try:
+            with self._sessions.begin() as session:
+                moved = work(session)
+        except (TransitionConflict, _RowMoved) as exc:
+            report.conflicts += 1
+            log.info(
+                "payout or withdrawal moved concurrently; will look again next poll",
+                extra={"payout_tx_id": row.id, "error": str(exc)},
+            )
+            return None
+        report.moved.extend(moved)
+        return moved
+
+    def _linked(self, session: Session, payout_tx_id: str) -> Sequence[Withdrawal]:
+        return session.scalars(
+            select(Withdrawal)
+            .where(Withdrawal.payout_tx_id == payout_tx_id)
+            .order_by(Withdrawal.id)
+        ).all()
+
+    def _left_alone(self, withdrawal: Withdrawal, row: _Row, event: str) -> None:
+        if State(withdrawal.state) in TERMINAL:
+            return
+        log.warning(
+            "withdrawal not in a state this payout event moves; left as is",
+            extra={
+                "withdrawal_id": withdrawal.id,
+                "state": withdrawal.state,
+                "payout_tx_id": row.id,
+                "event": event,
+            },
+        )
+
+    def _receipt(self, tx_hash: str) -> TxReceipt | None:
+        try:
+            return self._w3.eth.get_transaction_receipt(HexStr(tx_hash))
+        except TransactionNotFound:
+            return None
+
+    def _rebroadcast(self, row: _Row, raw: bytes) -> bool:
+        """Send the stored signed bytes again; True when the node has them (now or before)."""
+        try:
+            self._w3.eth.send_raw_transaction(raw)
+        except (Web3RPCError, ValueError) as exc:
+            text = str(exc).lower()
+            if any(marker in text for marker in _ALREADY_SENT):
+                return True
+            log.warning(
+                "re-broadcast refused by the node; retrying every poll",
+                extra={"payout_tx_id": row.id, "tx_hash": row.tx_hash, "error": str(exc)},
+            )
+            return False
+        return True
+
+    def _revert_reason(self, tx_hash: str, receipt: TxReceipt) -> str:
+        """Replay the transaction with eth_call at its block and decode why it reverted."""
+        try:
+            tx = self._w3.eth.get_transaction(HexStr(tx_hash))
+        except TransactionNotFound:
+            return "reverted"
+        call: dict[str, Any] = {
+            "from": tx["from"],
+            "to": tx["to"],
+            "data": Web3.to_hex(tx["input"]),
+            "value": hex(int(tx["value"])),
+            "gas": hex(int(tx["gas"])),
+        }
+        response = self._w3.provider.make_request(
+            RPCEndpoint("eth_call"), [call, hex(int(receipt["blockNumber"]))]
+        )
+        error = response.get("error")
+        if isinstance(error, Mapping):
+            reason = revert_reason_from_rpc_error(error)
+            if reason:
+                return reason
+        if int(receipt["gasUsed"]) >= int(tx["gas"]):
+            return f"out of gas (used all {int(tx['gas'])} gas)"
+        return "reverted"
+
+
+def _cas_payout(
+    session: Session,
+    payout_tx_id: str,
+    from_state: str,
+    to_state: str,
+    *,
+    expected_block_hash: str | None = None,
+    **values: Any,
+) -> None:
+    """Compare-and-set a payout row's state (and block hash); `_RowMoved` when it moved."""
+    conditions = [PayoutTransaction.id == payout_tx_id, PayoutTransaction.state == from_state]
+    if expected_block_hash is not None:
+        conditions.append(PayoutTransaction.block_hash == expected_block_hash)
+    result = session.execute(
+        update(PayoutTransaction)
+        .where(*conditions)
+        .values(state=to_state, update_time=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise _RowMoved(f"payout transaction {payout_tx_id} is no longer {from_state}")

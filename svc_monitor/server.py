@@ -1,0 +1,145 @@
+"""Builds and runs the monitor: the chain follower as an asyncio task (its blocking database
+and JSON-RPC work on one dedicated thread), events published to Redis after each commit, and a
+grpc.aio server with only gRPC health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from web3 import Web3
+
+from svc_monitor.follower import ChainFollower, PollReport
+from svc_monitor.settings import MonitorSettings
+from withdrawal_shared.db.engine import make_engine, make_sessionmaker
+from withdrawal_shared.queue import QueueNames, publish
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (health.SERVICE_NAME, reflection.SERVICE_NAME)
+FOLLOWER_HEALTH_NAME = "svc_monitor.ChainFollower"
+"""Health service name reflecting the follower alone ("" covers the whole process)."""
+
+
+class MonitorServer:
+    """The running monitor; `grpc_port` is known after `start()`."""
+
+    def __init__(self, settings: MonitorSettings) -> None:
+        self.settings = settings
+        self.grpc_port = 0
+        self._engine = make_engine(settings.database_url, pool_size=2)
+        # One thread: polls never overlap, and the follower's caches need no locking.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="monitor-follow")
+        self._redis = aioredis.from_url(
+            settings.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0
+        )
+        self._names = QueueNames(settings.redis_prefix)
+        w3 = Web3(
+            Web3.HTTPProvider(
+                settings.chain_rpc_url, request_kwargs={"timeout": settings.rpc_timeout_seconds}
+            )
+        )
+        self.follower = ChainFollower(
+            make_sessionmaker(self._engine), w3, settings.chain, batch_size=settings.batch_size
+        )
+        self._health = health.aio.HealthServicer()
+        self._grpc: grpc.aio.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.polls = 0
+        """Completed polls (successful or not), for tests and diagnostics."""
+        self.last_report: PollReport | None = None
+        self._failures = 0
+
+    async def start(self) -> None:
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(SERVICE_NAMES, server)
+        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        self.grpc_port = server.add_insecure_port(address)
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen for gRPC on {address}")
+        await server.start()
+        self._grpc = server
+        for name in ("", FOLLOWER_HEALTH_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._follow(), name="monitor-follower")
+        log.info(
+            "monitor serving",
+            extra={
+                "grpc_port": self.grpc_port,
+                "chain": self.settings.chain,
+                "poll_seconds": self.settings.poll_seconds,
+            },
+        )
+
+    async def _follow(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            try:
+                report = await loop.run_in_executor(self._executor, self.follower.poll_once)
+            except Exception as exc:
+                self._failures += 1
+                log.exception(
+                    "poll failed; retrying",
+                    extra={"consecutive_failures": self._failures, "error": str(exc)},
+                )
+                if self._failures == self.settings.unhealthy_after_failures:
+                    await self._set_follower_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+            else:
+                if self._failures >= self.settings.unhealthy_after_failures:
+                    await self._set_follower_health(health_pb2.HealthCheckResponse.SERVING)
+                self._failures = 0
+                self.last_report = report
+                for moved in report.moved:  # all committed by now
+                    await publish(self._redis, self._names, moved)
+                if report.moved or report.reorged or report.anomalies:
+                    log.info(
+                        "poll settled payouts",
+                        extra={
+                            "head": report.head,
+                            "mined": report.mined,
+                            "reverted": report.reverted,
+                            "reorged": report.reorged,
+                            "confirmed": report.confirmed,
+                            "anomalies": report.anomalies,
+                            "moves": len(report.moved),
+                        },
+                    )
+            self.polls += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.poll_seconds)
+
+    async def _set_follower_health(
+        self, status: health_pb2.HealthCheckResponse.ServingStatus
+    ) -> None:
+        for name in ("", FOLLOWER_HEALTH_NAME):
+            await self._health.set(name, status)
+
+    async def stop(self) -> None:
+        """Graceful stop: NOT_SERVING, finish the poll in progress, close everything."""
+        await self._health.enter_graceful_shutdown()
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        if self._grpc is not None:
+            await self._grpc.stop(self.settings.shutdown_grace_seconds)
+            self._grpc = None
+        await self._redis.aclose()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._engine.dispose()
+
+
+async def serve(settings: MonitorSettings, stop: asyncio.Event) -> None:
+    server = MonitorServer(settings)
+    await server.start()
+    await stop.wait()
+    await server.stop()

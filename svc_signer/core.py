@@ -1,0 +1,521 @@
+"""The signer's policy and signing, transport-neutral: what SignTransaction and ListWallets do.
+
+`SignerCore.sign(request)` either returns `(raw signed bytes, 0x tx hash)` or raises an
+`ApiError`. Bad input is INVALID_ARGUMENT with one BadRequest violation per field; a policy
+refusal is FAILED_PRECONDITION or PERMISSION_DENIED with one of these ErrorInfo reasons:
+
+- WRONG_CHAIN (FAILED_PRECONDITION): `chain_id` is not the configured chain id.
+- UNKNOWN_WALLET (FAILED_PRECONDITION): this signer holds no key for `wallet_address`.
+- TARGET_NOT_ALLOWED (PERMISSION_DENIED): a payout calls something other than an enabled token
+  contract of the configured chain.
+- NONZERO_VALUE (PERMISSION_DENIED): a payout carries native value.
+- UNSUPPORTED_CALLDATA (PERMISSION_DENIED): a payout's calldata is not exactly an ERC-20
+  `transfer(address,uint256)`.
+- CALLDATA_MISMATCH (PERMISSION_DENIED): the items are not exactly what the decoded calldata
+  pays (one item; same recipient, amount and token).
+- NOT_APPROVED (FAILED_PRECONDITION): an item's withdrawal is missing, differs from the item
+  (recipient, amount, token, chain) or is not QUEUED, SIGNED, BROADCAST or ON_HOLD; ErrorInfo
+  metadata `problem` says which (missing, chain, recipient, amount, token, state).
+- ALREADY_SIGNED_AT_OTHER_NONCE (FAILED_PRECONDITION): an item's withdrawal is already in the
+  ledger at another (wallet, nonce).
+- INVALID_NONCE_RELEASE (PERMISSION_DENIED): a nonce release is not a zero-value, empty
+  self-transfer without items.
+
+A signing backend failure is UNAVAILABLE (KEY_BACKEND_UNAVAILABLE): retry later.
+
+The double-payment rule is strict for now: a withdrawal that appears in the ledger at one
+(wallet, nonce) is never signed at another one. The planned exception (the other nonce was
+consumed on chain by a transaction that did not pay it) is not implemented yet, so such a
+withdrawal stays refused until an operator resolves it.
+
+Repeating a request is idempotent: when the ledger already holds a transaction at the same
+(wallet, nonce) with the same fields (to, data, value, gas, fees) paying the same withdrawals,
+its stored bytes are returned and nothing is signed (HSM signatures are randomised, a retried
+RPC must get the same bytes). Otherwise the new transaction and its items are recorded in one
+database transaction before its bytes are returned. Same (wallet, nonce) with other fees is a
+replacement and is signed (only one transaction per nonce can ever be mined).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import re
+from collections.abc import Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from assetwithdrawal.signer.v1 import signer_pb2
+from svc_signer.calldata import UnsupportedCalldataError, decode_erc20_transfer
+from svc_signer.keys import KeyBackend, KeyBackendError
+from svc_signer.ledger import Ledger, LedgerClaim, LedgerTransaction, NewEntry, WithdrawalFacts
+from svc_signer.transactions import (
+    Eip1559Fields,
+    InvalidTransactionError,
+    decode_eip1559,
+    sign_eip1559,
+)
+from withdrawal_shared.addresses import AddressError, parse_address
+from withdrawal_shared.errors import ApiError, Code, FieldViolation, invalid_argument
+from withdrawal_shared.ids import is_ulid
+from withdrawal_shared.states import State
+
+log = logging.getLogger(__name__)
+
+# The states in which a withdrawal may be (re-)signed for.
+PAYABLE_STATES = frozenset({State.QUEUED, State.SIGNED, State.BROADCAST, State.ON_HOLD})
+
+_DECIMAL = re.compile(r"[0-9]{1,78}")
+_UINT256_MAX = 2**256 - 1
+
+
+class Reason(enum.StrEnum):
+    """ErrorInfo reasons of the signer's policy refusals."""
+
+    WRONG_CHAIN = "WRONG_CHAIN"
+    UNKNOWN_WALLET = "UNKNOWN_WALLET"
+    TARGET_NOT_ALLOWED = "TARGET_NOT_ALLOWED"
+    NONZERO_VALUE = "NONZERO_VALUE"
+    UNSUPPORTED_CALLDATA = "UNSUPPORTED_CALLDATA"
+    CALLDATA_MISMATCH = "CALLDATA_MISMATCH"
+    NOT_APPROVED = "NOT_APPROVED"
+    ALREADY_SIGNED_AT_OTHER_NONCE = "ALREADY_SIGNED_AT_OTHER_NONCE"
+    INVALID_NONCE_RELEASE = "INVALID_NONCE_RELEASE"
+    KEY_BACKEND_UNAVAILABLE = "KEY_BACKEND_UNAVAILABLE"
+
+
+class Purpose(enum.StrEnum):
+    """Why a transaction is signed; stored in `signer_ledger.purpose`."""
+
+    PAYOUT = "PAYOUT"
+    REPLACEMENT = "REPLACEMENT"
+    NONCE_RELEASE = "NONCE_RELEASE"
+
+
+_PURPOSES = {
+    signer_pb2.PURPOSE_PAYOUT: Purpose.PAYOUT,
+    signer_pb2.PURPOSE_REPLACEMENT: Purpose.REPLACEMENT,
+    signer_pb2.PURPOSE_NONCE_RELEASE: Purpose.NONCE_RELEASE,
+}
+
+
+def refusal(code: Code, reason: Reason, message: str, **metadata: object) -> ApiError:
+    """A policy refusal with its ErrorInfo reason and string metadata."""
+    return ApiError(code, reason.value, message, metadata={k: str(v) for k, v in metadata.items()})
+
+
+@dataclass(frozen=True)
+class PayoutItem:
+    """One withdrawal a transaction claims to pay (addresses lowercase, amount in base units)."""
+
+    withdrawal_id: str
+    recipient: str
+    amount: int
+    token: str
+
+
+@dataclass(frozen=True)
+class SignRequest:
+    """A SignTransaction request after its fields were parsed and checked for form."""
+
+    purpose: Purpose
+    wallet: str  # lowercase
+    tx: Eip1559Fields  # `to` lowercase
+    items: tuple[PayoutItem, ...]
+
+    @property
+    def withdrawal_ids(self) -> frozenset[str]:
+        return frozenset(item.withdrawal_id for item in self.items)
+
+
+# --- parsing (form only; no policy) -------------------------------------------------------
+
+
+def _uint(text: str, name: str, problems: list[FieldViolation], *, empty: int | None) -> int:
+    if text == "" and empty is not None:
+        return empty
+    if not _DECIMAL.fullmatch(text) or int(text) > _UINT256_MAX:
+        problems.append(FieldViolation(name, "must be a non-negative decimal integer (uint256)"))
+        return 0
+    return int(text)
+
+
+def _address(text: str, name: str, problems: list[FieldViolation]) -> str:
+    try:
+        return parse_address(text)
+    except AddressError as exc:
+        problems.append(FieldViolation(name, str(exc)))
+        return ""
+
+
+def parse_request(request: signer_pb2.SignTransactionRequest) -> SignRequest:
+    """Check every field's form; raises INVALID_ARGUMENT naming each bad field."""
+    problems: list[FieldViolation] = []
+    purpose = _PURPOSES.get(request.purpose)
+    if purpose is None:
+        problems.append(
+            FieldViolation(
+                "purpose", "must be PURPOSE_PAYOUT, PURPOSE_REPLACEMENT or PURPOSE_NONCE_RELEASE"
+            )
+        )
+    wallet = _address(request.wallet_address, "wallet_address", problems)
+    if request.chain_id == 0:
+        problems.append(FieldViolation("chain_id", "is required (137 for Polygon PoS)"))
+    to = _address(request.to_address, "to_address", problems)
+    value = _uint(request.value_wei, "value_wei", problems, empty=0)
+    if request.gas_limit == 0:
+        problems.append(FieldViolation("gas_limit", "must be positive"))
+    max_fee = _uint(request.max_fee_per_gas_wei, "max_fee_per_gas_wei", problems, empty=None)
+    tip = _uint(
+        request.max_priority_fee_per_gas_wei,
+        "max_priority_fee_per_gas_wei",
+        problems,
+        empty=None,
+    )
+    fees_parsed = not any(
+        v.field in {"max_fee_per_gas_wei", "max_priority_fee_per_gas_wei"} for v in problems
+    )
+    if fees_parsed and tip > max_fee:
+        problems.append(
+            FieldViolation("max_priority_fee_per_gas_wei", "must not exceed max_fee_per_gas_wei")
+        )
+    items: list[PayoutItem] = []
+    seen: set[str] = set()
+    for index, item in enumerate(request.items):
+        prefix = f"items[{index}]"
+        if not is_ulid(item.withdrawal_id):
+            problems.append(
+                FieldViolation(f"{prefix}.withdrawal_id", "must be a withdrawal id (26 chars)")
+            )
+        elif item.withdrawal_id in seen:
+            problems.append(
+                FieldViolation(f"{prefix}.withdrawal_id", "appears more than once in items")
+            )
+        seen.add(item.withdrawal_id)
+        items.append(
+            PayoutItem(
+                withdrawal_id=item.withdrawal_id,
+                recipient=_address(item.recipient_address, f"{prefix}.recipient_address", problems),
+                amount=_uint(
+                    item.amount_base_units, f"{prefix}.amount_base_units", problems, empty=None
+                ),
+                token=_address(item.token_address, f"{prefix}.token_address", problems),
+            )
+        )
+    if problems or purpose is None:
+        raise invalid_argument(problems)
+    return SignRequest(
+        purpose=purpose,
+        wallet=wallet,
+        tx=Eip1559Fields(
+            chain_id=request.chain_id,
+            nonce=request.nonce,
+            to=to,
+            data=bytes(request.data),
+            value=value,
+            gas=request.gas_limit,
+            max_fee_per_gas=max_fee,
+            max_priority_fee_per_gas=tip,
+        ),
+        items=tuple(items),
+    )
+
+
+# --- policy rules (each a small function raising the refusal) ------------------------------
+
+
+def check_chain(request: SignRequest, chain_id: int) -> None:
+    if request.tx.chain_id != chain_id:
+        raise refusal(
+            Code.FAILED_PRECONDITION,
+            Reason.WRONG_CHAIN,
+            f"This signer signs only for chain id {chain_id}, not {request.tx.chain_id}; "
+            "send the request to the signer of that chain.",
+            expected_chain_id=chain_id,
+            chain_id=request.tx.chain_id,
+        )
+
+
+def check_wallet(request: SignRequest, backend: KeyBackend) -> None:
+    if request.wallet != backend.address.lower():
+        raise refusal(
+            Code.FAILED_PRECONDITION,
+            Reason.UNKNOWN_WALLET,
+            f"This signer holds no key for wallet {request.wallet}; ListWallets shows the "
+            "wallets it holds.",
+            wallet=request.wallet,
+        )
+
+
+def check_nonce_release(request: SignRequest) -> None:
+    """A nonce release is a zero-value self-transfer with no calldata and no items."""
+    wrong = []
+    if request.tx.to != request.wallet:
+        wrong.append("to_address must be the wallet itself")
+    if request.tx.value != 0:
+        wrong.append("value_wei must be 0")
+    if request.tx.data:
+        wrong.append("data must be empty")
+    if request.items:
+        wrong.append("items must be empty")
+    if wrong:
+        raise refusal(
+            Code.PERMISSION_DENIED,
+            Reason.INVALID_NONCE_RELEASE,
+            "A nonce release must be a zero-value, empty self-transfer: " + "; ".join(wrong) + ".",
+        )
+
+
+def check_payout_calldata(request: SignRequest) -> None:
+    """Value 0, calldata an ERC-20 transfer, and exactly one item that is what it pays."""
+    if request.tx.value != 0:
+        raise refusal(
+            Code.PERMISSION_DENIED,
+            Reason.NONZERO_VALUE,
+            "A token payout carries no native value: set value_wei to 0.",
+        )
+    try:
+        transfer = decode_erc20_transfer(request.tx.data)
+    except UnsupportedCalldataError as exc:
+        raise refusal(
+            Code.PERMISSION_DENIED, Reason.UNSUPPORTED_CALLDATA, f"Refused to sign: {exc}."
+        ) from None
+    if len(request.items) != 1:
+        raise refusal(
+            Code.PERMISSION_DENIED,
+            Reason.CALLDATA_MISMATCH,
+            f"The calldata is one ERC-20 transfer, so it pays exactly one item, not "
+            f"{len(request.items)}.",
+        )
+    item = request.items[0]
+    differing = [
+        name
+        for name, claimed, decoded in (
+            ("recipient_address", item.recipient, transfer.recipient),
+            ("amount_base_units", item.amount, transfer.amount),
+            ("token_address", item.token, request.tx.to),
+        )
+        if claimed != decoded
+    ]
+    if differing:
+        raise refusal(
+            Code.PERMISSION_DENIED,
+            Reason.CALLDATA_MISMATCH,
+            f"The item of withdrawal {item.withdrawal_id} does not match the decoded calldata "
+            f"({', '.join(differing)} differ); rebuild the transaction from the withdrawal.",
+            withdrawal_id=item.withdrawal_id,
+            fields=",".join(differing),
+        )
+
+
+def check_target(to: str, allowed: frozenset[str]) -> None:
+    """A payout may call only an allowed contract (today: an enabled token of the chain)."""
+    if to not in allowed:
+        raise refusal(
+            Code.PERMISSION_DENIED,
+            Reason.TARGET_NOT_ALLOWED,
+            f"{to} is not a contract this signer pays through (an enabled token of its chain).",
+            to_address=to,
+        )
+
+
+def _not_approved(item: PayoutItem, problem: str, message: str) -> ApiError:
+    return refusal(
+        Code.FAILED_PRECONDITION,
+        Reason.NOT_APPROVED,
+        f"Withdrawal {item.withdrawal_id} {message}; it cannot be paid by this transaction.",
+        withdrawal_id=item.withdrawal_id,
+        problem=problem,
+    )
+
+
+def check_withdrawals(
+    items: Iterable[PayoutItem], facts: dict[str, WithdrawalFacts], chain: str
+) -> None:
+    """Each item is an existing, payable withdrawal of this chain with the same payment."""
+    for item in items:
+        row = facts.get(item.withdrawal_id)
+        if row is None:
+            raise _not_approved(item, "missing", "does not exist")
+        if row.chain != chain:
+            raise _not_approved(item, "chain", f"is on chain {row.chain}, not {chain}")
+        if row.recipient != item.recipient:
+            raise _not_approved(item, "recipient", "has another recipient")
+        if row.amount != item.amount:
+            raise _not_approved(item, "amount", "has another amount")
+        if row.token_address != item.token:
+            raise _not_approved(item, "token", "is paid in another token")
+        if row.state not in PAYABLE_STATES:
+            raise refusal(
+                Code.FAILED_PRECONDITION,
+                Reason.NOT_APPROVED,
+                f"Withdrawal {item.withdrawal_id} is {row.state}; only QUEUED, SIGNED, BROADCAST "
+                "or ON_HOLD withdrawals are signed for.",
+                withdrawal_id=item.withdrawal_id,
+                problem="state",
+                state=row.state,
+            )
+
+
+def check_ledger_claims(claims: list[LedgerClaim]) -> None:
+    """No item may already be in the ledger at another (wallet, nonce)."""
+    if claims:
+        claim = claims[0]
+        raise refusal(
+            Code.FAILED_PRECONDITION,
+            Reason.ALREADY_SIGNED_AT_OTHER_NONCE,
+            f"Withdrawal {claim.withdrawal_id} was already signed at wallet {claim.wallet} "
+            f"nonce {claim.nonce} (transaction {claim.tx_hash}); replace that transaction at "
+            "its nonce instead of paying it again.",
+            withdrawal_id=claim.withdrawal_id,
+            wallet=claim.wallet,
+            nonce=claim.nonce,
+            tx_hash=claim.tx_hash,
+        )
+
+
+def _same_transaction(raw: bytes, tx: Eip1559Fields) -> bool:
+    try:
+        return decode_eip1559(raw) == tx
+    except InvalidTransactionError:
+        return False
+
+
+# --- the core -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Signed:
+    raw: bytes
+    hash: str
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    raw: bytes
+    tx_hash: str
+    how: str  # signed | repeated | merged
+
+
+class SignerCore:
+    """Checks requests against the policy, signs with the key backend, records the ledger."""
+
+    def __init__(
+        self,
+        backend: KeyBackend,
+        ledger: Ledger,
+        executor: Executor,
+        *,
+        chain_id: int,
+        chain: str,
+    ) -> None:
+        self.backend = backend
+        self.ledger = ledger
+        self.executor = executor
+        self.chain_id = chain_id
+        self.chain = chain
+
+    async def sign(self, request: signer_pb2.SignTransactionRequest) -> tuple[bytes, str]:
+        """Sign `request` (or return what was signed for it before); raises ApiError."""
+        context = {
+            "wallet": request.wallet_address.lower(),
+            "nonce": request.nonce,
+            "purpose": signer_pb2.Purpose.Name(request.purpose)
+            if request.purpose in signer_pb2.Purpose.values()
+            else str(request.purpose),
+        }
+        try:
+            checked = parse_request(request)
+            check_chain(checked, self.chain_id)
+            check_wallet(checked, self.backend)
+            if checked.purpose is Purpose.NONCE_RELEASE:
+                check_nonce_release(checked)
+            else:
+                check_payout_calldata(checked)
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(self.executor, self._sign_and_record, checked)
+        except ApiError as err:
+            log.warning(
+                "signing refused",
+                extra={**context, "reason": err.reason, "code": err.code.name},
+            )
+            raise
+        log.info(
+            "transaction signed" if outcome.how != "repeated" else "signed transaction returned",
+            extra={
+                **context,
+                "tx_hash": outcome.tx_hash,
+                "outcome": outcome.how,
+                "withdrawal_ids": sorted(checked.withdrawal_ids),
+            },
+        )
+        return outcome.raw, outcome.tx_hash
+
+    def list_wallets(self) -> signer_pb2.ListWalletsResponse:
+        return signer_pb2.ListWalletsResponse(
+            wallets=[
+                signer_pb2.Wallet(address=self.backend.address, backend=self.backend.backend_name)
+            ]
+        )
+
+    def _check_payout(self, tx: LedgerTransaction, request: SignRequest) -> None:
+        check_target(request.tx.to, tx.payout_targets(self.chain))
+        ids = request.withdrawal_ids
+        check_withdrawals(request.items, tx.lock_withdrawals(ids), self.chain)
+        check_ledger_claims(tx.claims_elsewhere(ids, request.wallet, request.tx.nonce))
+
+    def _sign_and_record(self, request: SignRequest) -> _Outcome:
+        """Runs in a worker thread: the database checks, signing and recording, in one
+        database transaction (the withdrawals stay locked until it commits)."""
+        with self.ledger.transaction() as tx:
+            if request.purpose is not Purpose.NONCE_RELEASE:
+                self._check_payout(tx, request)
+            ids = request.withdrawal_ids
+            for entry in tx.entries_at(request.wallet, request.tx.nonce):
+                if entry.withdrawal_ids == ids and _same_transaction(entry.raw_tx, request.tx):
+                    return _Outcome(entry.raw_tx, entry.tx_hash, "repeated")
+            signed = self._sign(request.tx)
+            existing = tx.entry(signed.hash)
+            if existing is not None:
+                # A deterministic backend signed identical fields again (e.g. another
+                # withdrawal with the same recipient, amount and token at this nonce): the
+                # bytes are the stored ones; record that they pay these withdrawals too.
+                tx.add_items(signed.hash, request.wallet, request.tx.nonce, ids)
+                return _Outcome(existing.raw_tx, existing.tx_hash, "merged")
+            tx.record(
+                NewEntry(
+                    tx_hash=signed.hash,
+                    wallet=request.wallet,
+                    chain_id=request.tx.chain_id,
+                    nonce=request.tx.nonce,
+                    purpose=request.purpose.value,
+                    raw_tx=signed.raw,
+                    withdrawal_ids=tuple(sorted(ids)),
+                )
+            )
+            return _Outcome(signed.raw, signed.hash, "signed")
+
+    def _sign(self, fields: Eip1559Fields) -> _Signed:
+        try:
+            signed = sign_eip1559(
+                self.backend,
+                chain_id=fields.chain_id,
+                nonce=fields.nonce,
+                to=fields.to,
+                data=fields.data,
+                value=fields.value,
+                gas=fields.gas,
+                max_fee_per_gas=fields.max_fee_per_gas,
+                max_priority_fee_per_gas=fields.max_priority_fee_per_gas,
+            )
+        except InvalidTransactionError as exc:
+            raise invalid_argument([FieldViolation("transaction", str(exc))]) from None
+        except KeyBackendError as exc:
+            log.error("the key backend failed to sign", extra={"error": str(exc)})
+            raise ApiError(
+                Code.UNAVAILABLE,
+                Reason.KEY_BACKEND_UNAVAILABLE.value,
+                "The signer's key backend cannot sign right now; retry the same request later.",
+            ) from None
+        return _Signed(signed.raw, str(signed.hash))

@@ -1,0 +1,215 @@
+"""The signer's database access: its double-payment ledger and the rows its policy reads.
+
+`signer_ledger` (one row per signed transaction, with its raw bytes) and `signer_ledger_items`
+(which withdrawals each one pays, at which wallet and nonce) are written only here. The policy
+also reads the withdrawals it pays and the tokens it may call; it never writes them.
+
+Everything runs inside one `Ledger.transaction()` per signing request (sync SQLAlchemy; call it
+from a worker thread). `LedgerTransaction.lock_withdrawals` takes row locks on the withdrawals
+(`SELECT ... FOR UPDATE` on MySQL/MariaDB; SQLite serialises every write transaction with
+`BEGIN IMMEDIATE`), so two requests that pay the same withdrawal are checked and recorded one
+after the other, never interleaved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from withdrawal_shared.db.engine import make_sessionmaker
+from withdrawal_shared.db.models import SignerLedger, SignerLedgerItem, Token, Withdrawal
+from withdrawal_shared.db.transitions import utcnow
+
+
+@dataclass(frozen=True)
+class WithdrawalFacts:
+    """What the policy needs to know about one withdrawal."""
+
+    id: str
+    chain: str
+    state: str
+    recipient: str  # lowercase
+    amount: int  # base units
+    token_address: str | None  # lowercase contract of its token (None for a native token)
+
+
+@dataclass(frozen=True)
+class LedgerClaim:
+    """One ledger item: `withdrawal_id` is paid by `tx_hash` at (`wallet`, `nonce`)."""
+
+    withdrawal_id: str
+    tx_hash: str
+    wallet: str
+    nonce: int
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """A signed transaction in the ledger and the withdrawals it pays."""
+
+    tx_hash: str
+    purpose: str
+    raw_tx: bytes
+    withdrawal_ids: frozenset[str]
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """A transaction just signed, to be recorded with its items."""
+
+    tx_hash: str
+    wallet: str  # lowercase
+    chain_id: int
+    nonce: int
+    purpose: str
+    raw_tx: bytes
+    withdrawal_ids: tuple[str, ...]
+
+
+class LedgerTransaction:
+    """The queries and writes of one signing request, inside one database transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def payout_targets(self, chain: str) -> frozenset[str]:
+        """Lowercase addresses a payout may call on `chain`: the enabled tokens' contracts.
+
+        (The payout contract joins this set when batching through it is implemented.)
+        """
+        rows = self._session.scalars(
+            select(Token.contract_address).where(
+                Token.chain == chain, Token.enabled.is_(True), Token.contract_address.is_not(None)
+            )
+        )
+        return frozenset(address.lower() for address in rows if address)
+
+    def lock_withdrawals(self, ids: Collection[str]) -> dict[str, WithdrawalFacts]:
+        """The withdrawals with these ids (missing ones are absent), locked until commit."""
+        if not ids:
+            return {}
+        rows = list(
+            self._session.execute(
+                select(
+                    Withdrawal.id,
+                    Withdrawal.chain,
+                    Withdrawal.state,
+                    Withdrawal.recipient,
+                    Withdrawal.amount,
+                    Withdrawal.token_id,
+                )
+                .where(Withdrawal.id.in_(sorted(ids)))
+                .order_by(Withdrawal.id)
+                .with_for_update()
+            )
+        )
+        token_ids = {row.token_id for row in rows}
+        contracts = {
+            token_id: address
+            for token_id, address in self._session.execute(
+                select(Token.id, Token.contract_address).where(Token.id.in_(token_ids))
+            )
+        }
+        facts: dict[str, WithdrawalFacts] = {}
+        for row in rows:
+            contract = contracts.get(row.token_id)
+            facts[row.id] = WithdrawalFacts(
+                id=row.id,
+                chain=row.chain,
+                state=row.state,
+                recipient=row.recipient.lower(),
+                amount=row.amount,
+                token_address=contract.lower() if contract else None,
+            )
+        return facts
+
+    def claims_elsewhere(self, ids: Collection[str], wallet: str, nonce: int) -> list[LedgerClaim]:
+        """Ledger items for these withdrawals at any (wallet, nonce) other than the given one."""
+        if not ids:
+            return []
+        rows = self._session.execute(
+            select(
+                SignerLedgerItem.withdrawal_id,
+                SignerLedgerItem.tx_hash,
+                SignerLedgerItem.wallet,
+                SignerLedgerItem.nonce,
+            )
+            .where(
+                SignerLedgerItem.withdrawal_id.in_(sorted(ids)),
+                or_(SignerLedgerItem.wallet != wallet, SignerLedgerItem.nonce != nonce),
+            )
+            .order_by(SignerLedgerItem.withdrawal_id, SignerLedgerItem.nonce)
+        )
+        return [LedgerClaim(r.withdrawal_id, r.tx_hash, r.wallet, r.nonce) for r in rows]
+
+    def entries_at(self, wallet: str, nonce: int) -> list[LedgerEntry]:
+        """Every transaction signed at (wallet, nonce), oldest first."""
+        rows = list(
+            self._session.execute(
+                select(SignerLedger.tx_hash, SignerLedger.purpose, SignerLedger.raw_tx)
+                .where(SignerLedger.wallet == wallet, SignerLedger.nonce == nonce)
+                .order_by(SignerLedger.create_time, SignerLedger.tx_hash)
+            )
+        )
+        return [
+            LedgerEntry(row.tx_hash, row.purpose, bytes(row.raw_tx), self._items_of(row.tx_hash))
+            for row in rows
+        ]
+
+    def entry(self, tx_hash: str) -> LedgerEntry | None:
+        """The ledger entry of `tx_hash`, or None."""
+        row = self._session.get(SignerLedger, tx_hash)
+        if row is None:
+            return None
+        return LedgerEntry(row.tx_hash, row.purpose, bytes(row.raw_tx), self._items_of(tx_hash))
+
+    def _items_of(self, tx_hash: str) -> frozenset[str]:
+        return frozenset(
+            self._session.scalars(
+                select(SignerLedgerItem.withdrawal_id).where(SignerLedgerItem.tx_hash == tx_hash)
+            )
+        )
+
+    def record(self, entry: NewEntry) -> None:
+        """Insert the signed transaction and its items (flushed; committed with the block)."""
+        self._session.add(
+            SignerLedger(
+                tx_hash=entry.tx_hash,
+                wallet=entry.wallet,
+                chain_id=entry.chain_id,
+                nonce=entry.nonce,
+                purpose=entry.purpose,
+                raw_tx=entry.raw_tx,
+                create_time=utcnow(),
+            )
+        )
+        self._session.flush()
+        self.add_items(entry.tx_hash, entry.wallet, entry.nonce, entry.withdrawal_ids)
+
+    def add_items(self, tx_hash: str, wallet: str, nonce: int, ids: Collection[str]) -> None:
+        """Record that `tx_hash` (already in the ledger) also pays these withdrawals."""
+        present = self._items_of(tx_hash)
+        for withdrawal_id in sorted(set(ids) - present):
+            self._session.add(
+                SignerLedgerItem(
+                    tx_hash=tx_hash, withdrawal_id=withdrawal_id, wallet=wallet, nonce=nonce
+                )
+            )
+        self._session.flush()
+
+
+class Ledger:
+    """Opens the one transaction each signing request runs in."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.sessions: sessionmaker[Session] = make_sessionmaker(engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[LedgerTransaction]:
+        """A transaction that commits when the block ends normally and rolls back otherwise."""
+        with self.sessions.begin() as session:
+            yield LedgerTransaction(session)

@@ -1,0 +1,116 @@
+"""Builds and runs the signer: gRPC (SignerService, health, reflection) on grpc.aio.
+
+Database work and signing run on a bounded thread pool so the event loop never blocks on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
+from svc_signer.core import SignerCore
+from svc_signer.keys import KeyBackend, backend_from_env
+from svc_signer.ledger import Ledger
+from svc_signer.servicer import SignerServicer
+from svc_signer.settings import SignerSettings
+from withdrawal_shared.db.engine import make_engine
+
+log = logging.getLogger(__name__)
+
+SERVICE = signer_pb2.DESCRIPTOR.services_by_name["SignerService"]
+SERVICE_NAMES = (SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME)
+
+
+class SignerServer:
+    """The running signer; `grpc_port` is known after `start()`.
+
+    With `backend=None` the key backend is opened from the settings when starting (and closed
+    on stop); a backend passed in stays the caller's to close.
+    """
+
+    def __init__(self, settings: SignerSettings, backend: KeyBackend | None = None) -> None:
+        self.settings = settings
+        self.grpc_port = 0
+        self._backend = backend
+        self._owns_backend = backend is None
+        self._engine = make_engine(settings.database_url, pool_size=settings.db_threads)
+        self._executor = ThreadPoolExecutor(settings.db_threads, thread_name_prefix="signer")
+        self.ledger = Ledger(self._engine)
+        self._health = health.aio.HealthServicer()
+        self._grpc: grpc.aio.Server | None = None
+        self.core: SignerCore | None = None
+
+    @property
+    def backend(self) -> KeyBackend:
+        if self._backend is None:
+            raise RuntimeError("the signer has no key backend before start()")
+        return self._backend
+
+    async def start(self) -> None:
+        if self._backend is None:
+            loop = asyncio.get_running_loop()
+            environ = self.settings.key_environ()
+            self._backend = await loop.run_in_executor(self._executor, backend_from_env, environ)
+        self.core = SignerCore(
+            self._backend,
+            self.ledger,
+            self._executor,
+            chain_id=self.settings.chain_id,
+            chain=self.settings.chain,
+        )
+        server = grpc.aio.server()
+        signer_pb2_grpc.add_SignerServiceServicer_to_server(SignerServicer(self.core), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(SERVICE_NAMES, server)
+        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        self.grpc_port = server.add_insecure_port(address)
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen for gRPC on {address}")
+        await server.start()
+        self._grpc = server
+        for name in (SERVICE.full_name, ""):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "signer serving",
+            extra={
+                "grpc_port": self.grpc_port,
+                "wallet": self._backend.address,
+                "key_backend": self._backend.backend_name,
+                "chain_id": self.settings.chain_id,
+                "chain": self.settings.chain,
+            },
+        )
+
+    async def stop(self) -> None:
+        """Graceful stop: NOT_SERVING, let in-flight RPCs finish (up to the grace), close."""
+        await self._health.enter_graceful_shutdown()
+        if self._grpc is not None:
+            await self._grpc.stop(self.settings.shutdown_grace_seconds)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._owns_backend and self._backend is not None:
+            close = getattr(self._backend, "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):
+                    close()
+        self._engine.dispose()
+
+    async def wait(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.wait_for_termination()
+
+
+async def serve(settings: SignerSettings, stop: asyncio.Event) -> None:
+    server = SignerServer(settings)
+    try:
+        await server.start()
+        await stop.wait()
+    finally:
+        await server.stop()
+        log.info("signer stopped")

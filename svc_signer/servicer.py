@@ -1,0 +1,57 @@
+"""The gRPC adapter: binds the caller's trace id, hands each request to the core, renders
+errors (`withdrawal_shared.grpc_errors`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypeAlias
+
+from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
+from svc_signer.core import SignerCore
+from withdrawal_shared.grpc_errors import abort
+from withdrawal_shared.logs import trace_id_from_traceparent, trace_id_var
+
+if TYPE_CHECKING:
+    import grpc
+
+    Context: TypeAlias = grpc.aio.ServicerContext[object, object]
+
+
+def bind_trace_id(context: Context) -> str:
+    """Use the caller's W3C `traceparent` trace id (or a new one) for this RPC's logs."""
+    traceparent = next(
+        (
+            value
+            for key, value in (context.invocation_metadata() or ())
+            if key.lower() == "traceparent" and isinstance(value, str)
+        ),
+        None,
+    )
+    trace_id = trace_id_from_traceparent(traceparent)
+    trace_id_var.set(trace_id)  # each grpc.aio RPC runs in its own task and context
+    return trace_id
+
+
+class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
+    def __init__(self, core: SignerCore) -> None:
+        self._core = core
+
+    async def SignTransaction(
+        self, request: signer_pb2.SignTransactionRequest, context: Context
+    ) -> signer_pb2.SignTransactionResponse:
+        bind_trace_id(context)
+        try:
+            raw, tx_hash = await self._core.sign(request)
+        except Exception as exc:
+            await abort(context, exc)
+            raise  # unreachable: abort raises
+        return signer_pb2.SignTransactionResponse(raw_transaction=raw, transaction_hash=tx_hash)
+
+    async def ListWallets(
+        self, request: signer_pb2.ListWalletsRequest, context: Context
+    ) -> signer_pb2.ListWalletsResponse:
+        bind_trace_id(context)
+        try:
+            return self._core.list_wallets()
+        except Exception as exc:
+            await abort(context, exc)
+            raise  # unreachable: abort raises

@@ -1,0 +1,116 @@
+"""The signer's one settings object, read from the environment (defaults documented here).
+
+The key backend's secrets are deliberately not part of it: `SIGNER_KEYSTORE_PASSWORD` and
+`SIGNER_PKCS11_PIN` are read from the environment only when the backend is opened (or come from
+the password / PIN files named here), so a settings object can be logged or printed safely.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from svc_signer.keys import (
+    ENV_BACKEND,
+    ENV_KEYSTORE_PASSWORD_FILE,
+    ENV_KEYSTORE_PATH,
+)
+from svc_signer.keys import keystore as _keystore
+from svc_signer.keys import pkcs11_hsm as _pkcs11
+from withdrawal_shared.settings import (
+    DEFAULT_DATABASE_URL,
+    SettingsError,
+    env_float,
+    env_int,
+    env_str,
+)
+
+KEY_BACKENDS = ("keystore", "pkcs11")
+# Secrets the key backend reads from the environment itself; never copied into settings.
+_SECRET_ENV = (_keystore.PASSWORD_ENV, _pkcs11.ENV_PIN)
+
+
+@dataclass(frozen=True)
+class SignerSettings:
+    database_url: str = DEFAULT_DATABASE_URL
+    """DATABASE_URL: SQLAlchemy URL (mysql+pymysql://... or sqlite:///...)."""
+    grpc_host: str = "127.0.0.1"
+    """SIGNER_GRPC_HOST."""
+    grpc_port: int = 50052
+    """SIGNER_GRPC_PORT: 0 picks a free port."""
+    chain_id: int = 137
+    """SIGNER_CHAIN_ID: the only EIP-155 chain id this signer signs for (137 = Polygon PoS)."""
+    chain: str = "polygon"
+    """SIGNER_CHAIN: the `chains.name` whose tokens and withdrawals this signer pays."""
+    db_threads: int = 8
+    """SIGNER_DB_THREADS: threads (and pooled connections) for database and signing work."""
+    shutdown_grace_seconds: float = 10.0
+    """SIGNER_SHUTDOWN_GRACE_SECONDS: in-flight RPCs get this long after SIGTERM."""
+    key_backend: str = "keystore"
+    """SIGNER_KEY_BACKEND: `keystore` (development default) or `pkcs11` (HSM)."""
+    keystore_path: str = str(_keystore.DEFAULT_KEYSTORE_PATH)
+    """SIGNER_KEYSTORE_PATH: the encrypted keystore (created when missing). The password comes
+    from SIGNER_KEYSTORE_PASSWORD, else from the password file below."""
+    keystore_password_file: str = str(_keystore.DEFAULT_PASSWORD_FILE)
+    """SIGNER_KEYSTORE_PASSWORD_FILE: generated (mode 0600) when missing and no password is set."""
+    pkcs11_library: str = ""
+    """SIGNER_PKCS11_LIBRARY: the PKCS#11 module; empty = SoftHSM2's module when found."""
+    pkcs11_token_label: str = _pkcs11.DEFAULT_TOKEN_LABEL
+    """SIGNER_PKCS11_TOKEN_LABEL."""
+    pkcs11_key_label: str = _pkcs11.DEFAULT_KEY_LABEL
+    """SIGNER_PKCS11_KEY_LABEL: the label of the key pair generated inside the token."""
+    pkcs11_pin_file: str = ""
+    """SIGNER_PKCS11_PIN_FILE: a file holding the user PIN, used when SIGNER_PKCS11_PIN is unset."""
+
+    @classmethod
+    def from_env(cls) -> SignerSettings:
+        d = cls()
+        key_backend = (env_str(ENV_BACKEND, d.key_backend) or d.key_backend).strip().lower()
+        if key_backend not in KEY_BACKENDS:
+            raise SettingsError(
+                f"{ENV_BACKEND}={key_backend!r} is not a key backend: use keystore or pkcs11"
+            )
+        return cls(
+            database_url=env_str("DATABASE_URL", d.database_url),
+            grpc_host=env_str("SIGNER_GRPC_HOST", d.grpc_host),
+            grpc_port=env_int("SIGNER_GRPC_PORT", d.grpc_port, minimum=0),
+            chain_id=env_int("SIGNER_CHAIN_ID", d.chain_id, minimum=1),
+            chain=env_str("SIGNER_CHAIN", d.chain) or d.chain,
+            db_threads=env_int("SIGNER_DB_THREADS", d.db_threads, minimum=1),
+            shutdown_grace_seconds=env_float(
+                "SIGNER_SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds
+            ),
+            key_backend=key_backend,
+            keystore_path=env_str(ENV_KEYSTORE_PATH, d.keystore_path) or d.keystore_path,
+            keystore_password_file=env_str(ENV_KEYSTORE_PASSWORD_FILE, d.keystore_password_file)
+            or d.keystore_password_file,
+            pkcs11_library=env_str(_pkcs11.ENV_LIBRARY, d.pkcs11_library),
+            pkcs11_token_label=env_str(_pkcs11.ENV_TOKEN_LABEL, d.pkcs11_token_label)
+            or d.pkcs11_token_label,
+            pkcs11_key_label=env_str(_pkcs11.ENV_KEY_LABEL, d.pkcs11_key_label)
+            or d.pkcs11_key_label,
+            pkcs11_pin_file=env_str(_pkcs11.ENV_PIN_FILE, d.pkcs11_pin_file),
+        )
+
+    def key_environ(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment `svc_signer.keys.backend_from_env` opens the key backend from.
+
+        These settings, plus the backend's secrets (SIGNER_KEYSTORE_PASSWORD,
+        SIGNER_PKCS11_PIN) taken from `environ` (default: the process environment) at call time.
+        """
+        env = os.environ if environ is None else environ
+        chosen = {
+            ENV_BACKEND: self.key_backend,
+            ENV_KEYSTORE_PATH: self.keystore_path,
+            ENV_KEYSTORE_PASSWORD_FILE: self.keystore_password_file,
+            _pkcs11.ENV_LIBRARY: self.pkcs11_library,
+            _pkcs11.ENV_TOKEN_LABEL: self.pkcs11_token_label,
+            _pkcs11.ENV_KEY_LABEL: self.pkcs11_key_label,
+            _pkcs11.ENV_PIN_FILE: self.pkcs11_pin_file,
+        }
+        for name in _SECRET_ENV:
+            value = env.get(name, "")
+            if value:
+                chosen[name] = value
+        return chosen

@@ -1,0 +1,253 @@
+"""The chain follower on a real anvil and a real database (MariaDB and SQLite): mined ->
+confirming -> completed, reverted -> failed, reorganised -> broadcast again -> completed once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import svc_monitor.follower as follower_module
+from svc_monitor.follower import ChainFollower, MonitorError, PayoutState
+from tests.monitor.builders import ChainSetup, audit_trail, pay, payout_row, withdrawals
+from withdrawal_shared.chain.anvil import drop_transaction, mine, reorg, set_automine
+from withdrawal_shared.chain.contracts import balance_of, pause
+from withdrawal_shared.db.models import Chain
+from withdrawal_shared.db.transitions import Moved, TransitionConflict, verify_audit_chain
+from withdrawal_shared.states import State
+
+pytestmark = pytest.mark.chain
+
+AMOUNT = 12_500_000  # 12.5 USDC
+
+
+def required_confirmations(setup: ChainSetup) -> int:
+    with setup.sessions() as session:
+        return session.get_one(Chain, "polygon").confirmations
+
+
+def test_success_completes_at_the_confirmation_depth(
+    setup: ChainSetup, follower: ChainFollower
+) -> None:
+    required = required_confirmations(setup)
+    assert required >= 3
+    payout = pay(setup, [AMOUNT])
+    receipt = setup.w3.eth.get_transaction_receipt(payout.tx_hash)  # type: ignore[arg-type]
+    assert receipt["status"] == 1
+
+    report = follower.poll_once()
+    assert report.mined == 1
+    [w] = withdrawals(setup, payout)
+    assert (w.state, w.state_reason, w.confirmations) == ("CONFIRMING", "MINED", 1)
+    row = payout_row(setup, payout)
+    expected_fee = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert row.state == PayoutState.MINED
+    assert row.block_number == receipt["blockNumber"]
+    assert row.block_hash == receipt["blockHash"].to_0x_hex()
+    assert (row.gas_used, row.effective_gas_price) == (
+        receipt["gasUsed"],
+        receipt["effectiveGasPrice"],
+    )
+    assert row.fee_wei == expected_fee > 0
+
+    mine(setup.w3, required - 2)
+    report = follower.poll_once()
+    assert report.moved == []
+    [w] = withdrawals(setup, payout)
+    assert (w.state, w.confirmations) == ("CONFIRMING", required - 1)
+
+    mine(setup.w3, 1)
+    report = follower.poll_once()
+    assert report.confirmed == 1
+    [w] = withdrawals(setup, payout)
+    assert (w.state, w.state_reason) == ("COMPLETED", "CONFIRMED")
+    assert w.confirmations == required
+    assert w.fee_wei == expected_fee
+    assert w.end_time is not None
+    assert payout_row(setup, payout).state == PayoutState.CONFIRMED
+    assert balance_of(setup.w3, setup.token, payout.recipient) == AMOUNT
+
+    # Idempotent: more blocks and more polls change nothing.
+    mine(setup.w3, 3)
+    assert follower.poll_once().moved == []
+    trail = audit_trail(setup, w.id)
+    assert [a.to_state for a in trail][-2:] == ["CONFIRMING", "COMPLETED"]
+    assert all(a.actor == "monitor" for a in trail[-2:])
+    with setup.sessions() as session:
+        assert verify_audit_chain(session, w.id)
+
+
+def test_a_transaction_already_deep_enough_completes_in_one_poll(
+    setup: ChainSetup, follower: ChainFollower
+) -> None:
+    payout = pay(setup, [AMOUNT])
+    mine(setup.w3, required_confirmations(setup) + 2)
+    report = follower.poll_once()
+    assert [m.to_state for m in report.moved] == [State.CONFIRMING, State.COMPLETED]
+    [w] = withdrawals(setup, payout)
+    assert w.state == "COMPLETED"
+
+
+def test_reverted_transfer_while_paused_fails_and_pays_nothing(
+    setup: ChainSetup, follower: ChainFollower
+) -> None:
+    pause(setup.w3, setup.token, setup.owner.private_key)
+    payout = pay(setup, [AMOUNT], gas=100_000)  # explicit gas: mined, and reverts on chain
+    receipt = setup.w3.eth.get_transaction_receipt(payout.tx_hash)  # type: ignore[arg-type]
+    assert receipt["status"] == 0
+
+    report = follower.poll_once()
+    assert report.reverted == 1
+    [w] = withdrawals(setup, payout)
+    assert (w.state, w.state_reason) == ("FAILED", "TRANSACTION_REVERTED")
+    assert "EnforcedPause()" in w.state_message
+    assert "Nothing was paid" in w.state_message
+    assert w.fee_wei == receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    row = payout_row(setup, payout)
+    assert row.state == PayoutState.REVERTED
+    assert row.revert_reason == "EnforcedPause()"
+    assert row.block_number == receipt["blockNumber"]
+    assert balance_of(setup.w3, setup.token, payout.recipient) == 0
+
+    mine(setup.w3, 10)
+    assert follower.poll_once().moved == []
+    assert [a.to_state for a in audit_trail(setup, w.id)].count("FAILED") == 1
+
+
+def test_reorg_while_confirming_goes_back_to_broadcast_and_completes_once(
+    setup: ChainSetup, follower: ChainFollower
+) -> None:
+    required = required_confirmations(setup)
+    payout = pay(setup, [AMOUNT])
+    follower.poll_once()
+    mine(setup.w3, 1)
+    follower.poll_once()
+    [w] = withdrawals(setup, payout)
+    assert (w.state, w.confirmations) == ("CONFIRMING", 2)
+    old_block = payout_row(setup, payout).block_number
+
+    # Replace the transaction's block and the one above it: the transfer is gone.
+    set_automine(setup.w3, False)
+    reorg(setup.w3, 2)
+    assert balance_of(setup.w3, setup.token, payout.recipient) == 0
+
+    report = follower.poll_once()
+    assert report.reorged == 1
+    [w] = withdrawals(setup, payout)
+    assert (w.state, w.state_reason, w.confirmations) == ("BROADCAST", "REORGED", 0)
+    row = payout_row(setup, payout)
+    assert row.state == PayoutState.BROADCAST
+    assert (row.block_number, row.block_hash, row.fee_wei) == (None, None, None)
+    assert row.broadcast_count == 2
+    trail = audit_trail(setup, w.id)
+    assert (trail[-1].from_state, trail[-1].to_state, trail[-1].reorged) == (
+        "CONFIRMING",
+        "BROADCAST",
+        True,
+    )
+    # The same signed bytes are back in the mempool (automine is off: not mined yet).
+    pending = setup.w3.eth.get_transaction(payout.tx_hash)  # type: ignore[arg-type]
+    assert pending["blockNumber"] is None
+    assert follower.poll_once().moved == []
+
+    mine(setup.w3, 1)
+    follower.poll_once()
+    [w] = withdrawals(setup, payout)
+    assert w.state == "CONFIRMING"
+    assert payout_row(setup, payout).block_number not in (None, old_block)
+    mine(setup.w3, required)
+    follower.poll_once()
+    [w] = withdrawals(setup, payout)
+    assert w.state == "COMPLETED"
+    assert balance_of(setup.w3, setup.token, payout.recipient) == AMOUNT  # not 2x
+    states = [a.to_state for a in audit_trail(setup, w.id)]
+    assert states.count("COMPLETED") == 1
+    assert states[-4:] == ["CONFIRMING", "BROADCAST", "CONFIRMING", "COMPLETED"]
+    with setup.sessions() as session:
+        assert verify_audit_chain(session, w.id)
+
+
+def test_reorg_with_automine_remines_the_same_bytes_at_once(
+    setup: ChainSetup, follower: ChainFollower
+) -> None:
+    payout = pay(setup, [AMOUNT])
+    follower.poll_once()
+    reorg(setup.w3, 1)
+    assert follower.poll_once().reorged == 1
+    # Automine mined the re-sent bytes immediately: the next poll sees the new receipt.
+    follower.poll_once()
+    mine(setup.w3, required_confirmations(setup))
+    follower.poll_once()
+    [w] = withdrawals(setup, payout)
+    assert w.state == "COMPLETED"
+    assert balance_of(setup.w3, setup.token, payout.recipient) == AMOUNT
+
+
+def test_no_receipt_stays_broadcast(setup: ChainSetup, follower: ChainFollower) -> None:
+    set_automine(setup.w3, False)
+    payout = pay(setup, [AMOUNT])  # sent, pending in the mempool
+    report = follower.poll_once()
+    assert (report.pending, report.moved) == (1, [])
+    drop_transaction(setup.w3, payout.tx_hash)  # type: ignore[arg-type]
+    report = follower.poll_once()
+    assert (report.pending, report.moved) == (1, [])
+    [w] = withdrawals(setup, payout)
+    assert w.state == "BROADCAST"
+    assert payout_row(setup, payout).state == PayoutState.BROADCAST
+
+    never_sent = pay(setup, [AMOUNT], send=False)
+    report = follower.poll_once()
+    assert report.pending == 2
+    [w] = withdrawals(setup, never_sent)
+    assert w.state == "BROADCAST"
+
+
+def test_withdrawals_sharing_a_payout_complete_together_with_exact_fee_shares(
+    setup: ChainSetup, follower: ChainFollower
+) -> None:
+    payout = pay(setup, [1_000_000, 2_000_000, 3_000_000])
+    mine(setup.w3, required_confirmations(setup))
+    follower.poll_once()
+    rows = withdrawals(setup, payout)
+    assert [w.state for w in rows] == ["COMPLETED"] * 3
+    fee = payout_row(setup, payout).fee_wei
+    assert fee is not None
+    shares = [w.fee_wei or 0 for w in rows]
+    assert sum(shares) == fee
+    assert shares[1] == shares[2] == fee // 3
+    assert shares[0] == fee // 3 + fee % 3
+    assert balance_of(setup.w3, setup.token, payout.recipient) == 6_000_000
+
+
+def test_a_conflict_rolls_back_the_whole_payout_and_the_next_poll_retries(
+    setup: ChainSetup, follower: ChainFollower, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone else moved a withdrawal between our read and our write: nothing of the poll's
+    transaction is kept (the payout row stays BROADCAST) and the next poll settles it."""
+    payout = pay(setup, [AMOUNT, AMOUNT])
+    real_move = follower_module.move
+    calls = 0
+
+    def racing_move(*args: Any, **kwargs: Any) -> Moved:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the second withdrawal of the payout was moved by someone else
+            raise TransitionConflict("moved since it was read")
+        return real_move(*args, **kwargs)
+
+    monkeypatch.setattr(follower_module, "move", racing_move)
+    report = follower.poll_once()
+    assert (report.conflicts, report.mined, report.moved) == (1, 0, [])
+    assert payout_row(setup, payout).state == PayoutState.BROADCAST
+    assert [w.state for w in withdrawals(setup, payout)] == ["BROADCAST", "BROADCAST"]
+
+    report = follower.poll_once()
+    assert report.mined == 1
+    assert [w.state for w in withdrawals(setup, payout)] == ["CONFIRMING", "CONFIRMING"]
+    assert len(report.moved) == 2
+
+
+def test_an_unknown_chain_is_refused_with_what_to_do(setup: ChainSetup) -> None:
+    follower = ChainFollower(setup.sessions, setup.w3, "nochain")
+    with pytest.raises(MonitorError, match="set CHAIN"):
+        follower.poll_once()

@@ -1,0 +1,66 @@
+"""SignerSettings: documented defaults, environment parsing, and no secrets inside."""
+
+from __future__ import annotations
+
+import pytest
+
+from svc_signer.settings import SignerSettings
+from withdrawal_shared.settings import DEFAULT_DATABASE_URL, SettingsError
+
+_VARIABLES = (
+    "DATABASE_URL",
+    "SIGNER_GRPC_HOST",
+    "SIGNER_GRPC_PORT",
+    "SIGNER_CHAIN_ID",
+    "SIGNER_CHAIN",
+    "SIGNER_KEY_BACKEND",
+    "SIGNER_KEYSTORE_PATH",
+    "SIGNER_KEYSTORE_PASSWORD",
+    "SIGNER_KEYSTORE_PASSWORD_FILE",
+    "SIGNER_PKCS11_PIN",
+    "SIGNER_PKCS11_PIN_FILE",
+    "SIGNER_PKCS11_TOKEN_LABEL",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults() -> None:
+    settings = SignerSettings.from_env()
+    assert settings == SignerSettings()
+    assert settings.database_url == DEFAULT_DATABASE_URL
+    assert (settings.grpc_host, settings.grpc_port) == ("127.0.0.1", 50052)
+    assert (settings.chain_id, settings.chain, settings.key_backend) == (137, "polygon", "keystore")
+
+
+def test_from_env_and_key_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIGNER_GRPC_PORT", "0")
+    monkeypatch.setenv("SIGNER_CHAIN_ID", "80002")
+    monkeypatch.setenv("SIGNER_KEY_BACKEND", "PKCS11")
+    monkeypatch.setenv("SIGNER_PKCS11_TOKEN_LABEL", "prod-token")
+    monkeypatch.setenv("SIGNER_PKCS11_PIN", "1234-secret")
+    settings = SignerSettings.from_env()
+    assert (settings.grpc_port, settings.chain_id) == (0, 80002)
+    assert (settings.key_backend, settings.pkcs11_token_label) == ("pkcs11", "prod-token")
+    assert "1234-secret" not in repr(settings)
+    environ = settings.key_environ()
+    assert environ["SIGNER_KEY_BACKEND"] == "pkcs11"
+    assert environ["SIGNER_PKCS11_TOKEN_LABEL"] == "prod-token"
+    assert environ["SIGNER_PKCS11_PIN"] == "1234-secret"  # passed through, never stored
+    assert "SIGNER_KEYSTORE_PASSWORD" not in environ
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("SIGNER_KEY_BACKEND", "kms"), ("SIGNER_GRPC_PORT", "-1"), ("SIGNER_CHAIN_ID", "x")],
+)
+def test_bad_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=name):
+        SignerSettings.from_env()

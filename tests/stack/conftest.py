@@ -1,0 +1,156 @@
+"""Fixtures for the `make up` tests: a running `python -m withdrawal_shared.stack` whose output
+is captured line by line, with free ports and a var/ of its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class StackRun:
+    """A stack process and everything it printed so far."""
+
+    process: subprocess.Popen[str]
+    env: dict[str, str]
+    var_dir: Path
+    lines: list[str] = field(default_factory=list)
+    _changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def start_reader(self) -> None:
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        """Block until a printed line contains `text`; fail with the whole output otherwise."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not any(text in line for line in self.lines):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.process.poll() is not None:
+                    break
+                self._changed.wait(min(remaining, 0.5))
+            else:
+                return
+        time.sleep(0.5)  # let the reader catch the last lines of a dead process
+        pytest.fail(
+            f"{text!r} not printed within {timeout:g}s (exit code {self.process.poll()}); "
+            f"output:\n{self.output}"
+        )
+
+    def line_starting(self, prefix: str) -> str:
+        found = [line for line in self.lines if line.startswith(prefix)]
+        assert found, f"no line starts with {prefix!r}; output:\n{self.output}"
+        return found[-1]
+
+    def ports(self) -> dict[str, int]:
+        names = (
+            "STACK_ANVIL_PORT",
+            "STACK_HTTP_PORT",
+            "STACK_GRPC_PORT",
+            "STACK_SIGNER_PORT",
+            "STACK_PROCESSOR_PORT",
+            "STACK_MONITOR_PORT",
+        )
+        return {name: int(self.env[name]) for name in names}
+
+
+def stack_env(var_dir: Path, redis_url: str, redis_prefix: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("DATABASE_URL", None)  # the default: a fresh SQLite file under AWS_VAR_DIR
+    env.update(
+        {
+            "AWS_VAR_DIR": str(var_dir),
+            "REDIS_URL": redis_url,
+            "REDIS_PREFIX": redis_prefix,
+            "NO_COLOR": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    for name in (
+        "STACK_ANVIL_PORT",
+        "STACK_HTTP_PORT",
+        "STACK_GRPC_PORT",
+        "STACK_SIGNER_PORT",
+        "STACK_PROCESSOR_PORT",
+        "STACK_MONITOR_PORT",
+    ):
+        env[name] = str(free_port())
+    return env
+
+
+def launch(argv: list[str], env: dict[str, str], var_dir: Path) -> StackRun:
+    process = subprocess.Popen(
+        argv,
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    run = StackRun(process, env, var_dir)
+    run.start_reader()
+    return run
+
+
+def stop(run: StackRun) -> None:
+    """Teardown safety net: SIGTERM (the stack stops its children), then SIGKILL."""
+    if run.process.poll() is None:
+        run.process.send_signal(signal.SIGTERM)
+        try:
+            run.process.wait(30)
+        except subprocess.TimeoutExpired:
+            run.process.kill()
+            run.process.wait(10)
+
+
+@pytest.fixture
+def stack_env_for_test(tmp_path: Path, redis_url: str, redis_prefix: str) -> dict[str, str]:
+    return stack_env(tmp_path / "var", redis_url, redis_prefix)
+
+
+@pytest.fixture
+def stack(stack_env_for_test: dict[str, str]) -> Iterator[StackRun]:
+    """`python -m withdrawal_shared.stack` running (not yet necessarily up)."""
+    env = stack_env_for_test
+    run = launch([sys.executable, "-m", "withdrawal_shared.stack"], env, Path(env["AWS_VAR_DIR"]))
+    yield run
+    stop(run)

@@ -1,0 +1,39 @@
+"""`make up`: the whole system on one machine, in the foreground.
+
+`python -m withdrawal_shared.stack` is what `make up` runs (after `make deps`).
+
+What it runs, in order:
+
+1. **anvil** as Polygon (chain id 137, a block every 2 s, gas limit 60M) on 127.0.0.1:8545
+   (`STACK_ANVIL_PORT`), logging to var/logs/anvil.log.
+2. **Redis**: `REDIS_URL` when set; else the one on 127.0.0.1:6379 if it answers PING; else its
+   own `redis-server` (from PATH; Debian package `redis-server`) on a free port, keeping nothing
+   on disk, stopped with the stack. Keys are prefixed with `REDIS_PREFIX` (default `aws:`).
+3. **Database**: `DATABASE_URL` when set (e.g. MariaDB), which is only migrated, never dropped.
+   Otherwise the SQLite file var/withdrawals.sqlite3 — **deleted and recreated on every run**:
+   each `make up` starts a fresh local chain, and rows pointing at the previous chain's
+   contracts, nonces and transactions would be wrong on the new one. Set `DATABASE_URL` to keep
+   data between runs (it then has to be cleaned by hand when the old rows get in the way).
+   Migrations run in both cases.
+4. **svc_signer** (`python -m svc_signer`, keystore backend: var/signer/keystore.json and its
+   password file, created on first start and kept between runs); once its gRPC health reports
+   SERVING, `SignerService.ListWallets` names the hot wallet.
+5. **Bootstrap** (`bootstrap.py`, idempotent): deploy the test USDC, point the `tokens` row at
+   it, register the hot wallet, treasury and token, fund the hot wallet with 100 POL and
+   1,000,000 USDC, ensure partner `dev-partner` and its development API key.
+6. **svc_gateway**, **svc_processor**, **svc_monitor**, each waited for until SERVING. A service
+   whose `__main__.py` does not exist yet is skipped with a warning.
+7. var/stack.json (mode 0600: URLs, the API key, addresses; see `runner.Stack`) and two
+   ready-to-paste curls, then `stack is up`.
+
+The services are children of a foreground supervisor (`supervisor.py`) that prefixes their
+output with their name (`gateway  | ...`), also writes it to var/logs/<name>.log, restarts a
+child that exits unexpectedly (1 s backoff doubling to 30 s), and on Ctrl-C or SIGTERM stops
+them (SIGTERM, up to 10 s, then SIGKILL), then anvil and its own Redis, exiting 0.
+
+Ports (taken ones are reported with the variable to set before anything starts):
+`STACK_HTTP_PORT` (8080) and `STACK_GRPC_PORT` (50051) for the gateway, `STACK_SIGNER_PORT`
+(50052), `STACK_PROCESSOR_PORT` (50053), `STACK_MONITOR_PORT` (50054); each also falls back to
+the service's own variable (`GATEWAY_HTTP_PORT`, `SIGNER_GRPC_PORT`, ...). All var/ paths
+follow `AWS_VAR_DIR` (withdrawal_shared.settings.VAR_DIR).
+"""

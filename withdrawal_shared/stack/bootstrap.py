@@ -1,0 +1,207 @@
+"""Idempotent set-up of a local stack's chain and database, after migrations ran.
+
+With anvil dev account 0 as deployer and treasury:
+
+1. the TestStablecoin ("USD Coin", "USDC", 6 decimals) is deployed, unless the USDC token row
+   already points at a contract with code that answers `symbol() == "USDC"` (a re-run);
+2. the `tokens` row (polygon, USDC) gets its `contract_address` (lowercase);
+3. every hot wallet the signer reported goes into `hot_wallets` (`next_nonce` = the wallet's
+   current on-chain nonce) and `system_addresses` (`hot_wallet`), as do the token contract
+   (`token`) and the treasury (`treasury`);
+4. each hot wallet is topped up to 100 POL and 1,000,000 USDC (so a re-run sends nothing);
+5. partner `dev-partner` exists and has a development API key: the previous one (from
+   var/stack.json) when it still authenticates, else a new one. The key is returned once and
+   stored only in var/stack.json, never logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from web3 import Web3
+
+from withdrawal_shared.chain.anvil import DevAccount
+from withdrawal_shared.chain.contracts import (
+    balance_of,
+    deploy_test_stablecoin,
+    fund_native,
+    mint,
+    stablecoin_contract,
+)
+from withdrawal_shared.chain.types import BaseUnits, ChecksumAddress, Wei
+from withdrawal_shared.db.api_keys import ensure_partner, issue_api_key, partner_for_token
+from withdrawal_shared.db.engine import make_engine, make_sessionmaker
+from withdrawal_shared.db.models import Chain, HotWallet, SystemAddress, Token
+
+CHAIN = "polygon"
+TOKEN_SYMBOL = "USDC"  # noqa: S105 - a token symbol
+TOKEN_NAME = "USD Coin"  # noqa: S105 - a token name
+DEV_PARTNER = "dev-partner"
+HOT_WALLET_NATIVE = Wei(100 * 10**18)  # 100 POL
+HOT_WALLET_TOKENS = BaseUnits(1_000_000 * 10**6)  # 1,000,000 USDC
+
+
+class BootstrapError(RuntimeError):
+    """The database or chain is not in a state the bootstrap can work with."""
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    token_address: ChecksumAddress
+    treasury: ChecksumAddress
+    hot_wallets: tuple[ChecksumAddress, ...]
+    partner_id: str
+    api_key: str
+    api_key_reused: bool
+    token_deployed: bool
+
+
+def _noop(_message: str) -> None:
+    return None
+
+
+def _usable_token(w3: Web3, address: str | None) -> ChecksumAddress | None:
+    """The address when it holds a contract answering symbol() == USDC on this chain."""
+    if not address or not Web3.is_address(address):
+        return None
+    checksum = Web3.to_checksum_address(address)
+    if not w3.eth.get_code(checksum):
+        return None
+    try:
+        symbol = stablecoin_contract(w3, checksum).functions.symbol().call()
+    except Exception:  # any failure means "not our token"
+        return None
+    return checksum if symbol == TOKEN_SYMBOL else None
+
+
+def _upsert_system_address(session: Session, address: str, kind: str, label: str) -> None:
+    row = session.get(SystemAddress, address.lower())
+    if row is None:
+        session.add(SystemAddress(address=address.lower(), chain=CHAIN, kind=kind, label=label))
+    else:
+        row.kind, row.label, row.chain = kind, label, CHAIN
+
+
+def _reference_token(sessions: sessionmaker[Session], w3: Web3) -> str | None:
+    """The USDC row's current contract address, after checking the rows and the chain id."""
+    with sessions() as session:
+        chain = session.get(Chain, CHAIN)
+        token_row = session.scalars(
+            select(Token).where(Token.chain == CHAIN, Token.symbol == TOKEN_SYMBOL)
+        ).first()
+        if chain is None or token_row is None:
+            raise BootstrapError(
+                f"the database has no {CHAIN} chain or {TOKEN_SYMBOL} token row: run the "
+                "migrations (`python -m withdrawal_shared.db.migrate`) and try again"
+            )
+        chain_id = w3.eth.chain_id
+        if chain.chain_id != chain_id:
+            raise BootstrapError(
+                f"the node answers chain id {chain_id} but the {CHAIN} row says "
+                f"{chain.chain_id}: point the stack at an anvil started with --chain-id "
+                f"{chain.chain_id}"
+            )
+        return token_row.contract_address
+
+
+def _register(
+    sessions: sessionmaker[Session],
+    w3: Web3,
+    token: ChecksumAddress,
+    treasury: ChecksumAddress,
+    wallets: Sequence[ChecksumAddress],
+    progress: Callable[[str], None],
+) -> None:
+    with sessions.begin() as session:
+        token_row = session.scalars(
+            select(Token).where(Token.chain == CHAIN, Token.symbol == TOKEN_SYMBOL)
+        ).one()
+        token_row.contract_address = token.lower()
+        _upsert_system_address(session, token, "token", f"{TOKEN_SYMBOL} (TestStablecoin)")
+        _upsert_system_address(session, treasury, "treasury", "treasury (anvil dev account 0)")
+        for wallet in wallets:
+            nonce = w3.eth.get_transaction_count(wallet, "pending")
+            row = session.get(HotWallet, wallet.lower())
+            if row is None:
+                row = HotWallet(address=wallet.lower(), chain=CHAIN, next_nonce=nonce, enabled=True)
+                session.add(row)
+            elif row.next_nonce != nonce:
+                progress(
+                    f"hot wallet {wallet}: next_nonce {row.next_nonce} -> {nonce} "
+                    "(the chain's nonce; this is a fresh chain)"
+                )
+            row.next_nonce, row.enabled, row.chain = nonce, True, CHAIN
+            _upsert_system_address(session, wallet, "hot_wallet", "hot wallet (signer)")
+
+
+def _fund(
+    w3: Web3,
+    deployer: DevAccount,
+    token: ChecksumAddress,
+    wallets: Sequence[ChecksumAddress],
+    progress: Callable[[str], None],
+) -> None:
+    for wallet in wallets:
+        native = w3.eth.get_balance(wallet)
+        if native < HOT_WALLET_NATIVE:
+            progress(f"funding hot wallet {wallet} with POL ...")
+            fund_native(w3, deployer.private_key, wallet, Wei(HOT_WALLET_NATIVE - native))
+        held = balance_of(w3, token, wallet)
+        if held < HOT_WALLET_TOKENS:
+            progress(f"minting {TOKEN_SYMBOL} to hot wallet {wallet} ...")
+            mint(w3, token, deployer.private_key, wallet, BaseUnits(HOT_WALLET_TOKENS - held))
+        progress(
+            f"hot wallet {wallet} holds at least {HOT_WALLET_NATIVE // 10**18} POL and "
+            f"{HOT_WALLET_TOKENS // 10**6:,} {TOKEN_SYMBOL}"
+        )
+
+
+def _dev_api_key(sessions: sessionmaker[Session], previous: str | None) -> tuple[str, bool]:
+    """(key, reused): the previous key while it still authenticates, else a new one."""
+    with sessions.begin() as session:
+        ensure_partner(session, DEV_PARTNER, "Development partner (make up)")
+        session.flush()
+        if previous and partner_for_token(session, previous) == DEV_PARTNER:
+            return previous, True
+        return issue_api_key(session, DEV_PARTNER), False
+
+
+def bootstrap(
+    w3: Web3,
+    deployer: DevAccount,
+    database_url: str,
+    hot_wallets: Sequence[str],
+    *,
+    previous_api_key: str | None = None,
+    progress: Callable[[str], None] = _noop,
+) -> BootstrapResult:
+    """Deploy, register, fund and issue what a local stack needs (see the module docstring)."""
+    engine = make_engine(database_url, pool_size=2)
+    sessions = make_sessionmaker(engine)
+    try:
+        token = _usable_token(w3, _reference_token(sessions, w3))
+        deployed = token is None
+        if token is None:
+            progress(f"deploying the test stablecoin ({TOKEN_NAME}, {TOKEN_SYMBOL}) ...")
+            token = deploy_test_stablecoin(w3, deployer.private_key, TOKEN_NAME, TOKEN_SYMBOL)
+            progress(f"{TOKEN_SYMBOL} deployed at {token}")
+        else:
+            progress(f"{TOKEN_SYMBOL} already deployed at {token}: reusing it")
+        wallets = tuple(Web3.to_checksum_address(address) for address in hot_wallets)
+        _register(sessions, w3, token, deployer.address, wallets, progress)
+        _fund(w3, deployer, token, wallets, progress)
+        api_key, reused = _dev_api_key(sessions, previous_api_key)
+        return BootstrapResult(
+            token_address=token,
+            treasury=deployer.address,
+            hot_wallets=wallets,
+            partner_id=DEV_PARTNER,
+            api_key=api_key,
+            api_key_reused=reused,
+            token_deployed=deployed,
+        )
+    finally:
+        engine.dispose()

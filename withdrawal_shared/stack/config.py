@@ -1,0 +1,149 @@
+"""The stack's one settings object, read from the environment (defaults documented here).
+
+Ports are checked before anything starts, so a taken port fails at once with the variable to
+set instead of as a crash loop of the service that cannot bind it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from withdrawal_shared import settings as shared_settings
+from withdrawal_shared.settings import SettingsError, env_int, env_str
+
+
+def _port(stack_var: str, service_var: str | None, default: int) -> int:
+    """`stack_var` wins, then the service's own variable (e.g. SIGNER_GRPC_PORT), then default."""
+    if os.environ.get(stack_var):
+        return env_int(stack_var, default, minimum=1)
+    if service_var and os.environ.get(service_var):
+        return env_int(service_var, default, minimum=1)
+    return default
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    var_dir: Path
+    """AWS_VAR_DIR: where the SQLite file, logs, keystore and stack.json live (default var/)."""
+    anvil_port: int = 8545
+    """STACK_ANVIL_PORT: anvil's JSON-RPC port."""
+    http_port: int = 8080
+    """STACK_HTTP_PORT (or GATEWAY_HTTP_PORT): the gateway's REST/JSON port."""
+    grpc_port: int = 50051
+    """STACK_GRPC_PORT (or GATEWAY_GRPC_PORT): the gateway's gRPC port."""
+    signer_port: int = 50052
+    """STACK_SIGNER_PORT (or SIGNER_GRPC_PORT)."""
+    processor_port: int = 50053
+    """STACK_PROCESSOR_PORT (or PROCESSOR_GRPC_PORT)."""
+    monitor_port: int = 50054
+    """STACK_MONITOR_PORT (or MONITOR_GRPC_PORT)."""
+    redis_url: str | None = None
+    """REDIS_URL: use this Redis; unset means 127.0.0.1:6379 if it answers, else our own."""
+    redis_prefix: str = "aws:"
+    """REDIS_PREFIX: prefix of every Redis key the stack uses."""
+    database_url: str | None = None
+    """DATABASE_URL: use (and only migrate) this database; unset means a fresh SQLite file."""
+    startup_timeout: float = 90.0
+    """STACK_STARTUP_TIMEOUT: seconds each service gets to report SERVING."""
+
+    @classmethod
+    def from_env(cls) -> StackConfig:
+        timeout_raw = env_str("STACK_STARTUP_TIMEOUT", "90")
+        try:
+            timeout = float(timeout_raw)
+        except ValueError:
+            raise SettingsError(f"STACK_STARTUP_TIMEOUT={timeout_raw!r} is not a number") from None
+        return cls(
+            var_dir=shared_settings.VAR_DIR,
+            anvil_port=_port("STACK_ANVIL_PORT", None, 8545),
+            http_port=_port("STACK_HTTP_PORT", "GATEWAY_HTTP_PORT", 8080),
+            grpc_port=_port("STACK_GRPC_PORT", "GATEWAY_GRPC_PORT", 50051),
+            signer_port=_port("STACK_SIGNER_PORT", "SIGNER_GRPC_PORT", 50052),
+            processor_port=_port("STACK_PROCESSOR_PORT", "PROCESSOR_GRPC_PORT", 50053),
+            monitor_port=_port("STACK_MONITOR_PORT", "MONITOR_GRPC_PORT", 50054),
+            redis_url=os.environ.get("REDIS_URL") or None,
+            redis_prefix=env_str("REDIS_PREFIX", "aws:"),
+            database_url=os.environ.get("DATABASE_URL") or None,
+            startup_timeout=timeout,
+        )
+
+    # -- derived paths ---------------------------------------------------------------------
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.var_dir / "logs"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.var_dir / "withdrawals.sqlite3"
+
+    @property
+    def default_database_url(self) -> str:
+        return f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def stack_json(self) -> Path:
+        return self.var_dir / "stack.json"
+
+    @property
+    def keystore_path(self) -> Path:
+        return self.var_dir / "signer" / "keystore.json"
+
+    @property
+    def keystore_password_file(self) -> Path:
+        return self.var_dir / "signer" / "keystore.password"
+
+    def ports(self) -> list[tuple[str, str, int]]:
+        """(what, variable to change it, port) for every port the stack listens on."""
+        return [
+            ("anvil JSON-RPC", "STACK_ANVIL_PORT", self.anvil_port),
+            ("gateway REST", "STACK_HTTP_PORT", self.http_port),
+            ("gateway gRPC", "STACK_GRPC_PORT", self.grpc_port),
+            ("signer gRPC", "STACK_SIGNER_PORT", self.signer_port),
+            ("processor gRPC", "STACK_PROCESSOR_PORT", self.processor_port),
+            ("monitor gRPC", "STACK_MONITOR_PORT", self.monitor_port),
+        ]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing listens on host:port (TIME_WAIT leftovers do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+        return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def check_ports(config: StackConfig) -> list[str]:
+    """One message per taken or duplicated port, each naming the variable to set."""
+    problems: list[str] = []
+    seen: dict[int, str] = {}
+    for what, variable, port in config.ports():
+        if port in seen:
+            problems.append(
+                f"{what} and {seen[port]} are both configured on port {port}: set {variable}"
+            )
+            continue
+        seen[port] = what
+        if not port_is_free(port):
+            problems.append(
+                f"port {port} ({what}) is taken: stop whatever listens there (another "
+                f"`make up`?) or set {variable} to a free port, e.g. {variable}={free_port()}"
+            )
+    return problems

@@ -1,0 +1,61 @@
+"""What the stack asks its services: gRPC health (grpc.health.v1) and the signer's wallets."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
+
+
+class NotServingError(RuntimeError):
+    """A service did not report SERVING in time, or exited while starting."""
+
+
+def health_status(target: str, service: str = "", timeout: float = 1.0) -> str:
+    """The health status name (`SERVING`, `NOT_SERVING`, ...) or `UNAVAILABLE`."""
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError as exc:
+            code_of = getattr(exc, "code", None)
+            code = code_of() if callable(code_of) else None
+            return code.name if isinstance(code, grpc.StatusCode) else "UNAVAILABLE"
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+
+def wait_serving(
+    target: str,
+    *,
+    timeout: float,
+    alive: Callable[[], bool] = lambda: True,
+    what: str = "service",
+    interval: float = 0.2,
+) -> None:
+    """Block until `target` reports SERVING; fail early when `alive()` turns False."""
+    deadline = time.monotonic() + timeout
+    status = "UNAVAILABLE"
+    while True:
+        if not alive():
+            raise NotServingError(f"{what} exited during start-up")
+        status = health_status(target)
+        if status == "SERVING":
+            return
+        if time.monotonic() >= deadline:
+            raise NotServingError(
+                f"{what} at {target} did not report SERVING within {timeout:g}s "
+                f"(last status {status})"
+            )
+        time.sleep(interval)
+
+
+def list_wallets(target: str, timeout: float = 10.0) -> list[tuple[str, str]]:
+    """(address, backend) of every hot wallet the signer holds keys for."""
+    with grpc.insecure_channel(target) as channel:
+        stub = signer_pb2_grpc.SignerServiceStub(channel)
+        response = stub.ListWallets(signer_pb2.ListWalletsRequest(), timeout=timeout)
+    return [(wallet.address, wallet.backend) for wallet in response.wallets]

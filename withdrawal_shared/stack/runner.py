@@ -1,0 +1,464 @@
+"""`make up`, step by step: ports, anvil, Redis, database, signer, bootstrap, the rest, curls.
+
+`main()` returns the process exit code: 0 after a clean stop (Ctrl-C or SIGTERM once the
+stack was up), 1 when start-up failed (the message says what to do), 130 when start-up was
+interrupted. Whatever was started is stopped in every case: the services (SIGTERM, up to 10 s,
+then SIGKILL), then anvil, then a redis-server the stack started itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import secrets
+import shlex
+import signal
+import sys
+import threading
+import traceback
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from web3 import Web3
+
+from withdrawal_shared.chain.anvil import AnvilError, AnvilProcess
+from withdrawal_shared.chain.types import POLYGON_CHAIN_ID
+from withdrawal_shared.settings import REPO_ROOT, SettingsError
+from withdrawal_shared.stack.bootstrap import TOKEN_SYMBOL, BootstrapResult, bootstrap
+from withdrawal_shared.stack.config import StackConfig, check_ports
+from withdrawal_shared.stack.probes import NotServingError, list_wallets, wait_serving
+from withdrawal_shared.stack.redis_server import RedisHandle, resolve_redis
+from withdrawal_shared.stack.supervisor import Child, ChildSpec, Supervisor
+
+ANVIL_BLOCK_TIME = 2
+ANVIL_GAS_LIMIT = 60_000_000
+CHAIN = "polygon"
+
+
+class StackError(RuntimeError):
+    """Start-up cannot go on; the message says what to do next."""
+
+
+class StopRequested(BaseException):  # like KeyboardInterrupt, not an Exception
+    """SIGINT or SIGTERM arrived while the stack was starting."""
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    module: str
+    port: int
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def exists(self) -> bool:
+        try:
+            return importlib.util.find_spec(f"{self.module}.__main__") is not None
+        except ImportError:
+            return False
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password hidden (for messages)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy URL (e.g. redis://): hide any user info
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
+
+
+def write_private_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as JSON to `path` with mode 0600, replacing it atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+    os.replace(tmp, path)
+    os.chmod(path, 0o600)
+
+
+def read_previous_api_key(path: Path) -> str | None:
+    try:
+        value = json.loads(path.read_text()).get("api_key")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def curl_commands(rest_base_url: str, api_key: str) -> tuple[str, str]:
+    """(create, get): ready-to-paste curls; in `get`, replace <id> by the created id."""
+    recipient = Web3.to_checksum_address("0x" + secrets.token_hex(20))
+    body = json.dumps(
+        {"token": TOKEN_SYMBOL, "recipientAddress": recipient, "amount": "12.5"},
+        separators=(",", ":"),
+    )
+    auth = f"Authorization: Bearer {api_key}"
+    create = shlex.join(
+        [
+            "curl",
+            "-sS",
+            "-X",
+            "POST",
+            f"{rest_base_url}/v1/withdrawals",
+            "-H",
+            auth,
+            "-H",
+            f"Idempotency-Key: {uuid.uuid4()}",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+        ]
+    )
+    get = shlex.join(["curl", "-sS", f"{rest_base_url}/v1/withdrawals/<id>", "-H", auth])
+    return create, get
+
+
+class Stack:
+    def __init__(self, config: StackConfig, supervisor: Supervisor) -> None:
+        self.config = config
+        self.sup = supervisor
+        self.stop = threading.Event()
+        self.starting = True
+        self.anvil: AnvilProcess | None = None
+        self.redis: RedisHandle | None = None
+        self.database_url = ""
+        self.signer = Service("signer", "svc_signer", config.signer_port)
+        self.gateway = Service("gateway", "svc_gateway", config.grpc_port)
+        self.processor = Service("processor", "svc_processor", config.processor_port)
+        self.monitor = Service("monitor", "svc_monitor", config.monitor_port)
+
+    # -- the whole run ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            try:
+                self._start()
+                self.starting = False
+                self.sup.run(self.stop)
+                self.sup.say("stop requested: stopping the stack")
+                return 0
+            except StopRequested:
+                self.sup.say("start-up interrupted: stopping what was started")
+                return 130
+            except StackError as exc:
+                for line in str(exc).splitlines():
+                    self.sup.say(f"ERROR: {line}")
+                return 1
+            except Exception:
+                for line in traceback.format_exc().rstrip().splitlines():
+                    self.sup.say(line)
+                self.sup.say(
+                    "ERROR: unexpected failure (a bug in the stack runner); the traceback is "
+                    "above: please report it with var/logs/"
+                )
+                return 1
+            finally:
+                self.starting = False
+                self._shutdown()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.stop.is_set():
+            self.sup.say(f"{name} again: already stopping (children get SIGKILL after 10s)")
+            return
+        self.stop.set()
+        self.sup.say(f"{name} received")
+        if self.starting:
+            raise StopRequested
+
+    def _shutdown(self) -> None:
+        self.stop.set()
+        self.sup.stop_all()
+        if self.anvil is not None:
+            self.sup.say("stopping anvil")
+            self.anvil.stop()
+        if self.redis is not None and self.redis.process is not None:
+            self.sup.say("stopping our redis-server")
+            self.redis.stop()
+        self.sup.say("stack stopped")
+
+    # -- start-up --------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        config = self.config
+        config.var_dir.mkdir(parents=True, exist_ok=True)
+        config.logs_dir.mkdir(parents=True, exist_ok=True)
+        problems = check_ports(config)
+        if problems:
+            raise StackError("\n".join(problems))
+        services = self._available_services()
+
+        self._start_anvil()
+        self._start_redis()
+        self._prepare_database()
+
+        wallets: list[str] = []
+        if self.signer in services:
+            self._start_service(self.signer)
+            wallets = self._signer_wallets()
+        result = self._bootstrap(wallets)
+        self._write_stack_json(result)
+
+        later = [s for s in (self.gateway, self.processor, self.monitor) if s in services]
+        children = [(service, self._spawn(service)) for service in later]
+        for service, child in children:
+            self._wait_serving(service, child)
+        self._announce(result, services)
+
+    def _available_services(self) -> list[Service]:
+        available: list[Service] = []
+        for service in (self.signer, self.gateway, self.processor, self.monitor):
+            if service.exists():
+                available.append(service)
+                continue
+            consequence = {
+                "signer": "no hot wallet is registered or funded, and nothing gets signed",
+                "gateway": "there is no API to create withdrawals",
+                "processor": "withdrawals stay RECEIVED",
+                "monitor": "paid withdrawals never reach COMPLETED",
+            }[service.name]
+            self.sup.say(
+                f"WARNING: {service.module}/__main__.py does not exist yet: running without "
+                f"the {service.name} ({consequence})"
+            )
+        return available
+
+    def _start_anvil(self) -> None:
+        config = self.config
+        log_path = config.logs_dir / "anvil.log"
+        self.sup.say(
+            f"starting anvil on 127.0.0.1:{config.anvil_port} (chain id {POLYGON_CHAIN_ID}, "
+            f"a block every {ANVIL_BLOCK_TIME}s, gas limit {ANVIL_GAS_LIMIT:,}); log {log_path}"
+        )
+        anvil = AnvilProcess(
+            port=config.anvil_port,
+            chain_id=POLYGON_CHAIN_ID,
+            block_time=ANVIL_BLOCK_TIME,
+            gas_limit=ANVIL_GAS_LIMIT,
+            log_path=log_path,
+        )
+        try:
+            anvil.start()
+        except AnvilError as exc:
+            raise StackError(f"anvil did not start: {exc}") from None
+        self.anvil = anvil
+        self.sup.say(f"anvil is up at {anvil.rpc_url}")
+
+    def _start_redis(self) -> None:
+        try:
+            self.redis = resolve_redis(self.config.redis_url, self.config.logs_dir / "redis.log")
+        except RuntimeError as exc:
+            raise StackError(str(exc)) from None
+        where = {
+            "REDIS_URL": "REDIS_URL",
+            "system": "the Redis already running on 127.0.0.1:6379",
+            "own": "our own redis-server (stopped with the stack)",
+        }[self.redis.source]
+        self.sup.say(
+            f"redis: {redact_url(self.redis.url)} ({where}), key prefix "
+            f"{self.config.redis_prefix!r}"
+        )
+
+    def _prepare_database(self) -> None:
+        from withdrawal_shared.db.migrate import upgrade
+
+        config = self.config
+        if config.database_url:
+            self.database_url = config.database_url
+            self.sup.say(
+                f"database: {redact_url(self.database_url)} from DATABASE_URL "
+                "(migrating only; nothing is dropped)"
+            )
+        else:
+            # The chain is new on every `make up`, so rows pointing at the last chain's
+            # contracts, nonces and transactions would be wrong: start from a new file.
+            removed = False
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                path = Path(f"{config.sqlite_path}{suffix}")
+                if path.exists():
+                    path.unlink()
+                    removed = True
+            self.database_url = config.default_database_url
+            self.sup.say(
+                f"database: {'fresh' if not removed else 'deleted the old one; fresh'} SQLite "
+                f"file {config.sqlite_path} (set DATABASE_URL to keep data between runs)"
+            )
+        self.sup.say("running database migrations ...")
+        try:
+            upgrade(self.database_url)
+        except Exception as exc:
+            raise StackError(
+                f"migrating {redact_url(self.database_url)} failed: {exc}\n"
+                "check DATABASE_URL and that its server is running and reachable "
+                "(unset DATABASE_URL to use a local SQLite file)"
+            ) from None
+        self.sup.say("database is at the newest migration")
+
+    def service_env(self) -> dict[str, str]:
+        config = self.config
+        assert self.anvil is not None and self.redis is not None
+        env = dict(os.environ)
+        env.update(
+            {
+                "AWS_VAR_DIR": str(config.var_dir),
+                "PYTHONUNBUFFERED": "1",
+                "DATABASE_URL": self.database_url,
+                "REDIS_URL": self.redis.url,
+                "REDIS_PREFIX": config.redis_prefix,
+                "CHAIN": CHAIN,
+                "CHAIN_RPC_URL": self.anvil.rpc_url,
+                "SIGNER_TARGET": self.signer.target,
+                "GATEWAY_HTTP_PORT": str(config.http_port),
+                "GATEWAY_GRPC_PORT": str(config.grpc_port),
+                "SIGNER_GRPC_PORT": str(config.signer_port),
+                "PROCESSOR_GRPC_PORT": str(config.processor_port),
+                "MONITOR_GRPC_PORT": str(config.monitor_port),
+                "SIGNER_KEY_BACKEND": "keystore",
+                "SIGNER_KEYSTORE_PATH": str(config.keystore_path),
+                "SIGNER_KEYSTORE_PASSWORD_FILE": str(config.keystore_password_file),
+            }
+        )
+        return env
+
+    def _spawn(self, service: Service) -> Child:
+        log_path = self.config.logs_dir / f"{service.name}.log"
+        with contextlib.suppress(FileNotFoundError):
+            log_path.unlink()  # one log per `make up`
+        self.sup.say(f"starting {service.name} (gRPC {service.target}); log {log_path}")
+        spec = ChildSpec(
+            name=service.name,
+            argv=(sys.executable, "-m", service.module),
+            env=self.service_env(),
+            cwd=REPO_ROOT,
+            log_path=log_path,
+        )
+        return self.sup.start(spec)
+
+    def _wait_serving(self, service: Service, child: Child) -> None:
+        try:
+            wait_serving(
+                service.target,
+                timeout=self.config.startup_timeout,
+                alive=lambda: child.running,
+                what=service.name,
+            )
+        except NotServingError as exc:
+            code = child.process.poll() if child.process is not None else None
+            if code is not None:
+                raise StackError(
+                    f"{service.name} exited with code {code} during start-up; its output is "
+                    f"above and in {child.spec.log_path}: fix the error it reports and run "
+                    "`make up` again"
+                ) from None
+            raise StackError(
+                f"{exc}; see {child.spec.log_path}. If the machine is just slow, raise "
+                "STACK_STARTUP_TIMEOUT (seconds)"
+            ) from None
+        self.sup.say(f"{service.name} is SERVING on {service.target}")
+
+    def _start_service(self, service: Service) -> Child:
+        child = self._spawn(service)
+        self._wait_serving(service, child)
+        return child
+
+    def _signer_wallets(self) -> list[str]:
+        import grpc
+
+        try:
+            wallets = list_wallets(self.signer.target)
+        except grpc.RpcError as exc:
+            raise StackError(
+                f"signer ListWallets failed: {exc}; see {self.config.logs_dir / 'signer.log'}"
+            ) from None
+        if not wallets:
+            raise StackError(
+                "the signer holds no wallet: check SIGNER_KEYSTORE_PATH "
+                f"({self.config.keystore_path}) and the signer's log"
+            )
+        for address, backend in wallets:
+            self.sup.say(f"signer holds hot wallet {address} ({backend})")
+        return [address for address, _backend in wallets]
+
+    def _bootstrap(self, wallets: list[str]) -> BootstrapResult:
+        assert self.anvil is not None
+        self.sup.say("bootstrapping the chain and the database ...")
+        deployer = self.anvil.accounts[0]
+        try:
+            result = bootstrap(
+                self.anvil.web3(),
+                deployer,
+                self.database_url,
+                wallets,
+                previous_api_key=read_previous_api_key(self.config.stack_json),
+                progress=self.sup.say,
+            )
+        except FileNotFoundError as exc:  # a contract artifact
+            raise StackError(str(exc)) from None
+        self.sup.say(
+            f"bootstrap done: partner {result.partner_id}, "
+            f"{'reused its API key' if result.api_key_reused else 'issued a new API key'} "
+            f"(kept only in {self.config.stack_json})"
+        )
+        return result
+
+    def rest_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.http_port}"
+
+    def _write_stack_json(self, result: BootstrapResult) -> None:
+        assert self.anvil is not None and self.redis is not None
+        data: dict[str, Any] = {
+            "rest_base_url": self.rest_base_url(),
+            "grpc_target": self.gateway.target,
+            "api_key": result.api_key,
+            "rpc_url": self.anvil.rpc_url,
+            "chain_id": POLYGON_CHAIN_ID,
+            "tokens": {TOKEN_SYMBOL: result.token_address},
+            "hot_wallet": result.hot_wallets[0] if result.hot_wallets else None,
+            "payout_contract": None,
+            "database_url": self.database_url,
+            "redis_url": self.redis.url,
+        }
+        write_private_json(self.config.stack_json, data)
+        self.sup.say(f"wrote {self.config.stack_json} (mode 0600: it holds the API key)")
+
+    def _announce(self, result: BootstrapResult, services: list[Service]) -> None:
+        create, get = curl_commands(self.rest_base_url(), result.api_key)
+        out = self.sup
+        out.say("create a withdrawal (paste into a shell):")
+        out.raw(create)
+        out.say("read it back (replace <id> with the last part of the returned name):")
+        out.raw(get)
+        missing = [s.name for s in (self.signer, self.gateway, self.processor, self.monitor)]
+        missing = [name for name in missing if name not in {s.name for s in services}]
+        note = f" (without: {', '.join(missing)})" if missing else ""
+        out.say(
+            f"stack is up{note}: REST {self.rest_base_url()}, gRPC {self.gateway.target}, "
+            f"chain {self.anvil.rpc_url if self.anvil else '?'}; Ctrl-C stops everything"
+        )
+
+
+def main() -> int:
+    supervisor = Supervisor()
+    try:
+        config = StackConfig.from_env()
+    except SettingsError as exc:
+        supervisor.say(f"ERROR: {exc}: fix the variable and run `make up` again")
+        return 1
+    return Stack(config, supervisor).run()
