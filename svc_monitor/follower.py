@@ -41,23 +41,11 @@ from withdrawal_shared.chain.types import HexStr
 from withdrawal_shared.db.models import Chain, PayoutTransaction, Withdrawal
 from withdrawal_shared.db.transitions import Moved, TransitionConflict, move, utcnow
 from withdrawal_shared.errors import WithdrawalSystemError
-from withdrawal_shared.states import TERMINAL, State
+from withdrawal_shared.states import TERMINAL, PayoutState, State
 
 log = logging.getLogger(__name__)
 
 ACTOR = "monitor"
-
-
-class PayoutState:
-    """`payout_transactions.state` values (see the model). Candidates for withdrawal_shared."""
-
-    SIGNED = "SIGNED"
-    BROADCAST = "BROADCAST"
-    MINED = "MINED"
-    CONFIRMED = "CONFIRMED"
-    REVERTED = "REVERTED"
-    REPLACED = "REPLACED"
-    DROPPED = "DROPPED"
 
 
 # Answers to eth_sendRawTransaction meaning the node already has (or had) these bytes.

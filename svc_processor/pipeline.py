@@ -43,7 +43,7 @@ from withdrawal_shared.db.models import (
 from withdrawal_shared.db.reference import ReferenceCache, TokenInfo
 from withdrawal_shared.db.transitions import Moved, TransitionConflict, move, utcnow
 from withdrawal_shared.ids import new_ulid
-from withdrawal_shared.states import Priority, State
+from withdrawal_shared.states import PayoutState, Priority, State
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,6 @@ ACTOR = "processor"
 NATIVE_TRANSFER_GAS = 21_000
 # ON_HOLD reasons the processor itself clears when the condition is gone.
 RESUMABLE_HOLDS = frozenset({"INSUFFICIENT_HOT_WALLET_FUNDS", "TRANSFER_WOULD_REVERT"})
-
-
-class PayoutState:
-    RESERVED = "RESERVED"
-    SIGNED = "SIGNED"
-    BROADCAST = "BROADCAST"
 
 
 @dataclass(frozen=True)

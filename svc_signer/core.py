@@ -47,7 +47,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from assetwithdrawal.signer.v1 import signer_pb2
-from svc_signer.calldata import UnsupportedCalldataError, decode_erc20_transfer
 from svc_signer.keys import KeyBackend, KeyBackendError
 from svc_signer.ledger import Ledger, LedgerClaim, LedgerTransaction, NewEntry, WithdrawalFacts
 from svc_signer.transactions import (
@@ -57,6 +56,7 @@ from svc_signer.transactions import (
     sign_eip1559,
 )
 from withdrawal_shared.addresses import AddressError, parse_address
+from withdrawal_shared.chain.erc20 import CalldataError, decode_transfer
 from withdrawal_shared.errors import ApiError, Code, FieldViolation, invalid_argument
 from withdrawal_shared.ids import is_ulid
 from withdrawal_shared.states import State
@@ -276,8 +276,8 @@ def check_payout_calldata(request: SignRequest) -> None:
             "A token payout carries no native value: set value_wei to 0.",
         )
     try:
-        transfer = decode_erc20_transfer(request.tx.data)
-    except UnsupportedCalldataError as exc:
+        transfer = decode_transfer(request.tx.data)
+    except CalldataError as exc:
         raise refusal(
             Code.PERMISSION_DENIED, Reason.UNSUPPORTED_CALLDATA, f"Refused to sign: {exc}."
         ) from None

@@ -28,6 +28,21 @@ class Priority(enum.StrEnum):
     EMERGENCY = "EMERGENCY"
 
 
+class PayoutState(enum.StrEnum):
+    """`payout_transactions.state`: RESERVED (nonce taken, not yet signed) -> SIGNED (bytes
+    stored, maybe not sent) -> BROADCAST -> MINED -> CONFIRMED, or REVERTED; REPLACED and
+    DROPPED end a transaction whose nonce another one took."""
+
+    RESERVED = "RESERVED"
+    SIGNED = "SIGNED"
+    BROADCAST = "BROADCAST"
+    MINED = "MINED"
+    CONFIRMED = "CONFIRMED"
+    REVERTED = "REVERTED"
+    REPLACED = "REPLACED"
+    DROPPED = "DROPPED"
+
+
 TERMINAL = frozenset({State.COMPLETED, State.REJECTED, State.CANCELLED, State.FAILED})
 
 # A partner may cancel only before the withdrawal is signed (and only if no transaction

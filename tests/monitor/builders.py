@@ -12,14 +12,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
-from svc_monitor.follower import PayoutState
 from withdrawal_shared.chain.anvil import DevAccount
 from withdrawal_shared.chain.contracts import stablecoin_contract
 from withdrawal_shared.chain.types import ChecksumAddress
 from withdrawal_shared.db.models import PayoutTransaction, Withdrawal, WithdrawalAudit
 from withdrawal_shared.db.transitions import move, record_creation, utcnow
 from withdrawal_shared.ids import new_ulid
-from withdrawal_shared.states import State
+from withdrawal_shared.states import PayoutState, State
 
 ACTOR = "test:processor"
 GWEI = 10**9

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
-from svc_monitor.follower import ChainFollower, PayoutState
+from svc_monitor.follower import ChainFollower
 from tests.monitor.builders import ChainSetup
 from withdrawal_shared.chain.anvil import AnvilProcess, revert, set_automine, snapshot
 from withdrawal_shared.chain.contracts import deploy_test_stablecoin, mint
@@ -20,6 +20,7 @@ from withdrawal_shared.chain.types import BaseUnits
 from withdrawal_shared.db.api_keys import ensure_partner
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import PayoutTransaction, Token
+from withdrawal_shared.states import PayoutState
 
 pytestmark = pytest.mark.chain
 

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 
 import svc_monitor.follower as follower_module
-from svc_monitor.follower import ChainFollower, MonitorError, PayoutState
+from svc_monitor.follower import ChainFollower, MonitorError
 from tests.monitor.builders import ChainSetup, audit_trail, pay, payout_row, withdrawals
 from withdrawal_shared.chain.anvil import drop_transaction, mine, reorg, set_automine
 from withdrawal_shared.chain.contracts import balance_of, pause
 from withdrawal_shared.db.models import Chain
 from withdrawal_shared.db.transitions import Moved, TransitionConflict, verify_audit_chain
-from withdrawal_shared.states import State
+from withdrawal_shared.states import PayoutState, State
 
 pytestmark = pytest.mark.chain
 

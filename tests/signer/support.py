@@ -16,10 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
-from svc_signer.calldata import encode_erc20_transfer
 from svc_signer.keys import KeyBackend
 from svc_signer.server import SignerServer
 from svc_signer.settings import SignerSettings
+from withdrawal_shared.chain.erc20 import encode_transfer
 from withdrawal_shared.db.api_keys import ensure_partner
 from withdrawal_shared.db.models import (
     HotWallet,
@@ -177,9 +177,7 @@ class SignerWorld:
             chain_id=chain_id,
             nonce=nonce,
             to_address=to or withdrawal.token,
-            data=encode_erc20_transfer(withdrawal.recipient, withdrawal.amount)
-            if data is None
-            else data,
+            data=encode_transfer(withdrawal.recipient, withdrawal.amount) if data is None else data,
             value_wei=value,
             gas_limit=90_000,
             max_fee_per_gas_wei=str(max_fee),

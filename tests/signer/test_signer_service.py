@@ -16,9 +16,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hexbytes import HexBytes
 
 from assetwithdrawal.signer.v1 import signer_pb2
-from svc_signer.calldata import encode_erc20_transfer
 from tests.signer.support import RunningSigner, SignerWorld, fresh_address, item_of
 from tests.support.requests import rich_error
+from withdrawal_shared.chain.erc20 import encode_transfer
 
 Code = grpc.StatusCode
 
@@ -49,7 +49,7 @@ def test_payout_is_signed_recorded_and_decodes_to_the_request(
     assert fields["chainId"] == 137
     assert fields["nonce"] == nonce
     assert HexBytes(fields["to"]) == HexBytes(withdrawal.token)
-    assert bytes(fields["data"]) == encode_erc20_transfer(withdrawal.recipient, withdrawal.amount)
+    assert bytes(fields["data"]) == encode_transfer(withdrawal.recipient, withdrawal.amount)
     assert fields["value"] == 0
     assert fields["gas"] == 90_000
     assert fields["maxFeePerGas"] == 60_000_000_000
@@ -219,7 +219,7 @@ def test_calldata_must_pay_what_the_withdrawal_says(
 
 def test_calldata_must_be_one_erc20_transfer(signer: RunningSigner, world: SignerWorld) -> None:
     withdrawal = world.add_withdrawal()
-    transfer = encode_erc20_transfer(withdrawal.recipient, withdrawal.amount)
+    transfer = encode_transfer(withdrawal.recipient, withdrawal.amount)
     approve = bytes.fromhex("095ea7b3") + transfer[4:]
     for data in (approve, transfer + b"\0" * 32, b""):
         code, reason, _, _ = refused(

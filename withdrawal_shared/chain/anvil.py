@@ -241,8 +241,14 @@ class AnvilProcess:
             argv.append("--quiet")
         argv += self.extra_args
         with self._log_path.open("wb") as log:
+            # Its own session: a terminal's Ctrl-C reaches the owner, which stops anvil
+            # last, after the services that use it.
             self._process = subprocess.Popen(  # noqa: S603 - fixed binary, no shell
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         try:
             self._port = self._wait_until_ready(port, config_out)

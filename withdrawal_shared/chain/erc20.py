@@ -36,9 +36,18 @@ def encode_balance_of(holder: str) -> str:
 
 
 def decode_transfer(data: bytes) -> Transfer:
-    if len(data) != TRANSFER_CALLDATA_LENGTH or data[:4] != TRANSFER_SELECTOR:
-        raise CalldataError("calldata is not an ERC-20 transfer(address,uint256)")
+    """Decode strictly ABI-encoded `transfer(address,uint256)` or raise CalldataError."""
+    if len(data) < 4 or data[:4] != TRANSFER_SELECTOR:
+        selector = "0x" + data[:4].hex() if data else "empty calldata"
+        raise CalldataError(
+            f"only ERC-20 transfer(address,uint256) (selector 0xa9059cbb) is accepted, "
+            f"not {selector}"
+        )
+    if len(data) != TRANSFER_CALLDATA_LENGTH:
+        raise CalldataError(
+            f"an ERC-20 transfer call is exactly {TRANSFER_CALLDATA_LENGTH} bytes, not {len(data)}"
+        )
     word = data[4:36]
     if any(word[:12]):
-        raise CalldataError("the address word has non-zero high bytes")
+        raise CalldataError("the recipient word of the transfer has non-zero high bytes")
     return Transfer("0x" + word[12:].hex(), int.from_bytes(data[36:68], "big"))
