@@ -25,8 +25,11 @@ $(STAMP_PY): requirements.lock pyproject.toml
 	$(UV) pip install --python $(PY) -q --no-deps -e .
 	@touch $@
 
+# `npm install --no-save` installs exactly what package-lock.json pins and leaves it untouched.
+# (`npm ci` refuses here: the registry mirror lacks some other platforms' optional buf/anvil
+# binaries at the pinned versions, so the lock cannot list them.)
 $(STAMP_NPM): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-save --no-audit --no-fund --loglevel=error
 	@touch $@
 
 softhsm: ## install SoftHSM2 from Debian's packages when missing

@@ -83,7 +83,7 @@ function findImports(importPath) {
     const inside = resolved.startsWith(NODE_MODULES + path.sep) || resolved.startsWith(CONTRACTS_DIR + path.sep)
     if (inside && fs.existsSync(resolved)) return { contents: fs.readFileSync(resolved, 'utf8') }
   }
-  const hint = importPath.startsWith('@') ? ' (has `npm ci` run?)' : ''
+  const hint = importPath.startsWith('@') ? ' (has `make deps` run?)' : ''
   return { error: `import not found: ${importPath}${hint}` }
 }
 

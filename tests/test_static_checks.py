@@ -11,7 +11,7 @@ from pathlib import Path
 
 def test_buf_lint_and_format(repo_root: Path) -> None:
     buf = repo_root / "node_modules" / ".bin" / "buf"
-    assert buf.exists(), "run `make deps` (npm ci) to install buf"
+    assert buf.exists(), "run `make deps` to install buf"
     lint = subprocess.run([buf, "lint"], cwd=repo_root, capture_output=True, text=True, check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     fmt = subprocess.run(

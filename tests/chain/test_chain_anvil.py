@@ -213,6 +213,6 @@ def test_start_failure_names_the_log_file() -> None:
 
 def test_missing_npm_install_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANVIL_BIN", raising=False)
-    with pytest.raises(AnvilError, match="npm ci"):
+    with pytest.raises(AnvilError, match="make deps"):
         find_anvil_binary(tmp_path)
     assert find_anvil_binary().is_file()

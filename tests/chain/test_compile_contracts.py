@@ -17,7 +17,7 @@ BUILD_DIR = REPO_ROOT / "contracts" / "build"
 def _node() -> str:
     node = shutil.which("node")
     if node is None or not (REPO_ROOT / "node_modules" / "solc").is_dir():
-        pytest.skip("node and the npm tools (npm ci) are needed to compile contracts")
+        pytest.fail("node and the npm tools are needed to compile contracts: run `make deps`")
     return node
 
 

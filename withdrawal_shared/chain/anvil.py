@@ -118,7 +118,7 @@ def find_anvil_binary(repo_root: Path = REPO_ROOT) -> Path:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
     raise AnvilError(
-        f"anvil binary not found under {scope}: run `npm ci` (or `make deps`) in {repo_root} "
+        f"anvil binary not found under {scope}: run `make deps` (npm install) in {repo_root} "
         "to install the pinned @foundry-rs/anvil package, or set ANVIL_BIN"
     )
 

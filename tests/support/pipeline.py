@@ -1,0 +1,148 @@
+"""The whole pipeline for end-to-end tests, on real components: anvil (chain id 137, 0.5 s
+blocks), a database of the suite's own, Redis under a prefix of the test's own, and the four
+services — signer, gateway, processor and monitor — bootstrapped the way `make up` does it."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+from web3 import Web3
+
+from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
+from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
+from svc_gateway.settings import GatewaySettings
+from svc_monitor.server import MonitorServer
+from svc_monitor.settings import MonitorSettings
+from svc_processor.server import ProcessorServer
+from svc_processor.settings import ProcessorSettings
+from tests.support.gateway import Partner, RunningGateway
+from tests.support.services import ThreadedServer
+from withdrawal_shared.chain.anvil import AnvilProcess
+from withdrawal_shared.chain.contracts import balance_of
+from withdrawal_shared.stack.bootstrap import BootstrapResult, bootstrap
+
+T = TypeVar("T")
+
+
+@dataclass
+class Pipeline:
+    anvil: AnvilProcess
+    w3: Web3
+    database_url: str
+    redis_prefix: str
+    gateway: RunningGateway
+    processor: ThreadedServer
+    monitor: ThreadedServer
+    boot: BootstrapResult
+    partner: Partner
+
+    @property
+    def hot_wallet(self) -> str:
+        return self.boot.hot_wallets[0]
+
+    def token_balance(self, holder: str) -> int:
+        return int(
+            balance_of(self.w3, self.boot.token_address, Web3.to_checksum_address(holder))
+        )
+
+    def get(self, name: str) -> withdrawal_pb2.Withdrawal:
+        return self.gateway.stub.GetWithdrawal(
+            withdrawal_pb2.GetWithdrawalRequest(name=name), metadata=self.partner.metadata
+        )
+
+    def wait_for_state(
+        self, name: str, state: int, timeout: float = 60
+    ) -> withdrawal_pb2.Withdrawal:
+        return wait_until(
+            lambda: (w := self.get(name)) if w.state == state else None,
+            timeout,
+            lambda: f"{name} never reached {withdrawal_pb2.State.Name(state)}: "  # type: ignore[arg-type]
+            f"{self.get(name)}",
+        )
+
+
+def wait_until(
+    probe: Callable[[], T | None], timeout: float, describe: Callable[[], str]
+) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value is not None:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(describe())
+
+
+def signer_wallet(target: str) -> str:
+    with grpc.insecure_channel(target) as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        stub = signer_pb2_grpc.SignerServiceStub(channel)
+        return stub.ListWallets(signer_pb2.ListWalletsRequest(), timeout=10).wallets[0].address
+
+
+@contextlib.contextmanager
+def running_pipeline(
+    database_url: str, redis_url: str, redis_prefix: str, signer_target: str
+) -> Iterator[Pipeline]:
+    """Start anvil, bootstrap the chain and database for the signer at `signer_target`, and run
+    the gateway, processor and monitor against them."""
+    with AnvilProcess(block_time=0.5) as anvil:
+        w3 = anvil.web3()
+        boot = bootstrap(w3, anvil.accounts[0], database_url, [signer_wallet(signer_target)])
+        common = {"database_url": database_url, "redis_url": redis_url}
+        gateway = RunningGateway(
+            GatewaySettings(
+                **common,
+                redis_prefix=redis_prefix,
+                grpc_port=0,
+                http_port=0,
+                watch_poll_seconds=0.5,
+                shutdown_grace_seconds=1.0,
+            )
+        )
+        processor = ThreadedServer(
+            ProcessorServer(
+                ProcessorSettings(
+                    **common,
+                    redis_prefix=redis_prefix,
+                    rpc_url=anvil.rpc_url,
+                    signer_target=signer_target,
+                    grpc_port=0,
+                    sweep_interval_seconds=0.5,
+                    sweep_age_seconds=1.0,
+                )
+            )
+        )
+        monitor = ThreadedServer(
+            MonitorServer(
+                MonitorSettings(
+                    **common,
+                    redis_prefix=redis_prefix,
+                    rpc_url=anvil.rpc_url,
+                    poll_seconds=0.25,
+                    grpc_port=0,
+                )
+            )
+        )
+        try:
+            partner = gateway.add_partner("e2e-partner")
+            yield Pipeline(
+                anvil,
+                w3,
+                database_url,
+                redis_prefix,
+                gateway,
+                processor,
+                monitor,
+                boot,
+                partner,
+            )
+        finally:
+            monitor.close()
+            processor.close()
+            gateway.close()
