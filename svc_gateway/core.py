@@ -130,19 +130,22 @@ class WithdrawalCore:
         self, caller: Caller, request: withdrawal_pb2.WatchWithdrawalRequest
     ) -> AsyncIterator[withdrawal_pb2.WatchWithdrawalResponse]:
         withdrawal_id = parse_name(request.name)
+        if request.HasField("resume_after_version") and request.resume_after_version < 0:
+            raise invalid_argument([FieldViolation("resume_after_version", "must not be negative")])
         with self.hub.subscribe(withdrawal_id) as subscription:
             row = await self._db(self.store.get, caller.partner_id, withdrawal_id)
             if row is None:
                 raise not_found(request.name)
-            reference = await self._db(self.store.reference.get)
-            yield withdrawal_pb2.WatchWithdrawalResponse(
-                event_type=withdrawal_pb2.EVENT_TYPE_SNAPSHOT,
-                withdrawal=to_proto(row, reference),
-            )
-            last_version = row.version
-            state = State(row.state)
-            while state not in TERMINAL:
-                await subscription.wait(self.watch_poll_seconds)
+            if request.HasField("resume_after_version"):
+                last_version = request.resume_after_version
+            else:
+                reference = await self._db(self.store.reference.get)
+                yield withdrawal_pb2.WatchWithdrawalResponse(
+                    event_type=withdrawal_pb2.EVENT_TYPE_SNAPSHOT,
+                    withdrawal=to_proto(row, reference),
+                )
+                last_version = row.version
+            while True:
                 current, audits = await self._db(
                     self.store.events_after, caller.partner_id, withdrawal_id, last_version
                 )
@@ -155,10 +158,14 @@ class WithdrawalCore:
                         if audit.reorged
                         else withdrawal_pb2.EVENT_TYPE_STATE_CHANGED,
                         withdrawal=_as_of(to_proto(current, reference), audit),
-                        previous_state=withdrawal_pb2.State.Value(f"STATE_{audit.from_state}"),
+                        previous_state=withdrawal_pb2.State.Value(f"STATE_{audit.from_state}")
+                        if audit.from_state
+                        else withdrawal_pb2.STATE_UNSPECIFIED,
                     )
                     last_version = audit.version
-                    state = State(audit.to_state)
+                if State(current.state) in TERMINAL and last_version >= current.version:
+                    return
+                await subscription.wait(self.watch_poll_seconds)
 
 
 def _as_of(message: withdrawal_pb2.Withdrawal, audit: WithdrawalAudit) -> withdrawal_pb2.Withdrawal:

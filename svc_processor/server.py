@@ -43,7 +43,7 @@ class ProcessorServer:
         )
         self._names = queue.QueueNames(settings.redis_prefix)
         self._signer = SignerClient(settings.signer_target, settings.signer_timeout_seconds)
-        w3 = Web3(HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 10}))
+        w3 = Web3(HTTPProvider(settings.chain_rpc_url, request_kwargs={"timeout": 10}))
         self.pipeline = Pipeline(
             make_sessionmaker(self._engine),
             w3,

@@ -25,7 +25,7 @@ class ProcessorSettings:
     """REDIS_PREFIX: prefix of every Redis key this stack uses."""
     chain: str = "polygon"
     """CHAIN: the chains-table row this processor pays out on."""
-    rpc_url: str = "http://127.0.0.1:8545"
+    chain_rpc_url: str = "http://127.0.0.1:8545"
     """CHAIN_RPC_URL: the chain's JSON-RPC endpoint."""
     signer_target: str = "127.0.0.1:50052"
     """SIGNER_TARGET: host:port of svc_signer."""
@@ -58,7 +58,7 @@ class ProcessorSettings:
             redis_url=env_str("REDIS_URL", d.redis_url),
             redis_prefix=env_str("REDIS_PREFIX", d.redis_prefix),
             chain=env_str("CHAIN", d.chain),
-            rpc_url=env_str("CHAIN_RPC_URL", d.rpc_url),
+            chain_rpc_url=env_str("CHAIN_RPC_URL", d.chain_rpc_url),
             signer_target=env_str("SIGNER_TARGET", d.signer_target),
             grpc_host=env_str("PROCESSOR_GRPC_HOST", d.grpc_host),
             grpc_port=env_int("PROCESSOR_GRPC_PORT", d.grpc_port, minimum=0),

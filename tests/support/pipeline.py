@@ -46,9 +46,7 @@ class Pipeline:
         return self.boot.hot_wallets[0]
 
     def token_balance(self, holder: str) -> int:
-        return int(
-            balance_of(self.w3, self.boot.token_address, Web3.to_checksum_address(holder))
-        )
+        return int(balance_of(self.w3, self.boot.token_address, Web3.to_checksum_address(holder)))
 
     def get(self, name: str) -> withdrawal_pb2.Withdrawal:
         return self.gateway.stub.GetWithdrawal(
@@ -58,17 +56,18 @@ class Pipeline:
     def wait_for_state(
         self, name: str, state: int, timeout: float = 60
     ) -> withdrawal_pb2.Withdrawal:
+        def reached() -> withdrawal_pb2.Withdrawal | None:
+            current = self.get(name)
+            return current if current.state == state else None
+
         return wait_until(
-            lambda: (w := self.get(name)) if w.state == state else None,
+            reached,
             timeout,
-            lambda: f"{name} never reached {withdrawal_pb2.State.Name(state)}: "  # type: ignore[arg-type]
-            f"{self.get(name)}",
+            lambda: f"{name} never reached state {state}: {self.get(name)}",
         )
 
 
-def wait_until(
-    probe: Callable[[], T | None], timeout: float, describe: Callable[[], str]
-) -> T:
+def wait_until(probe: Callable[[], T | None], timeout: float, describe: Callable[[], str]) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = probe()
@@ -110,7 +109,7 @@ def running_pipeline(
                 ProcessorSettings(
                     **common,
                     redis_prefix=redis_prefix,
-                    rpc_url=anvil.rpc_url,
+                    chain_rpc_url=anvil.rpc_url,
                     signer_target=signer_target,
                     grpc_port=0,
                     sweep_interval_seconds=0.5,
@@ -123,7 +122,7 @@ def running_pipeline(
                 MonitorSettings(
                     **common,
                     redis_prefix=redis_prefix,
-                    rpc_url=anvil.rpc_url,
+                    chain_rpc_url=anvil.rpc_url,
                     poll_seconds=0.25,
                     grpc_port=0,
                 )

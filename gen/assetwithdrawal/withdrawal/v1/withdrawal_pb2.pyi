@@ -383,18 +383,27 @@ class WatchWithdrawalRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    RESUME_AFTER_VERSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `withdrawals/{withdrawal}`."""
+    resume_after_version: _builtins.int
+    """Resume after a dropped stream: when set, the stream starts by replaying (from the audit
+    trail) every change with a greater version, instead of a snapshot. 0 replays the whole
+    history, from RECEIVED. Use the `version` of the last event received.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        resume_after_version: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_resume_after_version", b"_resume_after_version", "resume_after_version", b"resume_after_version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_resume_after_version", b"_resume_after_version", "name", b"name", "resume_after_version", b"resume_after_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__resume_after_version: _TypeAlias = _typing.Literal["resume_after_version"]  # noqa: Y015
+    _WhichOneofArgType__resume_after_version: _TypeAlias = _typing.Literal["_resume_after_version", b"_resume_after_version"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__resume_after_version) -> _WhichOneofReturnType__resume_after_version | None: ...
 
 Global___WatchWithdrawalRequest: _TypeAlias = WatchWithdrawalRequest  # noqa: Y015
 
