@@ -11,7 +11,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help up test check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock
+.PHONY: help up test check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -74,7 +74,10 @@ check: lint typecheck buf-lint buf-breaking gen-check contracts-check ## every s
 test: deps softhsm check ## static checks, then the whole pytest suite on real MariaDB, Redis, anvil, SoftHSM2
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-up: deps ## run the whole system on embedded defaults (SQLite, local Redis, anvil, keystore signer)
+redis-bin: ## install redis-server from Debian's packages when missing (make up may start its own)
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+up: deps redis-bin ## run the whole system on embedded defaults (SQLite, local Redis, anvil, keystore signer)
 	$(PY) -m withdrawal_shared.stack
 
 clean: ## remove local state (var/), keeping the venv and node_modules

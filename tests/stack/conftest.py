@@ -3,11 +3,11 @@ is captured line by line, with free ports and a var/ of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -116,6 +116,8 @@ def stack_env(var_dir: Path, redis_url: str, redis_prefix: str) -> dict[str, str
 
 
 def launch(argv: list[str], env: dict[str, str], var_dir: Path) -> StackRun:
+    """Start `argv` in a session of its own, so a test can Ctrl-C its whole process group as
+    a terminal would."""
     process = subprocess.Popen(
         argv,
         cwd=REPO,
@@ -125,6 +127,7 @@ def launch(argv: list[str], env: dict[str, str], var_dir: Path) -> StackRun:
         stderr=subprocess.STDOUT,
         text=True,
         errors="replace",
+        start_new_session=True,
     )
     run = StackRun(process, env, var_dir)
     run.start_reader()
@@ -134,7 +137,8 @@ def launch(argv: list[str], env: dict[str, str], var_dir: Path) -> StackRun:
 def stop(run: StackRun) -> None:
     """Teardown safety net: SIGTERM (the stack stops its children), then SIGKILL."""
     if run.process.poll() is None:
-        run.process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.process.pid, signal.SIGTERM)
         try:
             run.process.wait(30)
         except subprocess.TimeoutExpired:
@@ -149,8 +153,11 @@ def stack_env_for_test(tmp_path: Path, redis_url: str, redis_prefix: str) -> dic
 
 @pytest.fixture
 def stack(stack_env_for_test: dict[str, str]) -> Iterator[StackRun]:
-    """`python -m withdrawal_shared.stack` running (not yet necessarily up)."""
-    env = stack_env_for_test
-    run = launch([sys.executable, "-m", "withdrawal_shared.stack"], env, Path(env["AWS_VAR_DIR"]))
+    """The README's `make up`, for real (its install steps find everything installed), run as
+    a top-level make (not nested in `make test`)."""
+    env = {
+        k: v for k, v in stack_env_for_test.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}
+    }
+    run = launch(["make", "--no-print-directory", "up"], env, Path(env["AWS_VAR_DIR"]))
     yield run
     stop(run)
