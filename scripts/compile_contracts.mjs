@@ -1,11 +1,13 @@
 #!/usr/bin/env node
-// Compile every contracts/*.sol with the pinned solc (npm `solc`, solc-js) into committed,
-// byte-for-byte reproducible artifacts: contracts/build/<ContractName>.json, each holding
-// {abi, bytecode, compiler, contractName, deployedBytecode, settings, sourceName}.
+// Compile every contracts/*.sol and contracts/test/*.sol (test-only contracts) with the pinned
+// solc (npm `solc`, solc-js) into committed, byte-for-byte reproducible artifacts:
+// contracts/build/<ContractName>.json and contracts/build/test/<ContractName>.json, each holding
+// {abi, bytecode, compiler, contractName, deployedBytecode, settings, sourceName}. Contract names
+// are unique across both directories.
 //
 // Usage (from anywhere; paths are relative to the repository root):
-//   node scripts/compile_contracts.mjs                 write contracts/build/*.json
-//   node scripts/compile_contracts.mjs --out-dir DIR   write the artifacts into DIR instead
+//   node scripts/compile_contracts.mjs                 write contracts/build/{,test/}*.json
+//   node scripts/compile_contracts.mjs --out-dir DIR   write the artifacts into DIR (and DIR/test)
 //   node scripts/compile_contracts.mjs --check         write nothing; exit 1 when contracts/build
 //                                                      differs from what the sources compile to
 //
@@ -27,6 +29,12 @@ const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..
 const CONTRACTS_DIR = path.join(REPO_ROOT, 'contracts')
 const DEFAULT_OUT_DIR = path.join(CONTRACTS_DIR, 'build')
 const NODE_MODULES = path.join(REPO_ROOT, 'node_modules')
+// Source directories (relative to contracts/) and the artifact subdirectory (relative to the
+// output directory) each one compiles into.
+const SOURCE_DIRS = [
+  { sourceDir: '', artifactDir: '' },
+  { sourceDir: 'test', artifactDir: 'test' },
+]
 
 // Changing any of these changes every artifact's bytecode; `make contracts-check` will say so.
 const SETTINGS = {
@@ -87,12 +95,25 @@ function findImports(importPath) {
   return { error: `import not found: ${importPath}${hint}` }
 }
 
+function solidityFiles(dir) {
+  if (!fs.existsSync(dir)) return []
+  return fs
+    .readdirSync(dir, { withFileTypes: true })
+    .filter((entry) => entry.isFile() && entry.name.endsWith('.sol'))
+    .map((entry) => entry.name)
+    .sort()
+}
+
 function compile() {
-  const files = fs.readdirSync(CONTRACTS_DIR).filter((name) => name.endsWith('.sol')).sort()
-  if (files.length === 0) fail(`no .sol files in ${CONTRACTS_DIR}`)
+  if (solidityFiles(CONTRACTS_DIR).length === 0) fail(`no .sol files in ${CONTRACTS_DIR}`)
   const sources = {}
-  for (const file of files) {
-    sources[`contracts/${file}`] = { content: fs.readFileSync(path.join(CONTRACTS_DIR, file), 'utf8') }
+  const artifactDirOf = {}
+  for (const { sourceDir, artifactDir } of SOURCE_DIRS) {
+    for (const file of solidityFiles(path.join(CONTRACTS_DIR, sourceDir))) {
+      const sourceName = path.posix.join('contracts', sourceDir, file)
+      sources[sourceName] = { content: fs.readFileSync(path.join(REPO_ROOT, sourceName), 'utf8') }
+      artifactDirOf[sourceName] = artifactDir
+    }
   }
   const input = {
     language: 'Solidity',
@@ -111,15 +132,17 @@ function compile() {
   }
 
   const artifacts = new Map()
+  const seen = new Set()
   for (const sourceName of Object.keys(sources)) {
     const contracts = output.contracts?.[sourceName] ?? {}
     for (const contractName of Object.keys(contracts).sort()) {
       const compiled = contracts[contractName]
       const bytecode = compiled.evm.bytecode.object
       if (!bytecode) continue // interfaces and abstract contracts have nothing to deploy
-      if (artifacts.has(contractName)) fail(`two contracts are named ${contractName}`)
+      if (seen.has(contractName)) fail(`two contracts are named ${contractName}`)
+      seen.add(contractName)
       artifacts.set(
-        `${contractName}.json`,
+        path.posix.join(artifactDirOf[sourceName], `${contractName}.json`),
         render({
           abi: compiled.abi,
           bytecode: `0x${bytecode}`,
@@ -135,9 +158,17 @@ function compile() {
   return artifacts
 }
 
+// Relative paths ("X.json", "test/X.json") of the artifacts already in the output directories.
 function existingArtifacts(outDir) {
-  if (!fs.existsSync(outDir)) return []
-  return fs.readdirSync(outDir).filter((name) => name.endsWith('.json')).sort()
+  const names = []
+  for (const { artifactDir } of SOURCE_DIRS) {
+    const dir = path.join(outDir, artifactDir)
+    if (!fs.existsSync(dir)) continue
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      if (entry.isFile() && entry.name.endsWith('.json')) names.push(path.posix.join(artifactDir, entry.name))
+    }
+  }
+  return names.sort()
 }
 
 function main() {
@@ -155,7 +186,9 @@ function main() {
     for (const name of stale) problems.push(`stale: ${path.join(args.outDir, name)}`)
     if (problems.length > 0) {
       for (const problem of problems) console.error(problem)
-      console.error("compile_contracts: artifacts drifted from contracts/*.sol: run 'make contracts' and commit")
+      console.error(
+        "compile_contracts: artifacts drifted from contracts/{,test/}*.sol: run 'make contracts' and commit",
+      )
       process.exit(1)
     }
     console.log(`compile_contracts: ${artifacts.size} artifact(s) up to date`)
@@ -164,7 +197,11 @@ function main() {
 
   fs.mkdirSync(args.outDir, { recursive: true })
   for (const name of stale) fs.rmSync(path.join(args.outDir, name))
-  for (const [name, text] of artifacts) fs.writeFileSync(path.join(args.outDir, name), text)
+  for (const [name, text] of artifacts) {
+    const file = path.join(args.outDir, name)
+    fs.mkdirSync(path.dirname(file), { recursive: true })
+    fs.writeFileSync(file, text)
+  }
   console.log(`compile_contracts: wrote ${[...artifacts.keys()].join(', ')} to ${path.relative(REPO_ROOT, args.outDir) || '.'}`)
 }
 

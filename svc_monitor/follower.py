@@ -36,9 +36,18 @@ from web3.exceptions import BlockNotFound, TransactionNotFound, Web3RPCError
 from web3.types import RPCEndpoint, TxReceipt
 
 from svc_monitor.fees import split_fee
-from svc_monitor.receipts import erc20_transfers, revert_reason_from_rpc_error
+from svc_monitor.receipts import (
+    decode_revert_data,
+    erc20_transfers,
+    revert_reason_from_rpc_error,
+)
+from withdrawal_shared.chain.payout import (
+    OUTFLOW_CAP_REASON,
+    TRANSFER_RETURNED_FALSE_REASON,
+    decode_payout_events,
+)
 from withdrawal_shared.chain.types import HexStr
-from withdrawal_shared.db.models import Chain, PayoutTransaction, Withdrawal
+from withdrawal_shared.db.models import Chain, PayoutItem, PayoutTransaction, Withdrawal
 from withdrawal_shared.db.transitions import Moved, TransitionConflict, move, utcnow
 from withdrawal_shared.errors import WithdrawalSystemError
 from withdrawal_shared.states import TERMINAL, PayoutState, State
@@ -50,6 +59,20 @@ ACTOR = "monitor"
 
 # Answers to eth_sendRawTransaction meaning the node already has (or had) these bytes.
 _ALREADY_SENT = ("already known", "known transaction", "already imported", "nonce too low")
+
+
+class Outcome:
+    """`payout_items.outcome` once the payout is mined."""
+
+    PAID = "PAID"
+    FAILED = "FAILED"  # its bit stays unset: nothing was paid for it
+    SKIPPED = "SKIPPED"  # the vault says it was already paid
+
+
+def _failure_reason(reason: bytes) -> str:
+    if reason in (OUTFLOW_CAP_REASON, TRANSFER_RETURNED_FALSE_REASON):
+        return reason.decode()
+    return decode_revert_data(reason) or "the token reverted without a reason"
 
 
 class MonitorError(WithdrawalSystemError):
@@ -82,6 +105,8 @@ class _Row:
     block_number: int | None
     block_hash: str | None
     fee_wei: int | None
+    kind: str = "transfer"
+    to_address: str = ""
 
 
 class BlockHashes:
@@ -148,6 +173,8 @@ class ChainFollower:
         self._actor = actor
         self.blocks = BlockHashes(w3)
         self._node_chain_id: int | None = None
+        # Items the vault skipped as already paid: never expected in normal operation.
+        self.skipped_as_paid = 0
         # Reorged transactions whose re-broadcast the node refused: retried every poll while
         # the row waits in BROADCAST without a receipt.
         self._resend: dict[str, bytes] = {}
@@ -185,12 +212,23 @@ class ChainFollower:
         pt = PayoutTransaction
         with self._sessions() as session:
             result = session.execute(
-                select(pt.id, pt.tx_hash, pt.block_number, pt.block_hash, pt.fee_wei)
+                select(
+                    pt.id,
+                    pt.tx_hash,
+                    pt.block_number,
+                    pt.block_hash,
+                    pt.fee_wei,
+                    pt.kind,
+                    pt.to_address,
+                )
                 .where(pt.chain == self.chain, pt.state == state)
                 .order_by(pt.update_time, pt.id)
                 .limit(self._batch_size)
             ).all()
-        return [_Row(r.id, r.tx_hash, r.block_number, r.block_hash, r.fee_wei) for r in result]
+        return [
+            _Row(r.id, r.tx_hash, r.block_number, r.block_hash, r.fee_wei, r.kind, r.to_address)
+            for r in result
+        ]
 
     # -- step 2: BROADCAST -> MINED | REVERTED ------------------------------------------------
 
@@ -215,8 +253,11 @@ class ChainFollower:
         }
         if int(receipt["status"]) == 1:
             depth = max(1, report.head - block_number + 1)
+            outcomes = self._item_outcomes(row, receipt)
             moved = self._in_transaction(
-                row, report, lambda s: self._record_mined(s, row, block, depth, required)
+                row,
+                report,
+                lambda s: self._record_mined(s, row, block, depth, required, outcomes),
             )
             if moved is not None:
                 report.mined += 1
@@ -238,10 +279,42 @@ class ChainFollower:
         if moved is not None:
             report.reverted += 1
 
+    def _item_outcomes(self, row: _Row, receipt: TxReceipt) -> dict[int, tuple[str, str]]:
+        """Payout number -> (FAILED | SKIPPED, reason) from the vault's events; the numbers
+        not named were paid."""
+        if row.kind != "vault":
+            return {}
+        events = decode_payout_events(receipt["logs"], row.to_address)
+        outcomes: dict[int, tuple[str, str]] = {
+            number: (Outcome.SKIPPED, "already paid") for number in events.skipped
+        }
+        for failed in events.failed:
+            outcomes[failed.number] = (Outcome.FAILED, _failure_reason(failed.reason))
+        return outcomes
+
     def _record_mined(
-        self, session: Session, row: _Row, block: Mapping[str, Any], depth: int, required: int
+        self,
+        session: Session,
+        row: _Row,
+        block: Mapping[str, Any],
+        depth: int,
+        required: int,
+        outcomes: Mapping[int, tuple[str, str]],
     ) -> list[Moved]:
         _cas_payout(session, row.id, PayoutState.BROADCAST, PayoutState.MINED, **block)
+        session.execute(
+            update(PayoutItem)
+            .where(PayoutItem.payout_tx_id == row.id)
+            .values(outcome=Outcome.PAID, outcome_reason="")
+            .execution_options(synchronize_session=False)
+        )
+        for number, (outcome, reason) in outcomes.items():
+            session.execute(
+                update(PayoutItem)
+                .where(PayoutItem.payout_tx_id == row.id, PayoutItem.payout_number == number)
+                .values(outcome=outcome, outcome_reason=reason[:256])
+                .execution_options(synchronize_session=False)
+            )
         message = (
             f"Mined in block {block['block_number']} (transaction {row.tx_hash}); "
             f"{depth} of {required} confirmations."
@@ -342,14 +415,26 @@ class ChainFollower:
             expected_block_hash=row.block_hash,
         )
         linked = self._linked(session, row.id)
+        # Every item shares the gas, paid or not (see fees.split_fee for the rounding rule).
         shares = split_fee(row.fee_wei or 0, [w.id for w in linked])
-        message = (
-            f"Paid: transaction {row.tx_hash} in block {row.block_number} has {depth} "
-            "confirmations."
-        )
+        outcomes = {
+            item.withdrawal_id: item
+            for item in session.scalars(select(PayoutItem).where(PayoutItem.payout_tx_id == row.id))
+        }
         moved: list[Moved] = []
         for withdrawal in linked:
-            if withdrawal.state in (State.CONFIRMING, State.BROADCAST):
+            if withdrawal.state not in (State.CONFIRMING, State.BROADCAST):
+                self._left_alone(withdrawal, row, "confirmed")
+                continue
+            fee = (withdrawal.fee_wei or 0) + shares[withdrawal.id]
+            item = outcomes.get(withdrawal.id)
+            outcome = item.outcome if item is not None else Outcome.PAID
+            if outcome == Outcome.FAILED:
+                assert item is not None
+                moved.append(self._item_failed(session, withdrawal, row, item, fee, depth))
+            elif outcome == Outcome.SKIPPED:
+                moved.append(self._item_skipped(session, withdrawal, row, fee, depth))
+            else:
                 moved.append(
                     move(
                         session,
@@ -357,14 +442,91 @@ class ChainFollower:
                         State.COMPLETED,
                         actor=self._actor,
                         reason="CONFIRMED",
-                        message=message,
-                        fee_wei=shares[withdrawal.id],
+                        message=f"Paid: transaction {row.tx_hash} in block {row.block_number} "
+                        f"has {depth} confirmations.",
+                        fee_wei=fee,
                         confirmations=depth,
                     )
                 )
-            else:
-                self._left_alone(withdrawal, row, "confirmed")
         return moved
+
+    def _item_failed(
+        self,
+        session: Session,
+        withdrawal: Withdrawal,
+        row: _Row,
+        item: PayoutItem,
+        fee: int,
+        depth: int,
+    ) -> Moved:
+        """The vault could not pay this item (its bit stays unset): nothing was paid. An
+        outflow cap clears by itself; anything else needs an operator."""
+        capped = item.outcome_reason == "OUTFLOW_CAP"
+        return move(
+            session,
+            withdrawal,
+            State.ON_HOLD,
+            actor=self._actor,
+            reason="OUTFLOW_CAP_REACHED" if capped else "PAYOUT_ITEM_FAILED",
+            message=(
+                f"Not paid: in transaction {row.tx_hash} ({depth} confirmations) the payout "
+                f"of this withdrawal failed ({item.outcome_reason}) while the others were "
+                "paid. "
+                + (
+                    "It is retried by itself when the vault's outflow window allows."
+                    if capped
+                    else "An operator must review the recipient or the token."
+                )
+            ),
+            fee_wei=fee,
+            confirmations=0,
+            payout_tx_id=None,
+        )
+
+    def _item_skipped(
+        self, session: Session, withdrawal: Withdrawal, row: _Row, fee: int, depth: int
+    ) -> Moved:
+        """The vault skipped the item as already paid: find the payout that paid it."""
+        paid_by = session.scalar(
+            select(PayoutTransaction.tx_hash)
+            .join(PayoutItem, PayoutItem.payout_tx_id == PayoutTransaction.id)
+            .where(
+                PayoutItem.withdrawal_id == withdrawal.id,
+                PayoutItem.outcome == Outcome.PAID,
+                PayoutTransaction.state.in_([PayoutState.MINED, PayoutState.CONFIRMED]),
+                PayoutTransaction.id != row.id,
+            )
+        )
+        self.skipped_as_paid += 1
+        log.error(
+            "vault skipped a withdrawal as already paid",
+            extra={"withdrawal_id": withdrawal.id, "payout_tx_id": row.id, "paid_by": paid_by},
+        )
+        if paid_by is not None:
+            return move(
+                session,
+                withdrawal,
+                State.COMPLETED,
+                actor=self._actor,
+                reason="CONFIRMED",
+                message=f"Paid by transaction {paid_by}; transaction {row.tx_hash} skipped it "
+                "as already paid (the vault never pays a number twice).",
+                fee_wei=fee,
+                confirmations=depth,
+                tx_hash=paid_by,
+            )
+        return move(
+            session,
+            withdrawal,
+            State.ON_HOLD,
+            actor=self._actor,
+            reason="ALREADY_PAID_ELSEWHERE",
+            message=f"The payout vault reports this withdrawal's number as already paid, but "
+            f"no payout known here paid it (transaction {row.tx_hash} skipped it). Nothing "
+            "more will be paid; an operator must reconcile it.",
+            fee_wei=fee,
+            confirmations=0,
+        )
 
     def _reorged(self, row: _Row, report: PollReport, canonical: str | None) -> None:
         with self._sessions() as session:
@@ -410,6 +572,12 @@ class ChainFollower:
             effective_gas_price=None,
             fee_wei=None,
             **extra,
+        )
+        session.execute(
+            update(PayoutItem)
+            .where(PayoutItem.payout_tx_id == row.id)
+            .values(outcome="", outcome_reason="")
+            .execution_options(synchronize_session=False)
         )
         message = (
             f"Block {row.block_number} holding transaction {row.tx_hash} was replaced by a "

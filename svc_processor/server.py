@@ -1,5 +1,6 @@
-"""Builds and runs the processor: the task consumer, the sweeper (re-drives stalled work and
-re-broadcasts stored transactions), and a gRPC health endpoint, in one event loop.
+"""Builds and runs the processor: the task consumer, the batcher (closes and pays payout
+batches), the sweeper (re-drives stalled work, finishes reserved and signed payouts), and a
+gRPC health endpoint, in one event loop.
 
 All pipeline work runs on one worker thread, so this process handles one withdrawal at a
 time; several processor processes may run side by side (the database arbitrates).
@@ -20,7 +21,7 @@ from web3 import HTTPProvider, Web3
 
 from svc_processor.consumer import TaskConsumer
 from svc_processor.errors import TransientError
-from svc_processor.pipeline import Pipeline
+from svc_processor.pipeline import BatchSettings, Pipeline
 from svc_processor.settings import ProcessorSettings
 from svc_processor.signer_client import SignerClient
 from withdrawal_shared import queue
@@ -49,7 +50,13 @@ class ProcessorServer:
             w3,
             self._signer,
             settings.chain,
-            settings.gas_margin_pct,
+            BatchSettings(
+                max_items=settings.batch_max_items,
+                max_wait_seconds=settings.batch_max_wait_seconds,
+                gas_budget=settings.batch_gas_budget,
+                max_in_flight_per_wallet=settings.max_in_flight_per_wallet,
+                gas_margin_pct=settings.gas_margin_pct,
+            ),
         )
         self._health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
@@ -75,6 +82,7 @@ class ProcessorServer:
         self._tasks = [
             asyncio.create_task(consumer.run(), name="consumer"),
             asyncio.create_task(self._sweep_forever(), name="sweeper"),
+            asyncio.create_task(self._batch_forever(), name="batcher"),
         ]
         for name in (SERVICE_NAME, ""):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -91,8 +99,20 @@ class ProcessorServer:
         """Process one task (raises TransientError to leave it unacknowledged)."""
         await self._run(self.pipeline.process, withdrawal_id)
 
+    async def _batch_forever(self) -> None:
+        while True:
+            try:
+                await self._run(self.pipeline.run_batches)
+            except asyncio.CancelledError:
+                raise
+            except TransientError as exc:
+                log.warning("batching paused by a transient failure", extra={"error": str(exc)})
+            except Exception:
+                log.exception("batching failed; retrying")
+            await asyncio.sleep(self.settings.batch_poll_seconds)
+
     async def sweep_once(self) -> None:
-        await self._run(self.pipeline.broadcast_pending)
+        await self._run(self.pipeline.resume_payouts)
         loop = asyncio.get_running_loop()
         stalled = await loop.run_in_executor(
             self._executor, self.pipeline.stalled, self.settings.sweep_age_seconds

@@ -49,6 +49,19 @@ class ProcessorSettings:
     """PROCESSOR_GAS_MARGIN_PCT: headroom added to eth_estimateGas."""
     signer_timeout_seconds: float = 10.0
     """PROCESSOR_SIGNER_TIMEOUT_SECONDS: deadline of one signing RPC."""
+    batch_max_items: int = 300
+    """PROCESSOR_BATCH_MAX_ITEMS: withdrawals per payout transaction at most (1 = one
+    withdrawal per transaction, the benchmark baseline)."""
+    batch_max_wait_seconds: float = 1.0
+    """PROCESSOR_BATCH_MAX_WAIT_SECONDS: a batch closes once its oldest withdrawal waited this
+    long, full or not (PRIORITY and EMERGENCY close it at once)."""
+    batch_gas_budget: int = 15_000_000
+    """PROCESSOR_BATCH_GAS_BUDGET: gas limit of one payout transaction at most."""
+    batch_poll_seconds: float = 0.2
+    """PROCESSOR_BATCH_POLL_SECONDS: how often ready batches are looked for."""
+    max_in_flight_per_wallet: int = 16
+    """PROCESSOR_MAX_IN_FLIGHT_PER_WALLET: unmined payout transactions per hot wallet at most
+    (consecutive nonces)."""
 
     @classmethod
     def from_env(cls) -> ProcessorSettings:
@@ -73,5 +86,16 @@ class ProcessorSettings:
             gas_margin_pct=env_int("PROCESSOR_GAS_MARGIN_PCT", d.gas_margin_pct, minimum=0),
             signer_timeout_seconds=env_float(
                 "PROCESSOR_SIGNER_TIMEOUT_SECONDS", d.signer_timeout_seconds
+            ),
+            batch_max_items=env_int("PROCESSOR_BATCH_MAX_ITEMS", d.batch_max_items, minimum=1),
+            batch_max_wait_seconds=env_float(
+                "PROCESSOR_BATCH_MAX_WAIT_SECONDS", d.batch_max_wait_seconds
+            ),
+            batch_gas_budget=env_int(
+                "PROCESSOR_BATCH_GAS_BUDGET", d.batch_gas_budget, minimum=100_000
+            ),
+            batch_poll_seconds=env_float("PROCESSOR_BATCH_POLL_SECONDS", d.batch_poll_seconds),
+            max_in_flight_per_wallet=env_int(
+                "PROCESSOR_MAX_IN_FLIGHT_PER_WALLET", d.max_in_flight_per_wallet, minimum=1
             ),
         )

@@ -57,6 +57,7 @@ from svc_signer.transactions import (
 )
 from withdrawal_shared.addresses import AddressError, parse_address
 from withdrawal_shared.chain.erc20 import CalldataError, decode_transfer
+from withdrawal_shared.chain.payout import PAYOUT_SELECTOR, decode_payout
 from withdrawal_shared.errors import ApiError, Code, FieldViolation, invalid_argument
 from withdrawal_shared.ids import is_ulid
 from withdrawal_shared.states import State
@@ -113,6 +114,7 @@ class PayoutItem:
     recipient: str
     amount: int
     token: str
+    number: int = 0  # its payout number (batch payouts through the vault)
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,7 @@ def parse_request(request: signer_pb2.SignTransactionRequest) -> SignRequest:
                     item.amount_base_units, f"{prefix}.amount_base_units", problems, empty=None
                 ),
                 token=_address(item.token_address, f"{prefix}.token_address", problems),
+                number=item.payout_number,
             )
         )
     if problems or purpose is None:
@@ -267,14 +270,22 @@ def check_nonce_release(request: SignRequest) -> None:
         )
 
 
+def is_vault_payout(request: SignRequest) -> bool:
+    return request.tx.data[:4] == PAYOUT_SELECTOR
+
+
 def check_payout_calldata(request: SignRequest) -> None:
-    """Value 0, calldata an ERC-20 transfer, and exactly one item that is what it pays."""
+    """Value 0, and calldata that is either one ERC-20 transfer paying exactly its one item,
+    or a PayoutVault payout paying exactly its items, in order, with their numbers."""
     if request.tx.value != 0:
         raise refusal(
             Code.PERMISSION_DENIED,
             Reason.NONZERO_VALUE,
             "A token payout carries no native value: set value_wei to 0.",
         )
+    if is_vault_payout(request):
+        check_vault_calldata(request)
+        return
     try:
         transfer = decode_transfer(request.tx.data)
     except CalldataError as exc:
@@ -307,6 +318,46 @@ def check_payout_calldata(request: SignRequest) -> None:
             withdrawal_id=item.withdrawal_id,
             fields=",".join(differing),
         )
+
+
+def check_vault_calldata(request: SignRequest) -> None:
+    try:
+        token, payments = decode_payout(request.tx.data)
+    except CalldataError as exc:
+        raise refusal(
+            Code.PERMISSION_DENIED, Reason.UNSUPPORTED_CALLDATA, f"Refused to sign: {exc}."
+        ) from None
+    claimed = [(i.number, i.recipient, i.amount, i.token) for i in request.items]
+    decoded = [(p.number, p.recipient, p.amount, token) for p in payments]
+    if claimed != decoded:
+        first = next(
+            (
+                index
+                for index, pair in enumerate(zip(claimed, decoded, strict=False))
+                if pair[0] != pair[1]
+            ),
+            min(len(claimed), len(decoded)),
+        )
+        raise refusal(
+            Code.PERMISSION_DENIED,
+            Reason.CALLDATA_MISMATCH,
+            f"The payout calldata pays {len(decoded)} items but {len(claimed)} are claimed, or "
+            f"they differ (first difference at item {first}); rebuild it from the withdrawals.",
+            index=first,
+        )
+
+
+def check_vault_numbers(items: Iterable[PayoutItem], facts: dict[str, WithdrawalFacts]) -> None:
+    """Each item carries the payout number the database gave its withdrawal: a withdrawal
+    paid under another number would slip past the vault's paid bitmap."""
+    for item in items:
+        row = facts.get(item.withdrawal_id)
+        if row is not None and row.payout_number != item.number:
+            raise _not_approved(
+                item,
+                "payout_number",
+                f"has payout number {row.payout_number}, not {item.number}",
+            )
 
 
 def check_target(to: str, allowed: frozenset[str]) -> None:
@@ -373,6 +424,26 @@ def check_ledger_claims(claims: list[LedgerClaim]) -> None:
             nonce=claim.nonce,
             tx_hash=claim.tx_hash,
         )
+
+
+def _vault_paid_same_number(
+    tx: LedgerTransaction, claim: LedgerClaim, vault: str | None, numbers: dict[str, int]
+) -> bool:
+    """Whether an earlier signature for this withdrawal (at another nonce) was a payout
+    through the same vault under the same payout number. Signing it again at a new nonce is
+    then safe whatever became of the earlier one: the vault's bitmap pays a number at most
+    once. (This is how an item that failed inside a mined batch is retried.) Decided from the
+    bytes this signer signed, not from anything the caller says."""
+    entry = tx.entry(claim.tx_hash)
+    if entry is None or vault is None:
+        return False
+    try:
+        earlier = decode_eip1559(entry.raw_tx)
+        _, payments = decode_payout(earlier.data)
+    except (CalldataError, ValueError):
+        return False
+    number = numbers.get(claim.withdrawal_id)
+    return earlier.to == vault and any(p.number == number for p in payments)
 
 
 def _same_transaction(raw: bytes, tx: Eip1559Fields) -> bool:
@@ -460,10 +531,25 @@ class SignerCore:
         )
 
     def _check_payout(self, tx: LedgerTransaction, request: SignRequest) -> None:
-        check_target(request.tx.to, tx.payout_targets(self.chain))
         ids = request.withdrawal_ids
-        check_withdrawals(request.items, tx.lock_withdrawals(ids), self.chain)
-        check_ledger_claims(tx.claims_elsewhere(ids, request.wallet, request.tx.nonce))
+        if is_vault_payout(request):
+            vault = tx.payout_vault(self.chain)
+            check_target(request.tx.to, frozenset([vault]) if vault else frozenset())
+            tokens = tx.payout_targets(self.chain)
+            for item in request.items:
+                check_target(item.token, tokens)
+            facts = tx.lock_withdrawals(ids)
+            check_withdrawals(request.items, facts, self.chain)
+            check_vault_numbers(request.items, facts)
+            claims = tx.claims_elsewhere(ids, request.wallet, request.tx.nonce)
+            numbers = {item.withdrawal_id: item.number for item in request.items}
+            check_ledger_claims(
+                [c for c in claims if not _vault_paid_same_number(tx, c, vault, numbers)]
+            )
+        else:
+            check_target(request.tx.to, tx.payout_targets(self.chain))
+            check_withdrawals(request.items, tx.lock_withdrawals(ids), self.chain)
+            check_ledger_claims(tx.claims_elsewhere(ids, request.wallet, request.tx.nonce))
 
     def _sign_and_record(self, request: SignRequest) -> _Outcome:
         """Runs in a worker thread: the database checks, signing and recording, in one

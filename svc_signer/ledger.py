@@ -21,7 +21,13 @@ from sqlalchemy import Engine, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from withdrawal_shared.db.engine import make_sessionmaker
-from withdrawal_shared.db.models import SignerLedger, SignerLedgerItem, Token, Withdrawal
+from withdrawal_shared.db.models import (
+    PayoutVault,
+    SignerLedger,
+    SignerLedgerItem,
+    Token,
+    Withdrawal,
+)
 from withdrawal_shared.db.transitions import utcnow
 
 
@@ -35,6 +41,7 @@ class WithdrawalFacts:
     recipient: str  # lowercase
     amount: int  # base units
     token_address: str | None  # lowercase contract of its token (None for a native token)
+    payout_number: int | None  # its number in the payout vault's bitmap, once given
 
 
 @dataclass(frozen=True)
@@ -77,16 +84,19 @@ class LedgerTransaction:
         self._session = session
 
     def payout_targets(self, chain: str) -> frozenset[str]:
-        """Lowercase addresses a payout may call on `chain`: the enabled tokens' contracts.
-
-        (The payout contract joins this set when batching through it is implemented.)
-        """
+        """Lowercase addresses a single-transfer payout may call on `chain`: the enabled
+        tokens' contracts."""
         rows = self._session.scalars(
             select(Token.contract_address).where(
                 Token.chain == chain, Token.enabled.is_(True), Token.contract_address.is_not(None)
             )
         )
         return frozenset(address.lower() for address in rows if address)
+
+    def payout_vault(self, chain: str) -> str | None:
+        """The chain's enabled PayoutVault (lowercase), the only target of batch payouts."""
+        vault = self._session.get(PayoutVault, chain)
+        return vault.address.lower() if vault is not None and vault.enabled else None
 
     def lock_withdrawals(self, ids: Collection[str]) -> dict[str, WithdrawalFacts]:
         """The withdrawals with these ids (missing ones are absent), locked until commit."""
@@ -101,6 +111,7 @@ class LedgerTransaction:
                     Withdrawal.recipient,
                     Withdrawal.amount,
                     Withdrawal.token_id,
+                    Withdrawal.payout_number,
                 )
                 .where(Withdrawal.id.in_(sorted(ids)))
                 .order_by(Withdrawal.id)
@@ -124,6 +135,7 @@ class LedgerTransaction:
                 recipient=row.recipient.lower(),
                 amount=row.amount,
                 token_address=contract.lower() if contract else None,
+                payout_number=row.payout_number,
             )
         return facts
 

@@ -66,7 +66,8 @@ ALLOWED: dict[State, frozenset[State]] = {
     State.BROADCAST: frozenset(
         {State.CONFIRMING, State.SIGNED, State.ON_HOLD, State.FAILED, State.COMPLETED}
     ),
-    State.CONFIRMING: frozenset({State.COMPLETED, State.BROADCAST, State.FAILED}),
+    # ON_HOLD from CONFIRMING: an item the payout vault could not pay (nothing was paid).
+    State.CONFIRMING: frozenset({State.COMPLETED, State.BROADCAST, State.FAILED, State.ON_HOLD}),
     State.ON_HOLD: frozenset(
         {
             State.RECEIVED,

@@ -63,6 +63,41 @@ def keystore_pipeline(
         signer.close()
 
 
+@pytest.fixture(scope="module")
+def vault_pipeline(
+    e2e_database: str,
+    redis_url: str,
+    module_redis_prefix: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Pipeline]:
+    """The pipeline paying through the PayoutVault: batches of at most 50 that close when
+    full, after 30 s, or at once for a PRIORITY or EMERGENCY withdrawal."""
+    keys = tmp_path_factory.mktemp("keystore")
+    backend = KeystoreBackend.load_or_create(
+        keys / "keystore.json", "e2e-password", kdf="pbkdf2", iterations=2
+    )
+    signer = ThreadedServer(
+        SignerServer(
+            SignerSettings(database_url=e2e_database, grpc_port=0, shutdown_grace_seconds=1.0),
+            backend,
+        )
+    )
+    target = f"127.0.0.1:{signer.server.grpc_port}"  # type: ignore[attr-defined]
+    try:
+        with running_pipeline(
+            e2e_database,
+            redis_url,
+            module_redis_prefix,
+            target,
+            payout_vault=True,
+            batch_max_items=50,
+            batch_max_wait_seconds=30,
+        ) as pipeline:
+            yield pipeline
+    finally:
+        signer.close()
+
+
 def _wait_serving(target: str, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 60
     with grpc.insecure_channel(target) as channel:

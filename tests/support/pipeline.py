@@ -86,13 +86,27 @@ def signer_wallet(target: str) -> str:
 
 @contextlib.contextmanager
 def running_pipeline(
-    database_url: str, redis_url: str, redis_prefix: str, signer_target: str
+    database_url: str,
+    redis_url: str,
+    redis_prefix: str,
+    signer_target: str,
+    *,
+    payout_vault: bool = False,
+    batch_max_items: int = 300,
+    batch_max_wait_seconds: float = 1.0,
 ) -> Iterator[Pipeline]:
     """Start anvil, bootstrap the chain and database for the signer at `signer_target`, and run
-    the gateway, processor and monitor against them."""
+    the gateway, processor and monitor against them. With `payout_vault` the processor pays
+    through the PayoutVault in batches; without, one ERC-20 transfer per withdrawal."""
     with AnvilProcess(block_time=0.5) as anvil:
         w3 = anvil.web3()
-        boot = bootstrap(w3, anvil.accounts[0], database_url, [signer_wallet(signer_target)])
+        boot = bootstrap(
+            w3,
+            anvil.accounts[0],
+            database_url,
+            [signer_wallet(signer_target)],
+            payout_vault=payout_vault,
+        )
         common = {"database_url": database_url, "redis_url": redis_url}
         gateway = RunningGateway(
             GatewaySettings(
@@ -114,6 +128,9 @@ def running_pipeline(
                     grpc_port=0,
                     sweep_interval_seconds=0.5,
                     sweep_age_seconds=1.0,
+                    batch_max_items=batch_max_items,
+                    batch_max_wait_seconds=batch_max_wait_seconds,
+                    batch_poll_seconds=0.1,
                 )
             )
         )

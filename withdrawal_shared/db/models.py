@@ -98,6 +98,7 @@ class Withdrawal(Base):
         Index("ix_withdrawals_partner_id", "partner_id", "id"),
         Index("ix_withdrawals_partner_state", "partner_id", "state", "id"),
         Index("ix_withdrawals_state_updated", "state", "update_time"),
+        UniqueConstraint("chain", "payout_number", name="uq_withdrawals_payout_number"),
     )
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True)  # ULID
@@ -123,6 +124,8 @@ class Withdrawal(Base):
     end_time: Mapped[dt.datetime | None] = mapped_column(utc_datetime())
     # The payout transaction currently paying it (the newest one at its nonce).
     payout_tx_id: Mapped[str | None] = mapped_column(String(26), index=True)
+    # Its number in the payout vault's paid bitmap, given once, when first placed in a payout.
+    payout_number: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class WithdrawalAudit(Base):
@@ -189,6 +192,36 @@ class PayoutTransaction(Base):
     revert_reason: Mapped[str] = mapped_column(String(256))
     create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
     update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    # transfer (one ERC-20 transfer), vault (PayoutVault.payout), nonce_release (a no-op)
+    kind: Mapped[str] = mapped_column(String(16), server_default="transfer")
+
+
+class PayoutVault(Base):
+    """The payout contract of a chain and the counter of its payout numbers."""
+
+    __tablename__ = "payout_vaults"
+
+    chain: Mapped[str] = mapped_column(ForeignKey("chains.name"), primary_key=True)
+    address: Mapped[str] = mapped_column(String(42))  # lowercase
+    next_number: Mapped[int] = mapped_column(BigInteger)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+
+
+class PayoutItem(Base):
+    """One withdrawal paid by one payout transaction, and what the chain did with it."""
+
+    __tablename__ = "payout_items"
+
+    payout_tx_id: Mapped[str] = mapped_column(
+        ForeignKey("payout_transactions.id"), primary_key=True
+    )
+    withdrawal_id: Mapped[str] = mapped_column(String(26), primary_key=True, index=True)
+    payout_number: Mapped[int] = mapped_column(BigInteger, index=True)
+    recipient: Mapped[str] = mapped_column(String(42))
+    amount: Mapped[int] = mapped_column(IntegerAmount)
+    # "" until mined; then PAID, FAILED (bit left unset) or SKIPPED (already paid)
+    outcome: Mapped[str] = mapped_column(String(16))
+    outcome_reason: Mapped[str] = mapped_column(String(256))
 
 
 class SignerLedger(Base):

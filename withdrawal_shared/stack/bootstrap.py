@@ -9,7 +9,12 @@ With anvil dev account 0 as deployer and treasury:
    current on-chain nonce) and `system_addresses` (`hot_wallet`), as do the token contract
    (`token`) and the treasury (`treasury`);
 4. each hot wallet is topped up to 100 POL and 1,000,000 USDC (so a re-run sends nothing);
-5. partner `dev-partner` exists and has a development API key: the previous one (from
+5. with `payout_vault=True` (the default) a PayoutVault owned by the treasury (a Safe in
+   production) is deployed, unless the `payout_vaults` row already points at one with code;
+   each hot wallet becomes its operator, the vault is topped up to 1,000,000 USDC, and it is
+   recorded in `payout_vaults` and `system_addresses` (`payout_contract`). The processor then
+   pays through it in batches; without it, one ERC-20 transfer per withdrawal;
+6. partner `dev-partner` exists and has a development API key: the previous one (from
    var/stack.json) when it still authenticates, else a new one. The key is returned once and
    stored only in var/stack.json, never logged.
 """
@@ -31,10 +36,16 @@ from withdrawal_shared.chain.contracts import (
     mint,
     stablecoin_contract,
 )
+from withdrawal_shared.chain.payout import (
+    deploy_payout_vault,
+    fund_vault,
+    payout_vault_contract,
+    set_operator,
+)
 from withdrawal_shared.chain.types import BaseUnits, ChecksumAddress, Wei
 from withdrawal_shared.db.api_keys import ensure_partner, issue_api_key, partner_for_token
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
-from withdrawal_shared.db.models import Chain, HotWallet, SystemAddress, Token
+from withdrawal_shared.db.models import Chain, HotWallet, PayoutVault, SystemAddress, Token
 
 CHAIN = "polygon"
 TOKEN_SYMBOL = "USDC"  # noqa: S105 - a token symbol
@@ -42,6 +53,7 @@ TOKEN_NAME = "USD Coin"  # noqa: S105 - a token name
 DEV_PARTNER = "dev-partner"
 HOT_WALLET_NATIVE = Wei(100 * 10**18)  # 100 POL
 HOT_WALLET_TOKENS = BaseUnits(1_000_000 * 10**6)  # 1,000,000 USDC
+VAULT_TOKENS = BaseUnits(1_000_000 * 10**6)  # 1,000,000 USDC
 
 
 class BootstrapError(RuntimeError):
@@ -57,6 +69,7 @@ class BootstrapResult:
     api_key: str
     api_key_reused: bool
     token_deployed: bool
+    payout_vault: ChecksumAddress | None = None
 
 
 def _noop(_message: str) -> None:
@@ -159,6 +172,50 @@ def _fund(
         )
 
 
+def _vault(
+    sessions: sessionmaker[Session],
+    w3: Web3,
+    deployer: DevAccount,
+    token: ChecksumAddress,
+    wallets: Sequence[ChecksumAddress],
+    progress: Callable[[str], None],
+) -> ChecksumAddress:
+    with sessions() as session:
+        row = session.get(PayoutVault, CHAIN)
+        known = row.address if row is not None else None
+    vault = (
+        Web3.to_checksum_address(known)
+        if known and w3.eth.get_code(Web3.to_checksum_address(known))
+        else None
+    )
+    if vault is None:
+        progress("deploying the PayoutVault (owner: the treasury) ...")
+        vault = deploy_payout_vault(w3, deployer.private_key, deployer.address)
+        progress(f"PayoutVault deployed at {vault}")
+    contract = payout_vault_contract(w3, vault)
+    for wallet in wallets:
+        if not contract.functions.operators(wallet).call():
+            set_operator(w3, vault, deployer.private_key, wallet, True)
+    held = balance_of(w3, token, vault)
+    if held < VAULT_TOKENS:
+        progress(f"funding the PayoutVault with {TOKEN_SYMBOL} ...")
+        fund_vault(
+            w3, token, deployer.private_key, vault, BaseUnits(VAULT_TOKENS - held), mint_new=True
+        )
+    with sessions.begin() as session:
+        row = session.get(PayoutVault, CHAIN)
+        if row is None:
+            session.add(
+                PayoutVault(chain=CHAIN, address=vault.lower(), next_number=1, enabled=True)
+            )
+        elif row.address != vault.lower():
+            # A new vault has an empty bitmap: numbers keep growing, never restart.
+            row.address, row.enabled = vault.lower(), True
+        _upsert_system_address(session, vault, "payout_contract", "PayoutVault")
+    progress(f"PayoutVault {vault} holds at least {VAULT_TOKENS // 10**6:,} {TOKEN_SYMBOL}")
+    return vault
+
+
 def _dev_api_key(sessions: sessionmaker[Session], previous: str | None) -> tuple[str, bool]:
     """(key, reused): the previous key while it still authenticates, else a new one."""
     with sessions.begin() as session:
@@ -176,6 +233,7 @@ def bootstrap(
     hot_wallets: Sequence[str],
     *,
     previous_api_key: str | None = None,
+    payout_vault: bool = True,
     progress: Callable[[str], None] = _noop,
 ) -> BootstrapResult:
     """Deploy, register, fund and issue what a local stack needs (see the module docstring)."""
@@ -193,6 +251,7 @@ def bootstrap(
         wallets = tuple(Web3.to_checksum_address(address) for address in hot_wallets)
         _register(sessions, w3, token, deployer.address, wallets, progress)
         _fund(w3, deployer, token, wallets, progress)
+        vault = _vault(sessions, w3, deployer, token, wallets, progress) if payout_vault else None
         api_key, reused = _dev_api_key(sessions, previous_api_key)
         return BootstrapResult(
             token_address=token,
@@ -202,6 +261,7 @@ def bootstrap(
             api_key=api_key,
             api_key_reused=reused,
             token_deployed=deployed,
+            payout_vault=vault,
         )
     finally:
         engine.dispose()

@@ -431,7 +431,7 @@ class Stack:
             "chain_id": POLYGON_CHAIN_ID,
             "tokens": {TOKEN_SYMBOL: result.token_address},
             "hot_wallet": result.hot_wallets[0] if result.hot_wallets else None,
-            "payout_contract": None,
+            "payout_contract": result.payout_vault,
             "database_url": self.database_url,
             "redis_url": self.redis.url,
         }

@@ -1,0 +1,401 @@
+"""The life of a payout transaction in the processor, whatever it pays (one ERC-20 transfer or
+a PayoutVault batch): reserve a nonce -> sign -> store -> broadcast.
+
+No database lock is held across a remote call, and every step resumes from the database:
+
+1. `reserve`: one transaction locks the hot wallet (and the vault's number counter), links
+   each withdrawal to a new RESERVED payout row by compare-and-set (a withdrawal cancelled or
+   taken meanwhile simply drops out), gives vault withdrawals their payout number once, stores
+   the calldata and the items, and takes the wallet's next nonce.
+2. `sign_reserved`: asks svc_signer for exactly that nonce and calldata; then one transaction
+   stores the signed bytes (SIGNED) and moves every linked withdrawal to SIGNED — before any
+   broadcast. A crash before this commit leaves a RESERVED row that is signed again at the
+   same nonce (the signer returns the bytes it stored or signs the same payload there).
+3. `broadcast`: sends the stored bytes ("already known" is success) and records BROADCAST.
+
+If the signer refuses, `release_nonce` fills the nonce with a zero-value self-transfer and
+puts the withdrawals ON_HOLD, so the wallet never jams on a gap.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+from web3 import Web3
+from web3.exceptions import Web3Exception
+
+from assetwithdrawal.signer.v1 import signer_pb2
+from svc_processor.errors import SignerRefused, rpc_error_kind
+from svc_processor.signer_client import SignerClient
+from withdrawal_shared.chain.fees import Fees
+from withdrawal_shared.chain.payout import Payment
+from withdrawal_shared.db.models import (
+    Chain,
+    HotWallet,
+    PayoutItem,
+    PayoutTransaction,
+    PayoutVault,
+    Token,
+    Withdrawal,
+)
+from withdrawal_shared.db.transitions import Moved, TransitionConflict, move, utcnow
+from withdrawal_shared.ids import new_ulid
+from withdrawal_shared.states import PayoutState, State
+
+log = logging.getLogger(__name__)
+
+ACTOR = "processor"
+NATIVE_TRANSFER_GAS = 21_000
+PAYABLE = (State.QUEUED, State.ON_HOLD)
+
+
+class Kind:
+    TRANSFER = "transfer"
+    VAULT = "vault"
+    NONCE_RELEASE = "nonce_release"
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A payout transaction to reserve: who pays whom, through what, at what price."""
+
+    kind: str
+    wallet: str  # lowercase
+    to_address: str  # lowercase: the token (transfer) or the vault
+    token_address: str  # lowercase
+    gas_limit: int
+    fees: Fees
+    members: Sequence[Withdrawal]  # rows as read; their versions are compare-and-set
+    build_calldata: Callable[[Sequence[Payment]], bytes]
+
+
+class _NothingLinked(Exception):
+    """Internal: every member moved meanwhile; roll the reservation back."""
+
+
+class Payouts:
+    def __init__(
+        self, sessions: sessionmaker[Session], w3: Web3, signer: SignerClient, chain: str
+    ) -> None:
+        self.sessions = sessions
+        self.w3 = w3
+        self.signer = signer
+        self.chain = chain
+
+    # -- 1. reserve ----------------------------------------------------------------------
+
+    def reserve(self, draft: Draft) -> str | None:
+        """The new RESERVED payout's id, or None when no member could be linked."""
+        payout_id = new_ulid()
+        now = utcnow()
+        try:
+            with self.sessions.begin() as session:
+                wallet = session.scalars(
+                    select(HotWallet).where(HotWallet.address == draft.wallet).with_for_update()
+                ).one()
+                vault = None
+                if draft.kind == Kind.VAULT:
+                    vault = session.scalars(
+                        select(PayoutVault).where(PayoutVault.chain == self.chain).with_for_update()
+                    ).one()
+                linked = self._link(session, draft, payout_id, vault)
+                if not linked:
+                    raise _NothingLinked
+                payments = [payment for _, payment in linked]
+                session.add(
+                    PayoutTransaction(
+                        id=payout_id,
+                        chain=self.chain,
+                        wallet=draft.wallet,
+                        nonce=wallet.next_nonce,
+                        to_address=draft.to_address,
+                        raw_tx=draft.build_calldata(payments),  # calldata until signed
+                        tx_hash=f"reserved:{payout_id}",
+                        gas_limit=draft.gas_limit,
+                        max_fee_per_gas=draft.fees.max_fee_per_gas,
+                        max_priority_fee_per_gas=draft.fees.max_priority_fee_per_gas,
+                        state=PayoutState.RESERVED,
+                        broadcast_count=0,
+                        block_number=None,
+                        block_hash=None,
+                        gas_used=None,
+                        effective_gas_price=None,
+                        fee_wei=None,
+                        revert_reason="",
+                        create_time=now,
+                        update_time=now,
+                        kind=draft.kind,
+                    )
+                )
+                session.flush()
+                for withdrawal_id, payment in linked:
+                    session.add(
+                        PayoutItem(
+                            payout_tx_id=payout_id,
+                            withdrawal_id=withdrawal_id,
+                            payout_number=payment.number,
+                            recipient=payment.recipient,
+                            amount=payment.amount,
+                            outcome="",
+                            outcome_reason="",
+                        )
+                    )
+                wallet.next_nonce += 1
+        except _NothingLinked:
+            return None
+        log.info(
+            "nonce reserved",
+            extra={"payout_tx_id": payout_id, "wallet": draft.wallet, "items": len(payments)},
+        )
+        return payout_id
+
+    def _link(
+        self, session: Session, draft: Draft, payout_id: str, vault: PayoutVault | None
+    ) -> list[tuple[str, Payment]]:
+        """Link each member still payable to the payout; (withdrawal id, payment) of those."""
+        linked: list[tuple[str, Payment]] = []
+        for row in draft.members:
+            number = row.payout_number
+            fresh_number = vault is not None and number is None
+            if fresh_number:
+                assert vault is not None
+                number = vault.next_number
+            result = session.execute(
+                update(Withdrawal)
+                .where(
+                    Withdrawal.id == row.id,
+                    Withdrawal.version == row.version,
+                    Withdrawal.payout_tx_id.is_(None),
+                )
+                .values(payout_tx_id=payout_id, payout_number=number)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                continue  # cancelled or taken meanwhile: it drops out of this payout
+            if fresh_number:
+                assert vault is not None
+                vault.next_number += 1
+            linked.append((row.id, Payment(number or 0, row.recipient, row.amount)))
+        return linked
+
+    # -- 2. sign and store ---------------------------------------------------------------
+
+    def sign_reserved(self, payout_id: str) -> list[Moved]:
+        with self.sessions() as session:
+            payout = session.get(PayoutTransaction, payout_id)
+            chain = session.get(Chain, self.chain)
+            items = session.scalars(
+                select(PayoutItem)
+                .where(PayoutItem.payout_tx_id == payout_id)
+                .order_by(PayoutItem.payout_number, PayoutItem.withdrawal_id)
+            ).all()
+            token_address = self._token_address(session, [i.withdrawal_id for i in items])
+        if payout is None or chain is None:
+            return []
+        if payout.state == PayoutState.SIGNED:
+            return self.broadcast(payout_id)
+        if payout.state != PayoutState.RESERVED:
+            return []
+        request = signer_pb2.SignTransactionRequest(
+            wallet_address=payout.wallet,
+            chain_id=chain.chain_id,
+            nonce=payout.nonce,
+            to_address=payout.to_address,
+            data=payout.raw_tx,
+            value_wei="0",
+            gas_limit=payout.gas_limit,
+            max_fee_per_gas_wei=str(payout.max_fee_per_gas),
+            max_priority_fee_per_gas_wei=str(payout.max_priority_fee_per_gas),
+            purpose=signer_pb2.PURPOSE_PAYOUT,
+            items=[
+                signer_pb2.PayoutItem(
+                    withdrawal_id=item.withdrawal_id,
+                    recipient_address=item.recipient,
+                    amount_base_units=str(item.amount),
+                    token_address=token_address,
+                    payout_number=item.payout_number,
+                )
+                for item in items
+            ],
+        )
+        try:
+            signed = self.signer.sign(request)
+        except SignerRefused as refused:
+            log.error(
+                "signer refused; releasing the nonce",
+                extra={"payout_tx_id": payout_id, "reason": refused.reason},
+            )
+            return self.release_nonce(payout, chain.chain_id, refused)
+        moved: list[Moved] = []
+        with self.sessions.begin() as session:
+            stored = session.execute(
+                update(PayoutTransaction)
+                .where(
+                    PayoutTransaction.id == payout_id,
+                    PayoutTransaction.state == PayoutState.RESERVED,
+                )
+                .values(
+                    raw_tx=signed.raw,
+                    tx_hash=signed.tx_hash.lower(),
+                    state=PayoutState.SIGNED,
+                    update_time=utcnow(),
+                )
+            )
+            if stored.rowcount != 1:  # type: ignore[attr-defined]
+                raise TransitionConflict(payout_id)
+            for row in self._members(session, payout_id, PAYABLE):
+                moved.append(
+                    move(
+                        session,
+                        row,
+                        State.SIGNED,
+                        actor=ACTOR,
+                        reason="SIGNED",
+                        message="Signed and stored; broadcasting.",
+                        tx_hash=signed.tx_hash.lower(),
+                    )
+                )
+        return [*moved, *self.broadcast(payout_id)]
+
+    @staticmethod
+    def _token_address(session: Session, withdrawal_ids: Sequence[str]) -> str:
+        if not withdrawal_ids:
+            return ""
+        address = session.scalar(
+            select(Token.contract_address)
+            .join(Withdrawal, Withdrawal.token_id == Token.id)
+            .where(Withdrawal.id == withdrawal_ids[0])
+        )
+        return address or ""
+
+    @staticmethod
+    def _members(session: Session, payout_id: str, states: Sequence[State]) -> Sequence[Withdrawal]:
+        return session.scalars(
+            select(Withdrawal)
+            .where(
+                Withdrawal.payout_tx_id == payout_id,
+                Withdrawal.state.in_([s.value for s in states]),
+            )
+            .order_by(Withdrawal.id)
+        ).all()
+
+    def release_nonce(
+        self, payout: PayoutTransaction, chain_id: int, refused: SignerRefused
+    ) -> list[Moved]:
+        """Fill a refused payout's nonce with a zero-value self-transfer (nothing is paid)."""
+        signed = self.signer.sign(
+            signer_pb2.SignTransactionRequest(
+                wallet_address=payout.wallet,
+                chain_id=chain_id,
+                nonce=payout.nonce,
+                to_address=payout.wallet,
+                value_wei="0",
+                gas_limit=NATIVE_TRANSFER_GAS,
+                max_fee_per_gas_wei=str(payout.max_fee_per_gas),
+                max_priority_fee_per_gas_wei=str(payout.max_priority_fee_per_gas),
+                purpose=signer_pb2.PURPOSE_NONCE_RELEASE,
+            )
+        )
+        moved: list[Moved] = []
+        with self.sessions.begin() as session:
+            session.execute(
+                update(PayoutTransaction)
+                .where(
+                    PayoutTransaction.id == payout.id,
+                    PayoutTransaction.state == PayoutState.RESERVED,
+                )
+                .values(
+                    raw_tx=signed.raw,
+                    tx_hash=signed.tx_hash.lower(),
+                    to_address=payout.wallet,
+                    gas_limit=NATIVE_TRANSFER_GAS,
+                    state=PayoutState.SIGNED,
+                    kind=Kind.NONCE_RELEASE,
+                    update_time=utcnow(),
+                )
+            )
+            for row in self._members(session, payout.id, PAYABLE):
+                moved.append(
+                    move(
+                        session,
+                        row,
+                        State.ON_HOLD,
+                        actor=ACTOR,
+                        reason="SIGNER_REFUSED",
+                        message=f"The signer refused ({refused.reason}): {refused.message} "
+                        "Nothing was paid; an operator must review it.",
+                        payout_tx_id=None,
+                    )
+                )
+        self.broadcast(payout.id)
+        return moved
+
+    # -- 3. broadcast --------------------------------------------------------------------
+
+    def broadcast(self, payout_id: str) -> list[Moved]:
+        with self.sessions() as session:
+            payout = session.get(PayoutTransaction, payout_id)
+        if payout is None or payout.state != PayoutState.SIGNED:
+            return []
+        try:
+            self.w3.eth.send_raw_transaction(payout.raw_tx)
+        except (Web3Exception, ValueError) as exc:
+            kind = rpc_error_kind(str(exc))
+            if kind == "nonce_too_low" and not self._mined(payout.tx_hash):
+                log.error(
+                    "nonce already used by another transaction",
+                    extra={"payout_tx_id": payout_id, "nonce": payout.nonce},
+                )
+                return []
+            if kind == "other":
+                log.warning(
+                    "broadcast failed; will retry",
+                    extra={"payout_tx_id": payout_id, "error": str(exc)},
+                )
+                return []
+        except OSError as exc:
+            log.warning(
+                "broadcast failed; will retry",
+                extra={"payout_tx_id": payout_id, "error": str(exc)},
+            )
+            return []
+        return self._record_broadcast(payout_id)
+
+    def _mined(self, tx_hash: str) -> bool:
+        try:
+            self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except (Web3Exception, ValueError):
+            return False
+        return True
+
+    def _record_broadcast(self, payout_id: str) -> list[Moved]:
+        moved: list[Moved] = []
+        with self.sessions.begin() as session:
+            session.execute(
+                update(PayoutTransaction)
+                .where(
+                    PayoutTransaction.id == payout_id,
+                    PayoutTransaction.state == PayoutState.SIGNED,
+                )
+                .values(
+                    state=PayoutState.BROADCAST,
+                    broadcast_count=PayoutTransaction.broadcast_count + 1,
+                    update_time=utcnow(),
+                )
+            )
+            for row in self._members(session, payout_id, (State.SIGNED,)):
+                moved.append(
+                    move(
+                        session,
+                        row,
+                        State.BROADCAST,
+                        actor=ACTOR,
+                        reason="BROADCAST",
+                        message="Sent to the network; waiting to be mined.",
+                    )
+                )
+        return moved
