@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ class BatchSettings:
     gas_budget: int = 15_000_000
     max_in_flight_per_wallet: int = 16
     gas_margin_pct: int = 25
+    hold_recheck_seconds: float = 2.0  # how often a group that is all ON_HOLD is re-planned
 
 
 class Pipeline:
@@ -101,6 +103,8 @@ class Pipeline:
         self.reads = ChainReads(w3)
         self.payouts = Payouts(sessions, w3, signer, chain)
         self.reference = ReferenceCache(sessions)
+        # token id -> monotonic time before which a group of only held rows is not re-planned
+        self._recheck_after: dict[int, float] = {}
 
     # ------------------------------------------------------------------ entry points
 
@@ -122,6 +126,9 @@ class Pipeline:
         moved: list[Moved] = []
         for token_id, rows in self._ready_groups().items():
             moved.extend(self._pay_batch(vault, token_id, rows))
+            if all(r.state == State.ON_HOLD for r in rows):
+                # Waiting on funds, a cap or fees: look again a little later, not every poll.
+                self._recheck_after[token_id] = time.monotonic() + self.batch.hold_recheck_seconds
         return moved
 
     def resume_payouts(self) -> list[Moved]:
@@ -350,6 +357,9 @@ class Pipeline:
         now = utcnow()
         ready: dict[int, list[Withdrawal]] = {}
         for token_id, members in groups.items():
+            only_held = all(r.state == State.ON_HOLD for r in members)
+            if only_held and time.monotonic() < self._recheck_after.get(token_id, 0.0):
+                continue
             members.sort(key=lambda r: (URGENCY.get(r.priority, 2), r.id))
             urgent = URGENCY.get(members[0].priority, 2) < 2
             waited = (now - min(r.update_time for r in members)).total_seconds()
