@@ -7,8 +7,12 @@ dedicated thread). Each poll:
    unchanged: a block hash commits to all of its ancestors);
 2. for each payout transaction in BROADCAST, fetches its receipt: none -> nothing (a missing
    receipt is not a failure); status 1 -> MINED, its withdrawals CONFIRMING; status 0 ->
-   REVERTED with the decoded revert reason, its withdrawals FAILED (after checking that the
-   receipt holds no ERC-20 Transfer, i.e. that nothing was paid);
+   REVERTED with the decoded revert reason (after checking that the receipt holds no ERC-20
+   Transfer, i.e. that nothing was paid): a single-transfer payout's withdrawals are FAILED; a
+   PayoutVault payout's go ON_HOLD `PAYOUT_REVERTED` and are retried under the same payout
+   numbers, which the vault never pays twice. For a vault payout that succeeded, the vault's
+   events say per item whether it was paid, failed (ON_HOLD at confirmation) or skipped as
+   already paid (matched to the payout that paid it);
 3. for each payout transaction in MINED: when the canonical hash at its block differs from
    the stored one (a reorganisation), back to BROADCAST, its withdrawals CONFIRMING ->
    BROADCAST (reorged) and the SAME signed bytes re-broadcast; otherwise the withdrawals'
@@ -357,20 +361,38 @@ class ChainFollower:
         shares = split_fee(int(block["fee_wei"]), [w.id for w in linked])
         moved: list[Moved] = []
         for withdrawal in linked:
-            if withdrawal.state in (State.SIGNED, State.BROADCAST, State.CONFIRMING):
+            if withdrawal.state not in (State.SIGNED, State.BROADCAST, State.CONFIRMING):
+                self._left_alone(withdrawal, row, "reverted")
+                continue
+            fee = (withdrawal.fee_wei or 0) + shares[withdrawal.id]
+            if row.kind == "vault":
+                # Nothing was paid, and paying again is safe: the vault's bitmap pays each
+                # payout number at most once. The processor retries it under the same number.
                 moved.append(
                     move(
                         session,
                         withdrawal,
-                        State.FAILED,
+                        State.ON_HOLD,
                         actor=self._actor,
-                        reason="TRANSACTION_REVERTED",
-                        message=message,
-                        fee_wei=shares[withdrawal.id],
+                        reason="PAYOUT_REVERTED",
+                        message=message + " It is retried by itself under the same payout "
+                        "number, which the payout vault never pays twice.",
+                        fee_wei=fee,
+                        payout_tx_id=None,
                     )
                 )
-            else:
-                self._left_alone(withdrawal, row, "reverted")
+                continue
+            moved.append(
+                move(
+                    session,
+                    withdrawal,
+                    State.FAILED,
+                    actor=self._actor,
+                    reason="TRANSACTION_REVERTED",
+                    message=message,
+                    fee_wei=fee,
+                )
+            )
         return moved
 
     # -- step 3: MINED -> CONFIRMED | back to BROADCAST ---------------------------------------

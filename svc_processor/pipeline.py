@@ -57,6 +57,7 @@ RESUMABLE_HOLDS = frozenset(
         "PAYOUT_WOULD_REVERT",
         "FEES_ABOVE_CAP",
         "OUTFLOW_CAP_REACHED",
+        "PAYOUT_REVERTED",
     }
 )
 HOLD_MESSAGES = {
@@ -74,6 +75,10 @@ HOLD_MESSAGES = {
     "OUTFLOW_CAP_REACHED": "The payout vault's outflow cap for this window is used up; it "
     "resumes by itself in the next window, or when an owner raises the cap.",
 }
+# Gas floor of a vault payout: eth_estimateGas sees today's state, but the block may differ
+# (a first write to the outflow-usage slot or to a new bitmap slot costs ~22k more).
+VAULT_BASE_GAS = 90_000
+VAULT_ITEM_GAS = 36_000
 URGENCY = {Priority.EMERGENCY.value: 0, Priority.PRIORITY.value: 1, Priority.STANDARD.value: 2}
 IN_FLIGHT = (PayoutState.RESERVED, PayoutState.SIGNED, PayoutState.BROADCAST)
 
@@ -420,7 +425,10 @@ class Pipeline:
                 )
             except WouldRevert:
                 return moved + self._hold(fits, "PAYOUT_WOULD_REVERT")
-            gas_limit = estimate * (100 + self.batch.gas_margin_pct) // 100
+            gas_limit = max(
+                estimate * (100 + self.batch.gas_margin_pct) // 100,
+                VAULT_BASE_GAS + VAULT_ITEM_GAS * len(fits),
+            )
             if gas_limit <= self.batch.gas_budget or len(fits) == 1:
                 break
             fits = fits[: max(1, len(fits) * self.batch.gas_budget // gas_limit)]
