@@ -25,7 +25,6 @@ from withdrawal_shared.chain.contracts import (
     load_artifact,
     send_transaction,
     stablecoin_contract,
-    transfer,
 )
 from withdrawal_shared.chain.erc20 import TRANSFER_TOPIC, CalldataError
 from withdrawal_shared.chain.payout import (
@@ -586,40 +585,3 @@ def test_encode_rejects_bad_token_and_empty_payouts() -> None:
         encode_payout("0x" + "ab" * 19, [payment])
     with pytest.raises(CalldataError, match="token"):
         encode_payout("ab" * 20, [payment])
-
-
-# -- gas (printed, not asserted) ---------------------------------------------------------------
-
-
-@chain
-def test_gas_per_payment_table(
-    w3: Web3, anvil: AnvilProcess, vault: Vault, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Gas of one payout to N fresh recipients vs N single ERC-20 transfers from a hot wallet."""
-    treasury = anvil.accounts[3]
-    _transact(
-        w3,
-        vault.owner_key,
-        stablecoin_contract(w3, vault.token).functions.mint(treasury.address, 10**12),
-    )
-    rows = []
-    number = 1_000_000
-    for size in (1, 10, 100, 300):
-        payments = [Payment(number + i, _recipient(f"gas{size}", i), ONE_USDC) for i in range(size)]
-        number += size
-        receipt, events = _pay(w3, vault, payments)
-        assert events.executed[0].paid == size
-        batch = int(receipt["gasUsed"])
-        single = 0
-        for i in range(size):
-            to = _checksum(_recipient(f"gas-single{size}", i))
-            single += int(
-                transfer(w3, vault.token, treasury.private_key, to, BaseUnits(1))["gasUsed"]
-            )
-        rows.append((size, batch, batch / size, single / size, 100 * (1 - batch / single)))
-    lines = [
-        "payments | payout tx gas | gas/payment (payout) | gas/payment (single transfers) | saved",
-        *(f"{n:8d} | {b:13,d} | {bp:20,.0f} | {sp:30,.0f} | {s:4.1f}%" for n, b, bp, sp, s in rows),
-    ]
-    with capsys.disabled():
-        print("\n" + "\n".join(lines))
