@@ -131,7 +131,10 @@ class WithdrawalStore:
                     return None, None
                 if row.state == State.CANCELLED:
                     return row, None
-                if State(row.state) not in CANCELLABLE or row.payout_tx_id is not None:
+                # Not once it was placed in a payout: a transaction carrying its payout number
+                # may still be mined, so it could be paid after a cancel.
+                placed = row.payout_tx_id is not None or row.payout_number is not None
+                if State(row.state) not in CANCELLABLE or placed:
                     raise ApiError(
                         Code.FAILED_PRECONDITION,
                         "WITHDRAWAL_NOT_CANCELLABLE",
@@ -147,8 +150,11 @@ class WithdrawalStore:
                         actor=ACTOR_PARTNER + partner_id,
                         reason="CANCELLED_BY_PARTNER",
                         message=reason or "Cancelled by the partner.",
-                        # Not once the processor has reserved a nonce for it.
-                        where=[Withdrawal.payout_tx_id.is_(None)],
+                        # Not once the processor has placed it in a payout meanwhile.
+                        where=[
+                            Withdrawal.payout_tx_id.is_(None),
+                            Withdrawal.payout_number.is_(None),
+                        ],
                     )
                 except TransitionConflict:
                     continue  # it moved under us: read it again and decide again

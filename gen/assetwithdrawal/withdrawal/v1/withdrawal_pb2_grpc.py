@@ -99,7 +99,8 @@ class WithdrawalServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelWithdrawal(self, request, context):
-        """Cancels a withdrawal. Allowed only before it is signed (FAILED_PRECONDITION after);
+        """Cancels a withdrawal. Allowed only until it is placed in a payout transaction, which
+        happens before signing (FAILED_PRECONDITION `WITHDRAWAL_NOT_CANCELLABLE` after);
         cancelling an already cancelled withdrawal returns it unchanged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

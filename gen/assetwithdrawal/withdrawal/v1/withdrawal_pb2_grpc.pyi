@@ -49,7 +49,8 @@ class WithdrawalServiceStub:
     ListWithdrawals: _grpc.UnaryUnaryMultiCallable[_withdrawal_pb2.ListWithdrawalsRequest, _withdrawal_pb2.ListWithdrawalsResponse]
     """Lists the caller's withdrawals, newest first, one page at a time."""
     CancelWithdrawal: _grpc.UnaryUnaryMultiCallable[_withdrawal_pb2.CancelWithdrawalRequest, _withdrawal_pb2.Withdrawal]
-    """Cancels a withdrawal. Allowed only before it is signed (FAILED_PRECONDITION after);
+    """Cancels a withdrawal. Allowed only until it is placed in a payout transaction, which
+    happens before signing (FAILED_PRECONDITION `WITHDRAWAL_NOT_CANCELLABLE` after);
     cancelling an already cancelled withdrawal returns it unchanged.
     """
     WatchWithdrawal: _grpc.UnaryStreamMultiCallable[_withdrawal_pb2.WatchWithdrawalRequest, _withdrawal_pb2.WatchWithdrawalResponse]
@@ -78,7 +79,8 @@ class WithdrawalServiceAsyncStub(WithdrawalServiceStub):
     ListWithdrawals: _aio.UnaryUnaryMultiCallable[_withdrawal_pb2.ListWithdrawalsRequest, _withdrawal_pb2.ListWithdrawalsResponse]  # type: ignore[assignment]
     """Lists the caller's withdrawals, newest first, one page at a time."""
     CancelWithdrawal: _aio.UnaryUnaryMultiCallable[_withdrawal_pb2.CancelWithdrawalRequest, _withdrawal_pb2.Withdrawal]  # type: ignore[assignment]
-    """Cancels a withdrawal. Allowed only before it is signed (FAILED_PRECONDITION after);
+    """Cancels a withdrawal. Allowed only until it is placed in a payout transaction, which
+    happens before signing (FAILED_PRECONDITION `WITHDRAWAL_NOT_CANCELLABLE` after);
     cancelling an already cancelled withdrawal returns it unchanged.
     """
     WatchWithdrawal: _aio.UnaryStreamMultiCallable[_withdrawal_pb2.WatchWithdrawalRequest, _withdrawal_pb2.WatchWithdrawalResponse]  # type: ignore[assignment]
@@ -128,7 +130,8 @@ class WithdrawalServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _withdrawal_pb2.CancelWithdrawalRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_withdrawal_pb2.Withdrawal, _abc.Awaitable[_withdrawal_pb2.Withdrawal]]:
-        """Cancels a withdrawal. Allowed only before it is signed (FAILED_PRECONDITION after);
+        """Cancels a withdrawal. Allowed only until it is placed in a payout transaction, which
+        happens before signing (FAILED_PRECONDITION `WITHDRAWAL_NOT_CANCELLABLE` after);
         cancelling an already cancelled withdrawal returns it unchanged.
         """
 
