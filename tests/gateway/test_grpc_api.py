@@ -344,6 +344,19 @@ def test_cancel_before_signing_only(gateway: RunningGateway, partner_a: Partner)
     code, info, _ = rich_error(caught.value)
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert info.reason == "WITHDRAWAL_NOT_CANCELLABLE"
+    # Nor one that waits ON_HOLD after a payout that carried its number (it could still pay).
+    held = gateway.stub.CreateWithdrawal(create_request(), metadata=partner_a.metadata)
+    with gateway.server.store.sessions.begin() as session:
+        session.execute(
+            Withdrawal.__table__.update()
+            .where(Withdrawal.id == held.name.split("/")[1])
+            .values(state="ON_HOLD", payout_number=int(uuid.uuid4().int % 10**12))
+        )
+    with pytest.raises(grpc.RpcError) as caught:
+        gateway.stub.CancelWithdrawal(
+            withdrawal_pb2.CancelWithdrawalRequest(name=held.name), metadata=partner_a.metadata
+        )
+    assert rich_error(caught.value)[1].reason == "WITHDRAWAL_NOT_CANCELLABLE"
     with gateway.server.store.sessions() as session:
         audits = session.scalars(
             select(WithdrawalAudit.to_state).where(
