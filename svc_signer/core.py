@@ -5,7 +5,9 @@
 refusal is FAILED_PRECONDITION or PERMISSION_DENIED with one of these ErrorInfo reasons:
 
 - WRONG_CHAIN (FAILED_PRECONDITION): `chain_id` is not the configured chain id.
-- UNKNOWN_WALLET (FAILED_PRECONDITION): this signer holds no key for `wallet_address`.
+- UNKNOWN_WALLET (FAILED_PRECONDITION): this signer holds no key for `wallet_address` (it
+  may hold several hot wallets, each with its own key and nonce sequence; it signs with the
+  key of the requested wallet).
 - TARGET_NOT_ALLOWED (PERMISSION_DENIED): a payout calls something other than an enabled token
   contract of the configured chain.
 - NONZERO_VALUE (PERMISSION_DENIED): a payout carries native value.
@@ -42,12 +44,12 @@ import asyncio
 import enum
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from assetwithdrawal.signer.v1 import signer_pb2
-from svc_signer.keys import KeyBackend, KeyBackendError
+from svc_signer.keys import KeyBackend, KeyBackendError, KeyRing
 from svc_signer.ledger import Ledger, LedgerClaim, LedgerTransaction, NewEntry, WithdrawalFacts
 from svc_signer.transactions import (
     Eip1559Fields,
@@ -240,8 +242,10 @@ def check_chain(request: SignRequest, chain_id: int) -> None:
         )
 
 
-def check_wallet(request: SignRequest, backend: KeyBackend) -> None:
-    if request.wallet != backend.address.lower():
+def check_wallet(request: SignRequest, keys: KeyRing | KeyBackend) -> KeyBackend:
+    """The backend holding the key of the requested wallet; UNKNOWN_WALLET when none does."""
+    backend = KeyRing.of(keys).get(request.wallet)
+    if backend is None:
         raise refusal(
             Code.FAILED_PRECONDITION,
             Reason.UNKNOWN_WALLET,
@@ -249,6 +253,7 @@ def check_wallet(request: SignRequest, backend: KeyBackend) -> None:
             "wallets it holds.",
             wallet=request.wallet,
         )
+    return backend
 
 
 def check_nonce_release(request: SignRequest) -> None:
@@ -470,22 +475,28 @@ class _Outcome:
 
 
 class SignerCore:
-    """Checks requests against the policy, signs with the key backend, records the ledger."""
+    """Checks requests against the policy, signs with the requested wallet's key backend,
+    records the ledger. `keys` is a `KeyRing`, or one backend (a single hot wallet)."""
 
     def __init__(
         self,
-        backend: KeyBackend,
+        keys: KeyRing | KeyBackend | Sequence[KeyBackend],
         ledger: Ledger,
         executor: Executor,
         *,
         chain_id: int,
         chain: str,
     ) -> None:
-        self.backend = backend
+        self.keys = KeyRing.of(keys)
         self.ledger = ledger
         self.executor = executor
         self.chain_id = chain_id
         self.chain = chain
+
+    @property
+    def backend(self) -> KeyBackend:
+        """The first hot wallet's backend (the only one of a single-wallet signer)."""
+        return self.keys.first
 
     async def sign(self, request: signer_pb2.SignTransactionRequest) -> tuple[bytes, str]:
         """Sign `request` (or return what was signed for it before); raises ApiError."""
@@ -499,13 +510,15 @@ class SignerCore:
         try:
             checked = parse_request(request)
             check_chain(checked, self.chain_id)
-            check_wallet(checked, self.backend)
+            backend = check_wallet(checked, self.keys)
             if checked.purpose is Purpose.NONCE_RELEASE:
                 check_nonce_release(checked)
             else:
                 check_payout_calldata(checked)
             loop = asyncio.get_running_loop()
-            outcome = await loop.run_in_executor(self.executor, self._sign_and_record, checked)
+            outcome = await loop.run_in_executor(
+                self.executor, self._sign_and_record, checked, backend
+            )
         except ApiError as err:
             log.warning(
                 "signing refused",
@@ -526,7 +539,8 @@ class SignerCore:
     def list_wallets(self) -> signer_pb2.ListWalletsResponse:
         return signer_pb2.ListWalletsResponse(
             wallets=[
-                signer_pb2.Wallet(address=self.backend.address, backend=self.backend.backend_name)
+                signer_pb2.Wallet(address=backend.address, backend=backend.backend_name)
+                for backend in self.keys
             ]
         )
 
@@ -551,7 +565,7 @@ class SignerCore:
             check_withdrawals(request.items, tx.lock_withdrawals(ids), self.chain)
             check_ledger_claims(tx.claims_elsewhere(ids, request.wallet, request.tx.nonce))
 
-    def _sign_and_record(self, request: SignRequest) -> _Outcome:
+    def _sign_and_record(self, request: SignRequest, backend: KeyBackend) -> _Outcome:
         """Runs in a worker thread: the database checks, signing and recording, in one
         database transaction (the withdrawals stay locked until it commits)."""
         with self.ledger.transaction() as tx:
@@ -561,7 +575,7 @@ class SignerCore:
             for entry in tx.entries_at(request.wallet, request.tx.nonce):
                 if entry.withdrawal_ids == ids and _same_transaction(entry.raw_tx, request.tx):
                     return _Outcome(entry.raw_tx, entry.tx_hash, "repeated")
-            signed = self._sign(request.tx)
+            signed = self._sign(backend, request.tx)
             existing = tx.entry(signed.hash)
             if existing is not None:
                 # A deterministic backend signed identical fields again (e.g. another
@@ -582,10 +596,10 @@ class SignerCore:
             )
             return _Outcome(signed.raw, signed.hash, "signed")
 
-    def _sign(self, fields: Eip1559Fields) -> _Signed:
+    def _sign(self, backend: KeyBackend, fields: Eip1559Fields) -> _Signed:
         try:
             signed = sign_eip1559(
-                self.backend,
+                backend,
                 chain_id=fields.chain_id,
                 nonce=fields.nonce,
                 to=fields.to,
@@ -598,7 +612,10 @@ class SignerCore:
         except InvalidTransactionError as exc:
             raise invalid_argument([FieldViolation("transaction", str(exc))]) from None
         except KeyBackendError as exc:
-            log.error("the key backend failed to sign", extra={"error": str(exc)})
+            log.error(
+                "the key backend failed to sign",
+                extra={"error": str(exc), "wallet": backend.address},
+            )
             raise ApiError(
                 Code.UNAVAILABLE,
                 Reason.KEY_BACKEND_UNAVAILABLE.value,

@@ -6,8 +6,8 @@ Database work and signing run on a bounded thread pool so the event loop never b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
 from svc_signer.core import SignerCore
-from svc_signer.keys import KeyBackend, backend_from_env
+from svc_signer.keys import KeyBackend, KeyRing, backends_from_env
 from svc_signer.ledger import Ledger
 from svc_signer.servicer import SignerServicer
 from svc_signer.settings import SignerSettings
@@ -31,14 +31,19 @@ SERVICE_NAMES = (SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME
 class SignerServer:
     """The running signer; `grpc_port` is known after `start()`.
 
-    With `backend=None` the key backend is opened from the settings when starting (and closed
-    on stop); a backend passed in stays the caller's to close.
+    It holds one key backend per hot wallet (a `KeyRing`). With `backend=None` the backends are
+    opened from the settings when starting (and closed on stop); backends passed in (one, a
+    sequence of them, or a ring) stay the caller's to close.
     """
 
-    def __init__(self, settings: SignerSettings, backend: KeyBackend | None = None) -> None:
+    def __init__(
+        self,
+        settings: SignerSettings,
+        backend: KeyBackend | Sequence[KeyBackend] | KeyRing | None = None,
+    ) -> None:
         self.settings = settings
         self.grpc_port = 0
-        self._backend = backend
+        self._keys = None if backend is None else KeyRing.of(backend)
         self._owns_backend = backend is None
         self._engine = make_engine(settings.database_url, pool_size=settings.db_threads)
         self._executor = ThreadPoolExecutor(settings.db_threads, thread_name_prefix="signer")
@@ -48,18 +53,25 @@ class SignerServer:
         self.core: SignerCore | None = None
 
     @property
-    def backend(self) -> KeyBackend:
-        if self._backend is None:
+    def keys(self) -> KeyRing:
+        """Every hot wallet's key backend, by address."""
+        if self._keys is None:
             raise RuntimeError("the signer has no key backend before start()")
-        return self._backend
+        return self._keys
+
+    @property
+    def backend(self) -> KeyBackend:
+        """The first hot wallet's key backend (the only one of a single-wallet signer)."""
+        return self.keys.first
 
     async def start(self) -> None:
-        if self._backend is None:
+        if self._keys is None:
             loop = asyncio.get_running_loop()
             environ = self.settings.key_environ()
-            self._backend = await loop.run_in_executor(self._executor, backend_from_env, environ)
+            backends = await loop.run_in_executor(self._executor, backends_from_env, environ)
+            self._keys = KeyRing(backends)
         self.core = SignerCore(
-            self._backend,
+            self._keys,
             self.ledger,
             self._executor,
             chain_id=self.settings.chain_id,
@@ -81,8 +93,8 @@ class SignerServer:
             "signer serving",
             extra={
                 "grpc_port": self.grpc_port,
-                "wallet": self._backend.address,
-                "key_backend": self._backend.backend_name,
+                "wallets": list(self._keys.addresses),
+                "key_backend": self._keys.first.backend_name,
                 "chain_id": self.settings.chain_id,
                 "chain": self.settings.chain,
             },
@@ -94,11 +106,8 @@ class SignerServer:
         if self._grpc is not None:
             await self._grpc.stop(self.settings.shutdown_grace_seconds)
         self._executor.shutdown(wait=True, cancel_futures=True)
-        if self._owns_backend and self._backend is not None:
-            close = getattr(self._backend, "close", None)
-            if callable(close):
-                with contextlib.suppress(Exception):
-                    close()
+        if self._owns_backend and self._keys is not None:
+            self._keys.close()
         self._engine.dispose()
 
     async def wait(self) -> None:

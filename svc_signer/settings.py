@@ -1,5 +1,10 @@
 """The signer's one settings object, read from the environment (defaults documented here).
 
+The signer may hold several hot wallets, each with its own key and so its own nonce sequence
+(the queue-sharding path to horizontal scale): `SIGNER_KEYSTORE_COUNT` keystore keys, or one
+PKCS#11 key pair per label of `SIGNER_PKCS11_KEY_LABELS`. ListWallets names them all, and each
+SignTransaction is signed with the key of its `wallet_address`.
+
 The key backend's secrets are deliberately not part of it: `SIGNER_KEYSTORE_PASSWORD` and
 `SIGNER_PKCS11_PIN` are read from the environment only when the backend is opened (or come from
 the password / PIN files named here), so a settings object can be logged or printed safely.
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 
 from svc_signer.keys import (
     ENV_BACKEND,
+    ENV_KEYSTORE_COUNT,
     ENV_KEYSTORE_PASSWORD_FILE,
     ENV_KEYSTORE_PATH,
 )
@@ -50,8 +56,13 @@ class SignerSettings:
     key_backend: str = "keystore"
     """SIGNER_KEY_BACKEND: `keystore` (development default) or `pkcs11` (HSM)."""
     keystore_path: str = str(_keystore.DEFAULT_KEYSTORE_PATH)
-    """SIGNER_KEYSTORE_PATH: the encrypted keystore (created when missing). The password comes
-    from SIGNER_KEYSTORE_PASSWORD, else from the password file below."""
+    """SIGNER_KEYSTORE_PATH: the encrypted keystore of the first hot wallet (created when
+    missing). The password comes from SIGNER_KEYSTORE_PASSWORD, else from the password file
+    below."""
+    keystore_count: int = 1
+    """SIGNER_KEYSTORE_COUNT: how many hot wallets (keystore keys) the signer holds, each with
+    its own nonce sequence. Index 0 is SIGNER_KEYSTORE_PATH, index i >= 1 is `<stem>-<i>.json`
+    beside it (e.g. keystore-1.json); all are created on first start, with the same password."""
     keystore_password_file: str = str(_keystore.DEFAULT_PASSWORD_FILE)
     """SIGNER_KEYSTORE_PASSWORD_FILE: generated (mode 0600) when missing and no password is set."""
     pkcs11_library: str = ""
@@ -60,6 +71,9 @@ class SignerSettings:
     """SIGNER_PKCS11_TOKEN_LABEL."""
     pkcs11_key_label: str = _pkcs11.DEFAULT_KEY_LABEL
     """SIGNER_PKCS11_KEY_LABEL: the label of the key pair generated inside the token."""
+    pkcs11_key_labels: tuple[str, ...] = ()
+    """SIGNER_PKCS11_KEY_LABELS: comma-separated labels, one key pair (hot wallet) each, all on
+    the same token; empty = just SIGNER_PKCS11_KEY_LABEL."""
     pkcs11_pin_file: str = ""
     """SIGNER_PKCS11_PIN_FILE: a file holding the user PIN, used when SIGNER_PKCS11_PIN is unset."""
 
@@ -71,6 +85,10 @@ class SignerSettings:
             raise SettingsError(
                 f"{ENV_BACKEND}={key_backend!r} is not a key backend: use keystore or pkcs11"
             )
+        try:
+            key_labels = _pkcs11.parse_key_labels(env_str(_pkcs11.ENV_KEY_LABELS, ""))
+        except _pkcs11.Pkcs11Error as exc:
+            raise SettingsError(str(exc)) from None
         return cls(
             database_url=env_str("DATABASE_URL", d.database_url),
             grpc_host=env_str("SIGNER_GRPC_HOST", d.grpc_host),
@@ -83,6 +101,7 @@ class SignerSettings:
             ),
             key_backend=key_backend,
             keystore_path=env_str(ENV_KEYSTORE_PATH, d.keystore_path) or d.keystore_path,
+            keystore_count=env_int(ENV_KEYSTORE_COUNT, d.keystore_count, minimum=1),
             keystore_password_file=env_str(ENV_KEYSTORE_PASSWORD_FILE, d.keystore_password_file)
             or d.keystore_password_file,
             pkcs11_library=env_str(_pkcs11.ENV_LIBRARY, d.pkcs11_library),
@@ -90,11 +109,12 @@ class SignerSettings:
             or d.pkcs11_token_label,
             pkcs11_key_label=env_str(_pkcs11.ENV_KEY_LABEL, d.pkcs11_key_label)
             or d.pkcs11_key_label,
+            pkcs11_key_labels=key_labels,
             pkcs11_pin_file=env_str(_pkcs11.ENV_PIN_FILE, d.pkcs11_pin_file),
         )
 
     def key_environ(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The environment `svc_signer.keys.backend_from_env` opens the key backend from.
+        """The environment `svc_signer.keys.backends_from_env` opens the key backends from.
 
         These settings, plus the backend's secrets (SIGNER_KEYSTORE_PASSWORD,
         SIGNER_PKCS11_PIN) taken from `environ` (default: the process environment) at call time.
@@ -103,10 +123,12 @@ class SignerSettings:
         chosen = {
             ENV_BACKEND: self.key_backend,
             ENV_KEYSTORE_PATH: self.keystore_path,
+            ENV_KEYSTORE_COUNT: str(self.keystore_count),
             ENV_KEYSTORE_PASSWORD_FILE: self.keystore_password_file,
             _pkcs11.ENV_LIBRARY: self.pkcs11_library,
             _pkcs11.ENV_TOKEN_LABEL: self.pkcs11_token_label,
             _pkcs11.ENV_KEY_LABEL: self.pkcs11_key_label,
+            _pkcs11.ENV_KEY_LABELS: ",".join(self.pkcs11_key_labels),
             _pkcs11.ENV_PIN_FILE: self.pkcs11_pin_file,
         }
         for name in _SECRET_ENV:

@@ -4,27 +4,34 @@
 - `Pkcs11Backend` (pkcs11_hsm.py): a non-extractable secp256k1 key inside a PKCS#11 token
   (SoftHSM2 locally; `softhsm.provision_softhsm` sets one up).
 
-`backend_from_env()` picks one from `SIGNER_KEY_BACKEND` (`keystore`, the default, or
-`pkcs11`). Keys never leave these backends: callers get an address and signatures only.
+A backend holds one key (one hot wallet). The signer may hold several hot wallets, each with
+its own key and nonce sequence: `backends_from_env()` opens all of them from `SIGNER_KEY_BACKEND`
+(`keystore`, the default, or `pkcs11`), and `KeyRing` (ring.py) finds a wallet's backend by its
+address. `backend_from_env()` opens only the first. Keys never leave these backends: callers get
+addresses and signatures only.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from svc_signer.keys.backend import KeyBackend, KeyBackendError, Signature
 from svc_signer.keys.keystore import KeystoreBackend, KeystoreError
 from svc_signer.keys.pkcs11_hsm import Pkcs11Backend, Pkcs11Error, Pkcs11Settings
+from svc_signer.keys.ring import KeyRing, close_backends
 
 ENV_BACKEND = "SIGNER_KEY_BACKEND"
 ENV_KEYSTORE_PATH = "SIGNER_KEYSTORE_PATH"
 ENV_KEYSTORE_PASSWORD_FILE = "SIGNER_KEYSTORE_PASSWORD_FILE"  # noqa: S105 - a name
+ENV_KEYSTORE_COUNT = "SIGNER_KEYSTORE_COUNT"
 
 __all__ = [
     "KeyBackend",
     "KeyBackendError",
+    "KeyRing",
     "KeystoreBackend",
     "KeystoreError",
     "Pkcs11Backend",
@@ -32,29 +39,69 @@ __all__ = [
     "Pkcs11Settings",
     "Signature",
     "backend_from_env",
+    "backends_from_env",
+    "keystore_count",
 ]
 
 
-def backend_from_env(environ: Mapping[str, str] | None = None) -> KeyBackend:
-    """The key backend the environment selects.
+def keystore_count(environ: Mapping[str, str]) -> int:
+    """`SIGNER_KEYSTORE_COUNT` (default 1): how many keystore keys (hot wallets) to hold."""
+    raw = (environ.get(ENV_KEYSTORE_COUNT, "") or "1").strip()
+    try:
+        count = int(raw)
+    except ValueError:
+        raise KeyBackendError(f"{ENV_KEYSTORE_COUNT}={raw!r} is not an integer") from None
+    if count < 1:
+        raise KeyBackendError(f"{ENV_KEYSTORE_COUNT}={count} is below its minimum 1")
+    return count
 
-    `SIGNER_KEY_BACKEND=keystore` (default): `SIGNER_KEYSTORE_PATH` (default
-    `var/signer/keystore.json`, created when missing), password from
-    `SIGNER_KEYSTORE_PASSWORD` or `SIGNER_KEYSTORE_PASSWORD_FILE` (default
+
+def backends_from_env(environ: Mapping[str, str] | None = None) -> list[KeyBackend]:
+    """Every key backend (one per hot wallet) the environment selects, in order.
+
+    `SIGNER_KEY_BACKEND=keystore` (default): `SIGNER_KEYSTORE_COUNT` (default 1) keystores,
+    `SIGNER_KEYSTORE_PATH` (default `var/signer/keystore.json`) for the first and
+    `<stem>-<i>.json` beside it for the i-th (i >= 1), each created when missing, all with the
+    one password from `SIGNER_KEYSTORE_PASSWORD` or `SIGNER_KEYSTORE_PASSWORD_FILE` (default
     `var/signer/keystore.password`, generated when missing).
-    `SIGNER_KEY_BACKEND=pkcs11`: see `Pkcs11Settings.from_env`.
+    `SIGNER_KEY_BACKEND=pkcs11`: one key pair per label of `SIGNER_PKCS11_KEY_LABELS`
+    (comma-separated; default the one `SIGNER_PKCS11_KEY_LABEL`), all on the same token; see
+    `Pkcs11Settings.from_env`.
     """
     from svc_signer.keys import keystore
 
     env = os.environ if environ is None else environ
     kind = (env.get(ENV_BACKEND, "") or "keystore").strip().lower()
-    if kind == "keystore":
-        password_file = Path(
-            env.get(ENV_KEYSTORE_PASSWORD_FILE, "") or keystore.DEFAULT_PASSWORD_FILE
-        )
-        password = keystore.resolve_password(password_file=password_file, environ=env)
-        path = Path(env.get(ENV_KEYSTORE_PATH, "") or keystore.DEFAULT_KEYSTORE_PATH)
-        return KeystoreBackend.load_or_create(path, password)
-    if kind == "pkcs11":
-        return Pkcs11Backend.open(Pkcs11Settings.from_env(env))
-    raise KeyBackendError(f"{ENV_BACKEND}={kind!r} is not a key backend: use keystore or pkcs11")
+    opened: list[KeyBackend] = []
+    try:
+        if kind == "keystore":
+            count = keystore_count(env)
+            password_file = Path(
+                env.get(ENV_KEYSTORE_PASSWORD_FILE, "") or keystore.DEFAULT_PASSWORD_FILE
+            )
+            password = keystore.resolve_password(password_file=password_file, environ=env)
+            path = Path(env.get(ENV_KEYSTORE_PATH, "") or keystore.DEFAULT_KEYSTORE_PATH)
+            for each in keystore.keystore_paths(path, count):
+                opened.append(KeystoreBackend.load_or_create(each, password))
+        elif kind == "pkcs11":
+            settings = Pkcs11Settings.from_env(env)
+            for label in settings.labels:
+                opened.append(Pkcs11Backend.open(replace(settings, key_label=label)))
+        else:
+            raise KeyBackendError(
+                f"{ENV_BACKEND}={kind!r} is not a key backend: use keystore or pkcs11"
+            )
+    except BaseException:
+        close_backends(opened)
+        raise
+    return opened
+
+
+def backend_from_env(environ: Mapping[str, str] | None = None) -> KeyBackend:
+    """The first key backend the environment selects (see `backends_from_env`); with one
+    hot wallet configured (the default) the only one."""
+    env = dict(os.environ if environ is None else environ)
+    env[ENV_KEYSTORE_COUNT] = "1"
+    backends = backends_from_env(env)
+    close_backends(backends[1:])
+    return backends[0]

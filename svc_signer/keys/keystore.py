@@ -7,6 +7,7 @@ needed. `var/` is gitignored: neither the keystore nor its password is ever comm
 
 - `resolve_password()`: the password from the env var, else the file (created when missing).
 - `create_keystore()`: write a new keystore for a fresh key (refuses to overwrite).
+- `keystore_paths()`: where the keystores of several hot wallets live (`<stem>-<i>.json`).
 - `KeystoreBackend.load()`: decrypt a keystore into a `KeyBackend`;
   `KeystoreBackend.load_or_create()` does the same, creating the keystore when missing.
 
@@ -44,6 +45,14 @@ _DIR_MODE = 0o700
 
 class KeystoreError(KeyBackendError):
     """The keystore file is missing, unreadable, malformed or its password is wrong."""
+
+
+def keystore_paths(path: Path, count: int) -> list[Path]:
+    """The keystore files of `count` hot wallets: `path` itself for the first (index 0), and
+    `<stem>-<i>.json` beside it for index i >= 1 (e.g. keystore.json, keystore-1.json)."""
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    return [path] + [path.with_name(f"{path.stem}-{i}.json") for i in range(1, count)]
 
 
 def write_private_file(path: Path, content: bytes) -> None:

@@ -7,7 +7,7 @@ that label, signs the 32-byte keccak digest with raw `CKM_ECDSA`, normalises `s`
 (EIP-2) and finds the recovery id by recovering both candidates against the public key, which it
 reads from CKA_EC_POINT of the matching public key object.
 
-- `Pkcs11Settings`: library path, token label, key label and user PIN (`from_env()`).
+- `Pkcs11Settings`: library path, token label, key label(s) and user PIN (`from_env()`).
 - `find_pkcs11_library()`: the configured module, else SoftHSM2's in the usual places.
 - `generate_secp256k1_key()`: create the non-extractable key pair in an open R/W session.
 - `Pkcs11Backend.open()`: a `KeyBackend` over one labelled key; it refuses a private key that
@@ -47,6 +47,7 @@ SECP256K1_EC_PARAMS = encode_named_curve_parameters(SECP256K1_OID)
 ENV_LIBRARY = "SIGNER_PKCS11_LIBRARY"
 ENV_TOKEN_LABEL = "SIGNER_PKCS11_TOKEN_LABEL"  # noqa: S105 - a label, not a secret
 ENV_KEY_LABEL = "SIGNER_PKCS11_KEY_LABEL"
+ENV_KEY_LABELS = "SIGNER_PKCS11_KEY_LABELS"
 ENV_PIN = "SIGNER_PKCS11_PIN"
 ENV_PIN_FILE = "SIGNER_PKCS11_PIN_FILE"
 
@@ -71,14 +72,34 @@ class Pkcs11Error(KeyBackendError):
     """The PKCS#11 module, token or key cannot be used; the message says what to do next."""
 
 
+def parse_key_labels(text: str) -> tuple[str, ...]:
+    """Comma-separated key labels (blanks around each ignored); raises Pkcs11Error on an empty
+    or repeated label."""
+    if not text.strip():
+        return ()
+    labels = tuple(part.strip() for part in text.split(","))
+    if any(not label for label in labels):
+        raise Pkcs11Error(f"{ENV_KEY_LABELS}={text!r} has an empty label")
+    if len(set(labels)) != len(labels):
+        raise Pkcs11Error(f"{ENV_KEY_LABELS}={text!r} names a label more than once")
+    return labels
+
+
 @dataclass(frozen=True)
 class Pkcs11Settings:
-    """Which PKCS#11 module, token and key the signer uses, and the token's user PIN."""
+    """Which PKCS#11 module, token and key(s) the signer uses, and the token's user PIN."""
 
     pin: str = field(repr=False)
     token_label: str = DEFAULT_TOKEN_LABEL
     key_label: str = DEFAULT_KEY_LABEL
     library_path: str | None = None
+    key_labels: tuple[str, ...] = ()
+    """Every hot wallet's key label on the token; empty = just `key_label`."""
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The key labels to open, in order: `key_labels`, else `(key_label,)`."""
+        return self.key_labels or (self.key_label,)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Pkcs11Settings:
@@ -86,7 +107,9 @@ class Pkcs11Settings:
 
         `SIGNER_PKCS11_PIN` (or a file named by `SIGNER_PKCS11_PIN_FILE`) is required;
         `SIGNER_PKCS11_TOKEN_LABEL` defaults to `withdrawal-signer`, `SIGNER_PKCS11_KEY_LABEL`
-        to `hot-wallet-0`, and `SIGNER_PKCS11_LIBRARY` to SoftHSM2's module when found.
+        to `hot-wallet-0`, `SIGNER_PKCS11_KEY_LABELS` (comma-separated, one key pair per hot
+        wallet on the same token) to that one label, and `SIGNER_PKCS11_LIBRARY` to
+        SoftHSM2's module when found.
         """
         env = os.environ if environ is None else environ
         pin = env.get(ENV_PIN, "")
@@ -105,6 +128,7 @@ class Pkcs11Settings:
             token_label=env.get(ENV_TOKEN_LABEL, "") or DEFAULT_TOKEN_LABEL,
             key_label=env.get(ENV_KEY_LABEL, "") or DEFAULT_KEY_LABEL,
             library_path=env.get(ENV_LIBRARY, "") or None,
+            key_labels=parse_key_labels(env.get(ENV_KEY_LABELS, "")),
         )
 
 

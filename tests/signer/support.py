@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import secrets
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -39,7 +39,11 @@ PARTNER = "signer-tests"
 class RunningSigner:
     """SignerServer on port 0 in its own event loop thread, with a blocking stub."""
 
-    def __init__(self, settings: SignerSettings, backend: KeyBackend | None = None) -> None:
+    def __init__(
+        self,
+        settings: SignerSettings,
+        backend: KeyBackend | Sequence[KeyBackend] | None = None,
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()

@@ -20,6 +20,9 @@ _VARIABLES = (
     "SIGNER_PKCS11_PIN",
     "SIGNER_PKCS11_PIN_FILE",
     "SIGNER_PKCS11_TOKEN_LABEL",
+    "SIGNER_PKCS11_KEY_LABEL",
+    "SIGNER_PKCS11_KEY_LABELS",
+    "SIGNER_KEYSTORE_COUNT",
 )
 
 
@@ -35,6 +38,26 @@ def test_defaults() -> None:
     assert settings.database_url == DEFAULT_DATABASE_URL
     assert (settings.grpc_host, settings.grpc_port) == ("127.0.0.1", 50052)
     assert (settings.chain_id, settings.chain, settings.key_backend) == (137, "polygon", "keystore")
+    assert (settings.keystore_count, settings.pkcs11_key_labels) == (1, ())
+    assert settings.key_environ()["SIGNER_KEYSTORE_COUNT"] == "1"
+
+
+def test_several_hot_wallets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIGNER_KEYSTORE_COUNT", "3")
+    monkeypatch.setenv("SIGNER_PKCS11_KEY_LABELS", "hot-0, hot-1,hot-2")
+    settings = SignerSettings.from_env()
+    assert settings.keystore_count == 3
+    assert settings.pkcs11_key_labels == ("hot-0", "hot-1", "hot-2")
+    environ = settings.key_environ()
+    assert environ["SIGNER_KEYSTORE_COUNT"] == "3"
+    assert environ["SIGNER_PKCS11_KEY_LABELS"] == "hot-0,hot-1,hot-2"
+
+
+@pytest.mark.parametrize("labels", ["hot-0,,hot-1", "hot-0,hot-0"])
+def test_bad_key_labels_are_refused(monkeypatch: pytest.MonkeyPatch, labels: str) -> None:
+    monkeypatch.setenv("SIGNER_PKCS11_KEY_LABELS", labels)
+    with pytest.raises(SettingsError, match="SIGNER_PKCS11_KEY_LABELS"):
+        SignerSettings.from_env()
 
 
 def test_from_env_and_key_environ(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,7 +79,12 @@ def test_from_env_and_key_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("SIGNER_KEY_BACKEND", "kms"), ("SIGNER_GRPC_PORT", "-1"), ("SIGNER_CHAIN_ID", "x")],
+    [
+        ("SIGNER_KEY_BACKEND", "kms"),
+        ("SIGNER_GRPC_PORT", "-1"),
+        ("SIGNER_CHAIN_ID", "x"),
+        ("SIGNER_KEYSTORE_COUNT", "0"),
+    ],
 )
 def test_bad_values_name_the_variable(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str

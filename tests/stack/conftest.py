@@ -94,6 +94,7 @@ class StackRun:
 def stack_env(var_dir: Path, redis_url: str, redis_prefix: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("DATABASE_URL", None)  # the default: a fresh SQLite file under AWS_VAR_DIR
+    env.pop("STACK_HOT_WALLETS", None)  # the default: two hot wallets
     env.update(
         {
             "AWS_VAR_DIR": str(var_dir),

@@ -57,6 +57,11 @@ def test_make_up_pays_a_withdrawal_and_stops_cleanly(stack: StackRun) -> None:
     assert info["api_key"].startswith("awk_")
     assert Web3.is_checksum_address(info["tokens"]["USDC"])
     assert Web3.is_checksum_address(info["hot_wallet"])
+    # STACK_HOT_WALLETS (default 2): every wallet the signer holds is registered.
+    hot_wallets = info["hot_wallets"]
+    assert len(set(hot_wallets)) == 2 and hot_wallets[0] == info["hot_wallet"]
+    assert all(Web3.is_checksum_address(w) for w in hot_wallets)
+    assert (stack.var_dir / "signer" / "keystore-1.json").exists()
     assert Web3.is_checksum_address(info["payout_contract"])
     assert info["database_url"] == f"sqlite:///{stack.var_dir / 'withdrawals.sqlite3'}"
     assert info["redis_url"] == stack.env["REDIS_URL"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from withdrawal_shared.settings import SettingsError
 from withdrawal_shared.stack.config import StackConfig, check_ports
 from withdrawal_shared.stack.redis_server import ping, start_redis_server
 from withdrawal_shared.stack.runner import curl_commands, redact_url, write_private_json
@@ -181,3 +182,14 @@ def test_a_service_without_main_module_is_detected() -> None:
     assert Service("gateway", "svc_gateway", 1).exists()
     assert not Service("ghost", "svc_does_not_exist", 1).exists()
     assert not Service("ghost", "withdrawal_shared.settings", 1).exists()  # a module, no __main__
+
+
+def test_stack_hot_wallets_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """STACK_HOT_WALLETS (default 2) becomes the signer's SIGNER_KEYSTORE_COUNT."""
+    monkeypatch.delenv("STACK_HOT_WALLETS", raising=False)
+    assert StackConfig.from_env().hot_wallets == 2
+    monkeypatch.setenv("STACK_HOT_WALLETS", "3")
+    assert StackConfig.from_env().hot_wallets == 3
+    monkeypatch.setenv("STACK_HOT_WALLETS", "0")
+    with pytest.raises(SettingsError, match="STACK_HOT_WALLETS"):
+        StackConfig.from_env()

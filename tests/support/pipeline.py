@@ -84,6 +84,15 @@ def signer_wallet(target: str) -> str:
         return stub.ListWallets(signer_pb2.ListWalletsRequest(), timeout=10).wallets[0].address
 
 
+def signer_wallets(target: str) -> list[str]:
+    """Every hot wallet the signer at `target` holds (ListWallets order; first = signer_wallet)."""
+    with grpc.insecure_channel(target) as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        stub = signer_pb2_grpc.SignerServiceStub(channel)
+        listed = stub.ListWallets(signer_pb2.ListWalletsRequest(), timeout=10)
+        return [wallet.address for wallet in listed.wallets]
+
+
 @contextlib.contextmanager
 def running_pipeline(
     database_url: str,
@@ -94,17 +103,20 @@ def running_pipeline(
     payout_vault: bool = False,
     batch_max_items: int = 300,
     batch_max_wait_seconds: float = 1.0,
+    max_in_flight_per_wallet: int = ProcessorSettings.max_in_flight_per_wallet,
 ) -> Iterator[Pipeline]:
-    """Start anvil, bootstrap the chain and database for the signer at `signer_target`, and run
-    the gateway, processor and monitor against them. With `payout_vault` the processor pays
-    through the PayoutVault in batches; without, one ERC-20 transfer per withdrawal."""
+    """Start anvil, bootstrap the chain and database for the signer at `signer_target` (every
+    hot wallet it lists), and run the gateway, processor and monitor against them. With
+    `payout_vault` the processor pays through the PayoutVault in batches; without, one ERC-20
+    transfer per withdrawal. `max_in_flight_per_wallet` bounds the payouts in flight per hot
+    wallet (the processor's setting)."""
     with AnvilProcess(block_time=0.5) as anvil:
         w3 = anvil.web3()
         boot = bootstrap(
             w3,
             anvil.accounts[0],
             database_url,
-            [signer_wallet(signer_target)],
+            signer_wallets(signer_target),
             payout_vault=payout_vault,
         )
         common = {"database_url": database_url, "redis_url": redis_url}
@@ -131,6 +143,7 @@ def running_pipeline(
                     batch_max_items=batch_max_items,
                     batch_max_wait_seconds=batch_max_wait_seconds,
                     batch_poll_seconds=0.1,
+                    max_in_flight_per_wallet=max_in_flight_per_wallet,
                 )
             )
         )

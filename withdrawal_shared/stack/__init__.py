@@ -15,12 +15,14 @@ What it runs, in order:
    contracts, nonces and transactions would be wrong on the new one. Set `DATABASE_URL` to keep
    data between runs (it then has to be cleaned by hand when the old rows get in the way).
    Migrations run in both cases.
-4. **svc_signer** (`python -m svc_signer`, keystore backend: var/signer/keystore.json and its
-   password file, created on first start and kept between runs); once its gRPC health reports
-   SERVING, `SignerService.ListWallets` names the hot wallet.
+4. **svc_signer** (`python -m svc_signer`, keystore backend holding `STACK_HOT_WALLETS`
+   (default 2) hot wallets, each with its own key and nonce sequence: var/signer/keystore.json,
+   keystore-1.json, ... and one password file, created on first start and kept between runs);
+   once its gRPC health reports SERVING, `SignerService.ListWallets` names the hot wallets.
 5. **Bootstrap** (`bootstrap.py`, idempotent): deploy the test USDC, point the `tokens` row at
-   it, register the hot wallet, treasury and token, fund the hot wallet with 100 POL and
-   1,000,000 USDC, ensure partner `dev-partner` and its development API key.
+   it, register every hot wallet ListWallets named, the treasury and the token, fund each hot
+   wallet with 100 POL and 1,000,000 USDC, deploy the PayoutVault with every hot wallet as an
+   operator, ensure partner `dev-partner` and its development API key.
 6. **svc_gateway**, **svc_processor**, **svc_monitor**, each waited for until SERVING. A service
    whose `__main__.py` does not exist yet is skipped with a warning.
 7. var/stack.json (mode 0600: URLs, the API key, addresses; see `runner.Stack`) and two

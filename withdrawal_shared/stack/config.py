@@ -49,6 +49,9 @@ class StackConfig:
     """DATABASE_URL: use (and only migrate) this database; unset means a fresh SQLite file."""
     startup_timeout: float = 90.0
     """STACK_STARTUP_TIMEOUT: seconds each service gets to report SERVING."""
+    hot_wallets: int = 2
+    """STACK_HOT_WALLETS: how many hot wallets (keystore keys, each with its own nonce sequence)
+    the signer holds; passed to it as SIGNER_KEYSTORE_COUNT. All are registered and funded."""
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -69,6 +72,7 @@ class StackConfig:
             redis_prefix=env_str("REDIS_PREFIX", "aws:"),
             database_url=os.environ.get("DATABASE_URL") or None,
             startup_timeout=timeout,
+            hot_wallets=env_int("STACK_HOT_WALLETS", 2, minimum=1),
         )
 
     # -- derived paths ---------------------------------------------------------------------

@@ -332,6 +332,7 @@ class Stack:
                 "MONITOR_GRPC_PORT": str(config.monitor_port),
                 "SIGNER_KEY_BACKEND": "keystore",
                 "SIGNER_KEYSTORE_PATH": str(config.keystore_path),
+                "SIGNER_KEYSTORE_COUNT": str(config.hot_wallets),
                 "SIGNER_KEYSTORE_PASSWORD_FILE": str(config.keystore_password_file),
             }
         )
@@ -392,6 +393,11 @@ class Stack:
                 "the signer holds no wallet: check SIGNER_KEYSTORE_PATH "
                 f"({self.config.keystore_path}) and the signer's log"
             )
+        if len(wallets) != self.config.hot_wallets:
+            self.sup.say(
+                f"WARNING: STACK_HOT_WALLETS={self.config.hot_wallets} but the signer holds "
+                f"{len(wallets)} wallet(s); registering those"
+            )
         for address, backend in wallets:
             self.sup.say(f"signer holds hot wallet {address} ({backend})")
         return [address for address, _backend in wallets]
@@ -431,6 +437,7 @@ class Stack:
             "chain_id": POLYGON_CHAIN_ID,
             "tokens": {TOKEN_SYMBOL: result.token_address},
             "hot_wallet": result.hot_wallets[0] if result.hot_wallets else None,
+            "hot_wallets": list(result.hot_wallets),
             "payout_contract": result.payout_vault,
             "database_url": self.database_url,
             "redis_url": self.redis.url,
