@@ -1,11 +1,15 @@
-"""Gas per payment: one PayoutVault payout to N fresh recipients against N single ERC-20
-transfers from a hot wallet, on anvil (chain id 137, 60M gas limit).
+"""Gas per withdrawal: one PayoutVault payout of N withdrawals against the naive way (one
+ERC-20 `transfer` transaction per withdrawal from the hot wallet), in the same run, on anvil
+(chain id 137, 60M gas limit) with the OpenZeppelin ERC20 test token; to fresh recipients
+(zero balance: the expensive case) and to warm ones (already holding the token).
 
-    python -m bench.gas_per_payment            # sizes 1, 10, 100, 300 (make bench-gas)
-    python -m bench.gas_per_payment --smoke    # sizes 1, 10 (run by make test)
+    python -m bench.gas_per_payment            # N = 1, 10, 50, 100, 200  (make bench-gas)
+    python -m bench.gas_per_payment --smoke    # N = 1, 10                 (run by make test)
 
 Prints its configuration, then a table, and writes JSON to bench/results/. Gas is
 deterministic on the EVM, so one run is the figure; no timing is involved.
+Targets (issue 4), at N = 100: fresh <= 27,500 gas and <= 0.54 x naive; warm <= 11,000 gas
+and <= 0.33 x naive.
 """
 
 from __future__ import annotations
@@ -33,21 +37,23 @@ from withdrawal_shared.chain.payout import (
 from withdrawal_shared.chain.types import BaseUnits
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FULL_SIZES = (1, 10, 100, 300)
+FULL_SIZES = (1, 10, 50, 100, 200)
 SMOKE_SIZES = (1, 10)
 ONE_USDC = 10**6
+TARGETS = {"fresh": (27_500, 0.54), "warm": (11_000, 0.33)}
 
 
 @dataclass(frozen=True)
 class Row:
-    payments: int
+    recipients: str  # fresh | warm
+    withdrawals: int
     payout_gas: int
-    gas_per_payment_vault: float
-    gas_per_payment_single: float
-    saved_pct: float
+    gas_per_withdrawal: float
+    naive_gas_per_withdrawal: float
+    ratio: float
 
 
-def _recipient(tag: str, index: int) -> str:
+def _address(tag: str, index: int) -> str:
     return "0x" + Web3.keccak(text=f"bench-gas/{tag}/{index}")[-20:].hex()
 
 
@@ -59,68 +65,97 @@ def measure(sizes: tuple[int, ...]) -> list[Row]:
         token = deploy_test_stablecoin(w3, owner.private_key)
         vault = deploy_payout_vault(w3, owner.private_key, owner.address)
         set_operator(w3, vault, owner.private_key, operator.address)
-        fund_vault(w3, token, owner.private_key, vault, BaseUnits(10**12), mint_new=True)
-        mint(w3, token, owner.private_key, hot.address, BaseUnits(10**12))
+        fund_vault(w3, token, owner.private_key, vault, BaseUnits(10**15), mint_new=True)
+        mint(w3, token, owner.private_key, hot.address, BaseUnits(10**15))
+        # Warm the payout numbers' bitmap slots like a long-running vault: the first slot
+        # write is paid once per 256 withdrawals, not per payout.
         number = 1
-        for size in sizes:
-            payments = [
-                Payment(number + i, _recipient(f"v{size}", i), ONE_USDC) for i in range(size)
-            ]
-            number += size
-            receipt = send_payout(w3, vault, operator.private_key, token, payments)
-            events = decode_payout_events(receipt["logs"], vault)
-            if events.executed[0].paid != size:
-                raise RuntimeError(f"the payout of {size} paid {events.executed[0].paid}")
-            single = sum(
-                int(
-                    transfer(
-                        w3,
-                        token,
-                        hot.private_key,
-                        Web3.to_checksum_address(_recipient(f"s{size}", i)),
-                        BaseUnits(ONE_USDC),
-                    )["gasUsed"]
+        send_payout(w3, vault, operator.private_key, token, [Payment(number, _address("w", 0), 1)])
+        number += 1
+        for kind in ("fresh", "warm"):
+            for size in sizes:
+                vault_to = [_address(f"{kind}-v{size}", i) for i in range(size)]
+                naive_to = [_address(f"{kind}-n{size}", i) for i in range(size)]
+                if kind == "warm":
+                    for address in vault_to + naive_to:
+                        mint(
+                            w3,
+                            token,
+                            owner.private_key,
+                            Web3.to_checksum_address(address),
+                            BaseUnits(1),
+                        )
+                payments = [Payment(number + i, a, ONE_USDC) for i, a in enumerate(vault_to)]
+                number += size
+                receipt = send_payout(w3, vault, operator.private_key, token, payments)
+                executed = decode_payout_events(receipt["logs"], vault).executed[0]
+                if executed.paid != size:
+                    raise RuntimeError(f"the payout of {size} paid {executed.paid}")
+                naive = sum(
+                    int(
+                        transfer(
+                            w3,
+                            token,
+                            hot.private_key,
+                            Web3.to_checksum_address(a),
+                            BaseUnits(ONE_USDC),
+                        )["gasUsed"]
+                    )
+                    for a in naive_to
                 )
-                for i in range(size)
-            )
-            batch = int(receipt["gasUsed"])
-            rows.append(Row(size, batch, batch / size, single / size, 100 * (1 - batch / single)))
+                batch = int(receipt["gasUsed"])
+                rows.append(Row(kind, size, batch, batch / size, naive / size, batch / naive))
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="sizes 1 and 10 only")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="N = 1 and 10 only")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     args = parser.parse_args(argv)
     sizes = SMOKE_SIZES if args.smoke else FULL_SIZES
     config = {
         "benchmark": "gas_per_payment",
-        "sizes": list(sizes),
-        "chain": "anvil, chain id 137, gas limit 60M",
-        "token": "TestStablecoin (OpenZeppelin ERC20, 6 decimals)",
-        "recipients": "fresh (never held the token)",
+        "withdrawals_per_transaction": list(sizes),
+        "recipients": ["fresh", "warm"],
+        "amount": "1 USDC each",
+        "chain": "anvil 1.7.1, chain id 137, gas limit 60M",
+        "token": "TestStablecoin (OpenZeppelin ERC20 5.x, 6 decimals)",
+        "naive": "one ERC-20 transfer transaction per withdrawal from the hot wallet",
         "python": platform.python_version(),
     }
     print("configuration:", json.dumps(config))
     rows = measure(sizes)
     print(
-        f"{'payments':>8} | {'payout gas':>11} | {'gas/payment vault':>17} | "
-        f"{'gas/payment single':>18} | {'saved':>6}"
+        f"{'recipients':>10} | {'N':>4} | {'payout gas':>11} | {'gas/withdrawal':>14} | "
+        f"{'naive gas/withdrawal':>20} | {'ratio':>5}"
     )
     for r in rows:
         print(
-            f"{r.payments:8d} | {r.payout_gas:11,d} | {r.gas_per_payment_vault:17,.0f} | "
-            f"{r.gas_per_payment_single:18,.0f} | {r.saved_pct:5.1f}%"
+            f"{r.recipients:>10} | {r.withdrawals:4d} | {r.payout_gas:11,d} | "
+            f"{r.gas_per_withdrawal:14,.0f} | {r.naive_gas_per_withdrawal:20,.0f} | {r.ratio:5.3f}"
         )
+    verdicts = {}
+    for r in rows:
+        if r.withdrawals == 100:
+            gas_target, ratio_target = TARGETS[r.recipients]
+            verdicts[r.recipients] = {
+                "gas_per_withdrawal": round(r.gas_per_withdrawal),
+                "gas_target": gas_target,
+                "ratio": round(r.ratio, 3),
+                "ratio_target": ratio_target,
+                "met": r.gas_per_withdrawal <= gas_target and r.ratio <= ratio_target,
+            }
+            print(f"target at N=100, {r.recipients}: {verdicts[r.recipients]}")
     out = args.out or RESULTS / f"gas_per_payment{'-smoke' if args.smoke else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {"config": config, "rows": [asdict(r) for r in rows], "time": time.time()}, indent=2
-        )
-        + "\n"
-    )
+    document = {
+        "config": config,
+        "rows": [asdict(r) for r in rows],
+        "targets": verdicts,
+        "time": time.time(),
+    }
+    out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 

@@ -1,26 +1,17 @@
-"""`python -m svc_monitor`: follows the chain, settles payouts. Settings: svc_monitor.settings."""
+"""`python -m svc_monitor`: follows the chain and settles payouts.
+
+Settings: svc_monitor.settings.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import signal
-
 from svc_monitor.server import serve
 from svc_monitor.settings import MonitorSettings
-from withdrawal_shared.logs import configure
-
-
-async def _main() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await serve(MonitorSettings.from_env(), stop)
+from withdrawal_shared.runtime import run_service
 
 
 def main() -> None:
-    configure("monitor")
-    asyncio.run(_main())
+    run_service("monitor", MonitorSettings.from_env, serve)
 
 
 if __name__ == "__main__":

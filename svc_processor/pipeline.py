@@ -382,24 +382,19 @@ class Pipeline:
             committed = self._committed(session, token_id)
         if wallet is None:
             return []  # all wallets at their in-flight bound; next round
-        batch = rows[: self.batch.max_items]
-        available = self.reads.token_balance(token.contract_address, vault.address) - committed
-        # Plan within the vault's outflow cap too: an item over it would fail on chain.
-        allowance = self.reads.remaining_outflow(vault.address, token.contract_address)
-        fits: list[Withdrawal] = []
-        short: list[Withdrawal] = []
-        capped: list[Withdrawal] = []
-        for row in batch:
-            if row.amount > available:
-                short.append(row)
-            elif row.amount > allowance:
-                capped.append(row)
-            else:
-                fits.append(row)
-                available -= row.amount
-                allowance -= row.amount
+        # Plan within the vault's balance and its outflow cap: an item over either would fail.
+        fits, short, capped = _within(
+            rows[: self.batch.max_items],
+            self.reads.token_balance(token.contract_address, vault.address) - committed,
+            self.reads.remaining_outflow(vault.address, token.contract_address),
+        )
         moved = self._hold(short, "INSUFFICIENT_VAULT_FUNDS")
         moved += self._hold(capped, "OUTFLOW_CAP_REACHED")
+        # A payout pays consecutive numbers. New withdrawals get them now; one retried under
+        # the number it already has goes alone (the next poll takes the others).
+        retried = [r for r in fits if r.payout_number is not None]
+        if retried:
+            fits = retried[:1]
         if not fits:
             return moved
         priority = Priority(min(fits, key=lambda r: URGENCY.get(r.priority, 2)).priority)
@@ -453,6 +448,25 @@ class Pipeline:
             extra={"payout_tx_id": payout_id, "items": len(fits), "token": token.symbol},
         )
         return moved + self.payouts.sign_reserved(payout_id)
+
+
+def _within(
+    rows: Sequence[Withdrawal], available: int, allowance: int
+) -> tuple[list[Withdrawal], list[Withdrawal], list[Withdrawal]]:
+    """(payable now, short of funds, over the outflow cap), in order."""
+    fits: list[Withdrawal] = []
+    short: list[Withdrawal] = []
+    capped: list[Withdrawal] = []
+    for row in rows:
+        if row.amount > available:
+            short.append(row)
+        elif row.amount > allowance:
+            capped.append(row)
+        else:
+            fits.append(row)
+            available -= row.amount
+            allowance -= row.amount
+    return fits, short, capped
 
 
 __all__ = ["RESUMABLE_HOLDS", "BatchSettings", "Pipeline", "TokenInfo"]

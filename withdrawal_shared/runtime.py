@@ -1,0 +1,40 @@
+"""How every service process runs: JSON logs, the settings read from the environment, and a
+graceful stop on SIGTERM or SIGINT. Each `svc_*/__main__.py` is one call to `run_service`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from withdrawal_shared.errors import WithdrawalSystemError
+from withdrawal_shared.logs import configure
+
+SettingsT = TypeVar("SettingsT")
+
+
+def run_service(
+    name: str,
+    load_settings: Callable[[], SettingsT],
+    serve: Callable[[SettingsT, asyncio.Event], Awaitable[None]],
+) -> None:
+    """Run `serve(settings, stop)` until SIGTERM/SIGINT sets `stop`. A configuration error
+    (a WithdrawalSystemError at start-up, which says what to fix and never holds a secret)
+    is logged and exits with status 2."""
+    configure(name)
+    log = logging.getLogger(name)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(load_settings(), stop)
+
+    try:
+        asyncio.run(main())
+    except WithdrawalSystemError as exc:
+        log.error("the %s cannot start: %s", name, exc)
+        raise SystemExit(2) from None
