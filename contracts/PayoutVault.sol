@@ -9,17 +9,19 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 
 /// @title PayoutVault
 /// @notice Holds the tokens it pays out and pays many withdrawals in one transaction, each exactly
-///         once. Every withdrawal carries a unique 64-bit payout number; a bitmap (256 numbers per
-///         storage slot, so consecutive numbers share a slot) records the numbers paid, and a
-///         number already paid is skipped with `PaymentSkipped`. One failing transfer (a reverting
-///         or false-returning token, an exceeded outflow cap) emits `PaymentFailed`, leaves its bit
+///         once. Every withdrawal carries a unique 64-bit payout number; the payments of one
+///         `payout` call carry consecutive numbers (`firstNumber`, `firstNumber + 1`, ...). A
+///         bitmap (256 numbers per storage slot) records the numbers paid, and a number already
+///         paid is skipped with `PaymentSkipped`. One failing transfer (a reverting or
+///         false-returning token, an exceeded outflow cap) emits `PaymentFailed`, leaves its bit
 ///         unset and does not stop the others. One `PayoutExecuted` per call summarises it; the
 ///         token's own `Transfer` logs carry recipients and amounts.
 /// @dev Roles: the owner (meant to be a Safe multisig) sets operators, pauses, sets outflow caps and
 ///      sweeps; operators (hot wallets) may only call `payout`. The vault never approves anything.
-///      Within `payout` the bitmap word of the current slot is cached in memory and written back
-///      once per slot; `nonReentrant` (on every state-changing function) makes that safe, since no
-///      callback from a token can reach the bitmap or the outflow accounting.
+///      Within `payout` the bitmap word of the current slot is cached on the stack and written
+///      back once per slot (consecutive numbers visit each slot once); `nonReentrant` (on every
+///      state-changing function) makes that safe, since no callback from a token can reach the
+///      bitmap or the outflow accounting.
 contract PayoutVault is Ownable, Pausable, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
@@ -37,6 +39,9 @@ contract PayoutVault is Ownable, Pausable, ReentrancyGuardTransient {
     }
 
     uint256 private constant MAX_REASON_LENGTH = 256;
+    uint256 private constant ADDRESS_MASK = (1 << 160) - 1;
+    /// @dev `transfer(address,uint256)` left-aligned in a word.
+    uint256 private constant TRANSFER_SELECTOR = 0xa9059cbb << 224;
 
     /// @notice Bit `n % 256` of word `n / 256` is set when payout number `n` has been paid.
     mapping(uint256 slot => uint256 word) public paidBitmap;
@@ -47,10 +52,11 @@ contract PayoutVault is Ownable, Pausable, ReentrancyGuardTransient {
     /// @notice Per-token outflow in its current window.
     mapping(address token => OutflowUsage usage) public outflowUsage;
 
-    /// @notice One per `payout` call: `count` payments given, `paid` of them paid now, for a total
-    ///         of `totalAmount` base units; `firstNumber` is the number of the first payment given.
+    /// @notice One per `payout` call: `count` payments given (numbers `firstNumber` to
+    ///         `firstNumber + count - 1`), `paid` of them paid now, for a total of `totalAmount`
+    ///         base units.
     event PayoutExecuted(address indexed token, uint64 firstNumber, uint32 count, uint32 paid, uint256 totalAmount);
-    /// @notice Payment `number` was already paid (earlier, or earlier in the same call); not paid again.
+    /// @notice Payment `number` was already paid earlier; not paid again.
     event PaymentSkipped(uint64 indexed number);
     /// @notice Payment `number` was not paid and its bit stays unset: `reason` is the token's revert
     ///         data (at most 256 bytes, possibly empty), "TRANSFER_RETURNED_FALSE" or "OUTFLOW_CAP".
@@ -60,10 +66,10 @@ contract PayoutVault is Ownable, Pausable, ReentrancyGuardTransient {
     event Swept(address indexed token, address indexed to, uint256 amount);
 
     error NotOperator(address account);
-    /// @notice `packed` must hold a positive, even number of words (two per payment).
-    error InvalidPackedLength(uint256 length);
-    /// @notice Word0 of payment `index` has bits set above bit 223 (the number is a uint64).
-    error InvalidPaymentWord(uint256 index);
+    /// @notice A payout needs at least one payment and at most 2**32 - 1 (`count` is a uint32).
+    error InvalidPaymentCount(uint256 count);
+    /// @notice The last number, `firstNumber + count - 1`, does not fit in 64 bits.
+    error PayoutNumberOverflow(uint64 firstNumber, uint256 count);
     /// @notice The token address has no code (a call to it would "succeed" without paying).
     error TokenNotContract(address token);
     /// @notice A non-zero cap needs a non-zero window, and fits in 192 bits.
@@ -84,58 +90,72 @@ contract PayoutVault is Ownable, Pausable, ReentrancyGuardTransient {
 
     // -- payouts -------------------------------------------------------------------------------
 
-    /// @notice Pay every payment in `packed` (two words each: word0 = number << 160 | recipient,
-    ///         word1 = amount) with `token.transfer`, skipping numbers already paid.
-    function payout(address token, uint256[] calldata packed) external onlyOperator whenNotPaused nonReentrant {
-        uint256 length = packed.length;
-        if (length == 0 || length % 2 != 0 || length / 2 > type(uint32).max) revert InvalidPackedLength(length);
+    /// @notice Pay `payments[i]` under payout number `firstNumber + i` with `token.transfer`,
+    ///         skipping numbers already paid. One word per payment: `amount << 160 | recipient`
+    ///         (so amounts are below 2**96).
+    function payout(address token, uint64 firstNumber, uint256[] calldata payments)
+        external
+        onlyOperator
+        whenNotPaused
+        nonReentrant
+    {
+        if (payments.length == 0 || payments.length > type(uint32).max) {
+            revert InvalidPaymentCount(payments.length);
+        }
+        // No overflow: both terms are below 2**64.
+        uint256 end = uint256(firstNumber) + payments.length; // one past the last number
+        if (end > uint256(type(uint64).max) + 1) revert PayoutNumberOverflow(firstNumber, payments.length);
         if (token.code.length == 0) revert TokenNotContract(token);
 
         // What the outflow cap still allows in this window; max uint256 (caps are < 2**192) if none.
         uint256 allowed = _outflowAllowed(token);
+        uint256 remaining = allowed; // what is still allowed after the amounts paid now
         uint256 paid;
-        uint256 total; // sum of the amounts paid now, never above `allowed`
-        // The bitmap word of `slot`, cached; the sentinel slot is never a real one (64-bit numbers).
-        uint256 slot = type(uint256).max;
-        uint256 word;
+        uint256 number = firstNumber;
+        uint256 word = paidBitmap[number >> 8]; // the bitmap word of the current slot, cached
         bool dirty;
-
-        for (uint256 i; i < length; i += 2) {
-            uint256 word0 = packed[i];
-            if (word0 >> 224 != 0) revert InvalidPaymentWord(i / 2);
-            uint64 number = uint64(word0 >> 160);
-            if (number >> 8 != slot) {
-                if (dirty) {
-                    paidBitmap[slot] = word;
-                    dirty = false;
-                }
-                slot = number >> 8;
-                word = paidBitmap[slot];
+        // `payments.offset` serves as the cursor: the calldata position of payment `number`.
+        while (true) {
+            uint256 payment;
+            assembly ("memory-safe") {
+                payment := calldataload(payments.offset)
             }
-            uint256 bit = 1 << (number & 0xff);
-            if (word & bit != 0) {
-                emit PaymentSkipped(number);
-                continue;
-            }
-            uint256 amount = packed[i + 1];
-            if (amount > allowed - total) {
-                emit PaymentFailed(number, "OUTFLOW_CAP");
-                continue;
-            }
-            // The bit is set only once the transfer succeeded (it lives in memory until written
-            // back, so "set, pay, clear on failure" and "pay, set on success" are the same here).
-            if (_pay(token, word0, amount, number)) {
-                word |= bit;
+            if (word & (1 << (number & 0xff)) != 0) {
+                emit PaymentSkipped(uint64(number));
+            } else if (_pay(token, payment, uint64(number), remaining)) {
+                // The bit is set only once the transfer succeeded.
+                word |= 1 << (number & 0xff);
                 dirty = true;
                 unchecked {
                     ++paid;
-                    total += amount; // amount <= allowed - total
+                    remaining -= payment >> 160; // the amount, at most `remaining`
                 }
             }
+            unchecked {
+                ++number; // <= end <= 2**64
+            }
+            if (number == end) break;
+            assembly ("memory-safe") {
+                payments.offset := add(payments.offset, 32)
+            }
+            if (number & 0xff == 0) {
+                // Entering the next slot: write the finished one back (once) and load the next.
+                if (dirty) {
+                    unchecked {
+                        paidBitmap[(number >> 8) - 1] = word;
+                    }
+                    dirty = false;
+                }
+                word = paidBitmap[number >> 8];
+            }
         }
-        if (dirty) paidBitmap[slot] = word;
+        if (dirty) paidBitmap[(end - 1) >> 8] = word;
+        uint256 total;
+        unchecked {
+            total = allowed - remaining; // the sum of the amounts paid now
+        }
         if (allowed != type(uint256).max) _recordOutflow(token, total);
-        emit PayoutExecuted(token, uint64(packed[0] >> 160), uint32(length / 2), uint32(paid), total);
+        emit PayoutExecuted(token, firstNumber, uint32(payments.length), uint32(paid), total);
     }
 
     /// @notice Whether payout number `number` has been paid.
@@ -165,38 +185,41 @@ contract PayoutVault is Ownable, Pausable, ReentrancyGuardTransient {
         outflowUsage[token] = OutflowUsage(windowIndex, uint192(spent + amount));
     }
 
-    /// @dev Pay one item; on failure emit `PaymentFailed(number, reason)` and return false.
-    function _pay(address token, uint256 word0, uint256 amount, uint64 number) private returns (bool) {
+    /// @dev Pay one item, `payment` = amount << 160 | recipient, with `token.transfer(to, amount)`
+    ///      if the amount is at most `remaining` (what the outflow cap still allows); never reverts
+    ///      except on running out of gas. Success = the call succeeded and returned
+    ///      nothing or a word equal to 1 (a malformed return counts as false). On failure emit
+    ///      `PaymentFailed(number, reason)` and return false. At most 32 bytes of return data are
+    ///      copied on success and at most 256 bytes of revert data on failure, so a hostile token
+    ///      cannot blow up memory with its return data. Nothing is allocated on the success path.
+    function _pay(address token, uint256 payment, uint64 number, uint256 remaining) private returns (bool) {
+        if (payment >> 160 > remaining) {
+            emit PaymentFailed(number, "OUTFLOW_CAP");
+            return false;
+        }
         uint256 gasBefore = gasleft();
-        (bool ok, bytes memory reason) = _transfer(token, address(uint160(word0)), amount);
-        // A callee that ran out of gas leaves us at most 1/64 of what we had; a real revert
-        // leaves far more. (A token that fails by burning all gas, like `invalid`, reverts too.)
-        if (!ok && gasleft() < gasBefore / 63) revert TransferOutOfGas(number);
-        if (!ok) emit PaymentFailed(number, reason);
-        return ok;
-    }
-
-    /// @dev `token.transfer(to, amount)` that never reverts: success = the call succeeded and
-    ///      returned nothing or exactly `true` (a malformed return counts as false). At most 32
-    ///      bytes are copied on success and at most 256 bytes of revert data on failure, so a
-    ///      hostile token cannot blow up memory with its return data.
-    function _transfer(address token, address to, uint256 amount) private returns (bool ok, bytes memory reason) {
-        uint256 returnSize;
-        uint256 returnValue;
+        bool ok;
+        bool returnedTrue;
         assembly ("memory-safe") {
+            // Scratch memory past the free memory pointer, not allocated (nothing else uses it
+            // before the call returns).
             let ptr := mload(0x40)
-            mstore(ptr, shl(224, 0xa9059cbb)) // transfer(address,uint256)
-            // Stack values of types narrower than 256 bits may carry dirty high bits: clean them.
-            mstore(add(ptr, 4), and(to, 0xffffffffffffffffffffffffffffffffffffffff))
-            mstore(add(ptr, 36), amount)
-            ok := call(gas(), and(token, 0xffffffffffffffffffffffffffffffffffffffff), 0, ptr, 68, 0, 32)
-            returnSize := returndatasize()
-            returnValue := mload(0)
+            mstore(ptr, TRANSFER_SELECTOR)
+            mstore(add(ptr, 4), and(payment, ADDRESS_MASK))
+            mstore(add(ptr, 36), shr(160, payment))
+            ok := call(gas(), token, 0, ptr, 68, 0, 32)
+            let size := returndatasize()
+            returnedTrue := or(iszero(size), and(gt(size, 31), eq(mload(0), 1)))
         }
         if (ok) {
-            if (returnSize == 0 || (returnSize >= 32 && returnValue == 1)) return (true, "");
-            return (false, "TRANSFER_RETURNED_FALSE");
+            if (returnedTrue) return true;
+            emit PaymentFailed(number, "TRANSFER_RETURNED_FALSE");
+            return false;
         }
+        // A callee that ran out of gas leaves us at most 1/64 of what we had; a real revert
+        // leaves far more. (A token that fails by burning all gas, like `invalid`, reverts too.)
+        if (gasleft() < gasBefore / 63) revert TransferOutOfGas(number);
+        bytes memory reason;
         assembly ("memory-safe") {
             let size := returndatasize()
             if gt(size, MAX_REASON_LENGTH) { size := MAX_REASON_LENGTH }
@@ -205,6 +228,8 @@ contract PayoutVault is Ownable, Pausable, ReentrancyGuardTransient {
             returndatacopy(add(reason, 32), 0, size)
             mstore(0x40, add(add(reason, 32), and(add(size, 31), not(31))))
         }
+        emit PaymentFailed(number, reason);
+        return false;
     }
 
     // -- owner ---------------------------------------------------------------------------------

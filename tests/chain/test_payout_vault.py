@@ -214,19 +214,39 @@ def test_a_number_already_paid_is_skipped_never_paid_twice(w3: Web3, vault: Vaul
     for payment in payments:
         assert _balance(w3, vault.token, payment.recipient) == 10 * ONE_USDC
 
-    # A number repeated inside one transaction (also across a slot change and back) pays once.
-    again = _recipient("twice", 9)
-    repeated = [
-        Payment(600, again, ONE_USDC),
-        Payment(601, again, ONE_USDC),
-        Payment(600, again, ONE_USDC),
-        Payment(10_000, again, ONE_USDC),
-        Payment(601, again, ONE_USDC),
-    ]
-    _, events = _pay(w3, vault, repeated)
-    assert events.skipped == [600, 601]
-    assert [(e.first_number, e.count, e.paid) for e in events.executed] == [(600, 5, 3)]
-    assert _balance(w3, vault.token, again) == 3 * ONE_USDC
+    # A payout whose range partly overlaps an earlier one pays only the numbers not paid yet.
+    overlap = [Payment(501 + i, _recipient("overlap", i), ONE_USDC) for i in range(5)]
+    receipt, events = _pay(w3, vault, overlap)
+    assert events.skipped == [501, 502] and events.failed == []
+    assert [(e.first_number, e.count, e.paid) for e in events.executed] == [(501, 5, 3)]
+    assert [_balance(w3, vault.token, p.recipient) for p in overlap] == [0, 0] + [ONE_USDC] * 3
+    assert all(is_paid(w3, vault.address, n) for n in range(500, 506))
+    assert not is_paid(w3, vault.address, 506)
+    transfers = [log for log in receipt["logs"] if log["topics"][0].to_0x_hex() == TRANSFER_TOPIC]
+    assert len(transfers) == 3
+
+
+@chain
+def test_skips_across_bitmap_slots(w3: Web3, vault: Vault) -> None:
+    """Numbers paid earlier on both sides of a slot boundary (255 | 256) are skipped; the cached
+    bitmap words of both slots are written back with the old and the new bits."""
+    _pay(w3, vault, [Payment(254 + i, _recipient("slots-earlier", i), ONE_USDC) for i in range(4)])
+    _pay(w3, vault, [Payment(520, _recipient("slots-earlier", 9), ONE_USDC)])
+    payments = [Payment(250 + i, _recipient("slots", i), ONE_USDC) for i in range(300)]
+    receipt, events = _pay(w3, vault, payments)
+    assert events.skipped == [254, 255, 256, 257, 520] and events.failed == []
+    assert [(e.first_number, e.count, e.paid) for e in events.executed] == [(250, 300, 295)]
+    bitmap = payout_vault_contract(w3, vault.address).functions.paidBitmap
+    assert bitmap(0).call() == ((1 << 256) - 1) ^ ((1 << 250) - 1)
+    assert bitmap(1).call() == (1 << 256) - 1
+    assert bitmap(2).call() == (1 << (550 - 512)) - 1
+    assert bitmap(3).call() == 0
+    assert not is_paid(w3, vault.address, 249) and not is_paid(w3, vault.address, 550)
+    for payment in payments:
+        expected = 0 if payment.number in (254, 255, 256, 257, 520) else ONE_USDC
+        assert _balance(w3, vault.token, payment.recipient) == expected
+    transfers = [log for log in receipt["logs"] if log["topics"][0].to_0x_hex() == TRANSFER_TOPIC]
+    assert len(transfers) == 295
 
 
 @chain
@@ -349,9 +369,10 @@ def test_outflow_cap_limits_each_window(w3: Web3, vault: Vault) -> None:
     ]
     assert remaining_outflow(w3, vault.address, vault.token) == 20 * ONE_USDC
     # Within the same window a small item still fits, the big ones still do not.
-    _, events = _pay(w3, vault, [Payment(950, _recipient("cap", 50), 20 * ONE_USDC), *payments])
+    _, events = _pay(w3, vault, [*payments, Payment(904, _recipient("cap", 4), 20 * ONE_USDC)])
     assert events.skipped == [900, 901]
     assert [f.number for f in events.failed] == [902, 903]
+    assert is_paid(w3, vault.address, 904)
     assert remaining_outflow(w3, vault.address, vault.token) == 0
 
     # The next window allows the rest.
@@ -398,24 +419,62 @@ def test_sweep_by_owner_only(w3: Web3, anvil: AnvilProcess, vault: Vault) -> Non
 
 @chain
 def test_malformed_payouts_revert(w3: Web3, anvil: AnvilProcess, vault: Vault) -> None:
-    def raw(token: str, words: list[int]) -> TxParams:
-        data = PAYOUT_SELECTOR + abi_encode(["address", "uint256[]"], [token, words])
-        return {"to": vault.address, "data": HexStr("0x" + data.hex())}
+    def raw(data: bytes) -> TxParams:
+        return {"to": vault.address, "data": HexStr("0x" + (PAYOUT_SELECTOR + data).hex())}
+
+    def encoded(first: int, words: list[int]) -> bytes:
+        return abi_encode(["address", "uint64", "uint256[]"], [vault.token, first, words])
 
     recipient = int(_recipient("bad", 0), 16)
+    top = 2**64 - 1
     cases = [
-        ([], "InvalidPackedLength(0)"),
-        ([(1 << 160) | recipient, 1, 5], "InvalidPackedLength(3)"),
-        ([(1 << 160) | recipient, 1, (1 << 224) | recipient, 1], "InvalidPaymentWord(1)"),
+        (encoded(1, []), "InvalidPaymentCount(0)"),
+        (encoded(top, [recipient, recipient]), f"PayoutNumberOverflow({top}, 2)"),
+        (encoded(top - 2, [recipient] * 4), f"PayoutNumberOverflow({top - 2}, 4)"),
     ]
-    for words, reason in cases:
+    for data, reason in cases:
         with pytest.raises(TransactionReverted) as caught:
-            send_transaction(w3, vault.operator_key, raw(vault.token, words), abi=_vault_abi())
+            send_transaction(w3, vault.operator_key, raw(data), abi=_vault_abi())
         assert caught.value.reason == reason
+    # Solidity's own ABI decoding rejects a firstNumber word above uint64 and an array that
+    # runs past the end of the calldata (no custom error: empty revert data).
+    good = encoded(1, [(1 << 160) | recipient])
+    too_big_first = good[:32] + (2**64 + 1).to_bytes(32, "big") + good[64:]
+    for data in (too_big_first, good[:-32], good[:96] + (2).to_bytes(32, "big") + good[128:]):
+        with pytest.raises(TransactionReverted):
+            send_transaction(w3, vault.operator_key, raw(data), abi=_vault_abi())
+    assert not is_paid(w3, vault.address, 1)
+    assert _balance(w3, vault.token, _recipient("bad", 0)) == 0
+    # The highest numbers still fit: the last one is 2**64 - 1.
+    _, events = _pay(w3, vault, [Payment(top - 1 + i, _recipient("bad", i), 1) for i in range(2)])
+    assert [(e.first_number, e.count, e.paid) for e in events.executed] == [(top - 1, 2, 2)]
+    assert is_paid(w3, vault.address, top - 1) and is_paid(w3, vault.address, top)
     eoa = anvil.accounts[7].address
     with pytest.raises(TransactionReverted) as caught:
         send_payout(w3, vault.address, vault.operator_key, eoa, [Payment(1, eoa.lower(), 1)])
     assert caught.value.reason == f"TokenNotContract({eoa})"
+
+
+@chain
+def test_amount_and_recipient_share_one_word(w3: Web3, anvil: AnvilProcess, vault: Vault) -> None:
+    """The largest amount (2**96 - 1) and an all-ones recipient are unpacked exactly."""
+    key = anvil.accounts[0].private_key
+    token = _deploy_test_token(w3, key, "FalseReturningToken")
+    contract = _token_contract(w3, token, "FalseReturningToken")
+    _transact(w3, key, contract.functions.mint(vault.address, 2**97))
+    ones = "0x" + "ff" * 20
+    payments = [
+        Payment(60, ones, 2**96 - 1),
+        Payment(61, _recipient("word", 1), 1),
+        Payment(62, _recipient("word", 2), 0),
+    ]
+    receipt, events = _pay(w3, vault, payments, token)
+    assert [(e.count, e.paid, e.total_amount) for e in events.executed] == [(3, 3, 2**96)]
+    assert _balance(w3, token, ones) == 2**96 - 1
+    assert _balance(w3, token, _recipient("word", 1)) == 1
+    assert _balance(w3, token, vault.address) == 2**97 - 2**96
+    transfers = [log for log in receipt["logs"] if log["topics"][0].to_0x_hex() == TRANSFER_TOPIC]
+    assert [int.from_bytes(bytes(log["data"]), "big") for log in transfers] == [2**96 - 1, 1, 0]
 
 
 @chain
@@ -462,21 +521,22 @@ def test_event_topics_match_the_abi_and_decode_from_a_real_receipt(
     assert events_abi.PaymentSkipped().topic == PAYMENT_SKIPPED_TOPIC
     assert events_abi.PaymentFailed().topic == PAYMENT_FAILED_TOPIC
 
-    _pay(w3, vault, [Payment(2**64 - 1, _recipient("ev", 0), ONE_USDC)])
+    top = 2**64 - 1
+    _pay(w3, vault, [Payment(top - 2, _recipient("ev", 0), ONE_USDC)])
     owner_key = anvil.accounts[0].private_key
     _transact(w3, owner_key, stablecoin_contract(w3, vault.token).functions.mint(vault.address, 1))
     payments = [
-        Payment(2**64 - 1, _recipient("ev", 0), ONE_USDC),  # already paid: skipped
-        Payment(5, _recipient("ev", 1), 2 * ONE_USDC),
-        Payment(6, _recipient("ev", 2), 10**30),  # more than the vault holds: reverts
+        Payment(top - 2, _recipient("ev", 0), ONE_USDC),  # already paid: skipped
+        Payment(top - 1, _recipient("ev", 1), 2 * ONE_USDC),
+        Payment(top, _recipient("ev", 2), 2**96 - 1),  # more than the vault holds: reverts
     ]
     receipt, events = _pay(w3, vault, payments)
-    assert events.skipped == [2**64 - 1]
-    assert [f.number for f in events.failed] == [6]
+    assert events.skipped == [top - 2]
+    assert [f.number for f in events.failed] == [top]
     insufficient = Web3.keccak(text="ERC20InsufficientBalance(address,uint256,uint256)")[:4]
     assert events.failed[0].reason.startswith(insufficient)
     (executed,) = events.executed
-    assert (executed.first_number, executed.count, executed.paid) == (2**64 - 1, 3, 1)
+    assert (executed.first_number, executed.count, executed.paid) == (top - 2, 3, 1)
     assert executed.total_amount == 2 * ONE_USDC and executed.token == vault.token.lower()
     assert executed.log_index == receipt["logs"][-1]["logIndex"]
 
@@ -493,22 +553,39 @@ def test_event_topics_match_the_abi_and_decode_from_a_real_receipt(
 # -- the Python codec ------------------------------------------------------------------------
 
 addresses = st.binary(min_size=20, max_size=20).map(lambda raw: "0x" + raw.hex())
-payments_strategy = st.builds(
-    Payment,
-    number=st.integers(0, 2**64 - 1),
-    recipient=addresses,
-    amount=st.integers(0, 2**256 - 1),
-)
+items = st.lists(
+    st.tuples(addresses, st.integers(0, 2**96 - 1)), min_size=1, max_size=40
+)  # (recipient, amount)
 
 
-@given(token=addresses, payments=st.lists(payments_strategy, min_size=1, max_size=40))
+@st.composite
+def payouts(draw: st.DrawFn) -> list[Payment]:
+    """Payments with consecutive numbers, the last one at most 2**64 - 1."""
+    pairs = draw(items)
+    first = draw(
+        st.one_of(
+            st.integers(0, 2**64 - len(pairs)),
+            st.just(2**64 - len(pairs)),  # ends exactly at the highest number
+        )
+    )
+    return [Payment(first + i, recipient, amount) for i, (recipient, amount) in enumerate(pairs)]
+
+
+@given(token=addresses, payments=payouts())
 def test_encode_decode_round_trip_matches_the_abi(token: str, payments: list[Payment]) -> None:
     mixed_case_token = Web3.to_checksum_address(token)
     data = encode_payout(mixed_case_token, payments)
     assert len(data) == payout_calldata_length(len(payments))
-    words = [w for p in payments for w in ((p.number << 160) | int(p.recipient, 16), p.amount)]
-    assert data == PAYOUT_SELECTOR + abi_encode(["address", "uint256[]"], [token, words])
+    words = [(p.amount << 160) | int(p.recipient, 16) for p in payments]
+    expected = abi_encode(["address", "uint64", "uint256[]"], [token, payments[0].number, words])
+    assert data == PAYOUT_SELECTOR + expected
     assert decode_payout(data) == (token, payments)
+
+
+def test_selector_matches_the_abi() -> None:
+    assert Web3.keccak(text="payout(address,uint64,uint256[])")[:4] == PAYOUT_SELECTOR
+    (function,) = [item for item in _vault_abi() if item.get("name") == "payout"]
+    assert [arg["type"] for arg in function["inputs"]] == ["address", "uint64", "uint256[]"]
 
 
 def _words(data: bytes) -> list[bytes]:
@@ -527,7 +604,7 @@ GOOD = encode_payout(
     "0x" + "ab" * 20,
     [Payment(1, "0x" + "11" * 20, 5), Payment(2, "0x" + "22" * 20, 6)],
 )
-W = _words(GOOD)
+W = _words(GOOD)  # token, firstNumber, offset, length, payment 0, payment 1
 
 
 @pytest.mark.parametrize(
@@ -535,22 +612,46 @@ W = _words(GOOD)
     [
         (b"", "empty calldata"),
         (bytes.fromhex("a9059cbb") + GOOD[4:], "0xa9059cbb"),
-        (GOOD[:-1], "plus 64 per payment"),
-        (GOOD + bytes(32), "plus 64 per payment"),
-        (GOOD + bytes(64), "claims 4 words"),
-        (GOOD[:-64], "claims 4 words"),
-        (PAYOUT_SELECTOR + GOOD[4:68], "plus 64 per payment"),
-        (_join([W[0], W[1], _int_word(0)]), "positive even length, not 0"),
-        (_join([W[0], W[1], _int_word(3), *W[3:]]), "positive even length, not 3"),
+        # The old two-words-per-payment layout is another function.
+        (Web3.keccak(text="payout(address,uint256[])")[:4] + GOOD[4:], "selector"),
+        (GOOD[:-1], "plus 32 per payment"),
+        (GOOD + b"\0", "plus 32 per payment"),
+        (GOOD + bytes(32), "claims 2 words but the calldata holds 3"),
+        (GOOD[:-32], "claims 2 words but the calldata holds 1"),
+        (GOOD[:68], "plus 32 per payment"),
+        (PAYOUT_SELECTOR + GOOD[4:100], "plus 32 per payment"),
+        (_join([*W[:3], _int_word(0)]), "array is empty"),
+        (_join([*W[:3], _int_word(3), *W[4:]]), "claims 3 words"),
+        (_join([*W[:3], _int_word(2**255), *W[4:]]), "claims"),
         (_join([b"\x01" + W[0][1:], *W[1:]]), "token word"),
-        (_join([W[0], _int_word(0x60), W[2], *W[3:]]), "offset 0x40"),
-        (_join([W[0], _int_word(0x20), W[2], *W[3:]]), "offset 0x40"),
-        (_join([*W[:5], b"\x00\x00\x00\x01" + W[5][4:], W[6]]), "payment 1: bits above"),
+        (_join([W[0], _int_word(2**64), *W[2:]]), "firstNumber 18446744073709551616 is not"),
+        (_join([W[0], b"\x01" + W[1][1:], *W[2:]]), "is not a uint64"),
+        (_join([W[0], _int_word(2**64 - 1), *W[2:]]), "overflows"),
+        (_join([W[0], _int_word(2**64 - 2), W[2], _int_word(3), *W[4:], W[5]]), "overflows"),
+        (_join([W[0], W[1], _int_word(0x80), *W[3:]]), "offset 0x60"),
+        (_join([W[0], W[1], _int_word(0x40), *W[3:]]), "offset 0x60"),
+        (_join([W[0], W[1], _int_word(0x20), *W[3:]]), "offset 0x60"),
     ],
 )
 def test_decode_rejects_malformed_calldata(data: bytes, message: str) -> None:
     with pytest.raises(CalldataError, match=message):
         decode_payout(data)
+
+
+def test_decode_reconstructs_numbers_and_unpacks_words() -> None:
+    top = 2**64 - 1
+    words = [(2**96 - 1) << 160 | (2**160 - 1), 7 << 160, 0]
+    data = PAYOUT_SELECTOR + abi_encode(
+        ["address", "uint64", "uint256[]"], ["0x" + "cd" * 20, top - 2, words]
+    )
+    assert decode_payout(data) == (
+        "0x" + "cd" * 20,
+        [
+            Payment(top - 2, "0x" + "ff" * 20, 2**96 - 1),
+            Payment(top - 1, "0x" + "00" * 20, 7),
+            Payment(top, "0x" + "00" * 20, 0),
+        ],
+    )
 
 
 def test_decode_of_the_canonical_sample() -> None:
@@ -585,3 +686,34 @@ def test_encode_rejects_bad_token_and_empty_payouts() -> None:
         encode_payout("0x" + "ab" * 19, [payment])
     with pytest.raises(CalldataError, match="token"):
         encode_payout("ab" * 20, [payment])
+
+
+@pytest.mark.parametrize(
+    ("numbers", "message"),
+    [
+        ((5, 7), "payment 1 has number 7, not 6"),
+        ((5, 4), "payment 1 has number 4, not 6"),
+        ((5, 5), "payment 1 has number 5, not 6"),
+        ((5, 6, 8), "payment 2 has number 8, not 7"),
+    ],
+)
+def test_encode_requires_consecutive_ascending_numbers(
+    numbers: tuple[int, ...], message: str
+) -> None:
+    payments = [Payment(n, "0x" + "ab" * 20, 1) for n in numbers]
+    with pytest.raises(CalldataError, match=message):
+        encode_payout("0x" + "ab" * 20, payments)
+
+
+def test_encode_requires_amounts_below_2_96() -> None:
+    recipient = "0x" + "ab" * 20
+    top = encode_payout(recipient, [Payment(1, recipient, 2**96 - 1)])
+    assert decode_payout(top)[1] == [Payment(1, recipient, 2**96 - 1)]
+    for amount in (2**96, 2**256 - 1):
+        with pytest.raises(CalldataError, match=r"payment 1: amount \d+ is not below 2\*\*96"):
+            encode_payout(recipient, [Payment(1, recipient, 1), Payment(2, recipient, amount)])
+
+
+def test_encode_rejects_non_payments() -> None:
+    with pytest.raises(CalldataError, match="not a Payment"):
+        encode_payout("0x" + "ab" * 20, [(1, "0x" + "ab" * 20, 1)])  # type: ignore[list-item]

@@ -1,13 +1,15 @@
 """The payout contract (contracts/PayoutVault.sol): calldata, events and deployment helpers.
 
-One payout transaction calls `payout(address token, uint256[] packed)` on the vault from an
-operator (hot wallet). `packed` holds two words per payment: word0 = number << 160 | recipient
-(number: a unique uint64 payout number per withdrawal), word1 = amount in base units. The vault
-skips numbers already paid (`PaymentSkipped(number)`), isolates failing transfers
-(`PaymentFailed(number, reason)`, the number stays unpaid) and emits one
-`PayoutExecuted(token, firstNumber, count, paid, totalAmount)` per call.
+One payout transaction calls `payout(address token, uint64 firstNumber, uint256[] payments)` on
+the vault from an operator (hot wallet). The payments carry consecutive payout numbers (unique
+uint64 numbers per withdrawal): `payments[i]` has number `firstNumber + i` and is one word,
+`amount << 160 | recipient` (so amounts are below 2**96). The vault skips numbers already paid
+(`PaymentSkipped(number)`), isolates failing transfers (`PaymentFailed(number, reason)`, the
+number stays unpaid) and emits one `PayoutExecuted(token, firstNumber, count, paid, totalAmount)`
+per call.
 
-- processor: `encode_payout(token, payments)` -> calldata (selector included).
+- processor: `encode_payout(token, payments)` -> calldata (selector included); the payments'
+  numbers must be consecutive and ascending.
 - signer: `decode_payout(calldata)` -> `(token, payments)`, strict: anything but the canonical
   ABI encoding raises `CalldataError`.
 - monitor: `decode_payout_events(receipt["logs"], vault)` -> `PayoutEvents`; paid items are the
@@ -40,6 +42,7 @@ from withdrawal_shared.chain.erc20 import CalldataError
 from withdrawal_shared.chain.types import BaseUnits, ChecksumAddress, HexStr, PrivateKey
 
 __all__ = [
+    "MAX_PAYMENT_AMOUNT",
     "MAX_PAYOUT_NUMBER",
     "OUTFLOW_CAP_REASON",
     "PAYMENT_FAILED_TOPIC",
@@ -72,7 +75,7 @@ __all__ = [
 
 PAYOUT_VAULT = "PayoutVault"
 
-PAYOUT_SELECTOR = bytes(Web3.keccak(text="payout(address,uint256[])")[:4])  # 0x3851907a
+PAYOUT_SELECTOR = bytes(Web3.keccak(text="payout(address,uint64,uint256[])")[:4])
 PAYOUT_EXECUTED_TOPIC = (
     "0x" + Web3.keccak(text="PayoutExecuted(address,uint64,uint32,uint32,uint256)").hex()
 )
@@ -80,13 +83,15 @@ PAYMENT_SKIPPED_TOPIC = "0x" + Web3.keccak(text="PaymentSkipped(uint64)").hex()
 PAYMENT_FAILED_TOPIC = "0x" + Web3.keccak(text="PaymentFailed(uint64,bytes)").hex()
 
 MAX_PAYOUT_NUMBER = 2**64 - 1
+MAX_PAYMENT_AMOUNT = 2**96 - 1  # the amount shares its word with the recipient
 MAX_PAYMENTS = 2**32 - 1  # PayoutExecuted.count is a uint32
 OUTFLOW_CAP_REASON = b"OUTFLOW_CAP"
 TRANSFER_RETURNED_FALSE_REASON = b"TRANSFER_RETURNED_FALSE"
 
 _WORD = 32
-_HEAD = 4 + 3 * _WORD  # selector, token, offset of the array, array length
-_ARRAY_OFFSET = 2 * _WORD  # the array's data starts right after the two head words
+_HEAD = 4 + 4 * _WORD  # selector, token, firstNumber, offset of the array, array length
+_ARRAY_OFFSET = 3 * _WORD  # the array's data starts right after the three head words
+_ADDRESS_MASK = 2**160 - 1
 _LOWER_ADDRESS = re.compile(r"0x[0-9a-f]{40}")
 
 
@@ -116,7 +121,7 @@ class Payment:
 
 def payout_calldata_length(payment_count: int) -> int:
     """Size in bytes of `payout` calldata carrying `payment_count` payments."""
-    return _HEAD + 2 * _WORD * payment_count
+    return _HEAD + _WORD * payment_count
 
 
 def _address_bytes(address: str, what: str) -> bytes:
@@ -130,68 +135,88 @@ def _address_bytes(address: str, what: str) -> bytes:
 
 
 def encode_payout(token: str, payments: Sequence[Payment]) -> bytes:
-    """Calldata (selector included) of `payout(token, packed)` paying `payments` in order."""
+    """Calldata (selector included) of `payout(token, firstNumber, payments)` paying `payments`
+    in order.
+
+    The payments' numbers must be consecutive and ascending (the first one is `firstNumber`) and
+    their amounts below 2**96; `CalldataError` otherwise.
+    """
     token_raw = _address_bytes(token, "token")
     if not payments:
         raise CalldataError("a payout needs at least one payment")
     if len(payments) > MAX_PAYMENTS:
         raise CalldataError(f"a payout carries at most {MAX_PAYMENTS} payments")
-    parts = [
-        PAYOUT_SELECTOR,
-        token_raw.rjust(_WORD, b"\0"),
-        _ARRAY_OFFSET.to_bytes(_WORD, "big"),
-        (2 * len(payments)).to_bytes(_WORD, "big"),
-    ]
     for payment in payments:
         if not isinstance(payment, Payment):
             raise CalldataError(f"not a Payment: {payment!r}")
-        recipient = int.from_bytes(bytes.fromhex(payment.recipient[2:]), "big")
-        parts.append(((payment.number << 160) | recipient).to_bytes(_WORD, "big"))
-        parts.append(payment.amount.to_bytes(_WORD, "big"))
+    first = payments[0].number
+    parts = [
+        PAYOUT_SELECTOR,
+        token_raw.rjust(_WORD, b"\0"),
+        first.to_bytes(_WORD, "big"),
+        _ARRAY_OFFSET.to_bytes(_WORD, "big"),
+        len(payments).to_bytes(_WORD, "big"),
+    ]
+    for index, payment in enumerate(payments):
+        if payment.number != first + index:
+            raise CalldataError(
+                f"payment {index} has number {payment.number}, not {first + index}: the numbers "
+                "of one payout must be consecutive and ascending"
+            )
+        if payment.amount > MAX_PAYMENT_AMOUNT:
+            raise CalldataError(f"payment {index}: amount {payment.amount} is not below 2**96")
+        recipient = int(payment.recipient[2:], 16)
+        parts.append(((payment.amount << 160) | recipient).to_bytes(_WORD, "big"))
     return b"".join(parts)
 
 
 def decode_payout(data: bytes) -> tuple[str, list[Payment]]:
-    """Decode canonically ABI-encoded `payout(address,uint256[])` calldata or raise CalldataError.
+    """Decode canonically ABI-encoded `payout(address,uint64,uint256[])` calldata or raise
+    CalldataError.
 
-    Returns the token (lowercase 0x) and the payments in calldata order. Rejected: another
-    selector, a token word with high bytes set, an array offset other than 0x40, an empty or
-    odd-length array, a length that does not match the calldata size exactly (no trailing
-    bytes), a word0 with bits above bit 223 set (the number is a uint64).
+    Returns the token (lowercase 0x) and the payments in calldata order, payment i numbered
+    `firstNumber + i`. Rejected: another selector, a token word with high bytes set, a
+    firstNumber word above uint64, an array offset other than 0x60, an empty array, a length
+    that does not match the calldata size exactly (no trailing bytes), a last number
+    (`firstNumber + count - 1`) above uint64.
     """
     data = bytes(data)
     if len(data) < 4 or data[:4] != PAYOUT_SELECTOR:
         selector = "0x" + data[:4].hex() if data else "empty calldata"
         raise CalldataError(
-            f"only payout(address,uint256[]) (selector 0x{PAYOUT_SELECTOR.hex()}) is accepted, "
-            f"not {selector}"
+            f"only payout(address,uint64,uint256[]) (selector 0x{PAYOUT_SELECTOR.hex()}) is "
+            f"accepted, not {selector}"
         )
-    if len(data) < _HEAD or (len(data) - _HEAD) % (2 * _WORD) != 0:
+    if len(data) < _HEAD or (len(data) - _HEAD) % _WORD != 0:
         raise CalldataError(
-            f"payout calldata is {_HEAD} bytes plus 64 per payment, not {len(data)} bytes"
+            f"payout calldata is {_HEAD} bytes plus 32 per payment, not {len(data)} bytes"
         )
     words = [data[i : i + _WORD] for i in range(4, len(data), _WORD)]
-    token_word, offset_word, length_word = words[0], words[1], words[2]
+    token_word, first_word, offset_word, length_word = words[:4]
     if any(token_word[:12]):
         raise CalldataError("the token word of the payout has non-zero high bytes")
+    first = int.from_bytes(first_word, "big")
+    if first > MAX_PAYOUT_NUMBER:
+        raise CalldataError(f"firstNumber {first} is not a uint64")
     offset = int.from_bytes(offset_word, "big")
     if offset != _ARRAY_OFFSET:
-        raise CalldataError(f"the packed array must start at offset 0x40, not {hex(offset)}")
+        raise CalldataError(f"the payments array must start at offset 0x60, not {hex(offset)}")
     length = int.from_bytes(length_word, "big")
-    if length == 0 or length % 2 != 0:
-        raise CalldataError(f"the packed array needs a positive even length, not {length}")
-    if length != len(words) - 3:
+    if length == 0:
+        raise CalldataError("the payments array is empty")
+    if length != len(words) - 4:
         raise CalldataError(
-            f"the packed array claims {length} words but the calldata holds {len(words) - 3}"
+            f"the payments array claims {length} words but the calldata holds {len(words) - 4}"
+        )
+    if first + length - 1 > MAX_PAYOUT_NUMBER:
+        raise CalldataError(
+            f"firstNumber {first} + {length} payments overflows the 64-bit payout numbers"
         )
     payments: list[Payment] = []
-    for index in range(length // 2):
-        word0 = int.from_bytes(words[3 + 2 * index], "big")
-        amount = int.from_bytes(words[4 + 2 * index], "big")
-        if word0 >> 224:
-            raise CalldataError(f"payment {index}: bits above the 64-bit payout number are set")
-        recipient = "0x" + (word0 & (2**160 - 1)).to_bytes(20, "big").hex()
-        payments.append(Payment(number=word0 >> 160, recipient=recipient, amount=amount))
+    for index, raw in enumerate(words[4:]):
+        word = int.from_bytes(raw, "big")
+        recipient = "0x" + (word & _ADDRESS_MASK).to_bytes(20, "big").hex()
+        payments.append(Payment(number=first + index, recipient=recipient, amount=word >> 160))
     return "0x" + token_word[12:].hex(), payments
 
 
