@@ -46,6 +46,7 @@ __all__ = [
     "load_artifact",
     "mint",
     "pause",
+    "send_call",
     "send_transaction",
     "stablecoin_contract",
     "transfer",
@@ -182,7 +183,7 @@ def send_transaction(
     return receipt
 
 
-def _call(
+def send_call(
     w3: Web3,
     private_key: PrivateKey,
     function: ContractFunction,
@@ -190,6 +191,7 @@ def _call(
     gas: int | None = None,
     timeout: float = DEFAULT_RECEIPT_TIMEOUT,
 ) -> TxReceipt:
+    """Sign and send a call of `function` from `private_key`; wait for the receipt."""
     tx: TxParams = {"to": function.address, "data": HexStr(function._encode_transaction_data())}
     if gas is not None:
         tx["gas"] = gas
@@ -262,7 +264,7 @@ def mint(
 ) -> TxReceipt:
     """Mint `amount` base units to `to` (owner only)."""
     function = stablecoin_contract(w3, token).functions.mint(to, amount)
-    return _call(w3, owner_key, function, timeout=timeout)
+    return send_call(w3, owner_key, function, timeout=timeout)
 
 
 def transfer(
@@ -277,7 +279,7 @@ def transfer(
 ) -> TxReceipt:
     """ERC-20 `transfer` from the sender's account; pass `gas` to send even if it will revert."""
     function = stablecoin_contract(w3, token).functions.transfer(to, amount)
-    return _call(w3, sender_key, function, gas=gas, timeout=timeout)
+    return send_call(w3, sender_key, function, gas=gas, timeout=timeout)
 
 
 def pause(
@@ -288,7 +290,9 @@ def pause(
     timeout: float = DEFAULT_RECEIPT_TIMEOUT,
 ) -> TxReceipt:
     """Pause the token: every transfer then reverts with `EnforcedPause()` (owner only)."""
-    return _call(w3, owner_key, stablecoin_contract(w3, token).functions.pause(), timeout=timeout)
+    return send_call(
+        w3, owner_key, stablecoin_contract(w3, token).functions.pause(), timeout=timeout
+    )
 
 
 def unpause(
@@ -300,7 +304,7 @@ def unpause(
 ) -> TxReceipt:
     """Undo `pause` (owner only)."""
     function = stablecoin_contract(w3, token).functions.unpause()
-    return _call(w3, owner_key, function, timeout=timeout)
+    return send_call(w3, owner_key, function, timeout=timeout)
 
 
 def is_paused(w3: Web3, token: ChecksumAddress) -> bool:

@@ -26,7 +26,6 @@ from typing import Any, NamedTuple, cast
 
 from web3 import Web3
 from web3.contract import Contract
-from web3.contract.contract import ContractFunction
 from web3.types import TxParams, TxReceipt
 
 from withdrawal_shared.chain.contracts import (
@@ -35,6 +34,7 @@ from withdrawal_shared.chain.contracts import (
     deploy_contract,
     load_artifact,
     mint,
+    send_call,
     send_transaction,
     transfer,
 )
@@ -338,20 +338,6 @@ def payout_vault_contract(w3: Web3, vault: ChecksumAddress) -> Contract:
     return w3.eth.contract(address=vault, abi=load_artifact(PAYOUT_VAULT).abi)
 
 
-def _send(
-    w3: Web3,
-    private_key: PrivateKey,
-    function: ContractFunction,
-    *,
-    gas: int | None = None,
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> TxReceipt:
-    tx: TxParams = {"to": function.address, "data": HexStr(function._encode_transaction_data())}
-    if gas is not None:
-        tx["gas"] = gas
-    return send_transaction(w3, private_key, tx, abi=function.contract_abi, timeout=timeout)
-
-
 def deploy_payout_vault(
     w3: Web3,
     deployer_key: PrivateKey,
@@ -374,7 +360,7 @@ def set_operator(
 ) -> TxReceipt:
     """Allow (or with `allowed=False` disallow) `operator` to call `payout` (owner only)."""
     function = payout_vault_contract(w3, vault).functions.setOperator(operator, allowed)
-    return _send(w3, owner_key, function, timeout=timeout)
+    return send_call(w3, owner_key, function, timeout=timeout)
 
 
 def fund_vault(
@@ -434,7 +420,7 @@ def pause_vault(
 ) -> TxReceipt:
     """Stop all payouts (`EnforcedPause()`) until `unpause_vault` (owner only)."""
     function = payout_vault_contract(w3, vault).functions.pause()
-    return _send(w3, owner_key, function, timeout=timeout)
+    return send_call(w3, owner_key, function, timeout=timeout)
 
 
 def unpause_vault(
@@ -445,7 +431,7 @@ def unpause_vault(
     timeout: float = DEFAULT_RECEIPT_TIMEOUT,
 ) -> TxReceipt:
     function = payout_vault_contract(w3, vault).functions.unpause()
-    return _send(w3, owner_key, function, timeout=timeout)
+    return send_call(w3, owner_key, function, timeout=timeout)
 
 
 def set_outflow_cap(
@@ -462,7 +448,7 @@ def set_outflow_cap(
     function = payout_vault_contract(w3, vault).functions.setOutflowCap(
         token, cap_per_window, window_seconds
     )
-    return _send(w3, owner_key, function, timeout=timeout)
+    return send_call(w3, owner_key, function, timeout=timeout)
 
 
 def sweep(
@@ -477,7 +463,7 @@ def sweep(
 ) -> TxReceipt:
     """Move `amount` of `token` out of the vault to `to` (owner only)."""
     function = payout_vault_contract(w3, vault).functions.sweep(token, to, amount)
-    return _send(w3, owner_key, function, timeout=timeout)
+    return send_call(w3, owner_key, function, timeout=timeout)
 
 
 def remaining_outflow(w3: Web3, vault: ChecksumAddress, token: ChecksumAddress) -> int:
