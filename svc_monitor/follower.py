@@ -17,7 +17,15 @@ dedicated thread). Each poll:
    the stored one (a reorganisation), back to BROADCAST, its withdrawals CONFIRMING ->
    BROADCAST (reorged) and the SAME signed bytes re-broadcast; otherwise the withdrawals'
    `confirmations` are updated and, at the chain's confirmation depth, the transaction is
-   CONFIRMED and its withdrawals COMPLETED with their share of the fee (`fees.split_fee`).
+   CONFIRMED and its withdrawals COMPLETED with their share of the fee (`fees.split_fee`),
+   and the older rows it replaced at its (wallet, nonce) become DROPPED;
+4. for each payout transaction in REPLACED (the processor replaced it at the same nonce with
+   higher fees), fetches its receipt too: the old hash may still mine instead of the new one.
+   If it does, ONE transaction makes it the row that counts — its siblings at the same
+   (wallet, nonce) become DROPPED, the withdrawals it pays (its `payout_items`) point at it
+   again — and settles it as in step 2 (MINED or REVERTED). No receipt for any sibling, or a
+   "nonce too low", is never a failure: only one transaction per nonce can mine, and whichever
+   does completes its withdrawals once.
 
 Every withdrawal move goes through `transitions.move` in the same database transaction as the
 payout row's compare-and-set on its state; a conflict (someone else moved something first)
@@ -111,6 +119,8 @@ class _Row:
     fee_wei: int | None
     kind: str = "transfer"
     to_address: str = ""
+    wallet: str = ""
+    nonce: int = -1
 
 
 class BlockHashes:
@@ -192,6 +202,8 @@ class ChainFollower:
             self._check_broadcast(row, report, required)
         for row in self._rows(PayoutState.MINED):
             self._check_mined(row, report, required)
+        for row in self._rows(PayoutState.REPLACED):
+            self._check_broadcast(row, report, required, replaced=True)
         return report
 
     def _required_confirmations(self) -> int:
@@ -224,20 +236,39 @@ class ChainFollower:
                     pt.fee_wei,
                     pt.kind,
                     pt.to_address,
+                    pt.wallet,
+                    pt.nonce,
                 )
                 .where(pt.chain == self.chain, pt.state == state)
                 .order_by(pt.update_time, pt.id)
                 .limit(self._batch_size)
             ).all()
         return [
-            _Row(r.id, r.tx_hash, r.block_number, r.block_hash, r.fee_wei, r.kind, r.to_address)
+            _Row(
+                r.id,
+                r.tx_hash,
+                r.block_number,
+                r.block_hash,
+                r.fee_wei,
+                r.kind,
+                r.to_address,
+                r.wallet,
+                int(r.nonce),
+            )
             for r in result
         ]
 
     # -- step 2: BROADCAST -> MINED | REVERTED ------------------------------------------------
 
-    def _check_broadcast(self, row: _Row, report: PollReport, required: int) -> None:
+    def _check_broadcast(
+        self, row: _Row, report: PollReport, required: int, *, replaced: bool = False
+    ) -> None:
+        """Settle a BROADCAST row by its receipt; with `replaced`, a REPLACED row whose hash
+        mined after all is first made the row that counts (`_adopt`), in the same
+        transaction."""
         receipt = self._receipt(row.tx_hash)
+        if receipt is None and replaced:
+            return  # the usual case: its replacement is the one to mine
         if receipt is None:
             report.pending += 1
             raw = self._resend.get(row.id)
@@ -261,7 +292,10 @@ class ChainFollower:
             moved = self._in_transaction(
                 row,
                 report,
-                lambda s: self._record_mined(s, row, block, depth, required, outcomes),
+                lambda s: [
+                    *(self._adopt(s, row) if replaced else []),
+                    *self._record_mined(s, row, block, depth, required, outcomes),
+                ],
             )
             if moved is not None:
                 report.mined += 1
@@ -278,10 +312,61 @@ class ChainFollower:
             return
         reason = self._revert_reason(row.tx_hash, receipt)
         moved = self._in_transaction(
-            row, report, lambda s: self._record_reverted(s, row, block, reason)
+            row,
+            report,
+            lambda s: [
+                *(self._adopt(s, row) if replaced else []),
+                *self._record_reverted(s, row, block, reason),
+            ],
         )
         if moved is not None:
             report.reverted += 1
+
+    def _adopt(self, session: Session, row: _Row) -> list[Moved]:
+        """A REPLACED row's own hash mined: make it the row that counts. Its siblings at the
+        same (wallet, nonce) can never mine now and become DROPPED; the withdrawals it pays
+        point at it again (their state is unchanged, so there is nothing to audit). Then it
+        is BROADCAST, for `_record_mined` / `_record_reverted` in the same transaction."""
+        pt = PayoutTransaction
+        siblings = session.execute(
+            select(pt.id, pt.state).where(
+                pt.chain == self.chain,
+                pt.wallet == row.wallet,
+                pt.nonce == row.nonce,
+                pt.id != row.id,
+            )
+        ).all()
+        settled = [s.id for s in siblings if s.state in (PayoutState.MINED, PayoutState.CONFIRMED)]
+        if settled:
+            # Another transaction at this nonce is recorded as mined: wait until the monitor
+            # has seen its reorganisation before believing this receipt.
+            raise _RowMoved(f"payout transaction {settled[0]} at the same nonce is mined")
+        _cas_payout(session, row.id, PayoutState.REPLACED, PayoutState.BROADCAST)
+        dropped = [s.id for s in siblings if s.state != PayoutState.DROPPED]
+        if dropped:
+            session.execute(
+                update(pt)
+                .where(pt.id.in_(dropped))
+                .values(state=PayoutState.DROPPED, update_time=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+        paid = select(PayoutItem.withdrawal_id).where(PayoutItem.payout_tx_id == row.id)
+        session.execute(
+            update(Withdrawal)
+            .where(
+                Withdrawal.id.in_(paid),
+                Withdrawal.payout_tx_id.in_([s.id for s in siblings]),
+            )
+            .values(payout_tx_id=row.id, tx_hash=row.tx_hash)
+            .execution_options(synchronize_session=False)
+        )
+        for sibling in dropped:
+            self._resend.pop(sibling, None)
+        log.warning(
+            "a replaced payout transaction mined instead of its replacement",
+            extra={"payout_tx_id": row.id, "tx_hash": row.tx_hash, "dropped": dropped},
+        )
+        return []
 
     def _item_outcomes(self, row: _Row, receipt: TxReceipt) -> dict[int, tuple[str, str]]:
         """Payout number -> (FAILED | SKIPPED, reason) from the vault's events; the numbers
@@ -436,6 +521,20 @@ class ChainFollower:
             PayoutState.CONFIRMED,
             expected_block_hash=row.block_hash,
         )
+        if row.nonce >= 0:
+            # The transactions it replaced at its nonce can never mine now.
+            session.execute(
+                update(PayoutTransaction)
+                .where(
+                    PayoutTransaction.chain == self.chain,
+                    PayoutTransaction.wallet == row.wallet,
+                    PayoutTransaction.nonce == row.nonce,
+                    PayoutTransaction.id != row.id,
+                    PayoutTransaction.state == PayoutState.REPLACED,
+                )
+                .values(state=PayoutState.DROPPED, update_time=utcnow())
+                .execution_options(synchronize_session=False)
+            )
         linked = self._linked(session, row.id)
         # Every item shares the gas, paid or not (see fees.split_fee for the rounding rule).
         shares = split_fee(row.fee_wei or 0, [w.id for w in linked])

@@ -20,13 +20,23 @@ class SignerRefused(WithdrawalSystemError):
 
 ALREADY_KNOWN = ("already known", "known transaction", "already imported")
 NONCE_TOO_LOW = ("nonce too low", "nonce is too low", "oldnonce")
+# Another transaction holds the nonce and this one does not pay enough more to replace it.
+UNDERPRICED = (
+    "replacement transaction underpriced",
+    "replacement fee too low",
+    "transaction underpriced",
+    "underpriced",
+)
 
 
 def rpc_error_kind(message: str) -> str:
-    """Classify an eth_sendRawTransaction error: already_known, nonce_too_low, other."""
+    """Classify an eth_sendRawTransaction error: already_known, nonce_too_low, underpriced,
+    other."""
     lowered = message.lower()
     if any(marker in lowered for marker in ALREADY_KNOWN):
         return "already_known"
     if any(marker in lowered for marker in NONCE_TOO_LOW):
         return "nonce_too_low"
+    if any(marker in lowered for marker in UNDERPRICED):
+        return "underpriced"
     return "other"

@@ -11,7 +11,10 @@ No database lock is held across a remote call, and every step resumes from the d
    stores the signed bytes (SIGNED) and moves every linked withdrawal to SIGNED — before any
    broadcast. A crash before this commit leaves a RESERVED row that is signed again at the
    same nonce (the signer returns the bytes it stored or signs the same payload there).
-3. `broadcast`: sends the stored bytes ("already known" is success) and records BROADCAST.
+3. `broadcast`: sends the stored bytes ("already known" is success) and records BROADCAST
+   with the head block at that moment (`broadcast_block`: how long it has waited). When the
+   node answers "replacement transaction underpriced" the row stays SIGNED, its
+   `broadcast_block` is set once, and `replacer.Replacer` replaces it with a bigger bump.
 
 If the signer refuses, `release_nonce` fills the nonce with a zero-value self-transfer and
 puts the withdrawals ON_HOLD, so the wallet never jams on a gap.
@@ -106,6 +109,7 @@ class Payouts:
                 if not linked:
                     raise _NothingLinked
                 payments = [payment for _, payment in linked]
+                calldata = draft.build_calldata(payments)
                 session.add(
                     PayoutTransaction(
                         id=payout_id,
@@ -113,7 +117,8 @@ class Payouts:
                         wallet=draft.wallet,
                         nonce=wallet.next_nonce,
                         to_address=draft.to_address,
-                        raw_tx=draft.build_calldata(payments),  # calldata until signed
+                        raw_tx=calldata,  # calldata until signed
+                        calldata=calldata,
                         tx_hash=f"reserved:{payout_id}",
                         gas_limit=draft.gas_limit,
                         max_fee_per_gas=draft.fees.max_fee_per_gas,
@@ -193,34 +198,21 @@ class Payouts:
                 .where(PayoutItem.payout_tx_id == payout_id)
                 .order_by(PayoutItem.payout_number, PayoutItem.withdrawal_id)
             ).all()
-            token_address = self._token_address(session, [i.withdrawal_id for i in items])
+            token_address = self.token_address(session, [i.withdrawal_id for i in items])
         if payout is None or chain is None:
             return []
         if payout.state == PayoutState.SIGNED:
             return self.broadcast(payout_id)
         if payout.state != PayoutState.RESERVED:
             return []
-        request = signer_pb2.SignTransactionRequest(
-            wallet_address=payout.wallet,
-            chain_id=chain.chain_id,
-            nonce=payout.nonce,
-            to_address=payout.to_address,
-            data=payout.raw_tx,
-            value_wei="0",
-            gas_limit=payout.gas_limit,
-            max_fee_per_gas_wei=str(payout.max_fee_per_gas),
-            max_priority_fee_per_gas_wei=str(payout.max_priority_fee_per_gas),
-            purpose=signer_pb2.PURPOSE_PAYOUT,
-            items=[
-                signer_pb2.PayoutItem(
-                    withdrawal_id=item.withdrawal_id,
-                    recipient_address=item.recipient,
-                    amount_base_units=str(item.amount),
-                    token_address=token_address,
-                    payout_number=item.payout_number,
-                )
-                for item in items
-            ],
+        request = sign_request(
+            payout,
+            chain.chain_id,
+            payout.raw_tx,
+            Fees(payout.max_fee_per_gas, payout.max_priority_fee_per_gas),
+            items,
+            token_address,
+            signer_pb2.PURPOSE_PAYOUT,
         )
         try:
             signed = self.signer.sign(request)
@@ -262,7 +254,7 @@ class Payouts:
         return [*moved, *self.broadcast(payout_id)]
 
     @staticmethod
-    def _token_address(session: Session, withdrawal_ids: Sequence[str]) -> str:
+    def token_address(session: Session, withdrawal_ids: Sequence[str]) -> str:
         if not withdrawal_ids:
             return ""
         address = session.scalar(
@@ -351,6 +343,15 @@ class Payouts:
                     extra={"payout_tx_id": payout_id, "nonce": payout.nonce},
                 )
                 return []
+            if kind == "underpriced":
+                # Another transaction holds this nonce and pays about as much: this one is
+                # replaced with a bigger bump once it has waited (`replacer.Replacer`).
+                self._record_refused(payout_id)
+                log.warning(
+                    "broadcast refused as underpriced; will be replaced with a bigger bump",
+                    extra={"payout_tx_id": payout_id, "nonce": payout.nonce},
+                )
+                return []
             if kind == "other":
                 log.warning(
                     "broadcast failed; will retry",
@@ -365,6 +366,29 @@ class Payouts:
             return []
         return self._record_broadcast(payout_id)
 
+    def head(self) -> int | None:
+        """The head block number, or None when the node does not answer."""
+        try:
+            return int(self.w3.eth.block_number)
+        except (Web3Exception, ValueError, OSError):
+            return None
+
+    def _record_refused(self, payout_id: str) -> None:
+        """Start the clock of a SIGNED payout the node refused as underpriced (once)."""
+        head = self.head()
+        if head is None:
+            return
+        with self.sessions.begin() as session:
+            session.execute(
+                update(PayoutTransaction)
+                .where(
+                    PayoutTransaction.id == payout_id,
+                    PayoutTransaction.state == PayoutState.SIGNED,
+                    PayoutTransaction.broadcast_block.is_(None),
+                )
+                .values(broadcast_block=head, update_time=utcnow())
+            )
+
     def _mined(self, tx_hash: str) -> bool:
         try:
             self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
@@ -374,6 +398,8 @@ class Payouts:
 
     def _record_broadcast(self, payout_id: str) -> list[Moved]:
         moved: list[Moved] = []
+        head = self.head()
+        extra = {} if head is None else {"broadcast_block": head}
         with self.sessions.begin() as session:
             session.execute(
                 update(PayoutTransaction)
@@ -385,6 +411,7 @@ class Payouts:
                     state=PayoutState.BROADCAST,
                     broadcast_count=PayoutTransaction.broadcast_count + 1,
                     update_time=utcnow(),
+                    **extra,
                 )
             )
             for row in self._members(session, payout_id, (State.SIGNED,)):
@@ -399,3 +426,37 @@ class Payouts:
                     )
                 )
         return moved
+
+
+def sign_request(
+    payout: PayoutTransaction,
+    chain_id: int,
+    data: bytes,
+    fees: Fees,
+    items: Sequence[PayoutItem],
+    token_address: str,
+    purpose: signer_pb2.Purpose.ValueType,
+) -> signer_pb2.SignTransactionRequest:
+    """What to ask the signer for `payout` at its (wallet, nonce), paying `items`."""
+    return signer_pb2.SignTransactionRequest(
+        wallet_address=payout.wallet,
+        chain_id=chain_id,
+        nonce=payout.nonce,
+        to_address=payout.to_address,
+        data=data,
+        value_wei="0",
+        gas_limit=payout.gas_limit,
+        max_fee_per_gas_wei=str(fees.max_fee_per_gas),
+        max_priority_fee_per_gas_wei=str(fees.max_priority_fee_per_gas),
+        purpose=purpose,
+        items=[
+            signer_pb2.PayoutItem(
+                withdrawal_id=item.withdrawal_id,
+                recipient_address=item.recipient,
+                amount_base_units=str(item.amount),
+                token_address=token_address,
+                payout_number=item.payout_number,
+            )
+            for item in items
+        ],
+    )

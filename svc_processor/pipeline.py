@@ -31,6 +31,7 @@ from web3 import Web3
 
 from svc_processor.chain_reads import ChainReads, WouldRevert
 from svc_processor.payouts import ACTOR, Draft, Kind, Payouts
+from svc_processor.replacer import Replacer
 from svc_processor.signer_client import SignerClient
 from withdrawal_shared.chain.erc20 import encode_transfer
 from withdrawal_shared.chain.fees import FeeCapExceeded, FeePolicy
@@ -91,6 +92,8 @@ class BatchSettings:
     max_in_flight_per_wallet: int = 16
     gas_margin_pct: int = 25
     hold_recheck_seconds: float = 2.0  # how often a group that is all ON_HOLD is re-planned
+    stuck_after_blocks: int = 5  # blocks without a receipt before a payout is replaced
+    replacement_bump_pct: int = 15  # tip and max fee raise of a replacement (10 at least)
 
 
 class Pipeline:
@@ -107,6 +110,7 @@ class Pipeline:
         self.batch = batch
         self.reads = ChainReads(w3)
         self.payouts = Payouts(sessions, w3, signer, chain)
+        self.replacer = Replacer(sessions, w3, signer, self.payouts, chain)
         self.reference = ReferenceCache(sessions)
         # token id -> monotonic time before which a group of only held rows is not re-planned
         self._recheck_after: dict[int, float] = {}
@@ -137,7 +141,8 @@ class Pipeline:
         return moved
 
     def resume_payouts(self) -> list[Moved]:
-        """Finish what a crash interrupted: sign RESERVED payouts, send SIGNED ones."""
+        """Finish what a crash interrupted: sign RESERVED payouts, send SIGNED ones; then
+        replace the stuck ones (`replace_stuck`)."""
         with self.sessions() as session:
             rows = session.execute(
                 select(PayoutTransaction.id, PayoutTransaction.state)
@@ -153,7 +158,15 @@ class Pipeline:
                 moved.extend(self.payouts.sign_reserved(row.id))
             else:
                 moved.extend(self.payouts.broadcast(row.id))
+        moved.extend(self.replace_stuck())
         return moved
+
+    def replace_stuck(self) -> list[Moved]:
+        """Replace payouts not mined `stuck_after_blocks` after their broadcast, at the same
+        nonce with fees raised by `replacement_bump_pct` (see `replacer.py`)."""
+        return self.replacer.replace_stuck(
+            self.batch.stuck_after_blocks, self.batch.replacement_bump_pct
+        )
 
     def stalled(self, older_than_seconds: float) -> list[str]:
         """Withdrawals to look at again before any payout holds them (the queue may have

@@ -17,20 +17,80 @@ import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.orm import Session, sessionmaker
 from web3 import HTTPProvider, Web3
 
-from svc_processor.consumer import TaskConsumer
+from svc_processor.consumer import DeadLetter, TaskConsumer
 from svc_processor.errors import TransientError
+from svc_processor.payouts import ACTOR
 from svc_processor.pipeline import BatchSettings, Pipeline
 from svc_processor.settings import ProcessorSettings
 from svc_processor.signer_client import SignerClient
 from withdrawal_shared import queue
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
-from withdrawal_shared.db.transitions import Moved
+from withdrawal_shared.db.models import Withdrawal
+from withdrawal_shared.db.transitions import Moved, TransitionConflict, move
+from withdrawal_shared.states import TERMINAL, State
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "assetwithdrawal.processor"
+DEAD_LETTERED = "DEAD_LETTERED"
+# Signed or later: the sweeper and the monitor own these; a dead letter never touches them.
+PAST_SIGNING = frozenset({State.SIGNED, State.BROADCAST, State.CONFIRMING})
+
+
+def hold_dead_lettered(sessions: sessionmaker[Session], letter: DeadLetter) -> list[Moved]:
+    """Put a dead-lettered task's withdrawal ON_HOLD (reason DEAD_LETTERED) for an operator.
+
+    Idempotent: a withdrawal already held for this reason is left alone. Only withdrawals not
+    yet in a payout are held; terminal, signed or later ones, ones a reserved payout already
+    holds, and ones ON_HOLD for another reason are only logged (the sweeper, the monitor or
+    that hold own them). Retries a concurrent move (compare-and-set) a few times.
+    """
+    message = (
+        f"The processor gave up on this withdrawal's task after {letter.deliveries} "
+        f"deliveries; nothing was paid. An operator must look: the task is in the dead-letter "
+        f"stream (message {letter.message_id} of {letter.stream}). Last error: {letter.error}"
+    )
+    for _ in range(3):
+        try:
+            return _hold_once(sessions, letter.withdrawal_id, message)
+        except TransitionConflict:
+            continue
+    raise TransientError(f"withdrawal {letter.withdrawal_id} kept moving; hold not written")
+
+
+def _hold_once(sessions: sessionmaker[Session], withdrawal_id: str, message: str) -> list[Moved]:
+    with sessions.begin() as session:
+        row = session.get(Withdrawal, withdrawal_id)
+        if row is None:
+            log.warning(
+                "dead letter for an unknown withdrawal", extra={"withdrawal_id": withdrawal_id}
+            )
+            return []
+        state = State(row.state)
+        if state == State.ON_HOLD and row.state_reason == DEAD_LETTERED:
+            return []  # held already (a dead letter written twice after a crash)
+        if (
+            state in TERMINAL
+            or state in PAST_SIGNING
+            or state == State.ON_HOLD
+            or row.payout_tx_id is not None
+        ):
+            log.error(
+                "dead-lettered task's withdrawal left in its state (it is owned elsewhere)",
+                extra={
+                    "withdrawal_id": row.id,
+                    "state": state.value,
+                    "state_reason": row.state_reason,
+                    "payout_tx_id": row.payout_tx_id,
+                },
+            )
+            return []
+        return [
+            move(session, row, State.ON_HOLD, actor=ACTOR, reason=DEAD_LETTERED, message=message)
+        ]
 
 
 class ProcessorServer:
@@ -56,11 +116,14 @@ class ProcessorServer:
                 gas_budget=settings.batch_gas_budget,
                 max_in_flight_per_wallet=settings.max_in_flight_per_wallet,
                 gas_margin_pct=settings.gas_margin_pct,
+                stuck_after_blocks=settings.stuck_after_blocks,
+                replacement_bump_pct=settings.replacement_bump_pct,
             ),
         )
         self._health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.consumer: TaskConsumer | None = None
 
     async def start(self) -> None:
         server = grpc.aio.server()
@@ -78,7 +141,11 @@ class ProcessorServer:
             self.settings.consumer_name,
             self.handle,
             self.settings.claim_idle_seconds,
+            claim_interval_seconds=self.settings.claim_interval_seconds,
+            max_deliveries=self.settings.max_deliveries,
+            on_dead_letter=self.dead_lettered,
         )
+        self.consumer = consumer
         self._tasks = [
             asyncio.create_task(consumer.run(), name="consumer"),
             asyncio.create_task(self._sweep_forever(), name="sweeper"),
@@ -98,6 +165,11 @@ class ProcessorServer:
     async def handle(self, withdrawal_id: str) -> None:
         """Process one task (raises TransientError to leave it unacknowledged)."""
         await self._run(self.pipeline.process, withdrawal_id)
+
+    async def dead_lettered(self, letter: DeadLetter) -> None:
+        """The consumer gave up on a task: hold its withdrawal for an operator (on the
+        pipeline's thread, so it never races this process's own processing of it)."""
+        await self._run(hold_dead_lettered, self.pipeline.sessions, letter)
 
     async def _batch_forever(self) -> None:
         while True:

@@ -40,6 +40,14 @@ class ProcessorSettings:
     claim_idle_seconds: float = 30.0
     """PROCESSOR_CLAIM_IDLE_SECONDS: a message unacknowledged this long (its consumer died
     or failed transiently) is claimed by another consumer."""
+    claim_interval_seconds: float = 5.0
+    """PROCESSOR_CLAIM_INTERVAL_SECONDS: how often this consumer looks for idle tasks to claim
+    (it also looks once at start, so a restarted processor takes over at once)."""
+    max_deliveries: int = 5
+    """PROCESSOR_MAX_DELIVERIES: a task delivered this many times without success (counted by
+    Redis, across consumers) goes to the dead-letter stream `<prefix>tasks:dead` and its
+    withdrawal, if not yet signed, to ON_HOLD with reason DEAD_LETTERED for an operator.
+    Transient failures (chain RPC or signer unavailable) are handed to the sweeper instead."""
     sweep_interval_seconds: float = 5.0
     """PROCESSOR_SWEEP_INTERVAL_SECONDS: how often the sweeper looks for stalled work."""
     sweep_age_seconds: float = 15.0
@@ -62,6 +70,12 @@ class ProcessorSettings:
     max_in_flight_per_wallet: int = 16
     """PROCESSOR_MAX_IN_FLIGHT_PER_WALLET: unmined payout transactions per hot wallet at most
     (consecutive nonces)."""
+    stuck_after_blocks: int = 5
+    """PROCESSOR_STUCK_AFTER_BLOCKS: a broadcast payout without a receipt this many blocks
+    after its broadcast is replaced at the same nonce with higher fees."""
+    replacement_bump_pct: int = 15
+    """PROCESSOR_REPLACEMENT_BUMP_PCT: how much a replacement raises both the tip and the
+    max fee (at least 10, what nodes require to accept a replacement)."""
 
     @classmethod
     def from_env(cls) -> ProcessorSettings:
@@ -79,6 +93,10 @@ class ProcessorSettings:
             consumer_name=env_str("PROCESSOR_CONSUMER_NAME", "")
             or f"{socket.gethostname()}-{os.getpid()}",
             claim_idle_seconds=env_float("PROCESSOR_CLAIM_IDLE_SECONDS", d.claim_idle_seconds),
+            claim_interval_seconds=env_float(
+                "PROCESSOR_CLAIM_INTERVAL_SECONDS", d.claim_interval_seconds
+            ),
+            max_deliveries=env_int("PROCESSOR_MAX_DELIVERIES", d.max_deliveries, minimum=1),
             sweep_interval_seconds=env_float(
                 "PROCESSOR_SWEEP_INTERVAL_SECONDS", d.sweep_interval_seconds
             ),
@@ -97,5 +115,11 @@ class ProcessorSettings:
             batch_poll_seconds=env_float("PROCESSOR_BATCH_POLL_SECONDS", d.batch_poll_seconds),
             max_in_flight_per_wallet=env_int(
                 "PROCESSOR_MAX_IN_FLIGHT_PER_WALLET", d.max_in_flight_per_wallet, minimum=1
+            ),
+            stuck_after_blocks=env_int(
+                "PROCESSOR_STUCK_AFTER_BLOCKS", d.stuck_after_blocks, minimum=1
+            ),
+            replacement_bump_pct=env_int(
+                "PROCESSOR_REPLACEMENT_BUMP_PCT", d.replacement_bump_pct, minimum=10
             ),
         )

@@ -3,6 +3,8 @@
 - Tasks: one Redis Stream per priority (`<prefix>tasks:<priority>`), read by the processor's
   consumer group. A task is only a hint that a withdrawal needs work; the database is the
   source of truth, and a sweeper re-enqueues rows that sit too long in a state.
+- Dead letters: a task that failed `PROCESSOR_MAX_DELIVERIES` times moves to the stream
+  `<prefix>tasks:dead` (its withdrawal to ON_HOLD, reason DEAD_LETTERED).
 - Events: after a state change commits, a message on the pub/sub channel
   `<prefix>events:<withdrawal id>` wakes whoever watches it (WatchWithdrawal), and a copy goes
   to the `<prefix>events` stream for consumers such as webhooks.
@@ -40,6 +42,13 @@ class QueueNames:
     @property
     def events_stream(self) -> str:
         return f"{self.prefix}events"
+
+    @property
+    def dead_letters(self) -> str:
+        """Tasks the processor gave up on (see svc_processor.consumer): one entry per dead
+        letter with the original task bytes, its source stream and id, its delivery count, the
+        last error and when; read by operators, never consumed automatically."""
+        return f"{self.prefix}tasks:dead"
 
 
 def encode_task(withdrawal_id: str, priority: Priority) -> bytes:

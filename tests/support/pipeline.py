@@ -104,12 +104,15 @@ def running_pipeline(
     batch_max_items: int = 300,
     batch_max_wait_seconds: float = 1.0,
     max_in_flight_per_wallet: int = ProcessorSettings.max_in_flight_per_wallet,
+    stuck_after_blocks: int = ProcessorSettings.stuck_after_blocks,
+    replacement_bump_pct: int = ProcessorSettings.replacement_bump_pct,
 ) -> Iterator[Pipeline]:
     """Start anvil, bootstrap the chain and database for the signer at `signer_target` (every
     hot wallet it lists), and run the gateway, processor and monitor against them. With
     `payout_vault` the processor pays through the PayoutVault in batches; without, one ERC-20
     transfer per withdrawal. `max_in_flight_per_wallet` bounds the payouts in flight per hot
-    wallet (the processor's setting)."""
+    wallet (the processor's setting); `stuck_after_blocks` and `replacement_bump_pct` when a
+    payout without a receipt is replaced at its nonce, and with how much higher fees."""
     with AnvilProcess(block_time=0.5) as anvil:
         w3 = anvil.web3()
         boot = bootstrap(
@@ -130,23 +133,25 @@ def running_pipeline(
                 shutdown_grace_seconds=1.0,
             )
         )
-        processor = ThreadedServer(
-            ProcessorServer(
-                ProcessorSettings(
-                    **common,
-                    redis_prefix=redis_prefix,
-                    chain_rpc_url=anvil.rpc_url,
-                    signer_target=signer_target,
-                    grpc_port=0,
-                    sweep_interval_seconds=0.5,
-                    sweep_age_seconds=1.0,
-                    batch_max_items=batch_max_items,
-                    batch_max_wait_seconds=batch_max_wait_seconds,
-                    batch_poll_seconds=0.1,
-                    max_in_flight_per_wallet=max_in_flight_per_wallet,
-                )
+        processor_server = ProcessorServer(
+            ProcessorSettings(
+                **common,
+                redis_prefix=redis_prefix,
+                chain_rpc_url=anvil.rpc_url,
+                signer_target=signer_target,
+                grpc_port=0,
+                sweep_interval_seconds=0.5,
+                sweep_age_seconds=1.0,
+                batch_max_items=batch_max_items,
+                batch_max_wait_seconds=batch_max_wait_seconds,
+                batch_poll_seconds=0.1,
+                max_in_flight_per_wallet=max_in_flight_per_wallet,
+                stuck_after_blocks=stuck_after_blocks,
+                replacement_bump_pct=replacement_bump_pct,
             )
         )
+        assert processor_server.pipeline.batch.stuck_after_blocks == stuck_after_blocks
+        processor = ThreadedServer(processor_server)
         monitor = ThreadedServer(
             MonitorServer(
                 MonitorSettings(

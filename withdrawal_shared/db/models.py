@@ -194,6 +194,12 @@ class PayoutTransaction(Base):
     update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
     # transfer (one ERC-20 transfer), vault (PayoutVault.payout), nonce_release (a no-op)
     kind: Mapped[str] = mapped_column(String(16), server_default="transfer")
+    # The unsigned payload: a replacement re-signs exactly this at the same nonce.
+    calldata: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The head block when it was first broadcast (or first refused as underpriced).
+    broadcast_block: Mapped[int | None] = mapped_column(BigInteger)
+    # The row at the same (wallet, nonce) this one replaced (with higher fees).
+    replaces_id: Mapped[str | None] = mapped_column(String(26))
 
 
 class PayoutVault(Base):
