@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from withdrawal_shared.settings import (
-    DEFAULT_DATABASE_URL,
-    DEFAULT_REDIS_URL,
+    StoreSettings,
     env_float,
     env_int,
     env_str,
@@ -14,13 +13,7 @@ from withdrawal_shared.settings import (
 
 
 @dataclass(frozen=True)
-class GatewaySettings:
-    database_url: str = DEFAULT_DATABASE_URL
-    """DATABASE_URL: SQLAlchemy URL (mysql+pymysql://... or sqlite:///...)."""
-    redis_url: str = DEFAULT_REDIS_URL
-    """REDIS_URL: the queue and event channel."""
-    redis_prefix: str = "aws:"
-    """REDIS_PREFIX: prefix of every Redis key this stack uses."""
+class GatewaySettings(StoreSettings):
     grpc_host: str = "127.0.0.1"
     """GATEWAY_GRPC_HOST."""
     grpc_port: int = 50051
@@ -46,9 +39,7 @@ class GatewaySettings:
     def from_env(cls) -> GatewaySettings:
         d = cls()
         return cls(
-            database_url=env_str("DATABASE_URL", d.database_url),
-            redis_url=env_str("REDIS_URL", d.redis_url),
-            redis_prefix=env_str("REDIS_PREFIX", d.redis_prefix),
+            **StoreSettings.store_env(),
             grpc_host=env_str("GATEWAY_GRPC_HOST", d.grpc_host),
             grpc_port=env_int("GATEWAY_GRPC_PORT", d.grpc_port, minimum=0),
             http_host=env_str("GATEWAY_HTTP_HOST", d.http_host),

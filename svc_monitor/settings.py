@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from withdrawal_shared.settings import (
-    DEFAULT_DATABASE_URL,
-    DEFAULT_REDIS_URL,
+    ChainSettings,
     env_float,
     env_int,
     env_str,
@@ -14,17 +13,7 @@ from withdrawal_shared.settings import (
 
 
 @dataclass(frozen=True)
-class MonitorSettings:
-    database_url: str = DEFAULT_DATABASE_URL
-    """DATABASE_URL: SQLAlchemy URL (mysql+pymysql://... or sqlite:///...)."""
-    redis_url: str = DEFAULT_REDIS_URL
-    """REDIS_URL: where state-change events are published."""
-    redis_prefix: str = "aws:"
-    """REDIS_PREFIX: prefix of every Redis key this stack uses."""
-    chain: str = "polygon"
-    """CHAIN: the `chains.name` this monitor follows (one monitor per chain)."""
-    chain_rpc_url: str = "http://127.0.0.1:8545"
-    """CHAIN_RPC_URL: JSON-RPC endpoint of a node on that chain."""
+class MonitorSettings(ChainSettings):
     rpc_timeout_seconds: float = 10.0
     """MONITOR_RPC_TIMEOUT_SECONDS: timeout of one JSON-RPC request."""
     poll_seconds: float = 0.5
@@ -46,11 +35,7 @@ class MonitorSettings:
     def from_env(cls) -> MonitorSettings:
         d = cls()
         return cls(
-            database_url=env_str("DATABASE_URL", d.database_url),
-            redis_url=env_str("REDIS_URL", d.redis_url),
-            redis_prefix=env_str("REDIS_PREFIX", d.redis_prefix),
-            chain=env_str("CHAIN", d.chain),
-            chain_rpc_url=env_str("CHAIN_RPC_URL", d.chain_rpc_url),
+            **ChainSettings.chain_env(),
             rpc_timeout_seconds=env_float("MONITOR_RPC_TIMEOUT_SECONDS", d.rpc_timeout_seconds),
             poll_seconds=env_float("MONITOR_POLL_SECONDS", d.poll_seconds),
             batch_size=env_int("MONITOR_BATCH_SIZE", d.batch_size, minimum=1),

@@ -7,8 +7,7 @@ import socket
 from dataclasses import dataclass
 
 from withdrawal_shared.settings import (
-    DEFAULT_DATABASE_URL,
-    DEFAULT_REDIS_URL,
+    ChainSettings,
     env_float,
     env_int,
     env_str,
@@ -16,17 +15,7 @@ from withdrawal_shared.settings import (
 
 
 @dataclass(frozen=True)
-class ProcessorSettings:
-    database_url: str = DEFAULT_DATABASE_URL
-    """DATABASE_URL: SQLAlchemy URL (mysql+pymysql://... or sqlite:///...)."""
-    redis_url: str = DEFAULT_REDIS_URL
-    """REDIS_URL: the task streams."""
-    redis_prefix: str = "aws:"
-    """REDIS_PREFIX: prefix of every Redis key this stack uses."""
-    chain: str = "polygon"
-    """CHAIN: the chains-table row this processor pays out on."""
-    chain_rpc_url: str = "http://127.0.0.1:8545"
-    """CHAIN_RPC_URL: the chain's JSON-RPC endpoint."""
+class ProcessorSettings(ChainSettings):
     signer_target: str = "127.0.0.1:50052"
     """SIGNER_TARGET: host:port of svc_signer."""
     grpc_host: str = "127.0.0.1"
@@ -81,11 +70,7 @@ class ProcessorSettings:
     def from_env(cls) -> ProcessorSettings:
         d = cls()
         return cls(
-            database_url=env_str("DATABASE_URL", d.database_url),
-            redis_url=env_str("REDIS_URL", d.redis_url),
-            redis_prefix=env_str("REDIS_PREFIX", d.redis_prefix),
-            chain=env_str("CHAIN", d.chain),
-            chain_rpc_url=env_str("CHAIN_RPC_URL", d.chain_rpc_url),
+            **ChainSettings.chain_env(),
             signer_target=env_str("SIGNER_TARGET", d.signer_target),
             grpc_host=env_str("PROCESSOR_GRPC_HOST", d.grpc_host),
             grpc_port=env_int("PROCESSOR_GRPC_PORT", d.grpc_port, minimum=0),

@@ -7,7 +7,9 @@ it with `from_env()`; these helpers parse values and fail with a message naming 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from withdrawal_shared.errors import WithdrawalSystemError
 
@@ -59,3 +61,54 @@ def env_bool(name: str, default: bool) -> bool:
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise SettingsError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+class StoreEnv(TypedDict):
+    database_url: str
+    redis_url: str
+    redis_prefix: str
+
+
+class ChainEnv(StoreEnv):
+    chain: str
+    chain_rpc_url: str
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Settings every service with state shares: its database and its Redis."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    """DATABASE_URL: SQLAlchemy URL (mysql+pymysql://... or sqlite:///...)."""
+    redis_url: str = DEFAULT_REDIS_URL
+    """REDIS_URL: the task streams and the state-change events."""
+    redis_prefix: str = "aws:"
+    """REDIS_PREFIX: prefix of every Redis key this stack uses."""
+
+    @staticmethod
+    def store_env() -> StoreEnv:
+        d = StoreSettings()
+        return StoreEnv(
+            database_url=env_str("DATABASE_URL", d.database_url),
+            redis_url=env_str("REDIS_URL", d.redis_url),
+            redis_prefix=env_str("REDIS_PREFIX", d.redis_prefix),
+        )
+
+
+@dataclass(frozen=True)
+class ChainSettings(StoreSettings):
+    """Settings of a service that works on one chain through its JSON-RPC endpoint."""
+
+    chain: str = "polygon"
+    """CHAIN: the `chains.name` this service works on (one process per chain)."""
+    chain_rpc_url: str = "http://127.0.0.1:8545"
+    """CHAIN_RPC_URL: JSON-RPC endpoint of a node on that chain."""
+
+    @staticmethod
+    def chain_env() -> ChainEnv:
+        d = ChainSettings()
+        return ChainEnv(
+            **StoreSettings.store_env(),
+            chain=env_str("CHAIN", d.chain),
+            chain_rpc_url=env_str("CHAIN_RPC_URL", d.chain_rpc_url),
+        )
