@@ -16,12 +16,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from svc_signer.keys.keystore import KeystoreBackend
-from svc_signer.server import SignerServer
-from svc_signer.settings import SignerSettings
 from tests.support.databases import mariadb_database
 from tests.support.pipeline import Pipeline, running_pipeline
-from tests.support.services import ThreadedServer
+from tests.support.signers import keystore_signer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,22 +42,11 @@ def keystore_pipeline(
     module_redis_prefix: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pipeline]:
-    keys = tmp_path_factory.mktemp("keystore")
-    backend = KeystoreBackend.load_or_create(
-        keys / "keystore.json", "e2e-password", kdf="pbkdf2", iterations=2
-    )
-    signer = ThreadedServer(
-        SignerServer(
-            SignerSettings(database_url=e2e_database, grpc_port=0, shutdown_grace_seconds=1.0),
-            backend,
-        )
-    )
-    target = f"127.0.0.1:{signer.server.grpc_port}"  # type: ignore[attr-defined]
-    try:
-        with running_pipeline(e2e_database, redis_url, module_redis_prefix, target) as pipeline:
-            yield pipeline
-    finally:
-        signer.close()
+    with (
+        keystore_signer(e2e_database, tmp_path_factory.mktemp("keystore")) as target,
+        running_pipeline(e2e_database, redis_url, module_redis_prefix, target) as pipeline,
+    ):
+        yield pipeline
 
 
 @pytest.fixture(scope="module")
@@ -72,19 +58,9 @@ def vault_pipeline(
 ) -> Iterator[Pipeline]:
     """The pipeline paying through the PayoutVault: batches of at most 50 that close when
     full, after 30 s, or at once for a PRIORITY or EMERGENCY withdrawal."""
-    keys = tmp_path_factory.mktemp("keystore")
-    backend = KeystoreBackend.load_or_create(
-        keys / "keystore.json", "e2e-password", kdf="pbkdf2", iterations=2
-    )
-    signer = ThreadedServer(
-        SignerServer(
-            SignerSettings(database_url=e2e_database, grpc_port=0, shutdown_grace_seconds=1.0),
-            backend,
-        )
-    )
-    target = f"127.0.0.1:{signer.server.grpc_port}"  # type: ignore[attr-defined]
-    try:
-        with running_pipeline(
+    with (
+        keystore_signer(e2e_database, tmp_path_factory.mktemp("keystore")) as target,
+        running_pipeline(
             e2e_database,
             redis_url,
             module_redis_prefix,
@@ -92,10 +68,9 @@ def vault_pipeline(
             payout_vault=True,
             batch_max_items=50,
             batch_max_wait_seconds=30,
-        ) as pipeline:
-            yield pipeline
-    finally:
-        signer.close()
+        ) as pipeline,
+    ):
+        yield pipeline
 
 
 def _wait_serving(target: str, process: subprocess.Popen[bytes], log: Path) -> None:

@@ -13,12 +13,9 @@ from web3 import Web3
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
 from svc_processor.replacer import raised
-from svc_signer.keys.keystore import KeystoreBackend
-from svc_signer.server import SignerServer
-from svc_signer.settings import SignerSettings
 from tests.support.pipeline import Pipeline, running_pipeline, wait_until
 from tests.support.requests import create_request, fresh_address
-from tests.support.services import ThreadedServer
+from tests.support.signers import keystore_signer
 from withdrawal_shared.chain.anvil import drop_transaction, mine, set_interval_mining
 from withdrawal_shared.chain.types import HexStr
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
@@ -37,19 +34,9 @@ def stuck_pipeline(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pipeline]:
     """The vault pipeline (as `vault_pipeline`), replacing payouts stuck for 3 blocks."""
-    keys = tmp_path_factory.mktemp("keystore")
-    backend = KeystoreBackend.load_or_create(
-        keys / "keystore.json", "e2e-password", kdf="pbkdf2", iterations=2
-    )
-    signer = ThreadedServer(
-        SignerServer(
-            SignerSettings(database_url=e2e_database, grpc_port=0, shutdown_grace_seconds=1.0),
-            backend,
-        )
-    )
-    target = f"127.0.0.1:{signer.server.grpc_port}"  # type: ignore[attr-defined]
-    try:
-        with running_pipeline(
+    with (
+        keystore_signer(e2e_database, tmp_path_factory.mktemp("keystore")) as target,
+        running_pipeline(
             e2e_database,
             redis_url,
             module_redis_prefix,
@@ -59,10 +46,9 @@ def stuck_pipeline(
             batch_max_wait_seconds=0.5,
             stuck_after_blocks=STUCK_AFTER_BLOCKS,
             replacement_bump_pct=15,
-        ) as pipeline:
-            yield pipeline
-    finally:
-        signer.close()
+        ) as pipeline,
+    ):
+        yield pipeline
 
 
 def _payouts(p: Pipeline, withdrawal_id: str) -> list[PayoutTransaction]:

@@ -13,12 +13,9 @@ from sqlalchemy import select
 from web3 import Web3
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
-from svc_signer.keys.keystore import KeystoreBackend, keystore_paths
-from svc_signer.server import SignerServer
-from svc_signer.settings import SignerSettings
 from tests.support.pipeline import Pipeline, running_pipeline, signer_wallets, wait_until
 from tests.support.requests import create_request, fresh_address
-from tests.support.services import ThreadedServer
+from tests.support.signers import keystore_signer
 from withdrawal_shared.chain.anvil import set_automine, set_interval_mining
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import PayoutTransaction
@@ -37,20 +34,9 @@ def two_wallet_pipeline(
     """The vault pipeline with a signer holding two keystore keys (keystore.json and
     keystore-1.json, as SIGNER_KEYSTORE_COUNT=2 lays them out), one payout per batch and at
     most one payout in flight per wallet."""
-    keys = tmp_path_factory.mktemp("keystores")
-    backends = [
-        KeystoreBackend.load_or_create(path, "e2e-password", kdf="pbkdf2", iterations=2)
-        for path in keystore_paths(keys / "keystore.json", 2)
-    ]
-    signer = ThreadedServer(
-        SignerServer(
-            SignerSettings(database_url=e2e_database, grpc_port=0, shutdown_grace_seconds=1.0),
-            backends,
-        )
-    )
-    target = f"127.0.0.1:{signer.server.grpc_port}"  # type: ignore[attr-defined]
-    try:
-        assert signer_wallets(target) == [backend.address for backend in backends]
+    with keystore_signer(e2e_database, tmp_path_factory.mktemp("keystores"), keys=2) as target:
+        wallets = signer_wallets(target)
+        assert len(wallets) == 2
         with running_pipeline(
             e2e_database,
             redis_url,
@@ -62,8 +48,6 @@ def two_wallet_pipeline(
             max_in_flight_per_wallet=1,
         ) as pipeline:
             yield pipeline
-    finally:
-        signer.close()
 
 
 def _payouts(p: Pipeline) -> list[PayoutTransaction]:

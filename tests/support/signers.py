@@ -1,0 +1,32 @@
+"""Signers for tests: a real SignerServer in this process, its keys in keystore files."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from svc_signer.keys.keystore import KeystoreBackend, keystore_paths
+from svc_signer.server import SignerServer
+from svc_signer.settings import SignerSettings
+from tests.support.services import ThreadedServer
+
+
+@contextlib.contextmanager
+def keystore_signer(database_url: str, directory: Path, keys: int = 1) -> Iterator[str]:
+    """A SignerServer in this process holding `keys` keystore keys (laid out as
+    SIGNER_KEYSTORE_COUNT does); yields its gRPC target."""
+    backends = [
+        KeystoreBackend.load_or_create(path, "e2e-password", kdf="pbkdf2", iterations=2)
+        for path in keystore_paths(directory / "keystore.json", keys)
+    ]
+    signer = ThreadedServer(
+        SignerServer(
+            SignerSettings(database_url=database_url, grpc_port=0, shutdown_grace_seconds=1.0),
+            backends,
+        )
+    )
+    try:
+        yield f"127.0.0.1:{signer.server.grpc_port}"  # type: ignore[attr-defined]
+    finally:
+        signer.close()
