@@ -58,6 +58,7 @@ from withdrawal_shared.chain.payout import (
     TRANSFER_RETURNED_FALSE_REASON,
     decode_payout_events,
 )
+from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool
 from withdrawal_shared.chain.types import HexStr
 from withdrawal_shared.db.models import Chain, PayoutItem, PayoutTransaction, Withdrawal
 from withdrawal_shared.db.transitions import Moved, TransitionConflict, move, utcnow
@@ -179,9 +180,14 @@ class ChainFollower:
         *,
         batch_size: int = 500,
         actor: str = ACTOR,
+        pool: RpcPool | None = None,
     ) -> None:
         self._sessions = sessions
         self._w3 = w3
+        if pool is None and isinstance(w3.provider, PoolProvider):
+            pool = w3.provider.pool
+        # Re-broadcasts go to every healthy provider of this pool (None: through `w3` alone).
+        self._pool = pool
         self.chain = chain
         self._batch_size = batch_size
         self._actor = actor
@@ -771,6 +777,20 @@ class ChainFollower:
 
     def _rebroadcast(self, row: _Row, raw: bytes) -> bool:
         """Send the stored signed bytes again; True when the node has them (now or before)."""
+        if self._pool is not None:
+            outcome = self._pool.send_raw_transaction(raw)
+            if outcome.status in ("accepted", "already_known", "nonce_too_low"):
+                return True
+            log.warning(
+                "re-broadcast not accepted by any RPC provider; retrying every poll",
+                extra={
+                    "payout_tx_id": row.id,
+                    "tx_hash": row.tx_hash,
+                    "send_status": outcome.status,
+                    "error": "; ".join(f"{r.url}: {r.error}" for r in outcome.results if r.error),
+                },
+            )
+            return False
         try:
             self._w3.eth.send_raw_transaction(raw)
         except (Web3RPCError, ValueError) as exc:

@@ -17,6 +17,7 @@ from web3 import Web3
 
 from svc_monitor.follower import ChainFollower, PollReport
 from svc_monitor.settings import MonitorSettings
+from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.queue import QueueNames, publish
 
@@ -40,13 +41,17 @@ class MonitorServer:
             settings.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0
         )
         self._names = QueueNames(settings.redis_prefix)
-        w3 = Web3(
-            Web3.HTTPProvider(
-                settings.chain_rpc_url, request_kwargs={"timeout": settings.rpc_timeout_seconds}
-            )
+        # Every CHAIN_RPC_URL provider, with failover; re-broadcasts go to all healthy ones.
+        self.rpc_pool = RpcPool(
+            settings.chain_rpc_urls, request_timeout=settings.rpc_timeout_seconds
         )
+        w3 = Web3(PoolProvider(self.rpc_pool))
         self.follower = ChainFollower(
-            make_sessionmaker(self._engine), w3, settings.chain, batch_size=settings.batch_size
+            make_sessionmaker(self._engine),
+            w3,
+            settings.chain,
+            batch_size=settings.batch_size,
+            pool=self.rpc_pool,
         )
         self._health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
@@ -83,6 +88,7 @@ class MonitorServer:
     async def _follow(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            self.rpc_pool.log_health_if_degraded()
             try:
                 report = await loop.run_in_executor(self._executor, self.follower.poll_once)
             except Exception as exc:

@@ -15,6 +15,9 @@ No database lock is held across a remote call, and every step resumes from the d
    with the head block at that moment (`broadcast_block`: how long it has waited). When the
    node answers "replacement transaction underpriced" the row stays SIGNED, its
    `broadcast_block` is set once, and `replacer.Replacer` replaces it with a bigger bump.
+   With an `RpcPool` (the server's `Web3(PoolProvider(pool))`) the bytes go to every healthy
+   provider and the pool's classified `SendOutcome` is handled the same way; when no provider
+   answered the row stays SIGNED (the bytes may have been sent) and the sweeper re-sends them.
 
 If the signer refuses, `release_nonce` fills the nonce with a zero-value self-transfer and
 puts the withdrawals ON_HOLD, so the wallet never jams on a gap.
@@ -36,6 +39,7 @@ from svc_processor.errors import SignerRefused, rpc_error_kind
 from svc_processor.signer_client import SignerClient
 from withdrawal_shared.chain.fees import Fees
 from withdrawal_shared.chain.payout import Payment
+from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool, SendOutcome
 from withdrawal_shared.db.models import (
     Chain,
     HotWallet,
@@ -82,12 +86,21 @@ class _NothingLinked(Exception):
 
 class Payouts:
     def __init__(
-        self, sessions: sessionmaker[Session], w3: Web3, signer: SignerClient, chain: str
+        self,
+        sessions: sessionmaker[Session],
+        w3: Web3,
+        signer: SignerClient,
+        chain: str,
+        pool: RpcPool | None = None,
     ) -> None:
         self.sessions = sessions
         self.w3 = w3
         self.signer = signer
         self.chain = chain
+        if pool is None and isinstance(w3.provider, PoolProvider):
+            pool = w3.provider.pool
+        self.pool = pool
+        """Broadcasts go to every healthy provider of this pool (None: through `w3` alone)."""
 
     # -- 1. reserve ----------------------------------------------------------------------
 
@@ -333,6 +346,8 @@ class Payouts:
             payout = session.get(PayoutTransaction, payout_id)
         if payout is None or payout.state != PayoutState.SIGNED:
             return []
+        if self.pool is not None:
+            return self._broadcast_to_pool(payout, self.pool.send_raw_transaction(payout.raw_tx))
         try:
             self.w3.eth.send_raw_transaction(payout.raw_tx)
         except (Web3Exception, ValueError) as exc:
@@ -365,6 +380,37 @@ class Payouts:
             )
             return []
         return self._record_broadcast(payout_id)
+
+    def _broadcast_to_pool(self, payout: PayoutTransaction, outcome: SendOutcome) -> list[Moved]:
+        """Handle what the pool's providers said to the payout's bytes (see `broadcast`)."""
+        status = outcome.status
+        extra = {"payout_tx_id": payout.id, "nonce": payout.nonce, "send_status": status}
+        if status in ("accepted", "already_known"):
+            return self._record_broadcast(payout.id)
+        if status == "nonce_too_low":
+            if self._mined(payout.tx_hash):
+                return self._record_broadcast(payout.id)
+            log.error("nonce already used by another transaction", extra=extra)
+            return []
+        if status == "underpriced":
+            self._record_refused(payout.id)
+            log.warning(
+                "broadcast refused as underpriced; will be replaced with a bigger bump",
+                extra=extra,
+            )
+            return []
+        errors = "; ".join(f"{r.url}: {r.error}" for r in outcome.results if r.error)
+        if status == "unavailable":
+            # It may have reached a node (a timeout hides that): the row stays SIGNED and the
+            # sweeper re-sends the same bytes; the monitor finds its receipt if it mined.
+            log.warning(
+                "no RPC provider answered the broadcast; it may have been sent, the same "
+                "bytes are re-sent at the next sweep",
+                extra={**extra, "error": errors},
+            )
+            return []
+        log.warning("broadcast failed; will retry", extra={**extra, "error": errors})
+        return []
 
     def head(self) -> int | None:
         """The head block number, or None when the node does not answer."""

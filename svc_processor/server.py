@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.orm import Session, sessionmaker
-from web3 import HTTPProvider, Web3
+from web3 import Web3
 
 from svc_processor.consumer import DeadLetter, TaskConsumer
 from svc_processor.errors import TransientError
@@ -27,6 +27,7 @@ from svc_processor.pipeline import BatchSettings, Pipeline
 from svc_processor.settings import ProcessorSettings
 from svc_processor.signer_client import SignerClient
 from withdrawal_shared import queue
+from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import Withdrawal
 from withdrawal_shared.db.transitions import Moved, TransitionConflict, move
@@ -104,7 +105,9 @@ class ProcessorServer:
         )
         self._names = queue.QueueNames(settings.redis_prefix)
         self._signer = SignerClient(settings.signer_target, settings.signer_timeout_seconds)
-        w3 = Web3(HTTPProvider(settings.chain_rpc_url, request_kwargs={"timeout": 10}))
+        # Every CHAIN_RPC_URL provider, with failover; broadcasts go to all healthy ones.
+        self.rpc_pool = RpcPool(settings.chain_rpc_urls, request_timeout=10.0)
+        w3 = Web3(PoolProvider(self.rpc_pool))
         self.pipeline = Pipeline(
             make_sessionmaker(self._engine),
             w3,
@@ -195,6 +198,7 @@ class ProcessorServer:
 
     async def _sweep_forever(self) -> None:
         while True:
+            self.rpc_pool.log_health_if_degraded()
             try:
                 await self.sweep_once()
             except asyncio.CancelledError:

@@ -102,7 +102,24 @@ class ChainSettings(StoreSettings):
     chain: str = "polygon"
     """CHAIN: the `chains.name` this service works on (one process per chain)."""
     chain_rpc_url: str = "http://127.0.0.1:8545"
-    """CHAIN_RPC_URL: JSON-RPC endpoint of a node on that chain."""
+    """CHAIN_RPC_URL: JSON-RPC endpoint of a node on that chain, or several separated by commas
+    (in order of preference, the first is the primary): reads fail over between them, each
+    behind its own circuit breaker, and signed transactions are sent to every healthy one
+    (`withdrawal_shared.chain.rpc_pool.RpcPool`)."""
+
+    @property
+    def chain_rpc_urls(self) -> tuple[str, ...]:
+        """CHAIN_RPC_URL split at commas, stripped, empty entries and repeats dropped."""
+        urls: list[str] = []
+        for part in self.chain_rpc_url.split(","):
+            url = part.strip()
+            if url and url not in urls:
+                urls.append(url)
+        if not urls:
+            raise SettingsError(
+                "CHAIN_RPC_URL is empty: set it to a JSON-RPC URL (or several, comma-separated)"
+            )
+        return tuple(urls)
 
     @staticmethod
     def chain_env() -> ChainEnv:

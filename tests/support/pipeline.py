@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -106,13 +106,16 @@ def running_pipeline(
     max_in_flight_per_wallet: int = ProcessorSettings.max_in_flight_per_wallet,
     stuck_after_blocks: int = ProcessorSettings.stuck_after_blocks,
     replacement_bump_pct: int = ProcessorSettings.replacement_bump_pct,
+    extra_rpc_urls: Sequence[str] = (),
 ) -> Iterator[Pipeline]:
     """Start anvil, bootstrap the chain and database for the signer at `signer_target` (every
     hot wallet it lists), and run the gateway, processor and monitor against them. With
     `payout_vault` the processor pays through the PayoutVault in batches; without, one ERC-20
     transfer per withdrawal. `max_in_flight_per_wallet` bounds the payouts in flight per hot
     wallet (the processor's setting); `stuck_after_blocks` and `replacement_bump_pct` when a
-    payout without a receipt is replaced at its nonce, and with how much higher fees."""
+    payout without a receipt is replaced at its nonce, and with how much higher fees.
+    `extra_rpc_urls` come FIRST in the processor's and the monitor's CHAIN_RPC_URL, before
+    anvil's (e.g. a dead provider the pool has to fail over from)."""
     with AnvilProcess(block_time=0.5) as anvil:
         w3 = anvil.web3()
         boot = bootstrap(
@@ -123,6 +126,7 @@ def running_pipeline(
             payout_vault=payout_vault,
         )
         common = {"database_url": database_url, "redis_url": redis_url}
+        chain_rpc_url = ",".join([*extra_rpc_urls, anvil.rpc_url])
         gateway = RunningGateway(
             GatewaySettings(
                 **common,
@@ -137,7 +141,7 @@ def running_pipeline(
             ProcessorSettings(
                 **common,
                 redis_prefix=redis_prefix,
-                chain_rpc_url=anvil.rpc_url,
+                chain_rpc_url=chain_rpc_url,
                 signer_target=signer_target,
                 grpc_port=0,
                 sweep_interval_seconds=0.5,
@@ -157,7 +161,7 @@ def running_pipeline(
                 MonitorSettings(
                     **common,
                     redis_prefix=redis_prefix,
-                    chain_rpc_url=anvil.rpc_url,
+                    chain_rpc_url=chain_rpc_url,
                     poll_seconds=0.25,
                     grpc_port=0,
                 )

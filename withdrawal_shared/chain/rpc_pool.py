@@ -31,6 +31,15 @@ nonce) and must keep re-sending the *same* stored bytes, never re-sign for a new
 before deciding that another transaction took the nonce.
 
 The providers are asked one after another (a send costs at most `len(urls) * request_timeout`).
+
+`PoolProvider(pool)` puts a pool behind web3 (`Web3(PoolProvider(RpcPool(urls)))`): reads fail
+over transparently, a JSON-RPC error answer reaches web3 as such (so it raises its usual
+exceptions, e.g. `ContractLogicError` for a revert), and "no provider answered" is raised as
+`PoolUnavailableError`, a `ConnectionError` (an `OSError`, as a failing `HTTPProvider` raises).
+
+When a breaker opens, the pool logs a WARNING with every provider's health after the request
+that opened it; `log_health_if_degraded()` logs the same at most every `interval` seconds while
+any provider's breaker is not closed (for a service's main loop).
 """
 
 from __future__ import annotations
@@ -41,12 +50,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pybreaker
 import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 from web3 import Web3
+from web3.providers.base import JSONBaseProvider
 from web3.providers.rpc import HTTPProvider
 from web3.types import RPCEndpoint, RPCResponse
 
@@ -55,6 +65,8 @@ from withdrawal_shared.errors import WithdrawalSystemError
 
 __all__ = [
     "BreakerState",
+    "PoolProvider",
+    "PoolUnavailableError",
     "ProviderHealth",
     "ProviderSendResult",
     "RpcErrorResponse",
@@ -269,9 +281,30 @@ def _provably_not_sent(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionRefusedError)
 
 
+class _OpenedListener(pybreaker.CircuitBreakerListener):
+    """Notes that a breaker opened (no locks taken: pybreaker holds its own while notifying)."""
+
+    def __init__(self, on_open: Any) -> None:
+        self._on_open = on_open
+
+    def state_change(
+        self,
+        cb: pybreaker.CircuitBreaker,
+        old_state: pybreaker.CircuitBreakerState | None,
+        new_state: pybreaker.CircuitBreakerState,
+    ) -> None:
+        if new_state.name == pybreaker.STATE_OPEN:
+            self._on_open(cb.name)
+
+
 class _Provider:
     def __init__(
-        self, url: str, fail_max: int, reset_timeout: float, request_timeout: float
+        self,
+        url: str,
+        fail_max: int,
+        reset_timeout: float,
+        request_timeout: float,
+        listener: pybreaker.CircuitBreakerListener | None = None,
     ) -> None:
         self.url = url
         self.reset_timeout = reset_timeout
@@ -287,6 +320,7 @@ class _Provider:
             exclude=[_is_not_transport],
             name=url,
             throw_new_error_on_trip=False,
+            listeners=[listener] if listener is not None else None,
         )
         self.lock = threading.Lock()
         self.successes = 0
@@ -376,8 +410,11 @@ class RpcPool:
             raise ValueError(f"duplicate provider URLs in {list(urls)}")
         if fail_max < 1 or reset_timeout <= 0 or request_timeout <= 0:
             raise ValueError("fail_max must be >= 1, reset_timeout and request_timeout > 0")
+        self._opened: list[str] = []
+        self._last_health_log = 0.0
+        listener = _OpenedListener(self._opened.append)
         self._providers = tuple(
-            _Provider(url, fail_max, reset_timeout, request_timeout) for url in urls
+            _Provider(url, fail_max, reset_timeout, request_timeout, listener) for url in urls
         )
 
     @property
@@ -388,12 +425,64 @@ class RpcPool:
         """A snapshot of every provider's health, in pool order."""
         return tuple(p.health() for p in self._providers)
 
+    def degraded(self) -> bool:
+        """Whether any provider's breaker is not closed."""
+        return any(h.state != "closed" for h in self.health())
+
+    def log_health_if_degraded(self, interval: float = 30.0) -> bool:
+        """Log every provider's health at WARNING when a breaker is not closed, at most once
+        every `interval` seconds; True when it logged."""
+        now = time.monotonic()
+        if now - self._last_health_log < interval:
+            return False
+        snapshot = self.health()
+        if all(h.state == "closed" for h in snapshot):
+            return False
+        self._last_health_log = now
+        self._log_health("RPC providers degraded", snapshot)
+        return True
+
+    def _report_opened(self) -> None:
+        """After a request: log the pool's health once for the breakers it opened."""
+        if not self._opened:
+            return
+        opened = list(self._opened)
+        del self._opened[: len(opened)]
+        self._last_health_log = time.monotonic()
+        self._log_health(f"RPC provider circuit opened: {', '.join(opened)}", self.health())
+
+    @staticmethod
+    def _log_health(message: str, snapshot: tuple[ProviderHealth, ...]) -> None:
+        log.warning(
+            message,
+            extra={
+                "rpc_providers": [
+                    {
+                        "url": h.url,
+                        "state": h.state,
+                        "successes": h.successes,
+                        "failures": h.failures,
+                        "consecutive_failures": h.consecutive_failures,
+                        "skipped": h.skipped,
+                        "last_error": h.last_error,
+                    }
+                    for h in snapshot
+                ]
+            },
+        )
+
     def call(self, method: str, params: Sequence[Any] = ()) -> Any:
         """Send one JSON-RPC request to the first provider that answers; return its `result`.
 
         Raises `RpcErrorResponse` when that provider answers with a JSON-RPC error (no failover),
         `RpcUnavailable` when no provider answered.
         """
+        try:
+            return self._call(method, params)
+        finally:
+            self._report_opened()
+
+    def _call(self, method: str, params: Sequence[Any]) -> Any:
         errors: dict[str, str] = {}
         for provider in self._providers:
             try:
@@ -416,6 +505,12 @@ class RpcPool:
         Never raises for provider failures: `status == "unavailable"` when no provider answered
         (which does not prove the transaction was not sent: read the chain).
         """
+        try:
+            return self._send_raw_transaction(raw)
+        finally:
+            self._report_opened()
+
+    def _send_raw_transaction(self, raw: bytes) -> SendOutcome:
         tx_hash = HexStr(Web3.to_hex(Web3.keccak(raw)))
         payload = [Web3.to_hex(raw)]
         results: list[ProviderSendResult] = []
@@ -468,3 +563,43 @@ def _error_response(url: str, method: str, error: Any) -> RpcErrorResponse:
     return RpcErrorResponse(
         url, method, code if isinstance(code, int) else None, _error_message(error), data
     )
+
+
+class PoolUnavailableError(ConnectionError):
+    """No provider of the pool answered (a `ConnectionError`, so an `OSError`: callers treat it
+    like any transport failure). `unavailable` is the pool's `RpcUnavailable`."""
+
+    def __init__(self, unavailable: RpcUnavailable) -> None:
+        super().__init__(str(unavailable))
+        self.unavailable = unavailable
+
+
+class PoolProvider(JSONBaseProvider):
+    """A web3 provider asking an `RpcPool`: `Web3(PoolProvider(RpcPool(urls)))`.
+
+    A JSON-RPC error answer is returned as an `{"error": ...}` response (web3 raises its usual
+    exceptions from it); no provider answering raises `PoolUnavailableError`.
+    """
+
+    def __init__(self, pool: RpcPool) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        request_id = next(self.request_counter)
+        try:
+            result = self.pool.call(method, list(params or []))
+        except RpcErrorResponse as exc:
+            error: dict[str, Any] = {
+                "code": exc.code if exc.code is not None else -32000,
+                "message": exc.message,
+            }
+            if exc.data is not None:
+                error["data"] = exc.data
+            return cast(RPCResponse, {"jsonrpc": "2.0", "id": request_id, "error": error})
+        except RpcUnavailable as exc:
+            raise PoolUnavailableError(exc) from exc
+        return cast(RPCResponse, {"jsonrpc": "2.0", "id": request_id, "result": result})
+
+    def __repr__(self) -> str:
+        return f"PoolProvider({self.pool!r})"
