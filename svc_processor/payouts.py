@@ -137,13 +137,6 @@ class Payouts:
                         max_fee_per_gas=draft.fees.max_fee_per_gas,
                         max_priority_fee_per_gas=draft.fees.max_priority_fee_per_gas,
                         state=PayoutState.RESERVED,
-                        broadcast_count=0,
-                        block_number=None,
-                        block_hash=None,
-                        gas_used=None,
-                        effective_gas_price=None,
-                        fee_wei=None,
-                        revert_reason="",
                         create_time=now,
                         update_time=now,
                         kind=draft.kind,
@@ -158,8 +151,6 @@ class Payouts:
                             payout_number=payment.number,
                             recipient=payment.recipient,
                             amount=payment.amount,
-                            outcome="",
-                            outcome_reason="",
                         )
                     )
                 wallet.next_nonce += 1

@@ -240,18 +240,10 @@ class Replacer:
                     max_fee_per_gas=fees.max_fee_per_gas,
                     max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
                     state=PayoutState.SIGNED,
-                    broadcast_count=0,
-                    block_number=None,
-                    block_hash=None,
-                    gas_used=None,
-                    effective_gas_price=None,
-                    fee_wei=None,
-                    revert_reason="",
                     create_time=now,
                     update_time=now,
                     kind=row.kind,
                     calldata=row.calldata,
-                    broadcast_block=None,
                     replaces_id=row.id,
                 )
             )
@@ -264,8 +256,6 @@ class Replacer:
                         payout_number=item.payout_number,
                         recipient=item.recipient,
                         amount=item.amount,
-                        outcome="",
-                        outcome_reason="",
                     )
                 )
             # No state change (they stay SIGNED or BROADCAST), so no audit row: only which

@@ -183,13 +183,13 @@ class PayoutTransaction(Base):
     max_priority_fee_per_gas: Mapped[int] = mapped_column(IntegerAmount)
     # SIGNED -> BROADCAST -> MINED -> CONFIRMED, or REVERTED / REPLACED / DROPPED
     state: Mapped[str] = mapped_column(String(16))
-    broadcast_count: Mapped[int] = mapped_column(Integer)
+    broadcast_count: Mapped[int] = mapped_column(Integer, default=0)
     block_number: Mapped[int | None] = mapped_column(BigInteger)
     block_hash: Mapped[str | None] = mapped_column(String(66))
     gas_used: Mapped[int | None] = mapped_column(BigInteger)
     effective_gas_price: Mapped[int | None] = mapped_column(IntegerAmount)
     fee_wei: Mapped[int | None] = mapped_column(IntegerAmount)
-    revert_reason: Mapped[str] = mapped_column(String(256))
+    revert_reason: Mapped[str] = mapped_column(String(256), default="")
     create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
     update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
     # transfer (one ERC-20 transfer), vault (PayoutVault.payout), nonce_release (a no-op)
@@ -226,8 +226,8 @@ class PayoutItem(Base):
     recipient: Mapped[str] = mapped_column(String(42))
     amount: Mapped[int] = mapped_column(IntegerAmount)
     # "" until mined; then PAID, FAILED (bit left unset) or SKIPPED (already paid)
-    outcome: Mapped[str] = mapped_column(String(16))
-    outcome_reason: Mapped[str] = mapped_column(String(256))
+    outcome: Mapped[str] = mapped_column(String(16), default="")
+    outcome_reason: Mapped[str] = mapped_column(String(256), default="")
 
 
 class SignerLedger(Base):
