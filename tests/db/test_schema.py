@@ -11,17 +11,15 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, select, text, update
 
+from tests.support.withdrawals import add_withdrawal
 from withdrawal_shared.db.api_keys import ensure_partner
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import Base, Token, Withdrawal, WithdrawalAudit
 from withdrawal_shared.db.transitions import (
     TransitionConflict,
     move,
-    record_creation,
-    utcnow,
     verify_audit_chain,
 )
-from withdrawal_shared.ids import new_ulid
 from withdrawal_shared.states import State
 
 
@@ -38,31 +36,14 @@ def _new_withdrawal(engine: Engine, amount: int) -> str:
         ensure_partner(session, "schema-test")
         token = session.scalars(select(Token)).first()
         assert token is not None
-        now = utcnow()
-        row = Withdrawal(
-            id=new_ulid(),
+        session.flush()
+        return add_withdrawal(
+            session,
             partner_id="schema-test",
-            request_id=new_ulid(),
-            request_fingerprint="f" * 64,
-            client_reference="",
-            chain="polygon",
             token_id=token.id,
             recipient="0x" + "11" * 20,
             amount=amount,
-            priority="STANDARD",
-            state="RECEIVED",
-            state_reason="",
-            state_message="",
-            tx_hash=None,
-            fee_wei=None,
-            confirmations=0,
-            create_time=now,
-            update_time=now,
-            end_time=None,
         )
-        session.flush()
-        record_creation(session, row, actor="test")
-        return row.id
 
 
 def test_migrations_match_the_models(engine: Engine) -> None:

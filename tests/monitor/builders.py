@@ -3,7 +3,6 @@ a real signed ERC-20 transfer whose raw bytes are stored in a `payout_transactio
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,11 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
+from tests.support.withdrawals import add_withdrawal
 from withdrawal_shared.chain.anvil import DevAccount
 from withdrawal_shared.chain.contracts import stablecoin_contract
 from withdrawal_shared.chain.types import ChecksumAddress
 from withdrawal_shared.db.models import PayoutTransaction, Withdrawal, WithdrawalAudit
-from withdrawal_shared.db.transitions import move, record_creation, utcnow
+from withdrawal_shared.db.transitions import move, utcnow
 from withdrawal_shared.ids import new_ulid
 from withdrawal_shared.states import PayoutState, State
 
@@ -49,32 +49,16 @@ def fresh_address() -> ChecksumAddress:
 
 
 def _new_withdrawal(session: Session, setup: ChainSetup, recipient: str, amount: int) -> str:
-    now = utcnow()
-    row = Withdrawal(
-        id=new_ulid(),
+    """A QUEUED withdrawal of the setup's token (the processor's part up to signing)."""
+    return add_withdrawal(
+        session,
         partner_id=setup.partner_id,
-        request_id=secrets.token_hex(8),
-        request_fingerprint=secrets.token_hex(32),
-        client_reference="",
-        chain="polygon",
         token_id=setup.token_id,
-        recipient=recipient.lower(),
+        recipient=recipient,
         amount=amount,
-        priority="STANDARD",
-        state=State.RECEIVED.value,
-        state_reason="",
-        state_message="Accepted; waiting for the processor.",
-        tx_hash=None,
-        fee_wei=None,
-        confirmations=0,
-        create_time=now,
-        update_time=now,
-        end_time=None,
+        actor=ACTOR,
+        to=State.QUEUED,
     )
-    record_creation(session, row, actor=ACTOR)
-    move(session, row, State.VALIDATED, actor=ACTOR, reason="VALIDATED")
-    move(session, row, State.QUEUED, actor=ACTOR, reason="QUEUED")
-    return row.id
 
 
 def pay(

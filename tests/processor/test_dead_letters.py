@@ -18,11 +18,11 @@ from assetwithdrawal.events.v1 import events_pb2
 from svc_processor.consumer import DeadLetter, TaskConsumer
 from svc_processor.server import DEAD_LETTERED, ProcessorServer, hold_dead_lettered
 from svc_processor.settings import ProcessorSettings
+from tests.support.withdrawals import add_withdrawal
 from withdrawal_shared.db.api_keys import ensure_partner
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import Token, Withdrawal, WithdrawalAudit
-from withdrawal_shared.db.transitions import move, record_creation, utcnow, verify_audit_chain
-from withdrawal_shared.ids import new_ulid
+from withdrawal_shared.db.transitions import verify_audit_chain
 from withdrawal_shared.queue import QueueNames, enqueue
 from withdrawal_shared.states import Priority, State
 
@@ -49,40 +49,22 @@ def _withdrawal(sessions: sessionmaker[Session], to: State = State.QUEUED) -> st
     """A withdrawal of the migrated polygon USDC, moved RECEIVED -> VALIDATED -> QUEUED (and
     on to `to` when asked), through the models as the gateway and processor do."""
     partner_id = f"partner-{secrets.token_hex(3)}"
-    now = utcnow()
     with sessions.begin() as session:
         ensure_partner(session, partner_id)
         token_id = session.scalar(
             select(Token.id).where(Token.chain == "polygon", Token.symbol == "USDC")
         )
         assert token_id is not None
-        row = Withdrawal(
-            id=new_ulid(),
+        session.flush()
+        return add_withdrawal(
+            session,
             partner_id=partner_id,
-            request_id=secrets.token_hex(8),
-            request_fingerprint=secrets.token_hex(32),
-            client_reference="",
-            chain="polygon",
             token_id=token_id,
             recipient="0x" + secrets.token_hex(20),
             amount=1_500_000,
-            priority="STANDARD",
-            state=State.RECEIVED.value,
-            state_reason="",
-            state_message="Accepted; waiting for the processor.",
-            tx_hash=None,
-            fee_wei=None,
-            confirmations=0,
-            create_time=now,
-            update_time=now,
-            end_time=None,
+            actor=ACTOR,
+            to=to,
         )
-        record_creation(session, row, actor=ACTOR)
-        move(session, row, State.VALIDATED, actor=ACTOR, reason="VALIDATED")
-        move(session, row, State.QUEUED, actor=ACTOR, reason="QUEUED")
-        if to != State.QUEUED:
-            move(session, row, to, actor=ACTOR, reason=to.value)
-        return row.id
 
 
 def _consumer(
