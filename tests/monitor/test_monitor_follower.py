@@ -32,7 +32,7 @@ def test_success_completes_at_the_confirmation_depth(
     required = required_confirmations(setup)
     assert required >= 3
     payout = pay(setup, [AMOUNT])
-    receipt = setup.w3.eth.get_transaction_receipt(payout.tx_hash)  # type: ignore[arg-type]
+    receipt = setup.w3.eth.wait_for_transaction_receipt(payout.tx_hash, timeout=30)  # type: ignore[arg-type]
     assert receipt["status"] == 1
 
     report = follower.poll_once()
@@ -93,7 +93,7 @@ def test_reverted_transfer_while_paused_fails_and_pays_nothing(
 ) -> None:
     pause(setup.w3, setup.token, setup.owner.private_key)
     payout = pay(setup, [AMOUNT], gas=100_000)  # explicit gas: mined, and reverts on chain
-    receipt = setup.w3.eth.get_transaction_receipt(payout.tx_hash)  # type: ignore[arg-type]
+    receipt = setup.w3.eth.wait_for_transaction_receipt(payout.tx_hash, timeout=30)  # type: ignore[arg-type]
     assert receipt["status"] == 0
 
     report = follower.poll_once()
