@@ -122,6 +122,7 @@ class GatewayServer:
         await self._hub.stop()
         await self._redis.aclose()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self.store.close()
         self._engine.dispose()
 
     async def wait(self) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, TypeAlias
 
-from sqlalchemy import Engine, and_, insert, or_, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import Engine, PoolProxiedConnection, and_, insert, or_, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from svc_gateway.validation import NewWithdrawal
@@ -148,15 +149,101 @@ def _repeat(stored: StoredWithdrawal, new: NewWithdrawal) -> Created | ApiError:
     return stored, None
 
 
-def _retryable(exc: Exception) -> bool:
-    """The batch collided with another writer: a duplicate key, or an InnoDB deadlock
-    between concurrent inserts of the same key."""
-    if isinstance(exc, IntegrityError):
+class _DriverInserts:
+    """The group commit's INSERTs on PyMySQL, straight on DBAPI connections it keeps.
+
+    Per batch, SQLAlchemy's connection handling (pool check-out with a ping, Connection and
+    Transaction objects, a rollback when the connection goes back) and its per-row parameter
+    handling cost about as much CPU as the driver's own work: measured on the 2-core
+    benchmark machine, 0.72 ms against 0.46 ms for a batch of one, 1.59 ms against 0.86 ms
+    for ten. Here a batch is two `executemany` (each one multi-row INSERT) and a COMMIT on a
+    connection held between batches: three round trips. A connection that fails is
+    invalidated. A batch that found its connection dead (the server restarted, or closed it
+    while idle) drops every held connection and is tried once more on a new one; should the
+    lost reply have been the COMMIT's after the server applied it, that second try meets its
+    own rows as duplicates, which `create_many` settles as repeats: the responses are right,
+    and the processor's sweeper enqueues those rows.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._dbapi: Any = engine.dialect.loaded_dbapi
+        self._idle: deque[PoolProxiedConnection] = deque()  # append and pop are atomic
+        self._withdrawals_sql = str(
+            insert(Withdrawal).compile(engine, column_keys=list(_CREATED_COLUMNS))
+        )
+        self._audits_sql = str(
+            insert(WithdrawalAudit).compile(engine, column_keys=list(_AUDIT_COLUMNS))
+        )
+
+    def insert(self, rows: Sequence[_NewRow]) -> None:
+        """Both INSERTs and the COMMIT; on failure the transaction is rolled back."""
+        for attempt in range(2):
+            try:
+                connection = self._idle.pop()
+            except IndexError:
+                connection = self._engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                try:
+                    cursor.executemany(self._withdrawals_sql, [r.row.columns() for r in rows])
+                    cursor.executemany(self._audits_sql, [r.audit for r in rows])
+                finally:
+                    cursor.close()
+                connection.commit()
+            except self._dbapi.Error as exc:
+                dead = self._engine.dialect.is_disconnect(exc, connection, None)
+                if dead:  # the others most likely died with it (a restart): all are dropped
+                    self._discard(connection)
+                    self.close(discard=True)
+                    if attempt == 0:
+                        continue  # on a fresh connection, pinged by the pool's check-out
+                elif self._rolled_back(connection):
+                    self._idle.append(connection)
+                else:
+                    self._discard(connection)
+                raise
+            except BaseException:
+                self._discard(connection)
+                raise
+            self._idle.append(connection)
+            return
+
+    @staticmethod
+    def _rolled_back(connection: PoolProxiedConnection) -> bool:
+        try:
+            connection.rollback()
+        except Exception:
+            return False
         return True
-    if isinstance(exc, OperationalError):
-        args: tuple[object, ...] = tuple(getattr(exc.orig, "args", ()))
-        return bool(args) and args[0] == MYSQL_DEADLOCK
-    return False
+
+    @staticmethod
+    def _discard(connection: PoolProxiedConnection) -> None:
+        connection.invalidate()
+        connection.close()
+
+    def close(self, *, discard: bool = False) -> None:
+        """Give the held connections back to the pool (invalidated, when `discard`)."""
+        while True:
+            try:
+                connection = self._idle.pop()
+            except IndexError:
+                return
+            if discard:
+                self._discard(connection)
+            else:
+                connection.close()
+
+
+def _collided(exc: BaseException, dbapi: Any) -> bool:
+    """The batch collided with another writer: a duplicate key, or an InnoDB deadlock
+    between concurrent inserts of the same key. (`exc` is a DBAPI error of the driver
+    path, or SQLAlchemy's wrapping of one.)"""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(exc, IntegrityError) or isinstance(orig, dbapi.IntegrityError):
+        return True
+    args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] == MYSQL_DEADLOCK
 
 
 class WithdrawalStore:
@@ -164,16 +251,17 @@ class WithdrawalStore:
         self.engine = engine
         self.sessions: sessionmaker[Session] = make_sessionmaker(engine)
         self.reference = ReferenceCache(self.sessions)
-        # On PyMySQL the group commit hands its rows to the driver as tuples: SQLAlchemy's
-        # per-row parameter processing cost as much as PyMySQL's escaping of the values.
-        # The column types need no processing there (ints, strings, naive datetimes, None);
-        # SQLite keeps SQLAlchemy's, which store amounts and datetimes as its text formats.
-        self._driver_sql: tuple[str, str] | None = None
+        # On PyMySQL the group commit writes through the driver (`_DriverInserts`): its column
+        # types need no processing there (ints, strings, naive datetimes, None). SQLite keeps
+        # SQLAlchemy's, which stores amounts and datetimes in its own text formats.
+        self._driver_inserts: _DriverInserts | None = None
         if engine.dialect.driver == "pymysql":
-            self._driver_sql = (
-                str(insert(Withdrawal).compile(engine, column_keys=list(_CREATED_COLUMNS))),
-                str(insert(WithdrawalAudit).compile(engine, column_keys=list(_AUDIT_COLUMNS))),
-            )
+            self._driver_inserts = _DriverInserts(engine)
+
+    def close(self) -> None:
+        """Give back the connections the group commit holds (before disposing the engine)."""
+        if self._driver_inserts is not None:
+            self._driver_inserts.close()
 
     def partner_for_token(self, token: str) -> str | None:
         with self.sessions() as session:
@@ -271,8 +359,8 @@ class WithdrawalStore:
                 break
             try:
                 self._insert(pending)
-            except (IntegrityError, OperationalError) as exc:
-                if not _retryable(exc):
+            except Exception as exc:
+                if not _collided(exc, self.engine.dialect.loaded_dbapi):
                     raise
                 existing = self._existing([(r.row.partner_id, r.row.request_id) for r in pending])
                 for r in pending:
@@ -298,14 +386,12 @@ class WithdrawalStore:
 
     def _insert(self, rows: Sequence[_NewRow]) -> None:
         """The rows and their audit rows in one transaction (multi-row INSERTs, no ORM)."""
+        if self._driver_inserts is not None:
+            self._driver_inserts.insert(rows)
+            return
         with self.engine.begin() as conn:
-            if self._driver_sql is not None:
-                withdrawals_sql, audits_sql = self._driver_sql
-                conn.exec_driver_sql(withdrawals_sql, [r.row.columns() for r in rows])
-                conn.exec_driver_sql(audits_sql, [r.audit for r in rows])
-            else:
-                conn.execute(insert(Withdrawal), [r.row.columns() for r in rows])
-                conn.execute(insert(WithdrawalAudit), [r.audit for r in rows])
+            conn.execute(insert(Withdrawal), [r.row.columns() for r in rows])
+            conn.execute(insert(WithdrawalAudit), [r.audit for r in rows])
 
     def _existing(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Withdrawal]:
         """The stored withdrawals with these (partner_id, request_id) keys."""

@@ -173,6 +173,22 @@ def test_concurrent_batches_of_the_same_keys_make_one_row_each(
         assert sum(moved is not None for _, moved in outcomes) == 1  # created once
 
 
+def test_a_batch_connection_the_server_closed_is_replaced(
+    store: WithdrawalStore, partner: str, db_url: str
+) -> None:
+    if not db_url.startswith("mysql"):
+        pytest.skip("the group commit keeps connections of its own on PyMySQL only")
+    created(store.create_many([(partner, new(store))])[0])
+    held = store._driver_inserts._idle  # type: ignore[union-attr]
+    assert held
+    with store.engine.connect() as admin:
+        for connection in held:  # as a server restart or an idle timeout would
+            admin.exec_driver_sql(f"KILL {connection.driver_connection.thread_id()}")
+    _, moved = created(store.create_many([(partner, new(store))])[0])
+    assert moved is not None
+    assert rows_of(store, partner) == 2
+
+
 # ---------------------------------------------------------------- the batcher itself
 
 
