@@ -103,6 +103,7 @@ class Target:
     rest_url: str
     api_key: str
     timeout: float
+    grpc_connections: int = 1
 
 
 @dataclass
@@ -134,8 +135,16 @@ class _GrpcClient:
 
         self._grpc = grpc
         self._pb2 = withdrawal_pb2
-        self._channel = grpc.aio.insecure_channel(target.grpc_target)
-        self._stub = withdrawal_pb2_grpc.WithdrawalServiceStub(self._channel)
+        # Several HTTP/2 connections, as a client fleet would have (a local subchannel pool
+        # each, or gRPC would share one connection between them).
+        self._channels = [
+            grpc.aio.insecure_channel(
+                target.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            for _ in range(target.grpc_connections)
+        ]
+        self._stubs = [withdrawal_pb2_grpc.WithdrawalServiceStub(c) for c in self._channels]
+        self._next = 0
         self._metadata = (("authorization", f"Bearer {target.api_key}"),)
         self._timeout = target.timeout
 
@@ -150,7 +159,8 @@ class _GrpcClient:
     async def send(self, request: Any) -> str | None:
         """None on success, else the error's name."""
         try:
-            response = await self._stub.CreateWithdrawal(
+            self._next = (self._next + 1) % len(self._stubs)
+            response = await self._stubs[self._next].CreateWithdrawal(
                 request, metadata=self._metadata, timeout=self._timeout
             )
         except self._grpc.aio.AioRpcError as exc:
@@ -160,7 +170,8 @@ class _GrpcClient:
         return None
 
     async def close(self) -> None:
-        await self._channel.close()
+        for channel in self._channels:
+            await channel.close()
 
 
 class _RestClient:
@@ -750,6 +761,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--transports", default="grpc,rest", help="grpc, rest or both")
     parser.add_argument("--generators", type=int, default=2, help="generator processes")
     parser.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, s")
+    parser.add_argument(
+        "--grpc-connections",
+        type=int,
+        default=4,
+        help="gRPC connections per generator process (requests go round-robin)",
+    )
     parser.add_argument("--mariadb", default=os.environ.get("BENCH_MARIADB_URL", DEFAULT_MARIADB))
     parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
     parser.add_argument(
@@ -820,6 +837,8 @@ def configuration(
         "warmup_seconds_per_transport": plan.warmup,
         "loop": "open: request i due at t0 + i/rate; latency from its due time",
         "generator_processes": args.generators,
+        "grpc_connections_per_generator": args.grpc_connections,
+        "rest_connections_per_generator": f"up to {_RestClient.MAX_CONNECTIONS} (keep-alive)",
         "request_timeout_seconds": args.timeout,
         "profiled": str(args.profile) if args.profile else False,
         "processes": {
@@ -944,6 +963,7 @@ def main(argv: list[str] | None = None) -> int:
                 rest_url=gateway.rest_url,
                 api_key=api_key,
                 timeout=args.timeout,
+                grpc_connections=args.grpc_connections,
             )
             generators = Generators(args.generators, target)
             rows = measure(plan, gateway, generators)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -131,6 +132,12 @@ class GatewayServer:
 
 
 async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
+    # The process's GIL switch interval (not in GatewayServer: tests run servers in-process).
+    # The event loop thread is busy with gRPC and HTTP most of the time; a database thread
+    # whose reply arrived waits for the GIL until the loop thread lets go, by default up to
+    # 5 ms, and a group commit waits for it after each of its round trips. Measured at
+    # 500 CreateWithdrawal/s over gRPC: p95 835 ms at 5 ms, 209 ms at 0.5 ms.
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     server = GatewayServer(settings)
     await server.start()
     await stop.wait()

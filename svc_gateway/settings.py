@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from withdrawal_shared.settings import (
+    SettingsError,
     StoreSettings,
     env_float,
     env_int,
@@ -29,13 +30,16 @@ class GatewaySettings(StoreSettings):
     create_batch_max: int = 64
     """GATEWAY_CREATE_BATCH_MAX: at most this many CreateWithdrawal requests share one
     transaction (group commit, see svc_gateway.batching)."""
-    create_batch_in_flight: int = 2
+    create_batch_in_flight: int = 4
     """GATEWAY_CREATE_BATCH_IN_FLIGHT: group-commit transactions running at once; requests
     arriving while all are busy form the next batch."""
     create_batch_wait_ms: float = 0.0
     """GATEWAY_CREATE_BATCH_WAIT_MS: linger this long before taking a batch (larger batches,
     fewer transactions, at the price of that much latency); 0 batches only what queued up
     while the database was busy."""
+    gil_switch_interval_ms: float = 0.5
+    """GATEWAY_GIL_SWITCH_INTERVAL_MS: how long the event loop may hold the GIL before a
+    database thread whose reply arrived gets it (Python's default is 5 ms)."""
     api_key_cache_seconds: float = 30.0
     """GATEWAY_API_KEY_CACHE_SECONDS: how long a verified key is trusted without a lookup
     (a revoked key stops working within this time)."""
@@ -48,6 +52,9 @@ class GatewaySettings(StoreSettings):
     @classmethod
     def from_env(cls) -> GatewaySettings:
         d = cls()
+        switch_ms = env_float("GATEWAY_GIL_SWITCH_INTERVAL_MS", d.gil_switch_interval_ms)
+        if switch_ms <= 0:
+            raise SettingsError(f"GATEWAY_GIL_SWITCH_INTERVAL_MS={switch_ms} must be above 0")
         return cls(
             **StoreSettings.store_env(),
             grpc_host=env_str("GATEWAY_GRPC_HOST", d.grpc_host),
@@ -61,6 +68,7 @@ class GatewaySettings(StoreSettings):
                 "GATEWAY_CREATE_BATCH_IN_FLIGHT", d.create_batch_in_flight, minimum=1
             ),
             create_batch_wait_ms=env_float("GATEWAY_CREATE_BATCH_WAIT_MS", d.create_batch_wait_ms),
+            gil_switch_interval_ms=switch_ms,
             api_key_cache_seconds=env_float(
                 "GATEWAY_API_KEY_CACHE_SECONDS", d.api_key_cache_seconds
             ),
