@@ -97,28 +97,31 @@ async def enqueue(
 
 
 # Tasks and creation events of many new withdrawals in one command. KEYS: the task streams
-# used, then the events stream; ARGV[1]: the events stream's approximate MAXLEN; then four per
-# withdrawal: the index in KEYS of its task stream, its event channel, the task, the event.
-# The same entries as `enqueue` + `publish` per withdrawal, in that order.
+# used, then the events stream; ARGV[1]: the events stream's approximate MAXLEN; then three per
+# withdrawal: the index in KEYS of its task stream, the task, the event.
 _ENQUEUE_CREATED_LUA = """
 local events = KEYS[#KEYS]
 local maxlen = ARGV[1]
-for i = 2, #ARGV, 4 do
-  redis.call('XADD', KEYS[tonumber(ARGV[i])], '*', 'task', ARGV[i + 2])
-  redis.call('PUBLISH', ARGV[i + 1], ARGV[i + 3])
-  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', ARGV[i + 3])
+for i = 2, #ARGV, 3 do
+  redis.call('XADD', KEYS[tonumber(ARGV[i])], '*', 'task', ARGV[i + 1])
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', ARGV[i + 2])
 end
-return (#ARGV - 1) / 4
+return (#ARGV - 1) / 3
 """
 
 
 async def enqueue_created(
     client: aioredis.Redis, names: QueueNames, created: Sequence[tuple[Moved, Priority]]
 ) -> bool:
-    """Enqueue new withdrawals and announce their creation, all in one Redis command (a
-    script): one round trip and one reply for a whole group commit, where a pipeline of
-    `enqueue` and `publish` costs three commands and three parsed replies per withdrawal.
-    False (logged) when Redis is unavailable: the sweeper will enqueue them, watchers poll."""
+    """Enqueue new withdrawals and add their creation events to the events stream, all in
+    one Redis command (a script): one round trip and one reply for a whole group commit,
+    where `enqueue` and `publish` cost three commands and three parsed replies each.
+
+    The creation is not PUBLISHed on the withdrawal's channel, as `publish` does for later
+    changes: nobody can watch a withdrawal before the create that names it has returned, so
+    the message could wake no one, while every gateway's event subscription (a pattern over
+    all channels) paid to receive and parse it, once per created withdrawal.
+    False (logged) when Redis is unavailable: the sweeper will enqueue them."""
     if not created:
         return True
     streams: list[str] = []
@@ -129,7 +132,6 @@ async def enqueue_created(
             streams.append(stream)
         args += [
             streams.index(stream) + 1,
-            names.events_channel(moved.withdrawal_id),
             encode_task(moved.withdrawal_id, priority),
             encode_event(moved),
         ]
