@@ -56,7 +56,7 @@ import signal
 import socket
 import struct
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self, TypeGuard
 
@@ -115,7 +115,7 @@ class FaultRates:
     drop_tx: float = 0.0
     """`eth_sendRawTransaction` only: forward, drop the accepted transaction from the node's
     mempool (`anvil_dropTransaction`), then pass the node's answer back."""
-    methods: frozenset[str] | None = field(default=None)
+    methods: frozenset[str] | None = None
     """Only requests calling one of these methods suffer faults (None: every request)."""
 
     def __post_init__(self) -> None:
