@@ -46,7 +46,7 @@ FULL = ChaosConfig()
 
 SHORT = ChaosConfig(
     withdrawals=60,
-    submit_rate=4.0,
+    submit_rate=1.5,
     min_kills=4,
     min_reorgs=1,
     min_rpc_faults=20,

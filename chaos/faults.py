@@ -6,6 +6,9 @@
   transactions are gone, so payouts the monitor saw mined must be found missing and the same
   signed bytes re-broadcast, and nothing may reach COMPLETED on a block that later vanishes.
 - `pause_mining`: no block for a few seconds; transactions pile up, fee estimates go stale.
+- `mempool_drop`: the node forgets every pending transaction (`anvil_dropAllTransactions`, as
+  a node restart or a mempool eviction would): broadcast payouts never mine until the processor
+  finds them stuck and replaces them at the same nonce (or the monitor re-sends the bytes).
 - `redis_flush` / `redis_restart`: every stream, consumer group and pending entry is lost; the
   database is the source of truth and the processor's sweeper re-drives what was queued.
 - `rpc_window`: for a few seconds every fault proxy in front of anvil delays, times out after
@@ -42,7 +45,15 @@ RPC_FAULTS = FaultRates(
     drop_tx=0.25,
 )
 NO_FAULTS = FaultRates()
-KINDS = ("kill", "reorg", "pause_mining", "redis_flush", "redis_restart", "rpc_window")
+KINDS = (
+    "kill",
+    "reorg",
+    "pause_mining",
+    "mempool_drop",
+    "redis_flush",
+    "redis_restart",
+    "rpc_window",
+)
 
 
 class FaultInjector:
@@ -67,6 +78,7 @@ class FaultInjector:
             "kill": 6.0,
             "reorg": 1.5,
             "pause_mining": 0.7,
+            "mempool_drop": 0.7,
             "redis_flush": 0.5,
             "redis_restart": 0.5,
             "rpc_window": 2.0,
@@ -99,7 +111,13 @@ class FaultInjector:
     # -- the faults ----------------------------------------------------------------------
 
     def _kill(self) -> str:
-        name = self.random.choice(SERVICES)
+        # Only a service that is up again: killing one still starting would only prolong one
+        # outage instead of injecting a new fault.
+        up = [name for name in SERVICES if self.stack.serving(name)]
+        if not up:
+            return "skipped (no service is serving yet)"
+        never = [name for name in up if self.stack.kills[name] == 0]
+        name = self.random.choice(never or up)
         pid = self.stack.kill(name)
         return f"{name} (pid {pid})"
 
@@ -114,6 +132,11 @@ class FaultInjector:
         time.sleep(self.config.mining_pause_seconds)
         set_interval_mining(self.w3, int(self.config.block_time))
         return f"{self.config.mining_pause_seconds:g}s"
+
+    def _mempool_drop(self) -> str:
+        pending = rpc(self.w3, "txpool_status", [])
+        rpc(self.w3, "anvil_dropAllTransactions", [])
+        return f"{int(pending.get('pending', '0x0'), 16)} pending dropped"
 
     def _redis_flush(self) -> str:
         self.stack.flush_redis()

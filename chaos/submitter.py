@@ -124,7 +124,7 @@ class Submitter:
             try:
                 answer = stub.CreateWithdrawal(request, metadata=self.metadata, timeout=5.0)
             except grpc.RpcError as exc:
-                code = exc.code()  # type: ignore[attr-defined]
+                code = exc.code()
                 if code in RETRYABLE and time.monotonic() < deadline:
                     with self._lock:
                         self.stats.retries += 1

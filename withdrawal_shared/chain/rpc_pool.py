@@ -14,8 +14,9 @@ What counts as what:
   without trying another provider and without touching the breaker.
 
 `call(method, params)` asks the providers in the order given (the first is the primary; traffic
-returns to it as soon as its breaker closes again), skipping those whose breaker is open, and
-raises `RpcUnavailable` naming every provider's last error when none answered.
+returns to it as soon as its breaker closes again), skipping those whose breaker is open; when
+none answered it retries the round `retries` times (2) after a jittered exponential backoff,
+then raises `RpcUnavailable` naming every provider's last error.
 
 `send_raw_transaction(raw)` sends the same signed bytes to *every* provider whose breaker lets it
 through (sending identical bytes twice is harmless: the hash is the same) and classifies the
@@ -62,6 +63,7 @@ from web3.types import RPCEndpoint, RPCResponse
 
 from withdrawal_shared.chain.types import HexStr
 from withdrawal_shared.errors import WithdrawalSystemError
+from withdrawal_shared.retry import jittered_backoff
 
 __all__ = [
     "BreakerState",
@@ -401,6 +403,9 @@ class RpcPool:
         fail_max: int = 3,
         reset_timeout: float = 10.0,
         request_timeout: float = 5.0,
+        retries: int = 2,
+        retry_initial: float = 0.1,
+        retry_max: float = 1.0,
     ) -> None:
         if isinstance(urls, str):
             raise TypeError("urls must be a sequence of URLs, not one string")
@@ -410,6 +415,11 @@ class RpcPool:
             raise ValueError(f"duplicate provider URLs in {list(urls)}")
         if fail_max < 1 or reset_timeout <= 0 or request_timeout <= 0:
             raise ValueError("fail_max must be >= 1, reset_timeout and request_timeout > 0")
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        self.retries = retries
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
         self._opened: list[str] = []
         self._last_health_log = 0.0
         listener = _OpenedListener(self._opened.append)
@@ -474,13 +484,24 @@ class RpcPool:
     def call(self, method: str, params: Sequence[Any] = ()) -> Any:
         """Send one JSON-RPC request to the first provider that answers; return its `result`.
 
-        Raises `RpcErrorResponse` when that provider answers with a JSON-RPC error (no failover),
-        `RpcUnavailable` when no provider answered.
+        When no provider answered, the whole round is retried up to `retries` times after a
+        jittered exponential backoff (`withdrawal_shared.retry`), so a blip shorter than a
+        second does not surface as an error. Raises `RpcErrorResponse` when a provider answers
+        with a JSON-RPC error (an answer: no failover, no retry), `RpcUnavailable` when no
+        provider answered in any round.
         """
-        try:
-            return self._call(method, params)
-        finally:
-            self._report_opened()
+        delays = jittered_backoff(self.retry_initial, self.retry_max)
+        attempt = 0
+        while True:
+            try:
+                return self._call(method, params)
+            except RpcUnavailable:
+                if attempt >= self.retries:
+                    raise
+                attempt += 1
+                time.sleep(next(delays))
+            finally:
+                self._report_opened()
 
     def _call(self, method: str, params: Sequence[Any]) -> Any:
         errors: dict[str, str] = {}

@@ -50,12 +50,13 @@ from withdrawal_shared.db.models import Chain
 from withdrawal_shared.settings import REPO_ROOT
 from withdrawal_shared.stack.bootstrap import BootstrapResult
 from withdrawal_shared.stack.config import StackConfig, free_port
+from withdrawal_shared.stack.probes import health_status
 from withdrawal_shared.stack.redis_server import RedisHandle, start_redis_server
 from withdrawal_shared.stack.runner import CHAIN, Service, Stack
 from withdrawal_shared.stack.supervisor import Child, ChildSpec, Supervisor
 
 if TYPE_CHECKING:
-    from withdrawal_shared.chain.fault_proxy import FaultProxy  # type: ignore[import-not-found,unused-ignore]
+    from withdrawal_shared.chain.fault_proxy import FaultProxy
 
 SERVICES = ("signer", "gateway", "processor", "monitor")
 MARIADB_DEFAULT = "mysql+pymysql://root:@127.0.0.1:3306/"
@@ -221,28 +222,60 @@ class HarnessStack:
         return self
 
     def stop(self) -> None:
+        """Stop everything started, each step even when an earlier one failed (or a second
+        Ctrl-C arrives): services, anvil, proxies, Redis, then drop the database."""
         self._stop.set()
+        steps = (
+            self._stop_services,
+            self._stop_anvil,
+            self._stop_proxies,
+            self._stop_redis,
+            self._dispose_engine,
+            self._drop_database,
+            self._close_log,
+        )
+        failure: BaseException | None = None
+        for step in steps:
+            try:
+                step()
+            except BaseException as exc:  # finish cleaning up, then re-raise the first
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def _stop_services(self) -> None:
         if self._sup_thread is not None:
             self._sup_thread.join(5.0)
             self._sup_thread = None
-        if self._supervisor is not None:
-            self._supervisor.stop_all()
-        runner, self._runner = self._runner, None
+        supervisor = self._supervisor
+        if supervisor is not None:
+            supervisor.stop_all()
+
+    def _stop_anvil(self) -> None:
+        runner = self._runner
         if runner is not None and runner.anvil is not None:
-            runner.anvil.stop()
-        for proxy in self.proxies:
+            anvil, runner.anvil = runner.anvil, None
+            anvil.stop()
+
+    def _stop_proxies(self) -> None:
+        proxies, self.proxies = self.proxies, []
+        for proxy in proxies:
             proxy.stop()
-        self.proxies = []
-        if self.redis is not None:
-            self.redis.stop()
-            self.redis = None
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
-        self._drop_database()
-        if self._sup_out is not None:
-            self._sup_out.close()
-            self._sup_out = None
+
+    def _stop_redis(self) -> None:
+        redis_handle, self.redis = self.redis, None
+        if redis_handle is not None:
+            redis_handle.stop()
+
+    def _dispose_engine(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.dispose()
+
+    def _close_log(self) -> None:
+        out, self._sup_out = self._sup_out, None
+        if out is not None:
+            out.close()
 
     # -- what the caller uses --------------------------------------------------------------
 
@@ -325,6 +358,13 @@ class HarnessStack:
         assert self._runner is not None
         r = self._runner
         return [r.signer, r.gateway, r.processor, r.monitor]
+
+    def serving(self, name: str) -> bool:
+        """Whether service `name` runs and its gRPC health says SERVING right now."""
+        if not self.child(name).running:
+            return False
+        service = {s.name: s for s in self._services()}[name]
+        return health_status(service.target, timeout=0.5) == "SERVING"
 
     def running(self, name: str) -> bool:
         return self.child(name).running
