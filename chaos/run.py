@@ -113,6 +113,7 @@ def _print_report(report: dict[str, Any], out: Any) -> None:
         ("RPC faults by kind", report["rpc_faults_by_kind"]),
         ("RPC faults total", report["rpc_faults_total"]),
         ("other faults", report["faults_injected"]),
+        ("withdrawals moved by reorgs", verdict["reorged_moves"]),
         ("stuck replacements", verdict["stuck_replacements"]),
         ("NOOP nonces", verdict["noop_nonces"]),
         ("client retries", report["client_retries"]),

@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
-from withdrawal_shared.db.models import PayoutTransaction, Withdrawal
+from withdrawal_shared.db.models import PayoutTransaction, Withdrawal, WithdrawalAudit
 from withdrawal_shared.states import TERMINAL, PayoutState, State
 
 TRANSFER_TOPIC = Web3.keccak(text="Transfer(address,address,uint256)").to_0x_hex()
@@ -59,6 +59,8 @@ class Verdict:
     contract_item_failures: int = 0
     noop_nonces: int = 0
     replacements: int = 0
+    reorged_moves: int = 0
+    """Audited state changes caused by a reorganisation (withdrawals sent back by one)."""
     payouts_by_state: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -77,6 +79,7 @@ class Verdict:
             "contract_item_failures": self.contract_item_failures,
             "noop_nonces": self.noop_nonces,
             "stuck_replacements": self.replacements,
+            "reorged_moves": self.reorged_moves,
             "withdrawal_states": dict(sorted(self.states.items())),
             "payout_states": dict(sorted(self.payouts_by_state.items())),
             "examples": {
@@ -184,6 +187,9 @@ def check_exactly_once(
         verdict.noop_nonces = int(
             session.scalar(select(func.count()).where(PayoutTransaction.kind == "nonce_release"))
             or 0
+        )
+        verdict.reorged_moves = int(
+            session.scalar(select(func.count()).where(WithdrawalAudit.reorged.is_(True))) or 0
         )
         verdict.replacements = int(
             session.scalar(select(func.count()).where(PayoutTransaction.replaces_id.is_not(None)))
