@@ -102,6 +102,9 @@ class FaultInjector:
         kind = kind or self.next_kind()
         action: Callable[[], str] = getattr(self, f"_{kind}")
         detail = action()
+        if detail.startswith("skipped"):
+            log.info("fault %s %s", kind, detail)
+            return kind
         self.injected[kind] += 1
         stamp = time.monotonic() - self._started
         self.events.append((stamp, f"{kind} {detail}".strip()))
@@ -115,7 +118,7 @@ class FaultInjector:
         # outage instead of injecting a new fault.
         up = [name for name in SERVICES if self.stack.serving(name)]
         if not up:
-            return "skipped (no service is serving yet)"
+            return "skipped (no service answers its health check yet)"
         never = [name for name in up if self.stack.kills[name] == 0]
         name = self.random.choice(never or up)
         pid = self.stack.kill(name)

@@ -51,10 +51,10 @@ def run(config: ChaosConfig, *, var_dir: Path | None = None, out: Any = print) -
         chaos_started = time.monotonic()
         while not (submitter.done.is_set() and faults.targets_met()):
             time.sleep(faults.random.expovariate(1.0 / config.fault_interval_seconds))
-            kind = faults.inject()
-            out(f"chaos: +{time.monotonic() - chaos_started:6.1f}s {faults.events[-1][1]}")
-            if kind == "kill":
-                continue
+            before = len(faults.events)
+            faults.inject()
+            if len(faults.events) > before:
+                out(f"chaos: +{time.monotonic() - chaos_started:6.1f}s {faults.events[-1][1]}")
         faults.calm()
         submitter.join(config.quiescence_timeout_seconds)
         calm_at = time.monotonic()

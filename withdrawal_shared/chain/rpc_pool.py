@@ -63,6 +63,7 @@ from web3.types import RPCEndpoint, RPCResponse
 
 from withdrawal_shared.chain.types import HexStr
 from withdrawal_shared.errors import WithdrawalSystemError
+from withdrawal_shared.metrics import RPC_BREAKER_OPENED, RPC_PROVIDER_FAILURES, provider_label
 from withdrawal_shared.retry import jittered_backoff
 
 __all__ = [
@@ -173,7 +174,7 @@ class RpcUnavailable(WithdrawalSystemError):
     def __init__(self, method: str, errors: dict[str, str]) -> None:
         self.method = method
         self.errors = dict(errors)
-        listed = "; ".join(f"{url}: {error}" for url, error in self.errors.items())
+        listed = "; ".join(f"{provider_label(url)}: {error}" for url, error in self.errors.items())
         super().__init__(
             f"no RPC provider answered {method} ({listed}). Check that the providers are "
             "reachable (URLs, keys, rate limits) and retry later; a request that timed out may "
@@ -296,6 +297,7 @@ class _OpenedListener(pybreaker.CircuitBreakerListener):
         new_state: pybreaker.CircuitBreakerState,
     ) -> None:
         if new_state.name == pybreaker.STATE_OPEN:
+            RPC_BREAKER_OPENED.add(1, {"provider": provider_label(cb.name or "")})
             self._on_open(cb.name)
 
 
@@ -309,6 +311,7 @@ class _Provider:
         listener: pybreaker.CircuitBreakerListener | None = None,
     ) -> None:
         self.url = url
+        self.label = provider_label(url)  # host:port only: safe to log and to export
         self.reset_timeout = reset_timeout
         # No retries inside web3: failover to the next provider is the retry.
         self.http = HTTPProvider(
@@ -354,9 +357,10 @@ class _Provider:
                 self.failures += 1
                 self.last_error = _describe(exc)
                 self.last_error_at = time.time()
+            RPC_PROVIDER_FAILURES.add(1, {"provider": self.label})
             log.warning(
                 "RPC provider failed",
-                extra={"rpc_url": self.url, "rpc_method": method, "error": self.last_error},
+                extra={"rpc_provider": self.label, "rpc_method": method, "error": self.last_error},
             )
             raise
         with self.lock:
@@ -459,7 +463,8 @@ class RpcPool:
         opened = list(self._opened)
         del self._opened[: len(opened)]
         self._last_health_log = time.monotonic()
-        self._log_health(f"RPC provider circuit opened: {', '.join(opened)}", self.health())
+        labels = ", ".join(provider_label(url) for url in opened)
+        self._log_health(f"RPC provider circuit opened: {labels}", self.health())
 
     @staticmethod
     def _log_health(message: str, snapshot: tuple[ProviderHealth, ...]) -> None:
@@ -468,7 +473,7 @@ class RpcPool:
             extra={
                 "rpc_providers": [
                     {
-                        "url": h.url,
+                        "provider": provider_label(h.url),
                         "state": h.state,
                         "successes": h.successes,
                         "failures": h.failures,

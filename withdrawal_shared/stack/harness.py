@@ -364,7 +364,7 @@ class HarnessStack:
         if not self.child(name).running:
             return False
         service = {s.name: s for s in self._services()}[name]
-        return health_status(service.target, timeout=0.5) == "SERVING"
+        return health_status(service.target, timeout=2.0) == "SERVING"
 
     def running(self, name: str) -> bool:
         return self.child(name).running
