@@ -15,7 +15,7 @@ class ChaosConfig:
     min_rpc_faults: int = 500
     fault_interval_seconds: float = 2.0
     """Mean time between two injected faults (exponentially distributed)."""
-    rpc_fault_window_seconds: float = 4.0
+    rpc_fault_window_seconds: float = 6.0
     """How long one window of RPC faults lasts on every proxy."""
     confirmations: int = 3
     """The chain's confirmation depth N; reorgs are at most N - 1 blocks deep."""

@@ -74,19 +74,22 @@ class FaultInjector:
         missing = [kind for kind in KINDS if self.injected[kind] == 0]
         if missing:
             return self.random.choice(missing)
-        weights = {
-            "kill": 6.0,
-            "reorg": 1.5,
-            "pause_mining": 0.7,
-            "mempool_drop": 0.7,
-            "redis_flush": 0.5,
-            "redis_restart": 0.5,
-            "rpc_window": 2.0,
+        # Toward the run's targets: a kind still short of its target is likely, the others
+        # keep happening now and then.
+        short = {
+            "kill": self.injected["kill"] < self.config.min_kills,
+            "reorg": self.injected["reorg"] < self.config.min_reorgs,
+            "rpc_window": self.rpc_fault_total() < self.config.min_rpc_faults,
         }
-        if self.injected["kill"] >= self.config.min_kills:
-            weights["kill"] = 2.0
-        if self.injected["reorg"] >= self.config.min_reorgs:
-            weights["reorg"] = 0.5
+        weights = {
+            "kill": 6.0 if short["kill"] else 1.5,
+            "reorg": 1.5 if short["reorg"] else 0.5,
+            "pause_mining": 0.5,
+            "mempool_drop": 0.5,
+            "redis_flush": 0.4,
+            "redis_restart": 0.4,
+            "rpc_window": 3.0 if short["rpc_window"] else 1.0,
+        }
         kinds = list(weights)
         return self.random.choices(kinds, [weights[k] for k in kinds])[0]
 
