@@ -12,7 +12,10 @@ restarted it, the exit was a SIGKILL), waits for quiescence, and then asks the c
   exactly its amount, COMPLETED in the database, no vault skip;
 - no nonce gap: for each hot wallet, the chain's transaction count (latest and pending) is
   the database's `next_nonce`, and the signer never signed at a nonce not reserved;
-- every payout row is settled (CONFIRMED, or DROPPED for a replaced one).
+- every payout row is settled (CONFIRMED, or DROPPED for a replaced one);
+- signed once: each withdrawal is in the signer's ledger at one (wallet, nonce), no (wallet,
+  nonce) holds two payouts (a replacement is the only other transaction allowed there), and
+  each confirmed payout's stored hash has a successful receipt.
 
 The scenario of each point is listed explicitly; `test_every_point_has_a_scenario` fails for a
 registered point without one.
@@ -43,13 +46,16 @@ from withdrawal_shared.db.models import (
     PayoutItem,
     PayoutTransaction,
     SignerLedger,
+    SignerLedgerItem,
     Withdrawal,
 )
 from withdrawal_shared.stack.exactly_once import Submitted, check_exactly_once, non_terminal_count
 from withdrawal_shared.stack.harness import SERVICES, HarnessConfig, HarnessStack
 from withdrawal_shared.states import PayoutState, State
 
-pytestmark = pytest.mark.chain
+# The internal waits below fail first, with a description of the stack; the generous limits
+# are for a shared two-core machine, where one service start can take a minute.
+pytestmark = [pytest.mark.chain, pytest.mark.timeout(600)]
 
 BLOCK_TIME = 1
 CONFIRMATIONS = 2
@@ -58,7 +64,8 @@ STUCK_AFTER_BLOCKS = 5  # the processor's default
 SETTLED = frozenset({PayoutState.CONFIRMED, PayoutState.DROPPED})
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 CRASH_TIMEOUT = 90.0
-QUIET_TIMEOUT = 120.0
+QUIET_TIMEOUT = 180.0
+STARTUP_TIMEOUT = 240.0
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +74,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HarnessStack]:
         var_dir=tmp_path_factory.mktemp("crash-stack"),
         block_time=BLOCK_TIME,
         confirmations=CONFIRMATIONS,
+        startup_timeout=STARTUP_TIMEOUT,
         env={
             # Quick recovery: a batch closes soon, the sweeper looks every second at rows
             # two seconds old, and a dead consumer's task is claimed after two seconds.
@@ -300,6 +308,43 @@ def assert_no_nonce_gap(stack: HarnessStack) -> None:
     assert set(payouts) <= SETTLED, f"payout rows not settled: {dict(payouts)}"
 
 
+def assert_signed_once(stack: HarnessStack, submission: Submission) -> None:
+    """The crash never made anything sign a withdrawal again at another nonce, or another
+    payout at a nonce already signed for (only a REPLACEMENT may share it), and each confirmed
+    payout's stored hash is the transaction the chain mined."""
+    ids = [s.withdrawal_id for s in submission.submitted]
+    w3 = stack.web3()
+    with stack.sessions()() as session:
+        claims = session.execute(
+            select(SignerLedgerItem.withdrawal_id, SignerLedgerItem.wallet, SignerLedgerItem.nonce)
+            .where(SignerLedgerItem.withdrawal_id.in_(ids))
+            .distinct()
+        ).all()
+        payouts_at = Counter(
+            session.execute(
+                select(SignerLedger.wallet, SignerLedger.nonce).where(
+                    SignerLedger.purpose == "PAYOUT"
+                )
+            ).all()
+        )
+        confirmed = session.scalars(
+            select(PayoutTransaction.tx_hash)
+            .join(PayoutItem, PayoutItem.payout_tx_id == PayoutTransaction.id)
+            .where(
+                PayoutItem.withdrawal_id.in_(ids),
+                PayoutTransaction.state == PayoutState.CONFIRMED,
+            )
+            .distinct()
+        ).all()
+    nonces = Counter(claim.withdrawal_id for claim in claims)
+    assert sorted(nonces) == sorted(ids) and set(nonces.values()) == {1}, claims
+    twice = {at: n for at, n in payouts_at.items() if n > 1}
+    assert not twice, f"two payouts signed at one (wallet, nonce): {twice}"
+    assert confirmed, "no confirmed payout pays the withdrawals"
+    for tx_hash in confirmed:
+        assert w3.eth.get_transaction_receipt(HexStr(tx_hash))["status"] == 1, tx_hash
+
+
 # -- one test per point -----------------------------------------------------------------------
 
 
@@ -321,5 +366,6 @@ def test_crash_point(stack: HarnessStack, point: str, tmp_path: Path) -> None:
         wait_quiescent(stack)
         assert_exactly_once(stack, submission)
         assert_no_nonce_gap(stack)
+        assert_signed_once(stack, submission)
     finally:
         stack.respawn(service, {ENV_AT: "", ENV_ONCE_DIR: ""})
