@@ -23,6 +23,7 @@ from svc_gateway.listing import encode_page_token, parse_list_request
 from svc_gateway.store import WithdrawalStore
 from svc_gateway.validation import validate_create
 from withdrawal_shared import queue
+from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.models import WithdrawalAudit
 from withdrawal_shared.errors import FieldViolation, invalid_argument, not_found
 from withdrawal_shared.ids import is_ulid
@@ -71,12 +72,14 @@ class WithdrawalCore:
         new = validate_create(request, reference)
         row, moved = await self._db(self.store.create, caller.partner_id, new)
         if moved is not None:
+            crash_point("gateway.after_insert_before_enqueue")
             await queue.enqueue(self.redis, self.names, row.id, new.priority)
             await queue.publish(self.redis, self.names, moved)
             log.info(
                 "withdrawal created",
                 extra={"withdrawal_id": row.id, "partner_id": caller.partner_id},
             )
+            crash_point("gateway.after_enqueue_before_reply")
         return to_proto(row, reference)
 
     async def get_withdrawal(

@@ -60,6 +60,7 @@ from withdrawal_shared.chain.payout import (
 )
 from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool
 from withdrawal_shared.chain.types import HexStr
+from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.models import Chain, PayoutItem, PayoutTransaction, Withdrawal
 from withdrawal_shared.db.transitions import Moved, TransitionConflict, move, utcnow
 from withdrawal_shared.errors import WithdrawalSystemError
@@ -282,6 +283,7 @@ class ChainFollower:
                 self._resend.pop(row.id, None)
             return
         self._resend.pop(row.id, None)
+        crash_point("monitor.after_receipt_before_update")
         block_number = int(receipt["blockNumber"])
         gas_used = int(receipt["gasUsed"])
         price = int(receipt["effectiveGasPrice"])
@@ -541,6 +543,7 @@ class ChainFollower:
                 .values(state=PayoutState.DROPPED, update_time=utcnow())
                 .execution_options(synchronize_session=False)
             )
+        crash_point("monitor.mid_state_update")  # the payout row is updated, uncommitted
         linked = self._linked(session, row.id)
         # Every item shares the gas, paid or not (see fees.split_fee for the rounding rule).
         shares = split_fee(row.fee_wei or 0, [w.id for w in linked])

@@ -42,6 +42,7 @@ from redis.exceptions import ResponseError
 
 from assetwithdrawal.events.v1 import events_pb2
 from svc_processor.errors import TransientError
+from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.queue import QueueNames
 from withdrawal_shared.states import Priority
 
@@ -263,6 +264,7 @@ class TaskConsumer:
                         extra={"withdrawal_id": task.withdrawal_id, "deliveries": deliveries},
                     )
                 continue
+            crash_point("processor.after_process_before_ack")
             await self._client.xack(stream, self._group, message_id)
 
     async def _dead_letter(

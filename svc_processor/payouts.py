@@ -40,6 +40,7 @@ from svc_processor.signer_client import SignerClient
 from withdrawal_shared.chain.fees import Fees
 from withdrawal_shared.chain.payout import Payment
 from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool, SendOutcome
+from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.models import (
     Chain,
     HotWallet,
@@ -156,6 +157,7 @@ class Payouts:
                 wallet.next_nonce += 1
         except _NothingLinked:
             return None
+        crash_point("processor.after_nonce_reserved")
         log.info(
             "nonce reserved",
             extra={"payout_tx_id": payout_id, "wallet": draft.wallet, "items": len(payments)},
@@ -226,6 +228,7 @@ class Payouts:
                 extra={"payout_tx_id": payout_id, "reason": refused.reason},
             )
             return self.release_nonce(payout, chain.chain_id, refused)
+        crash_point("processor.after_signed_before_store")
         moved: list[Moved] = []
         with self.sessions.begin() as session:
             stored = session.execute(
@@ -255,6 +258,7 @@ class Payouts:
                         tx_hash=signed.tx_hash.lower(),
                     )
                 )
+        crash_point("processor.after_store_before_broadcast")
         return [*moved, *self.broadcast(payout_id)]
 
     @staticmethod
@@ -434,6 +438,7 @@ class Payouts:
         return True
 
     def _record_broadcast(self, payout_id: str) -> list[Moved]:
+        crash_point("processor.after_broadcast_before_record")  # only called after a send
         moved: list[Moved] = []
         head = self.head()
         extra = {} if head is None else {"broadcast_block": head}

@@ -31,6 +31,7 @@ from svc_processor.errors import SignerRefused, TransientError
 from svc_processor.payouts import Kind, Payouts, sign_request
 from svc_processor.signer_client import SignerClient
 from withdrawal_shared.chain.fees import Fees
+from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.models import Chain, PayoutItem, PayoutTransaction, Withdrawal
 from withdrawal_shared.db.transitions import Moved, utcnow
 from withdrawal_shared.ids import new_ulid
@@ -184,6 +185,7 @@ class Replacer:
         except TransientError as exc:
             log.warning("replacement not signed; retrying", extra={**context, "error": str(exc)})
             return []
+        crash_point("processor.after_replacement_signed")
         new_id = new_ulid()
         try:
             self._store(row, items, new_id, signed.raw, signed.tx_hash.lower(), fees)

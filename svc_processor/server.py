@@ -203,6 +203,8 @@ class ProcessorServer:
                 await self.sweep_once()
             except asyncio.CancelledError:
                 raise
+            except TransientError as exc:  # the signer or the chain is away (e.g. restarting)
+                log.warning("sweep paused by a transient failure", extra={"error": str(exc)})
             except Exception:
                 log.exception("sweep failed; retrying at the next interval")
             await asyncio.sleep(self.settings.sweep_interval_seconds)
