@@ -147,6 +147,7 @@ class ProcessorServer:
             claim_interval_seconds=self.settings.claim_interval_seconds,
             max_deliveries=self.settings.max_deliveries,
             on_dead_letter=self.dead_lettered,
+            handle_batch=self.handle_batch,
         )
         self.consumer = consumer
         self._tasks = [
@@ -161,13 +162,17 @@ class ProcessorServer:
     async def _run(self, fn: object, *args: object) -> list[Moved]:
         loop = asyncio.get_running_loop()
         moved: list[Moved] = await loop.run_in_executor(self._executor, fn, *args)  # type: ignore[arg-type]
-        for item in moved:
-            await queue.publish(self._redis, self._names, item)
+        if moved:
+            await queue.publish_many(self._redis, self._names, moved)
         return moved
 
     async def handle(self, withdrawal_id: str) -> None:
         """Process one task (raises TransientError to leave it unacknowledged)."""
         await self._run(self.pipeline.process, withdrawal_id)
+
+    async def handle_batch(self, withdrawal_ids: list[str]) -> None:
+        """Process a batch of tasks together (one validating transaction for all)."""
+        await self._run(self.pipeline.process_many, withdrawal_ids)
 
     async def dead_lettered(self, letter: DeadLetter) -> None:
         """The consumer gave up on a task: hold its withdrawal for an operator (on the
