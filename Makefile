@@ -11,7 +11,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help up test check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas
+.PHONY: help up test check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas bench-e2e
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -82,6 +82,9 @@ up: deps redis-bin ## run the whole system on embedded defaults (SQLite, local R
 
 bench-gas: deps ## gas per payment: PayoutVault batches against single ERC-20 transfers
 	$(PY) -m bench.gas_per_payment
+
+bench-e2e: deps ## end to end: 5 min at 220/s batched against one withdrawal per transaction
+	$(PY) -m bench.e2e
 
 clean: ## remove local state (var/), keeping the venv and node_modules
 	rm -rf var build

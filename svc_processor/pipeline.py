@@ -225,20 +225,29 @@ class Pipeline:
             self.batch.stuck_after_blocks, self.batch.replacement_bump_pct
         )
 
-    def stalled(self, older_than_seconds: float) -> list[str]:
+    def stalled(self, older_than_seconds: float, limit: int = 2_000) -> list[str]:
         """Withdrawals to look at again before any payout holds them (the queue may have
-        lost their task, or they wait ON_HOLD for a condition that may be gone)."""
+        lost their task, or they wait ON_HOLD for a condition that may be gone), oldest
+        first, at most `limit` per sweep.
+
+        On a chain with a payout vault, QUEUED and ON_HOLD rows are the batcher's: it reads
+        them itself (`_ready_groups`), and `process` has nothing to do for them, so the
+        sweeper leaves them out instead of re-driving a whole backlog every sweep."""
         cutoff = utcnow() - dt.timedelta(seconds=older_than_seconds)
+        states = [State.RECEIVED, State.VALIDATED]
+        if self._vault() is None:
+            states += [State.QUEUED, State.ON_HOLD]
         with self.sessions() as session:
             rows = session.execute(
-                select(Withdrawal.id, Withdrawal.state, Withdrawal.state_reason).where(
+                select(Withdrawal.id, Withdrawal.state, Withdrawal.state_reason)
+                .where(
                     Withdrawal.chain == self.chain,
                     Withdrawal.payout_tx_id.is_(None),
-                    Withdrawal.state.in_(
-                        [State.RECEIVED, State.VALIDATED, State.QUEUED, State.ON_HOLD]
-                    ),
+                    Withdrawal.state.in_(states),
                     Withdrawal.update_time < cutoff,
                 )
+                .order_by(Withdrawal.update_time)
+                .limit(limit)
             ).all()
         return [r.id for r in rows if r.state != State.ON_HOLD or r.state_reason in RESUMABLE_HOLDS]
 
@@ -338,11 +347,26 @@ class Pipeline:
 
     @staticmethod
     def _committed(session: Session, token_id: int) -> int:
-        """Amounts already promised by payouts not yet mined (they still sit in the payer)."""
+        """Amounts already promised by payouts not yet mined (they still sit in the payer).
+
+        Reached from the payout rows not yet settled (few: those in flight and those waiting
+        for their confirmations), never by scanning withdrawals by state: a backlog of
+        QUEUED rows would make every payout pay for reading all of them."""
+        open_payouts = select(PayoutTransaction.id).where(
+            PayoutTransaction.state.in_(
+                [
+                    PayoutState.RESERVED,
+                    PayoutState.SIGNED,
+                    PayoutState.BROADCAST,
+                    PayoutState.MINED,
+                    PayoutState.REPLACED,
+                ]
+            )
+        )
         total = session.scalar(
             select(func.coalesce(func.sum(Withdrawal.amount), 0)).where(
+                Withdrawal.payout_tx_id.in_(open_payouts),
                 Withdrawal.token_id == token_id,
-                Withdrawal.payout_tx_id.is_not(None),
                 Withdrawal.state.in_([State.QUEUED, State.ON_HOLD, State.SIGNED, State.BROADCAST]),
             )
         )

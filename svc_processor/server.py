@@ -2,8 +2,10 @@
 batches), the sweeper (re-drives stalled work, finishes reserved and signed payouts), and a
 gRPC health endpoint, in one event loop.
 
-All pipeline work runs on one worker thread, so this process handles one withdrawal at a
-time; several processor processes may run side by side (the database arbitrates).
+All pipeline work runs on one worker thread, so this process does one thing at a time: a
+batch of new tasks (validated together in one transaction, `Pipeline.process_many`), one
+payout, or one sweep; several processor processes may run side by side (the database
+arbitrates). Events are published after each commit in one pipelined round trip.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from withdrawal_shared.states import TERMINAL, State
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "assetwithdrawal.processor"
+SWEEP_BATCH = 500  # stalled withdrawals re-driven together (one validating transaction)
 DEAD_LETTERED = "DEAD_LETTERED"
 # Signed or later: the sweeper and the monitor own these; a dead letter never touches them.
 PAST_SIGNING = frozenset({State.SIGNED, State.BROADCAST, State.CONFIRMING})
@@ -197,9 +200,9 @@ class ProcessorServer:
         stalled = await loop.run_in_executor(
             self._executor, self.pipeline.stalled, self.settings.sweep_age_seconds
         )
-        for withdrawal_id in stalled:
+        for start in range(0, len(stalled), SWEEP_BATCH):
             with contextlib.suppress(TransientError):
-                await self.handle(withdrawal_id)
+                await self.handle_batch(stalled[start : start + SWEEP_BATCH])
 
     async def _sweep_forever(self) -> None:
         while True:
