@@ -48,6 +48,7 @@ import multiprocessing
 import os
 import platform
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -499,13 +500,24 @@ def _exactly_once(stack: Any, accepted: list[Submission], *, drained: bool) -> d
     from withdrawal_shared.stack.exactly_once import Submitted, check_exactly_once
     from withdrawal_shared.states import TERMINAL, State
 
-    verdict = check_exactly_once(
-        stack.web3(),
-        stack.sessions(),
-        stack.result.token_address,
-        stack.result.payout_vault,
-        [Submitted(s.withdrawal_id, s.recipient, AMOUNT_BASE_UNITS) for s in accepted],
-    )
+    # The chain is read first and the database after: a run stopped with work in flight
+    # would go on completing withdrawals paid after the head the check read. The processor
+    # and the monitor are paused (SIGSTOP) for the check, so both are read at one instant.
+    paused = [pid for pid in (stack.pid("processor"), stack.pid("monitor")) if pid is not None]
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        verdict = check_exactly_once(
+            stack.web3(),
+            stack.sessions(),
+            stack.result.token_address,
+            stack.result.payout_vault,
+            [Submitted(s.withdrawal_id, s.recipient, AMOUNT_BASE_UNITS) for s in accepted],
+        )
+    finally:
+        for pid in paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
     not_terminal = sum(
         n
         for state, n in verdict.states.items()

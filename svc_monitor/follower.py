@@ -553,7 +553,7 @@ class ChainFollower:
             for item in session.scalars(select(PayoutItem).where(PayoutItem.payout_tx_id == row.id))
         }
         moved: list[Moved] = []
-        paid: dict[State, list[Withdrawal]] = {}
+        paid: list[Withdrawal] = []
         fees: dict[str, dict[str, Any]] = {}
         for withdrawal in linked:
             if withdrawal.state not in (State.CONFIRMING, State.BROADCAST):
@@ -568,22 +568,22 @@ class ChainFollower:
             elif outcome == Outcome.SKIPPED:
                 moved.append(self._item_skipped(session, withdrawal, row, fee, depth))
             else:
-                paid.setdefault(State(withdrawal.state), []).append(withdrawal)
+                paid.append(withdrawal)
                 fees[withdrawal.id] = {"fee_wei": fee}
-        # The paid ones in one statement per source state, each with its own fee share.
+        # The paid ones all at once (one statement per source state), each with its own
+        # fee share; a conflict rolls the whole payout back, as one `move` failing did.
         message = (
             f"Paid: transaction {row.tx_hash} in block {row.block_number} has {depth} "
             "confirmations."
         )
-        for group in paid.values():
-            moved += move_many(
-                session,
-                group,
-                Step(State.COMPLETED, "CONFIRMED", message),
-                actor=self._actor,
-                fields={"confirmations": depth},
-                row_fields=fees,
-            )
+        moved += move_many(
+            session,
+            paid,
+            Step(State.COMPLETED, "CONFIRMED", message),
+            actor=self._actor,
+            fields={"confirmations": depth},
+            row_fields=fees,
+        )
         return moved
 
     def _item_failed(

@@ -2,10 +2,13 @@
 batches), the sweeper (re-drives stalled work, finishes reserved and signed payouts), and a
 gRPC health endpoint, in one event loop.
 
-All pipeline work runs on one worker thread, so this process does one thing at a time: a
-batch of new tasks (validated together in one transaction, `Pipeline.process_many`), one
-payout, or one sweep; several processor processes may run side by side (the database
-arbitrates). Events are published after each commit in one pipelined round trip.
+The pipeline's work runs on two worker threads: one for the tasks (a batch of new tasks is
+validated together in one transaction, `Pipeline.process_many`; dead letters; the sweeper's
+re-drives) and one for the payouts (the batcher, and the sweeper finishing reserved and signed
+payouts), so that validating new withdrawals never waits behind a payout's calls to the
+signer and the chain. The two meet only in the database, which arbitrates exactly as it does
+between several processor processes running side by side (compare-and-set on every move).
+Events are published after each commit in one pipelined round trip.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ class ProcessorServer:
         self.grpc_port = 0
         self._engine = make_engine(settings.database_url, pool_size=4)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="pipeline")
+        self._payer = ThreadPoolExecutor(1, thread_name_prefix="payouts")
         self._redis = aioredis.from_url(
             settings.redis_url, socket_connect_timeout=1.0, socket_timeout=5.0
         )
@@ -162,9 +166,11 @@ class ProcessorServer:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("processor running", extra={"grpc_port": self.grpc_port})
 
-    async def _run(self, fn: object, *args: object) -> list[Moved]:
+    async def _run(
+        self, fn: object, *args: object, executor: ThreadPoolExecutor | None = None
+    ) -> list[Moved]:
         loop = asyncio.get_running_loop()
-        moved: list[Moved] = await loop.run_in_executor(self._executor, fn, *args)  # type: ignore[arg-type]
+        moved: list[Moved] = await loop.run_in_executor(executor or self._executor, fn, *args)  # type: ignore[arg-type]
         if moved:
             await queue.publish_many(self._redis, self._names, moved)
         return moved
@@ -185,7 +191,7 @@ class ProcessorServer:
     async def _batch_forever(self) -> None:
         while True:
             try:
-                await self._run(self.pipeline.run_batches)
+                await self._run(self.pipeline.run_batches, executor=self._payer)
             except asyncio.CancelledError:
                 raise
             except TransientError as exc:
@@ -195,7 +201,7 @@ class ProcessorServer:
             await asyncio.sleep(self.settings.batch_poll_seconds)
 
     async def sweep_once(self) -> None:
-        await self._run(self.pipeline.resume_payouts)
+        await self._run(self.pipeline.resume_payouts, executor=self._payer)
         loop = asyncio.get_running_loop()
         stalled = await loop.run_in_executor(
             self._executor, self.pipeline.stalled, self.settings.sweep_age_seconds
@@ -225,6 +231,7 @@ class ProcessorServer:
         if self._grpc is not None:
             await self._grpc.stop(5)
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._payer.shutdown(wait=True, cancel_futures=True)
         self._signer.close()
         await self._redis.aclose()
         self._engine.dispose()
