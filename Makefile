@@ -11,7 +11,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help up test check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short
+.PHONY: help up test check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short bench-e2e
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -88,6 +88,9 @@ chaos: deps redis-bin ## the full chaos run (>= 2,000 withdrawals, 30 kills, 5 r
 
 chaos-short: deps redis-bin ## the small chaos variant that also runs inside make test
 	$(PY) -m chaos --short
+
+bench-e2e: deps ## end to end: 5 min at 220/s batched against one withdrawal per transaction
+	$(PY) -m bench.e2e
 
 clean: ## remove local state (var/), keeping the venv and node_modules
 	rm -rf var build
