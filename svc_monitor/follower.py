@@ -71,6 +71,7 @@ from withdrawal_shared.db.transitions import (
     utcnow,
 )
 from withdrawal_shared.errors import WithdrawalSystemError
+from withdrawal_shared.metrics import CHAIN_REORGS
 from withdrawal_shared.states import TERMINAL, PayoutState, State
 
 log = logging.getLogger(__name__)
@@ -692,6 +693,7 @@ class ChainFollower:
         if moved is None:
             return
         report.reorged += 1
+        CHAIN_REORGS.add(1)
         if not resent and raw is not None:
             self._resend[row.id] = raw
 

@@ -50,6 +50,7 @@ from redis.exceptions import ResponseError
 from assetwithdrawal.events.v1 import events_pb2
 from svc_processor.errors import TransientError
 from withdrawal_shared.crash_points import crash_point
+from withdrawal_shared.metrics import QUEUE_DEAD_LETTERS, QUEUE_REDELIVERIES
 from withdrawal_shared.queue import QueueNames
 from withdrawal_shared.states import Priority
 
@@ -224,6 +225,7 @@ class TaskConsumer:
                 continue
             if deliveries > 1:
                 self.redelivered += 1
+                QUEUE_REDELIVERIES.add(1)
             if deliveries > self._max_deliveries:
                 # Its consumers never finished it (they died on it): stop here.
                 await self._dead_letter(
@@ -310,9 +312,11 @@ class TaskConsumer:
                 extra={"tasks": len(batch), "error": f"{type(exc).__name__}: {exc}"},
             )
             return messages
-        self.redelivered += sum(1 for _, _, deliveries in messages if deliveries > 1) - sum(
+        again = sum(1 for _, _, deliveries in messages if deliveries > 1) - sum(
             1 for _, _, deliveries in rest if deliveries > 1
         )
+        self.redelivered += again
+        QUEUE_REDELIVERIES.add(again)
         await self._ack_processed(stream, *[message_id for message_id, _ in batch])
         return rest
 
@@ -368,6 +372,7 @@ class TaskConsumer:
                 return
         await self._client.xack(stream, self._group, message_id)
         self.dead_lettered += 1
+        QUEUE_DEAD_LETTERS.add(1)
         log.error(
             "task dead-lettered; an operator must look at the withdrawal",
             extra={

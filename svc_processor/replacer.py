@@ -35,6 +35,7 @@ from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.models import Chain, PayoutItem, PayoutTransaction, Withdrawal
 from withdrawal_shared.db.transitions import Moved, utcnow
 from withdrawal_shared.ids import new_ulid
+from withdrawal_shared.metrics import PAYOUT_REPLACEMENTS
 from withdrawal_shared.states import PayoutState
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,7 @@ class Replacer:
         except IntegrityError:
             log.warning("replacement already stored", extra={**context, "tx_hash": signed.tx_hash})
             return []
+        PAYOUT_REPLACEMENTS.add(1)
         log.warning(
             "stuck payout replaced at the same nonce",
             extra={

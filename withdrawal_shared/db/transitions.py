@@ -22,6 +22,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from withdrawal_shared.db.audit import GENESIS, audit_hash
 from withdrawal_shared.db.models import Withdrawal, WithdrawalAudit
 from withdrawal_shared.errors import WithdrawalSystemError
+from withdrawal_shared.metrics import WITHDRAWAL_HOLDS, WITHDRAWAL_TRANSITIONS
 from withdrawal_shared.states import TERMINAL, State, can_move
 
 _ID = String(26)
@@ -163,7 +164,9 @@ def move(
         )
     )
     _written(row, values)
-    return Moved(row.id, row.partner_id, from_state, to_state, version, reason, reorged, now)
+    moved = Moved(row.id, row.partner_id, from_state, to_state, version, reason, reorged, now)
+    count_moves([moved], actor)
+    return moved
 
 
 @dataclass(frozen=True)
@@ -272,7 +275,21 @@ def move_many(
                 **per_row.get(row.id, {}),
             },
         )
+    count_moves(moved, actor)
     return moved
+
+
+def count_moves(moved: Sequence[Moved], actor: str) -> None:
+    """Count state changes for the metrics (`withdrawal_shared.metrics`). Counted when written:
+    the moves of a transaction that then rolls back (a lost compare-and-set) are included."""
+    by_state: dict[tuple[str, str], int] = {}
+    for change in moved:
+        key = (change.to_state.value, change.reason if change.to_state is State.ON_HOLD else "")
+        by_state[key] = by_state.get(key, 0) + 1
+    for (to_state, hold_reason), count in by_state.items():
+        WITHDRAWAL_TRANSITIONS.add(count, {"to_state": to_state, "actor": actor})
+        if hold_reason:
+            WITHDRAWAL_HOLDS.add(count, {"reason": hold_reason})
 
 
 def _written(row: Withdrawal, values: Mapping[str, Any]) -> None:
