@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from google.protobuf import timestamp_pb2
 
@@ -10,6 +11,9 @@ from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
 from withdrawal_shared.amounts import format_amount
 from withdrawal_shared.db.models import Withdrawal
 from withdrawal_shared.db.reference import ReferenceData
+
+if TYPE_CHECKING:
+    from svc_gateway.store import CreatedWithdrawal
 
 RESOURCE_PREFIX = "withdrawals/"
 
@@ -24,7 +28,9 @@ def _timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def to_proto(row: Withdrawal, reference: ReferenceData) -> withdrawal_pb2.Withdrawal:
+def to_proto(
+    row: Withdrawal | CreatedWithdrawal, reference: ReferenceData
+) -> withdrawal_pb2.Withdrawal:
     token = reference.tokens_by_id[row.token_id]
     chain = reference.chains[row.chain]
     message = withdrawal_pb2.Withdrawal(

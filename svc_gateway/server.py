@@ -50,6 +50,7 @@ class GatewayServer:
         self._health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self._runner: web.AppRunner | None = None
+        self._core: WithdrawalCore | None = None
 
     async def start(self) -> None:
         self._hub.start()
@@ -60,7 +61,11 @@ class GatewayServer:
             self._hub,
             self._executor,
             self.settings.watch_poll_seconds,
+            create_batch_max=self.settings.create_batch_max,
+            create_batch_in_flight=self.settings.create_batch_in_flight,
+            create_batch_wait_seconds=self.settings.create_batch_wait_ms / 1000,
         )
+        self._core = core
         auth = Authenticator(
             self.store.partner_for_token, self._executor, self.settings.api_key_cache_seconds
         )
@@ -112,9 +117,12 @@ class GatewayServer:
             await self._grpc.stop(grace)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._core is not None:
+            await self._core.stop()
         await self._hub.stop()
         await self._redis.aclose()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self.store.close()
         self._engine.dispose()
 
     async def wait(self) -> None:

@@ -26,6 +26,16 @@ class GatewaySettings(StoreSettings):
     """GATEWAY_MAX_BODY_BYTES: larger REST bodies are refused with 400."""
     db_threads: int = 16
     """GATEWAY_DB_THREADS: threads (and pooled connections) for database work."""
+    create_batch_max: int = 64
+    """GATEWAY_CREATE_BATCH_MAX: at most this many CreateWithdrawal requests share one
+    transaction (group commit, see svc_gateway.batching)."""
+    create_batch_in_flight: int = 2
+    """GATEWAY_CREATE_BATCH_IN_FLIGHT: group-commit transactions running at once; requests
+    arriving while all are busy form the next batch."""
+    create_batch_wait_ms: float = 0.0
+    """GATEWAY_CREATE_BATCH_WAIT_MS: linger this long before taking a batch (larger batches,
+    fewer transactions, at the price of that much latency); 0 batches only what queued up
+    while the database was busy."""
     api_key_cache_seconds: float = 30.0
     """GATEWAY_API_KEY_CACHE_SECONDS: how long a verified key is trusted without a lookup
     (a revoked key stops working within this time)."""
@@ -46,6 +56,11 @@ class GatewaySettings(StoreSettings):
             http_port=env_int("GATEWAY_HTTP_PORT", d.http_port, minimum=0),
             max_body_bytes=env_int("GATEWAY_MAX_BODY_BYTES", d.max_body_bytes, minimum=1024),
             db_threads=env_int("GATEWAY_DB_THREADS", d.db_threads, minimum=1),
+            create_batch_max=env_int("GATEWAY_CREATE_BATCH_MAX", d.create_batch_max, minimum=1),
+            create_batch_in_flight=env_int(
+                "GATEWAY_CREATE_BATCH_IN_FLIGHT", d.create_batch_in_flight, minimum=1
+            ),
+            create_batch_wait_ms=env_float("GATEWAY_CREATE_BATCH_WAIT_MS", d.create_batch_wait_ms),
             api_key_cache_seconds=env_float(
                 "GATEWAY_API_KEY_CACHE_SECONDS", d.api_key_cache_seconds
             ),

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, TypeAlias
 
-from sqlalchemy import Engine, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, PoolProxiedConnection, and_, insert, or_, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from svc_gateway.validation import NewWithdrawal
@@ -16,6 +20,7 @@ from withdrawal_shared.db.reference import ReferenceCache
 from withdrawal_shared.db.transitions import (
     Moved,
     TransitionConflict,
+    creation_audit,
     move,
     record_creation,
     utcnow,
@@ -25,6 +30,220 @@ from withdrawal_shared.ids import new_ulid
 from withdrawal_shared.states import CANCELLABLE, State
 
 ACTOR_PARTNER = "partner:"
+RECEIVED_MESSAGE = "Accepted; waiting for the processor."
+MYSQL_DEADLOCK = 1213  # ER_LOCK_DEADLOCK: InnoDB rolled the transaction back; retry it
+BATCH_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedWithdrawal:
+    """A withdrawal as `create_many` inserted it: every column `to_proto` reads, without the
+    cost of building an ORM object per request."""
+
+    id: str
+    partner_id: str
+    request_id: str
+    request_fingerprint: str
+    client_reference: str
+    chain: str
+    token_id: int
+    recipient: str
+    amount: int
+    priority: str
+    state: str
+    state_reason: str
+    state_message: str
+    tx_hash: str | None
+    fee_wei: int | None
+    confirmations: int
+    version: int
+    audit_head: str
+    create_time: dt.datetime
+    update_time: dt.datetime
+    end_time: dt.datetime | None
+
+    def columns(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _CREATED_COLUMNS}
+
+
+_CREATED_COLUMNS = tuple(f.name for f in fields(CreatedWithdrawal))
+_AUDIT_COLUMNS = (
+    "withdrawal_id",
+    "version",
+    "from_state",
+    "to_state",
+    "actor",
+    "reason",
+    "message",
+    "reorged",
+    "occur_time",
+    "prev_hash",
+    "hash",
+)
+
+StoredWithdrawal: TypeAlias = Withdrawal | CreatedWithdrawal
+Created: TypeAlias = tuple[StoredWithdrawal, Moved | None]
+"""The stored withdrawal, and the Moved to publish when this request created it (None for a
+repeat of an earlier request)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _NewRow:
+    index: int  # in the batch
+    row: CreatedWithdrawal
+    audit: dict[str, Any]
+    moved: Moved
+
+
+def _new_row(index: int, partner_id: str, new: NewWithdrawal, now: dt.datetime) -> _NewRow:
+    withdrawal_id = new_ulid()
+    audit, moved = creation_audit(
+        withdrawal_id=withdrawal_id,
+        partner_id=partner_id,
+        state=State.RECEIVED.value,
+        reason="",
+        message=RECEIVED_MESSAGE,
+        occur_time=now,
+        actor=ACTOR_PARTNER + partner_id,
+    )
+    row = CreatedWithdrawal(
+        id=withdrawal_id,
+        partner_id=partner_id,
+        request_id=new.request_id,
+        request_fingerprint=new.fingerprint,
+        client_reference=new.client_reference,
+        chain=new.chain,
+        token_id=new.token.id,
+        recipient=new.recipient,
+        amount=new.amount,
+        priority=new.priority.value,
+        state=State.RECEIVED.value,
+        state_reason="",
+        state_message=RECEIVED_MESSAGE,
+        tx_hash=None,
+        fee_wei=None,
+        confirmations=0,
+        version=1,
+        audit_head=audit["hash"],
+        create_time=now,
+        update_time=now,
+        end_time=None,
+    )
+    return _NewRow(index, row, audit, moved)
+
+
+def _key_reused(request_id: str, existing_id: str) -> ApiError:
+    return ApiError(
+        Code.ALREADY_EXISTS,
+        "IDEMPOTENCY_KEY_REUSED",
+        f"request_id {request_id!r} was already used for a different withdrawal "
+        f"({existing_id}); use a new request_id for a new withdrawal.",
+        metadata={"withdrawal": "withdrawals/" + existing_id},
+    )
+
+
+def _repeat(stored: StoredWithdrawal, new: NewWithdrawal) -> Created | ApiError:
+    """A request whose request_id is already stored: the original, or ALREADY_EXISTS."""
+    if stored.request_fingerprint != new.fingerprint:
+        return _key_reused(new.request_id, stored.id)
+    return stored, None
+
+
+class _DriverInserts:
+    """The group commit's INSERTs on PyMySQL, straight on DBAPI connections it keeps.
+
+    Per batch, SQLAlchemy's connection handling (pool check-out with a ping, Connection and
+    Transaction objects, a rollback when the connection goes back) and its per-row parameter
+    handling cost about as much CPU as the driver's own work: measured on the 2-core
+    benchmark machine, 0.72 ms against 0.46 ms for a batch of one, 1.59 ms against 0.86 ms
+    for ten. Here a batch is two `executemany` (each one multi-row INSERT) and a COMMIT on a
+    connection held between batches: three round trips. A connection that fails is
+    invalidated. A batch that found its connection dead (the server restarted, or closed it
+    while idle) drops every held connection and is tried once more on a new one; should the
+    lost reply have been the COMMIT's after the server applied it, that second try meets its
+    own rows as duplicates, which `create_many` settles as repeats: the responses are right,
+    and the processor's sweeper enqueues those rows.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._dbapi: Any = engine.dialect.loaded_dbapi
+        self._idle: deque[PoolProxiedConnection] = deque()  # append and pop are atomic
+        self._withdrawals_sql = str(
+            insert(Withdrawal).compile(engine, column_keys=list(_CREATED_COLUMNS))
+        )
+        self._audits_sql = str(
+            insert(WithdrawalAudit).compile(engine, column_keys=list(_AUDIT_COLUMNS))
+        )
+
+    def insert(self, rows: Sequence[_NewRow]) -> None:
+        """Both INSERTs and the COMMIT; on failure the transaction is rolled back."""
+        for attempt in range(2):
+            try:
+                connection = self._idle.pop()
+            except IndexError:
+                connection = self._engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                try:
+                    cursor.executemany(self._withdrawals_sql, [r.row.columns() for r in rows])
+                    cursor.executemany(self._audits_sql, [r.audit for r in rows])
+                finally:
+                    cursor.close()
+                connection.commit()
+            except self._dbapi.Error as exc:
+                dead = self._engine.dialect.is_disconnect(exc, connection, None)
+                if dead:  # the others most likely died with it (a restart): all are dropped
+                    self._discard(connection)
+                    self.close(discard=True)
+                    if attempt == 0:
+                        continue  # on a fresh connection, pinged by the pool's check-out
+                elif self._rolled_back(connection):
+                    self._idle.append(connection)
+                else:
+                    self._discard(connection)
+                raise
+            except BaseException:
+                self._discard(connection)
+                raise
+            self._idle.append(connection)
+            return
+
+    @staticmethod
+    def _rolled_back(connection: PoolProxiedConnection) -> bool:
+        try:
+            connection.rollback()
+        except Exception:
+            return False
+        return True
+
+    @staticmethod
+    def _discard(connection: PoolProxiedConnection) -> None:
+        connection.invalidate()
+        connection.close()
+
+    def close(self, *, discard: bool = False) -> None:
+        """Give the held connections back to the pool (invalidated, when `discard`)."""
+        while True:
+            try:
+                connection = self._idle.pop()
+            except IndexError:
+                return
+            if discard:
+                self._discard(connection)
+            else:
+                connection.close()
+
+
+def _collided(exc: BaseException, dbapi: Any) -> bool:
+    """The batch collided with another writer: a duplicate key, or an InnoDB deadlock
+    between concurrent inserts of the same key. (`exc` is a DBAPI error of the driver
+    path, or SQLAlchemy's wrapping of one.)"""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(exc, IntegrityError) or isinstance(orig, dbapi.IntegrityError):
+        return True
+    args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] == MYSQL_DEADLOCK
 
 
 class WithdrawalStore:
@@ -32,6 +251,17 @@ class WithdrawalStore:
         self.engine = engine
         self.sessions: sessionmaker[Session] = make_sessionmaker(engine)
         self.reference = ReferenceCache(self.sessions)
+        # On PyMySQL the group commit writes through the driver (`_DriverInserts`): its column
+        # types need no processing there (ints, strings, naive datetimes, None). SQLite keeps
+        # SQLAlchemy's, which stores amounts and datetimes in its own text formats.
+        self._driver_inserts: _DriverInserts | None = None
+        if engine.dialect.driver == "pymysql":
+            self._driver_inserts = _DriverInserts(engine)
+
+    def close(self) -> None:
+        """Give back the connections the group commit holds (before disposing the engine)."""
+        if self._driver_inserts is not None:
+            self._driver_inserts.close()
 
     def partner_for_token(self, token: str) -> str | None:
         with self.sessions() as session:
@@ -54,7 +284,7 @@ class WithdrawalStore:
             priority=new.priority.value,
             state=State.RECEIVED.value,
             state_reason="",
-            state_message="Accepted; waiting for the processor.",
+            state_message=RECEIVED_MESSAGE,
             tx_hash=None,
             fee_wei=None,
             confirmations=0,
@@ -78,14 +308,105 @@ class WithdrawalStore:
         if existing is None:  # the conflict was not the idempotency key: a real fault
             raise RuntimeError("insert failed on a constraint other than the idempotency key")
         if existing.request_fingerprint != new.fingerprint:
-            raise ApiError(
-                Code.ALREADY_EXISTS,
-                "IDEMPOTENCY_KEY_REUSED",
-                f"request_id {new.request_id!r} was already used for a different withdrawal "
-                f"({existing.id}); use a new request_id for a new withdrawal.",
-                metadata={"withdrawal": "withdrawals/" + existing.id},
-            )
+            raise _key_reused(new.request_id, existing.id)
         return existing, None
+
+    def create_many(self, items: Sequence[tuple[str, NewWithdrawal]]) -> list[Created | Exception]:
+        """Group commit of (partner_id, new) items: all new withdrawals and their audit rows
+        in one transaction, with the outcome `create` would give each item on its own (the
+        stored row and its Moved; the original and None for a repeated request_id; or the
+        ALREADY_EXISTS error when the repeat's body differs).
+
+        Repeats inside the batch are settled against the first item with that key. When the
+        batch collides with rows committed meanwhile (a duplicate key, or a deadlock between
+        concurrent inserts of one key), the keys that now exist are read and settled as
+        repeats and the rest is inserted again; after `BATCH_ATTEMPTS` collisions each item
+        goes through `create` alone, so one bad item never fails the others.
+        """
+        now = utcnow()
+        first: dict[tuple[str, str], int] = {}  # key -> index of its first item
+        repeats: list[tuple[int, int]] = []  # (index, index of the first item with its key)
+        rows: list[_NewRow] = []
+        for index, (partner_id, new) in enumerate(items):
+            earlier = first.setdefault((partner_id, new.request_id), index)
+            if earlier != index:
+                repeats.append((index, earlier))
+            else:
+                rows.append(_new_row(index, partner_id, new, now))
+        outcomes: dict[int, Created | Exception] = {}
+        stored = self._insert_settling(rows, items, outcomes)
+        for index, earlier in repeats:
+            original = stored.get(earlier)
+            outcomes[index] = (
+                self._create_alone(*items[index])  # its first item failed: on its own
+                if original is None
+                else _repeat(original, items[index][1])
+            )
+        return [outcomes[index] for index in range(len(items))]
+
+    def _insert_settling(
+        self,
+        rows: Sequence[_NewRow],
+        items: Sequence[tuple[str, NewWithdrawal]],
+        outcomes: dict[int, Created | Exception],
+    ) -> dict[int, StoredWithdrawal]:
+        """Insert the rows in one transaction, settling each row's outcome; returns the
+        stored withdrawal (new or the original) by item index."""
+        stored: dict[int, StoredWithdrawal] = {}
+        pending = list(rows)
+        for _ in range(BATCH_ATTEMPTS):
+            if not pending:
+                break
+            try:
+                self._insert(pending)
+            except Exception as exc:
+                if not _collided(exc, self.engine.dialect.loaded_dbapi):
+                    raise
+                existing = self._existing([(r.row.partner_id, r.row.request_id) for r in pending])
+                for r in pending:
+                    found = existing.get((r.row.partner_id, r.row.request_id))
+                    if found is not None:
+                        stored[r.index] = found
+                        outcomes[r.index] = _repeat(found, items[r.index][1])
+                pending = [r for r in pending if r.index not in stored]
+                continue
+            for r in pending:
+                stored[r.index] = r.row
+                outcomes[r.index] = (r.row, r.moved)
+            pending = []
+        for r in pending:  # collided every time: each on its own, settling for itself
+            outcomes[r.index] = self._create_alone(*items[r.index])
+        return stored
+
+    def _create_alone(self, partner_id: str, new: NewWithdrawal) -> Created | Exception:
+        try:
+            return self.create(partner_id, new)
+        except Exception as exc:  # becomes this request's error, not the whole batch's
+            return exc
+
+    def _insert(self, rows: Sequence[_NewRow]) -> None:
+        """The rows and their audit rows in one transaction (multi-row INSERTs, no ORM)."""
+        if self._driver_inserts is not None:
+            self._driver_inserts.insert(rows)
+            return
+        with self.engine.begin() as conn:
+            conn.execute(insert(Withdrawal), [r.row.columns() for r in rows])
+            conn.execute(insert(WithdrawalAudit), [r.audit for r in rows])
+
+    def _existing(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Withdrawal]:
+        """The stored withdrawals with these (partner_id, request_id) keys."""
+        by_partner: dict[str, list[str]] = {}
+        for partner_id, request_id in keys:
+            by_partner.setdefault(partner_id, []).append(request_id)
+        condition = or_(
+            *(
+                and_(Withdrawal.partner_id == partner_id, Withdrawal.request_id.in_(request_ids))
+                for partner_id, request_ids in by_partner.items()
+            )
+        )
+        with self.sessions() as session:
+            rows = session.scalars(select(Withdrawal).where(condition)).all()
+        return {(row.partner_id, row.request_id or ""): row for row in rows}
 
     def get(self, partner_id: str, withdrawal_id: str) -> Withdrawal | None:
         with self.sessions() as session:

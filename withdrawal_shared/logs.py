@@ -79,3 +79,10 @@ def configure(service: str, level: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel((level or os.environ.get("LOG_LEVEL", "INFO")).upper())
+    # The JSON lines never show the caller's file and line, thread or process, so each record
+    # need not find them (logging's documented optimisations): finding the caller alone was
+    # a third of the cost of a log line, and the gateway logs one per created withdrawal.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False

@@ -39,6 +39,7 @@ from svc_gateway.rest.http_rule import (
     resolve_field,
     rule_bindings,
 )
+from svc_gateway.rest.json_render import message_to_dict
 from svc_gateway.rest.openapi import build_openapi, default_descriptor_set
 from withdrawal_shared.errors import (
     ApiError,
@@ -428,7 +429,7 @@ async def _read_body(request: web.Request, limit: int, name: str) -> bytes:
 
 def message_to_json_bytes(message: Message) -> bytes:
     """proto3 JSON (lowerCamelCase), with every no-presence field printed."""
-    data = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    data = message_to_dict(message)
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 

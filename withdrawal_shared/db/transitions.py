@@ -53,40 +53,65 @@ class Moved:
     occur_time: dt.datetime
 
 
-def record_creation(session: Session, row: Withdrawal, *, actor: str) -> Moved:
-    """Fill a new row's audit fields and add its first audit row (RECEIVED)."""
-    now = row.create_time
+def creation_audit(
+    *,
+    withdrawal_id: str,
+    partner_id: str,
+    state: str,
+    reason: str,
+    message: str,
+    occur_time: dt.datetime,
+    actor: str,
+) -> tuple[dict[str, Any], Moved]:
+    """The first audit row of a new withdrawal (version 1, from nothing to `state`) as column
+    values, and the Moved it records. The withdrawal row gets `version` 1 and `audit_head` the
+    audit row's `hash`. For writers that insert many rows at once without ORM objects (the
+    gateway's group commit); `record_creation` is the same for one ORM row."""
     digest = audit_hash(
         prev_hash=GENESIS,
-        withdrawal_id=row.id,
+        withdrawal_id=withdrawal_id,
         version=1,
         from_state="",
-        to_state=row.state,
+        to_state=state,
         actor=actor,
+        reason=reason,
+        message=message,
+        reorged=False,
+        occur_time=occur_time,
+    )
+    audit = {
+        "withdrawal_id": withdrawal_id,
+        "version": 1,
+        "from_state": "",
+        "to_state": state,
+        "actor": actor,
+        "reason": reason,
+        "message": message,
+        "reorged": False,
+        "occur_time": occur_time,
+        "prev_hash": GENESIS,
+        "hash": digest,
+    }
+    moved = Moved(withdrawal_id, partner_id, None, State(state), 1, reason, False, occur_time)
+    return audit, moved
+
+
+def record_creation(session: Session, row: Withdrawal, *, actor: str) -> Moved:
+    """Fill a new row's audit fields and add its first audit row (RECEIVED)."""
+    audit, moved = creation_audit(
+        withdrawal_id=row.id,
+        partner_id=row.partner_id,
+        state=row.state,
         reason=row.state_reason,
         message=row.state_message,
-        reorged=False,
-        occur_time=now,
+        occur_time=row.create_time,
+        actor=actor,
     )
     row.version = 1
-    row.audit_head = digest
+    row.audit_head = audit["hash"]
     session.add(row)
-    session.add(
-        WithdrawalAudit(
-            withdrawal_id=row.id,
-            version=1,
-            from_state="",
-            to_state=row.state,
-            actor=actor,
-            reason=row.state_reason,
-            message=row.state_message,
-            reorged=False,
-            occur_time=now,
-            prev_hash=GENESIS,
-            hash=digest,
-        )
-    )
-    return Moved(row.id, row.partner_id, None, State(row.state), 1, row.state_reason, False, now)
+    session.add(WithdrawalAudit(**audit))
+    return moved
 
 
 def move(

@@ -1,0 +1,979 @@
+"""CreateWithdrawal under open-loop load, over gRPC and over REST, against the gateway running
+as its own process (`python -m svc_gateway`) on a MariaDB database of its own (created,
+migrated and dropped here) and Redis (a key prefix of its own, deleted afterwards).
+
+    python -m bench.api_load            # 100 … 1000/s, 10 s each, both transports (make bench-api)
+    python -m bench.api_load --smoke    # 2 rates x 1 s, low rates (run by the test suite)
+    python -m bench.api_load --rates 400,600 --seconds 20 --transports grpc
+    python -m bench.api_load --gateway-env GATEWAY_DB_THREADS=8   # try a gateway setting
+
+Open loop: request i of a step is due at `t0 + i / rate`, whatever happened to the requests
+before it, and its latency is measured from that due time to its response, so a slow server
+cannot hide latency by slowing the generator down (coordinated omission). The generators are
+several processes (`--generators`), each sending every G-th request; each prints its own lag
+(how late it sent a request after its due time), so a generator that cannot keep up shows.
+
+Every request is a real one: a valid API key (Authorization header, checked by the gateway),
+a unique request_id (REST: the Idempotency-Key header) and a fresh recipient, validated,
+stored with its audit row and enqueued on Redis, as in production. The processor is NOT
+running (it needs a chain, a signer and funded wallets; the configuration says so).
+
+Prints its configuration, then a table per transport and rate (p50/p95/p99 latency from the
+due time, errors, achieved rate, generator lag, CPU seconds per 1,000 requests of the gateway,
+mariadbd, redis-server and the generators), and writes JSON to bench/results/. CPU is read from
+/proc/<pid>/stat (utime + stime) before and after each step; mariadbd and redis-server are
+shared with whatever else runs on the machine, so their figures include that.
+
+Targets (issue: benchmarks that tell the truth), on a quiet 2-core machine shared by MariaDB,
+Redis, the gateway and the generators: p95 <= 25 ms at >= 600 CreateWithdrawal/s over gRPC
+and >= 500/s over REST.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import platform
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FULL_RATES = (100, 200, 400, 600, 800, 1000)
+SMOKE_RATES = (20, 40)
+TRANSPORTS = ("grpc", "rest")
+P95_LIMIT_MS = 25.0
+TARGETS = {"grpc": 600, "rest": 500}
+ACHIEVED_MIN = 0.95  # a rate counts as sustained only if this share of it was achieved
+DEFAULT_MARIADB = "mysql+pymysql://root:@127.0.0.1:3306"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------- CPU of other processes
+
+
+def cpu_seconds(pid: int | None, thread: int | None = None) -> float | None:
+    """utime + stime of a process (or of one of its threads) in seconds, or None when it
+    cannot be read."""
+    if pid is None:
+        return None
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; the fields after its closing paren are fixed.
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def pid_of(program: str) -> int | None:
+    """The pid of a running program (the oldest, if several), via pidof."""
+    try:
+        out = subprocess.run(
+            ["pidof", "-s", program], capture_output=True, text=True, check=False, timeout=5
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return int(out[0]) if out else None
+
+
+# ---------------------------------------------------------------- the load generators
+
+
+@dataclass(frozen=True)
+class Target:
+    grpc_target: str
+    rest_url: str
+    api_key: str
+    timeout: float
+
+
+@dataclass
+class GeneratorResult:
+    """What one generator process saw in one step."""
+
+    scheduled: int = 0
+    latencies_ms: list[float] = field(default_factory=list)  # successful requests only
+    errors: dict[str, int] = field(default_factory=dict)
+    lags_ms: list[float] = field(default_factory=list)  # send time - due time, every request
+    last_done: float = 0.0  # monotonic time of the last response
+    completed: int = 0  # responses, successful or not (timeouts excluded)
+    cpu_seconds: float = 0.0  # this generator's own CPU while sending the step
+
+
+def _recipient() -> str:
+    return "0x" + secrets.token_hex(20)
+
+
+def _count(errors: dict[str, int], key: str) -> None:
+    errors[key] = errors.get(key, 0) + 1
+
+
+class _GrpcClient:
+    def __init__(self, target: Target) -> None:
+        import grpc
+
+        from assetwithdrawal.withdrawal.v1 import withdrawal_pb2, withdrawal_pb2_grpc
+
+        self._grpc = grpc
+        self._pb2 = withdrawal_pb2
+        self._channel = grpc.aio.insecure_channel(target.grpc_target)
+        self._stub = withdrawal_pb2_grpc.WithdrawalServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {target.api_key}"),)
+        self._timeout = target.timeout
+
+    def build(self, request_id: str) -> Any:
+        return self._pb2.CreateWithdrawalRequest(
+            request_id=request_id,
+            withdrawal=self._pb2.Withdrawal(
+                token="USDC", recipient_address=_recipient(), amount="12.5"
+            ),
+        )
+
+    async def send(self, request: Any) -> str | None:
+        """None on success, else the error's name."""
+        try:
+            response = await self._stub.CreateWithdrawal(
+                request, metadata=self._metadata, timeout=self._timeout
+            )
+        except self._grpc.aio.AioRpcError as exc:
+            return f"grpc {exc.code().name}"
+        if response.state != self._pb2.STATE_RECEIVED:
+            return f"state {response.state}"
+        return None
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class _RestClient:
+    """A minimal HTTP/1.1 keep-alive client for one endpoint, for the generator only.
+
+    aiohttp's client spent about as much CPU per request as the gateway's whole REST layer,
+    on a machine where the generator shares two cores with what it measures. This one
+    writes a prebuilt request and reads a Content-Length response on a pooled connection
+    (the gateway answers unary calls that way); anything else is reported as an error.
+    """
+
+    MAX_CONNECTIONS = 256
+
+    def __init__(self, target: Target) -> None:
+        from urllib.parse import urlsplit
+
+        address = urlsplit(target.rest_url)
+        self._host = address.hostname or "127.0.0.1"
+        self._port = address.port or 80
+        self._timeout = target.timeout
+        self._head = (
+            f"POST /v1/withdrawals HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
+            f"Authorization: Bearer {target.api_key}\r\nContent-Type: application/json\r\n"
+        )
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._open = 0
+        self._freed = asyncio.Condition()
+
+    def build(self, request_id: str) -> bytes:
+        body = json.dumps(
+            {"token": "USDC", "recipientAddress": _recipient(), "amount": "12.5"}
+        ).encode()
+        head = f"{self._head}Idempotency-Key: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n"
+        return head.encode() + body
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        async with self._freed:
+            while not self._idle and self._open >= self.MAX_CONNECTIONS:
+                await self._freed.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._open += 1
+        try:
+            return await asyncio.open_connection(self._host, self._port)
+        except BaseException:
+            await self._release(None)
+            raise
+
+    async def _release(
+        self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None
+    ) -> None:
+        async with self._freed:
+            if connection is None:
+                self._open -= 1
+            else:
+                self._idle.append(connection)
+            self._freed.notify()
+
+    async def send(self, request: bytes) -> str | None:
+        connection = None
+        try:
+            async with asyncio.timeout(self._timeout):
+                connection = await self._connection()
+                reader, writer = connection
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status, length, close = _response_head(head)
+                payload = await reader.readexactly(length)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            if connection is not None:
+                connection[1].close()
+                await self._release(None)
+            return type(exc).__name__
+        if close:
+            writer.close()
+            await self._release(None)
+        else:
+            await self._release(connection)
+        if status != 200:
+            return f"HTTP {status}"
+        if b'"STATE_RECEIVED"' not in payload:
+            return "unexpected body"
+        return None
+
+    async def close(self) -> None:
+        for _, writer in self._idle:
+            writer.close()
+        self._idle.clear()
+
+
+def _response_head(head: bytes) -> tuple[int, int, bool]:
+    """(status, Content-Length, connection closes) of an HTTP/1.1 response head."""
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length: int | None = None
+    close = False
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            length = int(value)
+        elif name == "connection" and value.strip().lower() == "close":
+            close = True
+        elif name == "transfer-encoding":
+            raise ValueError("chunked responses are not expected from a unary call")
+    if length is None:
+        raise ValueError("a response without Content-Length")
+    return status, length, close
+
+
+async def _run_step(
+    client: _GrpcClient | _RestClient,
+    requests: Sequence[Any],
+    due: Sequence[float],
+) -> GeneratorResult:
+    """Send each request at its due time (open loop) and measure from that time."""
+    result = GeneratorResult(scheduled=len(requests))
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(request: Any, due_at: float) -> None:
+        try:
+            error = await client.send(request)
+        except Exception as exc:  # a generator bug must show as an error, not a hang
+            error = f"generator {type(exc).__name__}"
+        done = time.monotonic()
+        result.last_done = max(result.last_done, done)
+        if error is None or not error.endswith(("DEADLINE_EXCEEDED", "TimeoutError")):
+            result.completed += 1
+        if error is None:
+            result.latencies_ms.append((done - due_at) * 1000)
+        else:
+            _count(result.errors, error)
+
+    i = 0
+    n = len(requests)
+    while i < n:
+        now = time.monotonic()
+        if due[i] > now:
+            await asyncio.sleep(due[i] - now)
+            now = time.monotonic()
+        # Everything already due goes now, so a late wake-up does not spread the backlog out.
+        while i < n and due[i] <= now:
+            result.lags_ms.append((now - due[i]) * 1000)
+            task = loop.create_task(one(requests[i], due[i]))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            i += 1
+    if tasks:
+        await asyncio.wait(set(tasks))
+    return result
+
+
+def _generator_main(conn: multiprocessing.connection.Connection, target: Target) -> None:
+    """A generator process: prepares a step's requests, sends them when told, reports back."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    client: _GrpcClient | _RestClient | None = None
+    try:
+        while True:
+            command = conn.recv()
+            if command[0] == "stop":
+                return
+            _, transport, request_ids, offsets = command
+            if client is None or client.__class__ is not (
+                _GrpcClient if transport == "grpc" else _RestClient
+            ):
+                if client is not None:
+                    loop.run_until_complete(client.close())
+                client = loop.run_until_complete(_make_client(transport, target))
+            requests = [client.build(request_id) for request_id in request_ids]
+            conn.send(("ready",))
+            _, t0 = conn.recv()
+            due = [t0 + offset for offset in offsets]
+            started = time.process_time()
+            result = loop.run_until_complete(_run_step(client, requests, due))
+            result.cpu_seconds = time.process_time() - started
+            conn.send(("done", asdict(result)))
+    finally:
+        if client is not None:
+            loop.run_until_complete(client.close())
+        loop.close()
+
+
+async def _make_client(transport: str, target: Target) -> _GrpcClient | _RestClient:
+    return _GrpcClient(target) if transport == "grpc" else _RestClient(target)
+
+
+class Generators:
+    """G generator processes; a step's requests are dealt out round-robin."""
+
+    def __init__(self, count: int, target: Target) -> None:
+        context = multiprocessing.get_context("spawn")  # no fork of a process holding gRPC
+        self.processes: list[Any] = []
+        self.conns: list[multiprocessing.connection.Connection] = []
+        for _ in range(count):
+            parent, child = context.Pipe()
+            process = context.Process(target=_generator_main, args=(child, target), daemon=True)
+            process.start()
+            self.processes.append(process)
+            self.conns.append(parent)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    def run(
+        self, transport: str, rate: float, seconds: float, tag: str
+    ) -> tuple[float, list[GeneratorResult]]:
+        """(t0, per-generator results) of `rate` requests/s for `seconds`."""
+        count = len(self.conns)
+        total = max(1, round(rate * seconds))
+        for g, conn in enumerate(self.conns):
+            indices = range(g, total, count)
+            conn.send(
+                ("step", transport, [f"{tag}-{i}" for i in indices], [i / rate for i in indices])
+            )
+        for conn in self.conns:
+            if conn.recv()[0] != "ready":
+                raise RuntimeError("a generator failed to prepare its requests")
+        t0 = time.monotonic() + 0.2
+        for conn in self.conns:
+            conn.send(("go", t0))
+        results = []
+        for conn in self.conns:
+            _, data = conn.recv()
+            results.append(GeneratorResult(**data))
+        return t0, results
+
+    def close(self) -> None:
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.send(("stop",))
+        for process in self.processes:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+
+
+# ---------------------------------------------------------------- the system under test
+
+
+@contextlib.contextmanager
+def bench_database(server_url: str) -> Iterator[str]:
+    """A MariaDB database of the benchmark's own, migrated, dropped afterwards."""
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    from withdrawal_shared.db.migrate import upgrade
+
+    parsed = make_url(server_url)
+    name = f"aws_bench_{secrets.token_hex(4)}"
+    admin = pymysql.connect(
+        host=parsed.host or "127.0.0.1",
+        port=parsed.port or 3306,
+        user=parsed.username or "root",
+        password=parsed.password or "",
+    )
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        url = parsed.set(database=name, query={"charset": "utf8mb4"}).render_as_string(
+            hide_password=False
+        )
+        upgrade(url)
+        yield url
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+def issue_key(database_url: str, partner_id: str) -> str:
+    """A partner and an API key, made the way the tests and the stack's bootstrap make them."""
+    from withdrawal_shared.db.api_keys import ensure_partner, issue_api_key
+    from withdrawal_shared.db.engine import make_engine, make_sessionmaker
+
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with make_sessionmaker(engine).begin() as session:
+            ensure_partner(session, partner_id)
+            session.flush()
+            return issue_api_key(session, partner_id)
+    finally:
+        engine.dispose()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class GatewayProcess:
+    """`python -m svc_gateway` with the environment the stack gives it (stack.runner)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, profile: Path | None = None) -> None:
+        self.grpc_port = _free_port()
+        self.http_port = _free_port()
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "GATEWAY_GRPC_PORT": str(self.grpc_port),
+            "GATEWAY_HTTP_PORT": str(self.http_port),
+            **env,
+        }
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        command = [sys.executable, "-m", "svc_gateway"]
+        if profile is not None:
+            command = [sys.executable, "-m", "bench.profiled_gateway", str(profile)]
+        self.process = subprocess.Popen(
+            command,
+            env=self.env,
+            cwd=REPO_ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def wait_serving(self, timeout: float = 60) -> None:
+        from withdrawal_shared.stack.probes import NotServingError, wait_serving
+
+        try:
+            wait_serving(
+                self.grpc_target,
+                timeout=timeout,
+                alive=lambda: self.process.poll() is None,
+                what="gateway",
+            )
+        except NotServingError as exc:
+            raise RuntimeError(f"{exc}; its log:\n{self.log_tail()}") from None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def log_levels(self) -> dict[str, int]:
+        """How many lines of each level the gateway logged (JSON lines; others as "text")."""
+        counts: dict[str, int] = {}
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return counts
+        for line in lines:
+            try:
+                level = str(json.loads(line).get("level", "?"))
+            except (ValueError, AttributeError):
+                level = "text"
+            counts[level] = counts.get(level, 0) + 1
+        return counts
+
+    def warnings(self, limit: int = 3) -> list[str]:
+        """The first few warning or error messages of the gateway's log."""
+        found: list[str] = []
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return found
+        for line in lines:
+            with contextlib.suppress(ValueError, AttributeError):
+                entry = json.loads(line)
+                if entry.get("level") in ("warning", "error", "critical"):
+                    found.append(f"{entry.get('msg')} {entry.get('error', '')}".strip())
+                    if len(found) >= limit:
+                        break
+        return found
+
+    def stop(self) -> int | None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+        return self.process.returncode
+
+
+# ---------------------------------------------------------------- figures
+
+
+@dataclass(frozen=True)
+class Row:
+    transport: str
+    rate: int
+    seconds: float
+    scheduled: int
+    ok: int
+    errors: int
+    error_kinds: dict[str, int]
+    achieved_rate: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    generator_lag_p99_ms: float
+    generator_lag_max_ms: float
+    cpu_per_1k: dict[str, float | None]  # process -> CPU seconds per 1,000 requests
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending sequence."""
+    if not sorted_values:
+        return None
+    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+def summarise(
+    transport: str,
+    rate: int,
+    seconds: float,
+    t0: float,
+    results: Sequence[GeneratorResult],
+    cpu: dict[str, float | None],
+) -> Row:
+    latencies = sorted(x for r in results for x in r.latencies_ms)
+    lags = sorted(x for r in results for x in r.lags_ms)
+    kinds: dict[str, int] = {}
+    for r in results:
+        for key, n in r.errors.items():
+            kinds[key] = kinds.get(key, 0) + n
+    scheduled = sum(r.scheduled for r in results)
+    completed = sum(r.completed for r in results)
+    ok = len(latencies)
+    cpu = {**cpu, "generators": sum(r.cpu_seconds for r in results)}
+    elapsed = max([seconds, *(r.last_done - t0 for r in results)])
+    # Per response: a request that timed out cost the gateway less than a completed one.
+    per_1k = {
+        name: (None if used is None or completed == 0 else round(used / completed * 1000, 3))
+        for name, used in cpu.items()
+    }
+    return Row(
+        transport=transport,
+        rate=rate,
+        seconds=seconds,
+        scheduled=scheduled,
+        ok=ok,
+        errors=scheduled - ok,
+        error_kinds=kinds,
+        achieved_rate=round(ok / elapsed, 1),
+        p50_ms=_round(percentile(latencies, 50)),
+        p95_ms=_round(percentile(latencies, 95)),
+        p99_ms=_round(percentile(latencies, 99)),
+        max_ms=_round(latencies[-1] if latencies else None),
+        generator_lag_p99_ms=_round(percentile(lags, 99)) or 0.0,
+        generator_lag_max_ms=_round(lags[-1] if lags else None) or 0.0,
+        cpu_per_1k=per_1k,
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def sustained(row: Row) -> bool:
+    """The rate was held: p95 within the limit, no errors, and (nearly) all of it achieved."""
+    return (
+        row.errors == 0
+        and row.p95_ms is not None
+        and row.p95_ms <= P95_LIMIT_MS
+        and row.achieved_rate >= ACHIEVED_MIN * row.rate
+    )
+
+
+def _fmt(value: float | None, spec: str = "7.1f") -> str:
+    if value is not None:
+        return format(value, spec)
+    return "-".rjust(int(spec.partition(".")[0]))
+
+
+def print_header() -> None:
+    print(
+        f"{'transport':>9} | {'rate/s':>6} | {'achieved':>8} | {'p50 ms':>7} | {'p95 ms':>7} | "
+        f"{'p99 ms':>7} | {'max ms':>7} | {'errors':>6} | {'lag p99':>7} | "
+        f"{'CPU s/1k: gateway':>17} | {'its loop':>8} | {'mariadbd':>8} | {'redis':>5} | "
+        f"{'generators':>10}"
+    )
+
+
+def print_row(row: Row) -> None:
+    cpu = row.cpu_per_1k
+    print(
+        f"{row.transport:>9} | {row.rate:6d} | {row.achieved_rate:8.1f} | {_fmt(row.p50_ms)} | "
+        f"{_fmt(row.p95_ms)} | {_fmt(row.p99_ms)} | {_fmt(row.max_ms)} | {row.errors:6d} | "
+        f"{row.generator_lag_p99_ms:7.2f} | {_fmt(cpu.get('gateway'), '17.3f')} | "
+        f"{_fmt(cpu.get('gateway-loop'), '8.3f')} | {_fmt(cpu.get('mariadbd'), '8.3f')} | "
+        f"{_fmt(cpu.get('redis-server'), '5.3f')} | "
+        f"{_fmt(cpu.get('generators'), '10.3f')}",
+        flush=True,
+    )
+    if row.error_kinds:
+        print(f"{'':>9}   errors: {row.error_kinds}", flush=True)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("grpcio", "aiohttp", "protobuf", "sqlalchemy", "pymysql", "redis"):
+        try:
+            versions[package] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def _server_versions(database_url: str, redis_url: str) -> dict[str, str]:
+    import redis
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            mariadb = str(conn.execute(text("SELECT VERSION()")).scalar())
+            flush = conn.execute(
+                text("SELECT @@innodb_flush_log_at_trx_commit, @@innodb_buffer_pool_size")
+            ).one()
+    finally:
+        engine.dispose()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        redis_version = str(client.info("server").get("redis_version", "?"))
+    finally:
+        client.close()
+    return {
+        "mariadb": mariadb,
+        "mariadb_innodb_flush_log_at_trx_commit": str(flush[0]),
+        "mariadb_innodb_buffer_pool_size": str(flush[1]),
+        "redis_server": redis_version,
+    }
+
+
+def _check_store(database_url: str, redis_url: str, prefix: str) -> dict[str, int]:
+    """What the run left: withdrawals, their audit rows and the queued tasks."""
+    import redis
+    from sqlalchemy import create_engine, func, select
+
+    from withdrawal_shared.db.models import Withdrawal, WithdrawalAudit
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            withdrawals = int(conn.scalar(select(func.count()).select_from(Withdrawal)) or 0)
+            audits = int(conn.scalar(select(func.count()).select_from(WithdrawalAudit)) or 0)
+    finally:
+        engine.dispose()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        tasks = int(client.xlen(f"{prefix}tasks:standard"))
+    finally:
+        client.close()
+    return {"withdrawals": withdrawals, "audit_rows": audits, "queued_tasks": tasks}
+
+
+def _delete_prefix(redis_url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="rates 20 and 40/s, 1 s each")
+    parser.add_argument("--rates", help="comma-separated requests/s (default 100,…,1000)")
+    parser.add_argument("--seconds", type=float, help="duration of each rate (default 10)")
+    parser.add_argument("--warmup-seconds", type=float, help="unmeasured warm-up per transport")
+    parser.add_argument("--transports", default="grpc,rest", help="grpc, rest or both")
+    parser.add_argument("--generators", type=int, default=2, help="generator processes")
+    parser.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, s")
+    parser.add_argument("--mariadb", default=os.environ.get("BENCH_MARIADB_URL", DEFAULT_MARIADB))
+    parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra environment variable for the gateway (repeatable)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run the gateway under cProfile (bench.profiled_gateway); slows it down",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    return parser.parse_args(argv)
+
+
+@dataclass(frozen=True)
+class Plan:
+    rates: tuple[int, ...]
+    seconds: float
+    warmup: float
+    transports: tuple[str, ...]
+    gateway_env: dict[str, str]
+    run_id: str
+    out: Path
+
+    @property
+    def prefix(self) -> str:
+        return f"awsbench:{self.run_id}:"
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    rates = (
+        tuple(int(r) for r in args.rates.split(","))
+        if args.rates
+        else (SMOKE_RATES if args.smoke else FULL_RATES)
+    )
+    transports = tuple(t.strip() for t in args.transports.split(",") if t.strip())
+    if not transports or not set(transports) <= set(TRANSPORTS):
+        raise SystemExit(f"--transports: choose from {', '.join(TRANSPORTS)}")
+    return Plan(
+        rates=rates,
+        seconds=args.seconds if args.seconds is not None else (1.0 if args.smoke else 10.0),
+        warmup=args.warmup_seconds
+        if args.warmup_seconds is not None
+        else (0.5 if args.smoke else 3.0),
+        transports=transports,
+        gateway_env=dict(item.split("=", 1) for item in args.gateway_env),
+        run_id=secrets.token_hex(4),
+        out=args.out or RESULTS / f"api_load{'-smoke' if args.smoke else ''}.json",
+    )
+
+
+def configuration(
+    args: argparse.Namespace, plan: Plan, gateway: GatewayProcess, database_url: str
+) -> dict[str, Any]:
+    """Everything a reader needs to judge the figures, printed before them."""
+    return {
+        "benchmark": "api_load",
+        "method": "CreateWithdrawal",
+        "transports": list(plan.transports),
+        "rates_per_second": list(plan.rates),
+        "seconds_per_rate": plan.seconds,
+        "warmup_seconds_per_transport": plan.warmup,
+        "loop": "open: request i due at t0 + i/rate; latency from its due time",
+        "generator_processes": args.generators,
+        "request_timeout_seconds": args.timeout,
+        "profiled": str(args.profile) if args.profile else False,
+        "processes": {
+            "gateway": f"1 (python -m svc_gateway, pid {gateway.process.pid})",
+            "processor": "not running (it needs a chain and a signer): the gateway alone",
+            "mariadbd": f"pid {pid_of('mariadbd')} (shared with the machine)",
+            "redis-server": f"pid {pid_of('redis-server')} (shared with the machine)",
+        },
+        "checks_on": [
+            "auth (API key, Authorization: Bearer, cached per key)",
+            "validation (token, amount, address incl. EIP-55, system addresses)",
+            "idempotency (unique request_id / Idempotency-Key per request)",
+            "stored RECEIVED with its hash-chained audit row, committed before the response",
+            "Redis task enqueue and state-change event before the response",
+            "one JSON log line per created withdrawal",
+        ],
+        "requests": "USDC 12.5 to a fresh random recipient each",
+        "database": "MariaDB, a database of its own (created, migrated, dropped)",
+        "redis_prefix": plan.prefix,
+        "gateway_env": {
+            k: v
+            for k, v in gateway.env.items()
+            if k.startswith(("GATEWAY_", "LOG_LEVEL", "REDIS_", "DATABASE_URL"))
+        },
+        "sustained_means": (
+            f"p95 <= {P95_LIMIT_MS:g} ms from the due time, no errors, "
+            f">= {ACHIEVED_MIN:.0%} of the rate achieved"
+        ),
+        "targets_per_second": TARGETS,
+        "versions": {**_versions(), **_server_versions(database_url, args.redis)},
+        "machine": {"cpus": os.cpu_count(), "loadavg_at_start": list(os.getloadavg())},
+    }
+
+
+class CpuMeter:
+    """CPU seconds of the gateway (all threads, and its event-loop thread alone), mariadbd
+    and redis-server between `start` and `stop`."""
+
+    def __init__(self, gateway_pid: int) -> None:
+        self._gateway = gateway_pid
+        self._others = {"mariadbd": pid_of("mariadbd"), "redis-server": pid_of("redis-server")}
+        self._before: dict[str, float | None] = {}
+
+    def _read(self) -> dict[str, float | None]:
+        reading = {
+            "gateway": cpu_seconds(self._gateway),
+            # The main thread runs the event loop: it alone cannot use more than one core.
+            "gateway-loop": cpu_seconds(self._gateway, self._gateway),
+        }
+        reading.update({name: cpu_seconds(pid) for name, pid in self._others.items()})
+        return reading
+
+    def start(self) -> None:
+        self._before = self._read()
+
+    def stop(self) -> dict[str, float | None]:
+        after = self._read()
+        used: dict[str, float | None] = {}
+        for name, value in after.items():
+            before = self._before.get(name)
+            used[name] = None if value is None or before is None else value - before
+        return used
+
+
+def measure(plan: Plan, gateway: GatewayProcess, generators: Generators) -> list[Row]:
+    """Every transport at every rate, after an unmeasured warm-up per transport."""
+    rows: list[Row] = []
+    meter = CpuMeter(gateway.process.pid)
+    print_header()
+    for transport in plan.transports:
+        if plan.warmup > 0:
+            generators.run(transport, plan.rates[0], plan.warmup, f"{plan.run_id}-{transport}-w")
+        for rate in plan.rates:
+            meter.start()
+            t0, results = generators.run(
+                transport, rate, plan.seconds, f"{plan.run_id}-{transport}-{rate}"
+            )
+            row = summarise(transport, rate, plan.seconds, t0, results, meter.stop())
+            rows.append(row)
+            print_row(row)
+            if gateway.process.poll() is not None:
+                raise RuntimeError(f"the gateway exited; its log:\n{gateway.log_tail()}")
+    return rows
+
+
+def verdicts(plan: Plan, rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for transport in plan.transports:
+        held = [r.rate for r in rows if r.transport == transport and sustained(r)]
+        best = max(held, default=None)
+        found[transport] = {
+            "highest_sustained_rate": best,
+            "target": TARGETS[transport],
+            "met": best is not None and best >= TARGETS[transport],
+        }
+        print(
+            f"{transport}: highest rate sustained (p95 <= {P95_LIMIT_MS:g} ms, no errors, "
+            f">= {ACHIEVED_MIN:.0%} achieved): {best}/s; target {TARGETS[transport]}/s"
+        )
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = make_plan(args)
+    with bench_database(args.mariadb) as database_url, tempfile.TemporaryDirectory() as tmp:
+        api_key = issue_key(database_url, f"bench-{plan.run_id}")
+        env = {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": args.redis,
+            "REDIS_PREFIX": plan.prefix,
+            **plan.gateway_env,
+        }
+        gateway = GatewayProcess(env, Path(tmp) / "gateway.log", args.profile)
+        generators: Generators | None = None
+        try:
+            gateway.wait_serving()
+            config = configuration(args, plan, gateway, database_url)
+            print("configuration:", json.dumps(config, indent=2), flush=True)
+            target = Target(
+                grpc_target=gateway.grpc_target,
+                rest_url=gateway.rest_url,
+                api_key=api_key,
+                timeout=args.timeout,
+            )
+            generators = Generators(args.generators, target)
+            rows = measure(plan, gateway, generators)
+            found = verdicts(plan, rows)
+            store = _check_store(database_url, args.redis, plan.prefix)
+            print(f"left in the store: {store}")
+        finally:
+            if generators is not None:
+                generators.close()
+            code = gateway.stop()
+            _delete_prefix(args.redis, plan.prefix)
+        gateway_log = {"levels": gateway.log_levels(), "first_warnings": gateway.warnings()}
+        print(f"gateway log: {gateway_log}")
+        if code not in (0, None):
+            print(f"the gateway exited with {code}; its log:\n{gateway.log_tail()}")
+    document = {
+        "config": config,
+        "rows": [asdict(r) for r in rows],
+        "targets": found,
+        "store": store,
+        "gateway_log": gateway_log,
+        "gateway_exit_code": code,
+        "loadavg_at_end": list(os.getloadavg()),
+        "time": time.time(),
+    }
+    plan.out.parent.mkdir(parents=True, exist_ok=True)
+    plan.out.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"wrote {plan.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""Group commit of CreateWithdrawal: one transaction for many requests, with each request's
+outcome exactly what it would be on its own (new, repeat of the original, ALREADY_EXISTS),
+also when batches collide with each other or with rows committed meanwhile; on MariaDB and
+SQLite, and the batcher's own behaviour on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import threading
+from collections.abc import Iterator, Sequence
+
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy import func, select
+
+from assetwithdrawal.events.v1 import events_pb2
+from svc_gateway.batching import GroupCommit
+from svc_gateway.store import Created, WithdrawalStore
+from svc_gateway.validation import NewWithdrawal, validate_create
+from tests.support.requests import create_request
+from withdrawal_shared import queue
+from withdrawal_shared.db.api_keys import ensure_partner
+from withdrawal_shared.db.engine import make_engine
+from withdrawal_shared.db.models import Withdrawal, WithdrawalAudit
+from withdrawal_shared.db.transitions import verify_audit_chain
+from withdrawal_shared.errors import ApiError, Code
+from withdrawal_shared.states import Priority
+
+
+@pytest.fixture(scope="module")
+def store(db_url: str) -> Iterator[WithdrawalStore]:
+    engine = make_engine(db_url, pool_size=8)
+    yield WithdrawalStore(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def partner(store: WithdrawalStore) -> str:
+    partner_id = f"gc-{secrets.token_hex(4)}"
+    with store.sessions.begin() as session:
+        ensure_partner(session, partner_id)
+    return partner_id
+
+
+def new(store: WithdrawalStore, request_id: str | None = None, amount: str = "1") -> NewWithdrawal:
+    return validate_create(
+        create_request(request_id=request_id, amount=amount), store.reference.get()
+    )
+
+
+def rows_of(store: WithdrawalStore, partner_id: str) -> int:
+    with store.sessions() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(Withdrawal)
+                .where(Withdrawal.partner_id == partner_id)
+            )
+            or 0
+        )
+
+
+def created(outcome: Created | Exception) -> Created:
+    assert not isinstance(outcome, Exception), outcome
+    return outcome
+
+
+def test_a_batch_settles_new_repeats_and_reuses_like_single_creates(
+    store: WithdrawalStore, partner: str
+) -> None:
+    stored_before = new(store)
+    reused_before = new(store)
+    original, moved = store.create(partner, stored_before)
+    reused_original, _ = store.create(partner, reused_before)
+    assert moved is not None
+    fresh = new(store)
+    in_batch = new(store)
+    items = [
+        (partner, fresh),
+        (partner, in_batch),
+        (partner, in_batch),  # a repeat inside the batch: the same body
+        (partner, new(store, in_batch.request_id, amount="2")),  # the same key, another body
+        (partner, stored_before),  # a repeat of a row stored before the batch
+        (partner, new(store, reused_before.request_id, amount="3")),  # reused stored key
+    ]
+    outcomes = store.create_many(items)
+    assert len(outcomes) == len(items)
+
+    first_row, first_moved = created(outcomes[0])
+    assert first_moved is not None and first_moved.version == 1
+    batch_row, batch_moved = created(outcomes[1])
+    assert batch_moved is not None
+    repeat_row, repeat_moved = created(outcomes[2])
+    assert repeat_row.id == batch_row.id and repeat_moved is None
+    for index, existing_id in ((3, batch_row.id), (5, reused_original.id)):
+        error = outcomes[index]
+        assert isinstance(error, ApiError)
+        assert error.code == Code.ALREADY_EXISTS and error.reason == "IDEMPOTENCY_KEY_REUSED"
+        assert error.metadata == {"withdrawal": "withdrawals/" + existing_id}
+    old_row, old_moved = created(outcomes[4])
+    assert old_row.id == original.id and old_moved is None
+
+    assert rows_of(store, partner) == 4  # two before, two new
+    with store.sessions() as session:
+        for row in (first_row, batch_row):
+            stored = session.get(Withdrawal, row.id)
+            assert stored is not None
+            assert (stored.amount, stored.version, stored.audit_head) == (
+                row.amount,
+                1,
+                row.audit_head,
+            )
+            assert verify_audit_chain(session, row.id)
+            audits = session.scalars(
+                select(WithdrawalAudit).where(WithdrawalAudit.withdrawal_id == row.id)
+            ).all()
+            assert [(a.from_state, a.to_state, a.actor) for a in audits] == [
+                ("", "RECEIVED", f"partner:{partner}")
+            ]
+
+
+def test_a_collision_with_a_row_committed_meanwhile_settles_as_a_repeat(
+    store: WithdrawalStore, partner: str
+) -> None:
+    # The batch does not read before it inserts: a key that another writer committed
+    # meanwhile makes its INSERT fail, and the batch settles that key and inserts the rest.
+    racing = new(store)
+    winner, _ = store.create(partner, racing)
+    others = [new(store) for _ in range(5)]
+    outcomes = store.create_many(
+        [(partner, n) for n in others[:2]]
+        + [(partner, racing)]
+        + [(partner, n) for n in others[2:]]
+    )
+    repeat_row, repeat_moved = created(outcomes[2])
+    assert repeat_row.id == winner.id and repeat_moved is None
+    fresh = [created(o) for i, o in enumerate(outcomes) if i != 2]
+    assert all(moved is not None for _, moved in fresh)
+    assert rows_of(store, partner) == 6
+
+
+def test_concurrent_batches_of_the_same_keys_make_one_row_each(
+    store: WithdrawalStore, partner: str
+) -> None:
+    items = [(partner, new(store)) for _ in range(10)]
+    results: list[list[Created | Exception]] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def batch(seed: int) -> None:
+        shuffled = list(items)
+        random.Random(seed).shuffle(shuffled)  # other lock orders: deadlocks are retried
+        try:
+            barrier.wait()
+            outcomes = store.create_many(shuffled)
+            by_key = dict(zip((n.request_id for _, n in shuffled), outcomes, strict=True))
+            results.append([by_key[n.request_id] for _, n in items])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=batch, args=(seed,)) for seed in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert rows_of(store, partner) == 10
+    for key_index in range(10):
+        outcomes = [created(r[key_index]) for r in results]
+        assert len({row.id for row, _ in outcomes}) == 1
+        assert sum(moved is not None for _, moved in outcomes) == 1  # created once
+
+
+def test_a_batch_connection_the_server_closed_is_replaced(
+    store: WithdrawalStore, partner: str, db_url: str
+) -> None:
+    if not db_url.startswith("mysql"):
+        pytest.skip("the group commit keeps connections of its own on PyMySQL only")
+    created(store.create_many([(partner, new(store))])[0])
+    held = store._driver_inserts._idle  # type: ignore[union-attr]
+    assert held
+    with store.engine.connect() as admin:
+        for connection in held:  # as a server restart or an idle timeout would
+            admin.exec_driver_sql(f"KILL {connection.driver_connection.thread_id()}")
+    _, moved = created(store.create_many([(partner, new(store))])[0])
+    assert moved is not None
+    assert rows_of(store, partner) == 2
+
+
+# ---------------------------------------------------------------- the batcher itself
+
+
+def test_group_commit_batches_what_queues_while_busy() -> None:
+    sizes: list[int] = []
+
+    async def flush(items: Sequence[int]) -> list[int | Exception]:
+        sizes.append(len(items))
+        await asyncio.sleep(0.02)
+        return [i * 10 if i % 7 else ValueError(f"bad {i}") for i in items]
+
+    async def run() -> list[int | BaseException]:
+        batcher: GroupCommit[int, int] = GroupCommit(flush, max_batch=8, max_in_flight=1)
+        assert await batcher.submit(1) == 10  # alone at low load: flushed at once, alone
+        results = await asyncio.gather(
+            *(batcher.submit(i) for i in range(1, 31)), return_exceptions=True
+        )
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(run())
+    for i, result in enumerate(results, start=1):
+        if i % 7:
+            assert result == i * 10
+        else:
+            assert isinstance(result, ValueError) and str(result) == f"bad {i}"
+    assert sizes == [1, 8, 8, 8, 6]  # 30 at once: at most 8 a batch, one batch at a time
+
+
+def test_group_commit_a_failed_flush_fails_its_batch_only() -> None:
+    calls = 0
+
+    async def flush(items: Sequence[str]) -> list[str | Exception]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        if calls == 1:
+            raise RuntimeError("database went away")
+        return [item.upper() for item in items]
+
+    async def run() -> tuple[BaseException | str, str]:
+        batcher: GroupCommit[str, str] = GroupCommit(flush, max_in_flight=1)
+        first = asyncio.ensure_future(batcher.submit("a"))
+        await asyncio.sleep(0)
+        cancelled = asyncio.ensure_future(batcher.submit("gone"))
+        second = asyncio.ensure_future(batcher.submit("b"))
+        await asyncio.sleep(0)
+        cancelled.cancel()  # a caller that went away does not break its batch
+        failed = (await asyncio.gather(first, return_exceptions=True))[0]
+        ok = await second
+        await batcher.stop()
+        return failed, ok
+
+    failed, ok = asyncio.run(run())
+    assert isinstance(failed, RuntimeError)
+    assert ok == "B"
+
+
+# ---------------------------------------------------------------- Redis
+
+
+def test_enqueue_created_writes_what_enqueue_and_publish_write(
+    store: WithdrawalStore, partner: str, redis_url: str, redis_prefix: str
+) -> None:
+    outcomes = store.create_many([(partner, new(store)) for _ in range(3)])
+    moved = [m for _, m in map(created, outcomes) if m is not None]
+    priorities = [Priority.STANDARD, Priority.EMERGENCY, Priority.STANDARD]
+
+    async def run() -> None:
+        client = aioredis.from_url(redis_url)
+        names = queue.QueueNames(redis_prefix)
+        pubsub = client.pubsub()
+        await pubsub.psubscribe(names.events_channel("*"))
+        await pubsub.get_message(timeout=1)  # the subscription confirmation
+        try:
+            assert await queue.enqueue_created(
+                client, names, list(zip(moved, priorities, strict=True))
+            )
+            standard = await client.xrange(names.tasks(Priority.STANDARD))
+            emergency = await client.xrange(names.tasks(Priority.EMERGENCY))
+            tasks = [events_pb2.WithdrawalTask.FromString(f[b"task"]) for _, f in standard]
+            assert [t.withdrawal_id for t in tasks] == [
+                moved[0].withdrawal_id,
+                moved[2].withdrawal_id,
+            ]
+            urgent = events_pb2.WithdrawalTask.FromString(emergency[0][1][b"task"])
+            assert urgent.withdrawal_id == moved[1].withdrawal_id
+            events = await client.xrange(names.events_stream)
+            expected = [queue.encode_event(m) for m in moved]
+            assert [f[b"event"] for _, f in events] == expected
+            published = []
+            while len(published) < 3:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+                assert message is not None
+                published.append((message["channel"].decode(), message["data"]))
+            assert published == [
+                (names.events_channel(m.withdrawal_id), e)
+                for m, e in zip(moved, expected, strict=True)
+            ]
+        finally:
+            await pubsub.aclose()
+            await client.aclose()
+        down = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+        try:
+            assert not await queue.enqueue_created(down, names, [(moved[0], Priority.STANDARD)])
+        finally:
+            await down.aclose()
+
+    asyncio.run(run())
