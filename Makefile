@@ -11,7 +11,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help up test check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas bench-api
+.PHONY: help up test check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short bench-e2e bench-api
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -82,6 +82,15 @@ up: deps redis-bin ## run the whole system on embedded defaults (SQLite, local R
 
 bench-gas: deps ## gas per payment: PayoutVault batches against single ERC-20 transfers
 	$(PY) -m bench.gas_per_payment
+
+chaos: deps redis-bin ## the full chaos run (>= 2,000 withdrawals, 30 kills, 5 reorgs, 500 RPC faults), judged from the chain
+	$(PY) -m chaos
+
+chaos-short: deps redis-bin ## the small chaos variant that also runs inside make test
+	$(PY) -m chaos --short
+
+bench-e2e: deps ## end to end: 5 min at 220/s batched against one withdrawal per transaction
+	$(PY) -m bench.e2e
 
 bench-api: deps ## CreateWithdrawal over gRPC and REST, open loop, stepped rates (MariaDB, Redis)
 	$(PY) -m bench.api_load

@@ -28,6 +28,7 @@ from svc_gateway.listing import encode_page_token, parse_list_request
 from svc_gateway.store import Created, WithdrawalStore
 from svc_gateway.validation import NewWithdrawal, validate_create
 from withdrawal_shared import queue
+from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.models import WithdrawalAudit
 from withdrawal_shared.db.reference import ReferenceData
 from withdrawal_shared.errors import FieldViolation, invalid_argument, not_found
@@ -98,6 +99,7 @@ class WithdrawalCore:
                 "withdrawal created",
                 extra={"withdrawal_id": row.id, "partner_id": caller.partner_id},
             )
+            crash_point("gateway.after_enqueue_before_reply")
         return to_proto(row, reference)
 
     async def _flush_creates(
@@ -113,6 +115,7 @@ class WithdrawalCore:
             if not isinstance(outcome, Exception) and outcome[1] is not None
         ]
         if created:
+            crash_point("gateway.after_insert_before_enqueue")
             await queue.enqueue_created(self.redis, self.names, created)
         return outcomes
 

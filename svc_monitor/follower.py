@@ -60,9 +60,18 @@ from withdrawal_shared.chain.payout import (
 )
 from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool
 from withdrawal_shared.chain.types import HexStr
+from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.models import Chain, PayoutItem, PayoutTransaction, Withdrawal
-from withdrawal_shared.db.transitions import Moved, TransitionConflict, move, utcnow
+from withdrawal_shared.db.transitions import (
+    Moved,
+    Step,
+    TransitionConflict,
+    move,
+    move_many,
+    utcnow,
+)
 from withdrawal_shared.errors import WithdrawalSystemError
+from withdrawal_shared.metrics import CHAIN_REORGS
 from withdrawal_shared.states import TERMINAL, PayoutState, State
 
 log = logging.getLogger(__name__)
@@ -282,6 +291,7 @@ class ChainFollower:
                 self._resend.pop(row.id, None)
             return
         self._resend.pop(row.id, None)
+        crash_point("monitor.after_receipt_before_update")
         block_number = int(receipt["blockNumber"])
         gas_used = int(receipt["gasUsed"])
         price = int(receipt["effectiveGasPrice"])
@@ -414,23 +424,20 @@ class ChainFollower:
             f"Mined in block {block['block_number']} (transaction {row.tx_hash}); "
             f"{depth} of {required} confirmations."
         )
-        moved: list[Moved] = []
+        mined: list[Withdrawal] = []
         for withdrawal in self._linked(session, row.id):
             if withdrawal.state in (State.SIGNED, State.BROADCAST):
-                moved.append(
-                    move(
-                        session,
-                        withdrawal,
-                        State.CONFIRMING,
-                        actor=self._actor,
-                        reason="MINED",
-                        message=message,
-                        confirmations=depth,
-                    )
-                )
+                mined.append(withdrawal)
             else:
                 self._left_alone(withdrawal, row, "mined")
-        return moved
+        # All of them in one statement (compare-and-set on each; a conflict rolls back).
+        return move_many(
+            session,
+            mined,
+            Step(State.CONFIRMING, "MINED", message),
+            actor=self._actor,
+            fields={"confirmations": depth},
+        )
 
     def _record_reverted(
         self, session: Session, row: _Row, block: Mapping[str, Any], reason: str
@@ -541,6 +548,7 @@ class ChainFollower:
                 .values(state=PayoutState.DROPPED, update_time=utcnow())
                 .execution_options(synchronize_session=False)
             )
+        crash_point("monitor.mid_state_update")  # the payout row is updated, uncommitted
         linked = self._linked(session, row.id)
         # Every item shares the gas, paid or not (see fees.split_fee for the rounding rule).
         shares = split_fee(row.fee_wei or 0, [w.id for w in linked])
@@ -549,6 +557,8 @@ class ChainFollower:
             for item in session.scalars(select(PayoutItem).where(PayoutItem.payout_tx_id == row.id))
         }
         moved: list[Moved] = []
+        paid: list[Withdrawal] = []
+        fees: dict[str, dict[str, Any]] = {}
         for withdrawal in linked:
             if withdrawal.state not in (State.CONFIRMING, State.BROADCAST):
                 self._left_alone(withdrawal, row, "confirmed")
@@ -562,19 +572,22 @@ class ChainFollower:
             elif outcome == Outcome.SKIPPED:
                 moved.append(self._item_skipped(session, withdrawal, row, fee, depth))
             else:
-                moved.append(
-                    move(
-                        session,
-                        withdrawal,
-                        State.COMPLETED,
-                        actor=self._actor,
-                        reason="CONFIRMED",
-                        message=f"Paid: transaction {row.tx_hash} in block {row.block_number} "
-                        f"has {depth} confirmations.",
-                        fee_wei=fee,
-                        confirmations=depth,
-                    )
-                )
+                paid.append(withdrawal)
+                fees[withdrawal.id] = {"fee_wei": fee}
+        # The paid ones all at once (one statement per source state), each with its own
+        # fee share; a conflict rolls the whole payout back, as one `move` failing did.
+        message = (
+            f"Paid: transaction {row.tx_hash} in block {row.block_number} has {depth} "
+            "confirmations."
+        )
+        moved += move_many(
+            session,
+            paid,
+            Step(State.COMPLETED, "CONFIRMED", message),
+            actor=self._actor,
+            fields={"confirmations": depth},
+            row_fields=fees,
+        )
         return moved
 
     def _item_failed(
@@ -680,6 +693,7 @@ class ChainFollower:
         if moved is None:
             return
         report.reorged += 1
+        CHAIN_REORGS.add(1)
         if not resent and raw is not None:
             self._resend[row.id] = raw
 

@@ -18,8 +18,10 @@ from web3 import Web3
 from svc_monitor.follower import ChainFollower, PollReport
 from svc_monitor.settings import MonitorSettings
 from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool
+from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
-from withdrawal_shared.queue import QueueNames, publish
+from withdrawal_shared.queue import QueueNames, publish_many
+from withdrawal_shared.states import State
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +106,10 @@ class MonitorServer:
                     await self._set_follower_health(health_pb2.HealthCheckResponse.SERVING)
                 self._failures = 0
                 self.last_report = report
-                for moved in report.moved:  # all committed by now
-                    await publish(self._redis, self._names, moved)
+                if report.moved:  # all committed by now
+                    if any(moved.to_state is State.COMPLETED for moved in report.moved):
+                        crash_point("monitor.after_complete_before_publish")
+                    await publish_many(self._redis, self._names, report.moved)
                 if report.moved or report.reorged or report.anomalies:
                     log.info(
                         "poll settled payouts",

@@ -22,6 +22,12 @@ not park every withdrawal for an operator. The task is acknowledged and the with
 to the sweeper, which re-drives rows that sit too long in a state (the database is the source
 of truth; a task is only a hint).
 
+New tasks are read up to `READ_BATCH` at a time and, when a `handle_batch` is given, handed
+to it in one call (the processor validates them in one database transaction); all of them are
+acknowledged with one XACK after it returned. If the batch call fails, each task goes through
+`handle` on its own, so the delivery counting, the dead letters and the hand-over to the
+sweeper stay exactly per task.
+
 Counters for operators: `dead_lettered`, `redelivered`, `handed_to_sweeper` (and an ERROR log
 line per dead letter). Prometheus metrics are built on these later.
 """
@@ -29,6 +35,7 @@ line per dead letter). Prometheus metrics are built on these later.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -42,6 +49,8 @@ from redis.exceptions import ResponseError
 
 from assetwithdrawal.events.v1 import events_pb2
 from svc_processor.errors import TransientError
+from withdrawal_shared.crash_points import crash_point
+from withdrawal_shared.metrics import QUEUE_DEAD_LETTERS, QUEUE_REDELIVERIES
 from withdrawal_shared.queue import QueueNames
 from withdrawal_shared.states import Priority
 
@@ -51,6 +60,7 @@ ORDER = (Priority.EMERGENCY, Priority.PRIORITY, Priority.STANDARD)
 ERROR_TEXT_MAX = 1000  # characters of the last error kept in a dead letter
 DEAD_LETTERS_MAXLEN = 1_000_000  # approximate; the withdrawal's hold is the durable record
 CLAIM_BATCH = 32
+READ_BATCH = 500  # new tasks per XREADGROUP and stream: one batch for `handle_batch`
 READ_BLOCK_SECONDS = 0.5
 
 
@@ -66,6 +76,7 @@ class DeadLetter:
 
 
 Handler = Callable[[str], Awaitable[None]]
+BatchHandler = Callable[[list[str]], Awaitable[None]]
 DeadLetterHandler = Callable[[DeadLetter], Awaitable[None]]
 Messages = list[tuple[bytes, dict[bytes, bytes] | None]]
 StreamBatch = list[tuple[bytes, Messages]] | None
@@ -97,6 +108,7 @@ class TaskConsumer:
         claim_interval_seconds: float = 5.0,
         max_deliveries: int = 5,
         on_dead_letter: DeadLetterHandler | None = None,
+        handle_batch: BatchHandler | None = None,
     ) -> None:
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
@@ -110,6 +122,7 @@ class TaskConsumer:
         self._claim_interval = max(0.01, claim_interval_seconds)
         self._max_deliveries = max_deliveries
         self._on_dead_letter = on_dead_letter
+        self._handle_batch = handle_batch
         self.dead_lettered = 0
         """Tasks moved to the dead-letter stream by this consumer."""
         self.redelivered = 0
@@ -144,7 +157,7 @@ class TaskConsumer:
                         self._group,
                         self._consumer,
                         dict.fromkeys(self._streams, ">"),
-                        count=CLAIM_BATCH,
+                        count=READ_BATCH if self._handle_batch is not None else CLAIM_BATCH,
                         block=max(1, int(block * 1000)),
                     )
                     for stream, messages in cast(StreamBatch, response) or []:
@@ -198,6 +211,7 @@ class TaskConsumer:
     async def _deliver(
         self, stream: bytes | str, messages: list[tuple[bytes, dict[bytes, bytes] | None, int]]
     ) -> None:
+        messages = await self._deliver_batch(stream, messages)
         for message_id, fields, deliveries in messages:
             raw = fields.get(b"task") if fields else None
             if raw is None:
@@ -211,6 +225,7 @@ class TaskConsumer:
                 continue
             if deliveries > 1:
                 self.redelivered += 1
+                QUEUE_REDELIVERIES.add(1)
             if deliveries > self._max_deliveries:
                 # Its consumers never finished it (they died on it): stop here.
                 await self._dead_letter(
@@ -263,7 +278,53 @@ class TaskConsumer:
                         extra={"withdrawal_id": task.withdrawal_id, "deliveries": deliveries},
                     )
                 continue
-            await self._client.xack(stream, self._group, message_id)
+            await self._ack_processed(stream, message_id)
+
+    async def _deliver_batch(
+        self, stream: bytes | str, messages: list[tuple[bytes, dict[bytes, bytes] | None, int]]
+    ) -> list[tuple[bytes, dict[bytes, bytes] | None, int]]:
+        """Hand the well-formed tasks still within their delivery budget to `handle_batch` at
+        once and acknowledge them together; what is left (all of them when the batch call
+        failed) for the per-task path."""
+        if self._handle_batch is None or len(messages) < 2:
+            return messages
+        batch: list[tuple[bytes, str]] = []
+        rest: list[tuple[bytes, dict[bytes, bytes] | None, int]] = []
+        for message_id, fields, deliveries in messages:
+            raw = fields.get(b"task") if fields else None
+            task = None
+            if raw is not None and deliveries <= self._max_deliveries:
+                with contextlib.suppress(DecodeError):
+                    task = events_pb2.WithdrawalTask.FromString(raw)
+            if task is None or not task.withdrawal_id:
+                rest.append((message_id, fields, deliveries))
+            else:
+                batch.append((message_id, task.withdrawal_id))
+        if not batch:
+            return messages
+        try:
+            await self._handle_batch([withdrawal_id for _, withdrawal_id in batch])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "batch failed; handling its tasks one by one",
+                extra={"tasks": len(batch), "error": f"{type(exc).__name__}: {exc}"},
+            )
+            return messages
+        again = sum(1 for _, _, deliveries in messages if deliveries > 1) - sum(
+            1 for _, _, deliveries in rest if deliveries > 1
+        )
+        self.redelivered += again
+        QUEUE_REDELIVERIES.add(again)
+        await self._ack_processed(stream, *[message_id for message_id, _ in batch])
+        return rest
+
+    async def _ack_processed(self, stream: bytes | str, *message_ids: bytes) -> None:
+        """Acknowledge tasks whose effects are committed (a crash before this redelivers them,
+        which is harmless: processing is idempotent)."""
+        crash_point("processor.after_process_before_ack")
+        await self._client.xack(stream, self._group, *message_ids)
 
     async def _dead_letter(
         self,
@@ -311,6 +372,7 @@ class TaskConsumer:
                 return
         await self._client.xack(stream, self._group, message_id)
         self.dead_lettered += 1
+        QUEUE_DEAD_LETTERS.add(1)
         log.error(
             "task dead-lettered; an operator must look at the withdrawal",
             extra={

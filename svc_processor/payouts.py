@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.exceptions import Web3Exception
@@ -40,6 +40,7 @@ from svc_processor.signer_client import SignerClient
 from withdrawal_shared.chain.fees import Fees
 from withdrawal_shared.chain.payout import Payment
 from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool, SendOutcome
+from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.models import (
     Chain,
     HotWallet,
@@ -49,7 +50,17 @@ from withdrawal_shared.db.models import (
     Token,
     Withdrawal,
 )
-from withdrawal_shared.db.transitions import Moved, TransitionConflict, move, utcnow
+from withdrawal_shared.db.transitions import (
+    WITHDRAWALS,
+    Moved,
+    Step,
+    TransitionConflict,
+    by_id,
+    move,
+    move_many,
+    utcnow,
+    versions_are,
+)
 from withdrawal_shared.ids import new_ulid
 from withdrawal_shared.states import PayoutState, State
 
@@ -84,6 +95,10 @@ class _NothingLinked(Exception):
     """Internal: every member moved meanwhile; roll the reservation back."""
 
 
+class _SomeMoved(Exception):
+    """Internal: a member moved meanwhile; roll back and link them one by one."""
+
+
 class Payouts:
     def __init__(
         self,
@@ -105,7 +120,17 @@ class Payouts:
     # -- 1. reserve ----------------------------------------------------------------------
 
     def reserve(self, draft: Draft) -> str | None:
-        """The new RESERVED payout's id, or None when no member could be linked."""
+        """The new RESERVED payout's id, or None when no member could be linked.
+
+        The members are linked with one UPDATE (`_link_all`); when one of them moved
+        meanwhile the transaction is rolled back and done again linking them one by one
+        (`_link`), so that the payout still pays consecutive numbers to those left."""
+        try:
+            return self._reserve(draft, bulk=True)
+        except _SomeMoved:
+            return self._reserve(draft, bulk=False)
+
+    def _reserve(self, draft: Draft, *, bulk: bool) -> str | None:
         payout_id = new_ulid()
         now = utcnow()
         try:
@@ -118,7 +143,10 @@ class Payouts:
                     vault = session.scalars(
                         select(PayoutVault).where(PayoutVault.chain == self.chain).with_for_update()
                     ).one()
-                linked = self._link(session, draft, payout_id, vault)
+                if bulk:
+                    linked = self._link_all(session, draft, payout_id, vault)
+                else:
+                    linked = self._link(session, draft, payout_id, vault)
                 if not linked:
                     raise _NothingLinked
                 payments = [payment for _, payment in linked]
@@ -143,24 +171,62 @@ class Payouts:
                     )
                 )
                 session.flush()
-                for withdrawal_id, payment in linked:
-                    session.add(
-                        PayoutItem(
-                            payout_tx_id=payout_id,
-                            withdrawal_id=withdrawal_id,
-                            payout_number=payment.number,
-                            recipient=payment.recipient,
-                            amount=payment.amount,
-                        )
-                    )
+                session.execute(
+                    insert(PayoutItem),
+                    [
+                        {
+                            "payout_tx_id": payout_id,
+                            "withdrawal_id": withdrawal_id,
+                            "payout_number": payment.number,
+                            "recipient": payment.recipient,
+                            "amount": payment.amount,
+                            "outcome": "",
+                            "outcome_reason": "",
+                        }
+                        for withdrawal_id, payment in linked
+                    ],
+                )
                 wallet.next_nonce += 1
         except _NothingLinked:
             return None
+        crash_point("processor.after_nonce_reserved")
         log.info(
             "nonce reserved",
             extra={"payout_tx_id": payout_id, "wallet": draft.wallet, "items": len(payments)},
         )
         return payout_id
+
+    def _link_all(
+        self, session: Session, draft: Draft, payout_id: str, vault: PayoutVault | None
+    ) -> list[tuple[str, Payment]]:
+        """`_link` for every member in one UPDATE (compare-and-set on each one's version);
+        `_SomeMoved` when not all of them were still as read."""
+        linked: list[tuple[str, Payment]] = []
+        numbers: dict[str, int | None] = {}
+        versions: dict[str, int] = {}
+        for row in draft.members:
+            number = row.payout_number
+            if vault is not None and number is None:
+                number = vault.next_number
+                vault.next_number += 1
+            numbers[row.id] = number
+            versions[row.id] = row.version
+            linked.append((row.id, Payment(number or 0, row.recipient, row.amount)))
+        if not linked:
+            return linked
+        table = WITHDRAWALS
+        result = session.execute(
+            update(table)
+            .where(
+                table.c.id.in_(list(numbers)),
+                versions_are(versions),
+                table.c.payout_tx_id.is_(None),
+            )
+            .values(payout_tx_id=payout_id, payout_number=by_id("payout_number", numbers))
+        )
+        if result.rowcount != len(linked):  # type: ignore[attr-defined]
+            raise _SomeMoved
+        return linked
 
     def _link(
         self, session: Session, draft: Draft, payout_id: str, vault: PayoutVault | None
@@ -226,6 +292,7 @@ class Payouts:
                 extra={"payout_tx_id": payout_id, "reason": refused.reason},
             )
             return self.release_nonce(payout, chain.chain_id, refused)
+        crash_point("processor.after_signed_before_store")
         moved: list[Moved] = []
         with self.sessions.begin() as session:
             stored = session.execute(
@@ -243,18 +310,14 @@ class Payouts:
             )
             if stored.rowcount != 1:  # type: ignore[attr-defined]
                 raise TransitionConflict(payout_id)
-            for row in self._members(session, payout_id, PAYABLE):
-                moved.append(
-                    move(
-                        session,
-                        row,
-                        State.SIGNED,
-                        actor=ACTOR,
-                        reason="SIGNED",
-                        message="Signed and stored; broadcasting.",
-                        tx_hash=signed.tx_hash.lower(),
-                    )
-                )
+            moved = move_many(
+                session,
+                self._members(session, payout_id, PAYABLE),
+                Step(State.SIGNED, "SIGNED", "Signed and stored; broadcasting."),
+                actor=ACTOR,
+                fields={"tx_hash": signed.tx_hash.lower()},
+            )
+        crash_point("processor.after_store_before_broadcast")
         return [*moved, *self.broadcast(payout_id)]
 
     @staticmethod
@@ -434,6 +497,7 @@ class Payouts:
         return True
 
     def _record_broadcast(self, payout_id: str) -> list[Moved]:
+        crash_point("processor.after_broadcast_before_record")  # only called after a send
         moved: list[Moved] = []
         head = self.head()
         extra = {} if head is None else {"broadcast_block": head}
@@ -451,17 +515,12 @@ class Payouts:
                     **extra,
                 )
             )
-            for row in self._members(session, payout_id, (State.SIGNED,)):
-                moved.append(
-                    move(
-                        session,
-                        row,
-                        State.BROADCAST,
-                        actor=ACTOR,
-                        reason="BROADCAST",
-                        message="Sent to the network; waiting to be mined.",
-                    )
-                )
+            moved = move_many(
+                session,
+                self._members(session, payout_id, (State.SIGNED,)),
+                Step(State.BROADCAST, "BROADCAST", "Sent to the network; waiting to be mined."),
+                actor=ACTOR,
+            )
         return moved
 
 

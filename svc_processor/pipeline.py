@@ -43,8 +43,15 @@ from withdrawal_shared.db.models import (
     PayoutVault,
     Withdrawal,
 )
-from withdrawal_shared.db.reference import ReferenceCache, TokenInfo
-from withdrawal_shared.db.transitions import Moved, TransitionConflict, move, utcnow
+from withdrawal_shared.db.reference import ReferenceCache, ReferenceData, TokenInfo
+from withdrawal_shared.db.transitions import (
+    Moved,
+    Step,
+    TransitionConflict,
+    move,
+    move_many,
+    utcnow,
+)
 from withdrawal_shared.states import PayoutState, Priority, State
 
 log = logging.getLogger(__name__)
@@ -80,6 +87,8 @@ HOLD_MESSAGES = {
 # (a first write to the outflow-usage slot or to a new bitmap slot costs ~22k more).
 VAULT_BASE_GAS = 90_000
 VAULT_ITEM_GAS = 36_000
+# What the consumer does to a valid withdrawal: two audited moves, written together.
+QUEUE_PATH = (Step(State.VALIDATED, "VALIDATED"), Step(State.QUEUED, "QUEUED"))
 URGENCY = {Priority.EMERGENCY.value: 0, Priority.PRIORITY.value: 1, Priority.STANDARD.value: 2}
 IN_FLIGHT = (PayoutState.RESERVED, PayoutState.SIGNED, PayoutState.BROADCAST)
 
@@ -112,8 +121,9 @@ class Pipeline:
         self.payouts = Payouts(sessions, w3, signer, chain)
         self.replacer = Replacer(sessions, w3, signer, self.payouts, chain)
         self.reference = ReferenceCache(sessions)
-        # token id -> monotonic time before which a group of only held rows is not re-planned
-        self._recheck_after: dict[int, float] = {}
+        # Monotonic time before which ON_HOLD rows are not looked at again by the batcher
+        # (waiting on funds, a cap or fees: a little later, not every poll).
+        self._recheck_holds_after = 0.0
 
     # ------------------------------------------------------------------ entry points
 
@@ -127,6 +137,56 @@ class Pipeline:
             moved.extend(step)
         return moved
 
+    def process_many(self, withdrawal_ids: Sequence[str]) -> list[Moved]:
+        """`process` for a batch of tasks, validating them all in ONE transaction.
+
+        RECEIVED rows go to QUEUED (two audit rows each: VALIDATED, then QUEUED) or to
+        REJECTED, VALIDATED rows to QUEUED, through `move_many` (compare-and-set on every
+        row; nothing moved unless all of them were still as read). A conflict (a cancel or
+        another processor got there first) rolls the batch back, and every task then goes
+        through `process` alone, which tells the rows apart. Whatever is left to do after
+        queueing (a direct transfer on a chain without a vault, a resumable hold) also goes
+        through `process`, one withdrawal at a time.
+        """
+        ids = list(dict.fromkeys(withdrawal_ids))
+        with self.sessions() as session:
+            rows = session.scalars(select(Withdrawal).where(Withdrawal.id.in_(ids))).all()
+        found = {row.id: row for row in rows}
+        for missing in (i for i in ids if i not in found):
+            log.warning("task for an unknown withdrawal", extra={"withdrawal_id": missing})
+        reference = self.reference.get()
+        valid: list[Withdrawal] = []
+        validated: list[Withdrawal] = []
+        rejected: dict[tuple[str, str], list[Withdrawal]] = defaultdict(list)
+        for row in rows:
+            if row.state == State.RECEIVED:
+                refusal = _refusal(row, reference)
+                if refusal is None:
+                    valid.append(row)
+                else:
+                    rejected[refusal].append(row)
+            elif row.state == State.VALIDATED:
+                validated.append(row)
+        moved: list[Moved] = []
+        try:
+            with self.sessions.begin() as session:
+                moved += move_many(session, valid, QUEUE_PATH, actor=ACTOR)
+                moved += move_many(session, validated, QUEUE_PATH[1:], actor=ACTOR)
+                for (reason, message), group in rejected.items():
+                    moved += move_many(
+                        session, group, Step(State.REJECTED, reason, message), actor=ACTOR
+                    )
+        except TransitionConflict:
+            log.info("a batch member moved concurrently; processing one by one")
+            return [m for withdrawal_id in ids for m in self.process(withdrawal_id)]
+        settled = {row.id for group in rejected.values() for row in group}
+        if self._vault() is not None:
+            settled.update(row.id for row in valid + validated)
+        for withdrawal_id in ids:
+            if withdrawal_id in found and withdrawal_id not in settled:
+                moved.extend(self.process(withdrawal_id))
+        return moved
+
     def run_batches(self) -> list[Moved]:
         """Close and pay every batch that is ready (vault chains only)."""
         vault = self._vault()
@@ -135,9 +195,6 @@ class Pipeline:
         moved: list[Moved] = []
         for token_id, rows in self._ready_groups().items():
             moved.extend(self._pay_batch(vault, token_id, rows))
-            if all(r.state == State.ON_HOLD for r in rows):
-                # Waiting on funds, a cap or fees: look again a little later, not every poll.
-                self._recheck_after[token_id] = time.monotonic() + self.batch.hold_recheck_seconds
         return moved
 
     def resume_payouts(self) -> list[Moved]:
@@ -168,20 +225,29 @@ class Pipeline:
             self.batch.stuck_after_blocks, self.batch.replacement_bump_pct
         )
 
-    def stalled(self, older_than_seconds: float) -> list[str]:
+    def stalled(self, older_than_seconds: float, limit: int = 2_000) -> list[str]:
         """Withdrawals to look at again before any payout holds them (the queue may have
-        lost their task, or they wait ON_HOLD for a condition that may be gone)."""
+        lost their task, or they wait ON_HOLD for a condition that may be gone), oldest
+        first, at most `limit` per sweep.
+
+        On a chain with a payout vault, QUEUED and ON_HOLD rows are the batcher's: it reads
+        them itself (`_ready_groups`), and `process` has nothing to do for them, so the
+        sweeper leaves them out instead of re-driving a whole backlog every sweep."""
         cutoff = utcnow() - dt.timedelta(seconds=older_than_seconds)
+        states = [State.RECEIVED, State.VALIDATED]
+        if self._vault() is None:
+            states += [State.QUEUED, State.ON_HOLD]
         with self.sessions() as session:
             rows = session.execute(
-                select(Withdrawal.id, Withdrawal.state, Withdrawal.state_reason).where(
+                select(Withdrawal.id, Withdrawal.state, Withdrawal.state_reason)
+                .where(
                     Withdrawal.chain == self.chain,
                     Withdrawal.payout_tx_id.is_(None),
-                    Withdrawal.state.in_(
-                        [State.RECEIVED, State.VALIDATED, State.QUEUED, State.ON_HOLD]
-                    ),
+                    Withdrawal.state.in_(states),
                     Withdrawal.update_time < cutoff,
                 )
+                .order_by(Withdrawal.update_time)
+                .limit(limit)
             ).all()
         return [r.id for r in rows if r.state != State.ON_HOLD or r.state_reason in RESUMABLE_HOLDS]
 
@@ -216,29 +282,10 @@ class Pipeline:
             return [move(session, current, to_state, actor=ACTOR, **kwargs)]
 
     def _validate(self, row: Withdrawal) -> list[Moved]:
-        reference = self.reference.get()
-        token = reference.tokens_by_id.get(row.token_id)
-        if token is None or not token.enabled or token.contract_address is None:
-            return self._move(
-                row,
-                State.REJECTED,
-                reason="TOKEN_DISABLED",
-                message="The token is not enabled for payouts; nothing was paid.",
-            )
-        if row.amount <= 0 or row.amount > token.max_amount_base_units:
-            return self._move(
-                row,
-                State.REJECTED,
-                reason="AMOUNT_OUT_OF_LIMITS",
-                message="The amount is outside the token's configured limits; nothing was paid.",
-            )
-        if row.recipient in reference.system_addresses:
-            return self._move(
-                row,
-                State.REJECTED,
-                reason="SYSTEM_ADDRESS",
-                message="The recipient is one of this system's own addresses; nothing was paid.",
-            )
+        refusal = _refusal(row, self.reference.get())
+        if refusal is not None:
+            reason, message = refusal
+            return self._move(row, State.REJECTED, reason=reason, message=message)
         return self._move(row, State.VALIDATED, reason="VALIDATED")
 
     def _hold(self, rows: Sequence[Withdrawal], reason: str) -> list[Moved]:
@@ -300,11 +347,26 @@ class Pipeline:
 
     @staticmethod
     def _committed(session: Session, token_id: int) -> int:
-        """Amounts already promised by payouts not yet mined (they still sit in the payer)."""
+        """Amounts already promised by payouts not yet mined (they still sit in the payer).
+
+        Reached from the payout rows not yet settled (few: those in flight and those waiting
+        for their confirmations), never by scanning withdrawals by state: a backlog of
+        QUEUED rows would make every payout pay for reading all of them."""
+        open_payouts = select(PayoutTransaction.id).where(
+            PayoutTransaction.state.in_(
+                [
+                    PayoutState.RESERVED,
+                    PayoutState.SIGNED,
+                    PayoutState.BROADCAST,
+                    PayoutState.MINED,
+                    PayoutState.REPLACED,
+                ]
+            )
+        )
         total = session.scalar(
             select(func.coalesce(func.sum(Withdrawal.amount), 0)).where(
+                Withdrawal.payout_tx_id.in_(open_payouts),
                 Withdrawal.token_id == token_id,
-                Withdrawal.payout_tx_id.is_not(None),
                 Withdrawal.state.in_([State.QUEUED, State.ON_HOLD, State.SIGNED, State.BROADCAST]),
             )
         )
@@ -356,35 +418,75 @@ class Pipeline:
     # ------------------------------------------------------------------ vault batches
 
     def _ready_groups(self) -> dict[int, list[Withdrawal]]:
-        with self.sessions() as session:
-            rows = session.scalars(
-                select(Withdrawal)
-                .where(
-                    Withdrawal.chain == self.chain,
-                    Withdrawal.payout_tx_id.is_(None),
-                    Withdrawal.state.in_([State.QUEUED, State.ON_HOLD]),
-                )
-                .order_by(Withdrawal.id)
-                .limit(self.batch.max_items * 8)
-            ).all()
-        groups: dict[int, list[Withdrawal]] = defaultdict(list)
-        for row in rows:
-            if row.state == State.ON_HOLD and row.state_reason not in RESUMABLE_HOLDS:
-                continue
-            groups[row.token_id].append(row)
+        """Per token, the withdrawals of the next payout, for the tokens whose batch is ready.
+
+        Polled several times a second, so it reads little: QUEUED rows not yet in a payout,
+        urgent ones first and then the oldest, at most one payout's worth of each
+        (`ix_withdrawals_state_priority_updated` keeps both reads short however long the
+        backlog), and ON_HOLD rows waiting on something that may have cleared only once per
+        `hold_recheck_seconds`. Only a few columns are read to decide; the full rows of a
+        ready batch are loaded after."""
+        candidates = self._candidates(State.QUEUED, urgent=True)
+        candidates += self._candidates(State.QUEUED, urgent=False)
+        if time.monotonic() >= self._recheck_holds_after:
+            self._recheck_holds_after = time.monotonic() + self.batch.hold_recheck_seconds
+            candidates += [
+                c
+                for c in self._candidates(State.ON_HOLD, urgent=None)
+                if c.state_reason in RESUMABLE_HOLDS
+            ]
+        groups: dict[int, list[Any]] = defaultdict(list)
+        for candidate in candidates:
+            groups[candidate.token_id].append(candidate)
         now = utcnow()
-        ready: dict[int, list[Withdrawal]] = {}
+        chosen: dict[int, list[str]] = {}
         for token_id, members in groups.items():
-            only_held = all(r.state == State.ON_HOLD for r in members)
-            if only_held and time.monotonic() < self._recheck_after.get(token_id, 0.0):
-                continue
             members.sort(key=lambda r: (URGENCY.get(r.priority, 2), r.id))
             urgent = URGENCY.get(members[0].priority, 2) < 2
             waited = (now - min(r.update_time for r in members)).total_seconds()
             full = len(members) >= self.batch.max_items
             if urgent or full or waited >= self.batch.max_wait_seconds:
+                chosen[token_id] = [r.id for r in members[: self.batch.max_items]]
+        if not chosen:
+            return {}
+        with self.sessions() as session:
+            rows = {
+                row.id: row
+                for row in session.scalars(
+                    select(Withdrawal).where(
+                        Withdrawal.id.in_([i for ids in chosen.values() for i in ids])
+                    )
+                )
+            }
+        ready: dict[int, list[Withdrawal]] = {}
+        for token_id, ids in chosen.items():
+            members = [
+                rows[i]
+                for i in ids
+                if i in rows
+                and rows[i].payout_tx_id is None
+                and rows[i].state in (State.QUEUED, State.ON_HOLD)
+            ]
+            if members:
                 ready[token_id] = members
         return ready
+
+    def _candidates(self, state: State, *, urgent: bool | None) -> list[Any]:
+        """(id, token_id, priority, update_time, state, state_reason) of up to `max_items`
+        rows in `state` not yet in a payout, oldest first; `urgent` picks PRIORITY and
+        EMERGENCY rows (True), STANDARD ones (False) or both (None)."""
+        w = Withdrawal
+        query = select(w.id, w.token_id, w.priority, w.update_time, w.state, w.state_reason).where(
+            w.state == state.value, w.chain == self.chain, w.payout_tx_id.is_(None)
+        )
+        if urgent is True:
+            query = query.where(w.priority.in_([Priority.EMERGENCY, Priority.PRIORITY]))
+        elif urgent is False:
+            query = query.where(w.priority == Priority.STANDARD.value)
+        with self.sessions() as session:
+            return list(
+                session.execute(query.order_by(w.update_time).limit(self.batch.max_items)).all()
+            )
 
     def _pay_batch(self, vault: PayoutVault, token_id: int, rows: list[Withdrawal]) -> list[Moved]:
         token = self.reference.get().tokens_by_id[token_id]
@@ -461,6 +563,24 @@ class Pipeline:
             extra={"payout_tx_id": payout_id, "items": len(fits), "token": token.symbol},
         )
         return moved + self.payouts.sign_reserved(payout_id)
+
+
+def _refusal(row: Withdrawal, reference: ReferenceData) -> tuple[str, str] | None:
+    """(reason, message) when the withdrawal must be REJECTED; None when it is valid."""
+    token = reference.tokens_by_id.get(row.token_id)
+    if token is None or not token.enabled or token.contract_address is None:
+        return "TOKEN_DISABLED", "The token is not enabled for payouts; nothing was paid."
+    if row.amount <= 0 or row.amount > token.max_amount_base_units:
+        return (
+            "AMOUNT_OUT_OF_LIMITS",
+            "The amount is outside the token's configured limits; nothing was paid.",
+        )
+    if row.recipient in reference.system_addresses:
+        return (
+            "SYSTEM_ADDRESS",
+            "The recipient is one of this system's own addresses; nothing was paid.",
+        )
+    return None
 
 
 def _within(

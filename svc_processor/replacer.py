@@ -31,9 +31,11 @@ from svc_processor.errors import SignerRefused, TransientError
 from svc_processor.payouts import Kind, Payouts, sign_request
 from svc_processor.signer_client import SignerClient
 from withdrawal_shared.chain.fees import Fees
+from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.models import Chain, PayoutItem, PayoutTransaction, Withdrawal
 from withdrawal_shared.db.transitions import Moved, utcnow
 from withdrawal_shared.ids import new_ulid
+from withdrawal_shared.metrics import PAYOUT_REPLACEMENTS
 from withdrawal_shared.states import PayoutState
 
 log = logging.getLogger(__name__)
@@ -184,6 +186,7 @@ class Replacer:
         except TransientError as exc:
             log.warning("replacement not signed; retrying", extra={**context, "error": str(exc)})
             return []
+        crash_point("processor.after_replacement_signed")
         new_id = new_ulid()
         try:
             self._store(row, items, new_id, signed.raw, signed.tx_hash.lower(), fees)
@@ -193,6 +196,7 @@ class Replacer:
         except IntegrityError:
             log.warning("replacement already stored", extra={**context, "tx_hash": signed.tx_hash})
             return []
+        PAYOUT_REPLACEMENTS.add(1)
         log.warning(
             "stuck payout replaced at the same nonce",
             extra={

@@ -2,8 +2,13 @@
 batches), the sweeper (re-drives stalled work, finishes reserved and signed payouts), and a
 gRPC health endpoint, in one event loop.
 
-All pipeline work runs on one worker thread, so this process handles one withdrawal at a
-time; several processor processes may run side by side (the database arbitrates).
+The pipeline's work runs on two worker threads: one for the tasks (a batch of new tasks is
+validated together in one transaction, `Pipeline.process_many`; dead letters; the sweeper's
+re-drives) and one for the payouts (the batcher, and the sweeper finishing reserved and signed
+payouts), so that validating new withdrawals never waits behind a payout's calls to the
+signer and the chain. The two meet only in the database, which arbitrates exactly as it does
+between several processor processes running side by side (compare-and-set on every move).
+Events are published after each commit in one pipelined round trip.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from withdrawal_shared.states import TERMINAL, State
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "assetwithdrawal.processor"
+SWEEP_BATCH = 500  # stalled withdrawals re-driven together (one validating transaction)
 DEAD_LETTERED = "DEAD_LETTERED"
 # Signed or later: the sweeper and the monitor own these; a dead letter never touches them.
 PAST_SIGNING = frozenset({State.SIGNED, State.BROADCAST, State.CONFIRMING})
@@ -100,6 +106,7 @@ class ProcessorServer:
         self.grpc_port = 0
         self._engine = make_engine(settings.database_url, pool_size=4)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="pipeline")
+        self._payer = ThreadPoolExecutor(1, thread_name_prefix="payouts")
         self._redis = aioredis.from_url(
             settings.redis_url, socket_connect_timeout=1.0, socket_timeout=5.0
         )
@@ -147,6 +154,7 @@ class ProcessorServer:
             claim_interval_seconds=self.settings.claim_interval_seconds,
             max_deliveries=self.settings.max_deliveries,
             on_dead_letter=self.dead_lettered,
+            handle_batch=self.handle_batch,
         )
         self.consumer = consumer
         self._tasks = [
@@ -158,16 +166,22 @@ class ProcessorServer:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("processor running", extra={"grpc_port": self.grpc_port})
 
-    async def _run(self, fn: object, *args: object) -> list[Moved]:
+    async def _run(
+        self, fn: object, *args: object, executor: ThreadPoolExecutor | None = None
+    ) -> list[Moved]:
         loop = asyncio.get_running_loop()
-        moved: list[Moved] = await loop.run_in_executor(self._executor, fn, *args)  # type: ignore[arg-type]
-        for item in moved:
-            await queue.publish(self._redis, self._names, item)
+        moved: list[Moved] = await loop.run_in_executor(executor or self._executor, fn, *args)  # type: ignore[arg-type]
+        if moved:
+            await queue.publish_many(self._redis, self._names, moved)
         return moved
 
     async def handle(self, withdrawal_id: str) -> None:
         """Process one task (raises TransientError to leave it unacknowledged)."""
         await self._run(self.pipeline.process, withdrawal_id)
+
+    async def handle_batch(self, withdrawal_ids: list[str]) -> None:
+        """Process a batch of tasks together (one validating transaction for all)."""
+        await self._run(self.pipeline.process_many, withdrawal_ids)
 
     async def dead_lettered(self, letter: DeadLetter) -> None:
         """The consumer gave up on a task: hold its withdrawal for an operator (on the
@@ -177,7 +191,7 @@ class ProcessorServer:
     async def _batch_forever(self) -> None:
         while True:
             try:
-                await self._run(self.pipeline.run_batches)
+                await self._run(self.pipeline.run_batches, executor=self._payer)
             except asyncio.CancelledError:
                 raise
             except TransientError as exc:
@@ -187,14 +201,14 @@ class ProcessorServer:
             await asyncio.sleep(self.settings.batch_poll_seconds)
 
     async def sweep_once(self) -> None:
-        await self._run(self.pipeline.resume_payouts)
+        await self._run(self.pipeline.resume_payouts, executor=self._payer)
         loop = asyncio.get_running_loop()
         stalled = await loop.run_in_executor(
             self._executor, self.pipeline.stalled, self.settings.sweep_age_seconds
         )
-        for withdrawal_id in stalled:
+        for start in range(0, len(stalled), SWEEP_BATCH):
             with contextlib.suppress(TransientError):
-                await self.handle(withdrawal_id)
+                await self.handle_batch(stalled[start : start + SWEEP_BATCH])
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -203,6 +217,8 @@ class ProcessorServer:
                 await self.sweep_once()
             except asyncio.CancelledError:
                 raise
+            except TransientError as exc:  # the signer or the chain is away (e.g. restarting)
+                log.warning("sweep paused by a transient failure", extra={"error": str(exc)})
             except Exception:
                 log.exception("sweep failed; retrying at the next interval")
             await asyncio.sleep(self.settings.sweep_interval_seconds)
@@ -217,6 +233,7 @@ class ProcessorServer:
         if self._grpc is not None:
             await self._grpc.stop(5)
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._payer.shutdown(wait=True, cancel_futures=True)
         self._signer.close()
         await self._redis.aclose()
         self._engine.dispose()

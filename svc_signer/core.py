@@ -21,7 +21,8 @@ refusal is FAILED_PRECONDITION or PERMISSION_DENIED with one of these ErrorInfo 
 - ALREADY_SIGNED_AT_OTHER_NONCE (FAILED_PRECONDITION): an item's withdrawal is already in the
   ledger at another (wallet, nonce).
 - INVALID_NONCE_RELEASE (PERMISSION_DENIED): a nonce release is not a zero-value, empty
-  self-transfer without items.
+  self-transfer without items and with at most 21,000 gas, or its (wallet, nonce) is not
+  held by a RESERVED payout (`check_release_reserved`).
 
 A signing backend failure is UNAVAILABLE (KEY_BACKEND_UNAVAILABLE): retry later.
 
@@ -60,6 +61,7 @@ from svc_signer.transactions import (
 from withdrawal_shared.addresses import AddressError, parse_address
 from withdrawal_shared.chain.erc20 import CalldataError, decode_transfer
 from withdrawal_shared.chain.payout import PAYOUT_SELECTOR, decode_payout
+from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.errors import ApiError, Code, FieldViolation, invalid_argument
 from withdrawal_shared.ids import is_ulid
 from withdrawal_shared.states import State
@@ -256,8 +258,15 @@ def check_wallet(request: SignRequest, keys: KeyRing | KeyBackend) -> KeyBackend
     return backend
 
 
+NONCE_RELEASE_GAS = 21_000
+"""A plain transfer to an account without code costs exactly this; a release never needs more
+(the cap bounds what a release can burn in fees)."""
+
+
 def check_nonce_release(request: SignRequest) -> None:
-    """A nonce release is a zero-value self-transfer with no calldata and no items."""
+    """A nonce release (a no-op that only consumes a nonce whose payload must not be paid) is
+    a zero-value self-transfer with no calldata, no items and at most 21,000 gas: it can move
+    nothing but its own fee."""
     wrong = []
     if request.tx.to != request.wallet:
         wrong.append("to_address must be the wallet itself")
@@ -267,11 +276,31 @@ def check_nonce_release(request: SignRequest) -> None:
         wrong.append("data must be empty")
     if request.items:
         wrong.append("items must be empty")
+    if request.tx.gas > NONCE_RELEASE_GAS:
+        wrong.append(f"gas_limit must be at most {NONCE_RELEASE_GAS}")
     if wrong:
         raise refusal(
             Code.PERMISSION_DENIED,
             Reason.INVALID_NONCE_RELEASE,
             "A nonce release must be a zero-value, empty self-transfer: " + "; ".join(wrong) + ".",
+        )
+
+
+def check_release_reserved(request: SignRequest, reserved: bool) -> None:
+    """A nonce is released only where the processor reserved it for a payout it has not yet
+    stored signed bytes for (`payout_transactions` row RESERVED at this wallet and nonce).
+    So a release never takes a nonce far ahead (it would later collide with a real payout),
+    an already used one, or one whose payout may be on its way: a RESERVED payout was never
+    broadcast (the processor stores signed bytes before sending them), so the release can
+    only fill a nonce that would otherwise stay a gap, never cancel a payment in flight."""
+    if not reserved:
+        raise refusal(
+            Code.PERMISSION_DENIED,
+            Reason.INVALID_NONCE_RELEASE,
+            f"Nonce {request.tx.nonce} of wallet {request.wallet} is not held by a reserved, "
+            "unsigned payout; only such a nonce can be released.",
+            wallet=request.wallet,
+            nonce=request.tx.nonce,
         )
 
 
@@ -519,6 +548,7 @@ class SignerCore:
             outcome = await loop.run_in_executor(
                 self.executor, self._sign_and_record, checked, backend
             )
+            crash_point("signer.after_ledger_before_reply")
         except ApiError as err:
             log.warning(
                 "signing refused",
@@ -569,7 +599,10 @@ class SignerCore:
         """Runs in a worker thread: the database checks, signing and recording, in one
         database transaction (the withdrawals stay locked until it commits)."""
         with self.ledger.transaction() as tx:
-            if request.purpose is not Purpose.NONCE_RELEASE:
+            if request.purpose is Purpose.NONCE_RELEASE:
+                reserved = tx.reserved_payout_at(self.chain, request.wallet, request.tx.nonce)
+                check_release_reserved(request, reserved)
+            else:
                 self._check_payout(tx, request)
             ids = request.withdrawal_ids
             for entry in tx.entries_at(request.wallet, request.tx.nonce):

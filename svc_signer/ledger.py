@@ -2,7 +2,8 @@
 
 `signer_ledger` (one row per signed transaction, with its raw bytes) and `signer_ledger_items`
 (which withdrawals each one pays, at which wallet and nonce) are written only here. The policy
-also reads the withdrawals it pays and the tokens it may call; it never writes them.
+also reads the withdrawals it pays, the tokens it may call and (for a nonce release) the
+processor's payout row at that nonce; it never writes them.
 
 Everything runs inside one `Ledger.transaction()` per signing request (sync SQLAlchemy; call it
 from a worker thread). `LedgerTransaction.lock_withdrawals` takes row locks on the withdrawals
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from withdrawal_shared.db.engine import make_sessionmaker
 from withdrawal_shared.db.models import (
+    PayoutTransaction,
     PayoutVault,
     SignerLedger,
     SignerLedgerItem,
@@ -29,6 +31,7 @@ from withdrawal_shared.db.models import (
     Withdrawal,
 )
 from withdrawal_shared.db.transitions import utcnow
+from withdrawal_shared.states import PayoutState
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,20 @@ class LedgerTransaction:
         """The chain's enabled PayoutVault (lowercase), the only target of batch payouts."""
         vault = self._session.get(PayoutVault, chain)
         return vault.address.lower() if vault is not None and vault.enabled else None
+
+    def reserved_payout_at(self, chain: str, wallet: str, nonce: int) -> bool:
+        """Whether the processor holds (wallet, nonce) for a payout it has not signed yet."""
+        found = self._session.scalar(
+            select(PayoutTransaction.id)
+            .where(
+                PayoutTransaction.chain == chain,
+                PayoutTransaction.wallet == wallet,
+                PayoutTransaction.nonce == nonce,
+                PayoutTransaction.state == PayoutState.RESERVED,
+            )
+            .limit(1)
+        )
+        return found is not None
 
     def lock_withdrawals(self, ids: Collection[str]) -> dict[str, WithdrawalFacts]:
         """The withdrawals with these ids (missing ones are absent), locked until commit."""

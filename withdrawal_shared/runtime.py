@@ -1,5 +1,6 @@
-"""How every service process runs: JSON logs, the settings read from the environment, and a
-graceful stop on SIGTERM or SIGINT. Each `svc_*/__main__.py` is one call to `run_service`."""
+"""How every service process runs: JSON logs, the settings read from the environment, metrics
+for Prometheus when `<NAME>_METRICS_PORT` is set (`withdrawal_shared.metrics`), and a graceful
+stop on SIGTERM or SIGINT. Each `svc_*/__main__.py` is one call to `run_service`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import TypeVar
 
 from withdrawal_shared.errors import WithdrawalSystemError
 from withdrawal_shared.logs import configure
+from withdrawal_shared.metrics import serve_metrics
+from withdrawal_shared.settings import env_int, env_str
 
 SettingsT = TypeVar("SettingsT")
 
@@ -27,6 +30,10 @@ def run_service(
     log = logging.getLogger(name)
 
     async def main() -> None:
+        prefix = name.upper()
+        metrics_port = env_int(f"{prefix}_METRICS_PORT", -1, minimum=-1)
+        if metrics_port >= 0:
+            serve_metrics(metrics_port, env_str(f"{prefix}_METRICS_HOST", "127.0.0.1"))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

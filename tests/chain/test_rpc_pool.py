@@ -20,6 +20,7 @@ from withdrawal_shared.chain.rpc_pool import (
     classify_send_error,
 )
 from withdrawal_shared.errors import WithdrawalSystemError
+from withdrawal_shared.metrics import provider_label
 
 pytestmark = pytest.mark.chain
 
@@ -210,7 +211,11 @@ def test_all_dead_raises_rpc_unavailable_naming_each_url() -> None:
     assert isinstance(caught.value, WithdrawalSystemError)
     assert set(caught.value.errors) == set(dead)
     for url in dead:
-        assert url in str(caught.value)
+        # Named by host:port only: a provider URL's path or query may hold an API key.
+        assert provider_label(url) in str(caught.value)
+    secret = RpcUnavailable("eth_chainId", {"https://node.example:8545/v3/KEY123?k=KEY456": "x"})
+    assert "KEY123" not in str(secret) and "KEY456" not in str(secret)
+    assert "node.example:8545" in str(secret)
 
     # Both breakers are open now: still a clear RpcUnavailable, naming the open circuits.
     with pytest.raises(RpcUnavailable) as again:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy.orm.attributes import set_committed_value
 
 import svc_monitor.follower as follower_module
 from svc_monitor.follower import ChainFollower, MonitorError
@@ -13,7 +14,7 @@ from tests.monitor.builders import ChainSetup, audit_trail, pay, payout_row, wit
 from withdrawal_shared.chain.anvil import drop_transaction, mine, reorg, set_automine
 from withdrawal_shared.chain.contracts import balance_of, pause
 from withdrawal_shared.db.models import Chain
-from withdrawal_shared.db.transitions import Moved, TransitionConflict, verify_audit_chain
+from withdrawal_shared.db.transitions import Moved, verify_audit_chain
 from withdrawal_shared.states import PayoutState, State
 
 pytestmark = pytest.mark.chain
@@ -225,17 +226,19 @@ def test_a_conflict_rolls_back_the_whole_payout_and_the_next_poll_retries(
     """Someone else moved a withdrawal between our read and our write: nothing of the poll's
     transaction is kept (the payout row stays BROADCAST) and the next poll settles it."""
     payout = pay(setup, [AMOUNT, AMOUNT])
-    real_move = follower_module.move
+    real_move_many = follower_module.move_many
     calls = 0
 
-    def racing_move(*args: Any, **kwargs: Any) -> Moved:
+    def racing_move_many(session: Any, rows: Any, *args: Any, **kwargs: Any) -> list[Moved]:
         nonlocal calls
         calls += 1
-        if calls == 2:  # the second withdrawal of the payout was moved by someone else
-            raise TransitionConflict("moved since it was read")
-        return real_move(*args, **kwargs)
+        if calls == 1:
+            # The second withdrawal of the payout was moved by someone else since it was
+            # read: the version the compare-and-set expects is no longer the stored one.
+            set_committed_value(rows[1], "version", rows[1].version - 1)
+        return real_move_many(session, rows, *args, **kwargs)
 
-    monkeypatch.setattr(follower_module, "move", racing_move)
+    monkeypatch.setattr(follower_module, "move_many", racing_move_many)
     report = follower.poll_once()
     assert (report.conflicts, report.mined, report.moved) == (1, 0, [])
     assert payout_row(setup, payout).state == PayoutState.BROADCAST

@@ -23,6 +23,7 @@ from withdrawal_shared.chain.erc20 import encode_transfer
 from withdrawal_shared.db.api_keys import ensure_partner
 from withdrawal_shared.db.models import (
     HotWallet,
+    PayoutTransaction,
     SignerLedger,
     SignerLedgerItem,
     Token,
@@ -30,6 +31,7 @@ from withdrawal_shared.db.models import (
 )
 from withdrawal_shared.db.transitions import utcnow
 from withdrawal_shared.ids import new_ulid
+from withdrawal_shared.states import PayoutState
 
 T = TypeVar("T")
 CHAIN = "polygon"
@@ -190,7 +192,37 @@ class SignerWorld:
             items=[item_of(withdrawal)] if items is None else items,
         )
 
-    def nonce_release(self, *, nonce: int, data: bytes = b"") -> signer_pb2.SignTransactionRequest:
+    def reserve(self, nonce: int, *, state: str = PayoutState.RESERVED) -> None:
+        """The processor's payout row holding (this wallet, `nonce`), as `Payouts.reserve`
+        leaves it (RESERVED) or in another state."""
+        payout_id = new_ulid()
+        now = utcnow()
+        with self.sessions.begin() as session:
+            session.add(
+                PayoutTransaction(
+                    id=payout_id,
+                    chain=CHAIN,
+                    wallet=self.wallet.lower(),
+                    nonce=nonce,
+                    to_address=self.token,
+                    raw_tx=b"",
+                    tx_hash=f"reserved:{payout_id}",
+                    gas_limit=90_000,
+                    max_fee_per_gas=90_000_000_000,
+                    max_priority_fee_per_gas=40_000_000_000,
+                    state=state,
+                    create_time=now,
+                    update_time=now,
+                )
+            )
+
+    def nonce_release(
+        self, *, nonce: int, data: bytes = b"", reserve: bool = True
+    ) -> signer_pb2.SignTransactionRequest:
+        """A release of `nonce` as `Payouts.release_nonce` asks for it; with `reserve` the
+        processor's RESERVED payout row at that nonce is inserted first."""
+        if reserve:
+            self.reserve(nonce)
         return signer_pb2.SignTransactionRequest(
             wallet_address=self.wallet,
             chain_id=137,

@@ -14,8 +14,9 @@ What counts as what:
   without trying another provider and without touching the breaker.
 
 `call(method, params)` asks the providers in the order given (the first is the primary; traffic
-returns to it as soon as its breaker closes again), skipping those whose breaker is open, and
-raises `RpcUnavailable` naming every provider's last error when none answered.
+returns to it as soon as its breaker closes again), skipping those whose breaker is open; when
+none answered it retries the round `retries` times (2) after a jittered exponential backoff,
+then raises `RpcUnavailable` naming every provider's last error.
 
 `send_raw_transaction(raw)` sends the same signed bytes to *every* provider whose breaker lets it
 through (sending identical bytes twice is harmless: the hash is the same) and classifies the
@@ -62,6 +63,8 @@ from web3.types import RPCEndpoint, RPCResponse
 
 from withdrawal_shared.chain.types import HexStr
 from withdrawal_shared.errors import WithdrawalSystemError
+from withdrawal_shared.metrics import RPC_BREAKER_OPENED, RPC_PROVIDER_FAILURES, provider_label
+from withdrawal_shared.retry import jittered_backoff
 
 __all__ = [
     "BreakerState",
@@ -171,7 +174,7 @@ class RpcUnavailable(WithdrawalSystemError):
     def __init__(self, method: str, errors: dict[str, str]) -> None:
         self.method = method
         self.errors = dict(errors)
-        listed = "; ".join(f"{url}: {error}" for url, error in self.errors.items())
+        listed = "; ".join(f"{provider_label(url)}: {error}" for url, error in self.errors.items())
         super().__init__(
             f"no RPC provider answered {method} ({listed}). Check that the providers are "
             "reachable (URLs, keys, rate limits) and retry later; a request that timed out may "
@@ -294,6 +297,7 @@ class _OpenedListener(pybreaker.CircuitBreakerListener):
         new_state: pybreaker.CircuitBreakerState,
     ) -> None:
         if new_state.name == pybreaker.STATE_OPEN:
+            RPC_BREAKER_OPENED.add(1, {"provider": provider_label(cb.name or "")})
             self._on_open(cb.name)
 
 
@@ -307,6 +311,7 @@ class _Provider:
         listener: pybreaker.CircuitBreakerListener | None = None,
     ) -> None:
         self.url = url
+        self.label = provider_label(url)  # host:port only: safe to log and to export
         self.reset_timeout = reset_timeout
         # No retries inside web3: failover to the next provider is the retry.
         self.http = HTTPProvider(
@@ -352,9 +357,10 @@ class _Provider:
                 self.failures += 1
                 self.last_error = _describe(exc)
                 self.last_error_at = time.time()
+            RPC_PROVIDER_FAILURES.add(1, {"provider": self.label})
             log.warning(
                 "RPC provider failed",
-                extra={"rpc_url": self.url, "rpc_method": method, "error": self.last_error},
+                extra={"rpc_provider": self.label, "rpc_method": method, "error": self.last_error},
             )
             raise
         with self.lock:
@@ -401,6 +407,9 @@ class RpcPool:
         fail_max: int = 3,
         reset_timeout: float = 10.0,
         request_timeout: float = 5.0,
+        retries: int = 2,
+        retry_initial: float = 0.1,
+        retry_max: float = 1.0,
     ) -> None:
         if isinstance(urls, str):
             raise TypeError("urls must be a sequence of URLs, not one string")
@@ -410,6 +419,11 @@ class RpcPool:
             raise ValueError(f"duplicate provider URLs in {list(urls)}")
         if fail_max < 1 or reset_timeout <= 0 or request_timeout <= 0:
             raise ValueError("fail_max must be >= 1, reset_timeout and request_timeout > 0")
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        self.retries = retries
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
         self._opened: list[str] = []
         self._last_health_log = 0.0
         listener = _OpenedListener(self._opened.append)
@@ -449,7 +463,8 @@ class RpcPool:
         opened = list(self._opened)
         del self._opened[: len(opened)]
         self._last_health_log = time.monotonic()
-        self._log_health(f"RPC provider circuit opened: {', '.join(opened)}", self.health())
+        labels = ", ".join(provider_label(url) for url in opened)
+        self._log_health(f"RPC provider circuit opened: {labels}", self.health())
 
     @staticmethod
     def _log_health(message: str, snapshot: tuple[ProviderHealth, ...]) -> None:
@@ -458,7 +473,7 @@ class RpcPool:
             extra={
                 "rpc_providers": [
                     {
-                        "url": h.url,
+                        "provider": provider_label(h.url),
                         "state": h.state,
                         "successes": h.successes,
                         "failures": h.failures,
@@ -474,13 +489,24 @@ class RpcPool:
     def call(self, method: str, params: Sequence[Any] = ()) -> Any:
         """Send one JSON-RPC request to the first provider that answers; return its `result`.
 
-        Raises `RpcErrorResponse` when that provider answers with a JSON-RPC error (no failover),
-        `RpcUnavailable` when no provider answered.
+        When no provider answered, the whole round is retried up to `retries` times after a
+        jittered exponential backoff (`withdrawal_shared.retry`), so a blip shorter than a
+        second does not surface as an error. Raises `RpcErrorResponse` when a provider answers
+        with a JSON-RPC error (an answer: no failover, no retry), `RpcUnavailable` when no
+        provider answered in any round.
         """
-        try:
-            return self._call(method, params)
-        finally:
-            self._report_opened()
+        delays = jittered_backoff(self.retry_initial, self.retry_max)
+        attempt = 0
+        while True:
+            try:
+                return self._call(method, params)
+            except RpcUnavailable:
+                if attempt >= self.retries:
+                    raise
+                attempt += 1
+                time.sleep(next(delays))
+            finally:
+                self._report_opened()
 
     def _call(self, method: str, params: Sequence[Any]) -> Any:
         errors: dict[str, str] = {}

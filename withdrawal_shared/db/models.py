@@ -98,6 +98,8 @@ class Withdrawal(Base):
         Index("ix_withdrawals_partner_id", "partner_id", "id"),
         Index("ix_withdrawals_partner_state", "partner_id", "state", "id"),
         Index("ix_withdrawals_state_updated", "state", "update_time"),
+        # The batcher's poll: urgent QUEUED rows, then the oldest (migration 0006).
+        Index("ix_withdrawals_state_priority_updated", "state", "priority", "update_time"),
         UniqueConstraint("chain", "payout_number", name="uq_withdrawals_payout_number"),
     )
 

@@ -1,0 +1,784 @@
+"""End to end: withdrawals submitted over gRPC at a fixed rate until they are COMPLETED on chain,
+batched through the PayoutVault against the same pipeline paying one withdrawal per
+transaction (the baseline), in the same invocation.
+
+    python -m bench.e2e                              # 5 min at 220/s each (make bench-e2e)
+    python -m bench.e2e --rate 50 --duration 20      # shorter
+    python -m bench.e2e --smoke                      # seconds at a low rate (run by make test)
+
+Each variant gets a `HarnessStack` of its own (own Redis, own MariaDB database, anvil with
+2-second blocks and a 60M block gas limit, the four services as real processes) with the
+chain's confirmation depth at 5. The only difference is `PROCESSOR_BATCH_MAX_ITEMS` (1 for the
+baseline, whose nonces are still pipelined: up to `PROCESSOR_MAX_IN_FLIGHT_PER_WALLET` per hot
+wallet).
+
+Open loop: submission i is scheduled at `t0 + i / rate` whatever happened to the earlier ones
+(several generator processes, each an asyncio gRPC client, share the schedule), and every
+latency is measured from the scheduled time, so a slow gateway shows up as latency instead of
+silently lowering the offered rate. The generator's own lag (sent - scheduled) is printed.
+
+Measured per variant:
+- COMPLETED per minute sustained: COMPLETED audit rows whose time falls in the steady window
+  [t0 + warmup, t0 + duration], per minute;
+- submit -> first inclusion: the timestamp of the block that first mined its payout
+  transaction (`payout_transactions.block_number`), minus the scheduled submit time;
+- submit -> COMPLETED: the time of the audit row of its move to COMPLETED, minus the same;
+- gas per withdrawal: the receipts' gasUsed (as the monitor stored it) over the items paid;
+- CPU seconds per 1,000 COMPLETED withdrawals of each process (utime + stime from
+  /proc/<pid>/stat between t0 and the end: the four services, anvil, the harness's
+  redis-server, the generator, and mariadbd, which other users of the machine's MariaDB share);
+- the exactly-once verdict read from the chain's Transfer logs, then the database
+  (`withdrawal_shared.stack.exactly_once`).
+
+A withdrawal not COMPLETED when the variant stops counts as infinitely late in the percentiles
+(the baseline cannot drain a backlog of minutes: it stops `--baseline-drain` seconds after the
+last submission). Writes JSON to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import platform
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+RESULTS = Path(__file__).resolve().parent / "results"
+AMOUNT = "1"  # USDC per withdrawal: 1,000,000 USDC in the vault pays a million of them
+AMOUNT_BASE_UNITS = 10**6
+CONFIRMATIONS = 5
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MAX_OUTSTANDING = 4_000  # per generator process: a stalled gateway must not exhaust memory
+TARGETS = {
+    "completed_per_minute": 12_000,
+    "ratio_to_baseline": 10.0,
+    "first_inclusion_p95_s": 10.0,
+    "completed_p95_s": 30.0,
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    batch_max_items: int
+    drain_seconds: float
+    must_drain: bool
+    """The batched run must end with every withdrawal terminal; the baseline cannot drain a
+    backlog of many minutes and is stopped with it in flight."""
+
+
+@dataclass
+class Submission:
+    index: int
+    scheduled: float  # epoch seconds
+    sent: float
+    answered: float
+    withdrawal_id: str  # "" when refused
+    recipient: str
+    error: str = ""
+
+
+@dataclass
+class GeneratorReport:
+    submissions: list[Submission] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+
+
+# ----------------------------------------------------------------------------- generator
+
+
+def recipient_for(run_id: str, index: int) -> str:
+    """A fresh (never funded) recipient of its own for each submission."""
+    return "0x" + hashlib.sha256(f"bench-e2e/{run_id}/{index}".encode()).hexdigest()[:40]
+
+
+async def _generate(
+    target: str,
+    api_key: str,
+    run_id: str,
+    t0: float,
+    rate: float,
+    count: int,
+    worker: int,
+    workers: int,
+) -> list[Submission]:
+    import grpc
+
+    from assetwithdrawal.withdrawal.v1 import withdrawal_pb2, withdrawal_pb2_grpc
+
+    metadata = (("authorization", f"Bearer {api_key}"),)
+    results: list[Submission] = []
+    outstanding = asyncio.Semaphore(MAX_OUTSTANDING)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = withdrawal_pb2_grpc.WithdrawalServiceStub(channel)
+
+        async def submit(index: int, scheduled: float) -> None:
+            recipient = recipient_for(run_id, index)
+            request = withdrawal_pb2.CreateWithdrawalRequest(
+                request_id=f"{run_id}-{index}",
+                withdrawal=withdrawal_pb2.Withdrawal(
+                    token="USDC", recipient_address=recipient, amount=AMOUNT
+                ),
+            )
+            sent = time.time()
+            try:
+                created = await stub.CreateWithdrawal(request, metadata=metadata, timeout=60)
+            except grpc.aio.AioRpcError as exc:
+                results.append(
+                    Submission(index, scheduled, sent, time.time(), "", recipient, exc.code().name)
+                )
+            else:
+                withdrawal_id = created.name.removeprefix("withdrawals/")
+                results.append(
+                    Submission(index, scheduled, sent, time.time(), withdrawal_id, recipient)
+                )
+            finally:
+                outstanding.release()
+
+        tasks: set[asyncio.Task[None]] = set()
+        for index in range(worker, count, workers):
+            scheduled = t0 + index / rate
+            delay = scheduled - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await outstanding.acquire()
+            task = asyncio.create_task(submit(index, scheduled))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        while tasks:
+            await asyncio.gather(*list(tasks))
+    return results
+
+
+def _generator_main(args: tuple[Any, ...], out: Any) -> None:
+    """One generator process: its share of the schedule, then its report through `out`."""
+    started = time.process_time()
+    submissions = asyncio.run(_generate(*args))
+    report = GeneratorReport(submissions, time.process_time() - started)
+    out.send(json.dumps(asdict(report)))
+    out.close()
+
+
+def run_generators(
+    target: str, api_key: str, run_id: str, t0: float, rate: float, count: int, workers: int
+) -> GeneratorReport:
+    ctx = multiprocessing.get_context("spawn")
+    pipes = []
+    processes = []
+    for worker in range(workers):
+        receive, send = ctx.Pipe(duplex=False)
+        process = ctx.Process(
+            target=_generator_main,
+            args=((target, api_key, run_id, t0, rate, count, worker, workers), send),
+            name=f"bench-generator-{worker}",
+        )
+        process.start()
+        pipes.append(receive)
+        processes.append(process)
+    report = GeneratorReport()
+    for receive, process in zip(pipes, processes, strict=True):
+        raw = json.loads(receive.recv())
+        report.submissions.extend(Submission(**s) for s in raw["submissions"])
+        report.cpu_seconds += raw["cpu_seconds"]
+        process.join(30)
+    report.submissions.sort(key=lambda s: s.index)
+    return report
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """utime + stime of `pid` (and its waited-for children), or None when it is gone."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    # fields[0] is the state (field 3): utime, stime, cutime, cstime are fields 14-17.
+    return sum(int(v) for v in fields[11:15]) / CLK_TCK
+
+
+def find_pids(comm: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if (entry / "comm").read_text().strip() == comm:
+                pids.append(int(entry.name))
+    return pids
+
+
+def process_pids(stack: Any) -> dict[str, int | None]:
+    pids: dict[str, int | None] = {name: stack.pid(name) for name in SERVICE_NAMES}
+    pids["anvil"] = stack.anvil.pid
+    redis_process = stack.redis.process if stack.redis is not None else None
+    pids["redis"] = redis_process.pid if redis_process is not None else None
+    mariadb = find_pids("mariadbd")
+    pids["mariadbd"] = mariadb[0] if mariadb else None
+    return pids
+
+
+SERVICE_NAMES = ("gateway", "processor", "signer", "monitor")
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile; `inf` entries (never completed) sort last."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _epoch(naive_utc: dt.datetime) -> float:
+    return naive_utc.replace(tzinfo=dt.UTC).timestamp()
+
+
+def versions() -> dict[str, str]:
+    def run(argv: list[str]) -> str:
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return "unknown"
+        return (out.stdout or out.stderr).strip().splitlines()[0] if out.stdout else "unknown"
+
+    from withdrawal_shared.chain.anvil import find_anvil_binary
+
+    anvil = "unknown"
+    with contextlib.suppress(Exception):
+        anvil = run([str(find_anvil_binary()), "--version"])
+    return {
+        "python": platform.python_version(),
+        "anvil": anvil,
+        "redis": run(["redis-server", "--version"]),
+        "mariadb": run(["mariadbd", "--version"]),
+        "git": run(
+            [
+                "git",
+                "-C",
+                str(Path(__file__).resolve().parents[1]),
+                "describe",
+                "--always",
+                "--dirty",
+            ]
+        ),
+    }
+
+
+def uptime_load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------- one variant
+
+
+def run_variant(args: argparse.Namespace, variant: Variant) -> dict[str, Any]:
+    """One stack, one load, its measurements (see the module docstring)."""
+    from withdrawal_shared.stack.harness import HarnessConfig, HarnessStack
+
+    var_dir = Path(tempfile.mkdtemp(prefix=f"bench-e2e-{variant.name}-"))
+    env = {"PROCESSOR_BATCH_MAX_ITEMS": str(variant.batch_max_items), "LOG_LEVEL": args.log_level}
+    config = HarnessConfig(var_dir=var_dir, confirmations=CONFIRMATIONS, env=env)
+    count = int(args.rate * args.duration)
+    say = _sayer(variant.name)
+    say(f"starting the stack (logs in {var_dir / 'logs'}) ...")
+    started = time.monotonic()
+    with HarnessStack(config) as stack:
+        say(f"stack up in {time.monotonic() - started:.1f} s; load {uptime_load()}")
+        pids = process_pids(stack)
+        t0 = time.time() + 2.0
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        holder: dict[str, GeneratorReport] = {}
+        run_id = secrets.token_hex(6)
+
+        def generate() -> None:
+            holder["report"] = run_generators(
+                stack.grpc_target, stack.api_key, run_id, t0, args.rate, count, args.generators
+            )
+
+        thread = threading.Thread(target=generate, name="generators", daemon=True)
+        thread.start()
+        profilers = _start_profilers(args, variant, pids, t0)
+        _follow(stack, args, variant, t0, count, thread, say)
+        thread.join()
+        for profiler in profilers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                profiler.wait(30)
+        cpu_after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        report = holder["report"]
+        accepted = [s for s in report.submissions if s.withdrawal_id]
+        say(f"{len(accepted)} of {count} accepted; reading the results ...")
+        result: dict[str, Any] = {
+            "variant": variant.name,
+            "batch_max_items": variant.batch_max_items,
+            "scheduled": count,
+            "accepted": len(accepted),
+            "refused": len(report.submissions) - len(accepted),
+            "refusals": sorted({s.error for s in report.submissions if s.error}),
+            **_timings(stack, args, t0, report, accepted),
+        }
+        result["cpu"] = _cpu(cpu_before, cpu_after, report.cpu_seconds, result["completed"])
+        result["restarts"] = {name: stack.restarts(name) for name in SERVICE_NAMES}
+        result["load_at_end"] = uptime_load()
+        result["wall_seconds"] = round(time.time() - t0, 1)
+        say("exactly-once check against the chain's Transfer logs ...")
+        result["exactly_once"] = _exactly_once(stack, accepted, drained=variant.must_drain)
+        say(f"done; load {uptime_load()}")
+    return result
+
+
+def _follow(
+    stack: Any,
+    args: argparse.Namespace,
+    variant: Variant,
+    t0: float,
+    count: int,
+    generators: threading.Thread,
+    say: Any,
+) -> None:
+    """Print progress until every withdrawal is terminal or the drain time is over."""
+    from withdrawal_shared.db.models import Withdrawal
+    from withdrawal_shared.states import TERMINAL, State
+
+    sessions = stack.sessions()
+    drain_deadline = t0 + args.duration + variant.drain_seconds
+    while True:
+        time.sleep(min(args.progress_seconds, max(0.5, drain_deadline - time.time())))
+        with sessions() as session:
+            by_state = {
+                State(state): int(n)
+                for state, n in session.execute(
+                    select(Withdrawal.state, func.count()).group_by(Withdrawal.state)
+                ).all()
+            }
+        terminal = sum(n for state, n in by_state.items() if state in TERMINAL)
+        elapsed = time.time() - t0
+        say(
+            f"t={elapsed:6.1f}s scheduled={min(count, max(0, int(elapsed * args.rate)))} "
+            f"stored={sum(by_state.values())} open={sum(by_state.values()) - terminal} "
+            f"completed={by_state.get(State.COMPLETED, 0)} load {uptime_load()}"
+        )
+        if not generators.is_alive() and (terminal >= count or time.time() >= drain_deadline):
+            return
+
+
+def _timings(
+    stack: Any,
+    args: argparse.Namespace,
+    t0: float,
+    report: GeneratorReport,
+    accepted: list[Submission],
+) -> dict[str, Any]:
+    """Throughput, latencies from the scheduled times, payout sizes and gas."""
+    from withdrawal_shared.db.models import (
+        PayoutItem,
+        PayoutTransaction,
+        Withdrawal,
+        WithdrawalAudit,
+    )
+    from withdrawal_shared.states import State
+
+    ids = [s.withdrawal_id for s in accepted]
+    completed_at: dict[str, float] = {}
+    payout_of: dict[str, str | None] = {}
+    with stack.sessions()() as session:
+        for start in range(0, len(ids), 2_000):
+            chunk = ids[start : start + 2_000]
+            for withdrawal_id, occur in session.execute(
+                select(WithdrawalAudit.withdrawal_id, WithdrawalAudit.occur_time).where(
+                    WithdrawalAudit.to_state == State.COMPLETED.value,
+                    WithdrawalAudit.withdrawal_id.in_(chunk),
+                )
+            ).all():
+                completed_at[withdrawal_id] = _epoch(occur)
+            payout_of.update(
+                session.execute(
+                    select(Withdrawal.id, Withdrawal.payout_tx_id).where(Withdrawal.id.in_(chunk))
+                ).all()
+            )
+        payouts = session.execute(
+            select(
+                PayoutTransaction.id,
+                PayoutTransaction.block_number,
+                PayoutTransaction.gas_used,
+                PayoutTransaction.kind,
+            )
+        ).all()
+        paid_items = dict(
+            session.execute(
+                select(PayoutItem.payout_tx_id, func.count())
+                .where(PayoutItem.outcome == "PAID")
+                .group_by(PayoutItem.payout_tx_id)
+            ).all()
+        )
+    w3 = stack.web3()
+    block_of = {p.id: p.block_number for p in payouts if p.block_number is not None}
+    block_time = {n: float(w3.eth.get_block(n)["timestamp"]) for n in set(block_of.values())}
+    inclusion: list[float] = []
+    to_completed: list[float] = []
+    for s in accepted:
+        payout = payout_of.get(s.withdrawal_id)
+        block = block_of.get(payout) if payout else None
+        inclusion.append(block_time[block] - s.scheduled if block is not None else math.inf)
+        done = completed_at.get(s.withdrawal_id)
+        to_completed.append(done - s.scheduled if done is not None else math.inf)
+    warmup = args.warmup if args.warmup is not None else min(60.0, args.duration / 5)
+    start, end = t0 + warmup, t0 + args.duration
+    in_window = sum(1 for t in completed_at.values() if start <= t < end)
+    paying = [p for p in payouts if p.kind in ("vault", "transfer") and p.gas_used]
+    sizes = [int(paid_items.get(p.id, 0)) for p in paying]
+    lag = [s.sent - s.scheduled for s in report.submissions]
+    return {
+        "completed": len(completed_at),
+        "steady_window_s": [round(warmup, 1), round(args.duration, 1)],
+        "completed_per_minute": round(in_window / ((end - start) / 60), 1) if end > start else 0,
+        "first_inclusion_s": _pcts(inclusion),
+        "completed_s": _pcts(to_completed),
+        "api_answer_s": _pcts([s.answered - s.scheduled for s in accepted]),
+        "generator_lag_s": {**_pcts(lag), "max": round(max(lag), 3) if lag else None},
+        "payouts": len(paying),
+        "payout_items_mean": round(sum(sizes) / len(sizes), 1) if sizes else 0,
+        "payout_items_max": max(sizes) if sizes else 0,
+        "gas_per_withdrawal": round(sum(int(p.gas_used) for p in paying) / sum(sizes))
+        if sum(sizes)
+        else None,
+    }
+
+
+def _cpu(
+    before: dict[str, float | None],
+    after: dict[str, float | None],
+    generator_seconds: float,
+    completed: int,
+) -> dict[str, dict[str, float | None]]:
+    """CPU seconds of each process over the run, and per 1,000 COMPLETED withdrawals."""
+    used: dict[str, float | None] = {}
+    for name, start in before.items():
+        end = after.get(name)
+        used[name] = end - start if start is not None and end is not None else None
+    used["generator"] = generator_seconds
+    return {
+        name: {
+            "cpu_seconds": None if seconds is None else round(seconds, 2),
+            "per_1k_completed": None
+            if seconds is None or completed == 0
+            else round(seconds / (completed / 1000), 3),
+        }
+        for name, seconds in used.items()
+    }
+
+
+def _exactly_once(stack: Any, accepted: list[Submission], *, drained: bool) -> dict[str, Any]:
+    """The chain's verdict. `ok`: nothing paid twice or wrongly, nothing the chain and the
+    database disagree on, no vault skip, and (for a run that must drain) nothing left open.
+    A baseline stopped with a backlog still in flight reports that backlog apart."""
+    from withdrawal_shared.stack.exactly_once import Submitted, check_exactly_once
+    from withdrawal_shared.states import TERMINAL, State
+
+    # The chain is read first and the database after: a run stopped with work in flight
+    # would go on completing withdrawals paid after the head the check read. The processor
+    # and the monitor are paused (SIGSTOP) for the check, so both are read at one instant.
+    paused = [pid for pid in (stack.pid("processor"), stack.pid("monitor")) if pid is not None]
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        verdict = check_exactly_once(
+            stack.web3(),
+            stack.sessions(),
+            stack.result.token_address,
+            stack.result.payout_vault,
+            [Submitted(s.withdrawal_id, s.recipient, AMOUNT_BASE_UNITS) for s in accepted],
+        )
+    finally:
+        for pid in paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    not_terminal = sum(
+        n
+        for state, n in verdict.states.items()
+        if state == "MISSING" or State(state) not in TERMINAL
+    )
+    consistent = (
+        len(verdict.lost) == not_terminal
+        and not verdict.double_paid
+        and not verdict.wrong_amount
+        and not verdict.contract_skips
+    )
+    return {
+        "ok": consistent and (not_terminal == 0 or not drained),
+        "chain_and_database_agree": consistent,
+        "not_terminal_at_stop": not_terminal,
+        **verdict.summary(),
+    }
+
+
+def _start_profilers(
+    args: argparse.Namespace, variant: Variant, pids: dict[str, int | None], t0: float
+) -> list[subprocess.Popen[bytes]]:
+    """With `--py-spy`, sample each service over the submissions (collapsed stacks)."""
+    if not args.py_spy:
+        return []
+    out_dir = Path(args.profile_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    profilers = []
+    for name in SERVICE_NAMES:
+        pid = pids.get(name)
+        if pid is None:
+            continue
+        argv = [
+            args.py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(args.duration + t0 - time.time())),
+            "--rate",
+            "50",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--output",
+            str(out_dir / f"{variant.name}-{name}.txt"),
+        ]
+        profilers.append(
+            subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+    return profilers
+
+
+def _pcts(values: Sequence[float]) -> dict[str, float | None]:
+    def rounded(v: float) -> float | None:
+        return None if math.isinf(v) or math.isnan(v) else round(v, 3)
+
+    return {
+        "p50": rounded(percentile(values, 50)),
+        "p95": rounded(percentile(values, 95)),
+        "p99": rounded(percentile(values, 99)),
+        "never": sum(1 for v in values if math.isinf(v)),
+    }
+
+
+def _sayer(name: str) -> Any:
+    def say(message: str) -> None:
+        print(f"[{name}] {message}", flush=True)
+
+    return say
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _ratio(value: float | None, baseline: float | None, *, lower_is_better: bool) -> str:
+    if value is None or baseline is None or value == 0 or baseline == 0:
+        return "-"
+    return f"{(baseline / value if lower_is_better else value / baseline):.1f}x"
+
+
+def print_table(batched: dict[str, Any], baseline: dict[str, Any]) -> None:
+    def fmt(v: Any, unit: str = "") -> str:
+        if v is None:
+            return "never" if unit == "s" else "-"
+        if isinstance(v, float):
+            return f"{v:,.1f}{unit}" if unit != "s" else f"{v:.2f}s"
+        return f"{v:,}{unit}"
+
+    rows: list[tuple[str, Any, Any, bool]] = [
+        (
+            "COMPLETED per minute (steady)",
+            batched["completed_per_minute"],
+            baseline["completed_per_minute"],
+            False,
+        ),
+        ("completed / accepted", batched["completed"], baseline["completed"], False),
+    ]
+    for key, label in (
+        ("first_inclusion_s", "submit -> first inclusion"),
+        ("completed_s", "submit -> COMPLETED"),
+    ):
+        for pct in ("p50", "p95", "p99"):
+            rows.append((f"{label} {pct}", batched[key][pct], baseline[key][pct], True))
+    rows.append(
+        (
+            "API answer p95 (from schedule)",
+            batched["api_answer_s"]["p95"],
+            baseline["api_answer_s"]["p95"],
+            True,
+        )
+    )
+    rows.append(
+        ("gas per withdrawal", batched["gas_per_withdrawal"], baseline["gas_per_withdrawal"], True)
+    )
+    for name in (*SERVICE_NAMES, "anvil", "redis", "mariadbd", "generator"):
+        rows.append(
+            (
+                f"CPU s / 1k COMPLETED: {name}",
+                batched["cpu"][name]["per_1k_completed"],
+                baseline["cpu"][name]["per_1k_completed"],
+                True,
+            )
+        )
+    width = max(len(r[0]) for r in rows)
+    print(f"{'metric':<{width}} | {'batched':>12} | {'baseline':>12} | {'ratio':>7}")
+    print("-" * (width + 42))
+    for label, value, base, lower in rows:
+        unit = "s" if label.startswith("submit") or label.startswith("API") else ""
+        print(
+            f"{label:<{width}} | {fmt(value, unit):>12} | {fmt(base, unit):>12} | "
+            f"{_ratio(value, base, lower_is_better=lower):>7}"
+        )
+    for result in (batched, baseline):
+        eo = result["exactly_once"]
+        lag = result["generator_lag_s"]
+        print(
+            f"[{result['variant']}] exactly once: ok={eo['ok']} "
+            f"paid_once={eo['paid_exactly_once']} double={eo['double_payments']} "
+            f"wrong={eo['wrong_amounts']} skips={eo['contract_skips']} "
+            f"not_terminal_at_stop={eo['not_terminal_at_stop']}; payouts={result['payouts']} "
+            f"items/payout mean={result['payout_items_mean']} max={result['payout_items_max']}; "
+            f"generator lag p99={lag['p99']}s max={lag['max']}s; "
+            f"refused={result['refused']}; restarts={result['restarts']}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rate", type=float, default=220.0, help="withdrawals per second")
+    parser.add_argument("--duration", type=float, default=300.0, help="seconds of submissions")
+    parser.add_argument("--baseline-rate", type=float, default=None, help="default: --rate")
+    parser.add_argument("--baseline-duration", type=float, default=None, help="default: --duration")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="s excluded from the steady window (default min(60, duration/5))",
+    )
+    parser.add_argument(
+        "--drain", type=float, default=180.0, help="s to wait for the batched run to finish"
+    )
+    parser.add_argument(
+        "--baseline-drain",
+        type=float,
+        default=10.0,
+        help="s the baseline gets after its last submission",
+    )
+    parser.add_argument(
+        "--batch-max-items",
+        type=int,
+        default=None,
+        help="PROCESSOR_BATCH_MAX_ITEMS of the batched run (default: the processor's)",
+    )
+    parser.add_argument("--generators", type=int, default=2, help="generator processes")
+    parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the services")
+    parser.add_argument("--progress-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--only", choices=("batched", "baseline"), default=None, help="one variant only (no ratios)"
+    )
+    parser.add_argument("--py-spy", default="", help="py-spy binary: profile each service")
+    parser.add_argument("--profile-dir", default=str(RESULTS / "profiles"))
+    parser.add_argument("--smoke", action="store_true", help="a few seconds at a low rate")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.rate, args.duration, args.drain, args.baseline_drain = 5.0, 4.0, 90.0, 60.0
+        args.generators, args.progress_seconds = 1, 5.0
+    from svc_processor.settings import ProcessorSettings
+
+    defaults = ProcessorSettings()
+    batched_items = args.batch_max_items or defaults.batch_max_items
+    variants = [
+        Variant("batched", batched_items, args.drain, must_drain=True),
+        Variant("baseline", 1, args.baseline_drain, must_drain=False),
+    ]
+    config = {
+        "benchmark": "e2e",
+        "payout_size_max": batched_items,
+        "baseline_payout_size": 1,
+        "batch_max_wait_seconds": defaults.batch_max_wait_seconds,
+        "batch_gas_budget": defaults.batch_gas_budget,
+        "max_in_flight_per_wallet": defaults.max_in_flight_per_wallet,
+        "hot_wallets": 2,
+        "confirmations": CONFIRMATIONS,
+        "block_time_s": 2,
+        "block_gas_limit": 60_000_000,
+        "audit_trail": "every state change, hash-chained",
+        "policy_checks": "processor validation + signer policy on every item",
+        "database": "MariaDB (a database of its own on 127.0.0.1:3306)",
+        "processes": "gateway, processor, signer (keystore), monitor: one process each",
+        "recipients": "fresh (never funded), one per withdrawal",
+        "amount": f"{AMOUNT} USDC",
+        "rate_per_s": args.rate,
+        "duration_s": args.duration,
+        "baseline_rate_per_s": args.baseline_rate or args.rate,
+        "baseline_duration_s": args.baseline_duration or args.duration,
+        "generator_processes": args.generators,
+        "log_level": args.log_level,
+        "cpus": os.cpu_count(),
+        "load_at_start": uptime_load(),
+        "versions": versions(),
+        "smoke": args.smoke,
+    }
+    print("configuration:", json.dumps(config), flush=True)
+    results: dict[str, Any] = {}
+    for variant in variants:
+        if args.only and variant.name != args.only:
+            continue
+        variant_args = argparse.Namespace(**vars(args))
+        if variant.name == "baseline":
+            variant_args.rate = args.baseline_rate or args.rate
+            variant_args.duration = args.baseline_duration or args.duration
+        results[variant.name] = run_variant(variant_args, variant)
+    if len(results) == 2:
+        print_table(results["batched"], results["baseline"])
+    verdicts: dict[str, Any] = {}
+    batched = results.get("batched")
+    baseline = results.get("baseline")
+    if batched is not None:
+        verdicts = {
+            "completed_per_minute": batched["completed_per_minute"]
+            >= TARGETS["completed_per_minute"],
+            "ratio_to_baseline": baseline is not None
+            and baseline["completed_per_minute"] > 0
+            and batched["completed_per_minute"] / baseline["completed_per_minute"]
+            >= TARGETS["ratio_to_baseline"],
+            "first_inclusion_p95": (batched["first_inclusion_s"]["p95"] or math.inf)
+            <= TARGETS["first_inclusion_p95_s"],
+            "completed_p95": (batched["completed_s"]["p95"] or math.inf)
+            <= TARGETS["completed_p95_s"],
+            "exactly_once": batched["exactly_once"]["ok"],
+        }
+        print("targets:", json.dumps({"targets": TARGETS, "met": verdicts}), flush=True)
+    out = args.out or RESULTS / f"e2e{'-smoke' if args.smoke else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    document = {"config": config, "results": results, "targets": verdicts, "time": time.time()}
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,467 @@
+"""A whole stack of its own, for the chaos harness, the benchmarks and the crash-point tests.
+
+`make up` (`runner.Stack`) is the model: the same start-up order (anvil, Redis, migrations,
+signer, bootstrap, gateway, processor, monitor) and the same supervisor that restarts a service
+which dies. What differs here is ownership: a `HarnessStack` owns everything it touches, so a
+test or a benchmark may kill, flush and restart it freely without harming anything else.
+
+- **Redis**: always its own `redis-server` on a free port (`restart_redis`/`flush_redis` act on
+  it alone; the machine's Redis on 6379 is never touched).
+- **Database**: a MariaDB database of its own (`aws_harness_<hex>`), created, migrated and
+  dropped at `stop()`, or a SQLite file under `var_dir`.
+- **anvil**: interval mining (`block_time`, 2 s by default like the benchmarks ask) with a
+  60M block gas limit; `w3` talks to it directly, never through the fault proxies.
+- **RPC**: with `rpc_proxies=n` the services reach anvil only through n fault-injecting
+  JSON-RPC proxies (`withdrawal_shared.chain.fault_proxy`), as a comma-separated
+  `CHAIN_RPC_URL`, so they fail over between them; `proxies` lets the caller switch faults on.
+- **Services**: the four `svc_*` as real processes under a `Supervisor` polled by a thread of
+  its own; `kill(name)` SIGKILLs one (its whole process group), and the supervisor restarts it
+  after `restart_delay` seconds. Their output goes to `var_dir/logs/<name>.log`, the
+  supervisor's own lines to `var_dir/logs/harness.log`.
+
+`env` applies to every service, `service_env[name]` to one (e.g. the crash-point variables of
+`withdrawal_shared.crash_points` for the processor alone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TextIO
+
+import pymysql  # type: ignore[import-untyped]
+from sqlalchemy import create_engine, update
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+from web3 import Web3
+
+from withdrawal_shared.chain.anvil import AnvilProcess, set_automine, set_interval_mining
+from withdrawal_shared.chain.types import POLYGON_CHAIN_ID
+from withdrawal_shared.db.models import Chain
+from withdrawal_shared.settings import REPO_ROOT
+from withdrawal_shared.stack.bootstrap import BootstrapResult
+from withdrawal_shared.stack.config import StackConfig, free_port
+from withdrawal_shared.stack.probes import health_status
+from withdrawal_shared.stack.redis_server import RedisHandle, start_redis_server
+from withdrawal_shared.stack.runner import CHAIN, Service, Stack
+from withdrawal_shared.stack.supervisor import Child, ChildSpec, Supervisor
+
+if TYPE_CHECKING:
+    from withdrawal_shared.chain.fault_proxy import FaultProxy
+
+SERVICES = ("signer", "gateway", "processor", "monitor")
+MARIADB_DEFAULT = "mysql+pymysql://root:@127.0.0.1:3306/"
+
+
+@dataclass
+class HarnessConfig:
+    var_dir: Path
+    """Logs, keystore and (with `database="sqlite"`) the database file live here."""
+    block_time: float = 2.0
+    gas_limit: int = 60_000_000
+    database: str = "mariadb"
+    """`mariadb` (a database of its own on `mariadb_url`'s server) or `sqlite`."""
+    mariadb_url: str = field(
+        default_factory=lambda: os.environ.get("HARNESS_MARIADB_URL", MARIADB_DEFAULT)
+    )
+    """Server to create the database on (its path part is ignored)."""
+    keep_database: bool = False
+    hot_wallets: int = 2
+    rpc_proxies: int = 0
+    """Fault-injecting proxies in front of anvil the services must go through (0: direct)."""
+    confirmations: int | None = None
+    """The chain's confirmation depth, written to the `chains` row after bootstrap."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    restart_delay: float = 0.2
+    """Seconds before the supervisor restarts a service that died (no doubling below
+    `stable_after`=2 s of uptime; the cap is 2 s)."""
+    startup_timeout: float = 120.0
+    native_funding_ether: int = 10_000
+    """POL each hot wallet holds after start-up (set directly with anvil_setBalance)."""
+
+
+class _HarnessRunner(Stack):
+    """`runner.Stack` with the harness's anvil, Redis, proxies and service environment."""
+
+    def __init__(self, harness: HarnessStack, config: StackConfig, supervisor: Supervisor):
+        super().__init__(config, supervisor)
+        self.harness = harness
+
+    def _start_anvil(self) -> None:
+        cfg = self.harness.config
+        # Whole seconds: automine through the bootstrap (a dozen set-up transactions would
+        # each wait for a block), then interval mining (`HarnessStack._after_bootstrap`).
+        anvil = AnvilProcess(
+            port=self.config.anvil_port,
+            chain_id=POLYGON_CHAIN_ID,
+            block_time=None if float(cfg.block_time).is_integer() else cfg.block_time,
+            gas_limit=cfg.gas_limit,
+            log_path=self.config.logs_dir / "anvil.log",
+            quiet=True,
+        )
+        anvil.start()
+        self.anvil = anvil
+        self.harness._start_proxies(anvil.rpc_url)
+
+    def _start_redis(self) -> None:
+        self.redis = self.harness.redis
+
+    def service_env(self) -> dict[str, str]:
+        env = super().service_env()
+        env["CHAIN_RPC_URL"] = self.harness.services_rpc_url
+        env.update(self.harness.config.env)
+        return env
+
+    def _spawn(self, service: Service) -> Child:
+        log_path = self.config.logs_dir / f"{service.name}.log"
+        env = {**self.service_env(), **self.harness.config.service_env.get(service.name, {})}
+        spec = ChildSpec(
+            name=service.name,
+            argv=(sys.executable, "-m", service.module),
+            env=env,
+            cwd=REPO_ROOT,
+            log_path=log_path,
+        )
+        return self.sup.start(spec)
+
+
+class HarnessStack:
+    """See the module docstring. Use as a context manager; `stop()` is idempotent."""
+
+    def __init__(self, config: HarnessConfig) -> None:
+        self.config = config
+        self.var_dir = config.var_dir
+        self.logs_dir = config.var_dir / "logs"
+        self.proxies: list[FaultProxy] = []
+        self.services_rpc_url = ""
+        self.redis: RedisHandle | None = None
+        self.database_url = ""
+        self._database_name: str | None = None
+        self._runner: _HarnessRunner | None = None
+        self._supervisor: Supervisor | None = None
+        self._sup_out: TextIO | None = None
+        self._sup_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._engine: Engine | None = None
+        self.boot: BootstrapResult | None = None
+        self.kills: dict[str, int] = {name: 0 for name in SERVICES}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> Self:
+        cfg = self.config
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.redis = start_redis_server(self.logs_dir / "redis.log")
+        self.database_url = self._create_database()
+        stack_config = StackConfig(
+            var_dir=self.var_dir,
+            anvil_port=free_port(),
+            http_port=free_port(),
+            grpc_port=free_port(),
+            signer_port=free_port(),
+            processor_port=free_port(),
+            monitor_port=free_port(),
+            redis_url=self.redis.url,
+            redis_prefix="aws:",
+            database_url=self.database_url,
+            startup_timeout=cfg.startup_timeout,
+            hot_wallets=cfg.hot_wallets,
+        )
+        self._sup_out = (self.logs_dir / "harness.log").open("a", encoding="utf-8")
+        self._supervisor = Supervisor(
+            self._sup_out,
+            color=False,
+            backoff_initial=cfg.restart_delay,
+            backoff_max=2.0,
+            stable_after=2.0,
+            stop_grace=5.0,
+        )
+        runner = _HarnessRunner(self, stack_config, self._supervisor)
+        self._runner = runner
+        runner.config.var_dir.mkdir(parents=True, exist_ok=True)
+        runner._start_anvil()
+        runner._start_redis()
+        runner._prepare_database()
+        self._start_service(runner.signer)
+        wallets = runner._signer_wallets()
+        self.boot = runner._bootstrap(wallets)
+        runner._write_stack_json(self.boot)
+        self._after_bootstrap()
+        for service in (runner.gateway, runner.processor, runner.monitor):
+            self._start_service(service)
+        runner.starting = False
+        self._sup_thread = threading.Thread(
+            target=self._supervisor.run, args=(self._stop,), name="harness-supervisor", daemon=True
+        )
+        self._sup_thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop everything started, each step even when an earlier one failed (or a second
+        Ctrl-C arrives): services, anvil, proxies, Redis, then drop the database."""
+        self._stop.set()
+        steps = (
+            self._stop_services,
+            self._stop_anvil,
+            self._stop_proxies,
+            self._stop_redis,
+            self._dispose_engine,
+            self._drop_database,
+            self._close_log,
+        )
+        failure: BaseException | None = None
+        for step in steps:
+            try:
+                step()
+            except BaseException as exc:  # finish cleaning up, then re-raise the first
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def _stop_services(self) -> None:
+        if self._sup_thread is not None:
+            self._sup_thread.join(5.0)
+            self._sup_thread = None
+        supervisor = self._supervisor
+        if supervisor is not None:
+            supervisor.stop_all()
+
+    def _stop_anvil(self) -> None:
+        runner = self._runner
+        if runner is not None and runner.anvil is not None:
+            anvil, runner.anvil = runner.anvil, None
+            anvil.stop()
+
+    def _stop_proxies(self) -> None:
+        proxies, self.proxies = self.proxies, []
+        for proxy in proxies:
+            proxy.stop()
+
+    def _stop_redis(self) -> None:
+        redis_handle, self.redis = self.redis, None
+        if redis_handle is not None:
+            redis_handle.stop()
+
+    def _dispose_engine(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.dispose()
+
+    def _close_log(self) -> None:
+        out, self._sup_out = self._sup_out, None
+        if out is not None:
+            out.close()
+
+    # -- what the caller uses --------------------------------------------------------------
+
+    @property
+    def anvil(self) -> AnvilProcess:
+        assert self._runner is not None and self._runner.anvil is not None
+        return self._runner.anvil
+
+    def web3(self, request_timeout: float = 60.0) -> Web3:
+        """A client of anvil itself (never through the proxies)."""
+        return self.anvil.web3(request_timeout)
+
+    @property
+    def result(self) -> BootstrapResult:
+        assert self.boot is not None
+        return self.boot
+
+    @property
+    def api_key(self) -> str:
+        return self.result.api_key
+
+    @property
+    def grpc_target(self) -> str:
+        assert self._runner is not None
+        return self._runner.gateway.target
+
+    @property
+    def rest_base_url(self) -> str:
+        assert self._runner is not None
+        return self._runner.rest_base_url()
+
+    def sessions(self) -> sessionmaker[Session]:
+        if self._engine is None:
+            self._engine = create_engine(self.database_url, pool_pre_ping=True)
+        return sessionmaker(self._engine, expire_on_commit=False)
+
+    def child(self, name: str) -> Child:
+        assert self._supervisor is not None
+        return self._supervisor.children[name]
+
+    def pid(self, name: str) -> int | None:
+        child = self.child(name)
+        return child.pid if child.running else None
+
+    def kill(self, name: str) -> int | None:
+        """SIGKILL service `name` (its process group); the supervisor restarts it. The pid."""
+        child = self.child(name)
+        process = child.process
+        if process is None or process.poll() is not None:
+            return None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+        self.kills[name] += 1
+        return process.pid
+
+    def respawn(self, name: str, env: Mapping[str, str]) -> None:
+        """Restart service `name` with `env` added to its environment (kept for later
+        restarts too) and wait until it serves again; an empty value removes a variable."""
+        child = self.child(name)
+        assert child.spec.env is not None
+        merged = {**child.spec.env, **env}
+        child.spec = replace(child.spec, env={k: v for k, v in merged.items() if v != ""})
+        if self.kill(name) is not None:
+            self.kills[name] -= 1  # a restart asked for, not a fault
+        self.wait_serving(name)
+
+    def wait_serving(self, name: str, timeout: float | None = None) -> None:
+        """Block until service `name` runs and reports SERVING (after a restart)."""
+        assert self._runner is not None
+        service = {s.name: s for s in self._services()}[name]
+        deadline = time.monotonic() + (timeout or self.config.startup_timeout)
+        while not self.child(name).running:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} was not restarted within the timeout")
+            time.sleep(0.05)
+        self._runner._wait_serving(service, self.child(name))
+
+    def _services(self) -> list[Service]:
+        assert self._runner is not None
+        r = self._runner
+        return [r.signer, r.gateway, r.processor, r.monitor]
+
+    def serving(self, name: str) -> bool:
+        """Whether service `name` runs and its gRPC health says SERVING right now."""
+        if not self.child(name).running:
+            return False
+        service = {s.name: s for s in self._services()}[name]
+        return health_status(service.target, timeout=2.0) == "SERVING"
+
+    def running(self, name: str) -> bool:
+        return self.child(name).running
+
+    def restarts(self, name: str) -> int:
+        return self.child(name).restarts
+
+    def flush_redis(self) -> None:
+        """FLUSHALL on the harness's own Redis: every stream, group and pending entry is lost."""
+        import redis
+
+        assert self.redis is not None
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
+    def restart_redis(self, down_seconds: float = 0.5) -> None:
+        """Stop the harness's Redis (keeping nothing) and start an empty one on the same port."""
+        assert self.redis is not None and self.redis.process is not None
+        port = int(self.redis.url.rsplit(":", 1)[1].split("/")[0])
+        self.redis.stop()
+        time.sleep(down_seconds)
+        fresh = start_redis_server(self.logs_dir / "redis.log", port=port)
+        self.redis.process = fresh.process
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        return "\n".join(list(self.child(name).tail)[-lines:])
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _start_proxies(self, upstream: str) -> None:
+        if self.config.rpc_proxies <= 0:
+            self.services_rpc_url = upstream
+            return
+        from withdrawal_shared.chain.fault_proxy import FaultProxy
+
+        for index in range(self.config.rpc_proxies):
+            self.proxies.append(FaultProxy(upstream, seed=index).start())
+        self.services_rpc_url = ",".join(p.url for p in self.proxies)
+
+    def _start_service(self, service: Service) -> None:
+        assert self._runner is not None
+        self._runner._start_service(service)
+
+    def _after_bootstrap(self) -> None:
+        cfg = self.config
+        w3 = self.web3()
+        if float(cfg.block_time).is_integer():
+            set_automine(w3, False)
+            set_interval_mining(w3, int(cfg.block_time))
+        for wallet in self.result.hot_wallets:
+            w3.provider.make_request(
+                "anvil_setBalance",  # type: ignore[arg-type]
+                [wallet, hex(cfg.native_funding_ether * 10**18)],
+            )
+        if cfg.confirmations is not None:
+            with self.sessions().begin() as session:
+                session.execute(
+                    update(Chain).where(Chain.name == CHAIN).values(confirmations=cfg.confirmations)
+                )
+
+    def _create_database(self) -> str:
+        cfg = self.config
+        if cfg.database == "sqlite":
+            return f"sqlite:///{self.var_dir / f'harness-{secrets.token_hex(4)}.sqlite3'}"
+        if cfg.database != "mariadb":
+            raise ValueError(f"database must be 'mariadb' or 'sqlite', not {cfg.database!r}")
+        name = f"aws_harness_{secrets.token_hex(4)}"
+        with contextlib.closing(self._admin()) as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        self._database_name = name
+        url = make_url(cfg.mariadb_url).set(database=name, query={"charset": "utf8mb4"})
+        return url.render_as_string(hide_password=False)
+
+    def _drop_database(self) -> None:
+        name, self._database_name = self._database_name, None
+        if name is None or self.config.keep_database:
+            return
+        with contextlib.closing(self._admin()) as conn, conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+    def _admin(self) -> Any:
+        url = make_url(self.config.mariadb_url)
+        return pymysql.connect(
+            host=url.host or "127.0.0.1",
+            port=url.port or 3306,
+            user=url.username or "root",
+            password=url.password or "",
+        )
+
+
+@contextlib.contextmanager
+def harness_stack(config: HarnessConfig) -> Iterator[HarnessStack]:
+    with HarnessStack(config) as stack:
+        yield stack
+
+
+__all__: Sequence[str] = ["SERVICES", "HarnessConfig", "HarnessStack", "harness_stack"]
