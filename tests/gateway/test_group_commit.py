@@ -20,6 +20,7 @@ from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
 from svc_gateway.batching import GroupCommit
 from svc_gateway.store import Created, WithdrawalStore
 from svc_gateway.validation import NewWithdrawal, validate_create
+from tests.support.databases import mariadb_database
 from tests.support.requests import create_request
 from withdrawal_shared import queue
 from withdrawal_shared.db.api_keys import ensure_partner
@@ -174,11 +175,22 @@ def test_concurrent_batches_of_the_same_keys_make_one_row_each(
         assert sum(moved is not None for _, moved in outcomes) == 1  # created once
 
 
+@pytest.fixture(scope="module")
+def mariadb_store() -> Iterator[WithdrawalStore]:
+    """The group commit keeps connections of its own on PyMySQL only: MariaDB, not SQLite."""
+    with mariadb_database() as url:
+        engine = make_engine(url, pool_size=4)
+        yield WithdrawalStore(engine)
+        engine.dispose()
+
+
 def test_a_batch_connection_the_server_closed_is_replaced(
-    store: WithdrawalStore, partner: str, db_url: str
+    mariadb_store: WithdrawalStore,
 ) -> None:
-    if not db_url.startswith("mysql"):
-        pytest.skip("the group commit keeps connections of its own on PyMySQL only")
+    store = mariadb_store
+    partner = f"gc-{secrets.token_hex(4)}"
+    with store.sessions.begin() as session:
+        ensure_partner(session, partner)
     created(store.create_many([(partner, new(store))])[0])
     held = store._driver_inserts._idle  # type: ignore[union-attr]
     assert held
