@@ -11,7 +11,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help up test check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short bench-e2e
+.PHONY: help up test check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short bench-e2e bench-recovery
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -91,6 +91,9 @@ chaos-short: deps redis-bin ## the small chaos variant that also runs inside mak
 
 bench-e2e: deps ## end to end: 5 min at 220/s batched against one withdrawal per transaction
 	$(PY) -m bench.e2e
+
+bench-recovery: deps redis-bin ## SIGKILL processor, monitor, gateway under load: seconds until 90% again; exactly-once
+	$(PY) -m bench.recovery
 
 clean: ## remove local state (var/), keeping the venv and node_modules
 	rm -rf var build
