@@ -89,6 +89,7 @@ import itertools
 import json
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import threading
@@ -97,7 +98,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
@@ -116,6 +117,9 @@ from bench.load import (
     uptime_load,
     versions,
 )
+
+if TYPE_CHECKING:
+    from withdrawal_shared.stack.harness import HarnessStack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KILLED = ("processor", "monitor", "gateway")
@@ -626,8 +630,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         restart_delay=args.restart_delay,
     )
     say(f"starting the stack (logs in {var_dir / 'logs'}) ...")
+    try:
+        return _run_on(HarnessStack(config), args, say)
+    finally:
+        # The logs stay for a look afterwards; tens of MB of bytecode need not.
+        shutil.rmtree(var_dir / "pycache", ignore_errors=True)
+
+
+def _run_on(
+    harness: HarnessStack, args: argparse.Namespace, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Start `harness`, load it, kill each service in turn, stop it, and read the figures."""
     started = time.monotonic()
-    with HarnessStack(config) as stack, AuditTail(stack) as tail:
+    with harness as stack, AuditTail(stack) as tail:
         say(f"stack up in {time.monotonic() - started:.1f} s; load {uptime_load()}")
         run_id = secrets.token_hex(6)
         t0 = time.time() + 2.0
