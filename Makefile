@@ -11,7 +11,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help up test check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short bench-e2e bench-api
+.PHONY: help up test check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short bench-e2e bench-api bench-recovery
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -94,6 +94,9 @@ bench-e2e: deps ## end to end: 5 min at 220/s batched against one withdrawal per
 
 bench-api: deps ## CreateWithdrawal over gRPC and REST, open loop, stepped rates (MariaDB, Redis)
 	$(PY) -m bench.api_load
+
+bench-recovery: deps redis-bin ## SIGKILL processor, monitor, gateway under load: seconds until 90% again; exactly-once
+	$(PY) -m bench.recovery
 
 clean: ## remove local state (var/), keeping the venv and node_modules
 	rm -rf var build

@@ -38,35 +38,38 @@ last submission). Writes JSON to bench/results/.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import datetime as dt
-import hashlib
 import json
 import math
-import multiprocessing
 import os
-import platform
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
+from bench.load import (
+    AMOUNT,
+    GeneratorReport,
+    Submission,
+    epoch,
+    exactly_once,
+    run_generators,
+    sayer,
+    uptime_load,
+    versions,
+)
+
 RESULTS = Path(__file__).resolve().parent / "results"
-AMOUNT = "1"  # USDC per withdrawal: 1,000,000 USDC in the vault pays a million of them
-AMOUNT_BASE_UNITS = 10**6
 CONFIRMATIONS = 5
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-MAX_OUTSTANDING = 4_000  # per generator process: a stalled gateway must not exhaust memory
 TARGETS = {
     "completed_per_minute": 12_000,
     "ratio_to_baseline": 10.0,
@@ -83,124 +86,6 @@ class Variant:
     must_drain: bool
     """The batched run must end with every withdrawal terminal; the baseline cannot drain a
     backlog of many minutes and is stopped with it in flight."""
-
-
-@dataclass
-class Submission:
-    index: int
-    scheduled: float  # epoch seconds
-    sent: float
-    answered: float
-    withdrawal_id: str  # "" when refused
-    recipient: str
-    error: str = ""
-
-
-@dataclass
-class GeneratorReport:
-    submissions: list[Submission] = field(default_factory=list)
-    cpu_seconds: float = 0.0
-
-
-# ----------------------------------------------------------------------------- generator
-
-
-def recipient_for(run_id: str, index: int) -> str:
-    """A fresh (never funded) recipient of its own for each submission."""
-    return "0x" + hashlib.sha256(f"bench-e2e/{run_id}/{index}".encode()).hexdigest()[:40]
-
-
-async def _generate(
-    target: str,
-    api_key: str,
-    run_id: str,
-    t0: float,
-    rate: float,
-    count: int,
-    worker: int,
-    workers: int,
-) -> list[Submission]:
-    import grpc
-
-    from assetwithdrawal.withdrawal.v1 import withdrawal_pb2, withdrawal_pb2_grpc
-
-    metadata = (("authorization", f"Bearer {api_key}"),)
-    results: list[Submission] = []
-    outstanding = asyncio.Semaphore(MAX_OUTSTANDING)
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = withdrawal_pb2_grpc.WithdrawalServiceStub(channel)
-
-        async def submit(index: int, scheduled: float) -> None:
-            recipient = recipient_for(run_id, index)
-            request = withdrawal_pb2.CreateWithdrawalRequest(
-                request_id=f"{run_id}-{index}",
-                withdrawal=withdrawal_pb2.Withdrawal(
-                    token="USDC", recipient_address=recipient, amount=AMOUNT
-                ),
-            )
-            sent = time.time()
-            try:
-                created = await stub.CreateWithdrawal(request, metadata=metadata, timeout=60)
-            except grpc.aio.AioRpcError as exc:
-                results.append(
-                    Submission(index, scheduled, sent, time.time(), "", recipient, exc.code().name)
-                )
-            else:
-                withdrawal_id = created.name.removeprefix("withdrawals/")
-                results.append(
-                    Submission(index, scheduled, sent, time.time(), withdrawal_id, recipient)
-                )
-            finally:
-                outstanding.release()
-
-        tasks: set[asyncio.Task[None]] = set()
-        for index in range(worker, count, workers):
-            scheduled = t0 + index / rate
-            delay = scheduled - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await outstanding.acquire()
-            task = asyncio.create_task(submit(index, scheduled))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        while tasks:
-            await asyncio.gather(*list(tasks))
-    return results
-
-
-def _generator_main(args: tuple[Any, ...], out: Any) -> None:
-    """One generator process: its share of the schedule, then its report through `out`."""
-    started = time.process_time()
-    submissions = asyncio.run(_generate(*args))
-    report = GeneratorReport(submissions, time.process_time() - started)
-    out.send(json.dumps(asdict(report)))
-    out.close()
-
-
-def run_generators(
-    target: str, api_key: str, run_id: str, t0: float, rate: float, count: int, workers: int
-) -> GeneratorReport:
-    ctx = multiprocessing.get_context("spawn")
-    pipes = []
-    processes = []
-    for worker in range(workers):
-        receive, send = ctx.Pipe(duplex=False)
-        process = ctx.Process(
-            target=_generator_main,
-            args=((target, api_key, run_id, t0, rate, count, worker, workers), send),
-            name=f"bench-generator-{worker}",
-        )
-        process.start()
-        pipes.append(receive)
-        processes.append(process)
-    report = GeneratorReport()
-    for receive, process in zip(pipes, processes, strict=True):
-        raw = json.loads(receive.recv())
-        report.submissions.extend(Submission(**s) for s in raw["submissions"])
-        report.cpu_seconds += raw["cpu_seconds"]
-        process.join(30)
-    report.submissions.sort(key=lambda s: s.index)
-    return report
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -252,48 +137,6 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[rank - 1]
 
 
-def _epoch(naive_utc: dt.datetime) -> float:
-    return naive_utc.replace(tzinfo=dt.UTC).timestamp()
-
-
-def versions() -> dict[str, str]:
-    def run(argv: list[str]) -> str:
-        try:
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return "unknown"
-        return (out.stdout or out.stderr).strip().splitlines()[0] if out.stdout else "unknown"
-
-    from withdrawal_shared.chain.anvil import find_anvil_binary
-
-    anvil = "unknown"
-    with contextlib.suppress(Exception):
-        anvil = run([str(find_anvil_binary()), "--version"])
-    return {
-        "python": platform.python_version(),
-        "anvil": anvil,
-        "redis": run(["redis-server", "--version"]),
-        "mariadb": run(["mariadbd", "--version"]),
-        "git": run(
-            [
-                "git",
-                "-C",
-                str(Path(__file__).resolve().parents[1]),
-                "describe",
-                "--always",
-                "--dirty",
-            ]
-        ),
-    }
-
-
-def uptime_load() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
-
-
 # ----------------------------------------------------------------------------- one variant
 
 
@@ -305,7 +148,7 @@ def run_variant(args: argparse.Namespace, variant: Variant) -> dict[str, Any]:
     env = {"PROCESSOR_BATCH_MAX_ITEMS": str(variant.batch_max_items), "LOG_LEVEL": args.log_level}
     config = HarnessConfig(var_dir=var_dir, confirmations=CONFIRMATIONS, env=env)
     count = int(args.rate * args.duration)
-    say = _sayer(variant.name)
+    say = sayer(variant.name)
     say(f"starting the stack (logs in {var_dir / 'logs'}) ...")
     started = time.monotonic()
     with HarnessStack(config) as stack:
@@ -347,7 +190,7 @@ def run_variant(args: argparse.Namespace, variant: Variant) -> dict[str, Any]:
         result["load_at_end"] = uptime_load()
         result["wall_seconds"] = round(time.time() - t0, 1)
         say("exactly-once check against the chain's Transfer logs ...")
-        result["exactly_once"] = _exactly_once(stack, accepted, drained=variant.must_drain)
+        result["exactly_once"] = exactly_once(stack, accepted, drained=variant.must_drain)
         say(f"done; load {uptime_load()}")
     return result
 
@@ -415,7 +258,7 @@ def _timings(
                     WithdrawalAudit.withdrawal_id.in_(chunk),
                 )
             ).all():
-                completed_at[withdrawal_id] = _epoch(occur)
+                completed_at[withdrawal_id] = epoch(occur)
             payout_of.update(
                 session.execute(
                     select(Withdrawal.id, Withdrawal.payout_tx_id).where(Withdrawal.id.in_(chunk))
@@ -493,50 +336,6 @@ def _cpu(
     }
 
 
-def _exactly_once(stack: Any, accepted: list[Submission], *, drained: bool) -> dict[str, Any]:
-    """The chain's verdict. `ok`: nothing paid twice or wrongly, nothing the chain and the
-    database disagree on, no vault skip, and (for a run that must drain) nothing left open.
-    A baseline stopped with a backlog still in flight reports that backlog apart."""
-    from withdrawal_shared.stack.exactly_once import Submitted, check_exactly_once
-    from withdrawal_shared.states import TERMINAL, State
-
-    # The chain is read first and the database after: a run stopped with work in flight
-    # would go on completing withdrawals paid after the head the check read. The processor
-    # and the monitor are paused (SIGSTOP) for the check, so both are read at one instant.
-    paused = [pid for pid in (stack.pid("processor"), stack.pid("monitor")) if pid is not None]
-    for pid in paused:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        verdict = check_exactly_once(
-            stack.web3(),
-            stack.sessions(),
-            stack.result.token_address,
-            stack.result.payout_vault,
-            [Submitted(s.withdrawal_id, s.recipient, AMOUNT_BASE_UNITS) for s in accepted],
-        )
-    finally:
-        for pid in paused:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-    not_terminal = sum(
-        n
-        for state, n in verdict.states.items()
-        if state == "MISSING" or State(state) not in TERMINAL
-    )
-    consistent = (
-        len(verdict.lost) == not_terminal
-        and not verdict.double_paid
-        and not verdict.wrong_amount
-        and not verdict.contract_skips
-    )
-    return {
-        "ok": consistent and (not_terminal == 0 or not drained),
-        "chain_and_database_agree": consistent,
-        "not_terminal_at_stop": not_terminal,
-        **verdict.summary(),
-    }
-
-
 def _start_profilers(
     args: argparse.Namespace, variant: Variant, pids: dict[str, int | None], t0: float
 ) -> list[subprocess.Popen[bytes]]:
@@ -581,13 +380,6 @@ def _pcts(values: Sequence[float]) -> dict[str, float | None]:
         "p99": rounded(percentile(values, 99)),
         "never": sum(1 for v in values if math.isinf(v)),
     }
-
-
-def _sayer(name: str) -> Any:
-    def say(message: str) -> None:
-        print(f"[{name}] {message}", flush=True)
-
-    return say
 
 
 # ----------------------------------------------------------------------------- report
