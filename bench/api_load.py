@@ -842,7 +842,10 @@ def configuration(
         "request_timeout_seconds": args.timeout,
         "profiled": str(args.profile) if args.profile else False,
         "processes": {
-            "gateway": f"1 (python -m svc_gateway, pid {gateway.process.pid})",
+            "gateway": (
+                f"python -m svc_gateway, pid {gateway.process.pid}, "
+                f"GATEWAY_WORKERS={gateway_workers(args)} (CPU summed over its workers)"
+            ),
             "processor": "not running (it needs a chain and a signer): the gateway alone",
             "mariadbd": f"pid {pid_of('mariadbd')} (shared with the machine)",
             "redis-server": f"pid {pid_of('redis-server')} (shared with the machine)",
@@ -873,6 +876,14 @@ def configuration(
     }
 
 
+def gateway_workers(args: argparse.Namespace) -> str:
+    for item in args.gateway_env or ():
+        name, _, value = item.partition("=")
+        if name == "GATEWAY_WORKERS":
+            return value
+    return os.environ.get("GATEWAY_WORKERS", "1")
+
+
 class CpuMeter:
     """CPU seconds of the gateway (all threads, and its event-loop thread alone), mariadbd
     and redis-server between `start` and `stop`."""
@@ -882,9 +893,19 @@ class CpuMeter:
         self._others = {"mariadbd": pid_of("mariadbd"), "redis-server": pid_of("redis-server")}
         self._before: dict[str, float | None] = {}
 
+    def _gateway_pids(self) -> list[int]:
+        """The gateway and its extra workers (GATEWAY_WORKERS > 1 starts them as children)."""
+        try:
+            with open(f"/proc/{self._gateway}/task/{self._gateway}/children") as f:
+                children = [int(pid) for pid in f.read().split()]
+        except OSError:
+            children = []
+        return [self._gateway, *children]
+
     def _read(self) -> dict[str, float | None]:
+        readings = [cpu_seconds(pid) for pid in self._gateway_pids()]
         reading = {
-            "gateway": cpu_seconds(self._gateway),
+            "gateway": None if readings[0] is None else sum(r or 0.0 for r in readings),
             # The main thread runs the event loop: it alone cannot use more than one core.
             "gateway-loop": cpu_seconds(self._gateway, self._gateway),
         }

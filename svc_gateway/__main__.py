@@ -1,14 +1,52 @@
-"""`python -m svc_gateway`: the edge service (gRPC + REST/JSON). Settings: svc_gateway.settings."""
+"""`python -m svc_gateway`: the edge service (gRPC + REST/JSON). Settings: svc_gateway.settings.
+
+With `GATEWAY_WORKERS=n` (n > 1) this process starts n - 1 more copies of itself on the same
+ports (each with `GATEWAY_WORKERS=1`, in this process group, so a supervisor that signals the
+group stops them all) and serves as the first worker; it stops the others when it stops.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 
 from svc_gateway.server import serve
 from svc_gateway.settings import GatewaySettings
 from withdrawal_shared.runtime import run_service
+from withdrawal_shared.settings import SettingsError, env_int
+
+
+@contextlib.contextmanager
+def _more_workers() -> Iterator[None]:
+    try:
+        workers = env_int("GATEWAY_WORKERS", 1, minimum=1)
+    except SettingsError:
+        workers = 1  # run_service reports the bad value
+    children = [
+        subprocess.Popen(  # this very module, no shell
+            [sys.executable, "-m", "svc_gateway"],
+            env={**os.environ, "GATEWAY_WORKERS": "1", "GATEWAY_WORKER_INDEX": str(index)},
+        )
+        for index in range(1, workers)
+    ]
+    try:
+        yield
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
 
 
 def main() -> None:
-    run_service("gateway", GatewaySettings.from_env, serve)
+    with _more_workers():
+        run_service("gateway", GatewaySettings.from_env, serve)
 
 
 if __name__ == "__main__":

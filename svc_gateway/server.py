@@ -98,7 +98,12 @@ class GatewayServer:
         )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
+        site = web.TCPSite(
+            self._runner,
+            self.settings.http_host,
+            self.settings.http_port,
+            reuse_port=self.settings.workers > 1,  # gRPC sets SO_REUSEPORT by itself
+        )
         await site.start()
         self.http_port = self._runner.addresses[0][1]
         for name in (SERVICE.full_name, ""):

@@ -46,6 +46,11 @@ class GatewaySettings(StoreSettings):
     watch_poll_seconds: float = 2.0
     """GATEWAY_WATCH_POLL_SECONDS: WatchWithdrawal re-reads the database at least this often,
     so a lost pub/sub message only delays an event."""
+    workers: int = 1
+    """GATEWAY_WORKERS: processes serving the same ports (SO_REUSEPORT; the kernel spreads
+    connections between them). One Python process is bound by its GIL to about one core; on
+    a machine with cores to spare, more workers take more requests. Above 1 the ports must be
+    fixed (not 0). In Kubernetes, prefer replicas."""
     shutdown_grace_seconds: float = 10.0
     """GATEWAY_SHUTDOWN_GRACE_SECONDS: in-flight RPCs get this long after SIGTERM."""
 
@@ -55,12 +60,21 @@ class GatewaySettings(StoreSettings):
         switch_ms = env_float("GATEWAY_GIL_SWITCH_INTERVAL_MS", d.gil_switch_interval_ms)
         if switch_ms <= 0:
             raise SettingsError(f"GATEWAY_GIL_SWITCH_INTERVAL_MS={switch_ms} must be above 0")
+        workers = env_int("GATEWAY_WORKERS", d.workers, minimum=1)
+        grpc_port = env_int("GATEWAY_GRPC_PORT", d.grpc_port, minimum=0)
+        http_port = env_int("GATEWAY_HTTP_PORT", d.http_port, minimum=0)
+        if workers > 1 and 0 in (grpc_port, http_port):
+            raise SettingsError(
+                f"GATEWAY_WORKERS={workers} needs fixed ports: set GATEWAY_GRPC_PORT and "
+                "GATEWAY_HTTP_PORT (0 would give every worker a port of its own)"
+            )
         return cls(
             **StoreSettings.store_env(),
             grpc_host=env_str("GATEWAY_GRPC_HOST", d.grpc_host),
-            grpc_port=env_int("GATEWAY_GRPC_PORT", d.grpc_port, minimum=0),
+            grpc_port=grpc_port,
             http_host=env_str("GATEWAY_HTTP_HOST", d.http_host),
-            http_port=env_int("GATEWAY_HTTP_PORT", d.http_port, minimum=0),
+            http_port=http_port,
+            workers=workers,
             max_body_bytes=env_int("GATEWAY_MAX_BODY_BYTES", d.max_body_bytes, minimum=1024),
             db_threads=env_int("GATEWAY_DB_THREADS", d.db_threads, minimum=1),
             create_batch_max=env_int("GATEWAY_CREATE_BATCH_MAX", d.create_batch_max, minimum=1),
