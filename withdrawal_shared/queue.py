@@ -151,25 +151,8 @@ async def enqueue_created(
 
 
 async def publish(client: aioredis.Redis, names: QueueNames, moved: Moved) -> bool:
-    """Announce a committed state change; False (logged) when Redis is unavailable."""
-    payload = encode_event(moved)
-    try:
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.publish(names.events_channel(moved.withdrawal_id), payload)
-            pipe.xadd(
-                names.events_stream,
-                {"event": payload},
-                maxlen=EVENTS_STREAM_MAXLEN,
-                approximate=True,
-            )
-            await pipe.execute()
-    except (aioredis.RedisError, OSError) as exc:
-        log.warning(
-            "event publish failed; watchers fall back to polling",
-            extra={"withdrawal_id": moved.withdrawal_id, "error": str(exc)},
-        )
-        return False
-    return True
+    """Announce one committed state change; False (logged) when Redis is unavailable."""
+    return await publish_many(client, names, [moved])
 
 
 PUBLISH_CHUNK = 1_000  # events per Redis round trip in `publish_many`
