@@ -71,7 +71,7 @@ typecheck: $(STAMP_PY) ## mypy --strict on our packages
 
 check: lint typecheck buf-lint buf-breaking gen-check contracts-check ## every static check
 
-test: deps softhsm check ## static checks, then the whole pytest suite on real MariaDB, Redis, anvil, SoftHSM2
+test: deps softhsm redis-bin check ## static checks, then the whole pytest suite on real MariaDB, Redis, anvil, SoftHSM2
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 redis-bin: ## install redis-server from Debian's packages when missing (make up may start its own)
@@ -89,7 +89,7 @@ chaos: deps redis-bin ## the full chaos run (>= 2,000 withdrawals, 30 kills, 5 r
 chaos-short: deps redis-bin ## the small chaos variant that also runs inside make test
 	$(PY) -m chaos --short
 
-bench-e2e: deps ## end to end: 5 min at 220/s batched against one withdrawal per transaction
+bench-e2e: deps redis-bin ## end to end: 5 min at 220/s batched against one withdrawal per transaction
 	$(PY) -m bench.e2e
 
 bench-api: deps ## CreateWithdrawal over gRPC and REST, open loop, stepped rates (MariaDB, Redis)
