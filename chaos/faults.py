@@ -44,6 +44,10 @@ RPC_FAULTS = FaultRates(
     reset=0.06,
     drop_tx=0.25,
 )
+SEND_DROPS = FaultRates(drop_tx=1.0, methods=frozenset({"eth_sendRawTransaction"}))
+"""The first RPC window drops every send: a dropped broadcast is rare at `RPC_FAULTS`'s rate
+(it needs a send to pass during a window while the transaction is still pending), and every run
+must lose at least one."""
 NO_FAULTS = FaultRates()
 KINDS = (
     "kill",
@@ -153,8 +157,9 @@ class FaultInjector:
         return f"down {self.config.redis_down_seconds:g}s"
 
     def _rpc_window(self) -> str:
+        rates = SEND_DROPS if self.rpc_faults()["drop_tx"] == 0 else RPC_FAULTS
         for proxy in self.stack.proxies:
-            proxy.set_rates(RPC_FAULTS)
+            proxy.set_rates(rates)
         time.sleep(self.config.rpc_fault_window_seconds)
         for proxy in self.stack.proxies:
             proxy.set_rates(NO_FAULTS)
