@@ -95,6 +95,27 @@ class _NewRow:
     moved: Moved
 
 
+def _received_columns(new: NewWithdrawal) -> dict[str, Any]:
+    """The columns of a new withdrawal, RECEIVED, that come from its request (both the single
+    `create` and the group commit's rows)."""
+    return {
+        "request_id": new.request_id,
+        "request_fingerprint": new.fingerprint,
+        "client_reference": new.client_reference,
+        "chain": new.chain,
+        "token_id": new.token.id,
+        "recipient": new.recipient,
+        "amount": new.amount,
+        "priority": new.priority.value,
+        "state": State.RECEIVED.value,
+        "state_reason": "",
+        "state_message": RECEIVED_MESSAGE,
+        "tx_hash": None,
+        "fee_wei": None,
+        "confirmations": 0,
+    }
+
+
 def _new_row(index: int, partner_id: str, new: NewWithdrawal, now: dt.datetime) -> _NewRow:
     withdrawal_id = new_ulid()
     audit, moved = creation_audit(
@@ -109,20 +130,7 @@ def _new_row(index: int, partner_id: str, new: NewWithdrawal, now: dt.datetime) 
     row = CreatedWithdrawal(
         id=withdrawal_id,
         partner_id=partner_id,
-        request_id=new.request_id,
-        request_fingerprint=new.fingerprint,
-        client_reference=new.client_reference,
-        chain=new.chain,
-        token_id=new.token.id,
-        recipient=new.recipient,
-        amount=new.amount,
-        priority=new.priority.value,
-        state=State.RECEIVED.value,
-        state_reason="",
-        state_message=RECEIVED_MESSAGE,
-        tx_hash=None,
-        fee_wei=None,
-        confirmations=0,
+        **_received_columns(new),
         version=1,
         audit_head=audit["hash"],
         create_time=now,
@@ -274,20 +282,7 @@ class WithdrawalStore:
         row = Withdrawal(
             id=new_ulid(),
             partner_id=partner_id,
-            request_id=new.request_id,
-            request_fingerprint=new.fingerprint,
-            client_reference=new.client_reference,
-            chain=new.chain,
-            token_id=new.token.id,
-            recipient=new.recipient,
-            amount=new.amount,
-            priority=new.priority.value,
-            state=State.RECEIVED.value,
-            state_reason="",
-            state_message=RECEIVED_MESSAGE,
-            tx_hash=None,
-            fee_wei=None,
-            confirmations=0,
+            **_received_columns(new),
             create_time=now,
             update_time=now,
             end_time=None,
