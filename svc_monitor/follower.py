@@ -7,18 +7,23 @@ dedicated thread). Each poll:
    unchanged: a block hash commits to all of its ancestors);
 2. for each payout transaction in BROADCAST, fetches its receipt: none -> nothing (a missing
    receipt is not a failure); status 1 -> MINED, its withdrawals CONFIRMING; status 0 ->
-   REVERTED with the decoded revert reason (after checking that the receipt holds no ERC-20
-   Transfer, i.e. that nothing was paid): a single-transfer payout's withdrawals are FAILED; a
-   PayoutVault payout's go ON_HOLD `PAYOUT_REVERTED` and are retried under the same payout
-   numbers, which the vault never pays twice. For a vault payout that succeeded, the vault's
-   events say per item whether it was paid, failed (ON_HOLD at confirmation) or skipped as
-   already paid (matched to the payout that paid it);
+   MINED with `receipt_status` 0 and the decoded revert reason (after checking that the
+   receipt holds no ERC-20 Transfer, i.e. that nothing was paid), its withdrawals left where
+   they are: a reorganisation may still take the block away and mine the same bytes again,
+   successfully this time. For a vault payout that succeeded, the vault's events say per
+   item whether it was paid, failed (ON_HOLD at confirmation) or skipped as already paid
+   (matched to the payout that paid it);
 3. for each payout transaction in MINED: when the canonical hash at its block differs from
    the stored one (a reorganisation), back to BROADCAST, its withdrawals CONFIRMING ->
    BROADCAST (reorged) and the SAME signed bytes re-broadcast; otherwise the withdrawals'
    `confirmations` are updated and, at the chain's confirmation depth, the transaction is
-   CONFIRMED and its withdrawals COMPLETED with their share of the fee (`fees.split_fee`),
-   and the older rows it replaced at its (wallet, nonce) become DROPPED;
+   CONFIRMED and its withdrawals COMPLETED with their share of the fee (`fees.split_fee`)
+   -- or, for a reverted one, REVERTED and its withdrawals ON_HOLD `PAYOUT_REVERTED` with
+   their share of the fee, unlinked from it: nothing was paid and the processor pays them
+   again (a vault payout under the same payout numbers, which the vault never pays twice; a
+   single transfer at a new nonce, which the signer allows because the old nonce is now
+   consumed by a transaction that paid nothing). The older rows it replaced at its
+   (wallet, nonce) become DROPPED;
 4. for each payout transaction in REPLACED (the processor replaced it at the same nonce with
    higher fees), fetches its receipt too: the old hash may still mine instead of the new one.
    If it does, ONE transaction makes it the row that counts — its siblings at the same
@@ -113,7 +118,8 @@ class PollReport:
     moved: list[Moved] = field(default_factory=list)
     pending: int = 0  # BROADCAST, no receipt yet
     mined: int = 0
-    reverted: int = 0
+    reverted: int = 0  # reverted receipts seen (the payout waits for its depth)
+    reverted_final: int = 0  # reverted payouts at the depth: their withdrawals are retried
     reorged: int = 0
     confirmed: int = 0
     conflicts: int = 0
@@ -131,6 +137,8 @@ class _Row:
     to_address: str = ""
     wallet: str = ""
     nonce: int = -1
+    receipt_status: int | None = None
+    revert_reason: str = ""
 
 
 class BlockHashes:
@@ -253,6 +261,8 @@ class ChainFollower:
                     pt.to_address,
                     pt.wallet,
                     pt.nonce,
+                    pt.receipt_status,
+                    pt.revert_reason,
                 )
                 .where(pt.chain == self.chain, pt.state == state)
                 .order_by(pt.update_time, pt.id)
@@ -269,11 +279,13 @@ class ChainFollower:
                 r.to_address,
                 r.wallet,
                 int(r.nonce),
+                r.receipt_status,
+                r.revert_reason or "",
             )
             for r in result
         ]
 
-    # -- step 2: BROADCAST -> MINED | REVERTED ------------------------------------------------
+    # -- step 2: BROADCAST -> MINED (receipt status 1 or 0) ---------------------------------
 
     def _check_broadcast(
         self, row: _Row, report: PollReport, required: int, *, replaced: bool = False
@@ -332,7 +344,7 @@ class ChainFollower:
             report,
             lambda s: [
                 *(self._adopt(s, row) if replaced else []),
-                *self._record_reverted(s, row, block, reason),
+                *self._record_mined_reverted(s, row, block, reason),
             ],
         )
         if moved is not None:
@@ -342,7 +354,7 @@ class ChainFollower:
         """A REPLACED row's own hash mined: make it the row that counts. Its siblings at the
         same (wallet, nonce) can never mine now and become DROPPED; the withdrawals it pays
         point at it again (their state is unchanged, so there is nothing to audit). Then it
-        is BROADCAST, for `_record_mined` / `_record_reverted` in the same transaction."""
+        is BROADCAST, for `_record_mined` / `_record_mined_reverted` in the same transaction."""
         pt = PayoutTransaction
         siblings = session.execute(
             select(pt.id, pt.state).where(
@@ -406,7 +418,9 @@ class ChainFollower:
         required: int,
         outcomes: Mapping[int, tuple[str, str]],
     ) -> list[Moved]:
-        _cas_payout(session, row.id, PayoutState.BROADCAST, PayoutState.MINED, **block)
+        _cas_payout(
+            session, row.id, PayoutState.BROADCAST, PayoutState.MINED, receipt_status=1, **block
+        )
         session.execute(
             update(PayoutItem)
             .where(PayoutItem.payout_tx_id == row.id)
@@ -439,56 +453,74 @@ class ChainFollower:
             fields={"confirmations": depth},
         )
 
-    def _record_reverted(
+    def _record_mined_reverted(
         self, session: Session, row: _Row, block: Mapping[str, Any], reason: str
     ) -> list[Moved]:
+        """A reverted receipt: the nonce is used and nothing was paid -- in this block. Until
+        the confirmation depth a reorganisation may still take the block away (and the same
+        bytes may then mine successfully), so the withdrawals stay where they are and only
+        the payout row records it; `_record_reverted` settles them at the depth."""
         _cas_payout(
             session,
             row.id,
             PayoutState.BROADCAST,
-            PayoutState.REVERTED,
+            PayoutState.MINED,
+            receipt_status=0,
             revert_reason=reason[:256],
             **block,
         )
+        log.warning(
+            "payout transaction reverted; its withdrawals are retried once it has the "
+            "confirmation depth",
+            extra={
+                "payout_tx_id": row.id,
+                "tx_hash": row.tx_hash,
+                "block_number": block["block_number"],
+                "revert_reason": reason,
+            },
+        )
+        return []
+
+    def _record_reverted(self, session: Session, row: _Row, depth: int) -> list[Moved]:
+        """A reverted transaction reached the confirmation depth: REVERTED, and every
+        withdrawal it was to pay goes ON_HOLD `PAYOUT_REVERTED` with its share of the fee,
+        unlinked from it, for the processor to pay again (nothing was paid)."""
+        _cas_payout(
+            session,
+            row.id,
+            PayoutState.MINED,
+            PayoutState.REVERTED,
+            expected_block_hash=row.block_hash,
+        )
+        self._drop_replaced(session, row)
         message = (
-            f"Transaction {row.tx_hash} reverted in block {block['block_number']}: {reason}. "
-            "Nothing was paid (a reverted transaction transfers no tokens; only its gas fee "
-            "was spent)."
+            f"Transaction {row.tx_hash} reverted in block {row.block_number} "
+            f"({depth} confirmations): {row.revert_reason or 'reverted'}. Nothing was paid (a "
+            "reverted transaction transfers no tokens; only its gas fee was spent). "
+        ) + (
+            "It is retried by itself under the same payout number, which the payout vault "
+            "never pays twice."
+            if row.kind == "vault"
+            else "It is retried by itself in a new transaction once the transfer would succeed."
         )
         linked = self._linked(session, row.id)
-        shares = split_fee(int(block["fee_wei"]), [w.id for w in linked])
+        shares = split_fee(row.fee_wei or 0, [w.id for w in linked])
         moved: list[Moved] = []
         for withdrawal in linked:
             if withdrawal.state not in (State.SIGNED, State.BROADCAST, State.CONFIRMING):
                 self._left_alone(withdrawal, row, "reverted")
                 continue
-            fee = (withdrawal.fee_wei or 0) + shares[withdrawal.id]
-            if row.kind == "vault":
-                # Nothing was paid, and paying again is safe: the vault's bitmap pays each
-                # payout number at most once. The processor retries it under the same number.
-                moved.append(
-                    move(
-                        session,
-                        withdrawal,
-                        State.ON_HOLD,
-                        actor=self._actor,
-                        reason="PAYOUT_REVERTED",
-                        message=message + " It is retried by itself under the same payout "
-                        "number, which the payout vault never pays twice.",
-                        fee_wei=fee,
-                        payout_tx_id=None,
-                    )
-                )
-                continue
             moved.append(
                 move(
                     session,
                     withdrawal,
-                    State.FAILED,
+                    State.ON_HOLD,
                     actor=self._actor,
-                    reason="TRANSACTION_REVERTED",
+                    reason="PAYOUT_REVERTED",
                     message=message,
-                    fee_wei=fee,
+                    fee_wei=(withdrawal.fee_wei or 0) + shares[withdrawal.id],
+                    confirmations=0,
+                    payout_tx_id=None,
                 )
             )
         return moved
@@ -507,6 +539,13 @@ class ChainFollower:
             self._reorged(row, report, canonical)
             return
         depth = report.head - row.block_number + 1
+        if depth >= required and row.receipt_status == 0:
+            moved = self._in_transaction(
+                row, report, lambda s: self._record_reverted(s, row, depth)
+            )
+            if moved is not None:
+                report.reverted_final += 1
+            return
         if depth >= required:
             moved = self._in_transaction(
                 row, report, lambda s: self._record_confirmed(s, row, depth)
@@ -534,20 +573,7 @@ class ChainFollower:
             PayoutState.CONFIRMED,
             expected_block_hash=row.block_hash,
         )
-        if row.nonce >= 0:
-            # The transactions it replaced at its nonce can never mine now.
-            session.execute(
-                update(PayoutTransaction)
-                .where(
-                    PayoutTransaction.chain == self.chain,
-                    PayoutTransaction.wallet == row.wallet,
-                    PayoutTransaction.nonce == row.nonce,
-                    PayoutTransaction.id != row.id,
-                    PayoutTransaction.state == PayoutState.REPLACED,
-                )
-                .values(state=PayoutState.DROPPED, update_time=utcnow())
-                .execution_options(synchronize_session=False)
-            )
+        self._drop_replaced(session, row)
         crash_point("monitor.mid_state_update")  # the payout row is updated, uncommitted
         linked = self._linked(session, row.id)
         # Every item shares the gas, paid or not (see fees.split_fee for the rounding rule).
@@ -589,6 +615,23 @@ class ChainFollower:
             row_fields=fees,
         )
         return moved
+
+    def _drop_replaced(self, session: Session, row: _Row) -> None:
+        """The transactions `row` replaced at its nonce can never mine now: DROPPED."""
+        if row.nonce < 0:
+            return
+        session.execute(
+            update(PayoutTransaction)
+            .where(
+                PayoutTransaction.chain == self.chain,
+                PayoutTransaction.wallet == row.wallet,
+                PayoutTransaction.nonce == row.nonce,
+                PayoutTransaction.id != row.id,
+                PayoutTransaction.state == PayoutState.REPLACED,
+            )
+            .values(state=PayoutState.DROPPED, update_time=utcnow())
+            .execution_options(synchronize_session=False)
+        )
 
     def _item_failed(
         self,
@@ -712,6 +755,8 @@ class ChainFollower:
             gas_used=None,
             effective_gas_price=None,
             fee_wei=None,
+            receipt_status=None,
+            revert_reason="",
             **extra,
         )
         session.execute(

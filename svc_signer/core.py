@@ -19,17 +19,20 @@ refusal is FAILED_PRECONDITION or PERMISSION_DENIED with one of these ErrorInfo 
   (recipient, amount, token, chain) or is not QUEUED, SIGNED, BROADCAST or ON_HOLD; ErrorInfo
   metadata `problem` says which (missing, chain, recipient, amount, token, state).
 - ALREADY_SIGNED_AT_OTHER_NONCE (FAILED_PRECONDITION): an item's withdrawal is already in the
-  ledger at another (wallet, nonce).
+  ledger at another (wallet, nonce) that may still pay it (see the double-payment rule).
 - INVALID_NONCE_RELEASE (PERMISSION_DENIED): a nonce release is not a zero-value, empty
   self-transfer without items and with at most 21,000 gas, or its (wallet, nonce) is not
   held by a RESERVED payout (`check_release_reserved`).
 
 A signing backend failure is UNAVAILABLE (KEY_BACKEND_UNAVAILABLE): retry later.
 
-The double-payment rule is strict for now: a withdrawal that appears in the ledger at one
-(wallet, nonce) is never signed at another one. The planned exception (the other nonce was
-consumed on chain by a transaction that did not pay it) is not implemented yet, so such a
-withdrawal stays refused until an operator resolves it.
+The double-payment rule: a withdrawal that appears in the ledger at one (wallet, nonce) is not
+signed at another one, unless paying it again is provably safe:
+- that other nonce is known to be consumed on chain by a transaction that did not pay it
+  (`LedgerTransaction.consumed_without_paying`: settled by the monitor at the confirmation
+  depth, REVERTED, or CONFIRMED without this withdrawal among its ledger items); or
+- both are payouts through the payout vault under the same payout number
+  (`_vault_paid_same_number`): the vault's bitmap pays a number at most once.
 
 Repeating a request is idempotent: when the ledger already holds a transaction at the same
 (wallet, nonce) with the same fields (to, data, value, gas, fees) paying the same withdrawals,
@@ -587,13 +590,12 @@ class SignerCore:
             check_vault_numbers(request.items, facts)
             claims = tx.claims_elsewhere(ids, request.wallet, request.tx.nonce)
             numbers = {item.withdrawal_id: item.number for item in request.items}
-            check_ledger_claims(
-                [c for c in claims if not _vault_paid_same_number(tx, c, vault, numbers)]
-            )
+            claims = [c for c in claims if not _vault_paid_same_number(tx, c, vault, numbers)]
         else:
             check_target(request.tx.to, tx.payout_targets(self.chain))
             check_withdrawals(request.items, tx.lock_withdrawals(ids), self.chain)
-            check_ledger_claims(tx.claims_elsewhere(ids, request.wallet, request.tx.nonce))
+            claims = tx.claims_elsewhere(ids, request.wallet, request.tx.nonce)
+        check_ledger_claims([c for c in claims if not tx.consumed_without_paying(self.chain, c)])
 
     def _sign_and_record(self, request: SignRequest, backend: KeyBackend) -> _Outcome:
         """Runs in a worker thread: the database checks, signing and recording, in one

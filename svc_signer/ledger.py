@@ -175,6 +175,31 @@ class LedgerTransaction:
         )
         return [LedgerClaim(r.withdrawal_id, r.tx_hash, r.wallet, r.nonce) for r in rows]
 
+    def consumed_without_paying(self, chain: str, claim: LedgerClaim) -> bool:
+        """Whether the claim's (wallet, nonce) is known to be consumed on chain by a
+        transaction that did not pay its withdrawal, so paying it at another nonce cannot pay
+        it twice. Known means settled by the monitor at the chain's confirmation depth: a
+        transaction at that nonce REVERTED (receipt status 0: it paid nothing), or CONFIRMED
+        while this signer's ledger shows it does not pay the withdrawal (a nonce release, or
+        a payout of other withdrawals). Only one transaction per nonce can ever be mined."""
+        pt = PayoutTransaction
+        rows = self._session.execute(
+            select(pt.tx_hash, pt.state, pt.receipt_status).where(
+                pt.chain == chain,
+                pt.wallet == claim.wallet,
+                pt.nonce == claim.nonce,
+                pt.state.in_([PayoutState.REVERTED, PayoutState.CONFIRMED]),
+            )
+        ).all()
+        for row in rows:
+            if row.state == PayoutState.REVERTED and row.receipt_status == 0:
+                return True
+            if row.state == PayoutState.CONFIRMED:
+                entry = self.entry(row.tx_hash)
+                if entry is not None and claim.withdrawal_id not in entry.withdrawal_ids:
+                    return True
+        return False
+
     def entries_at(self, wallet: str, nonce: int) -> list[LedgerEntry]:
         """Every transaction signed at (wallet, nonce), oldest first."""
         rows = list(

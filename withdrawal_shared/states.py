@@ -68,8 +68,11 @@ ALLOWED: dict[State, frozenset[State]] = {
     ),
     # ON_HOLD from CONFIRMING: an item the payout vault could not pay (nothing was paid).
     State.CONFIRMING: frozenset({State.COMPLETED, State.BROADCAST, State.FAILED, State.ON_HOLD}),
+    # ON_HOLD -> ON_HOLD: still waiting, for another reason (e.g. a reverted payout's retry
+    # finds the token paused); the audit row records the new reason.
     State.ON_HOLD: frozenset(
         {
+            State.ON_HOLD,
             State.RECEIVED,
             State.VALIDATED,
             State.QUEUED,

@@ -1,5 +1,6 @@
 """A withdrawal from request to COMPLETED on the real pipeline (keystore signer), read back
-from the chain, plus the ways it must not complete: a reverted payout and an unfunded wallet."""
+from the chain, plus the ways it must not complete at once: a reverted payout (paid again
+once settled) and an unfunded wallet."""
 
 from __future__ import annotations
 
@@ -90,7 +91,13 @@ def test_rest_withdrawal_completes_and_watch_streams_every_state(
     assert p.token_balance(recipient) == 1
 
 
-def test_reverted_payout_fails_and_pays_nothing(keystore_pipeline: Pipeline) -> None:
+def test_reverted_payout_is_paid_again_at_a_new_nonce_once_settled(
+    keystore_pipeline: Pipeline,
+) -> None:
+    """A payout that reverts pays nothing. At the confirmation depth the withdrawal goes
+    ON_HOLD PAYOUT_REVERTED; the processor pays it again once the transfer would succeed, at
+    a new nonce, which the signer allows only because the old nonce is consumed by a
+    transaction that paid nothing. The recipient is paid exactly once."""
     p = keystore_pipeline
     w3 = p.w3
     token = stablecoin_contract(w3, p.boot.token_address)
@@ -113,15 +120,35 @@ def test_reverted_payout_fails_and_pays_nothing(keystore_pipeline: Pipeline) -> 
         )
         mine(w3, 1)
         mine(w3, 6)
-        failed = p.wait_for_state(created.name, S.STATE_FAILED, timeout=30)
+        held = p.wait_for_state(created.name, S.STATE_ON_HOLD, timeout=30)
     finally:
         set_automine(w3, True)
         set_interval_mining(w3, 1)
-        if token.functions.paused().call():
-            unpause(w3, p.boot.token_address, owner.private_key)
-    assert failed.state_reason == "TRANSACTION_REVERTED"
-    assert "EnforcedPause" in failed.state_message
     assert p.token_balance(recipient) == 0
+    assert "EnforcedPause" in held.state_message
+    unpause(w3, p.boot.token_address, owner.private_key)
+    done = p.wait_for_state(created.name, S.STATE_COMPLETED, timeout=60)
+    assert p.token_balance(recipient) == 3_000_000  # paid once, by the second transaction
+
+    engine = make_engine(p.database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            withdrawal_id = done.name.rsplit("/", 1)[-1]
+            payouts = session.execute(
+                select(PayoutTransaction.state, PayoutTransaction.nonce, PayoutTransaction.tx_hash)
+                .join(SignerLedgerItem, SignerLedgerItem.tx_hash == PayoutTransaction.tx_hash)
+                .where(SignerLedgerItem.withdrawal_id == withdrawal_id)
+                .order_by(PayoutTransaction.nonce)
+            ).all()
+            reasons = session.scalars(
+                select(Withdrawal.state_reason).where(Withdrawal.id == withdrawal_id)
+            ).all()
+    finally:
+        engine.dispose()
+    assert [row.state for row in payouts] == ["REVERTED", "CONFIRMED"]
+    assert payouts[0].nonce < payouts[1].nonce
+    assert payouts[1].tx_hash == done.transaction_hash
+    assert reasons == ["CONFIRMED"]
 
 
 def test_unfunded_hot_wallet_holds_then_completes_each_once(keystore_pipeline: Pipeline) -> None:

@@ -1,5 +1,6 @@
 """The chain follower on a real anvil and a real database (MariaDB and SQLite): mined ->
-confirming -> completed, reverted -> failed, reorganised -> broadcast again -> completed once."""
+confirming -> completed, reverted -> on hold for a retry at the depth, reorganised ->
+broadcast again -> completed once."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy.orm.attributes import set_committed_value
+from web3 import Web3
 
 import svc_monitor.follower as follower_module
 from svc_monitor.follower import ChainFollower, MonitorError
 from tests.monitor.builders import ChainSetup, audit_trail, pay, payout_row, withdrawals
 from withdrawal_shared.chain.anvil import drop_transaction, mine, reorg, set_automine
-from withdrawal_shared.chain.contracts import balance_of, pause
+from withdrawal_shared.chain.contracts import balance_of, pause, stablecoin_contract
 from withdrawal_shared.db.models import Chain
 from withdrawal_shared.db.transitions import Moved, verify_audit_chain
 from withdrawal_shared.states import PayoutState, State
@@ -89,30 +91,86 @@ def test_a_transaction_already_deep_enough_completes_in_one_poll(
     assert w.state == "COMPLETED"
 
 
-def test_reverted_transfer_while_paused_fails_and_pays_nothing(
+def test_reverted_transfer_waits_for_the_depth_then_holds_for_a_retry_and_pays_nothing(
     setup: ChainSetup, follower: ChainFollower
 ) -> None:
+    required = required_confirmations(setup)
     pause(setup.w3, setup.token, setup.owner.private_key)
     payout = pay(setup, [AMOUNT], gas=100_000)  # explicit gas: mined, and reverts on chain
     receipt = setup.w3.eth.wait_for_transaction_receipt(payout.tx_hash, timeout=30)  # type: ignore[arg-type]
     assert receipt["status"] == 0
 
+    # First receipt: the payout row records the revert; the withdrawal is not moved yet (a
+    # reorganisation could still mine the same bytes again, successfully).
     report = follower.poll_once()
-    assert report.reverted == 1
+    assert (report.reverted, report.reverted_final, report.moved) == (1, 0, [])
     [w] = withdrawals(setup, payout)
-    assert (w.state, w.state_reason) == ("FAILED", "TRANSACTION_REVERTED")
-    assert "EnforcedPause()" in w.state_message
-    assert "Nothing was paid" in w.state_message
-    assert w.fee_wei == receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert w.state == "BROADCAST"
     row = payout_row(setup, payout)
-    assert row.state == PayoutState.REVERTED
+    assert (row.state, row.receipt_status) == (PayoutState.MINED, 0)
     assert row.revert_reason == "EnforcedPause()"
     assert row.block_number == receipt["blockNumber"]
+
+    mine(setup.w3, required - 2)
+    assert follower.poll_once().moved == []
+    assert withdrawals(setup, payout)[0].state == "BROADCAST"
+
+    mine(setup.w3, 1)  # the depth: REVERTED, and the withdrawal waits for its retry
+    report = follower.poll_once()
+    assert report.reverted_final == 1
+    [w] = withdrawals(setup, payout)
+    assert (w.state, w.state_reason) == ("ON_HOLD", "PAYOUT_REVERTED")
+    assert "EnforcedPause()" in w.state_message
+    assert "Nothing was paid" in w.state_message
+    assert w.payout_tx_id is None
+    assert w.fee_wei == receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    row = payout_row(setup, payout)
+    assert (row.state, row.receipt_status) == (PayoutState.REVERTED, 0)
     assert balance_of(setup.w3, setup.token, payout.recipient) == 0
 
     mine(setup.w3, 10)
     assert follower.poll_once().moved == []
-    assert [a.to_state for a in audit_trail(setup, w.id)].count("FAILED") == 1
+    assert [a.to_state for a in audit_trail(setup, w.id)].count("ON_HOLD") == 1
+    with setup.sessions() as session:
+        assert verify_audit_chain(session, w.id)
+
+
+def test_a_reverted_transfer_reorged_away_mines_again_and_completes_once(
+    setup: ChainSetup, follower: ChainFollower
+) -> None:
+    """The revert was in a block a reorganisation took away; the same bytes mine again after
+    the token is unpaused, and succeed: the withdrawal completes, paid once, never held."""
+    required = required_confirmations(setup)
+    pause(setup.w3, setup.token, setup.owner.private_key)
+    payout = pay(setup, [AMOUNT], gas=100_000)
+    setup.w3.eth.wait_for_transaction_receipt(payout.tx_hash, timeout=30)  # type: ignore[arg-type]
+    assert follower.poll_once().reverted == 1
+
+    set_automine(setup.w3, False)
+    reorg(setup.w3, 1)  # the reverting block is gone
+    assert follower.poll_once().reorged == 1  # ... and the same bytes are sent again
+    row = payout_row(setup, payout)
+    assert (row.state, row.receipt_status, row.revert_reason) == (PayoutState.BROADCAST, None, "")
+    [w] = withdrawals(setup, payout)
+    assert w.state == "BROADCAST"
+
+    # The token is unpaused in the next block, ahead of the payout (a higher tip).
+    stablecoin_contract(setup.w3, setup.token).functions.unpause().transact(
+        {
+            "from": setup.owner.address,
+            "maxPriorityFeePerGas": Web3.to_wei(500, "gwei"),
+            "maxFeePerGas": Web3.to_wei(2000, "gwei"),
+        }
+    )
+    mine(setup.w3, 1)
+    follower.poll_once()
+    assert payout_row(setup, payout).receipt_status == 1
+    mine(setup.w3, required)
+    follower.poll_once()
+    [w] = withdrawals(setup, payout)
+    assert w.state == "COMPLETED"
+    assert balance_of(setup.w3, setup.token, payout.recipient) == AMOUNT
+    assert "ON_HOLD" not in [a.to_state for a in audit_trail(setup, w.id)]
 
 
 def test_reorg_while_confirming_goes_back_to_broadcast_and_completes_once(

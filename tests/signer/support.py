@@ -192,9 +192,17 @@ class SignerWorld:
             items=[item_of(withdrawal)] if items is None else items,
         )
 
-    def reserve(self, nonce: int, *, state: str = PayoutState.RESERVED) -> None:
+    def reserve(
+        self,
+        nonce: int,
+        *,
+        state: str = PayoutState.RESERVED,
+        tx_hash: str | None = None,
+        receipt_status: int | None = None,
+    ) -> None:
         """The processor's payout row holding (this wallet, `nonce`), as `Payouts.reserve`
-        leaves it (RESERVED) or in another state."""
+        leaves it (RESERVED) or in another state (with the monitor's `tx_hash` and
+        `receipt_status` for a settled one)."""
         payout_id = new_ulid()
         now = utcnow()
         with self.sessions.begin() as session:
@@ -206,7 +214,8 @@ class SignerWorld:
                     nonce=nonce,
                     to_address=self.token,
                     raw_tx=b"",
-                    tx_hash=f"reserved:{payout_id}",
+                    tx_hash=tx_hash or f"reserved:{payout_id}",
+                    receipt_status=receipt_status,
                     gas_limit=90_000,
                     max_fee_per_gas=90_000_000_000,
                     max_priority_fee_per_gas=40_000_000_000,

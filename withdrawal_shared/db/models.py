@@ -12,6 +12,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     UniqueConstraint,
 )
@@ -183,7 +184,8 @@ class PayoutTransaction(Base):
     gas_limit: Mapped[int] = mapped_column(BigInteger)
     max_fee_per_gas: Mapped[int] = mapped_column(IntegerAmount)
     max_priority_fee_per_gas: Mapped[int] = mapped_column(IntegerAmount)
-    # SIGNED -> BROADCAST -> MINED -> CONFIRMED, or REVERTED / REPLACED / DROPPED
+    # SIGNED -> BROADCAST -> MINED -> CONFIRMED (receipt status 1) or REVERTED (status 0,
+    # at the confirmation depth); REPLACED / DROPPED
     state: Mapped[str] = mapped_column(String(16))
     broadcast_count: Mapped[int] = mapped_column(Integer, default=0)
     block_number: Mapped[int | None] = mapped_column(BigInteger)
@@ -192,6 +194,9 @@ class PayoutTransaction(Base):
     effective_gas_price: Mapped[int | None] = mapped_column(IntegerAmount)
     fee_wei: Mapped[int | None] = mapped_column(IntegerAmount)
     revert_reason: Mapped[str] = mapped_column(String(256), default="")
+    # The receipt's status once mined: 1 succeeded, 0 reverted; None before (and after a
+    # reorganisation took its block away).
+    receipt_status: Mapped[int | None] = mapped_column(SmallInteger)
     create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
     update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
     # transfer (one ERC-20 transfer), vault (PayoutVault.payout), nonce_release (a no-op)
