@@ -1,11 +1,19 @@
-"""CreateWithdrawal under open-loop load, over gRPC and over REST, against the gateway running
-as its own process (`python -m svc_gateway`) on a MariaDB database of its own (created,
-migrated and dropped here) and Redis (a key prefix of its own, deleted afterwards).
+"""CreateWithdrawal under open-loop load, over gRPC and over REST, with the processor running.
 
-    python -m bench.api_load            # 100 … 1000/s, 10 s each, both transports (make bench-api)
+    python -m bench.api_load            # 100 … 1000/s, 10 s each, both transports
+    make bench-api                      # the same with GATEWAY_WORKERS=2 (one per core)
     python -m bench.api_load --smoke    # 2 rates x 1 s, low rates (run by the test suite)
     python -m bench.api_load --rates 400,600 --seconds 20 --transports grpc
-    python -m bench.api_load --gateway-env GATEWAY_DB_THREADS=8   # try a gateway setting
+    python -m bench.api_load --gateway-env GATEWAY_WORKERS=2   # a gateway setting
+    python -m bench.api_load --gateway-only   # the gateway alone, nothing behind it
+
+By default the system under test is the whole pipeline (`PipelineSystem`: a HarnessStack with
+a MariaDB database and a redis-server of its own, anvil with 2-second blocks and a 60M block
+gas limit, the payout vault, and the signer, gateway, processor and monitor as processes), so
+the processor validates, batches, signs and broadcasts what the gateway accepts while it is
+measured, on the same cores. `--gateway-only` runs `python -m svc_gateway` alone on a MariaDB
+database of its own and the machine's Redis (a key prefix of its own, deleted afterwards):
+the gateway's own cost, with nothing competing.
 
 Open loop: request i of a step is due at `t0 + i / rate`, whatever happened to the requests
 before it, and its latency is measured from that due time to its response, so a slow server
@@ -15,17 +23,17 @@ several processes (`--generators`), each sending every G-th request; each prints
 
 Every request is a real one: a valid API key (Authorization header, checked by the gateway),
 a unique request_id (REST: the Idempotency-Key header) and a fresh recipient, validated,
-stored with its audit row and enqueued on Redis, as in production. The processor is NOT
-running (it needs a chain, a signer and funded wallets; the configuration says so).
+stored with its audit row and enqueued on Redis, as in production.
 
 Prints its configuration, then a table per transport and rate (p50/p95/p99 latency from the
 due time, errors, achieved rate, generator lag, CPU seconds per 1,000 requests of the gateway,
-mariadbd, redis-server and the generators), and writes JSON to bench/results/. CPU is read from
-/proc/<pid>/stat (utime + stime) before and after each step; mariadbd and redis-server are
-shared with whatever else runs on the machine, so their figures include that.
+the processor, signer, monitor and anvil when they run, mariadbd, redis-server and the
+generators), and writes JSON to bench/results/. CPU is read from /proc/<pid>/stat (utime +
+stime) before and after each step; mariadbd is shared with whatever else runs on the machine
+(and so is redis-server with `--gateway-only`), so their figures include that.
 
 Targets (issue: benchmarks that tell the truth), on a quiet 2-core machine shared by MariaDB,
-Redis, the gateway and the generators: p95 <= 25 ms at >= 600 CreateWithdrawal/s over gRPC
+Redis, the services and the generators: p95 <= 25 ms at >= 600 CreateWithdrawal/s over gRPC
 and >= 500/s over REST.
 """
 
@@ -46,7 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -55,6 +63,8 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FULL_RATES = (100, 200, 400, 600, 800, 1000)
+PIPELINE_CONFIRMATIONS = 5
+PIPELINE_AMOUNT = "1"  # USDC: the harness's vault holds 1,000,000
 SMOKE_RATES = (20, 40)
 TRANSPORTS = ("grpc", "rest")
 P95_LIMIT_MS = 25.0
@@ -104,6 +114,7 @@ class Target:
     api_key: str
     timeout: float
     grpc_connections: int = 1
+    amount: str = "12.5"  # USDC per request
 
 
 @dataclass
@@ -147,12 +158,13 @@ class _GrpcClient:
         self._next = 0
         self._metadata = (("authorization", f"Bearer {target.api_key}"),)
         self._timeout = target.timeout
+        self._amount = target.amount
 
     def build(self, request_id: str) -> Any:
         return self._pb2.CreateWithdrawalRequest(
             request_id=request_id,
             withdrawal=self._pb2.Withdrawal(
-                token="USDC", recipient_address=_recipient(), amount="12.5"
+                token="USDC", recipient_address=_recipient(), amount=self._amount
             ),
         )
 
@@ -192,6 +204,7 @@ class _RestClient:
         self._host = address.hostname or "127.0.0.1"
         self._port = address.port or 80
         self._timeout = target.timeout
+        self._amount = target.amount
         self._head = (
             f"POST /v1/withdrawals HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
             f"Authorization: Bearer {target.api_key}\r\nContent-Type: application/json\r\n"
@@ -202,7 +215,7 @@ class _RestClient:
 
     def build(self, request_id: str) -> bytes:
         body = json.dumps(
-            {"token": "USDC", "recipientAddress": _recipient(), "amount": "12.5"}
+            {"token": "USDC", "recipientAddress": _recipient(), "amount": self._amount}
         ).encode()
         head = f"{self._head}Idempotency-Key: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n"
         return head.encode() + body
@@ -466,10 +479,66 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class GatewayProcess:
-    """`python -m svc_gateway` with the environment the stack gives it (stack.runner)."""
+class _GatewayLog:
+    """Reading the gateway's JSON-lines log at `log_path`."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, profile: Path | None = None) -> None:
+    log_path: Path
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def log_levels(self) -> dict[str, int]:
+        """How many lines of each level the gateway logged (JSON lines; others as "text")."""
+        counts: dict[str, int] = {}
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return counts
+        for line in lines:
+            try:
+                level = str(json.loads(line).get("level", "?"))
+            except (ValueError, AttributeError):
+                level = "text"
+            counts[level] = counts.get(level, 0) + 1
+        return counts
+
+    def warnings(self, limit: int = 3) -> list[str]:
+        """The first few warning or error messages of the gateway's log."""
+        found: list[str] = []
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return found
+        for line in lines:
+            with contextlib.suppress(ValueError, AttributeError):
+                entry = json.loads(line)
+                if entry.get("level") in ("warning", "error", "critical"):
+                    found.append(f"{entry.get('msg')} {entry.get('error', '')}".strip())
+                    if len(found) >= limit:
+                        break
+        return found
+
+
+class GatewayProcess(_GatewayLog):
+    """`python -m svc_gateway` alone, with the environment the stack gives it (stack.runner),
+    on a database of the benchmark's own and the machine's Redis (`--gateway-only`)."""
+
+    processor_running = False
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        api_key: str,
+        redis_url: str,
+        profile: Path | None = None,
+    ) -> None:
+        self.api_key = api_key
+        self.database_url = env["DATABASE_URL"]
+        self.redis_url = redis_url
         self.grpc_port = _free_port()
         self.http_port = _free_port()
         self.env = {
@@ -513,42 +582,16 @@ class GatewayProcess:
         except NotServingError as exc:
             raise RuntimeError(f"{exc}; its log:\n{self.log_tail()}") from None
 
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
-    def log_levels(self) -> dict[str, int]:
-        """How many lines of each level the gateway logged (JSON lines; others as "text")."""
-        counts: dict[str, int] = {}
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return counts
-        for line in lines:
-            try:
-                level = str(json.loads(line).get("level", "?"))
-            except (ValueError, AttributeError):
-                level = "text"
-            counts[level] = counts.get(level, 0) + 1
-        return counts
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
-    def warnings(self, limit: int = 3) -> list[str]:
-        """The first few warning or error messages of the gateway's log."""
-        found: list[str] = []
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return found
-        for line in lines:
-            with contextlib.suppress(ValueError, AttributeError):
-                entry = json.loads(line)
-                if entry.get("level") in ("warning", "error", "critical"):
-                    found.append(f"{entry.get('msg')} {entry.get('error', '')}".strip())
-                    if len(found) >= limit:
-                        break
-        return found
+    def other_pids(self) -> dict[str, int | None]:
+        """The other processes whose CPU each step reports."""
+        return {"mariadbd": pid_of("mariadbd"), "redis-server": pid_of("redis-server")}
 
     def stop(self) -> int | None:
         if self.process.poll() is None:
@@ -560,6 +603,88 @@ class GatewayProcess:
                 self.process.wait(5)
         self._log.close()
         return self.process.returncode
+
+
+class PipelineSystem(_GatewayLog):
+    """The whole pipeline, so that the processor runs while the gateway is measured: a
+    `HarnessStack` (a MariaDB database and a redis-server of its own, anvil with 2-second
+    blocks and a 60M block gas limit, the payout vault, and the signer, gateway, processor and
+    monitor as processes under the supervisor). The processor validates, batches, signs and
+    broadcasts what the gateway accepts, competing with it for the same two cores."""
+
+    processor_running = True
+    prefix = "aws:"
+
+    def __init__(self, gateway_env: dict[str, str], var_dir: Path) -> None:
+        from withdrawal_shared.stack.harness import HarnessConfig, HarnessStack
+
+        self.stack = HarnessStack(
+            HarnessConfig(
+                var_dir=var_dir,
+                confirmations=PIPELINE_CONFIRMATIONS,
+                service_env={"gateway": gateway_env},
+            )
+        )
+        self.stack.__enter__()
+        self.log_path = self.stack.logs_dir / "gateway.log"
+        self.env = {**gateway_env, "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url}
+
+    @property
+    def grpc_target(self) -> str:
+        return self.stack.grpc_target
+
+    @property
+    def rest_url(self) -> str:
+        return self.stack.rest_base_url
+
+    @property
+    def api_key(self) -> str:
+        return self.stack.api_key
+
+    @property
+    def database_url(self) -> str:
+        return self.stack.database_url
+
+    @property
+    def redis_url(self) -> str:
+        assert self.stack.redis is not None
+        return self.stack.redis.url
+
+    @property
+    def pid(self) -> int:
+        pid = self.stack.pid("gateway")
+        assert pid is not None, "the gateway is not running"
+        return pid
+
+    def alive(self) -> bool:
+        return self.stack.running("gateway") and self.stack.restarts("gateway") == 0
+
+    def other_pids(self) -> dict[str, int | None]:
+        redis = self.stack.redis.process if self.stack.redis is not None else None
+        return {
+            "mariadbd": pid_of("mariadbd"),
+            "redis-server": redis.pid if redis is not None else None,
+            **{name: self.stack.pid(name) for name in ("processor", "signer", "monitor")},
+            "anvil": self.stack.anvil.pid,
+        }
+
+    def states(self) -> dict[str, int]:
+        """Withdrawals per state now (how far the processor got with what was accepted)."""
+        from sqlalchemy import func, select
+
+        from withdrawal_shared.db.models import Withdrawal
+
+        with self.stack.sessions()() as session:
+            rows = session.execute(
+                select(Withdrawal.state, func.count()).group_by(Withdrawal.state)
+            ).all()
+        return {str(state): int(n) for state, n in rows}
+
+    def stop(self) -> int | None:
+        child = self.stack.child("gateway")
+        restarts = child.restarts
+        self.stack.stop()
+        return child.last_exit_code if restarts else 0
 
 
 # ---------------------------------------------------------------- figures
@@ -655,24 +780,39 @@ def _fmt(value: float | None, spec: str = "7.1f") -> str:
     return "-".rjust(int(spec.partition(".")[0]))
 
 
-def print_header() -> None:
+# CPU columns, in this order, for the processes a run measured.
+CPU_COLUMNS = {
+    "gateway": "gateway",
+    "gateway-loop": "its loop",
+    "processor": "processor",
+    "signer": "signer",
+    "monitor": "monitor",
+    "anvil": "anvil",
+    "mariadbd": "mariadbd",
+    "redis-server": "redis",
+    "generators": "generators",
+}
+
+
+def cpu_columns(processes: Iterable[str]) -> list[str]:
+    present = set(processes) | {"generators"}
+    return [name for name in CPU_COLUMNS if name in present]
+
+
+def print_header(columns: Sequence[str]) -> None:
+    cpu = " | ".join(f"{CPU_COLUMNS[c]:>10}" for c in columns)
     print(
         f"{'transport':>9} | {'rate/s':>6} | {'achieved':>8} | {'p50 ms':>7} | {'p95 ms':>7} | "
-        f"{'p99 ms':>7} | {'max ms':>7} | {'errors':>6} | {'lag p99':>7} | "
-        f"{'CPU s/1k: gateway':>17} | {'its loop':>8} | {'mariadbd':>8} | {'redis':>5} | "
-        f"{'generators':>10}"
+        f"{'p99 ms':>7} | {'max ms':>7} | {'errors':>6} | {'lag p99':>7} | CPU s/1k: {cpu}"
     )
 
 
-def print_row(row: Row) -> None:
-    cpu = row.cpu_per_1k
+def print_row(row: Row, columns: Sequence[str]) -> None:
+    cpu = " | ".join(_fmt(row.cpu_per_1k.get(c), "10.3f") for c in columns)
     print(
         f"{row.transport:>9} | {row.rate:6d} | {row.achieved_rate:8.1f} | {_fmt(row.p50_ms)} | "
         f"{_fmt(row.p95_ms)} | {_fmt(row.p99_ms)} | {_fmt(row.max_ms)} | {row.errors:6d} | "
-        f"{row.generator_lag_p99_ms:7.2f} | {_fmt(cpu.get('gateway'), '17.3f')} | "
-        f"{_fmt(cpu.get('gateway-loop'), '8.3f')} | {_fmt(cpu.get('mariadbd'), '8.3f')} | "
-        f"{_fmt(cpu.get('redis-server'), '5.3f')} | "
-        f"{_fmt(cpu.get('generators'), '10.3f')}",
+        f"{row.generator_lag_p99_ms:7.2f} | CPU s/1k: {cpu}",
         flush=True,
     )
     if row.error_kinds:
@@ -783,8 +923,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="DIR",
         help="run the gateway under cProfile (bench.profiled_gateway); slows it down",
     )
+    parser.add_argument(
+        "--gateway-only",
+        action="store_true",
+        help="measure the gateway alone, without the processor (and chain) behind it",
+    )
+    parser.add_argument(
+        "--amount", default=None, help="USDC per request (default 1 with the pipeline, else 12.5)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.amount is None:
+        args.amount = "12.5" if args.gateway_only else PIPELINE_AMOUNT
+    if args.profile is not None and not args.gateway_only:
+        parser.error("--profile needs --gateway-only")
+    return args
 
 
 @dataclass(frozen=True)
@@ -820,13 +973,17 @@ def make_plan(args: argparse.Namespace) -> Plan:
         transports=transports,
         gateway_env=dict(item.split("=", 1) for item in args.gateway_env),
         run_id=secrets.token_hex(4),
-        out=args.out or RESULTS / f"api_load{'-smoke' if args.smoke else ''}.json",
+        out=args.out
+        or RESULTS
+        / f"api_load{'-gateway-only' if args.gateway_only else ''}{'-smoke' if args.smoke else ''}"
+        f".json",
     )
 
 
-def configuration(
-    args: argparse.Namespace, plan: Plan, gateway: GatewayProcess, database_url: str
-) -> dict[str, Any]:
+System = GatewayProcess | PipelineSystem
+
+
+def configuration(args: argparse.Namespace, plan: Plan, system: System) -> dict[str, Any]:
     """Everything a reader needs to judge the figures, printed before them."""
     return {
         "benchmark": "api_load",
@@ -841,14 +998,23 @@ def configuration(
         "rest_connections_per_generator": f"up to {_RestClient.MAX_CONNECTIONS} (keep-alive)",
         "request_timeout_seconds": args.timeout,
         "profiled": str(args.profile) if args.profile else False,
+        "processor_running": system.processor_running,
         "processes": {
             "gateway": (
-                f"python -m svc_gateway, pid {gateway.process.pid}, "
+                f"python -m svc_gateway, pid {system.pid}, "
                 f"GATEWAY_WORKERS={gateway_workers(args)} (CPU summed over its workers)"
             ),
-            "processor": "not running (it needs a chain and a signer): the gateway alone",
-            "mariadbd": f"pid {pid_of('mariadbd')} (shared with the machine)",
-            "redis-server": f"pid {pid_of('redis-server')} (shared with the machine)",
+            "pipeline": (
+                "running: the whole pipeline (HarnessStack: signer, processor, monitor, anvil "
+                f"with 2 s blocks and a 60M gas limit, payout vault, {PIPELINE_CONFIRMATIONS} "
+                "confirmations) pays what the gateway accepts, on the same cores"
+                if system.processor_running
+                else "not running (--gateway-only): the gateway alone"
+            ),
+            **{
+                name: f"pid {pid}" + (" (shared with the machine)" if name == "mariadbd" else "")
+                for name, pid in system.other_pids().items()
+            },
         },
         "checks_on": [
             "auth (API key, Authorization: Bearer, cached per key)",
@@ -858,12 +1024,16 @@ def configuration(
             "Redis task enqueue and state-change event before the response",
             "one JSON log line per created withdrawal",
         ],
-        "requests": "USDC 12.5 to a fresh random recipient each",
+        "requests": f"USDC {args.amount} to a fresh random recipient each",
         "database": "MariaDB, a database of its own (created, migrated, dropped)",
-        "redis_prefix": plan.prefix,
+        "redis": (
+            "a redis-server of its own"
+            if system.processor_running
+            else f"the machine's, key prefix {plan.prefix}"
+        ),
         "gateway_env": {
             k: v
-            for k, v in gateway.env.items()
+            for k, v in system.env.items()
             if k.startswith(("GATEWAY_", "LOG_LEVEL", "REDIS_", "DATABASE_URL"))
         },
         "sustained_means": (
@@ -871,7 +1041,7 @@ def configuration(
             f">= {ACHIEVED_MIN:.0%} of the rate achieved"
         ),
         "targets_per_second": TARGETS,
-        "versions": {**_versions(), **_server_versions(database_url, args.redis)},
+        "versions": {**_versions(), **_server_versions(system.database_url, system.redis_url)},
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": list(os.getloadavg())},
     }
 
@@ -885,12 +1055,13 @@ def gateway_workers(args: argparse.Namespace) -> str:
 
 
 class CpuMeter:
-    """CPU seconds of the gateway (all threads, and its event-loop thread alone), mariadbd
-    and redis-server between `start` and `stop`."""
+    """CPU seconds of the gateway (all threads, and its event-loop thread alone) and of the
+    other processes (mariadbd, redis-server, and with the pipeline the processor, signer,
+    monitor and anvil) between `start` and `stop`."""
 
-    def __init__(self, gateway_pid: int) -> None:
+    def __init__(self, gateway_pid: int, others: dict[str, int | None]) -> None:
         self._gateway = gateway_pid
-        self._others = {"mariadbd": pid_of("mariadbd"), "redis-server": pid_of("redis-server")}
+        self._others = others
         self._before: dict[str, float | None] = {}
 
     def _gateway_pids(self) -> list[int]:
@@ -924,11 +1095,13 @@ class CpuMeter:
         return used
 
 
-def measure(plan: Plan, gateway: GatewayProcess, generators: Generators) -> list[Row]:
+def measure(plan: Plan, system: System, generators: Generators) -> list[Row]:
     """Every transport at every rate, after an unmeasured warm-up per transport."""
     rows: list[Row] = []
-    meter = CpuMeter(gateway.process.pid)
-    print_header()
+    others = system.other_pids()
+    meter = CpuMeter(system.pid, others)
+    columns = cpu_columns(["gateway", "gateway-loop", *others])
+    print_header(columns)
     for transport in plan.transports:
         if plan.warmup > 0:
             generators.run(transport, plan.rates[0], plan.warmup, f"{plan.run_id}-{transport}-w")
@@ -939,9 +1112,9 @@ def measure(plan: Plan, gateway: GatewayProcess, generators: Generators) -> list
             )
             row = summarise(transport, rate, plan.seconds, t0, results, meter.stop())
             rows.append(row)
-            print_row(row)
-            if gateway.process.poll() is not None:
-                raise RuntimeError(f"the gateway exited; its log:\n{gateway.log_tail()}")
+            print_row(row, columns)
+            if not system.alive():
+                raise RuntimeError(f"the gateway exited; its log:\n{system.log_tail()}")
     return rows
 
 
@@ -962,44 +1135,76 @@ def verdicts(plan: Plan, rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    plan = make_plan(args)
-    with bench_database(args.mariadb) as database_url, tempfile.TemporaryDirectory() as tmp:
-        api_key = issue_key(database_url, f"bench-{plan.run_id}")
+@contextlib.contextmanager
+def system_under_test(args: argparse.Namespace, plan: Plan, tmp: Path) -> Iterator[System]:
+    """The pipeline (default) or the gateway alone (`--gateway-only`), stopped afterwards."""
+    if not args.gateway_only:
+        pipeline = PipelineSystem(plan.gateway_env, tmp)
+        try:
+            yield pipeline
+        finally:
+            pipeline.stop()
+        return
+    with bench_database(args.mariadb) as database_url:
         env = {
             "DATABASE_URL": database_url,
             "REDIS_URL": args.redis,
             "REDIS_PREFIX": plan.prefix,
             **plan.gateway_env,
         }
-        gateway = GatewayProcess(env, Path(tmp) / "gateway.log", args.profile)
-        generators: Generators | None = None
+        gateway = GatewayProcess(
+            env,
+            tmp / "gateway.log",
+            issue_key(database_url, f"bench-{plan.run_id}"),
+            args.redis,
+            args.profile,
+        )
         try:
             gateway.wait_serving()
-            config = configuration(args, plan, gateway, database_url)
+            yield gateway
+        finally:
+            gateway.stop()
+            _delete_prefix(args.redis, plan.prefix)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = make_plan(args)
+    store: dict[str, Any] = {}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        system_under_test(args, plan, Path(tmp)) as system,
+    ):
+        generators: Generators | None = None
+        try:
+            config = configuration(args, plan, system)
             print("configuration:", json.dumps(config, indent=2), flush=True)
             target = Target(
-                grpc_target=gateway.grpc_target,
-                rest_url=gateway.rest_url,
-                api_key=api_key,
+                grpc_target=system.grpc_target,
+                rest_url=system.rest_url,
+                api_key=system.api_key,
                 timeout=args.timeout,
                 grpc_connections=args.grpc_connections,
+                amount=args.amount,
             )
             generators = Generators(args.generators, target)
-            rows = measure(plan, gateway, generators)
+            rows = measure(plan, system, generators)
             found = verdicts(plan, rows)
-            store = _check_store(database_url, args.redis, plan.prefix)
+            if isinstance(system, PipelineSystem):
+                store = {"withdrawals_by_state": system.states()}
+            else:
+                store = _check_store(system.database_url, system.redis_url, plan.prefix)
             print(f"left in the store: {store}")
         finally:
             if generators is not None:
                 generators.close()
-            code = gateway.stop()
-            _delete_prefix(args.redis, plan.prefix)
-        gateway_log = {"levels": gateway.log_levels(), "first_warnings": gateway.warnings()}
-        print(f"gateway log: {gateway_log}")
-        if code not in (0, None):
-            print(f"the gateway exited with {code}; its log:\n{gateway.log_tail()}")
+        alive = system.alive()
+        gateway_log = {"levels": system.log_levels(), "first_warnings": system.warnings()}
+        tail = system.log_tail()
+    code = system.stop()
+    print(f"gateway log: {gateway_log}")
+    if code not in (0, None) or not alive:
+        print(f"the gateway exited with {code}; its log:\n{tail}")
     document = {
         "config": config,
         "rows": [asdict(r) for r in rows],
