@@ -94,7 +94,7 @@ bench-e2e: deps redis-bin ## end to end: 5 min at 220/s batched against one with
 
 # One gateway worker process per core of this 2-core machine (one process is GIL-bound).
 BENCH_API_ARGS ?= --gateway-env GATEWAY_WORKERS=2
-bench-api: deps ## CreateWithdrawal over gRPC and REST, open loop, stepped rates (MariaDB, Redis)
+bench-api: deps redis-bin ## CreateWithdrawal over gRPC and REST, open loop, stepped rates, with the processor running
 	$(PY) -m bench.api_load $(BENCH_API_ARGS)
 
 bench-recovery: deps redis-bin ## SIGKILL processor, monitor, gateway under load: seconds until 90% again; exactly-once
