@@ -1,7 +1,8 @@
 """Following the chain: settle broadcast payout transactions into confirmed (or failed) ones.
 
 `ChainFollower.poll_once()` is synchronous and transport-neutral (the server runs it on a
-dedicated thread). Each poll:
+dedicated thread). Each poll (step 3 runs first for the rows mined before the poll, and
+again after steps 2 and 4 for the rows they mined):
 
 1. reads the head block (`BlockHashes` caches canonical hashes for as long as the head is
    unchanged: a block hash commits to all of its ancestors);
@@ -221,12 +222,26 @@ class ChainFollower:
     def poll_once(self) -> PollReport:
         required = self._required_confirmations()
         report = PollReport(head=self.blocks.read_head())
-        for row in self._rows(PayoutState.BROADCAST):
-            self._check_broadcast(row, report, required)
-        for row in self._rows(PayoutState.MINED):
+        # What was mined before this poll goes first (step 3), so that payouts already at
+        # the depth complete without waiting behind the receipts of newer ones: after a
+        # restart that is a whole backlog of receipts, each with its withdrawals to move.
+        earlier = self._rows(PayoutState.MINED)
+        for row in earlier:
             self._check_mined(row, report, required)
+        # A row this poll sent back to BROADCAST (reorganised) is looked at in the next
+        # poll, as before: its receipt is read against a head read after the reorg.
+        seen = {row.id for row in earlier}
+        for row in self._rows(PayoutState.BROADCAST):
+            if row.id not in seen:
+                self._check_broadcast(row, report, required)
         for row in self._rows(PayoutState.REPLACED):
             self._check_broadcast(row, report, required, replaced=True)
+        if report.mined or report.reverted:
+            # Mined in this poll (steps 2 and 4): count their confirmations now, as when
+            # step 3 came after step 2 (with a depth of 1 they complete in this poll).
+            for row in self._rows(PayoutState.MINED):
+                if row.id not in seen:
+                    self._check_mined(row, report, required)
         return report
 
     def _required_confirmations(self) -> int:

@@ -3,7 +3,11 @@
 A message is acknowledged only after the pipeline committed its effect (or found nothing to
 do); on a failure it stays pending and, once idle for `claim_idle_seconds`, is claimed again
 (XAUTOCLAIM, by this or another consumer: a consumer that died leaves its tasks to the
-others). Idle tasks are looked for at start and then every `claim_interval_seconds`.
+others). Idle tasks are looked for at start and then every `claim_interval_seconds`. A
+consumer name is stable per replica (`PROCESSOR_CONSUMER_NAME`, default host + replica
+index), so a restarted process first reads its own pending entries (XREADGROUP from id 0):
+what it had read but not acknowledged before a crash is handled again at once instead of
+after the idle claim or the sweeper.
 Emergency tasks are read before priority ones, and those before standard ones.
 
 Redis counts each message's deliveries (XPENDING). A task that failed on its
@@ -142,9 +146,14 @@ class TaskConsumer:
     async def run(self) -> None:
         backoff = 0.2
         next_claim = 0.0  # claim at once: a restarted consumer takes over what is idle
+        resumed = False
         while True:
             try:
                 await self.ensure_groups()
+                if not resumed:
+                    # Once per process: what this consumer name read before a crash first.
+                    await self.resume_own_pending()
+                    resumed = True
                 while True:
                     _raise_if_cancelled()
                     now = time.monotonic()
@@ -170,6 +179,31 @@ class TaskConsumer:
                 log.warning("queue unavailable; retrying", extra={"error": str(exc)})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def resume_own_pending(self) -> None:
+        """Deliver again the tasks pending on this consumer's own name: read before a crash of
+        the process that had the same (stable) name, never acknowledged. XREADGROUP with id 0
+        returns them at once, where a claim would wait until they were idle for
+        `claim_idle_seconds`. Redis counts the new delivery (the dead-letter budget holds);
+        entries deleted from the stream meanwhile come back without fields and are acked.
+        A name used for the first time has nothing to read here."""
+        for stream in self._streams:
+            last: bytes | str = "0-0"
+            for _ in range(64):  # bounded like `claim_idle`
+                response = await self._client.xreadgroup(
+                    self._group, self._consumer, {stream: last}, count=READ_BATCH
+                )
+                batches = cast(StreamBatch, response) or []
+                messages = [m for _, ms in batches for m in ms]
+                if not messages:
+                    break
+                log.info(
+                    "resuming this consumer's unacknowledged tasks",
+                    extra={"stream": stream, "count": len(messages)},
+                )
+                counts = await self._delivery_counts(stream, [m for m, _ in messages])
+                await self._deliver(stream, [(m, f, counts[m]) for m, f in messages if m in counts])
+                last = messages[-1][0]
 
     async def claim_idle(self) -> None:
         """Claim (and handle) every task idle longer than `claim_idle_seconds`."""

@@ -5,10 +5,10 @@ Then paying (see `payouts.py` for the reserve -> sign -> store -> broadcast step
 
 - through the chain's PayoutVault when one is configured (`run_batches`): ready withdrawals
   are grouped per token into one payout transaction, closed at `batch_max_items`, at the gas
-  budget, or once the oldest has waited `batch_max_wait_seconds`; a PRIORITY or EMERGENCY
-  withdrawal closes its batch at once. Several payouts may be in flight per hot wallet
-  (consecutive nonces, at most `max_in_flight_per_wallet`), and each hot wallet has its own
-  nonce sequence;
+  budget, or once the oldest has waited `batch_max_wait_seconds` since it was requested; a
+  PRIORITY or EMERGENCY withdrawal closes its batch at once. Several payouts may be in flight
+  per hot wallet (consecutive nonces, at most `max_in_flight_per_wallet`), and each hot wallet
+  has its own nonce sequence;
 - otherwise one ERC-20 transfer per withdrawal (`process` pays it directly).
 
 While the money or the gas is missing the withdrawals wait ON_HOLD with the reason, and resume
@@ -443,7 +443,10 @@ class Pipeline:
         for token_id, members in groups.items():
             members.sort(key=lambda r: (URGENCY.get(r.priority, 2), r.id))
             urgent = URGENCY.get(members[0].priority, 2) < 2
-            waited = (now - min(r.update_time for r in members)).total_seconds()
+            # Waited since requested, not since QUEUED: after a restart (or any stall) the
+            # backlog validated at once has waited long already, and closes at once instead
+            # of `max_wait_seconds` later; in steady state the two differ by the validation.
+            waited = (now - min(r.create_time for r in members)).total_seconds()
             full = len(members) >= self.batch.max_items
             if urgent or full or waited >= self.batch.max_wait_seconds:
                 chosen[token_id] = [r.id for r in members[: self.batch.max_items]]
@@ -472,13 +475,13 @@ class Pipeline:
         return ready
 
     def _candidates(self, state: State, *, urgent: bool | None) -> list[Any]:
-        """(id, token_id, priority, update_time, state, state_reason) of up to `max_items`
-        rows in `state` not yet in a payout, oldest first; `urgent` picks PRIORITY and
-        EMERGENCY rows (True), STANDARD ones (False) or both (None)."""
+        """(id, token_id, priority, update_time, create_time, state, state_reason) of up to
+        `max_items` rows in `state` not yet in a payout, oldest first; `urgent` picks PRIORITY
+        and EMERGENCY rows (True), STANDARD ones (False) or both (None)."""
         w = Withdrawal
-        query = select(w.id, w.token_id, w.priority, w.update_time, w.state, w.state_reason).where(
-            w.state == state.value, w.chain == self.chain, w.payout_tx_id.is_(None)
-        )
+        query = select(
+            w.id, w.token_id, w.priority, w.update_time, w.create_time, w.state, w.state_reason
+        ).where(w.state == state.value, w.chain == self.chain, w.payout_tx_id.is_(None))
         if urgent is True:
             query = query.where(w.priority.in_([Priority.EMERGENCY, Priority.PRIORITY]))
         elif urgent is False:

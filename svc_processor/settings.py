@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
 
@@ -25,7 +24,12 @@ class ProcessorSettings(ChainSettings):
     consumer_group: str = "processor"
     """PROCESSOR_CONSUMER_GROUP: the Redis Streams consumer group."""
     consumer_name: str = ""
-    """PROCESSOR_CONSUMER_NAME: this consumer's name (default: host-pid)."""
+    """PROCESSOR_CONSUMER_NAME: this consumer's name in the group, stable across restarts of
+    the same replica so that a restarted process resumes the tasks it had read but not
+    acknowledged at once (default: `<host>-<PROCESSOR_REPLICA>`, replica 0 unless set). Two
+    processes running at the same time need different names (a shared name is safe, as every
+    task is idempotent, but they would redeliver each other's tasks at start); set
+    PROCESSOR_REPLICA (0, 1, ...) or this for each one on the same host."""
     claim_idle_seconds: float = 30.0
     """PROCESSOR_CLAIM_IDLE_SECONDS: a message unacknowledged this long (its consumer died
     or failed transiently) is claimed by another consumer."""
@@ -51,7 +55,7 @@ class ProcessorSettings(ChainSettings):
     withdrawal per transaction, the benchmark baseline)."""
     batch_max_wait_seconds: float = 1.0
     """PROCESSOR_BATCH_MAX_WAIT_SECONDS: a batch closes once its oldest withdrawal waited this
-    long, full or not (PRIORITY and EMERGENCY close it at once)."""
+    long since it was requested, full or not (PRIORITY and EMERGENCY close it at once)."""
     batch_gas_budget: int = 15_000_000
     """PROCESSOR_BATCH_GAS_BUDGET: gas limit of one payout transaction at most."""
     batch_poll_seconds: float = 0.2
@@ -76,7 +80,7 @@ class ProcessorSettings(ChainSettings):
             grpc_port=env_int("PROCESSOR_GRPC_PORT", d.grpc_port, minimum=0),
             consumer_group=env_str("PROCESSOR_CONSUMER_GROUP", d.consumer_group),
             consumer_name=env_str("PROCESSOR_CONSUMER_NAME", "")
-            or f"{socket.gethostname()}-{os.getpid()}",
+            or f"{socket.gethostname()}-{env_int('PROCESSOR_REPLICA', 0, minimum=0)}",
             claim_idle_seconds=env_float("PROCESSOR_CLAIM_IDLE_SECONDS", d.claim_idle_seconds),
             claim_interval_seconds=env_float(
                 "PROCESSOR_CLAIM_INTERVAL_SECONDS", d.claim_interval_seconds

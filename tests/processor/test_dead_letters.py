@@ -295,6 +295,67 @@ def test_task_of_a_dead_consumer_is_claimed_by_another(redis_url: str, redis_pre
     asyncio.run(scenario())
 
 
+def test_restarted_consumer_resumes_its_own_pending_tasks_at_once(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A process restarted under the same (stable) consumer name handles what its previous
+    life read but never acknowledged at start, long before the idle claim would (60 s here),
+    with the redelivery counted; a task past its delivery budget is dead-lettered instead."""
+    names = QueueNames(redis_prefix)
+    stream = names.tasks(Priority.STANDARD)
+    processed: list[str] = []
+    letters: list[DeadLetter] = []
+
+    async def record(letter: DeadLetter) -> None:
+        letters.append(letter)
+
+    async def scenario() -> None:
+        client = aioredis.from_url(redis_url)
+        in_handler = asyncio.Event()
+
+        async def hangs(wid: str) -> None:
+            in_handler.set()
+            await asyncio.Event().wait()  # never returns: the process "dies" here
+
+        async def works(wid: str) -> None:
+            processed.append(wid)
+
+        try:
+            first = _consumer(client, redis_prefix, "host-0", hangs, claim_idle=60.0)
+            await first.ensure_groups()
+            assert await enqueue(client, names, "W-MINE", Priority.STANDARD)
+            task = asyncio.create_task(first.run())
+            await asyncio.wait_for(in_handler.wait(), TIMEOUT)
+            await _stop(task)
+            # One more of its own, read and past the budget (delivered MAX_DELIVERIES times).
+            assert await enqueue(client, names, "W-SPENT", Priority.STANDARD)
+            read = await client.xreadgroup(GROUP, "host-0", {stream: ">"}, count=1)
+            spent_id = read[0][1][0][0]
+            for _ in range(MAX_DELIVERIES - 1):
+                await client.xclaim(stream, GROUP, "host-0", 0, [spent_id])
+            # And one of another consumer's, not idle long enough to be claimed.
+            assert await enqueue(client, names, "W-OTHER", Priority.STANDARD)
+            await client.xreadgroup(GROUP, "other", {stream: ">"}, count=1)
+
+            again = _consumer(
+                client, redis_prefix, "host-0", works, claim_idle=60.0, on_dead_letter=record
+            )
+            task = asyncio.create_task(again.run())
+            await _until(lambda: bool(processed) and bool(letters), "the resumed tasks")
+            await _stop(task)
+            assert processed == ["W-MINE"]
+            assert again.redelivered == 2
+            assert [(x.withdrawal_id, x.deliveries) for x in letters] == [
+                ("W-SPENT", MAX_DELIVERIES + 1)
+            ]
+            pending = await client.xpending_range(stream, GROUP, "-", "+", 10)
+            assert [p["consumer"] for p in pending] == [b"other"]
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_task_whose_consumers_keep_dying_is_dead_lettered_unhandled(
     redis_url: str, redis_prefix: str
 ) -> None:
