@@ -50,7 +50,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.exceptions import BlockNotFound, TransactionNotFound, Web3RPCError
-from web3.types import RPCEndpoint, TxReceipt
+from web3.types import RPCEndpoint
 
 from svc_monitor.fees import split_fee
 from svc_monitor.receipts import (
@@ -186,6 +186,23 @@ def _hex(value: Any) -> str:
     return str(value).lower()
 
 
+def _int(value: Any) -> int:
+    """A JSON-RPC quantity (0x-hex string) or an int."""
+    return int(value, 16) if isinstance(value, str) else int(value)
+
+
+@dataclass(frozen=True)
+class _Receipt:
+    """What the monitor reads of a receipt (`logs` as the node sent them: hex strings)."""
+
+    block_number: int
+    block_hash: str
+    gas_used: int
+    effective_gas_price: int
+    status: int
+    logs: Sequence[Mapping[str, Any]]
+
+
 class ChainFollower:
     """Settles the payout transactions of one chain; see the module docstring."""
 
@@ -304,17 +321,17 @@ class ChainFollower:
             return
         self._resend.pop(row.id, None)
         crash_point("monitor.after_receipt_before_update")
-        block_number = int(receipt["blockNumber"])
-        gas_used = int(receipt["gasUsed"])
-        price = int(receipt["effectiveGasPrice"])
+        block_number = receipt.block_number
+        gas_used = receipt.gas_used
+        price = receipt.effective_gas_price
         block = {
             "block_number": block_number,
-            "block_hash": _hex(receipt["blockHash"]),
+            "block_hash": receipt.block_hash,
             "gas_used": gas_used,
             "effective_gas_price": price,
             "fee_wei": gas_used * price,
         }
-        if int(receipt["status"]) == 1:
+        if receipt.status == 1:
             depth = max(1, report.head - block_number + 1)
             outcomes = self._item_outcomes(row, receipt)
             moved = self._in_transaction(
@@ -328,7 +345,7 @@ class ChainFollower:
             if moved is not None:
                 report.mined += 1
             return
-        transfers = erc20_transfers(receipt["logs"])
+        transfers = erc20_transfers(receipt.logs)
         if transfers:
             # Impossible for a reverted transaction; never call something FAILED that may
             # have paid. An operator has to look.
@@ -396,12 +413,12 @@ class ChainFollower:
         )
         return []
 
-    def _item_outcomes(self, row: _Row, receipt: TxReceipt) -> dict[int, tuple[str, str]]:
+    def _item_outcomes(self, row: _Row, receipt: _Receipt) -> dict[int, tuple[str, str]]:
         """Payout number -> (FAILED | SKIPPED, reason) from the vault's events; the numbers
         not named were paid."""
         if row.kind != "vault":
             return {}
-        events = decode_payout_events(receipt["logs"], row.to_address)
+        events = decode_payout_events(receipt.logs, row.to_address)
         outcomes: dict[int, tuple[str, str]] = {
             number: (Outcome.SKIPPED, "already paid") for number in events.skipped
         }
@@ -828,11 +845,30 @@ class ChainFollower:
             },
         )
 
-    def _receipt(self, tx_hash: str) -> TxReceipt | None:
-        try:
-            return self._w3.eth.get_transaction_receipt(HexStr(tx_hash))
-        except TransactionNotFound:
+    def _receipt(self, tx_hash: str) -> _Receipt | None:
+        """The transaction's receipt, or None while the node has none.
+
+        Read as plain JSON-RPC: web3's result formatters would turn every log of a payout
+        (hundreds) into attribute dicts with checksummed addresses (a keccak each), which cost
+        the monitor more than the rest of settling the payout; the log decoders take the
+        node's hex strings as they are."""
+        response = self._w3.provider.make_request(
+            RPCEndpoint("eth_getTransactionReceipt"), [tx_hash]
+        )
+        error = response.get("error")
+        if error:
+            raise Web3RPCError(f"eth_getTransactionReceipt failed: {error}")
+        result = response.get("result")
+        if result is None:
             return None
+        return _Receipt(
+            block_number=_int(result["blockNumber"]),
+            block_hash=_hex(result["blockHash"]),
+            gas_used=_int(result["gasUsed"]),
+            effective_gas_price=_int(result["effectiveGasPrice"]),
+            status=_int(result["status"]),
+            logs=result.get("logs") or [],
+        )
 
     def _rebroadcast(self, row: _Row, raw: bytes) -> bool:
         """Send the stored signed bytes again; True when the node has them (now or before)."""
@@ -863,7 +899,7 @@ class ChainFollower:
             return False
         return True
 
-    def _revert_reason(self, tx_hash: str, receipt: TxReceipt) -> str:
+    def _revert_reason(self, tx_hash: str, receipt: _Receipt) -> str:
         """Replay the transaction with eth_call at its block and decode why it reverted."""
         try:
             tx = self._w3.eth.get_transaction(HexStr(tx_hash))
@@ -877,14 +913,14 @@ class ChainFollower:
             "gas": hex(int(tx["gas"])),
         }
         response = self._w3.provider.make_request(
-            RPCEndpoint("eth_call"), [call, hex(int(receipt["blockNumber"]))]
+            RPCEndpoint("eth_call"), [call, hex(receipt.block_number)]
         )
         error = response.get("error")
         if isinstance(error, Mapping):
             reason = revert_reason_from_rpc_error(error)
             if reason:
                 return reason
-        if int(receipt["gasUsed"]) >= int(tx["gas"]):
+        if receipt.gas_used >= int(tx["gas"]):
             return f"out of gas (used all {int(tx['gas'])} gas)"
         return "reverted"
 
