@@ -266,7 +266,18 @@ def move_many(
         values["end_time"] = now
     varying = sorted({key for extra in per_row.values() for key in extra})
     table = WITHDRAWALS
+    dialect = session.get_bind().dialect
+    direct = not where and dialect.paramstyle in _DRIVER_PLACEHOLDERS
     for from_state, group in by_source.items():
+        if direct:
+            matched = _update_direct(
+                session, from_state, group, heads, hops, values, per_row, varying
+            )
+            if matched != len(group):
+                raise TransitionConflict(
+                    f"{len(group) - matched} of {len(group)} withdrawals moved since they were read"
+                )
+            continue
         group_values = dict(values)
         group_values["audit_head"] = by_id("audit_head", {r.id: heads[r.id] for r in group})
         for key in varying:
@@ -302,6 +313,72 @@ def move_many(
         )
     count_moves(moved, actor)
     return moved
+
+
+_DRIVER_PLACEHOLDERS = {"format": "%s", "pyformat": "%s", "qmark": "?"}
+
+
+def _update_direct(
+    session: Session,
+    from_state: State,
+    group: Sequence[Withdrawal],
+    heads: Mapping[str, str],
+    hops: int,
+    values: Mapping[str, Any],
+    per_row: Mapping[str, Mapping[str, Any]],
+    varying: Sequence[str],
+) -> int:
+    """`move_many`'s UPDATE of the rows of one source state, as the driver's own SQL: the same
+    statement the expression path builds (compare-and-set on each row's id, state and
+    version; CASE by id for the per-row values), without building, caching and compiling an
+    expression tree whose shape changes with every group size. Values go through each
+    column's bind processor, as SQLAlchemy would send them. The rows matched."""
+    connection = session.connection()
+    dialect = connection.dialect
+    mark = _DRIVER_PLACEHOLDERS[dialect.paramstyle]
+    quote = dialect.identifier_preparer.quote
+    columns = WITHDRAWALS.c
+    params: list[Any] = []
+    processors: dict[str, Any] = {}
+
+    def bind(column: str, value: Any) -> str:
+        if column not in processors:
+            processors[column] = columns[column].type.bind_processor(dialect)
+        processor = processors[column]
+        params.append(value if processor is None else processor(value))
+        return mark
+
+    def case(column: str, by_row: Mapping[str, Any], otherwise: str) -> str:
+        parts = ["CASE ", quote("id")]
+        for row_id, value in by_row.items():
+            parts += [" WHEN ", bind("id", row_id), " THEN ", bind(column, value)]
+        parts += [" ELSE ", otherwise, " END"]
+        return "".join(parts)
+
+    assignments: list[str] = []
+    for key, value in values.items():
+        if key == "version":
+            assignments.append(f"{quote('version')} = {quote('version')} + {int(hops)}")
+        else:
+            assignments.append(f"{quote(key)} = {bind(key, value)}")
+    assignments.append(
+        f"{quote('audit_head')} = "
+        + case("audit_head", {r.id: heads[r.id] for r in group}, quote("audit_head"))
+    )
+    for key in varying:
+        named = {r.id: per_row[r.id][key] for r in group if key in per_row.get(r.id, {})}
+        if named:
+            assignments.append(f"{quote(key)} = {case(key, named, quote(key))}")
+    ids = ", ".join(bind("id", row.id) for row in group)
+    # Only quoted identifiers and placeholders: every value is a bound parameter.
+    sql = (
+        f"UPDATE {quote(WITHDRAWALS.name)} SET {', '.join(assignments)}"  # noqa: S608
+        f" WHERE {quote('id')} IN ({ids})"
+        f" AND {quote('state')} = {bind('state', from_state.value)}"
+        f" AND {quote('version')} = " + case("version", {r.id: r.version for r in group}, "NULL")
+    )
+    result = connection.exec_driver_sql(sql, tuple(params))
+    return int(result.rowcount)
 
 
 def count_moves(moved: Sequence[Moved], actor: str) -> None:
