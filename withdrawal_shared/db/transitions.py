@@ -194,6 +194,28 @@ def move(
     return moved
 
 
+@dataclass(frozen=True, slots=True)
+class RowAsRead:
+    """What `move_many` needs of a withdrawal as read, without an ORM object (for the
+    hundreds of rows of one payout: building and tracking ORM objects costs more than the
+    UPDATE). Read with `rows_as_read`."""
+
+    id: str
+    partner_id: str
+    state: str
+    version: int
+    audit_head: str
+
+
+def rows_as_read(session: Session, *where: ColumnElement[bool]) -> list[RowAsRead]:
+    """The withdrawals matching `where`, by id, as `RowAsRead`."""
+    c = WITHDRAWALS.c
+    result = session.execute(
+        select(c.id, c.partner_id, c.state, c.version, c.audit_head).where(*where).order_by(c.id)
+    )
+    return [RowAsRead(*row) for row in result]
+
+
 @dataclass(frozen=True)
 class Step:
     """One state change of a `move_many` path (the audit row's content)."""
@@ -206,7 +228,7 @@ class Step:
 
 def move_many(
     session: Session,
-    rows: Sequence[Withdrawal],
+    rows: Sequence[Withdrawal | RowAsRead],
     steps: Step | Sequence[Step],
     *,
     actor: str,
@@ -233,7 +255,8 @@ def move_many(
     concurrent cancel therefore wins or loses cleanly, exactly as with `move`.
 
     `fields` are extra columns set on every row; `row_fields[id]` extra columns of one row.
-    Returns the `Moved`s in order: for each row, one per step.
+    Returns the `Moved`s in order: for each row, one per step. ORM rows show the new values
+    afterwards (as loaded, not as changes); `RowAsRead`s are left as they were read.
     """
     path = [steps] if isinstance(steps, Step) else list(steps)
     if not rows:
@@ -246,7 +269,7 @@ def move_many(
     audits: list[dict[str, Any]] = []
     moved: list[Moved] = []
     heads: dict[str, str] = {}
-    by_source: dict[State, list[Withdrawal]] = defaultdict(list)
+    by_source: dict[State, list[Withdrawal | RowAsRead]] = defaultdict(list)
     for row in rows:
         if row.id in heads:
             raise ValueError(f"withdrawal {row.id} is given twice")
@@ -266,8 +289,7 @@ def move_many(
         values["end_time"] = now
     varying = sorted({key for extra in per_row.values() for key in extra})
     table = WITHDRAWALS
-    dialect = session.get_bind().dialect
-    direct = not where and dialect.paramstyle in _DRIVER_PLACEHOLDERS
+    direct = not where and DirectUpdate.supported(session)
     for from_state, group in by_source.items():
         if direct:
             matched = _update_direct(
@@ -302,6 +324,8 @@ def move_many(
     session.execute(insert(AUDITS), audits)
     plain = {key: value for key, value in values.items() if key != "version"}
     for row in rows:
+        if not isinstance(row, Withdrawal):
+            continue
         _written(
             row,
             {
@@ -318,67 +342,97 @@ def move_many(
 _DRIVER_PLACEHOLDERS = {"format": "%s", "pyformat": "%s", "qmark": "?"}
 
 
+class DirectUpdate:
+    """One UPDATE of `withdrawals` written in the driver's own SQL (quoted identifiers and
+    placeholders; every value a bound parameter, through its column's bind processor as
+    SQLAlchemy would send it). For statements whose shape changes with the number of rows
+    (a CASE by id per row), which SQLAlchemy would build, cache-key and compile anew every
+    time at a cost above the database's. `supported` says whether the session's dialect
+    takes positional placeholders; otherwise use the expression path. The placeholders are
+    positional: build the assignments before the conditions, each in statement order."""
+
+    def __init__(self, session: Session) -> None:
+        self._connection = session.connection()
+        self._dialect = self._connection.dialect
+        self._mark = _DRIVER_PLACEHOLDERS[self._dialect.paramstyle]
+        self.quote = self._dialect.identifier_preparer.quote
+        self._params: list[Any] = []
+        self._processors: dict[str, Any] = {}
+
+    @staticmethod
+    def supported(session: Session) -> bool:
+        return session.get_bind().dialect.paramstyle in _DRIVER_PLACEHOLDERS
+
+    def bind(self, column: str, value: Any) -> str:
+        """A placeholder for `value`, typed as `column` of `withdrawals`."""
+        if column not in self._processors:
+            self._processors[column] = WITHDRAWALS.c[column].type.bind_processor(self._dialect)
+        processor = self._processors[column]
+        self._params.append(value if processor is None else processor(value))
+        return self._mark
+
+    def case(self, column: str, by_id: Mapping[str, Any], otherwise: str) -> str:
+        """`CASE id WHEN ... THEN ... ELSE otherwise END` (`otherwise` is SQL text)."""
+        parts = ["CASE ", self.quote("id")]
+        for row_id, value in by_id.items():
+            parts += [" WHEN ", self.bind("id", row_id), " THEN ", self.bind(column, value)]
+        parts += [" ELSE ", otherwise, " END"]
+        return "".join(parts)
+
+    def ids(self, row_ids: Sequence[str]) -> str:
+        """`id IN (...)`."""
+        marks = ", ".join(self.bind("id", row_id) for row_id in row_ids)
+        return f"{self.quote('id')} IN ({marks})"
+
+    def versions_are(self, versions: Mapping[str, int]) -> str:
+        """`versions_are` as driver SQL."""
+        return f"{self.quote('version')} = " + self.case("version", versions, "NULL")
+
+    def execute(self, assignments: Sequence[str], conditions: Sequence[str]) -> int:
+        """Run `UPDATE withdrawals SET <assignments> WHERE <conditions>`; the rows matched."""
+        sql = (
+            f"UPDATE {self.quote(WITHDRAWALS.name)} SET {', '.join(assignments)}"  # noqa: S608
+            f" WHERE {' AND '.join(conditions)}"
+        )
+        result = self._connection.exec_driver_sql(sql, tuple(self._params))
+        return int(result.rowcount)
+
+
 def _update_direct(
     session: Session,
     from_state: State,
-    group: Sequence[Withdrawal],
+    group: Sequence[Withdrawal | RowAsRead],
     heads: Mapping[str, str],
     hops: int,
     values: Mapping[str, Any],
     per_row: Mapping[str, Mapping[str, Any]],
     varying: Sequence[str],
 ) -> int:
-    """`move_many`'s UPDATE of the rows of one source state, as the driver's own SQL: the same
+    """`move_many`'s UPDATE of the rows of one source state as `DirectUpdate`: the same
     statement the expression path builds (compare-and-set on each row's id, state and
-    version; CASE by id for the per-row values), without building, caching and compiling an
-    expression tree whose shape changes with every group size. Values go through each
-    column's bind processor, as SQLAlchemy would send them. The rows matched."""
-    connection = session.connection()
-    dialect = connection.dialect
-    mark = _DRIVER_PLACEHOLDERS[dialect.paramstyle]
-    quote = dialect.identifier_preparer.quote
-    columns = WITHDRAWALS.c
-    params: list[Any] = []
-    processors: dict[str, Any] = {}
-
-    def bind(column: str, value: Any) -> str:
-        if column not in processors:
-            processors[column] = columns[column].type.bind_processor(dialect)
-        processor = processors[column]
-        params.append(value if processor is None else processor(value))
-        return mark
-
-    def case(column: str, by_row: Mapping[str, Any], otherwise: str) -> str:
-        parts = ["CASE ", quote("id")]
-        for row_id, value in by_row.items():
-            parts += [" WHEN ", bind("id", row_id), " THEN ", bind(column, value)]
-        parts += [" ELSE ", otherwise, " END"]
-        return "".join(parts)
-
+    version; CASE by id for the per-row values). The rows matched."""
+    stmt = DirectUpdate(session)
+    quote = stmt.quote
     assignments: list[str] = []
     for key, value in values.items():
         if key == "version":
             assignments.append(f"{quote('version')} = {quote('version')} + {int(hops)}")
         else:
-            assignments.append(f"{quote(key)} = {bind(key, value)}")
+            assignments.append(f"{quote(key)} = {stmt.bind(key, value)}")
+    heads_by_id = {r.id: heads[r.id] for r in group}
     assignments.append(
-        f"{quote('audit_head')} = "
-        + case("audit_head", {r.id: heads[r.id] for r in group}, quote("audit_head"))
+        f"{quote('audit_head')} = {stmt.case('audit_head', heads_by_id, quote('audit_head'))}"
     )
     for key in varying:
         named = {r.id: per_row[r.id][key] for r in group if key in per_row.get(r.id, {})}
         if named:
-            assignments.append(f"{quote(key)} = {case(key, named, quote(key))}")
-    ids = ", ".join(bind("id", row.id) for row in group)
-    # Only quoted identifiers and placeholders: every value is a bound parameter.
-    sql = (
-        f"UPDATE {quote(WITHDRAWALS.name)} SET {', '.join(assignments)}"  # noqa: S608
-        f" WHERE {quote('id')} IN ({ids})"
-        f" AND {quote('state')} = {bind('state', from_state.value)}"
-        f" AND {quote('version')} = " + case("version", {r.id: r.version for r in group}, "NULL")
-    )
-    result = connection.exec_driver_sql(sql, tuple(params))
-    return int(result.rowcount)
+            assignments.append(f"{quote(key)} = {stmt.case(key, named, quote(key))}")
+    conditions = [
+        stmt.ids([row.id for row in group]),
+        f"{quote('state')} = {stmt.bind('state', from_state.value)}",
+        stmt.versions_are({r.id: r.version for r in group}),
+    ]
+    return stmt.execute(assignments, conditions)
 
 
 def count_moves(moved: Sequence[Moved], actor: str) -> None:
@@ -402,7 +456,7 @@ def _written(row: Withdrawal, values: Mapping[str, Any]) -> None:
 
 
 def _chain(
-    row: Withdrawal,
+    row: Withdrawal | RowAsRead,
     path: Sequence[Step],
     actor: str,
     now: dt.datetime,
