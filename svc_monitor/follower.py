@@ -68,7 +68,9 @@ from withdrawal_shared.chain.types import HexStr
 from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.models import Chain, PayoutItem, PayoutTransaction, Withdrawal
 from withdrawal_shared.db.transitions import (
+    WITHDRAWALS,
     Moved,
+    RowAsRead,
     Step,
     TransitionConflict,
     move,
@@ -157,22 +159,35 @@ class BlockHashes:
         return self._head[0]
 
     def read_head(self) -> int:
-        block = self._w3.eth.get_block("latest")
-        number, block_hash = int(block["number"]), _hex(block["hash"])
+        block = self._block("latest")
+        if block is None:
+            raise BlockNotFound("the node has no latest block")
+        number, block_hash = block
         if self._head != (number, block_hash):
             self._hashes.clear()  # a new head may sit on a different history
             self._head = (number, block_hash)
             self._hashes[number] = block_hash
         return number
 
+    def _block(self, tag: str) -> tuple[int, str] | None:
+        """(number, hash) of block `tag` (a number in hex, or "latest"); None when the node
+        has no such block. Plain JSON-RPC: web3 would format the whole block (every field
+        and transaction hash) only for these two."""
+        response = self._w3.provider.make_request(RPCEndpoint("eth_getBlockByNumber"), [tag, False])
+        error = response.get("error")
+        if error:
+            raise Web3RPCError(f"eth_getBlockByNumber failed: {error}")
+        block = response.get("result")
+        if block is None:
+            return None
+        return _int(block["number"]), _hex(block["hash"])
+
     def canonical_hash(self, number: int) -> str | None:
         """The hash of the canonical block `number`, or None when the node has no such block."""
         if number in self._hashes:
             return self._hashes[number]
-        try:
-            block_hash: str | None = _hex(self._w3.eth.get_block(number)["hash"])
-        except BlockNotFound:
-            block_hash = None
+        block = self._block(hex(number))
+        block_hash = None if block is None else block[1]
         if len(self._hashes) >= self._max_entries:
             self._hashes.clear()
         if block_hash is not None:  # a missing block may appear at any moment: never cache it
@@ -455,8 +470,8 @@ class ChainFollower:
             f"Mined in block {block['block_number']} (transaction {row.tx_hash}); "
             f"{depth} of {required} confirmations."
         )
-        mined: list[Withdrawal] = []
-        for withdrawal in self._linked(session, row.id):
+        mined: list[RowAsRead] = []
+        for withdrawal, _ in self._linked_as_read(session, row.id):
             if withdrawal.state in (State.SIGNED, State.BROADCAST):
                 mined.append(withdrawal)
             else:
@@ -592,28 +607,39 @@ class ChainFollower:
         )
         self._drop_replaced(session, row)
         crash_point("monitor.mid_state_update")  # the payout row is updated, uncommitted
-        linked = self._linked(session, row.id)
+        linked = self._linked_as_read(session, row.id)
         # Every item shares the gas, paid or not (see fees.split_fee for the rounding rule).
-        shares = split_fee(row.fee_wei or 0, [w.id for w in linked])
+        shares = split_fee(row.fee_wei or 0, [w.id for w, _ in linked])
+        # Only the items that were not paid: any other one (PAID, or no item) is paid.
         outcomes = {
             item.withdrawal_id: item
-            for item in session.scalars(select(PayoutItem).where(PayoutItem.payout_tx_id == row.id))
+            for item in session.scalars(
+                select(PayoutItem).where(
+                    PayoutItem.payout_tx_id == row.id,
+                    PayoutItem.outcome.in_([Outcome.FAILED, Outcome.SKIPPED]),
+                )
+            )
         }
         moved: list[Moved] = []
-        paid: list[Withdrawal] = []
+        paid: list[RowAsRead] = []
         fees: dict[str, dict[str, Any]] = {}
-        for withdrawal in linked:
+        for withdrawal, fee_wei in linked:
             if withdrawal.state not in (State.CONFIRMING, State.BROADCAST):
                 self._left_alone(withdrawal, row, "confirmed")
                 continue
-            fee = (withdrawal.fee_wei or 0) + shares[withdrawal.id]
+            fee = (fee_wei or 0) + shares[withdrawal.id]
             item = outcomes.get(withdrawal.id)
             outcome = item.outcome if item is not None else Outcome.PAID
-            if outcome == Outcome.FAILED:
-                assert item is not None
-                moved.append(self._item_failed(session, withdrawal, row, item, fee, depth))
-            elif outcome == Outcome.SKIPPED:
-                moved.append(self._item_skipped(session, withdrawal, row, fee, depth))
+            if outcome in (Outcome.FAILED, Outcome.SKIPPED):
+                # Rare: moved one by one, on the ORM row (read in this same transaction).
+                loaded = session.get(Withdrawal, withdrawal.id)
+                if loaded is None or loaded.version != withdrawal.version:
+                    raise _RowMoved(f"withdrawal {withdrawal.id} moved since it was read")
+                if outcome == Outcome.FAILED:
+                    assert item is not None
+                    moved.append(self._item_failed(session, loaded, row, item, fee, depth))
+                else:
+                    moved.append(self._item_skipped(session, loaded, row, fee, depth))
             else:
                 paid.append(withdrawal)
                 fees[withdrawal.id] = {"fee_wei": fee}
@@ -832,7 +858,19 @@ class ChainFollower:
             .order_by(Withdrawal.id)
         ).all()
 
-    def _left_alone(self, withdrawal: Withdrawal, row: _Row, event: str) -> None:
+    def _linked_as_read(
+        self, session: Session, payout_tx_id: str
+    ) -> list[tuple[RowAsRead, int | None]]:
+        """`_linked` for `move_many` (no ORM objects), each with its `fee_wei`."""
+        c = WITHDRAWALS.c
+        result = session.execute(
+            select(c.id, c.partner_id, c.state, c.version, c.audit_head, c.fee_wei)
+            .where(c.payout_tx_id == payout_tx_id)
+            .order_by(c.id)
+        )
+        return [(RowAsRead(*r[:5]), r[5]) for r in result]
+
+    def _left_alone(self, withdrawal: Withdrawal | RowAsRead, row: _Row, event: str) -> None:
         if State(withdrawal.state) in TERMINAL:
             return
         log.warning(
