@@ -281,7 +281,6 @@ def move_many(
         "state": last.to_state.value,
         "state_reason": last.reason,
         "state_message": last.message[:512],
-        "version": Withdrawal.version + hops,
         "update_time": now,
         **common,
     }
@@ -300,7 +299,7 @@ def move_many(
                     f"{len(group) - matched} of {len(group)} withdrawals moved since they were read"
                 )
             continue
-        group_values = dict(values)
+        group_values = {**values, "version": Withdrawal.version + hops}
         group_values["audit_head"] = by_id("audit_head", {r.id: heads[r.id] for r in group})
         for key in varying:
             group_values[key] = by_id(
@@ -322,7 +321,7 @@ def move_many(
                 "since they were read"
             )
     session.execute(insert(AUDITS), audits)
-    plain = {key: value for key, value in values.items() if key != "version"}
+    plain = dict(values)
     for row in rows:
         if not isinstance(row, Withdrawal):
             continue
@@ -413,12 +412,9 @@ def _update_direct(
     version; CASE by id for the per-row values). The rows matched."""
     stmt = DirectUpdate(session)
     quote = stmt.quote
-    assignments: list[str] = []
+    assignments = [f"{quote('version')} = {quote('version')} + {int(hops)}"]
     for key, value in values.items():
-        if key == "version":
-            assignments.append(f"{quote('version')} = {quote('version')} + {int(hops)}")
-        else:
-            assignments.append(f"{quote(key)} = {stmt.bind(key, value)}")
+        assignments.append(f"{quote(key)} = {stmt.bind(key, value)}")
     heads_by_id = {r.id: heads[r.id] for r in group}
     assignments.append(
         f"{quote('audit_head')} = {stmt.case('audit_head', heads_by_id, quote('audit_head'))}"
