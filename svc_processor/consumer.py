@@ -23,7 +23,8 @@ to the sweeper, which re-drives rows that sit too long in a state (the database 
 of truth; a task is only a hint).
 
 New tasks are read up to `READ_BATCH` at a time and, when a `handle_batch` is given, handed
-to it in one call (the processor validates them in one database transaction); all of them are
+to it in one call (the processor validates them in one database transaction; a single task
+goes that way too, in fewer database round trips than `handle` takes); all of them are
 acknowledged with one XACK after it returned. If the batch call fails, each task goes through
 `handle` on its own, so the delivery counting, the dead letters and the hand-over to the
 sweeper stay exactly per task.
@@ -286,7 +287,7 @@ class TaskConsumer:
         """Hand the well-formed tasks still within their delivery budget to `handle_batch` at
         once and acknowledge them together; what is left (all of them when the batch call
         failed) for the per-task path."""
-        if self._handle_batch is None or len(messages) < 2:
+        if self._handle_batch is None or not messages:
             return messages
         batch: list[tuple[bytes, str]] = []
         rest: list[tuple[bytes, dict[bytes, bytes] | None, int]] = []

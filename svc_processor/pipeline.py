@@ -151,6 +151,7 @@ class Pipeline:
         ids = list(dict.fromkeys(withdrawal_ids))
         with self.sessions() as session:
             rows = session.scalars(select(Withdrawal).where(Withdrawal.id.in_(ids))).all()
+            vault = self._vault_in(session)
         found = {row.id: row for row in rows}
         for missing in (i for i in ids if i not in found):
             log.warning("task for an unknown withdrawal", extra={"withdrawal_id": missing})
@@ -180,7 +181,7 @@ class Pipeline:
             log.info("a batch member moved concurrently; processing one by one")
             return [m for withdrawal_id in ids for m in self.process(withdrawal_id)]
         settled = {row.id for group in rejected.values() for row in group}
-        if self._vault() is not None:
+        if vault is not None:
             settled.update(row.id for row in valid + validated)
         for withdrawal_id in ids:
             if withdrawal_id in found and withdrawal_id not in settled:
@@ -310,7 +311,10 @@ class Pipeline:
 
     def _vault(self) -> PayoutVault | None:
         with self.sessions() as session:
-            vault = session.get(PayoutVault, self.chain)
+            return self._vault_in(session)
+
+    def _vault_in(self, session: Session) -> PayoutVault | None:
+        vault = session.get(PayoutVault, self.chain)
         return vault if vault is not None and vault.enabled else None
 
     def _policy(self, session: Session) -> FeePolicy:
