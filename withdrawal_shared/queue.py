@@ -119,8 +119,8 @@ async def enqueue_created(
 
     The creation is not PUBLISHed on the withdrawal's channel, as `publish` does for later
     changes: nobody can watch a withdrawal before the create that names it has returned, so
-    the message could wake no one, while every gateway's event subscription (a pattern over
-    all channels) paid to receive and parse it, once per created withdrawal.
+    the message could wake no one (a gateway subscribes only to the channels of withdrawals
+    it has watchers for, see `svc_gateway.events`).
     False (logged) when Redis is unavailable: the sweeper will enqueue them."""
     if not created:
         return True
