@@ -176,7 +176,7 @@ class WithdrawalCore:
         withdrawal_id = parse_name(request.name)
         if request.HasField("resume_after_version") and request.resume_after_version < 0:
             raise invalid_argument([FieldViolation("resume_after_version", "must not be negative")])
-        with self.hub.subscribe(withdrawal_id) as subscription:
+        async with self.hub.subscribe(withdrawal_id) as subscription:
             row = await self._db(self.store.get, caller.partner_id, withdrawal_id)
             if row is None:
                 raise not_found(request.name)

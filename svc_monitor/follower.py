@@ -51,7 +51,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.exceptions import BlockNotFound, TransactionNotFound, Web3RPCError
-from web3.types import RPCEndpoint, TxReceipt
+from web3.types import RPCEndpoint
 
 from svc_monitor.fees import split_fee
 from svc_monitor.receipts import (
@@ -69,7 +69,9 @@ from withdrawal_shared.chain.types import HexStr
 from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.models import Chain, PayoutItem, PayoutTransaction, Withdrawal
 from withdrawal_shared.db.transitions import (
+    WITHDRAWALS,
     Moved,
+    RowAsRead,
     Step,
     TransitionConflict,
     move,
@@ -158,22 +160,35 @@ class BlockHashes:
         return self._head[0]
 
     def read_head(self) -> int:
-        block = self._w3.eth.get_block("latest")
-        number, block_hash = int(block["number"]), _hex(block["hash"])
+        block = self._block("latest")
+        if block is None:
+            raise BlockNotFound("the node has no latest block")
+        number, block_hash = block
         if self._head != (number, block_hash):
             self._hashes.clear()  # a new head may sit on a different history
             self._head = (number, block_hash)
             self._hashes[number] = block_hash
         return number
 
+    def _block(self, tag: str) -> tuple[int, str] | None:
+        """(number, hash) of block `tag` (a number in hex, or "latest"); None when the node
+        has no such block. Plain JSON-RPC: web3 would format the whole block (every field
+        and transaction hash) only for these two."""
+        response = self._w3.provider.make_request(RPCEndpoint("eth_getBlockByNumber"), [tag, False])
+        error = response.get("error")
+        if error:
+            raise Web3RPCError(f"eth_getBlockByNumber failed: {error}")
+        block = response.get("result")
+        if block is None:
+            return None
+        return _int(block["number"]), _hex(block["hash"])
+
     def canonical_hash(self, number: int) -> str | None:
         """The hash of the canonical block `number`, or None when the node has no such block."""
         if number in self._hashes:
             return self._hashes[number]
-        try:
-            block_hash: str | None = _hex(self._w3.eth.get_block(number)["hash"])
-        except BlockNotFound:
-            block_hash = None
+        block = self._block(hex(number))
+        block_hash = None if block is None else block[1]
         if len(self._hashes) >= self._max_entries:
             self._hashes.clear()
         if block_hash is not None:  # a missing block may appear at any moment: never cache it
@@ -185,6 +200,23 @@ def _hex(value: Any) -> str:
     if isinstance(value, bytes | bytearray):
         return "0x" + bytes(value).hex()
     return str(value).lower()
+
+
+def _int(value: Any) -> int:
+    """A JSON-RPC quantity (0x-hex string) or an int."""
+    return int(value, 16) if isinstance(value, str) else int(value)
+
+
+@dataclass(frozen=True)
+class _Receipt:
+    """What the monitor reads of a receipt (`logs` as the node sent them: hex strings)."""
+
+    block_number: int
+    block_hash: str
+    gas_used: int
+    effective_gas_price: int
+    status: int
+    logs: Sequence[Mapping[str, Any]]
 
 
 class ChainFollower:
@@ -319,17 +351,17 @@ class ChainFollower:
             return
         self._resend.pop(row.id, None)
         crash_point("monitor.after_receipt_before_update")
-        block_number = int(receipt["blockNumber"])
-        gas_used = int(receipt["gasUsed"])
-        price = int(receipt["effectiveGasPrice"])
+        block_number = receipt.block_number
+        gas_used = receipt.gas_used
+        price = receipt.effective_gas_price
         block = {
             "block_number": block_number,
-            "block_hash": _hex(receipt["blockHash"]),
+            "block_hash": receipt.block_hash,
             "gas_used": gas_used,
             "effective_gas_price": price,
             "fee_wei": gas_used * price,
         }
-        if int(receipt["status"]) == 1:
+        if receipt.status == 1:
             depth = max(1, report.head - block_number + 1)
             outcomes = self._item_outcomes(row, receipt)
             moved = self._in_transaction(
@@ -343,7 +375,7 @@ class ChainFollower:
             if moved is not None:
                 report.mined += 1
             return
-        transfers = erc20_transfers(receipt["logs"])
+        transfers = erc20_transfers(receipt.logs)
         if transfers:
             # Impossible for a reverted transaction; never call something FAILED that may
             # have paid. An operator has to look.
@@ -411,12 +443,12 @@ class ChainFollower:
         )
         return []
 
-    def _item_outcomes(self, row: _Row, receipt: TxReceipt) -> dict[int, tuple[str, str]]:
+    def _item_outcomes(self, row: _Row, receipt: _Receipt) -> dict[int, tuple[str, str]]:
         """Payout number -> (FAILED | SKIPPED, reason) from the vault's events; the numbers
         not named were paid."""
         if row.kind != "vault":
             return {}
-        events = decode_payout_events(receipt["logs"], row.to_address)
+        events = decode_payout_events(receipt.logs, row.to_address)
         outcomes: dict[int, tuple[str, str]] = {
             number: (Outcome.SKIPPED, "already paid") for number in events.skipped
         }
@@ -453,8 +485,8 @@ class ChainFollower:
             f"Mined in block {block['block_number']} (transaction {row.tx_hash}); "
             f"{depth} of {required} confirmations."
         )
-        mined: list[Withdrawal] = []
-        for withdrawal in self._linked(session, row.id):
+        mined: list[RowAsRead] = []
+        for withdrawal, _ in self._linked_as_read(session, row.id):
             if withdrawal.state in (State.SIGNED, State.BROADCAST):
                 mined.append(withdrawal)
             else:
@@ -590,28 +622,39 @@ class ChainFollower:
         )
         self._drop_replaced(session, row)
         crash_point("monitor.mid_state_update")  # the payout row is updated, uncommitted
-        linked = self._linked(session, row.id)
+        linked = self._linked_as_read(session, row.id)
         # Every item shares the gas, paid or not (see fees.split_fee for the rounding rule).
-        shares = split_fee(row.fee_wei or 0, [w.id for w in linked])
+        shares = split_fee(row.fee_wei or 0, [w.id for w, _ in linked])
+        # Only the items that were not paid: any other one (PAID, or no item) is paid.
         outcomes = {
             item.withdrawal_id: item
-            for item in session.scalars(select(PayoutItem).where(PayoutItem.payout_tx_id == row.id))
+            for item in session.scalars(
+                select(PayoutItem).where(
+                    PayoutItem.payout_tx_id == row.id,
+                    PayoutItem.outcome.in_([Outcome.FAILED, Outcome.SKIPPED]),
+                )
+            )
         }
         moved: list[Moved] = []
-        paid: list[Withdrawal] = []
+        paid: list[RowAsRead] = []
         fees: dict[str, dict[str, Any]] = {}
-        for withdrawal in linked:
+        for withdrawal, fee_wei in linked:
             if withdrawal.state not in (State.CONFIRMING, State.BROADCAST):
                 self._left_alone(withdrawal, row, "confirmed")
                 continue
-            fee = (withdrawal.fee_wei or 0) + shares[withdrawal.id]
+            fee = (fee_wei or 0) + shares[withdrawal.id]
             item = outcomes.get(withdrawal.id)
             outcome = item.outcome if item is not None else Outcome.PAID
-            if outcome == Outcome.FAILED:
-                assert item is not None
-                moved.append(self._item_failed(session, withdrawal, row, item, fee, depth))
-            elif outcome == Outcome.SKIPPED:
-                moved.append(self._item_skipped(session, withdrawal, row, fee, depth))
+            if outcome in (Outcome.FAILED, Outcome.SKIPPED):
+                # Rare: moved one by one, on the ORM row (read in this same transaction).
+                loaded = session.get(Withdrawal, withdrawal.id)
+                if loaded is None or loaded.version != withdrawal.version:
+                    raise _RowMoved(f"withdrawal {withdrawal.id} moved since it was read")
+                if outcome == Outcome.FAILED:
+                    assert item is not None
+                    moved.append(self._item_failed(session, loaded, row, item, fee, depth))
+                else:
+                    moved.append(self._item_skipped(session, loaded, row, fee, depth))
             else:
                 paid.append(withdrawal)
                 fees[withdrawal.id] = {"fee_wei": fee}
@@ -830,7 +873,19 @@ class ChainFollower:
             .order_by(Withdrawal.id)
         ).all()
 
-    def _left_alone(self, withdrawal: Withdrawal, row: _Row, event: str) -> None:
+    def _linked_as_read(
+        self, session: Session, payout_tx_id: str
+    ) -> list[tuple[RowAsRead, int | None]]:
+        """`_linked` for `move_many` (no ORM objects), each with its `fee_wei`."""
+        c = WITHDRAWALS.c
+        result = session.execute(
+            select(c.id, c.partner_id, c.state, c.version, c.audit_head, c.fee_wei)
+            .where(c.payout_tx_id == payout_tx_id)
+            .order_by(c.id)
+        )
+        return [(RowAsRead(*r[:5]), r[5]) for r in result]
+
+    def _left_alone(self, withdrawal: Withdrawal | RowAsRead, row: _Row, event: str) -> None:
         if State(withdrawal.state) in TERMINAL:
             return
         log.warning(
@@ -843,11 +898,30 @@ class ChainFollower:
             },
         )
 
-    def _receipt(self, tx_hash: str) -> TxReceipt | None:
-        try:
-            return self._w3.eth.get_transaction_receipt(HexStr(tx_hash))
-        except TransactionNotFound:
+    def _receipt(self, tx_hash: str) -> _Receipt | None:
+        """The transaction's receipt, or None while the node has none.
+
+        Read as plain JSON-RPC: web3's result formatters would turn every log of a payout
+        (hundreds) into attribute dicts with checksummed addresses (a keccak each), which cost
+        the monitor more than the rest of settling the payout; the log decoders take the
+        node's hex strings as they are."""
+        response = self._w3.provider.make_request(
+            RPCEndpoint("eth_getTransactionReceipt"), [tx_hash]
+        )
+        error = response.get("error")
+        if error:
+            raise Web3RPCError(f"eth_getTransactionReceipt failed: {error}")
+        result = response.get("result")
+        if result is None:
             return None
+        return _Receipt(
+            block_number=_int(result["blockNumber"]),
+            block_hash=_hex(result["blockHash"]),
+            gas_used=_int(result["gasUsed"]),
+            effective_gas_price=_int(result["effectiveGasPrice"]),
+            status=_int(result["status"]),
+            logs=result.get("logs") or [],
+        )
 
     def _rebroadcast(self, row: _Row, raw: bytes) -> bool:
         """Send the stored signed bytes again; True when the node has them (now or before)."""
@@ -878,7 +952,7 @@ class ChainFollower:
             return False
         return True
 
-    def _revert_reason(self, tx_hash: str, receipt: TxReceipt) -> str:
+    def _revert_reason(self, tx_hash: str, receipt: _Receipt) -> str:
         """Replay the transaction with eth_call at its block and decode why it reverted."""
         try:
             tx = self._w3.eth.get_transaction(HexStr(tx_hash))
@@ -892,14 +966,14 @@ class ChainFollower:
             "gas": hex(int(tx["gas"])),
         }
         response = self._w3.provider.make_request(
-            RPCEndpoint("eth_call"), [call, hex(int(receipt["blockNumber"]))]
+            RPCEndpoint("eth_call"), [call, hex(receipt.block_number)]
         )
         error = response.get("error")
         if isinstance(error, Mapping):
             reason = revert_reason_from_rpc_error(error)
             if reason:
                 return reason
-        if int(receipt["gasUsed"]) >= int(tx["gas"]):
+        if receipt.gas_used >= int(tx["gas"]):
             return f"out of gas (used all {int(tx['gas'])} gas)"
         return "reverted"
 

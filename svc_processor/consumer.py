@@ -27,10 +27,14 @@ to the sweeper, which re-drives rows that sit too long in a state (the database 
 of truth; a task is only a hint).
 
 New tasks are read up to `READ_BATCH` at a time and, when a `handle_batch` is given, handed
-to it in one call (the processor validates them in one database transaction); all of them are
+to it in one call (the processor validates them in one database transaction; a single task
+goes that way too, in fewer database round trips than `handle` takes); all of them are
 acknowledged with one XACK after it returned. If the batch call fails, each task goes through
 `handle` on its own, so the delivery counting, the dead letters and the hand-over to the
-sweeper stay exactly per task.
+sweeper stay exactly per task. With `read_linger_seconds`, a read that found fewer than
+`READ_BATCH` tasks is followed by that pause before the next one, so that a steady trickle
+of tasks is validated a few at a time rather than one transaction per task (at the cost of
+that much latency).
 
 Counters for operators: `dead_lettered`, `redelivered`, `handed_to_sweeper` (and an ERROR log
 line per dead letter). Prometheus metrics are built on these later.
@@ -113,6 +117,7 @@ class TaskConsumer:
         max_deliveries: int = 5,
         on_dead_letter: DeadLetterHandler | None = None,
         handle_batch: BatchHandler | None = None,
+        read_linger_seconds: float = 0.0,
     ) -> None:
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
@@ -127,6 +132,7 @@ class TaskConsumer:
         self._max_deliveries = max_deliveries
         self._on_dead_letter = on_dead_letter
         self._handle_batch = handle_batch
+        self._linger = max(0.0, read_linger_seconds)
         self.dead_lettered = 0
         """Tasks moved to the dead-letter stream by this consumer."""
         self.redelivered = 0
@@ -169,10 +175,16 @@ class TaskConsumer:
                         count=READ_BATCH if self._handle_batch is not None else CLAIM_BATCH,
                         block=max(1, int(block * 1000)),
                     )
+                    read = 0
                     for stream, messages in cast(StreamBatch, response) or []:
                         # New messages: this is their first delivery.
                         await self._deliver(stream, [(m, f, 1) for m, f in messages])
+                        read += len(messages)
                     backoff = 0.2
+                    if self._handle_batch is not None and 0 < read < READ_BATCH and self._linger:
+                        # Tasks trickle in: let a few more arrive before the next read, so
+                        # that each batch (one transaction) takes several instead of one.
+                        await asyncio.sleep(self._linger)
             except asyncio.CancelledError:
                 raise
             except (aioredis.RedisError, OSError) as exc:
@@ -320,7 +332,7 @@ class TaskConsumer:
         """Hand the well-formed tasks still within their delivery budget to `handle_batch` at
         once and acknowledge them together; what is left (all of them when the batch call
         failed) for the per-task path."""
-        if self._handle_batch is None or len(messages) < 2:
+        if self._handle_batch is None or not messages:
             return messages
         batch: list[tuple[bytes, str]] = []
         rest: list[tuple[bytes, dict[bytes, bytes] | None, int]] = []

@@ -52,12 +52,15 @@ from withdrawal_shared.db.models import (
 )
 from withdrawal_shared.db.transitions import (
     WITHDRAWALS,
+    DirectUpdate,
     Moved,
+    RowAsRead,
     Step,
     TransitionConflict,
     by_id,
     move,
     move_many,
+    rows_as_read,
     utcnow,
     versions_are,
 )
@@ -214,6 +217,22 @@ class Payouts:
             linked.append((row.id, Payment(number or 0, row.recipient, row.amount)))
         if not linked:
             return linked
+        if DirectUpdate.supported(session):
+            stmt = DirectUpdate(session)
+            quote = stmt.quote
+            assignments = [
+                f"{quote('payout_tx_id')} = {stmt.bind('payout_tx_id', payout_id)}",
+                f"{quote('payout_number')} = "
+                + stmt.case("payout_number", numbers, quote("payout_number")),
+            ]
+            conditions = [
+                stmt.ids(list(numbers)),
+                stmt.versions_are(versions),
+                f"{quote('payout_tx_id')} IS NULL",
+            ]
+            if stmt.execute(assignments, conditions) != len(linked):
+                raise _SomeMoved
+            return linked
         table = WITHDRAWALS
         result = session.execute(
             update(table)
@@ -312,7 +331,7 @@ class Payouts:
                 raise TransitionConflict(payout_id)
             moved = move_many(
                 session,
-                self._members(session, payout_id, PAYABLE),
+                self._members_as_read(session, payout_id, PAYABLE),
                 Step(State.SIGNED, "SIGNED", "Signed and stored; broadcasting."),
                 actor=ACTOR,
                 fields={"tx_hash": signed.tx_hash.lower()},
@@ -330,6 +349,17 @@ class Payouts:
             .where(Withdrawal.id == withdrawal_ids[0])
         )
         return address or ""
+
+    @staticmethod
+    def _members_as_read(
+        session: Session, payout_id: str, states: Sequence[State]
+    ) -> list[RowAsRead]:
+        """`_members` for `move_many` alone (no ORM objects)."""
+        return rows_as_read(
+            session,
+            WITHDRAWALS.c.payout_tx_id == payout_id,
+            WITHDRAWALS.c.state.in_([s.value for s in states]),
+        )
 
     @staticmethod
     def _members(session: Session, payout_id: str, states: Sequence[State]) -> Sequence[Withdrawal]:
@@ -517,7 +547,7 @@ class Payouts:
             )
             moved = move_many(
                 session,
-                self._members(session, payout_id, (State.SIGNED,)),
+                self._members_as_read(session, payout_id, (State.SIGNED,)),
                 Step(State.BROADCAST, "BROADCAST", "Sent to the network; waiting to be mined."),
                 actor=ACTOR,
             )

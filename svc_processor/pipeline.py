@@ -149,27 +149,26 @@ class Pipeline:
         through `process`, one withdrawal at a time.
         """
         ids = list(dict.fromkeys(withdrawal_ids))
-        with self.sessions() as session:
-            rows = session.scalars(select(Withdrawal).where(Withdrawal.id.in_(ids))).all()
-        found = {row.id: row for row in rows}
-        for missing in (i for i in ids if i not in found):
-            log.warning("task for an unknown withdrawal", extra={"withdrawal_id": missing})
         reference = self.reference.get()
-        valid: list[Withdrawal] = []
-        validated: list[Withdrawal] = []
-        rejected: dict[tuple[str, str], list[Withdrawal]] = defaultdict(list)
-        for row in rows:
-            if row.state == State.RECEIVED:
-                refusal = _refusal(row, reference)
-                if refusal is None:
-                    valid.append(row)
-                else:
-                    rejected[refusal].append(row)
-            elif row.state == State.VALIDATED:
-                validated.append(row)
         moved: list[Moved] = []
         try:
+            # Read and moved in one transaction (the compare-and-set of `move_many` checks
+            # each row against what is stored when it writes, as after a separate read).
             with self.sessions.begin() as session:
+                rows = session.scalars(select(Withdrawal).where(Withdrawal.id.in_(ids))).all()
+                vault = self._vault_in(session)
+                valid: list[Withdrawal] = []
+                validated: list[Withdrawal] = []
+                rejected: dict[tuple[str, str], list[Withdrawal]] = defaultdict(list)
+                for row in rows:
+                    if row.state == State.RECEIVED:
+                        refusal = _refusal(row, reference)
+                        if refusal is None:
+                            valid.append(row)
+                        else:
+                            rejected[refusal].append(row)
+                    elif row.state == State.VALIDATED:
+                        validated.append(row)
                 moved += move_many(session, valid, QUEUE_PATH, actor=ACTOR)
                 moved += move_many(session, validated, QUEUE_PATH[1:], actor=ACTOR)
                 for (reason, message), group in rejected.items():
@@ -179,8 +178,11 @@ class Pipeline:
         except TransitionConflict:
             log.info("a batch member moved concurrently; processing one by one")
             return [m for withdrawal_id in ids for m in self.process(withdrawal_id)]
+        found = {row.id: row for row in rows}
+        for missing in (i for i in ids if i not in found):
+            log.warning("task for an unknown withdrawal", extra={"withdrawal_id": missing})
         settled = {row.id for group in rejected.values() for row in group}
-        if self._vault() is not None:
+        if vault is not None:
             settled.update(row.id for row in valid + validated)
         for withdrawal_id in ids:
             if withdrawal_id in found and withdrawal_id not in settled:
@@ -310,7 +312,10 @@ class Pipeline:
 
     def _vault(self) -> PayoutVault | None:
         with self.sessions() as session:
-            vault = session.get(PayoutVault, self.chain)
+            return self._vault_in(session)
+
+    def _vault_in(self, session: Session) -> PayoutVault | None:
+        vault = session.get(PayoutVault, self.chain)
         return vault if vault is not None and vault.enabled else None
 
     def _policy(self, session: Session) -> FeePolicy:

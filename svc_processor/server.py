@@ -155,6 +155,7 @@ class ProcessorServer:
             max_deliveries=self.settings.max_deliveries,
             on_dead_letter=self.dead_lettered,
             handle_batch=self.handle_batch,
+            read_linger_seconds=self.settings.read_linger_seconds,
         )
         self.consumer = consumer
         self._tasks = [

@@ -36,6 +36,10 @@ class ProcessorSettings(ChainSettings):
     claim_interval_seconds: float = 5.0
     """PROCESSOR_CLAIM_INTERVAL_SECONDS: how often this consumer looks for idle tasks to claim
     (it also looks once at start, so a restarted processor takes over at once)."""
+    read_linger_seconds: float = 0.05
+    """PROCESSOR_READ_LINGER_SECONDS: after reading fewer new tasks than a full batch, wait
+    this long before the next read, so that tasks arriving one by one are validated several
+    per transaction (0: read again at once)."""
     max_deliveries: int = 5
     """PROCESSOR_MAX_DELIVERIES: a task delivered this many times without success (counted by
     Redis, across consumers) goes to the dead-letter stream `<prefix>tasks:dead` and its
@@ -85,6 +89,7 @@ class ProcessorSettings(ChainSettings):
             claim_interval_seconds=env_float(
                 "PROCESSOR_CLAIM_INTERVAL_SECONDS", d.claim_interval_seconds
             ),
+            read_linger_seconds=env_float("PROCESSOR_READ_LINGER_SECONDS", d.read_linger_seconds),
             max_deliveries=env_int("PROCESSOR_MAX_DELIVERIES", d.max_deliveries, minimum=1),
             sweep_interval_seconds=env_float(
                 "PROCESSOR_SWEEP_INTERVAL_SECONDS", d.sweep_interval_seconds

@@ -4,6 +4,7 @@ broadcast again -> completed once."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from tests.monitor.builders import ChainSetup, audit_trail, pay, payout_row, wit
 from withdrawal_shared.chain.anvil import drop_transaction, mine, reorg, set_automine
 from withdrawal_shared.chain.contracts import balance_of, pause, stablecoin_contract
 from withdrawal_shared.db.models import Chain
-from withdrawal_shared.db.transitions import Moved, verify_audit_chain
+from withdrawal_shared.db.transitions import Moved, RowAsRead, verify_audit_chain
 from withdrawal_shared.states import PayoutState, State
 
 pytestmark = pytest.mark.chain
@@ -293,7 +294,11 @@ def test_a_conflict_rolls_back_the_whole_payout_and_the_next_poll_retries(
         if calls == 1:
             # The second withdrawal of the payout was moved by someone else since it was
             # read: the version the compare-and-set expects is no longer the stored one.
-            set_committed_value(rows[1], "version", rows[1].version - 1)
+            rows = list(rows)
+            if isinstance(rows[1], RowAsRead):
+                rows[1] = dataclasses.replace(rows[1], version=rows[1].version - 1)
+            else:
+                set_committed_value(rows[1], "version", rows[1].version - 1)
         return real_move_many(session, rows, *args, **kwargs)
 
     monkeypatch.setattr(follower_module, "move_many", racing_move_many)

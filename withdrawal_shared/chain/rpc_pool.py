@@ -610,9 +610,14 @@ class PoolProvider(JSONBaseProvider):
     def __init__(self, pool: RpcPool) -> None:
         super().__init__()
         self.pool = pool
+        self._chain_id: Any = None
 
     def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
         request_id = next(self.request_counter)
+        if method == "eth_chainId" and self._chain_id is not None:
+            # The chain a node serves does not change: web3's validation middleware asks for
+            # it before every eth_call and eth_estimateGas, a whole round trip each time.
+            return cast(RPCResponse, {"jsonrpc": "2.0", "id": request_id, "result": self._chain_id})
         try:
             result = self.pool.call(method, list(params or []))
         except RpcErrorResponse as exc:
@@ -625,6 +630,8 @@ class PoolProvider(JSONBaseProvider):
             return cast(RPCResponse, {"jsonrpc": "2.0", "id": request_id, "error": error})
         except RpcUnavailable as exc:
             raise PoolUnavailableError(exc) from exc
+        if method == "eth_chainId" and result is not None:
+            self._chain_id = result
         return cast(RPCResponse, {"jsonrpc": "2.0", "id": request_id, "result": result})
 
     def __repr__(self) -> str:

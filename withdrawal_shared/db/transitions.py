@@ -194,6 +194,28 @@ def move(
     return moved
 
 
+@dataclass(frozen=True, slots=True)
+class RowAsRead:
+    """What `move_many` needs of a withdrawal as read, without an ORM object (for the
+    hundreds of rows of one payout: building and tracking ORM objects costs more than the
+    UPDATE). Read with `rows_as_read`."""
+
+    id: str
+    partner_id: str
+    state: str
+    version: int
+    audit_head: str
+
+
+def rows_as_read(session: Session, *where: ColumnElement[bool]) -> list[RowAsRead]:
+    """The withdrawals matching `where`, by id, as `RowAsRead`."""
+    c = WITHDRAWALS.c
+    result = session.execute(
+        select(c.id, c.partner_id, c.state, c.version, c.audit_head).where(*where).order_by(c.id)
+    )
+    return [RowAsRead(*row) for row in result]
+
+
 @dataclass(frozen=True)
 class Step:
     """One state change of a `move_many` path (the audit row's content)."""
@@ -206,7 +228,7 @@ class Step:
 
 def move_many(
     session: Session,
-    rows: Sequence[Withdrawal],
+    rows: Sequence[Withdrawal | RowAsRead],
     steps: Step | Sequence[Step],
     *,
     actor: str,
@@ -233,7 +255,8 @@ def move_many(
     concurrent cancel therefore wins or loses cleanly, exactly as with `move`.
 
     `fields` are extra columns set on every row; `row_fields[id]` extra columns of one row.
-    Returns the `Moved`s in order: for each row, one per step.
+    Returns the `Moved`s in order: for each row, one per step. ORM rows show the new values
+    afterwards (as loaded, not as changes); `RowAsRead`s are left as they were read.
     """
     path = [steps] if isinstance(steps, Step) else list(steps)
     if not rows:
@@ -246,7 +269,7 @@ def move_many(
     audits: list[dict[str, Any]] = []
     moved: list[Moved] = []
     heads: dict[str, str] = {}
-    by_source: dict[State, list[Withdrawal]] = defaultdict(list)
+    by_source: dict[State, list[Withdrawal | RowAsRead]] = defaultdict(list)
     for row in rows:
         if row.id in heads:
             raise ValueError(f"withdrawal {row.id} is given twice")
@@ -258,7 +281,6 @@ def move_many(
         "state": last.to_state.value,
         "state_reason": last.reason,
         "state_message": last.message[:512],
-        "version": Withdrawal.version + hops,
         "update_time": now,
         **common,
     }
@@ -266,8 +288,18 @@ def move_many(
         values["end_time"] = now
     varying = sorted({key for extra in per_row.values() for key in extra})
     table = WITHDRAWALS
+    direct = not where and DirectUpdate.supported(session)
     for from_state, group in by_source.items():
-        group_values = dict(values)
+        if direct:
+            matched = _update_direct(
+                session, from_state, group, heads, hops, values, per_row, varying
+            )
+            if matched != len(group):
+                raise TransitionConflict(
+                    f"{len(group) - matched} of {len(group)} withdrawals moved since they were read"
+                )
+            continue
+        group_values = {**values, "version": Withdrawal.version + hops}
         group_values["audit_head"] = by_id("audit_head", {r.id: heads[r.id] for r in group})
         for key in varying:
             group_values[key] = by_id(
@@ -289,8 +321,10 @@ def move_many(
                 "since they were read"
             )
     session.execute(insert(AUDITS), audits)
-    plain = {key: value for key, value in values.items() if key != "version"}
+    plain = dict(values)
     for row in rows:
+        if not isinstance(row, Withdrawal):
+            continue
         _written(
             row,
             {
@@ -302,6 +336,99 @@ def move_many(
         )
     count_moves(moved, actor)
     return moved
+
+
+_DRIVER_PLACEHOLDERS = {"format": "%s", "pyformat": "%s", "qmark": "?"}
+
+
+class DirectUpdate:
+    """One UPDATE of `withdrawals` written in the driver's own SQL (quoted identifiers and
+    placeholders; every value a bound parameter, through its column's bind processor as
+    SQLAlchemy would send it). For statements whose shape changes with the number of rows
+    (a CASE by id per row), which SQLAlchemy would build, cache-key and compile anew every
+    time at a cost above the database's. `supported` says whether the session's dialect
+    takes positional placeholders; otherwise use the expression path. The placeholders are
+    positional: build the assignments before the conditions, each in statement order."""
+
+    def __init__(self, session: Session) -> None:
+        self._connection = session.connection()
+        self._dialect = self._connection.dialect
+        self._mark = _DRIVER_PLACEHOLDERS[self._dialect.paramstyle]
+        self.quote = self._dialect.identifier_preparer.quote
+        self._params: list[Any] = []
+        self._processors: dict[str, Any] = {}
+
+    @staticmethod
+    def supported(session: Session) -> bool:
+        return session.get_bind().dialect.paramstyle in _DRIVER_PLACEHOLDERS
+
+    def bind(self, column: str, value: Any) -> str:
+        """A placeholder for `value`, typed as `column` of `withdrawals`."""
+        if column not in self._processors:
+            self._processors[column] = WITHDRAWALS.c[column].type.bind_processor(self._dialect)
+        processor = self._processors[column]
+        self._params.append(value if processor is None else processor(value))
+        return self._mark
+
+    def case(self, column: str, by_id: Mapping[str, Any], otherwise: str) -> str:
+        """`CASE id WHEN ... THEN ... ELSE otherwise END` (`otherwise` is SQL text)."""
+        parts = ["CASE ", self.quote("id")]
+        for row_id, value in by_id.items():
+            parts += [" WHEN ", self.bind("id", row_id), " THEN ", self.bind(column, value)]
+        parts += [" ELSE ", otherwise, " END"]
+        return "".join(parts)
+
+    def ids(self, row_ids: Sequence[str]) -> str:
+        """`id IN (...)`."""
+        marks = ", ".join(self.bind("id", row_id) for row_id in row_ids)
+        return f"{self.quote('id')} IN ({marks})"
+
+    def versions_are(self, versions: Mapping[str, int]) -> str:
+        """`versions_are` as driver SQL."""
+        return f"{self.quote('version')} = " + self.case("version", versions, "NULL")
+
+    def execute(self, assignments: Sequence[str], conditions: Sequence[str]) -> int:
+        """Run `UPDATE withdrawals SET <assignments> WHERE <conditions>`; the rows matched."""
+        sql = (
+            f"UPDATE {self.quote(WITHDRAWALS.name)} SET {', '.join(assignments)}"  # noqa: S608
+            f" WHERE {' AND '.join(conditions)}"
+        )
+        result = self._connection.exec_driver_sql(sql, tuple(self._params))
+        return int(result.rowcount)
+
+
+def _update_direct(
+    session: Session,
+    from_state: State,
+    group: Sequence[Withdrawal | RowAsRead],
+    heads: Mapping[str, str],
+    hops: int,
+    values: Mapping[str, Any],
+    per_row: Mapping[str, Mapping[str, Any]],
+    varying: Sequence[str],
+) -> int:
+    """`move_many`'s UPDATE of the rows of one source state as `DirectUpdate`: the same
+    statement the expression path builds (compare-and-set on each row's id, state and
+    version; CASE by id for the per-row values). The rows matched."""
+    stmt = DirectUpdate(session)
+    quote = stmt.quote
+    assignments = [f"{quote('version')} = {quote('version')} + {int(hops)}"]
+    for key, value in values.items():
+        assignments.append(f"{quote(key)} = {stmt.bind(key, value)}")
+    heads_by_id = {r.id: heads[r.id] for r in group}
+    assignments.append(
+        f"{quote('audit_head')} = {stmt.case('audit_head', heads_by_id, quote('audit_head'))}"
+    )
+    for key in varying:
+        named = {r.id: per_row[r.id][key] for r in group if key in per_row.get(r.id, {})}
+        if named:
+            assignments.append(f"{quote(key)} = {stmt.case(key, named, quote(key))}")
+    conditions = [
+        stmt.ids([row.id for row in group]),
+        f"{quote('state')} = {stmt.bind('state', from_state.value)}",
+        stmt.versions_are({r.id: r.version for r in group}),
+    ]
+    return stmt.execute(assignments, conditions)
 
 
 def count_moves(moved: Sequence[Moved], actor: str) -> None:
@@ -325,7 +452,7 @@ def _written(row: Withdrawal, values: Mapping[str, Any]) -> None:
 
 
 def _chain(
-    row: Withdrawal,
+    row: Withdrawal | RowAsRead,
     path: Sequence[Step],
     actor: str,
     now: dt.datetime,
