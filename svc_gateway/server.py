@@ -102,7 +102,8 @@ class GatewayServer:
             self._runner,
             self.settings.http_host,
             self.settings.http_port,
-            reuse_port=self.settings.workers > 1,  # gRPC sets SO_REUSEPORT by itself
+            # Every worker sets it, or the others cannot bind (gRPC sets it by itself).
+            reuse_port=self.settings.shares_ports,
         )
         await site.start()
         self.http_port = self._runner.addresses[0][1]

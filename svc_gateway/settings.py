@@ -51,8 +51,16 @@ class GatewaySettings(StoreSettings):
     connections between them). One Python process is bound by its GIL to about one core; on
     a machine with cores to spare, more workers take more requests. Above 1 the ports must be
     fixed (not 0). In Kubernetes, prefer replicas."""
+    worker_index: int = 0
+    """GATEWAY_WORKER_INDEX: which of the GATEWAY_WORKERS processes this is (the first one
+    sets it for the others it starts; not set by hand)."""
     shutdown_grace_seconds: float = 10.0
     """GATEWAY_SHUTDOWN_GRACE_SECONDS: in-flight RPCs get this long after SIGTERM."""
+
+    @property
+    def shares_ports(self) -> bool:
+        """Whether other worker processes serve the same ports (SO_REUSEPORT on each)."""
+        return self.workers > 1 or self.worker_index > 0
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -75,6 +83,7 @@ class GatewaySettings(StoreSettings):
             http_host=env_str("GATEWAY_HTTP_HOST", d.http_host),
             http_port=http_port,
             workers=workers,
+            worker_index=env_int("GATEWAY_WORKER_INDEX", d.worker_index, minimum=0),
             max_body_bytes=env_int("GATEWAY_MAX_BODY_BYTES", d.max_body_bytes, minimum=1024),
             db_threads=env_int("GATEWAY_DB_THREADS", d.db_threads, minimum=1),
             create_batch_max=env_int("GATEWAY_CREATE_BATCH_MAX", d.create_batch_max, minimum=1),
