@@ -92,8 +92,8 @@ chaos-short: deps redis-bin ## the small chaos variant that also runs inside mak
 bench-e2e: deps redis-bin ## end to end: 5 min at 220/s batched against one withdrawal per transaction
 	$(PY) -m bench.e2e
 
-# One gateway worker process per core of this 2-core machine (one process is GIL-bound).
-BENCH_API_ARGS ?= --gateway-env GATEWAY_WORKERS=2
+# Extra arguments, e.g. BENCH_API_ARGS="--gateway-env GATEWAY_WORKERS=2" or "--gateway-only".
+BENCH_API_ARGS ?=
 bench-api: deps redis-bin ## CreateWithdrawal over gRPC and REST, open loop, stepped rates, with the processor running
 	$(PY) -m bench.api_load $(BENCH_API_ARGS)
 

@@ -1,7 +1,6 @@
 """CreateWithdrawal under open-loop load, over gRPC and over REST, with the processor running.
 
-    python -m bench.api_load            # 100 … 1000/s, 10 s each, both transports
-    make bench-api                      # the same with GATEWAY_WORKERS=2 (one per core)
+    python -m bench.api_load            # 100 … 1000/s, 10 s each, both transports (make bench-api)
     python -m bench.api_load --smoke    # 2 rates x 1 s, low rates (run by the test suite)
     python -m bench.api_load --rates 400,600 --seconds 20 --transports grpc
     python -m bench.api_load --gateway-env GATEWAY_WORKERS=2   # a gateway setting
@@ -615,13 +614,15 @@ class PipelineSystem(_GatewayLog):
     processor_running = True
     prefix = "aws:"
 
-    def __init__(self, gateway_env: dict[str, str], var_dir: Path) -> None:
+    def __init__(self, gateway_env: dict[str, str], var_dir: Path, batch_nice: int = 0) -> None:
         from withdrawal_shared.stack.harness import HarnessConfig, HarnessStack
 
+        nice = {"PROCESSOR_NICE": str(batch_nice), "MONITOR_NICE": str(batch_nice)}
         self.stack = HarnessStack(
             HarnessConfig(
                 var_dir=var_dir,
                 confirmations=PIPELINE_CONFIRMATIONS,
+                env=nice if batch_nice else {},
                 service_env={"gateway": gateway_env},
             )
         )
@@ -929,6 +930,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="measure the gateway alone, without the processor (and chain) behind it",
     )
     parser.add_argument(
+        "--batch-nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the processor and the monitor at nice N (PROCESSOR_NICE, MONITOR_NICE)",
+    )
+    parser.add_argument(
         "--amount", default=None, help="USDC per request (default 1 with the pipeline, else 12.5)"
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
@@ -1011,6 +1019,7 @@ def configuration(args: argparse.Namespace, plan: Plan, system: System) -> dict[
                 if system.processor_running
                 else "not running (--gateway-only): the gateway alone"
             ),
+            "processor_and_monitor_nice": args.batch_nice,
             **{
                 name: f"pid {pid}" + (" (shared with the machine)" if name == "mariadbd" else "")
                 for name, pid in system.other_pids().items()
@@ -1139,7 +1148,7 @@ def verdicts(plan: Plan, rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
 def system_under_test(args: argparse.Namespace, plan: Plan, tmp: Path) -> Iterator[System]:
     """The pipeline (default) or the gateway alone (`--gateway-only`), stopped afterwards."""
     if not args.gateway_only:
-        pipeline = PipelineSystem(plan.gateway_env, tmp)
+        pipeline = PipelineSystem(plan.gateway_env, tmp, args.batch_nice)
         try:
             yield pipeline
         finally:

@@ -1,11 +1,15 @@
 """How every service process runs: JSON logs, the settings read from the environment, metrics
-for Prometheus when `<NAME>_METRICS_PORT` is set (`withdrawal_shared.metrics`), and a graceful
-stop on SIGTERM or SIGINT. Each `svc_*/__main__.py` is one call to `run_service`."""
+for Prometheus when `<NAME>_METRICS_PORT` is set (`withdrawal_shared.metrics`), a lower CPU
+priority when `<NAME>_NICE` is set (e.g. `PROCESSOR_NICE=10`: on a machine the services share,
+the batch work of the processor and the monitor then yields the CPU to the gateway's requests,
+whose latency a client sees), and a graceful stop on SIGTERM or SIGINT. Each
+`svc_*/__main__.py` is one call to `run_service`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -29,8 +33,9 @@ def run_service(
     configure(name)
     log = logging.getLogger(name)
 
+    prefix = name.upper()
+
     async def main() -> None:
-        prefix = name.upper()
         metrics_port = env_int(f"{prefix}_METRICS_PORT", -1, minimum=-1)
         if metrics_port >= 0:
             serve_metrics(metrics_port, env_str(f"{prefix}_METRICS_HOST", "127.0.0.1"))
@@ -41,6 +46,11 @@ def run_service(
         await serve(load_settings(), stop)
 
     try:
+        # Before any thread starts: on Linux a thread's priority is its own, and the threads
+        # started later inherit it.
+        nice = env_int(f"{prefix}_NICE", 0, minimum=0)
+        if nice:
+            os.nice(nice)
         asyncio.run(main())
     except WithdrawalSystemError as exc:
         log.error("the %s cannot start: %s", name, exc)
