@@ -526,6 +526,7 @@ class GatewayProcess(_GatewayLog):
     on a database of the benchmark's own and the machine's Redis (`--gateway-only`)."""
 
     processor_running = False
+    exit_code: int | None = None  # the gateway's, once stopped
 
     def __init__(
         self,
@@ -601,7 +602,8 @@ class GatewayProcess(_GatewayLog):
                 self.process.kill()
                 self.process.wait(5)
         self._log.close()
-        return self.process.returncode
+        self.exit_code = self.process.returncode
+        return self.exit_code
 
 
 class PipelineSystem(_GatewayLog):
@@ -613,6 +615,7 @@ class PipelineSystem(_GatewayLog):
 
     processor_running = True
     prefix = "aws:"
+    exit_code: int | None = None  # 0 unless the gateway died and was restarted, once stopped
 
     def __init__(self, gateway_env: dict[str, str], var_dir: Path, batch_nice: int = 0) -> None:
         from withdrawal_shared.stack.harness import HarnessConfig, HarnessStack
@@ -685,7 +688,8 @@ class PipelineSystem(_GatewayLog):
         child = self.stack.child("gateway")
         restarts = child.restarts
         self.stack.stop()
-        return child.last_exit_code if restarts else 0
+        self.exit_code = child.last_exit_code if restarts else 0
+        return self.exit_code
 
 
 # ---------------------------------------------------------------- figures
@@ -1210,7 +1214,7 @@ def main(argv: list[str] | None = None) -> int:
         alive = system.alive()
         gateway_log = {"levels": system.log_levels(), "first_warnings": system.warnings()}
         tail = system.log_tail()
-    code = system.stop()
+    code = system.exit_code  # stopped by `system_under_test`
     print(f"gateway log: {gateway_log}")
     if code not in (0, None) or not alive:
         print(f"the gateway exited with {code}; its log:\n{tail}")
