@@ -10,9 +10,10 @@ By default the system under test is the whole pipeline (`PipelineSystem`: a Harn
 a MariaDB database and a redis-server of its own, anvil with 2-second blocks and a 60M block
 gas limit, the payout vault, and the signer, gateway, processor and monitor as processes), so
 the processor validates, batches, signs and broadcasts what the gateway accepts while it is
-measured, on the same cores. `--gateway-only` runs `python -m svc_gateway` alone on a MariaDB
-database of its own and the machine's Redis (a key prefix of its own, deleted afterwards):
-the gateway's own cost, with nothing competing.
+measured, on the same cores. As in `make up`, the processor and the monitor run at nice 10
+(STACK_BATCH_NICE; `--batch-nice 0` puts them at the gateway's priority). `--gateway-only`
+runs `python -m svc_gateway` alone on a MariaDB database of its own and the machine's Redis
+(a key prefix of its own, deleted afterwards): the gateway's own cost, with nothing competing.
 
 Open loop: request i of a step is due at `t0 + i / rate`, whatever happened to the requests
 before it, and its latency is measured from that due time to its response, so a slow server
@@ -77,9 +78,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # ---------------------------------------------------------------- CPU of other processes
 
 
-def cpu_seconds(pid: int | None, thread: int | None = None) -> float | None:
-    """utime + stime of a process (or of one of its threads) in seconds, or None when it
-    cannot be read."""
+def _stat_fields(pid: int | None, thread: int | None = None) -> list[str] | None:
+    """The fields of /proc/<pid>/stat (or of one thread's) from field 3 (the state) on, or None
+    when it cannot be read."""
     if pid is None:
         return None
     path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
@@ -88,8 +89,20 @@ def cpu_seconds(pid: int | None, thread: int | None = None) -> float | None:
     except OSError:
         return None
     # The command name (field 2) may hold spaces; the fields after its closing paren are fixed.
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return text[text.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int | None, thread: int | None = None) -> float | None:
+    """utime + stime of a process (or of one of its threads) in seconds, or None when it
+    cannot be read."""
+    fields = _stat_fields(pid, thread)
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def nice_of(pid: int | None) -> int | None:
+    """A process's nice value (its CPU priority: 0 by default, higher yields), or None."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[16])
 
 
 def pid_of(program: str) -> int | None:
@@ -617,7 +630,7 @@ class PipelineSystem(_GatewayLog):
     prefix = "aws:"
     exit_code: int | None = None  # 0 unless the gateway died and was restarted, once stopped
 
-    def __init__(self, gateway_env: dict[str, str], var_dir: Path, batch_nice: int = 0) -> None:
+    def __init__(self, gateway_env: dict[str, str], var_dir: Path, batch_nice: int) -> None:
         from withdrawal_shared.stack.harness import HarnessConfig, HarnessStack
 
         nice = {"PROCESSOR_NICE": str(batch_nice), "MONITOR_NICE": str(batch_nice)}
@@ -625,7 +638,7 @@ class PipelineSystem(_GatewayLog):
             HarnessConfig(
                 var_dir=var_dir,
                 confirmations=PIPELINE_CONFIRMATIONS,
-                env=nice if batch_nice else {},
+                env=nice,
                 service_env={"gateway": gateway_env},
             )
         )
@@ -936,9 +949,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-nice",
         type=int,
-        default=0,
+        default=None,
         metavar="N",
-        help="run the processor and the monitor at nice N (PROCESSOR_NICE, MONITOR_NICE)",
+        help="run the processor and the monitor at nice N (PROCESSOR_NICE, MONITOR_NICE; "
+        "default: the stack's STACK_BATCH_NICE default, 10; 0 for the gateway's priority)",
     )
     parser.add_argument(
         "--amount", default=None, help="USDC per request (default 1 with the pipeline, else 12.5)"
@@ -947,6 +961,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.amount is None:
         args.amount = "12.5" if args.gateway_only else PIPELINE_AMOUNT
+    if args.batch_nice is None:
+        from withdrawal_shared.stack.config import StackConfig
+
+        args.batch_nice = StackConfig.batch_nice
     if args.profile is not None and not args.gateway_only:
         parser.error("--profile needs --gateway-only")
     return args
@@ -1023,11 +1041,15 @@ def configuration(args: argparse.Namespace, plan: Plan, system: System) -> dict[
                 if system.processor_running
                 else "not running (--gateway-only): the gateway alone"
             ),
-            "processor_and_monitor_nice": args.batch_nice,
             **{
                 name: f"pid {pid}" + (" (shared with the machine)" if name == "mariadbd" else "")
                 for name, pid in system.other_pids().items()
             },
+        },
+        # Read from /proc: the processor and the monitor yield to the gateway (STACK_BATCH_NICE).
+        "nice": {
+            name: nice_of(pid)
+            for name, pid in {"gateway": system.pid, **system.other_pids()}.items()
         },
         "checks_on": [
             "auth (API key, Authorization: Bearer, cached per key)",

@@ -5,6 +5,10 @@
 - `reorg`: `anvil_reorg` of 1..N-1 blocks (N = the confirmation depth): the replaced blocks'
   transactions are gone, so payouts the monitor saw mined must be found missing and the same
   signed bytes re-broadcast, and nothing may reach COMPLETED on a block that later vanishes.
+  Most reorgs (the first one always) are aimed: with mining paused, the injector finds the
+  newest of the last N-1 blocks that holds a transaction from one of our hot wallets (waiting
+  up to `REORG_AIM_SECONDS` for one) and reorganises at least that deep, so that the run
+  always takes mined payouts away instead of hoping a random reorg meets one.
 - `pause_mining`: no block for a few seconds; transactions pile up, fee estimates go stale.
 - `mempool_drop`: the node forgets every pending transaction (`anvil_dropAllTransactions`, as
   a node restart or a mempool eviction would): broadcast payouts never mine until the processor
@@ -49,6 +53,10 @@ SEND_DROPS = FaultRates(drop_tx=1.0, methods=frozenset({"eth_sendRawTransaction"
 (it needs a send to pass during a window while the transaction is still pending), and every run
 must lose at least one."""
 NO_FAULTS = FaultRates()
+REORG_AIM_SECONDS = 10.0
+"""How long an aimed reorg waits for one of our transactions to be mined within reach."""
+UNAIMED_REORG_SHARE = 0.25
+"""The share of reorgs after the first that go to a random depth, wherever our payouts are."""
 KINDS = (
     "kill",
     "reorg",
@@ -68,6 +76,12 @@ class FaultInjector:
         self.random = random.Random(config.seed)
         self.injected: Counter[str] = Counter()
         self.reorg_depths: Counter[int] = Counter()
+        self.reorgs_removing_ours = 0  # reorgs that took at least one of our transactions
+        self.our_transactions_reorged = 0
+        self._wallets = {address.lower() for address in stack.result.hot_wallets}
+        self.submitting = True
+        """Set by the run while withdrawals are still being submitted: payouts are being mined
+        then, so reorgs come sooner (an aimed reorg finds nothing once the payouts stop)."""
         self.events: list[tuple[float, str]] = []
         self._started = time.monotonic()
 
@@ -87,7 +101,7 @@ class FaultInjector:
         }
         weights = {
             "kill": 6.0 if short["kill"] else 1.5,
-            "reorg": 1.5 if short["reorg"] else 0.5,
+            "reorg": (1.5 if short["reorg"] else 0.5) * (2 if self.submitting else 1),
             "pause_mining": 0.5,
             "mempool_drop": 0.5,
             "redis_flush": 0.4,
@@ -132,10 +146,46 @@ class FaultInjector:
         return f"{name} (pid {pid})"
 
     def _reorg(self) -> str:
-        depth = self.random.randint(1, max(1, self.config.confirmations - 1))
-        reorg(self.w3, depth)
+        max_depth = max(1, self.config.confirmations - 1)
+        aim = self.reorgs_removing_ours == 0 or self.random.random() >= UNAIMED_REORG_SHARE
+        deadline = time.monotonic() + (REORG_AIM_SECONDS if aim else 0.0)
+        while True:
+            # Mining paused, so that the head cannot move between reading and reorganising.
+            rpc(self.w3, "evm_setIntervalMining", [0])
+            try:
+                ours = self._ours_by_depth(max_depth)
+                nearest = min(ours, default=None)
+                if nearest is not None or time.monotonic() >= deadline:
+                    low = nearest if aim and nearest is not None else 1
+                    depth = self.random.randint(low, max_depth)
+                    reorg(self.w3, depth)
+                    break
+            finally:
+                set_interval_mining(self.w3, int(self.config.block_time))
+            time.sleep(0.25)
+        removed = sum(n for d, n in ours.items() if d <= depth)
         self.reorg_depths[depth] += 1
-        return f"depth {depth}"
+        self.our_transactions_reorged += removed
+        self.reorgs_removing_ours += removed > 0
+        return f"depth {depth}, {removed} of our transactions removed" + (
+            "" if aim else " (unaimed)"
+        )
+
+    def _ours_by_depth(self, max_depth: int) -> dict[int, int]:
+        """How many of our hot wallets' transactions each of the last `max_depth` blocks holds,
+        by depth (1 = the head), for the blocks that hold any."""
+        head = self.w3.eth.block_number
+        ours: dict[int, int] = {}
+        for depth in range(1, min(max_depth, head) + 1):
+            block = self.w3.eth.get_block(head - depth + 1, full_transactions=True)
+            count = sum(
+                1
+                for tx in block["transactions"]
+                if not isinstance(tx, bytes) and str(tx["from"]).lower() in self._wallets
+            )
+            if count:
+                ours[depth] = count
+        return ours
 
     def _pause_mining(self) -> str:
         rpc(self.w3, "evm_setIntervalMining", [0])

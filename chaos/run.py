@@ -52,6 +52,7 @@ def run(config: ChaosConfig, *, var_dir: Path | None = None, out: Any = print) -
         while not (submitter.done.is_set() and faults.targets_met()):
             time.sleep(faults.random.expovariate(1.0 / config.fault_interval_seconds))
             before = len(faults.events)
+            faults.submitting = not submitter.done.is_set()
             faults.inject()
             if len(faults.events) > before:
                 out(f"chaos: +{time.monotonic() - chaos_started:6.1f}s {faults.events[-1][1]}")
@@ -85,6 +86,8 @@ def run(config: ChaosConfig, *, var_dir: Path | None = None, out: Any = print) -
             "service_restarts": {name: stack.restarts(name) for name in stack.kills},
             "faults_injected": dict(faults.injected),
             "reorgs_by_depth": {str(k): v for k, v in sorted(faults.reorg_depths.items())},
+            "reorgs_removing_our_transactions": faults.reorgs_removing_ours,
+            "our_transactions_reorged": faults.our_transactions_reorged,
             "rpc_faults_by_kind": dict(faults.rpc_faults()),
             "rpc_faults_total": faults.rpc_fault_total(),
             "quiesced": remaining == 0,
@@ -110,6 +113,8 @@ def _print_report(report: dict[str, Any], out: Any) -> None:
         ("terminal and unpaid", verdict["terminal_unpaid"]),
         ("kills per service", report["kills_per_service"]),
         ("reorgs (by depth)", report["reorgs_by_depth"]),
+        ("reorgs taking our txs", report["reorgs_removing_our_transactions"]),
+        ("our txs reorged away", report["our_transactions_reorged"]),
         ("RPC faults by kind", report["rpc_faults_by_kind"]),
         ("RPC faults total", report["rpc_faults_total"]),
         ("other faults", report["faults_injected"]),

@@ -7,10 +7,14 @@ concurrent requests and hands them to one `flush` call, which writes them in one
 and returns one outcome per item (a result, or the exception that request must raise).
 
 Batches form by themselves: while `max_in_flight` flushes are running, new items wait and
-the next flush takes all of them (up to `max_batch`). A lone request at low load is flushed at
-once, so batching adds no latency when there is nothing to batch; `wait_seconds` optionally
-lingers before taking a batch, for fewer and larger transactions at the price of that delay.
-There is no lock: everything here runs on the event loop.
+the next flush takes all of them (up to `max_batch`). `wait_seconds` lingers before taking a
+batch while another flush is still running (until the batch is full or the time is up), so
+under load batches grow and the per-transaction costs (a thread hop, a COMMIT and its log
+flush, a Redis round trip) are shared by more requests, at the price of at most that delay.
+A lone request at low load finds no flush running and is flushed at once, so batching adds
+no latency when there is nothing to batch. Measured (bench.api_load, gateway alone, 500/s
+over gRPC): 0 ms and 4 in flight, 1.59 gateway CPU ms per request; 4 ms and 1 in flight,
+0.92. There is no lock: everything here runs on the event loop.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class GroupCommit(Generic[ItemT, ResultT]):
         self._wait_seconds = wait_seconds
         self._pending: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
         self._has_pending: asyncio.Event | None = None
+        self._full: asyncio.Event | None = None  # a whole batch is pending
         self._slots: asyncio.Semaphore | None = None
         self._collector: asyncio.Task[None] | None = None
         self._flushes: set[asyncio.Task[None]] = set()
@@ -59,24 +64,33 @@ class GroupCommit(Generic[ItemT, ResultT]):
         future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         self._has_pending.set()
+        if len(self._pending) >= self._max_batch:
+            assert self._full is not None
+            self._full.set()
         return await future
 
     def _start(self) -> None:
         # Created on first use, on the loop that serves the requests.
         self._has_pending = asyncio.Event()
+        self._full = asyncio.Event()
         self._slots = asyncio.Semaphore(self._max_in_flight)
         self._collector = asyncio.create_task(self._collect(), name="group-commit")
 
     async def _collect(self) -> None:
         assert self._has_pending is not None and self._slots is not None
+        assert self._full is not None
         while True:
             await self._has_pending.wait()
             # A slot first: while every slot is busy, items pile up and leave together.
             await self._slots.acquire()
-            if self._wait_seconds and len(self._pending) < self._max_batch:
-                await asyncio.sleep(self._wait_seconds)
+            if self._wait_seconds and self._flushes and len(self._pending) < self._max_batch:
+                # Busy: linger for more items while the running flush works.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self._wait_seconds)
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
+            if len(self._pending) < self._max_batch:
+                self._full.clear()
             if not self._pending:
                 self._has_pending.clear()
             if not batch:

@@ -30,13 +30,14 @@ class GatewaySettings(StoreSettings):
     create_batch_max: int = 64
     """GATEWAY_CREATE_BATCH_MAX: at most this many CreateWithdrawal requests share one
     transaction (group commit, see svc_gateway.batching)."""
-    create_batch_in_flight: int = 4
+    create_batch_in_flight: int = 2
     """GATEWAY_CREATE_BATCH_IN_FLIGHT: group-commit transactions running at once; requests
     arriving while all are busy form the next batch."""
-    create_batch_wait_ms: float = 0.0
-    """GATEWAY_CREATE_BATCH_WAIT_MS: linger this long before taking a batch (larger batches,
-    fewer transactions, at the price of that much latency); 0 batches only what queued up
-    while the database was busy."""
+    create_batch_wait_ms: float = 6.0
+    """GATEWAY_CREATE_BATCH_WAIT_MS: while a group commit is running, linger up to this long
+    before taking the next batch (larger batches, fewer transactions, at the price of at most
+    that much latency under load; a lone request is never delayed); 0 batches only what queued
+    up while the database was busy."""
     gil_switch_interval_ms: float = 0.5
     """GATEWAY_GIL_SWITCH_INTERVAL_MS: how long the event loop may hold the GIL before a
     database thread whose reply arrived gets it (Python's default is 5 ms)."""

@@ -34,6 +34,10 @@ def test_api_load_smoke_with_the_processor_running(tmp_path: Path) -> None:
     assert api_main(["--smoke", "--generators", "1", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["config"]["processor_running"] is True
+    # As in `make up`: the batch work yields the CPU to the gateway (STACK_BATCH_NICE).
+    nice = result["config"]["nice"]
+    assert nice["gateway"] == 0
+    assert nice["processor"] == nice["monitor"] == 10
     rows = _rows(result)
     for row in rows.values():
         assert row["cpu_per_1k"]["processor"] is not None

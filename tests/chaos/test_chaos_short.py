@@ -32,6 +32,9 @@ def test_short_chaos_run_pays_every_withdrawal_exactly_once(tmp_path: Path) -> N
         assert report["rpc_faults_by_kind"].get(kind, 0) >= 1, f"no RPC {kind} fault\n{log}"
     assert sum(report["kills_per_service"].values()) >= SHORT.min_kills
     assert report["rpc_faults_total"] >= SHORT.min_rpc_faults
+    # The first reorg is aimed at a block holding one of our payouts: it took it away.
+    assert report["reorgs_removing_our_transactions"] >= 1, log
+    assert report["our_transactions_reorged"] >= 1, log
     # Nothing the gateway accepted was refused or lost; everything was settled.
     assert report["withdrawals_accepted"] == SHORT.withdrawals, log
     assert report["client_refused"] == {}, log

@@ -231,6 +231,70 @@ def test_group_commit_batches_what_queues_while_busy() -> None:
     assert sizes == [1, 8, 8, 8, 6]  # 30 at once: at most 8 a batch, one batch at a time
 
 
+def test_group_commit_lingers_only_while_a_flush_is_running() -> None:
+    """A lone request is flushed at once however long the linger; while a flush is running,
+    the next batch waits for company, and leaves early once it is full."""
+    sizes: list[int] = []
+
+    async def flush(items: Sequence[int]) -> list[int | Exception]:
+        sizes.append(len(items))
+        await asyncio.sleep(0.1)
+        return list(items)
+
+    async def run() -> tuple[float, list[int], float]:
+        loop = asyncio.get_running_loop()
+        batcher: GroupCommit[int, int] = GroupCommit(
+            flush, max_batch=4, max_in_flight=2, wait_seconds=5.0
+        )
+        started = loop.time()
+        assert await batcher.submit(0) == 0
+        alone = loop.time() - started  # 0.1 s of flush, no linger
+        started = loop.time()
+        first = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.01)  # the flush of 1 is running: the next batch lingers
+        rest = []
+        for i in range(2, 6):
+            rest.append(asyncio.ensure_future(batcher.submit(i)))
+            await asyncio.sleep(0.01)
+        results = await asyncio.gather(first, *rest)
+        full = loop.time() - started  # the batch of 2..5 left when full, not after 5 s
+        await batcher.stop()
+        return alone, results, full
+
+    alone, results, full = asyncio.run(run())
+    assert alone < 1.0
+    assert results == [1, 2, 3, 4, 5]
+    assert sizes == [1, 1, 4]
+    assert full < 1.0
+
+
+def test_group_commit_a_lingering_batch_leaves_when_its_time_is_up() -> None:
+    sizes: list[int] = []
+
+    async def flush(items: Sequence[int]) -> list[int | Exception]:
+        sizes.append(len(items))
+        await asyncio.sleep(0.5 if items == [1] else 0)
+        return list(items)
+
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        batcher: GroupCommit[int, int] = GroupCommit(
+            flush, max_batch=64, max_in_flight=2, wait_seconds=0.1
+        )
+        first = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.01)
+        started = loop.time()
+        assert await asyncio.gather(batcher.submit(2), batcher.submit(3)) == [2, 3]
+        waited = loop.time() - started  # the linger (0.1 s), not the running flush (0.5 s)
+        await first
+        await batcher.stop()
+        return waited
+
+    waited = asyncio.run(run())
+    assert sizes == [1, 2]
+    assert 0.09 <= waited < 0.45
+
+
 def test_group_commit_a_failed_flush_fails_its_batch_only() -> None:
     calls = 0
 

@@ -52,6 +52,11 @@ class StackConfig:
     hot_wallets: int = 2
     """STACK_HOT_WALLETS: how many hot wallets (keystore keys, each with its own nonce sequence)
     the signer holds; passed to it as SIGNER_KEYSTORE_COUNT. All are registered and funded."""
+    batch_nice: int = 10
+    """STACK_BATCH_NICE: the processor and the monitor run at this nice value (their
+    PROCESSOR_NICE and MONITOR_NICE, unless those are set), so that on cores they share with
+    the gateway an API request is served before batch work that can wait a few milliseconds
+    (a batch waits up to a second for company anyway); 0 runs all at the same priority."""
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -73,6 +78,7 @@ class StackConfig:
             database_url=os.environ.get("DATABASE_URL") or None,
             startup_timeout=timeout,
             hot_wallets=env_int("STACK_HOT_WALLETS", 2, minimum=1),
+            batch_nice=env_int("STACK_BATCH_NICE", 10, minimum=0),
         )
 
     # -- derived paths ---------------------------------------------------------------------

@@ -336,6 +336,8 @@ class Stack:
                 "SIGNER_KEYSTORE_PASSWORD_FILE": str(config.keystore_password_file),
             }
         )
+        for variable in ("PROCESSOR_NICE", "MONITOR_NICE"):
+            env.setdefault(variable, str(config.batch_nice))
         return env
 
     def _spawn(self, service: Service) -> Child:
