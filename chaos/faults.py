@@ -5,10 +5,11 @@
 - `reorg`: `anvil_reorg` of 1..N-1 blocks (N = the confirmation depth): the replaced blocks'
   transactions are gone, so payouts the monitor saw mined must be found missing and the same
   signed bytes re-broadcast, and nothing may reach COMPLETED on a block that later vanishes.
-  Most reorgs (the first one always) are aimed: with mining paused, the injector finds the
-  newest of the last N-1 blocks that holds a transaction from one of our hot wallets (waiting
-  up to `REORG_AIM_SECONDS` for one) and reorganises at least that deep, so that the run
-  always takes mined payouts away instead of hoping a random reorg meets one.
+  Reorgs are aimed (every one until one has taken a payout away, then three in four): the
+  injector waits up to `REORG_AIM_SECONDS` for a transaction from one of our hot wallets in
+  the last N-1 blocks, then, with mining paused, finds the newest such block and reorganises
+  at least that deep, so that the run takes mined payouts away instead of hoping a random
+  reorg meets one; they come sooner while withdrawals are still being submitted.
 - `pause_mining`: no block for a few seconds; transactions pile up, fee estimates go stale.
 - `mempool_drop`: the node forgets every pending transaction (`anvil_dropAllTransactions`, as
   a node restart or a mempool eviction would): broadcast payouts never mine until the processor
@@ -148,21 +149,22 @@ class FaultInjector:
     def _reorg(self) -> str:
         max_depth = max(1, self.config.confirmations - 1)
         aim = self.reorgs_removing_ours == 0 or self.random.random() >= UNAIMED_REORG_SHARE
-        deadline = time.monotonic() + (REORG_AIM_SECONDS if aim else 0.0)
-        while True:
-            # Mining paused, so that the head cannot move between reading and reorganising.
-            rpc(self.w3, "evm_setIntervalMining", [0])
-            try:
-                ours = self._ours_by_depth(max_depth)
-                nearest = min(ours, default=None)
-                if nearest is not None or time.monotonic() >= deadline:
-                    low = nearest if aim and nearest is not None else 1
-                    depth = self.random.randint(low, max_depth)
-                    reorg(self.w3, depth)
-                    break
-            finally:
-                set_interval_mining(self.w3, int(self.config.block_time))
-            time.sleep(0.25)
+        if aim:
+            # Wait for one of our transactions within reach, with mining running (pausing and
+            # resuming it restarts anvil's block timer: a loop of pauses would mine nothing).
+            deadline = time.monotonic() + REORG_AIM_SECONDS
+            while not self._ours_by_depth(max_depth) and time.monotonic() < deadline:
+                time.sleep(0.25)
+        # Mining paused, so that the head cannot move between reading and reorganising.
+        rpc(self.w3, "evm_setIntervalMining", [0])
+        try:
+            ours = self._ours_by_depth(max_depth)
+            nearest = min(ours, default=None)
+            low = nearest if aim and nearest is not None else 1
+            depth = self.random.randint(low, max_depth)
+            reorg(self.w3, depth)
+        finally:
+            set_interval_mining(self.w3, int(self.config.block_time))
         removed = sum(n for d, n in ours.items() if d <= depth)
         self.reorg_depths[depth] += 1
         self.our_transactions_reorged += removed
