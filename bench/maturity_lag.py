@@ -82,14 +82,13 @@ def judge_lag(
     ordered = sorted(blocks, key=lambda b: b.matured_at)
     starts = [b.matured_at for b in ordered]
     figures = LagFigures()
-    before = [
-        lag_at(ordered, starts, t_kill - pre_window + i * SAMPLE_S)
-        for i in range(round(pre_window / SAMPLE_S))
-    ]
     if not any(b.matured_at < t_kill for b in ordered):
         figures.reason = "no block matured before the kill"
         return figures
-    normal = max(before)
+    normal = max(
+        lag_at(ordered, starts, t_kill - pre_window + i * SAMPLE_S)
+        for i in range(round(pre_window / SAMPLE_S))
+    )
     after = [
         (i * SAMPLE_S, lag_at(ordered, starts, t_kill + i * SAMPLE_S))
         for i in range(1, int((horizon - t_kill) / SAMPLE_S) + 1)

@@ -156,7 +156,7 @@ class FaultInjector:
             while not self._ours_by_depth(max_depth) and time.monotonic() < deadline:
                 time.sleep(0.25)
         # Mining paused, so that the head cannot move between reading and reorganising.
-        rpc(self.w3, "evm_setIntervalMining", [0])
+        set_interval_mining(self.w3, 0)
         try:
             ours = self._ours_by_depth(max_depth)
             nearest = min(ours, default=None)
@@ -190,7 +190,7 @@ class FaultInjector:
         return ours
 
     def _pause_mining(self) -> str:
-        rpc(self.w3, "evm_setIntervalMining", [0])
+        set_interval_mining(self.w3, 0)
         time.sleep(self.config.mining_pause_seconds)
         set_interval_mining(self.w3, int(self.config.block_time))
         return f"{self.config.mining_pause_seconds:g}s"
