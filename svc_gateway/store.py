@@ -79,6 +79,7 @@ _AUDIT_COLUMNS = (
     "occur_time",
     "prev_hash",
     "hash",
+    "snapshot",
 )
 
 StoredWithdrawal: TypeAlias = Withdrawal | CreatedWithdrawal
@@ -484,7 +485,8 @@ class WithdrawalStore:
     def events_after(
         self, partner_id: str, withdrawal_id: str, version: int
     ) -> tuple[Withdrawal | None, Sequence[WithdrawalAudit]]:
-        """The current row and its audit rows with a version above `version`, in order."""
+        """The current row and its audit rows with a version above `version`, in order: each
+        audit row alone is its version's event, the row adds the fields that never change."""
         with self.sessions() as session:
             row = session.scalar(
                 select(Withdrawal).where(

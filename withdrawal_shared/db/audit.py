@@ -1,12 +1,65 @@
 """The hash chain of the audit trail: each row's hash covers its content and the previous
-row's hash, so editing or deleting any row of a withdrawal's trail is detectable."""
+row's hash, so editing or deleting any row of a withdrawal's trail is detectable.
+
+Each row also keeps a snapshot of the withdrawal's fields that change over its life apart
+from the state: the transaction hash, the fee and the confirmations, as they were right after
+the change (`Snapshot`, stored as canonical JSON in `withdrawal_audit.snapshot`). With the
+row's state, reason, message and time, it is everything a watcher's event shows that the
+withdrawal's immutable fields do not, so an event is rebuilt from its audit row alone. The
+hash covers the snapshot's stored text. Rows written before migration 0008 have no snapshot
+(NULL); their hash is computed exactly as it was then, without it.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+from dataclasses import dataclass
 
 GENESIS = "0" * 64
+
+SNAPSHOT_FIELDS = ("tx_hash", "fee_wei", "confirmations")
+"""The `withdrawals` columns an audit row's snapshot records."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The withdrawal's changing fields (other than its state) right after an audited change."""
+
+    tx_hash: str | None = None
+    fee_wei: int | None = None
+    confirmations: int = 0
+
+    def encode(self) -> str:
+        """Canonical JSON (sorted keys, no spaces; the fee as a decimal string, exact at any
+        size): the text stored and hashed."""
+        return json.dumps(
+            {
+                "confirmations": self.confirmations,
+                "fee_wei": None if self.fee_wei is None else str(self.fee_wei),
+                "tx_hash": self.tx_hash,
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+
+    @classmethod
+    def decode(cls, text: str | None) -> Snapshot | None:
+        """The stored snapshot, or None for a row written without one (before 0008)."""
+        if text is None:
+            return None
+        data = json.loads(text)
+        fee = data.get("fee_wei")
+        return cls(
+            tx_hash=data.get("tx_hash"),
+            fee_wei=None if fee is None else int(fee),
+            confirmations=int(data.get("confirmations") or 0),
+        )
+
+
+NEW_SNAPSHOT = Snapshot()
+"""A new withdrawal's: no transaction, no fee, no confirmations."""
 
 
 def audit_hash(
@@ -21,8 +74,11 @@ def audit_hash(
     message: str,
     reorged: bool,
     occur_time: dt.datetime,
+    snapshot: str | None = None,
 ) -> str:
-    fields = (
+    """SHA-256 over the row's fields joined by U+001F; the snapshot text is the last field
+    when there is one (None only for rows written before it existed)."""
+    fields = [
         prev_hash,
         withdrawal_id,
         str(version),
@@ -33,5 +89,7 @@ def audit_hash(
         message,
         "1" if reorged else "0",
         occur_time.strftime("%Y-%m-%dT%H:%M:%S.%f"),
-    )
+    ]
+    if snapshot is not None:
+        fields.append(snapshot)
     return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()

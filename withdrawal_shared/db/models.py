@@ -132,7 +132,10 @@ class Withdrawal(Base):
 
 
 class WithdrawalAudit(Base):
-    """Append-only audit trail: one row per state change, hash-chained per withdrawal."""
+    """Append-only audit trail: one row per state change, hash-chained per withdrawal.
+
+    `snapshot` holds the withdrawal's transaction hash, fee and confirmations right after the
+    change (`audit.Snapshot` as JSON; NULL on rows written before migration 0008)."""
 
     __tablename__ = "withdrawal_audit"
     __table_args__ = (
@@ -151,6 +154,7 @@ class WithdrawalAudit(Base):
     occur_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    snapshot: Mapped[str | None] = mapped_column(String(255))
 
 
 class HotWallet(Base):

@@ -5,6 +5,14 @@ audit row in the caller's transaction. Nothing else updates `withdrawals.state`.
 guarantees but a constant number of statements (one UPDATE per distinct source state and one
 multi-row INSERT of the audit rows), which is what lets a payout of hundreds of withdrawals,
 or a consumer batch, cost a few round trips instead of hundreds: see its docstring.
+
+Every audit row records the withdrawal's transaction hash, fee and confirmations as they are
+right after the change (`audit.Snapshot`, covered by the row's hash), so that watchers can be
+shown each version as it was. Those columns also change without a state change (the monitor
+counts confirmations, a replacement at the same nonce changes the hash), so neither the row
+as the caller read it nor the fields it sets are enough: `move` and `move_many` read them
+with `SELECT ... FOR UPDATE` just before their UPDATE (one statement more per call, by
+primary key; the lock is the one the UPDATE takes anyway) and lay the new values over them.
 """
 
 from __future__ import annotations
@@ -15,11 +23,27 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, String, Table, bindparam, insert, select, text, update
+from sqlalchemy import (
+    ClauseElement,
+    ColumnElement,
+    String,
+    Table,
+    bindparam,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from withdrawal_shared.db.audit import GENESIS, audit_hash
+from withdrawal_shared.db.audit import (
+    GENESIS,
+    NEW_SNAPSHOT,
+    SNAPSHOT_FIELDS,
+    Snapshot,
+    audit_hash,
+)
 from withdrawal_shared.db.models import Withdrawal, WithdrawalAudit
 from withdrawal_shared.errors import WithdrawalSystemError
 from withdrawal_shared.metrics import WITHDRAWAL_HOLDS, WITHDRAWAL_TRANSITIONS
@@ -62,11 +86,14 @@ def creation_audit(
     message: str,
     occur_time: dt.datetime,
     actor: str,
+    snapshot: Snapshot = NEW_SNAPSHOT,
 ) -> tuple[dict[str, Any], Moved]:
     """The first audit row of a new withdrawal (version 1, from nothing to `state`) as column
     values, and the Moved it records. The withdrawal row gets `version` 1 and `audit_head` the
-    audit row's `hash`. For writers that insert many rows at once without ORM objects (the
+    audit row's `hash`; `snapshot` is its transaction hash, fee and confirmations (none, for a
+    new withdrawal). For writers that insert many rows at once without ORM objects (the
     gateway's group commit); `record_creation` is the same for one ORM row."""
+    recorded = snapshot.encode()
     digest = audit_hash(
         prev_hash=GENESIS,
         withdrawal_id=withdrawal_id,
@@ -78,6 +105,7 @@ def creation_audit(
         message=message,
         reorged=False,
         occur_time=occur_time,
+        snapshot=recorded,
     )
     audit = {
         "withdrawal_id": withdrawal_id,
@@ -91,6 +119,7 @@ def creation_audit(
         "occur_time": occur_time,
         "prev_hash": GENESIS,
         "hash": digest,
+        "snapshot": recorded,
     }
     moved = Moved(withdrawal_id, partner_id, None, State(state), 1, reason, False, occur_time)
     return audit, moved
@@ -106,6 +135,7 @@ def record_creation(session: Session, row: Withdrawal, *, actor: str) -> Moved:
         message=row.state_message,
         occur_time=row.create_time,
         actor=actor,
+        snapshot=Snapshot(row.tx_hash, row.fee_wei, row.confirmations or 0),
     )
     row.version = 1
     row.audit_head = audit["hash"]
@@ -130,11 +160,15 @@ def move(
 
     Raises TransitionConflict when the stored row moved since it was read (or a `where`
     condition no longer holds), ValueError when the lifecycle forbids the move. `fields` are
-    extra columns to set in the same UPDATE.
+    extra columns to set in the same UPDATE (plain values for the snapshot's columns).
     """
     from_state = State(row.state)
     if not can_move(from_state, to_state):
         raise ValueError(f"withdrawal {row.id}: {from_state} -> {to_state} is not allowed")
+    stored = _snapshots_for_update(session, [row.id]).get(row.id)
+    if stored is None:
+        raise TransitionConflict(f"withdrawal {row.id} no longer exists")
+    snapshot = _with_fields(stored, fields).encode()
     now = utcnow()
     version = row.version + 1
     digest = audit_hash(
@@ -148,6 +182,7 @@ def move(
         message=message,
         reorged=reorged,
         occur_time=now,
+        snapshot=snapshot,
     )
     values: dict[str, Any] = {
         "state": to_state.value,
@@ -186,6 +221,7 @@ def move(
             occur_time=now,
             prev_hash=row.audit_head,
             hash=digest,
+            snapshot=snapshot,
         )
     )
     _written(row, values)
@@ -254,7 +290,10 @@ def move_many(
     and fall back to moving rows one by one with `move`, which tells them apart. A
     concurrent cancel therefore wins or loses cleanly, exactly as with `move`.
 
-    `fields` are extra columns set on every row; `row_fields[id]` extra columns of one row.
+    `fields` are extra columns set on every row; `row_fields[id]` extra columns of one row
+    (plain values for the snapshot's columns). Each audit row's snapshot is the row as stored
+    (read with one `SELECT ... FOR UPDATE` of all the rows) with these columns laid over it at
+    the last step; the steps before show it as stored.
     Returns the `Moved`s in order: for each row, one per step. ORM rows show the new values
     afterwards (as loaded, not as changes); `RowAsRead`s are left as they were read.
     """
@@ -270,11 +309,10 @@ def move_many(
     moved: list[Moved] = []
     heads: dict[str, str] = {}
     by_source: dict[State, list[Withdrawal | RowAsRead]] = defaultdict(list)
+    snapshots = _before_and_after(session, rows, common, per_row)
     for row in rows:
-        if row.id in heads:
-            raise ValueError(f"withdrawal {row.id} is given twice")
         by_source[State(row.state)].append(row)
-        heads[row.id] = _chain(row, path, actor, now, audits, moved)
+        heads[row.id] = _chain(row, path, actor, now, audits, moved, snapshots[row.id])
     last = path[-1]
     hops = len(path)
     values: dict[str, Any] = {
@@ -458,14 +496,19 @@ def _chain(
     now: dt.datetime,
     audits: list[dict[str, Any]],
     moved: list[Moved],
+    snapshots: tuple[Snapshot, Snapshot],
 ) -> str:
-    """Append `row`'s audit rows and `Moved`s along `path`; the new audit head."""
+    """Append `row`'s audit rows and `Moved`s along `path`; the new audit head. `snapshots`
+    are the row's changing fields before the move and after it: the steps before the last
+    record the first, the last step the second."""
     prev_hash, version, current = row.audit_head, row.version, State(row.state)
-    for step in path:
+    before, after = (snapshot.encode() for snapshot in snapshots)
+    for index, step in enumerate(path, start=1):
         if not can_move(current, step.to_state):
             raise ValueError(f"withdrawal {row.id}: {current} -> {step.to_state} is not allowed")
         version += 1
         message = step.message[:512]
+        snapshot = after if index == len(path) else before
         digest = audit_hash(
             prev_hash=prev_hash,
             withdrawal_id=row.id,
@@ -477,6 +520,7 @@ def _chain(
             message=message,
             reorged=step.reorged,
             occur_time=now,
+            snapshot=snapshot,
         )
         audits.append(
             {
@@ -491,6 +535,7 @@ def _chain(
                 "occur_time": now,
                 "prev_hash": prev_hash,
                 "hash": digest,
+                "snapshot": snapshot,
             }
         )
         moved.append(
@@ -507,6 +552,63 @@ def _chain(
         )
         prev_hash, current = digest, step.to_state
     return prev_hash
+
+
+def _snapshots_for_update(session: Session, ids: Sequence[str]) -> dict[str, Snapshot]:
+    """The stored transaction hash, fee and confirmations of these withdrawals, by id, read
+    with `SELECT ... FOR UPDATE` (in id order, as the UPDATE that follows locks them), so
+    nothing changes them between this read and the caller's commit. A plain read on SQLite,
+    whose transactions here hold the database's write lock from BEGIN."""
+    c = WITHDRAWALS.c
+    result = session.execute(
+        select(c.id, c.tx_hash, c.fee_wei, c.confirmations)
+        .where(c.id.in_(ids))
+        .order_by(c.id)
+        .with_for_update()
+    )
+    return {
+        row_id: Snapshot(tx_hash, fee, confirmations or 0)
+        for row_id, tx_hash, fee, confirmations in result
+    }
+
+
+def _before_and_after(
+    session: Session,
+    rows: Sequence[Withdrawal | RowAsRead],
+    common: Mapping[str, Any],
+    per_row: Mapping[str, Mapping[str, Any]],
+) -> dict[str, tuple[Snapshot, Snapshot]]:
+    """`move_many`'s snapshots of each row, by id: as stored (locked), and with the move's
+    new values. ValueError when a row is given twice."""
+    ids = [row.id for row in rows]
+    if len(set(ids)) != len(ids):
+        twice = next(row_id for row_id in ids if ids.count(row_id) > 1)
+        raise ValueError(f"withdrawal {twice} is given twice")
+    stored = _snapshots_for_update(session, ids)
+    snapshots: dict[str, tuple[Snapshot, Snapshot]] = {}
+    for row_id in ids:
+        before = stored.get(row_id)
+        if before is None:
+            raise TransitionConflict(f"withdrawal {row_id} no longer exists")
+        after = _with_fields(_with_fields(before, common), per_row.get(row_id, {}))
+        snapshots[row_id] = (before, after)
+    return snapshots
+
+
+def _with_fields(snapshot: Snapshot, fields: Mapping[str, Any]) -> Snapshot:
+    """`snapshot` with the snapshot's columns among `fields` (a move's new values) laid over
+    it. Those must be plain values: a SQL expression's result is not known before the UPDATE."""
+    changed = {key: fields[key] for key in SNAPSHOT_FIELDS if key in fields}
+    if not changed:
+        return snapshot
+    for key, value in changed.items():
+        if isinstance(value, ClauseElement):
+            raise ValueError(f"{key} must be a plain value to be recorded in the audit trail")
+    return Snapshot(
+        tx_hash=changed.get("tx_hash", snapshot.tx_hash),
+        fee_wei=changed.get("fee_wei", snapshot.fee_wei),
+        confirmations=changed.get("confirmations", snapshot.confirmations) or 0,
+    )
 
 
 def by_id(column: str, values: Mapping[str, Any]) -> Any:
@@ -564,6 +666,7 @@ def verify_audit_chain(session: Session, withdrawal_id: str) -> bool:
             message=audit.message,
             reorged=audit.reorged,
             occur_time=audit.occur_time,
+            snapshot=audit.snapshot,
         )
         if digest != audit.hash:
             return False
