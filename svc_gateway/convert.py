@@ -1,21 +1,30 @@
-"""Database rows to API messages."""
+"""Database rows to API messages: a withdrawal as it is now (`to_proto`), or as it was at one
+of its versions (`as_of`, from that version's audit row: what watchers are sent)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import TYPE_CHECKING
 
 from google.protobuf import timestamp_pb2
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
 from withdrawal_shared.amounts import format_amount
-from withdrawal_shared.db.models import Withdrawal
+from withdrawal_shared.db.audit import Snapshot
+from withdrawal_shared.db.models import Withdrawal, WithdrawalAudit
 from withdrawal_shared.db.reference import ReferenceData
+from withdrawal_shared.states import TERMINAL, State
 
 if TYPE_CHECKING:
     from svc_gateway.store import CreatedWithdrawal
 
 RESOURCE_PREFIX = "withdrawals/"
+
+CONFIRMATIONS_PHRASE = re.compile(r"\b(\d+) of (\d+) confirmations\b")
+"""How a CONFIRMING message counts (the monitor's "...; 2 of 5 confirmations.")."""
+PAID_PHRASE = re.compile(r"\bhas (\d+) confirmations\b")
+"""How a COMPLETED message counts (the monitor's "Paid: ... has 5 confirmations.")."""
 
 
 def resource_name(withdrawal_id: str) -> str:
@@ -28,12 +37,23 @@ def _timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def to_proto(
+def state_message(state: str, message: str, confirmations: int) -> str:
+    """The message to show beside `confirmations`. A CONFIRMING message is written once, with
+    the count at that moment, while the count keeps rising without a new version: its
+    "N of M confirmations" is shown with the count rendered beside it. Others as written."""
+    if state != State.CONFIRMING:
+        return message
+    return CONFIRMATIONS_PHRASE.sub(
+        lambda found: f"{confirmations} of {found.group(2)} confirmations", message, count=1
+    )
+
+
+def _unchanging(
     row: Withdrawal | CreatedWithdrawal, reference: ReferenceData
 ) -> withdrawal_pb2.Withdrawal:
+    """The fields a withdrawal has from its creation on and never changes."""
     token = reference.tokens_by_id[row.token_id]
-    chain = reference.chains[row.chain]
-    message = withdrawal_pb2.Withdrawal(
+    return withdrawal_pb2.Withdrawal(
         name=resource_name(row.id),
         client_reference=row.client_reference,
         chain=row.chain,
@@ -41,18 +61,86 @@ def to_proto(
         recipient_address=row.recipient,
         amount=format_amount(row.amount, token.decimals),
         priority=withdrawal_pb2.Priority.Value(f"PRIORITY_{row.priority}"),
-        state=withdrawal_pb2.State.Value(f"STATE_{row.state}"),
-        state_reason=row.state_reason,
-        state_message=row.state_message,
-        transaction_hash=row.tx_hash or "",
-        confirmations=row.confirmations,
         create_time=_timestamp(row.create_time),
-        update_time=_timestamp(row.update_time),
-        version=row.version,
     )
-    if row.fee_wei is not None:
-        message.fee = format_amount(row.fee_wei, chain.native_decimals)
-        message.fee_currency = chain.native_symbol
-    if row.end_time is not None:
-        message.end_time.CopyFrom(_timestamp(row.end_time))
+
+
+def _set_changing(
+    message: withdrawal_pb2.Withdrawal,
+    reference: ReferenceData,
+    chain: str,
+    *,
+    state: str,
+    reason: str,
+    text: str,
+    snapshot: Snapshot,
+    version: int,
+    update_time: dt.datetime,
+    end_time: dt.datetime | None,
+) -> withdrawal_pb2.Withdrawal:
+    message.state = withdrawal_pb2.State.Value(f"STATE_{state}")
+    message.state_reason = reason
+    message.state_message = state_message(state, text, snapshot.confirmations)
+    message.transaction_hash = snapshot.tx_hash or ""
+    message.confirmations = snapshot.confirmations
+    message.version = version
+    message.update_time.CopyFrom(_timestamp(update_time))
+    if snapshot.fee_wei is not None:
+        native = reference.chains[chain]
+        message.fee = format_amount(snapshot.fee_wei, native.native_decimals)
+        message.fee_currency = native.native_symbol
+    if end_time is not None:
+        message.end_time.CopyFrom(_timestamp(end_time))
     return message
+
+
+def to_proto(
+    row: Withdrawal | CreatedWithdrawal, reference: ReferenceData
+) -> withdrawal_pb2.Withdrawal:
+    """The withdrawal as it is now."""
+    return _set_changing(
+        _unchanging(row, reference),
+        reference,
+        row.chain,
+        state=row.state,
+        reason=row.state_reason,
+        text=row.state_message,
+        snapshot=Snapshot(row.tx_hash, row.fee_wei, row.confirmations),
+        version=row.version,
+        update_time=row.update_time,
+        end_time=row.end_time,
+    )
+
+
+def as_of(
+    row: Withdrawal, audit: WithdrawalAudit, reference: ReferenceData
+) -> withdrawal_pb2.Withdrawal:
+    """The withdrawal as it was right after the change `audit` records (its version): the
+    state, reason, message, transaction hash, fee, confirmations and times from the audit
+    row, only the fields that never change from `row`. The same message whenever it is built,
+    live or in a replay. An audit row written before snapshots were recorded shows no
+    transaction hash or fee, and only the confirmations its message states."""
+    snapshot = Snapshot.decode(audit.snapshot)
+    if snapshot is None:
+        snapshot = Snapshot(confirmations=_stated_confirmations(audit.to_state, audit.message))
+    return _set_changing(
+        _unchanging(row, reference),
+        reference,
+        row.chain,
+        state=audit.to_state,
+        reason=audit.reason,
+        text=audit.message,
+        snapshot=snapshot,
+        version=audit.version,
+        update_time=audit.occur_time,
+        end_time=audit.occur_time if State(audit.to_state) in TERMINAL else None,
+    )
+
+
+def _stated_confirmations(state: str, message: str) -> int:
+    """The confirmations a CONFIRMING or COMPLETED message states; 0 for any other."""
+    phrase = {State.CONFIRMING: CONFIRMATIONS_PHRASE, State.COMPLETED: PAID_PHRASE}.get(
+        State(state)
+    )
+    found = phrase.search(message) if phrase is not None else None
+    return int(found.group(1)) if found is not None else 0

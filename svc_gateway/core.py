@@ -22,14 +22,13 @@ import redis.asyncio as aioredis
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
 from svc_gateway.auth import Caller
 from svc_gateway.batching import GroupCommit
-from svc_gateway.convert import RESOURCE_PREFIX, to_proto
+from svc_gateway.convert import RESOURCE_PREFIX, as_of, to_proto
 from svc_gateway.events import EventHub
 from svc_gateway.listing import encode_page_token, parse_list_request
 from svc_gateway.store import Created, WithdrawalStore
 from svc_gateway.validation import NewWithdrawal, validate_create
 from withdrawal_shared import queue
 from withdrawal_shared.crash_points import crash_point
-from withdrawal_shared.db.models import WithdrawalAudit
 from withdrawal_shared.db.reference import ReferenceData
 from withdrawal_shared.errors import FieldViolation, invalid_argument, not_found
 from withdrawal_shared.ids import is_ulid
@@ -201,7 +200,7 @@ class WithdrawalCore:
                         event_type=withdrawal_pb2.EVENT_TYPE_REORGED
                         if audit.reorged
                         else withdrawal_pb2.EVENT_TYPE_STATE_CHANGED,
-                        withdrawal=_as_of(to_proto(current, reference), audit),
+                        withdrawal=as_of(current, audit, reference),
                         previous_state=withdrawal_pb2.State.Value(f"STATE_{audit.from_state}")
                         if audit.from_state
                         else withdrawal_pb2.STATE_UNSPECIFIED,
@@ -210,12 +209,3 @@ class WithdrawalCore:
                 if State(current.state) in TERMINAL and last_version >= current.version:
                     return
                 await subscription.wait(self.watch_poll_seconds)
-
-
-def _as_of(message: withdrawal_pb2.Withdrawal, audit: WithdrawalAudit) -> withdrawal_pb2.Withdrawal:
-    """The current withdrawal, with the state fields as the audit row recorded them."""
-    message.state = withdrawal_pb2.State.Value(f"STATE_{audit.to_state}")
-    message.state_reason = audit.reason
-    message.state_message = audit.message
-    message.version = audit.version
-    return message
