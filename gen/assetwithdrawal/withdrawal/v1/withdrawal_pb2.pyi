@@ -193,7 +193,9 @@ class Withdrawal(_message.Message):
     fee_currency: _builtins.str
     """The chain's native currency symbol in which `fee` is expressed, e.g. `POL`."""
     confirmations: _builtins.int
-    """Number of blocks on top of (and including) the block holding the transaction."""
+    """Number of blocks on top of (and including) the block holding the transaction. While
+    CONFIRMING it rises without a new `version`; `state_message` states the same count.
+    """
     version: _builtins.int
     """Monotonic version of the withdrawal, increased by every state change."""
     @_builtins.property
@@ -422,7 +424,11 @@ class WatchWithdrawalResponse(_message.Message):
     """The state before the event; STATE_UNSPECIFIED for the first snapshot."""
     @_builtins.property
     def withdrawal(self) -> Global___Withdrawal:
-        """The withdrawal as it is after the event."""
+        """The withdrawal as it was right after the event, at its `version` (for a snapshot, as it
+        is now): live or replayed, the event of a version is the same message. Confirmations
+        counted after it, or a replacement transaction's hash, appear in the next event and in
+        GetWithdrawal, not in an event of their own.
+        """
 
     def __init__(
         self,
