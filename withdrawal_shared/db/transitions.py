@@ -2,9 +2,10 @@
 audit row in the caller's transaction. Nothing else updates `withdrawals.state`.
 
 `move` moves one withdrawal. `move_many` moves many in the same transaction with the same
-guarantees but a constant number of statements (one UPDATE per distinct source state and one
-multi-row INSERT of the audit rows), which is what lets a payout of hundreds of withdrawals,
-or a consumer batch, cost a few round trips instead of hundreds: see its docstring.
+guarantees but a constant number of statements (one SELECT ... FOR UPDATE of the audit
+snapshots' columns, one UPDATE per distinct source state and one multi-row INSERT of the
+audit rows), which is what lets a payout of hundreds of withdrawals, or a consumer batch,
+cost a few round trips instead of hundreds: see its docstring.
 
 Every audit row records the withdrawal's transaction hash, fee and confirmations as they are
 right after the change (`audit.Snapshot`, covered by the row's hash), so that watchers can be
@@ -282,9 +283,10 @@ def move_many(
     QUEUED) write one audit row each and the row itself once, at the last step; nobody can
     observe the intermediate state, since it all commits together.
 
-    What differs is the cost: one UPDATE per distinct source state (the per-row values, the
-    new version and audit head, go in CASE expressions) and one multi-row INSERT of the audit
-    rows, instead of two statements per row and step. When fewer rows matched than were
+    What differs is the cost: one SELECT ... FOR UPDATE (the snapshots' columns), one UPDATE
+    per distinct source state (the per-row values, the new version and audit head, go in CASE
+    expressions) and one multi-row INSERT of the audit rows, instead of three statements per
+    row and step. When fewer rows matched than were
     given (someone else moved one of them first: a cancel, another processor), it raises
     `TransitionConflict` without saying which; the caller must roll the transaction back
     and fall back to moving rows one by one with `move`, which tells them apart. A
