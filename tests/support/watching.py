@@ -20,7 +20,7 @@ _PAID = re.compile(r"\bhas (\d+) confirmations\b")
 def watch(
     stub: withdrawal_pb2_grpc.WithdrawalServiceStub,
     name: str,
-    metadata: Sequence[tuple[str, str]],
+    metadata: tuple[tuple[str, str], ...],
     *,
     resume_after_version: int | None = None,
     timeout: float = 60,
@@ -38,7 +38,7 @@ class LiveWatch:
 
     stub: withdrawal_pb2_grpc.WithdrawalServiceStub
     name: str
-    metadata: Sequence[tuple[str, str]]
+    metadata: tuple[tuple[str, str], ...]
     timeout: float = 60
     events: list[withdrawal_pb2.WatchWithdrawalResponse] = field(default_factory=list)
     error: BaseException | None = None
