@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.orm.attributes import set_committed_value
 from web3 import Web3
 
-import svc_monitor.follower as follower_module
+import svc_monitor.mining as mining_module
 from svc_monitor.follower import ChainFollower, MonitorError
 from tests.monitor.builders import ChainSetup, audit_trail, pay, payout_row, withdrawals
 from withdrawal_shared.chain.anvil import drop_transaction, mine, reorg, set_automine
@@ -285,7 +285,7 @@ def test_a_conflict_rolls_back_the_whole_payout_and_the_next_poll_retries(
     """Someone else moved a withdrawal between our read and our write: nothing of the poll's
     transaction is kept (the payout row stays BROADCAST) and the next poll settles it."""
     payout = pay(setup, [AMOUNT, AMOUNT])
-    real_move_many = follower_module.move_many
+    real_move_many = mining_module.move_many
     calls = 0
 
     def racing_move_many(session: Any, rows: Any, *args: Any, **kwargs: Any) -> list[Moved]:
@@ -301,7 +301,7 @@ def test_a_conflict_rolls_back_the_whole_payout_and_the_next_poll_retries(
                 set_committed_value(rows[1], "version", rows[1].version - 1)
         return real_move_many(session, rows, *args, **kwargs)
 
-    monkeypatch.setattr(follower_module, "move_many", racing_move_many)
+    monkeypatch.setattr(mining_module, "move_many", racing_move_many)
     report = follower.poll_once()
     assert (report.conflicts, report.mined, report.moved) == (1, 0, [])
     assert payout_row(setup, payout).state == PayoutState.BROADCAST
