@@ -37,6 +37,7 @@ from svc_monitor.vault_items import Outcome, VaultItems
 from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.models import PayoutItem, PayoutTransaction, Withdrawal
 from withdrawal_shared.db.transitions import Moved, RowAsRead, Step, move, move_many, utcnow
+from withdrawal_shared.holds import HoldReason
 from withdrawal_shared.states import PayoutState, State
 
 log = logging.getLogger(__name__)
@@ -167,15 +168,9 @@ class Confirmations:
             expected_block_hash=row.block_hash,
         )
         self._drop_replaced(session, row)
-        message = (
+        message = HoldReason.PAYOUT_REVERTED.state_message(
             f"Transaction {row.tx_hash} reverted in block {row.block_number} "
-            f"({depth} confirmations): {row.revert_reason or 'reverted'}. Nothing was paid (a "
-            "reverted transaction transfers no tokens; only its gas fee was spent). "
-        ) + (
-            "It is retried by itself under the same payout number, which the payout vault "
-            "never pays twice."
-            if row.kind == "vault"
-            else "It is retried by itself in a new transaction once the transfer would succeed."
+            f"({depth} confirmations): {row.revert_reason or 'reverted'}."
         )
         withdrawals = linked(session, row.id)
         shares = split_fee(row.fee_wei or 0, [w.id for w in withdrawals])
@@ -190,7 +185,7 @@ class Confirmations:
                     withdrawal,
                     State.ON_HOLD,
                     actor=self._rows.actor,
-                    reason="PAYOUT_REVERTED",
+                    reason=HoldReason.PAYOUT_REVERTED,
                     message=message,
                     fee_wei=(withdrawal.fee_wei or 0) + shares[withdrawal.id],
                     confirmations=0,

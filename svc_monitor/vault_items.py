@@ -22,6 +22,7 @@ from withdrawal_shared.chain.payout import (
 )
 from withdrawal_shared.db.models import PayoutItem, PayoutTransaction, Withdrawal
 from withdrawal_shared.db.transitions import Moved, move
+from withdrawal_shared.holds import HoldReason
 from withdrawal_shared.states import PayoutState, State
 
 log = logging.getLogger(__name__)
@@ -75,22 +76,20 @@ class VaultItems:
     ) -> Moved:
         """The vault could not pay this item (its bit stays unset): nothing was paid. An
         outflow cap clears by itself; anything else needs an operator."""
-        capped = item.outcome_reason == "OUTFLOW_CAP"
+        reason = (
+            HoldReason.OUTFLOW_CAP_REACHED
+            if item.outcome_reason == OUTFLOW_CAP_REASON.decode()
+            else HoldReason.PAYOUT_ITEM_FAILED
+        )
         return move(
             session,
             withdrawal,
             State.ON_HOLD,
             actor=self._actor,
-            reason="OUTFLOW_CAP_REACHED" if capped else "PAYOUT_ITEM_FAILED",
-            message=(
-                f"Not paid: in transaction {row.tx_hash} ({depth} confirmations) the payout "
-                f"of this withdrawal failed ({item.outcome_reason}) while the others were "
-                "paid. "
-                + (
-                    "It is retried by itself when the vault's outflow window allows."
-                    if capped
-                    else "An operator must review the recipient or the token."
-                )
+            reason=reason,
+            message=reason.state_message(
+                f"In transaction {row.tx_hash} ({depth} confirmations) the payout of this "
+                f"withdrawal failed ({item.outcome_reason}) while the others were paid."
             ),
             fee_wei=fee,
             confirmations=0,
@@ -134,10 +133,10 @@ class VaultItems:
             withdrawal,
             State.ON_HOLD,
             actor=self._actor,
-            reason="ALREADY_PAID_ELSEWHERE",
-            message=f"The payout vault reports this withdrawal's number as already paid, but "
-            f"no payout known here paid it (transaction {row.tx_hash} skipped it). Nothing "
-            "more will be paid; an operator must reconcile it.",
+            reason=HoldReason.ALREADY_PAID_ELSEWHERE,
+            message=HoldReason.ALREADY_PAID_ELSEWHERE.state_message(
+                f"Transaction {row.tx_hash} skipped it as already paid."
+            ),
             fee_wei=fee,
             confirmations=0,
         )

@@ -18,6 +18,7 @@ from withdrawal_shared.chain.anvil import drop_transaction, mine, reorg, set_aut
 from withdrawal_shared.chain.contracts import balance_of, pause, stablecoin_contract
 from withdrawal_shared.db.models import Chain
 from withdrawal_shared.db.transitions import Moved, RowAsRead, verify_audit_chain
+from withdrawal_shared.holds import HoldReason
 from withdrawal_shared.states import PayoutState, State
 
 pytestmark = pytest.mark.chain
@@ -122,7 +123,7 @@ def test_reverted_transfer_waits_for_the_depth_then_holds_for_a_retry_and_pays_n
     [w] = withdrawals(setup, payout)
     assert (w.state, w.state_reason) == ("ON_HOLD", "PAYOUT_REVERTED")
     assert "EnforcedPause()" in w.state_message
-    assert "Nothing was paid" in w.state_message
+    assert w.state_message.startswith(HoldReason.PAYOUT_REVERTED.meaning)
     assert w.payout_tx_id is None
     assert w.fee_wei == receipt["gasUsed"] * receipt["effectiveGasPrice"]
     row = payout_row(setup, payout)
