@@ -1,18 +1,24 @@
-"""Reading what a mined transaction did: ERC-20 Transfer logs and revert reasons.
+"""Reading what a mined transaction did: its receipt, ERC-20 Transfer logs and revert reasons.
 
-Pure functions over receipt logs and revert data, so they are testable without a node.
-(Candidates for `withdrawal_shared.chain` once another service needs them.)
+`read_receipt` and `revert_reason` ask the node; the rest are pure functions over receipt logs
+and revert data, testable without a node (candidates for `withdrawal_shared.chain` once
+another service needs them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from eth_abi.abi import decode
 from eth_abi.exceptions import DecodingError
 from web3 import Web3
+from web3.exceptions import TransactionNotFound
+from web3.types import RPCEndpoint
+
+from svc_monitor.jsonrpc import hex_string, quantity, rpc_result
+from withdrawal_shared.chain.types import HexStr
 
 TRANSFER_TOPIC = Web3.keccak(text="Transfer(address,address,uint256)")
 """topic0 of the ERC-20 (and ERC-721) `Transfer` event."""
@@ -151,3 +157,59 @@ def revert_reason_from_rpc_error(error: Mapping[str, Any]) -> str | None:
     if message.startswith(prefix) and message[len(prefix) :].strip():
         return message[len(prefix) :].strip()
     return None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the monitor reads of a receipt (`logs` as the node sent them: hex strings)."""
+
+    block_number: int
+    block_hash: str
+    gas_used: int
+    effective_gas_price: int
+    status: int
+    logs: Sequence[Mapping[str, Any]]
+
+
+def read_receipt(w3: Web3, tx_hash: str) -> Receipt | None:
+    """The transaction's receipt, or None while the node has none.
+
+    Read as plain JSON-RPC: web3's result formatters would turn every log of a payout
+    (hundreds) into attribute dicts with checksummed addresses (a keccak each), which cost
+    the monitor more than the rest of settling the payout; the log decoders take the
+    node's hex strings as they are."""
+    result = rpc_result(w3, "eth_getTransactionReceipt", [tx_hash])
+    if result is None:
+        return None
+    return Receipt(
+        block_number=quantity(result["blockNumber"]),
+        block_hash=hex_string(result["blockHash"]),
+        gas_used=quantity(result["gasUsed"]),
+        effective_gas_price=quantity(result["effectiveGasPrice"]),
+        status=quantity(result["status"]),
+        logs=result.get("logs") or [],
+    )
+
+
+def revert_reason(w3: Web3, tx_hash: str, receipt: Receipt) -> str:
+    """Replay the transaction with eth_call at its block and decode why it reverted."""
+    try:
+        tx = w3.eth.get_transaction(HexStr(tx_hash))
+    except TransactionNotFound:
+        return "reverted"
+    call: dict[str, Any] = {
+        "from": tx["from"],
+        "to": tx["to"],
+        "data": Web3.to_hex(tx["input"]),
+        "value": hex(int(tx["value"])),
+        "gas": hex(int(tx["gas"])),
+    }
+    response = w3.provider.make_request(RPCEndpoint("eth_call"), [call, hex(receipt.block_number)])
+    error = response.get("error")
+    if isinstance(error, Mapping):
+        reason = revert_reason_from_rpc_error(error)
+        if reason:
+            return reason
+    if receipt.gas_used >= int(tx["gas"]):
+        return f"out of gas (used all {int(tx['gas'])} gas)"
+    return "reverted"

@@ -15,7 +15,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from web3 import Web3
 
-from svc_monitor.follower import ChainFollower, PollReport
+from svc_monitor.follower import ChainFollower
+from svc_monitor.report import PollReport
 from svc_monitor.settings import MonitorSettings
 from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool
 from withdrawal_shared.crash_points import crash_point

@@ -64,6 +64,7 @@ from withdrawal_shared.db.transitions import (
     utcnow,
     versions_are,
 )
+from withdrawal_shared.holds import HoldReason
 from withdrawal_shared.ids import new_ulid
 from withdrawal_shared.states import PayoutState, State
 
@@ -414,9 +415,10 @@ class Payouts:
                         row,
                         State.ON_HOLD,
                         actor=ACTOR,
-                        reason="SIGNER_REFUSED",
-                        message=f"The signer refused ({refused.reason}): {refused.message} "
-                        "Nothing was paid; an operator must review it.",
+                        reason=HoldReason.SIGNER_REFUSED,
+                        message=HoldReason.SIGNER_REFUSED.state_message(
+                            f"The signer refused ({refused.reason}): {refused.message}"
+                        ),
                         payout_tx_id=None,
                     )
                 )

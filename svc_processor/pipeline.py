@@ -12,7 +12,7 @@ Then paying (see `payouts.py` for the reserve -> sign -> store -> broadcast step
 - otherwise one ERC-20 transfer per withdrawal (`process` pays it directly).
 
 While the money or the gas is missing the withdrawals wait ON_HOLD with the reason, and resume
-by themselves when it is there.
+by themselves when it is there (the reasons, and which resume: `withdrawal_shared.holds`).
 """
 
 from __future__ import annotations
@@ -52,37 +52,11 @@ from withdrawal_shared.db.transitions import (
     move_many,
     utcnow,
 )
+from withdrawal_shared.holds import RESUMABLE, HoldReason
 from withdrawal_shared.states import PayoutState, Priority, State
 
 log = logging.getLogger(__name__)
 
-# ON_HOLD reasons the processor itself clears when the condition is gone.
-RESUMABLE_HOLDS = frozenset(
-    {
-        "INSUFFICIENT_HOT_WALLET_FUNDS",
-        "INSUFFICIENT_VAULT_FUNDS",
-        "TRANSFER_WOULD_REVERT",
-        "PAYOUT_WOULD_REVERT",
-        "FEES_ABOVE_CAP",
-        "OUTFLOW_CAP_REACHED",
-        "PAYOUT_REVERTED",
-    }
-)
-HOLD_MESSAGES = {
-    "INSUFFICIENT_HOT_WALLET_FUNDS": "The hot wallet lacks token or gas; it resumes by itself "
-    "once the wallet is funded.",
-    "INSUFFICIENT_VAULT_FUNDS": "The payout vault holds too little of the token; it resumes "
-    "by itself once the treasury funds the vault.",
-    "TRANSFER_WOULD_REVERT": "The token refuses the transfer now (paused, or the recipient is "
-    "blocked); it resumes by itself when the transfer would succeed.",
-    "PAYOUT_WOULD_REVERT": "The payout vault refuses the payout now (paused, or the hot "
-    "wallet is not an operator); it resumes by itself when it would succeed.",
-    "NO_HOT_WALLET": "No enabled hot wallet is configured for this chain.",
-    "FEES_ABOVE_CAP": "Network fees are above the chain's configured cap; it resumes when "
-    "they fall, or an operator may raise the cap.",
-    "OUTFLOW_CAP_REACHED": "The payout vault's outflow cap for this window is used up; it "
-    "resumes by itself in the next window, or when an owner raises the cap.",
-}
 # Gas floor of a vault payout: eth_estimateGas sees today's state, but the block may differ
 # (a first write to the outflow-usage slot or to a new bitmap slot costs ~22k more).
 VAULT_BASE_GAS = 90_000
@@ -251,7 +225,7 @@ class Pipeline:
                 .order_by(Withdrawal.update_time)
                 .limit(limit)
             ).all()
-        return [r.id for r in rows if r.state != State.ON_HOLD or r.state_reason in RESUMABLE_HOLDS]
+        return [r.id for r in rows if r.state != State.ON_HOLD or r.state_reason in RESUMABLE]
 
     # ------------------------------------------------------------------ per withdrawal
 
@@ -268,7 +242,7 @@ class Pipeline:
             if state == State.VALIDATED:
                 return self._move(row, State.QUEUED, reason="QUEUED")
             payable = state == State.QUEUED or (
-                state == State.ON_HOLD and row.state_reason in RESUMABLE_HOLDS
+                state == State.ON_HOLD and row.state_reason in RESUMABLE
             )
             if payable and row.payout_tx_id is None and self._vault() is None:
                 return self._pay_directly(row)
@@ -290,7 +264,7 @@ class Pipeline:
             return self._move(row, State.REJECTED, reason=reason, message=message)
         return self._move(row, State.VALIDATED, reason="VALIDATED")
 
-    def _hold(self, rows: Sequence[Withdrawal], reason: str) -> list[Moved]:
+    def _hold(self, rows: Sequence[Withdrawal], reason: HoldReason) -> list[Moved]:
         moved: list[Moved] = []
         for row in rows:
             if row.state == State.ON_HOLD and row.state_reason == reason:
@@ -301,7 +275,7 @@ class Pipeline:
                         row,
                         State.ON_HOLD,
                         reason=reason,
-                        message=HOLD_MESSAGES.get(reason, reason),
+                        message=reason.state_message(),
                     )
                 )
             except TransitionConflict:
@@ -392,18 +366,18 @@ class Pipeline:
         try:
             fees = self.reads.fees(Priority(row.priority), policy)
         except FeeCapExceeded:
-            return self._hold([row], "FEES_ABOVE_CAP")
+            return self._hold([row], HoldReason.FEES_ABOVE_CAP)
         if self.reads.token_balance(token.contract_address, wallet.address) - committed < (
             row.amount
         ):
-            return self._hold([row], "INSUFFICIENT_HOT_WALLET_FUNDS")
+            return self._hold([row], HoldReason.INSUFFICIENT_HOT_WALLET_FUNDS)
         try:
             estimate = self.reads.estimate_gas(wallet.address, token.contract_address, data)
         except WouldRevert:
-            return self._hold([row], "TRANSFER_WOULD_REVERT")
+            return self._hold([row], HoldReason.TRANSFER_WOULD_REVERT)
         gas_limit = estimate * (100 + self.batch.gas_margin_pct) // 100
         if self.reads.native_balance(wallet.address) < gas_limit * fees.max_fee_per_gas:
-            return self._hold([row], "INSUFFICIENT_HOT_WALLET_FUNDS")
+            return self._hold([row], HoldReason.INSUFFICIENT_HOT_WALLET_FUNDS)
         payout_id = self.payouts.reserve(
             Draft(
                 kind=Kind.TRANSFER,
@@ -438,7 +412,7 @@ class Pipeline:
             candidates += [
                 c
                 for c in self._candidates(State.ON_HOLD, urgent=None)
-                if c.state_reason in RESUMABLE_HOLDS
+                if c.state_reason in RESUMABLE
             ]
         groups: dict[int, list[Any]] = defaultdict(list)
         for candidate in candidates:
@@ -511,8 +485,8 @@ class Pipeline:
             self.reads.token_balance(token.contract_address, vault.address) - committed,
             self.reads.remaining_outflow(vault.address, token.contract_address),
         )
-        moved = self._hold(short, "INSUFFICIENT_VAULT_FUNDS")
-        moved += self._hold(capped, "OUTFLOW_CAP_REACHED")
+        moved = self._hold(short, HoldReason.INSUFFICIENT_VAULT_FUNDS)
+        moved += self._hold(capped, HoldReason.OUTFLOW_CAP_REACHED)
         # A payout pays consecutive numbers. New withdrawals get them now; one retried under
         # the number it already has goes alone (the next poll takes the others).
         retried = [r for r in fits if r.payout_number is not None]
@@ -524,7 +498,7 @@ class Pipeline:
         try:
             fees = self.reads.fees(priority, policy)
         except FeeCapExceeded:
-            return moved + self._hold(fits, "FEES_ABOVE_CAP")
+            return moved + self._hold(fits, HoldReason.FEES_ABOVE_CAP)
 
         def calldata(payments: Sequence[Payment]) -> bytes:
             return encode_payout(token.contract_address or "", payments)
@@ -542,7 +516,7 @@ class Pipeline:
                     wallet.address, vault.address, calldata(provisional)
                 )
             except WouldRevert:
-                return moved + self._hold(fits, "PAYOUT_WOULD_REVERT")
+                return moved + self._hold(fits, HoldReason.PAYOUT_WOULD_REVERT)
             gas_limit = max(
                 estimate * (100 + self.batch.gas_margin_pct) // 100,
                 VAULT_BASE_GAS + VAULT_ITEM_GAS * len(fits),
@@ -551,7 +525,7 @@ class Pipeline:
                 break
             fits = fits[: max(1, len(fits) * self.batch.gas_budget // gas_limit)]
         if self.reads.native_balance(wallet.address) < gas_limit * fees.max_fee_per_gas:
-            return moved + self._hold(fits, "INSUFFICIENT_HOT_WALLET_FUNDS")
+            return moved + self._hold(fits, HoldReason.INSUFFICIENT_HOT_WALLET_FUNDS)
         payout_id = self.payouts.reserve(
             Draft(
                 kind=Kind.VAULT,
@@ -610,4 +584,4 @@ def _within(
     return fits, short, capped
 
 
-__all__ = ["RESUMABLE_HOLDS", "BatchSettings", "Pipeline", "TokenInfo"]
+__all__ = ["BatchSettings", "Pipeline", "TokenInfo"]

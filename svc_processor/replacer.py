@@ -12,7 +12,7 @@ Signing happens first (nothing locked); then ONE database transaction compare-an
 old row to REPLACED, adds the new row (SIGNED, `replaces_id` = the old one) with copies of
 the items, and points the withdrawals (which stay in their state) at it; then the new bytes
 are broadcast through `Payouts.broadcast`. Whichever of the two hashes mines, the monitor
-settles the withdrawals once (see svc_monitor/follower.py).
+settles the withdrawals once (see svc_monitor/mining.py).
 """
 
 from __future__ import annotations

@@ -36,13 +36,13 @@ from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import Withdrawal
 from withdrawal_shared.db.transitions import Moved, TransitionConflict, move
+from withdrawal_shared.holds import HoldReason
 from withdrawal_shared.states import TERMINAL, State
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "assetwithdrawal.processor"
 SWEEP_BATCH = 500  # stalled withdrawals re-driven together (one validating transaction)
-DEAD_LETTERED = "DEAD_LETTERED"
 # Signed or later: the sweeper and the monitor own these; a dead letter never touches them.
 PAST_SIGNING = frozenset({State.SIGNED, State.BROADCAST, State.CONFIRMING})
 
@@ -55,10 +55,9 @@ def hold_dead_lettered(sessions: sessionmaker[Session], letter: DeadLetter) -> l
     holds, and ones ON_HOLD for another reason are only logged (the sweeper, the monitor or
     that hold own them). Retries a concurrent move (compare-and-set) a few times.
     """
-    message = (
-        f"The processor gave up on this withdrawal's task after {letter.deliveries} "
-        f"deliveries; nothing was paid. An operator must look: the task is in the dead-letter "
-        f"stream (message {letter.message_id} of {letter.stream}). Last error: {letter.error}"
+    message = HoldReason.DEAD_LETTERED.state_message(
+        f"Task message {letter.message_id} of {letter.stream}, {letter.deliveries} "
+        f"deliveries; last error: {letter.error}"
     )
     for _ in range(3):
         try:
@@ -77,7 +76,7 @@ def _hold_once(sessions: sessionmaker[Session], withdrawal_id: str, message: str
             )
             return []
         state = State(row.state)
-        if state == State.ON_HOLD and row.state_reason == DEAD_LETTERED:
+        if state == State.ON_HOLD and row.state_reason == HoldReason.DEAD_LETTERED:
             return []  # held already (a dead letter written twice after a crash)
         if (
             state in TERMINAL
@@ -96,7 +95,14 @@ def _hold_once(sessions: sessionmaker[Session], withdrawal_id: str, message: str
             )
             return []
         return [
-            move(session, row, State.ON_HOLD, actor=ACTOR, reason=DEAD_LETTERED, message=message)
+            move(
+                session,
+                row,
+                State.ON_HOLD,
+                actor=ACTOR,
+                reason=HoldReason.DEAD_LETTERED,
+                message=message,
+            )
         ]
 
 

@@ -53,6 +53,7 @@ class SignerClient:
 
 
 def _reason(exc: grpc.RpcError) -> str:
+    """The signer's ErrorInfo reason for a refusal; its gRPC status code when it named none."""
     status = rpc_status.from_call(exc)
     if status is not None:
         for detail in status.details:
@@ -60,4 +61,4 @@ def _reason(exc: grpc.RpcError) -> str:
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
                 return str(info.reason)
-    return "SIGNER_REFUSED"
+    return str(exc.code().name)

@@ -19,6 +19,7 @@ from withdrawal_shared.chain.anvil import mine, set_automine, set_balance, set_i
 from withdrawal_shared.chain.contracts import stablecoin_contract, unpause
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import PayoutTransaction, SignerLedgerItem, Withdrawal
+from withdrawal_shared.holds import HoldReason
 
 S = withdrawal_pb2
 LIFECYCLE = [
@@ -125,7 +126,11 @@ def test_reverted_payout_is_paid_again_at_a_new_nonce_once_settled(
         set_automine(w3, True)
         set_interval_mining(w3, 1)
     assert p.token_balance(recipient) == 0
+    # The API shows the registry's message for the hold, with this payout's revert reason.
+    assert held.state_reason == HoldReason.PAYOUT_REVERTED
+    assert held.state_message.startswith(HoldReason.PAYOUT_REVERTED.meaning)
     assert "EnforcedPause" in held.state_message
+    assert held.state_message.endswith(HoldReason.PAYOUT_REVERTED.action)
     unpause(w3, p.boot.token_address, owner.private_key)
     done = p.wait_for_state(created.name, S.STATE_COMPLETED, timeout=60)
     assert p.token_balance(recipient) == 3_000_000  # paid once, by the second transaction
@@ -166,7 +171,8 @@ def test_unfunded_hot_wallet_holds_then_completes_each_once(keystore_pipeline: P
     ]
     for name in names:
         held = p.wait_for_state(name, S.STATE_ON_HOLD, timeout=30)
-        assert held.state_reason == "INSUFFICIENT_HOT_WALLET_FUNDS"
+        assert held.state_reason == HoldReason.INSUFFICIENT_HOT_WALLET_FUNDS
+        assert held.state_message == HoldReason.INSUFFICIENT_HOT_WALLET_FUNDS.state_message()
     set_balance(w3, wallet, funded)
     for name in names:
         p.wait_for_state(name, S.STATE_COMPLETED, timeout=90)

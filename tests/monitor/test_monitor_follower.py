@@ -11,13 +11,14 @@ import pytest
 from sqlalchemy.orm.attributes import set_committed_value
 from web3 import Web3
 
-import svc_monitor.follower as follower_module
+import svc_monitor.mining as mining_module
 from svc_monitor.follower import ChainFollower, MonitorError
 from tests.monitor.builders import ChainSetup, audit_trail, pay, payout_row, withdrawals
 from withdrawal_shared.chain.anvil import drop_transaction, mine, reorg, set_automine
 from withdrawal_shared.chain.contracts import balance_of, pause, stablecoin_contract
 from withdrawal_shared.db.models import Chain
 from withdrawal_shared.db.transitions import Moved, RowAsRead, verify_audit_chain
+from withdrawal_shared.holds import HoldReason
 from withdrawal_shared.states import PayoutState, State
 
 pytestmark = pytest.mark.chain
@@ -122,7 +123,7 @@ def test_reverted_transfer_waits_for_the_depth_then_holds_for_a_retry_and_pays_n
     [w] = withdrawals(setup, payout)
     assert (w.state, w.state_reason) == ("ON_HOLD", "PAYOUT_REVERTED")
     assert "EnforcedPause()" in w.state_message
-    assert "Nothing was paid" in w.state_message
+    assert w.state_message.startswith(HoldReason.PAYOUT_REVERTED.meaning)
     assert w.payout_tx_id is None
     assert w.fee_wei == receipt["gasUsed"] * receipt["effectiveGasPrice"]
     row = payout_row(setup, payout)
@@ -285,7 +286,7 @@ def test_a_conflict_rolls_back_the_whole_payout_and_the_next_poll_retries(
     """Someone else moved a withdrawal between our read and our write: nothing of the poll's
     transaction is kept (the payout row stays BROADCAST) and the next poll settles it."""
     payout = pay(setup, [AMOUNT, AMOUNT])
-    real_move_many = follower_module.move_many
+    real_move_many = mining_module.move_many
     calls = 0
 
     def racing_move_many(session: Any, rows: Any, *args: Any, **kwargs: Any) -> list[Moved]:
@@ -301,7 +302,7 @@ def test_a_conflict_rolls_back_the_whole_payout_and_the_next_poll_retries(
                 set_committed_value(rows[1], "version", rows[1].version - 1)
         return real_move_many(session, rows, *args, **kwargs)
 
-    monkeypatch.setattr(follower_module, "move_many", racing_move_many)
+    monkeypatch.setattr(mining_module, "move_many", racing_move_many)
     report = follower.poll_once()
     assert (report.conflicts, report.mined, report.moved) == (1, 0, [])
     assert payout_row(setup, payout).state == PayoutState.BROADCAST

@@ -16,13 +16,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from assetwithdrawal.events.v1 import events_pb2
 from svc_processor.consumer import DeadLetter, TaskConsumer
-from svc_processor.server import DEAD_LETTERED, ProcessorServer, hold_dead_lettered
+from svc_processor.server import ProcessorServer, hold_dead_lettered
 from svc_processor.settings import ProcessorSettings
 from tests.support.withdrawals import add_withdrawal
 from withdrawal_shared.db.api_keys import ensure_partner
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import Token, Withdrawal, WithdrawalAudit
 from withdrawal_shared.db.transitions import verify_audit_chain
+from withdrawal_shared.holds import HoldReason
 from withdrawal_shared.queue import QueueNames, enqueue
 from withdrawal_shared.states import Priority, State
 
@@ -175,7 +176,7 @@ def test_always_failing_task_is_dead_lettered_and_its_withdrawal_held(
             events = await client.xrange(names.events_stream)
             changes = [events_pb2.WithdrawalStateChanged.FromString(e[b"event"]) for _, e in events]
             assert [(c.withdrawal_id, c.reason) for c in changes] == [
-                (withdrawal_id, DEAD_LETTERED)
+                (withdrawal_id, HoldReason.DEAD_LETTERED)
             ]
         finally:
             await client.aclose()
@@ -186,7 +187,7 @@ def test_always_failing_task_is_dead_lettered_and_its_withdrawal_held(
     with sessions() as session:
         row = session.get_one(Withdrawal, withdrawal_id)
         assert row.state == State.ON_HOLD
-        assert row.state_reason == DEAD_LETTERED
+        assert row.state_reason == HoldReason.DEAD_LETTERED
         assert "operator must look" in row.state_message
         assert "RuntimeError: validation blew up: boom" in row.state_message
         assert verify_audit_chain(session, withdrawal_id)
@@ -194,7 +195,7 @@ def test_always_failing_task_is_dead_lettered_and_its_withdrawal_held(
     assert (trail[-1].from_state, trail[-1].to_state, trail[-1].reason) == (
         State.QUEUED,
         State.ON_HOLD,
-        DEAD_LETTERED,
+        HoldReason.DEAD_LETTERED,
     )
     assert trail[-1].actor == "processor"
 
