@@ -29,6 +29,7 @@ from google.protobuf.descriptor import (
 )
 from google.protobuf.message import Message
 
+from svc_gateway.errors import METHOD_NOT_ALLOWED
 from svc_gateway.rest.http_rule import (
     FieldPath,
     PathTemplate,
@@ -42,8 +43,8 @@ from svc_gateway.rest.http_rule import (
 from svc_gateway.rest.json_render import message_to_dict
 from svc_gateway.rest.openapi import build_openapi, default_descriptor_set
 from withdrawal_shared.errors import (
+    NOT_FOUND,
     ApiError,
-    Code,
     FieldViolation,
     internal,
     invalid_argument,
@@ -433,10 +434,10 @@ def message_to_json_bytes(message: Message) -> bytes:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _error_body(err: ApiError, http_status: int | None = None) -> bytes:
+def _error_body(err: ApiError) -> bytes:
     body = status_to_json(err.to_status())
-    if http_status is not None:
-        body["error"]["code"] = http_status
+    if err.http_status is not None:
+        body["error"]["code"] = err.http_status
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -449,25 +450,20 @@ def _json_response(body: bytes, status: int, trace_id: str) -> web.Response:
     )
 
 
-def _error_response(err: ApiError, trace_id: str, http_status: int | None = None) -> web.Response:
-    status = http_status if http_status is not None else err.code.http_status
-    response = _json_response(_error_body(err, http_status), status, trace_id)
-    return response
+def _error_response(err: ApiError, trace_id: str) -> web.Response:
+    status = err.http_status if err.http_status is not None else err.code.http_status
+    return _json_response(_error_body(err), status, trace_id)
 
 
 def _route_not_found(path: str) -> ApiError:
-    return ApiError(
-        Code.NOT_FOUND,
-        "NOT_FOUND",
+    return NOT_FOUND.error(
         f"No REST endpoint matches the path {path}. The API is described at /openapi.json.",
         metadata={"path": path},
     )
 
 
 def _method_not_allowed(http_method: str, path: str, allowed: Sequence[str]) -> ApiError:
-    return ApiError(
-        Code.UNIMPLEMENTED,
-        "METHOD_NOT_ALLOWED",
+    return METHOD_NOT_ALLOWED.error(
         f"{http_method} is not allowed on {path}; use {', '.join(allowed)}.",
         metadata={"method": http_method, "allowed": ", ".join(allowed)},
     )
@@ -512,7 +508,7 @@ class RestTranscoder:
         except _BadInput as bad:
             return _error_response(invalid_argument(bad.violations), trace_id)
         except _MethodNotAllowed as wrong:
-            response = _error_response(wrong.error, trace_id, 405)
+            response = _error_response(wrong.error, trace_id)
             response.headers["Allow"] = ", ".join(wrong.allowed)
             return response
         except Exception:

@@ -19,7 +19,7 @@ from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
 from svc_gateway.rest import RestBinding, build_rest_app
 from svc_gateway.rest.http_rule import TemplateError, parse_template, rule_bindings
 from withdrawal_shared import logs
-from withdrawal_shared.errors import FieldViolation, invalid_argument, not_found
+from withdrawal_shared.errors import ERROR_DOMAIN, FieldViolation, invalid_argument, not_found
 
 SERVICE: ServiceDescriptor = withdrawal_pb2.DESCRIPTOR.services_by_name["WithdrawalService"]
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -363,7 +363,7 @@ def test_api_error_passes_through_with_details() -> None:
         assert body["error"]["status"] == "NOT_FOUND"
         info = body["error"]["details"][0]
         assert info["reason"] == "NOT_FOUND"
-        assert info["domain"] == "assetwithdrawal.example.com"
+        assert info["domain"] == ERROR_DOMAIN
         assert info["metadata"] == {"resource": "withdrawals/nope"}
         resp = await client.post("/v1/withdrawals", json={"amount": "-1"})
         assert resp.status == 400
