@@ -152,10 +152,10 @@ def test_concurrent_repeats_over_rest(gateway: RunningGateway, partner_a: Partne
         (body(amount="0"), "withdrawal.amount"),
         (body(amount="-1"), "withdrawal.amount"),
         (body(amount="1.0000001"), "withdrawal.amount"),
-        (body(amount=12.5), "withdrawal.amount"),
+        (body(amount=12.5), "amount"),
         (body(token="XYZ"), "withdrawal.token"),
         ({"token": "USDC", "amount": "1"}, "withdrawal.recipient_address"),
-        (body(unknownField=1), "withdrawal"),
+        (body(unknownField=1), "unknownField"),
     ],
 )
 def test_invalid_input_is_400_naming_the_field(
@@ -169,6 +169,60 @@ def test_invalid_input_is_400_naming_the_field(
     assert any(f == field or f.startswith(field + ".") for f in fields), fields
     assert "Traceback" not in response.text
     assert count(gateway, partner_a) == before
+
+
+def violation(response: httpx.Response) -> tuple[str, str]:
+    """The only field violation of a 400: (field, description)."""
+    assert response.status_code == 400, response.text
+    for detail in response.json()["error"]["details"]:
+        if detail["@type"].endswith("google.rpc.BadRequest"):
+            only = detail["fieldViolations"]
+            assert len(only) == 1, only
+            return only[0]["field"], only[0]["description"]
+    raise AssertionError(response.text)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (
+            body(amount=12.5),
+            ("amount", 'must be a decimal string such as "12.5", not a number'),
+        ),
+        (
+            body(priority="FAST"),
+            (
+                "priority",
+                "must be one of PRIORITY_UNSPECIFIED, PRIORITY_STANDARD, PRIORITY_PRIORITY, "
+                'PRIORITY_EMERGENCY; got "FAST"',
+            ),
+        ),
+        (body(clientReference={"id": 7}), ("clientReference", "must be a string, not an object")),
+        (
+            body(recipientAddress=["0x" + "1" * 40]),
+            ("recipientAddress", "must be a string of 0x and 40 hexadecimal digits such as"),
+        ),
+        (body(confirmations="many"), ("confirmations", "must be an integer from")),
+    ],
+)
+def test_json_type_mistakes_name_the_field_and_what_it_takes(
+    gateway: RunningGateway, partner_a: Partner, payload: dict[str, Any], expected: tuple[str, str]
+) -> None:
+    """What a partner hit: Python type names instead of the field and what it takes."""
+    response = create(gateway, partner_a, payload)
+    field, description = violation(response)
+    assert field == expected[0]
+    assert description.startswith(expected[1])
+    for python in ("float", "dict", "bytes-like", "got 'str'", "int()"):
+        assert python not in response.text
+
+
+def test_deeply_nested_json_is_400(gateway: RunningGateway, partner_a: Partner) -> None:
+    deep = b'{"clientReference":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    headers = {**partner_a.headers, "Idempotency-Key": str(uuid.uuid4())}
+    response = httpx.post(f"{gateway.base_url}/v1/withdrawals", content=deep, headers=headers)
+    assert violation(response) == ("body", "nests objects and arrays more than 32 levels deep")
+    assert "recursion" not in response.text
 
 
 def test_missing_idempotency_key_is_400(gateway: RunningGateway, partner_a: Partner) -> None:
@@ -190,11 +244,11 @@ def test_malformed_json_and_oversized_body(gateway: RunningGateway, partner_a: P
         f"{gateway.base_url}/v1/withdrawals", content=b'{"token": "USDC",', headers=headers
     )
     assert broken.status_code == 400
-    assert error_fields(broken)[1] == ["withdrawal"]
+    assert error_fields(broken)[1] == ["body"]
     huge = json.dumps(body(clientReference="x" * 200_000)).encode()
     oversized = httpx.post(f"{gateway.base_url}/v1/withdrawals", content=huge, headers=headers)
     assert oversized.status_code == 400
-    assert error_fields(oversized)[1] == ["withdrawal"]
+    assert error_fields(oversized)[1] == ["body"]
     assert count(gateway, partner_a) == before
 
 
