@@ -16,7 +16,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -331,7 +331,10 @@ def _apply_path(route: _Route, message: Message, variables: Mapping[str, str]) -
         raise _BadInput(violations)
 
 
-def _apply_query(route: _Route, message: Message, query: Mapping[str, list[str]]) -> None:
+def _apply_query(
+    route: _Route, message: Message, query: Mapping[str, list[str]], sent: dict[str, str]
+) -> None:
+    """Set the fields of the query parameters; `sent` gets proto path -> parameter as sent."""
     violations: list[FieldViolation] = []
     for param, values in query.items():
         path = route.query.get(param)
@@ -343,10 +346,11 @@ def _apply_query(route: _Route, message: Message, query: Mapping[str, list[str]]
             )
             violations.append(FieldViolation(param, reason))
             continue
+        sent[dotted_name(path)] = param
         try:
             _assign(message, path, values)
         except ValueError as err:
-            violations.append(FieldViolation(dotted_name(path), str(err)))
+            violations.append(FieldViolation(param, str(err)))
     if violations:
         raise _BadInput(violations)
 
@@ -406,6 +410,72 @@ async def _read_body(request: web.Request, limit: int, name: str) -> bytes:
             raise _BadInput([too_big])
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+_SEGMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(.*)\Z")
+
+
+def json_path(root: Descriptor, proto_path: str) -> str:
+    """`withdrawal.recipient_address` -> `withdrawal.recipientAddress`, via the descriptors.
+
+    Index suffixes (`items[2]`) are kept; segments that name no field (map keys) are kept.
+    """
+    names: list[str] = []
+    desc: Descriptor | None = root
+    for segment in proto_path.split("."):
+        match = _SEGMENT.match(segment)
+        fd = desc.fields_by_name.get(match.group(1)) if desc is not None and match else None
+        if fd is None or match is None:
+            names.append(segment)
+            desc = None
+            continue
+        names.append(fd.json_name + match.group(2))
+        desc = fd.message_type
+        if desc is not None and desc.GetOptions().map_entry:
+            desc = None
+    return ".".join(names)
+
+
+@dataclass
+class _CallerNames:
+    """How the caller of one REST request named its fields, so that the violations of the
+    core (proto paths from the request message, as gRPC shows them) name them the same way.
+
+    - `request_id` is `Idempotency-Key`, unless it came only from a query parameter (or
+      the body, with `body: "*"`);
+    - a query parameter is named as sent (`page_size` or `pageSize`);
+    - a field of the body is its JSON path in the body (`recipientAddress`), or the key the
+      caller used for it; the body field itself is `body`;
+    - a path variable keeps its template name (`name`).
+    """
+
+    route: _Route
+    query: dict[str, str] = field(default_factory=dict)  # proto path -> parameter as sent
+    spelled: dict[str, str] = field(default_factory=dict)  # proto path -> body key as sent
+    header: bool = False  # request_id came from the Idempotency-Key header
+
+    def rest_name(self, proto_path: str) -> str:
+        route = self.route
+        if (
+            route.has_request_id
+            and proto_path == REQUEST_ID_FIELD
+            and (self.header or (proto_path not in self.query and not route.body_all))
+        ):
+            return IDEMPOTENCY_HEADER
+        for names in (self.query, self.spelled):
+            found = names.get(proto_path)
+            if found is not None:
+                return found
+        if proto_path in route.path_fields:
+            return proto_path
+        body_field = route.body_field
+        if body_field is not None:
+            if proto_path == body_field.name:
+                return BODY
+            prefix = body_field.name + "."
+            if proto_path.startswith(prefix) and body_field.message_type is not None:
+                return json_path(body_field.message_type, proto_path[len(prefix) :])
+        return json_path(route.method.input_type, proto_path)
 
 
 # ---------------------------------------------------------------- responses
@@ -512,10 +582,14 @@ class RestTranscoder:
         metadata = {
             k.lower(): v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
         }
-        message = await self._build_request(request, route, variables)
-        if route.method.server_streaming:
-            return await self._stream(request, route, message, metadata, trace_id)
-        response = await route.binding.invoke(route.method, message, metadata)
+        names = _CallerNames(route)
+        message = await self._build_request(request, route, variables, names)
+        try:
+            if route.method.server_streaming:
+                return await self._stream(request, route, message, metadata, trace_id, names)
+            response = await route.binding.invoke(route.method, message, metadata)
+        except ApiError as err:
+            raise err.with_field_names(names.rest_name) from None
         return _json_response(message_to_json_bytes(response), 200, trace_id)
 
     def _find(self, http_method: str, path: str, trace_id: str) -> tuple[_Route, dict[str, str]]:
@@ -534,12 +608,17 @@ class RestTranscoder:
         raise _route_not_found(path)
 
     async def _build_request(
-        self, request: web.Request, route: _Route, variables: Mapping[str, str]
+        self,
+        request: web.Request,
+        route: _Route,
+        variables: Mapping[str, str],
+        names: _CallerNames,
     ) -> Message:
+        """The request message; `names` learns how the caller named its fields."""
         message = route.request_class()
         if route.body_field is not None or route.body_all:
             raw = await _read_body(request, self._max_body, BODY)
-            _parse_body(route, message, raw)
+            names.spelled = _parse_body(route, message, raw)
         elif request.content_length or request.body_exists:
             raw = await _read_body(request, self._max_body, "body")
             if raw.strip():
@@ -548,23 +627,27 @@ class RestTranscoder:
         for key, value in request.rel_url.query.items():
             query.setdefault(key, []).append(value)
         if query:
-            _apply_query(route, message, query)
+            _apply_query(route, message, query, names.query)
         _apply_path(route, message, variables)
         if route.has_request_id:
             header = request.headers.get(IDEMPOTENCY_HEADER, "")
             if header:
                 current: str = getattr(message, REQUEST_ID_FIELD)
                 if current and current != header:
+                    given = names.query.get(REQUEST_ID_FIELD) or names.spelled.get(
+                        REQUEST_ID_FIELD, json_path(route.method.input_type, REQUEST_ID_FIELD)
+                    )
                     raise _BadInput(
                         [
                             FieldViolation(
-                                REQUEST_ID_FIELD,
+                                given,
                                 f"differs from the {IDEMPOTENCY_HEADER} header; give one or"
                                 " make them equal",
                             )
                         ]
                     )
                 setattr(message, REQUEST_ID_FIELD, header)
+                names.header = True
         return message
 
     async def _stream(
@@ -574,6 +657,7 @@ class RestTranscoder:
         message: Message,
         metadata: Mapping[str, str],
         trace_id: str,
+        names: _CallerNames,
     ) -> web.StreamResponse:
         invoke_stream = route.binding.invoke_stream
         assert invoke_stream is not None  # checked at build time
@@ -599,7 +683,7 @@ class RestTranscoder:
             except ConnectionResetError:
                 return response  # the client went away; the finally closes the stream
             except ApiError as err:
-                await _write_final_error(response, err)
+                await _write_final_error(response, err.with_field_names(names.rest_name))
             except Exception:
                 logger.exception("REST stream %s failed", route.method.full_name)
                 await _write_final_error(response, internal(trace_id))

@@ -188,7 +188,9 @@ def test_idempotency_key_and_query_request_id() -> None:
         )
         assert resp.status == 400
         body = await resp.json()
-        assert "request_id" in violations(body)
+        assert violations(body) == {
+            "request_id": "differs from the Idempotency-Key header; give one or make them equal"
+        }
         assert body["error"]["status"] == "INVALID_ARGUMENT"
         resp = await client.post(
             "/v1/withdrawals?requestId=same", json={}, headers={"Idempotency-Key": "same"}
@@ -494,7 +496,61 @@ def test_api_error_passes_through_with_details() -> None:
         assert info["metadata"] == {"resource": "withdrawals/nope"}
         resp = await client.post("/v1/withdrawals", json={"amount": "-1"})
         assert resp.status == 400
-        assert violations(await resp.json()) == {"withdrawal.amount": "must be positive"}
+        assert violations(await resp.json()) == {"amount": "must be positive"}
+
+    run(backend, scenario)
+
+
+def test_core_violations_use_the_names_the_rest_caller_used() -> None:
+    """The core names proto fields (as gRPC shows them); REST renames them as sent."""
+    backend = FakeBackend()
+    core_fields = [
+        "request_id",
+        "withdrawal",
+        "withdrawal.recipient_address",
+        "withdrawal.client_reference",
+        "withdrawal.amount",
+    ]
+
+    async def bad_create(request: Message, metadata: Mapping[str, str]) -> Message:
+        raise invalid_argument([FieldViolation(f, "is wrong") for f in core_fields])
+
+    async def bad_list(request: Message, metadata: Mapping[str, str]) -> Message:
+        raise invalid_argument(
+            [FieldViolation("page_size", "is wrong"), FieldViolation("page_token", "is wrong")]
+        )
+
+    backend.unary["CreateWithdrawal"] = bad_create
+    backend.unary["ListWithdrawals"] = bad_list
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        resp = await client.post(
+            "/v1/withdrawals",
+            json={"client_reference": "x", "amount": "1"},
+            headers={"Idempotency-Key": "k"},
+        )
+        body = await resp.json()
+        assert list(violations(body)) == [
+            "Idempotency-Key",
+            "body",
+            "recipientAddress",
+            "client_reference",  # the caller sent the proto name
+            "amount",
+        ]
+        assert body["error"]["message"] == (
+            "The request has invalid fields (Idempotency-Key: is wrong; body: is wrong; "
+            "recipientAddress: is wrong; client_reference: is wrong; amount: is wrong). "
+            "Fix them and send it again."
+        )
+        # Without the header, request_id is still the header's, unless sent as a parameter.
+        resp = await client.post("/v1/withdrawals", json={})
+        assert "Idempotency-Key" in violations(await resp.json())
+        resp = await client.post("/v1/withdrawals?requestId=q", json={})
+        assert "requestId" in violations(await resp.json())
+        resp = await client.get("/v1/withdrawals?pageSize=5")
+        assert list(violations(await resp.json())) == ["pageSize", "pageToken"]
+        resp = await client.get("/v1/withdrawals?page_size=5")
+        assert list(violations(await resp.json())) == ["page_size", "pageToken"]
 
     run(backend, scenario)
 
