@@ -29,7 +29,7 @@ from google.protobuf.descriptor import (
 )
 from google.protobuf.message import Message
 
-from svc_gateway.errors import METHOD_NOT_ALLOWED
+from svc_gateway.errors import BODY_TOO_LARGE, METHOD_NOT_ALLOWED
 from svc_gateway.rest.formats import FIELD_FORMATS, FieldFormat
 from svc_gateway.rest.http_rule import (
     FieldPath,
@@ -395,10 +395,19 @@ def _parse_body(route: _Route, message: Message, raw: bytes) -> dict[str, str]:
     return {prefix + proto: path for proto, path in spelled.items()}
 
 
-async def _read_body(request: web.Request, limit: int, name: str) -> bytes:
-    too_big = FieldViolation(name, f"the request body is larger than {limit} bytes")
+def _too_large(limit: int) -> ApiError:
+    return BODY_TOO_LARGE.error(
+        f"The request body is larger than the limit of {limit} bytes; send a smaller one.",
+        [FieldViolation(BODY, f"is larger than {limit} bytes")],
+        metadata={"limit_bytes": str(limit)},
+    )
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body; ApiError BODY_TOO_LARGE (HTTP 413) past `limit` bytes, by
+    Content-Length or while reading a chunked body."""
     if request.content_length is not None and request.content_length > limit:
-        raise _BadInput([too_big])
+        raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -407,7 +416,7 @@ async def _read_body(request: web.Request, limit: int, name: str) -> bytes:
             break
         size += len(chunk)
         if size > limit:
-            raise _BadInput([too_big])
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -617,12 +626,12 @@ class RestTranscoder:
         """The request message; `names` learns how the caller named its fields."""
         message = route.request_class()
         if route.body_field is not None or route.body_all:
-            raw = await _read_body(request, self._max_body, BODY)
+            raw = await _read_body(request, self._max_body)
             names.spelled = _parse_body(route, message, raw)
         elif request.content_length or request.body_exists:
-            raw = await _read_body(request, self._max_body, "body")
+            raw = await _read_body(request, self._max_body)
             if raw.strip():
-                raise _BadInput([FieldViolation("body", "this method takes no request body")])
+                raise _BadInput([FieldViolation(BODY, "this method takes no request body")])
         query: dict[str, list[str]] = {}
         for key, value in request.rel_url.query.items():
             query.setdefault(key, []).append(value)

@@ -268,7 +268,9 @@ def test_rest_names_fields_as_sent_and_grpc_keeps_proto_names(
     ]
 
 
-def test_malformed_json_and_oversized_body(gateway: RunningGateway, partner_a: Partner) -> None:
+def test_malformed_json_is_400_and_an_oversized_body_413(
+    gateway: RunningGateway, partner_a: Partner
+) -> None:
     before = count(gateway, partner_a)
     headers = {
         **partner_a.headers,
@@ -282,8 +284,13 @@ def test_malformed_json_and_oversized_body(gateway: RunningGateway, partner_a: P
     assert error_fields(broken)[1] == ["body"]
     huge = json.dumps(body(clientReference="x" * 200_000)).encode()
     oversized = httpx.post(f"{gateway.base_url}/v1/withdrawals", content=huge, headers=headers)
-    assert oversized.status_code == 400
-    assert error_fields(oversized)[1] == ["body"]
+    assert oversized.status_code == 413
+    error = oversized.json()["error"]
+    assert error["code"] == 413
+    assert error["message"] == (
+        "The request body is larger than the limit of 65536 bytes; send a smaller one."
+    )
+    assert error_fields(oversized) == ("BODY_TOO_LARGE", ["body"])
     assert count(gateway, partner_a) == before
 
 

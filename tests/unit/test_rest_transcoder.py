@@ -446,7 +446,7 @@ def test_body_on_get_is_rejected() -> None:
     run(backend, scenario)
 
 
-def test_oversized_body_is_400_naming_the_field() -> None:
+def test_oversized_body_is_413_giving_the_limit() -> None:
     backend = FakeBackend()
     big = json.dumps({"clientReference": "x" * 2000}).encode()
 
@@ -454,14 +454,29 @@ def test_oversized_body_is_400_naming_the_field() -> None:
         for _ in range(4):
             yield b" " * 400
 
+    def check(body: dict[str, Any]) -> None:
+        assert body["error"]["code"] == 413
+        assert body["error"]["status"] == "INVALID_ARGUMENT"
+        assert body["error"]["message"] == (
+            "The request body is larger than the limit of 1024 bytes; send a smaller one."
+        )
+        assert reason(body) == "BODY_TOO_LARGE"
+        info = body["error"]["details"][0]
+        assert info["domain"] == ERROR_DOMAIN
+        assert info["metadata"] == {"limit_bytes": "1024"}
+        assert violations(body) == {"body": "is larger than 1024 bytes"}
+
     async def scenario(client: TestClient[Any, Any]) -> None:
         resp = await client.post("/v1/withdrawals", data=big)
-        assert resp.status == 400
-        assert "body" in violations(await resp.json())
+        assert resp.status == 413
+        assert resp.content_type == "application/json"
+        check(await resp.json())
         # Without Content-Length (chunked), the limit still holds.
         resp = await client.post("/v1/withdrawals/w:cancel", data=chunks())
-        assert resp.status == 400
-        assert "body" in violations(await resp.json())
+        assert resp.status == 413
+        check(await resp.json())
+        resp = await client.get("/v1/withdrawals", data=big)
+        assert resp.status == 413
         resp = await client.post("/v1/withdrawals", data=b'{"amount": "1"}')
         assert resp.status == 200
 
