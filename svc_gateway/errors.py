@@ -25,41 +25,34 @@ UNKNOWN_CHAIN = ErrorReason(
     "UNKNOWN_CHAIN",
     Code.INVALID_ARGUMENT,
     "`chain` is not a supported chain.",
-    example="The request has invalid fields (chain: 'solana' is not a supported chain). Fix "
-    "them and send it again.",
-    example_field="chain",
+    example_violation=("chain", "'solana' is not a supported chain"),
 )
 UNKNOWN_TOKEN = ErrorReason(
     "UNKNOWN_TOKEN",
     Code.INVALID_ARGUMENT,
     "`token` is not a token configured on the chain; the message lists the known ones.",
-    example="The request has invalid fields (token: 'XYZ' is not a token on polygon; known: "
-    "USDC, USDT). Fix them and send it again.",
-    example_field="token",
+    example_violation=("token", "'XYZ' is not a token on polygon; known: USDC, USDT"),
 )
 TOKEN_DISABLED = ErrorReason(
     "TOKEN_DISABLED",
     Code.INVALID_ARGUMENT,
     "Payouts of the token are disabled on the chain for now.",
-    example="The request has invalid fields (token: USDT payouts are disabled on polygon). "
-    "Fix them and send it again.",
-    example_field="token",
+    example_violation=("token", "USDT payouts are disabled on polygon"),
 )
 SYSTEM_ADDRESS = ErrorReason(
     "SYSTEM_ADDRESS",
     Code.INVALID_ARGUMENT,
     "`recipientAddress` is one of this system's own contracts or wallets.",
-    example="The request has invalid fields (recipientAddress: is one of this system's own "
-    "contracts or wallets; pay a user address). Fix them and send it again.",
-    example_field="recipientAddress",
+    example_violation=(
+        "recipientAddress",
+        "is one of this system's own contracts or wallets; pay a user address",
+    ),
 )
 AMOUNT_ABOVE_MAXIMUM = ErrorReason(
     "AMOUNT_ABOVE_MAXIMUM",
     Code.INVALID_ARGUMENT,
     "`amount` exceeds the token's per-withdrawal maximum.",
-    example="The request has invalid fields (amount: exceeds the USDC maximum of 100000 per "
-    "withdrawal). Fix them and send it again.",
-    example_field="amount",
+    example_violation=("amount", "exceeds the USDC maximum of 100000 per withdrawal"),
 )
 BODY_TOO_LARGE = ErrorReason(
     "BODY_TOO_LARGE",
@@ -67,7 +60,7 @@ BODY_TOO_LARGE = ErrorReason(
     "REST only: the request body is larger than the gateway accepts (GATEWAY_MAX_BODY_BYTES).",
     http_status=413,
     example="The request body is larger than the limit of 65536 bytes; send a smaller one.",
-    example_field="body",
+    example_violation=("body", "is larger than 65536 bytes"),
 )
 METHOD_NOT_ALLOWED = ErrorReason(
     "METHOD_NOT_ALLOWED",
@@ -82,7 +75,7 @@ IDEMPOTENCY_KEY_REUSED = ErrorReason(
     "The idempotency key (`Idempotency-Key`, or `request_id` on gRPC) was already used for a "
     "withdrawal with another body; the metadata names that withdrawal.",
     example="The idempotency key 'inv-77-payout' was already used for a different withdrawal "
-    "(01J0000000000000000000000); use a new key for a new withdrawal.",
+    "(01J9ZQ8M5K3V7T2R4W6Y8A0C1E); use a new key for a new withdrawal.",
 )
 WITHDRAWAL_NOT_CANCELLABLE = ErrorReason(
     "WITHDRAWAL_NOT_CANCELLABLE",

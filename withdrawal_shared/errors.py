@@ -90,7 +90,9 @@ class ErrorReason:
     """One ErrorInfo reason a client can see: its code, HTTP status and what it means.
 
     `http_status` differs from the code's standard mapping only for REST-only errors (413).
-    `example` is a realistic message and `example_field` a field it names, for the docs.
+    `example` (a realistic message) and `example_violation` (field, description) make the
+    example error of the docs (`example_error`); with only a violation, the message is the
+    one `invalid_argument` writes.
     """
 
     reason: str
@@ -98,12 +100,17 @@ class ErrorReason:
     summary: str
     http_status: int = 0
     example: str = ""
-    example_field: str = ""
+    example_violation: tuple[str, str] | None = None
 
     @property
     def status(self) -> int:
         """The HTTP status REST answers with."""
         return self.http_status or self.code.http_status
+
+    def example_error(self) -> ApiError:
+        """An error of this reason as the docs show it."""
+        violations = (FieldViolation(*self.example_violation),) if self.example_violation else ()
+        return self.error(self.example or _invalid_message(violations), violations)
 
     def error(
         self,
@@ -200,15 +207,13 @@ INVALID_ARGUMENT = ErrorReason(
     "INVALID_ARGUMENT",
     Code.INVALID_ARGUMENT,
     "A field is missing or invalid; the BadRequest detail names each one and what it must be.",
-    example="The request has invalid fields (amount: must be a decimal string such as "
-    '"12.5", not a JSON number). Fix them and send it again.',
-    example_field="amount",
+    example_violation=("amount", 'must be a decimal string such as "12.5", not a number'),
 )
 NOT_FOUND = ErrorReason(
     "NOT_FOUND",
     Code.NOT_FOUND,
     "The resource does not exist or belongs to another partner.",
-    example="withdrawals/01J0000000000000000000000 does not exist or is not visible to this "
+    example="withdrawals/01J9ZQ8M5K3V7T2R4W6Y8A0C1E does not exist or is not visible to this "
     "API key.",
 )
 UNAUTHENTICATED = ErrorReason(

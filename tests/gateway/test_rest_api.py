@@ -343,6 +343,15 @@ def test_openapi_document_validates(gateway: RunningGateway) -> None:
         "CancelWithdrawal",
         "WatchWithdrawal",
     } <= operations
+    create = document["paths"]["/v1/withdrawals"]["post"]
+    assert {"400", "401", "409", "413", "500"} <= set(create["responses"])
+    assert (
+        "IDEMPOTENCY_KEY_REUSED"
+        in create["responses"]["409"]["content"]["application/json"]["examples"]
+    )
+    header = next(p for p in create["parameters"] if p["name"] == "Idempotency-Key")
+    assert header["required"] is True
+    assert document["servers"] == [{"url": "/"}]
 
 
 def test_unknown_route_is_404_json(gateway: RunningGateway, partner_a: Partner) -> None:
