@@ -5,10 +5,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from google.api import resource_pb2
 from google.rpc import error_details_pb2
 
 import svc_gateway.errors as gateway_errors
 import withdrawal_shared.errors as shared_errors
+from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
 from svc_gateway.errors import METHOD_ERRORS
 from withdrawal_shared.errors import (
     ERROR_DOMAIN,
@@ -34,6 +36,18 @@ def test_error_domain_is_the_product_domain() -> None:
     assert "example" not in ERROR_DOMAIN
     for err in (not_found("withdrawals/x"), invalid_argument([FieldViolation("a", "b")])):
         assert error_info(err).domain == ERROR_DOMAIN
+
+
+def test_resource_types_use_the_error_domain() -> None:
+    """AIP-123: a resource type is `{service name}/{Type}`, the same name as ErrorInfo's."""
+    options = withdrawal_pb2.Withdrawal.DESCRIPTOR.GetOptions()
+    resource = options.Extensions[resource_pb2.resource]
+    assert resource.type == f"{ERROR_DOMAIN}/Withdrawal"
+    name = withdrawal_pb2.GetWithdrawalRequest.DESCRIPTOR.fields_by_name["name"]
+    reference = name.GetOptions().Extensions[resource_pb2.resource_reference]
+    assert reference.type == resource.type
+    proto = (ROOT / "proto/assetwithdrawal/withdrawal/v1/withdrawal.proto").read_text()
+    assert "example.com" not in proto
 
 
 def test_error_domain_is_defined_once() -> None:
