@@ -6,6 +6,12 @@ path variables, query parameters, the body and the `Idempotency-Key` header, cal
 invoker, and renders the proto3 JSON response (NDJSON for server streaming) or a
 `google.rpc.Status` JSON error. Routes, field maps and message classes are computed once, at
 build time. It never authenticates: the invoker gets the request headers as metadata.
+
+Errors name fields as the REST caller did: the JSON body is checked by `json_body` before
+json_format parses it (violations at the caller's JSON paths; `body` for the body as a
+whole), query parameters by the name sent, and the proto paths of the invoker's violations
+are translated (`_CallerNames`: `withdrawal.recipient_address` -> `recipientAddress`,
+`request_id` -> `Idempotency-Key`). A body over `max_body_bytes` is 413 BODY_TOO_LARGE.
 """
 
 from __future__ import annotations
