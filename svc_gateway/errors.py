@@ -1,8 +1,136 @@
-"""Rendering errors on gRPC: the shared implementation in `withdrawal_shared.grpc_errors`
-(`ApiError` -> status with google.rpc details; anything else -> logged and INTERNAL)."""
+"""The gateway's errors: every ErrorInfo reason it can answer with, which RPC can answer with
+which (`METHOD_ERRORS`, the source of the OpenAPI error responses), and rendering on gRPC
+(the shared `withdrawal_shared.grpc_errors`: `ApiError` -> status with google.rpc details;
+anything else -> logged and INTERNAL).
+
+Code that raises one of these reasons uses its constant (`IDEMPOTENCY_KEY_REUSED.error(...)`
+or `.reason`), never a string of its own; tests/unit/test_error_catalog.py checks that.
+"""
 
 from __future__ import annotations
 
+from withdrawal_shared.errors import (
+    INTERNAL,
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    UNAUTHENTICATED,
+    Code,
+    ErrorReason,
+)
 from withdrawal_shared.grpc_errors import abort, to_api_error
 
-__all__ = ["abort", "to_api_error"]
+SERVICE = "assetwithdrawal.withdrawal.v1.WithdrawalService"
+
+UNKNOWN_CHAIN = ErrorReason(
+    "UNKNOWN_CHAIN",
+    Code.INVALID_ARGUMENT,
+    "`chain` is not a supported chain.",
+    example_violation=("chain", "'solana' is not a supported chain"),
+)
+UNKNOWN_TOKEN = ErrorReason(
+    "UNKNOWN_TOKEN",
+    Code.INVALID_ARGUMENT,
+    "`token` is not a token configured on the chain; the message lists the known ones.",
+    example_violation=("token", "'XYZ' is not a token on polygon; known: USDC, USDT"),
+)
+TOKEN_DISABLED = ErrorReason(
+    "TOKEN_DISABLED",
+    Code.INVALID_ARGUMENT,
+    "Payouts of the token are disabled on the chain for now.",
+    example_violation=("token", "USDT payouts are disabled on polygon"),
+)
+SYSTEM_ADDRESS = ErrorReason(
+    "SYSTEM_ADDRESS",
+    Code.INVALID_ARGUMENT,
+    "`recipientAddress` is one of this system's own contracts or wallets.",
+    example_violation=(
+        "recipientAddress",
+        "is one of this system's own contracts or wallets; pay a user address",
+    ),
+)
+AMOUNT_ABOVE_MAXIMUM = ErrorReason(
+    "AMOUNT_ABOVE_MAXIMUM",
+    Code.INVALID_ARGUMENT,
+    "`amount` exceeds the token's per-withdrawal maximum.",
+    example_violation=("amount", "exceeds the USDC maximum of 100000 per withdrawal"),
+)
+BODY_TOO_LARGE = ErrorReason(
+    "BODY_TOO_LARGE",
+    Code.INVALID_ARGUMENT,
+    "REST only: the request body is larger than the gateway accepts (GATEWAY_MAX_BODY_BYTES).",
+    http_status=413,
+    example="The request body is larger than the limit of 65536 bytes; send a smaller one.",
+    example_violation=("body", "is larger than 65536 bytes"),
+)
+METHOD_NOT_ALLOWED = ErrorReason(
+    "METHOD_NOT_ALLOWED",
+    Code.UNIMPLEMENTED,
+    "REST only: the path exists but not with this HTTP method; `Allow` lists the methods.",
+    http_status=405,
+    example="DELETE is not allowed on /v1/withdrawals; use GET, POST.",
+)
+IDEMPOTENCY_KEY_REUSED = ErrorReason(
+    "IDEMPOTENCY_KEY_REUSED",
+    Code.ALREADY_EXISTS,
+    "The idempotency key (`Idempotency-Key`, or `request_id` on gRPC) was already used for a "
+    "withdrawal with another body; the metadata names that withdrawal.",
+    example="The idempotency key 'inv-77-payout' was already used for a different withdrawal "
+    "(01J9ZQ8M5K3V7T2R4W6Y8A0C1E); use a new key for a new withdrawal.",
+)
+WITHDRAWAL_NOT_CANCELLABLE = ErrorReason(
+    "WITHDRAWAL_NOT_CANCELLABLE",
+    Code.FAILED_PRECONDITION,
+    "The withdrawal was already placed in a payout transaction and can no longer be cancelled.",
+    example="The withdrawal is SIGNED and can no longer be cancelled: only withdrawals not yet "
+    "signed can be.",
+)
+CONCURRENT_MODIFICATION = ErrorReason(
+    "CONCURRENT_MODIFICATION",
+    Code.ABORTED,
+    "The withdrawal kept changing while the request ran; retry it.",
+    example="The withdrawal kept changing while cancelling; retry the request.",
+)
+
+_COMMON = (INVALID_ARGUMENT, UNAUTHENTICATED, INTERNAL)
+
+METHOD_ERRORS: dict[str, tuple[ErrorReason, ...]] = {
+    f"{SERVICE}.CreateWithdrawal": (
+        INVALID_ARGUMENT,
+        UNKNOWN_CHAIN,
+        UNKNOWN_TOKEN,
+        TOKEN_DISABLED,
+        SYSTEM_ADDRESS,
+        AMOUNT_ABOVE_MAXIMUM,
+        BODY_TOO_LARGE,
+        UNAUTHENTICATED,
+        IDEMPOTENCY_KEY_REUSED,
+        INTERNAL,
+    ),
+    f"{SERVICE}.GetWithdrawal": (*_COMMON, NOT_FOUND),
+    f"{SERVICE}.ListWithdrawals": _COMMON,
+    f"{SERVICE}.CancelWithdrawal": (
+        *_COMMON,
+        WITHDRAWAL_NOT_CANCELLABLE,
+        BODY_TOO_LARGE,
+        NOT_FOUND,
+        CONCURRENT_MODIFICATION,
+    ),
+    f"{SERVICE}.WatchWithdrawal": (*_COMMON, NOT_FOUND),
+}
+"""Every reason each RPC can answer with (by method full name); REST-only ones say so."""
+
+__all__ = [
+    "AMOUNT_ABOVE_MAXIMUM",
+    "BODY_TOO_LARGE",
+    "CONCURRENT_MODIFICATION",
+    "IDEMPOTENCY_KEY_REUSED",
+    "METHOD_ERRORS",
+    "METHOD_NOT_ALLOWED",
+    "SYSTEM_ADDRESS",
+    "TOKEN_DISABLED",
+    "UNKNOWN_CHAIN",
+    "UNKNOWN_TOKEN",
+    "WITHDRAWAL_NOT_CANCELLABLE",
+    "abort",
+    "to_api_error",
+]

@@ -12,6 +12,11 @@ from sqlalchemy import Engine, PoolProxiedConnection, and_, insert, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from svc_gateway.errors import (
+    CONCURRENT_MODIFICATION,
+    IDEMPOTENCY_KEY_REUSED,
+    WITHDRAWAL_NOT_CANCELLABLE,
+)
 from svc_gateway.validation import NewWithdrawal
 from withdrawal_shared.db import api_keys
 from withdrawal_shared.db.engine import make_sessionmaker
@@ -25,7 +30,7 @@ from withdrawal_shared.db.transitions import (
     record_creation,
     utcnow,
 )
-from withdrawal_shared.errors import ApiError, Code
+from withdrawal_shared.errors import ApiError
 from withdrawal_shared.ids import new_ulid
 from withdrawal_shared.states import CANCELLABLE, State
 
@@ -142,11 +147,9 @@ def _new_row(index: int, partner_id: str, new: NewWithdrawal, now: dt.datetime) 
 
 
 def _key_reused(request_id: str, existing_id: str) -> ApiError:
-    return ApiError(
-        Code.ALREADY_EXISTS,
-        "IDEMPOTENCY_KEY_REUSED",
-        f"request_id {request_id!r} was already used for a different withdrawal "
-        f"({existing_id}); use a new request_id for a new withdrawal.",
+    return IDEMPOTENCY_KEY_REUSED.error(
+        f"The idempotency key {request_id!r} was already used for a different withdrawal "
+        f"({existing_id}); use a new key for a new withdrawal.",
         metadata={"withdrawal": "withdrawals/" + existing_id},
     )
 
@@ -452,9 +455,7 @@ class WithdrawalStore:
                 # may still be mined, so it could be paid after a cancel.
                 placed = row.payout_tx_id is not None or row.payout_number is not None
                 if State(row.state) not in CANCELLABLE or placed:
-                    raise ApiError(
-                        Code.FAILED_PRECONDITION,
-                        "WITHDRAWAL_NOT_CANCELLABLE",
+                    raise WITHDRAWAL_NOT_CANCELLABLE.error(
                         f"The withdrawal is {row.state} and can no longer be cancelled: "
                         "only withdrawals not yet signed can be.",
                         metadata={"state": row.state},
@@ -476,9 +477,7 @@ class WithdrawalStore:
                 except TransitionConflict:
                     continue  # it moved under us: read it again and decide again
                 return row, moved
-        raise ApiError(
-            Code.ABORTED,
-            "CONCURRENT_MODIFICATION",
+        raise CONCURRENT_MODIFICATION.error(
             "The withdrawal kept changing while cancelling; retry the request.",
         )
 

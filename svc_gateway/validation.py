@@ -8,10 +8,17 @@ import re
 from dataclasses import dataclass
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
+from svc_gateway.errors import (
+    AMOUNT_ABOVE_MAXIMUM,
+    SYSTEM_ADDRESS,
+    TOKEN_DISABLED,
+    UNKNOWN_CHAIN,
+    UNKNOWN_TOKEN,
+)
 from withdrawal_shared.addresses import AddressError, parse_address
 from withdrawal_shared.amounts import AmountError, BaseUnits, format_amount, parse_amount
 from withdrawal_shared.db.reference import ReferenceData, TokenInfo
-from withdrawal_shared.errors import FieldViolation, invalid_argument
+from withdrawal_shared.errors import INVALID_ARGUMENT, ErrorReason, FieldViolation, invalid_argument
 from withdrawal_shared.states import Priority
 
 DEFAULT_CHAIN = "polygon"
@@ -42,14 +49,14 @@ class _Checks:
 
     def __init__(self) -> None:
         self.violations: list[FieldViolation] = []
-        self.reasons: list[str] = []
+        self.reasons: list[ErrorReason] = []
 
-    def bad(self, field: str, description: str, reason: str = "INVALID_ARGUMENT") -> None:
+    def bad(self, field: str, description: str, reason: ErrorReason = INVALID_ARGUMENT) -> None:
         self.violations.append(FieldViolation(field, description))
         self.reasons.append(reason)
 
     def reason(self) -> str:
-        return self.reasons[0] if len(self.reasons) == 1 else "INVALID_ARGUMENT"
+        return self.reasons[0].reason if len(self.reasons) == 1 else INVALID_ARGUMENT.reason
 
 
 def _check_request_id(request_id: str, checks: _Checks) -> None:
@@ -67,7 +74,7 @@ def _check_token(
 ) -> TokenInfo | None:
     chain_info = reference.chains.get(chain)
     if chain_info is None or not chain_info.enabled:
-        checks.bad("withdrawal.chain", f"{chain!r} is not a supported chain", "UNKNOWN_CHAIN")
+        checks.bad("withdrawal.chain", f"{chain!r} is not a supported chain", UNKNOWN_CHAIN)
         return None
     if not w.token:
         checks.bad("withdrawal.token", 'is required, e.g. "USDC"')
@@ -78,13 +85,11 @@ def _check_token(
         checks.bad(
             "withdrawal.token",
             f"{w.token!r} is not a token on {chain}; known: {', '.join(known) or 'none'}",
-            "UNKNOWN_TOKEN",
+            UNKNOWN_TOKEN,
         )
         return None
     if not token.enabled:
-        checks.bad(
-            "withdrawal.token", f"{w.token} payouts are disabled on {chain}", "TOKEN_DISABLED"
-        )
+        checks.bad("withdrawal.token", f"{w.token} payouts are disabled on {chain}", TOKEN_DISABLED)
         return None
     return token
 
@@ -99,7 +104,7 @@ def _check_recipient(text: str, reference: ReferenceData, checks: _Checks) -> st
         checks.bad(
             "withdrawal.recipient_address",
             "is one of this system's own contracts or wallets; pay a user address",
-            "SYSTEM_ADDRESS",
+            SYSTEM_ADDRESS,
         )
     return recipient
 
@@ -119,7 +124,7 @@ def _check_amount(text: str, token: TokenInfo | None, checks: _Checks) -> BaseUn
         checks.bad(
             "withdrawal.amount",
             f"exceeds the {token.symbol} maximum of {maximum} per withdrawal",
-            "AMOUNT_ABOVE_MAXIMUM",
+            AMOUNT_ABOVE_MAXIMUM,
         )
     return amount
 

@@ -4,19 +4,25 @@ Every error a client can see is an `ApiError`: a canonical code, a machine-reada
 (ErrorInfo), a message saying what to do next, and, for bad input, one violation per field
 (BadRequest). Both transports render the same `google.rpc.Status`: gRPC as the status with
 details in the trailers, REST as the matching HTTP status with the details as JSON.
+
+Every ErrorInfo carries `ERROR_DOMAIN`, and every reason a client can see is an `ErrorReason`
+declared once (the shared ones here, the gateway's in `svc_gateway.errors`), so the OpenAPI
+document lists exactly the reasons the code raises.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf import any_pb2, json_format
 from google.rpc import error_details_pb2, status_pb2
 
-ERROR_DOMAIN = "assetwithdrawal.example.com"
+ERROR_DOMAIN = "withdrawals.assetwithdrawal.dev"
+"""The `google.rpc.ErrorInfo.domain` of every error: the product's service name."""
 
 
 class Code(enum.IntEnum):
@@ -79,15 +85,63 @@ class FieldViolation:
     description: str
 
 
+@dataclass(frozen=True)
+class ErrorReason:
+    """One ErrorInfo reason a client can see: its code, HTTP status and what it means.
+
+    `http_status` differs from the code's standard mapping only for REST-only errors (413).
+    `example` (a realistic message) and `example_violation` (field, description) make the
+    example error of the docs (`example_error`); with only a violation, the message is the
+    one `invalid_argument` writes.
+    """
+
+    reason: str
+    code: Code
+    summary: str
+    http_status: int = 0
+    example: str = ""
+    example_violation: tuple[str, str] | None = None
+
+    @property
+    def status(self) -> int:
+        """The HTTP status REST answers with."""
+        return self.http_status or self.code.http_status
+
+    def example_error(self) -> ApiError:
+        """An error of this reason as the docs show it."""
+        violations = (FieldViolation(*self.example_violation),) if self.example_violation else ()
+        return self.error(self.example or _invalid_message(violations), violations)
+
+    def error(
+        self,
+        message: str,
+        field_violations: Iterable[FieldViolation] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> ApiError:
+        """An ApiError with this reason, code and HTTP status."""
+        return ApiError(
+            self.code,
+            self.reason,
+            message,
+            tuple(field_violations),
+            dict(metadata or {}),
+            self.http_status or None,
+        )
+
+
 @dataclass
 class ApiError(WithdrawalSystemError):
-    """An error a client sees: canonical code, ErrorInfo reason, message, field violations."""
+    """An error a client sees: canonical code, ErrorInfo reason, message, field violations.
+
+    REST answers with `http_status` when set, else with the code's standard HTTP status.
+    """
 
     code: Code
     reason: str
     message: str
     field_violations: tuple[FieldViolation, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
+    http_status: int | None = None
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -118,6 +172,22 @@ class ApiError(WithdrawalSystemError):
             details.append(packed)
         return status_pb2.Status(code=int(self.code), message=self.message, details=details)
 
+    def with_field_names(self, rename: Callable[[str], str]) -> ApiError:
+        """This error with every violation's field renamed by `rename`.
+
+        A message that lists the violations (as `invalid_argument` writes it) is rewritten
+        with the new names; any other message is kept.
+        """
+        if not self.field_violations:
+            return self
+        renamed = tuple(
+            FieldViolation(rename(v.field), v.description) for v in self.field_violations
+        )
+        message = self.message
+        if message == _invalid_message(self.field_violations):
+            message = _invalid_message(renamed)
+        return dataclasses.replace(self, field_violations=renamed, message=message)
+
 
 def status_to_json(status: status_pb2.Status) -> dict[str, Any]:
     """The REST error body: `{"error": {code, status, message, details[]}}` (AIP-193)."""
@@ -133,37 +203,61 @@ def status_to_json(status: status_pb2.Status) -> dict[str, Any]:
     }
 
 
+INVALID_ARGUMENT = ErrorReason(
+    "INVALID_ARGUMENT",
+    Code.INVALID_ARGUMENT,
+    "A field is missing or invalid; the BadRequest detail names each one and what it must be.",
+    example_violation=("amount", 'must be a decimal string such as "12.5", not a number'),
+)
+NOT_FOUND = ErrorReason(
+    "NOT_FOUND",
+    Code.NOT_FOUND,
+    "The resource does not exist or belongs to another partner.",
+    example="withdrawals/01J9ZQ8M5K3V7T2R4W6Y8A0C1E does not exist or is not visible to this "
+    "API key.",
+)
+UNAUTHENTICATED = ErrorReason(
+    "UNAUTHENTICATED",
+    Code.UNAUTHENTICATED,
+    "The Authorization header is missing or malformed, or its API key is unknown or revoked.",
+    example="Missing API key: send the header 'Authorization: Bearer <api key>'.",
+)
+INTERNAL = ErrorReason(
+    "INTERNAL",
+    Code.INTERNAL,
+    "An unexpected server error; retrying with the same idempotency key is safe.",
+    example="An internal error occurred; nothing about it is known to be your fault. Retry "
+    "the same request, and quote trace id 0af7651916cd43dd8448eb211c80319c if it persists.",
+)
+
+
+def _invalid_message(violations: Iterable[FieldViolation]) -> str:
+    summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+    return f"The request has invalid fields ({summary}). Fix them and send it again."
+
+
 def invalid_argument(
-    violations: Iterable[FieldViolation], reason: str = "INVALID_ARGUMENT"
+    violations: Iterable[FieldViolation], reason: str = INVALID_ARGUMENT.reason
 ) -> ApiError:
     found = tuple(violations)
-    summary = "; ".join(f"{v.field}: {v.description}" for v in found)
-    return ApiError(
-        Code.INVALID_ARGUMENT,
-        reason,
-        f"The request has invalid fields ({summary}). Fix them and send it again.",
-        found,
-    )
+    return ApiError(Code.INVALID_ARGUMENT, reason, _invalid_message(found), found)
 
 
 def not_found(resource: str) -> ApiError:
-    return ApiError(
-        Code.NOT_FOUND,
-        "NOT_FOUND",
+    return NOT_FOUND.error(
         f"{resource} does not exist or is not visible to this API key.",
         metadata={"resource": resource},
     )
 
 
 def unauthenticated(message: str) -> ApiError:
-    return ApiError(Code.UNAUTHENTICATED, "UNAUTHENTICATED", message)
+    return UNAUTHENTICATED.error(message)
 
 
 def internal(trace_id: str) -> ApiError:
-    return ApiError(
-        Code.INTERNAL,
-        "INTERNAL",
-        "An internal error occurred; nothing about it is known to be your fault. "
-        f"Retry with the same request_id, and quote trace id {trace_id} if it persists.",
+    return INTERNAL.error(
+        "An internal error occurred; nothing about it is known to be your fault. Retry the "
+        "same request (same request_id or Idempotency-Key), and quote trace id "
+        f"{trace_id} if it persists.",
         metadata={"trace_id": trace_id},
     )

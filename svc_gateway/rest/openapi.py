@@ -2,9 +2,13 @@
 
 `build_openapi(services, title=..., version=...)` walks the service descriptors: one operation
 per HTTP binding (operationId = method name), path/query/header parameters, request body per
-the rule's `body`, proto3 JSON schemas for every reachable message and enum, a shared error
-response, and bearer authentication. Descriptions come from proto comments when a
-FileDescriptorSet with source info is given (`default_descriptor_set()` loads the generated one).
+the rule's `body`, proto3 JSON schemas for every reachable message and enum (`readOnly` on
+OUTPUT_ONLY and IDENTIFIER fields, `pattern` and `example` on the string fields of
+`field_formats`), one response per HTTP status an RPC can answer with (from `errors`: every
+ErrorInfo reason of that status, with an example body each) on a shared `google.rpc.Status`
+JSON schema, request/response examples, a relative `servers` entry and bearer authentication.
+Descriptions come from proto comments when a FileDescriptorSet with source info is given
+(`default_descriptor_set()` loads the generated one).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.api import field_behavior_pb2  # type: ignore[import-untyped,unused-ignore]
@@ -26,6 +30,13 @@ from google.protobuf.descriptor import (
 )
 from google.protobuf.message import DecodeError
 
+from svc_gateway.errors import METHOD_ERRORS
+from svc_gateway.rest.formats import (
+    FIELD_FORMATS,
+    OPERATION_EXAMPLES,
+    FieldFormat,
+    OperationExample,
+)
 from svc_gateway.rest.http_rule import (
     FieldPath,
     PathTemplate,
@@ -36,6 +47,7 @@ from svc_gateway.rest.http_rule import (
     resolve_field,
     rule_bindings,
 )
+from withdrawal_shared.errors import ERROR_DOMAIN, INTERNAL, ErrorReason, status_to_json
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +105,52 @@ _WRAPPERS: dict[str, int] = {
     "google.protobuf.BytesValue": FieldDescriptor.TYPE_BYTES,
 }
 
+_ERROR_INFO_SCHEMA: Schema = {
+    "type": "object",
+    "description": "Why the request failed, for programs: branch on `reason`.",
+    "required": ["@type", "reason", "domain"],
+    "properties": {
+        "@type": {"type": "string", "enum": ["type.googleapis.com/google.rpc.ErrorInfo"]},
+        "reason": {
+            "type": "string",
+            "description": "Machine-readable reason, e.g. `IDEMPOTENCY_KEY_REUSED`; each "
+            "operation lists the reasons it can answer with under its responses.",
+        },
+        "domain": {"type": "string", "enum": [ERROR_DOMAIN]},
+        "metadata": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "Facts about the error, e.g. `limit_bytes` or `withdrawal`.",
+        },
+    },
+}
+_BAD_REQUEST_SCHEMA: Schema = {
+    "type": "object",
+    "description": "Every bad field of the request at once.",
+    "required": ["@type", "fieldViolations"],
+    "properties": {
+        "@type": {"type": "string", "enum": ["type.googleapis.com/google.rpc.BadRequest"]},
+        "fieldViolations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "description"],
+                "properties": {
+                    "field": {
+                        "type": "string",
+                        "description": "The field as the request named it: its JSON path in "
+                        "the body (`recipientAddress`), the query parameter as sent, "
+                        "`Idempotency-Key`, or `body` for the body as a whole.",
+                    },
+                    "description": {
+                        "type": "string",
+                        "description": "What is wrong and what the field takes.",
+                    },
+                },
+            },
+        },
+    },
+}
 _ERROR_SCHEMA: Schema = {
     "type": "object",
     "description": "A `google.rpc.Status` rendered as JSON (AIP-193).",
@@ -100,7 +158,7 @@ _ERROR_SCHEMA: Schema = {
     "properties": {
         "error": {
             "type": "object",
-            "required": ["code", "status", "message"],
+            "required": ["code", "status", "message", "details"],
             "properties": {
                 "code": {"type": "integer", "format": "int32", "description": "HTTP status."},
                 "status": {
@@ -110,17 +168,20 @@ _ERROR_SCHEMA: Schema = {
                 "message": {"type": "string", "description": "What went wrong, what to do."},
                 "details": {
                     "type": "array",
-                    "description": "`google.rpc.ErrorInfo` (always) and `BadRequest` details.",
+                    "description": "`google.rpc.ErrorInfo` (always, first) and `BadRequest` "
+                    "(when fields are at fault).",
                     "items": {
-                        "type": "object",
-                        "properties": {"@type": {"type": "string"}},
-                        "additionalProperties": True,
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/google.rpc.ErrorInfo"},
+                            {"$ref": "#/components/schemas/google.rpc.BadRequest"},
+                        ]
                     },
                 },
             },
         }
     },
 }
+_ERROR_REF: Schema = {"$ref": "#/components/schemas/Error"}
 
 
 def default_descriptor_set() -> bytes | None:
@@ -203,6 +264,9 @@ def _behaviors(fd: FieldDescriptor) -> set[int]:
     return set(fd.GetOptions().Extensions[field_behavior_pb2.field_behavior])
 
 
+_READ_ONLY = frozenset({field_behavior_pb2.OUTPUT_ONLY, field_behavior_pb2.IDENTIFIER})
+
+
 def _with_extras(schema: Schema, **extras: Any) -> Schema:
     """Add description/readOnly to a schema; a `$ref` is wrapped in allOf (OpenAPI 3.0)."""
     extras = {k: v for k, v in extras.items() if v}
@@ -216,8 +280,9 @@ def _with_extras(schema: Schema, **extras: Any) -> Schema:
 class _Schemas:
     """components.schemas, filled on demand while walking messages and enums."""
 
-    def __init__(self, comments: dict[str, str]) -> None:
+    def __init__(self, comments: dict[str, str], formats: Mapping[str, FieldFormat]) -> None:
         self.comments = comments
+        self.formats = formats
         self.components: dict[str, Schema] = {}
 
     def message_ref(self, desc: Descriptor) -> Schema:
@@ -268,7 +333,11 @@ class _Schemas:
             return self.enum_ref(fd.enum_type)
         if fd.message_type is not None:
             return self.message_ref(fd.message_type)
-        return dict(_SCALARS[fd.type])
+        schema = dict(_SCALARS[fd.type])
+        fmt = self.formats.get(fd.full_name)
+        if fmt is not None and fd.type == FieldDescriptor.TYPE_STRING:
+            schema.update(pattern=fmt.pattern, example=fmt.example)
+        return schema
 
     def field(self, fd: FieldDescriptor) -> Schema:
         if is_map_field(fd) and fd.message_type is not None:
@@ -282,7 +351,7 @@ class _Schemas:
         return _with_extras(
             schema,
             description=self.comments.get(_field_key(fd)),
-            readOnly=field_behavior_pb2.OUTPUT_ONLY in behaviors,
+            readOnly=bool(_READ_ONLY & behaviors),
         )
 
 
@@ -349,6 +418,8 @@ def _operation(
     rb: RuleBinding,
     operation_id: str,
     schemas: _Schemas,
+    errors: Sequence[ErrorReason],
+    example: OperationExample | None,
 ) -> tuple[str, Schema]:
     request = method.input_type
     path, path_params = _openapi_path(rb.template)
@@ -374,35 +445,20 @@ def _operation(
                 "schema": schemas.single(resolved[-1]),
             }
         )
+    request_id = request.fields_by_name.get(_REQUEST_ID)
+    has_key = request_id is not None and request_id.type == FieldDescriptor.TYPE_STRING
     if rb.body != "*":
-        excluded = bound | ({rb.body} if rb.body else set())
+        # The header is how REST gives the idempotency key; the `request_id` query parameter
+        # (also accepted) is described in the header's text rather than listed.
+        excluded = bound | ({rb.body} if rb.body else set()) | ({_REQUEST_ID} if has_key else set())
         for dotted, fields in query_fields(request, excluded).items():
             parameters.append(_query_parameter(dotted, fields, schemas))
-    request_id = request.fields_by_name.get(_REQUEST_ID)
-    if request_id is not None and request_id.type == FieldDescriptor.TYPE_STRING:
-        parameters.append(
-            {
-                "name": _IDEMPOTENCY_HEADER,
-                "in": "header",
-                "required": False,
-                "description": f"Sets `{_REQUEST_ID}`; if both are given they must be equal.",
-                "schema": {"type": "string"},
-            }
-        )
+    if request_id is not None and has_key:
+        parameters.append(_idempotency_header(request_id, rb, schemas))
     if parameters:
         operation["parameters"] = parameters
     if rb.body:
-        if rb.body == "*":
-            body_schema = schemas.message_schema(request, exclude=frozenset(bound))
-            body_required = False
-        else:
-            body_field = request.fields_by_name[rb.body]
-            body_schema = schemas.field(body_field)
-            body_required = field_behavior_pb2.REQUIRED in _behaviors(body_field)
-        operation["requestBody"] = {
-            "required": body_required,
-            "content": {"application/json": {"schema": body_schema}},
-        }
+        operation["requestBody"] = _request_body(request, rb.body, bound, schemas, example)
     output = schemas.message_ref(method.output_type)
     if method.server_streaming:
         ok = {
@@ -411,9 +467,87 @@ def _operation(
             "content": {NDJSON: {"schema": output}},
         }
     else:
-        ok = {"description": "OK", "content": {"application/json": {"schema": output}}}
-    operation["responses"] = {"200": ok, "default": {"$ref": "#/components/responses/Error"}}
+        media: Schema = {"schema": output}
+        if example is not None:
+            media["example"] = example.response
+        ok = {"description": "OK", "content": {"application/json": media}}
+    operation["responses"] = {
+        "200": ok,
+        **_error_responses(errors),
+        "default": {"$ref": "#/components/responses/Error"},
+    }
     return path, operation
+
+
+def _request_body(
+    request: Descriptor,
+    body: str,
+    bound: set[str],
+    schemas: _Schemas,
+    example: OperationExample | None,
+) -> Schema:
+    if body == "*":
+        body_schema = schemas.message_schema(request, exclude=frozenset(bound))
+        required = False
+    else:
+        body_field = request.fields_by_name[body]
+        body_schema = schemas.field(body_field)
+        required = field_behavior_pb2.REQUIRED in _behaviors(body_field)
+    media: Schema = {"schema": body_schema}
+    if example is not None:
+        media["example"] = example.request
+    return {"required": required, "content": {"application/json": media}}
+
+
+def _idempotency_header(request_id: FieldDescriptor, rb: RuleBinding, schemas: _Schemas) -> Schema:
+    """The `Idempotency-Key` header: required when `request_id` is, unless the body has it."""
+    required = field_behavior_pb2.REQUIRED in _behaviors(request_id) and rb.body != "*"
+    schema: Schema = {"type": "string"}
+    fmt = schemas.formats.get(request_id.full_name)
+    if fmt is not None:
+        schema.update(pattern=fmt.pattern, example=fmt.example)
+    alternative = (
+        f"the body's `{request_id.json_name}`"
+        if rb.body == "*"
+        else f"a `{_REQUEST_ID}` query parameter (for clients that cannot set headers)"
+    )
+    return {
+        "name": _IDEMPOTENCY_HEADER,
+        "in": "header",
+        "required": required,
+        "description": (
+            f"The idempotency key (the request's `{_REQUEST_ID}`), unique per partner for at "
+            "least 30 days; a UUID is a good choice. A repeat with the same key and body "
+            "answers the original result; the same key with another body is 409 "
+            f"`IDEMPOTENCY_KEY_REUSED`. Without it the request is 400, unless {alternative} "
+            "gives the key; if both are given they must be equal."
+        ),
+        "schema": schema,
+    }
+
+
+def _error_responses(errors: Sequence[ErrorReason]) -> dict[str, Schema]:
+    """One response per HTTP status, listing its reasons, with an example body each."""
+    by_status: dict[int, list[ErrorReason]] = {}
+    for reason in errors:
+        by_status.setdefault(reason.status, []).append(reason)
+    responses: dict[str, Schema] = {}
+    for status in sorted(by_status):
+        reasons = by_status[status]
+        lines = [f"- `{r.reason}` ({r.code.name}): {r.summary}" for r in reasons]
+        examples = {r.reason: {"summary": r.summary, "value": error_example(r)} for r in reasons}
+        responses[str(status)] = {
+            "description": "ErrorInfo reasons:\n" + "\n".join(lines),
+            "content": {"application/json": {"schema": _ERROR_REF, "examples": examples}},
+        }
+    return responses
+
+
+def error_example(reason: ErrorReason) -> dict[str, Any]:
+    """The JSON error body the gateway answers for `reason.example_error()`."""
+    body = status_to_json(reason.example_error().to_status())
+    body["error"]["code"] = reason.status
+    return body
 
 
 def _query_parameter(dotted: str, fields: FieldPath, schemas: _Schemas) -> Schema:
@@ -436,10 +570,19 @@ def build_openapi(
     title: str,
     version: str,
     source_descriptor_set: bytes | None = None,
+    errors: Mapping[str, Sequence[ErrorReason]] = METHOD_ERRORS,
+    field_formats: Mapping[str, FieldFormat] = FIELD_FORMATS,
+    examples: Mapping[str, OperationExample] = OPERATION_EXAMPLES,
+    server_url: str = "/",
 ) -> dict[str, Any]:
-    """An OpenAPI 3.0.3 document for every HTTP rule of `services` (a JSON-ready dict)."""
+    """An OpenAPI 3.0.3 document for every HTTP rule of `services` (a JSON-ready dict).
+
+    `errors`, `field_formats` and `examples` are keyed by method and field full names (the
+    defaults: the WithdrawalService's); `server_url` is the `servers` entry, relative `/` (the
+    origin serving the document) unless a base URL is given.
+    """
     comments = load_comments(source_descriptor_set)
-    schemas = _Schemas(comments)
+    schemas = _Schemas(comments, field_formats)
     paths: dict[str, dict[str, Schema]] = {}
     tags: list[Schema] = []
     used_ids: set[str] = set()
@@ -460,12 +603,22 @@ def build_openapi(
                 while operation_id in used_ids:
                     operation_id, n = f"{method.name}{n}", n + 1
                 used_ids.add(operation_id)
-                path, operation = _operation(method, rb, operation_id, schemas)
+                path, operation = _operation(
+                    method,
+                    rb,
+                    operation_id,
+                    schemas,
+                    errors.get(method.full_name, ()),
+                    examples.get(method.full_name),
+                )
                 paths.setdefault(path, {})[rb.http_method.lower()] = operation
     schemas.components["Error"] = _ERROR_SCHEMA
+    schemas.components["google.rpc.ErrorInfo"] = _ERROR_INFO_SCHEMA
+    schemas.components["google.rpc.BadRequest"] = _BAD_REQUEST_SCHEMA
     return {
         "openapi": "3.0.3",
         "info": {"title": title, "version": version},
+        "servers": [{"url": server_url}],
         "tags": tags,
         "paths": paths,
         "components": {
@@ -474,7 +627,10 @@ def build_openapi(
                 "Error": {
                     "description": "An error, with the matching HTTP status.",
                     "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                        "application/json": {
+                            "schema": _ERROR_REF,
+                            "example": error_example(INTERNAL),
+                        }
                     },
                 }
             },

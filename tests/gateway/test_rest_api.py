@@ -7,11 +7,15 @@ import threading
 import uuid
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from openapi_spec_validator import validate
 from sqlalchemy import func, select
 
+from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
 from tests.support.gateway import Partner, RunningGateway
 from tests.support.requests import fresh_address
 from withdrawal_shared.db.models import Withdrawal
@@ -143,19 +147,19 @@ def test_concurrent_repeats_over_rest(gateway: RunningGateway, partner_a: Partne
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
-        (body(recipientAddress="0xnothex"), "withdrawal.recipient_address"),
+        (body(recipientAddress="0xnothex"), "recipientAddress"),
         (
             body(recipientAddress="0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD"),
-            "withdrawal.recipient_address",
+            "recipientAddress",
         ),
-        (body(recipientAddress="0x" + "0" * 40), "withdrawal.recipient_address"),
-        (body(amount="0"), "withdrawal.amount"),
-        (body(amount="-1"), "withdrawal.amount"),
-        (body(amount="1.0000001"), "withdrawal.amount"),
-        (body(amount=12.5), "withdrawal.amount"),
-        (body(token="XYZ"), "withdrawal.token"),
-        ({"token": "USDC", "amount": "1"}, "withdrawal.recipient_address"),
-        (body(unknownField=1), "withdrawal"),
+        (body(recipientAddress="0x" + "0" * 40), "recipientAddress"),
+        (body(amount="0"), "amount"),
+        (body(amount="-1"), "amount"),
+        (body(amount="1.0000001"), "amount"),
+        (body(amount=12.5), "amount"),
+        (body(token="XYZ"), "token"),
+        ({"token": "USDC", "amount": "1"}, "recipientAddress"),
+        (body(unknownField=1), "unknownField"),
     ],
 )
 def test_invalid_input_is_400_naming_the_field(
@@ -166,9 +170,63 @@ def test_invalid_input_is_400_naming_the_field(
     assert response.status_code == 400, response.text
     assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
     _, fields = error_fields(response)
-    assert any(f == field or f.startswith(field + ".") for f in fields), fields
+    assert field in fields, fields
     assert "Traceback" not in response.text
     assert count(gateway, partner_a) == before
+
+
+def violation(response: httpx.Response) -> tuple[str, str]:
+    """The only field violation of a 400: (field, description)."""
+    assert response.status_code == 400, response.text
+    for detail in response.json()["error"]["details"]:
+        if detail["@type"].endswith("google.rpc.BadRequest"):
+            only = detail["fieldViolations"]
+            assert len(only) == 1, only
+            return only[0]["field"], only[0]["description"]
+    raise AssertionError(response.text)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (
+            body(amount=12.5),
+            ("amount", 'must be a decimal string such as "12.5", not a number'),
+        ),
+        (
+            body(priority="FAST"),
+            (
+                "priority",
+                "must be one of PRIORITY_UNSPECIFIED, PRIORITY_STANDARD, PRIORITY_PRIORITY, "
+                'PRIORITY_EMERGENCY; got "FAST"',
+            ),
+        ),
+        (body(clientReference={"id": 7}), ("clientReference", "must be a string, not an object")),
+        (
+            body(recipientAddress=["0x" + "1" * 40]),
+            ("recipientAddress", "must be a string of 0x and 40 hexadecimal digits such as"),
+        ),
+        (body(confirmations="many"), ("confirmations", "must be an integer from")),
+    ],
+)
+def test_json_type_mistakes_name_the_field_and_what_it_takes(
+    gateway: RunningGateway, partner_a: Partner, payload: dict[str, Any], expected: tuple[str, str]
+) -> None:
+    """What a partner hit: Python type names instead of the field and what it takes."""
+    response = create(gateway, partner_a, payload)
+    field, description = violation(response)
+    assert field == expected[0]
+    assert description.startswith(expected[1])
+    for python in ("float", "dict", "bytes-like", "got 'str'", "int()"):
+        assert python not in response.text
+
+
+def test_deeply_nested_json_is_400(gateway: RunningGateway, partner_a: Partner) -> None:
+    deep = b'{"clientReference":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    headers = {**partner_a.headers, "Idempotency-Key": str(uuid.uuid4())}
+    response = httpx.post(f"{gateway.base_url}/v1/withdrawals", content=deep, headers=headers)
+    assert violation(response) == ("body", "nests objects and arrays more than 32 levels deep")
+    assert "recursion" not in response.text
 
 
 def test_missing_idempotency_key_is_400(gateway: RunningGateway, partner_a: Partner) -> None:
@@ -176,10 +234,43 @@ def test_missing_idempotency_key_is_400(gateway: RunningGateway, partner_a: Part
         f"{gateway.base_url}/v1/withdrawals", json=body(), headers=partner_a.headers
     )
     assert response.status_code == 400
-    assert error_fields(response)[1] == ["request_id"]
+    assert error_fields(response)[1] == ["Idempotency-Key"]
+    assert "(Idempotency-Key: is required" in response.json()["error"]["message"]
 
 
-def test_malformed_json_and_oversized_body(gateway: RunningGateway, partner_a: Partner) -> None:
+def test_rest_names_fields_as_sent_and_grpc_keeps_proto_names(
+    gateway: RunningGateway, partner_a: Partner
+) -> None:
+    payload = body(recipientAddress="0xnothex", amount="-1")
+    rest = httpx.post(f"{gateway.base_url}/v1/withdrawals", json=payload, headers=partner_a.headers)
+    assert rest.status_code == 400
+    assert error_fields(rest)[1] == ["Idempotency-Key", "recipientAddress", "amount"]
+    message = rest.json()["error"]["message"]
+    assert "recipientAddress: must be 0x followed by 40 hexadecimal digits" in message
+    assert "recipient_address" not in message and "request_id" not in message
+    with pytest.raises(grpc.RpcError) as caught:
+        gateway.stub.CreateWithdrawal(
+            withdrawal_pb2.CreateWithdrawalRequest(
+                withdrawal=withdrawal_pb2.Withdrawal(
+                    token="USDC", recipient_address="0xnothex", amount="-1"
+                )
+            ),
+            metadata=partner_a.metadata,
+        )
+    status = rpc_status.from_call(caught.value)
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert status.details[1].Unpack(bad)
+    assert [v.field for v in bad.field_violations] == [
+        "request_id",
+        "withdrawal.recipient_address",
+        "withdrawal.amount",
+    ]
+
+
+def test_malformed_json_is_400_and_an_oversized_body_413(
+    gateway: RunningGateway, partner_a: Partner
+) -> None:
     before = count(gateway, partner_a)
     headers = {
         **partner_a.headers,
@@ -190,11 +281,16 @@ def test_malformed_json_and_oversized_body(gateway: RunningGateway, partner_a: P
         f"{gateway.base_url}/v1/withdrawals", content=b'{"token": "USDC",', headers=headers
     )
     assert broken.status_code == 400
-    assert error_fields(broken)[1] == ["withdrawal"]
+    assert error_fields(broken)[1] == ["body"]
     huge = json.dumps(body(clientReference="x" * 200_000)).encode()
     oversized = httpx.post(f"{gateway.base_url}/v1/withdrawals", content=huge, headers=headers)
-    assert oversized.status_code == 400
-    assert error_fields(oversized)[1] == ["withdrawal"]
+    assert oversized.status_code == 413
+    error = oversized.json()["error"]
+    assert error["code"] == 413
+    assert error["message"] == (
+        "The request body is larger than the limit of 65536 bytes; send a smaller one."
+    )
+    assert error_fields(oversized) == ("BODY_TOO_LARGE", ["body"])
     assert count(gateway, partner_a) == before
 
 
@@ -247,6 +343,15 @@ def test_openapi_document_validates(gateway: RunningGateway) -> None:
         "CancelWithdrawal",
         "WatchWithdrawal",
     } <= operations
+    create = document["paths"]["/v1/withdrawals"]["post"]
+    assert {"400", "401", "409", "413", "500"} <= set(create["responses"])
+    assert (
+        "IDEMPOTENCY_KEY_REUSED"
+        in create["responses"]["409"]["content"]["application/json"]["examples"]
+    )
+    header = next(p for p in create["parameters"] if p["name"] == "Idempotency-Key")
+    assert header["required"] is True
+    assert document["servers"] == [{"url": "/"}]
 
 
 def test_unknown_route_is_404_json(gateway: RunningGateway, partner_a: Partner) -> None:

@@ -28,7 +28,7 @@ from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.assetwithdrawal/withdrawal/v1/withdrawal.proto\x12\x1d\x61ssetwithdrawal.withdrawal.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x05\n\nWithdrawal\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1e\n\x10\x63lient_reference\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05\x63hain\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x05token\x18\x04 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12 \n\x11recipient_address\x18\x05 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x15\n\x06\x61mount\x18\x06 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12?\n\x08priority\x18\x07 \x01(\x0e\x32\'.assetwithdrawal.withdrawal.v1.PriorityB\x04\xe2\x41\x01\x01\x12\x39\n\x05state\x18\x08 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cstate_reason\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rstate_message\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x1e\n\x10transaction_hash\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03\x66\x65\x65\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x66\x65\x65_currency\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rconfirmations\x18\x0e \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07version\x18\x12 \x01(\x03\x42\x04\xe2\x41\x01\x03:^\xea\x41[\n&assetwithdrawal.example.com/Withdrawal\x12\x18withdrawals/{withdrawal}*\x0bwithdrawals2\nwithdrawal\"x\n\x17\x43reateWithdrawalRequest\x12\x43\n\nwithdrawal\x18\x01 \x01(\x0b\x32).assetwithdrawal.withdrawal.v1.WithdrawalB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"U\n\x14GetWithdrawalRequest\x12=\n\x04name\x18\x01 \x01(\tB/\xe2\x41\x01\x02\xfa\x41(\n&assetwithdrawal.example.com/Withdrawal\"a\n\x16ListWithdrawalsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"~\n\x17ListWithdrawalsResponse\x12\x44\n\x0bwithdrawals\x18\x01 \x03(\x0b\x32).assetwithdrawal.withdrawal.v1.WithdrawalB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"n\n\x17\x43\x61ncelWithdrawalRequest\x12=\n\x04name\x18\x01 \x01(\tB/\xe2\x41\x01\x02\xfa\x41(\n&assetwithdrawal.example.com/Withdrawal\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x99\x01\n\x16WatchWithdrawalRequest\x12=\n\x04name\x18\x01 \x01(\tB/\xe2\x41\x01\x02\xfa\x41(\n&assetwithdrawal.example.com/Withdrawal\x12\'\n\x14resume_after_version\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x42\x17\n\x15_resume_after_version\"\xe6\x01\n\x17WatchWithdrawalResponse\x12\x42\n\nevent_type\x18\x01 \x01(\x0e\x32(.assetwithdrawal.withdrawal.v1.EventTypeB\x04\xe2\x41\x01\x03\x12\x43\n\nwithdrawal\x18\x02 \x01(\x0b\x32).assetwithdrawal.withdrawal.v1.WithdrawalB\x04\xe2\x41\x01\x03\x12\x42\n\x0eprevious_state\x18\x03 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x03*j\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x15\n\x11PRIORITY_STANDARD\x10\x01\x12\x15\n\x11PRIORITY_PRIORITY\x10\x02\x12\x16\n\x12PRIORITY_EMERGENCY\x10\x03*\x95\x02\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTATE_RECEIVED\x10\x01\x12\x13\n\x0fSTATE_VALIDATED\x10\x02\x12\x1a\n\x16STATE_PENDING_APPROVAL\x10\x03\x12\x10\n\x0cSTATE_QUEUED\x10\x04\x12\x10\n\x0cSTATE_SIGNED\x10\x05\x12\x13\n\x0fSTATE_BROADCAST\x10\x06\x12\x14\n\x10STATE_CONFIRMING\x10\x07\x12\x13\n\x0fSTATE_COMPLETED\x10\x08\x12\x11\n\rSTATE_ON_HOLD\x10\t\x12\x12\n\x0eSTATE_REJECTED\x10\n\x12\x13\n\x0fSTATE_CANCELLED\x10\x0b\x12\x10\n\x0cSTATE_FAILED\x10\x0c*v\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45VENT_TYPE_SNAPSHOT\x10\x01\x12\x1c\n\x18\x45VENT_TYPE_STATE_CHANGED\x10\x02\x12\x16\n\x12\x45VENT_TYPE_REORGED\x10\x03\x32\xb1\x06\n\x11WithdrawalService\x12\x9a\x01\n\x10\x43reateWithdrawal\x12\x36.assetwithdrawal.withdrawal.v1.CreateWithdrawalRequest\x1a).assetwithdrawal.withdrawal.v1.Withdrawal\"#\x82\xd3\xe4\x93\x02\x1d\"\x0f/v1/withdrawals:\nwithdrawal\x12\x91\x01\n\rGetWithdrawal\x12\x33.assetwithdrawal.withdrawal.v1.GetWithdrawalRequest\x1a).assetwithdrawal.withdrawal.v1.Withdrawal\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/{name=withdrawals/*}\x12\x99\x01\n\x0fListWithdrawals\x12\x35.assetwithdrawal.withdrawal.v1.ListWithdrawalsRequest\x1a\x36.assetwithdrawal.withdrawal.v1.ListWithdrawalsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/withdrawals\x12\xa1\x01\n\x10\x43\x61ncelWithdrawal\x12\x36.assetwithdrawal.withdrawal.v1.CancelWithdrawalRequest\x1a).assetwithdrawal.withdrawal.v1.Withdrawal\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/{name=withdrawals/*}:cancel:\x01*\x12\xaa\x01\n\x0fWatchWithdrawal\x12\x35.assetwithdrawal.withdrawal.v1.WatchWithdrawalRequest\x1a\x36.assetwithdrawal.withdrawal.v1.WatchWithdrawalResponse\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{name=withdrawals/*}:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.assetwithdrawal/withdrawal/v1/withdrawal.proto\x12\x1d\x61ssetwithdrawal.withdrawal.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x05\n\nWithdrawal\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1e\n\x10\x63lient_reference\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05\x63hain\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x05token\x18\x04 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12 \n\x11recipient_address\x18\x05 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x15\n\x06\x61mount\x18\x06 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12?\n\x08priority\x18\x07 \x01(\x0e\x32\'.assetwithdrawal.withdrawal.v1.PriorityB\x04\xe2\x41\x01\x01\x12\x39\n\x05state\x18\x08 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cstate_reason\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rstate_message\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x1e\n\x10transaction_hash\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03\x66\x65\x65\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x66\x65\x65_currency\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rconfirmations\x18\x0e \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07version\x18\x12 \x01(\x03\x42\x04\xe2\x41\x01\x03:b\xea\x41_\n*withdrawals.assetwithdrawal.dev/Withdrawal\x12\x18withdrawals/{withdrawal}*\x0bwithdrawals2\nwithdrawal\"x\n\x17\x43reateWithdrawalRequest\x12\x43\n\nwithdrawal\x18\x01 \x01(\x0b\x32).assetwithdrawal.withdrawal.v1.WithdrawalB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"Y\n\x14GetWithdrawalRequest\x12\x41\n\x04name\x18\x01 \x01(\tB3\xe2\x41\x01\x02\xfa\x41,\n*withdrawals.assetwithdrawal.dev/Withdrawal\"a\n\x16ListWithdrawalsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"~\n\x17ListWithdrawalsResponse\x12\x44\n\x0bwithdrawals\x18\x01 \x03(\x0b\x32).assetwithdrawal.withdrawal.v1.WithdrawalB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"r\n\x17\x43\x61ncelWithdrawalRequest\x12\x41\n\x04name\x18\x01 \x01(\tB3\xe2\x41\x01\x02\xfa\x41,\n*withdrawals.assetwithdrawal.dev/Withdrawal\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x9d\x01\n\x16WatchWithdrawalRequest\x12\x41\n\x04name\x18\x01 \x01(\tB3\xe2\x41\x01\x02\xfa\x41,\n*withdrawals.assetwithdrawal.dev/Withdrawal\x12\'\n\x14resume_after_version\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x42\x17\n\x15_resume_after_version\"\xe6\x01\n\x17WatchWithdrawalResponse\x12\x42\n\nevent_type\x18\x01 \x01(\x0e\x32(.assetwithdrawal.withdrawal.v1.EventTypeB\x04\xe2\x41\x01\x03\x12\x43\n\nwithdrawal\x18\x02 \x01(\x0b\x32).assetwithdrawal.withdrawal.v1.WithdrawalB\x04\xe2\x41\x01\x03\x12\x42\n\x0eprevious_state\x18\x03 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x03*j\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x15\n\x11PRIORITY_STANDARD\x10\x01\x12\x15\n\x11PRIORITY_PRIORITY\x10\x02\x12\x16\n\x12PRIORITY_EMERGENCY\x10\x03*\x95\x02\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTATE_RECEIVED\x10\x01\x12\x13\n\x0fSTATE_VALIDATED\x10\x02\x12\x1a\n\x16STATE_PENDING_APPROVAL\x10\x03\x12\x10\n\x0cSTATE_QUEUED\x10\x04\x12\x10\n\x0cSTATE_SIGNED\x10\x05\x12\x13\n\x0fSTATE_BROADCAST\x10\x06\x12\x14\n\x10STATE_CONFIRMING\x10\x07\x12\x13\n\x0fSTATE_COMPLETED\x10\x08\x12\x11\n\rSTATE_ON_HOLD\x10\t\x12\x12\n\x0eSTATE_REJECTED\x10\n\x12\x13\n\x0fSTATE_CANCELLED\x10\x0b\x12\x10\n\x0cSTATE_FAILED\x10\x0c*v\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45VENT_TYPE_SNAPSHOT\x10\x01\x12\x1c\n\x18\x45VENT_TYPE_STATE_CHANGED\x10\x02\x12\x16\n\x12\x45VENT_TYPE_REORGED\x10\x03\x32\xb1\x06\n\x11WithdrawalService\x12\x9a\x01\n\x10\x43reateWithdrawal\x12\x36.assetwithdrawal.withdrawal.v1.CreateWithdrawalRequest\x1a).assetwithdrawal.withdrawal.v1.Withdrawal\"#\x82\xd3\xe4\x93\x02\x1d\"\x0f/v1/withdrawals:\nwithdrawal\x12\x91\x01\n\rGetWithdrawal\x12\x33.assetwithdrawal.withdrawal.v1.GetWithdrawalRequest\x1a).assetwithdrawal.withdrawal.v1.Withdrawal\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/{name=withdrawals/*}\x12\x99\x01\n\x0fListWithdrawals\x12\x35.assetwithdrawal.withdrawal.v1.ListWithdrawalsRequest\x1a\x36.assetwithdrawal.withdrawal.v1.ListWithdrawalsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/withdrawals\x12\xa1\x01\n\x10\x43\x61ncelWithdrawal\x12\x36.assetwithdrawal.withdrawal.v1.CancelWithdrawalRequest\x1a).assetwithdrawal.withdrawal.v1.Withdrawal\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/{name=withdrawals/*}:cancel:\x01*\x12\xaa\x01\n\x0fWatchWithdrawal\x12\x35.assetwithdrawal.withdrawal.v1.WatchWithdrawalRequest\x1a\x36.assetwithdrawal.withdrawal.v1.WatchWithdrawalResponse\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{name=withdrawals/*}:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -72,13 +72,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WITHDRAWAL'].fields_by_name['version']._loaded_options = None
   _globals['_WITHDRAWAL'].fields_by_name['version']._serialized_options = b'\342A\001\003'
   _globals['_WITHDRAWAL']._loaded_options = None
-  _globals['_WITHDRAWAL']._serialized_options = b'\352A[\n&assetwithdrawal.example.com/Withdrawal\022\030withdrawals/{withdrawal}*\013withdrawals2\nwithdrawal'
+  _globals['_WITHDRAWAL']._serialized_options = b'\352A_\n*withdrawals.assetwithdrawal.dev/Withdrawal\022\030withdrawals/{withdrawal}*\013withdrawals2\nwithdrawal'
   _globals['_CREATEWITHDRAWALREQUEST'].fields_by_name['withdrawal']._loaded_options = None
   _globals['_CREATEWITHDRAWALREQUEST'].fields_by_name['withdrawal']._serialized_options = b'\342A\001\002'
   _globals['_CREATEWITHDRAWALREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_CREATEWITHDRAWALREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\002'
   _globals['_GETWITHDRAWALREQUEST'].fields_by_name['name']._loaded_options = None
-  _globals['_GETWITHDRAWALREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A(\n&assetwithdrawal.example.com/Withdrawal'
+  _globals['_GETWITHDRAWALREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A,\n*withdrawals.assetwithdrawal.dev/Withdrawal'
   _globals['_LISTWITHDRAWALSREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTWITHDRAWALSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
   _globals['_LISTWITHDRAWALSREQUEST'].fields_by_name['page_token']._loaded_options = None
@@ -90,11 +90,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTWITHDRAWALSRESPONSE'].fields_by_name['next_page_token']._loaded_options = None
   _globals['_LISTWITHDRAWALSRESPONSE'].fields_by_name['next_page_token']._serialized_options = b'\342A\001\003'
   _globals['_CANCELWITHDRAWALREQUEST'].fields_by_name['name']._loaded_options = None
-  _globals['_CANCELWITHDRAWALREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A(\n&assetwithdrawal.example.com/Withdrawal'
+  _globals['_CANCELWITHDRAWALREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A,\n*withdrawals.assetwithdrawal.dev/Withdrawal'
   _globals['_CANCELWITHDRAWALREQUEST'].fields_by_name['reason']._loaded_options = None
   _globals['_CANCELWITHDRAWALREQUEST'].fields_by_name['reason']._serialized_options = b'\342A\001\001'
   _globals['_WATCHWITHDRAWALREQUEST'].fields_by_name['name']._loaded_options = None
-  _globals['_WATCHWITHDRAWALREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A(\n&assetwithdrawal.example.com/Withdrawal'
+  _globals['_WATCHWITHDRAWALREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A,\n*withdrawals.assetwithdrawal.dev/Withdrawal'
   _globals['_WATCHWITHDRAWALREQUEST'].fields_by_name['resume_after_version']._loaded_options = None
   _globals['_WATCHWITHDRAWALREQUEST'].fields_by_name['resume_after_version']._serialized_options = b'\342A\001\001'
   _globals['_WATCHWITHDRAWALRESPONSE'].fields_by_name['event_type']._loaded_options = None
@@ -113,28 +113,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WITHDRAWALSERVICE'].methods_by_name['CancelWithdrawal']._serialized_options = b'\202\323\344\223\002$\"\037/v1/{name=withdrawals/*}:cancel:\001*'
   _globals['_WITHDRAWALSERVICE'].methods_by_name['WatchWithdrawal']._loaded_options = None
   _globals['_WITHDRAWALSERVICE'].methods_by_name['WatchWithdrawal']._serialized_options = b'\202\323\344\223\002 \022\036/v1/{name=withdrawals/*}:watch'
-  _globals['_PRIORITY']._serialized_start=1878
-  _globals['_PRIORITY']._serialized_end=1984
-  _globals['_STATE']._serialized_start=1987
-  _globals['_STATE']._serialized_end=2264
-  _globals['_EVENTTYPE']._serialized_start=2266
-  _globals['_EVENTTYPE']._serialized_end=2384
+  _globals['_PRIORITY']._serialized_start=1894
+  _globals['_PRIORITY']._serialized_end=2000
+  _globals['_STATE']._serialized_start=2003
+  _globals['_STATE']._serialized_end=2280
+  _globals['_EVENTTYPE']._serialized_start=2282
+  _globals['_EVENTTYPE']._serialized_end=2400
   _globals['_WITHDRAWAL']._serialized_start=205
-  _globals['_WITHDRAWAL']._serialized_end=939
-  _globals['_CREATEWITHDRAWALREQUEST']._serialized_start=941
-  _globals['_CREATEWITHDRAWALREQUEST']._serialized_end=1061
-  _globals['_GETWITHDRAWALREQUEST']._serialized_start=1063
-  _globals['_GETWITHDRAWALREQUEST']._serialized_end=1148
-  _globals['_LISTWITHDRAWALSREQUEST']._serialized_start=1150
-  _globals['_LISTWITHDRAWALSREQUEST']._serialized_end=1247
-  _globals['_LISTWITHDRAWALSRESPONSE']._serialized_start=1249
-  _globals['_LISTWITHDRAWALSRESPONSE']._serialized_end=1375
-  _globals['_CANCELWITHDRAWALREQUEST']._serialized_start=1377
-  _globals['_CANCELWITHDRAWALREQUEST']._serialized_end=1487
-  _globals['_WATCHWITHDRAWALREQUEST']._serialized_start=1490
-  _globals['_WATCHWITHDRAWALREQUEST']._serialized_end=1643
-  _globals['_WATCHWITHDRAWALRESPONSE']._serialized_start=1646
-  _globals['_WATCHWITHDRAWALRESPONSE']._serialized_end=1876
-  _globals['_WITHDRAWALSERVICE']._serialized_start=2387
-  _globals['_WITHDRAWALSERVICE']._serialized_end=3204
+  _globals['_WITHDRAWAL']._serialized_end=943
+  _globals['_CREATEWITHDRAWALREQUEST']._serialized_start=945
+  _globals['_CREATEWITHDRAWALREQUEST']._serialized_end=1065
+  _globals['_GETWITHDRAWALREQUEST']._serialized_start=1067
+  _globals['_GETWITHDRAWALREQUEST']._serialized_end=1156
+  _globals['_LISTWITHDRAWALSREQUEST']._serialized_start=1158
+  _globals['_LISTWITHDRAWALSREQUEST']._serialized_end=1255
+  _globals['_LISTWITHDRAWALSRESPONSE']._serialized_start=1257
+  _globals['_LISTWITHDRAWALSRESPONSE']._serialized_end=1383
+  _globals['_CANCELWITHDRAWALREQUEST']._serialized_start=1385
+  _globals['_CANCELWITHDRAWALREQUEST']._serialized_end=1499
+  _globals['_WATCHWITHDRAWALREQUEST']._serialized_start=1502
+  _globals['_WATCHWITHDRAWALREQUEST']._serialized_end=1659
+  _globals['_WATCHWITHDRAWALRESPONSE']._serialized_start=1662
+  _globals['_WATCHWITHDRAWALRESPONSE']._serialized_end=1892
+  _globals['_WITHDRAWALSERVICE']._serialized_start=2403
+  _globals['_WITHDRAWALSERVICE']._serialized_end=3220
 # @@protoc_insertion_point(module_scope)
