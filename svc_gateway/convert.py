@@ -37,17 +37,6 @@ def _timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def state_message(state: str, message: str, confirmations: int) -> str:
-    """The message to show beside `confirmations`. A CONFIRMING message is written once, with
-    the count at that moment, while the count keeps rising without a new version: its
-    "N of M confirmations" is shown with the count rendered beside it. Others as written."""
-    if state != State.CONFIRMING:
-        return message
-    return CONFIRMATIONS_PHRASE.sub(
-        lambda found: f"{confirmations} of {found.group(2)} confirmations", message, count=1
-    )
-
-
 def _unchanging(
     row: Withdrawal | CreatedWithdrawal, reference: ReferenceData
 ) -> withdrawal_pb2.Withdrawal:
@@ -80,7 +69,7 @@ def _set_changing(
 ) -> withdrawal_pb2.Withdrawal:
     message.state = withdrawal_pb2.State.Value(f"STATE_{state}")
     message.state_reason = reason
-    message.state_message = state_message(state, text, snapshot.confirmations)
+    message.state_message = text
     message.transaction_hash = snapshot.tx_hash or ""
     message.confirmations = snapshot.confirmations
     message.version = version

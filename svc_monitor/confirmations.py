@@ -2,14 +2,15 @@
 
 For each payout transaction in MINED: when the canonical hash at its block differs from the
 stored one it was reorganised away (`reorgs.Reorgs`); otherwise its CONFIRMING withdrawals'
-`confirmations` are updated and, at the chain's confirmation depth, the transaction is
-CONFIRMED and its withdrawals COMPLETED with their share of the fee (`fees.split_fee`; vault
-items that were not paid are settled by `vault_items.VaultItems`) -- or, for a reverted one,
-REVERTED and its withdrawals ON_HOLD `PAYOUT_REVERTED` with their share of the fee, unlinked
-from it: nothing was paid and the processor pays them again (a vault payout under the same
-payout numbers, which the vault never pays twice; a single transfer at a new nonce, which the
-signer allows because the old nonce is now consumed by a transaction that paid nothing). The
-older rows it replaced at its (wallet, nonce) become DROPPED.
+`confirmations` and the message stating them (`messages.confirming_message`) are updated
+together and, at the chain's confirmation depth, the transaction is CONFIRMED and its
+withdrawals COMPLETED with their share of the fee (`fees.split_fee`; vault items that were
+not paid are settled by `vault_items.VaultItems`) -- or, for a reverted one, REVERTED and its
+withdrawals ON_HOLD `PAYOUT_REVERTED` with their share of the fee, unlinked from it: nothing
+was paid and the processor pays them again (a vault payout under the same payout numbers,
+which the vault never pays twice; a single transfer at a new nonce, which the signer allows
+because the old nonce is now consumed by a transaction that paid nothing). The older rows it
+replaced at its (wallet, nonce) become DROPPED.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from svc_monitor.fees import split_fee
 from svc_monitor.head import BlockHashes
+from svc_monitor.messages import confirming_message, paid_message
 from svc_monitor.reorgs import Reorgs
 from svc_monitor.report import PollReport
 from svc_monitor.rows import (
@@ -90,7 +92,12 @@ class Confirmations:
                     Withdrawal.state == State.CONFIRMING.value,
                     Withdrawal.confirmations != depth,
                 )
-                .values(confirmations=depth)
+                .values(
+                    confirmations=depth,
+                    state_message=confirming_message(
+                        row.block_number, row.tx_hash, depth, required
+                    ),
+                )
                 .execution_options(synchronize_session=False)
             )
 
@@ -142,10 +149,7 @@ class Confirmations:
                 fees[withdrawal.id] = {"fee_wei": fee}
         # The paid ones all at once (one statement per source state), each with its own
         # fee share; a conflict rolls the whole payout back, as one `move` failing did.
-        message = (
-            f"Paid: transaction {row.tx_hash} in block {row.block_number} has {depth} "
-            "confirmations."
-        )
+        message = paid_message(row.block_number, row.tx_hash, depth)
         moved += move_many(
             session,
             paid,

@@ -26,6 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from web3 import Web3
 
+from svc_monitor.messages import confirming_message
 from svc_monitor.rebroadcast import Rebroadcaster
 from svc_monitor.receipts import erc20_transfers, read_receipt, revert_reason
 from svc_monitor.report import PollReport
@@ -186,10 +187,7 @@ class Mining:
                 .values(outcome=outcome, outcome_reason=reason[:256])
                 .execution_options(synchronize_session=False)
             )
-        message = (
-            f"Mined in block {block['block_number']} (transaction {row.tx_hash}); "
-            f"{depth} of {required} confirmations."
-        )
+        message = confirming_message(block["block_number"], row.tx_hash, depth, required)
         mined: list[RowAsRead] = []
         for withdrawal, _ in linked_as_read(session, row.id):
             if withdrawal.state in (State.SIGNED, State.BROADCAST):

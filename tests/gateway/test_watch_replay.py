@@ -13,6 +13,7 @@ import httpx
 from sqlalchemy import update
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
+from svc_monitor.messages import confirming_message
 from tests.support.gateway import Partner, RunningGateway
 from tests.support.requests import create_request
 from tests.support.watching import (
@@ -40,12 +41,16 @@ def _move(gateway: RunningGateway, withdrawal_id: str, *steps: Step, **fields: A
 
 
 def _count(gateway: RunningGateway, withdrawal_id: str, confirmations: int) -> None:
-    """What the monitor does between blocks: the count rises, the version stays."""
+    """What the monitor does between blocks: the count and its message rise, the version
+    stays."""
     with gateway.server.store.sessions.begin() as session:
         session.execute(
             update(Withdrawal)
             .where(Withdrawal.id == withdrawal_id)
-            .values(confirmations=confirmations)
+            .values(
+                confirmations=confirmations,
+                state_message=confirming_message(7, TX, confirmations, REQUIRED),
+            )
         )
     time.sleep(PAUSE)
 

@@ -60,6 +60,8 @@ def test_success_completes_at_the_confirmation_depth(
     assert report.moved == []
     [w] = withdrawals(setup, payout)
     assert (w.state, w.confirmations) == ("CONFIRMING", required - 1)
+    # The message beside the count states the same count (no new version: no audit row).
+    assert w.state_message.endswith(f"; {required - 1} of {required} confirmations.")
 
     mine(setup.w3, 1)
     report = follower.poll_once()

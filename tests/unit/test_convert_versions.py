@@ -7,7 +7,8 @@ from __future__ import annotations
 import datetime as dt
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
-from svc_gateway.convert import as_of, state_message, to_proto
+from svc_gateway.convert import as_of, to_proto
+from svc_monitor.messages import confirming_message
 from withdrawal_shared.db.audit import Snapshot
 from withdrawal_shared.db.models import Withdrawal, WithdrawalAudit
 from withdrawal_shared.db.reference import ChainInfo, ReferenceData, TokenInfo
@@ -93,14 +94,13 @@ def test_rows_without_a_snapshot_show_no_payout_fields_but_the_stated_count() ->
     assert (completed.confirmations, completed.fee) == (5, "")
 
 
-def test_a_confirming_message_states_the_confirmations_beside_it() -> None:
+def test_the_message_is_shown_as_stored_beside_the_fields_stored_with_it() -> None:
+    """The monitor writes a CONFIRMING message together with the count it states
+    (`svc_monitor.messages`); the gateway shows both as stored, rewriting neither."""
     current = _current()
-    current.state, current.state_message, current.confirmations = "CONFIRMING", MINED, 4
+    message = confirming_message(9, TX, 4, 5)
+    current.state, current.state_message, current.confirmations = "CONFIRMING", message, 4
     current.fee_wei, current.end_time = None, None
     shown = to_proto(current, REFERENCE)
-    assert shown.confirmations == 4
-    assert shown.state_message == f"Mined in block 9 (transaction {TX}); 4 of 5 confirmations."
-    # Only a CONFIRMING message is re-counted; any other stays as written.
-    held = "Transaction x reverted in block 9 (3 of 5 confirmations): out of gas."
-    assert state_message("ON_HOLD", held, 0) == held
-    assert state_message("CONFIRMING", "Mined.", 2) == "Mined."
+    assert (shown.confirmations, shown.state_message) == (4, message)
+    assert message == f"Mined in block 9 (transaction {TX}); 4 of 5 confirmations."
