@@ -75,14 +75,14 @@ IDEMPOTENCY_KEY_REUSED = ErrorReason(
     "The idempotency key (`Idempotency-Key`, or `request_id` on gRPC) was already used for a "
     "withdrawal with another body; the metadata names that withdrawal.",
     example="The idempotency key 'inv-77-payout' was already used for a different withdrawal "
-    "(01J9ZQ8M5K3V7T2R4W6Y8A0C1E); use a new key for a new withdrawal.",
+    "(01j9zq8m5k3v7t2r4w6y8a0c1e); use a new key for a new withdrawal.",
 )
 WITHDRAWAL_NOT_CANCELLABLE = ErrorReason(
     "WITHDRAWAL_NOT_CANCELLABLE",
     Code.FAILED_PRECONDITION,
     "The withdrawal was already placed in a payout transaction and can no longer be cancelled.",
-    example="The withdrawal is SIGNED and can no longer be cancelled: only withdrawals not yet "
-    "signed can be.",
+    example="The withdrawal is SIGNED and can no longer be cancelled: only a withdrawal not yet "
+    "placed in a payout transaction can be.",
 )
 CONCURRENT_MODIFICATION = ErrorReason(
     "CONCURRENT_MODIFICATION",

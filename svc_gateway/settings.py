@@ -24,7 +24,7 @@ class GatewaySettings(StoreSettings):
     http_port: int = 8080
     """GATEWAY_HTTP_PORT: REST/JSON and /openapi.json; 0 picks a free port."""
     max_body_bytes: int = 64 * 1024
-    """GATEWAY_MAX_BODY_BYTES: larger REST bodies are refused with 400."""
+    """GATEWAY_MAX_BODY_BYTES: larger REST bodies are refused with 413 (`BODY_TOO_LARGE`)."""
     db_threads: int = 16
     """GATEWAY_DB_THREADS: threads (and pooled connections) for database work."""
     create_batch_max: int = 64

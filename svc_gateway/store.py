@@ -457,7 +457,7 @@ class WithdrawalStore:
                 if State(row.state) not in CANCELLABLE or placed:
                     raise WITHDRAWAL_NOT_CANCELLABLE.error(
                         f"The withdrawal is {row.state} and can no longer be cancelled: "
-                        "only withdrawals not yet signed can be.",
+                        "only a withdrawal not yet placed in a payout transaction can be.",
                         metadata={"state": row.state},
                     )
                 try:

@@ -63,7 +63,7 @@ def _check_request_id(request_id: str, checks: _Checks) -> None:
     if not request_id:
         checks.bad(
             "request_id",
-            "is required: a unique key per withdrawal (REST: the Idempotency-Key header)",
+            "is required: a unique key per withdrawal",
         )
     elif not REQUEST_ID.match(request_id):
         checks.bad("request_id", "must be 1-128 characters of letters, digits and . _ : -")

@@ -213,7 +213,7 @@ NOT_FOUND = ErrorReason(
     "NOT_FOUND",
     Code.NOT_FOUND,
     "The resource does not exist or belongs to another partner.",
-    example="withdrawals/01J9ZQ8M5K3V7T2R4W6Y8A0C1E does not exist or is not visible to this "
+    example="withdrawals/01j9zq8m5k3v7t2r4w6y8a0c1e does not exist or is not visible to this "
     "API key.",
 )
 UNAUTHENTICATED = ErrorReason(

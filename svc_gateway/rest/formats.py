@@ -71,7 +71,7 @@ class OperationExample:
 
 def _withdrawal_example() -> dict[str, Any]:
     created = withdrawal_pb2.Withdrawal(
-        name="withdrawals/01J9ZQ8M5K3V7T2R4W6Y8A0C1E",
+        name="withdrawals/01j9zq8m5k3v7t2r4w6y8a0c1e",
         client_reference="inv-77",
         chain="polygon",
         token="USDC",  # noqa: S106 - a token symbol, not a secret

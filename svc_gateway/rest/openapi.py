@@ -516,8 +516,8 @@ def _idempotency_header(request_id: FieldDescriptor, rb: RuleBinding, schemas: _
         "in": "header",
         "required": required,
         "description": (
-            f"The idempotency key (the request's `{_REQUEST_ID}`), unique per partner for at "
-            "least 30 days; a UUID is a good choice. A repeat with the same key and body "
+            f"The idempotency key (the request's `{_REQUEST_ID}`), unique per partner and "
+            "never expiring; a UUID is a good choice. A repeat with the same key and body "
             "answers the original result; the same key with another body is 409 "
             f"`IDEMPOTENCY_KEY_REUSED`. Without it the request is 400, unless {alternative} "
             "gives the key; if both are given they must be equal."

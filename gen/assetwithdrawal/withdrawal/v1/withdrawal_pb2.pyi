@@ -249,7 +249,8 @@ class CreateWithdrawalRequest(_message.Message):
     WITHDRAWAL_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Idempotency key, unique per partner for at least 30 days (a UUID is a good choice).
+    """Idempotency key, unique per partner (a UUID is a good choice). Keys never expire: a
+    repeat at any time answers the original withdrawal, or ALREADY_EXISTS for another body.
     On REST it may be given in the `Idempotency-Key` header instead.
     """
     @_builtins.property
