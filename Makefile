@@ -78,7 +78,7 @@ redis-bin: ## install redis-server from Debian's packages when missing (make up 
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
 up: deps redis-bin ## run the whole system on embedded defaults (SQLite, local Redis, anvil, keystore signer)
-	$(PY) -m withdrawal_shared.stack
+	$(PY) -m devstack
 
 bench-gas: deps ## gas per payment: PayoutVault batches against single ERC-20 transfers
 	$(PY) -m bench.gas_per_payment

@@ -583,7 +583,7 @@ class GatewayProcess(_GatewayLog):
         return f"http://127.0.0.1:{self.http_port}"
 
     def wait_serving(self, timeout: float = 60) -> None:
-        from withdrawal_shared.stack.probes import NotServingError, wait_serving
+        from devstack.probes import NotServingError, wait_serving
 
         try:
             wait_serving(
@@ -631,7 +631,7 @@ class PipelineSystem(_GatewayLog):
     exit_code: int | None = None  # 0 unless the gateway died and was restarted, once stopped
 
     def __init__(self, gateway_env: dict[str, str], var_dir: Path, batch_nice: int) -> None:
-        from withdrawal_shared.stack.harness import HarnessConfig, HarnessStack
+        from devstack.harness import HarnessConfig, HarnessStack
 
         nice = {"PROCESSOR_NICE": str(batch_nice), "MONITOR_NICE": str(batch_nice)}
         self.stack = HarnessStack(
@@ -962,7 +962,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.amount is None:
         args.amount = "12.5" if args.gateway_only else PIPELINE_AMOUNT
     if args.batch_nice is None:
-        from withdrawal_shared.stack.config import StackConfig
+        from devstack.config import StackConfig
 
         args.batch_nice = StackConfig.batch_nice
     if args.profile is not None and not args.gateway_only:

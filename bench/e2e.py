@@ -28,7 +28,7 @@ Measured per variant:
   /proc/<pid>/stat between t0 and the end: the four services, anvil, the harness's
   redis-server, the generator, and mariadbd, which other users of the machine's MariaDB share);
 - the exactly-once verdict read from the chain's Transfer logs, then the database
-  (`withdrawal_shared.stack.exactly_once`).
+  (`devstack.exactly_once`).
 
 A withdrawal not COMPLETED when the variant stops counts as infinitely late in the percentiles
 (the baseline cannot drain a backlog of minutes: it stops `--baseline-drain` seconds after the
@@ -142,7 +142,7 @@ def percentile(values: Sequence[float], pct: float) -> float:
 
 def run_variant(args: argparse.Namespace, variant: Variant) -> dict[str, Any]:
     """One stack, one load, its measurements (see the module docstring)."""
-    from withdrawal_shared.stack.harness import HarnessConfig, HarnessStack
+    from devstack.harness import HarnessConfig, HarnessStack
 
     var_dir = Path(tempfile.mkdtemp(prefix=f"bench-e2e-{variant.name}-"))
     env = {"PROCESSOR_BATCH_MAX_ITEMS": str(variant.batch_max_items), "LOG_LEVEL": args.log_level}

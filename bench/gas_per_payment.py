@@ -24,7 +24,7 @@ from pathlib import Path
 
 from web3 import Web3
 
-from withdrawal_shared.chain.anvil import AnvilProcess
+from devstack.anvil import AnvilProcess
 from withdrawal_shared.chain.contracts import deploy_test_stablecoin, mint, transfer
 from withdrawal_shared.chain.payout import (
     Payment,

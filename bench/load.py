@@ -236,7 +236,7 @@ def versions() -> dict[str, str]:
             return "unknown"
         return (out.stdout or out.stderr).strip().splitlines()[0] if out.stdout else "unknown"
 
-    from withdrawal_shared.chain.anvil import find_anvil_binary
+    from devstack.anvil import find_anvil_binary
 
     anvil = "unknown"
     with contextlib.suppress(Exception):
@@ -277,7 +277,7 @@ def exactly_once(stack: Any, accepted: Sequence[Submission], *, drained: bool) -
     """The chain's verdict. `ok`: nothing paid twice or wrongly, nothing the chain and the
     database disagree on, no vault skip, and (for a run that must drain) nothing left open.
     A run stopped with a backlog still in flight reports that backlog apart."""
-    from withdrawal_shared.stack.exactly_once import Submitted, check_exactly_once
+    from devstack.exactly_once import Submitted, check_exactly_once
     from withdrawal_shared.states import TERMINAL, State
 
     # The chain is read first and the database after: a run stopped with work in flight

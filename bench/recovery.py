@@ -128,7 +128,7 @@ from bench.load import (
 from bench.maturity_lag import MaturedBlock, judge_lag, read_matured_blocks
 
 if TYPE_CHECKING:
-    from withdrawal_shared.stack.harness import HarnessStack
+    from devstack.harness import HarnessStack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KILLED = ("processor", "monitor", "gateway")
@@ -613,7 +613,7 @@ def retry_refused(
 
 def wait_quiescent(stack: Any, timeout: float, say: Callable[[str], None]) -> float:
     """Block until no withdrawal and no payout is open (or the timeout); seconds waited."""
-    from withdrawal_shared.stack.exactly_once import non_terminal_count
+    from devstack.exactly_once import non_terminal_count
 
     sessions = stack.sessions()
     started = time.time()
@@ -643,7 +643,7 @@ def bytecode_env(args: argparse.Namespace, var_dir: Path) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """One stack, one load, a kill per service (see the module docstring)."""
-    from withdrawal_shared.stack.harness import HarnessConfig, HarnessStack
+    from devstack.harness import HarnessConfig, HarnessStack
 
     say = sayer("recovery")
     var_dir = Path(tempfile.mkdtemp(prefix="bench-recovery-"))

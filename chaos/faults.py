@@ -32,9 +32,9 @@ from collections.abc import Callable
 
 from web3 import Web3
 
-from withdrawal_shared.chain.anvil import reorg, rpc, set_interval_mining
+from devstack.anvil import reorg, rpc, set_interval_mining
+from devstack.harness import SERVICES, HarnessStack
 from withdrawal_shared.chain.fault_proxy import FaultRates
-from withdrawal_shared.stack.harness import SERVICES, HarnessStack
 
 from .config import ChaosConfig
 

@@ -11,8 +11,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from withdrawal_shared.stack.exactly_once import check_exactly_once, non_terminal_count
-from withdrawal_shared.stack.harness import HarnessConfig, HarnessStack
+from devstack.exactly_once import check_exactly_once, non_terminal_count
+from devstack.harness import HarnessConfig, HarnessStack
 
 from .config import ChaosConfig
 from .faults import FaultInjector

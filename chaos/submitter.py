@@ -21,7 +21,7 @@ from decimal import Decimal
 import grpc
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2, withdrawal_pb2_grpc
-from withdrawal_shared.stack.exactly_once import Submitted
+from devstack.exactly_once import Submitted
 
 RETRYABLE = frozenset(
     {

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from web3 import Web3
 
-from withdrawal_shared.chain.anvil import AnvilProcess, revert, snapshot
+from devstack.anvil import AnvilProcess, revert, snapshot
 
 
 @pytest.fixture(scope="session")

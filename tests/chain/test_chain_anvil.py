@@ -12,7 +12,7 @@ from eth_account import Account
 from web3 import Web3
 from web3.exceptions import TransactionNotFound
 
-from withdrawal_shared.chain.anvil import (
+from devstack.anvil import (
     ANVIL_DEFAULT_MNEMONIC,
     AnvilError,
     AnvilProcess,

@@ -6,7 +6,7 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 
-from withdrawal_shared.chain.anvil import AnvilProcess
+from devstack.anvil import AnvilProcess
 from withdrawal_shared.chain.contracts import (
     TEST_STABLECOIN,
     TransactionReverted,

@@ -22,7 +22,7 @@ from web3 import Web3
 from web3.exceptions import TransactionNotFound
 from web3.types import RPCEndpoint
 
-from withdrawal_shared.chain.anvil import REPO_ROOT, AnvilProcess, mine, set_automine
+from devstack.anvil import REPO_ROOT, AnvilProcess, mine, set_automine
 from withdrawal_shared.chain.fault_proxy import (
     COUNT_KEYS,
     FaultProxy,

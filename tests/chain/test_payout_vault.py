@@ -15,7 +15,7 @@ from web3.contract.contract import ContractFunction
 from web3.logs import DISCARD
 from web3.types import TxParams, TxReceipt
 
-from withdrawal_shared.chain.anvil import AnvilProcess, mine, rpc
+from devstack.anvil import AnvilProcess, mine, rpc
 from withdrawal_shared.chain.contracts import (
     BUILD_DIR,
     TransactionReverted,

@@ -12,7 +12,7 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 
-from withdrawal_shared.chain.anvil import AnvilProcess, mine, revert, set_automine, snapshot
+from devstack.anvil import AnvilProcess, mine, revert, set_automine, snapshot
 from withdrawal_shared.chain.rpc_pool import (
     RpcErrorResponse,
     RpcPool,

@@ -36,9 +36,11 @@ from sqlalchemy import func, select
 from web3 import Web3
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2_grpc
+from devstack.anvil import drop_transaction, set_interval_mining
+from devstack.exactly_once import Submitted, check_exactly_once, non_terminal_count
+from devstack.harness import SERVICES, HarnessConfig, HarnessStack
 from tests.support.pipeline import wait_until
 from tests.support.requests import create_request, fresh_address
-from withdrawal_shared.chain.anvil import drop_transaction, set_interval_mining
 from withdrawal_shared.chain.types import HexStr
 from withdrawal_shared.crash_points import CRASH_POINTS, ENV_AT, ENV_ONCE_DIR, service_of
 from withdrawal_shared.db.models import (
@@ -49,8 +51,6 @@ from withdrawal_shared.db.models import (
     SignerLedgerItem,
     Withdrawal,
 )
-from withdrawal_shared.stack.exactly_once import Submitted, check_exactly_once, non_terminal_count
-from withdrawal_shared.stack.harness import SERVICES, HarnessConfig, HarnessStack
 from withdrawal_shared.states import PayoutState, State
 
 # The internal waits below fail first, with a description of the stack; the generous limits

@@ -40,9 +40,8 @@ _INSTRUMENTS = {
 def code_dirs(repo: Path = REPO) -> list[Path]:
     """The directories whose variables operators and developers set.
 
-    Services (`svc_*`), the shared library (`withdrawal_shared`, with `withdrawal_shared/stack`
-    while the dev stack lives there), the dev stack (`devstack`, once it moved out), and the
-    benchmark and chaos tooling (`bench`, `chaos`: documented in their own table). Tests are
+    Services (`svc_*`), the shared library (`withdrawal_shared`), the dev stack (`devstack`),
+    and the benchmark and chaos tooling (`bench`, `chaos`: documented in their own table). Tests are
     not scanned: their few variables (TEST_MARIADB_*) are in docs/development.md.
     """
     dirs = sorted(p for p in repo.glob("svc_*") if p.is_dir())

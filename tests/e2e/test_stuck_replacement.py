@@ -12,11 +12,11 @@ from sqlalchemy import select
 from web3 import Web3
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
+from devstack.anvil import drop_transaction, mine, set_interval_mining
 from svc_processor.replacer import raised
 from tests.support.pipeline import Pipeline, running_pipeline, wait_until
 from tests.support.requests import create_request, fresh_address
 from tests.support.signers import keystore_signer
-from withdrawal_shared.chain.anvil import drop_transaction, mine, set_interval_mining
 from withdrawal_shared.chain.types import HexStr
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import PayoutItem, PayoutTransaction, Withdrawal

@@ -13,10 +13,10 @@ from sqlalchemy import select
 from web3 import Web3
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
+from devstack.anvil import set_automine, set_interval_mining
 from tests.support.pipeline import Pipeline, running_pipeline, signer_wallets, wait_until
 from tests.support.requests import create_request, fresh_address
 from tests.support.signers import keystore_signer
-from withdrawal_shared.chain.anvil import set_automine, set_interval_mining
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import PayoutTransaction
 

@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
+from devstack.anvil import DevAccount
 from tests.support.withdrawals import add_withdrawal
-from withdrawal_shared.chain.anvil import DevAccount
 from withdrawal_shared.chain.contracts import stablecoin_contract
 from withdrawal_shared.chain.types import ChecksumAddress
 from withdrawal_shared.db.models import PayoutTransaction, Withdrawal, WithdrawalAudit

@@ -12,9 +12,9 @@ from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
+from devstack.anvil import AnvilProcess, revert, set_automine, snapshot
 from svc_monitor.follower import ChainFollower
 from tests.monitor.builders import ChainSetup
-from withdrawal_shared.chain.anvil import AnvilProcess, revert, set_automine, snapshot
 from withdrawal_shared.chain.contracts import deploy_test_stablecoin, mint
 from withdrawal_shared.chain.types import BaseUnits
 from withdrawal_shared.db.api_keys import ensure_partner

@@ -12,9 +12,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 from web3 import Web3
 
 import svc_monitor.mining as mining_module
+from devstack.anvil import drop_transaction, mine, reorg, set_automine
 from svc_monitor.follower import ChainFollower, MonitorError
 from tests.monitor.builders import ChainSetup, audit_trail, pay, payout_row, withdrawals
-from withdrawal_shared.chain.anvil import drop_transaction, mine, reorg, set_automine
 from withdrawal_shared.chain.contracts import balance_of, pause, stablecoin_contract
 from withdrawal_shared.db.models import Chain
 from withdrawal_shared.db.transitions import Moved, RowAsRead, verify_audit_chain

@@ -16,10 +16,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from assetwithdrawal.events.v1 import events_pb2
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
+from devstack.anvil import AnvilProcess, mine
 from svc_monitor.server import FOLLOWER_HEALTH_NAME, MonitorServer
 from svc_monitor.settings import MonitorSettings
 from tests.monitor.builders import ChainSetup, pay, withdrawals
-from withdrawal_shared.chain.anvil import AnvilProcess, mine
 from withdrawal_shared.queue import QueueNames
 
 pytestmark = pytest.mark.chain

@@ -8,9 +8,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from web3 import Web3
 
+from devstack.anvil import mine
 from svc_monitor.follower import ChainFollower
 from tests.monitor.builders import ChainSetup, _new_withdrawal, fresh_address
-from withdrawal_shared.chain.anvil import mine
 from withdrawal_shared.chain.payout import (
     Payment,
     deploy_payout_vault,

@@ -1,4 +1,4 @@
-"""Fixtures for the `make up` tests: a running `python -m withdrawal_shared.stack` whose output
+"""Fixtures for the `make up` tests: a running `python -m devstack` whose output
 is captured line by line, with free ports and a var/ of its own."""
 
 from __future__ import annotations

@@ -10,17 +10,17 @@ from eth_account import Account
 from sqlalchemy import select
 from web3 import Web3
 
-from withdrawal_shared.chain.anvil import AnvilProcess
-from withdrawal_shared.chain.contracts import balance_of
-from withdrawal_shared.db.engine import make_engine, make_sessionmaker
-from withdrawal_shared.db.migrate import upgrade
-from withdrawal_shared.db.models import HotWallet, SystemAddress, Token
-from withdrawal_shared.stack.bootstrap import (
+from devstack.anvil import AnvilProcess
+from devstack.bootstrap import (
     DEV_PARTNER,
     HOT_WALLET_NATIVE,
     HOT_WALLET_TOKENS,
     bootstrap,
 )
+from withdrawal_shared.chain.contracts import balance_of
+from withdrawal_shared.db.engine import make_engine, make_sessionmaker
+from withdrawal_shared.db.migrate import upgrade
+from withdrawal_shared.db.models import HotWallet, SystemAddress, Token
 
 pytestmark = pytest.mark.chain
 

@@ -1,7 +1,7 @@
 """`make up` end to end: the stack starts from nothing, a pasted curl creates a withdrawal that
 gets paid on chain, and Ctrl-C stops everything cleanly.
 
-The stack runs as `python -m withdrawal_shared.stack` (what `make up` runs after `make deps`;
+The stack runs as `python -m devstack` (what `make up` runs after `make deps`;
 `test_make_up_target_runs_the_stack_module` checks that wiring) with a var/ of its own, free
 ports, the suite's Redis under a unique prefix and the default fresh SQLite file.
 """
@@ -116,7 +116,7 @@ def test_taken_port_is_reported_with_the_variable_to_set(
         taken.listen()
         port = taken.getsockname()[1]
         env["STACK_HTTP_PORT"] = str(port)
-        run = launch([sys.executable, "-m", "withdrawal_shared.stack"], env, tmp_path / "var")
+        run = launch([sys.executable, "-m", "devstack"], env, tmp_path / "var")
         try:
             code = run.process.wait(60)
         finally:
@@ -129,7 +129,7 @@ def test_taken_port_is_reported_with_the_variable_to_set(
 
 
 def test_make_up_target_runs_the_stack_module() -> None:
-    """`make up` = deps, then `$(PY) -m withdrawal_shared.stack` (dry run: nothing executes)."""
+    """`make up` = deps, then `$(PY) -m devstack` (dry run: nothing executes)."""
     env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}}
     done = subprocess.run(
         ["make", "--no-print-directory", "-n", "up"],
@@ -141,11 +141,11 @@ def test_make_up_target_runs_the_stack_module() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == ".venv/bin/python -m withdrawal_shared.stack"
+    assert done.stdout.strip().splitlines()[-1] == ".venv/bin/python -m devstack"
 
 
 def _up(env: dict[str, str], var_dir: Path) -> StackRun:
-    run = launch([sys.executable, "-m", "withdrawal_shared.stack"], env, var_dir)
+    run = launch([sys.executable, "-m", "devstack"], env, var_dir)
     run.wait_for("stack is up", timeout=120)
     return run
 

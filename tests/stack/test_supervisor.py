@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from devstack.config import StackConfig, check_ports
+from devstack.redis_server import ping, start_redis_server
+from devstack.runner import curl_commands, redact_url, write_private_json
+from devstack.supervisor import ChildSpec, Supervisor, backoff_delays
 from withdrawal_shared.settings import SettingsError
-from withdrawal_shared.stack.config import StackConfig, check_ports
-from withdrawal_shared.stack.redis_server import ping, start_redis_server
-from withdrawal_shared.stack.runner import curl_commands, redact_url, write_private_json
-from withdrawal_shared.stack.supervisor import ChildSpec, Supervisor, backoff_delays
 
 
 def python(code: str) -> tuple[str, ...]:
@@ -177,7 +177,7 @@ def test_curls_and_private_files(tmp_path: Path) -> None:
 
 
 def test_a_service_without_main_module_is_detected() -> None:
-    from withdrawal_shared.stack.runner import Service
+    from devstack.runner import Service
 
     assert Service("gateway", "svc_gateway", 1).exists()
     assert not Service("ghost", "svc_does_not_exist", 1).exists()

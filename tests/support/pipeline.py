@@ -15,6 +15,8 @@ from web3 import Web3
 
 from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
+from devstack.anvil import AnvilProcess
+from devstack.bootstrap import BootstrapResult, bootstrap
 from svc_gateway.settings import GatewaySettings
 from svc_monitor.server import MonitorServer
 from svc_monitor.settings import MonitorSettings
@@ -22,9 +24,7 @@ from svc_processor.server import ProcessorServer
 from svc_processor.settings import ProcessorSettings
 from tests.support.gateway import Partner, RunningGateway
 from tests.support.services import ThreadedServer
-from withdrawal_shared.chain.anvil import AnvilProcess
 from withdrawal_shared.chain.contracts import balance_of
-from withdrawal_shared.stack.bootstrap import BootstrapResult, bootstrap
 
 T = TypeVar("T")
 

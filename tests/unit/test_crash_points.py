@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.harness import SERVICES
 from withdrawal_shared.crash_points import (
     CRASH_POINTS,
     ENV_AT,
@@ -23,7 +24,6 @@ from withdrawal_shared.crash_points import (
     parse_armed,
     service_of,
 )
-from withdrawal_shared.stack.harness import SERVICES
 
 REPO = Path(__file__).resolve().parents[2]
 CALL = re.compile(r"""crash_point\(\s*["']([^"']+)["']""")

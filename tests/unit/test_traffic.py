@@ -15,7 +15,7 @@ import pytest
 import rlp  # type: ignore[import-untyped]
 from eth_account import Account
 
-from withdrawal_shared.chain.anvil import DevAccount
+from devstack.anvil import DevAccount
 from withdrawal_shared.chain.traffic import (
     GWEI,
     Pacer,

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from eth_account import Account
 from web3 import Web3
 
-from withdrawal_shared.chain.anvil import DevAccount
+from devstack.anvil import DevAccount
 from withdrawal_shared.chain.types import ChecksumAddress, HexStr
 
 __all__ = [

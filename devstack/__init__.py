@@ -1,6 +1,6 @@
 """`make up`: the whole system on one machine, in the foreground.
 
-`python -m withdrawal_shared.stack` is what `make up` runs (after `make deps`).
+`python -m devstack` is what `make up` runs (after `make deps`).
 
 What it runs, in order:
 

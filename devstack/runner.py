@@ -27,14 +27,14 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from web3 import Web3
 
-from withdrawal_shared.chain.anvil import AnvilError, AnvilProcess
+from devstack.anvil import AnvilError, AnvilProcess
+from devstack.bootstrap import TOKEN_SYMBOL, BootstrapResult, bootstrap
+from devstack.config import StackConfig, check_ports
+from devstack.probes import NotServingError, list_wallets, wait_serving
+from devstack.redis_server import RedisHandle, resolve_redis
+from devstack.supervisor import Child, ChildSpec, Supervisor
 from withdrawal_shared.chain.types import POLYGON_CHAIN_ID
 from withdrawal_shared.settings import REPO_ROOT, SettingsError
-from withdrawal_shared.stack.bootstrap import TOKEN_SYMBOL, BootstrapResult, bootstrap
-from withdrawal_shared.stack.config import StackConfig, check_ports
-from withdrawal_shared.stack.probes import NotServingError, list_wallets, wait_serving
-from withdrawal_shared.stack.redis_server import RedisHandle, resolve_redis
-from withdrawal_shared.stack.supervisor import Child, ChildSpec, Supervisor
 
 ANVIL_BLOCK_TIME = 2
 ANVIL_GAS_LIMIT = 60_000_000

@@ -60,8 +60,8 @@ __all__ = [
     "snapshot",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-"""The repository root: the directory holding `withdrawal_shared/` and `node_modules/`."""
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The repository root: the directory holding `devstack/` and `node_modules/`."""
 
 # Anvil's (and Hardhat's) well-known default mnemonic. Its keys are public: fine for local tests,
 # never to be funded on a real network.

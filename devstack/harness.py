@@ -44,16 +44,16 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
-from withdrawal_shared.chain.anvil import AnvilProcess, set_automine, set_interval_mining
+from devstack.anvil import AnvilProcess, set_automine, set_interval_mining
+from devstack.bootstrap import BootstrapResult
+from devstack.config import StackConfig, free_port
+from devstack.probes import health_status
+from devstack.redis_server import RedisHandle, start_redis_server
+from devstack.runner import CHAIN, Service, Stack
+from devstack.supervisor import Child, ChildSpec, Supervisor
 from withdrawal_shared.chain.types import POLYGON_CHAIN_ID
 from withdrawal_shared.db.models import Chain
 from withdrawal_shared.settings import REPO_ROOT
-from withdrawal_shared.stack.bootstrap import BootstrapResult
-from withdrawal_shared.stack.config import StackConfig, free_port
-from withdrawal_shared.stack.probes import health_status
-from withdrawal_shared.stack.redis_server import RedisHandle, start_redis_server
-from withdrawal_shared.stack.runner import CHAIN, Service, Stack
-from withdrawal_shared.stack.supervisor import Child, ChildSpec, Supervisor
 
 if TYPE_CHECKING:
     from withdrawal_shared.chain.fault_proxy import FaultProxy

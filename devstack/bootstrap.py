@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
-from withdrawal_shared.chain.anvil import DevAccount
+from devstack.anvil import DevAccount
 from withdrawal_shared.chain.contracts import (
     balance_of,
     deploy_test_stablecoin,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from withdrawal_shared.stack.config import free_port
+from devstack.config import free_port
 
 SYSTEM_REDIS_URL = "redis://127.0.0.1:6379/0"
 
