@@ -32,9 +32,9 @@ from collections.abc import Callable
 
 from web3 import Web3
 
+from chaos.fault_proxy import FaultRates
 from devstack.anvil import reorg, rpc, set_interval_mining
 from devstack.harness import SERVICES, HarnessStack
-from withdrawal_shared.chain.fault_proxy import FaultRates
 
 from .config import ChaosConfig
 

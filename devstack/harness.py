@@ -12,7 +12,7 @@ test or a benchmark may kill, flush and restart it freely without harming anythi
 - **anvil**: interval mining (`block_time`, 2 s by default like the benchmarks ask) with a
   60M block gas limit; `w3` talks to it directly, never through the fault proxies.
 - **RPC**: with `rpc_proxies=n` the services reach anvil only through n fault-injecting
-  JSON-RPC proxies (`withdrawal_shared.chain.fault_proxy`), as a comma-separated
+  JSON-RPC proxies (`chaos.fault_proxy`), as a comma-separated
   `CHAIN_RPC_URL`, so they fail over between them; `proxies` lets the caller switch faults on.
 - **Services**: the four `svc_*` as real processes under a `Supervisor` polled by a thread of
   its own; `kill(name)` SIGKILLs one (its whole process group), and the supervisor restarts it
@@ -56,7 +56,7 @@ from withdrawal_shared.db.models import Chain
 from withdrawal_shared.settings import REPO_ROOT
 
 if TYPE_CHECKING:
-    from withdrawal_shared.chain.fault_proxy import FaultProxy
+    from chaos.fault_proxy import FaultProxy
 
 SERVICES = ("signer", "gateway", "processor", "monitor")
 MARIADB_DEFAULT = "mysql+pymysql://root:@127.0.0.1:3306/"
@@ -401,7 +401,7 @@ class HarnessStack:
         if self.config.rpc_proxies <= 0:
             self.services_rpc_url = upstream
             return
-        from withdrawal_shared.chain.fault_proxy import FaultProxy
+        from chaos.fault_proxy import FaultProxy
 
         for index in range(self.config.rpc_proxies):
             self.proxies.append(FaultProxy(upstream, seed=index).start())

@@ -22,13 +22,13 @@ from web3 import Web3
 from web3.exceptions import TransactionNotFound
 from web3.types import RPCEndpoint
 
-from devstack.anvil import REPO_ROOT, AnvilProcess, mine, set_automine
-from withdrawal_shared.chain.fault_proxy import (
+from chaos.fault_proxy import (
     COUNT_KEYS,
     FaultProxy,
     FaultProxyError,
     FaultRates,
 )
+from devstack.anvil import REPO_ROOT, AnvilProcess, mine, set_automine
 from withdrawal_shared.chain.rpc_pool import RpcPool
 
 pytestmark = pytest.mark.chain
@@ -401,7 +401,7 @@ def test_rejects_bad_rates_and_non_loopback_upstreams() -> None:
 
 def test_command_line_serves_until_interrupted(anvil: AnvilProcess) -> None:
     env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
-    argv = [sys.executable, "-m", "withdrawal_shared.chain.fault_proxy", "--upstream"]
+    argv = [sys.executable, "-m", "chaos.fault_proxy", "--upstream"]
     argv += [anvil.rpc_url, "--http-5xx", "1", "--methods", "eth_blockNumber"]
     process = subprocess.Popen(
         argv,

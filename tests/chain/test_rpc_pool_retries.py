@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
+from chaos.fault_proxy import FaultProxy, FaultRates
 from devstack.anvil import AnvilProcess
-from withdrawal_shared.chain.fault_proxy import FaultProxy, FaultRates
 from withdrawal_shared.chain.rpc_pool import RpcErrorResponse, RpcPool, RpcUnavailable
 from withdrawal_shared.retry import jittered_backoff
 

@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import select
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
+from chaos.traffic import GWEI, TrafficGenerator, fixed_tips, uniform_tips
 from tests.support.pipeline import Pipeline, wait_until
 from tests.support.requests import create_request, fresh_address
-from withdrawal_shared.chain.traffic import GWEI, TrafficGenerator, fixed_tips, uniform_tips
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import Chain, PayoutTransaction, Withdrawal
 

@@ -15,16 +15,16 @@ import pytest
 import rlp  # type: ignore[import-untyped]
 from eth_account import Account
 
-from devstack.anvil import DevAccount
-from withdrawal_shared.chain.traffic import (
+from chaos.loopback import require_loopback_url
+from chaos.traffic import (
     GWEI,
     Pacer,
     TrafficError,
     TrafficGenerator,
     fixed_tips,
-    require_loopback_url,
     uniform_tips,
 )
+from devstack.anvil import DevAccount
 from withdrawal_shared.chain.types import PrivateKey
 
 # -- samplers ------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ while the base fee rises by less than 100 % between two refreshes.
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import threading
 import time
@@ -29,11 +28,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 from eth_account import Account
 from web3 import Web3
 
+from chaos.loopback import require_loopback_url
 from devstack.anvil import DevAccount
 from withdrawal_shared.chain.types import ChecksumAddress, HexStr
 
@@ -45,7 +44,6 @@ __all__ = [
     "TrafficError",
     "TrafficGenerator",
     "fixed_tips",
-    "require_loopback_url",
     "uniform_tips",
 ]
 
@@ -147,20 +145,6 @@ class SentTransaction:
     sent_at: float  # time.monotonic()
 
 
-def require_loopback_url(url: str) -> str:
-    """`url` if it is http(s) to a literal IPv4 loopback address (127.0.0.0/8), else ValueError."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
-    try:
-        address = ipaddress.ip_address(parts.hostname)
-    except ValueError:
-        raise ValueError(f"only literal 127.0.0.0/8 URLs are allowed, got {url!r}") from None
-    if address.version != 4 or not address.is_loopback:
-        raise ValueError(f"only 127.0.0.0/8 URLs are allowed, got {url!r}")
-    return url
-
-
 @dataclass
 class _Sender:
     account: DevAccount
@@ -223,7 +207,7 @@ class TrafficGenerator:
         self.max_lag = max_lag
         self.request_timeout = request_timeout
 
-        self._rng = random.Random(seed)  # noqa: S311 - test traffic, not cryptography
+        self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._done = threading.Event()

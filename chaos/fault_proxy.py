@@ -38,7 +38,7 @@ proxy then answers 502 like a real gateway, which is not an injected fault).
 Both ends are loopback only: the proxy listens on 127.0.0.1 and refuses an upstream outside
 127.0.0.0/8. For manual use:
 
-    python -m withdrawal_shared.chain.fault_proxy --upstream http://127.0.0.1:8545 --reset 0.05
+    python -m chaos.fault_proxy --upstream http://127.0.0.1:8545 --reset 0.05
 
 prints the proxy's URL and runs until Ctrl-C.
 """
@@ -63,7 +63,7 @@ from typing import Any, Literal, Self, TypeGuard
 import aiohttp
 from aiohttp import web
 
-from withdrawal_shared.chain.traffic import require_loopback_url
+from chaos.loopback import require_loopback_url
 
 __all__ = [
     "COUNT_KEYS",
@@ -268,7 +268,7 @@ class FaultProxy:
             raise ValueError("upstream_timeout must be > 0")
         self._requested_port = port
         self._upstream_timeout = upstream_timeout
-        self._rng = random.Random(seed)  # noqa: S311 - fault injection, not cryptography
+        self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._rates = rates
         self._counts = dict.fromkeys(COUNT_KEYS, 0)
@@ -514,12 +514,12 @@ class FaultProxy:
         return isinstance(answer, dict) and answer.get("result") is not None
 
 
-# -- python -m withdrawal_shared.chain.fault_proxy ----------------------------------------------
+# -- python -m chaos.fault_proxy ----------------------------------------------
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m withdrawal_shared.chain.fault_proxy",
+        prog="python -m chaos.fault_proxy",
         description="A fault-injecting JSON-RPC proxy on 127.0.0.1 (Ctrl-C stops it).",
     )
     parser.add_argument("--upstream", required=True, help="the node, e.g. http://127.0.0.1:8545")
