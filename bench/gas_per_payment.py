@@ -25,15 +25,9 @@ from pathlib import Path
 from web3 import Web3
 
 from devstack.anvil import AnvilProcess
-from withdrawal_shared.chain.contracts import deploy_test_stablecoin, mint, transfer
-from withdrawal_shared.chain.payout import (
-    Payment,
-    decode_payout_events,
-    deploy_payout_vault,
-    fund_vault,
-    send_payout,
-    set_operator,
-)
+from devstack.stablecoin import deploy_test_stablecoin, mint, transfer
+from devstack.vault import deploy_payout_vault, fund_vault, send_payout, set_operator
+from withdrawal_shared.chain.payout import Payment, decode_payout_events
 from withdrawal_shared.chain.types import BaseUnits
 
 RESULTS = Path(__file__).resolve().parent / "results"

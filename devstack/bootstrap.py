@@ -29,19 +29,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
 from devstack.anvil import DevAccount
-from withdrawal_shared.chain.contracts import (
-    balance_of,
-    deploy_test_stablecoin,
-    fund_native,
-    mint,
-    stablecoin_contract,
-)
-from withdrawal_shared.chain.payout import (
-    deploy_payout_vault,
-    fund_vault,
-    payout_vault_contract,
-    set_operator,
-)
+from devstack.stablecoin import deploy_test_stablecoin, mint
+from devstack.transactions import fund_native
+from devstack.vault import deploy_payout_vault, fund_vault, set_operator
+from withdrawal_shared.chain.contracts import balance_of, stablecoin_contract
+from withdrawal_shared.chain.payout import payout_vault_contract
 from withdrawal_shared.chain.types import BaseUnits, ChecksumAddress, Wei
 from withdrawal_shared.db.api_keys import ensure_partner, issue_api_key, partner_for_token
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker

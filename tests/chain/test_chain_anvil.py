@@ -26,7 +26,7 @@ from devstack.anvil import (
     set_interval_mining,
     snapshot,
 )
-from withdrawal_shared.chain.contracts import fund_native
+from devstack.transactions import fund_native
 from withdrawal_shared.chain.types import ChecksumAddress, PrivateKey, Wei
 
 pytestmark = pytest.mark.chain

@@ -7,20 +7,15 @@ from eth_account import Account
 from web3 import Web3
 
 from devstack.anvil import AnvilProcess
+from devstack.stablecoin import deploy_test_stablecoin, mint, pause, transfer, unpause
+from devstack.transactions import TransactionReverted, fund_native
 from withdrawal_shared.chain.contracts import (
     TEST_STABLECOIN,
-    TransactionReverted,
     balance_of,
     decimals,
-    deploy_test_stablecoin,
-    fund_native,
     is_paused,
     load_artifact,
-    mint,
-    pause,
     stablecoin_contract,
-    transfer,
-    unpause,
 )
 from withdrawal_shared.chain.types import BaseUnits, ChecksumAddress, PrivateKey, Wei
 

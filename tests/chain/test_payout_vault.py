@@ -16,14 +16,22 @@ from web3.logs import DISCARD
 from web3.types import TxParams, TxReceipt
 
 from devstack.anvil import AnvilProcess, mine, rpc
+from devstack.stablecoin import deploy_test_stablecoin
+from devstack.transactions import TransactionReverted, deploy_contract, send_transaction
+from devstack.vault import (
+    deploy_payout_vault,
+    fund_vault,
+    pause_vault,
+    send_payout,
+    set_operator,
+    set_outflow_cap,
+    sweep,
+    unpause_vault,
+)
 from withdrawal_shared.chain.contracts import (
     BUILD_DIR,
-    TransactionReverted,
     balance_of,
-    deploy_contract,
-    deploy_test_stablecoin,
     load_artifact,
-    send_transaction,
     stablecoin_contract,
 )
 from withdrawal_shared.chain.erc20 import TRANSFER_TOPIC, CalldataError
@@ -42,19 +50,11 @@ from withdrawal_shared.chain.payout import (
     PayoutExecuted,
     decode_payout,
     decode_payout_events,
-    deploy_payout_vault,
     encode_payout,
-    fund_vault,
     is_paid,
-    pause_vault,
     payout_calldata_length,
     payout_vault_contract,
     remaining_outflow,
-    send_payout,
-    set_operator,
-    set_outflow_cap,
-    sweep,
-    unpause_vault,
 )
 from withdrawal_shared.chain.types import BaseUnits, ChecksumAddress, HexStr, PrivateKey
 

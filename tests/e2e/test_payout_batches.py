@@ -12,9 +12,10 @@ from web3 import Web3
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
 from devstack.anvil import mine, set_automine, set_interval_mining
+from devstack.vault import set_outflow_cap
 from tests.support.pipeline import Pipeline
 from tests.support.requests import create_request, fresh_address
-from withdrawal_shared.chain.payout import is_paid, payout_vault_contract, set_outflow_cap
+from withdrawal_shared.chain.payout import is_paid, payout_vault_contract
 from withdrawal_shared.chain.types import BaseUnits
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import PayoutItem, PayoutTransaction, Withdrawal

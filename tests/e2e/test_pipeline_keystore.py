@@ -14,9 +14,10 @@ from web3 import Web3
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
 from devstack.anvil import mine, set_automine, set_balance, set_interval_mining
+from devstack.stablecoin import unpause
 from tests.support.pipeline import Pipeline
 from tests.support.requests import create_request, fresh_address
-from withdrawal_shared.chain.contracts import stablecoin_contract, unpause
+from withdrawal_shared.chain.contracts import stablecoin_contract
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import PayoutTransaction, SignerLedgerItem, Withdrawal
 from withdrawal_shared.holds import HoldReason

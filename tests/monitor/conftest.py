@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
 from devstack.anvil import AnvilProcess, revert, set_automine, snapshot
+from devstack.stablecoin import deploy_test_stablecoin, mint
 from svc_monitor.follower import ChainFollower
 from tests.monitor.builders import ChainSetup
-from withdrawal_shared.chain.contracts import deploy_test_stablecoin, mint
 from withdrawal_shared.chain.types import BaseUnits
 from withdrawal_shared.db.api_keys import ensure_partner
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker

@@ -13,9 +13,10 @@ from web3 import Web3
 
 import svc_monitor.mining as mining_module
 from devstack.anvil import drop_transaction, mine, reorg, set_automine
+from devstack.stablecoin import pause
 from svc_monitor.follower import ChainFollower, MonitorError
 from tests.monitor.builders import ChainSetup, audit_trail, pay, payout_row, withdrawals
-from withdrawal_shared.chain.contracts import balance_of, pause, stablecoin_contract
+from withdrawal_shared.chain.contracts import balance_of, stablecoin_contract
 from withdrawal_shared.db.models import Chain
 from withdrawal_shared.db.transitions import Moved, RowAsRead, verify_audit_chain
 from withdrawal_shared.holds import HoldReason

@@ -9,16 +9,10 @@ from sqlalchemy.orm import Session
 from web3 import Web3
 
 from devstack.anvil import mine
+from devstack.vault import deploy_payout_vault, fund_vault, send_payout, set_operator
 from svc_monitor.follower import ChainFollower
 from tests.monitor.builders import ChainSetup, _new_withdrawal, fresh_address
-from withdrawal_shared.chain.payout import (
-    Payment,
-    deploy_payout_vault,
-    encode_payout,
-    fund_vault,
-    send_payout,
-    set_operator,
-)
+from withdrawal_shared.chain.payout import Payment, encode_payout
 from withdrawal_shared.chain.types import BaseUnits
 from withdrawal_shared.db.models import PayoutItem, PayoutTransaction, Withdrawal
 from withdrawal_shared.db.transitions import move, utcnow

@@ -1,8 +1,13 @@
-"""Chain access for local development and tests: anvil as Polygon, and the project's contracts.
+"""Chain access for the services: contracts, calldata, fees and RPC.
 
-- `devstack.anvil`: `AnvilProcess` (a managed anvil on 127.0.0.1, chain id 137)
-  and typed helpers over anvil's RPC extras (mine, automine, reorg, drop, snapshot, balances).
-- `withdrawal_shared.chain.contracts`: compiled artifacts from contracts/build, deploying and
-  driving the 6-decimal test stablecoin, funding accounts with POL.
+- `withdrawal_shared.chain.contracts`: compiled artifacts from contracts/build and read calls on
+  the token.
+- `withdrawal_shared.chain.payout`: the PayoutVault's calldata (payouts and the owner's calls),
+  events and read calls.
+- `withdrawal_shared.chain.erc20`: ERC-20 calldata; `fees`: EIP-1559 fee pricing; `rpc_pool`:
+  JSON-RPC over several providers with failover.
 - `withdrawal_shared.chain.types`: `BaseUnits`, `Nonce`, `PrivateKey`, ... (NewTypes).
+
+Anvil control and signing with local keys (deploying, minting, funding) are development tooling:
+`devstack`.
 """

@@ -1,9 +1,10 @@
-"""The project's compiled contracts (contracts/build/*.json) and what tests do with them.
+"""The project's compiled contracts (contracts/build/*.json) and read calls on the token.
 
-`load_artifact` reads an artifact written by `scripts/compile_contracts.mjs`. The rest deploys
-and drives the test stablecoin (OpenZeppelin ERC20, 6 decimals, owner-mintable, owner-pausable)
-and moves native POL, each call signing locally with the given key, waiting for the receipt and
-raising `TransactionReverted` (with the decoded custom error when known) on a revert.
+`load_artifact` reads an artifact written by `scripts/compile_contracts.mjs` (ABI, bytecode,
+compiler version). `stablecoin_contract` binds the TestStablecoin ABI (a standard ERC-20 for the
+read calls) to a token address; `balance_of`, `decimals` and `is_paused` read through it.
+Deploying and driving contracts with a local key is development tooling: `devstack.transactions`,
+`devstack.stablecoin`, `devstack.vault`.
 """
 
 from __future__ import annotations
@@ -12,71 +13,27 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
-from eth_account import Account
 from eth_typing import ABI
 from web3 import Web3
 from web3.contract import Contract
-from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractLogicError
-from web3.types import TxParams, TxReceipt
 
-from withdrawal_shared.chain.types import (
-    BaseUnits,
-    ChecksumAddress,
-    HexStr,
-    Nonce,
-    PrivateKey,
-    Wei,
-)
+from withdrawal_shared.chain.types import BaseUnits, ChecksumAddress, HexStr
 
 __all__ = [
     "BUILD_DIR",
     "TEST_STABLECOIN",
-    "ChainTransactionError",
     "ContractArtifact",
-    "TransactionReverted",
     "balance_of",
     "decimals",
-    "deploy_contract",
-    "deploy_test_stablecoin",
-    "fund_native",
     "is_paused",
     "load_artifact",
-    "mint",
-    "pause",
-    "send_call",
-    "send_transaction",
     "stablecoin_contract",
-    "transfer",
-    "unpause",
 ]
 
 BUILD_DIR = Path(__file__).resolve().parents[2] / "contracts" / "build"
 TEST_STABLECOIN = "TestStablecoin"
-DEFAULT_RECEIPT_TIMEOUT = 60.0
-
-
-class ChainTransactionError(RuntimeError):
-    """A transaction could not be built, sent or confirmed."""
-
-
-class TransactionReverted(ChainTransactionError):
-    """The EVM reverted a transaction, either when estimating gas or on chain (status 0)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        reason: str | None = None,
-        tx_hash: HexStr | None = None,
-        receipt: TxReceipt | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.tx_hash = tx_hash
-        self.receipt = receipt
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,204 +68,12 @@ def load_artifact(contract_name: str, build_dir: Path = BUILD_DIR) -> ContractAr
     )
 
 
-# -- sending ---------------------------------------------------------------------------------
-
-
-def _address_of(private_key: PrivateKey) -> ChecksumAddress:
-    return Web3.to_checksum_address(Account.from_key(private_key).address)
-
-
-def _decode_revert(w3: Web3, abi: ABI, exc: ContractLogicError) -> str:
-    """Name the custom error in a revert (e.g. `EnforcedPause()`), else web3's message."""
-    data = exc.data if isinstance(exc.data, str) else None
-    if data and data.startswith("0x") and len(data) >= 10:
-        selector = bytes.fromhex(data[2:10])
-        for item in abi:
-            if item["type"] != "error":
-                continue
-            error = item
-            types = [str(arg["type"]) for arg in error.get("inputs", [])]
-            signature = f"{error['name']}({','.join(types)})"
-            if Web3.keccak(text=signature)[:4] == selector:
-                values = w3.codec.decode(types, bytes.fromhex(data[10:]))
-                shown = [
-                    Web3.to_checksum_address(value) if kind == "address" else str(value)
-                    for kind, value in zip(types, values, strict=True)
-                ]
-                return f"{error['name']}({', '.join(shown)})"
-    return str(exc.message or exc)
-
-
-def send_transaction(
-    w3: Web3,
-    private_key: PrivateKey,
-    tx: TxParams,
-    *,
-    abi: ABI = (),
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> TxReceipt:
-    """Fill in what `tx` lacks (nonce, chain id, gas, EIP-1559 fees), sign, send, wait.
-
-    Raises `TransactionReverted` when gas estimation reverts (nothing is sent) or when the
-    mined receipt has status 0. Pass an explicit `gas` to skip estimation and get the revert
-    on chain. `abi` is used to name custom errors.
-    """
-    sender = _address_of(private_key)
-    params: TxParams = {"from": sender, "chainId": w3.eth.chain_id, **tx}
-    if "nonce" not in params:
-        params["nonce"] = Nonce(w3.eth.get_transaction_count(sender, "pending"))
-    if "gasPrice" not in params and "maxFeePerGas" not in params:
-        priority = w3.eth.max_priority_fee
-        base_fee = w3.eth.get_block("latest").get("baseFeePerGas", Wei(0))
-        params["maxPriorityFeePerGas"] = priority
-        params["maxFeePerGas"] = Wei(2 * base_fee + priority)
-    if "gas" not in params:
-        try:
-            params["gas"] = w3.eth.estimate_gas(params)
-        except ContractLogicError as exc:
-            reason = _decode_revert(w3, abi, exc)
-            raise TransactionReverted(
-                f"transaction from {sender} would revert: {reason}", reason=reason
-            ) from exc
-    signed = Account.sign_transaction(params, private_key)
-    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout)
-    if receipt["status"] != 1:
-        raise TransactionReverted(
-            f"transaction {tx_hash.to_0x_hex()} from {sender} reverted on chain in block "
-            f"{receipt['blockNumber']} (gas used {receipt['gasUsed']} of {params['gas']})",
-            tx_hash=HexStr(tx_hash.to_0x_hex()),
-            receipt=receipt,
-        )
-    return receipt
-
-
-def send_call(
-    w3: Web3,
-    private_key: PrivateKey,
-    function: ContractFunction,
-    *,
-    gas: int | None = None,
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> TxReceipt:
-    """Sign and send a call of `function` from `private_key`; wait for the receipt."""
-    tx: TxParams = {"to": function.address, "data": HexStr(function._encode_transaction_data())}
-    if gas is not None:
-        tx["gas"] = gas
-    return send_transaction(w3, private_key, tx, abi=function.contract_abi, timeout=timeout)
-
-
-def deploy_contract(
-    w3: Web3,
-    deployer_key: PrivateKey,
-    artifact: ContractArtifact,
-    *constructor_args: Any,
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> ChecksumAddress:
-    """Deploy `artifact` with `constructor_args` and return the new contract's address."""
-    factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-    data = factory.constructor(*constructor_args).data_in_transaction
-    receipt = send_transaction(
-        w3, deployer_key, {"data": HexStr(data)}, abi=artifact.abi, timeout=timeout
-    )
-    address = receipt["contractAddress"]
-    if address is None:
-        raise ChainTransactionError(f"deploying {artifact.contract_name} created no contract")
-    return Web3.to_checksum_address(address)
-
-
-def fund_native(
-    w3: Web3,
-    funder_key: PrivateKey,
-    to: ChecksumAddress,
-    amount: Wei,
-    *,
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> TxReceipt:
-    """Send `amount` wei of the native coin (POL) from the funder to `to`, e.g. for gas."""
-    return send_transaction(
-        w3, funder_key, {"to": to, "value": amount, "gas": 21_000}, timeout=timeout
-    )
-
-
-# -- the test stablecoin ---------------------------------------------------------------------
+# -- the token's read calls -------------------------------------------------------------------
 
 
 def stablecoin_contract(w3: Web3, token: ChecksumAddress) -> Contract:
     """A web3 contract object for a deployed TestStablecoin (any ERC-20 for the read calls)."""
     return w3.eth.contract(address=token, abi=load_artifact(TEST_STABLECOIN).abi)
-
-
-def deploy_test_stablecoin(
-    w3: Web3,
-    deployer_key: PrivateKey,
-    name: str = "USD Coin",
-    symbol: str = "USDC",
-    *,
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> ChecksumAddress:
-    """Deploy a TestStablecoin owned by the deployer and return its address."""
-    return deploy_contract(
-        w3, deployer_key, load_artifact(TEST_STABLECOIN), name, symbol, timeout=timeout
-    )
-
-
-def mint(
-    w3: Web3,
-    token: ChecksumAddress,
-    owner_key: PrivateKey,
-    to: ChecksumAddress,
-    amount: BaseUnits,
-    *,
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> TxReceipt:
-    """Mint `amount` base units to `to` (owner only)."""
-    function = stablecoin_contract(w3, token).functions.mint(to, amount)
-    return send_call(w3, owner_key, function, timeout=timeout)
-
-
-def transfer(
-    w3: Web3,
-    token: ChecksumAddress,
-    sender_key: PrivateKey,
-    to: ChecksumAddress,
-    amount: BaseUnits,
-    *,
-    gas: int | None = None,
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> TxReceipt:
-    """ERC-20 `transfer` from the sender's account; pass `gas` to send even if it will revert."""
-    function = stablecoin_contract(w3, token).functions.transfer(to, amount)
-    return send_call(w3, sender_key, function, gas=gas, timeout=timeout)
-
-
-def pause(
-    w3: Web3,
-    token: ChecksumAddress,
-    owner_key: PrivateKey,
-    *,
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> TxReceipt:
-    """Pause the token: every transfer then reverts with `EnforcedPause()` (owner only)."""
-    return send_call(
-        w3, owner_key, stablecoin_contract(w3, token).functions.pause(), timeout=timeout
-    )
-
-
-def unpause(
-    w3: Web3,
-    token: ChecksumAddress,
-    owner_key: PrivateKey,
-    *,
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> TxReceipt:
-    """Undo `pause` (owner only)."""
-    function = stablecoin_contract(w3, token).functions.unpause()
-    return send_call(w3, owner_key, function, timeout=timeout)
-
-
-def is_paused(w3: Web3, token: ChecksumAddress) -> bool:
-    return bool(stablecoin_contract(w3, token).functions.paused().call())
 
 
 def balance_of(w3: Web3, token: ChecksumAddress, holder: ChecksumAddress) -> BaseUnits:
@@ -318,3 +83,7 @@ def balance_of(w3: Web3, token: ChecksumAddress, holder: ChecksumAddress) -> Bas
 
 def decimals(w3: Web3, token: ChecksumAddress) -> int:
     return int(cast(int, stablecoin_contract(w3, token).functions.decimals().call()))
+
+
+def is_paused(w3: Web3, token: ChecksumAddress) -> bool:
+    return bool(stablecoin_contract(w3, token).functions.paused().call())

@@ -1,4 +1,4 @@
-"""The payout contract (contracts/PayoutVault.sol): calldata, events and deployment helpers.
+"""The payout contract (contracts/PayoutVault.sol): calldata, events and read calls.
 
 One payout transaction calls `payout(address token, uint64 firstNumber, uint256[] payments)` on
 the vault from an operator (hot wallet). The payments carry consecutive payout numbers (unique
@@ -14,7 +14,12 @@ per call.
   ABI encoding raises `CalldataError`.
 - monitor: `decode_payout_events(receipt["logs"], vault)` -> `PayoutEvents`; paid items are the
   ones neither skipped nor failed (the token's `Transfer` logs carry recipient and amount).
-- bootstrap and tests: `deploy_payout_vault`, `set_operator`, `fund_vault`, `send_payout`, ...
+- the owner (a Safe): `encode_set_operator`, `encode_pause`, `encode_unpause`,
+  `encode_set_outflow_cap`, `encode_sweep` -> calldata of the vault's onlyOwner functions.
+- reads: `is_paid(number)`, `remaining_outflow(token)` (what the outflow cap still allows).
+
+Deploying the vault and sending these calls from a local key is development tooling
+(`devstack.vault`).
 """
 
 from __future__ import annotations
@@ -26,31 +31,26 @@ from typing import Any, NamedTuple, cast
 
 from web3 import Web3
 from web3.contract import Contract
-from web3.types import TxParams, TxReceipt
 
-from withdrawal_shared.chain.contracts import (
-    DEFAULT_RECEIPT_TIMEOUT,
-    balance_of,
-    deploy_contract,
-    load_artifact,
-    mint,
-    send_call,
-    send_transaction,
-    transfer,
-)
+from withdrawal_shared.chain.contracts import load_artifact
 from withdrawal_shared.chain.erc20 import CalldataError
-from withdrawal_shared.chain.types import BaseUnits, ChecksumAddress, HexStr, PrivateKey
+from withdrawal_shared.chain.types import ChecksumAddress
 
 __all__ = [
     "MAX_PAYMENT_AMOUNT",
     "MAX_PAYOUT_NUMBER",
     "OUTFLOW_CAP_REASON",
+    "PAUSE_SELECTOR",
     "PAYMENT_FAILED_TOPIC",
     "PAYMENT_SKIPPED_TOPIC",
     "PAYOUT_EXECUTED_TOPIC",
     "PAYOUT_SELECTOR",
     "PAYOUT_VAULT",
+    "SET_OPERATOR_SELECTOR",
+    "SET_OUTFLOW_CAP_SELECTOR",
+    "SWEEP_SELECTOR",
     "TRANSFER_RETURNED_FALSE_REASON",
+    "UNPAUSE_SELECTOR",
     "EventDecodeError",
     "FailedPayment",
     "Payment",
@@ -58,19 +58,16 @@ __all__ = [
     "PayoutExecuted",
     "decode_payout",
     "decode_payout_events",
-    "deploy_payout_vault",
+    "encode_pause",
     "encode_payout",
-    "fund_vault",
+    "encode_set_operator",
+    "encode_set_outflow_cap",
+    "encode_sweep",
+    "encode_unpause",
     "is_paid",
-    "pause_vault",
     "payout_calldata_length",
     "payout_vault_contract",
     "remaining_outflow",
-    "send_payout",
-    "set_operator",
-    "set_outflow_cap",
-    "sweep",
-    "unpause_vault",
 ]
 
 PAYOUT_VAULT = "PayoutVault"
@@ -81,6 +78,11 @@ PAYOUT_EXECUTED_TOPIC = (
 )
 PAYMENT_SKIPPED_TOPIC = "0x" + Web3.keccak(text="PaymentSkipped(uint64)").hex()
 PAYMENT_FAILED_TOPIC = "0x" + Web3.keccak(text="PaymentFailed(uint64,bytes)").hex()
+SET_OPERATOR_SELECTOR = bytes(Web3.keccak(text="setOperator(address,bool)")[:4])
+PAUSE_SELECTOR = bytes(Web3.keccak(text="pause()")[:4])
+UNPAUSE_SELECTOR = bytes(Web3.keccak(text="unpause()")[:4])
+SET_OUTFLOW_CAP_SELECTOR = bytes(Web3.keccak(text="setOutflowCap(address,uint256,uint64)")[:4])
+SWEEP_SELECTOR = bytes(Web3.keccak(text="sweep(address,address,uint256)")[:4])
 
 MAX_PAYOUT_NUMBER = 2**64 - 1
 MAX_PAYMENT_AMOUNT = 2**96 - 1  # the amount shares its word with the recipient
@@ -330,7 +332,66 @@ def decode_payout_events(
     return events
 
 
-# -- deploying and driving the vault (bootstrap, tests) -------------------------------------
+# -- the owner's calls -------------------------------------------------------------------------
+#
+# Calldata of the vault's onlyOwner functions. The owner (a Safe in production) signs and sends
+# it; these builders only produce the bytes (selector included), each argument checked against
+# its ABI type. `devstack.vault` sends them from a local key for development and tests.
+
+
+def _address_word(address: str, what: str) -> bytes:
+    return _address_bytes(address, what).rjust(_WORD, b"\0")
+
+
+def _uint_word(value: int, bits: int, what: str) -> bytes:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**bits:
+        raise CalldataError(f"{what} {value!r} is not a uint{bits}")
+    return value.to_bytes(_WORD, "big")
+
+
+def encode_set_operator(operator: str, allowed: bool = True) -> bytes:
+    """`setOperator(operator, allowed)`: allow (or disallow) `operator` to call `payout`."""
+    if not isinstance(allowed, bool):
+        raise CalldataError(f"allowed {allowed!r} is not a bool")
+    return (
+        SET_OPERATOR_SELECTOR
+        + _address_word(operator, "operator")
+        + int(allowed).to_bytes(_WORD, "big")
+    )
+
+
+def encode_pause() -> bytes:
+    """`pause()`: every payout then reverts with `EnforcedPause()` until `unpause()`."""
+    return PAUSE_SELECTOR
+
+
+def encode_unpause() -> bytes:
+    """`unpause()`: payouts go through again."""
+    return UNPAUSE_SELECTOR
+
+
+def encode_set_outflow_cap(token: str, cap_per_window: int, window_seconds: int) -> bytes:
+    """`setOutflowCap(token, capPerWindow, windowSeconds)`: cap `token` payouts at
+    `cap_per_window` base units per fixed window of `window_seconds` (cap 0 = none)."""
+    return (
+        SET_OUTFLOW_CAP_SELECTOR
+        + _address_word(token, "token")
+        + _uint_word(cap_per_window, 256, "cap per window")
+        + _uint_word(window_seconds, 64, "window seconds")
+    )
+
+
+def encode_sweep(token: str, to: str, amount: int) -> bytes:
+    """`sweep(token, to, amount)`: move `amount` base units of `token` out of the vault."""
+    return (
+        SWEEP_SELECTOR
+        + _address_word(token, "token")
+        + _address_word(to, "recipient")
+        + _uint_word(amount, 256, "amount")
+    )
+
+
+# -- reading the vault ---------------------------------------------------------------------------
 
 
 def payout_vault_contract(w3: Web3, vault: ChecksumAddress) -> Contract:
@@ -338,132 +399,9 @@ def payout_vault_contract(w3: Web3, vault: ChecksumAddress) -> Contract:
     return w3.eth.contract(address=vault, abi=load_artifact(PAYOUT_VAULT).abi)
 
 
-def deploy_payout_vault(
-    w3: Web3,
-    deployer_key: PrivateKey,
-    owner: ChecksumAddress,
-    *,
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> ChecksumAddress:
-    """Deploy a PayoutVault owned by `owner` (meant to be a Safe) and return its address."""
-    return deploy_contract(w3, deployer_key, load_artifact(PAYOUT_VAULT), owner, timeout=timeout)
-
-
-def set_operator(
-    w3: Web3,
-    vault: ChecksumAddress,
-    owner_key: PrivateKey,
-    operator: ChecksumAddress,
-    allowed: bool = True,
-    *,
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> TxReceipt:
-    """Allow (or with `allowed=False` disallow) `operator` to call `payout` (owner only)."""
-    function = payout_vault_contract(w3, vault).functions.setOperator(operator, allowed)
-    return send_call(w3, owner_key, function, timeout=timeout)
-
-
-def fund_vault(
-    w3: Web3,
-    token: ChecksumAddress,
-    funder_key: PrivateKey,
-    vault: ChecksumAddress,
-    amount: BaseUnits,
-    *,
-    mint_new: bool = False,
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> BaseUnits:
-    """Move `amount` of `token` into the vault and return the vault's new balance.
-
-    `mint_new=True` mints it (the funder must own a TestStablecoin); otherwise it is an ERC-20
-    transfer from the funder's own balance (the treasury).
-    """
-    if mint_new:
-        mint(w3, token, funder_key, vault, amount, timeout=timeout)
-    else:
-        transfer(w3, token, funder_key, vault, amount, timeout=timeout)
-    return balance_of(w3, token, vault)
-
-
-def send_payout(
-    w3: Web3,
-    vault: ChecksumAddress,
-    operator_key: PrivateKey,
-    token: str,
-    payments: Sequence[Payment],
-    *,
-    gas: int | None = None,
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> TxReceipt:
-    """Sign and send one payout transaction from an operator and wait for its receipt.
-
-    Pass `gas` to skip estimation (and get a revert on chain instead of before sending).
-    """
-    tx: TxParams = {"to": vault, "data": HexStr("0x" + encode_payout(token, payments).hex())}
-    if gas is not None:
-        tx["gas"] = gas
-    abi = load_artifact(PAYOUT_VAULT).abi
-    return send_transaction(w3, operator_key, tx, abi=abi, timeout=timeout)
-
-
 def is_paid(w3: Web3, vault: ChecksumAddress, number: int) -> bool:
     """Whether the vault has paid payout number `number` (latest block)."""
     return bool(payout_vault_contract(w3, vault).functions.isPaid(number).call())
-
-
-def pause_vault(
-    w3: Web3,
-    vault: ChecksumAddress,
-    owner_key: PrivateKey,
-    *,
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> TxReceipt:
-    """Stop all payouts (`EnforcedPause()`) until `unpause_vault` (owner only)."""
-    function = payout_vault_contract(w3, vault).functions.pause()
-    return send_call(w3, owner_key, function, timeout=timeout)
-
-
-def unpause_vault(
-    w3: Web3,
-    vault: ChecksumAddress,
-    owner_key: PrivateKey,
-    *,
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> TxReceipt:
-    function = payout_vault_contract(w3, vault).functions.unpause()
-    return send_call(w3, owner_key, function, timeout=timeout)
-
-
-def set_outflow_cap(
-    w3: Web3,
-    vault: ChecksumAddress,
-    owner_key: PrivateKey,
-    token: ChecksumAddress,
-    cap_per_window: BaseUnits,
-    window_seconds: int,
-    *,
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> TxReceipt:
-    """Cap `token` payouts at `cap_per_window` per fixed window (cap 0 = none; owner only)."""
-    function = payout_vault_contract(w3, vault).functions.setOutflowCap(
-        token, cap_per_window, window_seconds
-    )
-    return send_call(w3, owner_key, function, timeout=timeout)
-
-
-def sweep(
-    w3: Web3,
-    vault: ChecksumAddress,
-    owner_key: PrivateKey,
-    token: ChecksumAddress,
-    to: ChecksumAddress,
-    amount: BaseUnits,
-    *,
-    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
-) -> TxReceipt:
-    """Move `amount` of `token` out of the vault to `to` (owner only)."""
-    function = payout_vault_contract(w3, vault).functions.sweep(token, to, amount)
-    return send_call(w3, owner_key, function, timeout=timeout)
 
 
 def remaining_outflow(w3: Web3, vault: ChecksumAddress, token: ChecksumAddress) -> int:
