@@ -2,6 +2,7 @@
 # Every target installs what it needs, idempotently (venv, npm packages, apt packages).
 
 SHELL := /bin/bash
+.DEFAULT_GOAL := help
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,8 +14,85 @@ PYTEST_ARGS ?=
 
 .PHONY: help up test check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short bench-e2e bench-api bench-recovery
 
-help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+##@ run
+
+up: deps redis-bin ## run the whole system on embedded defaults (SQLite, local Redis, anvil, keystore signer)
+	$(PY) -m devstack
+
+##@ test
+
+test: deps softhsm redis-bin check ## static checks, then the whole pytest suite on real MariaDB, Redis, anvil, SoftHSM2
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+check: lint typecheck buf-lint buf-breaking gen-check contracts-check ## every static check
+
+lint: $(STAMP_PY) ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP_PY) ## mypy --strict on our packages
+	$(VENV)/bin/mypy
+
+buf-lint: $(STAMP_NPM) ## buf lint and buf format check
+	$(BIN)/buf lint
+	$(BIN)/buf format --diff --exit-code
+
+buf-breaking: $(STAMP_NPM) ## buf breaking against main (FILE rules)
+	@if git rev-parse --verify -q main >/dev/null; then $(BIN)/buf breaking --against '.git#branch=main'; else echo "no main branch yet: skipping buf breaking"; fi
+
+gen-check: gen ## fail when gen/ differs from what proto/ generates
+	@git diff --exit-code --stat -- gen third_party/proto || { echo "gen/ drifted from proto/: run 'make gen' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- gen third_party/proto)" || { git status --porcelain -- gen third_party/proto; echo "untracked generated files: run 'make gen' and commit"; exit 1; }
+
+contracts-check: $(STAMP_NPM) ## fail when contracts/build/ differs from what the sources compile to
+	node scripts/compile_contracts.mjs --check
+
+##@ bench
+
+bench-gas: deps ## gas per payment: PayoutVault batches against single ERC-20 transfers
+	$(PY) -m bench.gas_per_payment
+
+bench-e2e: deps redis-bin ## end to end: 5 min at 220/s batched against one withdrawal per transaction
+	$(PY) -m bench.e2e
+
+# Extra arguments, e.g. BENCH_API_ARGS="--gateway-env GATEWAY_WORKERS=2" or "--gateway-only".
+BENCH_API_ARGS ?=
+bench-api: deps redis-bin ## CreateWithdrawal over gRPC and REST, open loop, stepped rates, with the processor running
+	$(PY) -m bench.api_load $(BENCH_API_ARGS)
+
+bench-recovery: deps redis-bin ## SIGKILL processor, monitor, gateway under load: seconds until 90% again; exactly-once
+	$(PY) -m bench.recovery
+
+##@ chaos
+
+chaos: deps redis-bin ## the full chaos run (>= 2,000 withdrawals, 30 kills, 5 reorgs, 500 RPC faults), judged from the chain
+	$(PY) -m chaos
+
+chaos-short: deps redis-bin ## the small chaos variant that also runs inside make test
+	$(PY) -m chaos --short
+
+##@ gen/build
+
+gen: $(STAMP_PY) ## regenerate gen/ and third_party/proto/ from proto/
+	$(PY) scripts/gen_proto.py
+
+contracts: $(STAMP_NPM) ## recompile contracts/*.sol into contracts/build/ (solcjs, pinned)
+	node scripts/compile_contracts.mjs
+
+format: $(STAMP_PY) ## ruff format and autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+lock: ## re-resolve requirements.lock from pyproject.toml
+	$(UV) pip compile pyproject.toml --group dev --python-version 3.11 -q -o requirements.lock
+
+##@ housekeeping
+
+# `make help` prints every target that has a `## description`, under the `##@ heading` above it.
+help: ## list the targets by group
+	@awk 'BEGIN { FS = ":.*## " } \
+		/^##@ / { printf "%s%s\n", (groups++ ? "\n" : ""), substr($$0, 5); next } \
+		/^[A-Za-z0-9_.-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 deps: $(STAMP_PY) $(STAMP_NPM) ## install the Python venv and the npm tools (idempotent)
 
@@ -35,70 +113,8 @@ $(STAMP_NPM): package.json package-lock.json
 softhsm: ## install SoftHSM2 from Debian's packages when missing
 	@command -v softhsm2-util >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null; }
 
-lock: ## re-resolve requirements.lock from pyproject.toml
-	$(UV) pip compile pyproject.toml --group dev --python-version 3.11 -q -o requirements.lock
-
-gen: $(STAMP_PY) ## regenerate gen/ and third_party/proto/ from proto/
-	$(PY) scripts/gen_proto.py
-
-gen-check: gen ## fail when gen/ differs from what proto/ generates
-	@git diff --exit-code --stat -- gen third_party/proto || { echo "gen/ drifted from proto/: run 'make gen' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- gen third_party/proto)" || { git status --porcelain -- gen third_party/proto; echo "untracked generated files: run 'make gen' and commit"; exit 1; }
-
-buf-lint: $(STAMP_NPM) ## buf lint and buf format check
-	$(BIN)/buf lint
-	$(BIN)/buf format --diff --exit-code
-
-buf-breaking: $(STAMP_NPM) ## buf breaking against main (FILE rules)
-	@if git rev-parse --verify -q main >/dev/null; then $(BIN)/buf breaking --against '.git#branch=main'; else echo "no main branch yet: skipping buf breaking"; fi
-
-contracts: $(STAMP_NPM) ## recompile contracts/*.sol into contracts/build/ (solcjs, pinned)
-	node scripts/compile_contracts.mjs
-
-contracts-check: $(STAMP_NPM) ## fail when contracts/build/ differs from what the sources compile to
-	node scripts/compile_contracts.mjs --check
-
-lint: $(STAMP_PY) ## ruff lint and format check
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-
-format: $(STAMP_PY) ## ruff format and autofix
-	$(VENV)/bin/ruff format .
-	$(VENV)/bin/ruff check --fix .
-
-typecheck: $(STAMP_PY) ## mypy --strict on our packages
-	$(VENV)/bin/mypy
-
-check: lint typecheck buf-lint buf-breaking gen-check contracts-check ## every static check
-
-test: deps softhsm redis-bin check ## static checks, then the whole pytest suite on real MariaDB, Redis, anvil, SoftHSM2
-	$(PY) -m pytest $(PYTEST_ARGS)
-
 redis-bin: ## install redis-server from Debian's packages when missing (make up may start its own)
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
-
-up: deps redis-bin ## run the whole system on embedded defaults (SQLite, local Redis, anvil, keystore signer)
-	$(PY) -m devstack
-
-bench-gas: deps ## gas per payment: PayoutVault batches against single ERC-20 transfers
-	$(PY) -m bench.gas_per_payment
-
-chaos: deps redis-bin ## the full chaos run (>= 2,000 withdrawals, 30 kills, 5 reorgs, 500 RPC faults), judged from the chain
-	$(PY) -m chaos
-
-chaos-short: deps redis-bin ## the small chaos variant that also runs inside make test
-	$(PY) -m chaos --short
-
-bench-e2e: deps redis-bin ## end to end: 5 min at 220/s batched against one withdrawal per transaction
-	$(PY) -m bench.e2e
-
-# Extra arguments, e.g. BENCH_API_ARGS="--gateway-env GATEWAY_WORKERS=2" or "--gateway-only".
-BENCH_API_ARGS ?=
-bench-api: deps redis-bin ## CreateWithdrawal over gRPC and REST, open loop, stepped rates, with the processor running
-	$(PY) -m bench.api_load $(BENCH_API_ARGS)
-
-bench-recovery: deps redis-bin ## SIGKILL processor, monitor, gateway under load: seconds until 90% again; exactly-once
-	$(PY) -m bench.recovery
 
 clean: ## remove local state (var/), keeping the venv and node_modules
 	rm -rf var build
