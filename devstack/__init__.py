@@ -23,10 +23,12 @@ What it runs, in order:
    it, register every hot wallet ListWallets named, the treasury and the token, fund each hot
    wallet with 100 POL and 1,000,000 USDC, deploy the PayoutVault with every hot wallet as an
    operator, ensure partner `dev-partner` and its development API key.
-6. **svc_gateway**, **svc_processor**, **svc_monitor**, each waited for until SERVING. A service
-   whose `__main__.py` does not exist yet is skipped with a warning.
-7. var/stack.json (mode 0600: URLs, the API key, addresses; see `runner.Stack`) and two
-   ready-to-paste curls, then `stack is up`.
+6. **svc_gateway**, **svc_processor**, **svc_monitor**, each waited for until SERVING, and the
+   gateway's REST port until `GET /healthz` answers. A service whose `__main__.py` does not exist
+   yet is skipped with a warning.
+7. var/stack.json (mode 0600, written to a temporary file and renamed into place: URLs, the API
+   key, addresses; see `runner.Stack`), so whatever waits for it finds every service serving;
+   then ready-to-paste curls, then `stack is up`.
 
 The services are children of a foreground supervisor (`supervisor.py`) that prefixes their
 output with their name (`gateway  | ...`), also writes it to var/logs/<name>.log, restarts a

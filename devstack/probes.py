@@ -1,8 +1,10 @@
-"""What the stack asks its services: gRPC health (grpc.health.v1) and the signer's wallets."""
+"""What the stack asks its services: gRPC health (grpc.health.v1), the gateway's REST health
+(`GET /healthz`) and the signer's wallets."""
 
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Callable
 
 import grpc
@@ -50,6 +52,35 @@ def wait_serving(
                 f"{what} at {target} did not report SERVING within {timeout:g}s "
                 f"(last status {status})"
             )
+        time.sleep(interval)
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    """Whether a GET of `url` (a loopback URL the stack built) answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http on 127.0.0.1
+            return int(response.status) == 200
+    except (OSError, ValueError):  # refused, reset, timed out, or an HTTP error status
+        return False
+
+
+def wait_http_ok(
+    url: str,
+    *,
+    timeout: float,
+    alive: Callable[[], bool] = lambda: True,
+    what: str = "service",
+    interval: float = 0.2,
+) -> None:
+    """Block until a GET of `url` answers 200; fail early when `alive()` turns False."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not alive():
+            raise NotServingError(f"{what} exited during start-up")
+        if http_ok(url):
+            return
+        if time.monotonic() >= deadline:
+            raise NotServingError(f"{what} did not answer GET {url} within {timeout:g}s")
         time.sleep(interval)
 
 

@@ -30,7 +30,7 @@ from web3 import Web3
 from devstack.anvil import AnvilError, AnvilProcess
 from devstack.bootstrap import TOKEN_SYMBOL, BootstrapResult, bootstrap
 from devstack.config import StackConfig, check_ports
-from devstack.probes import NotServingError, list_wallets, wait_serving
+from devstack.probes import NotServingError, list_wallets, wait_http_ok, wait_serving
 from devstack.redis_server import RedisHandle, resolve_redis
 from devstack.supervisor import Child, ChildSpec, Supervisor
 from withdrawal_shared.chain.types import POLYGON_CHAIN_ID
@@ -133,6 +133,7 @@ class Stack:
         self.anvil: AnvilProcess | None = None
         self.redis: RedisHandle | None = None
         self.database_url = ""
+        self.previous_api_key: str | None = None
         self.signer = Service("signer", "svc_signer", config.signer_port)
         self.gateway = Service("gateway", "svc_gateway", config.grpc_port)
         self.processor = Service("processor", "svc_processor", config.processor_port)
@@ -203,6 +204,10 @@ class Stack:
         problems = check_ports(config)
         if problems:
             raise StackError("\n".join(problems))
+        # The ports are free, so no other stack uses this var/: the last run's stack.json goes
+        # (the bootstrap may reuse its API key), and stack.json existing means this stack serves.
+        self.previous_api_key = read_previous_api_key(config.stack_json)
+        config.stack_json.unlink(missing_ok=True)
         services = self._available_services()
 
         self._start_anvil()
@@ -214,12 +219,15 @@ class Stack:
             self._start_service(self.signer)
             wallets = self._signer_wallets()
         result = self._bootstrap(wallets)
-        self._write_stack_json(result)
 
         later = [s for s in (self.gateway, self.processor, self.monitor) if s in services]
         children = [(service, self._spawn(service)) for service in later]
         for service, child in children:
             self._wait_serving(service, child)
+            if service is self.gateway:
+                self._wait_rest(child)
+        # Whoever waits for stack.json may use everything it names at once.
+        self._write_stack_json(result)
         self._announce(result, services)
 
     def _available_services(self) -> list[Service]:
@@ -376,6 +384,22 @@ class Stack:
             ) from None
         self.sup.say(f"{service.name} is SERVING on {service.target}")
 
+    def _wait_rest(self, child: Child) -> None:
+        url = f"{self.rest_base_url()}/healthz"
+        try:
+            wait_http_ok(
+                url,
+                timeout=self.config.startup_timeout,
+                alive=lambda: child.running,
+                what="the gateway's REST port",
+            )
+        except NotServingError as exc:
+            raise StackError(
+                f"{exc}; see {child.spec.log_path}. If the machine is just slow, raise "
+                "STACK_STARTUP_TIMEOUT (seconds)"
+            ) from None
+        self.sup.say(f"gateway REST answers on {self.rest_base_url()}")
+
     def _start_service(self, service: Service) -> Child:
         child = self._spawn(service)
         self._wait_serving(service, child)
@@ -414,7 +438,7 @@ class Stack:
                 deployer,
                 self.database_url,
                 wallets,
-                previous_api_key=read_previous_api_key(self.config.stack_json),
+                previous_api_key=self.previous_api_key,
                 progress=self.sup.say,
             )
         except FileNotFoundError as exc:  # a contract artifact
