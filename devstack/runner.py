@@ -1,9 +1,11 @@
 """`make up`, step by step: ports, anvil, Redis, database, signer, bootstrap, the rest, curls.
 
-`main()` returns the process exit code: 0 after a clean stop (Ctrl-C or SIGTERM once the
-stack was up), 1 when start-up failed (the message says what to do), 130 when start-up was
-interrupted. Whatever was started is stopped in every case: the services (SIGTERM, up to 10 s,
-then SIGKILL), then anvil, then a redis-server the stack started itself.
+`main()` returns the process exit code: 0 after a clean stop (Ctrl-C in the terminal, or
+SIGINT or SIGTERM sent to this process alone, once the stack was up), 1 when start-up failed
+(the message says what to do), 130 when start-up was interrupted (the step under way ends
+first, then start-up goes no further). Whatever was started is stopped in every case: the
+services (SIGTERM to each one's process group, up to 10 s, then SIGKILL), then anvil, then a
+redis-server the stack started itself.
 """
 
 from __future__ import annotations
@@ -46,7 +48,11 @@ class StackError(RuntimeError):
 
 
 class StopRequested(BaseException):  # like KeyboardInterrupt, not an Exception
-    """SIGINT or SIGTERM arrived while the stack was starting."""
+    """SIGINT or SIGTERM arrived while the stack was starting: start-up goes no further.
+
+    Raised by the start-up itself between its steps (`Stack._checkpoint`), never from the
+    signal handler: a process is always recorded where `_shutdown` finds it before start-up
+    can stop."""
 
 
 @dataclass(frozen=True)
@@ -180,9 +186,19 @@ class Stack:
             self.sup.say(f"{name} again: already stopping (children get SIGKILL after 10s)")
             return
         self.stop.set()
-        self.sup.say(f"{name} received")
         if self.starting:
+            self.sup.say(f"{name} received: stopping once the current start-up step ends")
+        else:
+            self.sup.say(f"{name} received")
+
+    def _checkpoint(self) -> None:
+        """Raise `StopRequested` when SIGINT or SIGTERM has arrived."""
+        if self.stop.is_set():
             raise StopRequested
+
+    def _progress(self, message: str) -> None:
+        self.sup.say(message)
+        self._checkpoint()
 
     def _shutdown(self) -> None:
         self.stop.set()
@@ -210,18 +226,26 @@ class Stack:
         config.stack_json.unlink(missing_ok=True)
         services = self._available_services()
 
+        self._checkpoint()
         self._start_anvil()
+        self._checkpoint()
         self._start_redis()
+        self._checkpoint()
         self._prepare_database()
+        self._checkpoint()
 
         wallets: list[str] = []
         if self.signer in services:
             self._start_service(self.signer)
             wallets = self._signer_wallets()
+            self._checkpoint()
         result = self._bootstrap(wallets)
+        self._checkpoint()
 
-        later = [s for s in (self.gateway, self.processor, self.monitor) if s in services]
-        children = [(service, self._spawn(service)) for service in later]
+        children: list[tuple[Service, Child]] = []
+        for service in (self.gateway, self.processor, self.monitor):
+            if service in services:
+                children.append((service, self._spawn(service)))
         for service, child in children:
             self._wait_serving(service, child)
             if service is self.gateway:
@@ -367,10 +391,11 @@ class Stack:
             wait_serving(
                 service.target,
                 timeout=self.config.startup_timeout,
-                alive=lambda: child.running,
+                alive=lambda: child.running and not self.stop.is_set(),
                 what=service.name,
             )
         except NotServingError as exc:
+            self._checkpoint()
             code = child.process.poll() if child.process is not None else None
             if code is not None:
                 raise StackError(
@@ -390,10 +415,11 @@ class Stack:
             wait_http_ok(
                 url,
                 timeout=self.config.startup_timeout,
-                alive=lambda: child.running,
+                alive=lambda: child.running and not self.stop.is_set(),
                 what="the gateway's REST port",
             )
         except NotServingError as exc:
+            self._checkpoint()
             raise StackError(
                 f"{exc}; see {child.spec.log_path}. If the machine is just slow, raise "
                 "STACK_STARTUP_TIMEOUT (seconds)"
@@ -439,7 +465,7 @@ class Stack:
                 self.database_url,
                 wallets,
                 previous_api_key=self.previous_api_key,
-                progress=self.sup.say,
+                progress=self._progress,
             )
         except FileNotFoundError as exc:  # a contract artifact
             raise StackError(str(exc)) from None

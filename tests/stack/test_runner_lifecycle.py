@@ -1,6 +1,6 @@
 """The runner's start and stop, for real: var/stack.json appears only when everything serves,
-and SIGINT or SIGTERM sent to the runner's pid alone stops the whole stack, exit code 0, with no
-process of its own left behind.
+and SIGINT or SIGTERM sent to the runner's pid alone stops the whole stack, exit code 0 (130
+when it was still starting), with no process of its own left behind.
 
 Each test starts the runner in a session of its own (`launch`), so a signal reaches only the pid
 it is sent to, never a terminal's process group.
@@ -189,4 +189,54 @@ def test_sigint_to_the_make_up_python_pid_stops_everything(
             assert not port_open(port), f"{name} {port} still open after the stack stopped"
         assert "SIGINT received" in run.output and "stack stopped" in run.output
     finally:
+        stop(run)
+
+
+class Sampler:
+    """Records every process below `root` every 50 ms until stopped: what start-up started."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.seen: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.seen.update(descendants(self.root))
+
+    def stop(self) -> dict[int, int]:
+        self._stop.set()
+        self._thread.join(5)
+        return self.seen
+
+
+def test_sigint_while_starting_stops_what_was_started(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    var_dir = tmp_path / "var"
+    env = stack_env(var_dir, redis_url, redis_prefix)
+    run = launch([sys.executable, "-m", "devstack"], env, var_dir)
+    sampler = Sampler(run.process.pid)
+    try:
+        # anvil and the signer run, the bootstrap is deploying and funding.
+        run.wait_for("bootstrapping the chain and the database", timeout=90)
+        os.kill(run.process.pid, signal.SIGINT)
+        try:
+            code = run.process.wait(40)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"start-up did not stop within 40s of SIGINT; output:\n{run.output}")
+        processes = sampler.stop()
+        assert code == 130, run.output
+        assert "start-up interrupted: stopping what was started" in run.output
+        assert "SIGINT received: stopping once the current start-up step ends" in run.output
+        assert processes, "the sampler saw no process below the runner"
+        assert wait_gone(processes) == [], run.output
+        assert not (var_dir / "stack.json").exists(), "stack.json written for a stack not up"
+        assert "starting gateway" not in run.output, "start-up went on after SIGINT"
+        for name, port in run.ports().items():
+            assert not port_open(port), f"{name} {port} still open after the stack stopped"
+    finally:
+        sampler.stop()
         stop(run)
