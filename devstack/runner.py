@@ -20,7 +20,6 @@ import signal
 import sys
 import threading
 import traceback
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -101,33 +100,49 @@ def read_previous_api_key(path: Path) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def curl_commands(rest_base_url: str, api_key: str) -> tuple[str, str]:
-    """(create, get): ready-to-paste curls; in `get`, replace <id> by the created id."""
+# Work on any machine with the project's prerequisites (bash, curl, python3): no uuidgen, no jq.
+_NEW_REQUEST_ID = "$(python3 -c 'import uuid; print(uuid.uuid4())')"
+_READ_API_KEY = "python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[\"api_key\"])'"
+_AUTH_HEADER = '"Authorization: Bearer $KEY"'
+
+
+@dataclass(frozen=True)
+class Curls:
+    """Ready-to-paste shell lines: `key` sets $KEY from stack.json, then `create` and `get`."""
+
+    key: str
+    create: str
+    get: str
+    """Replace <id> by the created withdrawal's id."""
+
+
+def curl_commands(rest_base_url: str, stack_json: Path) -> Curls:
+    """Commands that read the API key from `stack_json` (never printed) and create a withdrawal
+    of 12.5 USDC to a fresh address under a new request id, then read it back."""
     recipient = Web3.to_checksum_address("0x" + secrets.token_hex(20))
     body = json.dumps(
         {"token": TOKEN_SYMBOL, "recipientAddress": recipient, "amount": "12.5"},
         separators=(",", ":"),
     )
-    auth = f"Authorization: Bearer {api_key}"
-    create = shlex.join(
+    key = f"KEY=$({_READ_API_KEY} {shlex.quote(str(stack_json))})"
+    create = " ".join(
         [
-            "curl",
-            "-sS",
-            "-X",
-            "POST",
-            f"{rest_base_url}/v1/withdrawals",
+            "curl -sS -X POST",
+            shlex.quote(f"{rest_base_url}/v1/withdrawals"),
             "-H",
-            auth,
+            _AUTH_HEADER,
             "-H",
-            f"Idempotency-Key: {uuid.uuid4()}",
+            f'"Idempotency-Key: {_NEW_REQUEST_ID}"',
             "-H",
-            "Content-Type: application/json",
+            shlex.quote("Content-Type: application/json"),
             "-d",
-            body,
+            shlex.quote(body),
         ]
     )
-    get = shlex.join(["curl", "-sS", f"{rest_base_url}/v1/withdrawals/<id>", "-H", auth])
-    return create, get
+    get = " ".join(
+        ["curl -sS", shlex.quote(f"{rest_base_url}/v1/withdrawals/<id>"), "-H", _AUTH_HEADER]
+    )
+    return Curls(key, create, get)
 
 
 class Stack:
@@ -252,7 +267,7 @@ class Stack:
                 self._wait_rest(child)
         # Whoever waits for stack.json may use everything it names at once.
         self._write_stack_json(result)
-        self._announce(result, services)
+        self._announce(services)
 
     def _available_services(self) -> list[Service]:
         available: list[Service] = []
@@ -497,13 +512,17 @@ class Stack:
         write_private_json(self.config.stack_json, data)
         self.sup.say(f"wrote {self.config.stack_json} (mode 0600: it holds the API key)")
 
-    def _announce(self, result: BootstrapResult, services: list[Service]) -> None:
-        create, get = curl_commands(self.rest_base_url(), result.api_key)
+    def _announce(self, services: list[Service]) -> None:
+        curls = curl_commands(self.rest_base_url(), self.config.stack_json)
         out = self.sup
-        out.say("create a withdrawal (paste into a shell):")
-        out.raw(create)
+        out.say(
+            "create a withdrawal (paste into bash; the first line reads the API key from "
+            f"{self.config.stack_json}):"
+        )
+        out.raw(curls.key)
+        out.raw(curls.create)
         out.say("read it back (replace <id> with the last part of the returned name):")
-        out.raw(get)
+        out.raw(curls.get)
         missing = [s.name for s in (self.signer, self.gateway, self.processor, self.monitor)]
         missing = [name for name in missing if name not in {s.name for s in services}]
         note = f" (without: {', '.join(missing)})" if missing else ""

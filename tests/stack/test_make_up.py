@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import socket
 import stat
@@ -31,10 +30,19 @@ pytestmark = pytest.mark.chain
 TERMINAL = {"STATE_COMPLETED", "STATE_FAILED", "STATE_REJECTED", "STATE_CANCELLED"}
 
 
-def run_curl(command: str) -> dict[str, Any]:
-    argv = shlex.split(command)
-    assert argv[0] == "curl"
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+def run_curl(run: StackRun, command: str) -> dict[str, Any]:
+    """Run a printed curl the way a user pastes it: in bash, after the printed line that reads
+    the API key from stack.json, on a PATH without uuidgen or jq."""
+    key_line = run.line_starting("KEY=$(")
+    assert command.startswith("curl ")
+    done = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-c", f"{key_line}\n{command}"],
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0, f"{command}\nexit {done.returncode}: {done.stderr}"
     try:
         answer: dict[str, Any] = json.loads(done.stdout)
@@ -65,11 +73,13 @@ def test_make_up_pays_a_withdrawal_and_stops_cleanly(stack: StackRun) -> None:
     assert Web3.is_checksum_address(info["payout_contract"])
     assert info["database_url"] == f"sqlite:///{stack.var_dir / 'withdrawals.sqlite3'}"
     assert info["redis_url"] == stack.env["REDIS_URL"]
-    # The key is kept in stack.json and shown once in the curls; never in the service logs.
+    # The key is kept in stack.json only: the printed curls read it from there, and neither the
+    # stack's output nor the service logs show it.
+    assert info["api_key"] not in stack.output
     for log in (stack.var_dir / "logs").glob("*.log"):
         assert info["api_key"] not in log.read_text(errors="replace"), log
 
-    created = run_curl(stack.line_starting("curl -sS -X POST "))
+    created = run_curl(stack, stack.line_starting("curl -sS -X POST "))
     assert created["name"].startswith("withdrawals/"), created
     assert created["token"] == "USDC"
     assert created["amount"] == "12.5"
@@ -81,7 +91,7 @@ def test_make_up_pays_a_withdrawal_and_stops_cleanly(stack: StackRun) -> None:
     deadline = time.monotonic() + 90
     current = created
     while time.monotonic() < deadline:
-        current = run_curl(get)
+        current = run_curl(stack, get)
         assert current["name"] == created["name"]
         if current["state"] in TERMINAL:
             break
@@ -170,12 +180,12 @@ def test_with_database_url_nothing_is_dropped_between_runs(
         first = _up(env, var_dir)
         try:
             assert "from DATABASE_URL (migrating only; nothing is dropped)" in first.output
-            created = run_curl(first.line_starting("curl -sS -X POST "))
+            created = run_curl(first, first.line_starting("curl -sS -X POST "))
             get = first.line_starting("curl -sS ").replace("<id>", created["name"].split("/")[1])
             deadline = time.monotonic() + 90
-            while run_curl(get)["state"] not in TERMINAL and time.monotonic() < deadline:
+            while run_curl(first, get)["state"] not in TERMINAL and time.monotonic() < deadline:
                 time.sleep(1)
-            assert run_curl(get)["state"] == "STATE_COMPLETED", first.output
+            assert run_curl(first, get)["state"] == "STATE_COMPLETED", first.output
             _interrupt(first)
         finally:
             stop(first)
@@ -185,7 +195,7 @@ def test_with_database_url_nothing_is_dropped_between_runs(
         try:
             assert "reused its API key" in second.output
             assert json.loads((var_dir / "stack.json").read_text())["api_key"] == key
-            again = run_curl(get)  # same ports as the first run
+            again = run_curl(second, get)  # same ports as the first run
             assert again["state"] == "STATE_COMPLETED"
             assert not (var_dir / "withdrawals.sqlite3").exists()
             _interrupt(second)

@@ -6,12 +6,13 @@ import io
 import itertools
 import json
 import os
-import shlex
 import shutil
 import stat
+import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -156,21 +157,72 @@ def test_taken_and_duplicate_ports_name_the_variable(tmp_path: Path) -> None:
     assert any("both configured on port" in p and "STACK_MONITOR_PORT" in p for p in problems)
 
 
-def test_curls_and_private_files(tmp_path: Path) -> None:
-    create, get = curl_commands("http://127.0.0.1:8080", "awk_0123abcd_secret")
-    argv = shlex.split(create)
-    assert argv[:5] == ["curl", "-sS", "-X", "POST", "http://127.0.0.1:8080/v1/withdrawals"]
-    assert "Authorization: Bearer awk_0123abcd_secret" in argv
-    assert any(a.startswith("Idempotency-Key: ") for a in argv)
-    body = json.loads(argv[argv.index("-d") + 1])
+FAKE_CURL = """#!/bin/sh
+exec python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@"
+"""
+
+
+def run_printed(lines: list[str], fake_bin: Path) -> list[str]:
+    """Run the printed lines in bash as pasted, with a `curl` that prints its arguments."""
+    done = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-c", "\n".join(lines)],
+        env={"PATH": f"{fake_bin}:/usr/bin:/bin", "LANG": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    argv: list[str] = json.loads(done.stdout)
+    return argv
+
+
+def test_printed_curls_read_the_key_from_stack_json_and_need_no_extra_tool(
+    tmp_path: Path,
+) -> None:
+    stack_json = tmp_path / "var dir" / "stack.json"  # a space, to check the quoting
+    write_private_json(stack_json, {"api_key": "awk_0123abcd_secret"})
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "curl").write_text(FAKE_CURL)
+    (fake_bin / "curl").chmod(0o755)
+
+    curls = curl_commands("http://127.0.0.1:8080", stack_json)
+    printed = "\n".join([curls.key, curls.create, curls.get])
+    assert "awk_0123abcd_secret" not in printed
+    assert "uuidgen" not in printed and "jq" not in printed
+    assert curls.key.startswith("KEY=$(") and curls.create.startswith("curl -sS -X POST ")
+
+    first = run_printed([curls.key, curls.create], fake_bin)
+    again = run_printed([curls.key, curls.create], fake_bin)
+    assert first[:5] == ["-sS", "-X", "POST", "http://127.0.0.1:8080/v1/withdrawals", "-H"]
+    assert "Authorization: Bearer awk_0123abcd_secret" in first
+    (request_id,) = [a.removeprefix("Idempotency-Key: ") for a in first if "Idempotency" in a]
+    assert str(uuid.UUID(request_id)) == request_id
+    assert request_id not in again, "every paste must create a new withdrawal"
+    assert "Content-Type: application/json" in first
+    body = json.loads(first[first.index("-d") + 1])
     assert body["token"] == "USDC" and body["amount"] == "12.5"
-    assert "http://127.0.0.1:8080/v1/withdrawals/<id>" in shlex.split(get)
+
+    get = run_printed([curls.key, curls.get.replace("<id>", "01ABC")], fake_bin)
+    assert get == [
+        "-sS",
+        "http://127.0.0.1:8080/v1/withdrawals/01ABC",
+        "-H",
+        "Authorization: Bearer awk_0123abcd_secret",
+    ]
+
+
+def test_curls_and_private_files(tmp_path: Path) -> None:
+    curls = curl_commands("http://127.0.0.1:8080", tmp_path / "stack.json")
+    assert "'http://127.0.0.1:8080/v1/withdrawals/<id>'" in curls.get
 
     path = tmp_path / "stack.json"
     write_private_json(path, {"api_key": "x"})
     write_private_json(path, {"api_key": "y"})
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(path.read_text()) == {"api_key": "y"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stack.json"], "a temporary file left"
     assert redact_url("mysql+pymysql://aws:secret@127.0.0.1/aws") == (
         "mysql+pymysql://aws:***@127.0.0.1/aws"
     )
