@@ -535,7 +535,7 @@ class _GatewayLog:
 
 
 class GatewayProcess(_GatewayLog):
-    """`python -m svc_gateway` alone, with the environment the stack gives it (stack.runner),
+    """`python -m svc_gateway` alone, with the environment the stack gives it (devstack.runner),
     on a database of the benchmark's own and the machine's Redis (`--gateway-only`)."""
 
     processor_running = False

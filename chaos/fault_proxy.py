@@ -514,7 +514,7 @@ class FaultProxy:
         return isinstance(answer, dict) and answer.get("result") is not None
 
 
-# -- python -m chaos.fault_proxy ----------------------------------------------
+# -- python -m chaos.fault_proxy --------------------------------------------------------------
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -27,13 +27,17 @@ What it runs, in order:
    gateway's REST port until `GET /healthz` answers. A service whose `__main__.py` does not exist
    yet is skipped with a warning.
 7. var/stack.json (mode 0600, written to a temporary file and renamed into place: URLs, the API
-   key, addresses; see `runner.Stack`), so whatever waits for it finds every service serving;
-   then ready-to-paste curls, then `stack is up`.
+   key, addresses; see `runner.Stack`). The last run's file is removed once the ports are found
+   free, so whatever waits for stack.json finds every service serving. Then ready-to-paste bash
+   lines (the first reads the API key from stack.json into `$KEY`; then a curl that creates a
+   withdrawal and one that reads it back), then `stack is up`.
 
 The services are children of a foreground supervisor (`supervisor.py`) that prefixes their
 output with their name (`gateway  | ...`), also writes it to var/logs/<name>.log, restarts a
-child that exits unexpectedly (1 s backoff doubling to 30 s), and on Ctrl-C or SIGTERM stops
-them (SIGTERM, up to 10 s, then SIGKILL), then anvil and its own Redis, exiting 0.
+child that exits unexpectedly (1 s backoff doubling to 30 s), and on Ctrl-C, or SIGINT or
+SIGTERM sent to the runner's pid alone, stops them (SIGTERM, up to 10 s, then SIGKILL), then
+anvil and its own Redis, exiting 0 (130 when the stack was still starting: the step under way
+ends first).
 
 Ports (taken ones are reported with the variable to set before anything starts):
 `STACK_HTTP_PORT` (8080) and `STACK_GRPC_PORT` (50051) for the gateway, `STACK_SIGNER_PORT`

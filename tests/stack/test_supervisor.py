@@ -245,3 +245,17 @@ def test_stack_hot_wallets_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("STACK_HOT_WALLETS", "0")
     with pytest.raises(SettingsError, match="STACK_HOT_WALLETS"):
         StackConfig.from_env()
+
+
+def test_devstack_help_describes_the_stack_and_starts_nothing() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "devstack", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m devstack")
+    assert "is what `make up` runs" in done.stdout
+    assert "starting anvil" not in done.stdout
