@@ -508,6 +508,7 @@ class Stack:
             "payout_contract": result.payout_vault,
             "database_url": self.database_url,
             "redis_url": self.redis.url,
+            "pid": os.getpid(),
         }
         write_private_json(self.config.stack_json, data)
         self.sup.say(f"wrote {self.config.stack_json} (mode 0600: it holds the API key)")

@@ -8,6 +8,7 @@ it is sent to, never a terminal's process group.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -176,6 +177,8 @@ def test_sigint_to_the_make_up_python_pid_stops_everything(
         below_make = descendants(run.process.pid)
         (runner_pid,) = [pid for pid in below_make if parent_of(pid) == run.process.pid]
         assert b"devstack" in Path(f"/proc/{runner_pid}/cmdline").read_bytes()
+        # stack.json names it, for a script that stops the stack by its pid.
+        assert json.loads((var_dir / "stack.json").read_text())["pid"] == runner_pid
         processes = {runner_pid: below_make[runner_pid], **stack_processes(run, runner_pid)}
 
         os.kill(runner_pid, signal.SIGINT)  # not the process group: `kill -INT <pid>`
