@@ -8,7 +8,7 @@ ERC-20 `transfer` transaction per withdrawal from the hot wallet), in the same r
 
 Prints its configuration, then a table, and writes JSON to bench/results/. Gas is
 deterministic on the EVM, so one run is the figure; no timing is involved.
-Targets (issue 4), at N = 100: fresh <= 27,500 gas and <= 0.54 x naive; warm <= 11,000 gas
+Targets, at N = 100: fresh <= 27,500 gas and <= 0.54 x naive; warm <= 11,000 gas
 and <= 0.33 x naive.
 """
 

@@ -76,9 +76,10 @@ beside "first event"). Every phase's JSON has the baseline spread and the figure
 window from 0.5 to 10 s (`window_sensitivity`), and the table flags a baseline that dips below
 90 % at the chosen window. The monitor's does at every window up to 10 s (a window holds two
 to five blocks, each completing one to three payouts at once), so its "back to 90 %" is
-decided by which bursts the window holds: 5.5, 12.0, 9.5, 2.0, 10.0 and 2.0 s in six runs of
-session 4 whose first completions came 1.2-1.8 s after the kill. Its recovery figure is therefore
-"caught up" (above), printed under the table and judged against the target beside the rate.
+decided by which bursts the window holds: 5.5, 12.0, 9.5, 2.0, 10.0 and 2.0 s in six runs
+(commit 8e39e53, 2-core machine) whose first completions came 1.2-1.8 s after the kill. Its
+recovery figure is therefore "caught up" (above), printed under the table and judged against
+the target beside the rate.
 
 Then: the load stops; every refused submission is sent once more with the same request_id
 (what a client does; a withdrawal the gateway stored but never answered must come back as the

@@ -1,4 +1,4 @@
-"""Named crash points: where a test may `kill -9` a service from the inside (issue 5).
+"""Named crash points: where a test may `kill -9` a service from the inside.
 
 Invariants 1, 2 and 4 of the design must hold "after a crash of any process at any line". A
 test cannot time an outside `kill -9` to land between two particular statements, so the

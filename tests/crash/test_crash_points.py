@@ -1,4 +1,4 @@
-"""Crash anywhere (issue 5): `kill -9` of any service at any registered crash point never pays
+"""Crash anywhere: `kill -9` of any service at any registered crash point never pays
 a withdrawal twice, never loses one, and never leaves a nonce gap.
 
 One `HarnessStack` (its own Redis, MariaDB database, anvil with 1 s blocks and the four

@@ -1,4 +1,4 @@
-"""Stuck payout transactions (issue 5, item 4; issue 4: a replacement keeps the same items), on
+"""Stuck payout transactions (a replacement keeps the same items), on
 anvil, MariaDB and Redis through the PayoutVault: a payout not mined 3 blocks after its
 broadcast is replaced at the same nonce with the same payload and fees raised by at least 10%;
 whichever hash mines completes the withdrawal once."""

@@ -157,7 +157,7 @@ def move(
     where: Sequence[ColumnElement[bool]] = (),
     **fields: Any,
 ) -> Moved:
-    """Compare-and-set `row` (as read in this session) to `to_state`, with an audit row.
+    """Compare-and-set `row` (as read in `session`) to `to_state`, with an audit row.
 
     Raises TransitionConflict when the stored row moved since it was read (or a `where`
     condition no longer holds), ValueError when the lifecycle forbids the move. `fields` are
