@@ -89,3 +89,21 @@ def test_rate_limited_carries_headers_and_metadata() -> None:
     }
     assert err.metadata["retry_after"] == "1"
     assert err.metadata["ratelimit_limit"] == "20"
+
+
+def test_the_limiter_fails_open_when_redis_is_unreachable() -> None:
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from svc_gateway.rate_limit import RateLimiter
+
+    async def run() -> list[object]:
+        client = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+        try:
+            limiter = RateLimiter(client, "awstest:none:")
+            return list(await limiter.admit([RateLimit("key:x", 1, 1)] * 3 + [None]))
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == [None, None, None, None]
