@@ -7,6 +7,8 @@ Database work runs on a bounded thread pool so the event loop never blocks on it
 CreateWithdrawal is the hot path: concurrent creates share one transaction and one Redis
 pipeline (`GroupCommit` over `WithdrawalStore.create_many`), and the reference data is read
 from its cache on the event loop while it is fresh, so a create costs no thread hop of its own.
+A batch's creates are charged to their keys' rate limits first, with one Redis round trip for
+the whole batch (`RateLimiter.admit`); a refused create gets RATE_LIMITED and stores nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from svc_gateway.batching import GroupCommit
 from svc_gateway.convert import RESOURCE_PREFIX, as_of, to_proto
 from svc_gateway.events import EventHub
 from svc_gateway.listing import encode_page_token, parse_list_request
+from svc_gateway.rate_limit import RateLimiter
 from svc_gateway.store import Created, WithdrawalStore
 from svc_gateway.validation import NewWithdrawal, validate_create
 from withdrawal_shared import queue
@@ -63,6 +66,7 @@ class WithdrawalCore:
         create_batch_max: int = 64,
         create_batch_in_flight: int = 2,
         create_batch_wait_seconds: float = 0.0,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.store = store
         self.redis = redis
@@ -70,7 +74,8 @@ class WithdrawalCore:
         self.hub = hub
         self.executor = executor
         self.watch_poll_seconds = watch_poll_seconds
-        self.creates: GroupCommit[tuple[str, NewWithdrawal], Created] = GroupCommit(
+        self.limiter = limiter
+        self.creates: GroupCommit[tuple[Caller, NewWithdrawal], Created] = GroupCommit(
             self._flush_creates,
             max_batch=create_batch_max,
             max_in_flight=create_batch_in_flight,
@@ -92,7 +97,7 @@ class WithdrawalCore:
     ) -> withdrawal_pb2.Withdrawal:
         reference = await self._reference()
         new = validate_create(request, reference)
-        row, moved = await self.creates.submit((caller.partner_id, new))
+        row, moved = await self.creates.submit((caller, new))
         if moved is not None:
             log.info(
                 "withdrawal created",
@@ -102,12 +107,22 @@ class WithdrawalCore:
         return to_proto(row, reference)
 
     async def _flush_creates(
-        self, items: Sequence[tuple[str, NewWithdrawal]]
+        self, items: Sequence[tuple[Caller, NewWithdrawal]]
     ) -> list[Created | Exception]:
-        """One transaction for the batch, then one Redis pipeline for the tasks and events
-        of the withdrawals it created (if Redis is down they are still accepted: the
-        processor's sweeper enqueues what the queue never received)."""
-        outcomes = await self._db(self.store.create_many, items)
+        """The batch's rate-limit charge (one Redis round trip; refused items are answered
+        RATE_LIMITED and not stored), one transaction for the admitted items, then one Redis
+        pipeline for the tasks and events of the withdrawals it created (if Redis is down they
+        are still accepted: the processor's sweeper enqueues what the queue never received)."""
+        refusals: Sequence[Exception | None] = [None] * len(items)
+        if self.limiter is not None:
+            refusals = await self.limiter.admit([caller.rate_limit for caller, _ in items])
+        admitted = [
+            (caller.partner_id, new)
+            for (caller, new), refusal in zip(items, refusals, strict=True)
+            if refusal is None
+        ]
+        stored = iter(await self._db(self.store.create_many, admitted) if admitted else ())
+        outcomes = [next(stored) if refusal is None else refusal for refusal in refusals]
         created = [
             (outcome[1], new.priority)
             for (_, new), outcome in zip(items, outcomes, strict=True)

@@ -1,4 +1,5 @@
-"""The one entry point both transports call: trace id, authentication, then the core.
+"""The one entry point both transports call: trace id, authentication, the key's scope and
+rate limit (`svc_gateway.access`), then the core.
 
 Handlers are found by name (`CreateWithdrawal` -> `core.create_withdrawal`), checked against
 the service descriptor at start-up, so adding an RPC to the proto and the core is enough for
@@ -14,11 +15,15 @@ from typing import Any
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
+from svc_gateway.access import METHOD_ACCESS, check_table, scope_missing
 from svc_gateway.auth import Authenticator, Caller
+from svc_gateway.rate_limit import RateLimit
 from withdrawal_shared.logs import trace_id_from_traceparent, trace_id_var
 
 UnaryHandler = Callable[[Caller, Any], Awaitable[Message]]
 StreamHandler = Callable[[Caller, Any], AsyncIterator[Message]]
+Charge = Callable[[RateLimit], Awaitable[None]]
+"""Charges one request to a rate limit; raises RATE_LIMITED when it is over."""
 
 
 def snake_case(name: str) -> str:
@@ -35,9 +40,17 @@ def bind_trace_id(metadata: Mapping[str, str]) -> str:
 
 
 class Dispatcher:
-    def __init__(self, service: ServiceDescriptor, core: object, auth: Authenticator) -> None:
+    def __init__(
+        self,
+        service: ServiceDescriptor,
+        core: object,
+        auth: Authenticator,
+        charge: Charge | None = None,
+    ) -> None:
         self.service = service
         self.auth = auth
+        self._charge = charge
+        check_table(service)
         self._unary: dict[str, UnaryHandler] = {}
         self._stream: dict[str, StreamHandler] = {}
         for method in service.methods:
@@ -54,7 +67,7 @@ class Dispatcher:
     ) -> Message:
         name = method if isinstance(method, str) else method.name
         bind_trace_id(metadata)
-        caller = await self.auth.authenticate(metadata)
+        caller = await self._admit(name, metadata)
         return await self._unary[name](caller, request)
 
     async def stream(
@@ -62,6 +75,21 @@ class Dispatcher:
     ) -> AsyncIterator[Message]:
         name = method if isinstance(method, str) else method.name
         bind_trace_id(metadata)
-        caller = await self.auth.authenticate(metadata)
+        caller = await self._admit(name, metadata)
         async for message in self._stream[name](caller, request):
             yield message
+
+    async def _admit(self, name: str, metadata: Mapping[str, str]) -> Caller:
+        """The authenticated caller, once its scope is checked and (unless the core charges
+        it in a batch) the request charged to its rate limit."""
+        caller = await self.auth.authenticate(metadata)
+        denied = scope_missing(caller, name)
+        if denied is not None:
+            raise denied
+        if (
+            self._charge is not None
+            and caller.rate_limit is not None
+            and not METHOD_ACCESS[name].charged_in_batch
+        ):
+            await self._charge(caller.rate_limit)
+        return caller

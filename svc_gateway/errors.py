@@ -91,7 +91,24 @@ CONCURRENT_MODIFICATION = ErrorReason(
     example="The withdrawal kept changing while cancelling; retry the request.",
 )
 
-_COMMON = (INVALID_ARGUMENT, UNAUTHENTICATED, INTERNAL)
+SCOPE_MISSING = ErrorReason(
+    "SCOPE_MISSING",
+    Code.PERMISSION_DENIED,
+    "The API key lacks the scope this method needs; `metadata.scope` names it.",
+    example="This API key lacks the scope 'withdrawals:create' that CreateWithdrawal needs; "
+    "use a key granted it, or ask for one.",
+)
+RATE_LIMITED = ErrorReason(
+    "RATE_LIMITED",
+    Code.RESOURCE_EXHAUSTED,
+    "The API key sent more requests than its rate limit allows; nothing was done. Retry after "
+    "`Retry-After` seconds (REST header; gRPC trailing metadata `retry-after` and "
+    "`metadata.retry_after`).",
+    example="Too many requests for this API key: at most 100 per second, 200 at once. Retry "
+    "after 1 s with the same request.",
+)
+
+_COMMON = (INVALID_ARGUMENT, UNAUTHENTICATED, SCOPE_MISSING, RATE_LIMITED, INTERNAL)
 
 METHOD_ERRORS: dict[str, tuple[ErrorReason, ...]] = {
     f"{SERVICE}.CreateWithdrawal": (
@@ -103,6 +120,8 @@ METHOD_ERRORS: dict[str, tuple[ErrorReason, ...]] = {
         AMOUNT_ABOVE_MAXIMUM,
         BODY_TOO_LARGE,
         UNAUTHENTICATED,
+        SCOPE_MISSING,
+        RATE_LIMITED,
         IDEMPOTENCY_KEY_REUSED,
         INTERNAL,
     ),
@@ -126,6 +145,8 @@ __all__ = [
     "IDEMPOTENCY_KEY_REUSED",
     "METHOD_ERRORS",
     "METHOD_NOT_ALLOWED",
+    "RATE_LIMITED",
+    "SCOPE_MISSING",
     "SYSTEM_ADDRESS",
     "TOKEN_DISABLED",
     "UNKNOWN_CHAIN",

@@ -16,15 +16,20 @@ from grpc_reflection.v1alpha import reflection
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2, withdrawal_pb2_grpc
 from svc_gateway.auth import Authenticator
+from svc_gateway.batching import GroupCommit
 from svc_gateway.core import WithdrawalCore
 from svc_gateway.dispatch import Dispatcher
 from svc_gateway.events import EventHub
+from svc_gateway.rate_limit import RateLimit, RateLimiter, limit_for
 from svc_gateway.rest.openapi import build_openapi, default_descriptor_set
 from svc_gateway.rest.transcoder import RestBinding, build_rest_app
+from svc_gateway.revocations import RevocationListener
 from svc_gateway.servicer import WithdrawalServicer
 from svc_gateway.settings import GatewaySettings
 from svc_gateway.store import WithdrawalStore
+from withdrawal_shared.db.api_keys import VerifiedKey
 from withdrawal_shared.db.engine import make_engine
+from withdrawal_shared.key_revocation import revocation_channel
 from withdrawal_shared.queue import QueueNames
 
 log = logging.getLogger(__name__)
@@ -52,9 +57,28 @@ class GatewayServer:
         self._grpc: grpc.aio.Server | None = None
         self._runner: web.AppRunner | None = None
         self._core: WithdrawalCore | None = None
+        self._limiter = RateLimiter(self._redis, settings.redis_prefix)
+        # Requests other than creates, charged together when they arrive together.
+        self._reads: GroupCommit[RateLimit, None] = GroupCommit(
+            self._limiter.admit, max_batch=256, max_in_flight=2
+        )
+        self.auth = Authenticator(
+            self.store.verify_token,
+            self._executor,
+            settings.api_key_cache_seconds,
+            limit_for=self._limit_for,
+            record_use=self.store.record_key_use,
+        )
+        self._revocations = RevocationListener(
+            self._redis, revocation_channel(settings.redis_prefix), self.auth
+        )
+
+    def _limit_for(self, key: VerifiedKey) -> RateLimit | None:
+        return limit_for(key, self.settings.rate_limit_per_second, self.settings.rate_limit_burst)
 
     async def start(self) -> None:
         self._hub.start()
+        self._revocations.start()
         core = WithdrawalCore(
             self.store,
             self._redis,
@@ -65,12 +89,10 @@ class GatewayServer:
             create_batch_max=self.settings.create_batch_max,
             create_batch_in_flight=self.settings.create_batch_in_flight,
             create_batch_wait_seconds=self.settings.create_batch_wait_ms / 1000,
+            limiter=self._limiter,
         )
         self._core = core
-        auth = Authenticator(
-            self.store.partner_for_token, self._executor, self.settings.api_key_cache_seconds
-        )
-        dispatcher = Dispatcher(SERVICE, core, auth)
+        dispatcher = Dispatcher(SERVICE, core, self.auth, self._reads.submit)
 
         server = grpc.aio.server()
         withdrawal_pb2_grpc.add_WithdrawalServiceServicer_to_server(
@@ -126,6 +148,8 @@ class GatewayServer:
             await self._runner.cleanup()
         if self._core is not None:
             await self._core.stop()
+        await self._reads.stop()
+        await self._revocations.stop()
         await self._hub.stop()
         await self._redis.aclose()
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -42,8 +42,16 @@ class GatewaySettings(StoreSettings):
     """GATEWAY_GIL_SWITCH_INTERVAL_MS: how long the event loop may hold the GIL before a
     database thread whose reply arrived gets it (Python's default is 5 ms)."""
     api_key_cache_seconds: float = 30.0
-    """GATEWAY_API_KEY_CACHE_SECONDS: how long a verified key is trusted without a lookup
-    (a revoked key stops working within this time)."""
+    """GATEWAY_API_KEY_CACHE_SECONDS: how long a verified key is trusted without a lookup.
+    A revoked key is dropped at once through Redis (svc_gateway.revocations); while that
+    subscription is down, a cached key is trusted for at most 2 s."""
+    rate_limit_per_second: int = 1000
+    """GATEWAY_RATE_LIMIT_PER_SECOND: requests per second per API key, unless the key or its
+    partner has a limit of its own (GCRA in Redis, shared by every gateway process); 0: no
+    default limit."""
+    rate_limit_burst: int = 2000
+    """GATEWAY_RATE_LIMIT_BURST: requests a key may send at once (the bucket's depth), for
+    the default limit and for limits stored without a burst; 0: one second's worth."""
     watch_poll_seconds: float = 2.0
     """GATEWAY_WATCH_POLL_SECONDS: WatchWithdrawal re-reads the database at least this often,
     so a lost pub/sub message only delays an event."""
@@ -96,6 +104,10 @@ class GatewaySettings(StoreSettings):
             api_key_cache_seconds=env_float(
                 "GATEWAY_API_KEY_CACHE_SECONDS", d.api_key_cache_seconds
             ),
+            rate_limit_per_second=env_int(
+                "GATEWAY_RATE_LIMIT_PER_SECOND", d.rate_limit_per_second, minimum=0
+            ),
+            rate_limit_burst=env_int("GATEWAY_RATE_LIMIT_BURST", d.rate_limit_burst, minimum=0),
             watch_poll_seconds=env_float("GATEWAY_WATCH_POLL_SECONDS", d.watch_poll_seconds),
             shutdown_grace_seconds=env_float(
                 "GATEWAY_SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, TypeAlias
 
@@ -275,9 +275,13 @@ class WithdrawalStore:
         if self._driver_inserts is not None:
             self._driver_inserts.close()
 
-    def partner_for_token(self, token: str) -> str | None:
+    def verify_token(self, token: str) -> api_keys.VerifiedKey | None:
         with self.sessions() as session:
-            return api_keys.partner_for_token(session, token)
+            return api_keys.verify_token(session, token)
+
+    def record_key_use(self, prefixes: Collection[str], when: dt.datetime) -> None:
+        with self.sessions.begin() as session:
+            api_keys.record_key_use(session, prefixes, when)
 
     def create(self, partner_id: str, new: NewWithdrawal) -> tuple[Withdrawal, Moved | None]:
         """Insert the withdrawal (RECEIVED, audited); on a repeated request_id return the

@@ -117,6 +117,7 @@ class ErrorReason:
         message: str,
         field_violations: Iterable[FieldViolation] = (),
         metadata: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> ApiError:
         """An ApiError with this reason, code and HTTP status."""
         return ApiError(
@@ -126,6 +127,7 @@ class ErrorReason:
             tuple(field_violations),
             dict(metadata or {}),
             self.http_status or None,
+            dict(headers or {}),
         )
 
 
@@ -134,6 +136,8 @@ class ApiError(WithdrawalSystemError):
     """An error a client sees: canonical code, ErrorInfo reason, message, field violations.
 
     REST answers with `http_status` when set, else with the code's standard HTTP status.
+    `headers` (lowercase names) go out as HTTP response headers on REST and as trailing
+    metadata on gRPC (e.g. `retry-after`).
     """
 
     code: Code
@@ -142,6 +146,7 @@ class ApiError(WithdrawalSystemError):
     field_violations: tuple[FieldViolation, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
     http_status: int | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__init__(self.message)

@@ -28,6 +28,9 @@ def to_api_error(exc: BaseException) -> ApiError:
 
 
 async def abort(context: grpc.aio.ServicerContext[object, object], exc: BaseException) -> None:
-    """Abort the RPC with the rich status for `exc` (raises grpc's AbortError)."""
-    status = rpc_status.to_status(to_api_error(exc).to_status())
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    """Abort the RPC with the rich status for `exc` (raises grpc's AbortError); the error's
+    headers go into the trailing metadata beside the status details."""
+    error = to_api_error(exc)
+    status = rpc_status.to_status(error.to_status())
+    trailing = (*status.trailing_metadata, *error.headers.items())
+    await context.abort(status.code, status.details, trailing)

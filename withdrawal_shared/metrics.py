@@ -18,6 +18,9 @@ nothing. Counter names get `_total` appended by the exporter.
 - `aws_chain_reorgs_total`: payouts whose block left the canonical chain.
 - `aws_rpc_provider_failures_total{provider}`: transport failures per RPC provider.
 - `aws_rpc_breaker_opened_total{provider}`: circuit breakers opened per RPC provider.
+- `aws_rate_limit_refusals_total`: gateway requests refused RATE_LIMITED.
+- `aws_rate_limit_fail_open_total`: gateway requests admitted unmetered because the rate
+  limiter's Redis failed or was slow.
 
 Provider attributes are the host and port only, never a path or query (where API keys live).
 """
@@ -58,6 +61,13 @@ RPC_PROVIDER_FAILURES = _meter.create_counter(
 RPC_BREAKER_OPENED = _meter.create_counter(
     "aws_rpc_breaker_opened", description="Circuit breakers opened per RPC provider."
 )
+RATE_LIMIT_REFUSALS = _meter.create_counter(
+    "aws_rate_limit_refusals", description="Gateway requests refused RATE_LIMITED."
+)
+RATE_LIMIT_FAIL_OPEN = _meter.create_counter(
+    "aws_rate_limit_fail_open",
+    description="Gateway requests admitted unmetered: the rate limiter's Redis failed.",
+)
 
 _serving_lock = threading.Lock()
 _served_ports: list[int] = []  # the one port this process serves, once it does
@@ -94,6 +104,8 @@ __all__ = [
     "PAYOUT_REPLACEMENTS",
     "QUEUE_DEAD_LETTERS",
     "QUEUE_REDELIVERIES",
+    "RATE_LIMIT_FAIL_OPEN",
+    "RATE_LIMIT_REFUSALS",
     "RPC_BREAKER_OPENED",
     "RPC_PROVIDER_FAILURES",
     "WITHDRAWAL_HOLDS",

@@ -520,7 +520,9 @@ def _json_response(body: bytes, status: int, trace_id: str) -> web.Response:
 
 def _error_response(err: ApiError, trace_id: str) -> web.Response:
     status = err.http_status if err.http_status is not None else err.code.http_status
-    return _json_response(_error_body(err), status, trace_id)
+    response = _json_response(_error_body(err), status, trace_id)
+    response.headers.update(err.headers)
+    return response
 
 
 def _route_not_found(path: str) -> ApiError:

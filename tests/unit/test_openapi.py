@@ -223,7 +223,9 @@ def test_every_route_documents_its_error_statuses_and_reasons(doc: dict[str, Any
         assert "INVALID_ARGUMENT" in found["400"], name
         assert found["401"] == {"UNAUTHENTICATED"}, name
         assert found["500"] == {"INTERNAL"}, name
-        assert "403" not in found and "429" not in found and "503" not in found
+        assert found["403"] == {"SCOPE_MISSING"}, name
+        assert found["429"] == {"RATE_LIMITED"}, name
+        assert "503" not in found
     create = reasons_by_status(ops["CreateWithdrawal"][2])
     assert create["409"] == {"IDEMPOTENCY_KEY_REUSED"}
     assert create["413"] == {"BODY_TOO_LARGE"}

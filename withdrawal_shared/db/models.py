@@ -76,10 +76,18 @@ class Partner(Base):
     display_name: Mapped[str] = mapped_column(String(128))
     enabled: Mapped[bool] = mapped_column(Boolean)
     create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    rate_limit_per_second: Mapped[int | None] = mapped_column(Integer)
+    """Requests per second shared by the partner's keys that have no limit of their own."""
+    rate_limit_burst: Mapped[int | None] = mapped_column(Integer)
+    """Requests the partner's keys may send at once (defaults to the gateway's burst)."""
 
 
 class ApiKey(Base):
-    """An API key: the public prefix identifies it, only the SHA-256 of the token is stored."""
+    """An API key: the public prefix identifies it, only the SHA-256 of the token is stored.
+
+    `scopes` holds the `withdrawal_shared.scopes.Scope` names it is granted, space-separated;
+    `last_use_time` is recorded at most once a minute per gateway process.
+    """
 
     __tablename__ = "api_keys"
 
@@ -88,6 +96,11 @@ class ApiKey(Base):
     token_sha256: Mapped[str] = mapped_column(String(64))
     create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
     revoke_time: Mapped[dt.datetime | None] = mapped_column(utc_datetime())
+    scopes: Mapped[str] = mapped_column(String(255))
+    last_use_time: Mapped[dt.datetime | None] = mapped_column(utc_datetime())
+    rate_limit_per_second: Mapped[int | None] = mapped_column(Integer)
+    """Requests per second of this key alone (overrides the partner's limit)."""
+    rate_limit_burst: Mapped[int | None] = mapped_column(Integer)
 
 
 class Withdrawal(Base):

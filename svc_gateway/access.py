@@ -1,0 +1,56 @@
+"""What each public RPC requires of the calling key: one table, checked at start-up against
+the service descriptor so no RPC is served without an entry.
+
+`scope` is the `Scope` the key must hold (else PERMISSION_DENIED `SCOPE_MISSING`, naming it).
+Every request is charged to the key's rate limit; `charged_in_batch` marks the RPCs whose core
+charges them itself, once per group commit for all of a key's requests in it (so a refused
+create stores nothing); the dispatcher charges the others before calling the core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf.descriptor import ServiceDescriptor
+
+from svc_gateway.auth import Caller
+from svc_gateway.errors import SCOPE_MISSING
+from withdrawal_shared.errors import ApiError
+from withdrawal_shared.scopes import Scope
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    scope: Scope
+    charged_in_batch: bool = False
+
+
+METHOD_ACCESS: dict[str, Access] = {
+    "CreateWithdrawal": Access(Scope.WITHDRAWALS_CREATE, charged_in_batch=True),
+    "CancelWithdrawal": Access(Scope.WITHDRAWALS_CREATE),
+    "GetWithdrawal": Access(Scope.WITHDRAWALS_READ),
+    "ListWithdrawals": Access(Scope.WITHDRAWALS_READ),
+    "WatchWithdrawal": Access(Scope.WITHDRAWALS_READ),
+}
+"""By method name (the WithdrawalService's)."""
+
+
+def check_table(service: ServiceDescriptor) -> None:
+    """TypeError when an RPC of `service` has no entry (or an entry names no RPC)."""
+    methods = {m.name for m in service.methods}
+    if methods != set(METHOD_ACCESS):
+        missing = sorted(methods - set(METHOD_ACCESS))
+        unknown = sorted(set(METHOD_ACCESS) - methods)
+        raise TypeError(f"METHOD_ACCESS is missing {missing}, names unknown {unknown}")
+
+
+def scope_missing(caller: Caller, method: str) -> ApiError | None:
+    """SCOPE_MISSING when the caller's key lacks the method's scope, else None."""
+    scope = METHOD_ACCESS[method].scope
+    if scope in caller.scopes:
+        return None
+    return SCOPE_MISSING.error(
+        f"This API key lacks the scope {scope.value!r} that {method} needs; use a key "
+        "granted it, or ask for one.",
+        metadata={"scope": scope.value, "method": method},
+    )
