@@ -21,10 +21,17 @@ No database lock is held across a remote call, and every step resumes from the d
 
 If the signer refuses, `release_nonce` fills the nonce with a zero-value self-transfer and
 puts the withdrawals ON_HOLD, so the wallet never jams on a gap.
+
+The kill switch (`withdrawal_shared.db.pauses`) gates step 1 only: `reserve` reads it in its
+own transaction under the pause lock row and reserves nothing while a pause covers the
+payout. A payout reserved before the pause committed goes on to be signed (the signer refuses
+a first signature while paused, and the nonce is then released) and what is signed is
+broadcast, re-sent and replaced as usual.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +43,7 @@ from web3.exceptions import Web3Exception
 
 from assetwithdrawal.signer.v1 import signer_pb2
 from svc_processor.errors import SignerRefused, rpc_error_kind
+from svc_processor.pauses import check_reservation, hold_for_refusal, is_paused_hold
 from svc_processor.signer_client import SignerClient
 from withdrawal_shared.chain.fees import Fees
 from withdrawal_shared.chain.payout import Payment
@@ -64,7 +72,6 @@ from withdrawal_shared.db.transitions import (
     utcnow,
     versions_are,
 )
-from withdrawal_shared.holds import HoldReason
 from withdrawal_shared.ids import new_ulid
 from withdrawal_shared.states import PayoutState, State
 
@@ -124,7 +131,9 @@ class Payouts:
     # -- 1. reserve ----------------------------------------------------------------------
 
     def reserve(self, draft: Draft) -> str | None:
-        """The new RESERVED payout's id, or None when no member could be linked.
+        """The new RESERVED payout's id, or None when no member could be linked; raises
+        `PayoutsPaused` (nothing reserved) when the kill switch covers the payout. Members
+        held ON_HOLD `PAUSED` are never linked (the pipeline queues them again first).
 
         The members are linked with one UPDATE (`_link_all`); when one of them moved
         meanwhile the transaction is rolled back and done again linking them one by one
@@ -135,10 +144,19 @@ class Payouts:
             return self._reserve(draft, bulk=False)
 
     def _reserve(self, draft: Draft, *, bulk: bool) -> str | None:
+        members = [m for m in draft.members if not is_paused_hold(m)]
+        if not members:
+            return None
+        if len(members) != len(draft.members):
+            draft = dataclasses.replace(draft, members=members)
         payout_id = new_ulid()
         now = utcnow()
         try:
             with self.sessions.begin() as session:
+                # The kill switch, read under its lock row before any other lock: a pause
+                # committed before this point forbids the reservation; one committing later
+                # waits for this transaction (svc_processor/pauses.py).
+                check_reservation(session, self.chain, {m.token_id for m in draft.members})
                 wallet = session.scalars(
                     select(HotWallet).where(HotWallet.address == draft.wallet).with_for_update()
                 ).one()
@@ -376,7 +394,9 @@ class Payouts:
     def release_nonce(
         self, payout: PayoutTransaction, chain_id: int, refused: SignerRefused
     ) -> list[Moved]:
-        """Fill a refused payout's nonce with a zero-value self-transfer (nothing is paid)."""
+        """Fill a refused payout's nonce with a zero-value self-transfer (nothing is paid);
+        its withdrawals go ON_HOLD `SIGNER_REFUSED`, or `PAUSED` when the signer refused
+        because of the kill switch (they resume by themselves once it is lifted)."""
         signed = self.signer.sign(
             signer_pb2.SignTransactionRequest(
                 wallet_address=payout.wallet,
@@ -408,6 +428,7 @@ class Payouts:
                     update_time=utcnow(),
                 )
             )
+            hold = hold_for_refusal(refused.reason)  # PAUSED resumes by itself
             for row in self._members(session, payout.id, PAYABLE):
                 moved.append(
                     move(
@@ -415,8 +436,8 @@ class Payouts:
                         row,
                         State.ON_HOLD,
                         actor=ACTOR,
-                        reason=HoldReason.SIGNER_REFUSED,
-                        message=HoldReason.SIGNER_REFUSED.state_message(
+                        reason=hold,
+                        message=hold.state_message(
                             f"The signer refused ({refused.reason}): {refused.message}"
                         ),
                         payout_tx_id=None,

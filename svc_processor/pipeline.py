@@ -13,6 +13,8 @@ Then paying (see `payouts.py` for the reserve -> sign -> store -> broadcast step
 
 While the money or the gas is missing the withdrawals wait ON_HOLD with the reason, and resume
 by themselves when it is there (the reasons, and which resume: `withdrawal_shared.holds`).
+While the kill switch covers their token they wait ON_HOLD `PAUSED` (`pauses.py`), and go
+back to QUEUED once it is lifted.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
 from svc_processor.chain_reads import ChainReads, WouldRevert
+from svc_processor.pauses import PayoutsPaused, is_paused_hold, paused_now
+from svc_processor.pauses import detail as pause_detail
 from svc_processor.payouts import ACTOR, Draft, Kind, Payouts
 from svc_processor.replacer import Replacer
 from svc_processor.signer_client import SignerClient
@@ -264,7 +268,9 @@ class Pipeline:
             return self._move(row, State.REJECTED, reason=reason, message=message)
         return self._move(row, State.VALIDATED, reason="VALIDATED")
 
-    def _hold(self, rows: Sequence[Withdrawal], reason: HoldReason) -> list[Moved]:
+    def _hold(
+        self, rows: Sequence[Withdrawal], reason: HoldReason, detail: str = ""
+    ) -> list[Moved]:
         moved: list[Moved] = []
         for row in rows:
             if row.state == State.ON_HOLD and row.state_reason == reason:
@@ -275,7 +281,7 @@ class Pipeline:
                         row,
                         State.ON_HOLD,
                         reason=reason,
-                        message=reason.state_message(),
+                        message=reason.state_message(detail),
                     )
                 )
             except TransitionConflict:
@@ -356,6 +362,9 @@ class Pipeline:
     def _pay_directly(self, row: Withdrawal) -> list[Moved]:
         token = self.reference.get().tokens_by_id[row.token_id]
         assert token.contract_address is not None
+        held, rows = self._pause_gate([row])
+        if not rows:
+            return held  # paused, or queued again and paid at the next step
         with self.sessions() as session:
             wallet = self._wallet(session)
             policy = self._policy(session)
@@ -378,7 +387,7 @@ class Pipeline:
         gas_limit = estimate * (100 + self.batch.gas_margin_pct) // 100
         if self.reads.native_balance(wallet.address) < gas_limit * fees.max_fee_per_gas:
             return self._hold([row], HoldReason.INSUFFICIENT_HOT_WALLET_FUNDS)
-        payout_id = self.payouts.reserve(
+        return self._reserve_and_sign(
             Draft(
                 kind=Kind.TRANSFER,
                 wallet=wallet.address,
@@ -392,7 +401,36 @@ class Pipeline:
                 ),
             )
         )
+
+    def _reserve_and_sign(self, draft: Draft) -> list[Moved]:
+        """Reserve the payout and sign it; its members ON_HOLD `PAUSED` when the kill switch
+        refused the reservation."""
+        try:
+            payout_id = self.payouts.reserve(draft)
+        except PayoutsPaused as paused:
+            return self._hold(draft.members, HoldReason.PAUSED, pause_detail(paused.pause))
         return self.payouts.sign_reserved(payout_id) if payout_id else []
+
+    def _pause_gate(self, rows: Sequence[Withdrawal]) -> tuple[list[Moved], list[Withdrawal]]:
+        """(moves made, rows left to plan). While a pause covers the token (read without a
+        lock, only to spare chain reads; the reservation decides under the lock), every row
+        goes ON_HOLD `PAUSED`. Otherwise rows held `PAUSED` go back to QUEUED first (they
+        are planned again from there) and the others are left to plan."""
+        if not rows:
+            return [], []
+        with self.sessions() as session:
+            pause = paused_now(session, self.chain, rows[0].token_id)
+        if pause is not None:
+            return self._hold(rows, HoldReason.PAUSED, pause_detail(pause)), []
+        moved: list[Moved] = []
+        for row in (r for r in rows if is_paused_hold(r)):
+            try:
+                moved += self._move(
+                    row, State.QUEUED, reason="QUEUED", message="The pause was lifted."
+                )
+            except TransitionConflict:
+                continue
+        return moved, [r for r in rows if not is_paused_hold(r)]
 
     # ------------------------------------------------------------------ vault batches
 
@@ -479,13 +517,16 @@ class Pipeline:
             committed = self._committed(session, token_id)
         if wallet is None:
             return []  # all wallets at their in-flight bound; next round
+        moved, rows = self._pause_gate(rows)
+        if not rows:
+            return moved
         # Plan within the vault's balance and its outflow cap: an item over either would fail.
         fits, short, capped = _within(
             rows[: self.batch.max_items],
             self.reads.token_balance(token.contract_address, vault.address) - committed,
             self.reads.remaining_outflow(vault.address, token.contract_address),
         )
-        moved = self._hold(short, HoldReason.INSUFFICIENT_VAULT_FUNDS)
+        moved += self._hold(short, HoldReason.INSUFFICIENT_VAULT_FUNDS)
         moved += self._hold(capped, HoldReason.OUTFLOW_CAP_REACHED)
         # A payout pays consecutive numbers. New withdrawals get them now; one retried under
         # the number it already has goes alone (the next poll takes the others).
@@ -526,18 +567,21 @@ class Pipeline:
             fits = fits[: max(1, len(fits) * self.batch.gas_budget // gas_limit)]
         if self.reads.native_balance(wallet.address) < gas_limit * fees.max_fee_per_gas:
             return moved + self._hold(fits, HoldReason.INSUFFICIENT_HOT_WALLET_FUNDS)
-        payout_id = self.payouts.reserve(
-            Draft(
-                kind=Kind.VAULT,
-                wallet=wallet.address,
-                to_address=vault.address,
-                token_address=token.contract_address,
-                gas_limit=gas_limit,
-                fees=fees,
-                members=fits,
-                build_calldata=calldata,
+        try:
+            payout_id = self.payouts.reserve(
+                Draft(
+                    kind=Kind.VAULT,
+                    wallet=wallet.address,
+                    to_address=vault.address,
+                    token_address=token.contract_address,
+                    gas_limit=gas_limit,
+                    fees=fees,
+                    members=fits,
+                    build_calldata=calldata,
+                )
             )
-        )
+        except PayoutsPaused as paused:
+            return moved + self._hold(fits, HoldReason.PAUSED, pause_detail(paused.pause))
         if payout_id is None:
             return moved
         log.info(

@@ -24,6 +24,12 @@ refusal is FAILED_PRECONDITION or PERMISSION_DENIED with one of these ErrorInfo 
   self-transfer without items and with at most 21,000 gas, or its (wallet, nonce) is not
   held by a RESERVED payout (`check_release_reserved`).
 
+- PAUSED (FAILED_PRECONDITION): the payout kill switch covers the chain or a token of the
+  payout and this is not a replacement at the same (wallet, nonce) of a transaction already
+  signed there for the same withdrawals; or an item's withdrawal is ON_HOLD `PAUSED`
+  (`svc_signer/pauses.py`; metadata `scope` or `withdrawal_id`). Nonce releases are signed
+  whatever is paused.
+
 A signing backend failure is UNAVAILABLE (KEY_BACKEND_UNAVAILABLE): retry later.
 
 The double-payment rule: a withdrawal that appears in the ledger at one (wallet, nonce) is not
@@ -53,8 +59,16 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from assetwithdrawal.signer.v1 import signer_pb2
+from svc_signer import pauses
 from svc_signer.keys import KeyBackend, KeyBackendError, KeyRing
-from svc_signer.ledger import Ledger, LedgerClaim, LedgerTransaction, NewEntry, WithdrawalFacts
+from svc_signer.ledger import (
+    Ledger,
+    LedgerClaim,
+    LedgerEntry,
+    LedgerTransaction,
+    NewEntry,
+    WithdrawalFacts,
+)
 from svc_signer.transactions import (
     Eip1559Fields,
     InvalidTransactionError,
@@ -65,7 +79,9 @@ from withdrawal_shared.addresses import AddressError, parse_address
 from withdrawal_shared.chain.erc20 import CalldataError, decode_transfer
 from withdrawal_shared.chain.payout import PAYOUT_SELECTOR, decode_payout
 from withdrawal_shared.crash_points import crash_point
+from withdrawal_shared.db.pauses import PauseState
 from withdrawal_shared.errors import ApiError, Code, FieldViolation, invalid_argument
+from withdrawal_shared.holds import HoldReason
 from withdrawal_shared.ids import is_ulid
 from withdrawal_shared.states import State
 
@@ -90,6 +106,7 @@ class Reason(enum.StrEnum):
     NOT_APPROVED = "NOT_APPROVED"
     ALREADY_SIGNED_AT_OTHER_NONCE = "ALREADY_SIGNED_AT_OTHER_NONCE"
     INVALID_NONCE_RELEASE = "INVALID_NONCE_RELEASE"
+    PAUSED = HoldReason.PAUSED.value  # the refusal is named as the hold it causes
     KEY_BACKEND_UNAVAILABLE = "KEY_BACKEND_UNAVAILABLE"
 
 
@@ -463,6 +480,37 @@ def check_ledger_claims(claims: list[LedgerClaim]) -> None:
         )
 
 
+def check_not_paused_holds(held: Sequence[str]) -> None:
+    """No item's withdrawal may be ON_HOLD `PAUSED`."""
+    if held:
+        raise refusal(
+            Code.FAILED_PRECONDITION,
+            Reason.PAUSED,
+            f"Withdrawal {held[0]} is ON_HOLD PAUSED: it is signed for only once the pause is "
+            "lifted and it is queued again.",
+            withdrawal_id=held[0],
+        )
+
+
+def check_pause_allows(
+    request: SignRequest, pause: PauseState, entries: Sequence[LedgerEntry]
+) -> None:
+    """While `pause` covers the payout, only a replacement at this (wallet, nonce) of a
+    transaction already signed here for exactly the same withdrawals is signed."""
+    ids = request.withdrawal_ids
+    if ids and any(entry.withdrawal_ids == ids for entry in entries):
+        return
+    raise refusal(
+        Code.FAILED_PRECONDITION,
+        Reason.PAUSED,
+        f"Payouts are paused ({pause.scope}"
+        + (f": {pause.reason}" if pause.reason else "")
+        + "); nothing new is signed in this scope until the pause is lifted. Replacements "
+        "of transactions already signed and nonce releases are still signed.",
+        scope=pause.scope,
+    )
+
+
 def _vault_paid_same_number(
     tx: LedgerTransaction, claim: LedgerClaim, vault: str | None, numbers: dict[str, int]
 ) -> bool:
@@ -601,15 +649,24 @@ class SignerCore:
         """Runs in a worker thread: the database checks, signing and recording, in one
         database transaction (the withdrawals stay locked until it commits)."""
         with self.ledger.transaction() as tx:
+            pause = None
             if request.purpose is Purpose.NONCE_RELEASE:
                 reserved = tx.reserved_payout_at(self.chain, request.wallet, request.tx.nonce)
                 check_release_reserved(request, reserved)
             else:
+                # First, before the withdrawals are locked (the lock order of svc_processor).
+                pause = pauses.lock_and_read(
+                    tx.session, self.chain, (item.token for item in request.items)
+                )
+                check_not_paused_holds(pauses.paused_holds(tx.session, request.withdrawal_ids))
                 self._check_payout(tx, request)
             ids = request.withdrawal_ids
-            for entry in tx.entries_at(request.wallet, request.tx.nonce):
+            entries = tx.entries_at(request.wallet, request.tx.nonce)
+            for entry in entries:
                 if entry.withdrawal_ids == ids and _same_transaction(entry.raw_tx, request.tx):
                     return _Outcome(entry.raw_tx, entry.tx_hash, "repeated")
+            if pause is not None:
+                check_pause_allows(request, pause, entries)
             signed = self._sign(backend, request.tx)
             existing = tx.entry(signed.hash)
             if existing is not None:

@@ -86,6 +86,11 @@ class LedgerTransaction:
     def __init__(self, session: Session) -> None:
         self._session = session
 
+    @property
+    def session(self) -> Session:
+        """The request's session (for the policy's other reads, e.g. `svc_signer.pauses`)."""
+        return self._session
+
     def payout_targets(self, chain: str) -> frozenset[str]:
         """Lowercase addresses a single-transfer payout may call on `chain`: the enabled
         tokens' contracts."""

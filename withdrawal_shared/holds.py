@@ -35,6 +35,7 @@ class HoldReason(enum.StrEnum):
     ALREADY_PAID_ELSEWHERE = "ALREADY_PAID_ELSEWHERE"
     SIGNER_REFUSED = "SIGNER_REFUSED"
     DEAD_LETTERED = "DEAD_LETTERED"
+    PAUSED = "PAUSED"
 
     @property
     def meaning(self) -> str:
@@ -143,6 +144,12 @@ HOLDS: Mapping[HoldReason, Hold] = {
         action="An operator must look: read the last error and the task in the dead-letter "
         "stream `<prefix>tasks:dead`, then fix the cause. " + _NO_RELEASE,
         resumes=False,
+    ),
+    HoldReason.PAUSED: Hold(
+        meaning="Payouts of its chain or token are paused by the kill switch; nothing was paid.",
+        action="Resume the pause when it is safe (it is listed in `payout_pauses`); it "
+        "resumes by itself once no pause covers it.",
+        resumes=True,
     ),
 }
 

@@ -278,3 +278,24 @@ class SignerLedgerItem(Base):
     withdrawal_id: Mapped[str] = mapped_column(String(26), primary_key=True, index=True)
     wallet: Mapped[str] = mapped_column(String(42))
     nonce: Mapped[int] = mapped_column(BigInteger)
+
+
+class PayoutPause(Base):
+    """The payout kill switch: one row per scope ever paused, `paused` telling whether it is
+    paused now (`withdrawal_shared.db.pauses`).
+
+    `scope` is `*` (everything; `chain` and `token_id` NULL), `<chain>` (`token_id` NULL) or
+    `<chain>/<token symbol>`. The `*` row always exists (migration 0011 seeds it): every
+    reservation locks it shared and every pause or resume locks it exclusively, so the two
+    serialise on MariaDB."""
+
+    __tablename__ = "payout_pauses"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    chain: Mapped[str | None] = mapped_column(ForeignKey("chains.name"))
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("tokens.id"))
+    paused: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(256))
+    actor: Mapped[str] = mapped_column(String(64))
+    # When it was last paused or resumed.
+    update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())

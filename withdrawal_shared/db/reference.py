@@ -1,7 +1,9 @@
 """Reference data (chains, tokens, our own addresses) read from the database and cached.
 
 These tables change rarely and are small; services keep a snapshot and refresh it every few
-seconds, so the request path never queries them.
+seconds (`REFERENCE_MAX_AGE_SECONDS`), so the request path never queries them: a change to
+a row is seen by every service within that time. The payout kill switch
+(`withdrawal_shared.db.pauses`) is deliberately not reference data and never cached.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from withdrawal_shared.db.models import Chain, SystemAddress, Token
+
+REFERENCE_MAX_AGE_SECONDS = 5.0
+"""How old a `ReferenceCache` snapshot may get before it is read again."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,9 @@ class ReferenceData:
 class ReferenceCache:
     """A snapshot of ReferenceData refreshed when older than `max_age` seconds."""
 
-    def __init__(self, sessions: sessionmaker[Session], max_age: float = 5.0) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], max_age: float = REFERENCE_MAX_AGE_SECONDS
+    ) -> None:
         self._sessions = sessions
         self._max_age = max_age
         self._lock = threading.Lock()
