@@ -9,6 +9,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from withdrawal_shared.db.api_keys import key_prefix, token_sha256
+from withdrawal_shared.db.operators import is_operator_credential
 from withdrawal_shared.errors import unauthenticated
 
 
@@ -42,6 +43,11 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthenticated("Malformed Authorization header: use 'Bearer <api key>'.")
         token = token.strip()
+        if is_operator_credential(token):
+            raise unauthenticated(
+                "This is an operator credential (awo_...); the withdrawal API takes a partner "
+                "API key (awk_...). Operator credentials work only on the admin API."
+            )
         prefix = key_prefix(token)
         if prefix is None:
             raise unauthenticated("The API key is not valid. Check it, or ask for a new one.")

@@ -44,6 +44,9 @@ class GatewaySettings(StoreSettings):
     api_key_cache_seconds: float = 30.0
     """GATEWAY_API_KEY_CACHE_SECONDS: how long a verified key is trusted without a lookup
     (a revoked key stops working within this time)."""
+    admin_change_ttl_seconds: float = 7 * 24 * 3600.0
+    """GATEWAY_ADMIN_CHANGE_TTL_SECONDS: a proposed admin change (four eyes) not confirmed or
+    rejected within this long becomes EXPIRED and can no longer be applied (7 days)."""
     watch_poll_seconds: float = 2.0
     """GATEWAY_WATCH_POLL_SECONDS: WatchWithdrawal re-reads the database at least this often,
     so a lost pub/sub message only delays an event."""
@@ -97,6 +100,9 @@ class GatewaySettings(StoreSettings):
                 "GATEWAY_API_KEY_CACHE_SECONDS", d.api_key_cache_seconds
             ),
             watch_poll_seconds=env_float("GATEWAY_WATCH_POLL_SECONDS", d.watch_poll_seconds),
+            admin_change_ttl_seconds=env_float(
+                "GATEWAY_ADMIN_CHANGE_TTL_SECONDS", d.admin_change_ttl_seconds
+            ),
             shutdown_grace_seconds=env_float(
                 "GATEWAY_SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds
             ),

@@ -285,7 +285,7 @@ Global___Change: _TypeAlias = Change  # noqa: Y015
 
 @_typing.final
 class AdminAuditEntry(_message.Message):
-    """One entry of the admin audit trail: an admin call, allowed or denied. Each entry's hash
+    """One entry of the admin audit trail: an admin action or a refusal. Each entry's hash
     covers the previous entry's, so editing or removing one is detectable.
     """
 

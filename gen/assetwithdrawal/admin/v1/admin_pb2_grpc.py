@@ -33,7 +33,8 @@ class AdminServiceStub:
     Authentication: `authorization: Bearer <operator credential>` (`awo_…`); partner API keys
     (`awk_…`) are refused here, and operator credentials are refused by WithdrawalService.
     Every RPC requires one role (PERMISSION_DENIED `ROLE_REQUIRED` otherwise, audited).
-    Every call, allowed or denied, is written to the hash-chained admin audit trail.
+    Every call that changes something, and every refusal of an authenticated operator, is
+    written to the hash-chained admin audit trail (successful reads are not).
     """
 
     def __init__(self, channel):
@@ -102,7 +103,8 @@ class AdminServiceServicer:
     Authentication: `authorization: Bearer <operator credential>` (`awo_…`); partner API keys
     (`awk_…`) are refused here, and operator credentials are refused by WithdrawalService.
     Every RPC requires one role (PERMISSION_DENIED `ROLE_REQUIRED` otherwise, audited).
-    Every call, allowed or denied, is written to the hash-chained admin audit trail.
+    Every call that changes something, and every refusal of an authenticated operator, is
+    written to the hash-chained admin audit trail (successful reads are not).
     """
 
     def GetOperator(self, request, context):
@@ -251,7 +253,8 @@ class AdminService:
     Authentication: `authorization: Bearer <operator credential>` (`awo_…`); partner API keys
     (`awk_…`) are refused here, and operator credentials are refused by WithdrawalService.
     Every RPC requires one role (PERMISSION_DENIED `ROLE_REQUIRED` otherwise, audited).
-    Every call, allowed or denied, is written to the hash-chained admin audit trail.
+    Every call that changes something, and every refusal of an authenticated operator, is
+    written to the hash-chained admin audit trail (successful reads are not).
     """
 
     @staticmethod

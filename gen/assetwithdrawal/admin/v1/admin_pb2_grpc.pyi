@@ -34,7 +34,8 @@ class AdminServiceStub:
     Authentication: `authorization: Bearer <operator credential>` (`awo_…`); partner API keys
     (`awk_…`) are refused here, and operator credentials are refused by WithdrawalService.
     Every RPC requires one role (PERMISSION_DENIED `ROLE_REQUIRED` otherwise, audited).
-    Every call, allowed or denied, is written to the hash-chained admin audit trail.
+    Every call that changes something, and every refusal of an authenticated operator, is
+    written to the hash-chained admin audit trail (successful reads are not).
     """
 
     @_typing.overload
@@ -83,7 +84,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     Authentication: `authorization: Bearer <operator credential>` (`awo_…`); partner API keys
     (`awk_…`) are refused here, and operator credentials are refused by WithdrawalService.
     Every RPC requires one role (PERMISSION_DENIED `ROLE_REQUIRED` otherwise, audited).
-    Every call, allowed or denied, is written to the hash-chained admin audit trail.
+    Every call that changes something, and every refusal of an authenticated operator, is
+    written to the hash-chained admin audit trail (successful reads are not).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -128,7 +130,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     Authentication: `authorization: Bearer <operator credential>` (`awo_…`); partner API keys
     (`awk_…`) are refused here, and operator credentials are refused by WithdrawalService.
     Every RPC requires one role (PERMISSION_DENIED `ROLE_REQUIRED` otherwise, audited).
-    Every call, allowed or denied, is written to the hash-chained admin audit trail.
+    Every call that changes something, and every refusal of an authenticated operator, is
+    written to the hash-chained admin audit trail (successful reads are not).
     """
 
     @_abc_1.abstractmethod
