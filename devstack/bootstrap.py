@@ -16,7 +16,14 @@ With anvil dev account 0 as deployer and treasury:
    pays through it in batches; without it, one ERC-20 transfer per withdrawal;
 6. partner `dev-partner` exists and has a development API key: the previous one (from
    var/stack.json) when it still authenticates, else a new one. The key is returned once and
-   stored only in var/stack.json, never logged.
+   stored only in var/stack.json, never logged;
+7. two admin operators exist, `dev-admin` and `dev-admin-2`, each with a credential (the
+   previous one from var/stack.json while it still authenticates, else a new one). Two, so
+   that four eyes (one admin proposes, another confirms) can be used locally. They are
+   created directly (`admin_bootstrap.create_admin`), without a second admin's
+   confirmation: this path exists only in the dev tooling. In production the first admin
+   comes from `python -m withdrawal_shared.db.admin_bootstrap`, which refuses when an admin
+   exists, and every further operator from a confirmed change.
 """
 
 from __future__ import annotations
@@ -35,14 +42,24 @@ from devstack.vault import deploy_payout_vault, fund_vault, set_operator
 from withdrawal_shared.chain.contracts import balance_of, stablecoin_contract
 from withdrawal_shared.chain.payout import payout_vault_contract
 from withdrawal_shared.chain.types import BaseUnits, ChecksumAddress, Wei
+from withdrawal_shared.db.admin_bootstrap import BOOTSTRAP_ACTOR, create_admin
 from withdrawal_shared.db.api_keys import ensure_partner, issue_api_key, partner_for_token
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
-from withdrawal_shared.db.models import Chain, HotWallet, PayoutVault, SystemAddress, Token
+from withdrawal_shared.db.models import (
+    Chain,
+    HotWallet,
+    Operator,
+    PayoutVault,
+    SystemAddress,
+    Token,
+)
+from withdrawal_shared.db.operators import issue_credential, operator_for_credential
 
 CHAIN = "polygon"
 TOKEN_SYMBOL = "USDC"  # noqa: S105 - a token symbol
 TOKEN_NAME = "USD Coin"  # noqa: S105 - a token name
 DEV_PARTNER = "dev-partner"
+DEV_ADMINS = ("dev-admin", "dev-admin-2")
 HOT_WALLET_NATIVE = Wei(100 * 10**18)  # 100 POL
 HOT_WALLET_TOKENS = BaseUnits(1_000_000 * 10**6)  # 1,000,000 USDC
 VAULT_TOKENS = BaseUnits(1_000_000 * 10**6)  # 1,000,000 USDC
@@ -62,6 +79,8 @@ class BootstrapResult:
     api_key_reused: bool
     token_deployed: bool
     payout_vault: ChecksumAddress | None = None
+    admin_credentials: tuple[str, ...] = ()
+    """One credential per `DEV_ADMINS` operator, in that order."""
 
 
 def _noop(_message: str) -> None:
@@ -218,6 +237,26 @@ def _dev_api_key(sessions: sessionmaker[Session], previous: str | None) -> tuple
         return issue_api_key(session, DEV_PARTNER), False
 
 
+def _dev_admins(sessions: sessionmaker[Session], previous: Sequence[str | None]) -> tuple[str, ...]:
+    """A credential for each development admin: the previous one while it still
+    authenticates as that admin, else a new one (creating the admin when missing)."""
+    credentials: list[str] = []
+    with sessions.begin() as session:
+        for index, operator_id in enumerate(DEV_ADMINS):
+            old = previous[index] if index < len(previous) else None
+            identity = operator_for_credential(session, old) if old else None
+            if old and identity is not None and identity.operator_id == operator_id:
+                credentials.append(old)
+            elif session.get(Operator, operator_id) is None:
+                credentials.append(create_admin(session, operator_id, "Development admin"))
+            else:
+                _, token = issue_credential(
+                    session, operator_id, created_by=BOOTSTRAP_ACTOR, description="make up"
+                )
+                credentials.append(token)
+    return tuple(credentials)
+
+
 def bootstrap(
     w3: Web3,
     deployer: DevAccount,
@@ -225,6 +264,7 @@ def bootstrap(
     hot_wallets: Sequence[str],
     *,
     previous_api_key: str | None = None,
+    previous_admin_credentials: Sequence[str | None] = (),
     payout_vault: bool = True,
     progress: Callable[[str], None] = _noop,
 ) -> BootstrapResult:
@@ -245,6 +285,7 @@ def bootstrap(
         _fund(w3, deployer, token, wallets, progress)
         vault = _vault(sessions, w3, deployer, token, wallets, progress) if payout_vault else None
         api_key, reused = _dev_api_key(sessions, previous_api_key)
+        admins = _dev_admins(sessions, previous_admin_credentials)
         return BootstrapResult(
             token_address=token,
             treasury=deployer.address,
@@ -254,6 +295,7 @@ def bootstrap(
             api_key_reused=reused,
             token_deployed=deployed,
             payout_vault=vault,
+            admin_credentials=admins,
         )
     finally:
         engine.dispose()

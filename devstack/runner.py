@@ -100,6 +100,28 @@ def read_previous_api_key(path: Path) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def read_previous_admin_credentials(path: Path) -> tuple[str | None, str | None]:
+    """The admin credentials of the last run's stack.json (None where missing)."""
+    try:
+        data = json.loads(path.read_text())
+        values = (data.get("admin_credential"), data.get("second_admin_credential"))
+    except (OSError, ValueError, AttributeError):
+        return None, None
+    first, second = (v if isinstance(v, str) and v else None for v in values)
+    return first, second
+
+
+def write_private_text(path: Path, text: str) -> None:
+    """Write `text` to `path` with mode 0600, replacing it atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+    os.chmod(path, 0o600)
+
+
 # Work on any machine with the project's prerequisites (bash, curl, python3): no uuidgen, no jq.
 _NEW_REQUEST_ID = "$(python3 -c 'import uuid; print(uuid.uuid4())')"
 _READ_API_KEY = "python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[\"api_key\"])'"
@@ -155,6 +177,7 @@ class Stack:
         self.redis: RedisHandle | None = None
         self.database_url = ""
         self.previous_api_key: str | None = None
+        self.previous_admin_credentials: tuple[str | None, str | None] = (None, None)
         self.signer = Service("signer", "svc_signer", config.signer_port)
         self.gateway = Service("gateway", "svc_gateway", config.grpc_port)
         self.processor = Service("processor", "svc_processor", config.processor_port)
@@ -238,6 +261,7 @@ class Stack:
         # The ports are free, so no other stack uses this var/: the last run's stack.json goes
         # (the bootstrap may reuse its API key), and stack.json existing means this stack serves.
         self.previous_api_key = read_previous_api_key(config.stack_json)
+        self.previous_admin_credentials = read_previous_admin_credentials(config.stack_json)
         config.stack_json.unlink(missing_ok=True)
         services = self._available_services()
 
@@ -480,6 +504,7 @@ class Stack:
                 self.database_url,
                 wallets,
                 previous_api_key=self.previous_api_key,
+                previous_admin_credentials=self.previous_admin_credentials,
                 progress=self._progress,
             )
         except FileNotFoundError as exc:  # a contract artifact
@@ -500,6 +525,9 @@ class Stack:
             "rest_base_url": self.rest_base_url(),
             "grpc_target": self.gateway.target,
             "api_key": result.api_key,
+            # Two development admins, so that one can confirm what the other proposes.
+            "admin_credential": result.admin_credentials[0],
+            "second_admin_credential": result.admin_credentials[1],
             "rpc_url": self.anvil.rpc_url,
             "chain_id": POLYGON_CHAIN_ID,
             "tokens": {TOKEN_SYMBOL: result.token_address},
@@ -510,8 +538,15 @@ class Stack:
             "redis_url": self.redis.url,
             "pid": os.getpid(),
         }
+        write_private_text(
+            self.config.stack_json.with_name("admin-credential"), result.admin_credentials[0] + "\n"
+        )
         write_private_json(self.config.stack_json, data)
-        self.sup.say(f"wrote {self.config.stack_json} (mode 0600: it holds the API key)")
+        self.sup.say(
+            f"wrote {self.config.stack_json} (mode 0600: it holds the API key and the admin "
+            "credentials of dev-admin and dev-admin-2; dev-admin's is also in "
+            f"{self.config.stack_json.with_name('admin-credential')})"
+        )
 
     def _announce(self, services: list[Service]) -> None:
         curls = curl_commands(self.rest_base_url(), self.config.stack_json)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from svc_gateway.rate_limit import RateLimit
 from withdrawal_shared.db.api_keys import VerifiedKey, key_prefix, token_sha256
+from withdrawal_shared.db.operators import is_operator_credential
 from withdrawal_shared.db.transitions import utcnow
 from withdrawal_shared.errors import unauthenticated
 from withdrawal_shared.scopes import Scope
@@ -105,6 +106,11 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthenticated("Malformed Authorization header: use 'Bearer <api key>'.")
         token = token.strip()
+        if is_operator_credential(token):
+            raise unauthenticated(
+                "This is an operator credential (awo_...); the withdrawal API takes a partner "
+                "API key (awk_...). Operator credentials work only on the admin API."
+            )
         prefix = key_prefix(token)
         if prefix is None:
             raise unauthenticated("The API key is not valid. Check it, or ask for a new one.")

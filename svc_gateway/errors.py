@@ -20,6 +20,7 @@ from withdrawal_shared.errors import (
 from withdrawal_shared.grpc_errors import abort, to_api_error
 
 SERVICE = "assetwithdrawal.withdrawal.v1.WithdrawalService"
+ADMIN_SERVICE = "assetwithdrawal.admin.v1.AdminService"
 
 UNKNOWN_CHAIN = ErrorReason(
     "UNKNOWN_CHAIN",
@@ -73,7 +74,7 @@ IDEMPOTENCY_KEY_REUSED = ErrorReason(
     "IDEMPOTENCY_KEY_REUSED",
     Code.ALREADY_EXISTS,
     "The idempotency key (`Idempotency-Key`, or `request_id` on gRPC) was already used for a "
-    "withdrawal with another body; the metadata names that withdrawal.",
+    "withdrawal (or, on the admin API, a change) with another body; the metadata names it.",
     example="The idempotency key 'inv-77-payout' was already used for a different withdrawal "
     "(01j9zq8m5k3v7t2r4w6y8a0c1e); use a new key for a new withdrawal.",
 )
@@ -107,8 +108,40 @@ RATE_LIMITED = ErrorReason(
     example="Too many requests for this API key: at most 100 per second, 200 at once. Retry "
     "after 1 s with the same request.",
 )
+ROLE_REQUIRED = ErrorReason(
+    "ROLE_REQUIRED",
+    Code.PERMISSION_DENIED,
+    "Admin API: the operator lacks the role the method requires (`metadata.role`); audited.",
+    example="ConfirmChange requires the role 'admin'; operators/dev-viewer holds viewer. Ask an "
+    "admin to change your roles, or use an operator that holds it.",
+)
+SELF_CONFIRMATION = ErrorReason(
+    "SELF_CONFIRMATION",
+    Code.PERMISSION_DENIED,
+    "Admin API: the change was proposed by the caller; another admin must confirm it (four "
+    "eyes); audited.",
+    example="changes/01j9zq8m5k3v7t2r4w6y8a0c1e was proposed by operators/alice, who cannot "
+    "also confirm it: another admin must.",
+)
+CHANGE_NOT_PENDING = ErrorReason(
+    "CHANGE_NOT_PENDING",
+    Code.FAILED_PRECONDITION,
+    "Admin API: the change is no longer PROPOSED (rejected, expired, or applied when "
+    "rejecting); `metadata.state` says which.",
+    example="changes/01j9zq8m5k3v7t2r4w6y8a0c1e is REJECTED and can no longer be confirmed; "
+    "propose it again.",
+)
+CHANGE_NOT_APPLICABLE = ErrorReason(
+    "CHANGE_NOT_APPLICABLE",
+    Code.FAILED_PRECONDITION,
+    "Admin API: the change cannot be applied as things are now (e.g. the operator already "
+    "exists); it stays PROPOSED.",
+    example="changes/01j9zq8m5k3v7t2r4w6y8a0c1e cannot be applied: operator 'alice' already "
+    "exists. Reject it, or fix what blocks it and confirm again.",
+)
 
 _COMMON = (INVALID_ARGUMENT, UNAUTHENTICATED, SCOPE_MISSING, RATE_LIMITED, INTERNAL)
+_ADMIN_COMMON = (INVALID_ARGUMENT, UNAUTHENTICATED, ROLE_REQUIRED, INTERNAL)
 
 METHOD_ERRORS: dict[str, tuple[ErrorReason, ...]] = {
     f"{SERVICE}.CreateWithdrawal": (
@@ -135,18 +168,39 @@ METHOD_ERRORS: dict[str, tuple[ErrorReason, ...]] = {
         CONCURRENT_MODIFICATION,
     ),
     f"{SERVICE}.WatchWithdrawal": (*_COMMON, NOT_FOUND),
+    f"{ADMIN_SERVICE}.GetOperator": (*_ADMIN_COMMON, NOT_FOUND),
+    f"{ADMIN_SERVICE}.ListOperators": _ADMIN_COMMON,
+    f"{ADMIN_SERVICE}.CreateChange": (*_ADMIN_COMMON, BODY_TOO_LARGE, IDEMPOTENCY_KEY_REUSED),
+    f"{ADMIN_SERVICE}.GetChange": (*_ADMIN_COMMON, NOT_FOUND),
+    f"{ADMIN_SERVICE}.ListChanges": _ADMIN_COMMON,
+    f"{ADMIN_SERVICE}.ConfirmChange": (
+        *_ADMIN_COMMON,
+        NOT_FOUND,
+        SELF_CONFIRMATION,
+        CHANGE_NOT_PENDING,
+        CHANGE_NOT_APPLICABLE,
+    ),
+    f"{ADMIN_SERVICE}.RejectChange": (*_ADMIN_COMMON, NOT_FOUND, CHANGE_NOT_PENDING),
+    f"{ADMIN_SERVICE}.CreateOperatorCredential": (*_ADMIN_COMMON, BODY_TOO_LARGE, NOT_FOUND),
+    f"{ADMIN_SERVICE}.RevokeOperatorCredential": (*_ADMIN_COMMON, NOT_FOUND),
+    f"{ADMIN_SERVICE}.ListAdminAuditEntries": _ADMIN_COMMON,
 }
 """Every reason each RPC can answer with (by method full name); REST-only ones say so."""
 
 __all__ = [
+    "ADMIN_SERVICE",
     "AMOUNT_ABOVE_MAXIMUM",
     "BODY_TOO_LARGE",
+    "CHANGE_NOT_APPLICABLE",
+    "CHANGE_NOT_PENDING",
     "CONCURRENT_MODIFICATION",
     "IDEMPOTENCY_KEY_REUSED",
     "METHOD_ERRORS",
     "METHOD_NOT_ALLOWED",
     "RATE_LIMITED",
+    "ROLE_REQUIRED",
     "SCOPE_MISSING",
+    "SELF_CONFIRMATION",
     "SYSTEM_ADDRESS",
     "TOKEN_DISABLED",
     "UNKNOWN_CHAIN",

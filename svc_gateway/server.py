@@ -1,5 +1,6 @@
-"""Builds and runs the gateway: gRPC (WithdrawalService, health, reflection) on grpc.aio and
-REST/JSON (transcoded from the same descriptors) on aiohttp, in one event loop."""
+"""Builds and runs the gateway: gRPC (WithdrawalService and AdminService, health,
+reflection) on grpc.aio and REST/JSON (transcoded from the same descriptors; the admin API
+under `/v1/admin/`) on aiohttp, in one event loop."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from assetwithdrawal.admin.v1 import admin_pb2_grpc
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2, withdrawal_pb2_grpc
+from svc_gateway.admin.auth import OperatorAuthenticator
+from svc_gateway.admin.core import AdminCore
+from svc_gateway.admin.dispatch import AdminDispatcher
+from svc_gateway.admin.kinds import change_kinds
+from svc_gateway.admin.servicer import SERVICE as ADMIN_SERVICE
+from svc_gateway.admin.servicer import AdminServicer
 from svc_gateway.auth import Authenticator
 from svc_gateway.batching import GroupCommit
 from svc_gateway.core import WithdrawalCore
@@ -29,13 +37,19 @@ from svc_gateway.settings import GatewaySettings
 from svc_gateway.store import WithdrawalStore
 from withdrawal_shared.db.api_keys import VerifiedKey
 from withdrawal_shared.db.engine import make_engine
+from withdrawal_shared.db.operators import OperatorIdentity, operator_for_credential
 from withdrawal_shared.key_revocation import revocation_channel
 from withdrawal_shared.queue import QueueNames
 
 log = logging.getLogger(__name__)
 
 SERVICE = withdrawal_pb2.DESCRIPTOR.services_by_name["WithdrawalService"]
-SERVICE_NAMES = (SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME)
+SERVICE_NAMES = (
+    SERVICE.full_name,
+    ADMIN_SERVICE.full_name,
+    health.SERVICE_NAME,
+    reflection.SERVICE_NAME,
+)
 
 
 class GatewayServer:
@@ -93,11 +107,24 @@ class GatewayServer:
         )
         self._core = core
         dispatcher = Dispatcher(SERVICE, core, self.auth, self._reads.submit)
+        admin = AdminDispatcher(
+            ADMIN_SERVICE,
+            AdminCore(
+                self.store.sessions,
+                self._executor,
+                change_kinds(),
+                self.settings.admin_change_ttl_seconds,
+            ),
+            OperatorAuthenticator(self._operator_for_credential, self._executor),
+        )
 
         server = grpc.aio.server()
         withdrawal_pb2_grpc.add_WithdrawalServiceServicer_to_server(
             WithdrawalServicer(dispatcher), server
         )
+        # Its methods are set from the descriptor (servicer.py), which mypy cannot see.
+        servicer = AdminServicer(admin)  # type: ignore[abstract]
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(SERVICE_NAMES, server)
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
@@ -108,13 +135,16 @@ class GatewayServer:
         self._grpc = server
 
         openapi = build_openapi(
-            [SERVICE],
+            [SERVICE, ADMIN_SERVICE],
             title="Asset Withdrawal System API",
             version="v1",
             source_descriptor_set=default_descriptor_set(),
         )
         app = build_rest_app(
-            [RestBinding(SERVICE, dispatcher.unary, dispatcher.stream)],
+            [
+                RestBinding(SERVICE, dispatcher.unary, dispatcher.stream),
+                RestBinding(ADMIN_SERVICE, admin.unary),
+            ],
             openapi=openapi,
             max_body_bytes=self.settings.max_body_bytes,
         )
@@ -129,12 +159,16 @@ class GatewayServer:
         )
         await site.start()
         self.http_port = self._runner.addresses[0][1]
-        for name in (SERVICE.full_name, ""):
+        for name in (SERVICE.full_name, ADMIN_SERVICE.full_name, ""):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "gateway serving",
             extra={"grpc_port": self.grpc_port, "http_port": self.http_port},
         )
+
+    def _operator_for_credential(self, token: str) -> OperatorIdentity | None:
+        with self.store.sessions() as session:
+            return operator_for_credential(session, token)
 
     async def stop(self) -> None:
         """Graceful stop: NOT_SERVING, let in-flight RPCs finish (up to the grace), close."""

@@ -52,6 +52,9 @@ class GatewaySettings(StoreSettings):
     rate_limit_burst: int = 2000
     """GATEWAY_RATE_LIMIT_BURST: requests a key may send at once (the bucket's depth), for
     the default limit and for limits stored without a burst; 0: one second's worth."""
+    admin_change_ttl_seconds: float = 7 * 24 * 3600.0
+    """GATEWAY_ADMIN_CHANGE_TTL_SECONDS: a proposed admin change (four eyes) not confirmed or
+    rejected within this long becomes EXPIRED and can no longer be applied (7 days)."""
     watch_poll_seconds: float = 2.0
     """GATEWAY_WATCH_POLL_SECONDS: WatchWithdrawal re-reads the database at least this often,
     so a lost pub/sub message only delays an event."""
@@ -109,6 +112,9 @@ class GatewaySettings(StoreSettings):
             ),
             rate_limit_burst=env_int("GATEWAY_RATE_LIMIT_BURST", d.rate_limit_burst, minimum=0),
             watch_poll_seconds=env_float("GATEWAY_WATCH_POLL_SECONDS", d.watch_poll_seconds),
+            admin_change_ttl_seconds=env_float(
+                "GATEWAY_ADMIN_CHANGE_TTL_SECONDS", d.admin_change_ttl_seconds
+            ),
             shutdown_grace_seconds=env_float(
                 "GATEWAY_SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds
             ),

@@ -12,6 +12,7 @@ from web3 import Web3
 
 from devstack.anvil import AnvilProcess
 from devstack.bootstrap import (
+    DEV_ADMINS,
     DEV_PARTNER,
     HOT_WALLET_NATIVE,
     HOT_WALLET_TOKENS,
@@ -21,6 +22,7 @@ from withdrawal_shared.chain.contracts import balance_of
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.migrate import upgrade
 from withdrawal_shared.db.models import HotWallet, SystemAddress, Token
+from withdrawal_shared.db.operators import Role, operator_for_credential
 
 pytestmark = pytest.mark.chain
 
@@ -46,6 +48,8 @@ def test_bootstrap_registers_funds_and_is_idempotent(anvil: AnvilProcess, tmp_pa
     assert balance_of(w3, first.token_address, hot) == HOT_WALLET_TOKENS
     assert any("deploying" in m for m in messages)
     assert all(first.api_key not in m for m in messages)
+    assert len(first.admin_credentials) == 2
+    assert all(c.startswith("awo_") for c in first.admin_credentials)
 
     sessions = make_sessionmaker(make_engine(url, pool_size=1))
     with sessions() as session:
@@ -61,10 +65,24 @@ def test_bootstrap_registers_funds_and_is_idempotent(anvil: AnvilProcess, tmp_pa
     assert kinds[deployer.address.lower()] == "treasury"
 
     block = w3.eth.block_number
-    second = bootstrap(w3, deployer, url, [hot], previous_api_key=first.api_key)
+    second = bootstrap(
+        w3,
+        deployer,
+        url,
+        [hot],
+        previous_api_key=first.api_key,
+        previous_admin_credentials=first.admin_credentials,
+    )
+    assert second.admin_credentials == first.admin_credentials
     assert not second.token_deployed and second.token_address == first.token_address
     assert second.api_key_reused and second.api_key == first.api_key
     assert w3.eth.block_number == block, "a re-run sent transactions"
 
     third = bootstrap(w3, deployer, url, [hot], previous_api_key="awk_00000000_forged")
     assert not third.api_key_reused and third.api_key != first.api_key
+    assert third.admin_credentials[0] != first.admin_credentials[0]  # the old still works
+    with sessions() as session:
+        for credential, operator_id in zip(third.admin_credentials, DEV_ADMINS, strict=True):
+            identity = operator_for_credential(session, credential)
+            assert identity is not None and identity.operator_id == operator_id
+            assert Role.ADMIN in identity.roles

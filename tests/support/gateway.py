@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 import grpc
 
+from assetwithdrawal.admin.v1 import admin_pb2_grpc
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2_grpc
 from svc_gateway.server import GatewayServer
 from svc_gateway.settings import GatewaySettings
 from withdrawal_shared.db.api_keys import ensure_partner, issue_api_key
+from withdrawal_shared.db.operators import Role, create_operator, issue_credential
 
 
 @dataclass
@@ -28,6 +30,20 @@ class Partner:
         return {"Authorization": f"Bearer {self.api_key}"}
 
 
+@dataclass
+class OperatorAccount:
+    id: str
+    credential: str
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.credential}"),)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.credential}"}
+
+
 class RunningGateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.loop = asyncio.new_event_loop()
@@ -39,6 +55,7 @@ class RunningGateway:
         self.base_url = f"http://127.0.0.1:{self.server.http_port}"
         self.channel = grpc.insecure_channel(self.grpc_target)
         self.stub = withdrawal_pb2_grpc.WithdrawalServiceStub(self.channel)
+        self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
 
     def run(self, coro: object, timeout: float = 30) -> object:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
@@ -49,6 +66,14 @@ class RunningGateway:
             session.flush()
             key = issue_api_key(session, partner_id)
         return Partner(partner_id, key)
+
+    def add_operator(self, operator_id: str, *roles: Role) -> OperatorAccount:
+        """An operator created directly in the database (no four eyes), with a credential."""
+        with self.server.store.sessions.begin() as session:
+            create_operator(session, operator_id, roles)
+            session.flush()
+            _, credential = issue_credential(session, operator_id, created_by="tests")
+        return OperatorAccount(operator_id, credential)
 
     def close(self) -> None:
         self.channel.close()

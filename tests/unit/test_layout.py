@@ -29,6 +29,9 @@ ENTRY_POINTS = (
     # The schema command (`python -m withdrawal_shared.db.migrate URL`): it runs before the
     # services start, against the production database, and none of them imports it.
     "withdrawal_shared.db.migrate",
+    # The first admin operator (`python -m withdrawal_shared.db.admin_bootstrap ID`): run once,
+    # against the production database, after the migrations.
+    "withdrawal_shared.db.admin_bootstrap",
 )
 # Alembic loads env.py and versions/*.py by file path (script_location), never by import name,
 # so no import statement leads to them: they are reached when the module that points Alembic at

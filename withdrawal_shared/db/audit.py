@@ -92,4 +92,10 @@ def audit_hash(
     ]
     if snapshot is not None:
         fields.append(snapshot)
+    return chain_digest(fields)
+
+
+def chain_digest(fields: list[str]) -> str:
+    """SHA-256 (hex) over `fields` joined by U+001F: the hash of every hash-chained trail
+    (the withdrawal audit rows above, and the admin audit trail)."""
     return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()

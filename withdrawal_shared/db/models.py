@@ -14,6 +14,7 @@ from sqlalchemy import (
     LargeBinary,
     SmallInteger,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -299,3 +300,96 @@ class PayoutPause(Base):
     actor: Mapped[str] = mapped_column(String(64))
     # When it was last paused or resumed.
     update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+
+
+class Operator(Base):
+    """A person (or automation) using the admin API; one identity whatever credentials it holds.
+
+    `roles` is a comma-separated list of `operators.Role` values (sorted); a disabled operator's
+    credentials do not authenticate."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(128))
+    roles: Mapped[str] = mapped_column(String(128))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+
+
+class OperatorCredential(Base):
+    """An operator credential `awo_<8 hex>_<secret>`: found by its prefix, only its SHA-256
+    stored (like `ApiKey`). `request_id` is the creating caller's idempotency key."""
+
+    __tablename__ = "operator_credentials"
+    __table_args__ = (
+        UniqueConstraint("created_by", "request_id", name="uq_operator_credentials_request"),
+    )
+
+    prefix: Mapped[str] = mapped_column(String(32), primary_key=True)
+    operator_id: Mapped[str] = mapped_column(ForeignKey("operators.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(128))
+    created_by: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    revoke_time: Mapped[dt.datetime | None] = mapped_column(utc_datetime())
+
+
+class AdminChange(Base):
+    """A proposed configuration change (four eyes): PROPOSED until another admin confirms it
+    (APPLIED) or someone rejects it (REJECTED), or its `expire_time` passes (EXPIRED).
+    `payload` is the kind's arguments as canonical JSON."""
+
+    __tablename__ = "admin_changes"
+    __table_args__ = (
+        UniqueConstraint("proposed_by", "request_id", name="uq_admin_changes_request"),
+        Index("ix_admin_changes_state", "state", "expire_time"),
+    )
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)  # ULID
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(String(256))
+    state: Mapped[str] = mapped_column(String(16))
+    proposed_by: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    reject_reason: Mapped[str] = mapped_column(String(256))
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    expire_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    decide_time: Mapped[dt.datetime | None] = mapped_column(utc_datetime())
+
+
+class AdminAudit(Base):
+    """The admin audit trail: one row per admin action or refusal, hash-chained in `seq`
+    order across the whole table (`admin_audit.verify_admin_audit_chain`). `before_value` and
+    `after_value` are canonical JSON of the target around the action."""
+
+    __tablename__ = "admin_audit"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    operator_id: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(256))
+    before_value: Mapped[str | None] = mapped_column(Text)
+    after_value: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(64))
+    occur_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AdminAuditHead(Base):
+    """The one row (id 1) naming the newest admin audit row's `seq` and `hash`. Appending
+    updates it first, which serialises appenders (its row lock), and removing the newest
+    rows is detectable."""
+
+    __tablename__ = "admin_audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,541 @@
+"""The transport-neutral core of the admin API: what each AdminService method does.
+
+The dispatcher calls each method (`GetOperator` -> `get_operator`) with the authenticated
+`OperatorIdentity`, after checking its role. Database work runs on the gateway's thread pool.
+Every method that changes something runs in one transaction with its admin audit row
+(SUCCEEDED, with the target's values before and after); a refusal is audited in a
+transaction of its own (DENIED for PERMISSION_DENIED, FAILED otherwise). Reads are not
+audited, except when refused for lack of a role (the dispatcher does that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as dt
+import json
+import re
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from assetwithdrawal.admin.v1 import admin_pb2
+from svc_gateway.admin import changes
+from svc_gateway.errors import IDEMPOTENCY_KEY_REUSED
+from svc_gateway.validation import REQUEST_ID
+from withdrawal_shared.db.admin_audit import (
+    DENIED,
+    FAILED,
+    SUCCEEDED,
+    append_admin_audit,
+)
+from withdrawal_shared.db.changes import ChangeRegistry
+from withdrawal_shared.db.models import AdminAudit, AdminChange, Operator, OperatorCredential
+from withdrawal_shared.db.operators import (
+    CREDENTIAL_SCHEME,
+    OPERATOR_ID,
+    OperatorIdentity,
+    decode_roles,
+    issue_credential,
+    operator_name,
+)
+from withdrawal_shared.errors import (
+    ApiError,
+    Code,
+    FieldViolation,
+    invalid_argument,
+    not_found,
+)
+from withdrawal_shared.ids import is_ulid
+
+T = TypeVar("T")
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+_CREDENTIAL_NAME = re.compile(r"^operators/([a-z][a-z0-9-]{1,62})/credentials/([0-9a-f]{8})$")
+_STATE_FILTER = re.compile(r"^\s*state\s*=\s*(?:STATE_)?([A-Z]+)\s*$")
+_ROLE_VALUES = {
+    "viewer": admin_pb2.ROLE_VIEWER,
+    "operator": admin_pb2.ROLE_OPERATOR,
+    "approver": admin_pb2.ROLE_APPROVER,
+    "admin": admin_pb2.ROLE_ADMIN,
+}
+_OUTCOMES = {
+    SUCCEEDED: admin_pb2.AdminAuditEntry.OUTCOME_SUCCEEDED,
+    DENIED: admin_pb2.AdminAuditEntry.OUTCOME_DENIED,
+    FAILED: admin_pb2.AdminAuditEntry.OUTCOME_FAILED,
+}
+
+
+@dataclass(frozen=True)
+class Done:
+    """What an audited unit of work returns: the response, and what the audit row records."""
+
+    response: Any
+    target: str
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
+
+
+# ---------------------------------------------------------------- conversion
+
+
+def _timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value.replace(tzinfo=dt.UTC))
+    return ts
+
+
+def _struct(text: str | None) -> struct_pb2.Struct | None:
+    if text is None:
+        return None
+    value = struct_pb2.Struct()
+    value.update(json.loads(text))
+    return value
+
+
+def operator_to_proto(row: Operator) -> admin_pb2.Operator:
+    return admin_pb2.Operator(
+        name=operator_name(row.id),
+        display_name=row.display_name,
+        roles=[_ROLE_VALUES[r.value] for r in sorted(decode_roles(row.roles), key=_role_order)],
+        state=admin_pb2.Operator.STATE_ACTIVE if row.enabled else admin_pb2.Operator.STATE_DISABLED,
+        create_time=_timestamp(row.create_time),
+        update_time=_timestamp(row.update_time),
+    )
+
+
+def _role_order(role: object) -> int:
+    return list(_ROLE_VALUES).index(str(role))
+
+
+def credential_to_proto(row: OperatorCredential, secret: str = "") -> admin_pb2.OperatorCredential:
+    return admin_pb2.OperatorCredential(
+        name=f"{operator_name(row.operator_id)}/credentials/{row.prefix.split('_', 1)[1]}",
+        prefix=row.prefix,
+        secret=secret,
+        description=row.description,
+        create_time=_timestamp(row.create_time),
+        revoke_time=_timestamp(row.revoke_time),
+    )
+
+
+def change_to_proto(row: AdminChange) -> admin_pb2.Change:
+    return admin_pb2.Change(
+        name=changes.change_name(row.id),
+        kind=row.kind,
+        payload=_struct(row.payload),
+        state=admin_pb2.Change.State.Value(f"STATE_{row.state}"),
+        proposer=operator_name(row.proposed_by),
+        decider=operator_name(row.decided_by) if row.decided_by else "",
+        target=row.target,
+        reject_reason=row.reject_reason,
+        create_time=_timestamp(row.create_time),
+        expire_time=_timestamp(row.expire_time),
+        decide_time=_timestamp(row.decide_time),
+    )
+
+
+def audit_to_proto(row: AdminAudit) -> admin_pb2.AdminAuditEntry:
+    return admin_pb2.AdminAuditEntry(
+        name=f"auditEntries/{row.seq}",
+        operator=operator_name(row.operator_id),
+        action=row.action,
+        target=row.target,
+        before=_struct(row.before_value),
+        after=_struct(row.after_value),
+        outcome=_OUTCOMES[row.outcome],
+        reason=row.reason,
+        create_time=_timestamp(row.occur_time),
+        hash=row.hash,
+    )
+
+
+# ---------------------------------------------------------------- request parsing
+
+
+def parse_operator_name(name: str, field: str = "name") -> str:
+    operator_id = name.removeprefix("operators/")
+    if operator_id == name or not OPERATOR_ID.match(operator_id):
+        raise invalid_argument(
+            [FieldViolation(field, f"{name!r} is not an operator name (operators/{{operator}})")]
+        )
+    return operator_id
+
+
+def parse_change_name(name: str) -> str:
+    change_id = name.removeprefix(changes.CHANGE_PREFIX)
+    if change_id == name or not is_ulid(change_id):
+        raise invalid_argument(
+            [FieldViolation("name", f"{name!r} is not a change name (changes/{{change}})")]
+        )
+    return change_id
+
+
+def _page_size(size: int) -> int:
+    if size < 0:
+        raise invalid_argument([FieldViolation("page_size", "must not be negative")])
+    return min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _encode_token(after: str, filter_text: str = "") -> str:
+    raw = json.dumps({"a": after, "f": filter_text}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str, filter_text: str = "") -> str | None:
+    if not token:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        after, given = data["a"], data["f"]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise invalid_argument(
+            [FieldViolation("page_token", "is not a page token this API returned")]
+        ) from None
+    if given != filter_text or not isinstance(after, str):
+        raise invalid_argument(
+            [FieldViolation("page_token", "was issued for another filter; use the same one")]
+        )
+    return after
+
+
+def _request_id(value: str, field: str = "request_id") -> str:
+    if value and not REQUEST_ID.match(value):
+        raise invalid_argument(
+            [
+                FieldViolation(
+                    field,
+                    "must be 1-128 letters, digits and . _ : -, starting with a letter or digit",
+                )
+            ]
+        )
+    return value
+
+
+# ---------------------------------------------------------------- the core
+
+
+class AdminCore:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        executor: Executor,
+        registry: ChangeRegistry,
+        change_ttl_seconds: float,
+    ) -> None:
+        self.sessions = sessions
+        self.executor = executor
+        self.registry = registry
+        self.change_ttl_seconds = change_ttl_seconds
+
+    async def _db(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def _audited(
+        self, caller: OperatorIdentity, action: str, target: str, work: Callable[[Session], Done]
+    ) -> Any:
+        """Run `work` and its SUCCEEDED audit row in one transaction; audit a refusal in one
+        of its own and re-raise it."""
+        try:
+            with self.sessions.begin() as session:
+                done = work(session)
+                append_admin_audit(
+                    session,
+                    operator_id=caller.operator_id,
+                    action=action,
+                    target=done.target,
+                    outcome=SUCCEEDED,
+                    before=done.before,
+                    after=done.after,
+                )
+            return done.response
+        except ApiError as err:
+            self.record_refusal(caller, action, target, err)
+            raise
+
+    def record_refusal(
+        self, caller: OperatorIdentity, action: str, target: str, err: ApiError
+    ) -> None:
+        """Audit a refused call (DENIED for PERMISSION_DENIED, FAILED otherwise)."""
+        with self.sessions.begin() as session:
+            append_admin_audit(
+                session,
+                operator_id=caller.operator_id,
+                action=action,
+                target=target,
+                outcome=DENIED if err.code == Code.PERMISSION_DENIED else FAILED,
+                reason=err.reason,
+            )
+
+    def _expire_due(self) -> None:
+        with self.sessions.begin() as session:
+            changes.expire_due(session)
+
+    # -- operators
+
+    async def get_operator(
+        self, caller: OperatorIdentity, request: admin_pb2.GetOperatorRequest
+    ) -> admin_pb2.Operator:
+        operator_id = parse_operator_name(request.name)
+
+        def read() -> admin_pb2.Operator:
+            with self.sessions() as session:
+                row = session.get(Operator, operator_id)
+                if row is None:
+                    raise not_found(request.name)
+                return operator_to_proto(row)
+
+        return await self._db(read)
+
+    async def list_operators(
+        self, caller: OperatorIdentity, request: admin_pb2.ListOperatorsRequest
+    ) -> admin_pb2.ListOperatorsResponse:
+        size = _page_size(request.page_size)
+        after = _decode_token(request.page_token)
+
+        def read() -> admin_pb2.ListOperatorsResponse:
+            query = select(Operator).order_by(Operator.id).limit(size + 1)
+            if after is not None:
+                query = query.where(Operator.id > after)
+            with self.sessions() as session:
+                rows = list(session.scalars(query))
+            response = admin_pb2.ListOperatorsResponse(
+                operators=[operator_to_proto(r) for r in rows[:size]]
+            )
+            if len(rows) > size:
+                response.next_page_token = _encode_token(rows[size - 1].id)
+            return response
+
+        return await self._db(read)
+
+    # -- changes
+
+    async def create_change(
+        self, caller: OperatorIdentity, request: admin_pb2.CreateChangeRequest
+    ) -> admin_pb2.Change:
+        request_id = _request_id(request.request_id)
+        if not request.HasField("change") or not request.change.kind:
+            raise invalid_argument([FieldViolation("change.kind", "is required")])
+        payload = json_format.MessageToDict(request.change.payload)
+
+        def work(session: Session) -> Done:
+            proposed = changes.propose(
+                session,
+                self.registry,
+                kind=request.change.kind,
+                payload=payload,
+                proposer=caller.operator_id,
+                request_id=request_id,
+                ttl_seconds=self.change_ttl_seconds,
+            )
+            row = proposed.row
+            after = changes.change_as_dict(row) if proposed.created else None
+            return Done(change_to_proto(row), changes.change_name(row.id), None, after)
+
+        return await self._db(self._audited, caller, "CreateChange", request.change.kind, work)
+
+    async def get_change(
+        self, caller: OperatorIdentity, request: admin_pb2.GetChangeRequest
+    ) -> admin_pb2.Change:
+        change_id = parse_change_name(request.name)
+
+        def read() -> admin_pb2.Change:
+            self._expire_due()
+            with self.sessions() as session:
+                row = session.get(AdminChange, change_id)
+                if row is None:
+                    raise not_found(request.name)
+                return change_to_proto(row)
+
+        return await self._db(read)
+
+    async def list_changes(
+        self, caller: OperatorIdentity, request: admin_pb2.ListChangesRequest
+    ) -> admin_pb2.ListChangesResponse:
+        size = _page_size(request.page_size)
+        state: str | None = None
+        if request.filter.strip():
+            match = _STATE_FILTER.match(request.filter)
+            states = {changes.PROPOSED, changes.APPLIED, changes.REJECTED, changes.EXPIRED}
+            if match is None or match.group(1) not in states:
+                raise invalid_argument(
+                    [
+                        FieldViolation(
+                            "filter",
+                            "must be empty or `state = X`, X one of " + ", ".join(sorted(states)),
+                        )
+                    ]
+                )
+            state = match.group(1)
+        after = _decode_token(request.page_token, request.filter)
+
+        def read() -> admin_pb2.ListChangesResponse:
+            self._expire_due()
+            query = select(AdminChange).order_by(AdminChange.id.desc()).limit(size + 1)
+            if state is not None:
+                query = query.where(AdminChange.state == state)
+            if after is not None:
+                query = query.where(AdminChange.id < after)
+            with self.sessions() as session:
+                rows = list(session.scalars(query))
+            response = admin_pb2.ListChangesResponse(
+                changes=[change_to_proto(r) for r in rows[:size]]
+            )
+            if len(rows) > size:
+                response.next_page_token = _encode_token(rows[size - 1].id, request.filter)
+            return response
+
+        return await self._db(read)
+
+    async def confirm_change(
+        self, caller: OperatorIdentity, request: admin_pb2.ConfirmChangeRequest
+    ) -> admin_pb2.Change:
+        change_id = parse_change_name(request.name)
+
+        def work(session: Session) -> Done:
+            row, effect = changes.confirm(session, self.registry, change_id, caller.operator_id)
+            if effect is None:  # already applied: nothing changed now
+                return Done(change_to_proto(row), request.name)
+            before: dict[str, Any] = {"change_state": changes.PROPOSED, "target": effect.target}
+            after: dict[str, Any] = {"change_state": changes.APPLIED, "target": effect.target}
+            before["value"] = dict(effect.before) if effect.before is not None else None
+            after["value"] = dict(effect.after) if effect.after is not None else None
+            return Done(change_to_proto(row), request.name, before, after)
+
+        def run() -> admin_pb2.Change:
+            self._expire_due()
+            return self._audited(caller, "ConfirmChange", request.name, work)  # type: ignore[no-any-return]
+
+        return await self._db(run)
+
+    async def reject_change(
+        self, caller: OperatorIdentity, request: admin_pb2.RejectChangeRequest
+    ) -> admin_pb2.Change:
+        change_id = parse_change_name(request.name)
+        if len(request.reason) > 256:
+            raise invalid_argument([FieldViolation("reason", "must be at most 256 characters")])
+
+        def work(session: Session) -> Done:
+            row, rejected = changes.reject(session, change_id, caller.operator_id, request.reason)
+            if not rejected:
+                return Done(change_to_proto(row), request.name)
+            before = {"change_state": changes.PROPOSED}
+            after = {"change_state": changes.REJECTED, "reason": request.reason}
+            return Done(change_to_proto(row), request.name, before, after)
+
+        def run() -> admin_pb2.Change:
+            self._expire_due()
+            return self._audited(caller, "RejectChange", request.name, work)  # type: ignore[no-any-return]
+
+        return await self._db(run)
+
+    # -- operator credentials
+
+    async def create_operator_credential(
+        self, caller: OperatorIdentity, request: admin_pb2.CreateOperatorCredentialRequest
+    ) -> admin_pb2.OperatorCredential:
+        operator_id = parse_operator_name(request.parent, "parent")
+        request_id = _request_id(request.request_id)
+        description = request.credential.description
+        if len(description) > 128:
+            raise invalid_argument(
+                [FieldViolation("credential.description", "must be at most 128 characters")]
+            )
+
+        def work(session: Session) -> Done:
+            if session.get(Operator, operator_id) is None:
+                raise not_found(request.parent)
+            if request_id:
+                existing = session.scalars(
+                    select(OperatorCredential).where(
+                        OperatorCredential.created_by == caller.operator_id,
+                        OperatorCredential.request_id == request_id,
+                    )
+                ).one_or_none()
+                if existing is not None:
+                    if existing.operator_id != operator_id:
+                        raise IDEMPOTENCY_KEY_REUSED.error(
+                            f"The idempotency key {request_id!r} was already used for a "
+                            f"credential of {operator_name(existing.operator_id)}; use a new "
+                            "key for a new credential.",
+                            metadata={"operator": operator_name(existing.operator_id)},
+                        )
+                    return Done(credential_to_proto(existing), request.parent)
+            row, token = issue_credential(
+                session,
+                operator_id,
+                created_by=caller.operator_id,
+                description=description,
+                request_id=request_id or None,
+            )
+            session.flush()
+            after = {"credential": row.prefix, "operator": operator_id, "revoked": False}
+            return Done(credential_to_proto(row, token), request.parent, None, after)
+
+        return await self._db(
+            self._audited, caller, "CreateOperatorCredential", request.parent, work
+        )
+
+    async def revoke_operator_credential(
+        self, caller: OperatorIdentity, request: admin_pb2.RevokeOperatorCredentialRequest
+    ) -> admin_pb2.OperatorCredential:
+        match = _CREDENTIAL_NAME.match(request.name)
+        if match is None:
+            raise invalid_argument(
+                [
+                    FieldViolation(
+                        "name",
+                        f"{request.name!r} is not a credential name "
+                        "(operators/{operator}/credentials/{credential})",
+                    )
+                ]
+            )
+        operator_id, prefix = match.group(1), f"{CREDENTIAL_SCHEME}_{match.group(2)}"
+
+        def work(session: Session) -> Done:
+            row = session.get(OperatorCredential, prefix, with_for_update=True)
+            if row is None or row.operator_id != operator_id:
+                raise not_found(request.name)
+            if row.revoke_time is not None:
+                return Done(credential_to_proto(row), request.name)
+            row.revoke_time = changes.now()
+            before = {"credential": prefix, "operator": operator_id, "revoked": False}
+            after = {**before, "revoked": True}
+            return Done(credential_to_proto(row), request.name, before, after)
+
+        return await self._db(self._audited, caller, "RevokeOperatorCredential", request.name, work)
+
+    # -- the audit trail
+
+    async def list_admin_audit_entries(
+        self, caller: OperatorIdentity, request: admin_pb2.ListAdminAuditEntriesRequest
+    ) -> admin_pb2.ListAdminAuditEntriesResponse:
+        size = _page_size(request.page_size)
+        after = _decode_token(request.page_token)
+        if after is not None and not after.isdigit():
+            raise invalid_argument(
+                [FieldViolation("page_token", "is not a page token this API returned")]
+            )
+
+        def read() -> admin_pb2.ListAdminAuditEntriesResponse:
+            query = select(AdminAudit).order_by(AdminAudit.seq.desc()).limit(size + 1)
+            if after is not None:
+                query = query.where(AdminAudit.seq < int(after))
+            with self.sessions() as session:
+                rows = list(session.scalars(query))
+            response = admin_pb2.ListAdminAuditEntriesResponse(
+                admin_audit_entries=[audit_to_proto(r) for r in rows[:size]]
+            )
+            if len(rows) > size:
+                response.next_page_token = _encode_token(str(rows[size - 1].seq))
+            return response
+
+        return await self._db(read)

@@ -1,0 +1,20 @@
+"""The configuration change kinds the admin API accepts: one line per kind.
+
+To add one, write its transport-neutral `validate(payload) -> target` and
+`apply(session, payload) -> ChangeEffect` (see `withdrawal_shared.db.changes`) and register
+it below; CreateChange then accepts it and ConfirmChange applies it under four eyes.
+"""
+
+from __future__ import annotations
+
+from withdrawal_shared.db import operators
+from withdrawal_shared.db.changes import ChangeRegistry
+
+
+def change_kinds() -> ChangeRegistry:
+    """Every change kind, by name."""
+    registry = ChangeRegistry()
+    registry.register("operator.create", operators.validate_create, operators.apply_create)
+    registry.register("operator.set_roles", operators.validate_set_roles, operators.apply_set_roles)
+    registry.register("operator.disable", operators.validate_disable, operators.apply_disable)
+    return registry
