@@ -33,7 +33,7 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKET = re.compile(rb"[\[\]{}]")
 _INT_TEXT = re.compile(r"[+-]?[0-9]{1,40}\Z")
 
-_INT_RANGES: dict[int, tuple[int, int]] = {
+INT_RANGES: dict[int, tuple[int, int]] = {
     FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
@@ -45,6 +45,7 @@ _INT_RANGES: dict[int, tuple[int, int]] = {
     FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
     FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
 }
+"""The values each protobuf integer type can hold (shared with the query-string parser)."""
 _FLOATS = frozenset({FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT})
 _FLOAT_WORDS = frozenset({"NaN", "Infinity", "-Infinity"})
 
@@ -223,7 +224,7 @@ class _Checker:
     def map_key(fd: FieldDescriptor, key: str) -> str:
         if fd.type == FieldDescriptor.TYPE_BOOL and key not in ("true", "false"):
             return "is not a valid key: the keys are true and false"
-        if fd.type in _INT_RANGES and not _INT_TEXT.match(key):
+        if fd.type in INT_RANGES and not _INT_TEXT.match(key):
             return "is not a valid key: the keys are integers"
         return ""
 
@@ -313,7 +314,7 @@ def _bool(fd: FieldDescriptor, value: Any, fmt: FieldFormat | None) -> str:
 
 
 def _int(fd: FieldDescriptor, value: Any, fmt: FieldFormat | None) -> str:
-    low, high = _INT_RANGES[fd.type]
+    low, high = INT_RANGES[fd.type]
     number = _integer(value)
     if number is None or not low <= number <= high:
         return f"must be an integer from {low} to {high}; got {_shown(value)}"
@@ -347,7 +348,7 @@ def _bytes(fd: FieldDescriptor, value: Any, fmt: FieldFormat | None) -> str:
 
 
 _SCALARS: dict[int, Callable[[FieldDescriptor, Any, FieldFormat | None], str]] = {
-    **dict.fromkeys(_INT_RANGES, _int),
+    **dict.fromkeys(INT_RANGES, _int),
     **dict.fromkeys(_FLOATS, _float),
     FieldDescriptor.TYPE_STRING: _string,
     FieldDescriptor.TYPE_ENUM: _enum,

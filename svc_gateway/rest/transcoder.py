@@ -47,7 +47,13 @@ from svc_gateway.rest.http_rule import (
     resolve_field,
     rule_bindings,
 )
-from svc_gateway.rest.json_body import BodyError, check_message, check_value, load_json
+from svc_gateway.rest.json_body import (
+    INT_RANGES,
+    BodyError,
+    check_message,
+    check_value,
+    load_json,
+)
 from svc_gateway.rest.json_render import message_to_dict
 from svc_gateway.rest.openapi import build_openapi, default_descriptor_set
 from withdrawal_shared.errors import (
@@ -205,25 +211,13 @@ def _routes_for(binding: RestBinding, formats: Mapping[str, FieldFormat]) -> lis
 
 # ---------------------------------------------------------------- request -> message
 
-_INT_RANGES: dict[int, tuple[int, int]] = {
-    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
-    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
-}
 _INT_TEXT = re.compile(r"[+-]?[0-9]+\Z")
 
 
 def _parse_int(fd: FieldDescriptor, text: str) -> int:
     if not _INT_TEXT.match(text):
         raise ValueError(f"must be an integer, got {text!r}")
-    low, high = _INT_RANGES[fd.type]
+    low, high = INT_RANGES[fd.type]
     value = int(text)
     if not low <= value <= high:
         raise ValueError(f"must be between {low} and {high}, got {text}")
@@ -265,7 +259,7 @@ def _parse_bytes(fd: FieldDescriptor, text: str) -> bytes:
 
 
 _PARSERS: dict[int, Callable[[FieldDescriptor, str], Any]] = {
-    **dict.fromkeys(_INT_RANGES, _parse_int),
+    **dict.fromkeys(INT_RANGES, _parse_int),
     FieldDescriptor.TYPE_STRING: lambda fd, text: text,
     FieldDescriptor.TYPE_BOOL: _parse_bool,
     FieldDescriptor.TYPE_DOUBLE: _parse_float,
