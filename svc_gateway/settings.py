@@ -44,6 +44,10 @@ class GatewaySettings(StoreSettings):
     api_key_cache_seconds: float = 30.0
     """GATEWAY_API_KEY_CACHE_SECONDS: how long a verified key is trusted without a lookup
     (a revoked key stops working within this time)."""
+    limits_cache_seconds: float = 5.0
+    """GATEWAY_LIMITS_CACHE_SECONDS: how long the tiers and limits (not users' assignments,
+    which every batch reads) are used without a re-read; a changed limit applies within this
+    time. 0 re-reads them for every batch."""
     watch_poll_seconds: float = 2.0
     """GATEWAY_WATCH_POLL_SECONDS: WatchWithdrawal re-reads the database at least this often,
     so a lost pub/sub message only delays an event."""
@@ -96,6 +100,7 @@ class GatewaySettings(StoreSettings):
             api_key_cache_seconds=env_float(
                 "GATEWAY_API_KEY_CACHE_SECONDS", d.api_key_cache_seconds
             ),
+            limits_cache_seconds=env_float("GATEWAY_LIMITS_CACHE_SECONDS", d.limits_cache_seconds),
             watch_poll_seconds=env_float("GATEWAY_WATCH_POLL_SECONDS", d.watch_poll_seconds),
             shutdown_grace_seconds=env_float(
                 "GATEWAY_SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds
