@@ -51,6 +51,7 @@ def _unchanging(
         amount=format_amount(row.amount, token.decimals),
         priority=withdrawal_pb2.Priority.Value(f"PRIORITY_{row.priority}"),
         create_time=_timestamp(row.create_time),
+        user_ref=row.user_ref,
     )
 
 

@@ -35,7 +35,7 @@ from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.reference import ReferenceData
 from withdrawal_shared.errors import FieldViolation, invalid_argument, not_found
 from withdrawal_shared.ids import is_ulid
-from withdrawal_shared.states import TERMINAL, State
+from withdrawal_shared.states import TERMINAL, Priority, State
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -124,8 +124,8 @@ class WithdrawalCore:
         stored = iter(await self._db(self.store.create_many, admitted) if admitted else ())
         outcomes = [next(stored) if refusal is None else refusal for refusal in refusals]
         created = [
-            (outcome[1], new.priority)
-            for (_, new), outcome in zip(items, outcomes, strict=True)
+            (outcome[1], Priority(outcome[0].priority))  # as stored: the tier may have set it
+            for outcome in outcomes
             if not isinstance(outcome, Exception) and outcome[1] is not None
         ]
         if created:

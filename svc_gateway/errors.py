@@ -85,6 +85,16 @@ WITHDRAWAL_NOT_CANCELLABLE = ErrorReason(
     example="The withdrawal is SIGNED and can no longer be cancelled: only a withdrawal not yet "
     "placed in a payout transaction can be.",
 )
+LIMIT_EXCEEDED = ErrorReason(
+    "LIMIT_EXCEEDED",
+    Code.FAILED_PRECONDITION,
+    "The withdrawal would exceed a limit: the user's tier's per-withdrawal maximum or its "
+    "24-hour amount or count, or the partner's 24-hour amount (`metadata.limit`, "
+    "`limit_value`, `window`, `token`, and `tier` for a tier's limit). Nothing was stored.",
+    example="The withdrawal would take user 'user-4711' above the standard tier's limit of "
+    "10000 USDC per 24 hours; nothing was stored. Retry once earlier withdrawals leave the "
+    "24-hour window, or move the user to another tier.",
+)
 CONCURRENT_MODIFICATION = ErrorReason(
     "CONCURRENT_MODIFICATION",
     Code.ABORTED,
@@ -156,6 +166,7 @@ METHOD_ERRORS: dict[str, tuple[ErrorReason, ...]] = {
         SCOPE_MISSING,
         RATE_LIMITED,
         IDEMPOTENCY_KEY_REUSED,
+        LIMIT_EXCEEDED,
         INTERNAL,
     ),
     f"{SERVICE}.GetWithdrawal": (*_COMMON, NOT_FOUND),
@@ -195,6 +206,7 @@ __all__ = [
     "CHANGE_NOT_PENDING",
     "CONCURRENT_MODIFICATION",
     "IDEMPOTENCY_KEY_REUSED",
+    "LIMIT_EXCEEDED",
     "METHOD_ERRORS",
     "METHOD_NOT_ALLOWED",
     "RATE_LIMITED",

@@ -65,7 +65,9 @@ class GatewayServer:
             settings.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0
         )
         self._names = QueueNames(settings.redis_prefix)
-        self.store = WithdrawalStore(self._engine)
+        self.store = WithdrawalStore(
+            self._engine, limits_cache_seconds=settings.limits_cache_seconds
+        )
         self._hub = EventHub(self._redis, self._names)
         self._health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None

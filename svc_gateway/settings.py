@@ -55,6 +55,10 @@ class GatewaySettings(StoreSettings):
     admin_change_ttl_seconds: float = 7 * 24 * 3600.0
     """GATEWAY_ADMIN_CHANGE_TTL_SECONDS: a proposed admin change (four eyes) not confirmed or
     rejected within this long becomes EXPIRED and can no longer be applied (7 days)."""
+    limits_cache_seconds: float = 5.0
+    """GATEWAY_LIMITS_CACHE_SECONDS: how long the tiers and limits (not users' assignments,
+    which every batch reads) are used without a re-read; a changed limit applies within this
+    time. 0 re-reads them for every batch."""
     watch_poll_seconds: float = 2.0
     """GATEWAY_WATCH_POLL_SECONDS: WatchWithdrawal re-reads the database at least this often,
     so a lost pub/sub message only delays an event."""
@@ -111,6 +115,7 @@ class GatewaySettings(StoreSettings):
                 "GATEWAY_RATE_LIMIT_PER_SECOND", d.rate_limit_per_second, minimum=0
             ),
             rate_limit_burst=env_int("GATEWAY_RATE_LIMIT_BURST", d.rate_limit_burst, minimum=0),
+            limits_cache_seconds=env_float("GATEWAY_LIMITS_CACHE_SECONDS", d.limits_cache_seconds),
             watch_poll_seconds=env_float("GATEWAY_WATCH_POLL_SECONDS", d.watch_poll_seconds),
             admin_change_ttl_seconds=env_float(
                 "GATEWAY_ADMIN_CHANGE_TTL_SECONDS", d.admin_change_ttl_seconds

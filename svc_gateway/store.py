@@ -17,9 +17,22 @@ from svc_gateway.errors import (
     IDEMPOTENCY_KEY_REUSED,
     WITHDRAWAL_NOT_CANCELLABLE,
 )
+from svc_gateway.limits import (
+    ItemLimits,
+    Refusal,
+    add_usage,
+    bucket_of,
+    decide,
+    item_limits,
+    limit_exceeded,
+    lock_scopes,
+    read_usage,
+    window_start,
+)
 from svc_gateway.validation import NewWithdrawal
 from withdrawal_shared.db import api_keys
 from withdrawal_shared.db.engine import make_sessionmaker
+from withdrawal_shared.db.limit_policy import LimitPolicyCache, assigned_tiers
 from withdrawal_shared.db.models import Withdrawal, WithdrawalAudit
 from withdrawal_shared.db.reference import ReferenceCache
 from withdrawal_shared.db.transitions import (
@@ -32,7 +45,8 @@ from withdrawal_shared.db.transitions import (
 )
 from withdrawal_shared.errors import ApiError
 from withdrawal_shared.ids import new_ulid
-from withdrawal_shared.states import CANCELLABLE, State
+from withdrawal_shared.metrics import LIMIT_REFUSALS
+from withdrawal_shared.states import CANCELLABLE, Priority, State
 
 ACTOR_PARTNER = "partner:"
 RECEIVED_MESSAGE = "Accepted; waiting for the processor."
@@ -66,6 +80,8 @@ class CreatedWithdrawal:
     create_time: dt.datetime
     update_time: dt.datetime
     end_time: dt.datetime | None
+    user_ref: str
+    limit_bucket: int | None
 
     def columns(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _CREATED_COLUMNS}
@@ -99,9 +115,25 @@ class _NewRow:
     row: CreatedWithdrawal
     audit: dict[str, Any]
     moved: Moved
+    limits: ItemLimits | None  # None: no limit is configured at all
 
 
-def _received_columns(new: NewWithdrawal) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the tiers and limits decide for one request before it is written."""
+
+    priority: Priority
+    limits: ItemLimits | None
+    limit_bucket: int | None  # set when a rolling-24-hour limit applies (it is counted)
+
+    @property
+    def limited(self) -> bool:
+        return self.limits is not None and (
+            self.limits.counted or self.limits.tier_limits.per_withdrawal_max is not None
+        )
+
+
+def _received_columns(new: NewWithdrawal, plan: _Plan) -> dict[str, Any]:
     """The columns of a new withdrawal, RECEIVED, that come from its request (both the single
     `create` and the group commit's rows)."""
     return {
@@ -112,17 +144,21 @@ def _received_columns(new: NewWithdrawal) -> dict[str, Any]:
         "token_id": new.token.id,
         "recipient": new.recipient,
         "amount": new.amount,
-        "priority": new.priority.value,
+        "priority": plan.priority.value,
         "state": State.RECEIVED.value,
         "state_reason": "",
         "state_message": RECEIVED_MESSAGE,
         "tx_hash": None,
         "fee_wei": None,
         "confirmations": 0,
+        "user_ref": new.user_ref,
+        "limit_bucket": plan.limit_bucket,
     }
 
 
-def _new_row(index: int, partner_id: str, new: NewWithdrawal, now: dt.datetime) -> _NewRow:
+def _new_row(
+    index: int, partner_id: str, new: NewWithdrawal, plan: _Plan, now: dt.datetime
+) -> _NewRow:
     withdrawal_id = new_ulid()
     audit, moved = creation_audit(
         withdrawal_id=withdrawal_id,
@@ -136,14 +172,14 @@ def _new_row(index: int, partner_id: str, new: NewWithdrawal, now: dt.datetime) 
     row = CreatedWithdrawal(
         id=withdrawal_id,
         partner_id=partner_id,
-        **_received_columns(new),
+        **_received_columns(new, plan),
         version=1,
         audit_head=audit["hash"],
         create_time=now,
         update_time=now,
         end_time=None,
     )
-    return _NewRow(index, row, audit, moved)
+    return _NewRow(index, row, audit, moved, plan.limits)
 
 
 def _key_reused(request_id: str, existing_id: str) -> ApiError:
@@ -259,10 +295,11 @@ def _collided(exc: BaseException, dbapi: Any) -> bool:
 
 
 class WithdrawalStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, limits_cache_seconds: float = 5.0) -> None:
         self.engine = engine
         self.sessions: sessionmaker[Session] = make_sessionmaker(engine)
         self.reference = ReferenceCache(self.sessions)
+        self.limits = LimitPolicyCache(self.sessions, limits_cache_seconds)
         # On PyMySQL the group commit writes through the driver (`_DriverInserts`): its column
         # types need no processing there (ints, strings, naive datetimes, None). SQLite keeps
         # SQLAlchemy's, which stores amounts and datetimes in its own text formats.
@@ -283,14 +320,53 @@ class WithdrawalStore:
         with self.sessions.begin() as session:
             api_keys.record_key_use(session, prefixes, when)
 
+    def _plans(self, items: Sequence[tuple[str, NewWithdrawal]], now: dt.datetime) -> list[_Plan]:
+        """Each request's priority and limits: its user's tier (one SELECT for the batch's
+        users, when any request names one) and the cached policy."""
+        policy = self.limits.get()
+        users = {(partner_id, new.user_ref) for partner_id, new in items if new.user_ref}
+        assigned: dict[tuple[str, str], str] = {}
+        if users:
+            with self.engine.connect() as connection:
+                assigned = assigned_tiers(connection, users)
+        bucket = bucket_of(now)
+        plans: list[_Plan] = []
+        for partner_id, new in items:
+            tier = ""
+            if new.user_ref:
+                tier = assigned.get((partner_id, new.user_ref)) or policy.default_tier(partner_id)
+            priority = new.priority or policy.default_priority(tier)
+            limits = None
+            if policy.any_limit:
+                limits = item_limits(
+                    policy, partner_id, new.user_ref, new.token.id, new.amount, tier
+                )
+            counted = limits is not None and limits.counted
+            plans.append(_Plan(priority, limits, bucket if counted else None))
+        return plans
+
     def create(self, partner_id: str, new: NewWithdrawal) -> tuple[Withdrawal, Moved | None]:
         """Insert the withdrawal (RECEIVED, audited); on a repeated request_id return the
-        original and None. Raises ALREADY_EXISTS when the repeat's body differs."""
+        original and None. Raises ALREADY_EXISTS when the repeat's body differs, and
+        FAILED_PRECONDITION `LIMIT_EXCEEDED` when a limit refuses it."""
         now = utcnow()
+        (plan,) = self._plans([(partner_id, new)], now)
+        if plan.limited:  # the group commit's path, for one row
+            outcomes: dict[int, Created | Exception] = {}
+            self._insert_settling(
+                [_new_row(0, partner_id, new, plan, now)], [(partner_id, new)], outcomes
+            )
+            outcome = outcomes[0]
+            if isinstance(outcome, Exception):
+                raise outcome
+            stored, moved = outcome
+            if isinstance(stored, CreatedWithdrawal):
+                return self._read(partner_id, stored.id), moved
+            return stored, moved
         row = Withdrawal(
             id=new_ulid(),
             partner_id=partner_id,
-            **_received_columns(new),
+            **_received_columns(new, plan),
             create_time=now,
             update_time=now,
             end_time=None,
@@ -314,19 +390,28 @@ class WithdrawalStore:
             raise _key_reused(new.request_id, existing.id)
         return existing, None
 
+    def _read(self, partner_id: str, withdrawal_id: str) -> Withdrawal:
+        row = self.get(partner_id, withdrawal_id)
+        if row is None:
+            raise RuntimeError(f"withdrawal {withdrawal_id} vanished after its insert")
+        return row
+
     def create_many(self, items: Sequence[tuple[str, NewWithdrawal]]) -> list[Created | Exception]:
         """Group commit of (partner_id, new) items: all new withdrawals and their audit rows
         in one transaction, with the outcome `create` would give each item on its own (the
-        stored row and its Moved; the original and None for a repeated request_id; or the
-        ALREADY_EXISTS error when the repeat's body differs).
+        stored row and its Moved; the original and None for a repeated request_id; the
+        ALREADY_EXISTS error when the repeat's body differs; or FAILED_PRECONDITION
+        `LIMIT_EXCEEDED`, with nothing stored for it, when a limit refuses it).
 
         Repeats inside the batch are settled against the first item with that key. When the
         batch collides with rows committed meanwhile (a duplicate key, or a deadlock between
         concurrent inserts of one key), the keys that now exist are read and settled as
         repeats and the rest is inserted again; after `BATCH_ATTEMPTS` collisions each item
-        goes through `create` alone, so one bad item never fails the others.
+        goes through `create` alone, so one bad item never fails the others. Limits are
+        checked and counted in the same transaction (`svc_gateway.limits`).
         """
         now = utcnow()
+        plans = self._plans(items, now)
         first: dict[tuple[str, str], int] = {}  # key -> index of its first item
         repeats: list[tuple[int, int]] = []  # (index, index of the first item with its key)
         rows: list[_NewRow] = []
@@ -335,7 +420,7 @@ class WithdrawalStore:
             if earlier != index:
                 repeats.append((index, earlier))
             else:
-                rows.append(_new_row(index, partner_id, new, now))
+                rows.append(_new_row(index, partner_id, new, plans[index], now))
         outcomes: dict[int, Created | Exception] = {}
         stored = self._insert_settling(rows, items, outcomes)
         for index, earlier in repeats:
@@ -357,29 +442,55 @@ class WithdrawalStore:
         stored withdrawal (new or the original) by item index."""
         stored: dict[int, StoredWithdrawal] = {}
         pending = list(rows)
+        refused: dict[int, Refusal] = {}
         for _ in range(BATCH_ATTEMPTS):
             if not pending:
                 break
             try:
-                self._insert(pending)
+                refused = self._insert(pending)
             except Exception as exc:
                 if not _collided(exc, self.engine.dialect.loaded_dbapi):
                     raise
-                existing = self._existing([(r.row.partner_id, r.row.request_id) for r in pending])
-                for r in pending:
-                    found = existing.get((r.row.partner_id, r.row.request_id))
-                    if found is not None:
-                        stored[r.index] = found
-                        outcomes[r.index] = _repeat(found, items[r.index][1])
+                self._settle_existing(pending, items, stored, outcomes)
                 pending = [r for r in pending if r.index not in stored]
                 continue
             for r in pending:
-                stored[r.index] = r.row
-                outcomes[r.index] = (r.row, r.moved)
-            pending = []
+                if r.index not in refused:
+                    stored[r.index] = r.row
+                    outcomes[r.index] = (r.row, r.moved)
+            pending = [r for r in pending if r.index in refused]
+            break
+        if refused:  # a repeat of a stored request is answered as such, not refused
+            self._settle_existing(pending, items, stored, outcomes)
+            for r in pending:
+                if r.index not in stored:
+                    _, new = items[r.index]
+                    refusal = refused[r.index]
+                    LIMIT_REFUSALS.add(1, {"limit": refusal.limit})
+                    outcomes[r.index] = limit_exceeded(refusal, new.token, new.user_ref)
+            return stored
         for r in pending:  # collided every time: each on its own, settling for itself
-            outcomes[r.index] = self._create_alone(*items[r.index])
+            outcomes[r.index] = (
+                self._create_alone(*items[r.index])
+                if len(rows) > 1
+                else RuntimeError("the insert kept colliding with concurrent writers")
+            )
         return stored
+
+    def _settle_existing(
+        self,
+        rows: Sequence[_NewRow],
+        items: Sequence[tuple[str, NewWithdrawal]],
+        stored: dict[int, StoredWithdrawal],
+        outcomes: dict[int, Created | Exception],
+    ) -> None:
+        """Settle as repeats the rows whose key is stored already."""
+        existing = self._existing([(r.row.partner_id, r.row.request_id) for r in rows])
+        for r in rows:
+            found = existing.get((r.row.partner_id, r.row.request_id))
+            if found is not None:
+                stored[r.index] = found
+                outcomes[r.index] = _repeat(found, items[r.index][1])
 
     def _create_alone(self, partner_id: str, new: NewWithdrawal) -> Created | Exception:
         try:
@@ -387,14 +498,49 @@ class WithdrawalStore:
         except Exception as exc:  # becomes this request's error, not the whole batch's
             return exc
 
-    def _insert(self, rows: Sequence[_NewRow]) -> None:
-        """The rows and their audit rows in one transaction (multi-row INSERTs, no ORM)."""
+    def _insert(self, rows: Sequence[_NewRow]) -> dict[int, Refusal]:
+        """The rows a limit does not refuse, and their audit rows, in one transaction
+        (multi-row INSERTs, no ORM); returns the refusals by item index."""
+        limited = [r for r in rows if r.limits is not None]
+        counted = [r for r in limited if r.limits is not None and r.limits.counted]
+        if counted:
+            return self._insert_counted(rows, counted)
+        refused = decide([(r.index, r.limits) for r in limited if r.limits is not None], {})
+        accepted = [r for r in rows if r.index not in refused]
+        if not accepted:
+            return refused
         if self._driver_inserts is not None:
-            self._driver_inserts.insert(rows)
-            return
+            self._driver_inserts.insert(accepted)
+            return refused
         with self.engine.begin() as conn:
-            conn.execute(insert(Withdrawal), [r.row.columns() for r in rows])
-            conn.execute(insert(WithdrawalAudit), [r.audit for r in rows])
+            conn.execute(insert(Withdrawal), [r.row.columns() for r in accepted])
+            conn.execute(insert(WithdrawalAudit), [r.audit for r in accepted])
+        return refused
+
+    def _insert_counted(
+        self, rows: Sequence[_NewRow], counted: Sequence[_NewRow]
+    ) -> dict[int, Refusal]:
+        """Lock the counted scopes, read their usage, decide, then insert the accepted rows
+        and add them to the counters: one transaction (see `svc_gateway.limits`)."""
+        scopes = {scope for r in counted if r.limits is not None for scope in r.limits.scopes()}
+        start = window_start(rows[0].row.create_time)
+        with self.engine.begin() as conn:
+            lock_scopes(conn, scopes)
+            usage = read_usage(conn, scopes, start)
+            refused = decide([(r.index, r.limits) for r in rows if r.limits is not None], usage)
+            accepted = [r for r in rows if r.index not in refused]
+            if accepted:
+                conn.execute(insert(Withdrawal), [r.row.columns() for r in accepted])
+                conn.execute(insert(WithdrawalAudit), [r.audit for r in accepted])
+                add_usage(
+                    conn,
+                    [
+                        (r.limits, r.row.limit_bucket)
+                        for r in accepted
+                        if r.limits is not None and r.row.limit_bucket is not None
+                    ],
+                )
+        return refused
 
     def _existing(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Withdrawal]:
         """The stored withdrawals with these (partner_id, request_id) keys."""

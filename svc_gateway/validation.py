@@ -18,6 +18,7 @@ from svc_gateway.errors import (
 from withdrawal_shared.addresses import AddressError, parse_address
 from withdrawal_shared.amounts import AmountError, BaseUnits, format_amount, parse_amount
 from withdrawal_shared.db.reference import ReferenceData, TokenInfo
+from withdrawal_shared.db.tier_admin import USER_REF, USER_REF_RULE
 from withdrawal_shared.errors import INVALID_ARGUMENT, ErrorReason, FieldViolation, invalid_argument
 from withdrawal_shared.states import Priority
 
@@ -41,7 +42,8 @@ class NewWithdrawal:
     token: TokenInfo
     recipient: str
     amount: BaseUnits
-    priority: Priority
+    priority: Priority | None  # None: unspecified (the user's tier decides, else STANDARD)
+    user_ref: str = ""
 
 
 class _Checks:
@@ -148,23 +150,53 @@ def validate_create(
             "withdrawal.client_reference",
             f"must be at most {CLIENT_REFERENCE_MAX} printable characters",
         )
+    if w.user_ref and not USER_REF.match(w.user_ref):
+        checks.bad("withdrawal.user_ref", USER_REF_RULE)
     priority = _PRIORITIES.get(w.priority)
     if priority is None:
         checks.bad("withdrawal.priority", "is not a known priority")
     if checks.violations or token is None or priority is None:
         raise invalid_argument(checks.violations, checks.reason())
-    fingerprint = hashlib.sha256(
-        "\x1f".join(
-            (chain, token.symbol, recipient, str(amount), priority.value, w.client_reference)
-        ).encode()
-    ).hexdigest()
+    requested: Priority | None = priority
+    if w.priority == withdrawal_pb2.PRIORITY_UNSPECIFIED and w.user_ref:
+        requested = None  # the user's tier decides
     return NewWithdrawal(
         request_id=request.request_id,
-        fingerprint=fingerprint,
+        fingerprint=fingerprint(
+            chain, token.symbol, recipient, amount, requested, w.client_reference, w.user_ref
+        ),
         client_reference=w.client_reference,
         chain=chain,
         token=token,
         recipient=recipient,
         amount=amount,
-        priority=priority,
+        priority=requested,
+        user_ref=w.user_ref,
     )
+
+
+def fingerprint(
+    chain: str,
+    symbol: str,
+    recipient: str,
+    amount: int,
+    priority: Priority | None,
+    client_reference: str,
+    user_ref: str,
+) -> str:
+    """What a repeat of a request must match, as stored: the body's fields after parsing.
+
+    A request without `user_ref` hashes as before it existed (no priority is STANDARD), so
+    the repeat of a withdrawal stored earlier still matches. With a `user_ref`, an
+    unspecified priority (the tier's default) differs from any explicit one."""
+    parts = [
+        chain,
+        symbol,
+        recipient,
+        str(amount),
+        priority.value if priority else "",
+        client_reference,
+    ]
+    if user_ref:
+        parts.append(user_ref)
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()

@@ -12,6 +12,7 @@ nothing. Counter names get `_total` appended by the exporter.
 
 - `aws_withdrawal_transitions_total{to_state, actor}`: audited state changes.
 - `aws_withdrawal_holds_total{reason}`: moves to ON_HOLD, by reason (DEAD_LETTERED, ...).
+- `aws_limit_refusals_total{limit}`: creates refused as LIMIT_EXCEEDED, by limit.
 - `aws_queue_redeliveries_total`: tasks delivered again after their consumer died.
 - `aws_queue_dead_letters_total`: tasks moved to the dead-letter stream.
 - `aws_payout_replacements_total`: stuck payouts replaced at the same nonce.
@@ -42,6 +43,9 @@ WITHDRAWAL_TRANSITIONS = _meter.create_counter(
 )
 WITHDRAWAL_HOLDS = _meter.create_counter(
     "aws_withdrawal_holds", description="Withdrawals moved to ON_HOLD, by reason."
+)
+LIMIT_REFUSALS = _meter.create_counter(
+    "aws_limit_refusals", description="Creates refused as LIMIT_EXCEEDED, by limit."
 )
 QUEUE_REDELIVERIES = _meter.create_counter(
     "aws_queue_redeliveries", description="Queue tasks delivered again after a consumer died."

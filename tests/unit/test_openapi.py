@@ -329,6 +329,7 @@ def test_output_only_fields_are_read_only(doc: dict[str, Any]) -> None:
         "recipientAddress",
         "amount",
         "priority",
+        "userRef",
     }
 
 

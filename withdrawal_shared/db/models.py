@@ -116,6 +116,8 @@ class Withdrawal(Base):
         # The batcher's poll: urgent QUEUED rows, then the oldest (migration 0006).
         Index("ix_withdrawals_state_priority_updated", "state", "priority", "update_time"),
         UniqueConstraint("chain", "payout_number", name="uq_withdrawals_payout_number"),
+        # The limits' released withdrawals in the window (migration 0010).
+        Index("ix_withdrawals_partner_state_bucket", "partner_id", "state", "limit_bucket"),
     )
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True)  # ULID
@@ -143,6 +145,11 @@ class Withdrawal(Base):
     payout_tx_id: Mapped[str | None] = mapped_column(String(26), index=True)
     # Its number in the payout vault's paid bitmap, given once, when first placed in a payout.
     payout_number: Mapped[int | None] = mapped_column(BigInteger)
+    # The partner's own end user ("" when not given); per-user limits apply to it.
+    user_ref: Mapped[str] = mapped_column(String(128), server_default="")
+    # The minute (since the epoch) whose `limit_usage` rows count it; None when no limit
+    # applied to it at creation (it then counts towards none).
+    limit_bucket: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class WithdrawalAudit(Base):
@@ -393,3 +400,63 @@ class AdminAuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class LimitTier(Base):
+    """A tier of end users (seeded: `standard`, the default, and `vip`), shared by all
+    partners; its limits per token are `TierLimit` rows."""
+
+    __tablename__ = "limit_tiers"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    description: Mapped[str] = mapped_column(String(256))
+    # The priority a withdrawal of its users gets when the request leaves it unspecified.
+    default_priority: Mapped[str] = mapped_column(String(16))
+
+
+class TierLimit(Base):
+    """A tier's limits for one token, in base units; None is no limit."""
+
+    __tablename__ = "tier_limits"
+
+    tier: Mapped[str] = mapped_column(ForeignKey("limit_tiers.name"), primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id"), primary_key=True)
+    per_withdrawal_max: Mapped[int | None] = mapped_column(IntegerAmount)
+    daily_amount: Mapped[int | None] = mapped_column(IntegerAmount)  # rolling 24 h, per user
+    daily_count: Mapped[int | None] = mapped_column(Integer)  # rolling 24 h, per user
+
+
+class UserTier(Base):
+    """Which tier a partner's end user is in; the row with user_ref "" is the partner's
+    default tier (else `standard`)."""
+
+    __tablename__ = "user_tiers"
+
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"), primary_key=True)
+    user_ref: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tier: Mapped[str] = mapped_column(ForeignKey("limit_tiers.name"))
+
+
+class PartnerLimit(Base):
+    """A partner-wide limit per token: amount in base units per rolling 24 hours."""
+
+    __tablename__ = "partner_limits"
+
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"), primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id"), primary_key=True)
+    daily_amount: Mapped[int] = mapped_column(IntegerAmount)
+
+
+class LimitUsage(Base):
+    """What a limit scope — a partner (user_ref "") or one of its users — withdrew of a token
+    per minute (`bucket`, minutes since the epoch), counted by the gateway in the transaction
+    that stores the withdrawals. Bucket 0 holds nothing: it is the scope's lock row."""
+
+    __tablename__ = "limit_usage"
+
+    partner_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_ref: Mapped[str] = mapped_column(String(128), primary_key=True)
+    token_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    amount: Mapped[int] = mapped_column(IntegerAmount)
+    count: Mapped[int] = mapped_column(Integer)

@@ -164,6 +164,7 @@ class Withdrawal(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    USER_REF_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `withdrawals/{withdrawal}`."""
     client_reference: _builtins.str
@@ -177,7 +178,9 @@ class Withdrawal(_message.Message):
     amount: _builtins.str
     """Amount in token units as a decimal string, e.g. `12.5`; at most the token's decimals."""
     priority: Global___Priority.ValueType
-    """How urgently the withdrawal is paid; PRIORITY_STANDARD when unspecified."""
+    """How urgently the withdrawal is paid; when unspecified, the default priority of the
+    `user_ref`'s tier (PRIORITY_PRIORITY for `vip`), else PRIORITY_STANDARD.
+    """
     state: Global___State.ValueType
     """Where the withdrawal is in its lifecycle."""
     state_reason: _builtins.str
@@ -198,6 +201,12 @@ class Withdrawal(_message.Message):
     """
     version: _builtins.int
     """Monotonic version of the withdrawal, increased by every state change."""
+    user_ref: _builtins.str
+    """The partner's own end user this withdrawal pays out for: 1-128 letters, digits and
+    `. _ : - @`, starting with a letter or digit. Per-user limits apply to it, by the tier
+    the partner's user is in (an unknown user is in the partner's default tier); with
+    `priority` unspecified the withdrawal gets its tier's default priority.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the withdrawal was accepted."""
@@ -231,10 +240,11 @@ class Withdrawal(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         version: _builtins.int = ...,
+        user_ref: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "chain", b"chain", "client_reference", b"client_reference", "confirmations", b"confirmations", "create_time", b"create_time", "end_time", b"end_time", "fee", b"fee", "fee_currency", b"fee_currency", "name", b"name", "priority", b"priority", "recipient_address", b"recipient_address", "state", b"state", "state_message", b"state_message", "state_reason", b"state_reason", "token", b"token", "transaction_hash", b"transaction_hash", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "chain", b"chain", "client_reference", b"client_reference", "confirmations", b"confirmations", "create_time", b"create_time", "end_time", b"end_time", "fee", b"fee", "fee_currency", b"fee_currency", "name", b"name", "priority", b"priority", "recipient_address", b"recipient_address", "state", b"state", "state_message", b"state_message", "state_reason", b"state_reason", "token", b"token", "transaction_hash", b"transaction_hash", "update_time", b"update_time", "user_ref", b"user_ref", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -19,7 +19,7 @@ from alembic import op
 from withdrawal_shared.db.types import utc_datetime
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,240 @@
+"""Tiers and limits through the real gateway, on MariaDB and SQLite: the per-withdrawal,
+24-hour amount and count limits, a cancel freeing its amount, the default tier, VIP priority,
+repeats, and many concurrent creates across two gateway processes never exceeding a limit."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import func, select
+
+from assetwithdrawal.withdrawal.v1 import withdrawal_pb2, withdrawal_pb2_grpc
+from bench.api_load import GatewayProcess, issue_key
+from tests.support.databases import mariadb_database
+from tests.support.gateway import Partner, RunningGateway
+from tests.support.requests import create_request, rich_error
+from withdrawal_shared.db import tier_admin
+from withdrawal_shared.db.engine import make_engine, make_sessionmaker
+from withdrawal_shared.db.models import Withdrawal
+
+STANDARD = withdrawal_pb2.PRIORITY_STANDARD
+
+
+@pytest.fixture(scope="module", autouse=True)
+def standard_limits(gateway: RunningGateway) -> Iterator[None]:
+    with gateway.server.store.sessions.begin() as session:
+        change = tier_admin.set_tier_limits(
+            session,
+            "standard",
+            "USDC",
+            per_withdrawal_max="100",
+            daily_amount="250",
+            daily_count=3,
+        )
+    assert change.before is None
+    assert change.after == tier_admin.TokenLimits("polygon", "USDC", "100", "250", 3)
+    gateway.server.store.limits.invalidate()
+    yield
+    with gateway.server.store.sessions.begin() as session:
+        tier_admin.set_tier_limits(
+            session,
+            "standard",
+            "USDC",
+            per_withdrawal_max=None,
+            daily_amount=None,
+            daily_count=None,
+        )
+    gateway.server.store.limits.invalidate()
+
+
+@pytest.fixture
+def partner(gateway: RunningGateway) -> Partner:
+    return gateway.add_partner(f"limits-{secrets.token_hex(3)}")
+
+
+def _create(
+    gateway: RunningGateway,
+    partner: Partner,
+    amount: str,
+    user_ref: str = "",
+    priority: int = STANDARD,
+    request_id: str | None = None,
+    recipient: str | None = None,
+) -> withdrawal_pb2.Withdrawal:
+    request = create_request(
+        amount=amount, priority=priority, request_id=request_id, recipient=recipient
+    )
+    request.withdrawal.user_ref = user_ref
+    result: withdrawal_pb2.Withdrawal = gateway.stub.CreateWithdrawal(
+        request, metadata=partner.metadata, timeout=10
+    )
+    return result
+
+
+def _refused(
+    gateway: RunningGateway, partner: Partner, amount: str, user_ref: str
+) -> dict[str, str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        _create(gateway, partner, amount, user_ref)
+    code, info, _ = rich_error(caught.value)
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.reason == "LIMIT_EXCEEDED"
+    return dict(info.metadata)
+
+
+def _stored(gateway: RunningGateway, partner: Partner) -> int:
+    with gateway.server.store.sessions() as session:
+        return session.scalar(select(func.count()).where(Withdrawal.partner_id == partner.id)) or 0
+
+
+def test_per_withdrawal_limit_stores_nothing(gateway: RunningGateway, partner: Partner) -> None:
+    created = _create(gateway, partner, "100", "alice")
+    assert created.user_ref == "alice"
+    metadata = _refused(gateway, partner, "100.000001", "alice")
+    assert metadata == {
+        "limit": "PER_WITHDRAWAL",
+        "limit_value": "100",
+        "window": "withdrawal",
+        "token": "USDC",
+        "tier": "standard",
+    }
+    assert _stored(gateway, partner) == 1
+
+
+def test_daily_amount_and_cancel_frees_it(gateway: RunningGateway, partner: Partner) -> None:
+    first = _create(gateway, partner, "100", "bob")
+    _create(gateway, partner, "100", "bob")
+    metadata = _refused(gateway, partner, "51", "bob")
+    assert metadata["limit"] == "USER_DAILY_AMOUNT" and metadata["limit_value"] == "250"
+    assert metadata["window"] == "24h"
+    _create(gateway, partner, "50", "bob")  # exactly at the limit
+    gateway.stub.CancelWithdrawal(
+        withdrawal_pb2.CancelWithdrawalRequest(name=first.name), metadata=partner.metadata
+    )
+    _create(gateway, partner, "1", "carol")  # another user: its own usage
+    freed = _create(gateway, partner, "99", "bob")  # the cancelled 100 no longer counts
+    assert freed.state == withdrawal_pb2.STATE_RECEIVED
+
+
+def test_daily_count(gateway: RunningGateway, partner: Partner) -> None:
+    for _ in range(3):
+        _create(gateway, partner, "1", "dave")
+    metadata = _refused(gateway, partner, "1", "dave")
+    assert metadata["limit"] == "USER_DAILY_COUNT" and metadata["limit_value"] == "3"
+    _create(gateway, partner, "1")  # without a user: only the partner's limit applies
+
+
+def test_unknown_user_is_in_the_default_tier_and_vip_gets_priority(
+    gateway: RunningGateway, partner: Partner
+) -> None:
+    unknown = _create(gateway, partner, "1", "erin", priority=withdrawal_pb2.PRIORITY_UNSPECIFIED)
+    assert unknown.priority == withdrawal_pb2.PRIORITY_STANDARD
+    assert _refused(gateway, partner, "101", "erin")["tier"] == "standard"
+    with gateway.server.store.sessions.begin() as session:
+        change = tier_admin.assign_user_tier(session, partner.id, "erin", "vip")
+    assert (change.before, change.after) == (None, "vip")
+    vip = _create(gateway, partner, "1000", "erin", priority=withdrawal_pb2.PRIORITY_UNSPECIFIED)
+    assert vip.priority == withdrawal_pb2.PRIORITY_PRIORITY  # and vip has no limits
+    explicit = _create(gateway, partner, "1", "erin", priority=withdrawal_pb2.PRIORITY_STANDARD)
+    assert explicit.priority == withdrawal_pb2.PRIORITY_STANDARD
+
+
+def test_partner_daily_limit_and_repeats(gateway: RunningGateway, partner: Partner) -> None:
+    with gateway.server.store.sessions.begin() as session:
+        change = tier_admin.set_partner_daily_limit(session, partner.id, "USDC", "150")
+    assert (change.before, change.after) == (None, "150")
+    gateway.server.store.limits.invalidate()
+    key, to = secrets.token_hex(8), "0x" + secrets.token_hex(20)
+    original = _create(gateway, partner, "100", "frank", request_id=key, recipient=to)
+    metadata = _refused(gateway, partner, "60", "grace")
+    assert metadata["limit"] == "PARTNER_DAILY_AMOUNT" and "tier" not in metadata
+    # A repeat of the stored request is answered with it, although it would not fit now.
+    again = _create(gateway, partner, "100", "frank", request_id=key, recipient=to)
+    assert again.name == original.name
+    with pytest.raises(grpc.RpcError) as caught:  # user_ref is part of the body compared
+        _create(gateway, partner, "100", "grace", request_id=key, recipient=to)
+    assert rich_error(caught.value)[1].reason == "IDEMPOTENCY_KEY_REUSED"
+    _create(gateway, partner, "50")  # exactly the partner's limit
+
+
+def test_user_ref_is_validated(gateway: RunningGateway, partner: Partner) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        _create(gateway, partner, "1", "bad user")
+    code, _info, fields = rich_error(caught.value)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and fields == ["withdrawal.user_ref"]
+
+
+def test_concurrent_creates_on_two_workers_never_exceed_the_limits(
+    tmp_path: Path, redis_url: str, redis_prefix: str, db_url: str
+) -> None:
+    """60 creates of 1 USDC for two users from 12 threads, spread over two gateway processes
+    (GATEWAY_WORKERS=2): the tier allows 25 per user, the partner 40 in all."""
+    if not db_url.startswith("mysql"):
+        pytest.skip("the race between processes is run on MariaDB")
+    with mariadb_database() as database_url:
+        api_key = issue_key(database_url, "racing")
+        engine = make_engine(database_url, pool_size=1)
+        sessions = make_sessionmaker(engine)
+        with sessions.begin() as session:
+            tier_admin.set_tier_limits(
+                session,
+                "standard",
+                "USDC",
+                per_withdrawal_max=None,
+                daily_amount="25",
+                daily_count=None,
+            )
+            tier_admin.set_partner_daily_limit(session, "racing", "USDC", "40")
+        env = {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "REDIS_PREFIX": redis_prefix,
+            "GATEWAY_WORKERS": "2",
+        }
+        gateway = GatewayProcess(env, tmp_path / "gateway.log", api_key, redis_url)
+        try:
+            gateway.wait_serving()
+            deadline = time.monotonic() + 60
+            while gateway.log_path.read_text().count('"msg":"gateway serving"') < 2:
+                assert time.monotonic() < deadline, gateway.log_tail()
+                time.sleep(0.2)
+            metadata = (("authorization", f"Bearer {api_key}"),)
+
+            def one(n: int) -> str:
+                with grpc.insecure_channel(
+                    gateway.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)]
+                ) as channel:
+                    request = create_request(amount="1")
+                    request.withdrawal.user_ref = f"user-{n % 2}"
+                    try:
+                        withdrawal_pb2_grpc.WithdrawalServiceStub(channel).CreateWithdrawal(
+                            request, metadata=metadata, timeout=30
+                        )
+                    except grpc.RpcError as exc:
+                        return rich_error(exc)[1].reason
+                    return "OK"
+
+            with ThreadPoolExecutor(12) as pool:
+                outcomes = list(pool.map(one, range(60)))
+        finally:
+            assert gateway.stop() == 0
+        assert outcomes.count("OK") == 40, outcomes
+        assert outcomes.count("LIMIT_EXCEEDED") == 20, outcomes
+        with sessions() as session:
+            per_user = dict(
+                (user, total)
+                for user, total in session.execute(
+                    select(Withdrawal.user_ref, func.sum(Withdrawal.amount)).group_by(
+                        Withdrawal.user_ref
+                    )
+                )
+            )
+        engine.dispose()
+        assert sum(int(v) for v in per_user.values()) == 40_000_000
+        assert all(int(v) <= 25_000_000 for v in per_user.values()), per_user
