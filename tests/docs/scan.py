@@ -41,11 +41,12 @@ def code_dirs(repo: Path = REPO) -> list[Path]:
     """The directories whose variables operators and developers set.
 
     Services (`svc_*`), the shared library (`withdrawal_shared`), the dev stack (`devstack`),
-    and the benchmark and chaos tooling (`bench`, `chaos`: documented in their own table). Tests are
+    the benchmark and chaos tooling (`bench`, `chaos`: documented in their own table) and the
+    operator CLI (`awctl`: its own table too). Tests are
     not scanned: their few variables (TEST_MARIADB_*) are in docs/development.md.
     """
     dirs = sorted(p for p in repo.glob("svc_*") if p.is_dir())
-    for name in ("withdrawal_shared", "devstack", "bench", "chaos"):
+    for name in ("withdrawal_shared", "devstack", "bench", "chaos", "awctl"):
         if (repo / name).is_dir():
             dirs.append(repo / name)
     return dirs

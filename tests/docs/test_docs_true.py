@@ -5,7 +5,7 @@ metric or a target without documenting it fails, and so does documenting one tha
 
 Rules:
 - Configuration: every environment variable read under `svc_*`, `withdrawal_shared`,
-  `devstack`, `bench` and `chaos` (see `scan.code_dirs`) is a row of a table in the
+  `devstack`, `bench`, `chaos` and `awctl` (see `scan.code_dirs`) is a row of a table in the
   `## Configuration` section of docs/operations.md, and every row there is read by the code.
   The tooling's variables (bench, chaos) have a table of their own in that section. A name
   the code builds per service (`f"{prefix}_NICE"`) is documented as `<SERVICE>_NICE`.

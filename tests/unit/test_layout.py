@@ -13,6 +13,7 @@ with a literal name) is followed from the production entry points:
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,3 +248,51 @@ def test_a_tooling_import_in_production_is_named(tree: Path, relative: str, text
     (problem,) = tooling_imports_in_production(tree)
     assert problem.startswith(f"{relative}:")
     assert "must not depend on tooling" in problem
+
+
+# -- awctl, the operator CLI: a client of the API, nothing more ------------------------------
+
+AWCTL = "awctl"
+AWCTL_ALLOWED = frozenset({AWCTL, "assetwithdrawal", "google", "grpc", "typer", "rich"})
+
+
+def awctl_foreign_imports(root: Path) -> list[str]:
+    """One line per import of awctl that is not the generated API, google, grpc, typer, rich,
+    the standard library or awctl itself (so it never reaches into the services or the
+    devstack, and installs apart from them)."""
+    problems: list[str] = []
+    for name, module in sorted(modules_under(root, (AWCTL,)).items()):
+        for imported in imports_of(module):
+            top = imported.name.partition(".")[0]
+            if imported.member or top in AWCTL_ALLOWED or top in sys.stdlib_module_names:
+                continue
+            where = f"{module.path.relative_to(root)}:{imported.line}"
+            problems.append(
+                f"{where}: {name} imports {imported.name}; awctl may import only "
+                f"{', '.join(sorted(AWCTL_ALLOWED))} and the standard library"
+            )
+    return problems
+
+
+def test_awctl_imports_only_the_api_and_its_libraries() -> None:
+    assert (REPO / AWCTL / "__init__.py").exists(), "awctl moved: update AWCTL"
+    problems = awctl_foreign_imports(REPO)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "from svc_gateway.admin.roles import METHOD_ROLES\n",
+        "import devstack.config\n",
+        "def f():\n    from withdrawal_shared.db import operators\n",
+        "import grpc_status\n",
+    ],
+)
+def test_a_foreign_import_in_awctl_is_named(tree: Path, text: str) -> None:
+    _write(tree, "awctl/__init__.py", "import json\nimport grpc\nfrom rich.table import Table\n")
+    _write(tree, "awctl/cli.py", "import typer\nfrom assetwithdrawal.admin.v1 import admin_pb2\n")
+    assert awctl_foreign_imports(tree) == []
+    _write(tree, "awctl/client.py", text)
+    (problem,) = awctl_foreign_imports(tree)
+    assert problem.startswith("awctl/client.py:") and "awctl may import only" in problem
