@@ -1,6 +1,8 @@
 """The processor's core: moves withdrawals as far as they can go now, safely.
 
-Per withdrawal (`process`): RECEIVED -> VALIDATED -> QUEUED, or REJECTED with a reason.
+Per withdrawal (`process`): RECEIVED -> VALIDATED -> QUEUED, or REJECTED with a reason, or
+-> PENDING_APPROVAL when an approval rule wants operators' approvals (`screening.py`: the
+blocklist and the approval rules, decided in the same transaction).
 Then paying (see `payouts.py` for the reserve -> sign -> store -> broadcast steps):
 
 - through the chain's PayoutVault when one is configured (`run_batches`): ready withdrawals
@@ -36,6 +38,7 @@ from svc_processor.pauses import PayoutsPaused, is_paused_hold, paused_now
 from svc_processor.pauses import detail as pause_detail
 from svc_processor.payouts import ACTOR, Draft, Kind, Payouts
 from svc_processor.replacer import Replacer
+from svc_processor.screening import Screening
 from svc_processor.signer_client import SignerClient
 from withdrawal_shared.chain.erc20 import encode_transfer
 from withdrawal_shared.chain.fees import FeeCapExceeded, FeePolicy
@@ -91,8 +94,11 @@ class Pipeline:
         signer: SignerClient,
         chain: str,
         batch: BatchSettings,
+        *,
+        manual_approval: bool = False,
     ) -> None:
         self.sessions = sessions
+        self.screening = Screening(manual=manual_approval)
         self.chain = chain
         self.batch = batch
         self.reads = ChainReads(w3)
@@ -118,8 +124,11 @@ class Pipeline:
     def process_many(self, withdrawal_ids: Sequence[str]) -> list[Moved]:
         """`process` for a batch of tasks, validating them all in ONE transaction.
 
-        RECEIVED rows go to QUEUED (two audit rows each: VALIDATED, then QUEUED) or to
-        REJECTED, VALIDATED rows to QUEUED, through `move_many` (compare-and-set on every
+        RECEIVED rows go to QUEUED (two audit rows each: VALIDATED, then QUEUED), to
+        PENDING_APPROVAL (likewise, with their approval requests) or to REJECTED, VALIDATED
+        rows to QUEUED or PENDING_APPROVAL, as the blocklist and the approval rules decide
+        (`Screening.decide`: the rules read once, the facts in a few batched queries),
+        through `move_many` (compare-and-set on every
         row; nothing moved unless all of them were still as read). A conflict (a cancel or
         another processor got there first) rolls the batch back, and every task then goes
         through `process` alone, which tells the rows apart. Whatever is left to do after
@@ -135,21 +144,11 @@ class Pipeline:
             with self.sessions.begin() as session:
                 rows = session.scalars(select(Withdrawal).where(Withdrawal.id.in_(ids))).all()
                 vault = self._vault_in(session)
-                valid: list[Withdrawal] = []
-                validated: list[Withdrawal] = []
-                rejected: dict[tuple[str, str], list[Withdrawal]] = defaultdict(list)
-                for row in rows:
-                    if row.state == State.RECEIVED:
-                        refusal = _refusal(row, reference)
-                        if refusal is None:
-                            valid.append(row)
-                        else:
-                            rejected[refusal].append(row)
-                    elif row.state == State.VALIDATED:
-                        validated.append(row)
-                moved += move_many(session, valid, QUEUE_PATH, actor=ACTOR)
-                moved += move_many(session, validated, QUEUE_PATH[1:], actor=ACTOR)
-                for (reason, message), group in rejected.items():
+                plan = self.screening.sort(session, rows, reference, _refusal)
+                moved += self.screening.hold(session, plan.pending, plan.verdicts)
+                moved += move_many(session, plan.valid, QUEUE_PATH, actor=ACTOR)
+                moved += move_many(session, plan.validated, QUEUE_PATH[1:], actor=ACTOR)
+                for (reason, message), group in plan.rejected.items():
                     moved += move_many(
                         session, group, Step(State.REJECTED, reason, message), actor=ACTOR
                     )
@@ -159,9 +158,10 @@ class Pipeline:
         found = {row.id: row for row in rows}
         for missing in (i for i in ids if i not in found):
             log.warning("task for an unknown withdrawal", extra={"withdrawal_id": missing})
-        settled = {row.id for group in rejected.values() for row in group}
+        settled = {row.id for group in plan.rejected.values() for row in group}
+        settled.update(row.id for row in plan.pending)
         if vault is not None:
-            settled.update(row.id for row in valid + validated)
+            settled.update(row.id for row in plan.valid + plan.validated)
         for withdrawal_id in ids:
             if withdrawal_id in found and withdrawal_id not in settled:
                 moved.extend(self.process(withdrawal_id))
@@ -173,8 +173,12 @@ class Pipeline:
         if vault is None:
             return []
         moved: list[Moved] = []
-        for token_id, rows in self._ready_groups().items():
-            moved.extend(self._pay_batch(vault, token_id, rows))
+        for token_id, ready in self._ready_groups().items():
+            # A recipient blocked since validation is REJECTED here, never paid.
+            rows, refused = self.screening.reject_blocked(self.sessions, ready)
+            moved.extend(refused)
+            if rows:
+                moved.extend(self._pay_batch(vault, token_id, rows))
         return moved
 
     def resume_payouts(self) -> list[Moved]:
@@ -244,7 +248,7 @@ class Pipeline:
             if state == State.RECEIVED:
                 return self._validate(row)
             if state == State.VALIDATED:
-                return self._move(row, State.QUEUED, reason="QUEUED")
+                return self._settle(row)
             payable = state == State.QUEUED or (
                 state == State.ON_HOLD and row.state_reason in RESUMABLE
             )
@@ -260,6 +264,15 @@ class Pipeline:
             if current is None or current.version != row.version:
                 raise TransitionConflict(row.id)
             return [move(session, current, to_state, actor=ACTOR, **kwargs)]
+
+    def _settle(self, row: Withdrawal) -> list[Moved]:
+        """VALIDATED -> QUEUED, PENDING_APPROVAL or REJECTED, as `Screening` decides."""
+        reference = self.reference.get()
+        with self.sessions.begin() as session:
+            current = session.get(Withdrawal, row.id)
+            if current is None or current.version != row.version:
+                raise TransitionConflict(row.id)
+            return [self.screening.settle_one(session, current, reference)]
 
     def _validate(self, row: Withdrawal) -> list[Moved]:
         refusal = _refusal(row, self.reference.get())
@@ -360,6 +373,9 @@ class Pipeline:
     # ------------------------------------------------------------------ direct transfers
 
     def _pay_directly(self, row: Withdrawal) -> list[Moved]:
+        payable, refused = self.screening.reject_blocked(self.sessions, [row])
+        if not payable:
+            return refused  # its recipient was blocked since validation: REJECTED
         token = self.reference.get().tokens_by_id[row.token_id]
         assert token.contract_address is not None
         held, rows = self._pause_gate([row])

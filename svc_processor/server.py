@@ -1,5 +1,6 @@
 """Builds and runs the processor: the task consumer, the batcher (closes and pays payout
-batches), the sweeper (re-drives stalled work, finishes reserved and signed payouts), and a
+batches), the sweeper (re-drives stalled work, finishes reserved and signed payouts, rejects
+withdrawals left undecided for approval past PROCESSOR_APPROVAL_EXPIRY_SECONDS), and a
 gRPC health endpoint, in one event loop.
 
 The pipeline's work runs on two worker threads: one for the tasks (a batch of new tasks is
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,6 +34,7 @@ from svc_processor.pipeline import BatchSettings, Pipeline
 from svc_processor.settings import ProcessorSettings
 from svc_processor.signer_client import SignerClient
 from withdrawal_shared import queue
+from withdrawal_shared.approvals import core as approvals
 from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import Withdrawal
@@ -135,6 +138,7 @@ class ProcessorServer:
                 stuck_after_blocks=settings.stuck_after_blocks,
                 replacement_bump_pct=settings.replacement_bump_pct,
             ),
+            manual_approval=settings.manual_approval,
         )
         self._health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
@@ -209,6 +213,11 @@ class ProcessorServer:
 
     async def sweep_once(self) -> None:
         await self._run(self.pipeline.resume_payouts, executor=self._payer)
+        await self._run(
+            functools.partial(approvals.expire_pending, actor=ACTOR),
+            self.pipeline.sessions,
+            self.settings.approval_expiry_seconds,
+        )
         loop = asyncio.get_running_loop()
         stalled = await loop.run_in_executor(
             self._executor, self.pipeline.stalled, self.settings.sweep_age_seconds

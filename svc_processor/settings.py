@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from withdrawal_shared.settings import (
     ChainSettings,
+    env_bool,
     env_float,
     env_int,
     env_str,
@@ -73,6 +74,13 @@ class ProcessorSettings(ChainSettings):
     replacement_bump_pct: int = 15
     """PROCESSOR_REPLACEMENT_BUMP_PCT: how much a replacement raises both the tip and the
     max fee (at least 10, what nodes require to accept a replacement)."""
+    manual_approval: bool = False
+    """PROCESSOR_MANUAL_APPROVAL: every withdrawal needs at least one operator's approval
+    (an AUTO_APPROVE rule counts as REQUIRE_APPROVALS(1); stricter rules and the blocklist
+    still apply). Off by default: the approval rules in the database decide."""
+    approval_expiry_seconds: float = 259_200.0
+    """PROCESSOR_APPROVAL_EXPIRY_SECONDS: a withdrawal waiting for approval this long (72 h by
+    default) is REJECTED with reason APPROVAL_EXPIRED by the sweeper."""
 
     @classmethod
     def from_env(cls) -> ProcessorSettings:
@@ -115,5 +123,9 @@ class ProcessorSettings(ChainSettings):
             ),
             replacement_bump_pct=env_int(
                 "PROCESSOR_REPLACEMENT_BUMP_PCT", d.replacement_bump_pct, minimum=10
+            ),
+            manual_approval=env_bool("PROCESSOR_MANUAL_APPROVAL", d.manual_approval),
+            approval_expiry_seconds=env_float(
+                "PROCESSOR_APPROVAL_EXPIRY_SECONDS", d.approval_expiry_seconds
             ),
         )

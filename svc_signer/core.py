@@ -17,7 +17,11 @@ refusal is FAILED_PRECONDITION or PERMISSION_DENIED with one of these ErrorInfo 
   pays (one item; same recipient, amount and token).
 - NOT_APPROVED (FAILED_PRECONDITION): an item's withdrawal is missing, differs from the item
   (recipient, amount, token, chain) or is not QUEUED, SIGNED, BROADCAST or ON_HOLD; ErrorInfo
-  metadata `problem` says which (missing, chain, recipient, amount, token, state).
+  metadata `problem` says which (missing, chain, recipient, amount, token, state); or its
+  withdrawal was held for approval and lacks approvals its rule required (`problem` =
+  `approvals`, `svc_signer.screening`).
+- RECIPIENT_BLOCKED (PERMISSION_DENIED): an item pays an address on the blocklist
+  (`svc_signer.screening`).
 - ALREADY_SIGNED_AT_OTHER_NONCE (FAILED_PRECONDITION): an item's withdrawal is already in the
   ledger at another (wallet, nonce) that may still pay it (see the double-payment rule).
 - INVALID_NONCE_RELEASE (PERMISSION_DENIED): a nonce release is not a zero-value, empty
@@ -59,7 +63,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from assetwithdrawal.signer.v1 import signer_pb2
-from svc_signer import pauses
+from svc_signer import pauses, screening
 from svc_signer.keys import KeyBackend, KeyBackendError, KeyRing
 from svc_signer.ledger import (
     Ledger,
@@ -107,6 +111,7 @@ class Reason(enum.StrEnum):
     ALREADY_SIGNED_AT_OTHER_NONCE = "ALREADY_SIGNED_AT_OTHER_NONCE"
     INVALID_NONCE_RELEASE = "INVALID_NONCE_RELEASE"
     PAUSED = HoldReason.PAUSED.value  # the refusal is named as the hold it causes
+    RECIPIENT_BLOCKED = screening.RECIPIENT_BLOCKED
     KEY_BACKEND_UNAVAILABLE = "KEY_BACKEND_UNAVAILABLE"
 
 
@@ -643,6 +648,11 @@ class SignerCore:
             check_target(request.tx.to, tx.payout_targets(self.chain))
             check_withdrawals(request.items, tx.lock_withdrawals(ids), self.chain)
             claims = tx.claims_elsewhere(ids, request.wallet, request.tx.nonce)
+        # The withdrawals are locked now: approvals and the blocklist as of this transaction.
+        screening.check_approvals(request.items, tx.approval_gaps(ids))
+        screening.check_recipients(
+            request.items, tx.blocked_among({item.recipient for item in request.items})
+        )
         check_ledger_claims([c for c in claims if not tx.consumed_without_paying(self.chain, c)])
 
     def _sign_and_record(self, request: SignRequest, backend: KeyBackend) -> _Outcome:

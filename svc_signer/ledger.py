@@ -2,8 +2,9 @@
 
 `signer_ledger` (one row per signed transaction, with its raw bytes) and `signer_ledger_items`
 (which withdrawals each one pays, at which wallet and nonce) are written only here. The policy
-also reads the withdrawals it pays, the tokens it may call and (for a nonce release) the
-processor's payout row at that nonce; it never writes them.
+also reads the withdrawals it pays, their approval requests and decisions, the blocklist, the
+tokens it may call and (for a nonce release) the processor's payout row at that nonce; it
+never writes them.
 
 Everything runs inside one `Ledger.transaction()` per signing request (sync SQLAlchemy; call it
 from a worker thread). `LedgerTransaction.lock_withdrawals` takes row locks on the withdrawals
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from withdrawal_shared.approvals.blocklist import blocked_among
+from withdrawal_shared.approvals.core import ApprovalGap, approval_gaps
 from withdrawal_shared.db.engine import make_sessionmaker
 from withdrawal_shared.db.models import (
     PayoutTransaction,
@@ -119,6 +122,14 @@ class LedgerTransaction:
             .limit(1)
         )
         return found is not None
+
+    def approval_gaps(self, ids: Collection[str]) -> dict[str, ApprovalGap]:
+        """Of these withdrawals, those lacking approvals their rule required."""
+        return approval_gaps(self._session, ids)
+
+    def blocked_among(self, addresses: Collection[str]) -> frozenset[str]:
+        """Which of these (lowercase) addresses are on the blocklist."""
+        return blocked_among(self._session, addresses)
 
     def lock_withdrawals(self, ids: Collection[str]) -> dict[str, WithdrawalFacts]:
         """The withdrawals with these ids (missing ones are absent), locked until commit."""

@@ -58,8 +58,10 @@ ALLOWED: dict[State, frozenset[State]] = {
     State.VALIDATED: frozenset(
         {State.PENDING_APPROVAL, State.QUEUED, State.REJECTED, State.CANCELLED, State.ON_HOLD}
     ),
+    # PENDING_APPROVAL -> PENDING_APPROVAL: an operator's approval recorded while more are
+    # needed (the audit row names the operator).
     State.PENDING_APPROVAL: frozenset(
-        {State.QUEUED, State.REJECTED, State.CANCELLED, State.ON_HOLD}
+        {State.PENDING_APPROVAL, State.QUEUED, State.REJECTED, State.CANCELLED, State.ON_HOLD}
     ),
     State.QUEUED: frozenset({State.SIGNED, State.CANCELLED, State.ON_HOLD, State.REJECTED}),
     State.SIGNED: frozenset({State.BROADCAST, State.ON_HOLD, State.FAILED, State.CONFIRMING}),

@@ -107,6 +107,7 @@ def running_pipeline(
     stuck_after_blocks: int = ProcessorSettings.stuck_after_blocks,
     replacement_bump_pct: int = ProcessorSettings.replacement_bump_pct,
     extra_rpc_urls: Sequence[str] = (),
+    approval_expiry_seconds: float = ProcessorSettings.approval_expiry_seconds,
 ) -> Iterator[Pipeline]:
     """Start anvil, bootstrap the chain and database for the signer at `signer_target` (every
     hot wallet it lists), and run the gateway, processor and monitor against them. With
@@ -115,7 +116,8 @@ def running_pipeline(
     wallet (the processor's setting); `stuck_after_blocks` and `replacement_bump_pct` when a
     payout without a receipt is replaced at its nonce, and with how much higher fees.
     `extra_rpc_urls` come FIRST in the processor's and the monitor's CHAIN_RPC_URL, before
-    anvil's (e.g. a dead provider the pool has to fail over from)."""
+    anvil's (e.g. a dead provider the pool has to fail over from). `approval_expiry_seconds`
+    is the processor's PROCESSOR_APPROVAL_EXPIRY_SECONDS."""
     with AnvilProcess(block_time=0.5) as anvil:
         w3 = anvil.web3()
         boot = bootstrap(
@@ -152,6 +154,7 @@ def running_pipeline(
                 max_in_flight_per_wallet=max_in_flight_per_wallet,
                 stuck_after_blocks=stuck_after_blocks,
                 replacement_bump_pct=replacement_bump_pct,
+                approval_expiry_seconds=approval_expiry_seconds,
             )
         )
         assert processor_server.pipeline.batch.stuck_after_blocks == stuck_after_blocks

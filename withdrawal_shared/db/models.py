@@ -118,6 +118,8 @@ class Withdrawal(Base):
         UniqueConstraint("chain", "payout_number", name="uq_withdrawals_payout_number"),
         # The limits' released withdrawals in the window (migration 0010).
         Index("ix_withdrawals_partner_state_bucket", "partner_id", "state", "limit_bucket"),
+        # Approval rules' first-payment and velocity conditions (migration 0012).
+        Index("ix_withdrawals_partner_recipient", "partner_id", "recipient", "create_time"),
     )
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True)  # ULID
@@ -150,6 +152,10 @@ class Withdrawal(Base):
     # The minute (since the epoch) whose `limit_usage` rows count it; None when no limit
     # applied to it at creation (it then counts towards none).
     limit_bucket: Mapped[int | None] = mapped_column(BigInteger)
+
+    # The operator whose own action created it (migration 0012); None for partners' API
+    # requests. That operator may not approve it (`withdrawal_shared.approvals`).
+    created_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class WithdrawalAudit(Base):
@@ -460,3 +466,93 @@ class LimitUsage(Base):
     bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     amount: Mapped[int] = mapped_column(IntegerAmount)
     count: Mapped[int] = mapped_column(Integer)
+
+
+# --- approvals and screening (migration 0012; see withdrawal_shared/approvals) -------------
+
+
+class ApprovalRule(Base):
+    """One ordered approval rule: the first enabled rule (lowest `position`) whose every
+    condition holds decides a withdrawal. A NULL condition holds for every withdrawal.
+
+    `action` is AUTO_APPROVE, REQUIRE_APPROVALS (`approvals_required` >= 1 distinct operators)
+    or REJECT. Amounts are base units of the withdrawal's token (compare with `token_symbol`).
+    """
+
+    __tablename__ = "approval_rules"
+    __table_args__ = (
+        UniqueConstraint("position", name="uq_approval_rules_position"),
+        UniqueConstraint("name", name="uq_approval_rules_name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(24))
+    approvals_required: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    token_symbol: Mapped[str | None] = mapped_column(String(16))
+    min_amount: Mapped[int | None] = mapped_column(IntegerAmount)  # inclusive
+    max_amount: Mapped[int | None] = mapped_column(IntegerAmount)  # exclusive
+    partner_id: Mapped[str | None] = mapped_column(String(64))
+    tier: Mapped[str | None] = mapped_column(String(32))
+    # True: no COMPLETED withdrawal of the partner to this address yet; False: there is one.
+    first_payment: Mapped[bool | None] = mapped_column(Boolean)
+    # True: the address is on the partner's allowlist; False: it is not.
+    allowlisted: Mapped[bool | None] = mapped_column(Boolean)
+    # Holds when the partner's withdrawals to this address created in the last
+    # `velocity_hours` hours (this one included) number at least `velocity_min_count`.
+    velocity_hours: Mapped[int | None] = mapped_column(Integer)
+    velocity_min_count: Mapped[int | None] = mapped_column(Integer)
+
+
+class ApprovalRequest(Base):
+    """A withdrawal held PENDING_APPROVAL: the rule that held it and how many distinct
+    operators must approve it. Written in the same transaction as the move."""
+
+    __tablename__ = "approval_requests"
+    __table_args__ = (Index("ix_approval_requests_outcome_created", "outcome", "create_time"),)
+
+    withdrawal_id: Mapped[str] = mapped_column(ForeignKey("withdrawals.id"), primary_key=True)
+    rule_id: Mapped[int | None] = mapped_column(Integer)  # None: no rule matched
+    rule_name: Mapped[str] = mapped_column(String(96))
+    approvals_required: Mapped[int] = mapped_column(Integer)
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    # "" while undecided; then APPROVED, REJECTED or EXPIRED.
+    outcome: Mapped[str] = mapped_column(String(16))
+    decide_time: Mapped[dt.datetime | None] = mapped_column(utc_datetime())
+
+
+class ApprovalDecision(Base):
+    """One operator's decision on one withdrawal (one row per operator: it counts once)."""
+
+    __tablename__ = "approval_decisions"
+
+    withdrawal_id: Mapped[str] = mapped_column(ForeignKey("withdrawals.id"), primary_key=True)
+    operator_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    decision: Mapped[str] = mapped_column(String(16))  # APPROVE | REJECT
+    reason: Mapped[str] = mapped_column(String(256))
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+
+
+class BlockedAddress(Base):
+    """A recipient that must never be paid (sanctions screening), on every chain."""
+
+    __tablename__ = "blocked_addresses"
+
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)  # lowercase
+    reason: Mapped[str] = mapped_column(String(256))
+    added_by: Mapped[str] = mapped_column(String(64))
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+
+
+class AllowlistedAddress(Base):
+    """A destination a partner has vouched for (the rules' `allowlisted` condition)."""
+
+    __tablename__ = "allowlisted_addresses"
+
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"), primary_key=True)
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)  # lowercase
+    label: Mapped[str] = mapped_column(String(128))
+    added_by: Mapped[str] = mapped_column(String(64))
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())

@@ -14,7 +14,7 @@ from alembic import op
 from withdrawal_shared.db.types import utc_datetime
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

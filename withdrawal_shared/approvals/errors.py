@@ -1,0 +1,22 @@
+"""The ErrorInfo reasons the approval and blocklist core functions raise (with the shared
+INVALID_ARGUMENT and NOT_FOUND); a transport in front of them (the admin API) renders them."""
+
+from __future__ import annotations
+
+from withdrawal_shared.errors import Code, ErrorReason
+
+NOT_PENDING_APPROVAL = ErrorReason(
+    "NOT_PENDING_APPROVAL",
+    Code.FAILED_PRECONDITION,
+    "The withdrawal is not waiting for approval (`metadata.state` says where it is).",
+)
+SELF_APPROVAL = ErrorReason(
+    "SELF_APPROVAL",
+    Code.PERMISSION_DENIED,
+    "The operator created the withdrawal and cannot approve it; another operator must.",
+)
+CONCURRENT_MODIFICATION = ErrorReason(
+    "CONCURRENT_MODIFICATION",
+    Code.ABORTED,
+    "The withdrawal kept changing while the decision was recorded; retry.",
+)
