@@ -92,7 +92,14 @@ class GatewayServer:
             source_descriptor_set=default_descriptor_set(),
         )
         app = build_rest_app(
-            [RestBinding(SERVICE, dispatcher.unary, dispatcher.stream)],
+            [
+                RestBinding(
+                    SERVICE,
+                    dispatcher.unary,
+                    dispatcher.stream,
+                    authenticate=dispatcher.auth.authenticate,
+                )
+            ],
             openapi=openapi,
             max_body_bytes=self.settings.max_body_bytes,
         )

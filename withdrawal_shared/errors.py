@@ -193,12 +193,19 @@ def status_to_json(status: status_pb2.Status) -> dict[str, Any]:
     """The REST error body: `{"error": {code, status, message, details[]}}` (AIP-193)."""
     body = json_format.MessageToDict(status, preserving_proto_field_name=False)
     code = Code(status.code)
+    details: list[dict[str, Any]] = body.get("details", [])
+    for detail in details:
+        # proto3 JSON leaves out empty strings, but a violation always names its field (a
+        # query parameter sent with an empty name is the field "") and says what is wrong.
+        for violation in detail.get("fieldViolations", ()):
+            violation.setdefault("field", "")
+            violation.setdefault("description", "")
     return {
         "error": {
             "code": code.http_status,
             "status": code.name,
             "message": status.message,
-            "details": body.get("details", []),
+            "details": details,
         }
     }
 

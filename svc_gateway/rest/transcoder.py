@@ -5,7 +5,10 @@ routes on the HttpRule path templates of every bound service, builds the request
 path variables, query parameters, the body and the `Idempotency-Key` header, calls the bound
 invoker, and renders the proto3 JSON response (NDJSON for server streaming) or a
 `google.rpc.Status` JSON error. Routes, field maps and message classes are computed once, at
-build time. It never authenticates: the invoker gets the request headers as metadata.
+build time. It never authenticates by itself: a binding's `authenticate` (when given) is called
+with the request headers before anything of the request is read, so a caller without valid
+credentials learns nothing about its input (401, never a 400 about a field); the invoker gets
+the headers as metadata too.
 
 Errors name fields as the REST caller did: the JSON body is checked by `json_body` before
 json_format parses it (violations at the caller's JSON paths; `body` for the body as a
@@ -95,11 +98,14 @@ class RestBinding:
     """A service served over REST and the callables that reach its implementation.
 
     `invoke_stream` is required when the service has server-streaming methods with HTTP rules.
+    `authenticate`, when given, checks the request headers (lowercase names) first and raises
+    an `ApiError` (UNAUTHENTICATED) to refuse the request before its input is validated.
     """
 
     service: ServiceDescriptor
     invoke: UnaryInvoker
     invoke_stream: StreamInvoker | None = None
+    authenticate: Callable[[Mapping[str, str]], Awaitable[object]] | None = None
 
 
 @dataclass(frozen=True)
@@ -597,6 +603,8 @@ class RestTranscoder:
         metadata = {
             k.lower(): v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
         }
+        if route.binding.authenticate is not None:
+            await route.binding.authenticate(metadata)
         names = _CallerNames(route)
         message = await self._build_request(request, route, variables, names)
         try:
@@ -733,7 +741,9 @@ def build_rest_app(
     transcoder = RestTranscoder(bindings, max_body_bytes=max_body_bytes, openapi=openapi)
     app = web.Application(client_max_size=max_body_bytes + 1)
     app[TRANSCODER_KEY] = transcoder
-    app.router.add_route("*", "/{tail:.*}", transcoder.handle)
+    # Every path, also one holding a newline (%0A decodes to one; `.` would not match it and
+    # aiohttp would answer its own text/plain 404).
+    app.router.add_route("*", r"/{tail:[\s\S]*}", transcoder.handle)
     return app
 
 
