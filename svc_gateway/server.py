@@ -19,6 +19,7 @@ from svc_gateway.auth import Authenticator
 from svc_gateway.core import WithdrawalCore
 from svc_gateway.dispatch import Dispatcher
 from svc_gateway.events import EventHub
+from svc_gateway.malformed import MalformedRequestInterceptor
 from svc_gateway.rest.openapi import build_openapi, default_descriptor_set
 from svc_gateway.rest.transcoder import RestBinding, build_rest_app
 from svc_gateway.servicer import WithdrawalServicer
@@ -72,7 +73,7 @@ class GatewayServer:
         )
         dispatcher = Dispatcher(SERVICE, core, auth)
 
-        server = grpc.aio.server()
+        server = grpc.aio.server(interceptors=[MalformedRequestInterceptor()])
         withdrawal_pb2_grpc.add_WithdrawalServiceServicer_to_server(
             WithdrawalServicer(dispatcher), server
         )
