@@ -18,7 +18,13 @@ from svc_gateway.errors import (
 from withdrawal_shared.addresses import AddressError, parse_address
 from withdrawal_shared.amounts import AmountError, BaseUnits, format_amount, parse_amount
 from withdrawal_shared.db.reference import ReferenceData, TokenInfo
-from withdrawal_shared.errors import INVALID_ARGUMENT, ErrorReason, FieldViolation, invalid_argument
+from withdrawal_shared.errors import (
+    INVALID_ARGUMENT,
+    ErrorReason,
+    FieldViolation,
+    invalid_argument,
+    quoted,
+)
 from withdrawal_shared.states import Priority
 
 DEFAULT_CHAIN = "polygon"
@@ -74,7 +80,7 @@ def _check_token(
 ) -> TokenInfo | None:
     chain_info = reference.chains.get(chain)
     if chain_info is None or not chain_info.enabled:
-        checks.bad("withdrawal.chain", f"{chain!r} is not a supported chain", UNKNOWN_CHAIN)
+        checks.bad("withdrawal.chain", f"{quoted(chain)} is not a supported chain", UNKNOWN_CHAIN)
         return None
     if not w.token:
         checks.bad("withdrawal.token", 'is required, e.g. "USDC"')
@@ -84,7 +90,7 @@ def _check_token(
         known = sorted(s for (c, s) in reference.tokens if c == chain)
         checks.bad(
             "withdrawal.token",
-            f"{w.token!r} is not a token on {chain}; known: {', '.join(known) or 'none'}",
+            f"{quoted(w.token)} is not a token on {chain}; known: {', '.join(known) or 'none'}",
             UNKNOWN_TOKEN,
         )
         return None

@@ -243,6 +243,20 @@ def _invalid_message(violations: Iterable[FieldViolation]) -> str:
     return f"The request has invalid fields ({summary}). Fix them and send it again."
 
 
+QUOTED_MAX = 40
+
+
+def quoted(text: str, limit: int = QUOTED_MAX) -> str:
+    """What the caller sent, quoted for an error message and cut to `limit` characters.
+
+    A message names a bad value but never echoes it whole: on gRPC the status (message and
+    details, where the message appears again) travels in the trailers, which clients cap
+    (grpc: 8 KiB), so a long value would turn the error into RESOURCE_EXHAUSTED with no
+    details at the client.
+    """
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
 def invalid_argument(
     violations: Iterable[FieldViolation], reason: str = INVALID_ARGUMENT.reason
 ) -> ApiError:

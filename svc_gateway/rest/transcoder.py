@@ -59,6 +59,7 @@ from withdrawal_shared.errors import (
     FieldViolation,
     internal,
     invalid_argument,
+    quoted,
     status_to_json,
 )
 from withdrawal_shared.logs import trace_id_from_traceparent, trace_id_var
@@ -228,7 +229,7 @@ _INT_TEXT = re.compile(r"[+-]?[0-9]+\Z")
 
 def _parse_int(fd: FieldDescriptor, text: str) -> int:
     if not _INT_TEXT.match(text):
-        raise ValueError(f"must be an integer, got {text!r}")
+        raise ValueError(f"must be an integer, got {quoted(text)}")
     low, high = _INT_RANGES[fd.type]
     value = int(text)
     if not low <= value <= high:
@@ -239,7 +240,7 @@ def _parse_int(fd: FieldDescriptor, text: str) -> int:
 def _parse_bool(fd: FieldDescriptor, text: str) -> bool:
     lowered = text.lower()
     if lowered not in ("true", "false", "1", "0"):
-        raise ValueError(f"must be true or false, got {text!r}")
+        raise ValueError(f"must be true or false, got {quoted(text)}")
     return lowered in ("true", "1")
 
 
@@ -247,7 +248,7 @@ def _parse_float(fd: FieldDescriptor, text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"must be a number, got {text!r}") from None
+        raise ValueError(f"must be a number, got {quoted(text)}") from None
 
 
 def _parse_enum(fd: FieldDescriptor, text: str) -> int:
@@ -259,7 +260,7 @@ def _parse_enum(fd: FieldDescriptor, text: str) -> int:
     if _INT_TEXT.match(text) and int(text) in enum.values_by_number:
         return int(text)
     names = ", ".join(v.name for v in enum.values)
-    raise ValueError(f"must be one of {names}, got {text!r}")
+    raise ValueError(f"must be one of {names}, got {quoted(text)}")
 
 
 def _parse_bytes(fd: FieldDescriptor, text: str) -> bytes:
@@ -335,7 +336,8 @@ def _apply_path(route: _Route, message: Message, variables: Mapping[str, str]) -
                 continue
             value = _parse_scalar(leaf, raw)
             if before and before != value:
-                raise ValueError(f"is {before!r} in the body but {raw!r} in the URL path")
+                shown = quoted(before) if isinstance(before, str) else repr(before)
+                raise ValueError(f"is {shown} in the body but {quoted(raw)} in the URL path")
             _assign(message, path, [raw])
         except ValueError as err:
             violations.append(FieldViolation(var, str(err)))
