@@ -24,8 +24,8 @@ up: deps redis-bin ## run the whole system on embedded defaults (SQLite, local R
 test: deps softhsm redis-bin check ## static checks, then the whole pytest suite on real MariaDB, Redis, anvil, SoftHSM2
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-fuzz: deps redis-bin ## fuzz the REST API (schemathesis, >= 2,000 requests, derandomized) on a real gateway
-	FUZZ_REST_EXAMPLES=$${FUZZ_REST_EXAMPLES:-250} $(PY) -m pytest -q tests/fuzz $(PYTEST_ARGS)
+fuzz: deps redis-bin ## fuzz REST (schemathesis) and gRPC (Hypothesis, every reflected service) on a real gateway, derandomized
+	FUZZ_REST_EXAMPLES=$${FUZZ_REST_EXAMPLES:-250} FUZZ_GRPC_EXAMPLES=$${FUZZ_GRPC_EXAMPLES:-1000} $(PY) -m pytest -q tests/fuzz $(PYTEST_ARGS)
 
 check: lint typecheck buf-lint buf-breaking gen-check contracts-check ## every static check
 

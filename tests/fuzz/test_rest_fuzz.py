@@ -9,7 +9,6 @@ the document cannot state (an unknown token, an amount above the maximum, an EIP
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,35 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import load_all_checks
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from devstack.redis_server import start_redis_server
-from svc_gateway.settings import GatewaySettings
-from tests.support.databases import mariadb_database
-from tests.support.gateway import Partner, RunningGateway
+from tests.fuzz.stack import FuzzStack
 
 EXAMPLES = int(os.environ.get("FUZZ_REST_EXAMPLES", "30"))
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, Partner]]:
-    redis = start_redis_server(tmp_path_factory.mktemp("redis") / "redis.log")
-    try:
-        with mariadb_database() as url:
-            gateway = RunningGateway(
-                GatewaySettings(
-                    database_url=url,
-                    redis_url=redis.url,
-                    redis_prefix="fuzz:",
-                    grpc_port=0,
-                    http_port=0,
-                    shutdown_grace_seconds=1.0,
-                )
-            )
-            try:
-                yield gateway, gateway.add_partner("fuzz-partner")
-            finally:
-                gateway.close()
-    finally:
-        redis.stop()
 
 
 def _error_names_the_problem(status: int, body: Any) -> None:
@@ -57,8 +30,8 @@ def _error_names_the_problem(status: int, body: Any) -> None:
 
 
 @pytest.mark.parametrize("mode", ["positive", "negative"])
-def test_rest_api_fuzz(stack: tuple[RunningGateway, Partner], mode: str) -> None:
-    gateway, partner = stack
+def test_rest_api_fuzz(fuzz_stack: FuzzStack, mode: str) -> None:
+    gateway, partner = fuzz_stack.gateway, fuzz_stack.partner
     schema = schemathesis.openapi.from_url(f"{gateway.base_url}/openapi.json")
     load_all_checks()
     generation = (
