@@ -12,7 +12,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help up test check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short bench-e2e bench-api bench-recovery
+.PHONY: help up test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short bench-e2e bench-api bench-recovery
 
 ##@ run
 
@@ -23,6 +23,9 @@ up: deps redis-bin ## run the whole system on embedded defaults (SQLite, local R
 
 test: deps softhsm redis-bin check ## static checks, then the whole pytest suite on real MariaDB, Redis, anvil, SoftHSM2
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+fuzz: deps redis-bin ## fuzz REST (schemathesis) and gRPC (Hypothesis, every reflected service) on a real gateway, derandomized
+	FUZZ_REST_EXAMPLES=$${FUZZ_REST_EXAMPLES:-250} FUZZ_GRPC_EXAMPLES=$${FUZZ_GRPC_EXAMPLES:-1000} $(PY) -m pytest -q tests/fuzz $(PYTEST_ARGS)
 
 check: lint typecheck buf-lint buf-breaking gen-check contracts-check ## every static check
 

@@ -33,7 +33,7 @@ from svc_gateway.validation import NewWithdrawal, validate_create
 from withdrawal_shared import queue
 from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.reference import ReferenceData
-from withdrawal_shared.errors import FieldViolation, invalid_argument, not_found
+from withdrawal_shared.errors import FieldViolation, invalid_argument, not_found, quoted
 from withdrawal_shared.ids import is_ulid
 from withdrawal_shared.states import TERMINAL, Priority, State
 
@@ -48,7 +48,11 @@ def parse_name(name: str) -> str:
     withdrawal_id = name.removeprefix(RESOURCE_PREFIX)
     if withdrawal_id == name or not is_ulid(withdrawal_id):
         raise invalid_argument(
-            [FieldViolation("name", f"{name!r} is not a withdrawal name (withdrawals/{{id}})")]
+            [
+                FieldViolation(
+                    "name", f"{quoted(name)} is not a withdrawal name (withdrawals/{{id}})"
+                )
+            ]
         )
     return withdrawal_id
 

@@ -8,7 +8,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from withdrawal_shared.errors import FieldViolation, invalid_argument
+from withdrawal_shared.errors import FieldViolation, invalid_argument, quoted
 from withdrawal_shared.ids import is_ulid
 from withdrawal_shared.states import State
 
@@ -48,7 +48,7 @@ def parse_filter(text: str) -> tuple[frozenset[State], str | None]:
             match = _TERM.fullmatch(term)
             if match is None:
                 raise _bad_filter(
-                    f"cannot parse {term.strip()!r}; use e.g. state = COMPLETED, "
+                    f"cannot parse {quoted(term.strip())}; use e.g. state = COMPLETED, "
                     'state = QUEUED OR state = SIGNED, client_reference = "abc"'
                 )
             value = match.group("quoted") if match.group("quoted") is not None else match["bare"]
@@ -58,7 +58,7 @@ def parse_filter(text: str) -> tuple[frozenset[State], str | None]:
                     states.add(State(name))
                 except ValueError:
                     raise _bad_filter(
-                        f"unknown state {value!r}; one of {', '.join(s.value for s in State)}"
+                        f"unknown state {quoted(value)}; one of {', '.join(s.value for s in State)}"
                     ) from None
             else:
                 if len(terms) > 1 or reference is not None:

@@ -28,6 +28,7 @@ from svc_gateway.batching import GroupCommit
 from svc_gateway.core import WithdrawalCore
 from svc_gateway.dispatch import Dispatcher
 from svc_gateway.events import EventHub
+from svc_gateway.malformed import MalformedRequestInterceptor
 from svc_gateway.rate_limit import RateLimit, RateLimiter, limit_for
 from svc_gateway.rest.openapi import build_openapi, default_descriptor_set
 from svc_gateway.rest.transcoder import RestBinding, build_rest_app
@@ -120,7 +121,7 @@ class GatewayServer:
             OperatorAuthenticator(self._operator_for_credential, self._executor),
         )
 
-        server = grpc.aio.server()
+        server = grpc.aio.server(interceptors=[MalformedRequestInterceptor()])
         withdrawal_pb2_grpc.add_WithdrawalServiceServicer_to_server(
             WithdrawalServicer(dispatcher), server
         )
@@ -144,8 +145,13 @@ class GatewayServer:
         )
         app = build_rest_app(
             [
-                RestBinding(SERVICE, dispatcher.unary, dispatcher.stream),
-                RestBinding(ADMIN_SERVICE, admin.unary),
+                RestBinding(
+                    SERVICE,
+                    dispatcher.unary,
+                    dispatcher.stream,
+                    authenticate=dispatcher.auth.authenticate,
+                ),
+                RestBinding(ADMIN_SERVICE, admin.unary, authenticate=admin.auth.authenticate),
             ],
             openapi=openapi,
             max_body_bytes=self.settings.max_body_bytes,

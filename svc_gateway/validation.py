@@ -19,7 +19,13 @@ from withdrawal_shared.addresses import AddressError, parse_address
 from withdrawal_shared.amounts import AmountError, BaseUnits, format_amount, parse_amount
 from withdrawal_shared.db.reference import ReferenceData, TokenInfo
 from withdrawal_shared.db.tier_admin import USER_REF, USER_REF_RULE
-from withdrawal_shared.errors import INVALID_ARGUMENT, ErrorReason, FieldViolation, invalid_argument
+from withdrawal_shared.errors import (
+    INVALID_ARGUMENT,
+    ErrorReason,
+    FieldViolation,
+    invalid_argument,
+    quoted,
+)
 from withdrawal_shared.states import Priority
 
 DEFAULT_CHAIN = "polygon"
@@ -76,7 +82,7 @@ def _check_token(
 ) -> TokenInfo | None:
     chain_info = reference.chains.get(chain)
     if chain_info is None or not chain_info.enabled:
-        checks.bad("withdrawal.chain", f"{chain!r} is not a supported chain", UNKNOWN_CHAIN)
+        checks.bad("withdrawal.chain", f"{quoted(chain)} is not a supported chain", UNKNOWN_CHAIN)
         return None
     if not w.token:
         checks.bad("withdrawal.token", 'is required, e.g. "USDC"')
@@ -86,7 +92,7 @@ def _check_token(
         known = sorted(s for (c, s) in reference.tokens if c == chain)
         checks.bad(
             "withdrawal.token",
-            f"{w.token!r} is not a token on {chain}; known: {', '.join(known) or 'none'}",
+            f"{quoted(w.token)} is not a token on {chain}; known: {', '.join(known) or 'none'}",
             UNKNOWN_TOKEN,
         )
         return None

@@ -198,12 +198,19 @@ def status_to_json(status: status_pb2.Status) -> dict[str, Any]:
     """The REST error body: `{"error": {code, status, message, details[]}}` (AIP-193)."""
     body = json_format.MessageToDict(status, preserving_proto_field_name=False)
     code = Code(status.code)
+    details: list[dict[str, Any]] = body.get("details", [])
+    for detail in details:
+        # proto3 JSON leaves out empty strings, but a violation always names its field (a
+        # query parameter sent with an empty name is the field "") and says what is wrong.
+        for violation in detail.get("fieldViolations", ()):
+            violation.setdefault("field", "")
+            violation.setdefault("description", "")
     return {
         "error": {
             "code": code.http_status,
             "status": code.name,
             "message": status.message,
-            "details": body.get("details", []),
+            "details": details,
         }
     }
 
@@ -239,6 +246,20 @@ INTERNAL = ErrorReason(
 def _invalid_message(violations: Iterable[FieldViolation]) -> str:
     summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
     return f"The request has invalid fields ({summary}). Fix them and send it again."
+
+
+QUOTED_MAX = 40
+
+
+def quoted(text: str, limit: int = QUOTED_MAX) -> str:
+    """What the caller sent, quoted for an error message and cut to `limit` characters.
+
+    A message names a bad value but never echoes it whole: on gRPC the status (message and
+    details, where the message appears again) travels in the trailers, which clients cap
+    (grpc: 8 KiB), so a long value would turn the error into RESOURCE_EXHAUSTED with no
+    details at the client.
+    """
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
 def invalid_argument(

@@ -51,7 +51,14 @@ TRANSACTION_HASH = FieldFormat(
     expected="a string of 0x and 64 hexadecimal digits",
 )
 
+WITHDRAWAL_ID = FieldFormat(
+    pattern=r"^[0-9a-hjkmnp-tv-z]{26}$",
+    example="01j9zq8m5k3v7t2r4w6y8a0c1e",
+    expected="a withdrawal id: 26 characters of lowercase Crockford base32 (a ULID)",
+)
+
 _W = "assetwithdrawal.withdrawal.v1.Withdrawal"
+_V1 = "assetwithdrawal.withdrawal.v1"
 FIELD_FORMATS: dict[str, FieldFormat] = {
     f"{_W}.amount": DECIMAL,
     f"{_W}.fee": DECIMAL,
@@ -59,6 +66,19 @@ FIELD_FORMATS: dict[str, FieldFormat] = {
     f"{_W}.transaction_hash": TRANSACTION_HASH,
     "assetwithdrawal.withdrawal.v1.CreateWithdrawalRequest.request_id": IDEMPOTENCY_KEY,
 }
+
+SEGMENT_FORMATS: dict[str, FieldFormat] = {"withdrawals": WITHDRAWAL_ID}
+"""The id segment of a resource name, by the collection before it (`withdrawals/{id}`): the
+OpenAPI path parameter's `pattern`. Any other id is refused as INVALID_ARGUMENT."""
+
+NON_NEGATIVE_FIELDS: frozenset[str] = frozenset(
+    {
+        f"{_V1}.ListWithdrawalsRequest.page_size",
+        f"{_V1}.WatchWithdrawalRequest.resume_after_version",
+    }
+)
+"""Integer fields whose negative values are refused (OpenAPI: `minimum: 0`, or a digits-only
+`pattern` for a 64-bit integer, which proto3 JSON writes as a string)."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,7 +34,9 @@ from google.protobuf.message import DecodeError
 from svc_gateway.errors import METHOD_ERRORS
 from svc_gateway.rest.formats import (
     FIELD_FORMATS,
+    NON_NEGATIVE_FIELDS,
     OPERATION_EXAMPLES,
+    SEGMENT_FORMATS,
     FieldFormat,
     OperationExample,
 )
@@ -280,9 +283,15 @@ def _with_extras(schema: Schema, **extras: Any) -> Schema:
 class _Schemas:
     """components.schemas, filled on demand while walking messages and enums."""
 
-    def __init__(self, comments: dict[str, str], formats: Mapping[str, FieldFormat]) -> None:
+    def __init__(
+        self,
+        comments: dict[str, str],
+        formats: Mapping[str, FieldFormat],
+        non_negative: frozenset[str] = NON_NEGATIVE_FIELDS,
+    ) -> None:
         self.comments = comments
         self.formats = formats
+        self.non_negative = non_negative
         self.components: dict[str, Schema] = {}
 
     def message_ref(self, desc: Descriptor) -> Schema:
@@ -337,6 +346,12 @@ class _Schemas:
         fmt = self.formats.get(fd.full_name)
         if fmt is not None and fd.type == FieldDescriptor.TYPE_STRING:
             schema.update(pattern=fmt.pattern, example=fmt.example)
+        if schema.get("format") in ("int64", "uint64") and schema["type"] == "string":
+            # proto3 JSON writes 64-bit integers as strings of digits.
+            unsigned = schema["format"] == "uint64" or fd.full_name in self.non_negative
+            schema["pattern"] = r"^[0-9]+$" if unsigned else r"^-?[0-9]+$"
+        elif fd.full_name in self.non_negative:
+            schema["minimum"] = 0
         return schema
 
     def field(self, fd: FieldDescriptor) -> Schema:
@@ -348,6 +363,13 @@ class _Schemas:
         else:
             schema = self.single(fd)
         behaviors = _behaviors(fd)
+        if schema.get("type") == "string" and fd.type == FieldDescriptor.TYPE_STRING:
+            if field_behavior_pb2.REQUIRED in behaviors:
+                # proto3 cannot tell an empty string from a missing one: both are refused.
+                schema["minLength"] = 1
+            elif "pattern" in schema and not re.search(schema["pattern"], ""):
+                # Responses print every field, an unset one as "" (e.g. `fee` until mined).
+                schema["pattern"] = f"^$|{schema['pattern']}"
         return _with_extras(
             schema,
             description=self.comments.get(_field_key(fd)),
@@ -370,14 +392,15 @@ def _singular(word: str) -> str:
     return word
 
 
-def _openapi_path(template: PathTemplate) -> tuple[str, list[tuple[str, str, str]]]:
+def _openapi_path(template: PathTemplate) -> tuple[str, list[tuple[str, str, str, str]]]:
     """`/v1/{name=withdrawals/*}:cancel` -> `/v1/withdrawals/{withdrawal}:cancel`.
 
-    Returns the path and its parameters as (parameter, variable, description). Each `*` of a
-    multi-segment variable becomes its own parameter, so clients never encode a '/'.
+    Returns the path and its parameters as (parameter, variable, description, collection):
+    each `*` of a multi-segment variable becomes its own parameter, so clients never encode a
+    '/'; `collection` is the literal segment before it (`withdrawals`), or "".
     """
     parts: list[str] = []
-    params: list[tuple[str, str, str]] = []
+    params: list[tuple[str, str, str, str]] = []
     used: set[str] = set()
 
     def fresh(name: str) -> str:
@@ -395,7 +418,7 @@ def _openapi_path(template: PathTemplate) -> tuple[str, list[tuple[str, str, str
         if var.segments in (("*",), ("**",)):
             param = fresh(var.field_path.replace(".", "_"))
             note = " It may contain '/'." if var.segments == ("**",) else ""
-            params.append((param, var.field_path, f"The `{var.field_path}` field.{note}"))
+            params.append((param, var.field_path, f"The `{var.field_path}` field.{note}", ""))
             parts.append(f"{{{param}}}")
             continue
         shape = "/".join(var.segments)
@@ -405,7 +428,12 @@ def _openapi_path(template: PathTemplate) -> tuple[str, list[tuple[str, str, str
                 base = _singular(before) if before and before not in ("*", "**") else ""
                 param = fresh(base or f"{var.field_path.replace('.', '_')}_{i}")
                 params.append(
-                    (param, var.field_path, f"Part of the `{var.field_path}` field: `{shape}`.")
+                    (
+                        param,
+                        var.field_path,
+                        f"Part of the `{var.field_path}` field: `{shape}`.",
+                        before if before not in ("*", "**") else "",
+                    )
                 )
                 parts.append(f"{{{param}}}")
             else:
@@ -420,6 +448,7 @@ def _operation(
     schemas: _Schemas,
     errors: Sequence[ErrorReason],
     example: OperationExample | None,
+    segment_formats: Mapping[str, FieldFormat] = SEGMENT_FORMATS,
 ) -> tuple[str, Schema]:
     request = method.input_type
     path, path_params = _openapi_path(rb.template)
@@ -433,16 +462,20 @@ def _operation(
         operation["description"] = doc
     parameters: list[Schema] = []
     bound: set[str] = set()
-    for param, field_path, description in path_params:
+    for param, field_path, description, collection in path_params:
         bound.add(field_path)
         resolved = resolve_field(request, field_path)
+        param_schema = schemas.single(resolved[-1])
+        segment = segment_formats.get(collection)
+        if segment is not None and param_schema.get("type") == "string":
+            param_schema = {**param_schema, "pattern": segment.pattern, "example": segment.example}
         parameters.append(
             {
                 "name": param,
                 "in": "path",
                 "required": True,
                 "description": description,
-                "schema": schemas.single(resolved[-1]),
+                "schema": param_schema,
             }
         )
     request_id = request.fields_by_name.get(_REQUEST_ID)
@@ -574,15 +607,19 @@ def build_openapi(
     field_formats: Mapping[str, FieldFormat] = FIELD_FORMATS,
     examples: Mapping[str, OperationExample] = OPERATION_EXAMPLES,
     server_url: str = "/",
+    segment_formats: Mapping[str, FieldFormat] = SEGMENT_FORMATS,
+    non_negative: frozenset[str] = NON_NEGATIVE_FIELDS,
 ) -> dict[str, Any]:
     """An OpenAPI 3.0.3 document for every HTTP rule of `services` (a JSON-ready dict).
 
     `errors`, `field_formats` and `examples` are keyed by method and field full names (the
     defaults: the WithdrawalService's); `server_url` is the `servers` entry, relative `/` (the
-    origin serving the document) unless a base URL is given.
+    origin serving the document) unless a base URL is given. `segment_formats` gives the
+    pattern of a path parameter by the collection before it; `non_negative` names the
+    integer fields that refuse negative values.
     """
     comments = load_comments(source_descriptor_set)
-    schemas = _Schemas(comments, field_formats)
+    schemas = _Schemas(comments, field_formats, non_negative)
     paths: dict[str, dict[str, Schema]] = {}
     tags: list[Schema] = []
     used_ids: set[str] = set()
@@ -610,6 +647,7 @@ def build_openapi(
                     schemas,
                     errors.get(method.full_name, ()),
                     examples.get(method.full_name),
+                    segment_formats,
                 )
                 paths.setdefault(path, {})[rb.http_method.lower()] = operation
     schemas.components["Error"] = _ERROR_SCHEMA

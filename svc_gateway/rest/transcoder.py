@@ -5,7 +5,10 @@ routes on the HttpRule path templates of every bound service, builds the request
 path variables, query parameters, the body and the `Idempotency-Key` header, calls the bound
 invoker, and renders the proto3 JSON response (NDJSON for server streaming) or a
 `google.rpc.Status` JSON error. Routes, field maps and message classes are computed once, at
-build time. It never authenticates: the invoker gets the request headers as metadata.
+build time. It never authenticates by itself: a binding's `authenticate` (when given) is called
+with the request headers before anything of the request is read, so a caller without valid
+credentials learns nothing about its input (401, never a 400 about a field); the invoker gets
+the headers as metadata too.
 
 Errors name fields as the REST caller did: the JSON body is checked by `json_body` before
 json_format parses it (violations at the caller's JSON paths; `body` for the body as a
@@ -62,6 +65,7 @@ from withdrawal_shared.errors import (
     FieldViolation,
     internal,
     invalid_argument,
+    quoted,
     status_to_json,
 )
 from withdrawal_shared.logs import trace_id_from_traceparent, trace_id_var
@@ -101,11 +105,14 @@ class RestBinding:
     """A service served over REST and the callables that reach its implementation.
 
     `invoke_stream` is required when the service has server-streaming methods with HTTP rules.
+    `authenticate`, when given, checks the request headers (lowercase names) first and raises
+    an `ApiError` (UNAUTHENTICATED) to refuse the request before its input is validated.
     """
 
     service: ServiceDescriptor
     invoke: UnaryInvoker
     invoke_stream: StreamInvoker | None = None
+    authenticate: Callable[[Mapping[str, str]], Awaitable[object]] | None = None
 
 
 @dataclass(frozen=True)
@@ -216,7 +223,7 @@ _INT_TEXT = re.compile(r"[+-]?[0-9]+\Z")
 
 def _parse_int(fd: FieldDescriptor, text: str) -> int:
     if not _INT_TEXT.match(text):
-        raise ValueError(f"must be an integer, got {text!r}")
+        raise ValueError(f"must be an integer, got {quoted(text)}")
     low, high = INT_RANGES[fd.type]
     value = int(text)
     if not low <= value <= high:
@@ -227,7 +234,7 @@ def _parse_int(fd: FieldDescriptor, text: str) -> int:
 def _parse_bool(fd: FieldDescriptor, text: str) -> bool:
     lowered = text.lower()
     if lowered not in ("true", "false", "1", "0"):
-        raise ValueError(f"must be true or false, got {text!r}")
+        raise ValueError(f"must be true or false, got {quoted(text)}")
     return lowered in ("true", "1")
 
 
@@ -235,7 +242,7 @@ def _parse_float(fd: FieldDescriptor, text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"must be a number, got {text!r}") from None
+        raise ValueError(f"must be a number, got {quoted(text)}") from None
 
 
 def _parse_enum(fd: FieldDescriptor, text: str) -> int:
@@ -247,7 +254,7 @@ def _parse_enum(fd: FieldDescriptor, text: str) -> int:
     if _INT_TEXT.match(text) and int(text) in enum.values_by_number:
         return int(text)
     names = ", ".join(v.name for v in enum.values)
-    raise ValueError(f"must be one of {names}, got {text!r}")
+    raise ValueError(f"must be one of {names}, got {quoted(text)}")
 
 
 def _parse_bytes(fd: FieldDescriptor, text: str) -> bytes:
@@ -323,7 +330,8 @@ def _apply_path(route: _Route, message: Message, variables: Mapping[str, str]) -
                 continue
             value = _parse_scalar(leaf, raw)
             if before and before != value:
-                raise ValueError(f"is {before!r} in the body but {raw!r} in the URL path")
+                shown = quoted(before) if isinstance(before, str) else repr(before)
+                raise ValueError(f"is {shown} in the body but {quoted(raw)} in the URL path")
             _assign(message, path, [raw])
         except ValueError as err:
             violations.append(FieldViolation(var, str(err)))
@@ -593,6 +601,8 @@ class RestTranscoder:
         metadata = {
             k.lower(): v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
         }
+        if route.binding.authenticate is not None:
+            await route.binding.authenticate(metadata)
         names = _CallerNames(route)
         message = await self._build_request(request, route, variables, names)
         try:
@@ -729,7 +739,9 @@ def build_rest_app(
     transcoder = RestTranscoder(bindings, max_body_bytes=max_body_bytes, openapi=openapi)
     app = web.Application(client_max_size=max_body_bytes + 1)
     app[TRANSCODER_KEY] = transcoder
-    app.router.add_route("*", "/{tail:.*}", transcoder.handle)
+    # Every path, also one holding a newline (%0A decodes to one; `.` would not match it and
+    # aiohttp would answer its own text/plain 404).
+    app.router.add_route("*", r"/{tail:[\s\S]*}", transcoder.handle)
     return app
 
 

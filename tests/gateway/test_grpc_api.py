@@ -9,6 +9,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
 from sqlalchemy import func, select
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
@@ -435,3 +436,56 @@ def test_health_is_serving(gateway: RunningGateway) -> None:
         health_pb2.HealthCheckRequest(service="assetwithdrawal.withdrawal.v1.WithdrawalService")
     )
     assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("method", ["GetWithdrawal", "CreateWithdrawal", "WatchWithdrawal"])
+def test_malformed_request_bytes_are_invalid_argument(
+    gateway: RunningGateway, partner_a: Partner, method: str
+) -> None:
+    """Found by fuzzing gRPC with random bytes: a request that does not parse was UNKNOWN."""
+    path = f"/assetwithdrawal.withdrawal.v1.WithdrawalService/{method}"
+    if method == "WatchWithdrawal":
+        call = gateway.channel.unary_stream(path)
+        with pytest.raises(grpc.RpcError) as caught:
+            next(iter(call(b"\xff\xff\xff", metadata=partner_a.metadata, timeout=5)))
+    else:
+        with pytest.raises(grpc.RpcError) as caught:
+            gateway.channel.unary_unary(path)(
+                b"\xff\xff\xff", metadata=partner_a.metadata, timeout=5
+            )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(caught.value)
+    assert status is not None
+    kinds = {d.type_url.rsplit("/", 1)[-1] for d in status.details}
+    assert kinds == {"google.rpc.ErrorInfo", "google.rpc.BadRequest"}
+
+
+def test_errors_quote_long_values_cut_so_the_status_fits_the_trailers(
+    gateway: RunningGateway, partner_a: Partner
+) -> None:
+    """A 5,000-character value named in an error is quoted cut to 40 characters: whole, the
+    status (message and details) outgrew the client's 8 KiB trailer limit and the caller got
+    RESOURCE_EXHAUSTED with no details (found by tests/fuzz)."""
+    long = "a" * 5000
+    bad_token = create_request(token=long)
+    bad_token.withdrawal.chain = long
+    calls = [
+        lambda: gateway.stub.CreateWithdrawal(bad_token, metadata=partner_a.metadata),
+        lambda: gateway.stub.GetWithdrawal(
+            withdrawal_pb2.GetWithdrawalRequest(name=long), metadata=partner_a.metadata
+        ),
+        lambda: gateway.stub.ListWithdrawals(
+            withdrawal_pb2.ListWithdrawalsRequest(filter=long), metadata=partner_a.metadata
+        ),
+        lambda: gateway.stub.ListWithdrawals(
+            withdrawal_pb2.ListWithdrawalsRequest(filter=f"state = {long}"),
+            metadata=partner_a.metadata,
+        ),
+    ]
+    for send in calls:
+        with pytest.raises(grpc.RpcError) as failed:
+            send()
+        code, info, fields = rich_error(failed.value)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and info.reason and fields
+        message = failed.value.details()  # type: ignore[attr-defined]
+        assert "a" * 37 + "..." in message and "a" * 41 not in message

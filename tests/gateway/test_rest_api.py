@@ -358,3 +358,23 @@ def test_unknown_route_is_404_json(gateway: RunningGateway, partner_a: Partner) 
     response = httpx.get(f"{gateway.base_url}/v2/nothing", headers=partner_a.headers)
     assert response.status_code == 404
     assert response.json()["error"]["status"] == "NOT_FOUND"
+
+
+def test_fuzzing_regressions(gateway: RunningGateway, partner_a: Partner) -> None:
+    """Found by schemathesis against /openapi.json (tests/fuzz)."""
+    # Authentication comes before input validation: no 400 about a field without a key.
+    bad = httpx.get(f"{gateway.base_url}/v1/withdrawals/0:watch?resume_after_version=")
+    assert bad.status_code == 401, bad.text
+    assert error_fields(bad) == ("UNAUTHENTICATED", [])
+    bad = httpx.post(f"{gateway.base_url}/v1/withdrawals", content=b"{,")
+    assert bad.status_code == 401, bad.text
+    # A path holding a newline is routed like any other (JSON error, not aiohttp's text 404).
+    odd = httpx.get(f"{gateway.base_url}/v1/withdrawals/a%0Ab", headers=partner_a.headers)
+    assert odd.status_code == 400 and odd.headers["content-type"].startswith("application/json")
+    assert error_fields(odd) == ("INVALID_ARGUMENT", ["name"])
+    nowhere = httpx.get(f"{gateway.base_url}/v1/a%0Ab", headers=partner_a.headers)
+    assert nowhere.status_code == 404 and error_fields(nowhere)[0] == "NOT_FOUND"
+    # A query parameter with an empty name is a violation whose field is "" (always present).
+    empty = httpx.get(f"{gateway.base_url}/v1/withdrawals?=null", headers=partner_a.headers)
+    assert empty.status_code == 400
+    assert error_fields(empty) == ("INVALID_ARGUMENT", [""])

@@ -88,13 +88,17 @@ def test_parameters(doc: dict[str, Any]) -> None:
             "in": "path",
             "required": True,
             "description": "Part of the `name` field: `withdrawals/*`.",
-            "schema": {"type": "string"},
+            "schema": {
+                "type": "string",
+                "pattern": "^[0-9a-hjkmnp-tv-z]{26}$",
+                "example": "01j9zq8m5k3v7t2r4w6y8a0c1e",
+            },
         }
     ]
     listing = {p["name"]: p for p in ops["ListWithdrawals"][2]["parameters"]}
     assert set(listing) == {"page_size", "page_token", "filter"}
     assert listing["page_size"]["in"] == "query"
-    assert listing["page_size"]["schema"] == {"type": "integer", "format": "int32"}
+    assert listing["page_size"]["schema"] == {"type": "integer", "format": "int32", "minimum": 0}
     assert "at most 1000" in listing["page_size"]["description"]
     create = {p["name"]: p for p in ops["CreateWithdrawal"][2]["parameters"]}
     assert set(create) == {"Idempotency-Key"}  # the request_id parameter is described there
@@ -347,3 +351,46 @@ def test_servers_and_create_examples(doc: dict[str, Any]) -> None:
     assert parsed.state == withdrawal_pb2.STATE_RECEIVED
     assert parsed.amount == request["amount"]
     assert set(response) <= set(schema(doc, f"{PKG}.Withdrawal")["properties"])
+
+
+def test_document_describes_what_the_gateway_accepts_and_answers(doc: dict[str, Any]) -> None:
+    """Found by fuzzing the REST API with schemathesis against the document: the document
+    promised what the gateway refuses, or refused what it answers."""
+    from withdrawal_shared.ids import is_ulid, new_ulid
+
+    ops = operations(doc)
+    # An id the path pattern allows is one the gateway takes as a withdrawal name (a non-ULID
+    # such as "0" is INVALID_ARGUMENT, not a valid request), and a real id matches it.
+    for name in ("GetWithdrawal", "CancelWithdrawal", "WatchWithdrawal"):
+        (param,) = ops[name][2]["parameters"][:1]
+        pattern = re.compile(param["schema"]["pattern"])
+        assert pattern.search(new_ulid()) and not pattern.search("0")
+        assert is_ulid(param["schema"]["example"])
+    # Negative page sizes and resume versions are refused, so the document says so.
+    watch = {p["name"]: p for p in ops["WatchWithdrawal"][2]["parameters"]}
+    assert watch["resume_after_version"]["schema"]["pattern"] == "^[0-9]+$"
+    withdrawal = schema(doc, f"{PKG}.Withdrawal")
+    props = withdrawal["properties"]
+    # Required strings cannot be empty (proto3 reads "" as missing)...
+    for field in ("token", "recipientAddress", "amount"):
+        assert props[field]["minLength"] == 1, field
+    # ...and output fields with a format are printed "" until set (fee until mined).
+    for field in ("fee", "transactionHash"):
+        assert re.search(props[field]["pattern"], ""), field
+    assert re.search(props["fee"]["pattern"], "0.0042") and not re.search(
+        props["fee"]["pattern"], "1e5"
+    )
+    assert props["version"]["pattern"] == "^-?[0-9]+$"
+    fresh = json_format.MessageToDict(
+        withdrawal_pb2.Withdrawal(
+            name="withdrawals/01j9zq8m5k3v7t2r4w6y8a0c1e",
+            token="USDC",
+            recipient_address="0x" + "ab" * 20,
+            amount="1",
+            version=1,
+        ),
+        always_print_fields_with_no_presence=True,
+    )
+    validator = OAS30Validator({**withdrawal, "components": doc["components"]})
+    errors = [e.message for e in validator.iter_errors(fresh) if "readOnly" not in e.message]
+    assert errors == []
