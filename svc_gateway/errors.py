@@ -74,7 +74,8 @@ IDEMPOTENCY_KEY_REUSED = ErrorReason(
     "IDEMPOTENCY_KEY_REUSED",
     Code.ALREADY_EXISTS,
     "The idempotency key (`Idempotency-Key`, or `request_id` on gRPC) was already used for a "
-    "withdrawal (or, on the admin API, a change) with another body; the metadata names it.",
+    "withdrawal (or, on the admin API, a change or an API key) with another body; the metadata "
+    "names it.",
     example="The idempotency key 'inv-77-payout' was already used for a different withdrawal "
     "(01j9zq8m5k3v7t2r4w6y8a0c1e); use a new key for a new withdrawal.",
 )
@@ -195,6 +196,19 @@ METHOD_ERRORS: dict[str, tuple[ErrorReason, ...]] = {
     f"{ADMIN_SERVICE}.CreateOperatorCredential": (*_ADMIN_COMMON, BODY_TOO_LARGE, NOT_FOUND),
     f"{ADMIN_SERVICE}.RevokeOperatorCredential": (*_ADMIN_COMMON, NOT_FOUND),
     f"{ADMIN_SERVICE}.ListAdminAuditEntries": _ADMIN_COMMON,
+    f"{ADMIN_SERVICE}.CreateApiKey": (
+        *_ADMIN_COMMON,
+        BODY_TOO_LARGE,
+        NOT_FOUND,
+        IDEMPOTENCY_KEY_REUSED,
+    ),
+    f"{ADMIN_SERVICE}.ListApiKeys": (*_ADMIN_COMMON, NOT_FOUND),
+    f"{ADMIN_SERVICE}.RevokeApiKey": (*_ADMIN_COMMON, BODY_TOO_LARGE, NOT_FOUND),
+    f"{ADMIN_SERVICE}.ListPayoutPauses": _ADMIN_COMMON,
+    f"{ADMIN_SERVICE}.PausePayouts": (*_ADMIN_COMMON, BODY_TOO_LARGE),
+    f"{ADMIN_SERVICE}.ResumePayouts": (*_ADMIN_COMMON, BODY_TOO_LARGE),
+    f"{ADMIN_SERVICE}.ListTokens": (*_ADMIN_COMMON, NOT_FOUND),
+    f"{ADMIN_SERVICE}.UpdateToken": (*_ADMIN_COMMON, BODY_TOO_LARGE, NOT_FOUND),
 }
 """Every reason each RPC can answer with (by method full name); REST-only ones say so."""
 

@@ -117,6 +117,9 @@ class GatewayServer:
                 self._executor,
                 change_kinds(),
                 self.settings.admin_change_ttl_seconds,
+                redis=self._redis,
+                redis_prefix=self.settings.redis_prefix,
+                on_reference_change=self.store.reference.invalidate,
             ),
             OperatorAuthenticator(self._operator_for_credential, self._executor),
         )

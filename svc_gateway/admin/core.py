@@ -21,22 +21,39 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import redis.asyncio as aioredis
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from assetwithdrawal.admin.v1 import admin_pb2
-from svc_gateway.admin import changes
+from svc_gateway.admin import changes, controls
 from svc_gateway.errors import IDEMPOTENCY_KEY_REUSED
 from svc_gateway.validation import REQUEST_ID
+from withdrawal_shared.db import pauses, token_settings
 from withdrawal_shared.db.admin_audit import (
     DENIED,
     FAILED,
     SUCCEEDED,
     append_admin_audit,
 )
+from withdrawal_shared.db.api_keys import (
+    UnknownPartnerError,
+    create_api_key,
+    list_api_keys,
+)
 from withdrawal_shared.db.changes import ChangeRegistry
-from withdrawal_shared.db.models import AdminAudit, AdminChange, Operator, OperatorCredential
+from withdrawal_shared.db.models import (
+    AdminAudit,
+    AdminAuditHead,
+    AdminChange,
+    ApiKey,
+    Chain,
+    Operator,
+    OperatorCredential,
+    Partner,
+    Token,
+)
 from withdrawal_shared.db.operators import (
     CREDENTIAL_SCHEME,
     OPERATOR_ID,
@@ -53,6 +70,7 @@ from withdrawal_shared.errors import (
     not_found,
 )
 from withdrawal_shared.ids import is_ulid
+from withdrawal_shared.key_revocation import revoke_key
 
 T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 50
@@ -230,11 +248,21 @@ class AdminCore:
         executor: Executor,
         registry: ChangeRegistry,
         change_ttl_seconds: float,
+        *,
+        redis: aioredis.Redis | None = None,
+        redis_prefix: str = "",
+        on_reference_change: Callable[[], None] | None = None,
     ) -> None:
         self.sessions = sessions
         self.executor = executor
         self.registry = registry
         self.change_ttl_seconds = change_ttl_seconds
+        # Where key revocations are published (`key_revocation.revoke_key`).
+        self.redis = redis
+        self.redis_prefix = redis_prefix
+        # Called after a token change commits (the gateway drops its reference-data cache, so
+        # it applies the change at once; other processes within REFERENCE_MAX_AGE_SECONDS).
+        self.on_reference_change = on_reference_change
 
     async def _db(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -539,3 +567,272 @@ class AdminCore:
             return response
 
         return await self._db(read)
+
+    # -- partners' API keys
+
+    async def create_api_key(
+        self, caller: OperatorIdentity, request: admin_pb2.CreateApiKeyRequest
+    ) -> admin_pb2.ApiKey:
+        partner_id = controls.parse_partner_name(request.parent)
+        request_id = _request_id(request.request_id)
+        scopes = controls.requested_scopes(list(request.api_key.scopes))
+        rate, burst = controls.requested_limits(request.api_key)
+        wanted = {
+            "partner": partner_id,
+            "scopes": sorted(s.value for s in scopes),
+            "rate_limit_per_second": rate,
+            "rate_limit_burst": burst,
+        }
+
+        def work(session: Session) -> Done:
+            if request_id:
+                # The audit trail is the idempotency record: queue behind its head first, so
+                # two calls with the same key cannot both create one.
+                session.execute(
+                    update(AdminAuditHead)
+                    .where(AdminAuditHead.id == 1)
+                    .values(seq=AdminAuditHead.seq)
+                )
+                earlier = self._earlier_api_key(session, caller.operator_id, request_id)
+                if earlier is not None:
+                    recorded = {k: earlier.get(k) for k in wanted}
+                    if recorded != wanted:
+                        name = controls.api_key_name(earlier["partner"], earlier["key"])
+                        raise IDEMPOTENCY_KEY_REUSED.error(
+                            f"The idempotency key {request_id!r} was already used for another "
+                            f"API key ({name}); use a new key for a new API key.",
+                            metadata={"api_key": name},
+                        )
+                    row = session.get(ApiKey, earlier["key"])
+                    if row is not None:
+                        infos = list_api_keys(session, partner_id)
+                        info = next(i for i in infos if i.prefix == row.prefix)
+                        return Done(controls.api_key_to_proto(info), request.parent)
+            try:
+                created = create_api_key(
+                    session,
+                    partner_id,
+                    scopes,
+                    rate_limit_per_second=rate,
+                    rate_limit_burst=burst,
+                )
+            except UnknownPartnerError:
+                raise not_found(request.parent) from None
+            after = {**controls.api_key_as_dict(created.key), "request_id": request_id or None}
+            return Done(
+                controls.api_key_to_proto(created.key, created.token),
+                controls.api_key_name(partner_id, created.key.prefix),
+                None,
+                after,
+            )
+
+        return await self._db(self._audited, caller, "CreateApiKey", request.parent, work)
+
+    @staticmethod
+    def _earlier_api_key(
+        session: Session, operator_id: str, request_id: str
+    ) -> dict[str, Any] | None:
+        """The key this caller created with this idempotency key, as audited."""
+        needle = json.dumps({"request_id": request_id}, separators=(",", ":"))[1:-1]
+        escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = session.scalars(
+            select(AdminAudit.after_value).where(
+                AdminAudit.operator_id == operator_id,
+                AdminAudit.action == "CreateApiKey",
+                AdminAudit.outcome == SUCCEEDED,
+                AdminAudit.after_value.like(f"%{escaped}%", escape="\\"),
+            )
+        )
+        for text in rows:
+            value = json.loads(text or "{}")
+            if value.get("request_id") == request_id:
+                return value  # type: ignore[no-any-return]
+        return None
+
+    async def list_api_keys(
+        self, caller: OperatorIdentity, request: admin_pb2.ListApiKeysRequest
+    ) -> admin_pb2.ListApiKeysResponse:
+        partner_id = controls.parse_partner_name(request.parent)
+        size = _page_size(request.page_size)
+        offset = _offset(_decode_token(request.page_token, request.parent))
+
+        def read() -> admin_pb2.ListApiKeysResponse:
+            with self.sessions() as session:
+                if session.get(Partner, partner_id) is None:
+                    raise not_found(request.parent)
+                keys = list_api_keys(session, partner_id)
+            page = keys[offset : offset + size]
+            response = admin_pb2.ListApiKeysResponse(
+                api_keys=[controls.api_key_to_proto(k) for k in page]
+            )
+            if len(keys) > offset + size:
+                response.next_page_token = _encode_token(str(offset + size), request.parent)
+            return response
+
+        return await self._db(read)
+
+    async def revoke_api_key(
+        self, caller: OperatorIdentity, request: admin_pb2.RevokeApiKeyRequest
+    ) -> admin_pb2.ApiKey:
+        """Revoke through `key_revocation.revoke_key`, which commits the revocation and then
+        publishes it to every gateway; its audit row follows in a transaction of its own."""
+        partner_id, prefix = controls.parse_api_key_name(request.name)
+        if self.redis is None:
+            raise RuntimeError("AdminCore needs redis to publish key revocations")
+
+        def was_revoked() -> bool | None:
+            with self.sessions() as session:
+                row = session.get(ApiKey, prefix)
+                if row is None or row.partner_id != partner_id:
+                    return None
+                return row.revoke_time is not None
+
+        before_revoked = await self._db(was_revoked)
+        revocation = None
+        if before_revoked is not None:
+            revocation = await revoke_key(
+                self.sessions, self.redis, self.redis_prefix, partner_id, prefix
+            )
+
+        def work(session: Session) -> Done:
+            if revocation is None:
+                raise not_found(request.name)
+            after = controls.api_key_as_dict(revocation.key)
+            response = controls.api_key_to_proto(revocation.key)
+            published = {"published": revocation.published}
+            if before_revoked:
+                return Done(response, request.name, None, published)
+            before = {**after, "revoked": False}
+            return Done(response, request.name, before, {**after, **published})
+
+        return await self._db(self._audited, caller, "RevokeApiKey", request.name, work)
+
+    # -- the payout kill switch
+
+    async def list_payout_pauses(
+        self, caller: OperatorIdentity, request: admin_pb2.ListPayoutPausesRequest
+    ) -> admin_pb2.ListPayoutPausesResponse:
+        def read() -> admin_pb2.ListPayoutPausesResponse:
+            with self.sessions() as session:
+                states = pauses.list_pauses(session, include_resumed=request.show_resumed)
+            return admin_pb2.ListPayoutPausesResponse(
+                payout_pauses=[controls.pause_to_proto(s) for s in states]
+            )
+
+        return await self._db(read)
+
+    async def pause_payouts(
+        self, caller: OperatorIdentity, request: admin_pb2.PausePayoutsRequest
+    ) -> admin_pb2.PayoutPause:
+        return await self._pause_or_resume(caller, "PausePayouts", request, request.reason)
+
+    async def resume_payouts(
+        self, caller: OperatorIdentity, request: admin_pb2.ResumePayoutsRequest
+    ) -> admin_pb2.PayoutPause:
+        return await self._pause_or_resume(caller, "ResumePayouts", request, None)
+
+    async def _pause_or_resume(
+        self,
+        caller: OperatorIdentity,
+        action: str,
+        request: admin_pb2.PausePayoutsRequest | admin_pb2.ResumePayoutsRequest,
+        reason: str | None,
+    ) -> admin_pb2.PayoutPause:
+        if not request.HasField("scope"):
+            raise invalid_argument(
+                [FieldViolation("scope", "is required: {} for everything, or a chain and token")]
+            )
+        scope = controls.pause_scope(request.scope)
+        target = f"payoutPauses/{scope.key}"
+
+        def work(session: Session) -> Done:
+            if reason is None:
+                change = pauses.resume(session, scope, actor=caller.operator_id)
+            else:
+                change = pauses.pause(session, scope, reason=reason, actor=caller.operator_id)
+            response = controls.pause_to_proto(change.after)
+            if not change.changed:
+                return Done(response, target)
+            return Done(
+                response,
+                target,
+                controls.pause_as_dict(change.before),
+                controls.pause_as_dict(change.after),
+            )
+
+        return await self._db(self._audited, caller, action, target, work)
+
+    # -- tokens
+
+    async def list_tokens(
+        self, caller: OperatorIdentity, request: admin_pb2.ListTokensRequest
+    ) -> admin_pb2.ListTokensResponse:
+        chain = controls.parse_chain_parent(request.parent)
+        size = _page_size(request.page_size)
+        offset = _offset(_decode_token(request.page_token, request.parent))
+
+        def read() -> admin_pb2.ListTokensResponse:
+            query = select(Token).order_by(Token.chain, Token.symbol)
+            with self.sessions() as session:
+                if chain != controls.ALL_CHAINS:
+                    if session.get(Chain, chain) is None:
+                        raise not_found(request.parent)
+                    query = query.where(Token.chain == chain)
+                rows = list(session.scalars(query.offset(offset).limit(size + 1)))
+            response = admin_pb2.ListTokensResponse(
+                tokens=[controls.token_to_proto(r) for r in rows[:size]]
+            )
+            if len(rows) > size:
+                response.next_page_token = _encode_token(str(offset + size), request.parent)
+            return response
+
+        return await self._db(read)
+
+    async def update_token(
+        self, caller: OperatorIdentity, request: admin_pb2.UpdateTokenRequest
+    ) -> admin_pb2.Token:
+        if not request.HasField("token"):
+            raise invalid_argument([FieldViolation("token", "is required")])
+        chain, symbol = controls.parse_token_name(request.token.name)
+        name = request.token.name
+
+        def work(session: Session) -> Done:
+            paths = controls.token_mask(request)
+            row = session.scalars(
+                select(Token).where(Token.chain == chain, Token.symbol == symbol)
+            ).one_or_none()
+            if row is None:
+                raise not_found(name)
+            done: list[token_settings.TokenChange] = []
+            if "enabled" in paths:
+                done.append(
+                    token_settings.set_token_enabled(session, chain, symbol, request.token.enabled)
+                )
+            if "max_amount" in paths:
+                base = controls.max_amount_base_units(request.token.max_amount, row.decimals)
+                done.append(token_settings.set_token_max_amount(session, chain, symbol, base))
+            before, after = done[0].before, done[-1].after
+            response = controls.token_to_proto(row)
+            if before == after:
+                return Done(response, name)
+            return Done(
+                response,
+                name,
+                controls.token_as_dict(before, row.decimals),
+                controls.token_as_dict(after, row.decimals),
+            )
+
+        token: admin_pb2.Token = await self._db(self._audited, caller, "UpdateToken", name, work)
+        if self.on_reference_change is not None:
+            self.on_reference_change()
+        return token
+
+
+def _offset(after: str | None) -> int:
+    if after is None:
+        return 0
+    if not after.isdigit():
+        raise invalid_argument(
+            [FieldViolation("page_token", "is not a page token this API returned")]
+        )
+    return int(after)

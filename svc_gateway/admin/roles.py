@@ -21,5 +21,13 @@ METHOD_ROLES: dict[str, Role] = {
     "CreateOperatorCredential": Role.ADMIN,
     "RevokeOperatorCredential": Role.ADMIN,
     "ListAdminAuditEntries": Role.VIEWER,
+    "CreateApiKey": Role.OPERATOR,
+    "ListApiKeys": Role.VIEWER,
+    "RevokeApiKey": Role.OPERATOR,
+    "ListPayoutPauses": Role.VIEWER,
+    "PausePayouts": Role.OPERATOR,
+    "ResumePayouts": Role.OPERATOR,
+    "ListTokens": Role.VIEWER,
+    "UpdateToken": Role.ADMIN,
 }
 """AdminService method name -> the role it requires."""

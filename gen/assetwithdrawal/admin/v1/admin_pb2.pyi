@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -721,3 +722,514 @@ class ListAdminAuditEntriesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAdminAuditEntriesResponse: _TypeAlias = ListAdminAuditEntriesResponse  # noqa: Y015
+
+@_typing.final
+class ApiKey(_message.Message):
+    """A partner's API key for WithdrawalService: `awk_<8 hex>_<secret>`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PREFIX_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_PER_SECOND_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_BURST_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_USE_TIME_FIELD_NUMBER: _builtins.int
+    REVOKE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `partners/{partner}/apiKeys/{api_key}`; the key id is its public prefix
+    `awk_<8 hex>`.
+    """
+    prefix: _builtins.str
+    """The public prefix, `awk_<8 hex>`: all that logs, listings and the audit trail show of it."""
+    token: _builtins.str
+    """The whole key, only in the CreateApiKey response; never stored."""
+    rate_limit_per_second: _builtins.int
+    """Requests per second of this key alone; unset: the partner's limit, else the gateway's."""
+    rate_limit_burst: _builtins.int
+    """Requests it may send at once; needs `rate_limit_per_second`."""
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What it may do: `withdrawals:read`, `withdrawals:create`, `batches:create`,
+        `webhooks:manage`, `emergency`. Unset on create: `withdrawals:read` and
+        `withdrawals:create`.
+        """
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
+    @_builtins.property
+    def last_use_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was last used (recorded at most once a minute per gateway process); unset if never."""
+
+    @_builtins.property
+    def revoke_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was revoked; unset while it works."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        prefix: _builtins.str = ...,
+        token: _builtins.str = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
+        rate_limit_per_second: _builtins.int | None = ...,
+        rate_limit_burst: _builtins.int | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        last_use_time: _timestamp_pb2.Timestamp | None = ...,
+        revoke_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_rate_limit_burst", b"_rate_limit_burst", "_rate_limit_per_second", b"_rate_limit_per_second", "create_time", b"create_time", "last_use_time", b"last_use_time", "rate_limit_burst", b"rate_limit_burst", "rate_limit_per_second", b"rate_limit_per_second", "revoke_time", b"revoke_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_rate_limit_burst", b"_rate_limit_burst", "_rate_limit_per_second", b"_rate_limit_per_second", "create_time", b"create_time", "last_use_time", b"last_use_time", "name", b"name", "prefix", b"prefix", "rate_limit_burst", b"rate_limit_burst", "rate_limit_per_second", b"rate_limit_per_second", "revoke_time", b"revoke_time", "scopes", b"scopes", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__rate_limit_burst: _TypeAlias = _typing.Literal["rate_limit_burst"]  # noqa: Y015
+    _WhichOneofArgType__rate_limit_burst: _TypeAlias = _typing.Literal["_rate_limit_burst", b"_rate_limit_burst"]  # noqa: Y015
+    _WhichOneofReturnType__rate_limit_per_second: _TypeAlias = _typing.Literal["rate_limit_per_second"]  # noqa: Y015
+    _WhichOneofArgType__rate_limit_per_second: _TypeAlias = _typing.Literal["_rate_limit_per_second", b"_rate_limit_per_second"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_limit_burst) -> _WhichOneofReturnType__rate_limit_burst | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_limit_per_second) -> _WhichOneofReturnType__rate_limit_per_second | None: ...
+
+Global___ApiKey: _TypeAlias = ApiKey  # noqa: Y015
+
+@_typing.final
+class CreateApiKeyRequest(_message.Message):
+    """Request for CreateApiKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    API_KEY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The partner: `partners/{partner}`."""
+    request_id: _builtins.str
+    """Idempotency key, unique per caller. A repeat with the same key and the same partner,
+    scopes and limits returns the key created first without its token (it is not stored):
+    revoke that one and create another if the first response was lost. With anything else it
+    is ALREADY_EXISTS `IDEMPOTENCY_KEY_REUSED`. On REST it may be given in the
+    `Idempotency-Key` header instead.
+    """
+    @_builtins.property
+    def api_key(self) -> Global___ApiKey:
+        """The key to create: `scopes` and the rate limit are read; output-only fields are ignored."""
+
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        api_key: Global___ApiKey | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "parent", b"parent", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateApiKeyRequest: _TypeAlias = CreateApiKeyRequest  # noqa: Y015
+
+@_typing.final
+class ListApiKeysRequest(_message.Message):
+    """Request for ListApiKeys."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The partner: `partners/{partner}`."""
+    page_size: _builtins.int
+    """Maximum number of keys to return: 50 when unset, at most 1000."""
+    page_token: _builtins.str
+    """The `next_page_token` of a previous call."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListApiKeysRequest: _TypeAlias = ListApiKeysRequest  # noqa: Y015
+
+@_typing.final
+class ListApiKeysResponse(_message.Message):
+    """Response for ListApiKeys."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_KEYS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def api_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApiKey]:
+        """The page of keys, newest first, without their tokens."""
+
+    def __init__(
+        self,
+        *,
+        api_keys: _abc.Iterable[Global___ApiKey] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_keys", b"api_keys", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListApiKeysResponse: _TypeAlias = ListApiKeysResponse  # noqa: Y015
+
+@_typing.final
+class RevokeApiKeyRequest(_message.Message):
+    """Request for RevokeApiKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `partners/{partner}/apiKeys/{api_key}`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeApiKeyRequest: _TypeAlias = RevokeApiKeyRequest  # noqa: Y015
+
+@_typing.final
+class PayoutScope(_message.Message):
+    """What a payout pause covers: everything (no chain), one chain (no token), or one token of a
+    chain.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHAIN_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    chain: _builtins.str
+    """The chain, e.g. `polygon`; empty for everything."""
+    token: _builtins.str
+    """The token's symbol on the chain, e.g. `USDC`; empty for the whole chain."""
+    def __init__(
+        self,
+        *,
+        chain: _builtins.str = ...,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PayoutScope: _TypeAlias = PayoutScope  # noqa: Y015
+
+@_typing.final
+class PayoutPause(_message.Message):
+    """One scope of the payout kill switch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_KEY_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    scope_key: _builtins.str
+    """The scope's key: `*` (everything), `<chain>` or `<chain>/<token symbol>`."""
+    paused: _builtins.bool
+    """Whether payouts in it are paused now."""
+    reason: _builtins.str
+    """Why it was paused; empty once resumed."""
+    actor: _builtins.str
+    """Who last paused or resumed it: the operator id, for calls through this API."""
+    @_builtins.property
+    def scope(self) -> Global___PayoutScope:
+        """What it covers."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was last paused or resumed; unset if never."""
+
+    def __init__(
+        self,
+        *,
+        scope_key: _builtins.str = ...,
+        scope: Global___PayoutScope | None = ...,
+        paused: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "paused", b"paused", "reason", b"reason", "scope", b"scope", "scope_key", b"scope_key", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PayoutPause: _TypeAlias = PayoutPause  # noqa: Y015
+
+@_typing.final
+class ListPayoutPausesRequest(_message.Message):
+    """Request for ListPayoutPauses."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOW_RESUMED_FIELD_NUMBER: _builtins.int
+    show_resumed: _builtins.bool
+    """Also list the scopes paused once and resumed since."""
+    def __init__(
+        self,
+        *,
+        show_resumed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["show_resumed", b"show_resumed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPayoutPausesRequest: _TypeAlias = ListPayoutPausesRequest  # noqa: Y015
+
+@_typing.final
+class ListPayoutPausesResponse(_message.Message):
+    """Response for ListPayoutPauses."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYOUT_PAUSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payout_pauses(self) -> _containers.RepeatedCompositeFieldContainer[Global___PayoutPause]:
+        """The pauses, by scope key."""
+
+    def __init__(
+        self,
+        *,
+        payout_pauses: _abc.Iterable[Global___PayoutPause] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payout_pauses", b"payout_pauses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPayoutPausesResponse: _TypeAlias = ListPayoutPausesResponse  # noqa: Y015
+
+@_typing.final
+class PausePayoutsRequest(_message.Message):
+    """Request for PausePayouts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why, up to 256 characters: shown by ListPayoutPauses and in the audit trail."""
+    @_builtins.property
+    def scope(self) -> Global___PayoutScope:
+        """What to pause: `{}` for everything, `{"chain": "polygon"}`, or
+        `{"chain": "polygon", "token": "USDC"}`.
+        """
+
+    def __init__(
+        self,
+        *,
+        scope: Global___PayoutScope | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PausePayoutsRequest: _TypeAlias = PausePayoutsRequest  # noqa: Y015
+
+@_typing.final
+class ResumePayoutsRequest(_message.Message):
+    """Request for ResumePayouts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def scope(self) -> Global___PayoutScope:
+        """The scope to resume, as it was paused (`{}` for everything). Resuming a chain does not
+        resume a token of it paused on its own.
+        """
+
+    def __init__(
+        self,
+        *,
+        scope: Global___PayoutScope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumePayoutsRequest: _TypeAlias = ResumePayoutsRequest  # noqa: Y015
+
+@_typing.final
+class Token(_message.Message):
+    """A token paid out on a chain, with its runtime settings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CHAIN_FIELD_NUMBER: _builtins.int
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    CONTRACT_ADDRESS_FIELD_NUMBER: _builtins.int
+    DECIMALS_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    MAX_AMOUNT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `chains/{chain}/tokens/{token}`; the token id is its symbol, e.g.
+    `chains/polygon/tokens/USDC`.
+    """
+    chain: _builtins.str
+    """The chain, e.g. `polygon`."""
+    symbol: _builtins.str
+    """The symbol, e.g. `USDC`."""
+    contract_address: _builtins.str
+    """The ERC-20 contract address (lowercase)."""
+    decimals: _builtins.int
+    """The token's decimals (USDC: 6)."""
+    enabled: _builtins.bool
+    """Whether new withdrawals of it are accepted. Disabling is not a pause: withdrawals not yet
+    validated are REJECTED `TOKEN_DISABLED`.
+    """
+    max_amount: _builtins.str
+    """The largest amount one withdrawal may ask for, a decimal string in token units with at
+    most `decimals` decimal places, e.g. `"100000"` or `"2500.5"`.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        chain: _builtins.str = ...,
+        symbol: _builtins.str = ...,
+        contract_address: _builtins.str = ...,
+        decimals: _builtins.int = ...,
+        enabled: _builtins.bool | None = ...,
+        max_amount: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "enabled", b"enabled"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "chain", b"chain", "contract_address", b"contract_address", "decimals", b"decimals", "enabled", b"enabled", "max_amount", b"max_amount", "name", b"name", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
+    _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__enabled) -> _WhichOneofReturnType__enabled | None: ...
+
+Global___Token: _TypeAlias = Token  # noqa: Y015
+
+@_typing.final
+class ListTokensRequest(_message.Message):
+    """Request for ListTokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The chain: `chains/{chain}`, or `chains/-` for every chain."""
+    page_size: _builtins.int
+    """Maximum number of tokens to return: 50 when unset, at most 1000."""
+    page_token: _builtins.str
+    """The `next_page_token` of a previous call, with the same parent."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTokensRequest: _TypeAlias = ListTokensRequest  # noqa: Y015
+
+@_typing.final
+class ListTokensResponse(_message.Message):
+    """Response for ListTokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKENS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___Token]:
+        """The page of tokens, by chain and symbol."""
+
+    def __init__(
+        self,
+        *,
+        tokens: _abc.Iterable[Global___Token] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTokensResponse: _TypeAlias = ListTokensResponse  # noqa: Y015
+
+@_typing.final
+class UpdateTokenRequest(_message.Message):
+    """Request for UpdateToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def token(self) -> Global___Token:
+        """The token: its `name`, and the fields the mask names (`enabled`, `max_amount`)."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to update: `enabled`, `max_amount`, or `*` for both. Unset: the fields set
+        in `token`.
+        """
+
+    def __init__(
+        self,
+        *,
+        token: Global___Token | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateTokenRequest: _TypeAlias = UpdateTokenRequest  # noqa: Y015

@@ -93,6 +93,46 @@ class AdminServiceStub:
                 request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListAdminAuditEntriesRequest.SerializeToString,
                 response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListAdminAuditEntriesResponse.FromString,
                 _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/CreateApiKey',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApiKey.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/ListApiKeys',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/RevokeApiKey',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApiKey.FromString,
+                _registered_method=True)
+        self.ListPayoutPauses = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/ListPayoutPauses',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListPayoutPausesRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListPayoutPausesResponse.FromString,
+                _registered_method=True)
+        self.PausePayouts = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/PausePayouts',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.PausePayoutsRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.PayoutPause.FromString,
+                _registered_method=True)
+        self.ResumePayouts = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/ResumePayouts',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ResumePayoutsRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.PayoutPause.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/ListTokens',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.UpdateToken = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/UpdateToken',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.UpdateTokenRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.Token.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -184,6 +224,72 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateApiKey(self, request, context):
+        """Creates an API key for a partner with these scopes (and optionally a rate limit of its
+        own). The token is in this response only: it is stored as a SHA-256 hash and can never be
+        shown again. Idempotent on (caller, request_id). Role: operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Lists a partner's API keys, newest first, revoked ones included; never their tokens.
+        Role: viewer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Revokes an API key: every gateway refuses it within milliseconds (at most
+        GATEWAY_API_KEY_CACHE_SECONDS when the revocation could not be published; calling again
+        publishes again). Revoking a revoked key returns it unchanged. Role: operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPayoutPauses(self, request, context):
+        """Lists the payout pauses (the kill switch) in force, by scope. Role: viewer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PausePayouts(self, request, context):
+        """Pauses payouts for everything, one chain, or one token of a chain: from the moment it
+        returns no new payout is reserved in the scope. Pausing a paused scope returns it
+        unchanged (the first reason stays). Role: operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumePayouts(self, request, context):
+        """Resumes payouts in a scope paused by PausePayouts (withdrawals held PAUSED in it resume by
+        themselves unless a wider scope is still paused). Resuming a scope that is not paused
+        returns it unchanged. Role: operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Lists the tokens paid out, by chain and symbol, with their runtime settings. Role: viewer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateToken(self, request, context):
+        """Enables or disables a token, or changes its maximum amount per withdrawal. Every service
+        applies it within REFERENCE_MAX_AGE_SECONDS (5 s) of the response. Role: admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -236,6 +342,46 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListAdminAuditEntries,
                     request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListAdminAuditEntriesRequest.FromString,
                     response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListAdminAuditEntriesResponse.SerializeToString,
+            ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApiKey.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApiKey.SerializeToString,
+            ),
+            'ListPayoutPauses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPayoutPauses,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListPayoutPausesRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListPayoutPausesResponse.SerializeToString,
+            ),
+            'PausePayouts': grpc.unary_unary_rpc_method_handler(
+                    servicer.PausePayouts,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.PausePayoutsRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.PayoutPause.SerializeToString,
+            ),
+            'ResumePayouts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumePayouts,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ResumePayoutsRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.PayoutPause.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTokensRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'UpdateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateToken,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.UpdateTokenRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.Token.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -517,6 +663,222 @@ class AdminService:
             '/assetwithdrawal.admin.v1.AdminService/ListAdminAuditEntries',
             assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListAdminAuditEntriesRequest.SerializeToString,
             assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListAdminAuditEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/CreateApiKey',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.CreateApiKeyRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/ListApiKeys',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/RevokeApiKey',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPayoutPauses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/ListPayoutPauses',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListPayoutPausesRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListPayoutPausesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PausePayouts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/PausePayouts',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.PausePayoutsRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.PayoutPause.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumePayouts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/ResumePayouts',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ResumePayoutsRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.PayoutPause.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/ListTokens',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTokensRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/UpdateToken',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.UpdateTokenRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.Token.FromString,
             options,
             channel_credentials,
             insecure,

@@ -74,6 +74,38 @@ class AdminServiceStub:
     """
     ListAdminAuditEntries: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAdminAuditEntriesRequest, _admin_pb2.ListAdminAuditEntriesResponse]
     """Lists the admin audit trail, newest first. Role: viewer."""
+    CreateApiKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateApiKeyRequest, _admin_pb2.ApiKey]
+    """Creates an API key for a partner with these scopes (and optionally a rate limit of its
+    own). The token is in this response only: it is stored as a SHA-256 hash and can never be
+    shown again. Idempotent on (caller, request_id). Role: operator.
+    """
+    ListApiKeys: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListApiKeysRequest, _admin_pb2.ListApiKeysResponse]
+    """Lists a partner's API keys, newest first, revoked ones included; never their tokens.
+    Role: viewer.
+    """
+    RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeApiKeyRequest, _admin_pb2.ApiKey]
+    """Revokes an API key: every gateway refuses it within milliseconds (at most
+    GATEWAY_API_KEY_CACHE_SECONDS when the revocation could not be published; calling again
+    publishes again). Revoking a revoked key returns it unchanged. Role: operator.
+    """
+    ListPayoutPauses: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListPayoutPausesRequest, _admin_pb2.ListPayoutPausesResponse]
+    """Lists the payout pauses (the kill switch) in force, by scope. Role: viewer."""
+    PausePayouts: _grpc.UnaryUnaryMultiCallable[_admin_pb2.PausePayoutsRequest, _admin_pb2.PayoutPause]
+    """Pauses payouts for everything, one chain, or one token of a chain: from the moment it
+    returns no new payout is reserved in the scope. Pausing a paused scope returns it
+    unchanged (the first reason stays). Role: operator.
+    """
+    ResumePayouts: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ResumePayoutsRequest, _admin_pb2.PayoutPause]
+    """Resumes payouts in a scope paused by PausePayouts (withdrawals held PAUSED in it resume by
+    themselves unless a wider scope is still paused). Resuming a scope that is not paused
+    returns it unchanged. Role: operator.
+    """
+    ListTokens: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListTokensRequest, _admin_pb2.ListTokensResponse]
+    """Lists the tokens paid out, by chain and symbol, with their runtime settings. Role: viewer."""
+    UpdateToken: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpdateTokenRequest, _admin_pb2.Token]
+    """Enables or disables a token, or changes its maximum amount per withdrawal. Every service
+    applies it within REFERENCE_MAX_AGE_SECONDS (5 s) of the response. Role: admin.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -121,6 +153,38 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     ListAdminAuditEntries: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAdminAuditEntriesRequest, _admin_pb2.ListAdminAuditEntriesResponse]  # type: ignore[assignment]
     """Lists the admin audit trail, newest first. Role: viewer."""
+    CreateApiKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateApiKeyRequest, _admin_pb2.ApiKey]  # type: ignore[assignment]
+    """Creates an API key for a partner with these scopes (and optionally a rate limit of its
+    own). The token is in this response only: it is stored as a SHA-256 hash and can never be
+    shown again. Idempotent on (caller, request_id). Role: operator.
+    """
+    ListApiKeys: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListApiKeysRequest, _admin_pb2.ListApiKeysResponse]  # type: ignore[assignment]
+    """Lists a partner's API keys, newest first, revoked ones included; never their tokens.
+    Role: viewer.
+    """
+    RevokeApiKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeApiKeyRequest, _admin_pb2.ApiKey]  # type: ignore[assignment]
+    """Revokes an API key: every gateway refuses it within milliseconds (at most
+    GATEWAY_API_KEY_CACHE_SECONDS when the revocation could not be published; calling again
+    publishes again). Revoking a revoked key returns it unchanged. Role: operator.
+    """
+    ListPayoutPauses: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListPayoutPausesRequest, _admin_pb2.ListPayoutPausesResponse]  # type: ignore[assignment]
+    """Lists the payout pauses (the kill switch) in force, by scope. Role: viewer."""
+    PausePayouts: _aio.UnaryUnaryMultiCallable[_admin_pb2.PausePayoutsRequest, _admin_pb2.PayoutPause]  # type: ignore[assignment]
+    """Pauses payouts for everything, one chain, or one token of a chain: from the moment it
+    returns no new payout is reserved in the scope. Pausing a paused scope returns it
+    unchanged (the first reason stays). Role: operator.
+    """
+    ResumePayouts: _aio.UnaryUnaryMultiCallable[_admin_pb2.ResumePayoutsRequest, _admin_pb2.PayoutPause]  # type: ignore[assignment]
+    """Resumes payouts in a scope paused by PausePayouts (withdrawals held PAUSED in it resume by
+    themselves unless a wider scope is still paused). Resuming a scope that is not paused
+    returns it unchanged. Role: operator.
+    """
+    ListTokens: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListTokensRequest, _admin_pb2.ListTokensResponse]  # type: ignore[assignment]
+    """Lists the tokens paid out, by chain and symbol, with their runtime settings. Role: viewer."""
+    UpdateToken: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdateTokenRequest, _admin_pb2.Token]  # type: ignore[assignment]
+    """Enables or disables a token, or changes its maximum amount per withdrawal. Every service
+    applies it within REFERENCE_MAX_AGE_SECONDS (5 s) of the response. Role: admin.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService is the operators' API: operators and their roles, configuration changes under
@@ -225,5 +289,85 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListAdminAuditEntriesResponse, _abc.Awaitable[_admin_pb2.ListAdminAuditEntriesResponse]]:
         """Lists the admin audit trail, newest first. Role: viewer."""
+
+    @_abc_1.abstractmethod
+    def CreateApiKey(
+        self,
+        request: _admin_pb2.CreateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ApiKey, _abc.Awaitable[_admin_pb2.ApiKey]]:
+        """Creates an API key for a partner with these scopes (and optionally a rate limit of its
+        own). The token is in this response only: it is stored as a SHA-256 hash and can never be
+        shown again. Idempotent on (caller, request_id). Role: operator.
+        """
+
+    @_abc_1.abstractmethod
+    def ListApiKeys(
+        self,
+        request: _admin_pb2.ListApiKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListApiKeysResponse, _abc.Awaitable[_admin_pb2.ListApiKeysResponse]]:
+        """Lists a partner's API keys, newest first, revoked ones included; never their tokens.
+        Role: viewer.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeApiKey(
+        self,
+        request: _admin_pb2.RevokeApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ApiKey, _abc.Awaitable[_admin_pb2.ApiKey]]:
+        """Revokes an API key: every gateway refuses it within milliseconds (at most
+        GATEWAY_API_KEY_CACHE_SECONDS when the revocation could not be published; calling again
+        publishes again). Revoking a revoked key returns it unchanged. Role: operator.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPayoutPauses(
+        self,
+        request: _admin_pb2.ListPayoutPausesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListPayoutPausesResponse, _abc.Awaitable[_admin_pb2.ListPayoutPausesResponse]]:
+        """Lists the payout pauses (the kill switch) in force, by scope. Role: viewer."""
+
+    @_abc_1.abstractmethod
+    def PausePayouts(
+        self,
+        request: _admin_pb2.PausePayoutsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.PayoutPause, _abc.Awaitable[_admin_pb2.PayoutPause]]:
+        """Pauses payouts for everything, one chain, or one token of a chain: from the moment it
+        returns no new payout is reserved in the scope. Pausing a paused scope returns it
+        unchanged (the first reason stays). Role: operator.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumePayouts(
+        self,
+        request: _admin_pb2.ResumePayoutsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.PayoutPause, _abc.Awaitable[_admin_pb2.PayoutPause]]:
+        """Resumes payouts in a scope paused by PausePayouts (withdrawals held PAUSED in it resume by
+        themselves unless a wider scope is still paused). Resuming a scope that is not paused
+        returns it unchanged. Role: operator.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTokens(
+        self,
+        request: _admin_pb2.ListTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListTokensResponse, _abc.Awaitable[_admin_pb2.ListTokensResponse]]:
+        """Lists the tokens paid out, by chain and symbol, with their runtime settings. Role: viewer."""
+
+    @_abc_1.abstractmethod
+    def UpdateToken(
+        self,
+        request: _admin_pb2.UpdateTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.Token, _abc.Awaitable[_admin_pb2.Token]]:
+        """Enables or disables a token, or changes its maximum amount per withdrawal. Every service
+        applies it within REFERENCE_MAX_AGE_SECONDS (5 s) of the response. Role: admin.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
