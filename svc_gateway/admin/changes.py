@@ -31,7 +31,7 @@ from withdrawal_shared.db.admin_audit import canonical_json
 from withdrawal_shared.db.changes import ChangeEffect, ChangeNotApplicable, ChangeRegistry
 from withdrawal_shared.db.models import AdminChange
 from withdrawal_shared.db.operators import operator_name
-from withdrawal_shared.errors import FieldViolation, invalid_argument, not_found
+from withdrawal_shared.errors import FieldViolation, invalid_argument, not_found, quoted
 from withdrawal_shared.ids import new_ulid
 
 PROPOSED = "PROPOSED"
@@ -99,7 +99,7 @@ def propose(
     if change_kind is None:
         known = ", ".join(registry.names())
         raise invalid_argument(
-            [FieldViolation("change.kind", f"{kind!r} is not a change kind; known: {known}")]
+            [FieldViolation("change.kind", f"{quoted(kind)} is not a change kind; known: {known}")]
         )
     target = change_kind.validate(payload)
     fingerprint = _fingerprint(kind, payload)
@@ -112,7 +112,7 @@ def propose(
         if existing is not None:
             if existing.request_fingerprint != fingerprint:
                 raise IDEMPOTENCY_KEY_REUSED.error(
-                    f"The idempotency key {request_id!r} was already used for a different "
+                    f"The idempotency key {quoted(request_id)} was already used for a different "
                     f"change ({change_name(existing.id)}); use a new key for a new change.",
                     metadata={"change": change_name(existing.id)},
                 )

@@ -20,7 +20,7 @@ from withdrawal_shared.db.api_keys import KEY_SCHEME, ApiKeyInfo
 from withdrawal_shared.db.models import Token
 from withdrawal_shared.db.pauses import PauseScope, PauseState
 from withdrawal_shared.db.token_settings import TokenSettings
-from withdrawal_shared.errors import FieldViolation, invalid_argument
+from withdrawal_shared.errors import FieldViolation, invalid_argument, quoted
 from withdrawal_shared.scopes import DEFAULT_SCOPES, Scope, UnknownScopeError, parse_scopes
 
 PARTNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -58,7 +58,7 @@ def parse_partner_name(name: str, field: str = "parent") -> str:
     partner_id = name.removeprefix("partners/")
     if partner_id == name or not PARTNER_ID.match(partner_id):
         raise invalid_argument(
-            [FieldViolation(field, f"{name!r} is not a partner name (partners/{{partner}})")]
+            [FieldViolation(field, f"{quoted(name)} is not a partner name (partners/{{partner}})")]
         )
     return partner_id
 
@@ -71,7 +71,8 @@ def parse_api_key_name(name: str) -> tuple[str, str]:
             [
                 FieldViolation(
                     "name",
-                    f"{name!r} is not an API key name (partners/{{partner}}/apiKeys/awk_<8 hex>)",
+                    f"{quoted(name)} is not an API key name "
+                    "(partners/{partner}/apiKeys/awk_<8 hex>)",
                 )
             ]
         )
@@ -179,7 +180,7 @@ def parse_chain_parent(parent: str) -> str:
         raise invalid_argument(
             [
                 FieldViolation(
-                    "parent", f"{parent!r} is not a chain name (chains/{{chain}} or chains/-)"
+                    "parent", f"{quoted(parent)} is not a chain name (chains/{{chain}} or chains/-)"
                 )
             ]
         )
@@ -193,7 +194,7 @@ def parse_token_name(name: str) -> tuple[str, str]:
             [
                 FieldViolation(
                     "token.name",
-                    f"{name!r} is not a token name (chains/{{chain}}/tokens/{{token}})",
+                    f"{quoted(name)} is not a token name (chains/{{chain}}/tokens/{{token}})",
                 )
             ]
         )

@@ -68,6 +68,7 @@ from withdrawal_shared.errors import (
     FieldViolation,
     invalid_argument,
     not_found,
+    quoted,
 )
 from withdrawal_shared.ids import is_ulid
 from withdrawal_shared.key_revocation import revoke_key
@@ -183,7 +184,11 @@ def parse_operator_name(name: str, field: str = "name") -> str:
     operator_id = name.removeprefix("operators/")
     if operator_id == name or not OPERATOR_ID.match(operator_id):
         raise invalid_argument(
-            [FieldViolation(field, f"{name!r} is not an operator name (operators/{{operator}})")]
+            [
+                FieldViolation(
+                    field, f"{quoted(name)} is not an operator name (operators/{{operator}})"
+                )
+            ]
         )
     return operator_id
 
@@ -192,7 +197,7 @@ def parse_change_name(name: str) -> str:
     change_id = name.removeprefix(changes.CHANGE_PREFIX)
     if change_id == name or not is_ulid(change_id):
         raise invalid_argument(
-            [FieldViolation("name", f"{name!r} is not a change name (changes/{{change}})")]
+            [FieldViolation("name", f"{quoted(name)} is not a change name (changes/{{change}})")]
         )
     return change_id
 
@@ -491,7 +496,7 @@ class AdminCore:
                 if existing is not None:
                     if existing.operator_id != operator_id:
                         raise IDEMPOTENCY_KEY_REUSED.error(
-                            f"The idempotency key {request_id!r} was already used for a "
+                            f"The idempotency key {quoted(request_id)} was already used for a "
                             f"credential of {operator_name(existing.operator_id)}; use a new "
                             "key for a new credential.",
                             metadata={"operator": operator_name(existing.operator_id)},
@@ -521,7 +526,7 @@ class AdminCore:
                 [
                     FieldViolation(
                         "name",
-                        f"{request.name!r} is not a credential name "
+                        f"{quoted(request.name)} is not a credential name "
                         "(operators/{operator}/credentials/{credential})",
                     )
                 ]
@@ -599,8 +604,8 @@ class AdminCore:
                     if recorded != wanted:
                         name = controls.api_key_name(earlier["partner"], earlier["key"])
                         raise IDEMPOTENCY_KEY_REUSED.error(
-                            f"The idempotency key {request_id!r} was already used for another "
-                            f"API key ({name}); use a new key for a new API key.",
+                            f"The idempotency key {quoted(request_id)} was already used for "
+                            f"another API key ({name}); use a new key for a new API key.",
                             metadata={"api_key": name},
                         )
                     row = session.get(ApiKey, earlier["key"])

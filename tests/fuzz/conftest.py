@@ -16,6 +16,7 @@ from tests.fuzz.stack import REDIS_PREFIX, FuzzStack
 from tests.support.databases import mariadb_database
 from tests.support.gateway import RunningGateway
 from tests.support.requests import create_request
+from withdrawal_shared.db.operators import Role
 
 
 @pytest.fixture(scope="package")
@@ -44,6 +45,7 @@ def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzStack]:
                     withdrawal_pb2.CancelWithdrawalRequest(name=names[0], reason="seed"),
                     metadata=partner.metadata,
                 )
+                operator = gateway.add_operator("fuzz-admin", *Role)
                 yield FuzzStack(
                     gateway,
                     partner,
@@ -51,6 +53,7 @@ def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzStack]:
                     REDIS_PREFIX,
                     names,
                     [r.request_id for r in requests],
+                    operator,
                 )
             finally:
                 gateway.close()

@@ -3,8 +3,11 @@
 A snapshot of everything the gateway can write (`tests/fuzz/state.py`: every row of every
 table of the test database ordered by primary key, every Redis key under the test's prefix
 with its type and value, a stream's length and last id) is taken before and after a run of
-invalid requests, and the two must be equal. Nothing is excluded: reads write nothing (API
-keys have no last-used time) and the stack runs no processor, so nothing else writes.
+invalid requests, and the two must be equal. Two writes are made by design and allowed: an API
+key's last-use time (`state.UNTRACKED_COLUMNS`), and the admin audit trail, which records every
+refusal of an authenticated operator — so the only change allowed there is new rows appended
+after the old ones, each with the outcome DENIED or FAILED. The stack runs no processor, so
+nothing else writes.
 
 Only invalid requests are sent, and each must be refused (REST 4xx, gRPC non-OK with
 google.rpc details): schemathesis in negative mode for REST, and for gRPC requests that are
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import redis
 import schemathesis
@@ -33,7 +37,8 @@ from tests.fuzz.proto_strategies import Hints, InvalidRequest, invalid_requests
 from tests.fuzz.stack import FuzzStack
 from tests.fuzz.state import snapshot
 from tests.fuzz.test_grpc_fuzz import fuzz_targets
-from withdrawal_shared.db.models import Partner
+from withdrawal_shared.db.admin_audit import DENIED, FAILED
+from withdrawal_shared.db.models import AdminAudit, Partner
 from withdrawal_shared.db.transitions import utcnow
 
 GRPC_EXAMPLES = int(os.environ.get("FUZZ_GRPC_EXAMPLES", "100"))
@@ -46,6 +51,24 @@ SETTINGS = settings(
 )
 
 
+AUDIT_TABLES = ("admin_audit", "admin_audit_head")
+
+
+def _refusals_appended(
+    before: dict[str, list[tuple[Any, ...]]], after: dict[str, list[tuple[Any, ...]]]
+) -> set[str]:
+    """The audit tables, when all that changed there is refusals appended to the trail (and
+    its head row moved on); any other change to them is reported as a change."""
+    old, new = before.get("admin_audit", []), after.get("admin_audit", [])
+    if new[: len(old)] != old:
+        return set()
+    columns = [c.name for c in AdminAudit.__table__.columns]
+    outcome = columns.index("outcome")
+    if all(row[outcome] in (DENIED, FAILED) for row in new[len(old) :]):
+        return set(AUDIT_TABLES)
+    return set()
+
+
 @contextlib.contextmanager
 def unchanged(fuzz_stack: FuzzStack) -> Iterator[None]:
     """Asserts, after the block, that the database and Redis are as they were before it."""
@@ -56,7 +79,12 @@ def unchanged(fuzz_stack: FuzzStack) -> Iterator[None]:
     yield
     after = snapshot(engine, client, fuzz_stack.redis_prefix)
     client.close()
-    changed = [t for t in before["database"] if before["database"][t] != after["database"][t]]
+    audited = _refusals_appended(before["database"], after["database"])
+    changed = [
+        t
+        for t in before["database"]
+        if before["database"][t] != after["database"][t] and t not in audited
+    ]
     keys = sorted(set(before["redis"]) ^ set(after["redis"])) + [
         k
         for k in before["redis"]

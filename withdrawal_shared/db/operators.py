@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from withdrawal_shared.db.changes import ChangeEffect, ChangeNotApplicable
 from withdrawal_shared.db.models import Operator, OperatorCredential
-from withdrawal_shared.errors import FieldViolation, invalid_argument
+from withdrawal_shared.errors import FieldViolation, invalid_argument, quoted
 
 CREDENTIAL_SCHEME = "awo"
 OPERATOR_ID = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
@@ -201,7 +201,7 @@ def _operator_id(payload: Mapping[str, Any], violations: list[FieldViolation]) -
         violations.append(
             FieldViolation(
                 "change.payload.operator",
-                f"{value!r} is not an operator id: 2-63 lowercase letters, digits and '-', "
+                f"{quoted(value)} is not an operator id: 2-63 lowercase letters, digits and '-', "
                 "starting with a letter",
             )
         )
@@ -220,7 +220,7 @@ def _roles(payload: Mapping[str, Any], violations: list[FieldViolation]) -> list
     for item in value:
         if not isinstance(item, str) or item not in {r.value for r in Role}:
             violations.append(
-                FieldViolation("change.payload.roles", f"{item!r} is not a role; use {known}")
+                FieldViolation("change.payload.roles", f"{quoted(item)} is not a role; use {known}")
             )
         else:
             roles.append(Role(item))
