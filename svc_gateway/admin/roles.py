@@ -21,5 +21,13 @@ METHOD_ROLES: dict[str, Role] = {
     "CreateOperatorCredential": Role.ADMIN,
     "RevokeOperatorCredential": Role.ADMIN,
     "ListAdminAuditEntries": Role.VIEWER,
+    # ---- approvals, blocklist, tiers
+    "ListPendingApprovals": Role.VIEWER,
+    "ApproveWithdrawal": Role.APPROVER,
+    "RejectWithdrawal": Role.APPROVER,
+    "ListBlockedAddresses": Role.VIEWER,
+    "BlockAddress": Role.OPERATOR,
+    "UnblockAddress": Role.OPERATOR,
+    "ListTiers": Role.VIEWER,
 }
 """AdminService method name -> the role it requires."""
