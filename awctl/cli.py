@@ -40,10 +40,16 @@ operators_app = typer.Typer(help="Operators and their roles.", no_args_is_help=T
 changes_app = typer.Typer(help="Changes under four eyes.", no_args_is_help=True)
 credentials_app = typer.Typer(help="Operator credentials.", no_args_is_help=True)
 audit_app = typer.Typer(help="The admin audit trail.", no_args_is_help=True)
+approvals_app = typer.Typer(help="Withdrawals waiting for approval.", no_args_is_help=True)
+blocklist_app = typer.Typer(help="The blocklist of recipients.", no_args_is_help=True)
+tiers_app = typer.Typer(help="Limit tiers.", no_args_is_help=True)
 app.add_typer(operators_app, name="operators")
 app.add_typer(changes_app, name="changes")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(audit_app, name="audit")
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(blocklist_app, name="blocklist")
+app.add_typer(tiers_app, name="tiers")
 
 
 @dataclass(frozen=True)
@@ -433,4 +439,209 @@ def audit_list(
             render.AUDIT_COLUMNS,
             map(render.audit_row, found),
         ),
+    )
+
+
+# ---------------------------------------------------------------- approvals
+
+
+@approvals_app.command("list")
+def approvals_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(help="At most this many, oldest first.", min=1)] = 1000,
+    as_json: JsonFlag = False,
+) -> None:
+    """List the withdrawals waiting for approval, oldest first."""
+    with _client(ctx) as client:
+
+        def fetch(token: str, size: int) -> tuple[list[Any], str]:
+            request = admin_pb2.ListPendingApprovalsRequest(page_size=size, page_token=token)
+            response = client.call(client.stub.ListPendingApprovals, request)
+            return list(response.pending_approvals), response.next_page_token
+
+        found: list[admin_pb2.PendingApproval] = _pages(fetch, limit)
+    _show(
+        {"pendingApprovals": [render.as_dict(p) for p in found]},
+        as_json,
+        render.table(
+            f"pending approvals ({len(found)})",
+            render.PENDING_COLUMNS,
+            map(render.pending_row, found),
+        ),
+    )
+
+
+def _decided(decision: admin_pb2.ApprovalDecision, as_json: bool) -> None:
+    if as_json:
+        render.print_json(render.as_dict(decision))
+        return
+    render.stdout().print(render.decision_fields(decision))
+    if not decision.counted:
+        render.stderr().print(
+            "[yellow]note:[/] your approval was already recorded; it counts once."
+        )
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    ctx: typer.Context,
+    withdrawal: Annotated[str, typer.Argument(help="Withdrawal id (or withdrawals/<id>).")],
+    reason: Annotated[str, typer.Option(help="Why; recorded with the decision.")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Approve a withdrawal; it is queued once enough distinct operators approved."""
+    with _client(ctx) as client:
+        request = admin_pb2.ApproveWithdrawalRequest(
+            name=_name("withdrawals", withdrawal), reason=reason
+        )
+        decision = client.call(client.stub.ApproveWithdrawal, request)
+    _decided(decision, as_json)
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    ctx: typer.Context,
+    withdrawal: Annotated[str, typer.Argument(help="Withdrawal id (or withdrawals/<id>).")],
+    reason: Annotated[str, typer.Option(help="Why; recorded with the decision.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Reject a withdrawal waiting for approval; nothing is paid."""
+    with _client(ctx) as client:
+        request = admin_pb2.RejectWithdrawalRequest(
+            name=_name("withdrawals", withdrawal), reason=reason
+        )
+        decision = client.call(client.stub.RejectWithdrawal, request)
+    _decided(decision, as_json)
+
+
+# ---------------------------------------------------------------- blocklist
+
+
+@blocklist_app.command("list")
+def blocklist_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(help="At most this many, by address.", min=1)] = 1000,
+    as_json: JsonFlag = False,
+) -> None:
+    """List the blocked addresses."""
+    with _client(ctx) as client:
+
+        def fetch(token: str, size: int) -> tuple[list[Any], str]:
+            request = admin_pb2.ListBlockedAddressesRequest(page_size=size, page_token=token)
+            response = client.call(client.stub.ListBlockedAddresses, request)
+            return list(response.blocked_addresses), response.next_page_token
+
+        found: list[admin_pb2.BlockedAddress] = _pages(fetch, limit)
+    _show(
+        {"blockedAddresses": [render.as_dict(b) for b in found]},
+        as_json,
+        render.table(
+            f"blocked addresses ({len(found)})",
+            render.BLOCKED_COLUMNS,
+            map(render.blocked_row, found),
+        ),
+    )
+
+
+@blocklist_app.command("add")
+def blocklist_add(
+    ctx: typer.Context,
+    address: Annotated[str, typer.Argument(help="The address, 0x-hex.")],
+    reason: Annotated[str, typer.Option(help="Why (e.g. the sanctions list entry).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Block an address: withdrawals to it are rejected from now on."""
+    with _client(ctx) as client:
+        request = admin_pb2.BlockAddressRequest(address=address, reason=reason)
+        blocked = client.call(client.stub.BlockAddress, request)
+    _show(render.as_dict(blocked), as_json, render.blocked_fields(blocked))
+
+
+@blocklist_app.command("remove")
+def blocklist_remove(
+    ctx: typer.Context,
+    address: Annotated[str, typer.Argument(help="The address, 0x-hex.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Take an address off the blocklist."""
+    name = address if address.startswith("blockedAddresses/") else f"blockedAddresses/{address}"
+    with _client(ctx) as client:
+        request = admin_pb2.UnblockAddressRequest(name=name)
+        result = client.call(client.stub.UnblockAddress, request)
+    if as_json:
+        render.print_json(render.as_dict(result))
+    elif result.was_blocked:
+        render.stdout().print(f"Unblocked {result.address}.")
+    else:
+        render.stdout().print(f"{result.address} was not blocked; nothing changed.")
+
+
+# ---------------------------------------------------------------- tiers
+
+
+@tiers_app.command("list")
+def tiers_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """List the tiers with their limits per token."""
+    with _client(ctx) as client:
+        response = client.call(client.stub.ListTiers, admin_pb2.ListTiersRequest())
+    _show(
+        {"tiers": [render.as_dict(t) for t in response.tiers]},
+        as_json,
+        render.table(
+            f"tiers ({len(response.tiers)})",
+            render.TIER_COLUMNS,
+            [row for tier in response.tiers for row in render.tier_rows(tier)],
+        ),
+    )
+
+
+@changes_app.command("propose-tier-limits")
+def changes_propose_tier_limits(
+    ctx: typer.Context,
+    tier: Annotated[str, typer.Argument(help="The tier, e.g. standard.")],
+    token: Annotated[str, typer.Argument(help="The token symbol, e.g. USDC.")],
+    per_withdrawal: Annotated[
+        str | None,
+        typer.Option(help="Largest amount of one withdrawal (token units).", show_default=False),
+    ] = None,
+    daily_amount: Annotated[
+        str | None,
+        typer.Option(help="Most per user in any 24 hours (token units).", show_default=False),
+    ] = None,
+    daily_count: Annotated[
+        int | None,
+        typer.Option(help="Most withdrawals per user in any 24 hours.", min=0, show_default=False),
+    ] = None,
+    chain: Annotated[str, typer.Option(help="The token's chain.")] = "polygon",
+    request_id: Annotated[
+        str | None,
+        typer.Option(help="Idempotency key (default: a fresh one).", show_default=False),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Propose `tier.set_limits`: replace TIER's limits for TOKEN (an omitted limit is none).
+    Another admin must confirm it."""
+    payload: dict[str, Any] = {"tier": tier, "token": token, "chain": chain}
+    if per_withdrawal is not None:
+        payload["per_withdrawal_max"] = per_withdrawal
+    if daily_amount is not None:
+        payload["daily_amount"] = daily_amount
+    if daily_count is not None:
+        payload["daily_count"] = daily_count
+    body = struct_pb2.Struct()
+    body.update(payload)
+    with _client(ctx) as client:
+        request = admin_pb2.CreateChangeRequest(
+            change=admin_pb2.Change(kind="tier.set_limits", payload=body),
+            request_id=request_id or str(uuid.uuid4()),
+        )
+        change = client.call(client.stub.CreateChange, request)
+    if as_json:
+        render.print_json(render.as_dict(change))
+        return
+    out = render.stdout()
+    out.print(render.change_fields(change))
+    out.print(
+        f"Proposed {change.name} (tier.set_limits). Another admin confirms it with "
+        f"`awctl changes confirm {render.short(change.name)}`."
     )

@@ -73,6 +73,8 @@ def _hint(error: ApiError, config: Config) -> str:
             "four eyes: the operator that proposed a change cannot confirm it; another admin "
             "must (`awctl changes confirm` with their credential)."
         )
+    if code == grpc.StatusCode.PERMISSION_DENIED and error.reason == "SELF_APPROVAL":
+        return "four eyes: the operator that created a withdrawal cannot approve it."
     return ""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -157,6 +157,95 @@ def audit_row(entry: admin_pb2.AdminAuditEntry) -> list[str]:
         entry.target,
         enum_name(admin_pb2.AdminAuditEntry.Outcome, entry.outcome),
         entry.reason,
+    ]
+
+
+# ---------------------------------------------------------------- approvals, blocklist, tiers
+
+
+PENDING_COLUMNS = (
+    "withdrawal",
+    "partner",
+    "amount",
+    "recipient",
+    "rule",
+    "approvals",
+    "approvers",
+    "waiting since",
+)
+
+
+def pending_row(item: admin_pb2.PendingApproval) -> list[str]:
+    return [
+        short(item.withdrawal),
+        item.partner,
+        f"{item.amount} {item.token}",
+        item.recipient_address,
+        item.rule,
+        f"{len(item.approvers)}/{item.approvals_required}",
+        ", ".join(short(a) for a in item.approvers),
+        when(item.request_time),
+    ]
+
+
+def decision_fields(decision: admin_pb2.ApprovalDecision) -> Table:
+    return fields(
+        decision.withdrawal,
+        [
+            ("state", decision.state),
+            ("approvals", f"{decision.approvals} of {decision.approvals_required}"),
+            ("counted", "yes" if decision.counted else "no (already recorded)"),
+        ],
+    )
+
+
+BLOCKED_COLUMNS = ("address", "reason", "blocked by", "since")
+
+
+def blocked_row(item: admin_pb2.BlockedAddress) -> list[str]:
+    return [item.address, item.reason, short(item.creator), when(item.create_time)]
+
+
+def blocked_fields(item: admin_pb2.BlockedAddress) -> Table:
+    return fields(
+        item.name,
+        [
+            ("reason", item.reason),
+            ("blocked by", item.creator),
+            ("since", when(item.create_time)),
+        ],
+    )
+
+
+TIER_COLUMNS = (
+    "tier",
+    "priority",
+    "token",
+    "per withdrawal",
+    "per user 24h",
+    "count 24h",
+)
+
+
+def tier_rows(tier: admin_pb2.Tier) -> list[list[str]]:
+    def shown(
+        limits: admin_pb2.TierLimits,
+        field: Literal["per_withdrawal_max", "daily_amount", "daily_count"],
+    ) -> str:
+        return str(getattr(limits, field)) if limits.HasField(field) else "-"
+
+    if not tier.limits:
+        return [[short(tier.name), tier.default_priority, "(no limits)", "", "", ""]]
+    return [
+        [
+            short(tier.name),
+            tier.default_priority,
+            f"{limits.token} ({limits.chain})",
+            shown(limits, "per_withdrawal_max"),
+            shown(limits, "daily_amount"),
+            shown(limits, "daily_count"),
+        ]
+        for limits in tier.limits
     ]
 
 

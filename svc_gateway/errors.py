@@ -9,6 +9,7 @@ or `.reason`), never a string of its own; tests/unit/test_error_catalog.py check
 
 from __future__ import annotations
 
+from withdrawal_shared.approvals.errors import NOT_PENDING_APPROVAL, SELF_APPROVAL
 from withdrawal_shared.errors import (
     INTERNAL,
     INVALID_ARGUMENT,
@@ -209,6 +210,27 @@ METHOD_ERRORS: dict[str, tuple[ErrorReason, ...]] = {
     f"{ADMIN_SERVICE}.ResumePayouts": (*_ADMIN_COMMON, BODY_TOO_LARGE),
     f"{ADMIN_SERVICE}.ListTokens": (*_ADMIN_COMMON, NOT_FOUND),
     f"{ADMIN_SERVICE}.UpdateToken": (*_ADMIN_COMMON, BODY_TOO_LARGE, NOT_FOUND),
+    # ---- approvals, blocklist, tiers
+    f"{ADMIN_SERVICE}.ListPendingApprovals": _ADMIN_COMMON,
+    f"{ADMIN_SERVICE}.ApproveWithdrawal": (
+        *_ADMIN_COMMON,
+        BODY_TOO_LARGE,
+        NOT_FOUND,
+        SELF_APPROVAL,
+        NOT_PENDING_APPROVAL,
+        CONCURRENT_MODIFICATION,
+    ),
+    f"{ADMIN_SERVICE}.RejectWithdrawal": (
+        *_ADMIN_COMMON,
+        BODY_TOO_LARGE,
+        NOT_FOUND,
+        NOT_PENDING_APPROVAL,
+        CONCURRENT_MODIFICATION,
+    ),
+    f"{ADMIN_SERVICE}.ListBlockedAddresses": _ADMIN_COMMON,
+    f"{ADMIN_SERVICE}.BlockAddress": (*_ADMIN_COMMON, BODY_TOO_LARGE),
+    f"{ADMIN_SERVICE}.UnblockAddress": _ADMIN_COMMON,
+    f"{ADMIN_SERVICE}.ListTiers": _ADMIN_COMMON,
 }
 """Every reason each RPC can answer with (by method full name); REST-only ones say so."""
 
@@ -223,9 +245,11 @@ __all__ = [
     "LIMIT_EXCEEDED",
     "METHOD_ERRORS",
     "METHOD_NOT_ALLOWED",
+    "NOT_PENDING_APPROVAL",
     "RATE_LIMITED",
     "ROLE_REQUIRED",
     "SCOPE_MISSING",
+    "SELF_APPROVAL",
     "SELF_CONFIRMATION",
     "SYSTEM_ADDRESS",
     "TOKEN_DISABLED",

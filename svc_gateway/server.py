@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -36,9 +37,11 @@ from svc_gateway.revocations import RevocationListener
 from svc_gateway.servicer import WithdrawalServicer
 from svc_gateway.settings import GatewaySettings
 from svc_gateway.store import WithdrawalStore
+from withdrawal_shared import queue
 from withdrawal_shared.db.api_keys import VerifiedKey
 from withdrawal_shared.db.engine import make_engine
 from withdrawal_shared.db.operators import OperatorIdentity, operator_for_credential
+from withdrawal_shared.db.transitions import Moved
 from withdrawal_shared.key_revocation import revocation_channel
 from withdrawal_shared.queue import QueueNames
 
@@ -120,6 +123,8 @@ class GatewayServer:
                 redis=self._redis,
                 redis_prefix=self.settings.redis_prefix,
                 on_reference_change=self.store.reference.invalidate,
+                publish=self._publish,
+                on_applied=self.store.limits.invalidate,
             ),
             OperatorAuthenticator(self._operator_for_credential, self._executor),
         )
@@ -176,6 +181,9 @@ class GatewayServer:
             "gateway serving",
             extra={"grpc_port": self.grpc_port, "http_port": self.http_port},
         )
+
+    async def _publish(self, moved: Sequence[Moved]) -> bool:
+        return await queue.publish_many(self._redis, self._names, moved)
 
     def _operator_for_credential(self, token: str) -> OperatorIdentity | None:
         with self.store.sessions() as session:

@@ -16,7 +16,7 @@ import binascii
 import datetime as dt
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,9 +28,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from assetwithdrawal.admin.v1 import admin_pb2
 from svc_gateway.admin import changes, controls
-from svc_gateway.errors import IDEMPOTENCY_KEY_REUSED
+from svc_gateway.errors import CONCURRENT_MODIFICATION, IDEMPOTENCY_KEY_REUSED
 from svc_gateway.validation import REQUEST_ID
-from withdrawal_shared.db import pauses, token_settings
+from withdrawal_shared.amounts import format_amount
+from withdrawal_shared.approvals import blocklist
+from withdrawal_shared.approvals import core as approvals
+from withdrawal_shared.db import pauses, tier_admin, token_settings
 from withdrawal_shared.db.admin_audit import (
     DENIED,
     FAILED,
@@ -62,6 +65,7 @@ from withdrawal_shared.db.operators import (
     issue_credential,
     operator_name,
 )
+from withdrawal_shared.db.transitions import Moved, TransitionConflict
 from withdrawal_shared.errors import (
     ApiError,
     Code,
@@ -74,6 +78,9 @@ from withdrawal_shared.ids import is_ulid
 from withdrawal_shared.key_revocation import revoke_key
 
 T = TypeVar("T")
+Publish = Callable[[Sequence[Moved]], Awaitable[object]]
+"""Publishes committed withdrawal state changes (the gateway's `queue.publish_many`)."""
+DECISION_ATTEMPTS = 3
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _CREDENTIAL_NAME = re.compile(r"^operators/([a-z][a-z0-9-]{1,62})/credentials/([0-9a-f]{8})$")
@@ -257,6 +264,8 @@ class AdminCore:
         redis: aioredis.Redis | None = None,
         redis_prefix: str = "",
         on_reference_change: Callable[[], None] | None = None,
+        publish: Publish | None = None,
+        on_applied: Callable[[], None] | None = None,
     ) -> None:
         self.sessions = sessions
         self.executor = executor
@@ -268,6 +277,9 @@ class AdminCore:
         # Called after a token change commits (the gateway drops its reference-data cache, so
         # it applies the change at once; other processes within REFERENCE_MAX_AGE_SECONDS).
         self.on_reference_change = on_reference_change
+        self.publish = publish
+        self.on_applied = on_applied
+        """Called after a change was confirmed (the gateway drops its cached limits)."""
 
     async def _db(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -447,7 +459,10 @@ class AdminCore:
             self._expire_due()
             return self._audited(caller, "ConfirmChange", request.name, work)  # type: ignore[no-any-return]
 
-        return await self._db(run)
+        change = await self._db(run)
+        if self.on_applied is not None:
+            self.on_applied()
+        return change
 
     async def reject_change(
         self, caller: OperatorIdentity, request: admin_pb2.RejectChangeRequest
@@ -832,6 +847,166 @@ class AdminCore:
             self.on_reference_change()
         return token
 
+    # ---- approvals, blocklist, tiers
+
+    async def list_pending_approvals(
+        self, caller: OperatorIdentity, request: admin_pb2.ListPendingApprovalsRequest
+    ) -> admin_pb2.ListPendingApprovalsResponse:
+        size = _page_size(request.page_size)
+        after = _decode_token(request.page_token) or ""
+
+        def read() -> admin_pb2.ListPendingApprovalsResponse:
+            rows = approvals.list_pending(self.sessions, limit=size + 1, after=after)
+            with self.sessions() as session:
+                tokens = {t.id: t for t in session.scalars(select(Token))}
+            response = admin_pb2.ListPendingApprovalsResponse(
+                pending_approvals=[pending_to_proto(r, tokens[r.token_id]) for r in rows[:size]]
+            )
+            if len(rows) > size:
+                response.next_page_token = _encode_token(rows[size - 1].withdrawal_id)
+            return response
+
+        return await self._db(read)
+
+    async def approve_withdrawal(
+        self, caller: OperatorIdentity, request: admin_pb2.ApproveWithdrawalRequest
+    ) -> admin_pb2.ApprovalDecision:
+        return await self._decide(caller, "ApproveWithdrawal", request, approvals.approve_in)
+
+    async def reject_withdrawal(
+        self, caller: OperatorIdentity, request: admin_pb2.RejectWithdrawalRequest
+    ) -> admin_pb2.ApprovalDecision:
+        return await self._decide(caller, "RejectWithdrawal", request, approvals.reject_in)
+
+    async def _decide(
+        self,
+        caller: OperatorIdentity,
+        action: str,
+        request: admin_pb2.ApproveWithdrawalRequest | admin_pb2.RejectWithdrawalRequest,
+        decide: Callable[[Session, str, str, str], approvals.ApprovalOutcome],
+    ) -> admin_pb2.ApprovalDecision:
+        """One approval decision and its admin audit row in one transaction (retried when the
+        withdrawal moved meanwhile); its state changes are published after the commit."""
+        withdrawal_id = parse_withdrawal_name(request.name)
+        if len(request.reason) > 256:
+            raise invalid_argument([FieldViolation("reason", "must be at most 256 characters")])
+        outcomes: list[approvals.ApprovalOutcome] = []
+
+        def work(session: Session) -> Done:
+            outcome = decide(session, withdrawal_id, caller.operator_id, request.reason)
+            outcomes.append(outcome)
+            response = admin_pb2.ApprovalDecision(
+                withdrawal=request.name,
+                state=outcome.state.value,
+                approvals=outcome.approvals,
+                approvals_required=outcome.approvals_required,
+                counted=outcome.counted,
+            )
+            if not outcome.moved:  # the operator's approval was already recorded
+                return Done(response, request.name)
+            before = {"state": outcome.moved[0].from_state, "approvals": outcome.approvals}
+            if action == "ApproveWithdrawal":
+                before["approvals"] = outcome.approvals - 1
+            after = {
+                "state": outcome.state.value,
+                "approvals": outcome.approvals,
+                "approvals_required": outcome.approvals_required,
+                "reason": request.reason,
+            }
+            return Done(response, request.name, before, after)
+
+        def run() -> admin_pb2.ApprovalDecision:
+            for _ in range(DECISION_ATTEMPTS):
+                try:
+                    return self._audited(caller, action, request.name, work)  # type: ignore[no-any-return]
+                except TransitionConflict:
+                    outcomes.clear()
+            err = CONCURRENT_MODIFICATION.error(
+                f"{request.name} kept changing while the decision was recorded; retry.",
+            )
+            self.record_refusal(caller, action, request.name, err)
+            raise err
+
+        decision = await self._db(run)
+        moved = [m for outcome in outcomes for m in outcome.moved]
+        if moved and self.publish is not None:
+            await self.publish(moved)
+        return decision
+
+    async def list_blocked_addresses(
+        self, caller: OperatorIdentity, request: admin_pb2.ListBlockedAddressesRequest
+    ) -> admin_pb2.ListBlockedAddressesResponse:
+        size = _page_size(request.page_size)
+        after = _decode_token(request.page_token) or ""
+
+        def read() -> admin_pb2.ListBlockedAddressesResponse:
+            rows = blocklist.list_blocked(self.sessions, limit=size + 1, after=after)
+            response = admin_pb2.ListBlockedAddressesResponse(
+                blocked_addresses=[blocked_to_proto(r) for r in rows[:size]]
+            )
+            if len(rows) > size:
+                response.next_page_token = _encode_token(rows[size - 1].address)
+            return response
+
+        return await self._db(read)
+
+    async def block_address(
+        self, caller: OperatorIdentity, request: admin_pb2.BlockAddressRequest
+    ) -> admin_pb2.BlockedAddress:
+        target = BLOCKED_PREFIX + request.address.lower()
+
+        def work(session: Session) -> Done:
+            entry, added = blocklist.block_in(
+                session, request.address, caller.operator_id, request.reason
+            )
+            name = BLOCKED_PREFIX + entry.address
+            if not added:
+                return Done(blocked_to_proto(entry), name)
+            after = {"address": entry.address, "blocked": True, "reason": entry.reason}
+            return Done(blocked_to_proto(entry), name, {"blocked": False}, after)
+
+        return await self._db(self._audited, caller, "BlockAddress", target, work)
+
+    async def unblock_address(
+        self, caller: OperatorIdentity, request: admin_pb2.UnblockAddressRequest
+    ) -> admin_pb2.UnblockAddressResponse:
+        address = request.name.removeprefix(BLOCKED_PREFIX)
+        if address == request.name:
+            raise invalid_argument(
+                [
+                    FieldViolation(
+                        "name", f"{request.name!r} is not a name blockedAddresses/{{address}}"
+                    )
+                ]
+            )
+
+        def work(session: Session) -> Done:
+            removed = blocklist.unblock_in(session, address, caller.operator_id)
+            normalised = blocklist.normalise_address(address, "name")
+            response = admin_pb2.UnblockAddressResponse(
+                address=normalised, was_blocked=removed is not None
+            )
+            name = BLOCKED_PREFIX + normalised
+            if removed is None:
+                return Done(response, name)
+            before = {"address": normalised, "blocked": True, "reason": removed.reason}
+            return Done(response, name, before, {"address": normalised, "blocked": False})
+
+        return await self._db(self._audited, caller, "UnblockAddress", request.name, work)
+
+    async def list_tiers(
+        self, caller: OperatorIdentity, request: admin_pb2.ListTiersRequest
+    ) -> admin_pb2.ListTiersResponse:
+        def read() -> admin_pb2.ListTiersResponse:
+            with self.sessions() as session:
+                tiers = tier_admin.list_tiers(session)
+            return admin_pb2.ListTiersResponse(tiers=[tier_to_proto(t) for t in tiers])
+
+        return await self._db(read)
+
+
+# ---------------------------------------------------------------- approvals, blocklist, tiers
+
 
 def _offset(after: str | None) -> int:
     if after is None:
@@ -841,3 +1016,59 @@ def _offset(after: str | None) -> int:
             [FieldViolation("page_token", "is not a page token this API returned")]
         )
     return int(after)
+
+
+BLOCKED_PREFIX = "blockedAddresses/"
+
+
+def parse_withdrawal_name(name: str) -> str:
+    withdrawal_id = name.removeprefix("withdrawals/")
+    if withdrawal_id == name or not is_ulid(withdrawal_id):
+        raise invalid_argument(
+            [FieldViolation("name", f"{name!r} is not a withdrawal name (withdrawals/{{id}})")]
+        )
+    return withdrawal_id
+
+
+def pending_to_proto(row: approvals.PendingApproval, token: Token) -> admin_pb2.PendingApproval:
+    return admin_pb2.PendingApproval(
+        withdrawal=f"withdrawals/{row.withdrawal_id}",
+        partner=row.partner_id,
+        chain=row.chain,
+        token=token.symbol,
+        recipient_address=row.recipient,
+        amount=format_amount(row.amount, token.decimals),
+        creator=row.created_by or "",
+        rule=row.rule_name,
+        approvals_required=row.approvals_required,
+        approvers=[operator_name(o) for o in row.approved_by],
+        create_time=_timestamp(row.create_time),
+        request_time=_timestamp(row.requested_time),
+    )
+
+
+def blocked_to_proto(row: blocklist.Blocked) -> admin_pb2.BlockedAddress:
+    return admin_pb2.BlockedAddress(
+        name=BLOCKED_PREFIX + row.address,
+        address=row.address,
+        reason=row.reason,
+        creator=operator_name(row.added_by),
+        create_time=_timestamp(row.create_time),
+    )
+
+
+def tier_to_proto(tier: tier_admin.TierInfo) -> admin_pb2.Tier:
+    result = admin_pb2.Tier(
+        name=f"tiers/{tier.name}",
+        description=tier.description,
+        default_priority=tier.default_priority,
+    )
+    for limits in tier.limits:
+        item = result.limits.add(chain=limits.chain, token=limits.token)
+        if limits.per_withdrawal_max is not None:
+            item.per_withdrawal_max = limits.per_withdrawal_max
+        if limits.daily_amount is not None:
+            item.daily_amount = limits.daily_amount
+        if limits.daily_count is not None:
+            item.daily_count = limits.daily_count
+    return result

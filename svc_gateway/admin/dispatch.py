@@ -27,8 +27,9 @@ AdminHandler = Callable[[OperatorIdentity, Any], Awaitable[Message]]
 
 
 def request_target(request: Message) -> str:
-    """The resource a request is about (its `name` or `parent`), for the audit trail."""
-    for field in ("name", "parent"):
+    """The resource a request is about (its `name`, `parent` or `address`), for the audit
+    trail."""
+    for field in ("name", "parent", "address"):
         if field in request.DESCRIPTOR.fields_by_name:
             return str(getattr(request, field))
     return ""

@@ -7,7 +7,7 @@ it below; CreateChange then accepts it and ConfirmChange applies it under four e
 
 from __future__ import annotations
 
-from withdrawal_shared.db import operators
+from withdrawal_shared.db import operators, tier_changes
 from withdrawal_shared.db.changes import ChangeRegistry
 
 
@@ -17,4 +17,14 @@ def change_kinds() -> ChangeRegistry:
     registry.register("operator.create", operators.validate_create, operators.apply_create)
     registry.register("operator.set_roles", operators.validate_set_roles, operators.apply_set_roles)
     registry.register("operator.disable", operators.validate_disable, operators.apply_disable)
+    # ---- tiers and limits
+    tiers = tier_changes
+    registry.register("tier.set_limits", tiers.validate_set_limits, tiers.apply_set_limits)
+    registry.register("user.assign_tier", tiers.validate_assign_tier, tiers.apply_assign_tier)
+    registry.register(
+        "partner.set_default_tier", tiers.validate_default_tier, tiers.apply_default_tier
+    )
+    registry.register(
+        "partner.set_daily_limit", tiers.validate_daily_limit, tiers.apply_daily_limit
+    )
     return registry

@@ -29,5 +29,13 @@ METHOD_ROLES: dict[str, Role] = {
     "ResumePayouts": Role.OPERATOR,
     "ListTokens": Role.VIEWER,
     "UpdateToken": Role.ADMIN,
+    # ---- approvals, blocklist, tiers
+    "ListPendingApprovals": Role.VIEWER,
+    "ApproveWithdrawal": Role.APPROVER,
+    "RejectWithdrawal": Role.APPROVER,
+    "ListBlockedAddresses": Role.VIEWER,
+    "BlockAddress": Role.OPERATOR,
+    "UnblockAddress": Role.OPERATOR,
+    "ListTiers": Role.VIEWER,
 }
 """AdminService method name -> the role it requires."""

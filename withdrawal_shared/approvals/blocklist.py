@@ -63,26 +63,43 @@ def block_address(
 ) -> Blocked:
     """Put `address` on the blocklist (idempotent: an address already there keeps its first
     entry, which is returned)."""
+    with sessions.begin() as session:
+        return block_in(session, address, operator_id, reason)[0]
+
+
+def block_in(session: Session, address: str, operator_id: str, reason: str) -> tuple[Blocked, bool]:
+    """`block_address` in the caller's transaction: (the entry, whether this call added it)."""
     normalised = normalise_address(address)
     check_operator(operator_id)
     check_reason(reason)
-    with sessions.begin() as session:
-        row = session.get(BlockedAddress, normalised)
-        if row is None:
-            row = BlockedAddress(
-                address=normalised, reason=reason, added_by=operator_id, create_time=utcnow()
-            )
-            session.add(row)
-        return Blocked(row.address, row.reason, row.added_by, row.create_time)
+    row = session.get(BlockedAddress, normalised)
+    added = row is None
+    if row is None:
+        row = BlockedAddress(
+            address=normalised, reason=reason, added_by=operator_id, create_time=utcnow()
+        )
+        session.add(row)
+        session.flush()
+    return Blocked(row.address, row.reason, row.added_by, row.create_time), added
 
 
 def unblock_address(sessions: sessionmaker[Session], address: str, operator_id: str) -> bool:
     """Take `address` off the blocklist; whether it was on it."""
+    with sessions.begin() as session:
+        return unblock_in(session, address, operator_id) is not None
+
+
+def unblock_in(session: Session, address: str, operator_id: str) -> Blocked | None:
+    """`unblock_address` in the caller's transaction: the entry removed, None when the
+    address was not on the blocklist."""
     normalised = normalise_address(address)
     check_operator(operator_id)
-    with sessions.begin() as session:
-        result = session.execute(delete(BlockedAddress).where(BlockedAddress.address == normalised))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+    row = session.get(BlockedAddress, normalised, with_for_update=True)
+    if row is None:
+        return None
+    removed = Blocked(row.address, row.reason, row.added_by, row.create_time)
+    session.execute(delete(BlockedAddress).where(BlockedAddress.address == normalised))
+    return removed
 
 
 def list_blocked(

@@ -181,60 +181,68 @@ def approve(
     rule's number of distinct operators approved. Raises NOT_FOUND, NOT_PENDING_APPROVAL
     (also for an operator who rejected it), SELF_APPROVAL, INVALID_ARGUMENT, or
     TransitionConflict when the withdrawal moved meanwhile (retry)."""
+    with sessions.begin() as session:
+        return approve_in(session, withdrawal_id, operator_id, reason)
+
+
+def approve_in(
+    session: Session, withdrawal_id: str, operator_id: str, reason: str = ""
+) -> ApprovalOutcome:
+    """`approve` in the caller's transaction (the admin API commits its audit row with it);
+    the caller publishes the `Moved`s after the commit."""
     check_operator(operator_id)
     check_reason(reason)
-    with sessions.begin() as session:
-        row, request = _locked(session, withdrawal_id)
-        earlier = session.get(ApprovalDecision, (withdrawal_id, operator_id))
-        if earlier is not None and earlier.decision == APPROVE:
-            # The same operator again: counted once, whatever became of the withdrawal.
-            approvals = _approvals(session, row)
-            required = request.approvals_required if request is not None else 0
-            return ApprovalOutcome(row.id, State(row.state), len(approvals), required, False, ())
-        if row.state != State.PENDING_APPROVAL or request is None or earlier is not None:
-            raise _not_pending(row)
-        if row.created_by is not None and row.created_by == operator_id:
-            raise SELF_APPROVAL.error(
-                f"Operator {operator_id} created withdrawal {row.id} and cannot approve it; "
-                "another operator must.",
-                metadata={"operator_id": operator_id},
-            )
-        now = utcnow()
-        session.add(
-            ApprovalDecision(
-                withdrawal_id=row.id,
-                operator_id=operator_id,
-                decision=APPROVE,
-                reason=reason,
-                create_time=now,
-            )
-        )
-        session.flush()
+    row, request = _locked(session, withdrawal_id)
+    earlier = session.get(ApprovalDecision, (withdrawal_id, operator_id))
+    if earlier is not None and earlier.decision == APPROVE:
+        # The same operator again: counted once, whatever became of the withdrawal.
         approvals = _approvals(session, row)
-        required = request.approvals_required
-        suffix = f": {reason}" if reason else ""
-        if len(approvals) >= required:
-            moved = move(
-                session,
-                row,
-                State.QUEUED,
-                actor=operator_id,
-                reason=ApprovalReason.APPROVED,
-                message=f"Approved by {', '.join(approvals)}{suffix}; queued for payment.",
-            )
-            request.outcome = APPROVED
-            request.decide_time = now
-        else:
-            moved = move(
-                session,
-                row,
-                State.PENDING_APPROVAL,
-                actor=operator_id,
-                reason=ApprovalReason.APPROVAL_RECORDED,
-                message=f"Approval {len(approvals)} of {required} recorded, by "
-                f"{operator_id}{suffix}; waiting for {required - len(approvals)} more.",
-            )
-        return ApprovalOutcome(row.id, moved.to_state, len(approvals), required, True, (moved,))
+        required = request.approvals_required if request is not None else 0
+        return ApprovalOutcome(row.id, State(row.state), len(approvals), required, False, ())
+    if row.state != State.PENDING_APPROVAL or request is None or earlier is not None:
+        raise _not_pending(row)
+    if row.created_by is not None and row.created_by == operator_id:
+        raise SELF_APPROVAL.error(
+            f"Operator {operator_id} created withdrawal {row.id} and cannot approve it; "
+            "another operator must.",
+            metadata={"operator_id": operator_id},
+        )
+    now = utcnow()
+    session.add(
+        ApprovalDecision(
+            withdrawal_id=row.id,
+            operator_id=operator_id,
+            decision=APPROVE,
+            reason=reason,
+            create_time=now,
+        )
+    )
+    session.flush()
+    approvals = _approvals(session, row)
+    required = request.approvals_required
+    suffix = f": {reason}" if reason else ""
+    if len(approvals) >= required:
+        moved = move(
+            session,
+            row,
+            State.QUEUED,
+            actor=operator_id,
+            reason=ApprovalReason.APPROVED,
+            message=f"Approved by {', '.join(approvals)}{suffix}; queued for payment.",
+        )
+        request.outcome = APPROVED
+        request.decide_time = now
+    else:
+        moved = move(
+            session,
+            row,
+            State.PENDING_APPROVAL,
+            actor=operator_id,
+            reason=ApprovalReason.APPROVAL_RECORDED,
+            message=f"Approval {len(approvals)} of {required} recorded, by "
+            f"{operator_id}{suffix}; waiting for {required - len(approvals)} more.",
+        )
+    return ApprovalOutcome(row.id, moved.to_state, len(approvals), required, True, (moved,))
 
 
 def reject(
@@ -243,44 +251,52 @@ def reject(
     """Reject a PENDING_APPROVAL withdrawal: REJECTED (reason APPROVAL_REJECTED), audited with
     the operator as actor. Raises NOT_FOUND, NOT_PENDING_APPROVAL, INVALID_ARGUMENT, or
     TransitionConflict when it moved meanwhile (retry)."""
+    with sessions.begin() as session:
+        return reject_in(session, withdrawal_id, operator_id, reason)
+
+
+def reject_in(
+    session: Session, withdrawal_id: str, operator_id: str, reason: str = ""
+) -> ApprovalOutcome:
+    """`reject` in the caller's transaction; the caller publishes the `Moved`s after the
+    commit."""
     check_operator(operator_id)
     check_reason(reason)
-    with sessions.begin() as session:
-        row, request = _locked(session, withdrawal_id)
-        if row.state != State.PENDING_APPROVAL or request is None:
-            raise _not_pending(row)
-        now = utcnow()
-        earlier = session.get(ApprovalDecision, (withdrawal_id, operator_id))
-        if earlier is None:
-            session.add(
-                ApprovalDecision(
-                    withdrawal_id=row.id,
-                    operator_id=operator_id,
-                    decision=REJECT,
-                    reason=reason,
-                    create_time=now,
-                )
+    row, request = _locked(session, withdrawal_id)
+    if row.state != State.PENDING_APPROVAL or request is None:
+        raise _not_pending(row)
+    now = utcnow()
+    earlier = session.get(ApprovalDecision, (withdrawal_id, operator_id))
+    if earlier is None:
+        session.add(
+            ApprovalDecision(
+                withdrawal_id=row.id,
+                operator_id=operator_id,
+                decision=REJECT,
+                reason=reason,
+                create_time=now,
             )
-        else:  # approved before, rejects now: the later, safer decision stands
-            earlier.decision = REJECT
-            earlier.reason = reason
-            earlier.create_time = now
-        session.flush()
-        approvals = _approvals(session, row)
-        suffix = f": {reason}" if reason else ""
-        moved = move(
-            session,
-            row,
-            State.REJECTED,
-            actor=operator_id,
-            reason=ApprovalReason.APPROVAL_REJECTED,
-            message=f"Rejected by operator {operator_id}{suffix}. Nothing was paid.",
         )
-        request.outcome = REJECTED
-        request.decide_time = now
-        return ApprovalOutcome(
-            row.id, State.REJECTED, len(approvals), request.approvals_required, True, (moved,)
-        )
+    else:  # approved before, rejects now: the later, safer decision stands
+        earlier.decision = REJECT
+        earlier.reason = reason
+        earlier.create_time = now
+    session.flush()
+    approvals = _approvals(session, row)
+    suffix = f": {reason}" if reason else ""
+    moved = move(
+        session,
+        row,
+        State.REJECTED,
+        actor=operator_id,
+        reason=ApprovalReason.APPROVAL_REJECTED,
+        message=f"Rejected by operator {operator_id}{suffix}. Nothing was paid.",
+    )
+    request.outcome = REJECTED
+    request.decide_time = now
+    return ApprovalOutcome(
+        row.id, State.REJECTED, len(approvals), request.approvals_required, True, (moved,)
+    )
 
 
 def expire_pending(

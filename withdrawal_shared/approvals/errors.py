@@ -9,11 +9,15 @@ NOT_PENDING_APPROVAL = ErrorReason(
     "NOT_PENDING_APPROVAL",
     Code.FAILED_PRECONDITION,
     "The withdrawal is not waiting for approval (`metadata.state` says where it is).",
+    example="Withdrawal 01j9zq8m5k3v7t2r4w6y8a0c1e is QUEUED, not waiting for approval; nothing "
+    "was recorded.",
 )
 SELF_APPROVAL = ErrorReason(
     "SELF_APPROVAL",
     Code.PERMISSION_DENIED,
     "The operator created the withdrawal and cannot approve it; another operator must.",
+    example="Operator alice created withdrawal 01j9zq8m5k3v7t2r4w6y8a0c1e and cannot approve "
+    "it; another operator must.",
 )
 CONCURRENT_MODIFICATION = ErrorReason(
     "CONCURRENT_MODIFICATION",

@@ -1233,3 +1233,518 @@ class UpdateTokenRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateTokenRequest: _TypeAlias = UpdateTokenRequest  # noqa: Y015
+
+@_typing.final
+class PendingApproval(_message.Message):
+    """---- approvals, blocklist, tiers
+
+    A withdrawal waiting for manual approval.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WITHDRAWAL_FIELD_NUMBER: _builtins.int
+    PARTNER_FIELD_NUMBER: _builtins.int
+    CHAIN_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    RECIPIENT_ADDRESS_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    CREATOR_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    APPROVALS_REQUIRED_FIELD_NUMBER: _builtins.int
+    APPROVERS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    REQUEST_TIME_FIELD_NUMBER: _builtins.int
+    withdrawal: _builtins.str
+    """The withdrawal: `withdrawals/{withdrawal}`."""
+    partner: _builtins.str
+    """The partner that requested it."""
+    chain: _builtins.str
+    """The chain, e.g. `polygon`."""
+    token: _builtins.str
+    """The token's symbol, e.g. `USDC`."""
+    recipient_address: _builtins.str
+    """The recipient, lowercase 0x-hex."""
+    amount: _builtins.str
+    """The amount, a decimal string in token units."""
+    creator: _builtins.str
+    """The operator that created it, when one did (it cannot approve it); empty otherwise."""
+    rule: _builtins.str
+    """The approval rule that held it."""
+    approvals_required: _builtins.int
+    """How many distinct operators must approve it."""
+    @_builtins.property
+    def approvers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The operators that approved it so far (`operators/{operator}`), in order."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
+    @_builtins.property
+    def request_time(self) -> _timestamp_pb2.Timestamp:
+        """When it started waiting for approval."""
+
+    def __init__(
+        self,
+        *,
+        withdrawal: _builtins.str = ...,
+        partner: _builtins.str = ...,
+        chain: _builtins.str = ...,
+        token: _builtins.str = ...,
+        recipient_address: _builtins.str = ...,
+        amount: _builtins.str = ...,
+        creator: _builtins.str = ...,
+        rule: _builtins.str = ...,
+        approvals_required: _builtins.int = ...,
+        approvers: _abc.Iterable[_builtins.str] | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        request_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "request_time", b"request_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "approvals_required", b"approvals_required", "approvers", b"approvers", "chain", b"chain", "create_time", b"create_time", "creator", b"creator", "partner", b"partner", "recipient_address", b"recipient_address", "request_time", b"request_time", "rule", b"rule", "token", b"token", "withdrawal", b"withdrawal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingApproval: _TypeAlias = PendingApproval  # noqa: Y015
+
+@_typing.final
+class ListPendingApprovalsRequest(_message.Message):
+    """Request for ListPendingApprovals."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number to return: 50 when unset, at most 1000."""
+    page_token: _builtins.str
+    """The `next_page_token` of a previous call."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPendingApprovalsRequest: _TypeAlias = ListPendingApprovalsRequest  # noqa: Y015
+
+@_typing.final
+class ListPendingApprovalsResponse(_message.Message):
+    """Response for ListPendingApprovals."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PENDING_APPROVALS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def pending_approvals(self) -> _containers.RepeatedCompositeFieldContainer[Global___PendingApproval]:
+        """The page of withdrawals waiting for approval, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        pending_approvals: _abc.Iterable[Global___PendingApproval] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "pending_approvals", b"pending_approvals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPendingApprovalsResponse: _TypeAlias = ListPendingApprovalsResponse  # noqa: Y015
+
+@_typing.final
+class ApproveWithdrawalRequest(_message.Message):
+    """Request for ApproveWithdrawal."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The withdrawal: `withdrawals/{withdrawal}`."""
+    reason: _builtins.str
+    """Why, recorded with the decision and in the audit trails (up to 256 characters)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveWithdrawalRequest: _TypeAlias = ApproveWithdrawalRequest  # noqa: Y015
+
+@_typing.final
+class RejectWithdrawalRequest(_message.Message):
+    """Request for RejectWithdrawal."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The withdrawal: `withdrawals/{withdrawal}`."""
+    reason: _builtins.str
+    """Why, recorded with the decision and in the audit trails (up to 256 characters)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectWithdrawalRequest: _TypeAlias = RejectWithdrawalRequest  # noqa: Y015
+
+@_typing.final
+class ApprovalDecision(_message.Message):
+    """What an approval or a rejection did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WITHDRAWAL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    APPROVALS_FIELD_NUMBER: _builtins.int
+    APPROVALS_REQUIRED_FIELD_NUMBER: _builtins.int
+    COUNTED_FIELD_NUMBER: _builtins.int
+    withdrawal: _builtins.str
+    """The withdrawal: `withdrawals/{withdrawal}`."""
+    state: _builtins.str
+    """The withdrawal's state afterwards: `PENDING_APPROVAL` (more approvals needed), `QUEUED`
+    (approved) or `REJECTED`.
+    """
+    approvals: _builtins.int
+    """Distinct operators' approvals recorded."""
+    approvals_required: _builtins.int
+    """How many its rule requires."""
+    counted: _builtins.bool
+    """False when the caller's approval was already recorded: nothing changed."""
+    def __init__(
+        self,
+        *,
+        withdrawal: _builtins.str = ...,
+        state: _builtins.str = ...,
+        approvals: _builtins.int = ...,
+        approvals_required: _builtins.int = ...,
+        counted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "approvals_required", b"approvals_required", "counted", b"counted", "state", b"state", "withdrawal", b"withdrawal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovalDecision: _TypeAlias = ApprovalDecision  # noqa: Y015
+
+@_typing.final
+class BlockedAddress(_message.Message):
+    """A recipient on the blocklist."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CREATOR_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `blockedAddresses/{address}`, the address in lowercase 0x-hex."""
+    address: _builtins.str
+    """The address, lowercase 0x-hex."""
+    reason: _builtins.str
+    """Why it is blocked."""
+    creator: _builtins.str
+    """The operator that blocked it: `operators/{operator}`."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was blocked."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        address: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        creator: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "create_time", b"create_time", "creator", b"creator", "name", b"name", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlockedAddress: _TypeAlias = BlockedAddress  # noqa: Y015
+
+@_typing.final
+class ListBlockedAddressesRequest(_message.Message):
+    """Request for ListBlockedAddresses."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number to return: 50 when unset, at most 1000."""
+    page_token: _builtins.str
+    """The `next_page_token` of a previous call."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBlockedAddressesRequest: _TypeAlias = ListBlockedAddressesRequest  # noqa: Y015
+
+@_typing.final
+class ListBlockedAddressesResponse(_message.Message):
+    """Response for ListBlockedAddresses."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOCKED_ADDRESSES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def blocked_addresses(self) -> _containers.RepeatedCompositeFieldContainer[Global___BlockedAddress]:
+        """The page of blocked addresses, by address."""
+
+    def __init__(
+        self,
+        *,
+        blocked_addresses: _abc.Iterable[Global___BlockedAddress] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_addresses", b"blocked_addresses", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBlockedAddressesResponse: _TypeAlias = ListBlockedAddressesResponse  # noqa: Y015
+
+@_typing.final
+class BlockAddressRequest(_message.Message):
+    """Request for BlockAddress."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    """The address to block, 0x-hex (any case)."""
+    reason: _builtins.str
+    """Why (e.g. the sanctions list entry), up to 256 characters."""
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlockAddressRequest: _TypeAlias = BlockAddressRequest  # noqa: Y015
+
+@_typing.final
+class UnblockAddressRequest(_message.Message):
+    """Request for UnblockAddress."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `blockedAddresses/{address}`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnblockAddressRequest: _TypeAlias = UnblockAddressRequest  # noqa: Y015
+
+@_typing.final
+class UnblockAddressResponse(_message.Message):
+    """Response for UnblockAddress."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    WAS_BLOCKED_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    """The address, lowercase 0x-hex."""
+    was_blocked: _builtins.bool
+    """Whether it was on the blocklist (false: nothing changed)."""
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        was_blocked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "was_blocked", b"was_blocked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnblockAddressResponse: _TypeAlias = UnblockAddressResponse  # noqa: Y015
+
+@_typing.final
+class TierLimits(_message.Message):
+    """A tier's limits for one token; an unset limit is no limit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHAIN_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    PER_WITHDRAWAL_MAX_FIELD_NUMBER: _builtins.int
+    DAILY_AMOUNT_FIELD_NUMBER: _builtins.int
+    DAILY_COUNT_FIELD_NUMBER: _builtins.int
+    chain: _builtins.str
+    """The chain, e.g. `polygon`."""
+    token: _builtins.str
+    """The token's symbol, e.g. `USDC`."""
+    per_withdrawal_max: _builtins.str
+    """The largest amount of one withdrawal, a decimal string in token units."""
+    daily_amount: _builtins.str
+    """The most a user may withdraw in any 24 hours, a decimal string in token units."""
+    daily_count: _builtins.int
+    """The most withdrawals a user may make in any 24 hours."""
+    def __init__(
+        self,
+        *,
+        chain: _builtins.str = ...,
+        token: _builtins.str = ...,
+        per_withdrawal_max: _builtins.str | None = ...,
+        daily_amount: _builtins.str | None = ...,
+        daily_count: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_daily_amount", b"_daily_amount", "_daily_count", b"_daily_count", "_per_withdrawal_max", b"_per_withdrawal_max", "daily_amount", b"daily_amount", "daily_count", b"daily_count", "per_withdrawal_max", b"per_withdrawal_max"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_daily_amount", b"_daily_amount", "_daily_count", b"_daily_count", "_per_withdrawal_max", b"_per_withdrawal_max", "chain", b"chain", "daily_amount", b"daily_amount", "daily_count", b"daily_count", "per_withdrawal_max", b"per_withdrawal_max", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__daily_amount: _TypeAlias = _typing.Literal["daily_amount"]  # noqa: Y015
+    _WhichOneofArgType__daily_amount: _TypeAlias = _typing.Literal["_daily_amount", b"_daily_amount"]  # noqa: Y015
+    _WhichOneofReturnType__daily_count: _TypeAlias = _typing.Literal["daily_count"]  # noqa: Y015
+    _WhichOneofArgType__daily_count: _TypeAlias = _typing.Literal["_daily_count", b"_daily_count"]  # noqa: Y015
+    _WhichOneofReturnType__per_withdrawal_max: _TypeAlias = _typing.Literal["per_withdrawal_max"]  # noqa: Y015
+    _WhichOneofArgType__per_withdrawal_max: _TypeAlias = _typing.Literal["_per_withdrawal_max", b"_per_withdrawal_max"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__daily_amount) -> _WhichOneofReturnType__daily_amount | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__daily_count) -> _WhichOneofReturnType__daily_count | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__per_withdrawal_max) -> _WhichOneofReturnType__per_withdrawal_max | None: ...
+
+Global___TierLimits: _TypeAlias = TierLimits  # noqa: Y015
+
+@_typing.final
+class Tier(_message.Message):
+    """A limit tier, shared by all partners."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    DEFAULT_PRIORITY_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `tiers/{tier}`."""
+    description: _builtins.str
+    """What it is for."""
+    default_priority: _builtins.str
+    """The priority of its users' withdrawals: `STANDARD`, `PRIORITY` or `EMERGENCY`."""
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___TierLimits]:
+        """Its limits, per token."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        default_priority: _builtins.str = ...,
+        limits: _abc.Iterable[Global___TierLimits] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_priority", b"default_priority", "description", b"description", "limits", b"limits", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Tier: _TypeAlias = Tier  # noqa: Y015
+
+@_typing.final
+class ListTiersRequest(_message.Message):
+    """Request for ListTiers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTiersRequest: _TypeAlias = ListTiersRequest  # noqa: Y015
+
+@_typing.final
+class ListTiersResponse(_message.Message):
+    """Response for ListTiers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tier]:
+        """Every tier, by name."""
+
+    def __init__(
+        self,
+        *,
+        tiers: _abc.Iterable[Global___Tier] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tiers", b"tiers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTiersResponse: _TypeAlias = ListTiersResponse  # noqa: Y015

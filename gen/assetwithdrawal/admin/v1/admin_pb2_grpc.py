@@ -133,6 +133,41 @@ class AdminServiceStub:
                 request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.UpdateTokenRequest.SerializeToString,
                 response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.Token.FromString,
                 _registered_method=True)
+        self.ListPendingApprovals = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/ListPendingApprovals',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListPendingApprovalsRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListPendingApprovalsResponse.FromString,
+                _registered_method=True)
+        self.ApproveWithdrawal = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/ApproveWithdrawal',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApproveWithdrawalRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApprovalDecision.FromString,
+                _registered_method=True)
+        self.RejectWithdrawal = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/RejectWithdrawal',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.RejectWithdrawalRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApprovalDecision.FromString,
+                _registered_method=True)
+        self.ListBlockedAddresses = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/ListBlockedAddresses',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListBlockedAddressesRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListBlockedAddressesResponse.FromString,
+                _registered_method=True)
+        self.BlockAddress = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/BlockAddress',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.BlockAddressRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.BlockedAddress.FromString,
+                _registered_method=True)
+        self.UnblockAddress = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/UnblockAddress',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.UnblockAddressRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.UnblockAddressResponse.FromString,
+                _registered_method=True)
+        self.ListTiers = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/ListTiers',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTiersRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTiersResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -290,6 +325,67 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPendingApprovals(self, request, context):
+        """---- approvals, blocklist, tiers
+
+        Lists the withdrawals waiting for manual approval (PENDING_APPROVAL), oldest first, with
+        the rule that held each, how many approvals it needs and who approved so far. Role: viewer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveWithdrawal(self, request, context):
+        """Records the caller's approval of a withdrawal waiting for approval; it is QUEUED for
+        payment once its rule's number of distinct operators approved. One operator counts once,
+        whatever credential it uses (approving again changes nothing); the operator that created
+        the withdrawal cannot approve it (PERMISSION_DENIED `SELF_APPROVAL`). Audited.
+        Role: approver.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectWithdrawal(self, request, context):
+        """Rejects a withdrawal waiting for approval: REJECTED, nothing is paid. Audited.
+        Role: approver.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBlockedAddresses(self, request, context):
+        """Lists the blocklist (recipients never paid, on every chain), by address. Role: viewer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BlockAddress(self, request, context):
+        """Puts an address on the blocklist; blocking a blocked address returns its first entry.
+        Withdrawals to it are REJECTED `ADDRESS_BLOCKED` from now on. Audited. Role: operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnblockAddress(self, request, context):
+        """Takes an address off the blocklist (withdrawals already rejected stay rejected). Audited.
+        Role: operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTiers(self, request, context):
+        """Lists the limit tiers with their limits per token, by name. Tiers and limits change only
+        through changes (kinds `tier.set_limits`, `user.assign_tier`, `partner.set_default_tier`,
+        `partner.set_daily_limit`). Role: viewer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -382,6 +478,41 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.UpdateToken,
                     request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.UpdateTokenRequest.FromString,
                     response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.Token.SerializeToString,
+            ),
+            'ListPendingApprovals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPendingApprovals,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListPendingApprovalsRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListPendingApprovalsResponse.SerializeToString,
+            ),
+            'ApproveWithdrawal': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveWithdrawal,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApproveWithdrawalRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApprovalDecision.SerializeToString,
+            ),
+            'RejectWithdrawal': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectWithdrawal,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.RejectWithdrawalRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApprovalDecision.SerializeToString,
+            ),
+            'ListBlockedAddresses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBlockedAddresses,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListBlockedAddressesRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListBlockedAddressesResponse.SerializeToString,
+            ),
+            'BlockAddress': grpc.unary_unary_rpc_method_handler(
+                    servicer.BlockAddress,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.BlockAddressRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.BlockedAddress.SerializeToString,
+            ),
+            'UnblockAddress': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnblockAddress,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.UnblockAddressRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.UnblockAddressResponse.SerializeToString,
+            ),
+            'ListTiers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTiers,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTiersRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTiersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -879,6 +1010,195 @@ class AdminService:
             '/assetwithdrawal.admin.v1.AdminService/UpdateToken',
             assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.UpdateTokenRequest.SerializeToString,
             assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.Token.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPendingApprovals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/ListPendingApprovals',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListPendingApprovalsRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListPendingApprovalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveWithdrawal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/ApproveWithdrawal',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApproveWithdrawalRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApprovalDecision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectWithdrawal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/RejectWithdrawal',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.RejectWithdrawalRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApprovalDecision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBlockedAddresses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/ListBlockedAddresses',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListBlockedAddressesRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListBlockedAddressesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlockAddress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/BlockAddress',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.BlockAddressRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.BlockedAddress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnblockAddress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/UnblockAddress',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.UnblockAddressRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.UnblockAddressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTiers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/ListTiers',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTiersRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTiersResponse.FromString,
             options,
             channel_credentials,
             insecure,

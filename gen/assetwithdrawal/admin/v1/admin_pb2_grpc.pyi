@@ -106,6 +106,38 @@ class AdminServiceStub:
     """Enables or disables a token, or changes its maximum amount per withdrawal. Every service
     applies it within REFERENCE_MAX_AGE_SECONDS (5 s) of the response. Role: admin.
     """
+    ListPendingApprovals: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListPendingApprovalsRequest, _admin_pb2.ListPendingApprovalsResponse]
+    """---- approvals, blocklist, tiers
+
+    Lists the withdrawals waiting for manual approval (PENDING_APPROVAL), oldest first, with
+    the rule that held each, how many approvals it needs and who approved so far. Role: viewer.
+    """
+    ApproveWithdrawal: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ApproveWithdrawalRequest, _admin_pb2.ApprovalDecision]
+    """Records the caller's approval of a withdrawal waiting for approval; it is QUEUED for
+    payment once its rule's number of distinct operators approved. One operator counts once,
+    whatever credential it uses (approving again changes nothing); the operator that created
+    the withdrawal cannot approve it (PERMISSION_DENIED `SELF_APPROVAL`). Audited.
+    Role: approver.
+    """
+    RejectWithdrawal: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RejectWithdrawalRequest, _admin_pb2.ApprovalDecision]
+    """Rejects a withdrawal waiting for approval: REJECTED, nothing is paid. Audited.
+    Role: approver.
+    """
+    ListBlockedAddresses: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListBlockedAddressesRequest, _admin_pb2.ListBlockedAddressesResponse]
+    """Lists the blocklist (recipients never paid, on every chain), by address. Role: viewer."""
+    BlockAddress: _grpc.UnaryUnaryMultiCallable[_admin_pb2.BlockAddressRequest, _admin_pb2.BlockedAddress]
+    """Puts an address on the blocklist; blocking a blocked address returns its first entry.
+    Withdrawals to it are REJECTED `ADDRESS_BLOCKED` from now on. Audited. Role: operator.
+    """
+    UnblockAddress: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UnblockAddressRequest, _admin_pb2.UnblockAddressResponse]
+    """Takes an address off the blocklist (withdrawals already rejected stay rejected). Audited.
+    Role: operator.
+    """
+    ListTiers: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListTiersRequest, _admin_pb2.ListTiersResponse]
+    """Lists the limit tiers with their limits per token, by name. Tiers and limits change only
+    through changes (kinds `tier.set_limits`, `user.assign_tier`, `partner.set_default_tier`,
+    `partner.set_daily_limit`). Role: viewer.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -184,6 +216,38 @@ class AdminServiceAsyncStub(AdminServiceStub):
     UpdateToken: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdateTokenRequest, _admin_pb2.Token]  # type: ignore[assignment]
     """Enables or disables a token, or changes its maximum amount per withdrawal. Every service
     applies it within REFERENCE_MAX_AGE_SECONDS (5 s) of the response. Role: admin.
+    """
+    ListPendingApprovals: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListPendingApprovalsRequest, _admin_pb2.ListPendingApprovalsResponse]  # type: ignore[assignment]
+    """---- approvals, blocklist, tiers
+
+    Lists the withdrawals waiting for manual approval (PENDING_APPROVAL), oldest first, with
+    the rule that held each, how many approvals it needs and who approved so far. Role: viewer.
+    """
+    ApproveWithdrawal: _aio.UnaryUnaryMultiCallable[_admin_pb2.ApproveWithdrawalRequest, _admin_pb2.ApprovalDecision]  # type: ignore[assignment]
+    """Records the caller's approval of a withdrawal waiting for approval; it is QUEUED for
+    payment once its rule's number of distinct operators approved. One operator counts once,
+    whatever credential it uses (approving again changes nothing); the operator that created
+    the withdrawal cannot approve it (PERMISSION_DENIED `SELF_APPROVAL`). Audited.
+    Role: approver.
+    """
+    RejectWithdrawal: _aio.UnaryUnaryMultiCallable[_admin_pb2.RejectWithdrawalRequest, _admin_pb2.ApprovalDecision]  # type: ignore[assignment]
+    """Rejects a withdrawal waiting for approval: REJECTED, nothing is paid. Audited.
+    Role: approver.
+    """
+    ListBlockedAddresses: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListBlockedAddressesRequest, _admin_pb2.ListBlockedAddressesResponse]  # type: ignore[assignment]
+    """Lists the blocklist (recipients never paid, on every chain), by address. Role: viewer."""
+    BlockAddress: _aio.UnaryUnaryMultiCallable[_admin_pb2.BlockAddressRequest, _admin_pb2.BlockedAddress]  # type: ignore[assignment]
+    """Puts an address on the blocklist; blocking a blocked address returns its first entry.
+    Withdrawals to it are REJECTED `ADDRESS_BLOCKED` from now on. Audited. Role: operator.
+    """
+    UnblockAddress: _aio.UnaryUnaryMultiCallable[_admin_pb2.UnblockAddressRequest, _admin_pb2.UnblockAddressResponse]  # type: ignore[assignment]
+    """Takes an address off the blocklist (withdrawals already rejected stay rejected). Audited.
+    Role: operator.
+    """
+    ListTiers: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListTiersRequest, _admin_pb2.ListTiersResponse]  # type: ignore[assignment]
+    """Lists the limit tiers with their limits per token, by name. Tiers and limits change only
+    through changes (kinds `tier.set_limits`, `user.assign_tier`, `partner.set_default_tier`,
+    `partner.set_daily_limit`). Role: viewer.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -368,6 +432,80 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.Token, _abc.Awaitable[_admin_pb2.Token]]:
         """Enables or disables a token, or changes its maximum amount per withdrawal. Every service
         applies it within REFERENCE_MAX_AGE_SECONDS (5 s) of the response. Role: admin.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPendingApprovals(
+        self,
+        request: _admin_pb2.ListPendingApprovalsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListPendingApprovalsResponse, _abc.Awaitable[_admin_pb2.ListPendingApprovalsResponse]]:
+        """---- approvals, blocklist, tiers
+
+        Lists the withdrawals waiting for manual approval (PENDING_APPROVAL), oldest first, with
+        the rule that held each, how many approvals it needs and who approved so far. Role: viewer.
+        """
+
+    @_abc_1.abstractmethod
+    def ApproveWithdrawal(
+        self,
+        request: _admin_pb2.ApproveWithdrawalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ApprovalDecision, _abc.Awaitable[_admin_pb2.ApprovalDecision]]:
+        """Records the caller's approval of a withdrawal waiting for approval; it is QUEUED for
+        payment once its rule's number of distinct operators approved. One operator counts once,
+        whatever credential it uses (approving again changes nothing); the operator that created
+        the withdrawal cannot approve it (PERMISSION_DENIED `SELF_APPROVAL`). Audited.
+        Role: approver.
+        """
+
+    @_abc_1.abstractmethod
+    def RejectWithdrawal(
+        self,
+        request: _admin_pb2.RejectWithdrawalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ApprovalDecision, _abc.Awaitable[_admin_pb2.ApprovalDecision]]:
+        """Rejects a withdrawal waiting for approval: REJECTED, nothing is paid. Audited.
+        Role: approver.
+        """
+
+    @_abc_1.abstractmethod
+    def ListBlockedAddresses(
+        self,
+        request: _admin_pb2.ListBlockedAddressesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListBlockedAddressesResponse, _abc.Awaitable[_admin_pb2.ListBlockedAddressesResponse]]:
+        """Lists the blocklist (recipients never paid, on every chain), by address. Role: viewer."""
+
+    @_abc_1.abstractmethod
+    def BlockAddress(
+        self,
+        request: _admin_pb2.BlockAddressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.BlockedAddress, _abc.Awaitable[_admin_pb2.BlockedAddress]]:
+        """Puts an address on the blocklist; blocking a blocked address returns its first entry.
+        Withdrawals to it are REJECTED `ADDRESS_BLOCKED` from now on. Audited. Role: operator.
+        """
+
+    @_abc_1.abstractmethod
+    def UnblockAddress(
+        self,
+        request: _admin_pb2.UnblockAddressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.UnblockAddressResponse, _abc.Awaitable[_admin_pb2.UnblockAddressResponse]]:
+        """Takes an address off the blocklist (withdrawals already rejected stay rejected). Audited.
+        Role: operator.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTiers(
+        self,
+        request: _admin_pb2.ListTiersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListTiersResponse, _abc.Awaitable[_admin_pb2.ListTiersResponse]]:
+        """Lists the limit tiers with their limits per token, by name. Tiers and limits change only
+        through changes (kinds `tier.set_limits`, `user.assign_tier`, `partner.set_default_tier`,
+        `partner.set_daily_limit`). Role: viewer.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
