@@ -387,6 +387,8 @@ def _summary(doc: str) -> str:
 def _singular(word: str) -> str:
     if word.endswith("ies") and len(word) > 3:
         return word[:-3] + "y"
+    if word.endswith("sses"):
+        return word[:-2]
     if word.endswith("s") and not word.endswith("ss") and len(word) > 1:
         return word[:-1]
     return word

@@ -106,6 +106,19 @@ EXPECTED: dict[str, Public | Admin] = {
     A + "ResumePayouts": Admin(Role.OPERATOR, ("POST /v1/admin/payoutPauses:resume",)),
     A + "ListTokens": Admin(Role.VIEWER, ("GET /v1/admin/chains/{chain}/tokens",)),
     A + "UpdateToken": Admin(Role.ADMIN, ("PATCH /v1/admin/chains/{chain}/tokens/{token}",)),
+    A + "ListPendingApprovals": Admin(Role.VIEWER, ("GET /v1/admin/pendingApprovals",)),
+    A + "ApproveWithdrawal": Admin(
+        Role.APPROVER, ("POST /v1/admin/withdrawals/{withdrawal}:approve",)
+    ),
+    A + "RejectWithdrawal": Admin(
+        Role.APPROVER, ("POST /v1/admin/withdrawals/{withdrawal}:reject",)
+    ),
+    A + "ListBlockedAddresses": Admin(Role.VIEWER, ("GET /v1/admin/blockedAddresses",)),
+    A + "BlockAddress": Admin(Role.OPERATOR, ("POST /v1/admin/blockedAddresses",)),
+    A + "UnblockAddress": Admin(
+        Role.OPERATOR, ("POST /v1/admin/blockedAddresses/{blockedAddress}:unblock",)
+    ),
+    A + "ListTiers": Admin(Role.VIEWER, ("GET /v1/admin/tiers",)),
 }
 """Full method name -> who may call it. Routes are `VERB /path` as the OpenAPI document
 writes them."""
@@ -393,6 +406,8 @@ def world(gateway: RunningGateway) -> World:
             "apiKey": throwaway_key,
             "chain": "polygon",
             "token": "USDC",
+            # Never a recipient here: blocking and unblocking it changes nothing that matters.
+            "blockedAddress": "0x" + "ab" * 20,
         },
         tokens={
             NONE: None,
