@@ -164,7 +164,14 @@ class GatewayServer:
             openapi=openapi,
             max_body_bytes=self.settings.max_body_bytes,
         )
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # In-flight REST requests (a watch stream among them) get the same grace as gRPC's
+        # at stop, not aiohttp's default of 60 s.
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=self.settings.shutdown_grace_seconds,
+        )
         await self._runner.setup()
         site = web.TCPSite(
             self._runner,
