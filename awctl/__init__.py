@@ -9,5 +9,7 @@ services.
   `var/stack.json` that `make up` writes);
 - `client`: the channel, the calls, and turning a failed call into a readable error;
 - `render`: rich tables and `--json` output;
-- `cli`: the typer commands.
+- `cli`: the typer commands, and the helpers the command modules below share;
+- `controls`: `keys`, `pauses` and `tokens` (partners' API keys, the kill switch, tokens);
+- `rules`: `rules` (the approval rules, changed under four eyes).
 """

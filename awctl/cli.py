@@ -645,3 +645,9 @@ def changes_propose_tier_limits(
         f"Proposed {change.name} (tier.set_limits). Another admin confirms it with "
         f"`awctl changes confirm {render.short(change.name)}`."
     )
+
+
+# ---------------------------------------------------------------- command groups of their own
+
+# Each adds itself to `app`, using the helpers above: keys, pauses, tokens; rules.
+from awctl import controls, rules  # noqa: E402, F401

@@ -31,8 +31,9 @@ from svc_gateway.admin import changes, controls
 from svc_gateway.errors import CONCURRENT_MODIFICATION, IDEMPOTENCY_KEY_REUSED
 from svc_gateway.validation import REQUEST_ID
 from withdrawal_shared.amounts import format_amount
-from withdrawal_shared.approvals import blocklist
+from withdrawal_shared.approvals import blocklist, rule_admin
 from withdrawal_shared.approvals import core as approvals
+from withdrawal_shared.approvals.rules import Rule
 from withdrawal_shared.db import pauses, tier_admin, token_settings
 from withdrawal_shared.db.admin_audit import (
     DENIED,
@@ -1004,6 +1005,26 @@ class AdminCore:
 
         return await self._db(read)
 
+    # ---- approval rules
+
+    async def list_approval_rules(
+        self, caller: OperatorIdentity, request: admin_pb2.ListApprovalRulesRequest
+    ) -> admin_pb2.ListApprovalRulesResponse:
+        size = _page_size(request.page_size)
+        offset = _offset(_decode_token(request.page_token))
+
+        def read() -> admin_pb2.ListApprovalRulesResponse:
+            with self.sessions() as session:
+                rules = rule_admin.list_rules(session)
+            response = admin_pb2.ListApprovalRulesResponse(
+                approval_rules=[rule_to_proto(r) for r in rules[offset : offset + size]]
+            )
+            if len(rules) > offset + size:
+                response.next_page_token = _encode_token(str(offset + size))
+            return response
+
+        return await self._db(read)
+
 
 # ---------------------------------------------------------------- approvals, blocklist, tiers
 
@@ -1071,4 +1092,21 @@ def tier_to_proto(tier: tier_admin.TierInfo) -> admin_pb2.Tier:
             item.daily_amount = limits.daily_amount
         if limits.daily_count is not None:
             item.daily_count = limits.daily_count
+    return result
+
+
+# ---------------------------------------------------------------- approval rules
+
+
+def rule_to_proto(rule: Rule) -> admin_pb2.ApprovalRule:
+    result = admin_pb2.ApprovalRule(
+        name=rule_admin.rule_name(rule.name),
+        position=rule.position,
+        action=admin_pb2.ApprovalRule.Action.Value(f"ACTION_{rule.action.value}"),
+        approvals_required=rule.approvals_required,
+        enabled=rule.enabled,
+        conditions=admin_pb2.ApprovalRuleConditions(),
+    )
+    for key, value in rule_admin.rule_as_dict(rule)["conditions"].items():
+        setattr(result.conditions, key, value)
     return result

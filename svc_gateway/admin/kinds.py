@@ -7,6 +7,7 @@ it below; CreateChange then accepts it and ConfirmChange applies it under four e
 
 from __future__ import annotations
 
+from withdrawal_shared.approvals import rule_admin
 from withdrawal_shared.db import operators, tier_changes
 from withdrawal_shared.db.changes import ChangeRegistry
 
@@ -27,4 +28,7 @@ def change_kinds() -> ChangeRegistry:
     registry.register(
         "partner.set_daily_limit", tiers.validate_daily_limit, tiers.apply_daily_limit
     )
+    # ---- approval rules
+    registry.register("rule.upsert", rule_admin.validate_upsert, rule_admin.apply_upsert)
+    registry.register("rule.delete", rule_admin.validate_delete, rule_admin.apply_delete)
     return registry

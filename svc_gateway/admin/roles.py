@@ -37,5 +37,7 @@ METHOD_ROLES: dict[str, Role] = {
     "BlockAddress": Role.OPERATOR,
     "UnblockAddress": Role.OPERATOR,
     "ListTiers": Role.VIEWER,
+    # ---- approval rules
+    "ListApprovalRules": Role.VIEWER,
 }
 """AdminService method name -> the role it requires."""

@@ -1748,3 +1748,227 @@ class ListTiersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTiersResponse: _TypeAlias = ListTiersResponse  # noqa: Y015
+
+@_typing.final
+class ApprovalRule(_message.Message):
+    """---- approval rules
+
+    An ordered approval rule: which withdrawals pass automatically, which wait for operators'
+    approvals, which are refused.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Action:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[ApprovalRule._Action.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        ACTION_UNSPECIFIED: ApprovalRule._Action.ValueType  # 0
+        """Never set."""
+        ACTION_AUTO_APPROVE: ApprovalRule._Action.ValueType  # 1
+        """Approved at once (straight to QUEUED)."""
+        ACTION_REQUIRE_APPROVALS: ApprovalRule._Action.ValueType  # 2
+        """Held PENDING_APPROVAL until `approvals_required` distinct operators approve."""
+        ACTION_REJECT: ApprovalRule._Action.ValueType  # 3
+        """REJECTED, reason `APPROVAL_RULE_REJECTED`."""
+
+    class Action(_Action, metaclass=_ActionEnumTypeWrapper):
+        """What a rule does with the withdrawals it matches."""
+
+    ACTION_UNSPECIFIED: ApprovalRule.Action.ValueType  # 0
+    """Never set."""
+    ACTION_AUTO_APPROVE: ApprovalRule.Action.ValueType  # 1
+    """Approved at once (straight to QUEUED)."""
+    ACTION_REQUIRE_APPROVALS: ApprovalRule.Action.ValueType  # 2
+    """Held PENDING_APPROVAL until `approvals_required` distinct operators approve."""
+    ACTION_REJECT: ApprovalRule.Action.ValueType  # 3
+    """REJECTED, reason `APPROVAL_RULE_REJECTED`."""
+
+    NAME_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    APPROVALS_REQUIRED_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    CONDITIONS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `approvalRules/{approval_rule}`; the id is the rule's name, 1-64 lowercase
+    letters, digits and `.` `_` `-`.
+    """
+    position: _builtins.int
+    """Its place in the order: lower positions are tried first; unique."""
+    action: Global___ApprovalRule.Action.ValueType
+    """What it does with the withdrawals it matches."""
+    approvals_required: _builtins.int
+    """The distinct operators' approvals needed (REQUIRE_APPROVALS); 0 otherwise."""
+    enabled: _builtins.bool
+    """Whether it is in force; a disabled rule is skipped."""
+    @_builtins.property
+    def conditions(self) -> Global___ApprovalRuleConditions:
+        """What must hold for it to match; an unset condition holds for every withdrawal."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        position: _builtins.int = ...,
+        action: Global___ApprovalRule.Action.ValueType = ...,
+        approvals_required: _builtins.int = ...,
+        enabled: _builtins.bool = ...,
+        conditions: Global___ApprovalRuleConditions | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approvals_required", b"approvals_required", "conditions", b"conditions", "enabled", b"enabled", "name", b"name", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovalRule: _TypeAlias = ApprovalRule  # noqa: Y015
+
+@_typing.final
+class ApprovalRuleConditions(_message.Message):
+    """The conditions of an approval rule, each unset when not checked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_SYMBOL_FIELD_NUMBER: _builtins.int
+    MIN_AMOUNT_FIELD_NUMBER: _builtins.int
+    MAX_AMOUNT_FIELD_NUMBER: _builtins.int
+    PARTNER_ID_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    FIRST_PAYMENT_FIELD_NUMBER: _builtins.int
+    ALLOWLISTED_FIELD_NUMBER: _builtins.int
+    VELOCITY_HOURS_FIELD_NUMBER: _builtins.int
+    VELOCITY_MIN_COUNT_FIELD_NUMBER: _builtins.int
+    token_symbol: _builtins.str
+    """The withdrawal's token symbol, e.g. `USDC`."""
+    min_amount: _builtins.str
+    """The smallest amount matched (inclusive), a decimal string in the token's base units
+    (1 USDC is `"1000000"`).
+    """
+    max_amount: _builtins.str
+    """The amount from which it no longer matches (exclusive), in base units like `min_amount`."""
+    partner_id: _builtins.str
+    """The withdrawal's partner."""
+    tier: _builtins.str
+    """The partner's tier."""
+    first_payment: _builtins.bool
+    """True: no COMPLETED withdrawal of the partner to this address yet; false: there is one."""
+    allowlisted: _builtins.bool
+    """True: the address is on the partner's allowlist; false: it is not."""
+    velocity_hours: _builtins.int
+    """With `velocity_min_count`: the window, in hours, of the partner's withdrawals to this
+    address (this one included).
+    """
+    velocity_min_count: _builtins.int
+    """With `velocity_hours`: matches when that window holds at least this many."""
+    def __init__(
+        self,
+        *,
+        token_symbol: _builtins.str | None = ...,
+        min_amount: _builtins.str | None = ...,
+        max_amount: _builtins.str | None = ...,
+        partner_id: _builtins.str | None = ...,
+        tier: _builtins.str | None = ...,
+        first_payment: _builtins.bool | None = ...,
+        allowlisted: _builtins.bool | None = ...,
+        velocity_hours: _builtins.int | None = ...,
+        velocity_min_count: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_allowlisted", b"_allowlisted", "_first_payment", b"_first_payment", "_max_amount", b"_max_amount", "_min_amount", b"_min_amount", "_partner_id", b"_partner_id", "_tier", b"_tier", "_token_symbol", b"_token_symbol", "_velocity_hours", b"_velocity_hours", "_velocity_min_count", b"_velocity_min_count", "allowlisted", b"allowlisted", "first_payment", b"first_payment", "max_amount", b"max_amount", "min_amount", b"min_amount", "partner_id", b"partner_id", "tier", b"tier", "token_symbol", b"token_symbol", "velocity_hours", b"velocity_hours", "velocity_min_count", b"velocity_min_count"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allowlisted", b"_allowlisted", "_first_payment", b"_first_payment", "_max_amount", b"_max_amount", "_min_amount", b"_min_amount", "_partner_id", b"_partner_id", "_tier", b"_tier", "_token_symbol", b"_token_symbol", "_velocity_hours", b"_velocity_hours", "_velocity_min_count", b"_velocity_min_count", "allowlisted", b"allowlisted", "first_payment", b"first_payment", "max_amount", b"max_amount", "min_amount", b"min_amount", "partner_id", b"partner_id", "tier", b"tier", "token_symbol", b"token_symbol", "velocity_hours", b"velocity_hours", "velocity_min_count", b"velocity_min_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__allowlisted: _TypeAlias = _typing.Literal["allowlisted"]  # noqa: Y015
+    _WhichOneofArgType__allowlisted: _TypeAlias = _typing.Literal["_allowlisted", b"_allowlisted"]  # noqa: Y015
+    _WhichOneofReturnType__first_payment: _TypeAlias = _typing.Literal["first_payment"]  # noqa: Y015
+    _WhichOneofArgType__first_payment: _TypeAlias = _typing.Literal["_first_payment", b"_first_payment"]  # noqa: Y015
+    _WhichOneofReturnType__max_amount: _TypeAlias = _typing.Literal["max_amount"]  # noqa: Y015
+    _WhichOneofArgType__max_amount: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount"]  # noqa: Y015
+    _WhichOneofReturnType__min_amount: _TypeAlias = _typing.Literal["min_amount"]  # noqa: Y015
+    _WhichOneofArgType__min_amount: _TypeAlias = _typing.Literal["_min_amount", b"_min_amount"]  # noqa: Y015
+    _WhichOneofReturnType__partner_id: _TypeAlias = _typing.Literal["partner_id"]  # noqa: Y015
+    _WhichOneofArgType__partner_id: _TypeAlias = _typing.Literal["_partner_id", b"_partner_id"]  # noqa: Y015
+    _WhichOneofReturnType__tier: _TypeAlias = _typing.Literal["tier"]  # noqa: Y015
+    _WhichOneofArgType__tier: _TypeAlias = _typing.Literal["_tier", b"_tier"]  # noqa: Y015
+    _WhichOneofReturnType__token_symbol: _TypeAlias = _typing.Literal["token_symbol"]  # noqa: Y015
+    _WhichOneofArgType__token_symbol: _TypeAlias = _typing.Literal["_token_symbol", b"_token_symbol"]  # noqa: Y015
+    _WhichOneofReturnType__velocity_hours: _TypeAlias = _typing.Literal["velocity_hours"]  # noqa: Y015
+    _WhichOneofArgType__velocity_hours: _TypeAlias = _typing.Literal["_velocity_hours", b"_velocity_hours"]  # noqa: Y015
+    _WhichOneofReturnType__velocity_min_count: _TypeAlias = _typing.Literal["velocity_min_count"]  # noqa: Y015
+    _WhichOneofArgType__velocity_min_count: _TypeAlias = _typing.Literal["_velocity_min_count", b"_velocity_min_count"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__allowlisted) -> _WhichOneofReturnType__allowlisted | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__first_payment) -> _WhichOneofReturnType__first_payment | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_amount) -> _WhichOneofReturnType__max_amount | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_amount) -> _WhichOneofReturnType__min_amount | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__partner_id) -> _WhichOneofReturnType__partner_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tier) -> _WhichOneofReturnType__tier | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__token_symbol) -> _WhichOneofReturnType__token_symbol | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__velocity_hours) -> _WhichOneofReturnType__velocity_hours | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__velocity_min_count) -> _WhichOneofReturnType__velocity_min_count | None: ...
+
+Global___ApprovalRuleConditions: _TypeAlias = ApprovalRuleConditions  # noqa: Y015
+
+@_typing.final
+class ListApprovalRulesRequest(_message.Message):
+    """Request for ListApprovalRules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of rules to return: 50 when unset, at most 1000."""
+    page_token: _builtins.str
+    """The `next_page_token` of a previous call."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListApprovalRulesRequest: _TypeAlias = ListApprovalRulesRequest  # noqa: Y015
+
+@_typing.final
+class ListApprovalRulesResponse(_message.Message):
+    """Response for ListApprovalRules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPROVAL_RULES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def approval_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApprovalRule]:
+        """The page of rules, by position."""
+
+    def __init__(
+        self,
+        *,
+        approval_rules: _abc.Iterable[Global___ApprovalRule] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_rules", b"approval_rules", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListApprovalRulesResponse: _TypeAlias = ListApprovalRulesResponse  # noqa: Y015

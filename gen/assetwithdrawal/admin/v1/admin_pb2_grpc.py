@@ -168,6 +168,11 @@ class AdminServiceStub:
                 request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTiersRequest.SerializeToString,
                 response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTiersResponse.FromString,
                 _registered_method=True)
+        self.ListApprovalRules = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/ListApprovalRules',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApprovalRulesRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApprovalRulesResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -386,6 +391,17 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListApprovalRules(self, request, context):
+        """---- approval rules
+
+        Lists the approval rules, disabled ones too, by position: the first enabled rule whose
+        every condition holds decides a withdrawal. They change only under four eyes, through
+        CreateChange with the kinds `rule.upsert` and `rule.delete`. Role: viewer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -513,6 +529,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListTiers,
                     request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTiersRequest.FromString,
                     response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTiersResponse.SerializeToString,
+            ),
+            'ListApprovalRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApprovalRules,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApprovalRulesRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApprovalRulesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1199,6 +1220,33 @@ class AdminService:
             '/assetwithdrawal.admin.v1.AdminService/ListTiers',
             assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTiersRequest.SerializeToString,
             assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListTiersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApprovalRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/ListApprovalRules',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApprovalRulesRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApprovalRulesResponse.FromString,
             options,
             channel_credentials,
             insecure,

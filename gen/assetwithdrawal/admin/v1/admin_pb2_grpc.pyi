@@ -138,6 +138,13 @@ class AdminServiceStub:
     through changes (kinds `tier.set_limits`, `user.assign_tier`, `partner.set_default_tier`,
     `partner.set_daily_limit`). Role: viewer.
     """
+    ListApprovalRules: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListApprovalRulesRequest, _admin_pb2.ListApprovalRulesResponse]
+    """---- approval rules
+
+    Lists the approval rules, disabled ones too, by position: the first enabled rule whose
+    every condition holds decides a withdrawal. They change only under four eyes, through
+    CreateChange with the kinds `rule.upsert` and `rule.delete`. Role: viewer.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -248,6 +255,13 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Lists the limit tiers with their limits per token, by name. Tiers and limits change only
     through changes (kinds `tier.set_limits`, `user.assign_tier`, `partner.set_default_tier`,
     `partner.set_daily_limit`). Role: viewer.
+    """
+    ListApprovalRules: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListApprovalRulesRequest, _admin_pb2.ListApprovalRulesResponse]  # type: ignore[assignment]
+    """---- approval rules
+
+    Lists the approval rules, disabled ones too, by position: the first enabled rule whose
+    every condition holds decides a withdrawal. They change only under four eyes, through
+    CreateChange with the kinds `rule.upsert` and `rule.delete`. Role: viewer.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -506,6 +520,19 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists the limit tiers with their limits per token, by name. Tiers and limits change only
         through changes (kinds `tier.set_limits`, `user.assign_tier`, `partner.set_default_tier`,
         `partner.set_daily_limit`). Role: viewer.
+        """
+
+    @_abc_1.abstractmethod
+    def ListApprovalRules(
+        self,
+        request: _admin_pb2.ListApprovalRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListApprovalRulesResponse, _abc.Awaitable[_admin_pb2.ListApprovalRulesResponse]]:
+        """---- approval rules
+
+        Lists the approval rules, disabled ones too, by position: the first enabled rule whose
+        every condition holds decides a withdrawal. They change only under four eyes, through
+        CreateChange with the kinds `rule.upsert` and `rule.delete`. Role: viewer.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
