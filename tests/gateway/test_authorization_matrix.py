@@ -119,6 +119,7 @@ EXPECTED: dict[str, Public | Admin] = {
         Role.OPERATOR, ("POST /v1/admin/blockedAddresses/{blockedAddress}:unblock",)
     ),
     A + "ListTiers": Admin(Role.VIEWER, ("GET /v1/admin/tiers",)),
+    A + "ListApprovalRules": Admin(Role.VIEWER, ("GET /v1/admin/approvalRules",)),
 }
 """Full method name -> who may call it. Routes are `VERB /path` as the OpenAPI document
 writes them."""
