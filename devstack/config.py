@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from withdrawal_shared import settings as shared_settings
-from withdrawal_shared.settings import SettingsError, env_int, env_str
+from withdrawal_shared.settings import SettingsError, env_bool, env_int, env_str
 
 
 def _port(stack_var: str, service_var: str | None, default: int) -> int:
@@ -57,6 +57,10 @@ class StackConfig:
     PROCESSOR_NICE and MONITOR_NICE, unless those are set), so that on cores they share with
     the gateway an API request is served before batch work that can wait a few milliseconds
     (a batch waits up to a second for company anyway); 0 runs all at the same priority."""
+    service_users: bool = False
+    """STACK_SERVICE_USERS: with a MySQL/MariaDB DATABASE_URL, each service connects as its own
+    least-privileged user (`withdrawal_shared.db.grants`), created after the migrations; the
+    passwords are kept in `<var>/db-users.json`. SQLite has no users."""
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -79,6 +83,7 @@ class StackConfig:
             startup_timeout=timeout,
             hot_wallets=env_int("STACK_HOT_WALLETS", 2, minimum=1),
             batch_nice=env_int("STACK_BATCH_NICE", 10, minimum=0),
+            service_users=env_bool("STACK_SERVICE_USERS", False),
         )
 
     # -- derived paths ---------------------------------------------------------------------
@@ -98,6 +103,10 @@ class StackConfig:
     @property
     def stack_json(self) -> Path:
         return self.var_dir / "stack.json"
+
+    @property
+    def db_users_file(self) -> Path:
+        return self.var_dir / "db-users.json"
 
     @property
     def keystore_path(self) -> Path:

@@ -8,7 +8,11 @@ test or a benchmark may kill, flush and restart it freely without harming anythi
 - **Redis**: always its own `redis-server` on a free port (`restart_redis`/`flush_redis` act on
   it alone; the machine's Redis on 6379 is never touched).
 - **Database**: a MariaDB database of its own (`aws_harness_<hex>`), created, migrated and
-  dropped at `stop()`, or a SQLite file under `var_dir`.
+  dropped at `stop()`, or a SQLite file under `var_dir`. On MariaDB each service connects as
+  its own least-privileged user (`withdrawal_shared.db.grants`: `aws_harness_<hex>_<service>`
+  at the server's loopback address), created after the migrations and dropped at `stop()`;
+  `service_users=False` runs them all as the administrator instead. `database_url` (the
+  bootstrap, `sessions()`, the tests' checks) stays the administrator's.
 - **anvil**: interval mining (`block_time`, 2 s by default like the benchmarks ask) with a
   60M block gas limit; `w3` talks to it directly, never through the fault proxies.
 - **RPC**: with `rpc_proxies=n` the services reach anvil only through n fault-injecting
@@ -52,6 +56,7 @@ from devstack.redis_server import RedisHandle, start_redis_server
 from devstack.runner import CHAIN, Service, Stack
 from devstack.supervisor import Child, ChildSpec, Supervisor
 from withdrawal_shared.chain.types import POLYGON_CHAIN_ID
+from withdrawal_shared.db import grants
 from withdrawal_shared.db.models import Chain
 from withdrawal_shared.settings import REPO_ROOT
 
@@ -75,6 +80,9 @@ class HarnessConfig:
     )
     """Server to create the database on (its path part is ignored)."""
     keep_database: bool = False
+    service_users: bool = True
+    """On MariaDB, each service connects as its own user with only its grants (dropped at
+    `stop()`); False: every service connects as `mariadb_url`'s user."""
     hot_wallets: int = 2
     rpc_proxies: int = 0
     """Fault-injecting proxies in front of anvil the services must go through (0: direct)."""
@@ -124,7 +132,7 @@ class _HarnessRunner(Stack):
 
     def _spawn(self, service: Service) -> Child:
         log_path = self.config.logs_dir / f"{service.name}.log"
-        env = {**self.service_env(), **self.harness.config.service_env.get(service.name, {})}
+        env = {**self.env_for(service), **self.harness.config.service_env.get(service.name, {})}
         spec = ChildSpec(
             name=service.name,
             argv=(sys.executable, "-m", service.module),
@@ -147,6 +155,8 @@ class HarnessStack:
         self.redis: RedisHandle | None = None
         self.database_url = ""
         self._database_name: str | None = None
+        self._service_users: tuple[list[str], str] | None = None
+        """(user names, account host) to drop at `stop()`."""
         self._runner: _HarnessRunner | None = None
         self._supervisor: Supervisor | None = None
         self._sup_out: TextIO | None = None
@@ -207,6 +217,7 @@ class HarnessStack:
         runner._start_anvil()
         runner._start_redis()
         runner._prepare_database()
+        self._create_service_users(runner)
         self._start_service(runner.signer)
         wallets = runner._signer_wallets()
         self.boot = runner._bootstrap(wallets)
@@ -231,6 +242,7 @@ class HarnessStack:
             self._stop_proxies,
             self._stop_redis,
             self._dispose_engine,
+            self._drop_service_users,
             self._drop_database,
             self._close_log,
         )
@@ -440,6 +452,26 @@ class HarnessStack:
         self._database_name = name
         url = make_url(cfg.mariadb_url).set(database=name, query={"charset": "utf8mb4"})
         return url.render_as_string(hide_password=False)
+
+    def _create_service_users(self, runner: _HarnessRunner) -> None:
+        if not (self.config.database == "mariadb" and self.config.service_users):
+            return
+        assert self._database_name is not None
+        host = grants.account_host(self.database_url)
+        names = grants.user_names(f"{self._database_name}_")
+        self._service_users = (list(names.values()), host)  # dropped at stop() whatever happens
+        accounts = grants.provision(self.database_url, host=host)
+        runner.service_urls = {name: account.database_url for name, account in accounts.items()}
+
+    def service_database_url(self, name: str) -> str:
+        """The DATABASE_URL service `name` runs with (its own user's, or `database_url`)."""
+        assert self._runner is not None
+        return self._runner.service_urls.get(name, self.database_url)
+
+    def _drop_service_users(self) -> None:
+        users, self._service_users = self._service_users, None
+        if users is not None:
+            grants.drop_users(self.database_url, users[0], users[1])
 
     def _drop_database(self) -> None:
         name, self._database_name = self._database_name, None

@@ -176,6 +176,8 @@ class Stack:
         self.anvil: AnvilProcess | None = None
         self.redis: RedisHandle | None = None
         self.database_url = ""
+        self.service_urls: dict[str, str] = {}
+        """A service's own DATABASE_URL (its own database user), where it has one."""
         self.previous_api_key: str | None = None
         self.previous_admin_credentials: tuple[str | None, str | None] = (None, None)
         self.signer = Service("signer", "svc_signer", config.signer_port)
@@ -381,6 +383,36 @@ class Stack:
                 "(unset DATABASE_URL to use a local SQLite file)"
             ) from None
         self.sup.say("database is at the newest migration")
+        if config.service_users:
+            self._service_users()
+
+    def _service_users(self) -> None:
+        """Each service its own least-privileged user (`make up` with STACK_SERVICE_USERS)."""
+        from withdrawal_shared.db import grants
+
+        if make_url(self.database_url).get_backend_name() == "sqlite":
+            self.sup.say(
+                "STACK_SERVICE_USERS: SQLite has no users; every service opens the file itself"
+            )
+            return
+        path = self.config.db_users_file
+        try:
+            accounts = grants.provision(
+                self.database_url, passwords=grants.read_passwords(path, self.database_url)
+            )
+        except (grants.GrantsError, OSError) as exc:
+            raise StackError(f"creating the services' database users failed: {exc}") from None
+        except Exception as exc:  # the driver's own errors: the server said no
+            raise StackError(
+                f"creating the services' database users failed ({type(exc).__name__}): the "
+                "DATABASE_URL user needs CREATE USER and GRANT OPTION"
+            ) from None
+        grants.write_credentials(path, accounts)
+        self.service_urls = {name: account.database_url for name, account in accounts.items()}
+        users = ", ".join(f"{a.user}@{a.host}" for a in accounts.values())
+        self.sup.say(
+            f"each service connects as its own database user: {users} (passwords in {path})"
+        )
 
     def service_env(self) -> dict[str, str]:
         config = self.config
@@ -411,6 +443,13 @@ class Stack:
             env.setdefault(variable, str(config.batch_nice))
         return env
 
+    def env_for(self, service: Service) -> dict[str, str]:
+        """`service_env()` with the service's own DATABASE_URL where it has one."""
+        env = self.service_env()
+        if service.name in self.service_urls:
+            env["DATABASE_URL"] = self.service_urls[service.name]
+        return env
+
     def _spawn(self, service: Service) -> Child:
         log_path = self.config.logs_dir / f"{service.name}.log"
         with contextlib.suppress(FileNotFoundError):
@@ -419,7 +458,7 @@ class Stack:
         spec = ChildSpec(
             name=service.name,
             argv=(sys.executable, "-m", service.module),
-            env=self.service_env(),
+            env=self.env_for(service),
             cwd=REPO_ROOT,
             log_path=log_path,
         )

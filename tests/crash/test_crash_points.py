@@ -32,7 +32,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
 from web3 import Web3
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2_grpc
@@ -369,3 +370,40 @@ def test_crash_point(stack: HarnessStack, point: str, tmp_path: Path) -> None:
         assert_signed_once(stack, submission)
     finally:
         stack.respawn(service, {ENV_AT: "", ENV_ONCE_DIR: ""})
+
+
+# -- the stack's services run as their own database users -----------------------------------
+
+
+def test_each_service_connects_as_its_own_database_user(stack: HarnessStack) -> None:
+    """The crashes above ran with per-service users (the harness default on MariaDB): each
+    service's DATABASE_URL names its own user, the server sees the long-running ones connected
+    as theirs, and the signer's ledger (which only its user may write) holds what it signed."""
+    database = make_url(stack.database_url).database
+    users = {name: f"{database}_{name}" for name in SERVICES}
+    for name, user in users.items():
+        url = make_url(stack.child(name).spec.env["DATABASE_URL"])  # type: ignore[index]
+        assert (url.username, url.database) == (user, database), name
+        assert url == make_url(stack.service_database_url(name))
+
+    def connected() -> set[str]:
+        with stack.sessions()() as session:
+            rows = session.execute(
+                text("SELECT DISTINCT USER FROM information_schema.PROCESSLIST WHERE DB = :db"),
+                {"db": database},
+            )
+            return {row[0] for row in rows}
+
+    polling = {users[name] for name in ("gateway", "processor", "monitor")}
+    wait_until(
+        lambda: True if polling <= connected() else None,
+        timeout=60,
+        describe=lambda: f"connected to {database}: {sorted(connected())}, wanted {polling}",
+    )
+    submit(stack, count=1)
+
+    def signed() -> int | None:
+        with stack.sessions()() as session:
+            return session.scalar(select(func.count()).select_from(SignerLedger)) or None
+
+    wait_until(signed, timeout=QUIET_TIMEOUT, describe=lambda: "the signer recorded nothing")
