@@ -33,6 +33,9 @@ ENTRY_POINTS = (
     # The first admin operator (`python -m withdrawal_shared.db.admin_bootstrap ID`): run once,
     # against the production database, after the migrations.
     "withdrawal_shared.db.admin_bootstrap",
+    # The per-service database users (`python -m withdrawal_shared.db.grants`): run by an
+    # operator after the migrations, before the services start.
+    "withdrawal_shared.db.grants",
 )
 # Alembic loads env.py and versions/*.py by file path (script_location), never by import name,
 # so no import statement leads to them: they are reached when the module that points Alembic at

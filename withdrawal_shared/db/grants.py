@@ -105,7 +105,7 @@ _TABLE: dict[str, tuple[str, str, str, str]] = {
     "partner_limits": ("SIUD", "", "", ""),
     "limit_usage": ("SIU", "", "", ""),
     # approvals and screening
-    "approval_rules": ("S", "S", "", ""),
+    "approval_rules": ("SIUD", "S", "", ""),  # gateway: four-eyes rule changes
     "approval_requests": ("SU", "SIUD", "S", ""),  # processor: at validation, at expiry
     "approval_decisions": ("SIU", "S", "S", ""),  # gateway: the admin API's decisions
     "blocked_addresses": ("SID", "S", "S", ""),
