@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn
 import grpc
 import typer
 from google.protobuf import struct_pb2
+from google.protobuf.message import Message
 
 from assetwithdrawal.admin.v1 import admin_pb2
 from awctl import render
@@ -135,6 +136,46 @@ def _pages(fetch: Callable[[str, int], tuple[list[Any], str]], limit: int) -> li
     return items[:limit]
 
 
+def list_all(
+    client: AdminClient, method: str, request: Message, field: str, limit: int
+) -> list[Any]:
+    """Up to `limit` items of a List RPC (`client.stub.<method>`), following its pages: each
+    page asks for the items still wanted (at most 1000) with `request`'s other fields."""
+
+    def fetch(token: str, size: int) -> tuple[list[Any], str]:
+        page = type(request)()
+        page.CopyFrom(request)
+        page.page_size = size  # type: ignore[attr-defined]
+        page.page_token = token  # type: ignore[attr-defined]
+        response = client.call(getattr(client.stub, method), page)
+        return list(getattr(response, field)), response.next_page_token
+
+    return _pages(fetch, limit)
+
+
+def show_created_secret(
+    created: Message,
+    fields: Any,
+    summary: str,
+    secret: tuple[str, str, str],
+    as_json: bool,
+) -> None:
+    """A created resource whose secret (`secret`: its label, value and the warning to print)
+    is in this response only: its fields, then the secret on a line of its own, written
+    plainly and never wrapped so that it can be copied whole."""
+    label, value, notice = secret
+    if as_json:
+        render.print_json(render.as_dict(created))
+    else:
+        render.stdout().print(fields)
+        typer.echo(summary)
+        if value:
+            typer.echo(f"{label}, shown this once:")
+            typer.echo(value)
+    if value:
+        render.stderr().print(f"[bold yellow]warning:[/] {notice}")
+
+
 def _show(value: Any, as_json: bool, table: Any) -> None:
     if as_json:
         render.print_json(value)
@@ -172,13 +213,9 @@ def operators_list(
 ) -> None:
     """List the operators, by id."""
     with _client(ctx) as client:
-
-        def fetch(token: str, size: int) -> tuple[list[Any], str]:
-            request = admin_pb2.ListOperatorsRequest(page_size=size, page_token=token)
-            response = client.call(client.stub.ListOperators, request)
-            return list(response.operators), response.next_page_token
-
-        found: list[admin_pb2.Operator] = _pages(fetch, limit)
+        found: list[admin_pb2.Operator] = list_all(
+            client, "ListOperators", admin_pb2.ListOperatorsRequest(), "operators", limit
+        )
     _show(
         {"operators": [render.as_dict(op) for op in found]},
         as_json,
@@ -230,13 +267,9 @@ def changes_list(
     """List changes, newest first."""
     query = f"state = {state.value.upper()}" if state else ""
     with _client(ctx) as client:
-
-        def fetch(token: str, size: int) -> tuple[list[Any], str]:
-            request = admin_pb2.ListChangesRequest(page_size=size, page_token=token, filter=query)
-            response = client.call(client.stub.ListChanges, request)
-            return list(response.changes), response.next_page_token
-
-        found: list[admin_pb2.Change] = _pages(fetch, limit)
+        found: list[admin_pb2.Change] = list_all(
+            client, "ListChanges", admin_pb2.ListChangesRequest(filter=query), "changes", limit
+        )
     title = f"changes{f' {state.value}' if state else ''} ({len(found)})"
     _show(
         {"changes": [render.as_dict(c) for c in found]},
@@ -379,17 +412,13 @@ def credentials_create(
             "[yellow]warning:[/] this request id created the credential earlier; its secret "
             "cannot be shown again. Revoke it and create another if the secret was lost."
         )
-    if as_json:
-        render.print_json(render.as_dict(created))
-    else:
-        render.stdout().print(render.credential_fields(created))
-        # Written plainly, never wrapped, so that each can be copied whole.
-        typer.echo(f"Created {created.name} ({created.prefix}).")
-        if created.secret:
-            typer.echo("Secret, shown this once:")
-            typer.echo(created.secret)
-    if created.secret:
-        err.print(f"[bold yellow]warning:[/] {ONCE_ONLY_NOTICE}")
+    show_created_secret(
+        created,
+        render.credential_fields(created),
+        f"Created {created.name} ({created.prefix}).",
+        ("Secret", created.secret, ONCE_ONLY_NOTICE),
+        as_json,
+    )
 
 
 @credentials_app.command("revoke")
@@ -424,13 +453,13 @@ def audit_list(
 ) -> None:
     """List the admin audit trail, newest first."""
     with _client(ctx) as client:
-
-        def fetch(token: str, size: int) -> tuple[list[Any], str]:
-            request = admin_pb2.ListAdminAuditEntriesRequest(page_size=size, page_token=token)
-            response = client.call(client.stub.ListAdminAuditEntries, request)
-            return list(response.admin_audit_entries), response.next_page_token
-
-        found: list[admin_pb2.AdminAuditEntry] = _pages(fetch, limit)
+        found: list[admin_pb2.AdminAuditEntry] = list_all(
+            client,
+            "ListAdminAuditEntries",
+            admin_pb2.ListAdminAuditEntriesRequest(),
+            "admin_audit_entries",
+            limit,
+        )
     _show(
         {"adminAuditEntries": [render.as_dict(e) for e in found]},
         as_json,
@@ -453,13 +482,13 @@ def approvals_list(
 ) -> None:
     """List the withdrawals waiting for approval, oldest first."""
     with _client(ctx) as client:
-
-        def fetch(token: str, size: int) -> tuple[list[Any], str]:
-            request = admin_pb2.ListPendingApprovalsRequest(page_size=size, page_token=token)
-            response = client.call(client.stub.ListPendingApprovals, request)
-            return list(response.pending_approvals), response.next_page_token
-
-        found: list[admin_pb2.PendingApproval] = _pages(fetch, limit)
+        found: list[admin_pb2.PendingApproval] = list_all(
+            client,
+            "ListPendingApprovals",
+            admin_pb2.ListPendingApprovalsRequest(),
+            "pending_approvals",
+            limit,
+        )
     _show(
         {"pendingApprovals": [render.as_dict(p) for p in found]},
         as_json,
@@ -525,13 +554,13 @@ def blocklist_list(
 ) -> None:
     """List the blocked addresses."""
     with _client(ctx) as client:
-
-        def fetch(token: str, size: int) -> tuple[list[Any], str]:
-            request = admin_pb2.ListBlockedAddressesRequest(page_size=size, page_token=token)
-            response = client.call(client.stub.ListBlockedAddresses, request)
-            return list(response.blocked_addresses), response.next_page_token
-
-        found: list[admin_pb2.BlockedAddress] = _pages(fetch, limit)
+        found: list[admin_pb2.BlockedAddress] = list_all(
+            client,
+            "ListBlockedAddresses",
+            admin_pb2.ListBlockedAddressesRequest(),
+            "blocked_addresses",
+            limit,
+        )
     _show(
         {"blockedAddresses": [render.as_dict(b) for b in found]},
         as_json,

@@ -14,7 +14,7 @@ from google.protobuf import field_mask_pb2
 
 from assetwithdrawal.admin.v1 import admin_pb2
 from awctl import render
-from awctl.cli import JsonFlag, _client, _pages, _show, _usage, app
+from awctl.cli import JsonFlag, _client, _show, _usage, app, list_all, show_created_secret
 
 keys_app = typer.Typer(help="Partners' API keys for the withdrawal API.", no_args_is_help=True)
 pauses_app = typer.Typer(help="The payout kill switch.", no_args_is_help=True)
@@ -86,13 +86,9 @@ def keys_list(
     """List a partner's API keys, revoked ones too (never their tokens)."""
     parent = _partner(partner)
     with _client(ctx) as client:
-
-        def fetch(token: str, size: int) -> tuple[list[Any], str]:
-            request = admin_pb2.ListApiKeysRequest(parent=parent, page_size=size, page_token=token)
-            response = client.call(client.stub.ListApiKeys, request)
-            return list(response.api_keys), response.next_page_token
-
-        found: list[admin_pb2.ApiKey] = _pages(fetch, limit)
+        found: list[admin_pb2.ApiKey] = list_all(
+            client, "ListApiKeys", admin_pb2.ListApiKeysRequest(parent=parent), "api_keys", limit
+        )
     _show(
         {"apiKeys": [render.as_dict(k) for k in found]},
         as_json,
@@ -151,17 +147,13 @@ def keys_create(
             "[yellow]warning:[/] this request id created the key earlier; its token cannot be "
             "shown again. Revoke it and create another if the token was lost."
         )
-    if as_json:
-        render.print_json(render.as_dict(created))
-    else:
-        render.stdout().print(key_fields(created))
-        # Written plainly, never wrapped, so that each can be copied whole.
-        typer.echo(f"Created {created.name}.")
-        if created.token:
-            typer.echo("Token, shown this once:")
-            typer.echo(created.token)
-    if created.token:
-        err.print(f"[bold yellow]warning:[/] {ONCE_ONLY_KEY_NOTICE}")
+    show_created_secret(
+        created,
+        key_fields(created),
+        f"Created {created.name}.",
+        ("Token", created.token, ONCE_ONLY_KEY_NOTICE),
+        as_json,
+    )
 
 
 @keys_app.command("revoke")
@@ -324,14 +316,9 @@ def token_row(token: admin_pb2.Token) -> list[str]:
 
 
 def _tokens(client: Any, chain: str, limit: int) -> list[admin_pb2.Token]:
-    def fetch(page_token: str, size: int) -> tuple[list[Any], str]:
-        request = admin_pb2.ListTokensRequest(
-            parent=f"chains/{chain}", page_size=size, page_token=page_token
-        )
-        response = client.call(client.stub.ListTokens, request)
-        return list(response.tokens), response.next_page_token
-
-    found: list[admin_pb2.Token] = _pages(fetch, limit)
+    found: list[admin_pb2.Token] = list_all(
+        client, "ListTokens", admin_pb2.ListTokensRequest(parent=f"chains/{chain}"), "tokens", limit
+    )
     return found
 
 

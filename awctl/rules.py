@@ -17,7 +17,7 @@ from google.protobuf import json_format, struct_pb2
 
 from assetwithdrawal.admin.v1 import admin_pb2
 from awctl import render
-from awctl.cli import JsonFlag, _client, _pages, _usage, app
+from awctl.cli import JsonFlag, _client, _usage, app, list_all
 from awctl.client import AdminClient
 
 rules_app = typer.Typer(help="Approval rules (changed under four eyes).", no_args_is_help=True)
@@ -64,12 +64,9 @@ def rule_row(rule: admin_pb2.ApprovalRule) -> list[str]:
 
 
 def _list_rules(client: AdminClient, limit: int = 10_000) -> list[admin_pb2.ApprovalRule]:
-    def fetch(token: str, size: int) -> tuple[list[Any], str]:
-        request = admin_pb2.ListApprovalRulesRequest(page_size=size, page_token=token)
-        response = client.call(client.stub.ListApprovalRules, request)
-        return list(response.approval_rules), response.next_page_token
-
-    found: list[admin_pb2.ApprovalRule] = _pages(fetch, limit)
+    found: list[admin_pb2.ApprovalRule] = list_all(
+        client, "ListApprovalRules", admin_pb2.ListApprovalRulesRequest(), "approval_rules", limit
+    )
     return found
 
 
