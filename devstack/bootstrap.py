@@ -17,8 +17,10 @@ With anvil dev account 0 as deployer and treasury:
 6. partner `dev-partner` exists and has a development API key: the previous one (from
    var/stack.json) when it still authenticates, else a new one. The key is returned once and
    stored only in var/stack.json, never logged;
-7. two admin operators exist, `dev-admin` and `dev-admin-2`, each with a credential (the
-   previous one from var/stack.json while it still authenticates, else a new one). Two, so
+7. two admin operators exist, `dev-admin` and `dev-admin-2`, each holding every role (admin,
+   operator, approver, viewer: one credential works every awctl command locally) and a
+   credential (the previous one from var/stack.json while it still authenticates, else a new
+   one). Two, so
    that four eyes (one admin proposes, another confirms) can be used locally. They are
    created directly (`admin_bootstrap.create_admin`), without a second admin's
    confirmation: this path exists only in the dev tooling. In production the first admin
@@ -53,7 +55,7 @@ from withdrawal_shared.db.models import (
     SystemAddress,
     Token,
 )
-from withdrawal_shared.db.operators import issue_credential, operator_for_credential
+from withdrawal_shared.db.operators import Role, issue_credential, operator_for_credential
 
 CHAIN = "polygon"
 TOKEN_SYMBOL = "USDC"  # noqa: S105 - a token symbol
@@ -248,7 +250,9 @@ def _dev_admins(sessions: sessionmaker[Session], previous: Sequence[str | None])
             if old and identity is not None and identity.operator_id == operator_id:
                 credentials.append(old)
             elif session.get(Operator, operator_id) is None:
-                credentials.append(create_admin(session, operator_id, "Development admin"))
+                credentials.append(
+                    create_admin(session, operator_id, "Development admin", roles=tuple(Role))
+                )
             else:
                 _, token = issue_credential(
                     session, operator_id, created_by=BOOTSTRAP_ACTOR, description="make up"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
@@ -40,11 +41,19 @@ class AdminBootstrapError(RuntimeError):
     """The admin cannot be created (an admin exists, the id is taken or invalid)."""
 
 
-def create_admin(session: Session, operator_id: str, display_name: str = "") -> str:
-    """Create an admin operator and a credential for it, audited; returns the credential.
+def create_admin(
+    session: Session,
+    operator_id: str,
+    display_name: str = "",
+    roles: Sequence[Role] = (Role.ADMIN,),
+) -> str:
+    """Create an admin operator (holding `roles`, admin among them) and a credential for it,
+    audited; returns the credential.
 
     No four-eyes check: only for the first admin (`bootstrap_first_admin`) and the dev stack.
     """
+    if Role.ADMIN not in roles:
+        raise AdminBootstrapError("an admin created by the bootstrap must hold the admin role")
     if not OPERATOR_ID.match(operator_id):
         raise AdminBootstrapError(
             f"{operator_id!r} is not an operator id: 2-63 lowercase letters, digits and '-', "
@@ -52,7 +61,7 @@ def create_admin(session: Session, operator_id: str, display_name: str = "") -> 
         )
     if session.get(Operator, operator_id) is not None:
         raise AdminBootstrapError(f"operator {operator_id!r} already exists")
-    row = create_operator(session, operator_id, [Role.ADMIN], display_name)
+    row = create_operator(session, operator_id, list(roles), display_name)
     session.flush()
     credential, token = issue_credential(
         session, operator_id, created_by=BOOTSTRAP_ACTOR, description="created by bootstrap"
