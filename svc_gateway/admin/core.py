@@ -976,7 +976,7 @@ class AdminCore:
             raise invalid_argument(
                 [
                     FieldViolation(
-                        "name", f"{request.name!r} is not a name blockedAddresses/{{address}}"
+                        "name", f"{quoted(request.name)} is not a name blockedAddresses/{{address}}"
                     )
                 ]
             )
@@ -1046,7 +1046,11 @@ def parse_withdrawal_name(name: str) -> str:
     withdrawal_id = name.removeprefix("withdrawals/")
     if withdrawal_id == name or not is_ulid(withdrawal_id):
         raise invalid_argument(
-            [FieldViolation("name", f"{name!r} is not a withdrawal name (withdrawals/{{id}})")]
+            [
+                FieldViolation(
+                    "name", f"{quoted(name)} is not a withdrawal name (withdrawals/{{id}})"
+                )
+            ]
         )
     return withdrawal_id
 

@@ -23,7 +23,7 @@ from tests.fuzz.grpc_targets import Target, call, discover, problems, targets
 from tests.fuzz.proto_strategies import Hints, request_bytes, resource_patterns
 from tests.fuzz.stack import PUBLIC_SERVICE, FuzzStack
 
-EXAMPLES = int(os.environ.get("FUZZ_GRPC_EXAMPLES", "100"))
+EXAMPLES = int(os.environ.get("FUZZ_GRPC_EXAMPLES", "30"))
 
 
 def fuzz_targets(stack: FuzzStack) -> tuple[list[Target], Hints]:

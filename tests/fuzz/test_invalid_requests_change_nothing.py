@@ -41,8 +41,8 @@ from withdrawal_shared.db.admin_audit import DENIED, FAILED
 from withdrawal_shared.db.models import AdminAudit, Partner
 from withdrawal_shared.db.transitions import utcnow
 
-GRPC_EXAMPLES = int(os.environ.get("FUZZ_GRPC_EXAMPLES", "100"))
-REST_EXAMPLES = int(os.environ.get("FUZZ_REST_EXAMPLES", "30"))
+GRPC_EXAMPLES = int(os.environ.get("FUZZ_GRPC_EXAMPLES", "30"))
+REST_EXAMPLES = int(os.environ.get("FUZZ_REST_EXAMPLES", "10"))
 SETTINGS = settings(
     derandomize=True,
     database=None,

@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.fuzz.stack import FuzzStack
 
-EXAMPLES = int(os.environ.get("FUZZ_REST_EXAMPLES", "30"))
+EXAMPLES = int(os.environ.get("FUZZ_REST_EXAMPLES", "10"))
 
 
 def _error_names_the_problem(status: int, body: Any) -> None:

@@ -130,7 +130,7 @@ def delete_rule(session: Session, name: str) -> RuleChange:
     left, every withdrawal needs one approval: the rules fail closed.)"""
     row = _row(session, name, lock=True)
     if row is None:
-        raise ChangeNotApplicable(f"there is no approval rule named {name!r}")
+        raise ChangeNotApplicable(f"there is no approval rule named {quoted(name)}")
     before = rule_as_dict(Rule.from_row(row))
     session.delete(row)
     session.flush()
@@ -146,7 +146,7 @@ def _integer(value: Any, field: str, low: int, high: int, out: list[FieldViolati
         out.append(FieldViolation(field, f"must be a whole number from {low} to {high}"))
         return low
     if isinstance(value, float) and not value.is_integer():
-        out.append(FieldViolation(field, f"must be a whole number, not {value!r}"))
+        out.append(FieldViolation(field, f"must be a whole number, not {quoted(str(value))}"))
         return low
     number = int(value)
     if not low <= number <= high:

@@ -29,7 +29,7 @@ from withdrawal_shared.db.models import (
     Token,
     UserTier,
 )
-from withdrawal_shared.errors import WithdrawalSystemError
+from withdrawal_shared.errors import WithdrawalSystemError, quoted
 
 T = TypeVar("T")
 DEFAULT_CHAIN = "polygon"
@@ -232,16 +232,16 @@ def _amount(text: str | None, token: Token, field: str) -> int | None:
 def _tier(session: Session, name: str) -> None:
     if session.get(LimitTier, name) is None:
         known = ", ".join(session.scalars(select(LimitTier.name).order_by(LimitTier.name)))
-        raise UnknownTier("tier", f"{name!r} is not a tier; known: {known}")
+        raise UnknownTier("tier", f"{quoted(name)} is not a tier; known: {known}")
 
 
 def _token(session: Session, chain: str, symbol: str) -> Token:
     row = session.scalar(select(Token).where(Token.chain == chain, Token.symbol == symbol))
     if row is None:
-        raise UnknownToken("token", f"{symbol!r} is not a token on {chain}")
+        raise UnknownToken("token", f"{quoted(symbol)} is not a token on {quoted(chain)}")
     return row
 
 
 def _partner(session: Session, partner_id: str) -> None:
     if session.get(Partner, partner_id) is None:
-        raise UnknownPartner("partner_id", f"{partner_id!r} is not a partner")
+        raise UnknownPartner("partner_id", f"{quoted(partner_id)} is not a partner")
