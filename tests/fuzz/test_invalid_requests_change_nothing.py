@@ -144,6 +144,11 @@ def test_invalid_rest_requests_change_nothing(fuzz_stack: FuzzStack) -> None:
                     excluded_checks=[positive_data_acceptance],
                     timeout=10,
                 )
+                if case.method.upper() == "GET" and response.status_code < 300:
+                    # Negative data for a query string can serialise to a valid one (a null or
+                    # an empty list becomes `filter=`, an empty filter): schemathesis's own
+                    # negative-data check above accepts those, and a read changes nothing.
+                    return
                 assert 400 <= response.status_code < 500, (
                     f"{case.method} {case.formatted_path} answered {response.status_code} to "
                     f"negative data: {case.as_curl_command()}"
