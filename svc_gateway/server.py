@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
@@ -29,7 +30,7 @@ from svc_gateway.batching import GroupCommit
 from svc_gateway.core import WithdrawalCore
 from svc_gateway.dispatch import Dispatcher
 from svc_gateway.events import EventHub
-from svc_gateway.malformed import MalformedRequestInterceptor
+from svc_gateway.malformed import GuardedRegistrar
 from svc_gateway.rate_limit import RateLimit, RateLimiter, limit_for
 from svc_gateway.rest.openapi import build_openapi, default_descriptor_set
 from svc_gateway.rest.transcoder import RestBinding, build_rest_app
@@ -129,14 +130,15 @@ class GatewayServer:
             OperatorAuthenticator(self._operator_for_credential, self._executor),
         )
 
-        server = grpc.aio.server(interceptors=[MalformedRequestInterceptor()])
+        server = grpc.aio.server()
+        registrar: Any = GuardedRegistrar(server)  # duck-typed for the generated functions
         withdrawal_pb2_grpc.add_WithdrawalServiceServicer_to_server(
-            WithdrawalServicer(dispatcher), server
+            WithdrawalServicer(dispatcher), registrar
         )
         # Its methods are set from the descriptor (servicer.py), which mypy cannot see.
         servicer = AdminServicer(admin)  # type: ignore[abstract]
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(servicer, registrar)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, registrar)
         reflection.enable_server_reflection(SERVICE_NAMES, server)
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
         self.grpc_port = server.add_insecure_port(address)
