@@ -45,6 +45,7 @@ from sqlalchemy import (
     Numeric,
     and_,
     cast,
+    delete,
     func,
     literal,
     or_,
@@ -241,6 +242,17 @@ def _scope_rows(scopes: Iterable[Scope], bucket: int) -> list[dict[str, object]]
         }
         for s in sorted(set(scopes))
     ]
+
+
+def prune_usage(connection: Connection, now: dt.datetime) -> int:
+    """Delete the counters no window can read any more (older than the window's start, with
+    one minute to spare); the scopes' lock rows (bucket 0) stay. Returns how many went."""
+    result = connection.execute(
+        delete(LimitUsage).where(
+            LimitUsage.bucket > LOCK_BUCKET, LimitUsage.bucket < window_start(now) - 1
+        )
+    )
+    return int(result.rowcount or 0)
 
 
 def lock_scopes(connection: Connection, scopes: Iterable[Scope]) -> None:

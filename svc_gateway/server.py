@@ -5,6 +5,7 @@ under `/v1/admin/`) on aiohttp, in one event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -48,6 +49,10 @@ from withdrawal_shared.queue import QueueNames
 
 log = logging.getLogger(__name__)
 
+LIMIT_USAGE_PRUNE_SECONDS = 600.0
+"""How often a gateway process deletes the per-minute limit counters older than the 24-hour
+window (each process does; the deletes are idempotent)."""
+
 SERVICE = withdrawal_pb2.DESCRIPTOR.services_by_name["WithdrawalService"]
 SERVICE_NAMES = (
     SERVICE.full_name,
@@ -78,6 +83,7 @@ class GatewayServer:
         self._grpc: grpc.aio.Server | None = None
         self._runner: web.AppRunner | None = None
         self._core: WithdrawalCore | None = None
+        self._pruner: asyncio.Task[None] | None = None
         self._limiter = RateLimiter(self._redis, settings.redis_prefix)
         # Requests other than creates, charged together when they arrive together.
         self._reads: GroupCommit[RateLimit, None] = GroupCommit(
@@ -94,12 +100,26 @@ class GatewayServer:
             self._redis, revocation_channel(settings.redis_prefix), self.auth
         )
 
+    async def _prune_limit_usage(self) -> None:
+        """Every LIMIT_USAGE_PRUNE_SECONDS, delete the limit counters no window reads any
+        more; a failure is logged and tried again next time."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                pruned = await loop.run_in_executor(self._executor, self.store.prune_limit_usage)
+                if pruned:
+                    log.info("limit counters pruned", extra={"rows": pruned})
+            except Exception as exc:  # the next round tries again
+                log.warning("pruning limit counters failed", extra={"error": repr(exc)})
+            await asyncio.sleep(LIMIT_USAGE_PRUNE_SECONDS)
+
     def _limit_for(self, key: VerifiedKey) -> RateLimit | None:
         return limit_for(key, self.settings.rate_limit_per_second, self.settings.rate_limit_burst)
 
     async def start(self) -> None:
         self._hub.start()
         self._revocations.start()
+        self._pruner = asyncio.create_task(self._prune_limit_usage(), name="limit-usage-pruner")
         core = WithdrawalCore(
             self.store,
             self._redis,
@@ -212,6 +232,10 @@ class GatewayServer:
             await self._core.stop()
         await self._reads.stop()
         await self._revocations.stop()
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
         await self._hub.stop()
         await self._redis.aclose()
         self._executor.shutdown(wait=True, cancel_futures=True)

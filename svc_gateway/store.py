@@ -26,6 +26,7 @@ from svc_gateway.limits import (
     item_limits,
     limit_exceeded,
     lock_scopes,
+    prune_usage,
     read_usage,
     window_start,
 )
@@ -319,6 +320,11 @@ class WithdrawalStore:
     def record_key_use(self, prefixes: Collection[str], when: dt.datetime) -> None:
         with self.sessions.begin() as session:
             api_keys.record_key_use(session, prefixes, when)
+
+    def prune_limit_usage(self) -> int:
+        """Delete the limit counters older than any window (`svc_gateway.limits`)."""
+        with self.engine.begin() as connection:
+            return prune_usage(connection, utcnow())
 
     def _plans(self, items: Sequence[tuple[str, NewWithdrawal]], now: dt.datetime) -> list[_Plan]:
         """Each request's priority and limits: its user's tier (one SELECT for the batch's

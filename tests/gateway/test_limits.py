@@ -16,12 +16,14 @@ from sqlalchemy import func, select
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2, withdrawal_pb2_grpc
 from bench.api_load import GatewayProcess, issue_key
+from svc_gateway.limits import LOCK_BUCKET, bucket_of, window_start
 from tests.support.databases import mariadb_database
 from tests.support.gateway import Partner, RunningGateway
 from tests.support.requests import create_request, rich_error
 from withdrawal_shared.db import tier_admin
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
-from withdrawal_shared.db.models import Withdrawal
+from withdrawal_shared.db.models import LimitUsage, Withdrawal
+from withdrawal_shared.db.transitions import utcnow
 
 STANDARD = withdrawal_pb2.PRIORITY_STANDARD
 
@@ -238,3 +240,20 @@ def test_concurrent_creates_on_two_workers_never_exceed_the_limits(
         engine.dispose()
         assert sum(int(v) for v in per_user.values()) == 40_000_000
         assert all(int(v) <= 25_000_000 for v in per_user.values()), per_user
+
+
+def test_counters_older_than_the_window_are_pruned(gateway: RunningGateway) -> None:
+    now = utcnow()
+    inside = window_start(now)  # the oldest bucket a window still reads
+    scope = {"partner_id": "prune-test", "user_ref": "u", "token_id": 1}
+    buckets = [LOCK_BUCKET, inside - 500, inside - 2, inside - 1, inside, bucket_of(now)]
+    with gateway.server.store.sessions.begin() as session:
+        for bucket in buckets:
+            session.add(LimitUsage(**scope, bucket=bucket, amount=5, count=1))
+    assert gateway.server.store.prune_limit_usage() >= 2
+    with gateway.server.store.sessions() as session:
+        kept = session.scalars(
+            select(LimitUsage.bucket).where(LimitUsage.partner_id == "prune-test")
+        ).all()
+    # the lock row stays; one minute to spare before the window's first bucket
+    assert sorted(kept) == [LOCK_BUCKET, inside - 1, inside, bucket_of(now)]

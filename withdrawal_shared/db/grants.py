@@ -103,7 +103,7 @@ _TABLE: dict[str, tuple[str, str, str, str]] = {
     "tier_limits": ("SIUD", "", "", ""),
     "user_tiers": ("SIUD", "", "", ""),
     "partner_limits": ("SIUD", "", "", ""),
-    "limit_usage": ("SIU", "", "", ""),
+    "limit_usage": ("SIUD", "", "", ""),  # D: counters older than the window
     # approvals and screening
     "approval_rules": ("SIUD", "S", "", ""),  # gateway: four-eyes rule changes
     "approval_requests": ("SU", "SIUD", "S", ""),  # processor: at validation, at expiry
