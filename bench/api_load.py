@@ -55,7 +55,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -725,6 +725,9 @@ class Row:
     generator_lag_p99_ms: float
     generator_lag_max_ms: float
     cpu_per_1k: dict[str, float | None]  # process -> CPU seconds per 1,000 requests
+    mariadb_per_1k: dict[str, float] = field(default_factory=dict)
+    """MariaDB server counters per 1,000 requests (the whole server: shared with whatever
+    else runs on it): commits, redo log fsyncs, log waits, row lock waits and their ms."""
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -835,6 +838,9 @@ def print_row(row: Row, columns: Sequence[str]) -> None:
     )
     if row.error_kinds:
         print(f"{'':>9}   errors: {row.error_kinds}", flush=True)
+    if row.mariadb_per_1k:
+        counters = ", ".join(f"{name} {value:g}" for name, value in row.mariadb_per_1k.items())
+        print(f"{'':>9}   MariaDB per 1k requests: {counters}", flush=True)
 
 
 # ---------------------------------------------------------------- the run
@@ -1089,6 +1095,60 @@ def gateway_workers(args: argparse.Namespace) -> str:
     return os.environ.get("GATEWAY_WORKERS", "1")
 
 
+MARIADB_COUNTERS = (
+    "Com_commit",
+    "Innodb_os_log_fsyncs",
+    "Innodb_log_waits",
+    "Innodb_row_lock_waits",
+    "Innodb_row_lock_time",
+)
+
+
+class MariaDbMeter:
+    """Deltas of MariaDB's global status counters between `start` and `stop`: how many
+    commits and redo-log fsyncs the requests cost, and how often anything waited for the log
+    or a row lock (empty when the server cannot be read)."""
+
+    def __init__(self, server_url: str) -> None:
+        self._url = server_url
+        self._before: dict[str, int] = {}
+
+    def _read(self) -> dict[str, int]:
+        import pymysql
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(self._url)
+        try:
+            connection = pymysql.connect(
+                host=parsed.host or "127.0.0.1",
+                port=parsed.port or 3306,
+                user=parsed.username or "root",
+                password=parsed.password or "",
+            )
+        except pymysql.MySQLError:
+            return {}
+        try:
+            with connection.cursor() as cur:
+                names = ", ".join(f"'{name}'" for name in MARIADB_COUNTERS)
+                cur.execute(f"SHOW GLOBAL STATUS WHERE Variable_name IN ({names})")
+                return {str(name): int(value) for name, value in cur.fetchall()}
+        finally:
+            connection.close()
+
+    def start(self) -> None:
+        self._before = self._read()
+
+    def stop(self, completed: int) -> dict[str, float]:
+        after = self._read()
+        if not completed:
+            return {}
+        return {
+            name: round((after[name] - self._before[name]) / completed * 1000, 1)
+            for name in MARIADB_COUNTERS
+            if name in after and name in self._before
+        }
+
+
 class CpuMeter:
     """CPU seconds of the gateway (all threads, and its event-loop thread alone) and of the
     other processes (mariadbd, redis-server, and with the pipeline the processor, signer,
@@ -1130,11 +1190,12 @@ class CpuMeter:
         return used
 
 
-def measure(plan: Plan, system: System, generators: Generators) -> list[Row]:
+def measure(plan: Plan, system: System, generators: Generators, mariadb_url: str) -> list[Row]:
     """Every transport at every rate, after an unmeasured warm-up per transport."""
     rows: list[Row] = []
     others = system.other_pids()
     meter = CpuMeter(system.pid, others)
+    server = MariaDbMeter(mariadb_url)
     columns = cpu_columns(["gateway", "gateway-loop", *others])
     print_header(columns)
     for transport in plan.transports:
@@ -1142,10 +1203,12 @@ def measure(plan: Plan, system: System, generators: Generators) -> list[Row]:
             generators.run(transport, plan.rates[0], plan.warmup, f"{plan.run_id}-{transport}-w")
         for rate in plan.rates:
             meter.start()
+            server.start()
             t0, results = generators.run(
                 transport, rate, plan.seconds, f"{plan.run_id}-{transport}-{rate}"
             )
             row = summarise(transport, rate, plan.seconds, t0, results, meter.stop())
+            row = replace(row, mariadb_per_1k=server.stop(row.ok))
             rows.append(row)
             print_row(row, columns)
             if not system.alive():
@@ -1223,7 +1286,7 @@ def main(argv: list[str] | None = None) -> int:
                 amount=args.amount,
             )
             generators = Generators(args.generators, target)
-            rows = measure(plan, system, generators)
+            rows = measure(plan, system, generators, args.mariadb)
             found = verdicts(plan, rows)
             if isinstance(system, PipelineSystem):
                 store = {"withdrawals_by_state": system.states()}
