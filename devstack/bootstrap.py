@@ -14,7 +14,8 @@ With anvil dev account 0 as deployer and treasury:
    each hot wallet becomes its operator, the vault is topped up to 1,000,000 USDC, and it is
    recorded in `payout_vaults` and `system_addresses` (`payout_contract`). The processor then
    pays through it in batches; without it, one ERC-20 transfer per withdrawal;
-6. partner `dev-partner` exists and has a development API key: the previous one (from
+6. partner `dev-partner` exists and has a development API key (scopes: the defaults and
+   `emergency`): the previous one (from
    var/stack.json) when it still authenticates, else a new one. The key is returned once and
    stored only in var/stack.json, never logged;
 7. two admin operators exist, `dev-admin` and `dev-admin-2`, each holding every role (admin,
@@ -56,12 +57,15 @@ from withdrawal_shared.db.models import (
     Token,
 )
 from withdrawal_shared.db.operators import Role, issue_credential, operator_for_credential
+from withdrawal_shared.scopes import DEFAULT_SCOPES, Scope
 
 CHAIN = "polygon"
 TOKEN_SYMBOL = "USDC"  # noqa: S105 - a token symbol
 TOKEN_NAME = "USD Coin"  # noqa: S105 - a token name
 DEV_PARTNER = "dev-partner"
 DEV_ADMINS = ("dev-admin", "dev-admin-2")
+DEV_API_KEY_SCOPES = DEFAULT_SCOPES | {Scope.EMERGENCY}
+"""The development key may create EMERGENCY withdrawals too."""
 HOT_WALLET_NATIVE = Wei(100 * 10**18)  # 100 POL
 HOT_WALLET_TOKENS = BaseUnits(1_000_000 * 10**6)  # 1,000,000 USDC
 VAULT_TOKENS = BaseUnits(1_000_000 * 10**6)  # 1,000,000 USDC
@@ -236,7 +240,7 @@ def _dev_api_key(sessions: sessionmaker[Session], previous: str | None) -> tuple
         session.flush()
         if previous and partner_for_token(session, previous) == DEV_PARTNER:
             return previous, True
-        return issue_api_key(session, DEV_PARTNER), False
+        return issue_api_key(session, DEV_PARTNER, DEV_API_KEY_SCOPES), False
 
 
 def _dev_admins(sessions: sessionmaker[Session], previous: Sequence[str | None]) -> tuple[str, ...]:

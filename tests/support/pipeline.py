@@ -25,6 +25,7 @@ from svc_processor.settings import ProcessorSettings
 from tests.support.gateway import Partner, RunningGateway
 from tests.support.services import ThreadedServer
 from withdrawal_shared.chain.contracts import balance_of
+from withdrawal_shared.scopes import DEFAULT_SCOPES, Scope
 
 T = TypeVar("T")
 
@@ -171,7 +172,7 @@ def running_pipeline(
             )
         )
         try:
-            partner = gateway.add_partner("e2e-partner")
+            partner = gateway.add_partner("e2e-partner", DEFAULT_SCOPES | {Scope.EMERGENCY})
             yield Pipeline(
                 anvil,
                 w3,
