@@ -7,14 +7,17 @@ With anvil dev account 0 as deployer and treasury:
 2. the `tokens` row (polygon, USDC) gets its `contract_address` (lowercase);
 3. every hot wallet the signer reported goes into `hot_wallets` (`next_nonce` = the wallet's
    current on-chain nonce) and `system_addresses` (`hot_wallet`), as do the token contract
-   (`token`) and the treasury (`treasury`);
+   (`token`) and the treasury (`treasury`); those named in `emergency_wallets` get the role
+   EMERGENCY (they pay only EMERGENCY withdrawals), the others STANDARD;
 4. each hot wallet is topped up to 100 POL and 1,000,000 USDC (so a re-run sends nothing);
 5. with `payout_vault=True` (the default) a PayoutVault owned by the treasury (a Safe in
    production) is deployed, unless the `payout_vaults` row already points at one with code;
-   each hot wallet becomes its operator, the vault is topped up to 1,000,000 USDC, and it is
+   each hot wallet (emergency ones included) becomes its operator, the vault is topped up
+   to 1,000,000 USDC, and it is
    recorded in `payout_vaults` and `system_addresses` (`payout_contract`). The processor then
    pays through it in batches; without it, one ERC-20 transfer per withdrawal;
-6. partner `dev-partner` exists and has a development API key: the previous one (from
+6. partner `dev-partner` exists and has a development API key (scopes: the defaults and
+   `emergency`): the previous one (from
    var/stack.json) when it still authenticates, else a new one. The key is returned once and
    stored only in var/stack.json, never logged;
 7. two admin operators exist, `dev-admin` and `dev-admin-2`, each holding every role (admin,
@@ -30,7 +33,7 @@ With anvil dev account 0 as deployer and treasury:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -56,12 +59,16 @@ from withdrawal_shared.db.models import (
     Token,
 )
 from withdrawal_shared.db.operators import Role, issue_credential, operator_for_credential
+from withdrawal_shared.scopes import DEFAULT_SCOPES, Scope
+from withdrawal_shared.states import WalletRole
 
 CHAIN = "polygon"
 TOKEN_SYMBOL = "USDC"  # noqa: S105 - a token symbol
 TOKEN_NAME = "USD Coin"  # noqa: S105 - a token name
 DEV_PARTNER = "dev-partner"
 DEV_ADMINS = ("dev-admin", "dev-admin-2")
+DEV_API_KEY_SCOPES = DEFAULT_SCOPES | {Scope.EMERGENCY}
+"""The development key may create EMERGENCY withdrawals too."""
 HOT_WALLET_NATIVE = Wei(100 * 10**18)  # 100 POL
 HOT_WALLET_TOKENS = BaseUnits(1_000_000 * 10**6)  # 1,000,000 USDC
 VAULT_TOKENS = BaseUnits(1_000_000 * 10**6)  # 1,000,000 USDC
@@ -76,6 +83,7 @@ class BootstrapResult:
     token_address: ChecksumAddress
     treasury: ChecksumAddress
     hot_wallets: tuple[ChecksumAddress, ...]
+    """The STANDARD-role wallets."""
     partner_id: str
     api_key: str
     api_key_reused: bool
@@ -83,6 +91,8 @@ class BootstrapResult:
     payout_vault: ChecksumAddress | None = None
     admin_credentials: tuple[str, ...] = ()
     """One credential per `DEV_ADMINS` operator, in that order."""
+    emergency_wallets: tuple[ChecksumAddress, ...] = ()
+    """The EMERGENCY-role wallets (registered, funded and vault operators like the others)."""
 
 
 def _noop(_message: str) -> None:
@@ -140,6 +150,7 @@ def _register(
     treasury: ChecksumAddress,
     wallets: Sequence[ChecksumAddress],
     progress: Callable[[str], None],
+    emergency: Collection[str] = (),
 ) -> None:
     with sessions.begin() as session:
         token_row = session.scalars(
@@ -160,7 +171,11 @@ def _register(
                     "(the chain's nonce; this is a fresh chain)"
                 )
             row.next_nonce, row.enabled, row.chain = nonce, True, CHAIN
-            _upsert_system_address(session, wallet, "hot_wallet", "hot wallet (signer)")
+            row.role = WalletRole.EMERGENCY if wallet in emergency else WalletRole.STANDARD
+            label = (
+                "emergency hot wallet (signer)" if wallet in emergency else "hot wallet (signer)"
+            )
+            _upsert_system_address(session, wallet, "hot_wallet", label)
 
 
 def _fund(
@@ -236,7 +251,7 @@ def _dev_api_key(sessions: sessionmaker[Session], previous: str | None) -> tuple
         session.flush()
         if previous and partner_for_token(session, previous) == DEV_PARTNER:
             return previous, True
-        return issue_api_key(session, DEV_PARTNER), False
+        return issue_api_key(session, DEV_PARTNER, DEV_API_KEY_SCOPES), False
 
 
 def _dev_admins(sessions: sessionmaker[Session], previous: Sequence[str | None]) -> tuple[str, ...]:
@@ -271,8 +286,10 @@ def bootstrap(
     previous_admin_credentials: Sequence[str | None] = (),
     payout_vault: bool = True,
     progress: Callable[[str], None] = _noop,
+    emergency_wallets: Sequence[str] = (),
 ) -> BootstrapResult:
-    """Deploy, register, fund and issue what a local stack needs (see the module docstring)."""
+    """Deploy, register, fund and issue what a local stack needs (see the module docstring).
+    `emergency_wallets` (some of `hot_wallets`) get the EMERGENCY role."""
     engine = make_engine(database_url, pool_size=2)
     sessions = make_sessionmaker(engine)
     try:
@@ -285,7 +302,14 @@ def bootstrap(
         else:
             progress(f"{TOKEN_SYMBOL} already deployed at {token}: reusing it")
         wallets = tuple(Web3.to_checksum_address(address) for address in hot_wallets)
-        _register(sessions, w3, token, deployer.address, wallets, progress)
+        emergency = {Web3.to_checksum_address(address) for address in emergency_wallets}
+        unknown = emergency - set(wallets)
+        if unknown:
+            raise BootstrapError(
+                f"emergency wallets {sorted(unknown)} are not among the hot wallets; name "
+                "wallets the signer holds"
+            )
+        _register(sessions, w3, token, deployer.address, wallets, progress, emergency)
         _fund(w3, deployer, token, wallets, progress)
         vault = _vault(sessions, w3, deployer, token, wallets, progress) if payout_vault else None
         api_key, reused = _dev_api_key(sessions, previous_api_key)
@@ -293,7 +317,8 @@ def bootstrap(
         return BootstrapResult(
             token_address=token,
             treasury=deployer.address,
-            hot_wallets=wallets,
+            hot_wallets=tuple(w for w in wallets if w not in emergency),
+            emergency_wallets=tuple(w for w in wallets if w in emergency),
             partner_id=DEV_PARTNER,
             api_key=api_key,
             api_key_reused=reused,

@@ -52,6 +52,11 @@ class StackConfig:
     hot_wallets: int = 2
     """STACK_HOT_WALLETS: how many hot wallets (keystore keys, each with its own nonce sequence)
     the signer holds; passed to it as SIGNER_KEYSTORE_COUNT. All are registered and funded."""
+    emergency_wallets: int = 1
+    """STACK_EMERGENCY_WALLETS: how many more keystore keys the signer holds as EMERGENCY-role
+    hot wallets (the last ones it lists): registered, funded and made vault operators like the
+    others, they pay only EMERGENCY withdrawals. 0: EMERGENCY withdrawals share the standard
+    wallets."""
     batch_nice: int = 10
     """STACK_BATCH_NICE: the processor and the monitor run at this nice value (their
     PROCESSOR_NICE and MONITOR_NICE, unless those are set), so that on cores they share with
@@ -82,6 +87,7 @@ class StackConfig:
             database_url=os.environ.get("DATABASE_URL") or None,
             startup_timeout=timeout,
             hot_wallets=env_int("STACK_HOT_WALLETS", 2, minimum=1),
+            emergency_wallets=env_int("STACK_EMERGENCY_WALLETS", 1, minimum=0),
             batch_nice=env_int("STACK_BATCH_NICE", 10, minimum=0),
             service_users=env_bool("STACK_SERVICE_USERS", False),
         )

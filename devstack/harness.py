@@ -84,6 +84,8 @@ class HarnessConfig:
     """On MariaDB, each service connects as its own user with only its grants (dropped at
     `stop()`); False: every service connects as `mariadb_url`'s user."""
     hot_wallets: int = 2
+    emergency_wallets: int = 0
+    """EMERGENCY-role hot wallets besides `hot_wallets` (STACK_EMERGENCY_WALLETS)."""
     rpc_proxies: int = 0
     """Fault-injecting proxies in front of anvil the services must go through (0: direct)."""
     confirmations: int | None = None
@@ -201,6 +203,7 @@ class HarnessStack:
             database_url=self.database_url,
             startup_timeout=cfg.startup_timeout,
             hot_wallets=cfg.hot_wallets,
+            emergency_wallets=cfg.emergency_wallets,
         )
         self._sup_out = (self.logs_dir / "harness.log").open("a", encoding="utf-8")
         self._supervisor = Supervisor(
@@ -429,7 +432,7 @@ class HarnessStack:
         if float(cfg.block_time).is_integer():
             set_automine(w3, False)
             set_interval_mining(w3, int(cfg.block_time))
-        for wallet in self.result.hot_wallets:
+        for wallet in (*self.result.hot_wallets, *self.result.emergency_wallets):
             w3.provider.make_request(
                 "anvil_setBalance",  # type: ignore[arg-type]
                 [wallet, hex(cfg.native_funding_ether * 10**18)],

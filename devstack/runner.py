@@ -435,7 +435,7 @@ class Stack:
                 "MONITOR_GRPC_PORT": str(config.monitor_port),
                 "SIGNER_KEY_BACKEND": "keystore",
                 "SIGNER_KEYSTORE_PATH": str(config.keystore_path),
-                "SIGNER_KEYSTORE_COUNT": str(config.hot_wallets),
+                "SIGNER_KEYSTORE_COUNT": str(config.hot_wallets + config.emergency_wallets),
                 "SIGNER_KEYSTORE_PASSWORD_FILE": str(config.keystore_password_file),
             }
         )
@@ -523,14 +523,20 @@ class Stack:
                 "the signer holds no wallet: check SIGNER_KEYSTORE_PATH "
                 f"({self.config.keystore_path}) and the signer's log"
             )
-        if len(wallets) != self.config.hot_wallets:
+        if len(wallets) != self.config.hot_wallets + self.config.emergency_wallets:
             self.sup.say(
-                f"WARNING: STACK_HOT_WALLETS={self.config.hot_wallets} but the signer holds "
+                f"WARNING: STACK_HOT_WALLETS={self.config.hot_wallets} and "
+                f"STACK_EMERGENCY_WALLETS={self.config.emergency_wallets} but the signer holds "
                 f"{len(wallets)} wallet(s); registering those"
             )
         for address, backend in wallets:
             self.sup.say(f"signer holds hot wallet {address} ({backend})")
         return [address for address, _backend in wallets]
+
+    def _emergency_wallets(self, wallets: list[str]) -> list[str]:
+        """The last STACK_EMERGENCY_WALLETS of the signer's wallets (never all of them)."""
+        count = min(self.config.emergency_wallets, max(0, len(wallets) - 1))
+        return wallets[len(wallets) - count :] if count else []
 
     def _bootstrap(self, wallets: list[str]) -> BootstrapResult:
         assert self.anvil is not None
@@ -545,6 +551,7 @@ class Stack:
                 previous_api_key=self.previous_api_key,
                 previous_admin_credentials=self.previous_admin_credentials,
                 progress=self._progress,
+                emergency_wallets=self._emergency_wallets(wallets),
             )
         except FileNotFoundError as exc:  # a contract artifact
             raise StackError(str(exc)) from None
@@ -572,6 +579,7 @@ class Stack:
             "tokens": {TOKEN_SYMBOL: result.token_address},
             "hot_wallet": result.hot_wallets[0] if result.hot_wallets else None,
             "hot_wallets": list(result.hot_wallets),
+            "emergency_wallets": list(result.emergency_wallets),
             "payout_contract": result.payout_vault,
             "database_url": self.database_url,
             "redis_url": self.redis.url,

@@ -2,6 +2,9 @@
 the service descriptor so no RPC is served without an entry.
 
 `scope` is the `Scope` the key must hold (else PERMISSION_DENIED `SCOPE_MISSING`, naming it).
+A scope that depends on the request's fields is checked by the core where it validates the
+request, with the same error (`priority_scope_missing`: an EMERGENCY CreateWithdrawal needs
+`Scope.EMERGENCY` as well).
 Every request is charged to the key's rate limit; `charged_in_batch` marks the RPCs whose core
 charges them itself, once per group commit for all of a key's requests in it (so a refused
 create stores nothing); the dispatcher charges the others before calling the core.
@@ -17,6 +20,7 @@ from svc_gateway.auth import Caller
 from svc_gateway.errors import SCOPE_MISSING
 from withdrawal_shared.errors import ApiError
 from withdrawal_shared.scopes import Scope
+from withdrawal_shared.states import Priority
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +37,9 @@ METHOD_ACCESS: dict[str, Access] = {
     "WatchWithdrawal": Access(Scope.WITHDRAWALS_READ),
 }
 """By method name (the WithdrawalService's)."""
+
+PRIORITY_SCOPES: dict[Priority, Scope] = {Priority.EMERGENCY: Scope.EMERGENCY}
+"""The scope a requested priority needs besides the method's own."""
 
 
 def check_table(service: ServiceDescriptor) -> None:
@@ -52,5 +59,21 @@ def scope_missing(caller: Caller, method: str) -> ApiError | None:
     return SCOPE_MISSING.error(
         f"This API key lacks the scope {scope.value!r} that {method} needs; use a key "
         "granted it, or ask for one.",
+        metadata={"scope": scope.value, "method": method},
+    )
+
+
+def priority_scope_missing(
+    caller: Caller, method: str, priority: Priority | None
+) -> ApiError | None:
+    """SCOPE_MISSING when the request asks for a priority whose scope the key lacks (an
+    EMERGENCY withdrawal needs `emergency`), else None."""
+    scope = PRIORITY_SCOPES.get(priority) if priority is not None else None
+    if scope is None or scope in caller.scopes:
+        return None
+    return SCOPE_MISSING.error(
+        f"This API key lacks the scope {scope.value!r} that {method} needs for a "
+        f"{priority} withdrawal; use a key granted it, ask for one, or send the request "
+        "without that priority.",
         metadata={"scope": scope.value, "method": method},
     )

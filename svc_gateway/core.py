@@ -14,6 +14,7 @@ the whole batch (`RateLimiter.admit`); a refused create gets RATE_LIMITED and st
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from typing import TypeVar
 import redis.asyncio as aioredis
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
+from svc_gateway.access import priority_scope_missing
 from svc_gateway.auth import Caller
 from svc_gateway.batching import GroupCommit
 from svc_gateway.convert import RESOURCE_PREFIX, as_of, to_proto
@@ -101,6 +103,11 @@ class WithdrawalCore:
     ) -> withdrawal_pb2.Withdrawal:
         reference = await self._reference()
         new = validate_create(request, reference)
+        denied = priority_scope_missing(caller, "CreateWithdrawal", new.priority)
+        if denied is not None:
+            raise denied
+        if new.priority is Priority.EMERGENCY:
+            new = dataclasses.replace(new, key_prefix=caller.key_prefix)  # for its audit row
         row, moved = await self.creates.submit((caller, new))
         if moved is not None:
             log.info(

@@ -51,6 +51,22 @@ from withdrawal_shared.states import CANCELLABLE, Priority, State
 
 ACTOR_PARTNER = "partner:"
 RECEIVED_MESSAGE = "Accepted; waiting for the processor."
+EMERGENCY_REASON = "EMERGENCY_REQUEST"
+"""The creation audit row's reason for a withdrawal requested with PRIORITY_EMERGENCY."""
+
+
+def received_audit(new: NewWithdrawal, plan: _Plan) -> tuple[str, str]:
+    """(reason, message) of a new withdrawal's first audit row: an EMERGENCY request says so,
+    naming the API key (its public prefix) that held the `emergency` scope."""
+    if plan.priority is not Priority.EMERGENCY:
+        return "", RECEIVED_MESSAGE
+    key = f" by API key {new.key_prefix}" if new.key_prefix else ""
+    return (
+        EMERGENCY_REASON,
+        f"Accepted as an EMERGENCY request{key} (scope 'emergency'); waiting for the processor.",
+    )
+
+
 MYSQL_DEADLOCK = 1213  # ER_LOCK_DEADLOCK: InnoDB rolled the transaction back; retry it
 BATCH_ATTEMPTS = 3
 
@@ -137,6 +153,7 @@ class _Plan:
 def _received_columns(new: NewWithdrawal, plan: _Plan) -> dict[str, Any]:
     """The columns of a new withdrawal, RECEIVED, that come from its request (both the single
     `create` and the group commit's rows)."""
+    reason, message = received_audit(new, plan)
     return {
         "request_id": new.request_id,
         "request_fingerprint": new.fingerprint,
@@ -147,8 +164,8 @@ def _received_columns(new: NewWithdrawal, plan: _Plan) -> dict[str, Any]:
         "amount": new.amount,
         "priority": plan.priority.value,
         "state": State.RECEIVED.value,
-        "state_reason": "",
-        "state_message": RECEIVED_MESSAGE,
+        "state_reason": reason,
+        "state_message": message,
         "tx_hash": None,
         "fee_wei": None,
         "confirmations": 0,
@@ -161,12 +178,13 @@ def _new_row(
     index: int, partner_id: str, new: NewWithdrawal, plan: _Plan, now: dt.datetime
 ) -> _NewRow:
     withdrawal_id = new_ulid()
+    reason, message = received_audit(new, plan)
     audit, moved = creation_audit(
         withdrawal_id=withdrawal_id,
         partner_id=partner_id,
         state=State.RECEIVED.value,
-        reason="",
-        message=RECEIVED_MESSAGE,
+        reason=reason,
+        message=message,
         occur_time=now,
         actor=ACTOR_PARTNER + partner_id,
     )

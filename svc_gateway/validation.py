@@ -50,6 +50,7 @@ class NewWithdrawal:
     amount: BaseUnits
     priority: Priority | None  # None: unspecified (the user's tier decides, else STANDARD)
     user_ref: str = ""
+    key_prefix: str = ""  # the caller's key, named in the audit row of an EMERGENCY request
 
 
 class _Checks:

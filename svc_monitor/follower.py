@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
 from svc_monitor.confirmations import Confirmations
+from svc_monitor.emergency import EmergencyWatch
 from svc_monitor.head import BlockHashes
 from svc_monitor.mining import Mining
 from svc_monitor.rebroadcast import Rebroadcaster
@@ -60,6 +61,7 @@ class ChainFollower:
         batch_size: int = 500,
         actor: str = ACTOR,
         pool: RpcPool | None = None,
+        emergency_alert_blocks: int = 3,
     ) -> None:
         self._sessions = sessions
         self._w3 = w3
@@ -76,6 +78,7 @@ class ChainFollower:
         self._confirmations = Confirmations(
             self._rows, self.blocks, Reorgs(self._rows, rebroadcaster), self._items
         )
+        self.emergency = EmergencyWatch(sessions, chain, emergency_alert_blocks)
 
     @property
     def skipped_as_paid(self) -> int:
@@ -105,6 +108,7 @@ class ChainFollower:
             for row in self._rows.in_state(PayoutState.MINED):
                 if row.id not in seen:
                     self._confirmations.check(row, report, required)
+        report.emergency_late = len(self.emergency.check(report.head))
         return report
 
     def _required_confirmations(self) -> int:

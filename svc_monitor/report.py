@@ -21,3 +21,4 @@ class PollReport:
     confirmed: int = 0
     conflicts: int = 0
     anomalies: int = 0  # left alone for an operator (logged as errors)
+    emergency_late: int = 0  # EMERGENCY payouts found late in this poll (svc_monitor.emergency)

@@ -55,6 +55,7 @@ class MonitorServer:
             settings.chain,
             batch_size=settings.batch_size,
             pool=self.rpc_pool,
+            emergency_alert_blocks=settings.emergency_alert_blocks,
         )
         self._health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None

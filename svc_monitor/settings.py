@@ -30,6 +30,10 @@ class MonitorSettings(ChainSettings):
     row failed (node or database unreachable), and SERVING again after one succeeds."""
     shutdown_grace_seconds: float = 5.0
     """MONITOR_SHUTDOWN_GRACE_SECONDS: in-flight RPCs get this long after SIGTERM."""
+    emergency_alert_blocks: int = 3
+    """MONITOR_EMERGENCY_ALERT_BLOCKS: an EMERGENCY payout still unmined this many blocks after
+    its first broadcast raises `aws_emergency_payouts_late` and logs `emergency payout late`
+    (once per payout)."""
 
     @classmethod
     def from_env(cls) -> MonitorSettings:
@@ -46,5 +50,8 @@ class MonitorSettings(ChainSettings):
             ),
             shutdown_grace_seconds=env_float(
                 "MONITOR_SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds
+            ),
+            emergency_alert_blocks=env_int(
+                "MONITOR_EMERGENCY_ALERT_BLOCKS", d.emergency_alert_blocks, minimum=1
             ),
         )

@@ -73,7 +73,7 @@ from withdrawal_shared.db.transitions import (
     versions_are,
 )
 from withdrawal_shared.ids import new_ulid
-from withdrawal_shared.states import PayoutState, State
+from withdrawal_shared.states import PayoutState, State, most_urgent
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,7 @@ class Payouts:
                         create_time=now,
                         update_time=now,
                         kind=draft.kind,
+                        priority=most_urgent(m.priority for m in members).value,
                     )
                 )
                 session.flush()

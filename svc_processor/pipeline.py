@@ -22,6 +22,7 @@ back to QUEUED once it is lifted.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import logging
 import time
 from collections import defaultdict
@@ -41,7 +42,7 @@ from svc_processor.replacer import Replacer
 from svc_processor.screening import Screening
 from svc_processor.signer_client import SignerClient
 from withdrawal_shared.chain.erc20 import encode_transfer
-from withdrawal_shared.chain.fees import FeeCapExceeded, FeePolicy
+from withdrawal_shared.chain.fees import FeeCapExceeded, FeePolicy, Fees
 from withdrawal_shared.chain.payout import Payment, encode_payout
 from withdrawal_shared.db.models import (
     Chain,
@@ -60,7 +61,7 @@ from withdrawal_shared.db.transitions import (
     utcnow,
 )
 from withdrawal_shared.holds import RESUMABLE, HoldReason
-from withdrawal_shared.states import PayoutState, Priority, State
+from withdrawal_shared.states import URGENCY, PayoutState, Priority, State, WalletRole
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,16 @@ VAULT_BASE_GAS = 90_000
 VAULT_ITEM_GAS = 36_000
 # What the consumer does to a valid withdrawal: two audited moves, written together.
 QUEUE_PATH = (Step(State.VALIDATED, "VALIDATED"), Step(State.QUEUED, "QUEUED"))
-URGENCY = {Priority.EMERGENCY.value: 0, Priority.PRIORITY.value: 1, Priority.STANDARD.value: 2}
 IN_FLIGHT = (PayoutState.RESERVED, PayoutState.SIGNED, PayoutState.BROADCAST)
+PENDING = (PayoutState.SIGNED, PayoutState.BROADCAST)  # signed, maybe sent, not mined
+
+
+class Lane(enum.StrEnum):
+    """Which hot wallets pay a batch: STANDARD ones, or the EMERGENCY-role ones (EMERGENCY
+    withdrawals only, and only while such a wallet is enabled)."""
+
+    STANDARD = "STANDARD"
+    EMERGENCY = "EMERGENCY"
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,8 @@ class BatchSettings:
     hold_recheck_seconds: float = 2.0  # how often a group that is all ON_HOLD is re-planned
     stuck_after_blocks: int = 5  # blocks without a receipt before a payout is replaced
     replacement_bump_pct: int = 15  # tip and max fee raise of a replacement (10 at least)
+    emergency_stuck_after_blocks: int = 1  # the same for an EMERGENCY payout
+    urgent_streak_max: int = 4  # urgent-led payouts in a row while STANDARD rows wait, at most
 
 
 class Pipeline:
@@ -108,6 +119,10 @@ class Pipeline:
         # Monotonic time before which ON_HOLD rows are not looked at again by the batcher
         # (waiting on funds, a cap or fees: a little later, not every poll).
         self._recheck_holds_after = 0.0
+        # Per token: STANDARD-lane payouts in a row that led with PRIORITY/EMERGENCY rows
+        # while STANDARD rows were left waiting (`_ready_groups` bounds it).
+        self._urgent_streak: dict[int, int] = defaultdict(int)
+        self._streak_outcome: dict[int, bool] = {}  # per token: the chosen batch extends it
 
     # ------------------------------------------------------------------ entry points
 
@@ -173,12 +188,25 @@ class Pipeline:
         if vault is None:
             return []
         moved: list[Moved] = []
-        for token_id, ready in self._ready_groups().items():
+        with self.sessions() as session:
+            split = self._has_emergency_wallet(session)
+        groups = self._ready_groups(split)
+        # The emergency lane first: nothing formed in this round waits ahead of it.
+        for (token_id, lane), ready in sorted(
+            groups.items(), key=lambda g: g[0][1] != Lane.EMERGENCY
+        ):
             # A recipient blocked since validation is REJECTED here, never paid.
             rows, refused = self.screening.reject_blocked(self.sessions, ready)
             moved.extend(refused)
-            if rows:
-                moved.extend(self._pay_batch(vault, token_id, rows))
+            if not rows:
+                continue
+            paid = self._pay_batch(vault, token_id, rows, lane)
+            moved.extend(paid)
+            extends = self._streak_outcome.pop(token_id, None)
+            made = any(m.to_state == State.SIGNED for m in paid)  # a payout was signed
+            if lane == Lane.STANDARD and extends is not None and made:
+                self._urgent_streak[token_id] = self._urgent_streak[token_id] + 1 if extends else 0
+        moved.extend(self.replace_stuck(only_emergency=True))
         return moved
 
     def resume_payouts(self) -> list[Moved]:
@@ -202,11 +230,17 @@ class Pipeline:
         moved.extend(self.replace_stuck())
         return moved
 
-    def replace_stuck(self) -> list[Moved]:
-        """Replace payouts not mined `stuck_after_blocks` after their broadcast, at the same
-        nonce with fees raised by `replacement_bump_pct` (see `replacer.py`)."""
+    def replace_stuck(self, *, only_emergency: bool = False) -> list[Moved]:
+        """Replace payouts not mined `stuck_after_blocks` (EMERGENCY ones:
+        `emergency_stuck_after_blocks`) after their broadcast, at the same nonce with fees
+        raised by `replacement_bump_pct` (see `replacer.py`). The batcher calls it with
+        `only_emergency` at every poll, so an EMERGENCY payout is replaced within a poll of
+        its block passing; the sweeper looks at all of them."""
         return self.replacer.replace_stuck(
-            self.batch.stuck_after_blocks, self.batch.replacement_bump_pct
+            self.batch.stuck_after_blocks,
+            self.batch.replacement_bump_pct,
+            emergency_after_blocks=self.batch.emergency_stuck_after_blocks,
+            only_emergency=only_emergency,
         )
 
     def stalled(self, older_than_seconds: float, limit: int = 2_000) -> list[str]:
@@ -319,13 +353,36 @@ class Pipeline:
             chain.min_priority_fee_wei, chain.max_fee_cap_wei, chain.base_fee_headroom_pct
         )
 
-    def _wallet(self, session: Session) -> HotWallet | None:
-        """The enabled hot wallet with the fewest payouts in flight, below the bound."""
+    def _has_emergency_wallet(self, session: Session) -> bool:
+        """Whether an enabled EMERGENCY-role hot wallet exists (then EMERGENCY withdrawals
+        are paid by it alone; otherwise by the standard wallets, like the others)."""
+        return (
+            session.scalar(
+                select(HotWallet.address)
+                .where(
+                    HotWallet.chain == self.chain,
+                    HotWallet.enabled.is_(True),
+                    HotWallet.role == WalletRole.EMERGENCY.value,
+                )
+                .limit(1)
+            )
+            is not None
+        )
+
+    def _wallet(self, session: Session, lane: Lane = Lane.STANDARD) -> HotWallet | None:
+        """The enabled hot wallet of the lane's role with the fewest payouts in flight, below
+        the bound. An EMERGENCY wallet never pays standard work; the EMERGENCY lane falls
+        back to the standard wallets while no EMERGENCY wallet is enabled."""
         wallets = session.scalars(
             select(HotWallet)
             .where(HotWallet.chain == self.chain, HotWallet.enabled.is_(True))
             .order_by(HotWallet.address)
         ).all()
+        emergency = [w for w in wallets if w.role == WalletRole.EMERGENCY]
+        if lane == Lane.EMERGENCY and emergency:
+            wallets = emergency
+        else:
+            wallets = [w for w in wallets if w.role != WalletRole.EMERGENCY]
         if not wallets:
             return None
         counts = dict(
@@ -342,6 +399,25 @@ class Pipeline:
         if counts.get(best.address, 0) >= self.batch.max_in_flight_per_wallet:
             return None
         return best
+
+    def _priced(self, priority: Priority, policy: FeePolicy) -> Fees:
+        """The fees for a payout of this priority (raises FeeCapExceeded). An EMERGENCY tip is
+        at least the highest tip among this chain's own pending payouts (signed or broadcast,
+        not mined) raised by `replacement_bump_pct`, so no transaction of ours outbids it;
+        the max fee rises with it, within the chain's cap."""
+        fees = self.reads.fees(priority, policy)
+        if priority != Priority.EMERGENCY:
+            return fees
+        with self.sessions() as session:
+            highest = session.scalar(
+                select(func.max(PayoutTransaction.max_priority_fee_per_gas)).where(
+                    PayoutTransaction.chain == self.chain,
+                    PayoutTransaction.state.in_(list(PENDING)),
+                )
+            )
+        return emergency_fees(
+            fees, int(highest or 0), self.batch.replacement_bump_pct, policy.max_fee_cap_wei
+        )
 
     @staticmethod
     def _committed(session: Session, token_id: int) -> int:
@@ -381,15 +457,16 @@ class Pipeline:
         held, rows = self._pause_gate([row])
         if not rows:
             return held  # paused, or queued again and paid at the next step
+        lane = Lane.EMERGENCY if row.priority == Priority.EMERGENCY else Lane.STANDARD
         with self.sessions() as session:
-            wallet = self._wallet(session)
+            wallet = self._wallet(session, lane)
             policy = self._policy(session)
             committed = self._committed(session, row.token_id)
         if wallet is None:
             return []  # every wallet is at its in-flight bound: the sweeper comes back
         data = encode_transfer(row.recipient, row.amount)
         try:
-            fees = self.reads.fees(Priority(row.priority), policy)
+            fees = self._priced(Priority(row.priority), policy)
         except FeeCapExceeded:
             return self._hold([row], HoldReason.FEES_ABOVE_CAP)
         if self.reads.token_balance(token.contract_address, wallet.address) - committed < (
@@ -450,39 +527,58 @@ class Pipeline:
 
     # ------------------------------------------------------------------ vault batches
 
-    def _ready_groups(self) -> dict[int, list[Withdrawal]]:
-        """Per token, the withdrawals of the next payout, for the tokens whose batch is ready.
+    def _ready_groups(self, split: bool = False) -> dict[tuple[int, Lane], list[Withdrawal]]:
+        """Per (token, lane), the withdrawals of the next payout, for the groups whose batch
+        is ready. With `split` (an EMERGENCY wallet is enabled) EMERGENCY withdrawals form
+        their own EMERGENCY-lane group, which is always ready; otherwise every priority shares
+        the STANDARD lane, urgent ones first.
 
         Polled several times a second, so it reads little: QUEUED rows not yet in a payout,
-        urgent ones first and then the oldest, at most one payout's worth of each
-        (`ix_withdrawals_state_priority_updated` keeps both reads short however long the
+        per priority the oldest, at most one payout's worth of each
+        (`ix_withdrawals_state_priority_updated` keeps each read short however long the
         backlog), and ON_HOLD rows waiting on something that may have cleared only once per
         `hold_recheck_seconds`. Only a few columns are read to decide; the full rows of a
-        ready batch are loaded after."""
-        candidates = self._candidates(State.QUEUED, urgent=True)
-        candidates += self._candidates(State.QUEUED, urgent=False)
+        ready batch are loaded after.
+
+        STANDARD rows are never starved by a steady urgent load: after `urgent_streak_max`
+        STANDARD-lane payouts of a token in a row that led with PRIORITY or EMERGENCY rows and
+        left STANDARD rows out, the next one takes the STANDARD rows first (oldest first)."""
+        candidates: list[Any] = []
+        for priority in (Priority.EMERGENCY, Priority.PRIORITY, Priority.STANDARD):
+            candidates += self._candidates(State.QUEUED, priority=priority)
         if time.monotonic() >= self._recheck_holds_after:
             self._recheck_holds_after = time.monotonic() + self.batch.hold_recheck_seconds
             candidates += [
-                c
-                for c in self._candidates(State.ON_HOLD, urgent=None)
-                if c.state_reason in RESUMABLE
+                c for c in self._candidates(State.ON_HOLD) if c.state_reason in RESUMABLE
             ]
-        groups: dict[int, list[Any]] = defaultdict(list)
+        groups: dict[tuple[int, Lane], list[Any]] = defaultdict(list)
         for candidate in candidates:
-            groups[candidate.token_id].append(candidate)
+            emergency = split and candidate.priority == Priority.EMERGENCY
+            groups[(candidate.token_id, Lane.EMERGENCY if emergency else Lane.STANDARD)].append(
+                candidate
+            )
         now = utcnow()
-        chosen: dict[int, list[str]] = {}
-        for token_id, members in groups.items():
+        chosen: dict[tuple[int, Lane], list[str]] = {}
+        for key, members in groups.items():
+            token_id, lane = key
             members.sort(key=lambda r: (URGENCY.get(r.priority, 2), r.id))
             urgent = URGENCY.get(members[0].priority, 2) < 2
+            standard_first = (
+                lane == Lane.STANDARD
+                and self._urgent_streak[token_id] >= self.batch.urgent_streak_max
+            )
+            if standard_first:
+                members.sort(key=lambda r: (URGENCY.get(r.priority, 2) < 2, r.id))
             # Waited since requested, not since QUEUED: after a restart (or any stall) the
             # backlog validated at once has waited long already, and closes at once instead
             # of `max_wait_seconds` later; in steady state the two differ by the validation.
             waited = (now - min(r.create_time for r in members)).total_seconds()
             full = len(members) >= self.batch.max_items
             if urgent or full or waited >= self.batch.max_wait_seconds:
-                chosen[token_id] = [r.id for r in members[: self.batch.max_items]]
+                taken = members[: self.batch.max_items]
+                chosen[key] = [r.id for r in taken]
+                if lane == Lane.STANDARD:
+                    self._streak_outcome[token_id] = _extends_streak(members, taken)
         if not chosen:
             return {}
         with self.sessions() as session:
@@ -494,8 +590,8 @@ class Pipeline:
                     )
                 )
             }
-        ready: dict[int, list[Withdrawal]] = {}
-        for token_id, ids in chosen.items():
+        ready: dict[tuple[int, Lane], list[Withdrawal]] = {}
+        for key, ids in chosen.items():
             members = [
                 rows[i]
                 for i in ids
@@ -504,31 +600,35 @@ class Pipeline:
                 and rows[i].state in (State.QUEUED, State.ON_HOLD)
             ]
             if members:
-                ready[token_id] = members
+                ready[key] = members
         return ready
 
-    def _candidates(self, state: State, *, urgent: bool | None) -> list[Any]:
+    def _candidates(self, state: State, *, priority: Priority | None = None) -> list[Any]:
         """(id, token_id, priority, update_time, create_time, state, state_reason) of up to
-        `max_items` rows in `state` not yet in a payout, oldest first; `urgent` picks PRIORITY
-        and EMERGENCY rows (True), STANDARD ones (False) or both (None)."""
+        `max_items` rows in `state` not yet in a payout, oldest first, of one priority (None:
+        any)."""
         w = Withdrawal
         query = select(
             w.id, w.token_id, w.priority, w.update_time, w.create_time, w.state, w.state_reason
         ).where(w.state == state.value, w.chain == self.chain, w.payout_tx_id.is_(None))
-        if urgent is True:
-            query = query.where(w.priority.in_([Priority.EMERGENCY, Priority.PRIORITY]))
-        elif urgent is False:
-            query = query.where(w.priority == Priority.STANDARD.value)
+        if priority is not None:
+            query = query.where(w.priority == priority.value)
         with self.sessions() as session:
             return list(
                 session.execute(query.order_by(w.update_time).limit(self.batch.max_items)).all()
             )
 
-    def _pay_batch(self, vault: PayoutVault, token_id: int, rows: list[Withdrawal]) -> list[Moved]:
+    def _pay_batch(
+        self,
+        vault: PayoutVault,
+        token_id: int,
+        rows: list[Withdrawal],
+        lane: Lane = Lane.STANDARD,
+    ) -> list[Moved]:
         token = self.reference.get().tokens_by_id[token_id]
         assert token.contract_address is not None
         with self.sessions() as session:
-            wallet = self._wallet(session)
+            wallet = self._wallet(session, lane)
             policy = self._policy(session)
             committed = self._committed(session, token_id)
         if wallet is None:
@@ -553,7 +653,7 @@ class Pipeline:
             return moved
         priority = Priority(min(fits, key=lambda r: URGENCY.get(r.priority, 2)).priority)
         try:
-            fees = self.reads.fees(priority, policy)
+            fees = self._priced(priority, policy)
         except FeeCapExceeded:
             return moved + self._hold(fits, HoldReason.FEES_ABOVE_CAP)
 
@@ -623,6 +723,26 @@ def _refusal(row: Withdrawal, reference: ReferenceData) -> tuple[str, str] | Non
             "The recipient is one of this system's own addresses; nothing was paid.",
         )
     return None
+
+
+def _extends_streak(members: Sequence[Any], taken: Sequence[Any]) -> bool:
+    """Whether a STANDARD-lane batch led with urgent rows and left STANDARD rows out (it
+    extends the urgent streak; any other batch ends it)."""
+    waiting = sum(1 for r in members if r.priority == Priority.STANDARD)
+    served = sum(1 for r in taken if r.priority == Priority.STANDARD)
+    return URGENCY.get(taken[0].priority, 2) < 2 and served < waiting
+
+
+def emergency_fees(fees: Fees, highest_pending_tip: int, bump_pct: int, cap_wei: int) -> Fees:
+    """`fees` with the tip raised to at least `highest_pending_tip` plus `bump_pct` percent
+    (rounded up) and the max fee by as much, the max fee at most `cap_wei` and the tip at most
+    the max fee. Unchanged when the market tip is already higher."""
+    floor = -(-highest_pending_tip * (100 + bump_pct) // 100) if highest_pending_tip else 0
+    if floor <= fees.max_priority_fee_per_gas:
+        return fees
+    max_fee = min(fees.max_fee_per_gas + floor - fees.max_priority_fee_per_gas, cap_wei)
+    max_fee = max(max_fee, fees.max_fee_per_gas)
+    return Fees(max_fee_per_gas=max_fee, max_priority_fee_per_gas=min(floor, max_fee))
 
 
 def _within(

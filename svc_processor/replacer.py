@@ -1,7 +1,8 @@
 """Replacing stuck payout transactions at the same nonce (design invariants 1 and 4).
 
 A payout in BROADCAST whose `broadcast_block` is `stuck_after_blocks` or more behind the head
-and that has no receipt is signed again by `Replacer.replace_stuck`: same wallet, nonce, to,
+(an EMERGENCY payout: `emergency_after_blocks`, one by default) and that has no receipt is
+signed again by `Replacer.replace_stuck`: same wallet, nonce, to,
 calldata, gas limit and items, with the tip and the max fee each raised by the configured
 percentage (`bumped_fees`; the max fee at most the chain's cap). A SIGNED row the node refused
 as underpriced (its `broadcast_block` set by `Payouts.broadcast`) is replaced the same way,
@@ -36,7 +37,7 @@ from withdrawal_shared.db.models import Chain, PayoutItem, PayoutTransaction, Wi
 from withdrawal_shared.db.transitions import Moved, utcnow
 from withdrawal_shared.ids import new_ulid
 from withdrawal_shared.metrics import PAYOUT_REPLACEMENTS
-from withdrawal_shared.states import PayoutState
+from withdrawal_shared.states import PayoutState, Priority
 
 log = logging.getLogger(__name__)
 
@@ -81,36 +82,50 @@ class Replacer:
         self.payouts = payouts
         self.chain = chain
 
-    def replace_stuck(self, stuck_after_blocks: int, bump_pct: int) -> list[Moved]:
-        """Replace every payout stuck for `stuck_after_blocks` blocks; the moves made (the
-        withdrawals of a SIGNED row move to BROADCAST once its replacement is sent)."""
+    def replace_stuck(
+        self,
+        stuck_after_blocks: int,
+        bump_pct: int,
+        *,
+        emergency_after_blocks: int | None = None,
+        only_emergency: bool = False,
+    ) -> list[Moved]:
+        """Replace every payout stuck for `stuck_after_blocks` blocks (an EMERGENCY payout:
+        `emergency_after_blocks`, when given); the moves made (the withdrawals of a SIGNED row
+        move to BROADCAST once its replacement is sent). `only_emergency` looks at EMERGENCY
+        payouts alone (the batcher's frequent check; the head is read only when one is in
+        flight)."""
+        query = select(PayoutTransaction).where(
+            PayoutTransaction.chain == self.chain,
+            PayoutTransaction.kind != Kind.NONCE_RELEASE,
+            PayoutTransaction.calldata.is_not(None),
+            or_(
+                PayoutTransaction.state == PayoutState.BROADCAST,
+                (PayoutTransaction.state == PayoutState.SIGNED)
+                & PayoutTransaction.broadcast_block.is_not(None),
+            ),
+        )
+        if only_emergency:
+            query = query.where(PayoutTransaction.priority == Priority.EMERGENCY.value)
+        with self.sessions() as session:
+            rows = session.scalars(
+                query.order_by(PayoutTransaction.wallet, PayoutTransaction.nonce)
+            ).all()
+            chain = session.get(Chain, self.chain) if rows else None
+        if chain is None:
+            return []
         head = self.payouts.head()
         if head is None:
-            return []
-        with self.sessions() as session:
-            chain = session.get(Chain, self.chain)
-            rows = session.scalars(
-                select(PayoutTransaction)
-                .where(
-                    PayoutTransaction.chain == self.chain,
-                    PayoutTransaction.kind != Kind.NONCE_RELEASE,
-                    PayoutTransaction.calldata.is_not(None),
-                    or_(
-                        PayoutTransaction.state == PayoutState.BROADCAST,
-                        (PayoutTransaction.state == PayoutState.SIGNED)
-                        & PayoutTransaction.broadcast_block.is_not(None),
-                    ),
-                )
-                .order_by(PayoutTransaction.wallet, PayoutTransaction.nonce)
-            ).all()
-        if chain is None:
             return []
         moved: list[Moved] = []
         for row in rows:
             if row.broadcast_block is None:
                 self._start_clock(row.id, head)  # broadcast before the column existed
                 continue
-            if head - row.broadcast_block < stuck_after_blocks:
+            after = stuck_after_blocks
+            if emergency_after_blocks is not None and row.priority == Priority.EMERGENCY:
+                after = emergency_after_blocks
+            if head - row.broadcast_block < after:
                 continue
             moved.extend(self._replace(row, chain, bump_pct))
         return moved
@@ -249,6 +264,7 @@ class Replacer:
                     kind=row.kind,
                     calldata=row.calldata,
                     replaces_id=row.id,
+                    priority=row.priority,
                 )
             )
             session.flush()

@@ -137,6 +137,8 @@ class ProcessorServer:
                 gas_margin_pct=settings.gas_margin_pct,
                 stuck_after_blocks=settings.stuck_after_blocks,
                 replacement_bump_pct=settings.replacement_bump_pct,
+                emergency_stuck_after_blocks=settings.emergency_stuck_after_blocks,
+                urgent_streak_max=settings.urgent_streak_max,
             ),
             manual_approval=settings.manual_approval,
         )

@@ -73,7 +73,15 @@ class ProcessorSettings(ChainSettings):
     after its broadcast is replaced at the same nonce with higher fees."""
     replacement_bump_pct: int = 15
     """PROCESSOR_REPLACEMENT_BUMP_PCT: how much a replacement raises both the tip and the
-    max fee (at least 10, what nodes require to accept a replacement)."""
+    max fee (at least 10, what nodes require to accept a replacement); an EMERGENCY payout's
+    tip is at least the highest tip among the chain's pending payouts raised by as much."""
+    emergency_stuck_after_blocks: int = 1
+    """PROCESSOR_EMERGENCY_STUCK_AFTER_BLOCKS: PROCESSOR_STUCK_AFTER_BLOCKS for a payout that
+    pays an EMERGENCY withdrawal (checked at every batch poll)."""
+    urgent_streak_max: int = 4
+    """PROCESSOR_URGENT_STREAK_MAX: at most this many payouts of a token in a row lead with
+    PRIORITY or EMERGENCY withdrawals while STANDARD ones are left waiting; the next takes the
+    STANDARD ones first."""
     manual_approval: bool = False
     """PROCESSOR_MANUAL_APPROVAL: every withdrawal needs at least one operator's approval
     (an AUTO_APPROVE rule counts as REQUIRE_APPROVALS(1); stricter rules and the blocklist
@@ -123,6 +131,14 @@ class ProcessorSettings(ChainSettings):
             ),
             replacement_bump_pct=env_int(
                 "PROCESSOR_REPLACEMENT_BUMP_PCT", d.replacement_bump_pct, minimum=10
+            ),
+            emergency_stuck_after_blocks=env_int(
+                "PROCESSOR_EMERGENCY_STUCK_AFTER_BLOCKS",
+                d.emergency_stuck_after_blocks,
+                minimum=1,
+            ),
+            urgent_streak_max=env_int(
+                "PROCESSOR_URGENT_STREAK_MAX", d.urgent_streak_max, minimum=1
             ),
             manual_approval=env_bool("PROCESSOR_MANUAL_APPROVAL", d.manual_approval),
             approval_expiry_seconds=env_float(

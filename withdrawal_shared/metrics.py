@@ -59,6 +59,10 @@ PAYOUT_REPLACEMENTS = _meter.create_counter(
 CHAIN_REORGS = _meter.create_counter(
     "aws_chain_reorgs", description="Payouts whose block left the canonical chain."
 )
+EMERGENCY_PAYOUTS_LATE = _meter.create_counter(
+    "aws_emergency_payouts_late",
+    description="EMERGENCY payouts not mined within MONITOR_EMERGENCY_ALERT_BLOCKS.",
+)
 RPC_PROVIDER_FAILURES = _meter.create_counter(
     "aws_rpc_provider_failures", description="Transport failures per RPC provider."
 )
@@ -105,6 +109,7 @@ def serve_metrics(port: int, host: str = "127.0.0.1") -> int:
 
 __all__ = [
     "CHAIN_REORGS",
+    "EMERGENCY_PAYOUTS_LATE",
     "PAYOUT_REPLACEMENTS",
     "QUEUE_DEAD_LETTERS",
     "QUEUE_REDELIVERIES",

@@ -22,7 +22,8 @@ class Scope(enum.StrEnum):
     WEBHOOKS_MANAGE = "webhooks:manage"
     """Registering and removing the partner's webhooks."""
     EMERGENCY = "emergency"
-    """Emergency operations (e.g. stopping the partner's payouts)."""
+    """CreateWithdrawal with `PRIORITY_EMERGENCY` (paid first, from the emergency hot wallet,
+    at the highest tip); held in addition to `withdrawals:create`."""
 
 
 DEFAULT_SCOPES: frozenset[Scope] = frozenset({Scope.WITHDRAWALS_READ, Scope.WITHDRAWALS_CREATE})

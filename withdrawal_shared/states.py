@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
 
 class State(enum.StrEnum):
@@ -25,6 +26,24 @@ class State(enum.StrEnum):
 class Priority(enum.StrEnum):
     STANDARD = "STANDARD"
     PRIORITY = "PRIORITY"
+    EMERGENCY = "EMERGENCY"
+
+
+URGENCY: dict[str, int] = {Priority.EMERGENCY: 0, Priority.PRIORITY: 1, Priority.STANDARD: 2}
+"""Sort key of a stored priority: the most urgent first (an unknown one counts as STANDARD)."""
+
+
+def most_urgent(priorities: Iterable[str]) -> Priority:
+    """The most urgent of the priorities (STANDARD when there are none)."""
+    return Priority(min(priorities, key=lambda p: URGENCY.get(p, 2), default=Priority.STANDARD))
+
+
+class WalletRole(enum.StrEnum):
+    """`hot_wallets.role`: a STANDARD wallet pays STANDARD and PRIORITY withdrawals (and
+    EMERGENCY ones while no EMERGENCY wallet is enabled); an EMERGENCY wallet pays only
+    EMERGENCY withdrawals."""
+
+    STANDARD = "STANDARD"
     EMERGENCY = "EMERGENCY"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
@@ -14,6 +15,7 @@ from svc_gateway.server import GatewayServer
 from svc_gateway.settings import GatewaySettings
 from withdrawal_shared.db.api_keys import ensure_partner, issue_api_key
 from withdrawal_shared.db.operators import Role, create_operator, issue_credential
+from withdrawal_shared.scopes import DEFAULT_SCOPES, Scope
 
 
 @dataclass
@@ -60,11 +62,11 @@ class RunningGateway:
     def run(self, coro: object, timeout: float = 30) -> object:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
 
-    def add_partner(self, partner_id: str) -> Partner:
+    def add_partner(self, partner_id: str, scopes: Iterable[Scope] = DEFAULT_SCOPES) -> Partner:
         with self.server.store.sessions.begin() as session:
             ensure_partner(session, partner_id)
             session.flush()
-            key = issue_api_key(session, partner_id)
+            key = issue_api_key(session, partner_id, scopes)
         return Partner(partner_id, key)
 
     def add_operator(self, operator_id: str, *roles: Role) -> OperatorAccount:

@@ -25,6 +25,7 @@ from svc_processor.settings import ProcessorSettings
 from tests.support.gateway import Partner, RunningGateway
 from tests.support.services import ThreadedServer
 from withdrawal_shared.chain.contracts import balance_of
+from withdrawal_shared.scopes import DEFAULT_SCOPES, Scope
 
 T = TypeVar("T")
 
@@ -108,6 +109,7 @@ def running_pipeline(
     replacement_bump_pct: int = ProcessorSettings.replacement_bump_pct,
     extra_rpc_urls: Sequence[str] = (),
     approval_expiry_seconds: float = ProcessorSettings.approval_expiry_seconds,
+    emergency_wallets: int = 0,
 ) -> Iterator[Pipeline]:
     """Start anvil, bootstrap the chain and database for the signer at `signer_target` (every
     hot wallet it lists), and run the gateway, processor and monitor against them. With
@@ -117,15 +119,20 @@ def running_pipeline(
     payout without a receipt is replaced at its nonce, and with how much higher fees.
     `extra_rpc_urls` come FIRST in the processor's and the monitor's CHAIN_RPC_URL, before
     anvil's (e.g. a dead provider the pool has to fail over from). `approval_expiry_seconds`
-    is the processor's PROCESSOR_APPROVAL_EXPIRY_SECONDS."""
+    is the processor's PROCESSOR_APPROVAL_EXPIRY_SECONDS. The last `emergency_wallets` of the
+    signer's wallets get the EMERGENCY role (`boot.emergency_wallets`)."""
     with AnvilProcess(block_time=0.5) as anvil:
         w3 = anvil.web3()
+        wallets = signer_wallets(signer_target)
         boot = bootstrap(
             w3,
             anvil.accounts[0],
             database_url,
-            signer_wallets(signer_target),
+            wallets,
             payout_vault=payout_vault,
+            emergency_wallets=wallets[len(wallets) - emergency_wallets :]
+            if emergency_wallets
+            else (),
         )
         common = {"database_url": database_url, "redis_url": redis_url}
         chain_rpc_url = ",".join([*extra_rpc_urls, anvil.rpc_url])
@@ -171,7 +178,7 @@ def running_pipeline(
             )
         )
         try:
-            partner = gateway.add_partner("e2e-partner")
+            partner = gateway.add_partner("e2e-partner", DEFAULT_SCOPES | {Scope.EMERGENCY})
             yield Pipeline(
                 anvil,
                 w3,

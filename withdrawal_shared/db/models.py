@@ -193,6 +193,8 @@ class HotWallet(Base):
     chain: Mapped[str] = mapped_column(ForeignKey("chains.name"))
     next_nonce: Mapped[int] = mapped_column(BigInteger)
     enabled: Mapped[bool] = mapped_column(Boolean)
+    # STANDARD, or EMERGENCY: pays only EMERGENCY withdrawals (`WalletRole`)
+    role: Mapped[str] = mapped_column(String(16), server_default="STANDARD", default="STANDARD")
 
 
 class PayoutTransaction(Base):
@@ -238,6 +240,9 @@ class PayoutTransaction(Base):
     broadcast_block: Mapped[int | None] = mapped_column(BigInteger)
     # The row at the same (wallet, nonce) this one replaced (with higher fees).
     replaces_id: Mapped[str | None] = mapped_column(String(26))
+    # The most urgent priority among the withdrawals it pays (EMERGENCY: replaced after one
+    # block without a receipt, watched by the monitor every block).
+    priority: Mapped[str] = mapped_column(String(16), server_default="STANDARD", default="STANDARD")
 
 
 class PayoutVault(Base):
