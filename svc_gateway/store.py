@@ -157,7 +157,7 @@ def _received_columns(new: NewWithdrawal, plan: _Plan) -> dict[str, Any]:
     }
 
 
-def _new_row(
+def new_row(
     index: int, partner_id: str, new: NewWithdrawal, plan: _Plan, now: dt.datetime
 ) -> _NewRow:
     withdrawal_id = new_ulid()
@@ -355,6 +355,12 @@ class WithdrawalStore:
             plans.append(_Plan(priority, limits, bucket if counted else None))
         return plans
 
+    def plan_items(
+        self, items: Sequence[tuple[str, NewWithdrawal]], now: dt.datetime
+    ) -> list[_Plan]:
+        """Each request's priority and limits, as a create would plan it (a batch's rows)."""
+        return self._plans(items, now)
+
     def create(self, partner_id: str, new: NewWithdrawal) -> tuple[Withdrawal, Moved | None]:
         """Insert the withdrawal (RECEIVED, audited); on a repeated request_id return the
         original and None. Raises ALREADY_EXISTS when the repeat's body differs, and
@@ -364,7 +370,7 @@ class WithdrawalStore:
         if plan.limited:  # the group commit's path, for one row
             outcomes: dict[int, Created | Exception] = {}
             self._insert_settling(
-                [_new_row(0, partner_id, new, plan, now)], [(partner_id, new)], outcomes
+                [new_row(0, partner_id, new, plan, now)], [(partner_id, new)], outcomes
             )
             outcome = outcomes[0]
             if isinstance(outcome, Exception):
@@ -440,7 +446,7 @@ class WithdrawalStore:
             else:
                 if new.client_reference:
                     references.add((partner_id, new.client_reference))
-                rows.append(_new_row(index, partner_id, new, plans[index], now))
+                rows.append(new_row(index, partner_id, new, plans[index], now))
         outcomes: dict[int, Created | Exception] = {}
         stored = self._insert_settling(rows, items, outcomes)
         for index in alone:

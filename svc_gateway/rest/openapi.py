@@ -508,7 +508,7 @@ def _operation(
         ok = {"description": "OK", "content": {"application/json": media}}
     operation["responses"] = {
         "200": ok,
-        **_error_responses(errors),
+        **error_responses(errors),
         "default": {"$ref": "#/components/responses/Error"},
     }
     return path, operation
@@ -561,7 +561,7 @@ def _idempotency_header(request_id: FieldDescriptor, rb: RuleBinding, schemas: _
     }
 
 
-def _error_responses(errors: Sequence[ErrorReason]) -> dict[str, Schema]:
+def error_responses(errors: Sequence[ErrorReason]) -> dict[str, Schema]:
     """One response per HTTP status, listing its reasons, with an example body each."""
     by_status: dict[int, list[ErrorReason]] = {}
     for reason in errors:
