@@ -387,7 +387,7 @@ def _summary(doc: str) -> str:
 def _singular(word: str) -> str:
     if word.endswith("ies") and len(word) > 3:
         return word[:-3] + "y"
-    if word.endswith("sses"):
+    if word.endswith(("sses", "ches", "shes", "xes")):
         return word[:-2]
     if word.endswith("s") and not word.endswith("ss") and len(word) > 1:
         return word[:-1]
