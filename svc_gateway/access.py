@@ -35,16 +35,22 @@ METHOD_ACCESS: dict[str, Access] = {
     "GetWithdrawal": Access(Scope.WITHDRAWALS_READ),
     "ListWithdrawals": Access(Scope.WITHDRAWALS_READ),
     "WatchWithdrawal": Access(Scope.WITHDRAWALS_READ),
+    "CreateBatch": Access(Scope.BATCHES_CREATE),
+    "CancelBatch": Access(Scope.BATCHES_CREATE),
+    "GetBatch": Access(Scope.WITHDRAWALS_READ),
+    "ListBatches": Access(Scope.WITHDRAWALS_READ),
+    "GetBatchReport": Access(Scope.WITHDRAWALS_READ),
+    "WatchBatch": Access(Scope.WITHDRAWALS_READ),
 }
-"""By method name (the WithdrawalService's)."""
+"""By method name (the WithdrawalService's and the BatchService's; no name is in both)."""
 
 PRIORITY_SCOPES: dict[Priority, Scope] = {Priority.EMERGENCY: Scope.EMERGENCY}
 """The scope a requested priority needs besides the method's own."""
 
 
-def check_table(service: ServiceDescriptor) -> None:
-    """TypeError when an RPC of `service` has no entry (or an entry names no RPC)."""
-    methods = {m.name for m in service.methods}
+def check_table(*services: ServiceDescriptor) -> None:
+    """TypeError when an RPC of the public services has no entry (or an entry names none)."""
+    methods = {m.name for service in services for m in service.methods}
     if methods != set(METHOD_ACCESS):
         missing = sorted(methods - set(METHOD_ACCESS))
         unknown = sorted(set(METHOD_ACCESS) - methods)

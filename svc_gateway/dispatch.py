@@ -15,7 +15,7 @@ from typing import Any
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
-from svc_gateway.access import METHOD_ACCESS, check_table, scope_missing
+from svc_gateway.access import METHOD_ACCESS, scope_missing
 from svc_gateway.auth import Authenticator, Caller
 from svc_gateway.rate_limit import RateLimit
 from withdrawal_shared.logs import trace_id_from_traceparent, trace_id_var
@@ -50,7 +50,9 @@ class Dispatcher:
         self.service = service
         self.auth = auth
         self._charge = charge
-        check_table(service)
+        missing = sorted(m.name for m in service.methods if m.name not in METHOD_ACCESS)
+        if missing:
+            raise TypeError(f"METHOD_ACCESS is missing {missing}")
         self._unary: dict[str, UnaryHandler] = {}
         self._stream: dict[str, StreamHandler] = {}
         for method in service.methods:
@@ -78,6 +80,11 @@ class Dispatcher:
         caller = await self._admit(name, metadata)
         async for message in self._stream[name](caller, request):
             yield message
+
+    async def admit(self, name: str, metadata: Mapping[str, str]) -> Caller:
+        """`_admit` for an adapter that calls the core itself (the REST upload)."""
+        bind_trace_id(metadata)
+        return await self._admit(name, metadata)
 
     async def _admit(self, name: str, metadata: Mapping[str, str]) -> Caller:
         """The authenticated caller, once its scope is checked and (unless the core charges

@@ -22,6 +22,7 @@ from withdrawal_shared.grpc_errors import abort, to_api_error
 
 SERVICE = "assetwithdrawal.withdrawal.v1.WithdrawalService"
 ADMIN_SERVICE = "assetwithdrawal.admin.v1.AdminService"
+BATCH_SERVICE = "assetwithdrawal.withdrawal.v1.BatchService"
 
 UNKNOWN_CHAIN = ErrorReason(
     "UNKNOWN_CHAIN",
@@ -97,6 +98,50 @@ LIMIT_EXCEEDED = ErrorReason(
     "10000 USDC per 24 hours; nothing was stored. Retry once earlier withdrawals leave the "
     "24-hour window, or move the user to another tier.",
 )
+CLIENT_REFERENCE_REUSED = ErrorReason(
+    "CLIENT_REFERENCE_REUSED",
+    Code.ALREADY_EXISTS,
+    "`clientReference` is already the reference of another of your withdrawals (a "
+    "different request); `metadata.withdrawal` names it. In a batch: a row's reference "
+    "repeats an earlier row's, or an earlier withdrawal's.",
+    example="The client reference 'inv-7781' is already used by withdrawal "
+    "01j9zq8m5k3v7t2r4w6y8a0c1e; use another reference for a new withdrawal.",
+)
+DUPLICATE_FILE = ErrorReason(
+    "DUPLICATE_FILE",
+    Code.ALREADY_EXISTS,
+    "A batch with the same file content was already accepted under another idempotency key "
+    "(`metadata.batch` names it); send `allow_duplicate_content` (REST: "
+    "`allowDuplicateContent=true`) to upload it again on purpose.",
+    example="This file's content was already uploaded as batches/01j9zq8m5k3v7t2r4w6y8a0c1e; "
+    "send allow_duplicate_content to upload it again on purpose.",
+)
+BATCH_FILE_INVALID = ErrorReason(
+    "BATCH_FILE_INVALID",
+    Code.INVALID_ARGUMENT,
+    "The batch file cannot be read as a whole: not UTF-8, malformed CSV, a missing or unknown "
+    "header column, or no rows. Nothing was stored; the violation says what to fix.",
+    example_violation=("file", "the header lacks the required column 'amount'"),
+)
+BATCH_TOO_LARGE = ErrorReason(
+    "BATCH_TOO_LARGE",
+    Code.INVALID_ARGUMENT,
+    "The batch file is larger than GATEWAY_BATCH_MAX_BYTES or has more rows than "
+    "GATEWAY_BATCH_MAX_ROWS (`metadata.limit_bytes` or `metadata.limit_rows`). Nothing was "
+    "stored; split the file.",
+    example="The batch file has more than 100000 rows; split it into smaller files.",
+)
+BATCH_ROWS_INVALID = ErrorReason(
+    "BATCH_ROWS_INVALID",
+    Code.FAILED_PRECONDITION,
+    "Policy REJECT_ALL: rows of the file are invalid, so none was stored. The BadRequest "
+    "lists the first problems (`lines[N].column`); `metadata.batch` names the REJECTED batch "
+    "whose report lists every one, `metadata.problem_count` counts them.",
+    example="12 rows of the file have problems, so no withdrawal was stored (policy "
+    "REJECT_ALL); fix them and upload again, or use ACCEPT_VALID. The report of "
+    "batches/01j9zq8m5k3v7t2r4w6y8a0c1e lists every problem.",
+    example_violation=("lines[7].amount", "has more than 6 decimal places"),
+)
 CONCURRENT_MODIFICATION = ErrorReason(
     "CONCURRENT_MODIFICATION",
     Code.ABORTED,
@@ -168,9 +213,23 @@ METHOD_ERRORS: dict[str, tuple[ErrorReason, ...]] = {
         SCOPE_MISSING,
         RATE_LIMITED,
         IDEMPOTENCY_KEY_REUSED,
+        CLIENT_REFERENCE_REUSED,
         LIMIT_EXCEEDED,
         INTERNAL,
     ),
+    f"{BATCH_SERVICE}.CreateBatch": (
+        *_COMMON,
+        BATCH_FILE_INVALID,
+        BATCH_TOO_LARGE,
+        BATCH_ROWS_INVALID,
+        IDEMPOTENCY_KEY_REUSED,
+        DUPLICATE_FILE,
+    ),
+    f"{BATCH_SERVICE}.GetBatch": (*_COMMON, NOT_FOUND),
+    f"{BATCH_SERVICE}.ListBatches": _COMMON,
+    f"{BATCH_SERVICE}.CancelBatch": (*_COMMON, BODY_TOO_LARGE, NOT_FOUND),
+    f"{BATCH_SERVICE}.GetBatchReport": (*_COMMON, NOT_FOUND),
+    f"{BATCH_SERVICE}.WatchBatch": (*_COMMON, NOT_FOUND),
     f"{SERVICE}.GetWithdrawal": (*_COMMON, NOT_FOUND),
     f"{SERVICE}.ListWithdrawals": _COMMON,
     f"{SERVICE}.CancelWithdrawal": (
@@ -237,10 +296,16 @@ METHOD_ERRORS: dict[str, tuple[ErrorReason, ...]] = {
 __all__ = [
     "ADMIN_SERVICE",
     "AMOUNT_ABOVE_MAXIMUM",
+    "BATCH_FILE_INVALID",
+    "BATCH_ROWS_INVALID",
+    "BATCH_SERVICE",
+    "BATCH_TOO_LARGE",
     "BODY_TOO_LARGE",
     "CHANGE_NOT_APPLICABLE",
     "CHANGE_NOT_PENDING",
+    "CLIENT_REFERENCE_REUSED",
     "CONCURRENT_MODIFICATION",
+    "DUPLICATE_FILE",
     "IDEMPOTENCY_KEY_REUSED",
     "LIMIT_EXCEEDED",
     "METHOD_ERRORS",

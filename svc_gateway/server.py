@@ -19,7 +19,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from assetwithdrawal.admin.v1 import admin_pb2_grpc
-from assetwithdrawal.withdrawal.v1 import withdrawal_pb2, withdrawal_pb2_grpc
+from assetwithdrawal.withdrawal.v1 import (
+    batch_pb2,
+    batch_pb2_grpc,
+    withdrawal_pb2,
+    withdrawal_pb2_grpc,
+)
+from svc_gateway.access import check_table
 from svc_gateway.admin.auth import OperatorAuthenticator
 from svc_gateway.admin.core import AdminCore
 from svc_gateway.admin.dispatch import AdminDispatcher
@@ -27,6 +33,8 @@ from svc_gateway.admin.kinds import change_kinds
 from svc_gateway.admin.servicer import SERVICE as ADMIN_SERVICE
 from svc_gateway.admin.servicer import AdminServicer
 from svc_gateway.auth import Authenticator
+from svc_gateway.batches.core import BatchCore
+from svc_gateway.batches.servicer import BatchServicer
 from svc_gateway.batching import GroupCommit
 from svc_gateway.core import WithdrawalCore
 from svc_gateway.dispatch import Dispatcher
@@ -34,7 +42,8 @@ from svc_gateway.events import EventHub
 from svc_gateway.malformed import GuardedRegistrar
 from svc_gateway.rate_limit import RateLimit, RateLimiter, limit_for
 from svc_gateway.rest.openapi import build_openapi, default_descriptor_set
-from svc_gateway.rest.transcoder import RestBinding, build_rest_app
+from svc_gateway.rest.transcoder import RestBinding, RestTranscoder, build_rest_app
+from svc_gateway.rest.upload import BatchRoutes, document_batch_routes
 from svc_gateway.revocations import RevocationListener
 from svc_gateway.servicer import WithdrawalServicer
 from svc_gateway.settings import GatewaySettings
@@ -54,8 +63,10 @@ LIMIT_USAGE_PRUNE_SECONDS = 600.0
 window (each process does; the deletes are idempotent)."""
 
 SERVICE = withdrawal_pb2.DESCRIPTOR.services_by_name["WithdrawalService"]
+BATCH_SERVICE = batch_pb2.DESCRIPTOR.services_by_name["BatchService"]
 SERVICE_NAMES = (
     SERVICE.full_name,
+    BATCH_SERVICE.full_name,
     ADMIN_SERVICE.full_name,
     health.SERVICE_NAME,
     reflection.SERVICE_NAME,
@@ -133,7 +144,18 @@ class GatewayServer:
             limiter=self._limiter,
         )
         self._core = core
+        check_table(SERVICE, BATCH_SERVICE)
         dispatcher = Dispatcher(SERVICE, core, self.auth, self._reads.submit)
+        batch_core = BatchCore(
+            self.store,
+            self._redis,
+            self._names,
+            self._executor,
+            max_rows=self.settings.batch_max_rows,
+            max_bytes=self.settings.batch_max_bytes,
+            watch_poll_seconds=self.settings.watch_poll_seconds,
+        )
+        batches = Dispatcher(BATCH_SERVICE, batch_core, self.auth, self._reads.submit)
         admin = AdminDispatcher(
             ADMIN_SERVICE,
             AdminCore(
@@ -155,6 +177,7 @@ class GatewayServer:
         withdrawal_pb2_grpc.add_WithdrawalServiceServicer_to_server(
             WithdrawalServicer(dispatcher), registrar
         )
+        batch_pb2_grpc.add_BatchServiceServicer_to_server(BatchServicer(batches), registrar)
         # Its methods are set from the descriptor (servicer.py), which mypy cannot see.
         servicer = AdminServicer(admin)  # type: ignore[abstract]
         admin_pb2_grpc.add_AdminServiceServicer_to_server(servicer, registrar)
@@ -168,11 +191,17 @@ class GatewayServer:
         self._grpc = server
 
         openapi = build_openapi(
-            [SERVICE, ADMIN_SERVICE],
+            [SERVICE, BATCH_SERVICE, ADMIN_SERVICE],
             title="Asset Withdrawal System API",
             version="v1",
             source_descriptor_set=default_descriptor_set(),
         )
+        document_batch_routes(openapi)
+        routes = BatchRoutes(batches, batch_core)
+
+        def extra_routes(app: web.Application, transcoder: RestTranscoder) -> None:
+            routes.add_to(app, transcoder)
+
         app = build_rest_app(
             [
                 RestBinding(
@@ -181,9 +210,16 @@ class GatewayServer:
                     dispatcher.stream,
                     authenticate=dispatcher.auth.authenticate,
                 ),
+                RestBinding(
+                    BATCH_SERVICE,
+                    batches.unary,
+                    batches.stream,
+                    authenticate=batches.auth.authenticate,
+                ),
                 RestBinding(ADMIN_SERVICE, admin.unary, authenticate=admin.auth.authenticate),
             ],
             openapi=openapi,
+            extra_routes=extra_routes,
             max_body_bytes=self.settings.max_body_bytes,
         )
         # In-flight REST requests (a watch stream among them) get the same grace as gRPC's
@@ -204,7 +240,7 @@ class GatewayServer:
         )
         await site.start()
         self.http_port = self._runner.addresses[0][1]
-        for name in (SERVICE.full_name, ADMIN_SERVICE.full_name, ""):
+        for name in (SERVICE.full_name, BATCH_SERVICE.full_name, ADMIN_SERVICE.full_name, ""):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "gateway serving",

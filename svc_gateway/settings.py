@@ -25,6 +25,10 @@ class GatewaySettings(StoreSettings):
     """GATEWAY_HTTP_PORT: REST/JSON and /openapi.json; 0 picks a free port."""
     max_body_bytes: int = 64 * 1024
     """GATEWAY_MAX_BODY_BYTES: larger REST bodies are refused with 413 (`BODY_TOO_LARGE`)."""
+    batch_max_rows: int = 100_000
+    """GATEWAY_BATCH_MAX_ROWS: most data rows in one CSV batch (`BATCH_TOO_LARGE` above)."""
+    batch_max_bytes: int = 32 * 1024 * 1024
+    """GATEWAY_BATCH_MAX_BYTES: largest CSV batch file (`BATCH_TOO_LARGE` above)."""
     db_threads: int = 16
     """GATEWAY_DB_THREADS: threads (and pooled connections) for database work."""
     create_batch_max: int = 64
@@ -101,6 +105,8 @@ class GatewaySettings(StoreSettings):
             workers=workers,
             worker_index=env_int("GATEWAY_WORKER_INDEX", d.worker_index, minimum=0),
             max_body_bytes=env_int("GATEWAY_MAX_BODY_BYTES", d.max_body_bytes, minimum=1024),
+            batch_max_rows=env_int("GATEWAY_BATCH_MAX_ROWS", d.batch_max_rows, minimum=1),
+            batch_max_bytes=env_int("GATEWAY_BATCH_MAX_BYTES", d.batch_max_bytes, minimum=1024),
             db_threads=env_int("GATEWAY_DB_THREADS", d.db_threads, minimum=1),
             create_batch_max=env_int("GATEWAY_CREATE_BATCH_MAX", d.create_batch_max, minimum=1),
             create_batch_in_flight=env_int(

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from svc_gateway.errors import (
+    CLIENT_REFERENCE_REUSED,
     CONCURRENT_MODIFICATION,
     IDEMPOTENCY_KEY_REUSED,
     WITHDRAWAL_NOT_CANCELLABLE,
@@ -174,7 +175,7 @@ def _received_columns(new: NewWithdrawal, plan: _Plan) -> dict[str, Any]:
     }
 
 
-def _new_row(
+def new_row(
     index: int, partner_id: str, new: NewWithdrawal, plan: _Plan, now: dt.datetime
 ) -> _NewRow:
     withdrawal_id = new_ulid()
@@ -205,6 +206,15 @@ def _key_reused(request_id: str, existing_id: str) -> ApiError:
     return IDEMPOTENCY_KEY_REUSED.error(
         f"The idempotency key {request_id!r} was already used for a different withdrawal "
         f"({existing_id}); use a new key for a new withdrawal.",
+        metadata={"withdrawal": "withdrawals/" + existing_id},
+    )
+
+
+def reference_reused(client_reference: str, existing_id: str) -> ApiError:
+    """ALREADY_EXISTS for a new request naming a client reference another withdrawal has."""
+    return CLIENT_REFERENCE_REUSED.error(
+        f"The client reference {client_reference!r} is already used by withdrawal "
+        f"{existing_id}; use another reference for a new withdrawal.",
         metadata={"withdrawal": "withdrawals/" + existing_id},
     )
 
@@ -369,6 +379,12 @@ class WithdrawalStore:
             plans.append(_Plan(priority, limits, bucket if counted else None))
         return plans
 
+    def plan_items(
+        self, items: Sequence[tuple[str, NewWithdrawal]], now: dt.datetime
+    ) -> list[_Plan]:
+        """Each request's priority and limits, as a create would plan it (a batch's rows)."""
+        return self._plans(items, now)
+
     def create(self, partner_id: str, new: NewWithdrawal) -> tuple[Withdrawal, Moved | None]:
         """Insert the withdrawal (RECEIVED, audited); on a repeated request_id return the
         original and None. Raises ALREADY_EXISTS when the repeat's body differs, and
@@ -378,7 +394,7 @@ class WithdrawalStore:
         if plan.limited:  # the group commit's path, for one row
             outcomes: dict[int, Created | Exception] = {}
             self._insert_settling(
-                [_new_row(0, partner_id, new, plan, now)], [(partner_id, new)], outcomes
+                [new_row(0, partner_id, new, plan, now)], [(partner_id, new)], outcomes
             )
             outcome = outcomes[0]
             if isinstance(outcome, Exception):
@@ -408,7 +424,11 @@ class WithdrawalStore:
                     Withdrawal.request_id == new.request_id,
                 )
             )
-        if existing is None:  # the conflict was not the idempotency key: a real fault
+        if existing is None:  # the conflict was not the idempotency key: the reference?
+            holder = self.existing_references([(partner_id, new.client_reference)])
+            found = holder.get((partner_id, new.client_reference))
+            if found is not None:
+                raise reference_reused(new.client_reference, found)
             raise RuntimeError("insert failed on a constraint other than the idempotency key")
         if existing.request_fingerprint != new.fingerprint:
             raise _key_reused(new.request_id, existing.id)
@@ -438,15 +458,23 @@ class WithdrawalStore:
         plans = self._plans(items, now)
         first: dict[tuple[str, str], int] = {}  # key -> index of its first item
         repeats: list[tuple[int, int]] = []  # (index, index of the first item with its key)
+        references: set[tuple[str, str]] = set()  # (partner, client reference) in this batch
+        alone: list[int] = []  # another request with a reference already in the batch
         rows: list[_NewRow] = []
         for index, (partner_id, new) in enumerate(items):
             earlier = first.setdefault((partner_id, new.request_id), index)
             if earlier != index:
                 repeats.append((index, earlier))
+            elif new.client_reference and (partner_id, new.client_reference) in references:
+                alone.append(index)  # after the batch, on its own: it settles who has it
             else:
-                rows.append(_new_row(index, partner_id, new, plans[index], now))
+                if new.client_reference:
+                    references.add((partner_id, new.client_reference))
+                rows.append(new_row(index, partner_id, new, plans[index], now))
         outcomes: dict[int, Created | Exception] = {}
         stored = self._insert_settling(rows, items, outcomes)
+        for index in alone:
+            outcomes[index] = self._create_alone(*items[index])
         for index, earlier in repeats:
             original = stored.get(earlier)
             outcomes[index] = (
@@ -476,7 +504,7 @@ class WithdrawalStore:
                 if not _collided(exc, self.engine.dialect.loaded_dbapi):
                     raise
                 self._settle_existing(pending, items, stored, outcomes)
-                pending = [r for r in pending if r.index not in stored]
+                pending = [r for r in pending if r.index not in outcomes]
                 continue
             for r in pending:
                 if r.index not in refused:
@@ -487,7 +515,7 @@ class WithdrawalStore:
         if refused:  # a repeat of a stored request is answered as such, not refused
             self._settle_existing(pending, items, stored, outcomes)
             for r in pending:
-                if r.index not in stored:
+                if r.index not in outcomes:
                     _, new = items[r.index]
                     refusal = refused[r.index]
                     LIMIT_REFUSALS.add(1, {"limit": refusal.limit})
@@ -508,13 +536,46 @@ class WithdrawalStore:
         stored: dict[int, StoredWithdrawal],
         outcomes: dict[int, Created | Exception],
     ) -> None:
-        """Settle as repeats the rows whose key is stored already."""
+        """Settle as repeats the rows whose key is stored already, and as
+        CLIENT_REFERENCE_REUSED the others whose client reference another withdrawal has."""
         existing = self._existing([(r.row.partner_id, r.row.request_id) for r in rows])
         for r in rows:
             found = existing.get((r.row.partner_id, r.row.request_id))
             if found is not None:
                 stored[r.index] = found
                 outcomes[r.index] = _repeat(found, items[r.index][1])
+        rest = [r for r in rows if r.index not in outcomes and r.row.client_reference]
+        if rest:
+            holders = self.existing_references(
+                [(r.row.partner_id, r.row.client_reference) for r in rest]
+            )
+            for r in rest:
+                holder = holders.get((r.row.partner_id, r.row.client_reference))
+                if holder is not None:
+                    outcomes[r.index] = reference_reused(r.row.client_reference, holder)
+
+    def existing_references(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """(partner_id, client_reference) -> the id of the withdrawal holding it, for the
+        non-empty references among `keys` that are stored."""
+        by_partner: dict[str, set[str]] = {}
+        for partner_id, reference in keys:
+            if reference:
+                by_partner.setdefault(partner_id, set()).add(reference)
+        if not by_partner:
+            return {}
+        condition = or_(
+            *(
+                and_(
+                    Withdrawal.partner_id == partner_id,
+                    Withdrawal.client_reference_key.in_(sorted(refs)),
+                )
+                for partner_id, refs in by_partner.items()
+            )
+        )
+        query = select(Withdrawal.partner_id, Withdrawal.client_reference, Withdrawal.id)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.where(condition)).all()
+        return {(p, r): i for p, r, i in rows}
 
     def _create_alone(self, partner_id: str, new: NewWithdrawal) -> Created | Exception:
         try:

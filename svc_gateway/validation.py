@@ -147,7 +147,27 @@ def validate_create(
     if not request.HasField("withdrawal"):
         checks.bad("withdrawal", "is required")
         raise invalid_argument(checks.violations, checks.reason())
-    w = request.withdrawal
+    new = _check_fields(request.request_id, request.withdrawal, reference, checks)
+    if checks.violations or new is None:
+        raise invalid_argument(checks.violations, checks.reason())
+    return new
+
+
+def check_withdrawal(
+    request_id: str, w: withdrawal_pb2.Withdrawal, reference: ReferenceData
+) -> tuple[NewWithdrawal | None, list[tuple[FieldViolation, ErrorReason]]]:
+    """The same checks as `validate_create` for one withdrawal whose request_id the caller
+    made itself (a batch row): the withdrawal, or None and every problem with its reason
+    (fields named `withdrawal.<field>`)."""
+    checks = _Checks()
+    new = _check_fields(request_id, w, reference, checks)
+    problems = list(zip(checks.violations, checks.reasons, strict=True))
+    return (None if problems else new), problems
+
+
+def _check_fields(
+    request_id: str, w: withdrawal_pb2.Withdrawal, reference: ReferenceData, checks: _Checks
+) -> NewWithdrawal | None:
     chain = w.chain or DEFAULT_CHAIN
     token = _check_token(w, chain, reference, checks)
     recipient = _check_recipient(w.recipient_address, reference, checks)
@@ -163,12 +183,12 @@ def validate_create(
     if priority is None:
         checks.bad("withdrawal.priority", "is not a known priority")
     if checks.violations or token is None or priority is None:
-        raise invalid_argument(checks.violations, checks.reason())
+        return None
     requested: Priority | None = priority
     if w.priority == withdrawal_pb2.PRIORITY_UNSPECIFIED and w.user_ref:
         requested = None  # the user's tier decides
     return NewWithdrawal(
-        request_id=request.request_id,
+        request_id=request_id,
         fingerprint=fingerprint(
             chain, token.symbol, recipient, amount, requested, w.client_reference, w.user_ref
         ),

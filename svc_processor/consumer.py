@@ -36,6 +36,11 @@ sweeper stay exactly per task. With `read_linger_seconds`, a read that found few
 of tasks is validated a few at a time rather than one transaction per task (at the cost of
 that much latency).
 
+A batch chunk's task (`WithdrawalTask.batch_chunk`: a range of a CSV batch's lines, written
+by the gateway instead of one task per row) goes through `handle_chunk`, which processes the
+range's withdrawals still RECEIVED; it is acknowledged, redelivered and dead-lettered like any
+task (a dead-lettered chunk holds no withdrawal: its rows stay RECEIVED for the sweeper).
+
 Counters for operators: `dead_lettered`, `redelivered`, `handed_to_sweeper` (and an ERROR log
 line per dead letter). Prometheus metrics are built on these later.
 """
@@ -85,6 +90,8 @@ class DeadLetter:
 
 Handler = Callable[[str], Awaitable[None]]
 BatchHandler = Callable[[list[str]], Awaitable[None]]
+ChunkHandler = Callable[[str, int, int], Awaitable[None]]
+"""Processes the RECEIVED withdrawals of a batch's lines first..last (inclusive)."""
 DeadLetterHandler = Callable[[DeadLetter], Awaitable[None]]
 Messages = list[tuple[bytes, dict[bytes, bytes] | None]]
 StreamBatch = list[tuple[bytes, Messages]] | None
@@ -118,6 +125,7 @@ class TaskConsumer:
         on_dead_letter: DeadLetterHandler | None = None,
         handle_batch: BatchHandler | None = None,
         read_linger_seconds: float = 0.0,
+        handle_chunk: ChunkHandler | None = None,
     ) -> None:
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
@@ -132,6 +140,7 @@ class TaskConsumer:
         self._max_deliveries = max_deliveries
         self._on_dead_letter = on_dead_letter
         self._handle_batch = handle_batch
+        self._handle_chunk = handle_chunk
         self._linger = max(0.0, read_linger_seconds)
         self.dead_lettered = 0
         """Tasks moved to the dead-letter stream by this consumer."""
@@ -254,7 +263,7 @@ class TaskConsumer:
                 counts[message_id] = int(entry["times_delivered"])
         return counts
 
-    async def _deliver(
+    async def _deliver(  # noqa: PLR0912
         self, stream: bytes | str, messages: list[tuple[bytes, dict[bytes, bytes] | None, int]]
     ) -> None:
         messages = await self._deliver_batch(stream, messages)
@@ -285,7 +294,10 @@ class TaskConsumer:
                 )
                 continue
             try:
-                await self._handle(task.withdrawal_id)
+                if task.HasField("batch_chunk"):
+                    await self._chunk(task.batch_chunk)
+                else:
+                    await self._handle(task.withdrawal_id)
             except TransientError as exc:
                 if deliveries >= self._max_deliveries:
                     log.warning(
@@ -325,6 +337,11 @@ class TaskConsumer:
                     )
                 continue
             await self._ack_processed(stream, message_id)
+
+    async def _chunk(self, chunk: events_pb2.BatchChunk) -> None:
+        if self._handle_chunk is None:
+            raise RuntimeError("a batch chunk task reached a consumer without handle_chunk")
+        await self._handle_chunk(chunk.batch_id, chunk.first_line, chunk.last_line)
 
     async def _deliver_batch(
         self, stream: bytes | str, messages: list[tuple[bytes, dict[bytes, bytes] | None, int]]

@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
+from svc_processor.batch_chunks import received_in_chunk
 from svc_processor.consumer import DeadLetter, TaskConsumer
 from svc_processor.errors import TransientError
 from svc_processor.payouts import ACTOR
@@ -168,6 +169,7 @@ class ProcessorServer:
             on_dead_letter=self.dead_lettered,
             handle_batch=self.handle_batch,
             read_linger_seconds=self.settings.read_linger_seconds,
+            handle_chunk=self.handle_chunk,
         )
         self.consumer = consumer
         self._tasks = [
@@ -195,6 +197,22 @@ class ProcessorServer:
     async def handle_batch(self, withdrawal_ids: list[str]) -> None:
         """Process a batch of tasks together (one validating transaction for all)."""
         await self._run(self.pipeline.process_many, withdrawal_ids)
+
+    async def handle_chunk(self, batch_id: str, first_line: int, last_line: int) -> None:
+        """A batch chunk's task: its withdrawals still RECEIVED, `handle_batch`'s way, a
+        `SWEEP_BATCH` at a time (rows already past RECEIVED are left alone: redelivery is
+        harmless)."""
+        loop = asyncio.get_running_loop()
+        ids = await loop.run_in_executor(
+            self._executor,
+            received_in_chunk,
+            self.pipeline.sessions,
+            batch_id,
+            first_line,
+            last_line,
+        )
+        for start in range(0, len(ids), SWEEP_BATCH):
+            await self.handle_batch(ids[start : start + SWEEP_BATCH])
 
     async def dead_lettered(self, letter: DeadLetter) -> None:
         """The consumer gave up on a task: hold its withdrawal for an operator (on the

@@ -67,7 +67,7 @@ FIELD_FORMATS: dict[str, FieldFormat] = {
     "assetwithdrawal.withdrawal.v1.CreateWithdrawalRequest.request_id": IDEMPOTENCY_KEY,
 }
 
-SEGMENT_FORMATS: dict[str, FieldFormat] = {"withdrawals": WITHDRAWAL_ID}
+SEGMENT_FORMATS: dict[str, FieldFormat] = {"withdrawals": WITHDRAWAL_ID, "batches": WITHDRAWAL_ID}
 """The id segment of a resource name, by the collection before it (`withdrawals/{id}`): the
 OpenAPI path parameter's `pattern`. Any other id is refused as INVALID_ARGUMENT."""
 
@@ -75,6 +75,8 @@ NON_NEGATIVE_FIELDS: frozenset[str] = frozenset(
     {
         f"{_V1}.ListWithdrawalsRequest.page_size",
         f"{_V1}.WatchWithdrawalRequest.resume_after_version",
+        f"{_V1}.ListBatchesRequest.page_size",
+        f"{_V1}.GetBatchReportRequest.page_size",
     }
 )
 """Integer fields whose negative values are refused (OpenAPI: `minimum: 0`, or a digits-only

@@ -387,7 +387,7 @@ def _summary(doc: str) -> str:
 def _singular(word: str) -> str:
     if word.endswith("ies") and len(word) > 3:
         return word[:-3] + "y"
-    if word.endswith("sses"):
+    if word.endswith(("sses", "ches", "shes", "xes")):
         return word[:-2]
     if word.endswith("s") and not word.endswith("ss") and len(word) > 1:
         return word[:-1]
@@ -508,7 +508,7 @@ def _operation(
         ok = {"description": "OK", "content": {"application/json": media}}
     operation["responses"] = {
         "200": ok,
-        **_error_responses(errors),
+        **error_responses(errors),
         "default": {"$ref": "#/components/responses/Error"},
     }
     return path, operation
@@ -561,7 +561,7 @@ def _idempotency_header(request_id: FieldDescriptor, rb: RuleBinding, schemas: _
     }
 
 
-def _error_responses(errors: Sequence[ErrorReason]) -> dict[str, Schema]:
+def error_responses(errors: Sequence[ErrorReason]) -> dict[str, Schema]:
     """One response per HTTP status, listing its reasons, with an example body each."""
     by_status: dict[int, list[ErrorReason]] = {}
     for reason in errors:

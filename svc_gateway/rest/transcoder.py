@@ -730,15 +730,19 @@ def build_rest_app(
     *,
     max_body_bytes: int = 65536,
     openapi: Mapping[str, Any] | None = None,
+    extra_routes: Callable[[web.Application, RestTranscoder], None] | None = None,
 ) -> web.Application:
     """An aiohttp application serving every HTTP rule of `bindings`, plus
     `GET /openapi.json` (`openapi`, or one generated from the bindings) and `GET /healthz`.
+    `extra_routes` adds routes of its own, tried before the transcoded ones.
 
     Raises ValueError at build time for rules that do not fit their request messages.
     """
     transcoder = RestTranscoder(bindings, max_body_bytes=max_body_bytes, openapi=openapi)
     app = web.Application(client_max_size=max_body_bytes + 1)
     app[TRANSCODER_KEY] = transcoder
+    if extra_routes is not None:
+        extra_routes(app, transcoder)
     # Every path, also one holding a newline (%0A decodes to one; `.` would not match it and
     # aiohttp would answer its own text/plain 404).
     app.router.add_route("*", r"/{tail:[\s\S]*}", transcoder.handle)

@@ -70,6 +70,8 @@ class Admin:
 
 
 W = "assetwithdrawal.withdrawal.v1.WithdrawalService."
+B = "assetwithdrawal.withdrawal.v1.BatchService."
+BC = Scope.BATCHES_CREATE
 A = "assetwithdrawal.admin.v1.AdminService."
 R = Scope.WITHDRAWALS_READ
 C = Scope.WITHDRAWALS_CREATE
@@ -82,6 +84,12 @@ EXPECTED: dict[str, Public | Admin] = {
         C, ("POST /v1/withdrawals/{withdrawal}:cancel",), owns="resource"
     ),
     W + "WatchWithdrawal": Public(R, ("GET /v1/withdrawals/{withdrawal}:watch",), owns="resource"),
+    B + "CreateBatch": Public(BC, ("POST /v1/batches",)),
+    B + "GetBatch": Public(R, ("GET /v1/batches/{batch}",), owns="batch"),
+    B + "ListBatches": Public(R, ("GET /v1/batches",), owns="listing"),
+    B + "CancelBatch": Public(BC, ("POST /v1/batches/{batch}:cancel",), owns="batch"),
+    B + "GetBatchReport": Public(R, ("GET /v1/batches/{batch}/report",), owns="batch"),
+    B + "WatchBatch": Public(R, ("GET /v1/batches/{batch}:watch",), owns="batch"),
     A + "GetOperator": Admin(Role.VIEWER, ("GET /v1/admin/operators/{operator}",)),
     A + "ListOperators": Admin(Role.VIEWER, ("GET /v1/admin/operators",)),
     A + "CreateChange": Admin(Role.ADMIN, ("POST /v1/admin/changes",)),
@@ -163,7 +171,7 @@ def expected(row: Public | Admin, caller: str) -> str:
         if caller == WITH_SCOPE:
             return ALLOWED
         if caller == OTHER_PARTNER:
-            return NOT_FOUND if row.owns == "resource" else ALLOWED
+            return NOT_FOUND if row.owns in ("resource", "batch") else ALLOWED
         return UNAUTHENTICATED  # no key, a dead key, or any operator credential
     for role, name in ROLE_CALLERS.items():
         if caller == name:
@@ -373,6 +381,11 @@ def world(gateway: RunningGateway) -> World:
     created = gateway.stub.CreateWithdrawal(
         create_request(recipient=recipient), metadata=owner.metadata
     )
+    batch = httpx.post(
+        f"{gateway.base_url}/v1/batches",
+        content=f"recipient_address,amount,token\r\n{fresh_address()},1,USDC\r\n".encode(),
+        headers={**owner.headers, "Idempotency-Key": _id("batch"), "Content-Type": "text/csv"},
+    ).json()
     operators = {
         name: gateway.add_operator(_id(role.value), role) for role, name in ROLE_CALLERS.items()
     }
@@ -400,6 +413,7 @@ def world(gateway: RunningGateway) -> World:
         routes=served_routes(document),
         path_values={
             "withdrawal": created.name.removeprefix("withdrawals/"),
+            "batch": batch["name"].removeprefix("batches/"),
             "operator": target.id,
             "credential": credential.split("_", 1)[1],
             "change": change.removeprefix("changes/"),
@@ -635,6 +649,10 @@ def test_every_caller_gets_the_expected_outcome(world: World, full_name: str) ->
             shown = world.secret in one.text.lower()
             if caller not in (WITH_SCOPE, LACKING_SCOPE) and shown:
                 problems.append(f"{caller}: {where} showed partner A's withdrawal: {text}")
+            if isinstance(row, Public) and row.owns == "batch" and one.outcome == ALLOWED:
+                batch_id = world.path_values["batch"]
+                if caller == WITH_SCOPE and batch_id not in one.text:
+                    problems.append(f"{caller}: {where} did not answer partner A's batch: {text}")
             owned = isinstance(row, Public) and row.owns == "resource"
             if caller == WITH_SCOPE and owned and one.outcome == ALLOWED and not shown:
                 problems.append(f"{caller}: {where} did not answer partner A's withdrawal: {text}")

@@ -231,7 +231,7 @@ def test_every_route_documents_its_error_statuses_and_reasons(doc: dict[str, Any
         assert found["429"] == {"RATE_LIMITED"}, name
         assert "503" not in found
     create = reasons_by_status(ops["CreateWithdrawal"][2])
-    assert create["409"] == {"IDEMPOTENCY_KEY_REUSED"}
+    assert create["409"] == {"IDEMPOTENCY_KEY_REUSED", "CLIENT_REFERENCE_REUSED"}
     assert create["413"] == {"BODY_TOO_LARGE"}
     assert {"UNKNOWN_TOKEN", "AMOUNT_ABOVE_MAXIMUM", "SYSTEM_ADDRESS"} <= create["400"]
     assert "404" not in create

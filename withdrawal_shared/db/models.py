@@ -8,6 +8,7 @@ import datetime as dt
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Computed,
     ForeignKey,
     Index,
     Integer,
@@ -120,6 +121,15 @@ class Withdrawal(Base):
         Index("ix_withdrawals_partner_state_bucket", "partner_id", "state", "limit_bucket"),
         # Approval rules' first-payment and velocity conditions (migration 0012).
         Index("ix_withdrawals_partner_recipient", "partner_id", "recipient", "create_time"),
+        # A batch's rows, by line (migration 0014).
+        Index("ix_withdrawals_batch", "batch_id", "batch_line"),
+        # A partner's client references are unique; "" (none) is NULL here and never collides.
+        Index(
+            "uq_withdrawals_partner_client_reference",
+            "partner_id",
+            "client_reference_key",
+            unique=True,
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True)  # ULID
@@ -156,6 +166,60 @@ class Withdrawal(Base):
     # The operator whose own action created it (migration 0012); None for partners' API
     # requests. That operator may not approve it (`withdrawal_shared.approvals`).
     created_by: Mapped[str | None] = mapped_column(String(64))
+
+    # The CSV batch and line it was created from (migration 0014); None for a single create.
+    batch_id: Mapped[str | None] = mapped_column(String(26))
+    batch_line: Mapped[int | None] = mapped_column(Integer)
+    # `client_reference`, NULL when empty: what the unique index per partner covers.
+    client_reference_key: Mapped[str | None] = mapped_column(
+        String(128), Computed("NULLIF(client_reference, '')", persisted=False)
+    )
+
+
+class Batch(Base):
+    """A partner's CSV upload of many withdrawals (`svc_gateway.batches`).
+
+    `state` is ACCEPTED (its valid rows are withdrawals with `batch_id` set) or REJECTED
+    (policy REJECT_ALL found bad rows: no withdrawal was stored, `batch_problems` lists
+    them). Idempotent on (partner_id, request_id); `request_fingerprint` covers the content's
+    SHA-256 and the policy. `created_by` is the API key's public prefix."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        UniqueConstraint("partner_id", "request_id", name="uq_batches_partner_request"),
+        Index("ix_batches_partner_id", "partner_id", "id"),
+        Index("ix_batches_partner_content", "partner_id", "content_sha256"),
+    )
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)  # ULID
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    request_id: Mapped[str] = mapped_column(String(128))
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    policy: Mapped[str] = mapped_column(String(16))  # REJECT_ALL, ACCEPT_VALID
+    state: Mapped[str] = mapped_column(String(16))  # ACCEPTED, REJECTED
+    row_count: Mapped[int] = mapped_column(Integer)
+    accepted_count: Mapped[int] = mapped_column(Integer)
+    problem_row_count: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str] = mapped_column(String(32))
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+
+
+class BatchProblem(Base):
+    """One problem of one row of a batch's file (a row may have several)."""
+
+    __tablename__ = "batch_problems"
+    __table_args__ = (Index("ix_batch_problems_batch_line", "batch_id", "line"),)
+
+    id: Mapped[int] = mapped_column(BigIntPk, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"))
+    line: Mapped[int] = mapped_column(Integer)  # the file's line number, the header is 1
+    column_name: Mapped[str] = mapped_column(String(32))  # "" for the row as a whole
+    reason: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(String(512))
+    client_reference: Mapped[str] = mapped_column(String(128))
 
 
 class WithdrawalAudit(Base):

@@ -76,6 +76,8 @@ Global___WithdrawalStateChanged: _TypeAlias = WithdrawalStateChanged  # noqa: Y0
 class WithdrawalTask(_message.Message):
     """The message on the processing queue: a hint that a withdrawal needs work.
     Consumers re-read the row and act only through compare-and-set, so redelivery is harmless.
+    A task is either one withdrawal's (`withdrawal_id`) or a batch chunk's (`batch_chunk`:
+    every withdrawal of the batch's lines in the range that is still RECEIVED).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -83,13 +85,18 @@ class WithdrawalTask(_message.Message):
     WITHDRAWAL_ID_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     ENQUEUE_TIME_FIELD_NUMBER: _builtins.int
+    BATCH_CHUNK_FIELD_NUMBER: _builtins.int
     withdrawal_id: _builtins.str
-    """The withdrawal's id."""
+    """The withdrawal's id; empty on a batch chunk's task."""
     priority: _withdrawal_pb2.Priority.ValueType
     """Its priority, which chose the stream it travels on."""
     @_builtins.property
     def enqueue_time(self) -> _timestamp_pb2.Timestamp:
         """When it was enqueued."""
+
+    @_builtins.property
+    def batch_chunk(self) -> Global___BatchChunk:
+        """Set instead of `withdrawal_id` for the withdrawals of a range of a batch's lines."""
 
     def __init__(
         self,
@@ -97,11 +104,42 @@ class WithdrawalTask(_message.Message):
         withdrawal_id: _builtins.str = ...,
         priority: _withdrawal_pb2.Priority.ValueType = ...,
         enqueue_time: _timestamp_pb2.Timestamp | None = ...,
+        batch_chunk: Global___BatchChunk | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["enqueue_time", b"enqueue_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_chunk", b"batch_chunk", "enqueue_time", b"enqueue_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["enqueue_time", b"enqueue_time", "priority", b"priority", "withdrawal_id", b"withdrawal_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_chunk", b"batch_chunk", "enqueue_time", b"enqueue_time", "priority", b"priority", "withdrawal_id", b"withdrawal_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WithdrawalTask: _TypeAlias = WithdrawalTask  # noqa: Y015
+
+@_typing.final
+class BatchChunk(_message.Message):
+    """A range of a CSV batch's lines whose withdrawals were stored together."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    FIRST_LINE_FIELD_NUMBER: _builtins.int
+    LAST_LINE_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """The batch's id."""
+    first_line: _builtins.int
+    """The first line of the range (inclusive)."""
+    last_line: _builtins.int
+    """The last line of the range (inclusive)."""
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        first_line: _builtins.int = ...,
+        last_line: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "first_line", b"first_line", "last_line", b"last_line"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchChunk: _TypeAlias = BatchChunk  # noqa: Y015

@@ -7,7 +7,7 @@ EMERGENCY withdrawals, so they never wait behind the standard wallets' pending n
 receipt and watched by the monitor every block.
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-20
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
