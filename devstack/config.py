@@ -41,6 +41,8 @@ class StackConfig:
     """STACK_PROCESSOR_PORT (or PROCESSOR_GRPC_PORT)."""
     monitor_port: int = 50054
     """STACK_MONITOR_PORT (or MONITOR_GRPC_PORT)."""
+    webhooks_port: int = 50055
+    """STACK_WEBHOOKS_PORT (or WEBHOOKS_GRPC_PORT): the webhook sender's health port."""
     redis_url: str | None = None
     """REDIS_URL: use this Redis; unset means 127.0.0.1:6379 if it answers, else our own."""
     redis_prefix: str = "aws:"
@@ -82,6 +84,7 @@ class StackConfig:
             signer_port=_port("STACK_SIGNER_PORT", "SIGNER_GRPC_PORT", 50052),
             processor_port=_port("STACK_PROCESSOR_PORT", "PROCESSOR_GRPC_PORT", 50053),
             monitor_port=_port("STACK_MONITOR_PORT", "MONITOR_GRPC_PORT", 50054),
+            webhooks_port=_port("STACK_WEBHOOKS_PORT", "WEBHOOKS_GRPC_PORT", 50055),
             redis_url=os.environ.get("REDIS_URL") or None,
             redis_prefix=env_str("REDIS_PREFIX", "aws:"),
             database_url=os.environ.get("DATABASE_URL") or None,
@@ -131,6 +134,7 @@ class StackConfig:
             ("signer gRPC", "STACK_SIGNER_PORT", self.signer_port),
             ("processor gRPC", "STACK_PROCESSOR_PORT", self.processor_port),
             ("monitor gRPC", "STACK_MONITOR_PORT", self.monitor_port),
+            ("webhooks gRPC", "STACK_WEBHOOKS_PORT", self.webhooks_port),
         ]
 
 

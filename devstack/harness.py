@@ -63,7 +63,7 @@ from withdrawal_shared.settings import REPO_ROOT
 if TYPE_CHECKING:
     from chaos.fault_proxy import FaultProxy
 
-SERVICES = ("signer", "gateway", "processor", "monitor")
+SERVICES = ("signer", "gateway", "processor", "monitor", "webhooks")
 MARIADB_DEFAULT = "mysql+pymysql://root:@127.0.0.1:3306/"
 
 
@@ -198,6 +198,7 @@ class HarnessStack:
             signer_port=free_port(),
             processor_port=free_port(),
             monitor_port=free_port(),
+            webhooks_port=free_port(),
             redis_url=self.redis.url,
             redis_prefix="aws:",
             database_url=self.database_url,
@@ -226,7 +227,7 @@ class HarnessStack:
         self.boot = runner._bootstrap(wallets)
         runner._write_stack_json(self.boot)
         self._after_bootstrap()
-        for service in (runner.gateway, runner.processor, runner.monitor):
+        for service in (runner.gateway, runner.processor, runner.monitor, runner.webhooks):
             self._start_service(service)
         runner.starting = False
         self._sup_thread = threading.Thread(
@@ -372,7 +373,7 @@ class HarnessStack:
     def _services(self) -> list[Service]:
         assert self._runner is not None
         r = self._runner
-        return [r.signer, r.gateway, r.processor, r.monitor]
+        return [r.signer, r.gateway, r.processor, r.monitor, r.webhooks]
 
     def serving(self, name: str) -> bool:
         """Whether service `name` runs and its gRPC health says SERVING right now."""

@@ -184,6 +184,7 @@ class Stack:
         self.gateway = Service("gateway", "svc_gateway", config.grpc_port)
         self.processor = Service("processor", "svc_processor", config.processor_port)
         self.monitor = Service("monitor", "svc_monitor", config.monitor_port)
+        self.webhooks = Service("webhooks", "svc_webhooks", config.webhooks_port)
 
     # -- the whole run ---------------------------------------------------------------------
 
@@ -284,7 +285,7 @@ class Stack:
         self._checkpoint()
 
         children: list[tuple[Service, Child]] = []
-        for service in (self.gateway, self.processor, self.monitor):
+        for service in (self.gateway, self.processor, self.monitor, self.webhooks):
             if service in services:
                 children.append((service, self._spawn(service)))
         for service, child in children:
@@ -297,7 +298,7 @@ class Stack:
 
     def _available_services(self) -> list[Service]:
         available: list[Service] = []
-        for service in (self.signer, self.gateway, self.processor, self.monitor):
+        for service in (self.signer, self.gateway, self.processor, self.monitor, self.webhooks):
             if service.exists():
                 available.append(service)
                 continue
@@ -306,6 +307,7 @@ class Stack:
                 "gateway": "there is no API to create withdrawals",
                 "processor": "withdrawals stay RECEIVED",
                 "monitor": "paid withdrawals never reach COMPLETED",
+                "webhooks": "no webhook is delivered",
             }[service.name]
             self.sup.say(
                 f"WARNING: {service.module}/__main__.py does not exist yet: running without "
@@ -433,12 +435,15 @@ class Stack:
                 "SIGNER_GRPC_PORT": str(config.signer_port),
                 "PROCESSOR_GRPC_PORT": str(config.processor_port),
                 "MONITOR_GRPC_PORT": str(config.monitor_port),
+                "WEBHOOKS_GRPC_PORT": str(config.webhooks_port),
                 "SIGNER_KEY_BACKEND": "keystore",
                 "SIGNER_KEYSTORE_PATH": str(config.keystore_path),
                 "SIGNER_KEYSTORE_COUNT": str(config.hot_wallets + config.emergency_wallets),
                 "SIGNER_KEYSTORE_PASSWORD_FILE": str(config.keystore_password_file),
             }
         )
+        # Development: partners' endpoints may be http on loopback (a local receiver).
+        env.setdefault("WEBHOOKS_ALLOW_HTTP_LOOPBACK", "true")
         for variable in ("PROCESSOR_NICE", "MONITOR_NICE"):
             env.setdefault(variable, str(config.batch_nice))
         return env
@@ -606,7 +611,8 @@ class Stack:
         out.raw(curls.create)
         out.say("read it back (replace <id> with the last part of the returned name):")
         out.raw(curls.get)
-        missing = [s.name for s in (self.signer, self.gateway, self.processor, self.monitor)]
+        every = (self.signer, self.gateway, self.processor, self.monitor, self.webhooks)
+        missing = [s.name for s in every]
         missing = [name for name in missing if name not in {s.name for s in services}]
         note = f" (without: {', '.join(missing)})" if missing else ""
         out.say(

@@ -41,8 +41,20 @@ METHOD_ACCESS: dict[str, Access] = {
     "ListBatches": Access(Scope.WITHDRAWALS_READ),
     "GetBatchReport": Access(Scope.WITHDRAWALS_READ),
     "WatchBatch": Access(Scope.WITHDRAWALS_READ),
+    # WebhookService
+    "CreateWebhookEndpoint": Access(Scope.WEBHOOKS_MANAGE),
+    "GetWebhookEndpoint": Access(Scope.WEBHOOKS_MANAGE),
+    "ListWebhookEndpoints": Access(Scope.WEBHOOKS_MANAGE),
+    "UpdateWebhookEndpoint": Access(Scope.WEBHOOKS_MANAGE),
+    "DisableWebhookEndpoint": Access(Scope.WEBHOOKS_MANAGE),
+    "EnableWebhookEndpoint": Access(Scope.WEBHOOKS_MANAGE),
+    "DeleteWebhookEndpoint": Access(Scope.WEBHOOKS_MANAGE),
+    "RotateWebhookSecret": Access(Scope.WEBHOOKS_MANAGE),
+    "ListWebhookDeliveryAttempts": Access(Scope.WEBHOOKS_MANAGE),
+    "ReplayWebhookEvents": Access(Scope.WEBHOOKS_MANAGE),
 }
-"""By method name (the WithdrawalService's and the BatchService's; no name is in both)."""
+"""By method name (the WithdrawalService's, the BatchService's and the WebhookService's; no
+name is in two)."""
 
 PRIORITY_SCOPES: dict[Priority, Scope] = {Priority.EMERGENCY: Scope.EMERGENCY}
 """The scope a requested priority needs besides the method's own."""

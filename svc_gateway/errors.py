@@ -21,6 +21,7 @@ from withdrawal_shared.errors import (
 from withdrawal_shared.grpc_errors import abort, to_api_error
 
 SERVICE = "assetwithdrawal.withdrawal.v1.WithdrawalService"
+WEBHOOK_SERVICE = "assetwithdrawal.webhooks.v1.WebhookService"
 ADMIN_SERVICE = "assetwithdrawal.admin.v1.AdminService"
 BATCH_SERVICE = "assetwithdrawal.withdrawal.v1.BatchService"
 
@@ -196,6 +197,16 @@ CHANGE_NOT_APPLICABLE = ErrorReason(
     example="changes/01j9zq8m5k3v7t2r4w6y8a0c1e cannot be applied: operator 'alice' already "
     "exists. Reject it, or fix what blocks it and confirm again.",
 )
+WEBHOOK_URL_REFUSED = ErrorReason(
+    "WEBHOOK_URL_REFUSED",
+    Code.INVALID_ARGUMENT,
+    "The webhook URL is not allowed: not `https`, or its host resolves to a private, "
+    "loopback, link-local or metadata address, or does not resolve.",
+    example_violation=(
+        "webhookEndpoint.url",
+        "host 'internal.example' resolves to 10.0.0.5, a private address",
+    ),
+)
 
 _COMMON = (INVALID_ARGUMENT, UNAUTHENTICATED, SCOPE_MISSING, RATE_LIMITED, INTERNAL)
 _ADMIN_COMMON = (INVALID_ARGUMENT, UNAUTHENTICATED, ROLE_REQUIRED, INTERNAL)
@@ -240,6 +251,26 @@ METHOD_ERRORS: dict[str, tuple[ErrorReason, ...]] = {
         CONCURRENT_MODIFICATION,
     ),
     f"{SERVICE}.WatchWithdrawal": (*_COMMON, NOT_FOUND),
+    f"{WEBHOOK_SERVICE}.CreateWebhookEndpoint": (
+        *_COMMON,
+        WEBHOOK_URL_REFUSED,
+        BODY_TOO_LARGE,
+        IDEMPOTENCY_KEY_REUSED,
+    ),
+    f"{WEBHOOK_SERVICE}.GetWebhookEndpoint": (*_COMMON, NOT_FOUND),
+    f"{WEBHOOK_SERVICE}.ListWebhookEndpoints": _COMMON,
+    f"{WEBHOOK_SERVICE}.UpdateWebhookEndpoint": (
+        *_COMMON,
+        WEBHOOK_URL_REFUSED,
+        BODY_TOO_LARGE,
+        NOT_FOUND,
+    ),
+    f"{WEBHOOK_SERVICE}.DisableWebhookEndpoint": (*_COMMON, BODY_TOO_LARGE, NOT_FOUND),
+    f"{WEBHOOK_SERVICE}.EnableWebhookEndpoint": (*_COMMON, BODY_TOO_LARGE, NOT_FOUND),
+    f"{WEBHOOK_SERVICE}.DeleteWebhookEndpoint": (*_COMMON, NOT_FOUND),
+    f"{WEBHOOK_SERVICE}.RotateWebhookSecret": (*_COMMON, BODY_TOO_LARGE, NOT_FOUND),
+    f"{WEBHOOK_SERVICE}.ListWebhookDeliveryAttempts": (*_COMMON, NOT_FOUND),
+    f"{WEBHOOK_SERVICE}.ReplayWebhookEvents": (*_COMMON, BODY_TOO_LARGE, NOT_FOUND),
     f"{ADMIN_SERVICE}.GetOperator": (*_ADMIN_COMMON, NOT_FOUND),
     f"{ADMIN_SERVICE}.ListOperators": _ADMIN_COMMON,
     f"{ADMIN_SERVICE}.CreateChange": (*_ADMIN_COMMON, BODY_TOO_LARGE, IDEMPOTENCY_KEY_REUSED),
@@ -320,6 +351,8 @@ __all__ = [
     "TOKEN_DISABLED",
     "UNKNOWN_CHAIN",
     "UNKNOWN_TOKEN",
+    "WEBHOOK_SERVICE",
+    "WEBHOOK_URL_REFUSED",
     "WITHDRAWAL_NOT_CANCELLABLE",
     "abort",
     "to_api_error",

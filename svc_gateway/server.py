@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from assetwithdrawal.admin.v1 import admin_pb2_grpc
+from assetwithdrawal.webhooks.v1 import webhooks_pb2_grpc
 from assetwithdrawal.withdrawal.v1 import (
     batch_pb2,
     batch_pb2_grpc,
@@ -48,6 +49,9 @@ from svc_gateway.revocations import RevocationListener
 from svc_gateway.servicer import WithdrawalServicer
 from svc_gateway.settings import GatewaySettings
 from svc_gateway.store import WithdrawalStore
+from svc_gateway.webhook_servicer import SERVICE as WEBHOOK_SERVICE
+from svc_gateway.webhook_servicer import WebhookServicer
+from svc_gateway.webhooks import WebhookCore
 from withdrawal_shared import queue
 from withdrawal_shared.db.api_keys import VerifiedKey
 from withdrawal_shared.db.engine import make_engine
@@ -55,6 +59,7 @@ from withdrawal_shared.db.operators import OperatorIdentity, operator_for_creden
 from withdrawal_shared.db.transitions import Moved
 from withdrawal_shared.key_revocation import revocation_channel
 from withdrawal_shared.queue import QueueNames
+from withdrawal_shared.webhooks.secrets import SecretBox
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,7 @@ BATCH_SERVICE = batch_pb2.DESCRIPTOR.services_by_name["BatchService"]
 SERVICE_NAMES = (
     SERVICE.full_name,
     BATCH_SERVICE.full_name,
+    WEBHOOK_SERVICE.full_name,
     ADMIN_SERVICE.full_name,
     health.SERVICE_NAME,
     reflection.SERVICE_NAME,
@@ -144,7 +150,7 @@ class GatewayServer:
             limiter=self._limiter,
         )
         self._core = core
-        check_table(SERVICE, BATCH_SERVICE)
+        check_table(SERVICE, BATCH_SERVICE, WEBHOOK_SERVICE)
         dispatcher = Dispatcher(SERVICE, core, self.auth, self._reads.submit)
         batch_core = BatchCore(
             self.store,
@@ -156,6 +162,17 @@ class GatewayServer:
             watch_poll_seconds=self.settings.watch_poll_seconds,
         )
         batches = Dispatcher(BATCH_SERVICE, batch_core, self.auth, self._reads.submit)
+        webhooks = Dispatcher(
+            WEBHOOK_SERVICE,
+            WebhookCore(
+                self.store.sessions,
+                self._executor,
+                SecretBox(),
+                allow_http_loopback=self.settings.webhooks_allow_http_loopback,
+            ),
+            self.auth,
+            self._reads.submit,
+        )
         admin = AdminDispatcher(
             ADMIN_SERVICE,
             AdminCore(
@@ -178,7 +195,11 @@ class GatewayServer:
             WithdrawalServicer(dispatcher), registrar
         )
         batch_pb2_grpc.add_BatchServiceServicer_to_server(BatchServicer(batches), registrar)
-        # Its methods are set from the descriptor (servicer.py), which mypy cannot see.
+        # Their methods are set from the descriptor, which mypy cannot see.
+        webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(
+            WebhookServicer(webhooks),  # type: ignore[abstract]
+            registrar,
+        )
         servicer = AdminServicer(admin)  # type: ignore[abstract]
         admin_pb2_grpc.add_AdminServiceServicer_to_server(servicer, registrar)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, registrar)
@@ -191,7 +212,7 @@ class GatewayServer:
         self._grpc = server
 
         openapi = build_openapi(
-            [SERVICE, BATCH_SERVICE, ADMIN_SERVICE],
+            [SERVICE, BATCH_SERVICE, WEBHOOK_SERVICE, ADMIN_SERVICE],
             title="Asset Withdrawal System API",
             version="v1",
             source_descriptor_set=default_descriptor_set(),
@@ -215,6 +236,9 @@ class GatewayServer:
                     batches.unary,
                     batches.stream,
                     authenticate=batches.auth.authenticate,
+                ),
+                RestBinding(
+                    WEBHOOK_SERVICE, webhooks.unary, authenticate=webhooks.auth.authenticate
                 ),
                 RestBinding(ADMIN_SERVICE, admin.unary, authenticate=admin.auth.authenticate),
             ],
@@ -240,7 +264,13 @@ class GatewayServer:
         )
         await site.start()
         self.http_port = self._runner.addresses[0][1]
-        for name in (SERVICE.full_name, BATCH_SERVICE.full_name, ADMIN_SERVICE.full_name, ""):
+        for name in (
+            SERVICE.full_name,
+            BATCH_SERVICE.full_name,
+            WEBHOOK_SERVICE.full_name,
+            ADMIN_SERVICE.full_name,
+            "",
+        ):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "gateway serving",

@@ -11,6 +11,7 @@ from withdrawal_shared.settings import (
     env_int,
     env_str,
 )
+from withdrawal_shared.webhooks.urls import allow_http_loopback
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,9 @@ class GatewaySettings(StoreSettings):
     """GATEWAY_WORKER_INDEX: which of the GATEWAY_WORKERS processes this is (the first one
     sets it for the others it starts; not set by hand)."""
     shutdown_grace_seconds: float = 10.0
+    webhooks_allow_http_loopback: bool = False
+    """WEBHOOKS_ALLOW_HTTP_LOOPBACK (development only): webhook endpoints may be `http` URLs
+    on loopback hosts (the sender reads the same variable)."""
     """GATEWAY_SHUTDOWN_GRACE_SECONDS: in-flight RPCs get this long after SIGTERM."""
 
     @property
@@ -129,4 +133,5 @@ class GatewaySettings(StoreSettings):
             shutdown_grace_seconds=env_float(
                 "GATEWAY_SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds
             ),
+            webhooks_allow_http_loopback=allow_http_loopback(),
         )

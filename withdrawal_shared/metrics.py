@@ -22,6 +22,15 @@ nothing. Counter names get `_total` appended by the exporter.
 - `aws_rate_limit_refusals_total`: gateway requests refused RATE_LIMITED.
 - `aws_rate_limit_fail_open_total`: gateway requests admitted unmetered because the rate
   limiter's Redis failed or was slow.
+- `aws_webhook_attempts_total{outcome}`: webhook delivery attempts (SUCCEEDED, RETRYING,
+  FAILED: no attempt left or the endpoint answered 410).
+- `aws_webhook_attempt_seconds`: time from sending an attempt to its answer or failure.
+- `aws_webhook_endpoints_disabled_total{reason}`: endpoints the sender disabled
+  (ENDPOINT_GONE, FAILING).
+- `aws_webhook_backlog`: deliveries not yet finished (PENDING), at the last poll.
+- `aws_webhook_lag_seconds`: how long the oldest due delivery has been waiting.
+- `aws_webhook_outbox_gaps_skipped_total`: audit ids the outbox cursor took as never
+  committed after its grace period.
 
 Provider attributes are the host and port only, never a path or query (where API keys live).
 """
@@ -76,6 +85,25 @@ RATE_LIMIT_FAIL_OPEN = _meter.create_counter(
     "aws_rate_limit_fail_open",
     description="Gateway requests admitted unmetered: the rate limiter's Redis failed.",
 )
+WEBHOOK_ATTEMPTS = _meter.create_counter(
+    "aws_webhook_attempts", description="Webhook delivery attempts, by outcome."
+)
+WEBHOOK_ATTEMPT_SECONDS = _meter.create_histogram(
+    "aws_webhook_attempt_seconds", unit="s", description="Duration of one webhook attempt."
+)
+WEBHOOK_ENDPOINTS_DISABLED = _meter.create_counter(
+    "aws_webhook_endpoints_disabled", description="Webhook endpoints disabled, by reason."
+)
+WEBHOOK_BACKLOG = _meter.create_gauge(
+    "aws_webhook_backlog", description="Webhook deliveries not yet finished."
+)
+WEBHOOK_LAG = _meter.create_gauge(
+    "aws_webhook_lag_seconds", unit="s", description="Age of the oldest due webhook delivery."
+)
+WEBHOOK_OUTBOX_GAPS_SKIPPED = _meter.create_counter(
+    "aws_webhook_outbox_gaps_skipped",
+    description="Audit ids taken as never committed by the webhook outbox cursor.",
+)
 
 _serving_lock = threading.Lock()
 _served_ports: list[int] = []  # the one port this process serves, once it does
@@ -117,6 +145,12 @@ __all__ = [
     "RATE_LIMIT_REFUSALS",
     "RPC_BREAKER_OPENED",
     "RPC_PROVIDER_FAILURES",
+    "WEBHOOK_ATTEMPTS",
+    "WEBHOOK_ATTEMPT_SECONDS",
+    "WEBHOOK_BACKLOG",
+    "WEBHOOK_ENDPOINTS_DISABLED",
+    "WEBHOOK_LAG",
+    "WEBHOOK_OUTBOX_GAPS_SKIPPED",
     "WITHDRAWAL_HOLDS",
     "WITHDRAWAL_TRANSITIONS",
     "provider_label",

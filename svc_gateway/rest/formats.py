@@ -65,9 +65,20 @@ FIELD_FORMATS: dict[str, FieldFormat] = {
     f"{_W}.recipient_address": ADDRESS,
     f"{_W}.transaction_hash": TRANSACTION_HASH,
     "assetwithdrawal.withdrawal.v1.CreateWithdrawalRequest.request_id": IDEMPOTENCY_KEY,
+    "assetwithdrawal.webhooks.v1.CreateWebhookEndpointRequest.request_id": IDEMPOTENCY_KEY,
 }
 
-SEGMENT_FORMATS: dict[str, FieldFormat] = {"withdrawals": WITHDRAWAL_ID, "batches": WITHDRAWAL_ID}
+WEBHOOK_ENDPOINT_ID = FieldFormat(
+    pattern=WITHDRAWAL_ID.pattern,
+    example="01j9zq9x2b6c8d0e2f4g6h8j0k",
+    expected="a webhook endpoint id: 26 characters of lowercase Crockford base32 (a ULID)",
+)
+
+SEGMENT_FORMATS: dict[str, FieldFormat] = {
+    "withdrawals": WITHDRAWAL_ID,
+    "batches": WITHDRAWAL_ID,
+    "webhookEndpoints": WEBHOOK_ENDPOINT_ID,
+}
 """The id segment of a resource name, by the collection before it (`withdrawals/{id}`): the
 OpenAPI path parameter's `pattern`. Any other id is refused as INVALID_ARGUMENT."""
 
@@ -77,6 +88,9 @@ NON_NEGATIVE_FIELDS: frozenset[str] = frozenset(
         f"{_V1}.WatchWithdrawalRequest.resume_after_version",
         f"{_V1}.ListBatchesRequest.page_size",
         f"{_V1}.GetBatchReportRequest.page_size",
+        "assetwithdrawal.webhooks.v1.ListWebhookEndpointsRequest.page_size",
+        "assetwithdrawal.webhooks.v1.ListWebhookDeliveryAttemptsRequest.page_size",
+        "assetwithdrawal.webhooks.v1.RotateWebhookSecretRequest.overlap_seconds",
     }
 )
 """Integer fields whose negative values are refused (OpenAPI: `minimum: 0`, or a digits-only

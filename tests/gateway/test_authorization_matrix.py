@@ -38,6 +38,7 @@ from grpc_status import rpc_status
 from sqlalchemy import select, update
 
 from assetwithdrawal.admin.v1 import admin_pb2
+from assetwithdrawal.webhooks.v1 import webhooks_pb2, webhooks_pb2_grpc
 from svc_gateway.settings import GatewaySettings
 from tests.support.databases import database
 from tests.support.gateway import OperatorAccount, Partner, RunningGateway
@@ -53,7 +54,8 @@ from withdrawal_shared.scopes import Scope
 @dataclass(frozen=True)
 class Public:
     """A partner-API RPC: the scope its key must hold; `owns` says whether it acts on one
-    partner's resource (`resource`: another partner gets NOT_FOUND), lists the caller's own
+    partner's withdrawal (`resource`: another partner gets NOT_FOUND) or webhook endpoint
+    (`endpoint`: the same; the answer need not show the withdrawal), lists the caller's own
     (`listing`: another partner's never appear), or neither."""
 
     scope: Scope
@@ -73,8 +75,10 @@ W = "assetwithdrawal.withdrawal.v1.WithdrawalService."
 B = "assetwithdrawal.withdrawal.v1.BatchService."
 BC = Scope.BATCHES_CREATE
 A = "assetwithdrawal.admin.v1.AdminService."
+H = "assetwithdrawal.webhooks.v1.WebhookService."
 R = Scope.WITHDRAWALS_READ
 C = Scope.WITHDRAWALS_CREATE
+M = Scope.WEBHOOKS_MANAGE
 
 EXPECTED: dict[str, Public | Admin] = {
     W + "CreateWithdrawal": Public(C, ("POST /v1/withdrawals",)),
@@ -90,6 +94,32 @@ EXPECTED: dict[str, Public | Admin] = {
     B + "CancelBatch": Public(BC, ("POST /v1/batches/{batch}:cancel",), owns="batch"),
     B + "GetBatchReport": Public(R, ("GET /v1/batches/{batch}/report",), owns="batch"),
     B + "WatchBatch": Public(R, ("GET /v1/batches/{batch}:watch",), owns="batch"),
+    H + "CreateWebhookEndpoint": Public(M, ("POST /v1/webhookEndpoints",)),
+    H + "ListWebhookEndpoints": Public(M, ("GET /v1/webhookEndpoints",), owns="listing"),
+    H + "GetWebhookEndpoint": Public(
+        M, ("GET /v1/webhookEndpoints/{webhookEndpoint}",), owns="endpoint"
+    ),
+    H + "UpdateWebhookEndpoint": Public(
+        M, ("PATCH /v1/webhookEndpoints/{webhookEndpoint}",), owns="endpoint"
+    ),
+    H + "DeleteWebhookEndpoint": Public(
+        M, ("DELETE /v1/webhookEndpoints/{webhookEndpoint}",), owns="endpoint"
+    ),
+    H + "DisableWebhookEndpoint": Public(
+        M, ("POST /v1/webhookEndpoints/{webhookEndpoint}:disable",), owns="endpoint"
+    ),
+    H + "EnableWebhookEndpoint": Public(
+        M, ("POST /v1/webhookEndpoints/{webhookEndpoint}:enable",), owns="endpoint"
+    ),
+    H + "RotateWebhookSecret": Public(
+        M, ("POST /v1/webhookEndpoints/{webhookEndpoint}:rotateSecret",), owns="endpoint"
+    ),
+    H + "ListWebhookDeliveryAttempts": Public(
+        M, ("GET /v1/webhookEndpoints/{webhookEndpoint}/deliveryAttempts",), owns="endpoint"
+    ),
+    H + "ReplayWebhookEvents": Public(
+        M, ("POST /v1/webhookEndpoints/{webhookEndpoint}:replay",), owns="endpoint"
+    ),
     A + "GetOperator": Admin(Role.VIEWER, ("GET /v1/admin/operators/{operator}",)),
     A + "ListOperators": Admin(Role.VIEWER, ("GET /v1/admin/operators",)),
     A + "CreateChange": Admin(Role.ADMIN, ("POST /v1/admin/changes",)),
@@ -171,7 +201,7 @@ def expected(row: Public | Admin, caller: str) -> str:
         if caller == WITH_SCOPE:
             return ALLOWED
         if caller == OTHER_PARTNER:
-            return NOT_FOUND if row.owns in ("resource", "batch") else ALLOWED
+            return NOT_FOUND if row.owns in ("resource", "batch", "endpoint") else ALLOWED
         return UNAUTHENTICATED  # no key, a dead key, or any operator credential
     for role, name in ROLE_CALLERS.items():
         if caller == name:
@@ -295,8 +325,17 @@ def _create_body() -> tuple[Message, dict[str, Any], dict[str, str]]:
     return create_request(amount="1"), body, {"Idempotency-Key": str(uuid.uuid4())}
 
 
+def _webhook_body() -> tuple[Message, dict[str, Any], dict[str, str]]:
+    url = "http://127.0.0.1:9/hook"  # loopback: this gateway allows it (development setting)
+    request = webhooks_pb2.CreateWebhookEndpointRequest(
+        webhook_endpoint=webhooks_pb2.WebhookEndpoint(url=url)
+    )
+    return request, {"url": url}, {"Idempotency-Key": str(uuid.uuid4())}
+
+
 REQUEST_BODIES: dict[str, Callable[[], tuple[Message, dict[str, Any], dict[str, str]]]] = {
     W + "CreateWithdrawal": _create_body,
+    H + "CreateWebhookEndpoint": _webhook_body,
 }
 """Methods whose empty request would only test validation: (gRPC request, REST body, REST
 headers), made fresh for each call. The others send the empty request (`{}` on REST) with
@@ -323,10 +362,26 @@ def gateway(db_url: str, redis_url: str, module_redis_prefix: str) -> Iterator[R
         http_port=0,
         watch_poll_seconds=0.5,
         shutdown_grace_seconds=1.0,
+        webhooks_allow_http_loopback=True,
     )
     running = RunningGateway(settings)
     yield running
     running.close()
+
+
+def _endpoint(gateway: RunningGateway, partner: Partner) -> str:
+    """A webhook endpoint of `partner`'s, made through the API: its id."""
+    created = webhooks_pb2_grpc.WebhookServiceStub(gateway.channel).CreateWebhookEndpoint(
+        webhooks_pb2.CreateWebhookEndpointRequest(
+            webhook_endpoint=webhooks_pb2.WebhookEndpoint(url="http://127.0.0.1:9/hook")
+        ),
+        metadata=partner.metadata,
+    )
+    return str(created.name).removeprefix("webhookEndpoints/")
+
+
+FRESH_PATH_VALUES: dict[str, str] = {H + "DeleteWebhookEndpoint": "webhookEndpoint"}
+"""Methods that remove the resource they name: each call gets a new one of partner A's."""
 
 
 @dataclass
@@ -343,6 +398,7 @@ class World:
     operator_ids: dict[str, str]
     secret: str
     """Partner A's withdrawal's recipient: no other caller may ever see it."""
+    owner: Partner | None = None
 
     def token(self, row: Public | Admin, caller: str) -> str | None:
         if caller in (LACKING_SCOPE, WITH_SCOPE):
@@ -423,6 +479,7 @@ def world(gateway: RunningGateway) -> World:
             "token": "USDC",
             # Never a recipient here: blocking and unblocking it changes nothing that matters.
             "blockedAddress": "0x" + "ab" * 20,
+            "webhookEndpoint": _endpoint(gateway, owner),
         },
         tokens={
             NONE: None,
@@ -437,6 +494,7 @@ def world(gateway: RunningGateway) -> World:
         key_without=key_without,
         operator_ids={name: account.id for name, account in operators.items()},
         secret=recipient.lower(),
+        owner=owner,
     )
 
 
@@ -514,7 +572,7 @@ def call_grpc(world: World, method: MethodDescriptor, request: Message, token: s
 def call_rest(
     world: World, verb: str, url: str, body: dict[str, Any] | None, headers: dict[str, str]
 ) -> tuple[int, Seen]:
-    content = None if verb == "GET" else json.dumps(body or {}).encode()
+    content = None if verb in ("GET", "DELETE") else json.dumps(body or {}).encode()
     if content is not None:
         headers = {**headers, "Content-Type": "application/json"}
     with httpx.stream(
@@ -574,15 +632,19 @@ def _want(row: Public | Admin, caller: str) -> str:
     return outcome
 
 
-def _url(world: World, route: str) -> tuple[str, str]:
+def _url(world: World, route: str, fresh: str = "") -> tuple[str, str]:
     verb, template = route.split(" ", 1)
-    unknown = sorted(set(re.findall(r"\{(\w+)\}", template)) - set(world.path_values))
+    values = dict(world.path_values)
+    if fresh:
+        assert world.owner is not None
+        values[fresh] = _endpoint(world.gateway, world.owner)
+    unknown = sorted(set(re.findall(r"\{(\w+)\}", template)) - set(values))
     if unknown:
         pytest.fail(
             f"{route}: no existing resource for the path parameters {unknown}: add "
             "them to World.path_values"
         )
-    return verb, re.sub(r"\{(\w+)\}", lambda m: world.path_values[m.group(1)], template)
+    return verb, re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
 
 
 def _request(method: MethodDescriptor, verb: str, url: str) -> Message:
@@ -610,7 +672,10 @@ def test_every_caller_gets_the_expected_outcome(world: World, full_name: str) ->
     row = EXPECTED[full_name]
     routes = [_url(world, route) for route in row.routes]
     problems: list[str] = []
+    fresh = FRESH_PATH_VALUES.get(full_name, "")
     for caller in CALLERS:
+        if fresh:
+            routes = [_url(world, route, fresh) for route in row.routes]
         want = _want(row, caller)
         token = world.token(row, caller)
         seen: dict[str, Seen] = {}
@@ -631,7 +696,8 @@ def test_every_caller_gets_the_expected_outcome(world: World, full_name: str) ->
             wanted = (world.operator_ids[caller], method.name, "DENIED", ROLE_REQUIRED)
             if audit != wanted:
                 problems.append(f"{caller}: the ROLE_REQUIRED denial was not audited: {audit}")
-        for route, (verb, url) in zip(row.routes, routes, strict=True):
+        for route, at in zip(row.routes, routes, strict=True):
+            verb, url = _url(world, route, fresh) if fresh else at
             if full_name in REQUEST_BODIES:
                 _, body, headers = REQUEST_BODIES[full_name]()
             auth = {} if token is None else {"Authorization": f"Bearer {token}"}

@@ -14,6 +14,8 @@ from. In short:
   payout rows and items, and creates (or replaces, or marks expired) the approval requests at
   validation; it cannot decide approvals nor touch the signer's ledger;
 - the monitor moves withdrawals from BROADCAST on and settles payout rows and items;
+- the webhook sender reads the audit trail (its outbox) and the withdrawals, and writes the
+  delivery rows, their attempts and the outbox cursor;
 - the gateway stores withdrawals (and cancels them), counts limits, records API keys' use,
   and performs the admin API's operator actions: operators, credentials, four-eyes changes
   and their audit trail, API keys, pauses, token settings, tiers and limits, approval
@@ -23,7 +25,7 @@ A table added to the models without a row here fails `tests/db/test_grants.py` u
 decision is made for every service; a database holding a table not named here (nor Alembic's
 `alembic_version`, which no service reads) makes `provision` refuse.
 
-`provision` creates the four users of one database (idempotent: `CREATE USER IF NOT EXISTS`,
+`provision` creates the five users of one database (idempotent: `CREATE USER IF NOT EXISTS`,
 the password set to the one given or a generated one, then exactly the table privileges of
 `GRANTS` granted and any other privilege on the database's tables revoked). Passwords are
 never logged nor printed. `python -m withdrawal_shared.db.grants` runs it after the migrations
@@ -52,7 +54,7 @@ from sqlalchemy.engine import URL, make_url
 from withdrawal_shared.db.models import Base
 from withdrawal_shared.settings import DEFAULT_DATABASE_URL, VAR_DIR, env_str
 
-SERVICES: tuple[str, ...] = ("gateway", "processor", "signer", "monitor")
+SERVICES: tuple[str, ...] = ("gateway", "processor", "signer", "monitor", "webhooks")
 PRIVILEGES: tuple[str, ...] = ("SELECT", "INSERT", "UPDATE", "DELETE")
 WRITES = frozenset({"INSERT", "UPDATE", "DELETE"})
 LOCKS_WITHOUT_WRITING = frozenset({"signer", "processor"})
@@ -110,11 +112,34 @@ _TABLE: dict[str, tuple[str, str, str, str]] = {
     "approval_decisions": ("SIU", "S", "S", ""),  # gateway: the admin API's decisions
     "blocked_addresses": ("SID", "S", "S", ""),
     "allowlisted_addresses": ("S", "S", "", ""),
+    # CSV batches (the gateway stores them; their rows are withdrawals)
+    "batches": ("SIU", "", "", ""),
+    "batch_problems": ("SI", "", "", ""),
+    # webhooks (the gateway manages the endpoints and replays; `_WEBHOOKS` has the sender's)
+    "webhook_endpoints": ("SIUD", "", "", ""),
+    "webhook_deliveries": ("SUD", "", "", ""),
+    "webhook_attempts": ("SD", "", "", ""),
+    "webhook_outbox_cursor": ("", "", "", ""),
 }
 
+_WEBHOOKS: dict[str, str] = {
+    "chains": "S",
+    "tokens": "S",
+    "withdrawals": "S",
+    "withdrawal_audit": "S",  # the outbox it reads
+    "webhook_endpoints": "SU",  # last success, disabling a failing or gone endpoint
+    "webhook_deliveries": "SIU",
+    "webhook_attempts": "SI",
+    "webhook_outbox_cursor": "SU",
+}
+"""The webhook sender's column of the table above; a table not named here: no access."""
+
 GRANTS: Mapping[str, Mapping[str, frozenset[str]]] = {
-    service: {table: _privileges(codes[index]) for table, codes in _TABLE.items()}
-    for index, service in enumerate(SERVICES)
+    **{
+        service: {table: _privileges(codes[index]) for table, codes in _TABLE.items()}
+        for index, service in enumerate(SERVICES[:4])
+    },
+    "webhooks": {table: _privileges(_WEBHOOKS.get(table, "")) for table in _TABLE},
 }
 """service -> table -> privileges (every table of the models, for every service)."""
 
@@ -150,7 +175,8 @@ def markdown_table() -> str:
     header = "| table | " + " | ".join(f"`{s}`" for s in SERVICES) + " |"
     lines = [header, "| --- |" + " --- |" * len(SERVICES)]
     for table, codes in _TABLE.items():
-        cells = [", ".join(p for p in PRIVILEGES if p in _privileges(c)) or "—" for c in codes]
+        every = (*codes, _WEBHOOKS.get(table, ""))
+        cells = [", ".join(p for p in PRIVILEGES if p in _privileges(c)) or "—" for c in every]
         lines.append(f"| `{table}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -264,7 +290,7 @@ def provision(
     host: str | None = None,
     passwords: Mapping[str, str] | None = None,
 ) -> dict[str, ServiceAccount]:
-    """Create (or bring up to date) the four services' users of the database `admin_url`
+    """Create (or bring up to date) the services' users of the database `admin_url`
     names, connecting as its administrator, and return each service's account and URL.
 
     Idempotent: users that exist keep existing; each gets the password in `passwords` (else
@@ -440,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="generate new passwords even where the credentials file has some",
     )
     parser.add_argument("--show", action="store_true", help="print the grant table and exit")
-    parser.add_argument("--drop", action="store_true", help="drop the four users instead")
+    parser.add_argument("--drop", action="store_true", help="drop the services' users instead")
     args = parser.parse_args(argv)
     if args.show:
         print(markdown_table(), end="")

@@ -625,3 +625,86 @@ class AllowlistedAddress(Base):
     label: Mapped[str] = mapped_column(String(128))
     added_by: Mapped[str] = mapped_column(String(64))
     create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+
+
+class WebhookEndpoint(Base):
+    """A partner's webhook endpoint. `secret` and `previous_secret` are encrypted
+    (`withdrawal_shared.webhooks.secrets`); `event_types` is space-separated, empty for all."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (
+        UniqueConstraint("partner_id", "request_id", name="uq_webhook_endpoints_request"),
+    )
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str] = mapped_column(String(256))
+    event_types: Mapped[str] = mapped_column(String(1024))
+    state: Mapped[str] = mapped_column(String(16))  # ENABLED, DISABLED
+    state_reason: Mapped[str] = mapped_column(String(32))
+    secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expire_time: Mapped[dt.datetime | None] = mapped_column(utc_datetime())
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    last_success_time: Mapped[dt.datetime | None] = mapped_column(utc_datetime())
+    failing_since: Mapped[dt.datetime | None] = mapped_column(utc_datetime())
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint: PENDING until SUCCEEDED or FAILED (no more attempts).
+    `sequence` is the withdrawal's version the event records; `lease_until` marks an attempt
+    in flight (a crashed sender's lease runs out and the delivery is tried again)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_event"),
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_time"),
+        Index("ix_webhook_deliveries_order", "endpoint_id", "withdrawal_id", "sequence"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPk, primary_key=True, autoincrement=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    event_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(64))
+    withdrawal_id: Mapped[str] = mapped_column(String(26))  # "" for endpoint events
+    sequence: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    lease_until: Mapped[dt.datetime | None] = mapped_column(utc_datetime())
+    occur_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    end_time: Mapped[dt.datetime | None] = mapped_column(utc_datetime())
+
+
+class WebhookAttempt(Base):
+    """The delivery log: one row per attempt."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_endpoint", "endpoint_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPk, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(BigInteger)
+    endpoint_id: Mapped[str] = mapped_column(String(26))
+    attempt: Mapped[int] = mapped_column(Integer)
+    attempt_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    status_code: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str] = mapped_column(String(256))
+
+
+class WebhookOutboxCursor(Base):
+    """How far the outbox (the withdrawal audit trail) was read: every id up to `frontier`
+    was handled except those in `gaps` (JSON: id -> when first missed, epoch seconds)."""
+
+    __tablename__ = "webhook_outbox_cursor"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    frontier: Mapped[int] = mapped_column(BigInteger)
+    gaps: Mapped[str] = mapped_column(Text)
+    update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
