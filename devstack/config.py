@@ -41,6 +41,14 @@ class StackConfig:
     """STACK_PROCESSOR_PORT (or PROCESSOR_GRPC_PORT)."""
     monitor_port: int = 50054
     """STACK_MONITOR_PORT (or MONITOR_GRPC_PORT)."""
+    gateway_metrics_port: int = 9101
+    """STACK_GATEWAY_METRICS_PORT (or GATEWAY_METRICS_PORT): the gateway's /metrics."""
+    processor_metrics_port: int = 9102
+    """STACK_PROCESSOR_METRICS_PORT (or PROCESSOR_METRICS_PORT)."""
+    signer_metrics_port: int = 9103
+    """STACK_SIGNER_METRICS_PORT (or SIGNER_METRICS_PORT)."""
+    monitor_metrics_port: int = 9104
+    """STACK_MONITOR_METRICS_PORT (or MONITOR_METRICS_PORT)."""
     redis_url: str | None = None
     """REDIS_URL: use this Redis; unset means 127.0.0.1:6379 if it answers, else our own."""
     redis_prefix: str = "aws:"
@@ -77,6 +85,12 @@ class StackConfig:
             signer_port=_port("STACK_SIGNER_PORT", "SIGNER_GRPC_PORT", 50052),
             processor_port=_port("STACK_PROCESSOR_PORT", "PROCESSOR_GRPC_PORT", 50053),
             monitor_port=_port("STACK_MONITOR_PORT", "MONITOR_GRPC_PORT", 50054),
+            gateway_metrics_port=_port("STACK_GATEWAY_METRICS_PORT", "GATEWAY_METRICS_PORT", 9101),
+            processor_metrics_port=_port(
+                "STACK_PROCESSOR_METRICS_PORT", "PROCESSOR_METRICS_PORT", 9102
+            ),
+            signer_metrics_port=_port("STACK_SIGNER_METRICS_PORT", "SIGNER_METRICS_PORT", 9103),
+            monitor_metrics_port=_port("STACK_MONITOR_METRICS_PORT", "MONITOR_METRICS_PORT", 9104),
             redis_url=os.environ.get("REDIS_URL") or None,
             redis_prefix=env_str("REDIS_PREFIX", "aws:"),
             database_url=os.environ.get("DATABASE_URL") or None,
@@ -125,7 +139,20 @@ class StackConfig:
             ("signer gRPC", "STACK_SIGNER_PORT", self.signer_port),
             ("processor gRPC", "STACK_PROCESSOR_PORT", self.processor_port),
             ("monitor gRPC", "STACK_MONITOR_PORT", self.monitor_port),
+            ("gateway metrics", "STACK_GATEWAY_METRICS_PORT", self.gateway_metrics_port),
+            ("processor metrics", "STACK_PROCESSOR_METRICS_PORT", self.processor_metrics_port),
+            ("signer metrics", "STACK_SIGNER_METRICS_PORT", self.signer_metrics_port),
+            ("monitor metrics", "STACK_MONITOR_METRICS_PORT", self.monitor_metrics_port),
         ]
+
+    def metrics_ports(self) -> dict[str, int]:
+        """Service name -> the port of its Prometheus endpoint."""
+        return {
+            "gateway": self.gateway_metrics_port,
+            "processor": self.processor_metrics_port,
+            "signer": self.signer_metrics_port,
+            "monitor": self.monitor_metrics_port,
+        }
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
