@@ -746,7 +746,7 @@ async def _write_final_error(response: web.StreamResponse, err: ApiError) -> Non
 # ---------------------------------------------------------------- the application
 
 
-_ROUTE_LABEL = "aws_route_label"
+_ROUTE_LABEL: web.RequestKey[str] = web.RequestKey("aws_route_label", str)
 """The request key under which `handle` finds the matched route's metrics label."""
 _UNMATCHED = "unmatched"
 
