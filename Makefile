@@ -12,16 +12,19 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help up test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short bench-e2e bench-api bench-recovery
+.PHONY: help up observe prometheus-bin test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short bench-e2e bench-api bench-recovery
 
 ##@ run
 
 up: deps redis-bin ## run the whole system on embedded defaults (SQLite, local Redis, anvil, keystore signer)
 	$(PY) -m devstack
 
+observe: deps prometheus-bin ## a real Prometheus on 127.0.0.1:9090 scraping the running `make up` stack, with the alert rules
+	$(PY) -m devstack.observe
+
 ##@ test
 
-test: deps softhsm redis-bin check ## static checks, then the whole pytest suite on real MariaDB, Redis, anvil, SoftHSM2
+test: deps softhsm redis-bin prometheus-bin check ## static checks, then the whole pytest suite on real MariaDB, Redis, anvil, SoftHSM2
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 fuzz: deps redis-bin ## fuzz REST (schemathesis) and gRPC (Hypothesis, every reflected service) on a real gateway, derandomized
@@ -118,6 +121,9 @@ softhsm: ## install SoftHSM2 from Debian's packages when missing
 
 redis-bin: ## install redis-server from Debian's packages when missing (make up may start its own)
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+prometheus-bin: ## install prometheus and promtool from Debian's packages when missing
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 
 clean: ## remove local state (var/), keeping the venv and node_modules
 	rm -rf var build

@@ -43,6 +43,14 @@ class StackConfig:
     """STACK_MONITOR_PORT (or MONITOR_GRPC_PORT)."""
     webhooks_port: int = 50055
     """STACK_WEBHOOKS_PORT (or WEBHOOKS_GRPC_PORT): the webhook sender's health port."""
+    gateway_metrics_port: int = 9101
+    """STACK_GATEWAY_METRICS_PORT (or GATEWAY_METRICS_PORT): the gateway's /metrics."""
+    processor_metrics_port: int = 9102
+    """STACK_PROCESSOR_METRICS_PORT (or PROCESSOR_METRICS_PORT)."""
+    signer_metrics_port: int = 9103
+    """STACK_SIGNER_METRICS_PORT (or SIGNER_METRICS_PORT)."""
+    monitor_metrics_port: int = 9104
+    """STACK_MONITOR_METRICS_PORT (or MONITOR_METRICS_PORT)."""
     redis_url: str | None = None
     """REDIS_URL: use this Redis; unset means 127.0.0.1:6379 if it answers, else our own."""
     redis_prefix: str = "aws:"
@@ -85,6 +93,12 @@ class StackConfig:
             processor_port=_port("STACK_PROCESSOR_PORT", "PROCESSOR_GRPC_PORT", 50053),
             monitor_port=_port("STACK_MONITOR_PORT", "MONITOR_GRPC_PORT", 50054),
             webhooks_port=_port("STACK_WEBHOOKS_PORT", "WEBHOOKS_GRPC_PORT", 50055),
+            gateway_metrics_port=_port("STACK_GATEWAY_METRICS_PORT", "GATEWAY_METRICS_PORT", 9101),
+            processor_metrics_port=_port(
+                "STACK_PROCESSOR_METRICS_PORT", "PROCESSOR_METRICS_PORT", 9102
+            ),
+            signer_metrics_port=_port("STACK_SIGNER_METRICS_PORT", "SIGNER_METRICS_PORT", 9103),
+            monitor_metrics_port=_port("STACK_MONITOR_METRICS_PORT", "MONITOR_METRICS_PORT", 9104),
             redis_url=os.environ.get("REDIS_URL") or None,
             redis_prefix=env_str("REDIS_PREFIX", "aws:"),
             database_url=os.environ.get("DATABASE_URL") or None,
@@ -135,7 +149,20 @@ class StackConfig:
             ("processor gRPC", "STACK_PROCESSOR_PORT", self.processor_port),
             ("monitor gRPC", "STACK_MONITOR_PORT", self.monitor_port),
             ("webhooks gRPC", "STACK_WEBHOOKS_PORT", self.webhooks_port),
+            ("gateway metrics", "STACK_GATEWAY_METRICS_PORT", self.gateway_metrics_port),
+            ("processor metrics", "STACK_PROCESSOR_METRICS_PORT", self.processor_metrics_port),
+            ("signer metrics", "STACK_SIGNER_METRICS_PORT", self.signer_metrics_port),
+            ("monitor metrics", "STACK_MONITOR_METRICS_PORT", self.monitor_metrics_port),
         ]
+
+    def metrics_ports(self) -> dict[str, int]:
+        """Service name -> the port of its Prometheus endpoint."""
+        return {
+            "gateway": self.gateway_metrics_port,
+            "processor": self.processor_metrics_port,
+            "signer": self.signer_metrics_port,
+            "monitor": self.monitor_metrics_port,
+        }
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -199,6 +199,10 @@ class HarnessStack:
             processor_port=free_port(),
             monitor_port=free_port(),
             webhooks_port=free_port(),
+            gateway_metrics_port=free_port(),
+            processor_metrics_port=free_port(),
+            signer_metrics_port=free_port(),
+            monitor_metrics_port=free_port(),
             redis_url=self.redis.url,
             redis_prefix="aws:",
             database_url=self.database_url,
@@ -317,6 +321,12 @@ class HarnessStack:
     def grpc_target(self) -> str:
         assert self._runner is not None
         return self._runner.gateway.target
+
+    @property
+    def metrics_targets(self) -> dict[str, str]:
+        """Service name -> `host:port` of its Prometheus /metrics endpoint."""
+        assert self._runner is not None
+        return self._runner.metrics_targets()
 
     @property
     def rest_base_url(self) -> str:

@@ -446,7 +446,13 @@ class Stack:
         env.setdefault("WEBHOOKS_ALLOW_HTTP_LOOPBACK", "true")
         for variable in ("PROCESSOR_NICE", "MONITOR_NICE"):
             env.setdefault(variable, str(config.batch_nice))
+        for name, port in config.metrics_ports().items():
+            env[f"{name.upper()}_METRICS_PORT"] = str(port)
         return env
+
+    def metrics_targets(self) -> dict[str, str]:
+        """Service name -> `host:port` of its /metrics (what `make observe` scrapes)."""
+        return {name: f"127.0.0.1:{port}" for name, port in self.config.metrics_ports().items()}
 
     def env_for(self, service: Service) -> dict[str, str]:
         """`service_env()` with the service's own DATABASE_URL where it has one."""
@@ -588,6 +594,7 @@ class Stack:
             "payout_contract": result.payout_vault,
             "database_url": self.database_url,
             "redis_url": self.redis.url,
+            "metrics_targets": self.metrics_targets(),
             "pid": os.getpid(),
         }
         write_private_text(

@@ -57,6 +57,7 @@ from withdrawal_shared.db.api_keys import VerifiedKey
 from withdrawal_shared.db.engine import make_engine
 from withdrawal_shared.db.operators import OperatorIdentity, operator_for_credential
 from withdrawal_shared.db.transitions import Moved
+from withdrawal_shared.grpc_metrics import MeteredRegistrar
 from withdrawal_shared.key_revocation import revocation_channel
 from withdrawal_shared.queue import QueueNames
 from withdrawal_shared.webhooks.secrets import SecretBox
@@ -190,7 +191,9 @@ class GatewayServer:
         )
 
         server = grpc.aio.server()
-        registrar: Any = GuardedRegistrar(server)  # duck-typed for the generated functions
+        # Duck-typed for the generated functions: malformed requests refused, every call
+        # counted and timed (withdrawal_shared.grpc_metrics).
+        registrar: Any = GuardedRegistrar(MeteredRegistrar(server))  # type: ignore[arg-type]
         withdrawal_pb2_grpc.add_WithdrawalServiceServicer_to_server(
             WithdrawalServicer(dispatcher), registrar
         )

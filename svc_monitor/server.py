@@ -16,11 +16,13 @@ from grpc_reflection.v1alpha import reflection
 from web3 import Web3
 
 from svc_monitor.follower import ChainFollower
+from svc_monitor.gauges import MonitorGauges
 from svc_monitor.report import PollReport
 from svc_monitor.settings import MonitorSettings
 from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool
 from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
+from withdrawal_shared.metrics import metrics_served
 from withdrawal_shared.queue import QueueNames, publish_many
 from withdrawal_shared.states import State
 
@@ -49,6 +51,8 @@ class MonitorServer:
             settings.chain_rpc_urls, request_timeout=settings.rpc_timeout_seconds
         )
         w3 = Web3(PoolProvider(self.rpc_pool))
+        self._w3 = w3
+        self._gauges: asyncio.Task[None] | None = None
         self.follower = ChainFollower(
             make_sessionmaker(self._engine),
             w3,
@@ -80,6 +84,9 @@ class MonitorServer:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._stopping.clear()
         self._task = asyncio.create_task(self._follow(), name="monitor-follower")
+        if metrics_served():  # the payout and head gauges (svc_monitor.gauges)
+            gauges = MonitorGauges(make_sessionmaker(self._engine), self._w3, self.settings.chain)
+            self._gauges = asyncio.create_task(gauges.run(), name="metrics-gauges")
         log.info(
             "monitor serving",
             extra={
@@ -139,6 +146,11 @@ class MonitorServer:
         """Graceful stop: NOT_SERVING, finish the poll in progress, close everything."""
         await self._health.enter_graceful_shutdown()
         self._stopping.set()
+        if self._gauges is not None:
+            self._gauges.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gauges
+            self._gauges = None
         if self._task is not None:
             await self._task
             self._task = None

@@ -28,8 +28,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
 from svc_processor.batch_chunks import received_in_chunk
-from svc_processor.consumer import DeadLetter, TaskConsumer
+from svc_processor.consumer import ORDER, DeadLetter, TaskConsumer
 from svc_processor.errors import TransientError
+from svc_processor.gauges import ProcessorGauges
 from svc_processor.payouts import ACTOR
 from svc_processor.pipeline import BatchSettings, Pipeline
 from svc_processor.settings import ProcessorSettings
@@ -41,6 +42,7 @@ from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import Withdrawal
 from withdrawal_shared.db.transitions import Moved, TransitionConflict, move
 from withdrawal_shared.holds import HoldReason
+from withdrawal_shared.metrics import metrics_served
 from withdrawal_shared.states import TERMINAL, State
 
 log = logging.getLogger(__name__)
@@ -177,6 +179,17 @@ class ProcessorServer:
             asyncio.create_task(self._sweep_forever(), name="sweeper"),
             asyncio.create_task(self._batch_forever(), name="batcher"),
         ]
+        if metrics_served():  # the queue, withdrawal and wallet gauges (svc_processor.gauges)
+            gauges = ProcessorGauges(
+                self.pipeline.sessions,
+                self._redis,
+                [self._names.tasks(p) for p in ORDER],
+                self._names.dead_letters,
+                self.settings.consumer_group,
+                self.pipeline.reads,
+                self.settings.chain,
+            )
+            self._tasks.append(asyncio.create_task(gauges.run(), name="metrics-gauges"))
         for name in (SERVICE_NAME, ""):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("processor running", extra={"grpc_port": self.grpc_port})

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,6 +22,7 @@ from svc_signer.ledger import Ledger
 from svc_signer.servicer import SignerServicer
 from svc_signer.settings import SignerSettings
 from withdrawal_shared.db.engine import make_engine
+from withdrawal_shared.grpc_metrics import MeteredRegistrar
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +80,9 @@ class SignerServer:
             chain=self.settings.chain,
         )
         server = grpc.aio.server()
-        signer_pb2_grpc.add_SignerServiceServicer_to_server(SignerServicer(self.core), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        registrar: Any = MeteredRegistrar(server)  # every call counted and timed
+        signer_pb2_grpc.add_SignerServiceServicer_to_server(SignerServicer(self.core), registrar)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, registrar)
         reflection.enable_server_reflection(SERVICE_NAMES, server)
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
         self.grpc_port = server.add_insecure_port(address)

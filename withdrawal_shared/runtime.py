@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from withdrawal_shared.errors import WithdrawalSystemError
 from withdrawal_shared.logs import configure
-from withdrawal_shared.metrics import serve_metrics
+from withdrawal_shared.metrics import initialize, serve_metrics
 from withdrawal_shared.settings import env_int, env_str
 
 SettingsT = TypeVar("SettingsT")
@@ -39,6 +39,7 @@ def run_service(
         metrics_port = env_int(f"{prefix}_METRICS_PORT", -1, minimum=-1)
         if metrics_port >= 0:
             serve_metrics(metrics_port, env_str(f"{prefix}_METRICS_HOST", "127.0.0.1"))
+            initialize(name)  # every label set known now, at zero
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

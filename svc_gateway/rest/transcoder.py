@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,7 @@ from withdrawal_shared.errors import (
     status_to_json,
 )
 from withdrawal_shared.logs import trace_id_from_traceparent, trace_id_var
+from withdrawal_shared.metrics import HTTP_SERVER_REQUEST_SECONDS, HTTP_SERVER_REQUESTS
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +132,11 @@ class _Route:
     has_request_id: bool
     binding: RestBinding
     formats: Mapping[str, FieldFormat]
+
+    @property
+    def label(self) -> str:
+        """The route as metrics name it: `POST /v1/withdrawals`, the template, no values."""
+        return f"{self.http_method} {self.template.template}"
 
     @property
     def body_message(self) -> Descriptor | None:
@@ -569,8 +576,20 @@ class RestTranscoder:
                 source_descriptor_set=default_descriptor_set(),
             )
         self._openapi_body = json.dumps(openapi, ensure_ascii=False).encode()
+        # Every route's success series exists from the start (RED metrics).
+        for label in [r.label for r in routes] + ["GET /openapi.json", "GET /healthz"]:
+            HTTP_SERVER_REQUESTS.add(0, {"route": label, "code": "200"})
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Serve one request, counted and timed by route and status (RED metrics)."""
+        started = time.perf_counter()
+        response = await self._serve(request)
+        route = request.get(_ROUTE_LABEL, _UNMATCHED)
+        HTTP_SERVER_REQUEST_SECONDS.record(time.perf_counter() - started, {"route": route})
+        HTTP_SERVER_REQUESTS.add(1, {"route": route, "code": str(response.status)})
+        return response
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
         """Serve one request; sets `trace_id_var` for its duration."""
         trace_id = trace_id_from_traceparent(request.headers.get("traceparent"))
         token = trace_id_var.set(trace_id)
@@ -593,11 +612,13 @@ class RestTranscoder:
     async def _handle(self, request: web.Request, trace_id: str) -> web.StreamResponse:
         path = request.rel_url.raw_path
         if path in ("/openapi.json", "/healthz"):
+            request[_ROUTE_LABEL] = f"GET {path}"
             if request.method not in ("GET", "HEAD"):
                 raise _MethodNotAllowed(request.method, path, ["GET"])
             body = self._openapi_body if path == "/openapi.json" else b'{"status":"SERVING"}'
             return _json_response(body, 200, trace_id)
         route, variables = self._find(request.method, path, trace_id)
+        request[_ROUTE_LABEL] = route.label
         metadata = {
             k.lower(): v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
         }
@@ -723,6 +744,11 @@ async def _write_final_error(response: web.StreamResponse, err: ApiError) -> Non
 
 
 # ---------------------------------------------------------------- the application
+
+
+_ROUTE_LABEL: web.RequestKey[str] = web.RequestKey("aws_route_label", str)
+"""The request key under which `handle` finds the matched route's metrics label."""
+_UNMATCHED = "unmatched"
 
 
 def build_rest_app(

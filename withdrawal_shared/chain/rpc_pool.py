@@ -63,7 +63,13 @@ from web3.types import RPCEndpoint, RPCResponse
 
 from withdrawal_shared.chain.types import HexStr
 from withdrawal_shared.errors import WithdrawalSystemError
-from withdrawal_shared.metrics import RPC_BREAKER_OPENED, RPC_PROVIDER_FAILURES, provider_label
+from withdrawal_shared.metrics import (
+    RPC_BREAKER_OPENED,
+    RPC_PROVIDER_FAILURES,
+    RPC_PROVIDER_UP,
+    RPC_REQUEST_SECONDS,
+    provider_label,
+)
 from withdrawal_shared.retry import jittered_backoff
 
 __all__ = [
@@ -296,8 +302,12 @@ class _OpenedListener(pybreaker.CircuitBreakerListener):
         old_state: pybreaker.CircuitBreakerState | None,
         new_state: pybreaker.CircuitBreakerState,
     ) -> None:
+        label = provider_label(cb.name or "")
+        RPC_PROVIDER_UP.set(
+            {"provider": label}, 1 if new_state.name == pybreaker.STATE_CLOSED else 0
+        )
         if new_state.name == pybreaker.STATE_OPEN:
-            RPC_BREAKER_OPENED.add(1, {"provider": provider_label(cb.name or "")})
+            RPC_BREAKER_OPENED.add(1, {"provider": label})
             self._on_open(cb.name)
 
 
@@ -334,6 +344,13 @@ class _Provider:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.last_success_at: float | None = None
+        # Every series of this provider exists from the start, before its first failure.
+        labels = {"provider": self.label}
+        RPC_PROVIDER_FAILURES.add(0, labels)
+        RPC_BREAKER_OPENED.add(0, labels)
+        RPC_PROVIDER_UP.set(labels, 1)
+        self._ok = {"provider": self.label, "outcome": "ok"}
+        self._error = {"provider": self.label, "outcome": "error"}
 
     def _request(self, method: str, params: list[Any]) -> RPCResponse:
         response = self.http.make_request(RPCEndpoint(method), params)
@@ -346,6 +363,7 @@ class _Provider:
 
         Raises `_Skipped` when the breaker is open, a transport exception otherwise.
         """
+        started = time.perf_counter()
         try:
             response = self.breaker.call(self._request, method, params)
         except pybreaker.CircuitBreakerError as exc:
@@ -353,6 +371,7 @@ class _Provider:
                 self.skipped += 1
             raise _Skipped(f"circuit open (last error: {self.last_error})") from exc
         except _TRANSPORT_ERRORS as exc:
+            RPC_REQUEST_SECONDS.record(time.perf_counter() - started, self._error)
             with self.lock:
                 self.failures += 1
                 self.last_error = _describe(exc)
@@ -363,6 +382,7 @@ class _Provider:
                 extra={"rpc_provider": self.label, "rpc_method": method, "error": self.last_error},
             )
             raise
+        RPC_REQUEST_SECONDS.record(time.perf_counter() - started, self._ok)
         with self.lock:
             self.successes += 1
             self.last_success_at = time.time()
