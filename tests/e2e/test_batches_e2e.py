@@ -26,15 +26,17 @@ from web3 import Web3
 from assetwithdrawal.events.v1 import events_pb2
 from assetwithdrawal.withdrawal.v1 import batch_pb2, batch_pb2_grpc, withdrawal_pb2
 from devstack.exactly_once import Submitted, check_exactly_once
+from devstack.vault import set_outflow_cap
 from svc_gateway.batches.storage import CHUNK_ROWS
 from tests.support.databases import mariadb_database
 from tests.support.gateway import Partner
-from tests.support.pipeline import Pipeline, running_pipeline
+from tests.support.pipeline import Pipeline, running_pipeline, wait_until
 from tests.support.requests import create_request, fresh_address, rich_error
 from tests.support.signers import keystore_signer
 from withdrawal_shared import queue
 from withdrawal_shared.amounts import format_amount
 from withdrawal_shared.chain.payout import is_paid
+from withdrawal_shared.chain.types import BaseUnits
 from withdrawal_shared.db.api_keys import issue_api_key
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import PayoutItem, Withdrawal
@@ -388,3 +390,55 @@ def test_accept_valid_pays_every_good_row_exactly_once(
     for recipient in plan.bad_recipients:
         assert pipeline.token_balance(recipient.lower()) == 0
     print(f"\n{ROWS} rows: uploaded in {uploaded:.1f} s, all COMPLETED after {settled:.1f} s")
+
+
+def test_rows_the_vault_cannot_pay_yet_wait_on_hold_and_are_paid_once_it_can(
+    pipeline: Pipeline, partner: Partner
+) -> None:
+    """A batch is accepted whatever the vault holds or its outflow cap allows: rows over the
+    cap wait ON_HOLD (OUTFLOW_CAP_REACHED), the batch stays PROCESSING, and once the cap is
+    lifted they are paid, once each."""
+    vault = pipeline.boot.payout_vault
+    assert vault is not None
+    owner = pipeline.anvil.accounts[0]
+    token = pipeline.boot.token_address
+    recipients = [fresh_address() for _ in range(3)]
+    content = "recipient_address,amount,token\r\n" + "".join(f"{r},4,USDC\r\n" for r in recipients)
+    set_outflow_cap(pipeline.w3, vault, owner.private_key, token, BaseUnits(10_000_000), 3600)
+    try:
+        batch = _upload(
+            pipeline,
+            partner,
+            content.encode(),
+            f"capped-{uuid.uuid4().hex[:8]}",
+            batch_pb2.BATCH_POLICY_ACCEPT_VALID,
+        )
+        assert batch.accepted_count == 3
+        stub = batch_pb2_grpc.BatchServiceStub(pipeline.gateway.channel)
+
+        def held() -> batch_pb2.Batch | None:
+            current = stub.GetBatch(
+                batch_pb2.GetBatchRequest(name=batch.name), metadata=partner.metadata
+            )
+            counts = {c.state: c.count for c in current.state_counts}
+            wanted = {withdrawal_pb2.STATE_COMPLETED: 2, withdrawal_pb2.STATE_ON_HOLD: 1}
+            return current if counts == wanted else None
+
+        current = wait_until(held, 60, lambda: f"never 2 paid and 1 held: {batch.name}")
+        assert current.state == batch_pb2.BATCH_STATE_PROCESSING
+        report = _report(pipeline, partner, batch.name)
+        assert sorted(r.reason for r in report if r.state == withdrawal_pb2.STATE_ON_HOLD) == [
+            "OUTFLOW_CAP_REACHED"
+        ]
+    finally:
+        set_outflow_cap(pipeline.w3, vault, owner.private_key, token, BaseUnits(0), 3600)
+    updates = list(
+        stub.WatchBatch(
+            batch_pb2.WatchBatchRequest(name=batch.name), metadata=partner.metadata, timeout=90
+        )
+    )
+    assert updates[-1].state == batch_pb2.BATCH_STATE_DONE
+    assert [(c.state, c.count) for c in updates[-1].state_counts] == [
+        (withdrawal_pb2.STATE_COMPLETED, 3)
+    ]
+    assert [pipeline.token_balance(r) for r in recipients] == [4_000_000] * 3
