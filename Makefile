@@ -12,7 +12,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help up test fuzz e2e-batches check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short bench-e2e bench-api bench-recovery
+.PHONY: help up test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short bench-e2e bench-api bench-recovery
 
 ##@ run
 
@@ -28,6 +28,7 @@ fuzz: deps redis-bin ## fuzz REST (schemathesis) and gRPC (Hypothesis, every ref
 	FUZZ_REST_EXAMPLES=$${FUZZ_REST_EXAMPLES:-250} FUZZ_GRPC_EXAMPLES=$${FUZZ_GRPC_EXAMPLES:-1000} $(PY) -m pytest -q tests/fuzz $(PYTEST_ARGS)
 
 # BATCH_E2E_ROWS sets the file's rows (1,000 inside make test).
+.PHONY: e2e-batches
 e2e-batches: deps redis-bin ## the CSV batch end to end on the real pipeline with a 10,000-row file, judged from the chain
 	BATCH_E2E_ROWS=$${BATCH_E2E_ROWS:-10000} $(PY) -m pytest -q -s -p no:cacheprovider -o timeout=1800 tests/e2e/test_batches_e2e.py $(PYTEST_ARGS)
 
