@@ -30,6 +30,11 @@ test: deps softhsm redis-bin prometheus-bin check ## static checks, then the who
 fuzz: deps redis-bin ## fuzz REST (schemathesis) and gRPC (Hypothesis, every reflected service) on a real gateway, derandomized
 	FUZZ_REST_EXAMPLES=$${FUZZ_REST_EXAMPLES:-250} FUZZ_GRPC_EXAMPLES=$${FUZZ_GRPC_EXAMPLES:-1000} $(PY) -m pytest -q tests/fuzz $(PYTEST_ARGS)
 
+# BATCH_E2E_ROWS sets the file's rows (1,000 inside make test).
+.PHONY: e2e-batches
+e2e-batches: deps redis-bin ## the CSV batch end to end on the real pipeline with a 10,000-row file, judged from the chain
+	BATCH_E2E_ROWS=$${BATCH_E2E_ROWS:-10000} $(PY) -m pytest -q -s -p no:cacheprovider -o timeout=1800 tests/e2e/test_batches_e2e.py $(PYTEST_ARGS)
+
 check: lint typecheck buf-lint buf-breaking gen-check contracts-check ## every static check
 
 lint: $(STAMP_PY) ## ruff lint and format check

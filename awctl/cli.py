@@ -678,5 +678,5 @@ def changes_propose_tier_limits(
 
 # ---------------------------------------------------------------- command groups of their own
 
-# Each adds itself to `app`, using the helpers above: keys, pauses, tokens; rules.
-from awctl import controls, rules  # noqa: E402, F401
+# Each adds itself to `app`, using the helpers above: batches; keys, pauses, tokens; rules.
+from awctl import batches, controls, rules  # noqa: E402, F401

@@ -58,6 +58,20 @@ def _hint(error: ApiError, config: Config) -> str:
             "Check that it is running (`make up`), that this is its gRPC port (stack.json's "
             "grpc_target), and --target/AWCTL_TARGET."
         )
+    if code == grpc.StatusCode.UNAUTHENTICATED and config.kind == "partner":
+        return (
+            f"the gateway at {config.target} did not accept the API key "
+            f"{config.shown_credential} (from {config.credential_source}). It must be a "
+            "partner API key (`awk_…`, not an operator credential), not revoked: check "
+            "--api-key/AWCTL_API_KEY."
+        )
+    if code == grpc.StatusCode.PERMISSION_DENIED and error.reason == "SCOPE_MISSING":
+        scope = error.metadata.get("scope", "another scope")
+        return (
+            f"the API key {config.shown_credential} (from {config.credential_source}) lacks "
+            f"the `{scope}` scope: use a key that holds it (an operator grants it with "
+            "`awctl keys create`)."
+        )
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return (
             f"the gateway at {config.target} did not accept the credential "

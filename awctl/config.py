@@ -5,6 +5,10 @@ variables, then the `grpc_target`/`admin_credential` of the stack file that `mak
 (`AWCTL_STACK_JSON`, else `$AWS_VAR_DIR/stack.json`, else `var/stack.json` of this checkout).
 Each value remembers where it came from, so an error can say what to check. A credential is
 only ever shown by its public prefix (`awo_<8 hex>…`).
+
+`awctl batches` calls the partners' BatchService, which takes a partner API key, not an
+operator credential: `--api-key`, else `AWCTL_API_KEY`, else the stack file's `api_key`
+(`resolve_partner`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 TARGET_ENV = "AWCTL_TARGET"
 CREDENTIAL_ENV = "AWCTL_CREDENTIAL"
+API_KEY_ENV = "AWCTL_API_KEY"
 STACK_JSON_ENV = "AWCTL_STACK_JSON"
 VAR_DIR_ENV = "AWS_VAR_DIR"
 
@@ -52,6 +57,9 @@ class Config:
     target_source: str
     credential: str
     credential_source: str
+    kind: str = "operator"
+    """"operator" (an `awo_…` credential, the AdminService) or "partner" (an `awk_…` API key,
+    the public services such as BatchService)."""
 
     @property
     def shown_credential(self) -> str:
@@ -108,4 +116,37 @@ def resolve(target: str | None, credential: str | None) -> Config:
         )
     return Config(
         target, target_source, _valid_credential(credential, credential_source), credential_source
+    )
+
+
+def resolve_partner(target: str | None, api_key: str | None) -> Config:
+    """The target as `resolve` finds it, with a partner API key (`awk_…`) from `--api-key`,
+    `AWCTL_API_KEY` or the stack file's `api_key`; ConfigError naming where to set it."""
+    target_source = "--target"
+    key_source = "--api-key"
+    if not target and os.environ.get(TARGET_ENV):
+        target, target_source = os.environ[TARGET_ENV], TARGET_ENV
+    if not api_key and os.environ.get(API_KEY_ENV):
+        api_key, key_source = os.environ[API_KEY_ENV], API_KEY_ENV
+    path = stack_json_path()
+    if not target or not api_key:
+        stack = _read_stack(path)
+        if stack is not None:
+            if not target and isinstance(stack.get("grpc_target"), str):
+                target, target_source = str(stack["grpc_target"]), f"{path} (grpc_target)"
+            if not api_key and isinstance(stack.get("api_key"), str):
+                api_key, key_source = str(stack["api_key"]), f"{path} (api_key)"
+    if not target:
+        raise ConfigError(
+            f"no gateway target: pass --target HOST:PORT, set {TARGET_ENV}, or run `make up` "
+            f"(awctl reads its grpc_target from {path}; {STACK_JSON_ENV} names another file)"
+        )
+    if not api_key:
+        raise ConfigError(
+            "no partner API key: batches are the partners' API, so pass --api-key or set "
+            f"{API_KEY_ENV} (an `awk_…` key with the batches:create scope), or run `make up` "
+            f"(awctl reads its api_key from {path})"
+        )
+    return Config(
+        target, target_source, _valid_credential(api_key, key_source), key_source, "partner"
     )

@@ -67,8 +67,8 @@ TOKEN_SYMBOL = "USDC"  # noqa: S105 - a token symbol
 TOKEN_NAME = "USD Coin"  # noqa: S105 - a token name
 DEV_PARTNER = "dev-partner"
 DEV_ADMINS = ("dev-admin", "dev-admin-2")
-DEV_API_KEY_SCOPES = DEFAULT_SCOPES | {Scope.EMERGENCY}
-"""The development key may create EMERGENCY withdrawals too."""
+DEV_API_KEY_SCOPES = DEFAULT_SCOPES | {Scope.EMERGENCY, Scope.BATCHES_CREATE}
+"""The development key may create EMERGENCY withdrawals and CSV batches too."""
 HOT_WALLET_NATIVE = Wei(100 * 10**18)  # 100 POL
 HOT_WALLET_TOKENS = BaseUnits(1_000_000 * 10**6)  # 1,000,000 USDC
 VAULT_TOKENS = BaseUnits(1_000_000 * 10**6)  # 1,000,000 USDC

@@ -5,8 +5,10 @@ lines). Problems of the file as a whole raise BATCH_FILE_INVALID or BATCH_TOO_LA
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -53,6 +55,25 @@ def _header(fields: list[str]) -> list[str]:
     return names
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _not_utf8(raw: IO[bytes]) -> str:
+    """Where the file first stops being UTF-8: its byte offset and physical line (the text
+    wrapper decodes blocks ahead of the rows, so the file is read again, on this error only,
+    to say it exactly)."""
+    raw.seek(0)
+    data = raw.read()
+    start = 3 if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        data[start:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = start + exc.start
+        line = 1 + len(_LINE_BREAK.findall(data[:offset].decode("utf-8", errors="replace")))
+        return f"it is not UTF-8 (byte {offset} of the file, on line {line})"
+    return "it is not UTF-8"  # pragma: no cover - the decoder said it was not
+
+
 def read_rows(raw: IO[bytes], max_rows: int) -> Iterator[Row]:
     """The data rows of the file, in order; blank lines are skipped. Raises (as the file is
     read) BATCH_FILE_INVALID for bytes that are not UTF-8, malformed CSV, a bad header or no
@@ -80,8 +101,8 @@ def read_rows(raw: IO[bytes], max_rows: int) -> Iterator[Row]:
             for name, value in zip(names, fields, strict=False):
                 values[name] = value
             yield Row(line, values, len(fields) > len(names))
-    except UnicodeDecodeError as exc:
-        raise file_invalid(f"it is not UTF-8 (byte {exc.start} of a read block)") from None
+    except UnicodeDecodeError:
+        raise file_invalid(_not_utf8(raw)) from None
     except csv.Error as exc:
         raise file_invalid(f"malformed CSV at line {reader.line_num}: {exc}") from None
     finally:

@@ -110,6 +110,7 @@ def running_pipeline(
     extra_rpc_urls: Sequence[str] = (),
     approval_expiry_seconds: float = ProcessorSettings.approval_expiry_seconds,
     emergency_wallets: int = 0,
+    sweep_age_seconds: float = 1.0,
 ) -> Iterator[Pipeline]:
     """Start anvil, bootstrap the chain and database for the signer at `signer_target` (every
     hot wallet it lists), and run the gateway, processor and monitor against them. With
@@ -120,7 +121,9 @@ def running_pipeline(
     `extra_rpc_urls` come FIRST in the processor's and the monitor's CHAIN_RPC_URL, before
     anvil's (e.g. a dead provider the pool has to fail over from). `approval_expiry_seconds`
     is the processor's PROCESSOR_APPROVAL_EXPIRY_SECONDS. The last `emergency_wallets` of the
-    signer's wallets get the EMERGENCY role (`boot.emergency_wallets`)."""
+    signer's wallets get the EMERGENCY role (`boot.emergency_wallets`). `sweep_age_seconds` is
+    how long a withdrawal sits RECEIVED or VALIDATED before the sweeper re-drives it (long: a
+    test proves that the queue's tasks alone moved the rows)."""
     with AnvilProcess(block_time=0.5) as anvil:
         w3 = anvil.web3()
         wallets = signer_wallets(signer_target)
@@ -154,7 +157,7 @@ def running_pipeline(
                 signer_target=signer_target,
                 grpc_port=0,
                 sweep_interval_seconds=0.5,
-                sweep_age_seconds=1.0,
+                sweep_age_seconds=sweep_age_seconds,
                 batch_max_items=batch_max_items,
                 batch_max_wait_seconds=batch_max_wait_seconds,
                 batch_poll_seconds=0.1,
