@@ -12,7 +12,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help up observe prometheus-bin test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short bench-e2e bench-api bench-recovery
+.PHONY: help up observe prometheus-bin test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short bench-e2e bench-api bench-recovery bench-batch bench-emergency
 
 ##@ run
 
@@ -73,6 +73,14 @@ bench-api: deps redis-bin ## CreateWithdrawal over gRPC and REST, open loop, ste
 
 bench-recovery: deps redis-bin ## SIGKILL processor, monitor, gateway under load: seconds until 90% again; exactly-once
 	$(PY) -m bench.recovery
+
+# Extra arguments, e.g. BENCH_BATCH_ARGS="--only ingest" or "--seconds 120".
+BENCH_BATCH_ARGS ?=
+bench-batch: deps redis-bin ## CSV batches: ingest of 100k and 1M rows (seconds, gateway memory); sustained batches beside single creates
+	$(PY) -m bench.batch $(BENCH_BATCH_ARGS)
+
+bench-emergency: deps redis-bin ## EMERGENCY withdrawals on a congested chain: blocks waited, with and without the emergency wallet
+	$(PY) -m bench.emergency
 
 ##@ chaos
 
