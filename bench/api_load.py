@@ -681,7 +681,10 @@ class PipelineSystem(_GatewayLog):
         return {
             "mariadbd": pid_of("mariadbd"),
             "redis-server": redis.pid if redis is not None else None,
-            **{name: self.stack.pid(name) for name in ("processor", "signer", "monitor")},
+            **{
+                name: self.stack.pid(name)
+                for name in ("processor", "signer", "monitor", "webhooks")
+            },
             "anvil": self.stack.anvil.pid,
         }
 
@@ -727,7 +730,8 @@ class Row:
     cpu_per_1k: dict[str, float | None]  # process -> CPU seconds per 1,000 requests
     mariadb_per_1k: dict[str, float] = field(default_factory=dict)
     """MariaDB server counters per 1,000 requests (the whole server: shared with whatever
-    else runs on it): commits, redo log fsyncs, log waits, row lock waits and their ms."""
+    else runs on it): commits (statements and storage-engine commits, autocommit ones
+    included), fsyncs, redo-log writes, log waits, row lock waits and their ms."""
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -808,6 +812,7 @@ CPU_COLUMNS = {
     "processor": "processor",
     "signer": "signer",
     "monitor": "monitor",
+    "webhooks": "webhooks",
     "anvil": "anvil",
     "mariadbd": "mariadbd",
     "redis-server": "redis",
@@ -1097,10 +1102,17 @@ def gateway_workers(args: argparse.Namespace) -> str:
 
 MARIADB_COUNTERS = (
     "Com_commit",
-    "Innodb_os_log_fsyncs",
+    "Handler_commit",
+    "Innodb_data_fsyncs",
+    "Innodb_log_writes",
     "Innodb_log_waits",
     "Innodb_row_lock_waits",
     "Innodb_row_lock_time",
+    "Com_select",
+    "Com_insert",
+    "Com_update",
+    "Innodb_rows_read",
+    "Handler_read_rnd_next",
 )
 
 

@@ -176,7 +176,8 @@ def _routes_for(binding: RestBinding, formats: Mapping[str, FieldFormat]) -> lis
         if rule is None:
             continue
         if method.client_streaming:
-            logger.warning("REST: skipping client-streaming method %s", method.full_name)
+            # Not transcoded: an explicit route serves it (CreateBatch: `rest/upload.py`).
+            logger.debug("REST: no transcoded route for client-streaming %s", method.full_name)
             continue
         if method.server_streaming and binding.invoke_stream is None:
             raise ValueError(f"{method.full_name} is server-streaming: give invoke_stream")
