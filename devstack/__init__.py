@@ -4,8 +4,9 @@
 
 What it runs, in order:
 
-1. **anvil** as Polygon (chain id 137, a block every 2 s, gas limit 60M) on 127.0.0.1:8545
-   (`STACK_ANVIL_PORT`), logging to var/logs/anvil.log.
+1. **anvil** as Polygon (chain id 137, gas limit 60M) on 127.0.0.1:8545 (`STACK_ANVIL_PORT`),
+   logging to var/logs/anvil.log. It mines each transaction of the bootstrap (step 5) at once,
+   then a block every 2 s.
 2. **Redis**: `REDIS_URL` when set; else the one on 127.0.0.1:6379 if it answers PING; else its
    own `redis-server` (from PATH; Debian package `redis-server`) on a free port, keeping nothing
    on disk, stopped with the stack. Keys are prefixed with `REDIS_PREFIX` (default `aws:`).

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from web3 import Web3
 
-from devstack.anvil import AnvilError, AnvilProcess
+from devstack.anvil import AnvilError, AnvilProcess, set_automine, set_interval_mining
 from devstack.bootstrap import TOKEN_SYMBOL, BootstrapResult, bootstrap
 from devstack.config import StackConfig, check_ports
 from devstack.probes import NotServingError, list_wallets, wait_http_ok, wait_serving
@@ -282,6 +282,7 @@ class Stack:
             wallets = self._signer_wallets()
             self._checkpoint()
         result = self._bootstrap(wallets)
+        self._start_block_interval()
         self._checkpoint()
 
         children: list[tuple[Service, Child]] = []
@@ -320,12 +321,15 @@ class Stack:
         log_path = config.logs_dir / "anvil.log"
         self.sup.say(
             f"starting anvil on 127.0.0.1:{config.anvil_port} (chain id {POLYGON_CHAIN_ID}, "
-            f"a block every {ANVIL_BLOCK_TIME}s, gas limit {ANVIL_GAS_LIMIT:,}); log {log_path}"
+            f"mining each bootstrap transaction at once, then a block every {ANVIL_BLOCK_TIME}s, "
+            f"gas limit {ANVIL_GAS_LIMIT:,}); log {log_path}"
         )
+        # Automine until the bootstrap is done (its dozen transactions would each wait for the
+        # next block), then interval mining: `_start_block_interval`.
         anvil = AnvilProcess(
             port=config.anvil_port,
             chain_id=POLYGON_CHAIN_ID,
-            block_time=ANVIL_BLOCK_TIME,
+            block_time=None,
             gas_limit=ANVIL_GAS_LIMIT,
             log_path=log_path,
         )
@@ -335,6 +339,15 @@ class Stack:
             raise StackError(f"anvil did not start: {exc}") from None
         self.anvil = anvil
         self.sup.say(f"anvil is up at {anvil.rpc_url}")
+
+    def _start_block_interval(self) -> None:
+        """From the end of the bootstrap on, a block every ANVIL_BLOCK_TIME seconds (and no
+        more automine), as on a real chain."""
+        assert self.anvil is not None
+        w3 = self.anvil.web3()
+        set_automine(w3, False)
+        set_interval_mining(w3, ANVIL_BLOCK_TIME)
+        self.sup.say(f"anvil mines a block every {ANVIL_BLOCK_TIME}s from now on")
 
     def _start_redis(self) -> None:
         try:
