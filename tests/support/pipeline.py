@@ -5,6 +5,7 @@ services — signer, gateway, processor and monitor — bootstrapped the way `ma
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from web3 import Web3
 
 from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
-from devstack.anvil import AnvilProcess
+from devstack.anvil import AnvilProcess, mine, rpc
 from devstack.bootstrap import BootstrapResult, bootstrap
 from svc_gateway.settings import GatewaySettings
 from svc_monitor.server import MonitorServer
@@ -94,6 +95,31 @@ def signer_wallets(target: str) -> list[str]:
         return [wallet.address for wallet in listed.wallets]
 
 
+class BlocksOnDemand:
+    """Mines a block as soon as a transaction waits in anvil's pool, until `stop()`: a set-up
+    that sends its transactions one after another (the bootstrap's dozen) then does not wait
+    for the next interval block each time. Interval mining goes on unchanged beside it; the
+    thread ends by itself when anvil no longer answers."""
+
+    def __init__(self, anvil: AnvilProcess, poll_seconds: float = 0.02) -> None:
+        self._w3 = anvil.web3()
+        self._poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name="blocks-on-demand", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        # On any error (anvil stopped) the blocks come from interval mining alone.
+        with contextlib.suppress(Exception):
+            while not self._stop.wait(self._poll_seconds):
+                if int(rpc(self._w3, "txpool_status")["pending"], 16):
+                    mine(self._w3)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
 @contextlib.contextmanager
 def running_pipeline(
     database_url: str,
@@ -126,6 +152,7 @@ def running_pipeline(
     test proves that the queue's tasks alone moved the rows)."""
     with AnvilProcess(block_time=0.5) as anvil:
         w3 = anvil.web3()
+        bootstrap_blocks = BlocksOnDemand(anvil)
         wallets = signer_wallets(signer_target)
         boot = bootstrap(
             w3,
@@ -137,6 +164,7 @@ def running_pipeline(
             if emergency_wallets
             else (),
         )
+        bootstrap_blocks.stop()
         common = {"database_url": database_url, "redis_url": redis_url}
         chain_rpc_url = ",".join([*extra_rpc_urls, anvil.rpc_url])
         gateway = RunningGateway(
