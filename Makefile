@@ -11,6 +11,11 @@ BIN := node_modules/.bin
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 PYTEST_ARGS ?=
+# make test: pytest-xdist workers, each taking whole test files (a file's module-scoped stack
+# stays shared by its tests), the long real-stack files first (tests/conftest.py LONG_FIRST).
+# Most of their time is spent waiting on blocks and timers, so two workers overlap well on
+# two cores. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: help up observe prometheus-bin test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short bench-e2e bench-api bench-recovery bench-batch bench-emergency
 
@@ -25,7 +30,7 @@ observe: deps prometheus-bin ## a real Prometheus on 127.0.0.1:9090 scraping the
 ##@ test
 
 test: deps softhsm redis-bin prometheus-bin check ## static checks, then the whole pytest suite on real MariaDB, Redis, anvil, SoftHSM2
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 fuzz: deps redis-bin ## fuzz REST (schemathesis) and gRPC (Hypothesis, every reflected service) on a real gateway, derandomized
 	FUZZ_REST_EXAMPLES=$${FUZZ_REST_EXAMPLES:-250} FUZZ_GRPC_EXAMPLES=$${FUZZ_GRPC_EXAMPLES:-1000} $(PY) -m pytest -q tests/fuzz $(PYTEST_ARGS)

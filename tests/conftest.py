@@ -16,6 +16,35 @@ from tests.support.gateway import Partner, RunningGateway
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
+LONG_FIRST = (
+    "tests/crash/",
+    "tests/bench/",
+    "tests/chaos/",
+    "tests/stack/",
+    "tests/e2e/",
+    "tests/fuzz/",
+    "tests/awctl/",
+)
+"""Directories whose files take longest (real stacks waiting on blocks), in that order.
+
+`make test` runs pytest-xdist with `--dist loadfile --no-loadscope-reorder`: each worker takes
+whole files, in collection order. Collecting these first starts the long files at once, and
+the many short ones fill the gaps at the end, instead of one long file running alone last."""
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the files under LONG_FIRST to the front (a stable sort: the order of the files
+    within a rank, and of the tests within a file, is pytest's own)."""
+
+    def rank(item: pytest.Item) -> int:
+        for index, prefix in enumerate(LONG_FIRST):
+            if item.nodeid.startswith(prefix):
+                return index
+        return len(LONG_FIRST)
+
+    items.sort(key=rank)
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
