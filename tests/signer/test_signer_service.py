@@ -184,6 +184,7 @@ def test_target_must_be_an_enabled_token(signer: RunningSigner, world: SignerWor
 @pytest.mark.parametrize(
     ("field", "value"),
     [("amount_base_units", "12500001"), ("recipient_address", fresh_address())],
+    ids=["amount_base_units", "recipient_address"],  # the same in every pytest-xdist worker
 )
 def test_item_must_match_the_decoded_calldata(
     signer: RunningSigner, world: SignerWorld, field: str, value: str
