@@ -22,6 +22,8 @@ LONG_FIRST = (
     "tests/chaos/",
     "tests/stack/",
     "tests/e2e/",
+    "tests/observe/",
+    "tests/webhooks/",
     "tests/fuzz/",
     "tests/awctl/",
 )
