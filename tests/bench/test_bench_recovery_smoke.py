@@ -41,7 +41,13 @@ def test_bench_recovery_smoke(tmp_path: Path) -> None:
     lag = services["monitor"]["maturity_lag"]
     assert lag["normal_lag_s"] is not None and lag["normal_lag_s"] >= 0, lag
     assert lag["caught_up_s"] is not None or lag["reason"], lag
-    assert results["kills"] == {"signer": 0, "processor": 1, "monitor": 1, "gateway": 1}
+    assert results["kills"] == {
+        "signer": 0,
+        "processor": 1,
+        "monitor": 1,
+        "gateway": 1,
+        "webhooks": 0,
+    }
     load = results["load"]
     assert load["accepted"] > 0
     # Every refused submission came back on its retry with the same request_id, and a
