@@ -8,19 +8,12 @@ from typing import TYPE_CHECKING, TypeAlias
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2, withdrawal_pb2_grpc
 from svc_gateway.dispatch import Dispatcher
 from svc_gateway.errors import abort
+from svc_gateway.unary_servicer import metadata_of
 
 if TYPE_CHECKING:
     import grpc
 
     Context: TypeAlias = grpc.aio.ServicerContext[object, object]
-
-
-def _metadata(context: Context) -> dict[str, str]:
-    return {
-        key.lower(): value
-        for key, value in (context.invocation_metadata() or ())
-        if isinstance(value, str)
-    }
 
 
 class WithdrawalServicer(withdrawal_pb2_grpc.WithdrawalServiceServicer):
@@ -29,7 +22,7 @@ class WithdrawalServicer(withdrawal_pb2_grpc.WithdrawalServiceServicer):
 
     async def _unary(self, name: str, request: object, context: Context) -> object:
         try:
-            return await self._dispatch.unary(name, request, _metadata(context))  # type: ignore[arg-type]
+            return await self._dispatch.unary(name, request, metadata_of(context))  # type: ignore[arg-type]
         except Exception as exc:
             await abort(context, exc)
             raise  # unreachable: abort raises
@@ -59,7 +52,7 @@ class WithdrawalServicer(withdrawal_pb2_grpc.WithdrawalServiceServicer):
     ) -> AsyncIterator[withdrawal_pb2.WatchWithdrawalResponse]:
         try:
             async for message in self._dispatch.stream(
-                "WatchWithdrawal", request, _metadata(context)
+                "WatchWithdrawal", request, metadata_of(context)
             ):
                 yield message  # type: ignore[misc]
         except Exception as exc:

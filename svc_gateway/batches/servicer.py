@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from assetwithdrawal.withdrawal.v1 import batch_pb2, batch_pb2_grpc
 from svc_gateway.dispatch import Dispatcher
 from svc_gateway.errors import abort
-from svc_gateway.servicer import _metadata
+from svc_gateway.unary_servicer import metadata_of
 
 if TYPE_CHECKING:
     import grpc
@@ -23,14 +23,14 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
 
     async def _unary(self, name: str, request: Any, context: Context) -> Any:
         try:
-            return await self._dispatch.unary(name, request, _metadata(context))
+            return await self._dispatch.unary(name, request, metadata_of(context))
         except Exception as exc:
             await abort(context, exc)
             raise  # unreachable: abort raises
 
     async def _stream(self, name: str, request: Any, context: Context) -> AsyncIterator[Any]:
         try:
-            async for message in self._dispatch.stream(name, request, _metadata(context)):
+            async for message in self._dispatch.stream(name, request, metadata_of(context)):
                 yield message
         except Exception as exc:
             await abort(context, exc)
