@@ -7,7 +7,9 @@ read) plus the gaps below it: ids not seen yet, each with the time it was first 
 poll reads the rows above the frontier, then the rows of the gaps (in that order: a row
 committed before one the first query saw is seen by the second). A gap still missing after
 `gap_grace_seconds` is a rolled-back insert and is dropped. Everything at or below the
-frontier and not a gap has been fanned out.
+frontier and not a gap has been fanned out. The cursor moves on ids alone (primary-key
+reads); the rows' details (their withdrawals and tokens) are read only while an endpoint is
+enabled, so a system without webhook endpoints pays almost nothing for the sender.
 
 Fan-out (one `webhook_deliveries` row per event and wanting endpoint of the withdrawal's
 partner, enabled and registered before the event occurred) and the cursor's update share one
@@ -156,6 +158,21 @@ def _rows(session: Session, *where: Any, limit: int | None = None) -> list[Outbo
     return rows
 
 
+def _ids(session: Session, *where: Any, limit: int | None = None) -> list[int]:
+    """The ids of the audit rows matching `where`, ascending (primary-key reads)."""
+    query = select(WithdrawalAudit.id).where(*where).order_by(WithdrawalAudit.id)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query).all())
+
+
+def _any_endpoint_enabled(session: Session) -> bool:
+    found = session.scalar(
+        select(WebhookEndpoint.id).where(WebhookEndpoint.state == "ENABLED").limit(1)
+    )
+    return found is not None
+
+
 def poll_outbox(
     session: Session, *, batch: int, gap_grace_seconds: float, now: float | None = None
 ) -> OutboxReport:
@@ -168,20 +185,23 @@ def poll_outbox(
     gaps: dict[int, float] = {int(k): float(v) for k, v in json.loads(cursor.gaps).items()}
     frontier = cursor.frontier
 
-    fresh = _rows(session, WithdrawalAudit.id > frontier, limit=batch)
+    # The cursor moves on ids alone; the rows' details are read only when an endpoint is
+    # enabled. Checked after the reads: an endpoint created or enabled later wants none of
+    # these rows, which committed before it (fan-out skips events older than an endpoint).
+    fresh = _ids(session, WithdrawalAudit.id > frontier, limit=batch)
     expected = frontier + 1
-    for row in fresh:
-        for missing in range(expected, row.id):
+    for audit_id in fresh:
+        for missing in range(expected, audit_id):
             gaps.setdefault(missing, clock)
-        expected = row.id + 1
+        expected = audit_id + 1
     if fresh:
-        frontier = fresh[-1].id
-    filled: list[OutboxRow] = []
+        frontier = fresh[-1]
+    filled: list[int] = []
     if gaps:
         wanted = sorted(gaps)[:GAP_QUERY_MAX]
-        filled = _rows(session, WithdrawalAudit.id.in_(wanted))
-        for row in filled:
-            gaps.pop(row.id, None)
+        filled = _ids(session, WithdrawalAudit.id.in_(wanted))
+        for audit_id in filled:
+            gaps.pop(audit_id, None)
     skipped = [gap for gap, first in gaps.items() if clock - first > gap_grace_seconds]
     for gap in skipped:
         del gaps[gap]
@@ -191,12 +211,14 @@ def poll_outbox(
             "outbox ids taken as never committed",
             extra={"ids": skipped[:20], "count": len(skipped)},
         )
-    rows = sorted([*filled, *fresh], key=lambda r: r.id)
-    created = fan_out(session, rows)
+    ids = sorted([*filled, *fresh])
+    created = 0
+    if ids and _any_endpoint_enabled(session):
+        created = fan_out(session, _rows(session, WithdrawalAudit.id.in_(ids)))
     cursor.frontier = frontier
     cursor.gaps = json.dumps({str(k): v for k, v in sorted(gaps.items())})
     cursor.update_time = _utcnow()
-    return OutboxReport(len(rows), created, frontier, len(gaps), len(skipped))
+    return OutboxReport(len(ids), created, frontier, len(gaps), len(skipped))
 
 
 def fan_out(session: Session, rows: Sequence[OutboxRow]) -> int:

@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from svc_webhooks.outbox import poll_outbox
@@ -22,6 +22,7 @@ from withdrawal_shared.db.models import (
     WebhookEndpoint,
     WebhookOutboxCursor,
     Withdrawal,
+    WithdrawalAudit,
 )
 from withdrawal_shared.db.transitions import move, utcnow
 from withdrawal_shared.ids import new_ulid
@@ -148,3 +149,26 @@ def test_a_rolled_back_id_is_skipped_after_the_grace_period(
     assert _cursor(sessions)[1] == {}
     assert f"evt_{later}_1" in _events(sessions)
     assert f"evt_{withdrawal}_2" not in _events(sessions)
+
+
+def test_with_no_endpoint_enabled_the_cursor_moves_on_and_nothing_is_queued(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        session.execute(update(WebhookEndpoint).values(state="DISABLED"))
+    quiet = _withdrawal(sessions)
+    before = len(_events(sessions))
+    _poll(sessions)
+    frontier, gaps = _cursor(sessions)
+    assert len(_events(sessions)) == before  # nothing fanned out
+    with sessions() as session:
+        newest = session.scalar(select(func.max(WithdrawalAudit.id)))
+    assert frontier == newest and gaps == {}
+
+    with sessions.begin() as session:
+        session.execute(update(WebhookEndpoint).values(state="ENABLED"))
+    heard = _withdrawal(sessions)
+    _poll(sessions)
+    events = set(_events(sessions))
+    assert f"evt_{heard}_1" in events
+    assert f"evt_{quiet}_1" not in events  # it happened while no endpoint listened
