@@ -16,7 +16,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,7 @@ from typing import Any, Self
 from web3 import Web3
 from web3.types import RPCEndpoint
 
+from devstack.config import free_port as _free_port
 from withdrawal_shared.chain.types import (
     POLYGON_CHAIN_ID,
     ChecksumAddress,
@@ -121,13 +121,6 @@ def find_anvil_binary(repo_root: Path = REPO_ROOT) -> Path:
         f"anvil binary not found under {scope}: run `make deps` (npm install) in {repo_root} "
         "to install the pinned @foundry-rs/anvil package, or set ANVIL_BIN"
     )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _tail(path: Path, max_chars: int = 2000) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,12 +179,35 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the OS picks it)."""
+    """A port nothing listens on right now, for a server started a moment later.
+
+    Drawn at random below the kernel's ephemeral range, not picked by the OS (`bind(0)`):
+    the OS hands out ports of the ephemeral range, which outgoing connections also take, so
+    a port it reported free could be some client's local port by the time the server binds
+    it (seen with several stacks starting at once). Falls back to the OS's pick."""
+    low, _ = _ephemeral_range()
+    floor = min(20000, max(1024, low - 1024))
+    for _ in range(50):
+        port = floor + secrets.randbelow(low - floor)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
 
 
 def check_ports(config: StackConfig) -> list[str]:

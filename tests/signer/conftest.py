@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.config import free_port as _free_port
 from svc_signer.keys.keystore import KeystoreBackend, create_keystore
 from svc_signer.keys.pkcs11_hsm import Pkcs11Backend, find_pkcs11_library
 from svc_signer.keys.softhsm import SoftHsmToken, provision_softhsm
@@ -69,12 +70,6 @@ def backend(request: pytest.FixtureRequest) -> KeystoreBackend | Pkcs11Backend:
     name = "keystore_backend" if request.param == "keystore" else "hsm_backend"
     chosen: KeystoreBackend | Pkcs11Backend = request.getfixturevalue(name)
     return chosen
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
