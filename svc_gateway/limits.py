@@ -246,13 +246,29 @@ def _scope_rows(scopes: Iterable[Scope], bucket: int) -> list[dict[str, object]]
 
 def prune_usage(connection: Connection, now: dt.datetime) -> int:
     """Delete the counters no window can read any more (older than the window's start, with
-    one minute to spare); the scopes' lock rows (bucket 0) stay. Returns how many went."""
-    result = connection.execute(
-        delete(LimitUsage).where(
-            LimitUsage.bucket > LOCK_BUCKET, LimitUsage.bucket < window_start(now) - 1
+    one minute to spare); the scopes' lock rows (bucket 0) stay. Returns how many went.
+
+    One DELETE per scope, over its primary-key range from bucket 1: it never touches the
+    lock rows that creates hold while they count, so it waits for no batch."""
+    cutoff = window_start(now) - 1
+    scopes = connection.execute(
+        select(LimitUsage.partner_id, LimitUsage.user_ref, LimitUsage.token_id).where(
+            LimitUsage.bucket == LOCK_BUCKET
         )
-    )
-    return int(result.rowcount or 0)
+    ).all()
+    deleted = 0
+    for scope in scopes:
+        result = connection.execute(
+            delete(LimitUsage).where(
+                LimitUsage.partner_id == scope.partner_id,
+                LimitUsage.user_ref == scope.user_ref,
+                LimitUsage.token_id == scope.token_id,
+                LimitUsage.bucket > LOCK_BUCKET,
+                LimitUsage.bucket < cutoff,
+            )
+        )
+        deleted += int(result.rowcount or 0)
+    return deleted
 
 
 def lock_scopes(connection: Connection, scopes: Iterable[Scope]) -> None:

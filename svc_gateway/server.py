@@ -123,13 +123,13 @@ class GatewayServer:
         more; a failure is logged and tried again next time."""
         loop = asyncio.get_running_loop()
         while True:
+            await asyncio.sleep(LIMIT_USAGE_PRUNE_SECONDS)
             try:
                 pruned = await loop.run_in_executor(self._executor, self.store.prune_limit_usage)
                 if pruned:
                     log.info("limit counters pruned", extra={"rows": pruned})
             except Exception as exc:  # the next round tries again
                 log.warning("pruning limit counters failed", extra={"error": repr(exc)})
-            await asyncio.sleep(LIMIT_USAGE_PRUNE_SECONDS)
 
     def _limit_for(self, key: VerifiedKey) -> RateLimit | None:
         return limit_for(key, self.settings.rate_limit_per_second, self.settings.rate_limit_burst)
