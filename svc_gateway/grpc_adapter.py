@@ -1,10 +1,11 @@
-"""gRPC adapters made from a service descriptor: every unary method of the service hands its
-request to the dispatcher and renders errors, so no method can be forgotten. The admin API
-and the WebhookService are served this way (`describe_unary_methods`)."""
+"""The gRPC side of every public and admin service: each method hands its request to the
+dispatcher and renders errors (`UnaryAdapter`, `StreamAdapter`). Services whose methods are
+all unary get them made from the service descriptor, so none can be forgotten
+(`describe_unary_methods`: the admin API and the WebhookService)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from google.protobuf.descriptor import ServiceDescriptor
@@ -42,6 +43,27 @@ class UnaryAdapter:
         except Exception as exc:
             await abort(context, exc)
             raise  # unreachable: abort raises
+
+
+class StreamDispatch(UnaryDispatch, Protocol):
+    def stream(
+        self, method: Any, request: Any, metadata: Mapping[str, str]
+    ) -> AsyncIterator[Any]: ...
+
+
+class StreamAdapter(UnaryAdapter):
+    """`UnaryAdapter` for services with server-streaming methods too."""
+
+    def __init__(self, dispatcher: StreamDispatch) -> None:
+        super().__init__(dispatcher)
+        self._streams = dispatcher
+
+    async def _stream(self, name: str, request: Any, context: Context) -> AsyncIterator[Any]:
+        try:
+            async for message in self._streams.stream(name, request, metadata_of(context)):
+                yield message
+        except Exception as exc:
+            await abort(context, exc)
 
 
 AdapterT = TypeVar("AdapterT", bound=type[UnaryAdapter])

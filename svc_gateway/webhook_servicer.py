@@ -4,7 +4,7 @@ and renders errors (methods made from the service descriptor, so none is forgott
 from __future__ import annotations
 
 from assetwithdrawal.webhooks.v1 import webhooks_pb2, webhooks_pb2_grpc
-from svc_gateway.unary_servicer import UnaryAdapter, describe_unary_methods
+from svc_gateway.grpc_adapter import UnaryAdapter, describe_unary_methods
 
 SERVICE = webhooks_pb2.DESCRIPTOR.services_by_name["WebhookService"]
 

@@ -5,7 +5,7 @@ forgotten)."""
 from __future__ import annotations
 
 from assetwithdrawal.admin.v1 import admin_pb2, admin_pb2_grpc
-from svc_gateway.unary_servicer import UnaryAdapter, describe_unary_methods
+from svc_gateway.grpc_adapter import UnaryAdapter, describe_unary_methods
 
 SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
 

@@ -4,12 +4,10 @@ client stream) to the dispatcher and renders errors."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from assetwithdrawal.withdrawal.v1 import batch_pb2, batch_pb2_grpc
-from svc_gateway.dispatch import Dispatcher
-from svc_gateway.errors import abort
-from svc_gateway.unary_servicer import metadata_of
+from svc_gateway.grpc_adapter import StreamAdapter
 
 if TYPE_CHECKING:
     import grpc
@@ -17,24 +15,7 @@ if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[object, object]
 
 
-class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
-    def __init__(self, dispatcher: Dispatcher) -> None:
-        self._dispatch = dispatcher
-
-    async def _unary(self, name: str, request: Any, context: Context) -> Any:
-        try:
-            return await self._dispatch.unary(name, request, metadata_of(context))
-        except Exception as exc:
-            await abort(context, exc)
-            raise  # unreachable: abort raises
-
-    async def _stream(self, name: str, request: Any, context: Context) -> AsyncIterator[Any]:
-        try:
-            async for message in self._dispatch.stream(name, request, metadata_of(context)):
-                yield message
-        except Exception as exc:
-            await abort(context, exc)
-
+class BatchServicer(StreamAdapter, batch_pb2_grpc.BatchServiceServicer):
     async def CreateBatch(
         self, request_iterator: AsyncIterator[batch_pb2.CreateBatchRequest], context: Context
     ) -> batch_pb2.Batch:
