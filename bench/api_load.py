@@ -59,7 +59,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from devstack.config import free_port as _free_port
+from devstack.config import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -547,8 +547,8 @@ class GatewayProcess(_GatewayLog):
         self.api_key = api_key
         self.database_url = env["DATABASE_URL"]
         self.redis_url = redis_url
-        self.grpc_port = _free_port()
-        self.http_port = _free_port()
+        self.grpc_port = free_port()
+        self.http_port = free_port()
         self.env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",

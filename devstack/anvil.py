@@ -30,7 +30,7 @@ from typing import Any, Self
 from web3 import Web3
 from web3.types import RPCEndpoint
 
-from devstack.config import free_port as _free_port
+from devstack.config import free_port
 from withdrawal_shared.chain.types import (
     POLYGON_CHAIN_ID,
     ChecksumAddress,
@@ -208,7 +208,7 @@ class AnvilProcess:
         # avoids the probe-then-bind race; when quiet there is no print, so probe for one.
         port = self._requested_port
         if port is None and self.quiet:
-            port = _free_port()
+            port = free_port()
         argv = [
             str(binary),
             "--host",

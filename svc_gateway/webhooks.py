@@ -24,6 +24,7 @@ from svc_gateway.auth import Caller
 from svc_gateway.errors import IDEMPOTENCY_KEY_REUSED, WEBHOOK_URL_REFUSED
 from svc_gateway.validation import REQUEST_ID
 from withdrawal_shared.db.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from withdrawal_shared.db.transitions import utcnow
 from withdrawal_shared.errors import FieldViolation, invalid_argument, not_found, quoted
 from withdrawal_shared.ids import is_ulid, new_ulid
 from withdrawal_shared.webhooks.events import EVENT_TYPES
@@ -45,10 +46,6 @@ _STATES = {
     DISABLED: webhooks_pb2.ENDPOINT_STATE_DISABLED,
 }
 _UPDATABLE = ("url", "event_types", "description")
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def _ts(moment: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -202,7 +199,7 @@ class WebhookCore:
         sealed = self.box.seal(secret)
 
         def work() -> webhooks_pb2.WebhookEndpoint:
-            now = _utcnow()
+            now = utcnow()
             if request_id is not None:
                 with self.sessions() as session:
                     existing = session.scalars(
@@ -354,7 +351,7 @@ class WebhookCore:
                 for key, value in values.items():
                     setattr(row, key, value)
                 if values:
-                    row.update_time = _utcnow()
+                    row.update_time = utcnow()
                 return to_proto(row)
 
         return await self._db(work)
@@ -366,7 +363,7 @@ class WebhookCore:
             with self.sessions.begin() as session:
                 row = self._owned(session, caller, endpoint_id)
                 if row.state != state:
-                    row.state, row.state_reason, row.update_time = state, reason, _utcnow()
+                    row.state, row.state_reason, row.update_time = state, reason, utcnow()
                     if state == ENABLED:
                         row.failing_since = None
                 return to_proto(row)
@@ -424,7 +421,7 @@ class WebhookCore:
         sealed = self.box.seal(secret)
 
         def work() -> webhooks_pb2.WebhookEndpoint:
-            now = _utcnow()
+            now = utcnow()
             with self.sessions.begin() as session:
                 row = self._owned(session, caller, endpoint_id)
                 row.previous_secret = row.secret
@@ -507,7 +504,7 @@ class WebhookCore:
                     .values(
                         state="PENDING",
                         attempts=0,
-                        next_attempt_time=_utcnow(),
+                        next_attempt_time=utcnow(),
                         end_time=None,
                         lease_until=None,
                     )

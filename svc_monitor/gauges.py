@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
 from withdrawal_shared.db.models import PayoutItem, PayoutTransaction, Token, Withdrawal
+from withdrawal_shared.db.transitions import utcnow
 from withdrawal_shared.metrics import (
     CHAIN_HEAD_BLOCK,
     PAYOUT_CONFIRMATION_SECONDS,
@@ -51,10 +52,6 @@ OVERLAP = dt.timedelta(seconds=30)
 ids already counted are skipped."""
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)  # naive UTC, as stored
-
-
 def _naive(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
 
@@ -64,7 +61,7 @@ class MonitorGauges:
         self._sessions = sessions
         self._w3 = w3
         self._chain = chain
-        self._since = _utcnow()
+        self._since = utcnow()
         self._counted: dict[str, dt.datetime] = {}
         self.refreshes = 0
         for gauge in (PAYOUTS_IN_FLIGHT, PAYOUT_OLDEST_IN_FLIGHT_SECONDS):
@@ -102,7 +99,7 @@ class MonitorGauges:
                 PAYOUTS_SETTLED.add(0, {**labels, "outcome": outcome})
 
     def refresh(self) -> None:
-        now = _utcnow()
+        now = utcnow()
         pt = PayoutTransaction
         since = self._since - OVERLAP
         with self._sessions() as session:

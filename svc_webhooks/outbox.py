@@ -38,6 +38,7 @@ from withdrawal_shared.db.models import (
     Withdrawal,
     WithdrawalAudit,
 )
+from withdrawal_shared.db.transitions import utcnow
 from withdrawal_shared.metrics import WEBHOOK_OUTBOX_GAPS_SKIPPED
 from withdrawal_shared.webhooks import events
 
@@ -55,10 +56,6 @@ class OutboxReport:
     frontier: int
     gaps: int
     skipped: int
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -180,7 +177,7 @@ def poll_outbox(
     clock = time.time() if now is None else now
     cursor = session.get(WebhookOutboxCursor, CURSOR, with_for_update=True)
     if cursor is None:  # a database migrated without the seed row: start at the newest
-        cursor = WebhookOutboxCursor(name=CURSOR, frontier=0, gaps="{}", update_time=_utcnow())
+        cursor = WebhookOutboxCursor(name=CURSOR, frontier=0, gaps="{}", update_time=utcnow())
         session.add(cursor)
     gaps: dict[int, float] = {int(k): float(v) for k, v in json.loads(cursor.gaps).items()}
     frontier = cursor.frontier
@@ -217,7 +214,7 @@ def poll_outbox(
         created = fan_out(session, _rows(session, WithdrawalAudit.id.in_(ids)))
     cursor.frontier = frontier
     cursor.gaps = json.dumps({str(k): v for k, v in sorted(gaps.items())})
-    cursor.update_time = _utcnow()
+    cursor.update_time = utcnow()
     return OutboxReport(len(ids), created, frontier, len(gaps), len(skipped))
 
 
@@ -236,7 +233,7 @@ def fan_out(session: Session, rows: Sequence[OutboxRow]) -> int:
     by_partner: dict[str, list[WebhookEndpoint]] = {}
     for endpoint in endpoints:
         by_partner.setdefault(endpoint.partner_id, []).append(endpoint)
-    now = _utcnow()
+    now = utcnow()
     values: list[dict[str, Any]] = []
     for row in rows:
         event_type = events.event_type_for(row.to_state)

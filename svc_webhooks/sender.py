@@ -36,6 +36,7 @@ from standardwebhooks.webhooks import Webhook
 
 from svc_webhooks.settings import WebhooksSettings
 from withdrawal_shared.db.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from withdrawal_shared.db.transitions import utcnow
 from withdrawal_shared.ids import new_ulid
 from withdrawal_shared.metrics import (
     WEBHOOK_ATTEMPT_SECONDS,
@@ -52,10 +53,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 USER_AGENT = "assetwithdrawal-webhooks/1"
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)

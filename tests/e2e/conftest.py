@@ -15,7 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from devstack.config import free_port as _free_port
+from devstack.config import free_port
 from tests.support.databases import mariadb_database
 from tests.support.pipeline import Pipeline, running_pipeline
 from tests.support.signers import keystore_signer
@@ -112,7 +112,7 @@ def hsm_pipeline(
     assert provision.returncode == 0, provision.stderr
     token = json.loads(provision.stdout.strip().splitlines()[-1])
     pin_file = next(hsm_dir.rglob("user.pin"))
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": e2e_database,

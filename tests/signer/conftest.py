@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.config import free_port as _free_port
+from devstack.config import free_port
 from svc_signer.keys.keystore import KeystoreBackend, create_keystore
 from svc_signer.keys.pkcs11_hsm import Pkcs11Backend, find_pkcs11_library
 from svc_signer.keys.softhsm import SoftHsmToken, provision_softhsm
@@ -77,7 +77,7 @@ def anvil_url() -> Iterator[str]:
     """A fresh anvil (chain id 137, auto-mining) on a free 127.0.0.1 port; killed afterwards."""
     if not ANVIL.exists():
         pytest.fail(f"anvil not found at {ANVIL}: run `make deps`")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "137", "--silent"],
         stdout=subprocess.DEVNULL,
