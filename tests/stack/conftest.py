@@ -16,14 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.config import free_port
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def port_open(port: int) -> bool:
@@ -105,6 +100,7 @@ def stack_env(var_dir: Path, redis_url: str, redis_prefix: str) -> dict[str, str
             "PYTHONUNBUFFERED": "1",
         }
     )
+    taken: set[str] = set()
     for name in (
         "STACK_ANVIL_PORT",
         "STACK_HTTP_PORT",
@@ -118,7 +114,11 @@ def stack_env(var_dir: Path, redis_url: str, redis_prefix: str) -> dict[str, str
         "STACK_SIGNER_METRICS_PORT",
         "STACK_MONITOR_METRICS_PORT",
     ):
-        env[name] = str(free_port())
+        port = free_port()
+        while str(port) in taken:  # each picked alone: two may coincide
+            port = free_port()
+        taken.add(str(port))
+        env[name] = str(port)
     return env
 
 
