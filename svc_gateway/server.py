@@ -163,17 +163,13 @@ class GatewayServer:
             watch_poll_seconds=self.settings.watch_poll_seconds,
         )
         batches = Dispatcher(BATCH_SERVICE, batch_core, self.auth, self._reads.submit)
-        webhooks = Dispatcher(
-            WEBHOOK_SERVICE,
-            WebhookCore(
-                self.store.sessions,
-                self._executor,
-                SecretBox(),
-                allow_http_loopback=self.settings.webhooks_allow_http_loopback,
-            ),
-            self.auth,
-            self._reads.submit,
+        webhook_core = WebhookCore(
+            self.store.sessions,
+            self._executor,
+            SecretBox(),
+            allow_http_loopback=self.settings.webhooks_allow_http_loopback,
         )
+        webhooks = Dispatcher(WEBHOOK_SERVICE, webhook_core, self.auth, self._reads.submit)
         admin = AdminDispatcher(
             ADMIN_SERVICE,
             AdminCore(
@@ -186,6 +182,7 @@ class GatewayServer:
                 on_reference_change=self.store.reference.invalidate,
                 publish=self._publish,
                 on_applied=self.store.limits.invalidate,
+                webhooks=webhook_core,
             ),
             OperatorAuthenticator(self._operator_for_credential, self._executor),
         )

@@ -3,6 +3,11 @@
 
 The sender (`svc_webhooks`) does the deliveries; this core only writes what it reads: the
 `webhook_endpoints` rows, and on replay the `webhook_deliveries` rows set PENDING again.
+
+The partner's WebhookService calls it with its `Caller` (the partner's own endpoints, named
+`webhookEndpoints/{id}`). The admin API calls the same methods with an `EndpointsOf`: any
+partner's endpoints, named `partners/{partner}/webhookEndpoints/{id}`, and a `record` hook
+that writes the admin audit row in the transaction of each change.
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from google.protobuf import empty_pb2, timestamp_pb2
@@ -56,11 +62,42 @@ def _ts(moment: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
-def parse_endpoint_name(name: str, field: str = "name") -> str:
-    """`webhookEndpoints/{id}` -> id, or INVALID_ARGUMENT naming `field`."""
+Record = Callable[[Session, str, Mapping[str, Any] | None, Mapping[str, Any] | None], None]
+"""Called in the transaction of a change with (session, the endpoint's name, its values
+before, after); the admin API writes its audit row with it."""
+
+
+@dataclass(frozen=True)
+class EndpointsOf:
+    """Whose endpoints a call acts on, how they are named to the caller, and what records
+    each change (the partner API: its own endpoints, `webhookEndpoints/{id}`, nothing)."""
+
+    partner_id: str
+    prefix: str = PREFIX
+    record: Record | None = None
+    disable_reason: str = "DISABLED_BY_PARTNER"
+
+
+def _scope(caller: Caller | EndpointsOf) -> EndpointsOf:
+    return caller if isinstance(caller, EndpointsOf) else EndpointsOf(caller.partner_id)
+
+
+def endpoint_values(row: WebhookEndpoint) -> dict[str, Any]:
+    """What an audit row records of an endpoint (never a secret)."""
+    return {
+        "url": row.url,
+        "event_types": row.event_types.split(),
+        "description": row.description,
+        "state": row.state,
+        "state_reason": row.state_reason,
+    }
+
+
+def parse_endpoint_name(name: str, field: str = "name", prefix: str = PREFIX) -> str:
+    """`{prefix}{id}` (`webhookEndpoints/{id}`) -> id, or INVALID_ARGUMENT naming `field`."""
     if not name:
-        raise invalid_argument([FieldViolation(field, "is required: webhookEndpoints/{id}")])
-    endpoint_id = name.removeprefix(PREFIX)
+        raise invalid_argument([FieldViolation(field, f"is required: {prefix}{{id}}")])
+    endpoint_id = name.removeprefix(prefix)
     if endpoint_id == name or not is_ulid(endpoint_id):
         raise invalid_argument(
             [FieldViolation(field, f"{quoted(name)} is not a webhook endpoint name")]
@@ -68,9 +105,11 @@ def parse_endpoint_name(name: str, field: str = "name") -> str:
     return endpoint_id
 
 
-def to_proto(row: WebhookEndpoint, secret: str = "") -> webhooks_pb2.WebhookEndpoint:
+def to_proto(
+    row: WebhookEndpoint, secret: str = "", prefix: str = PREFIX
+) -> webhooks_pb2.WebhookEndpoint:
     message = webhooks_pb2.WebhookEndpoint(
-        name=PREFIX + row.id,
+        name=prefix + row.id,
         url=row.url,
         event_types=row.event_types.split(),
         description=row.description,
@@ -175,17 +214,30 @@ class WebhookCore:
             ) from None
         return url
 
-    def _owned(self, session: Session, caller: Caller, endpoint_id: str) -> WebhookEndpoint:
+    @staticmethod
+    def _owned(session: Session, scope: EndpointsOf, endpoint_id: str) -> WebhookEndpoint:
         row = session.get(WebhookEndpoint, endpoint_id, with_for_update=True)
-        if row is None or row.partner_id != caller.partner_id:
-            raise not_found(PREFIX + endpoint_id)
+        if row is None or row.partner_id != scope.partner_id:
+            raise not_found(scope.prefix + endpoint_id)
         return row
+
+    @staticmethod
+    def _record(
+        session: Session,
+        scope: EndpointsOf,
+        endpoint_id: str,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+    ) -> None:
+        if scope.record is not None:
+            scope.record(session, scope.prefix + endpoint_id, before, after)
 
     # -- create, read ------------------------------------------------------------------------
 
     async def create_webhook_endpoint(
-        self, caller: Caller, request: webhooks_pb2.CreateWebhookEndpointRequest
+        self, caller: Caller | EndpointsOf, request: webhooks_pb2.CreateWebhookEndpointRequest
     ) -> webhooks_pb2.WebhookEndpoint:
+        scope = _scope(caller)
         wanted = request.webhook_endpoint
         event_types = _event_types(wanted.event_types, "webhook_endpoint.event_types")
         description = _description(wanted.description, "webhook_endpoint.description")
@@ -204,15 +256,17 @@ class WebhookCore:
                 with self.sessions() as session:
                     existing = session.scalars(
                         select(WebhookEndpoint).where(
-                            WebhookEndpoint.partner_id == caller.partner_id,
+                            WebhookEndpoint.partner_id == scope.partner_id,
                             WebhookEndpoint.request_id == request_id,
                         )
                     ).first()
                     if existing is not None:
-                        return self._repeat(existing, url, event_types, description, request_id)
+                        return self._repeat(
+                            existing, url, event_types, description, request_id, scope.prefix
+                        )
             row = WebhookEndpoint(
                 id=new_ulid(),
-                partner_id=caller.partner_id,
+                partner_id=scope.partner_id,
                 url=url,
                 description=description,
                 event_types=event_types,
@@ -228,28 +282,37 @@ class WebhookCore:
             try:
                 with self.sessions.begin() as session:
                     session.add(row)
+                    session.flush()
+                    self._record(session, scope, row.id, None, endpoint_values(row))
             except IntegrityError:
                 with self.sessions() as session:
                     existing = session.scalars(
                         select(WebhookEndpoint).where(
-                            WebhookEndpoint.partner_id == caller.partner_id,
+                            WebhookEndpoint.partner_id == scope.partner_id,
                             WebhookEndpoint.request_id == request_id,
                         )
                     ).first()
                 if existing is None:
                     raise
-                return self._repeat(existing, url, event_types, description, request_id or "")
+                return self._repeat(
+                    existing, url, event_types, description, request_id or "", scope.prefix
+                )
             log.info(
                 "webhook endpoint created",
-                extra={"endpoint_id": row.id, "partner_id": caller.partner_id},
+                extra={"endpoint_id": row.id, "partner_id": scope.partner_id},
             )
-            return to_proto(row, secret)
+            return to_proto(row, secret, scope.prefix)
 
         return await self._db(work)
 
     @staticmethod
     def _repeat(
-        existing: WebhookEndpoint, url: str, event_types: str, description: str, request_id: str
+        existing: WebhookEndpoint,
+        url: str,
+        event_types: str,
+        description: str,
+        request_id: str,
+        prefix: str,
     ) -> webhooks_pb2.WebhookEndpoint:
         if (existing.url, existing.event_types, existing.description) != (
             url,
@@ -258,41 +321,43 @@ class WebhookCore:
         ):
             raise IDEMPOTENCY_KEY_REUSED.error(
                 f"The idempotency key {quoted(request_id)} was already used for a different "
-                f"webhook endpoint ({PREFIX}{existing.id}); use a new key for a new endpoint.",
-                metadata={"request_id": request_id, "existing": PREFIX + existing.id},
+                f"webhook endpoint ({prefix}{existing.id}); use a new key for a new endpoint.",
+                metadata={"request_id": request_id, "existing": prefix + existing.id},
             )
-        return to_proto(existing)
+        return to_proto(existing, prefix=prefix)
 
     async def get_webhook_endpoint(
-        self, caller: Caller, request: webhooks_pb2.GetWebhookEndpointRequest
+        self, caller: Caller | EndpointsOf, request: webhooks_pb2.GetWebhookEndpointRequest
     ) -> webhooks_pb2.WebhookEndpoint:
-        endpoint_id = parse_endpoint_name(request.name)
+        scope = _scope(caller)
+        endpoint_id = parse_endpoint_name(request.name, prefix=scope.prefix)
 
         def read() -> webhooks_pb2.WebhookEndpoint:
             with self.sessions() as session:
                 row = session.get(WebhookEndpoint, endpoint_id)
-                if row is None or row.partner_id != caller.partner_id:
-                    raise not_found(PREFIX + endpoint_id)
-                return to_proto(row)
+                if row is None or row.partner_id != scope.partner_id:
+                    raise not_found(scope.prefix + endpoint_id)
+                return to_proto(row, prefix=scope.prefix)
 
         return await self._db(read)
 
     async def list_webhook_endpoints(
-        self, caller: Caller, request: webhooks_pb2.ListWebhookEndpointsRequest
+        self, caller: Caller | EndpointsOf, request: webhooks_pb2.ListWebhookEndpointsRequest
     ) -> webhooks_pb2.ListWebhookEndpointsResponse:
+        scope = _scope(caller)
         size = _page(request.page_size, request.page_token, is_ulid)
         after = request.page_token
 
         def read() -> webhooks_pb2.ListWebhookEndpointsResponse:
             with self.sessions() as session:
                 query = select(WebhookEndpoint).where(
-                    WebhookEndpoint.partner_id == caller.partner_id
+                    WebhookEndpoint.partner_id == scope.partner_id
                 )
                 if after:
                     query = query.where(WebhookEndpoint.id > after)
                 rows = session.scalars(query.order_by(WebhookEndpoint.id).limit(size + 1)).all()
             response = webhooks_pb2.ListWebhookEndpointsResponse(
-                webhook_endpoints=[to_proto(r) for r in rows[:size]]
+                webhook_endpoints=[to_proto(r, prefix=scope.prefix) for r in rows[:size]]
             )
             if len(rows) > size:
                 response.next_page_token = rows[size - 1].id
@@ -303,10 +368,11 @@ class WebhookCore:
     # -- change ------------------------------------------------------------------------------
 
     async def update_webhook_endpoint(
-        self, caller: Caller, request: webhooks_pb2.UpdateWebhookEndpointRequest
+        self, caller: Caller | EndpointsOf, request: webhooks_pb2.UpdateWebhookEndpointRequest
     ) -> webhooks_pb2.WebhookEndpoint:
+        scope = _scope(caller)
         wanted = request.webhook_endpoint
-        endpoint_id = parse_endpoint_name(wanted.name, "webhook_endpoint.name")
+        endpoint_id = parse_endpoint_name(wanted.name, "webhook_endpoint.name", scope.prefix)
         paths = list(request.update_mask.paths)
         if not paths or paths == ["*"]:
             paths = (
@@ -347,52 +413,62 @@ class WebhookCore:
 
         def work() -> webhooks_pb2.WebhookEndpoint:
             with self.sessions.begin() as session:
-                row = self._owned(session, caller, endpoint_id)
+                row = self._owned(session, scope, endpoint_id)
+                before = endpoint_values(row)
                 for key, value in values.items():
                     setattr(row, key, value)
                 if values:
                     row.update_time = utcnow()
-                return to_proto(row)
+                self._record(session, scope, endpoint_id, before, endpoint_values(row))
+                return to_proto(row, prefix=scope.prefix)
 
         return await self._db(work)
 
-    async def _set_state(self, caller: Caller, name: str, state: str, reason: str) -> Any:
-        endpoint_id = parse_endpoint_name(name)
+    async def _set_state(
+        self, caller: Caller | EndpointsOf, name: str, state: str, reason: str
+    ) -> webhooks_pb2.WebhookEndpoint:
+        scope = _scope(caller)
+        endpoint_id = parse_endpoint_name(name, prefix=scope.prefix)
 
         def work() -> webhooks_pb2.WebhookEndpoint:
             with self.sessions.begin() as session:
-                row = self._owned(session, caller, endpoint_id)
+                row = self._owned(session, scope, endpoint_id)
+                before = endpoint_values(row)
                 if row.state != state:
                     row.state, row.state_reason, row.update_time = state, reason, utcnow()
                     if state == ENABLED:
                         row.failing_since = None
-                return to_proto(row)
+                self._record(session, scope, endpoint_id, before, endpoint_values(row))
+                return to_proto(row, prefix=scope.prefix)
 
         result = await self._db(work)
         log.info(
             "webhook endpoint state set",
-            extra={"endpoint_id": endpoint_id, "state": state, "partner_id": caller.partner_id},
+            extra={"endpoint_id": endpoint_id, "state": state, "partner_id": scope.partner_id},
         )
         return result
 
     async def disable_webhook_endpoint(
-        self, caller: Caller, request: webhooks_pb2.DisableWebhookEndpointRequest
+        self, caller: Caller | EndpointsOf, request: webhooks_pb2.DisableWebhookEndpointRequest
     ) -> webhooks_pb2.WebhookEndpoint:
-        return await self._set_state(caller, request.name, DISABLED, "DISABLED_BY_PARTNER")  # type: ignore[no-any-return]
+        reason = _scope(caller).disable_reason
+        return await self._set_state(caller, request.name, DISABLED, reason)
 
     async def enable_webhook_endpoint(
-        self, caller: Caller, request: webhooks_pb2.EnableWebhookEndpointRequest
+        self, caller: Caller | EndpointsOf, request: webhooks_pb2.EnableWebhookEndpointRequest
     ) -> webhooks_pb2.WebhookEndpoint:
-        return await self._set_state(caller, request.name, ENABLED, "")  # type: ignore[no-any-return]
+        return await self._set_state(caller, request.name, ENABLED, "")
 
     async def delete_webhook_endpoint(
-        self, caller: Caller, request: webhooks_pb2.DeleteWebhookEndpointRequest
+        self, caller: Caller | EndpointsOf, request: webhooks_pb2.DeleteWebhookEndpointRequest
     ) -> empty_pb2.Empty:
-        endpoint_id = parse_endpoint_name(request.name)
+        scope = _scope(caller)
+        endpoint_id = parse_endpoint_name(request.name, prefix=scope.prefix)
 
         def work() -> None:
             with self.sessions.begin() as session:
-                self._owned(session, caller, endpoint_id)
+                row = self._owned(session, scope, endpoint_id)
+                self._record(session, scope, endpoint_id, endpoint_values(row), None)
                 session.execute(
                     delete(WebhookAttempt).where(WebhookAttempt.endpoint_id == endpoint_id)
                 )
@@ -404,14 +480,15 @@ class WebhookCore:
         await self._db(work)
         log.info(
             "webhook endpoint deleted",
-            extra={"endpoint_id": endpoint_id, "partner_id": caller.partner_id},
+            extra={"endpoint_id": endpoint_id, "partner_id": scope.partner_id},
         )
         return empty_pb2.Empty()
 
     async def rotate_webhook_secret(
-        self, caller: Caller, request: webhooks_pb2.RotateWebhookSecretRequest
+        self, caller: Caller | EndpointsOf, request: webhooks_pb2.RotateWebhookSecretRequest
     ) -> webhooks_pb2.WebhookEndpoint:
-        endpoint_id = parse_endpoint_name(request.name)
+        scope = _scope(caller)
+        endpoint_id = parse_endpoint_name(request.name, prefix=scope.prefix)
         overlap = request.overlap_seconds or DEFAULT_OVERLAP_SECONDS
         if not 0 <= request.overlap_seconds <= MAX_OVERLAP_SECONDS:
             raise invalid_argument(
@@ -423,12 +500,18 @@ class WebhookCore:
         def work() -> webhooks_pb2.WebhookEndpoint:
             now = utcnow()
             with self.sessions.begin() as session:
-                row = self._owned(session, caller, endpoint_id)
+                row = self._owned(session, scope, endpoint_id)
                 row.previous_secret = row.secret
                 row.previous_secret_expire_time = now + dt.timedelta(seconds=overlap)
                 row.secret = sealed
                 row.update_time = now
-                return to_proto(row, secret)
+                after = {
+                    **endpoint_values(row),
+                    "secret_rotated": True,
+                    "overlap_seconds": overlap,
+                }
+                self._record(session, scope, endpoint_id, None, after)
+                return to_proto(row, secret, scope.prefix)
 
         result = await self._db(work)
         log.info(
@@ -440,9 +523,10 @@ class WebhookCore:
     # -- the log and replays -----------------------------------------------------------------
 
     async def list_webhook_delivery_attempts(
-        self, caller: Caller, request: webhooks_pb2.ListWebhookDeliveryAttemptsRequest
+        self, caller: Caller | EndpointsOf, request: webhooks_pb2.ListWebhookDeliveryAttemptsRequest
     ) -> webhooks_pb2.ListWebhookDeliveryAttemptsResponse:
-        endpoint_id = parse_endpoint_name(request.parent, "parent")
+        scope = _scope(caller)
+        endpoint_id = parse_endpoint_name(request.parent, "parent", scope.prefix)
         size = _page(
             request.page_size,
             request.page_token,
@@ -453,8 +537,8 @@ class WebhookCore:
         def read() -> webhooks_pb2.ListWebhookDeliveryAttemptsResponse:
             with self.sessions() as session:
                 owner = session.get(WebhookEndpoint, endpoint_id)
-                if owner is None or owner.partner_id != caller.partner_id:
-                    raise not_found(PREFIX + endpoint_id)
+                if owner is None or owner.partner_id != scope.partner_id:
+                    raise not_found(scope.prefix + endpoint_id)
                 query = (
                     select(WebhookAttempt, WebhookDelivery)
                     .join(WebhookDelivery, WebhookDelivery.id == WebhookAttempt.delivery_id)
@@ -490,13 +574,14 @@ class WebhookCore:
         return await self._db(read)
 
     async def replay_webhook_events(
-        self, caller: Caller, request: webhooks_pb2.ReplayWebhookEventsRequest
+        self, caller: Caller | EndpointsOf, request: webhooks_pb2.ReplayWebhookEventsRequest
     ) -> webhooks_pb2.ReplayWebhookEventsResponse:
-        endpoint_id = parse_endpoint_name(request.name)
+        scope = _scope(caller)
+        endpoint_id = parse_endpoint_name(request.name, prefix=scope.prefix)
 
         def work() -> int:
             with self.sessions.begin() as session:
-                self._owned(session, caller, endpoint_id)  # another partner's: NOT_FOUND first
+                self._owned(session, scope, endpoint_id)  # another partner's: NOT_FOUND first
                 where = _replay_filter(request, endpoint_id)
                 result = session.execute(
                     update(WebhookDelivery)
@@ -511,8 +596,15 @@ class WebhookCore:
                     .execution_options(synchronize_session=False)
                 )
                 count = int(result.rowcount)  # type: ignore[attr-defined]
-            if request.event_id and count == 0:
-                raise not_found(f"{PREFIX}{endpoint_id} event {quoted(request.event_id)}")
+                if request.event_id and count == 0:
+                    raise not_found(f"{scope.prefix}{endpoint_id} event {quoted(request.event_id)}")
+                replayed: dict[str, Any] = {"replayed_count": count}
+                if request.event_id:
+                    replayed["event_id"] = request.event_id
+                else:
+                    replayed["start_time"] = request.start_time.ToJsonString()
+                    replayed["end_time"] = request.end_time.ToJsonString()
+                self._record(session, scope, endpoint_id, None, replayed)
             return count
 
         count = await self._db(work)

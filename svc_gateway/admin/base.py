@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio as aioredis
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,6 +17,9 @@ from withdrawal_shared.db.changes import ChangeRegistry
 from withdrawal_shared.db.operators import OperatorIdentity
 from withdrawal_shared.db.transitions import Moved
 from withdrawal_shared.errors import ApiError, Code
+
+if TYPE_CHECKING:
+    from svc_gateway.webhooks import WebhookCore
 
 T = TypeVar("T")
 
@@ -50,6 +53,7 @@ class AdminBase:
         on_reference_change: Callable[[], None] | None = None,
         publish: Publish | None = None,
         on_applied: Callable[[], None] | None = None,
+        webhooks: WebhookCore | None = None,
     ) -> None:
         self.sessions = sessions
         self.executor = executor
@@ -64,6 +68,8 @@ class AdminBase:
         self.publish = publish
         self.on_applied = on_applied
         """Called after a change was confirmed (the gateway drops its cached limits)."""
+        self.webhooks = webhooks
+        """The partner API's webhook core, which the admin API's webhook methods call."""
 
     async def _db(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)

@@ -8,7 +8,8 @@ transaction of its own (DENIED for PERMISSION_DENIED, FAILED otherwise). Reads a
 audited, except when refused for lack of a role (the dispatcher does that).
 
 Each resource's methods are in a module of its own (`operators`, `change_requests`,
-`audit_trail`, `api_keys`, `payout_controls`, `approval_queue`), over `AdminBase` (`base`):
+`audit_trail`, `api_keys`, `payout_controls`, `approval_queue`, `webhook_endpoints`), over
+`AdminBase` (`base`):
 shared state and the audited unit of work. Conversions to messages are in `convert`, request
 fields in `names`.
 """
@@ -21,6 +22,7 @@ from svc_gateway.admin.audit_trail import AuditTrailCore
 from svc_gateway.admin.change_requests import ChangeRequestsCore
 from svc_gateway.admin.operators import OperatorsCore
 from svc_gateway.admin.payout_controls import PayoutControlsCore
+from svc_gateway.admin.webhook_endpoints import WebhookEndpointsCore
 
 
 class AdminCore(
@@ -30,5 +32,6 @@ class AdminCore(
     ApiKeysCore,
     PayoutControlsCore,
     ApprovalQueueCore,
+    WebhookEndpointsCore,
 ):
     """Every AdminService method, by its snake_case name."""

@@ -39,5 +39,16 @@ METHOD_ROLES: dict[str, Role] = {
     "ListTiers": Role.VIEWER,
     # ---- approval rules
     "ListApprovalRules": Role.VIEWER,
+    # ---- partners' webhook endpoints
+    "CreateWebhookEndpoint": Role.OPERATOR,
+    "GetWebhookEndpoint": Role.VIEWER,
+    "ListWebhookEndpoints": Role.VIEWER,
+    "UpdateWebhookEndpoint": Role.OPERATOR,
+    "DisableWebhookEndpoint": Role.OPERATOR,
+    "EnableWebhookEndpoint": Role.OPERATOR,
+    "DeleteWebhookEndpoint": Role.OPERATOR,
+    "RotateWebhookSecret": Role.OPERATOR,
+    "ListWebhookDeliveryAttempts": Role.VIEWER,
+    "ReplayWebhookEvents": Role.OPERATOR,
 }
 """AdminService method name -> the role it requires."""

@@ -66,6 +66,7 @@ FIELD_FORMATS: dict[str, FieldFormat] = {
     f"{_W}.transaction_hash": TRANSACTION_HASH,
     "assetwithdrawal.withdrawal.v1.CreateWithdrawalRequest.request_id": IDEMPOTENCY_KEY,
     "assetwithdrawal.webhooks.v1.CreateWebhookEndpointRequest.request_id": IDEMPOTENCY_KEY,
+    "assetwithdrawal.admin.v1.CreateWebhookEndpointRequest.request_id": IDEMPOTENCY_KEY,
 }
 
 WEBHOOK_ENDPOINT_ID = FieldFormat(
@@ -91,6 +92,9 @@ NON_NEGATIVE_FIELDS: frozenset[str] = frozenset(
         "assetwithdrawal.webhooks.v1.ListWebhookEndpointsRequest.page_size",
         "assetwithdrawal.webhooks.v1.ListWebhookDeliveryAttemptsRequest.page_size",
         "assetwithdrawal.webhooks.v1.RotateWebhookSecretRequest.overlap_seconds",
+        "assetwithdrawal.admin.v1.ListWebhookEndpointsRequest.page_size",
+        "assetwithdrawal.admin.v1.ListWebhookDeliveryAttemptsRequest.page_size",
+        "assetwithdrawal.admin.v1.RotateWebhookSecretRequest.overlap_seconds",
     }
 )
 """Integer fields whose negative values are refused (OpenAPI: `minimum: 0`, or a digits-only

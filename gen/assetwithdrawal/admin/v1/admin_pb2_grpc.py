@@ -4,6 +4,8 @@ import grpc
 import warnings
 
 from assetwithdrawal.admin.v1 import admin_pb2 as assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2
+from assetwithdrawal.webhooks.v1 import webhooks_pb2 as assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -172,6 +174,56 @@ class AdminServiceStub:
                 '/assetwithdrawal.admin.v1.AdminService/ListApprovalRules',
                 request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApprovalRulesRequest.SerializeToString,
                 response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApprovalRulesResponse.FromString,
+                _registered_method=True)
+        self.CreateWebhookEndpoint = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/CreateWebhookEndpoint',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.CreateWebhookEndpointRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
+        self.GetWebhookEndpoint = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/GetWebhookEndpoint',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.GetWebhookEndpointRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
+        self.ListWebhookEndpoints = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/ListWebhookEndpoints',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListWebhookEndpointsRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListWebhookEndpointsResponse.FromString,
+                _registered_method=True)
+        self.UpdateWebhookEndpoint = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/UpdateWebhookEndpoint',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.UpdateWebhookEndpointRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
+        self.DisableWebhookEndpoint = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/DisableWebhookEndpoint',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.DisableWebhookEndpointRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
+        self.EnableWebhookEndpoint = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/EnableWebhookEndpoint',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.EnableWebhookEndpointRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
+        self.DeleteWebhookEndpoint = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/DeleteWebhookEndpoint',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/RotateWebhookSecret',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
+        self.ListWebhookDeliveryAttempts = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/ListWebhookDeliveryAttempts',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListWebhookDeliveryAttemptsRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListWebhookDeliveryAttemptsResponse.FromString,
+                _registered_method=True)
+        self.ReplayWebhookEvents = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/ReplayWebhookEvents',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ReplayWebhookEventsRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ReplayWebhookEventsResponse.FromString,
                 _registered_method=True)
 
 
@@ -402,6 +454,84 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateWebhookEndpoint(self, request, context):
+        """---- partners' webhook endpoints (the partner's WebhookService, for any partner)
+
+        The same rules as the partner's own calls (assetwithdrawal.webhooks.v1.WebhookService);
+        here an endpoint is named `partners/{partner}/webhookEndpoints/{webhook_endpoint}`.
+
+        Registers an endpoint for a partner. The signing secret is in this response only (stored
+        encrypted); idempotent on (partner, request_id). Role: operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWebhookEndpoint(self, request, context):
+        """Gets one of a partner's endpoints (never its secret). Role: viewer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookEndpoints(self, request, context):
+        """Lists a partner's endpoints, oldest first. Role: viewer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateWebhookEndpoint(self, request, context):
+        """Changes an endpoint's `url`, `event_types` or `description`. Role: operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableWebhookEndpoint(self, request, context):
+        """Stops deliveries to the endpoint (`state_reason` `DISABLED_BY_OPERATOR`). Role: operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnableWebhookEndpoint(self, request, context):
+        """Resumes deliveries to a disabled endpoint. Role: operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWebhookEndpoint(self, request, context):
+        """Deletes an endpoint, its pending deliveries and its delivery log. Role: operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateWebhookSecret(self, request, context):
+        """Makes a new signing secret, in this response only; the previous one keeps signing until
+        `previous_secret_expire_time`. Role: operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookDeliveryAttempts(self, request, context):
+        """An endpoint's delivery log: every attempt, newest first. Role: viewer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayWebhookEvents(self, request, context):
+        """Sends events again to the endpoint: one (`event_id`) or those of a time range.
+        Role: operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -534,6 +664,56 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListApprovalRules,
                     request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApprovalRulesRequest.FromString,
                     response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApprovalRulesResponse.SerializeToString,
+            ),
+            'CreateWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebhookEndpoint,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.CreateWebhookEndpointRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.SerializeToString,
+            ),
+            'GetWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhookEndpoint,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.GetWebhookEndpointRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.SerializeToString,
+            ),
+            'ListWebhookEndpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookEndpoints,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListWebhookEndpointsRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListWebhookEndpointsResponse.SerializeToString,
+            ),
+            'UpdateWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWebhookEndpoint,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.UpdateWebhookEndpointRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.SerializeToString,
+            ),
+            'DisableWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableWebhookEndpoint,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.DisableWebhookEndpointRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.SerializeToString,
+            ),
+            'EnableWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnableWebhookEndpoint,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.EnableWebhookEndpointRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.SerializeToString,
+            ),
+            'DeleteWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWebhookEndpoint,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.DeleteWebhookEndpointRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.SerializeToString,
+            ),
+            'ListWebhookDeliveryAttempts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveryAttempts,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListWebhookDeliveryAttemptsRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListWebhookDeliveryAttemptsResponse.SerializeToString,
+            ),
+            'ReplayWebhookEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayWebhookEvents,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ReplayWebhookEventsRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ReplayWebhookEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1247,6 +1427,276 @@ class AdminService:
             '/assetwithdrawal.admin.v1.AdminService/ListApprovalRules',
             assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApprovalRulesRequest.SerializeToString,
             assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListApprovalRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/CreateWebhookEndpoint',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.CreateWebhookEndpointRequest.SerializeToString,
+            assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/GetWebhookEndpoint',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.GetWebhookEndpointRequest.SerializeToString,
+            assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/ListWebhookEndpoints',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListWebhookEndpointsRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListWebhookEndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/UpdateWebhookEndpoint',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.UpdateWebhookEndpointRequest.SerializeToString,
+            assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/DisableWebhookEndpoint',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.DisableWebhookEndpointRequest.SerializeToString,
+            assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnableWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/EnableWebhookEndpoint',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.EnableWebhookEndpointRequest.SerializeToString,
+            assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/DeleteWebhookEndpoint',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/RotateWebhookSecret',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.RotateWebhookSecretRequest.SerializeToString,
+            assetwithdrawal_dot_webhooks_dot_v1_dot_webhooks__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookDeliveryAttempts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/ListWebhookDeliveryAttempts',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListWebhookDeliveryAttemptsRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListWebhookDeliveryAttemptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayWebhookEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/ReplayWebhookEvents',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ReplayWebhookEventsRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ReplayWebhookEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,7 +4,9 @@ isort:skip_file
 """
 
 from assetwithdrawal.admin.v1 import admin_pb2 as _admin_pb2
+from assetwithdrawal.webhooks.v1 import webhooks_pb2 as _webhooks_pb2
 from collections import abc as _abc
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -145,6 +147,37 @@ class AdminServiceStub:
     every condition holds decides a withdrawal. They change only under four eyes, through
     CreateChange with the kinds `rule.upsert` and `rule.delete`. Role: viewer.
     """
+    CreateWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateWebhookEndpointRequest, _webhooks_pb2.WebhookEndpoint]
+    """---- partners' webhook endpoints (the partner's WebhookService, for any partner)
+
+    The same rules as the partner's own calls (assetwithdrawal.webhooks.v1.WebhookService);
+    here an endpoint is named `partners/{partner}/webhookEndpoints/{webhook_endpoint}`.
+
+    Registers an endpoint for a partner. The signing secret is in this response only (stored
+    encrypted); idempotent on (partner, request_id). Role: operator.
+    """
+    GetWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetWebhookEndpointRequest, _webhooks_pb2.WebhookEndpoint]
+    """Gets one of a partner's endpoints (never its secret). Role: viewer."""
+    ListWebhookEndpoints: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListWebhookEndpointsRequest, _admin_pb2.ListWebhookEndpointsResponse]
+    """Lists a partner's endpoints, oldest first. Role: viewer."""
+    UpdateWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpdateWebhookEndpointRequest, _webhooks_pb2.WebhookEndpoint]
+    """Changes an endpoint's `url`, `event_types` or `description`. Role: operator."""
+    DisableWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DisableWebhookEndpointRequest, _webhooks_pb2.WebhookEndpoint]
+    """Stops deliveries to the endpoint (`state_reason` `DISABLED_BY_OPERATOR`). Role: operator."""
+    EnableWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_admin_pb2.EnableWebhookEndpointRequest, _webhooks_pb2.WebhookEndpoint]
+    """Resumes deliveries to a disabled endpoint. Role: operator."""
+    DeleteWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteWebhookEndpointRequest, _empty_pb2.Empty]
+    """Deletes an endpoint, its pending deliveries and its delivery log. Role: operator."""
+    RotateWebhookSecret: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RotateWebhookSecretRequest, _webhooks_pb2.WebhookEndpoint]
+    """Makes a new signing secret, in this response only; the previous one keeps signing until
+    `previous_secret_expire_time`. Role: operator.
+    """
+    ListWebhookDeliveryAttempts: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListWebhookDeliveryAttemptsRequest, _admin_pb2.ListWebhookDeliveryAttemptsResponse]
+    """An endpoint's delivery log: every attempt, newest first. Role: viewer."""
+    ReplayWebhookEvents: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ReplayWebhookEventsRequest, _admin_pb2.ReplayWebhookEventsResponse]
+    """Sends events again to the endpoint: one (`event_id`) or those of a time range.
+    Role: operator.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -262,6 +295,37 @@ class AdminServiceAsyncStub(AdminServiceStub):
     Lists the approval rules, disabled ones too, by position: the first enabled rule whose
     every condition holds decides a withdrawal. They change only under four eyes, through
     CreateChange with the kinds `rule.upsert` and `rule.delete`. Role: viewer.
+    """
+    CreateWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateWebhookEndpointRequest, _webhooks_pb2.WebhookEndpoint]  # type: ignore[assignment]
+    """---- partners' webhook endpoints (the partner's WebhookService, for any partner)
+
+    The same rules as the partner's own calls (assetwithdrawal.webhooks.v1.WebhookService);
+    here an endpoint is named `partners/{partner}/webhookEndpoints/{webhook_endpoint}`.
+
+    Registers an endpoint for a partner. The signing secret is in this response only (stored
+    encrypted); idempotent on (partner, request_id). Role: operator.
+    """
+    GetWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetWebhookEndpointRequest, _webhooks_pb2.WebhookEndpoint]  # type: ignore[assignment]
+    """Gets one of a partner's endpoints (never its secret). Role: viewer."""
+    ListWebhookEndpoints: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListWebhookEndpointsRequest, _admin_pb2.ListWebhookEndpointsResponse]  # type: ignore[assignment]
+    """Lists a partner's endpoints, oldest first. Role: viewer."""
+    UpdateWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdateWebhookEndpointRequest, _webhooks_pb2.WebhookEndpoint]  # type: ignore[assignment]
+    """Changes an endpoint's `url`, `event_types` or `description`. Role: operator."""
+    DisableWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_admin_pb2.DisableWebhookEndpointRequest, _webhooks_pb2.WebhookEndpoint]  # type: ignore[assignment]
+    """Stops deliveries to the endpoint (`state_reason` `DISABLED_BY_OPERATOR`). Role: operator."""
+    EnableWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_admin_pb2.EnableWebhookEndpointRequest, _webhooks_pb2.WebhookEndpoint]  # type: ignore[assignment]
+    """Resumes deliveries to a disabled endpoint. Role: operator."""
+    DeleteWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteWebhookEndpointRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Deletes an endpoint, its pending deliveries and its delivery log. Role: operator."""
+    RotateWebhookSecret: _aio.UnaryUnaryMultiCallable[_admin_pb2.RotateWebhookSecretRequest, _webhooks_pb2.WebhookEndpoint]  # type: ignore[assignment]
+    """Makes a new signing secret, in this response only; the previous one keeps signing until
+    `previous_secret_expire_time`. Role: operator.
+    """
+    ListWebhookDeliveryAttempts: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListWebhookDeliveryAttemptsRequest, _admin_pb2.ListWebhookDeliveryAttemptsResponse]  # type: ignore[assignment]
+    """An endpoint's delivery log: every attempt, newest first. Role: viewer."""
+    ReplayWebhookEvents: _aio.UnaryUnaryMultiCallable[_admin_pb2.ReplayWebhookEventsRequest, _admin_pb2.ReplayWebhookEventsResponse]  # type: ignore[assignment]
+    """Sends events again to the endpoint: one (`event_id`) or those of a time range.
+    Role: operator.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -533,6 +597,97 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         Lists the approval rules, disabled ones too, by position: the first enabled rule whose
         every condition holds decides a withdrawal. They change only under four eyes, through
         CreateChange with the kinds `rule.upsert` and `rule.delete`. Role: viewer.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateWebhookEndpoint(
+        self,
+        request: _admin_pb2.CreateWebhookEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhooks_pb2.WebhookEndpoint, _abc.Awaitable[_webhooks_pb2.WebhookEndpoint]]:
+        """---- partners' webhook endpoints (the partner's WebhookService, for any partner)
+
+        The same rules as the partner's own calls (assetwithdrawal.webhooks.v1.WebhookService);
+        here an endpoint is named `partners/{partner}/webhookEndpoints/{webhook_endpoint}`.
+
+        Registers an endpoint for a partner. The signing secret is in this response only (stored
+        encrypted); idempotent on (partner, request_id). Role: operator.
+        """
+
+    @_abc_1.abstractmethod
+    def GetWebhookEndpoint(
+        self,
+        request: _admin_pb2.GetWebhookEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhooks_pb2.WebhookEndpoint, _abc.Awaitable[_webhooks_pb2.WebhookEndpoint]]:
+        """Gets one of a partner's endpoints (never its secret). Role: viewer."""
+
+    @_abc_1.abstractmethod
+    def ListWebhookEndpoints(
+        self,
+        request: _admin_pb2.ListWebhookEndpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListWebhookEndpointsResponse, _abc.Awaitable[_admin_pb2.ListWebhookEndpointsResponse]]:
+        """Lists a partner's endpoints, oldest first. Role: viewer."""
+
+    @_abc_1.abstractmethod
+    def UpdateWebhookEndpoint(
+        self,
+        request: _admin_pb2.UpdateWebhookEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhooks_pb2.WebhookEndpoint, _abc.Awaitable[_webhooks_pb2.WebhookEndpoint]]:
+        """Changes an endpoint's `url`, `event_types` or `description`. Role: operator."""
+
+    @_abc_1.abstractmethod
+    def DisableWebhookEndpoint(
+        self,
+        request: _admin_pb2.DisableWebhookEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhooks_pb2.WebhookEndpoint, _abc.Awaitable[_webhooks_pb2.WebhookEndpoint]]:
+        """Stops deliveries to the endpoint (`state_reason` `DISABLED_BY_OPERATOR`). Role: operator."""
+
+    @_abc_1.abstractmethod
+    def EnableWebhookEndpoint(
+        self,
+        request: _admin_pb2.EnableWebhookEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhooks_pb2.WebhookEndpoint, _abc.Awaitable[_webhooks_pb2.WebhookEndpoint]]:
+        """Resumes deliveries to a disabled endpoint. Role: operator."""
+
+    @_abc_1.abstractmethod
+    def DeleteWebhookEndpoint(
+        self,
+        request: _admin_pb2.DeleteWebhookEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Deletes an endpoint, its pending deliveries and its delivery log. Role: operator."""
+
+    @_abc_1.abstractmethod
+    def RotateWebhookSecret(
+        self,
+        request: _admin_pb2.RotateWebhookSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhooks_pb2.WebhookEndpoint, _abc.Awaitable[_webhooks_pb2.WebhookEndpoint]]:
+        """Makes a new signing secret, in this response only; the previous one keeps signing until
+        `previous_secret_expire_time`. Role: operator.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWebhookDeliveryAttempts(
+        self,
+        request: _admin_pb2.ListWebhookDeliveryAttemptsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListWebhookDeliveryAttemptsResponse, _abc.Awaitable[_admin_pb2.ListWebhookDeliveryAttemptsResponse]]:
+        """An endpoint's delivery log: every attempt, newest first. Role: viewer."""
+
+    @_abc_1.abstractmethod
+    def ReplayWebhookEvents(
+        self,
+        request: _admin_pb2.ReplayWebhookEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ReplayWebhookEventsResponse, _abc.Awaitable[_admin_pb2.ReplayWebhookEventsResponse]]:
+        """Sends events again to the endpoint: one (`event_id`) or those of a time range.
+        Role: operator.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -63,7 +63,10 @@ class WebhookEndpoint(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     LAST_SUCCESS_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Resource name: `webhookEndpoints/{webhook_endpoint}`."""
+    """Resource name: `webhookEndpoints/{webhook_endpoint}` in this API;
+    `partners/{partner}/webhookEndpoints/{webhook_endpoint}` in the admin API
+    (assetwithdrawal.admin.v1.AdminService), which manages any partner's endpoints.
+    """
     url: _builtins.str
     """Where events are POSTed: an `https` URL whose host resolves to public addresses only."""
     description: _builtins.str
@@ -71,8 +74,9 @@ class WebhookEndpoint(_message.Message):
     state: Global___EndpointState.ValueType
     """Whether events are delivered."""
     state_reason: _builtins.str
-    """Why the endpoint is disabled: `DISABLED_BY_PARTNER`, `ENDPOINT_GONE` (it answered 410)
-    or `FAILING` (every attempt failed for the whole retry schedule).
+    """Why the endpoint is disabled: `DISABLED_BY_PARTNER`, `DISABLED_BY_OPERATOR` (through the
+    admin API), `ENDPOINT_GONE` (it answered 410) or `FAILING` (every attempt failed for the
+    whole retry schedule).
     """
     secret: _builtins.str
     """The signing secret (`whsec_` + base64): only in the answer of create and rotate."""
