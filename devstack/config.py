@@ -52,6 +52,8 @@ class StackConfig:
     """STACK_SIGNER_METRICS_PORT (or SIGNER_METRICS_PORT)."""
     monitor_metrics_port: int = 9104
     """STACK_MONITOR_METRICS_PORT (or MONITOR_METRICS_PORT)."""
+    webhooks_metrics_port: int = 9105
+    """STACK_WEBHOOKS_METRICS_PORT (or WEBHOOKS_METRICS_PORT): the webhook sender's /metrics."""
     redis_url: str | None = None
     """REDIS_URL: use this Redis; unset means 127.0.0.1:6379 if it answers, else our own."""
     redis_prefix: str = "aws:"
@@ -100,6 +102,9 @@ class StackConfig:
             ),
             signer_metrics_port=_port("STACK_SIGNER_METRICS_PORT", "SIGNER_METRICS_PORT", 9103),
             monitor_metrics_port=_port("STACK_MONITOR_METRICS_PORT", "MONITOR_METRICS_PORT", 9104),
+            webhooks_metrics_port=_port(
+                "STACK_WEBHOOKS_METRICS_PORT", "WEBHOOKS_METRICS_PORT", 9105
+            ),
             redis_url=os.environ.get("REDIS_URL") or None,
             redis_prefix=env_str("REDIS_PREFIX", "aws:"),
             database_url=os.environ.get("DATABASE_URL") or None,
@@ -154,6 +159,7 @@ class StackConfig:
             ("processor metrics", "STACK_PROCESSOR_METRICS_PORT", self.processor_metrics_port),
             ("signer metrics", "STACK_SIGNER_METRICS_PORT", self.signer_metrics_port),
             ("monitor metrics", "STACK_MONITOR_METRICS_PORT", self.monitor_metrics_port),
+            ("webhooks metrics", "STACK_WEBHOOKS_METRICS_PORT", self.webhooks_metrics_port),
         ]
 
     def metrics_ports(self) -> dict[str, int]:
@@ -163,6 +169,7 @@ class StackConfig:
             "processor": self.processor_metrics_port,
             "signer": self.signer_metrics_port,
             "monitor": self.monitor_metrics_port,
+            "webhooks": self.webhooks_metrics_port,
         }
 
 

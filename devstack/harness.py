@@ -203,6 +203,7 @@ class HarnessStack:
             processor_metrics_port=free_port(),
             signer_metrics_port=free_port(),
             monitor_metrics_port=free_port(),
+            webhooks_metrics_port=free_port(),
             redis_url=self.redis.url,
             redis_prefix="aws:",
             database_url=self.database_url,
