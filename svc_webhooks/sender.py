@@ -4,12 +4,16 @@ A delivery is due when it is PENDING, its `next_attempt_time` has come, no attem
 flight (its lease ran out or was released), its endpoint is enabled, and no earlier event of
 the same withdrawal to the same endpoint is still PENDING: events of one withdrawal go in
 sequence order, each waiting for the one before to succeed or fail for good; different
-withdrawals go in parallel, up to `max_in_flight_per_endpoint` per endpoint.
+withdrawals go in parallel, up to `max_in_flight_per_endpoint` per endpoint and
+`max_in_flight` in all.
 
-Before sending, the delivery is leased in the database (a compare-and-set), so a sender killed
-mid-attempt leaves a lease that runs out, and the delivery is sent again: at least once. The
-attempt, its status code and latency go to the delivery log (`webhook_attempts`) with the
-delivery's new state in one transaction.
+Before sending, the due deliveries of a round are leased in the database in one transaction (a
+compare-and-set), so a sender killed mid-attempt leaves leases that run out, and those
+deliveries are sent again: at least once. Finished attempts are recorded in batches: each
+attempt, its status code and latency go to the delivery log (`webhook_attempts`) with its
+delivery's new state, in one transaction per batch. The send loop runs a round as soon as
+there is room and work (an attempt recorded, new deliveries fanned out), and otherwise waits
+up to `poll_seconds`.
 
 Each attempt resolves the endpoint's host again and refuses private, link-local and metadata
 addresses (`withdrawal_shared.webhooks.urls`); redirects are not followed (a 3xx is a failed
@@ -20,6 +24,7 @@ attempt). Signatures follow the Standard Webhooks specification (`standardwebhoo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -56,13 +61,6 @@ USER_AGENT = "assetwithdrawal-webhooks/1"
 
 
 @dataclass(frozen=True)
-class Due:
-    id: int
-    endpoint_id: str
-    withdrawal_id: str
-
-
-@dataclass(frozen=True)
 class Leased:
     id: int
     endpoint_id: str
@@ -82,6 +80,9 @@ class Result:
 
 
 class Sender:
+    """Leases due deliveries in batches, sends each in a task of its own, and records the
+    finished attempts in batches (one transaction per batch, however many finished)."""
+
     def __init__(
         self,
         sessions: sessionmaker[Session],
@@ -95,11 +96,20 @@ class Sender:
         self.box = box
         self._in_flight: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._finished: list[tuple[Leased, Result]] = []
+        self._recording: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._secrets: dict[tuple[str, str, str | None, dt.datetime | None], tuple[str, ...]]
+        self._secrets = {}
         self._client = httpx.AsyncClient(
             follow_redirects=False,
             timeout=httpx.Timeout(settings.timeout_seconds),
             headers={"user-agent": USER_AGENT},
             trust_env=False,
+            limits=httpx.Limits(
+                max_connections=settings.max_in_flight,
+                max_keepalive_connections=settings.max_in_flight,
+            ),
         )
         self._lease_seconds = settings.timeout_seconds * 2 + 5
 
@@ -108,33 +118,38 @@ class Sender:
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        return sum(self._in_flight.values())
+
+    def wake(self) -> None:
+        """Something may be due: new deliveries, or room after attempts were recorded."""
+        self._wake.set()
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Until `wake()` or `timeout` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
 
     # -- one round ---------------------------------------------------------------------------
 
-    async def round(self) -> int:
-        """Lease and start what is due, within the limits; the number started."""
-        room = self.settings.max_in_flight - len(self._tasks)
+    async def round(self) -> tuple[int, int]:
+        """Lease and start what is due, within the limits: (started, room there was)."""
+        self._wake.clear()
+        room = self.settings.max_in_flight - self.in_flight
         if room <= 0:
-            return 0
-        due = await self._db(self._due, room * 4)
-        started = 0
-        for item in due:
-            if started >= room:
-                break
-            if self._in_flight.get(item.endpoint_id, 0) >= self.settings.max_in_flight_per_endpoint:
-                continue
-            leased = await self._db(self._lease, item.id)
-            if leased is None:
-                continue
+            return 0, 0
+        leased = await self._db(self._lease_due, room, dict(self._in_flight))
+        for item in leased:
             self._in_flight[item.endpoint_id] = self._in_flight.get(item.endpoint_id, 0) + 1
-            task = asyncio.create_task(self._attempt(leased), name=f"webhook-{item.id}")
+            task = asyncio.create_task(self._attempt(item), name=f"webhook-{item.id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            started += 1
-        return started
+        return len(leased), room
 
-    def _due(self, limit: int) -> list[Due]:
+    def _lease_due(self, room: int, in_flight: dict[str, int]) -> list[Leased]:
+        """Lease up to `room` due deliveries (at most `max_in_flight_per_endpoint` in flight
+        per endpoint) in one transaction: a compare-and-set on their leases, marked with a
+        lease time of this round's own, so that rows another sender leased meanwhile are
+        left to it."""
         now = utcnow()
         earlier = aliased(WebhookDelivery)
         blocked = exists().where(
@@ -143,11 +158,10 @@ class Sender:
             earlier.sequence < WebhookDelivery.sequence,
             earlier.state == "PENDING",
         )
+        per_endpoint = self.settings.max_in_flight_per_endpoint
         with self.sessions() as session:
-            rows = session.execute(
-                select(
-                    WebhookDelivery.id, WebhookDelivery.endpoint_id, WebhookDelivery.withdrawal_id
-                )
+            due = session.execute(
+                select(WebhookDelivery.id, WebhookDelivery.endpoint_id)
                 .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
                 .where(
                     WebhookDelivery.state == "PENDING",
@@ -157,61 +171,110 @@ class Sender:
                     ~blocked,
                 )
                 .order_by(WebhookDelivery.next_attempt_time, WebhookDelivery.id)
-                .limit(limit)
+                .limit(room * 4)
             ).all()
-        return [Due(r.id, r.endpoint_id, r.withdrawal_id) for r in rows]
-
-    def _lease(self, delivery_id: int) -> Leased | None:
-        now = utcnow()
+        chosen: list[int] = []
+        counts = dict(in_flight)
+        for row in due:
+            if len(chosen) >= room:
+                break
+            if counts.get(row.endpoint_id, 0) >= per_endpoint:
+                continue
+            counts[row.endpoint_id] = counts.get(row.endpoint_id, 0) + 1
+            chosen.append(row.id)
+        if not chosen:
+            return []
+        mark = (now + dt.timedelta(seconds=self._lease_seconds)).replace(
+            microsecond=random.randrange(1_000_000)  # noqa: S311 - a marker, not a secret
+        )
         with self.sessions.begin() as session:
-            result = session.execute(
+            session.execute(
                 update(WebhookDelivery)
                 .where(
-                    WebhookDelivery.id == delivery_id,
+                    WebhookDelivery.id.in_(chosen),
                     WebhookDelivery.state == "PENDING",
                     (WebhookDelivery.lease_until.is_(None)) | (WebhookDelivery.lease_until < now),
                 )
-                .values(lease_until=now + dt.timedelta(seconds=self._lease_seconds))
+                .values(lease_until=mark)
                 .execution_options(synchronize_session=False)
             )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            delivery = session.get(WebhookDelivery, delivery_id)
-            assert delivery is not None
-            endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
-            assert endpoint is not None
-            secrets = [self.box.open(endpoint.secret)]
-            if (
-                endpoint.previous_secret is not None
-                and endpoint.previous_secret_expire_time is not None
-                and endpoint.previous_secret_expire_time > now
-            ):
-                secrets.append(self.box.open(endpoint.previous_secret))
-            return Leased(
-                delivery.id,
-                endpoint.id,
-                endpoint.partner_id,
-                endpoint.url,
-                tuple(secrets),
-                delivery.event_id,
-                delivery.payload,
-                delivery.attempts + 1,
-            )
+            rows = session.execute(
+                select(
+                    WebhookDelivery.id,
+                    WebhookDelivery.endpoint_id,
+                    WebhookDelivery.event_id,
+                    WebhookDelivery.payload,
+                    WebhookDelivery.attempts,
+                ).where(WebhookDelivery.id.in_(chosen), WebhookDelivery.lease_until == mark)
+            ).all()
+            endpoints = {
+                e.id: e
+                for e in session.scalars(
+                    select(WebhookEndpoint).where(
+                        WebhookEndpoint.id.in_({r.endpoint_id for r in rows})
+                    )
+                )
+            }
+            return [
+                Leased(
+                    r.id,
+                    r.endpoint_id,
+                    endpoints[r.endpoint_id].partner_id,
+                    endpoints[r.endpoint_id].url,
+                    self._open_secrets(endpoints[r.endpoint_id], now),
+                    r.event_id,
+                    r.payload,
+                    r.attempts + 1,
+                )
+                for r in sorted(rows, key=lambda r: chosen.index(r.id))
+            ]
+
+    def _open_secrets(self, endpoint: WebhookEndpoint, now: dt.datetime) -> tuple[str, ...]:
+        """The secrets that sign now: the current one, and the previous one during a
+        rotation's overlap (decrypted once per sealed value)."""
+        previous = endpoint.previous_secret
+        expires = endpoint.previous_secret_expire_time
+        if previous is None or expires is None or expires <= now:
+            previous, expires = None, None
+        key = (endpoint.id, endpoint.secret, previous, expires)
+        opened = self._secrets.get(key)
+        if opened is None:
+            values = [self.box.open(endpoint.secret)]
+            if previous is not None:
+                values.append(self.box.open(previous))
+            opened = tuple(values)
+            if len(self._secrets) > 10_000:
+                self._secrets.clear()
+            self._secrets[key] = opened
+        return opened
 
     # -- one attempt -------------------------------------------------------------------------
 
     async def _attempt(self, leased: Leased) -> None:
         try:
             result = await self.send(leased)
-            await self._db(self._record, leased, result)
-        except Exception:  # the lease runs out and the delivery is tried again
-            log.exception("recording a webhook attempt failed", extra={"delivery": leased.id})
-        finally:
-            left = self._in_flight.get(leased.endpoint_id, 1) - 1
-            if left > 0:
-                self._in_flight[leased.endpoint_id] = left
-            else:
-                self._in_flight.pop(leased.endpoint_id, None)
+        except Exception as exc:  # recorded as a failed attempt, retried on the schedule
+            log.exception("a webhook attempt failed", extra={"delivery": leased.id})
+            result = Result(0, 0, f"{type(exc).__name__}"[:256])
+        self._finished.append((leased, result))
+        if self._recording is None or self._recording.done():
+            self._recording = asyncio.create_task(self._record_finished(), name="webhook-record")
+
+    async def _record_finished(self) -> None:
+        """Record what finished, in batches, until nothing is left; then free the room."""
+        while self._finished:
+            batch, self._finished = self._finished, []
+            try:
+                await self._db(self._record_many, batch)
+            except Exception:  # the leases run out and the deliveries are sent again
+                log.exception("recording webhook attempts failed", extra={"count": len(batch)})
+            for leased, _ in batch:
+                left = self._in_flight.get(leased.endpoint_id, 1) - 1
+                if left > 0:
+                    self._in_flight[leased.endpoint_id] = left
+                else:
+                    self._in_flight.pop(leased.endpoint_id, None)
+            self.wake()
 
     async def send(self, leased: Leased) -> Result:
         started = time.monotonic()
@@ -249,78 +312,113 @@ class Sender:
         spread = base * self.settings.jitter_pct / 100
         return max(0.0, base + random.uniform(-spread, spread))  # noqa: S311 - jitter, not a secret
 
-    def _record(self, leased: Leased, result: Result) -> None:
+    def _record_many(self, batch: list[tuple[Leased, Result]]) -> None:
+        """Each attempt, its delivery's new state and its endpoint's, in one transaction
+        (endpoints locked first, in id order, then the deliveries)."""
         now = utcnow()
-        ok = 200 <= result.status_code < 300
+        outcomes: list[tuple[Leased, Result, str]] = []
         with self.sessions.begin() as session:
-            delivery = session.get(WebhookDelivery, leased.id, with_for_update=True)
-            endpoint = session.get(WebhookEndpoint, leased.endpoint_id, with_for_update=True)
-            if delivery is None or endpoint is None:  # deleted meanwhile
-                return
-            delivery.lease_until = None
-            delivery.attempts += 1
-            disable: str | None = None
-            if delivery.state != "PENDING":
-                outcome = delivery.state
-            elif ok:
-                outcome = "SUCCEEDED"
-                delivery.state, delivery.end_time = "SUCCEEDED", now
-                endpoint.last_success_time, endpoint.failing_since = now, None
-            elif result.status_code == 410:
+            endpoint_ids = sorted({leased.endpoint_id for leased, _ in batch})
+            endpoints = {
+                e.id: e
+                for e in session.scalars(
+                    select(WebhookEndpoint)
+                    .where(WebhookEndpoint.id.in_(endpoint_ids))
+                    .order_by(WebhookEndpoint.id)
+                    .with_for_update()
+                )
+            }
+            deliveries = {
+                d.id: d
+                for d in session.scalars(
+                    select(WebhookDelivery)
+                    .where(WebhookDelivery.id.in_([leased.id for leased, _ in batch]))
+                    .order_by(WebhookDelivery.id)
+                    .with_for_update()
+                )
+            }
+            attempts: list[WebhookAttempt] = []
+            for leased, result in batch:
+                delivery = deliveries.get(leased.id)
+                endpoint = endpoints.get(leased.endpoint_id)
+                if delivery is None or endpoint is None:  # deleted meanwhile
+                    continue
+                outcome = self._apply(session, delivery, endpoint, result, now)
+                attempts.append(
+                    WebhookAttempt(
+                        delivery_id=delivery.id,
+                        endpoint_id=endpoint.id,
+                        attempt=delivery.attempts,
+                        attempt_time=now,
+                        status_code=result.status_code,
+                        latency_ms=result.latency_ms,
+                        outcome=outcome,
+                        error=result.error[:256],
+                    )
+                )
+                outcomes.append((leased, result, outcome))
+            session.add_all(attempts)
+        for leased, result, outcome in outcomes:
+            WEBHOOK_ATTEMPTS.add(1, {"outcome": outcome})
+            log.log(
+                logging.DEBUG if outcome == "SUCCEEDED" else logging.INFO,
+                "webhook attempt",
+                extra={
+                    "delivery": leased.id,
+                    "event_id": leased.event_id,
+                    "endpoint_id": leased.endpoint_id,
+                    "attempt": leased.attempt,
+                    "status_code": result.status_code,
+                    "latency_ms": result.latency_ms,
+                    "outcome": outcome,
+                    "error": result.error,
+                },
+            )
+
+    def _apply(
+        self,
+        session: Session,
+        delivery: WebhookDelivery,
+        endpoint: WebhookEndpoint,
+        result: Result,
+        now: dt.datetime,
+    ) -> str:
+        """One attempt's effect on its delivery and endpoint; its outcome."""
+        ok = 200 <= result.status_code < 300
+        delivery.lease_until = None
+        delivery.attempts += 1
+        disable: str | None = None
+        if delivery.state != "PENDING":
+            outcome = delivery.state
+        elif ok:
+            outcome = "SUCCEEDED"
+            delivery.state, delivery.end_time = "SUCCEEDED", now
+            endpoint.last_success_time, endpoint.failing_since = now, None
+        elif result.status_code == 410:
+            outcome = "FAILED"
+            delivery.state, delivery.end_time = "FAILED", now
+            disable = "ENDPOINT_GONE"
+        else:
+            endpoint.failing_since = endpoint.failing_since or now
+            if delivery.attempts > len(self.settings.retry_schedule):
                 outcome = "FAILED"
                 delivery.state, delivery.end_time = "FAILED", now
-                disable = "ENDPOINT_GONE"
+                failing_for = (now - endpoint.failing_since).total_seconds()
+                if failing_for >= self.settings.schedule_seconds * 0.8:
+                    disable = "FAILING"
             else:
-                endpoint.failing_since = endpoint.failing_since or now
-                if delivery.attempts > len(self.settings.retry_schedule):
-                    outcome = "FAILED"
-                    delivery.state, delivery.end_time = "FAILED", now
-                    failing_for = (now - endpoint.failing_since).total_seconds()
-                    if failing_for >= self.settings.schedule_seconds * 0.8:
-                        disable = "FAILING"
-                else:
-                    outcome = "RETRYING"
-                    delivery.next_attempt_time = now + dt.timedelta(
-                        seconds=self._delay(delivery.attempts)
-                    )
-            session.add(
-                WebhookAttempt(
-                    delivery_id=delivery.id,
-                    endpoint_id=endpoint.id,
-                    attempt=delivery.attempts,
-                    attempt_time=now,
-                    status_code=result.status_code,
-                    latency_ms=result.latency_ms,
-                    outcome=outcome,
-                    error=result.error[:256],
+                outcome = "RETRYING"
+                delivery.next_attempt_time = now + dt.timedelta(
+                    seconds=self._delay(delivery.attempts)
                 )
+        if disable is not None and endpoint.state == "ENABLED":
+            endpoint.state, endpoint.state_reason, endpoint.update_time = "DISABLED", disable, now
+            notify_disabled(session, endpoint, disable, now)
+            WEBHOOK_ENDPOINTS_DISABLED.add(1, {"reason": disable})
+            log.warning(
+                "webhook endpoint disabled", extra={"endpoint_id": endpoint.id, "reason": disable}
             )
-            if disable is not None and endpoint.state == "ENABLED":
-                endpoint.state, endpoint.state_reason, endpoint.update_time = (
-                    "DISABLED",
-                    disable,
-                    now,
-                )
-                notify_disabled(session, endpoint, disable, now)
-                WEBHOOK_ENDPOINTS_DISABLED.add(1, {"reason": disable})
-                log.warning(
-                    "webhook endpoint disabled",
-                    extra={"endpoint_id": endpoint.id, "reason": disable},
-                )
-        WEBHOOK_ATTEMPTS.add(1, {"outcome": outcome})
-        log.info(
-            "webhook attempt",
-            extra={
-                "delivery": leased.id,
-                "event_id": leased.event_id,
-                "endpoint_id": leased.endpoint_id,
-                "attempt": leased.attempt,
-                "status_code": result.status_code,
-                "latency_ms": result.latency_ms,
-                "outcome": outcome,
-                "error": result.error,
-            },
-        )
+        return outcome
 
     # -- gauges and stop ---------------------------------------------------------------------
 
@@ -340,10 +438,14 @@ class Sender:
         return int(backlog), lag
 
     async def stop(self, grace: float) -> None:
+        """Let the attempts in flight finish (up to `grace`) and record them."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
         for task in set(self._tasks):
             task.cancel()
+        if self._recording is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._recording, grace)
         await self._client.aclose()
 
 

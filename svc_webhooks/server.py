@@ -86,6 +86,8 @@ class WebhooksServer:
             try:
                 report = await loop.run_in_executor(self._executor, self._poll)
                 full = report.rows >= self.settings.outbox_batch
+                if report.deliveries:
+                    self.sender.wake()
                 if report.deliveries or report.skipped:
                     log.info(
                         "outbox read",
@@ -106,17 +108,25 @@ class WebhooksServer:
             await self._pause()
 
     async def _send_loop(self) -> None:
+        """A round whenever there is room and work: when a round filled all the room it had,
+        the next starts at once; otherwise it waits for the sender's wake-up (attempts
+        recorded, deliveries fanned out) or `poll_seconds` (retries come due)."""
         while not self._stopping.is_set():
+            started, room = 0, 1
             try:
-                await self.sender.round()
+                started, room = await self.sender.round()
             except Exception as exc:
                 log.exception("sending round failed; retrying", extra={"error": str(exc)})
-            await self._pause()
+            if started and started >= room:
+                await asyncio.sleep(0)
+                continue
+            await self.sender.wait_for_work(self.settings.poll_seconds)
 
     async def stop(self) -> None:
         """Graceful stop: NOT_SERVING, finish the attempts in flight (up to the grace)."""
         await self._health.enter_graceful_shutdown()
         self._stopping.set()
+        self.sender.wake()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
