@@ -15,10 +15,13 @@ delivery's new state, in one transaction per batch. The send loop runs a round a
 there is room and work (an attempt recorded, new deliveries fanned out), and otherwise waits
 up to `poll_seconds`.
 
-Each attempt resolves the endpoint's host again and refuses private, link-local and metadata
-addresses (`withdrawal_shared.webhooks.urls`); redirects are not followed (a 3xx is a failed
-attempt). Signatures follow the Standard Webhooks specification (`standardwebhooks`): one
-`v1,` signature per current secret, two during a rotation's overlap.
+Each attempt checks the endpoint's URL again and refuses private, link-local and metadata
+addresses (`withdrawal_shared.webhooks.urls`): an address literal before sending, a host name
+in the HTTP client's resolver, which checks every address it returns and is asked on every
+new connection (no DNS cache), so the address connected to is the address checked. Redirects
+are not followed (a 3xx is a failed attempt). Signatures follow the Standard Webhooks
+specification (`standardwebhooks`): one `v1,` signature per current secret, two during a
+rotation's overlap.
 """
 
 from __future__ import annotations
@@ -26,16 +29,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import ipaddress
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
-from sqlalchemy import and_, exists, func, select, update
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from sqlalchemy import and_, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
@@ -52,12 +58,13 @@ from withdrawal_shared.metrics import (
 )
 from withdrawal_shared.webhooks import events
 from withdrawal_shared.webhooks.secrets import SecretBox
-from withdrawal_shared.webhooks.urls import UrlRefused, parse_url, resolve_checked
+from withdrawal_shared.webhooks.urls import EndpointUrl, UrlRefused, parse_url, resolve_checked
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 USER_AGENT = "assetwithdrawal-webhooks/1"
+RECORD_GATHER_SECONDS = 0.005
 
 
 @dataclass(frozen=True)
@@ -101,20 +108,27 @@ class Sender:
         self._wake = asyncio.Event()
         self._secrets: dict[tuple[str, str, str | None, dt.datetime | None], tuple[str, ...]]
         self._secrets = {}
-        self._client = httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=httpx.Timeout(settings.timeout_seconds),
-            headers={"user-agent": USER_AGENT},
-            trust_env=False,
-            limits=httpx.Limits(
-                max_connections=settings.max_in_flight,
-                max_keepalive_connections=settings.max_in_flight,
-            ),
-        )
+        self._client: aiohttp.ClientSession | None = None
         self._lease_seconds = settings.timeout_seconds * 2 + 5
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._client is None:
+            self._client = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self.settings.max_in_flight,
+                    limit_per_host=self.settings.max_in_flight_per_endpoint,
+                    use_dns_cache=False,
+                    resolver=CheckedResolver(self.settings.allow_http_loopback),
+                ),
+                timeout=aiohttp.ClientTimeout(total=self.settings.timeout_seconds),
+                headers={"user-agent": USER_AGENT},
+                trust_env=False,
+                auto_decompress=False,
+            )
+        return self._client
 
     @property
     def in_flight(self) -> int:
@@ -135,8 +149,8 @@ class Sender:
         """Lease and start what is due, within the limits: (started, room there was)."""
         self._wake.clear()
         room = self.settings.max_in_flight - self.in_flight
-        if room <= 0:
-            return 0, 0
+        if room <= 0 or (self.in_flight and room < self.settings.max_in_flight // 4):
+            return 0, 0  # a round for a quarter of the room at least: fewer, larger leases
         leased = await self._db(self._lease_due, room, dict(self._in_flight))
         for item in leased:
             self._in_flight[item.endpoint_id] = self._in_flight.get(item.endpoint_id, 0) + 1
@@ -262,6 +276,7 @@ class Sender:
 
     async def _record_finished(self) -> None:
         """Record what finished, in batches, until nothing is left; then free the room."""
+        await asyncio.sleep(RECORD_GATHER_SECONDS)  # let a few more finish: larger batches
         while self._finished:
             batch, self._finished = self._finished, []
             try:
@@ -281,7 +296,8 @@ class Sender:
         allow = self.settings.allow_http_loopback
         try:
             endpoint = parse_url(leased.url, allow_loopback=allow)
-            await resolve_checked(endpoint, allow_loopback=allow)
+            if _is_literal(endpoint.host):  # a name is checked by the resolver
+                await resolve_checked(endpoint, allow_loopback=allow)
         except UrlRefused as exc:
             return Result(0, 0, f"refused: the URL {exc}"[:256])
         now = dt.datetime.now(dt.UTC)
@@ -296,12 +312,15 @@ class Sender:
             "webhook-signature": signature,
         }
         try:
-            response = await self._client.post(leased.url, content=body, headers=headers)
-            await response.aclose()
-            status, error = response.status_code, ""
-        except httpx.TimeoutException:
+            async with self._session().post(
+                leased.url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                status, error = response.status, ""
+        except UrlRefused as exc:
+            return Result(0, 0, f"refused: the URL {exc}"[:256])
+        except TimeoutError:
             status, error = 0, "timed out"
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             status, error = 0, f"{type(exc).__name__}: {str(exc)[:200]}"
         elapsed = time.monotonic() - started
         WEBHOOK_ATTEMPT_SECONDS.record(elapsed)
@@ -314,50 +333,87 @@ class Sender:
 
     def _record_many(self, batch: list[tuple[Leased, Result]]) -> None:
         """Each attempt, its delivery's new state and its endpoint's, in one transaction
-        (endpoints locked first, in id order, then the deliveries)."""
+        (endpoints locked first, in id order, then the deliveries). Successes are written with
+        one UPDATE for all; the rest one by one (`_apply`)."""
         now = utcnow()
         outcomes: list[tuple[Leased, Result, str]] = []
+        rows: list[dict[str, Any]] = []
+
+        def attempt_row(leased: Leased, result: Result, attempt: int, outcome: str) -> None:
+            outcomes.append((leased, result, outcome))
+            rows.append(
+                {
+                    "delivery_id": leased.id,
+                    "endpoint_id": leased.endpoint_id,
+                    "attempt": attempt,
+                    "attempt_time": now,
+                    "status_code": result.status_code,
+                    "latency_ms": result.latency_ms,
+                    "outcome": outcome,
+                    "error": result.error[:256],
+                }
+            )
+
+        succeeded = [(lease, r) for lease, r in batch if 200 <= r.status_code < 300]
+        others = [(lease, r) for lease, r in batch if not 200 <= r.status_code < 300]
         with self.sessions.begin() as session:
-            endpoint_ids = sorted({leased.endpoint_id for leased, _ in batch})
             endpoints = {
                 e.id: e
                 for e in session.scalars(
                     select(WebhookEndpoint)
-                    .where(WebhookEndpoint.id.in_(endpoint_ids))
+                    .where(WebhookEndpoint.id.in_({lease.endpoint_id for lease, _ in batch}))
                     .order_by(WebhookEndpoint.id)
                     .with_for_update()
                 )
             }
-            deliveries = {
-                d.id: d
-                for d in session.scalars(
-                    select(WebhookDelivery)
-                    .where(WebhookDelivery.id.in_([leased.id for leased, _ in batch]))
-                    .order_by(WebhookDelivery.id)
-                    .with_for_update()
+            if succeeded:
+                states = dict(
+                    session.execute(
+                        select(WebhookDelivery.id, WebhookDelivery.state).where(
+                            WebhookDelivery.id.in_([lease.id for lease, _ in succeeded])
+                        )
+                    ).all()
                 )
-            }
-            attempts: list[WebhookAttempt] = []
-            for leased, result in batch:
-                delivery = deliveries.get(leased.id)
-                endpoint = endpoints.get(leased.endpoint_id)
-                if delivery is None or endpoint is None:  # deleted meanwhile
-                    continue
-                outcome = self._apply(session, delivery, endpoint, result, now)
-                attempts.append(
-                    WebhookAttempt(
-                        delivery_id=delivery.id,
-                        endpoint_id=endpoint.id,
-                        attempt=delivery.attempts,
-                        attempt_time=now,
-                        status_code=result.status_code,
-                        latency_ms=result.latency_ms,
-                        outcome=outcome,
-                        error=result.error[:256],
+                pending = [lease.id for lease, _ in succeeded if states.get(lease.id) == "PENDING"]
+                if pending:
+                    session.execute(
+                        update(WebhookDelivery)
+                        .where(WebhookDelivery.id.in_(pending), WebhookDelivery.state == "PENDING")
+                        .values(
+                            state="SUCCEEDED",
+                            attempts=WebhookDelivery.attempts + 1,
+                            end_time=now,
+                            lease_until=None,
+                        )
+                        .execution_options(synchronize_session=False)
                     )
-                )
-                outcomes.append((leased, result, outcome))
-            session.add_all(attempts)
+                for leased, result in succeeded:
+                    state = states.get(leased.id)
+                    endpoint = endpoints.get(leased.endpoint_id)
+                    if state is None or endpoint is None:  # deleted meanwhile
+                        continue
+                    endpoint.last_success_time, endpoint.failing_since = now, None
+                    outcome = "SUCCEEDED" if state == "PENDING" else str(state)
+                    attempt_row(leased, result, leased.attempt, outcome)
+            if others:
+                deliveries = {
+                    d.id: d
+                    for d in session.scalars(
+                        select(WebhookDelivery)
+                        .where(WebhookDelivery.id.in_([lease.id for lease, _ in others]))
+                        .order_by(WebhookDelivery.id)
+                        .with_for_update()
+                    )
+                }
+                for leased, result in others:
+                    delivery = deliveries.get(leased.id)
+                    endpoint = endpoints.get(leased.endpoint_id)
+                    if delivery is None or endpoint is None:  # deleted meanwhile
+                        continue
+                    outcome = self._apply(session, delivery, endpoint, result, now)
+                    attempt_row(leased, result, delivery.attempts, outcome)
+            if rows:
+                session.execute(insert(WebhookAttempt), rows)
         for leased, result, outcome in outcomes:
             WEBHOOK_ATTEMPTS.add(1, {"outcome": outcome})
             log.log(
@@ -446,7 +502,44 @@ class Sender:
         if self._recording is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._recording, grace)
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.close()
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+class CheckedResolver(AbstractResolver):
+    """Resolves a host for the HTTP client and refuses it unless every address is allowed
+    (`resolve_checked`): the connection goes to an address that was checked."""
+
+    def __init__(self, allow_loopback: bool) -> None:
+        self.allow_loopback = allow_loopback
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        endpoint = EndpointUrl("", host, port, "")
+        addresses = await resolve_checked(endpoint, allow_loopback=self.allow_loopback)
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        return None
 
 
 def notify_disabled(

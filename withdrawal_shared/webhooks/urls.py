@@ -101,6 +101,15 @@ def refused_address(address: IPAddress, *, allow_loopback: bool) -> str | None:
 async def resolve_checked(endpoint: EndpointUrl, *, allow_loopback: bool) -> list[str]:
     """Every address the host resolves to, each allowed; UrlRefused naming the first that is
     not, or when the host does not resolve."""
+    try:  # an address literal needs no lookup
+        literal = ipaddress.ip_address(endpoint.host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        why = refused_address(literal, allow_loopback=allow_loopback)
+        if why is not None:
+            raise UrlRefused(f"host {endpoint.host!r} resolves to {literal}, {why}")
+        return [str(literal)]
     loop = asyncio.get_running_loop()
     try:
         infos = await asyncio.wait_for(
