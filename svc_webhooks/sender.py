@@ -174,18 +174,28 @@ class Sender:
         )
         per_endpoint = self.settings.max_in_flight_per_endpoint
         with self.sessions() as session:
+            # The enabled endpoints first, as a list: joined in the query, they make MariaDB
+            # sort every PENDING row instead of walking the due index and stopping early.
+            enabled = [
+                endpoint_id
+                for endpoint_id in session.scalars(
+                    select(WebhookEndpoint.id).where(WebhookEndpoint.state == "ENABLED")
+                )
+                if in_flight.get(endpoint_id, 0) < per_endpoint
+            ]
+            if not enabled:
+                return []
             due = session.execute(
                 select(WebhookDelivery.id, WebhookDelivery.endpoint_id)
-                .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
                 .where(
                     WebhookDelivery.state == "PENDING",
                     WebhookDelivery.next_attempt_time <= now,
                     (WebhookDelivery.lease_until.is_(None)) | (WebhookDelivery.lease_until < now),
-                    WebhookEndpoint.state == "ENABLED",
+                    WebhookDelivery.endpoint_id.in_(enabled),
                     ~blocked,
                 )
                 .order_by(WebhookDelivery.next_attempt_time, WebhookDelivery.id)
-                .limit(room * 4)
+                .limit(room * 2)
             ).all()
         chosen: list[int] = []
         counts = dict(in_flight)
