@@ -58,7 +58,13 @@ from withdrawal_shared.metrics import (
 )
 from withdrawal_shared.webhooks import events
 from withdrawal_shared.webhooks.secrets import SecretBox
-from withdrawal_shared.webhooks.urls import EndpointUrl, UrlRefused, parse_url, resolve_checked
+from withdrawal_shared.webhooks.urls import (
+    EndpointUrl,
+    UrlRefused,
+    parse_url,
+    refused_address,
+    resolve_checked,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -108,6 +114,7 @@ class Sender:
         self._wake = asyncio.Event()
         self._secrets: dict[tuple[str, str, str | None, dt.datetime | None], tuple[str, ...]]
         self._secrets = {}
+        self._url_checks: dict[str, str | None] = {}
         self._client: aiohttp.ClientSession | None = None
         self._lease_seconds = settings.timeout_seconds * 2 + 5
 
@@ -301,15 +308,32 @@ class Sender:
                     self._in_flight.pop(leased.endpoint_id, None)
             self.wake()
 
+    def _url_refused(self, url: str) -> str | None:
+        """Why the URL's form or its address literal is refused, or None (a host name's
+        addresses are checked by the resolver). No lookup: remembered per URL."""
+        if url in self._url_checks:
+            return self._url_checks[url]
+        allow = self.settings.allow_http_loopback
+        why: str | None = None
+        try:
+            endpoint = parse_url(url, allow_loopback=allow)
+            literal = _literal(endpoint.host)
+            if literal is not None:
+                reason = refused_address(literal, allow_loopback=allow)
+                if reason is not None:
+                    why = f"host {endpoint.host!r} resolves to {literal}, {reason}"
+        except UrlRefused as exc:
+            why = str(exc)
+        if len(self._url_checks) > 10_000:
+            self._url_checks.clear()
+        self._url_checks[url] = why
+        return why
+
     async def send(self, leased: Leased) -> Result:
         started = time.monotonic()
-        allow = self.settings.allow_http_loopback
-        try:
-            endpoint = parse_url(leased.url, allow_loopback=allow)
-            if _is_literal(endpoint.host):  # a name is checked by the resolver
-                await resolve_checked(endpoint, allow_loopback=allow)
-        except UrlRefused as exc:
-            return Result(0, 0, f"refused: the URL {exc}"[:256])
+        refused = self._url_refused(leased.url)
+        if refused is not None:
+            return Result(0, 0, f"refused: the URL {refused}"[:256])
         now = dt.datetime.now(dt.UTC)
         body = leased.payload.encode()
         signature = " ".join(
@@ -516,12 +540,11 @@ class Sender:
             await self._client.close()
 
 
-def _is_literal(host: str) -> bool:
+def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        ipaddress.ip_address(host.strip("[]"))
+        return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return False
-    return True
+        return None
 
 
 class CheckedResolver(AbstractResolver):
