@@ -8,10 +8,11 @@
 
 By default the system under test is the whole pipeline (`PipelineSystem`: a HarnessStack with
 a MariaDB database and a redis-server of its own, anvil with 2-second blocks and a 60M block
-gas limit, the payout vault, and the signer, gateway, processor and monitor as processes), so
-the processor validates, batches, signs and broadcasts what the gateway accepts while it is
-measured, on the same cores. As in `make up`, the processor and the monitor run at nice 10
-(STACK_BATCH_NICE; `--batch-nice 0` puts them at the gateway's priority). `--gateway-only`
+gas limit, the payout vault, and the signer, gateway, processor, monitor and webhook sender as
+processes), so the processor validates, batches, signs and broadcasts what the gateway accepts
+while it is measured, on the same cores. As in `make up`, the services off the request path
+(processor, monitor, signer, webhook sender: `devstack.config.BACKGROUND_SERVICES`) run at
+nice 10 (STACK_BATCH_NICE; `--batch-nice 0` puts them at the gateway's priority). `--gateway-only`
 runs `python -m svc_gateway` alone on a MariaDB database of its own and the machine's Redis
 (a key prefix of its own, deleted afterwards): the gateway's own cost, with nothing competing.
 
@@ -626,9 +627,10 @@ class PipelineSystem(_GatewayLog):
     exit_code: int | None = None  # 0 unless the gateway died and was restarted, once stopped
 
     def __init__(self, gateway_env: dict[str, str], var_dir: Path, batch_nice: int) -> None:
+        from devstack.config import background_nice_env
         from devstack.harness import HarnessConfig, HarnessStack
 
-        nice = {"PROCESSOR_NICE": str(batch_nice), "MONITOR_NICE": str(batch_nice)}
+        nice = background_nice_env(batch_nice)
         self.stack = HarnessStack(
             HarnessConfig(
                 var_dir=var_dir,
@@ -957,7 +959,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         metavar="N",
-        help="run the processor and the monitor at nice N (PROCESSOR_NICE, MONITOR_NICE; "
+        help="run the processor, monitor, signer and webhook sender at nice N (<NAME>_NICE; "
         "default: the stack's STACK_BATCH_NICE default, 10; 0 for the gateway's priority)",
     )
     parser.add_argument(
@@ -1052,7 +1054,7 @@ def configuration(args: argparse.Namespace, plan: Plan, system: System) -> dict[
                 for name, pid in system.other_pids().items()
             },
         },
-        # Read from /proc: the processor and the monitor yield to the gateway (STACK_BATCH_NICE).
+        # Read from /proc: the background services yield to the gateway (STACK_BATCH_NICE).
         "nice": {
             name: nice_of(pid)
             for name, pid in {"gateway": system.pid, **system.other_pids()}.items()

@@ -26,6 +26,15 @@ def _port(stack_var: str, service_var: str | None, default: int) -> int:
     return default
 
 
+BACKGROUND_SERVICES = ("processor", "monitor", "signer", "webhooks")
+"""Services off the API's request path: they run at `StackConfig.batch_nice`."""
+
+
+def background_nice_env(nice: int) -> dict[str, str]:
+    """`<NAME>_NICE` for every background service (`withdrawal_shared.runtime` applies it)."""
+    return {f"{name.upper()}_NICE": str(nice) for name in BACKGROUND_SERVICES}
+
+
 @dataclass(frozen=True)
 class StackConfig:
     var_dir: Path
@@ -69,10 +78,11 @@ class StackConfig:
     others, they pay only EMERGENCY withdrawals. 0: EMERGENCY withdrawals share the standard
     wallets."""
     batch_nice: int = 10
-    """STACK_BATCH_NICE: the processor and the monitor run at this nice value (their
-    PROCESSOR_NICE and MONITOR_NICE, unless those are set), so that on cores they share with
-    the gateway an API request is served before batch work that can wait a few milliseconds
-    (a batch waits up to a second for company anyway); 0 runs all at the same priority."""
+    """STACK_BATCH_NICE: the services off the API's request path (`BACKGROUND_SERVICES`: the
+    processor, the monitor, the signer and the webhook sender) run at this nice value (their
+    `<NAME>_NICE`, unless that is set), so that on cores they share with the gateway an API
+    request is served before work that can wait a few milliseconds (a batch waits up to a
+    second for company anyway); 0 runs all at the same priority."""
     service_users: bool = False
     """STACK_SERVICE_USERS: with a MySQL/MariaDB DATABASE_URL, each service connects as its own
     least-privileged user (`withdrawal_shared.db.grants`), created after the migrations; the
