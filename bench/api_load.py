@@ -75,6 +75,9 @@ ACHIEVED_MIN = 0.95  # a rate counts as sustained only if this share of it was a
 DEFAULT_MARIADB = "mysql+pymysql://root:@127.0.0.1:3306"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+DAILY_LIMIT = "1000000000"
+"""USDC per 24 hours for the benchmark's partner: on, and never reached."""
+LIMITS_CACHE_SECONDS = 5.0  # GATEWAY_LIMITS_CACHE_SECONDS' default: a new limit is seen after it
 
 
 # ---------------------------------------------------------------- CPU of other processes
@@ -483,6 +486,33 @@ def issue_key(database_url: str, partner_id: str) -> str:
             ensure_partner(session, partner_id)
             session.flush()
             return issue_api_key(session, partner_id)
+    finally:
+        engine.dispose()
+
+
+def set_daily_limit(database_url: str, api_key: str, symbol: str, amount: str) -> str:
+    """A partner-wide 24-hour limit for the key's partner on `symbol` (token units), so that
+    every create reads and updates its limit counter as it would in production; returns the
+    partner id. Written as the admin API's confirmed change writes it."""
+    from decimal import Decimal
+
+    from sqlalchemy import select
+
+    from withdrawal_shared.db.api_keys import partner_for_token
+    from withdrawal_shared.db.engine import make_engine, make_sessionmaker
+    from withdrawal_shared.db.models import PartnerLimit, Token
+
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with make_sessionmaker(engine).begin() as session:
+            partner_id = partner_for_token(session, api_key)
+            if partner_id is None:
+                raise RuntimeError("the benchmark's API key has no partner")
+            token = session.scalars(select(Token).where(Token.symbol == symbol)).one()
+            units = int(Decimal(amount).scaleb(token.decimals))
+            limit = PartnerLimit(partner_id=partner_id, token_id=token.id, daily_amount=units)
+            session.merge(limit)
+            return partner_id
     finally:
         engine.dispose()
 
@@ -965,6 +995,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--amount", default=None, help="USDC per request (default 1 with the pipeline, else 12.5)"
     )
+    parser.add_argument(
+        "--daily-limit",
+        default=DAILY_LIMIT,
+        help="the benchmark partner's 24-hour USDC limit, far above what it sends, so that "
+        f"every create counts against it (default {DAILY_LIMIT}; 'none' for no limit)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     args = parser.parse_args(argv)
     if args.amount is None:
@@ -1062,10 +1098,19 @@ def configuration(args: argparse.Namespace, plan: Plan, system: System) -> dict[
         "checks_on": [
             "auth (API key, Authorization: Bearer, cached per key)",
             "validation (token, amount, address incl. EIP-55, system addresses)",
+            "rate limit per key (GCRA in Redis, default 1,000/s, one script call per batch)",
+            (
+                f"the partner's 24-hour limit ({args.daily_limit} USDC): its counter read and "
+                "updated in the creating transaction"
+                if args.daily_limit != "none"
+                else "no limit configured (--daily-limit none)"
+            ),
             "idempotency (unique request_id / Idempotency-Key per request)",
             "stored RECEIVED with its hash-chained audit row, committed before the response",
             "Redis task enqueue and state-change event before the response",
             "one JSON log line per created withdrawal",
+            "pipeline: the processor's blocklist screening and the shipped approval rules "
+            "(the requests' small amounts pass automatically)",
         ],
         "requests": f"USDC {args.amount} to a fresh random recipient each",
         "database": "MariaDB, a database of its own (created, migrated, dropped)",
@@ -1284,6 +1329,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         generators: Generators | None = None
         try:
+            if args.daily_limit != "none":
+                set_daily_limit(system.database_url, system.api_key, "USDC", args.daily_limit)
+                time.sleep(LIMITS_CACHE_SECONDS + 1)  # the gateway's cached policy expires
             config = configuration(args, plan, system)
             print("configuration:", json.dumps(config, indent=2), flush=True)
             target = Target(
