@@ -1037,6 +1037,7 @@ def signer_pkcs11_patch() -> dict[str, Any]:
                         {
                             "name": "signer",
                             "env": [
+                                {"name": "SIGNER_KEYSTORE_PASSWORD", "$patch": "delete"},
                                 {
                                     "name": "SIGNER_PKCS11_PIN",
                                     "valueFrom": {
@@ -1045,18 +1046,20 @@ def signer_pkcs11_patch() -> dict[str, Any]:
                                 },
                             ],
                             "volumeMounts": [
-                                {"name": "hsm-client", "mountPath": "/opt/hsm", "readOnly": True}
+                                {"mountPath": "/etc/aws/keystore", "$patch": "delete"},
+                                {"name": "hsm-client", "mountPath": "/opt/hsm", "readOnly": True},
                             ],
                         }
                     ],
                     "volumes": [
+                        {"name": "keystore", "$patch": "delete"},
                         {
                             "name": "hsm-client",
                             "image": {
                                 "reference": "registry.example.com/hsm-pkcs11-client:1.0",
                                 "pullPolicy": "IfNotPresent",
                             },
-                        }
+                        },
                     ],
                 }
             }
@@ -1071,6 +1074,8 @@ def signer_prod_config_patch() -> dict[str, Any]:
         "metadata": {"name": "signer-config"},
         "data": {
             "SIGNER_KEY_BACKEND": "pkcs11",
+            "SIGNER_KEYSTORE_PATH": None,
+            "SIGNER_KEYSTORE_COUNT": None,
             "SIGNER_PKCS11_LIBRARY": "/opt/hsm/lib/libpkcs11.so",
             "SIGNER_PKCS11_TOKEN_LABEL": "withdrawal-signer",
             "SIGNER_PKCS11_KEY_LABELS": "hot-wallet-0,hot-wallet-1",
