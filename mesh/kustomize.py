@@ -85,19 +85,23 @@ def merge(base: Any, patch: Any, *, strategic: bool, field: str = "") -> Any:
         if merge_key is None and field == "ports":
             merge_key = next((k for k in PORT_KEYS if all(k in p for p in patch)), None)
         if merge_key is not None and all(isinstance(i, dict) for i in [*base, *patch]):
-            merged_list = [copy.deepcopy(i) for i in base]
-            for item in patch:
-                if item.get("$patch") == "delete":  # the strategic merge directive
-                    merged_list = [i for i in merged_list if i.get(merge_key) != item[merge_key]]
-                    continue
-                for index, existing in enumerate(merged_list):
-                    if existing.get(merge_key) == item.get(merge_key):
-                        merged_list[index] = merge(existing, item, strategic=True)
-                        break
-                else:
-                    merged_list.append(copy.deepcopy(item))
-            return merged_list
+            return _merge_keyed(base, patch, merge_key)
     return copy.deepcopy(patch)
+
+
+def _merge_keyed(base: list[Obj], patch: list[Obj], merge_key: str) -> list[Obj]:
+    merged = [copy.deepcopy(i) for i in base]
+    for item in patch:
+        if item.get("$patch") == "delete":  # the strategic merge directive
+            merged = [i for i in merged if i.get(merge_key) != item[merge_key]]
+            continue
+        for index, existing in enumerate(merged):
+            if existing.get(merge_key) == item.get(merge_key):
+                merged[index] = merge(existing, item, strategic=True)
+                break
+        else:
+            merged.append(copy.deepcopy(item))
+    return merged
 
 
 def _pod_specs(obj: Obj) -> Iterable[Obj]:
@@ -129,61 +133,73 @@ def build(directory: Path) -> list[Obj]:
     unknown = set(spec) - SUPPORTED
     if unknown:
         raise KustomizeError(f"{kfile}: unsupported fields {sorted(unknown)}")
-    objects: list[Obj] = []
-    for resource in spec.get("resources", []):
-        target = directory / resource
-        if target.is_dir():
-            objects.extend(build(target))
-        elif target.is_file():
-            objects.extend(load_documents(target))
-        else:
-            raise KustomizeError(f"{kfile}: resource {resource} does not exist")
-
+    objects = [o for r in spec.get("resources", []) for o in _resource(directory, r, kfile)]
     for patch_spec in spec.get("patches", []):
         if set(patch_spec) != {"path"}:
             raise KustomizeError(f"{kfile}: only `patches: - path:` is supported")
         for patch in load_documents(directory / patch_spec["path"]):
-            name = patch.get("metadata", {}).get("name")
-            matches = [
-                i
-                for i, o in enumerate(objects)
-                if o["kind"] == patch["kind"]
-                and o["apiVersion"] == patch["apiVersion"]
-                and o.get("metadata", {}).get("name") == name
-            ]
-            if not matches:
-                raise KustomizeError(f"{kfile}: patch {patch['kind']}/{name} matches nothing")
-            for i in matches:
-                objects[i] = merge(objects[i], patch, strategic=is_builtin(objects[i]))
-
+            _apply_patch(objects, patch, kfile)
     for rule in spec.get("images", []):
-        for obj in objects:
-            for pod in _pod_specs(obj):
-                for container in [*pod.get("containers", []), *pod.get("initContainers", [])]:
-                    new = _set_image(str(container.get("image", "")), rule)
-                    if new is not None:
-                        container["image"] = new
-
+        _set_images(objects, rule)
     for rule in spec.get("replicas", []):
-        targets = [
-            o
-            for o in objects
-            if o["kind"] in WORKLOAD_KINDS and o.get("metadata", {}).get("name") == rule["name"]
-        ]
-        if not targets:
-            raise KustomizeError(f"{kfile}: replicas for {rule['name']}, which does not exist")
-        for obj in targets:
-            obj.setdefault("spec", {})["replicas"] = int(rule["count"])
-
+        _set_replicas(objects, rule, kfile)
     namespace = spec.get("namespace")
     if namespace:
         for obj in objects:
             if obj["kind"] not in CLUSTER_SCOPED:
                 obj.setdefault("metadata", {})["namespace"] = namespace
+    _check_unique(objects, kfile)
+    return objects
 
+
+def _resource(directory: Path, resource: str, kfile: Path) -> list[Obj]:
+    target = directory / resource
+    if target.is_dir():
+        return build(target)
+    if target.is_file():
+        return load_documents(target)
+    raise KustomizeError(f"{kfile}: resource {resource} does not exist")
+
+
+def _check_unique(objects: list[Obj], kfile: Path) -> None:
     seen: set[tuple[str, str, str]] = set()
     for obj in objects:
         if key(obj) in seen:
             raise KustomizeError(f"{kfile}: {'/'.join(key(obj))} is defined twice")
         seen.add(key(obj))
-    return objects
+
+
+def _apply_patch(objects: list[Obj], patch: Obj, kfile: Path) -> None:
+    name = patch.get("metadata", {}).get("name")
+    matches = [
+        i
+        for i, o in enumerate(objects)
+        if o["kind"] == patch["kind"]
+        and o["apiVersion"] == patch["apiVersion"]
+        and o.get("metadata", {}).get("name") == name
+    ]
+    if not matches:
+        raise KustomizeError(f"{kfile}: patch {patch['kind']}/{name} matches nothing")
+    for i in matches:
+        objects[i] = merge(objects[i], patch, strategic=is_builtin(objects[i]))
+
+
+def _set_images(objects: list[Obj], rule: Obj) -> None:
+    for obj in objects:
+        for pod in _pod_specs(obj):
+            for container in [*pod.get("containers", []), *pod.get("initContainers", [])]:
+                new = _set_image(str(container.get("image", "")), rule)
+                if new is not None:
+                    container["image"] = new
+
+
+def _set_replicas(objects: list[Obj], rule: Obj, kfile: Path) -> None:
+    targets = [
+        o
+        for o in objects
+        if o["kind"] in WORKLOAD_KINDS and o.get("metadata", {}).get("name") == rule["name"]
+    ]
+    if not targets:
+        raise KustomizeError(f"{kfile}: replicas for {rule['name']}, which does not exist")
+    for obj in targets:
+        obj.setdefault("spec", {})["replicas"] = int(rule["count"])

@@ -92,9 +92,14 @@ def has_deny_all(objects: Sequence[Obj], namespace: str) -> bool:
     the namespace refuses what no other policy allows."""
     for p in of_kind(objects, "AuthorizationPolicy"):
         spec = p.get("spec") or {}
-        if _namespace(p) == namespace and not spec.get("selector") and not spec.get("rules"):
-            if spec.get("action", "ALLOW") == "ALLOW" and not spec.get("provider"):
-                return True
+        if (
+            _namespace(p) == namespace
+            and not spec.get("selector")
+            and not spec.get("rules")
+            and spec.get("action", "ALLOW") == "ALLOW"
+            and not spec.get("provider")
+        ):
+            return True
     return False
 
 
@@ -261,32 +266,27 @@ def _route_retries(route: Obj) -> bool:
     return not (isinstance(retries, dict) and retries.get("attempts") == 0)
 
 
-def _methods_matched(match: Obj, methods: Sequence[Method]) -> list[Method]:
+def _matches(match: Obj, m: Method) -> bool:
+    """Whether an HTTP route match can select a request of the method (gRPC or REST)."""
     uri = match.get("uri") or {}
     verb = (match.get("method") or {}).get("exact")
-    found: list[Method] = []
-    for m in methods:
-        if "exact" in uri and uri["exact"] == m.path:
-            found.append(m)
-        elif "prefix" in uri and (
-            m.path.startswith(uri["prefix"])
-            or (
-                m.http_template
-                and m.http_prefix.startswith(uri["prefix"])
-                and (verb is None or verb == m.http_verb)
-            )
-            or (
-                # a literal prefix that stops inside a templated path segment
-                m.http_template
-                and uri["prefix"].startswith(m.http_prefix)
-                and m.http_prefix != m.http_template
-                and (verb is None or verb == m.http_verb)
-            )
-        ):
-            found.append(m)
-        elif "regex" in uri:
-            found.append(m)  # cannot tell: count every method as matched
-    return found
+    if "regex" in uri or not uri:
+        return True  # cannot tell: count every method as matched
+    if "exact" in uri:
+        return bool(uri["exact"] == m.path)
+    prefix = str(uri.get("prefix", ""))
+    if m.path.startswith(prefix):
+        return True
+    if not m.http_template or verb not in (None, m.http_verb):
+        return False
+    # The REST binding's literal part starts with the prefix, or the prefix stops inside
+    # the binding's templated part.
+    templated = m.http_prefix != m.http_template
+    return m.http_prefix.startswith(prefix) or (templated and prefix.startswith(m.http_prefix))
+
+
+def _methods_matched(match: Obj, methods: Sequence[Method]) -> list[Method]:
+    return [m for m in methods if _matches(match, m)]
 
 
 def check_retries(objects: Sequence[Obj], methods: Sequence[Method]) -> list[str]:
@@ -345,6 +345,10 @@ def check_gateway_ingress(
 ) -> list[str]:
     """Only the ingress gateways reach the gateway's API ports; the admin API only from the
     admin ingress gateway, and only its own route carries it."""
+    return _gateway_sources(objects, public_sa, admin_sa) + _admin_routes(objects, methods)
+
+
+def _gateway_sources(objects: Sequence[Obj], public_sa: str, admin_sa: str) -> list[str]:
     problems: list[str] = []
     gateways = [d for d in services_workloads(objects) if _name(d) == "gateway"]
     if len(gateways) != 1:
@@ -356,24 +360,26 @@ def check_gateway_ingress(
         for c in spec.get("containers", [])
         for p in c.get("ports", [])
     }
-    for port_name in ("grpc", "http"):
-        port = ports.get(port_name, "")
+    for port in (ports.get("grpc", ""), ports.get("http", "")):
         for policy in _policies_for(d, objects):
             for principals, op in _allowed_callers(policy, port):
                 if not principals or set(principals) - {public_sa, admin_sa}:
-                    problems.append(
-                        f"{_name(policy)}: lets {principals or 'any source'} reach gateway:{port}"
-                    )
+                    who = principals or "any source"
+                    problems.append(f"{_name(policy)}: lets {who} reach gateway:{port}")
                     continue
                 if admin_sa in principals:
                     continue
                 excluded = any(_covers_admin(p) for p in op.get("notPaths") or [])
-                for path in op.get("paths") or ["*"]:
-                    if _covers_admin(path) and not (excluded and path.endswith("*")):
-                        problems.append(
-                            f"{_name(policy)}: the public ingress may reach {path} "
-                            f"on gateway:{port}"
-                        )
+                problems.extend(
+                    f"{_name(policy)}: the public ingress may reach {path} on gateway:{port}"
+                    for path in op.get("paths") or ["*"]
+                    if _covers_admin(path) and not (excluded and path.endswith("*"))
+                )
+    return problems
+
+
+def _admin_routes(objects: Sequence[Obj], methods: Sequence[Method]) -> list[str]:
+    problems: list[str] = []
     for vs in of_kind(objects, "VirtualService"):
         vs_spec = vs.get("spec") or {}
         bound = vs_spec.get("gateways") or []
