@@ -178,3 +178,23 @@ def validate(obj: Obj, crd_path: Path) -> list[str]:
     if api_version.startswith("keda.sh/"):
         return validate_scaled_object(obj)
     return validate_kubernetes(obj)
+
+
+def find_crds(repo_root: Path) -> Path:
+    """The Istio CRDs in `../shared/schemas` beside the repository's root (for a git
+    worktree, beside the main checkout too). Raises FileNotFoundError naming every place
+    looked at when neither holds it."""
+    roots = [repo_root]
+    git = repo_root / ".git"
+    if git.is_file():  # a worktree: `gitdir: <main>/.git/worktrees/<name>`
+        gitdir = Path(git.read_text(encoding="utf-8").split(":", 1)[1].strip())
+        roots.append(gitdir.parent.parent.parent)
+    candidates = [schemas_dir(r) / CRD_FILE for r in roots]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        "the Istio CRD schemas are missing: looked for "
+        + " and ".join(str(c) for c in candidates)
+        + " (the shared folder beside the repository holds them)"
+    )
