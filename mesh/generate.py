@@ -961,8 +961,10 @@ def dev_dependencies() -> list[Any]:
                     "selector": {"matchLabels": {"app": name}},
                     "template": {
                         "metadata": {
-                            "labels": labels(name, "dev-dependency"),
-                            "annotations": {"sidecar.istio.io/inject": "false"},
+                            "labels": {
+                                **labels(name, "dev-dependency"),
+                                "sidecar.istio.io/inject": "false",
+                            },
                         },
                         "spec": {
                             "automountServiceAccountToken": False,
