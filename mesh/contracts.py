@@ -62,6 +62,21 @@ class Method:
         expanded = _VARIABLE.sub(lambda m: m.group(1) or "*", self.http_template)
         return expanded.split("*", 1)[0]
 
+    @property
+    def http_regex(self) -> str:
+        """An RE2 regular expression matching exactly the REST paths of the binding
+        (`*` one segment, `**` any rest)."""
+        expanded = _VARIABLE.sub(lambda m: m.group(1) or "*", self.http_template)
+        parts = re.split(r"(\*\*|\*)", expanded)
+        wild = {"*": "[^/]+", "**": ".+"}
+        return "^" + "".join(wild.get(p, re.escape(p)) for p in parts) + "$"
+
+    @property
+    def http_sample(self) -> str:
+        """One REST path of the binding, its wildcards filled in."""
+        expanded = _VARIABLE.sub(lambda m: m.group(1) or "*", self.http_template)
+        return expanded.replace("**", "x/y").replace("*", "x")
+
 
 def load_methods(descriptor_set: bytes | None = None) -> list[Method]:
     """Every RPC of the `assetwithdrawal.*` packages in the descriptor set (default: the one

@@ -679,23 +679,36 @@ def _grpc_route(m: Method, destination: str, port: int, timeout: str) -> dict[st
 
 
 def _rest_routes(chosen: Sequence[Method], port: int) -> list[dict[str, Any]]:
+    """A route per streaming REST binding (matched by its path's regular expression, no
+    timeout), then one per verb and collection for the rest, retried only when every method
+    it carries may be repeated."""
+    destination = {"destination": {"host": fqdn("gateway"), "port": {"number": port}}}
+    routes = []
     groups: dict[tuple[str, str], list[Method]] = {}
     for m in chosen:
-        if m.http_template:
+        if not m.http_template:
+            continue
+        if m.server_streaming:
+            routes.append(
+                {
+                    "name": f"rest-{m.name}".lower(),
+                    "match": [{"uri": {"regex": m.http_regex}, "method": {"exact": m.http_verb}}],
+                    "route": [destination],
+                    "timeout": STREAM_TIMEOUT,
+                    "retries": _retries(m.retry_safe, True, HTTP_RETRY_ON),
+                }
+            )
+        else:
             groups.setdefault(_rest_group(m), []).append(m)
-    routes = []
     for (verb, prefix), members in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        safe = all(m.retry_safe for m in members)
-        streaming = any(m.server_streaming for m in members)
         uploading = any(m.client_streaming for m in members)
-        timeout = STREAM_TIMEOUT if streaming else UPLOAD_TIMEOUT if uploading else UNARY_TIMEOUT
         routes.append(
             {
                 "name": f"rest-{verb.lower()}-{prefix.strip('/').replace('/', '-')}",
                 "match": [{"uri": {"prefix": prefix}, "method": {"exact": verb}}],
-                "route": [{"destination": {"host": fqdn("gateway"), "port": {"number": port}}}],
-                "timeout": timeout,
-                "retries": _retries(safe, streaming or uploading, HTTP_RETRY_ON),
+                "route": [destination],
+                "timeout": UPLOAD_TIMEOUT if uploading else UNARY_TIMEOUT,
+                "retries": _retries(all(m.retry_safe for m in members), uploading, HTTP_RETRY_ON),
             }
         )
     return routes

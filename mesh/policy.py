@@ -7,6 +7,7 @@ copies, so each can be seen to fail.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -266,12 +267,16 @@ def _route_retries(route: Obj) -> bool:
     return not (isinstance(retries, dict) and retries.get("attempts") == 0)
 
 
-def _matches(match: Obj, m: Method) -> bool:
+def route_matches(match: Obj, m: Method) -> bool:
     """Whether an HTTP route match can select a request of the method (gRPC or REST)."""
     uri = match.get("uri") or {}
     verb = (match.get("method") or {}).get("exact")
-    if "regex" in uri or not uri:
-        return True  # cannot tell: count every method as matched
+    if not uri:
+        return True
+    if "regex" in uri:
+        pattern = re.compile(str(uri["regex"]))
+        rest = bool(m.http_template) and verb in (None, m.http_verb)
+        return bool(pattern.fullmatch(m.path)) or (rest and bool(pattern.fullmatch(m.http_sample)))
     if "exact" in uri:
         return bool(uri["exact"] == m.path)
     prefix = str(uri.get("prefix", ""))
@@ -286,7 +291,7 @@ def _matches(match: Obj, m: Method) -> bool:
 
 
 def _methods_matched(match: Obj, methods: Sequence[Method]) -> list[Method]:
-    return [m for m in methods if _matches(match, m)]
+    return [m for m in methods if route_matches(match, m)]
 
 
 def check_retries(objects: Sequence[Obj], methods: Sequence[Method]) -> list[str]:

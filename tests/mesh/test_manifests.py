@@ -335,6 +335,14 @@ def _mutations() -> dict[str, tuple[Callable[[list[Obj]], list[Obj]], str]]:
                 del route["retries"]  # Istio's default retries apply
         return _replace(o, _set(vs, "spec.http", http))
 
+    def retry_rest_create(o: list[Obj]) -> list[Obj]:
+        vs = find(o, "VirtualService", "gateway-public")
+        http = copy.deepcopy(vs["spec"]["http"])
+        for route in http:
+            if route["name"] == "rest-post-v1-webhookEndpoints":
+                route["retries"] = {"attempts": 3, "retryOn": "reset"}
+        return _replace(o, _set(vs, "spec.http", http))
+
     def root_user(o: list[Obj]) -> list[Obj]:
         job = find(o, "Job", "migrate")
         return _replace(
@@ -397,6 +405,7 @@ def _mutations() -> dict[str, tuple[Callable[[list[Obj]], list[Obj]], str]]:
         "the gateway may call the signer": (open_signer, "signer"),
         "a namespace-wide allow": (namespace_allow, "signer"),
         "a non-idempotent method retried": (retry_rotate, "retries"),
+        "a non-idempotent REST binding retried": (retry_rest_create, "retries"),
         "a container as root": (root_user, "non_root"),
         "no runAsNonRoot": (no_non_root, "non_root"),
         "a writable root filesystem": (writable_root, "hardening"),
@@ -452,12 +461,33 @@ def test_retry_rules_follow_the_idempotency_levels(methods: list[Method]) -> Non
             if exact.startswith("/assetwithdrawal."):
                 assert exact not in routes, f"{exact} routed twice"
                 routes[exact] = route
-    served = {m.path: m for m in methods if m.service.rsplit(".", 1)[-1] != "EventService"}
+    served = {m.path: m for m in methods}
     assert set(routes) == set(served)
     for path, route in routes.items():
         retried = route["retries"].get("attempts") != 0
         assert retried == served[path].retry_safe, path
         assert (route["timeout"] == "0s") == served[path].streaming, path
+
+
+def test_rest_watches_have_routes_of_their_own(methods: list[Method]) -> None:
+    """A REST watch stream has no timeout; the unary bindings beside it keep theirs."""
+    objects = built_copy("prod")
+    routes = [r for vs in policy.of_kind(objects, "VirtualService") for r in vs["spec"]["http"]]
+    for m in methods:
+        if not m.http_template:
+            continue
+        first = next(
+            r
+            for r in routes
+            if any(
+                policy.route_matches(match, m) and "exact" not in match.get("uri", {})
+                for match in r["match"]
+            )
+        )
+        assert (first["timeout"] == "0s") == m.server_streaming, (m.path, first["name"])
+        regex = first["match"][0]["uri"].get("regex")
+        if m.server_streaming:
+            assert regex is not None and re.fullmatch(regex, m.http_sample)
 
 
 def test_services_and_probes_follow_the_settings() -> None:
