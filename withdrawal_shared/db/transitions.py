@@ -38,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from withdrawal_shared import tracing
 from withdrawal_shared.db.audit import (
     GENESIS,
     NEW_SNAPSHOT,
@@ -76,6 +77,8 @@ class Moved:
     reason: str
     reorged: bool
     occur_time: dt.datetime
+    trace_context: str | None = None
+    """The withdrawal's stored W3C `traceparent` (`withdrawal_shared.tracing`)."""
 
 
 def creation_audit(
@@ -88,6 +91,7 @@ def creation_audit(
     occur_time: dt.datetime,
     actor: str,
     snapshot: Snapshot = NEW_SNAPSHOT,
+    trace_context: str | None = None,
 ) -> tuple[dict[str, Any], Moved]:
     """The first audit row of a new withdrawal (version 1, from nothing to `state`) as column
     values, and the Moved it records. The withdrawal row gets `version` 1 and `audit_head` the
@@ -122,7 +126,9 @@ def creation_audit(
         "hash": digest,
         "snapshot": recorded,
     }
-    moved = Moved(withdrawal_id, partner_id, None, State(state), 1, reason, False, occur_time)
+    moved = Moved(
+        withdrawal_id, partner_id, None, State(state), 1, reason, False, occur_time, trace_context
+    )
     return audit, moved
 
 
@@ -137,6 +143,7 @@ def record_creation(session: Session, row: Withdrawal, *, actor: str) -> Moved:
         occur_time=row.create_time,
         actor=actor,
         snapshot=Snapshot(row.tx_hash, row.fee_wei, row.confirmations or 0),
+        trace_context=row.trace_context,
     )
     row.version = 1
     row.audit_head = audit["hash"]
@@ -226,7 +233,17 @@ def move(
         )
     )
     _written(row, values)
-    moved = Moved(row.id, row.partner_id, from_state, to_state, version, reason, reorged, now)
+    moved = Moved(
+        row.id,
+        row.partner_id,
+        from_state,
+        to_state,
+        version,
+        reason,
+        reorged,
+        now,
+        row.trace_context,
+    )
     count_moves([moved], actor)
     return moved
 
@@ -242,13 +259,16 @@ class RowAsRead:
     state: str
     version: int
     audit_head: str
+    trace_context: str | None = None
 
 
 def rows_as_read(session: Session, *where: ColumnElement[bool]) -> list[RowAsRead]:
     """The withdrawals matching `where`, by id, as `RowAsRead`."""
     c = WITHDRAWALS.c
     result = session.execute(
-        select(c.id, c.partner_id, c.state, c.version, c.audit_head).where(*where).order_by(c.id)
+        select(c.id, c.partner_id, c.state, c.version, c.audit_head, c.trace_context)
+        .where(*where)
+        .order_by(c.id)
     )
     return [RowAsRead(*row) for row in result]
 
@@ -472,8 +492,11 @@ def _update_direct(
 
 
 def count_moves(moved: Sequence[Moved], actor: str) -> None:
-    """Count state changes for the metrics (`withdrawal_shared.metrics`). Counted when written:
-    the moves of a transaction that then rolls back (a lost compare-and-set) are included."""
+    """Count state changes for the metrics (`withdrawal_shared.metrics`) and record their
+    spans (`withdrawal_shared.tracing.record_moves`, when tracing is on). Counted when
+    written: the moves of a transaction that then rolls back (a lost compare-and-set) are
+    included."""
+    tracing.record_moves(moved, actor)
     by_state: dict[tuple[str, str], int] = {}
     for change in moved:
         key = (change.to_state.value, change.reason if change.to_state is State.ON_HOLD else "")
@@ -550,6 +573,7 @@ def _chain(
                 step.reason,
                 step.reorged,
                 now,
+                row.trace_context,
             )
         )
         prev_hash, current = digest, step.to_state
