@@ -302,10 +302,10 @@ class Payouts:
 
     def sign_reserved(self, payout_id: str) -> list[Moved]:
         """Sign a RESERVED payout, store the bytes, broadcast them (a SIGNED one: broadcast)."""
-        with self._span("processor sign and broadcast payout", payout_id):
+        with self.traced("processor sign and broadcast payout", payout_id):
             return self._sign_reserved(payout_id)
 
-    def _span(self, name: str, payout_id: str) -> AbstractContextManager[object]:
+    def traced(self, name: str, payout_id: str) -> AbstractContextManager[object]:
         """`tracing.payout_span` of the payout, with its withdrawals' stored contexts."""
         if not tracing.enabled():
             return nullcontext()
@@ -473,7 +473,7 @@ class Payouts:
 
     def broadcast(self, payout_id: str) -> list[Moved]:
         """Send a SIGNED payout's stored bytes and record it BROADCAST when a node took them."""
-        with self._span("processor broadcast payout", payout_id):
+        with self.traced("processor broadcast payout", payout_id):
             return self._broadcast(payout_id)
 
     def _broadcast(self, payout_id: str) -> list[Moved]:
