@@ -31,7 +31,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 from sqlalchemy import select
 
-from assetwithdrawal.withdrawal.v1 import withdrawal_pb2_grpc
+from assetwithdrawal.withdrawal.v1 import withdrawal_pb2, withdrawal_pb2_grpc
 from devstack.harness import HarnessConfig, HarnessStack
 from tests.support.requests import create_request, fresh_address
 from withdrawal_shared.db.models import Withdrawal, WithdrawalAudit
@@ -322,3 +322,52 @@ def test_one_trace_from_create_to_completed(
     logged = {(e.get("withdrawal_id"), e.get("trace_id"), e.get("span_id")) for e in lines}
     for withdrawal in paid:
         assert (withdrawal.id, withdrawal.trace_id, withdrawal.span_id) in logged
+
+
+def test_errors_and_streams_are_unchanged_under_tracing(
+    stack: HarnessStack, receiver: tuple[Receiver, str]
+) -> None:
+    """With the gRPC instrumentation installed, a bad request is still INVALID_ARGUMENT with
+    its details (never UNKNOWN) on gRPC and 400 on REST (whose `x-trace-id` is its server
+    span's trace), and a watch stream still replays a completed withdrawal's states and ends
+    by itself."""
+    metadata = (("authorization", f"Bearer {stack.api_key}"),)
+    with grpc.insecure_channel(stack.grpc_target) as channel:
+        stub = withdrawal_pb2_grpc.WithdrawalServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.CreateWithdrawal(create_request(amount="-1"), metadata=metadata, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        trailers = dict(caught.value.trailing_metadata() or ())  # type: ignore[attr-defined]
+        assert "grpc-status-details-bin" in trailers
+        created = stub.CreateWithdrawal(create_request(amount="0.5"), metadata=metadata, timeout=10)
+        (paid,) = _wait_completed(stack, [created.name.rsplit("/", 1)[1]])
+        states = [
+            withdrawal_pb2.State.Name(event.withdrawal.state)
+            for event in stub.WatchWithdrawal(
+                withdrawal_pb2.WatchWithdrawalRequest(name=created.name, resume_after_version=0),
+                metadata=metadata,
+                timeout=10,
+            )
+        ]
+    assert states == ["STATE_" + to for _, _, to in paid.changes]
+    response = httpx.post(
+        f"{stack.rest_base_url}/v1/withdrawals",
+        json={"token": "USDC", "recipientAddress": "nope", "amount": "1"},
+        headers={"Authorization": f"Bearer {stack.api_key}", "Idempotency-Key": str(uuid.uuid4())},
+        timeout=10,
+    )
+    assert response.status_code == 400, response.text
+    trace_id = response.headers["x-trace-id"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        servers = [
+            s
+            for s in receiver[0].snapshot()
+            if s.trace_id == trace_id and s.service == "gateway" and s.span.kind == SERVER
+        ]
+        if servers:
+            break
+        time.sleep(0.2)
+    assert [(s.span.name, s.attribute("http.response.status_code")) for s in servers] == [
+        ("POST /v1/withdrawals", 400)
+    ]
