@@ -16,7 +16,8 @@ What the services add by hand, through the helpers below:
   (`withdrawals.trace_context`) and carried in its queue task (`WithdrawalTask.traceparent`);
 - `record_moves`: one span per state change, parented to the withdrawal's stored context
   (so the processor's, the signer's and the monitor's work joins the trace the gateway call
-  started) and linked to the span doing the work;
+  started) and linked to the span doing the work; `transitions.move`/`move_many` record them
+  when their transaction commits;
 - `payout_span`: a payout transaction's work, parented to its first withdrawal's context and
   linked to every withdrawal's, so one payout paying many withdrawals shows in all their
   traces;
@@ -282,15 +283,27 @@ def payout_span(
     )
 
 
-def record_moves(moved: Sequence[Moved], actor: str) -> None:
+def current_span_context() -> Any:
+    """The current span's SpanContext (None when tracing is off), for `record_moves` later."""
+    if _state.tracer is None:
+        return None
+    from opentelemetry import trace
+
+    return trace.get_current_span().get_span_context()
+
+
+def record_moves(moved: Sequence[Moved], actor: str, worker: Any = None) -> None:
     """One span per state change, parented to the withdrawal's stored context (the current
-    span's when it has none) and linked to the current span when that is another trace."""
+    span's when it has none) and linked to the span doing the work (`worker`, a SpanContext
+    from `current_span_context`, else the current span) when that is another span."""
     if _state.tracer is None or not moved:
         return
     from opentelemetry import trace
-    from opentelemetry.trace import Link
+    from opentelemetry.trace import Link, SpanContext
 
-    current = trace.get_current_span().get_span_context()
+    current = worker if isinstance(worker, SpanContext) else None
+    if current is None:
+        current = trace.get_current_span().get_span_context()
     for change in moved:
         parent = _extract(change.trace_context)
         stored = trace.get_current_span(parent).get_span_context() if parent else None

@@ -260,11 +260,11 @@ def test_one_trace_from_create_to_completed(
                 if s.attribute("withdrawal.id") == withdrawal.id
                 and s.attribute("withdrawal.version") == version
             ]
-            assert matches, f"no span for {withdrawal.id} version {version} ({to_state})"
-            for change in matches:
-                assert change.attribute("withdrawal.to_state") == to_state
-                assert change.attribute("withdrawal.from_state") == from_state
-                assert change.parent_id == withdrawal.span_id, (to_state, change.service)
+            assert len(matches) == 1, (withdrawal.id, version, to_state, len(matches))
+            change = matches[0]
+            assert change.attribute("withdrawal.to_state") == to_state
+            assert change.attribute("withdrawal.from_state") == from_state
+            assert change.parent_id == withdrawal.span_id, (to_state, change.service)
         states = {s.attribute("withdrawal.to_state"): s.service for s in trace}
         assert states.get("RECEIVED") == "gateway"
         assert states.get("VALIDATED") == states.get("SIGNED") == "processor"

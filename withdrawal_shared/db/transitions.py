@@ -19,6 +19,7 @@ primary key; the lock is the one the UPDATE takes anyway) and lay the new values
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,12 +31,13 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    event,
     insert,
     select,
     text,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.attributes import set_committed_value
 
 from withdrawal_shared import tracing
@@ -245,6 +247,7 @@ def move(
         row.trace_context,
     )
     count_moves([moved], actor)
+    _trace_when_committed(session, [moved], actor)
     return moved
 
 
@@ -395,6 +398,7 @@ def move_many(
             },
         )
     count_moves(moved, actor)
+    _trace_when_committed(session, moved, actor)
     return moved
 
 
@@ -491,12 +495,39 @@ def _update_direct(
     return stmt.execute(assignments, conditions)
 
 
+_TRACED_MOVES = "withdrawal_shared.traced_moves"
+
+
+def _trace_when_committed(session: Session, moved: Sequence[Moved], actor: str) -> None:
+    """When tracing is on, keep `moved` with the span doing the work until the session's
+    transaction ends: its state change spans are recorded (`tracing.record_moves`) once it
+    commits, and never when it rolls back."""
+    if not tracing.enabled() or not moved:
+        return
+    _listen_to_sessions()
+    pending = session.info.setdefault(_TRACED_MOVES, [])
+    pending.append((list(moved), actor, tracing.current_span_context()))
+
+
+@functools.cache
+def _listen_to_sessions() -> None:
+    event.listen(Session, "after_commit", _record_committed)
+    event.listen(Session, "after_transaction_end", _drop_uncommitted)
+
+
+def _record_committed(session: Session) -> None:
+    for moved, actor, worker in session.info.pop(_TRACED_MOVES, ()):
+        tracing.record_moves(moved, actor, worker)
+
+
+def _drop_uncommitted(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost transaction ended without a commit
+        session.info.pop(_TRACED_MOVES, None)
+
+
 def count_moves(moved: Sequence[Moved], actor: str) -> None:
-    """Count state changes for the metrics (`withdrawal_shared.metrics`) and record their
-    spans (`withdrawal_shared.tracing.record_moves`, when tracing is on). Counted when
-    written: the moves of a transaction that then rolls back (a lost compare-and-set) are
-    included."""
-    tracing.record_moves(moved, actor)
+    """Count state changes for the metrics (`withdrawal_shared.metrics`). Counted when written:
+    the moves of a transaction that then rolls back (a lost compare-and-set) are included."""
     by_state: dict[tuple[str, str], int] = {}
     for change in moved:
         key = (change.to_state.value, change.reason if change.to_state is State.ON_HOLD else "")
