@@ -11,7 +11,10 @@ reflection left out). Without an endpoint nothing is installed: every helper her
 returns at its first line, so a request pays one attribute read.
 
 What the services add by hand, through the helpers below:
-- `server_span` for the gateway's REST routes (the gRPC ones come from the instrumentation);
+- `traced_http` (`server_span`) for the gateway's REST routes (the gRPC ones come from the
+  instrumentation);
+- `batch_span`: work done for several requests or queue tasks at once (the gateway's group
+  commit, the processor's batch of tasks): their child for one, linked to each for many;
 - `traceparent()`: the W3C context of the current span, stored with a new withdrawal
   (`withdrawals.trace_context`) and carried in its queue task (`WithdrawalTask.traceparent`);
 - `record_moves`: one span per state change, parented to the withdrawal's stored context
@@ -42,7 +45,11 @@ T = TypeVar("T")
 
 TRACES_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
-_UNTRACED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
+_UNTRACED_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
 
 
 class _State:
