@@ -455,6 +455,9 @@ class Stack:
                 "SIGNER_KEYSTORE_PASSWORD_FILE": str(config.keystore_password_file),
             }
         )
+        # Tracing stays off unless OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set; the OTEL_*
+        # variables pass through, except the service name: each service names itself.
+        env.pop("OTEL_SERVICE_NAME", None)
         # Development: partners' endpoints may be http on loopback (a local receiver).
         env.setdefault("WEBHOOKS_ALLOW_HTTP_LOOPBACK", "true")
         for variable, value in background_nice_env(config.batch_nice).items():

@@ -23,6 +23,7 @@ LONG_FIRST = (
     "tests/stack/",
     "tests/e2e/",
     "tests/observe/",
+    "tests/tracing/",
     "tests/webhooks/",
     "tests/fuzz/",
     "tests/awctl/",

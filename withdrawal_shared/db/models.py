@@ -170,6 +170,9 @@ class Withdrawal(Base):
     # The CSV batch and line it was created from (migration 0014); None for a single create.
     batch_id: Mapped[str | None] = mapped_column(String(26))
     batch_line: Mapped[int | None] = mapped_column(Integer)
+    # The W3C `traceparent` of the gateway span that created it (migration 0017); None when
+    # tracing was off. Every later state change's span is parented to it.
+    trace_context: Mapped[str | None] = mapped_column(String(55))
     # `client_reference`, NULL when empty: what the unique index per partner covers.
     client_reference_key: Mapped[str | None] = mapped_column(
         String(128), Computed("NULLIF(client_reference, '')", persisted=False)
