@@ -539,3 +539,59 @@ def test_readme_lists_every_rpc_with_its_idempotency_level(methods: list[Method]
     expected = {m.path: m.idempotency for m in methods}
     assert rows == expected
     assert {NO_SIDE_EFFECTS, IDEMPOTENT} <= set(rows.values())
+
+
+def _variables(objects: list[Obj]) -> set[str]:
+    names: set[str] = set()
+    for obj in objects:
+        if obj["kind"] == "ConfigMap" and obj["metadata"]["name"].endswith("-config"):
+            names |= set(obj["data"])
+        spec = policy.pod_spec(obj)
+        if (
+            spec is not None
+            and obj["metadata"].get("labels", {}).get("app.kubernetes.io/part-of")
+            == generate.PART_OF
+            and obj["metadata"]["labels"].get("app.kubernetes.io/component")
+            in ("service", "migration")
+        ):
+            for container in policy.containers(spec):
+                names |= {e["name"] for e in container.get("env", [])}
+    return names
+
+
+def test_every_variable_set_is_a_documented_setting() -> None:
+    from tests.docs.test_docs_true import OPERATIONS, documented_variables
+
+    documented = documented_variables(OPERATIONS.read_text(encoding="utf-8"))
+    prefixes = {w.name.upper() for w in generate.workloads()}
+    for overlay in OVERLAYS:
+        for name in sorted(_variables(built_copy(overlay))):
+            head, _, tail = name.partition("_")
+            generic = f"<SERVICE>_{tail}" if head in prefixes else name
+            assert name in documented or generic in documented, f"{overlay}: {name}"
+
+
+def test_every_secret_referenced_is_in_the_readme_table() -> None:
+    text = (MESH / "README.md").read_text()
+    listed = set(re.findall(r"`(aws-[a-z0-9<>-]+)`", text))
+    services = {w.name for w in generate.workloads()}
+    for overlay in OVERLAYS:
+        objects = built_copy(overlay)
+        referenced: set[str] = set()
+        for obj in objects:
+            spec = policy.pod_spec(obj)
+            if spec is None:
+                continue
+            for c in policy.containers(spec):
+                for e in c.get("env", []):
+                    ref = e.get("valueFrom", {}).get("secretKeyRef")
+                    if ref:
+                        referenced.add(ref["name"])
+            referenced |= {
+                v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v
+            }
+        for gw in policy.of_kind(objects, "Gateway"):
+            referenced |= {s["tls"]["credentialName"] for s in gw["spec"]["servers"]}
+        for name in sorted(referenced):
+            generic = re.sub(rf"-({'|'.join(services)})$", "-<service>", name)
+            assert name in listed or generic in listed, f"{overlay}: {name} is not documented"
