@@ -24,6 +24,7 @@ LONG_FIRST = (
     "tests/e2e/",
     "tests/observe/",
     "tests/tracing/",
+    "tests/replicas/",
     "tests/webhooks/",
     "tests/fuzz/",
     "tests/awctl/",

@@ -366,6 +366,19 @@ class SignerLedgerItem(Base):
     nonce: Mapped[int] = mapped_column(BigInteger)
 
 
+class Lease(Base):
+    """A singleton role held by one replica at a time (`withdrawal_shared.db.leases`): who
+    holds it, until when, and the fencing token that every change of holder raises."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    token: Mapped[int] = mapped_column(BigInteger)
+    expire_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+
+
 class PayoutPause(Base):
     """The payout kill switch: one row per scope ever paused, `paused` telling whether it is
     paused now (`withdrawal_shared.db.pauses`).
