@@ -1123,8 +1123,8 @@ def prod_scaling_patches() -> list[dict[str, Any]]:
 
 # ---- writing
 
-PROD_REPLICAS = {"gateway": 3, "processor": 2, "signer": 2, "monitor": 1, "webhooks": 2}
-"""The monitor stays at one replica: it does not elect a leader yet."""
+PROD_REPLICAS = {"gateway": 3, "processor": 2, "signer": 2, "monitor": 2, "webhooks": 2}
+"""Two monitors: one acts by its lease (svc_monitor/leadership.py), the other stands by."""
 
 
 def render(docs: Any) -> str:
