@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # two cores. PYTEST_WORKERS=0 runs everything in one process.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help up observe prometheus-bin test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short bench-e2e bench-api bench-recovery bench-batch bench-emergency bench-webhooks
+.PHONY: help up observe prometheus-bin test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short chaos-replicas bench-e2e bench-api bench-recovery bench-batch bench-emergency bench-webhooks
 
 ##@ run
 
@@ -99,6 +99,9 @@ chaos: deps redis-bin ## the full chaos run (>= 2,000 withdrawals, 30 kills, 5 r
 
 chaos-short: deps redis-bin ## the small chaos variant that also runs inside make test
 	$(PY) -m chaos --short
+
+chaos-replicas: deps redis-bin ## the full chaos run with two gateways, two processors and two monitors
+	$(PY) -m chaos --replicas
 
 ##@ gen/build
 

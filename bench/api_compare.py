@@ -2,6 +2,8 @@
 
     python -m bench.api_compare --baseline 8e39e53               # 3 rounds, gRPC 600/s
     python -m bench.api_compare --baseline 8e39e53 --rounds 5 --rate 500 --transport rest
+    python -m bench.api_compare --baseline HEAD~1 --modes pipeline --current-arg=--daily-limit \
+        --current-arg=none
 
 Single runs of the API benchmark on a shared 2-core machine vary by a factor of two or more
 from one run to the next, so a figure from another day cannot tell what a change cost. This
@@ -55,7 +57,7 @@ def baseline_checkout(commit: str) -> Path:
 
 
 def run_once(
-    checkout: Path, mode: str, rate: int, seconds: float, transport: str
+    checkout: Path, mode: str, rate: int, seconds: float, transport: str, extra: list[str]
 ) -> dict[str, Any]:
     out = RESULTS / f"api_compare_part_{checkout.name}_{mode}.json"
     argv = [
@@ -73,6 +75,7 @@ def run_once(
     ]
     if mode == "gateway-only":
         argv.append("--gateway-only")
+    argv.extend(extra)
     subprocess.run(argv, cwd=checkout, check=True, stdout=subprocess.DEVNULL)
     row: dict[str, Any] = json.loads(out.read_text())["rows"][0]
     out.unlink()
@@ -104,15 +107,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=600)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--transport", default="grpc", choices=("grpc", "rest"))
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="comma-separated, of: " + ", ".join(MODES)
+    )
+    parser.add_argument(
+        "--current-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an extra bench.api_load argument for the working tree only (repeatable), "
+        "e.g. --current-arg=--daily-limit --current-arg=none",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        parser.error(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
 
     checkouts = {"baseline": baseline_checkout(args.baseline), "current": ROOT}
     runs: list[Run] = []
     for number in range(1, args.rounds + 1):
         for side, checkout in checkouts.items():
-            for mode in MODES:
-                row = run_once(checkout, mode, args.rate, args.seconds, args.transport)
+            for mode in modes:
+                extra = args.current_arg if side == "current" else []
+                row = run_once(checkout, mode, args.rate, args.seconds, args.transport, extra)
                 runs.append(Run(side, mode, number, row))
                 print(
                     f"round {number} {side:8} {mode:12} p50 {row['p50_ms']:7.1f} ms  "
@@ -141,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                 "rate": args.rate,
                 "seconds": args.seconds,
                 "transport": args.transport,
+                "modes": modes,
+                "current_args": args.current_arg,
                 "runs": [r.__dict__ for r in runs],
                 "medians": summary,
             },

@@ -8,10 +8,11 @@
 
 By default the system under test is the whole pipeline (`PipelineSystem`: a HarnessStack with
 a MariaDB database and a redis-server of its own, anvil with 2-second blocks and a 60M block
-gas limit, the payout vault, and the signer, gateway, processor and monitor as processes), so
-the processor validates, batches, signs and broadcasts what the gateway accepts while it is
-measured, on the same cores. As in `make up`, the processor and the monitor run at nice 10
-(STACK_BATCH_NICE; `--batch-nice 0` puts them at the gateway's priority). `--gateway-only`
+gas limit, the payout vault, and the signer, gateway, processor, monitor and webhook sender as
+processes), so the processor validates, batches, signs and broadcasts what the gateway accepts
+while it is measured, on the same cores. As in `make up`, the services off the request path
+(processor, monitor, signer, webhook sender: `devstack.config.BACKGROUND_SERVICES`) run at
+nice 10 (STACK_BATCH_NICE; `--batch-nice 0` puts them at the gateway's priority). `--gateway-only`
 runs `python -m svc_gateway` alone on a MariaDB database of its own and the machine's Redis
 (a key prefix of its own, deleted afterwards): the gateway's own cost, with nothing competing.
 
@@ -74,6 +75,9 @@ ACHIEVED_MIN = 0.95  # a rate counts as sustained only if this share of it was a
 DEFAULT_MARIADB = "mysql+pymysql://root:@127.0.0.1:3306"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+DAILY_LIMIT = "1000000000"
+"""USDC per 24 hours for the benchmark's partner: on, and never reached."""
+LIMITS_CACHE_SECONDS = 5.0  # GATEWAY_LIMITS_CACHE_SECONDS' default: a new limit is seen after it
 
 
 # ---------------------------------------------------------------- CPU of other processes
@@ -486,6 +490,33 @@ def issue_key(database_url: str, partner_id: str) -> str:
         engine.dispose()
 
 
+def set_daily_limit(database_url: str, api_key: str, symbol: str, amount: str) -> str:
+    """A partner-wide 24-hour limit for the key's partner on `symbol` (token units), so that
+    every create reads and updates its limit counter as it would in production; returns the
+    partner id. Written as the admin API's confirmed change writes it."""
+    from decimal import Decimal
+
+    from sqlalchemy import select
+
+    from withdrawal_shared.db.api_keys import partner_for_token
+    from withdrawal_shared.db.engine import make_engine, make_sessionmaker
+    from withdrawal_shared.db.models import PartnerLimit, Token
+
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with make_sessionmaker(engine).begin() as session:
+            partner_id = partner_for_token(session, api_key)
+            if partner_id is None:
+                raise RuntimeError("the benchmark's API key has no partner")
+            token = session.scalars(select(Token).where(Token.symbol == symbol)).one()
+            units = int(Decimal(amount).scaleb(token.decimals))
+            limit = PartnerLimit(partner_id=partner_id, token_id=token.id, daily_amount=units)
+            session.merge(limit)
+            return partner_id
+    finally:
+        engine.dispose()
+
+
 class _GatewayLog:
     """Reading the gateway's JSON-lines log at `log_path`."""
 
@@ -626,9 +657,10 @@ class PipelineSystem(_GatewayLog):
     exit_code: int | None = None  # 0 unless the gateway died and was restarted, once stopped
 
     def __init__(self, gateway_env: dict[str, str], var_dir: Path, batch_nice: int) -> None:
+        from devstack.config import background_nice_env
         from devstack.harness import HarnessConfig, HarnessStack
 
-        nice = {"PROCESSOR_NICE": str(batch_nice), "MONITOR_NICE": str(batch_nice)}
+        nice = background_nice_env(batch_nice)
         self.stack = HarnessStack(
             HarnessConfig(
                 var_dir=var_dir,
@@ -957,11 +989,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         metavar="N",
-        help="run the processor and the monitor at nice N (PROCESSOR_NICE, MONITOR_NICE; "
+        help="run the processor, monitor, signer and webhook sender at nice N (<NAME>_NICE; "
         "default: the stack's STACK_BATCH_NICE default, 10; 0 for the gateway's priority)",
     )
     parser.add_argument(
         "--amount", default=None, help="USDC per request (default 1 with the pipeline, else 12.5)"
+    )
+    parser.add_argument(
+        "--daily-limit",
+        default=DAILY_LIMIT,
+        help="the benchmark partner's 24-hour USDC limit, far above what it sends, so that "
+        f"every create counts against it (default {DAILY_LIMIT}; 'none' for no limit)",
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     args = parser.parse_args(argv)
@@ -1052,7 +1090,7 @@ def configuration(args: argparse.Namespace, plan: Plan, system: System) -> dict[
                 for name, pid in system.other_pids().items()
             },
         },
-        # Read from /proc: the processor and the monitor yield to the gateway (STACK_BATCH_NICE).
+        # Read from /proc: the background services yield to the gateway (STACK_BATCH_NICE).
         "nice": {
             name: nice_of(pid)
             for name, pid in {"gateway": system.pid, **system.other_pids()}.items()
@@ -1060,10 +1098,19 @@ def configuration(args: argparse.Namespace, plan: Plan, system: System) -> dict[
         "checks_on": [
             "auth (API key, Authorization: Bearer, cached per key)",
             "validation (token, amount, address incl. EIP-55, system addresses)",
+            "rate limit per key (GCRA in Redis, default 1,000/s, one script call per batch)",
+            (
+                f"the partner's 24-hour limit ({args.daily_limit} USDC): its counter read and "
+                "updated in the creating transaction"
+                if args.daily_limit != "none"
+                else "no limit configured (--daily-limit none)"
+            ),
             "idempotency (unique request_id / Idempotency-Key per request)",
             "stored RECEIVED with its hash-chained audit row, committed before the response",
             "Redis task enqueue and state-change event before the response",
             "one JSON log line per created withdrawal",
+            "pipeline: the processor's blocklist screening and the shipped approval rules "
+            "(the requests' small amounts pass automatically)",
         ],
         "requests": f"USDC {args.amount} to a fresh random recipient each",
         "database": "MariaDB, a database of its own (created, migrated, dropped)",
@@ -1282,6 +1329,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         generators: Generators | None = None
         try:
+            if args.daily_limit != "none":
+                set_daily_limit(system.database_url, system.api_key, "USDC", args.daily_limit)
+                time.sleep(LIMITS_CACHE_SECONDS + 1)  # the gateway's cached policy expires
             config = configuration(args, plan, system)
             print("configuration:", json.dumps(config, indent=2), flush=True)
             target = Target(

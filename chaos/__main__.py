@@ -1,5 +1,5 @@
-"""`python -m chaos [--short] [--withdrawals N] [--seed S]`: exit 0 only when every invariant
-held (see `chaos/__init__.py`)."""
+"""`python -m chaos [--short] [--replicas] [--withdrawals N] [--seed S]`: exit 0 only when
+every invariant held (see `chaos/__init__.py`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 
-from .config import FULL, SHORT
+from .config import FULL, REPLICAS, SHORT, SHORT_REPLICAS
 from .run import run
 
 
@@ -19,8 +19,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--withdrawals", type=int)
     parser.add_argument("--rate", type=float, help="withdrawals submitted per second")
     parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--replicas",
+        action="store_true",
+        help="two gateways, two processors and two monitors (make chaos-replicas)",
+    )
     args = parser.parse_args(argv)
     config = SHORT if args.short else FULL
+    if args.replicas:
+        config = SHORT_REPLICAS if args.short else dataclasses.replace(FULL, replicas=REPLICAS)
     changes = {
         key: value
         for key, value in (

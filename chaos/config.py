@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 
@@ -26,6 +27,9 @@ class ChaosConfig:
     quiescence_timeout_seconds: float = 600.0
     seed: int = 20261124
     database: str = "mariadb"
+    replicas: dict[str, int] = field(default_factory=dict)
+    """Processes per service beyond one (`devstack.harness.REPLICABLE`): the kills then hit
+    replicas and leaders alike, and the submitter spreads over every gateway."""
     service_env: dict[str, str] = field(
         default_factory=lambda: {
             # Recover quickly: the sweeper re-drives what a flushed Redis lost, a dead
@@ -56,3 +60,10 @@ SHORT = ChaosConfig(
     quiescence_timeout_seconds=240.0,
 )
 """Every kind of fault at least once, in about two minutes (inside `make test`)."""
+
+REPLICAS = {"gateway": 2, "processor": 2, "monitor": 2}
+"""Two gateways, two processors and two monitors (`make chaos-replicas`, `--replicas`)."""
+
+SHORT_REPLICAS = dataclasses.replace(SHORT, withdrawals=40, min_kills=6, replicas=REPLICAS)
+"""The replica variant inside `make test`: every kind of fault, and kills among six processes
+where three run alone."""

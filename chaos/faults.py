@@ -34,7 +34,7 @@ from web3 import Web3
 
 from chaos.fault_proxy import FaultRates
 from devstack.anvil import reorg, rpc, set_interval_mining
-from devstack.harness import SERVICES, HarnessStack
+from devstack.harness import HarnessStack
 
 from .config import ChaosConfig
 
@@ -138,7 +138,7 @@ class FaultInjector:
     def _kill(self) -> str:
         # Only a service that is up again: killing one still starting would only prolong one
         # outage instead of injecting a new fault.
-        up = [name for name in SERVICES if self.stack.serving(name)]
+        up = [name for name in self.stack.service_names if self.stack.serving(name)]
         if not up:
             return "skipped (no service answers its health check yet)"
         never = [name for name in up if self.stack.kills[name] == 0]

@@ -32,6 +32,7 @@ def run(config: ChaosConfig, *, var_dir: Path | None = None, out: Any = print) -
         rpc_proxies=config.rpc_proxies,
         confirmations=config.confirmations,
         env=config.service_env,
+        replicas=config.replicas,
     )
     out(f"chaos: configuration {json.dumps(asdict(config), sort_keys=True)}")
     out(f"chaos: python {platform.python_version()}, work dir {work}")
@@ -41,7 +42,7 @@ def run(config: ChaosConfig, *, var_dir: Path | None = None, out: Any = print) -
         w3 = stack.web3()
         faults = FaultInjector(stack, config, w3)
         submitter = Submitter(
-            stack.grpc_target,
+            stack.gateway_targets,
             stack.api_key,
             config.withdrawals,
             config.submit_rate,
@@ -99,6 +100,8 @@ def run(config: ChaosConfig, *, var_dir: Path | None = None, out: Any = print) -
         }
     _print_report(report, out)
     name = "chaos-short.json" if config.withdrawals < 500 else "chaos.json"
+    if config.replicas:
+        name = name.replace("chaos", "chaos-replicas", 1)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / name).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     out(f"chaos: report written to {RESULTS_DIR / name}")
@@ -111,6 +114,7 @@ def _print_report(report: dict[str, Any], out: Any) -> None:
         ("withdrawals accepted", report["withdrawals_accepted"]),
         ("paid exactly once (chain)", verdict["paid_exactly_once"]),
         ("terminal and unpaid", verdict["terminal_unpaid"]),
+        ("replicas", report["configuration"]["replicas"] or "one process each"),
         ("kills per service", report["kills_per_service"]),
         ("reorgs (by depth)", report["reorgs_by_depth"]),
         ("reorgs taking our txs", report["reorgs_removing_our_transactions"]),

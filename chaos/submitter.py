@@ -48,7 +48,7 @@ class Submitter:
 
     def __init__(
         self,
-        target: str,
+        targets: str | list[str],
         api_key: str,
         count: int,
         rate: float,
@@ -57,7 +57,7 @@ class Submitter:
         threads: int = 8,
         give_up_after_seconds: float = 300.0,
     ) -> None:
-        self.target = target
+        self.targets = [targets] if isinstance(targets, str) else list(targets)
         self.metadata = (("authorization", f"Bearer {api_key}"),)
         self.count = count
         self.rate = rate
@@ -79,7 +79,15 @@ class Submitter:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        channel = grpc.insecure_channel(self.target)
+        # Several gateways: one channel balancing round robin over them, as a client behind a
+        # load balancer would; a gateway that is down is skipped until it answers again.
+        channel = (
+            grpc.insecure_channel(self.targets[0])
+            if len(self.targets) == 1
+            else grpc.insecure_channel(
+                "ipv4:" + ",".join(self.targets), options=[("grpc.lb_policy_name", "round_robin")]
+            )
+        )
         stub = withdrawal_pb2_grpc.WithdrawalServiceStub(channel)
         started = time.monotonic()
         try:

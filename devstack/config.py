@@ -10,6 +10,8 @@ import errno
 import os
 import secrets
 import socket
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,15 @@ def _port(stack_var: str, service_var: str | None, default: int) -> int:
     if service_var and os.environ.get(service_var):
         return env_int(service_var, default, minimum=1)
     return default
+
+
+BACKGROUND_SERVICES = ("processor", "monitor", "signer", "webhooks")
+"""Services off the API's request path: they run at `StackConfig.batch_nice`."""
+
+
+def background_nice_env(nice: int) -> dict[str, str]:
+    """`<NAME>_NICE` for every background service (`withdrawal_shared.runtime` applies it)."""
+    return {f"{name.upper()}_NICE": str(nice) for name in BACKGROUND_SERVICES}
 
 
 @dataclass(frozen=True)
@@ -71,10 +82,11 @@ class StackConfig:
     others, they pay only EMERGENCY withdrawals. 0: EMERGENCY withdrawals share the standard
     wallets."""
     batch_nice: int = 10
-    """STACK_BATCH_NICE: the processor and the monitor run at this nice value (their
-    PROCESSOR_NICE and MONITOR_NICE, unless those are set), so that on cores they share with
-    the gateway an API request is served before batch work that can wait a few milliseconds
-    (a batch waits up to a second for company anyway); 0 runs all at the same priority."""
+    """STACK_BATCH_NICE: the services off the API's request path (`BACKGROUND_SERVICES`: the
+    processor, the monitor, the signer and the webhook sender) run at this nice value (their
+    `<NAME>_NICE`, unless that is set), so that on cores they share with the gateway an API
+    request is served before work that can wait a few milliseconds (a batch waits up to a
+    second for company anyway); 0 runs all at the same priority."""
     service_users: bool = False
     """STACK_SERVICE_USERS: with a MySQL/MariaDB DATABASE_URL, each service connects as its own
     least-privileged user (`withdrawal_shared.db.grants`), created after the migrations; the
@@ -194,13 +206,42 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+PORT_CLAIMS = Path(tempfile.gettempdir()) / "aws-port-claims"
+"""Where `free_port` notes the ports it handed out, one empty file each,
+so that processes drawing ports at the same time (parallel test workers, several stacks) never
+get the same one between the draw and the bind."""
+PORT_CLAIM_SECONDS = 900
+"""A claim older than this is void: the port's server had time to bind it or is gone."""
+
+
+def _claim(port: int) -> bool:
+    """Claim `port` for this caller across processes; False when another claim holds it."""
+    PORT_CLAIMS.mkdir(parents=True, exist_ok=True)
+    path = PORT_CLAIMS / str(port)
+    for _ in range(2):
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return True
+        except FileExistsError:
+            try:
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # released meanwhile: try again
+            if age < PORT_CLAIM_SECONDS:
+                return False
+            path.unlink(missing_ok=True)  # void: take it over
+    return False
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on right now, for a server started a moment later.
 
     Drawn at random below the kernel's ephemeral range, not picked by the OS (`bind(0)`):
     the OS hands out ports of the ephemeral range, which outgoing connections also take, so
     a port it reported free could be some client's local port by the time the server binds
-    it (seen with several stacks starting at once). Falls back to the OS's pick."""
+    it (seen with several stacks starting at once). Each port handed out is claimed in
+    `PORT_CLAIMS` for `PORT_CLAIM_SECONDS`, so two processes drawing at once never get the
+    same one. Falls back to the OS's pick."""
     low, _ = _ephemeral_range()
     floor = min(20000, max(1024, low - 1024))
     for _ in range(50):
@@ -210,6 +251,7 @@ def free_port(host: str = "127.0.0.1") -> int:
                 sock.bind((host, port))
             except OSError:
                 continue
+        if _claim(port):
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))

@@ -64,6 +64,8 @@ if TYPE_CHECKING:
     from chaos.fault_proxy import FaultProxy
 
 SERVICES = ("signer", "gateway", "processor", "monitor", "webhooks")
+REPLICABLE = ("gateway", "processor", "monitor")
+"""The services `HarnessConfig.replicas` may run several of."""
 MARIADB_DEFAULT = "mysql+pymysql://root:@127.0.0.1:3306/"
 
 
@@ -98,6 +100,12 @@ class HarnessConfig:
     startup_timeout: float = 120.0
     native_funding_ether: int = 10_000
     """POL each hot wallet holds after start-up (set directly with anvil_setBalance)."""
+    replicas: Mapping[str, int] = field(default_factory=dict)
+    """Processes per service (1 when not named): `gateway`, `processor` and `monitor` may run
+    several (`REPLICABLE`). The extra ones are children `<name>-2`, `<name>-3`, … with ports of
+    their own and the same database, Redis and chain; a processor replica gets its own
+    `PROCESSOR_REPLICA` (so its own consumer name), and the monitors elect their leader by
+    their lease."""
 
 
 class _HarnessRunner(Stack):
@@ -131,6 +139,30 @@ class _HarnessRunner(Stack):
         env["CHAIN_RPC_URL"] = self.harness.services_rpc_url
         env.update(self.harness.config.env)
         return env
+
+    def spawn_replica(self, base: Service, index: int) -> tuple[Service, Child]:
+        """Replica `index` (2, 3, …) of `base`: its environment with ports of its own."""
+        prefix = base.name.upper()
+        name = f"{base.name}-{index}"
+        port = free_port()
+        env = {
+            **self.env_for(base),
+            **self.harness.config.service_env.get(base.name, {}),
+            f"{prefix}_GRPC_PORT": str(port),
+            f"{prefix}_METRICS_PORT": str(free_port()),
+        }
+        if base.name == "gateway":
+            env["GATEWAY_HTTP_PORT"] = str(free_port())
+        if base.name == "processor":
+            env["PROCESSOR_REPLICA"] = str(index - 1)
+        spec = ChildSpec(
+            name=name,
+            argv=(sys.executable, "-m", base.module),
+            env=env,
+            cwd=REPO_ROOT,
+            log_path=self.config.logs_dir / f"{name}.log",
+        )
+        return Service(name, base.module, port), self.sup.start(spec)
 
     def _spawn(self, service: Service) -> Child:
         log_path = self.config.logs_dir / f"{service.name}.log"
@@ -167,6 +199,14 @@ class HarnessStack:
         self._engine: Engine | None = None
         self.boot: BootstrapResult | None = None
         self.kills: dict[str, int] = {name: 0 for name in SERVICES}
+        self.replicas: list[Service] = []
+        """The extra processes of `HarnessConfig.replicas`, once started."""
+        unknown = set(config.replicas) - set(REPLICABLE)
+        if unknown or any(count < 1 for count in config.replicas.values()):
+            raise ValueError(
+                f"replicas {dict(config.replicas)}: only {', '.join(REPLICABLE)} may run "
+                "several processes, at least one each"
+            )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -234,6 +274,13 @@ class HarnessStack:
         self._after_bootstrap()
         for service in (runner.gateway, runner.processor, runner.monitor, runner.webhooks):
             self._start_service(service)
+        bases = {s.name: s for s in (runner.gateway, runner.processor, runner.monitor)}
+        for name, count in cfg.replicas.items():
+            for index in range(2, count + 1):
+                replica, child = runner.spawn_replica(bases[name], index)
+                runner._wait_serving(replica, child)
+                self.replicas.append(replica)
+                self.kills[replica.name] = 0
         runner.starting = False
         self._sup_thread = threading.Thread(
             target=self._supervisor.run, args=(self._stop,), name="harness-supervisor", daemon=True
@@ -384,7 +431,18 @@ class HarnessStack:
     def _services(self) -> list[Service]:
         assert self._runner is not None
         r = self._runner
-        return [r.signer, r.gateway, r.processor, r.monitor, r.webhooks]
+        return [r.signer, r.gateway, r.processor, r.monitor, r.webhooks, *self.replicas]
+
+    @property
+    def service_names(self) -> list[str]:
+        """Every service process's name: `SERVICES`, then the replicas (`gateway-2`, …)."""
+        return [*SERVICES, *(replica.name for replica in self.replicas)]
+
+    @property
+    def gateway_targets(self) -> list[str]:
+        """The gRPC address of every gateway process (the first is `grpc_target`)."""
+        replicas = [r.target for r in self.replicas if r.name.startswith("gateway-")]
+        return [self.grpc_target, *replicas]
 
     def serving(self, name: str) -> bool:
         """Whether service `name` runs and its gRPC health says SERVING right now."""

@@ -30,7 +30,7 @@ from web3 import Web3
 
 from devstack.anvil import AnvilError, AnvilProcess, set_automine, set_interval_mining
 from devstack.bootstrap import TOKEN_SYMBOL, BootstrapResult, bootstrap
-from devstack.config import StackConfig, check_ports
+from devstack.config import StackConfig, background_nice_env, check_ports
 from devstack.probes import NotServingError, list_wallets, wait_http_ok, wait_serving
 from devstack.redis_server import RedisHandle, resolve_redis
 from devstack.supervisor import Child, ChildSpec, Supervisor
@@ -455,10 +455,13 @@ class Stack:
                 "SIGNER_KEYSTORE_PASSWORD_FILE": str(config.keystore_password_file),
             }
         )
+        # Tracing stays off unless OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set; the OTEL_*
+        # variables pass through, except the service name: each service names itself.
+        env.pop("OTEL_SERVICE_NAME", None)
         # Development: partners' endpoints may be http on loopback (a local receiver).
         env.setdefault("WEBHOOKS_ALLOW_HTTP_LOOPBACK", "true")
-        for variable in ("PROCESSOR_NICE", "MONITOR_NICE"):
-            env.setdefault(variable, str(config.batch_nice))
+        for variable, value in background_nice_env(config.batch_nice).items():
+            env.setdefault(variable, value)
         for name, port in config.metrics_ports().items():
             env[f"{name.upper()}_METRICS_PORT"] = str(port)
         return env

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -74,7 +75,11 @@ class GroupCommit(Generic[ItemT, ResultT]):
         self._has_pending = asyncio.Event()
         self._full = asyncio.Event()
         self._slots = asyncio.Semaphore(self._max_in_flight)
-        self._collector = asyncio.create_task(self._collect(), name="group-commit")
+        # In a context of its own: a task copies its creator's, and the flushes it starts must
+        # not run in the first request's (its trace id and span would mark every batch).
+        self._collector = asyncio.create_task(
+            self._collect(), name="group-commit", context=contextvars.Context()
+        )
 
     async def _collect(self) -> None:
         assert self._has_pending is not None and self._slots is not None

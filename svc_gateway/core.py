@@ -30,9 +30,9 @@ from svc_gateway.convert import RESOURCE_PREFIX, as_of, to_proto
 from svc_gateway.events import EventHub
 from svc_gateway.listing import encode_page_token, parse_list_request
 from svc_gateway.rate_limit import RateLimiter
-from svc_gateway.store import Created, WithdrawalStore
+from svc_gateway.store import ACTOR_PARTNER, Created, WithdrawalStore
 from svc_gateway.validation import NewWithdrawal, validate_create
-from withdrawal_shared import queue
+from withdrawal_shared import queue, tracing
 from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.reference import ReferenceData
 from withdrawal_shared.errors import FieldViolation, invalid_argument, not_found, quoted
@@ -108,8 +108,11 @@ class WithdrawalCore:
             raise denied
         if new.priority is Priority.EMERGENCY:
             new = dataclasses.replace(new, key_prefix=caller.key_prefix)  # for its audit row
+        if tracing.enabled():  # the withdrawal keeps this request's span as its context
+            new = dataclasses.replace(new, trace_context=tracing.traceparent())
         row, moved = await self.creates.submit((caller, new))
         if moved is not None:
+            tracing.record_moves([moved], ACTOR_PARTNER + caller.partner_id)
             log.info(
                 "withdrawal created",
                 extra={"withdrawal_id": row.id, "partner_id": caller.partner_id},
@@ -132,16 +135,23 @@ class WithdrawalCore:
             for (caller, new), refusal in zip(items, refusals, strict=True)
             if refusal is None
         ]
-        stored = iter(await self._db(self.store.create_many, admitted) if admitted else ())
-        outcomes = [next(stored) if refusal is None else refusal for refusal in refusals]
-        created = [
-            (outcome[1], Priority(outcome[0].priority))  # as stored: the tier may have set it
-            for outcome in outcomes
-            if not isinstance(outcome, Exception) and outcome[1] is not None
-        ]
-        if created:
-            crash_point("gateway.after_insert_before_enqueue")
-            await queue.enqueue_created(self.redis, self.names, created)
+        with tracing.batch_span(
+            "gateway group commit",
+            [new.trace_context for _, new in admitted] if tracing.enabled() else (),
+            {"withdrawals": len(admitted)},
+        ):
+            with tracing.span("db insert withdrawals"):
+                stored = iter(await self._db(self.store.create_many, admitted) if admitted else ())
+            outcomes = [next(stored) if refusal is None else refusal for refusal in refusals]
+            created = [
+                (outcome[1], Priority(outcome[0].priority))  # as stored: the tier may have set it
+                for outcome in outcomes
+                if not isinstance(outcome, Exception) and outcome[1] is not None
+            ]
+            if created:
+                crash_point("gateway.after_insert_before_enqueue")
+                with tracing.span("redis enqueue tasks"):
+                    await queue.enqueue_created(self.redis, self.names, created)
         return outcomes
 
     async def stop(self) -> None:

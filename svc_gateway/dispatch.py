@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from svc_gateway.access import METHOD_ACCESS, scope_missing
 from svc_gateway.auth import Authenticator, Caller
 from svc_gateway.rate_limit import RateLimit
+from withdrawal_shared import tracing
 from withdrawal_shared.logs import trace_id_from_traceparent, trace_id_var
 
 UnaryHandler = Callable[[Caller, Any], Awaitable[Message]]
@@ -34,7 +35,8 @@ def bind_trace_id(metadata: Mapping[str, str]) -> str:
     """Use the caller's W3C traceparent trace id (or a new one) for this request's logs."""
     trace_id = trace_id_var.get()
     if not trace_id:
-        trace_id = trace_id_from_traceparent(metadata.get("traceparent"))
+        ids = tracing.current_ids()  # the gRPC server span's, when tracing is on
+        trace_id = ids[0] if ids else trace_id_from_traceparent(metadata.get("traceparent"))
         trace_id_var.set(trace_id)
     return trace_id
 

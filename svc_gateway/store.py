@@ -100,6 +100,7 @@ class CreatedWithdrawal:
     end_time: dt.datetime | None
     user_ref: str
     limit_bucket: int | None
+    trace_context: str | None = None
 
     def columns(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _CREATED_COLUMNS}
@@ -172,6 +173,7 @@ def _received_columns(new: NewWithdrawal, plan: _Plan) -> dict[str, Any]:
         "confirmations": 0,
         "user_ref": new.user_ref,
         "limit_bucket": plan.limit_bucket,
+        "trace_context": new.trace_context,
     }
 
 
@@ -188,6 +190,7 @@ def new_row(
         message=message,
         occur_time=now,
         actor=ACTOR_PARTNER + partner_id,
+        trace_context=new.trace_context,
     )
     row = CreatedWithdrawal(
         id=withdrawal_id,

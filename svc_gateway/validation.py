@@ -51,6 +51,7 @@ class NewWithdrawal:
     priority: Priority | None  # None: unspecified (the user's tier decides, else STANDARD)
     user_ref: str = ""
     key_prefix: str = ""  # the caller's key, named in the audit row of an EMERGENCY request
+    trace_context: str | None = None  # the request's span (`withdrawal_shared.tracing`)
 
 
 class _Checks:

@@ -25,6 +25,8 @@ returns the committed `Moved`s for the caller to publish.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
@@ -62,6 +64,7 @@ class ChainFollower:
         actor: str = ACTOR,
         pool: RpcPool | None = None,
         emergency_alert_blocks: int = 3,
+        may_act: Callable[[], bool] = lambda: True,
     ) -> None:
         self._sessions = sessions
         self._w3 = w3
@@ -72,7 +75,7 @@ class ChainFollower:
         self._node_chain_id: int | None = None
         self._rows = PayoutRows(sessions, chain, actor=actor, batch_size=batch_size)
         # Re-broadcasts go to every healthy provider of this pool (None: through `w3` alone).
-        rebroadcaster = Rebroadcaster(w3, pool)
+        rebroadcaster = Rebroadcaster(w3, pool, may_act)
         self._items = VaultItems(actor)
         self._mining = Mining(self._rows, w3, rebroadcaster)
         self._confirmations = Confirmations(

@@ -8,6 +8,7 @@ while the row waits in BROADCAST without a receipt.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from web3 import Web3
 from web3.exceptions import Web3RPCError
@@ -25,14 +26,25 @@ class Rebroadcaster:
     """Sends stored signed bytes again: to every healthy provider of `pool`, or through `w3`
     alone when there is no pool; keeps the refused ones for `retry`."""
 
-    def __init__(self, w3: Web3, pool: RpcPool | None) -> None:
+    def __init__(
+        self, w3: Web3, pool: RpcPool | None, may_act: Callable[[], bool] = lambda: True
+    ) -> None:
         self._w3 = w3
         self._pool = pool
+        # False once this replica's monitor lease ran out (svc_monitor.leadership): a paused
+        # former leader sends nothing.
+        self._may_act = may_act
         # Payout row id -> signed bytes whose re-broadcast no provider accepted yet.
         self._refused: dict[str, bytes] = {}
 
     def send(self, row: PayoutRow, raw: bytes) -> bool:
-        """Send the stored signed bytes again; True when the node has them (now or before)."""
+        """Send the stored signed bytes again; True when the node has them (now or before).
+        Nothing is sent (False) once this replica may no longer act."""
+        if not self._may_act():
+            log.warning(
+                "re-broadcast skipped: the monitor lease ran out", extra={"payout_tx_id": row.id}
+            )
+            return False
         if self._pool is not None:
             outcome = self._pool.send_raw_transaction(raw)
             if outcome.status in ("accepted", "already_known", "nonce_too_low"):

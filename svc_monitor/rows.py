@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from svc_monitor.report import PollReport
+from withdrawal_shared import tracing
 from withdrawal_shared.db.models import PayoutTransaction, Withdrawal
 from withdrawal_shared.db.transitions import (
     WITHDRAWALS,
@@ -104,10 +105,14 @@ class PayoutRows:
     def in_transaction(
         self, row: PayoutRow, report: PollReport, work: Callable[[Session], list[Moved]]
     ) -> list[Moved] | None:
-        """Run `work(session)` in one transaction; None (rolled back) on a conflict."""
+        """Run `work(session)` in one transaction; None (rolled back) on a conflict. When
+        tracing is on, inside a span of the payout in its withdrawals' traces
+        (`tracing.payout_span`)."""
         try:
             with self.sessions.begin() as session:
-                moved = work(session)
+                traceparents = linked_traceparents(session, row.id) if tracing.enabled() else []
+                with tracing.payout_span("monitor settle payout", row.id, traceparents):
+                    moved = work(session)
         except (TransitionConflict, RowMoved) as exc:
             report.conflicts += 1
             log.info(
@@ -126,15 +131,26 @@ def linked(session: Session, payout_tx_id: str) -> Sequence[Withdrawal]:
     ).all()
 
 
+def linked_traceparents(session: Session, payout_tx_id: str) -> list[str | None]:
+    """The stored trace contexts of the withdrawals a payout row pays, by id."""
+    return list(
+        session.scalars(
+            select(Withdrawal.trace_context)
+            .where(Withdrawal.payout_tx_id == payout_tx_id)
+            .order_by(Withdrawal.id)
+        )
+    )
+
+
 def linked_as_read(session: Session, payout_tx_id: str) -> list[tuple[RowAsRead, int | None]]:
     """`linked` for `move_many` (no ORM objects), each with its `fee_wei`."""
     c = WITHDRAWALS.c
     result = session.execute(
-        select(c.id, c.partner_id, c.state, c.version, c.audit_head, c.fee_wei)
+        select(c.id, c.partner_id, c.state, c.version, c.audit_head, c.trace_context, c.fee_wei)
         .where(c.payout_tx_id == payout_tx_id)
         .order_by(c.id)
     )
-    return [(RowAsRead(*r[:5]), r[5]) for r in result]
+    return [(RowAsRead(*r[:6]), r[6]) for r in result]
 
 
 def left_alone(withdrawal: Withdrawal | RowAsRead, row: PayoutRow, event: str) -> None:

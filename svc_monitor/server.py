@@ -17,6 +17,7 @@ from web3 import Web3
 
 from svc_monitor.follower import ChainFollower
 from svc_monitor.gauges import MonitorGauges
+from svc_monitor.leadership import Leadership, LeaseLost
 from svc_monitor.report import PollReport
 from svc_monitor.settings import MonitorSettings
 from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool
@@ -53,13 +54,20 @@ class MonitorServer:
         w3 = Web3(PoolProvider(self.rpc_pool))
         self._w3 = w3
         self._gauges: asyncio.Task[None] | None = None
+        # Of several replicas one acts: the lease, and a fence on every follower transaction.
+        self.leadership = Leadership(
+            make_sessionmaker(self._engine), settings.chain, settings.lease_seconds
+        )
+        follower_sessions = make_sessionmaker(self._engine)
+        self.leadership.install(follower_sessions)
         self.follower = ChainFollower(
-            make_sessionmaker(self._engine),
+            follower_sessions,
             w3,
             settings.chain,
             batch_size=settings.batch_size,
             pool=self.rpc_pool,
             emergency_alert_blocks=settings.emergency_alert_blocks,
+            may_act=self.leadership.may_act,
         )
         self._health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
@@ -101,7 +109,14 @@ class MonitorServer:
         while not self._stopping.is_set():
             self.rpc_pool.log_health_if_degraded()
             try:
-                report = await loop.run_in_executor(self._executor, self.follower.poll_once)
+                leader = await loop.run_in_executor(self._executor, self.leadership.hold)
+                report = (
+                    await loop.run_in_executor(self._executor, self.follower.poll_once)
+                    if leader
+                    else None
+                )
+            except LeaseLost:
+                report = None  # rolled back; the next poll tries to take the lease again
             except Exception as exc:
                 self._failures += 1
                 log.exception(
@@ -114,27 +129,33 @@ class MonitorServer:
                 if self._failures >= self.settings.unhealthy_after_failures:
                     await self._set_follower_health(health_pb2.HealthCheckResponse.SERVING)
                 self._failures = 0
-                self.last_report = report
-                if report.moved:  # all committed by now
-                    if any(moved.to_state is State.COMPLETED for moved in report.moved):
-                        crash_point("monitor.after_complete_before_publish")
-                    await publish_many(self._redis, self._names, report.moved)
-                if report.moved or report.reorged or report.anomalies:
-                    log.info(
-                        "poll settled payouts",
-                        extra={
-                            "head": report.head,
-                            "mined": report.mined,
-                            "reverted": report.reverted,
-                            "reorged": report.reorged,
-                            "confirmed": report.confirmed,
-                            "anomalies": report.anomalies,
-                            "moves": len(report.moved),
-                        },
-                    )
+                if report is not None:
+                    await self._after_poll(report)
             self.polls += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.settings.poll_seconds)
+
+    async def _after_poll(self, report: PollReport) -> None:
+        """Publish what the poll committed (only while the lease still runs) and log it."""
+        self.last_report = report
+        if report.moved and self.leadership.may_act():  # all committed by now
+            if any(moved.to_state is State.COMPLETED for moved in report.moved):
+                crash_point("monitor.after_complete_before_publish")
+            await publish_many(self._redis, self._names, report.moved)
+        if report.moved or report.reorged or report.anomalies:
+            log.info(
+                "poll settled payouts",
+                extra={
+                    "head": report.head,
+                    "mined": report.mined,
+                    "reverted": report.reverted,
+                    "reorged": report.reorged,
+                    "confirmed": report.confirmed,
+                    "anomalies": report.anomalies,
+                    "moves": len(report.moved),
+                    "last_commit": str(self.leadership.last_commit),
+                },
+            )
 
     async def _set_follower_health(
         self, status: health_pb2.HealthCheckResponse.ServingStatus
@@ -154,6 +175,12 @@ class MonitorServer:
         if self._task is not None:
             await self._task
             self._task = None
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self.leadership.release
+                )
+            except Exception as exc:  # the lease then runs out by itself
+                log.warning("could not release the monitor lease", extra={"error": repr(exc)})
         if self._grpc is not None:
             await self._grpc.stop(self.settings.shutdown_grace_seconds)
             self._grpc = None

@@ -34,6 +34,10 @@ class MonitorSettings(ChainSettings):
     """MONITOR_EMERGENCY_ALERT_BLOCKS: an EMERGENCY payout still unmined this many blocks after
     its first broadcast raises `aws_emergency_payouts_late` and logs `emergency payout late`
     (once per payout)."""
+    lease_seconds: float = 5.0
+    """MONITOR_LEASE_SECONDS: of several monitor replicas of a chain, the one holding the lease
+    `monitor:<chain>` acts and the others stand by; a leader that stops renewing it (killed,
+    paused, cut off) is replaced after this long plus one poll (`svc_monitor.leadership`)."""
 
     @classmethod
     def from_env(cls) -> MonitorSettings:
@@ -54,4 +58,5 @@ class MonitorSettings(ChainSettings):
             emergency_alert_blocks=env_int(
                 "MONITOR_EMERGENCY_ALERT_BLOCKS", d.emergency_alert_blocks, minimum=1
             ),
+            lease_seconds=env_float("MONITOR_LEASE_SECONDS", d.lease_seconds),
         )

@@ -62,6 +62,7 @@ from redis.exceptions import ResponseError
 
 from assetwithdrawal.events.v1 import events_pb2
 from svc_processor.errors import TransientError
+from withdrawal_shared import tracing
 from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.metrics import QUEUE_DEAD_LETTERS, QUEUE_REDELIVERIES
 from withdrawal_shared.queue import QueueNames
@@ -294,10 +295,19 @@ class TaskConsumer:
                 )
                 continue
             try:
-                if task.HasField("batch_chunk"):
-                    await self._chunk(task.batch_chunk)
-                else:
-                    await self._handle(task.withdrawal_id)
+                with tracing.batch_span(
+                    "processor process task",
+                    [task.traceparent],
+                    {
+                        "withdrawal.id": task.withdrawal_id,
+                        "messaging.message.id": _text(message_id),
+                    },
+                    consumer=True,
+                ):
+                    if task.HasField("batch_chunk"):
+                        await self._chunk(task.batch_chunk)
+                    else:
+                        await self._handle(task.withdrawal_id)
             except TransientError as exc:
                 if deliveries >= self._max_deliveries:
                     log.warning(
@@ -352,6 +362,7 @@ class TaskConsumer:
         if self._handle_batch is None or not messages:
             return messages
         batch: list[tuple[bytes, str]] = []
+        traceparents: list[str] = []
         rest: list[tuple[bytes, dict[bytes, bytes] | None, int]] = []
         for message_id, fields, deliveries in messages:
             raw = fields.get(b"task") if fields else None
@@ -363,10 +374,17 @@ class TaskConsumer:
                 rest.append((message_id, fields, deliveries))
             else:
                 batch.append((message_id, task.withdrawal_id))
+                traceparents.append(task.traceparent)
         if not batch:
             return messages
         try:
-            await self._handle_batch([withdrawal_id for _, withdrawal_id in batch])
+            with tracing.batch_span(
+                "processor process tasks",
+                traceparents,
+                {"messaging.batch.message_count": len(batch)},
+                consumer=True,
+            ):
+                await self._handle_batch([withdrawal_id for _, withdrawal_id in batch])
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
@@ -45,6 +46,7 @@ from assetwithdrawal.signer.v1 import signer_pb2
 from svc_processor.errors import SignerRefused, rpc_error_kind
 from svc_processor.pauses import check_reservation, hold_for_refusal, is_paused_hold
 from svc_processor.signer_client import SignerClient
+from withdrawal_shared import tracing
 from withdrawal_shared.chain.fees import Fees
 from withdrawal_shared.chain.payout import Payment
 from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool, SendOutcome
@@ -299,6 +301,25 @@ class Payouts:
     # -- 2. sign and store ---------------------------------------------------------------
 
     def sign_reserved(self, payout_id: str) -> list[Moved]:
+        """Sign a RESERVED payout, store the bytes, broadcast them (a SIGNED one: broadcast)."""
+        with self.traced("processor sign and broadcast payout", payout_id):
+            return self._sign_reserved(payout_id)
+
+    def traced(self, name: str, payout_id: str) -> AbstractContextManager[object]:
+        """`tracing.payout_span` of the payout, with its withdrawals' stored contexts."""
+        if not tracing.enabled():
+            return nullcontext()
+        with self.sessions() as session:
+            traceparents = list(
+                session.scalars(
+                    select(Withdrawal.trace_context)
+                    .where(Withdrawal.payout_tx_id == payout_id)
+                    .order_by(Withdrawal.id)
+                )
+            )
+        return tracing.payout_span(name, payout_id, traceparents)
+
+    def _sign_reserved(self, payout_id: str) -> list[Moved]:
         with self.sessions() as session:
             payout = session.get(PayoutTransaction, payout_id)
             chain = session.get(Chain, self.chain)
@@ -324,7 +345,8 @@ class Payouts:
             signer_pb2.PURPOSE_PAYOUT,
         )
         try:
-            signed = self.signer.sign(request)
+            with tracing.span("processor sign", {"payout.id": payout_id}):
+                signed = self.signer.sign(request)
         except SignerRefused as refused:
             log.error(
                 "signer refused; releasing the nonce",
@@ -450,6 +472,11 @@ class Payouts:
     # -- 3. broadcast --------------------------------------------------------------------
 
     def broadcast(self, payout_id: str) -> list[Moved]:
+        """Send a SIGNED payout's stored bytes and record it BROADCAST when a node took them."""
+        with self.traced("processor broadcast payout", payout_id):
+            return self._broadcast(payout_id)
+
+    def _broadcast(self, payout_id: str) -> list[Moved]:
         with self.sessions() as session:
             payout = session.get(PayoutTransaction, payout_id)
         if payout is None or payout.state != PayoutState.SIGNED:

@@ -127,7 +127,8 @@ class Replacer:
                 after = emergency_after_blocks
             if head - row.broadcast_block < after:
                 continue
-            moved.extend(self._replace(row, chain, bump_pct))
+            with self.payouts.traced("processor replace stuck payout", row.id):
+                moved.extend(self._replace(row, chain, bump_pct))
         return moved
 
     def _start_clock(self, payout_id: str, head: int) -> None:

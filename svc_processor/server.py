@@ -35,7 +35,7 @@ from svc_processor.payouts import ACTOR
 from svc_processor.pipeline import BatchSettings, Pipeline
 from svc_processor.settings import ProcessorSettings
 from svc_processor.signer_client import SignerClient
-from withdrawal_shared import queue
+from withdrawal_shared import queue, tracing
 from withdrawal_shared.approvals import core as approvals
 from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
@@ -198,7 +198,10 @@ class ProcessorServer:
         self, fn: object, *args: object, executor: ThreadPoolExecutor | None = None
     ) -> list[Moved]:
         loop = asyncio.get_running_loop()
-        moved: list[Moved] = await loop.run_in_executor(executor or self._executor, fn, *args)  # type: ignore[arg-type]
+        moved: list[Moved] = await loop.run_in_executor(
+            executor or self._executor,
+            tracing.run_in_context(fn, *args),  # type: ignore[arg-type]
+        )
         if moved:
             await queue.publish_many(self._redis, self._names, moved)
         return moved

@@ -11,6 +11,7 @@ from grpc_status import rpc_status
 
 from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
 from svc_processor.errors import SignerRefused, TransientError
+from withdrawal_shared import tracing
 from withdrawal_shared.logs import new_trace_id, trace_id_var
 
 _REFUSALS = {
@@ -40,8 +41,11 @@ class SignerClient:
         return [w.address for w in response.wallets]
 
     def sign(self, request: signer_pb2.SignTransactionRequest) -> Signed:
-        trace_id = trace_id_var.get() or new_trace_id()
-        metadata = (("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"),)
+        metadata: tuple[tuple[str, str], ...] = ()
+        if not tracing.enabled():
+            # With tracing on, the gRPC instrumentation sends the current span's context.
+            trace_id = trace_id_var.get() or new_trace_id()
+            metadata = (("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"),)
         try:
             response = self._stub.SignTransaction(request, timeout=self._timeout, metadata=metadata)
         except grpc.RpcError as exc:

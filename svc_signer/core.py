@@ -79,6 +79,7 @@ from svc_signer.transactions import (
     decode_eip1559,
     sign_eip1559,
 )
+from withdrawal_shared import tracing
 from withdrawal_shared.addresses import AddressError, parse_address
 from withdrawal_shared.chain.erc20 import CalldataError, decode_transfer
 from withdrawal_shared.chain.payout import PAYOUT_SELECTOR, decode_payout
@@ -601,9 +602,10 @@ class SignerCore:
             else:
                 check_payout_calldata(checked)
             loop = asyncio.get_running_loop()
-            outcome = await loop.run_in_executor(
-                self.executor, self._sign_and_record, checked, backend
-            )
+            with tracing.span("signer check policy, sign and record ledger", context):
+                outcome = await loop.run_in_executor(
+                    self.executor, self._sign_and_record, checked, backend
+                )
             crash_point("signer.after_ledger_before_reply")
         except ApiError as err:
             log.warning(

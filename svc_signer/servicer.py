@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
 from svc_signer.core import SignerCore
+from withdrawal_shared import tracing
 from withdrawal_shared.grpc_errors import abort
 from withdrawal_shared.logs import trace_id_from_traceparent, trace_id_var
 
@@ -26,7 +27,8 @@ def bind_trace_id(context: Context) -> str:
         ),
         None,
     )
-    trace_id = trace_id_from_traceparent(traceparent)
+    ids = tracing.current_ids()  # the gRPC server span's, when tracing is on
+    trace_id = ids[0] if ids else trace_id_from_traceparent(traceparent)
     trace_id_var.set(trace_id)  # each grpc.aio RPC runs in its own task and context
     return trace_id
 

@@ -23,6 +23,8 @@ LONG_FIRST = (
     "tests/stack/",
     "tests/e2e/",
     "tests/observe/",
+    "tests/tracing/",
+    "tests/replicas/",
     "tests/webhooks/",
     "tests/fuzz/",
     "tests/awctl/",

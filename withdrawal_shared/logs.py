@@ -1,7 +1,9 @@
 """Structured JSON logs that carry the trace id and never hold secrets.
 
 `configure(service)` once in each `__main__`; `trace_id_var` holds the current request's trace
-id (set by the transports), and every record logged inside that request carries it.
+id (set by the transports), and every record logged inside that request carries it. When
+tracing is on (`withdrawal_shared.tracing`) and a span is active, a record carries that span's
+trace id and span id instead.
 `redact_token()` is the only way an API token may appear in a log: its public prefix.
 """
 
@@ -15,6 +17,8 @@ import secrets
 import sys
 import time
 from typing import Any
+
+from withdrawal_shared import tracing
 
 trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
 
@@ -61,9 +65,13 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        trace_id = trace_id_var.get()
-        if trace_id:
-            entry["trace_id"] = trace_id
+        ids = tracing.current_ids()
+        if ids is not None:  # an OpenTelemetry span is active
+            entry["trace_id"], entry["span_id"] = ids
+        else:
+            trace_id = trace_id_var.get()
+            if trace_id:
+                entry["trace_id"] = trace_id
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value

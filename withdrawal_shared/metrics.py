@@ -82,6 +82,14 @@ PAYOUT_REPLACEMENTS = _meter.create_counter(
 CHAIN_REORGS = _meter.create_counter(
     "aws_chain_reorgs", description="Payouts whose block left the canonical chain."
 )
+MONITOR_LEADER = _meter.create_gauge(
+    "aws_monitor_leader",
+    description="1 while this monitor replica holds the chain's lease and acts, 0 on standby.",
+)
+MONITOR_LEASE_LOST = _meter.create_counter(
+    "aws_monitor_lease_lost",
+    description="Times a monitor replica found its lease taken and rolled back what it did.",
+)
 EMERGENCY_PAYOUTS_LATE = _meter.create_counter(
     "aws_emergency_payouts_late",
     description="EMERGENCY payouts not mined within MONITOR_EMERGENCY_ALERT_BLOCKS.",
@@ -310,6 +318,8 @@ def initialize(service: str) -> None:
         PAYOUT_REPLACEMENTS.add(0)
     if service == "monitor":
         CHAIN_REORGS.add(0)
+        MONITOR_LEADER.set(0)
+        MONITOR_LEASE_LOST.add(0)
 
 
 _serving_lock = threading.Lock()
@@ -359,6 +369,8 @@ __all__ = [
     "HOT_WALLET_TOKEN_BALANCE",
     "HTTP_SERVER_REQUESTS",
     "HTTP_SERVER_REQUEST_SECONDS",
+    "MONITOR_LEADER",
+    "MONITOR_LEASE_LOST",
     "PAYOUTS_IN_FLIGHT",
     "PAYOUTS_SETTLED",
     "PAYOUT_CONFIRMATION_SECONDS",

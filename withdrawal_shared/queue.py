@@ -52,13 +52,16 @@ class QueueNames:
         return f"{self.prefix}tasks:dead"
 
 
-def encode_task(withdrawal_id: str, priority: Priority) -> bytes:
+def encode_task(withdrawal_id: str, priority: Priority, traceparent: str | None = None) -> bytes:
+    """A withdrawal's task; `traceparent` is its stored trace context (the consumer's span
+    continues that trace, `withdrawal_shared.tracing`)."""
     enqueue_time = timestamp_pb2.Timestamp()
     enqueue_time.GetCurrentTime()
     task = events_pb2.WithdrawalTask(
         withdrawal_id=withdrawal_id,
         priority=withdrawal_pb2.Priority.Value(f"PRIORITY_{priority.value}"),
         enqueue_time=enqueue_time,
+        traceparent=traceparent or "",
     )
     return task.SerializeToString()
 
@@ -82,11 +85,17 @@ def encode_event(moved: Moved) -> bytes:
 
 
 async def enqueue(
-    client: aioredis.Redis, names: QueueNames, withdrawal_id: str, priority: Priority
+    client: aioredis.Redis,
+    names: QueueNames,
+    withdrawal_id: str,
+    priority: Priority,
+    traceparent: str | None = None,
 ) -> bool:
     """Add a task; False (logged) when Redis is unavailable: the sweeper will enqueue it."""
     try:
-        await client.xadd(names.tasks(priority), {"task": encode_task(withdrawal_id, priority)})
+        await client.xadd(
+            names.tasks(priority), {"task": encode_task(withdrawal_id, priority, traceparent)}
+        )
     except (aioredis.RedisError, OSError) as exc:
         log.warning(
             "enqueue failed; the sweeper will enqueue it",
@@ -132,7 +141,7 @@ async def enqueue_created(
             streams.append(stream)
         args += [
             streams.index(stream) + 1,
-            encode_task(moved.withdrawal_id, priority),
+            encode_task(moved.withdrawal_id, priority, moved.trace_context),
             encode_event(moved),
         ]
     try:

@@ -14,6 +14,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from withdrawal_shared import tracing
 from withdrawal_shared.errors import WithdrawalSystemError
 from withdrawal_shared.logs import configure
 from withdrawal_shared.metrics import initialize, serve_metrics
@@ -32,6 +33,8 @@ def run_service(
     is logged and exits with status 2."""
     configure(name)
     log = logging.getLogger(name)
+    if tracing.configure(name):  # OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT set: before any server
+        log.info("tracing exported over OTLP", extra={"service_name": name})
 
     prefix = name.upper()
 
@@ -56,3 +59,5 @@ def run_service(
     except WithdrawalSystemError as exc:
         log.error("the %s cannot start: %s", name, exc)
         raise SystemExit(2) from None
+    finally:
+        tracing.shutdown()  # export the spans still buffered

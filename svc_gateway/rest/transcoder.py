@@ -60,6 +60,7 @@ from svc_gateway.rest.json_body import (
 )
 from svc_gateway.rest.json_render import message_to_dict
 from svc_gateway.rest.openapi import build_openapi, default_descriptor_set
+from withdrawal_shared import tracing
 from withdrawal_shared.errors import (
     NOT_FOUND,
     ApiError,
@@ -584,15 +585,22 @@ class RestTranscoder:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Serve one request, counted and timed by route and status (RED metrics)."""
         started = time.perf_counter()
-        response = await self._serve(request)
+        if tracing.enabled():
+            response = await tracing.traced_http(
+                request, self._serve, lambda r: str(r.get(_ROUTE_LABEL, _UNMATCHED))
+            )
+        else:
+            response = await self._serve(request)
         route = request.get(_ROUTE_LABEL, _UNMATCHED)
         HTTP_SERVER_REQUEST_SECONDS.record(time.perf_counter() - started, {"route": route})
         HTTP_SERVER_REQUESTS.add(1, {"route": route, "code": str(response.status)})
         return response
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
-        """Serve one request; sets `trace_id_var` for its duration."""
-        trace_id = trace_id_from_traceparent(request.headers.get("traceparent"))
+        """Serve one request; sets `trace_id_var` for its duration (the span's trace id when
+        tracing is on)."""
+        ids = tracing.current_ids()
+        trace_id = ids[0] if ids else trace_id_from_traceparent(request.headers.get("traceparent"))
         token = trace_id_var.set(trace_id)
         try:
             return await self._handle(request, trace_id)

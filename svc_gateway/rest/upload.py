@@ -23,6 +23,7 @@ from svc_gateway.errors import BATCH_SERVICE, METHOD_ERRORS
 from svc_gateway.rest.openapi import error_responses
 from svc_gateway.rest.transcoder import RestTranscoder, message_to_json_bytes
 from svc_gateway.validation import REQUEST_ID
+from withdrawal_shared import tracing
 from withdrawal_shared.errors import (
     ApiError,
     FieldViolation,
@@ -62,7 +63,8 @@ def _guarded(
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def serve(request: web.Request) -> web.StreamResponse:
-        trace_id = trace_id_from_traceparent(request.headers.get("traceparent"))
+        ids = tracing.current_ids()
+        trace_id = ids[0] if ids else trace_id_from_traceparent(request.headers.get("traceparent"))
         token = trace_id_var.set(trace_id)
         try:
             response = await handler(request)
@@ -76,7 +78,17 @@ def _guarded(
         finally:
             trace_id_var.reset(token)
 
-    return serve
+    if not tracing.enabled():
+        return serve
+
+    async def traced(request: web.Request) -> web.StreamResponse:
+        return await tracing.traced_http(
+            request,
+            serve,
+            lambda r: f"{r.method} {r.match_info.route.resource.canonical}",
+        )
+
+    return traced
 
 
 def _metadata(request: web.Request) -> dict[str, str]:

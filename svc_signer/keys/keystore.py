@@ -34,10 +34,11 @@ from svc_signer.keys.backend import (
     address_from_public_key,
     check_digest,
 )
+from withdrawal_shared.settings import VAR_DIR
 
 PASSWORD_ENV = "SIGNER_KEYSTORE_PASSWORD"  # noqa: S105 - the variable's name
-DEFAULT_KEYSTORE_PATH = Path("var/signer/keystore.json")
-DEFAULT_PASSWORD_FILE = Path("var/signer/keystore.password")
+DEFAULT_KEYSTORE_PATH = VAR_DIR / "signer" / "keystore.json"
+DEFAULT_PASSWORD_FILE = VAR_DIR / "signer" / "keystore.password"
 _FILE_MODE = 0o600
 Kdf = Literal["scrypt", "pbkdf2"]
 _DIR_MODE = 0o700

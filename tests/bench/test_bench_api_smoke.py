@@ -37,7 +37,7 @@ def test_api_load_smoke_with_the_processor_running(tmp_path: Path) -> None:
     # As in `make up`: the batch work yields the CPU to the gateway (STACK_BATCH_NICE).
     nice = result["config"]["nice"]
     assert nice["gateway"] == 0
-    assert nice["processor"] == nice["monitor"] == 10
+    assert nice["processor"] == nice["monitor"] == nice["signer"] == nice["webhooks"] == 10
     rows = _rows(result)
     for row in rows.values():
         assert row["cpu_per_1k"]["processor"] is not None

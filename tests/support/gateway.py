@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import faulthandler
+import io
+import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -79,7 +83,17 @@ class RunningGateway:
 
     def close(self) -> None:
         self.channel.close()
-        self.run(self.server.stop())
+        try:
+            self.run(self.server.stop())
+        except concurrent.futures.TimeoutError:
+            # Say what the stop waits on: every task of the loop, then every thread's stack.
+            tasks = io.StringIO()
+            for task in asyncio.all_tasks(self.loop):
+                task.print_stack(file=tasks)
+            sys.stderr.write(f"gateway stop timed out; asyncio tasks:\n{tasks.getvalue()}")
+            sys.stderr.flush()
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+            raise
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -32,7 +33,12 @@ __all__ = [
     "stablecoin_contract",
 ]
 
-BUILD_DIR = Path(__file__).resolve().parents[2] / "contracts" / "build"
+# AWS_CONTRACTS_DIR: where an installed package (the container image) finds the artifacts,
+# which are not Python package data; the repository's contracts/build/ when unset.
+BUILD_DIR = Path(
+    os.environ.get("AWS_CONTRACTS_DIR", "")
+    or Path(__file__).resolve().parents[2] / "contracts" / "build"
+)
 TEST_STABLECOIN = "TestStablecoin"
 
 

@@ -170,6 +170,9 @@ class Withdrawal(Base):
     # The CSV batch and line it was created from (migration 0014); None for a single create.
     batch_id: Mapped[str | None] = mapped_column(String(26))
     batch_line: Mapped[int | None] = mapped_column(Integer)
+    # The W3C `traceparent` of the gateway span that created it (migration 0017); None when
+    # tracing was off. Every later state change's span is parented to it.
+    trace_context: Mapped[str | None] = mapped_column(String(55))
     # `client_reference`, NULL when empty: what the unique index per partner covers.
     client_reference_key: Mapped[str | None] = mapped_column(
         String(128), Computed("NULLIF(client_reference, '')", persisted=False)
@@ -361,6 +364,19 @@ class SignerLedgerItem(Base):
     withdrawal_id: Mapped[str] = mapped_column(String(26), primary_key=True, index=True)
     wallet: Mapped[str] = mapped_column(String(42))
     nonce: Mapped[int] = mapped_column(BigInteger)
+
+
+class Lease(Base):
+    """A singleton role held by one replica at a time (`withdrawal_shared.db.leases`): who
+    holds it, until when, and the fencing token that every change of holder raises."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    token: Mapped[int] = mapped_column(BigInteger)
+    expire_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
 
 
 class PayoutPause(Base):

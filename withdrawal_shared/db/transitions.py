@@ -19,6 +19,7 @@ primary key; the lock is the one the UPDATE takes anyway) and lay the new values
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,14 +31,16 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    event,
     insert,
     select,
     text,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.attributes import set_committed_value
 
+from withdrawal_shared import tracing
 from withdrawal_shared.db.audit import (
     GENESIS,
     NEW_SNAPSHOT,
@@ -76,6 +79,8 @@ class Moved:
     reason: str
     reorged: bool
     occur_time: dt.datetime
+    trace_context: str | None = None
+    """The withdrawal's stored W3C `traceparent` (`withdrawal_shared.tracing`)."""
 
 
 def creation_audit(
@@ -88,6 +93,7 @@ def creation_audit(
     occur_time: dt.datetime,
     actor: str,
     snapshot: Snapshot = NEW_SNAPSHOT,
+    trace_context: str | None = None,
 ) -> tuple[dict[str, Any], Moved]:
     """The first audit row of a new withdrawal (version 1, from nothing to `state`) as column
     values, and the Moved it records. The withdrawal row gets `version` 1 and `audit_head` the
@@ -122,7 +128,9 @@ def creation_audit(
         "hash": digest,
         "snapshot": recorded,
     }
-    moved = Moved(withdrawal_id, partner_id, None, State(state), 1, reason, False, occur_time)
+    moved = Moved(
+        withdrawal_id, partner_id, None, State(state), 1, reason, False, occur_time, trace_context
+    )
     return audit, moved
 
 
@@ -137,6 +145,7 @@ def record_creation(session: Session, row: Withdrawal, *, actor: str) -> Moved:
         occur_time=row.create_time,
         actor=actor,
         snapshot=Snapshot(row.tx_hash, row.fee_wei, row.confirmations or 0),
+        trace_context=row.trace_context,
     )
     row.version = 1
     row.audit_head = audit["hash"]
@@ -226,8 +235,19 @@ def move(
         )
     )
     _written(row, values)
-    moved = Moved(row.id, row.partner_id, from_state, to_state, version, reason, reorged, now)
+    moved = Moved(
+        row.id,
+        row.partner_id,
+        from_state,
+        to_state,
+        version,
+        reason,
+        reorged,
+        now,
+        row.trace_context,
+    )
     count_moves([moved], actor)
+    _trace_when_committed(session, [moved], actor)
     return moved
 
 
@@ -242,13 +262,16 @@ class RowAsRead:
     state: str
     version: int
     audit_head: str
+    trace_context: str | None = None
 
 
 def rows_as_read(session: Session, *where: ColumnElement[bool]) -> list[RowAsRead]:
     """The withdrawals matching `where`, by id, as `RowAsRead`."""
     c = WITHDRAWALS.c
     result = session.execute(
-        select(c.id, c.partner_id, c.state, c.version, c.audit_head).where(*where).order_by(c.id)
+        select(c.id, c.partner_id, c.state, c.version, c.audit_head, c.trace_context)
+        .where(*where)
+        .order_by(c.id)
     )
     return [RowAsRead(*row) for row in result]
 
@@ -375,6 +398,7 @@ def move_many(
             },
         )
     count_moves(moved, actor)
+    _trace_when_committed(session, moved, actor)
     return moved
 
 
@@ -471,6 +495,36 @@ def _update_direct(
     return stmt.execute(assignments, conditions)
 
 
+_TRACED_MOVES = "withdrawal_shared.traced_moves"
+
+
+def _trace_when_committed(session: Session, moved: Sequence[Moved], actor: str) -> None:
+    """When tracing is on, keep `moved` with the span doing the work until the session's
+    transaction ends: its state change spans are recorded (`tracing.record_moves`) once it
+    commits, and never when it rolls back."""
+    if not tracing.enabled() or not moved:
+        return
+    _listen_to_sessions()
+    pending = session.info.setdefault(_TRACED_MOVES, [])
+    pending.append((list(moved), actor, tracing.current_span_context()))
+
+
+@functools.cache
+def _listen_to_sessions() -> None:
+    event.listen(Session, "after_commit", _record_committed)
+    event.listen(Session, "after_transaction_end", _drop_uncommitted)
+
+
+def _record_committed(session: Session) -> None:
+    for moved, actor, worker in session.info.pop(_TRACED_MOVES, ()):
+        tracing.record_moves(moved, actor, worker)
+
+
+def _drop_uncommitted(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost transaction ended without a commit
+        session.info.pop(_TRACED_MOVES, None)
+
+
 def count_moves(moved: Sequence[Moved], actor: str) -> None:
     """Count state changes for the metrics (`withdrawal_shared.metrics`). Counted when written:
     the moves of a transaction that then rolls back (a lost compare-and-set) are included."""
@@ -550,6 +604,7 @@ def _chain(
                 step.reason,
                 step.reorged,
                 now,
+                row.trace_context,
             )
         )
         prev_hash, current = digest, step.to_state

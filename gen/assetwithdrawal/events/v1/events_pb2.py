@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&assetwithdrawal/events/v1/events.proto\x12\x19\x61ssetwithdrawal.events.v1\x1a.assetwithdrawal/withdrawal/v1/withdrawal.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x02\n\x16WithdrawalStateChanged\x12\x1b\n\rwithdrawal_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\npartner_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12>\n\nfrom_state\x18\x03 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x02\x12<\n\x08to_state\x18\x04 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x02\x12\x15\n\x07version\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07reorged\x18\x07 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x34\n\noccur_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\"\xe8\x01\n\x0eWithdrawalTask\x12\x1b\n\rwithdrawal_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12?\n\x08priority\x18\x02 \x01(\x0e\x32\'.assetwithdrawal.withdrawal.v1.PriorityB\x04\xe2\x41\x01\x02\x12\x36\n\x0c\x65nqueue_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12@\n\x0b\x62\x61tch_chunk\x18\x04 \x01(\x0b\x32%.assetwithdrawal.events.v1.BatchChunkB\x04\xe2\x41\x01\x01\"W\n\nBatchChunk\x12\x16\n\x08\x62\x61tch_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nfirst_line\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x17\n\tlast_line\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&assetwithdrawal/events/v1/events.proto\x12\x19\x61ssetwithdrawal.events.v1\x1a.assetwithdrawal/withdrawal/v1/withdrawal.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x02\n\x16WithdrawalStateChanged\x12\x1b\n\rwithdrawal_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\npartner_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12>\n\nfrom_state\x18\x03 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x02\x12<\n\x08to_state\x18\x04 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x02\x12\x15\n\x07version\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07reorged\x18\x07 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x34\n\noccur_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\"\x83\x02\n\x0eWithdrawalTask\x12\x1b\n\rwithdrawal_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12?\n\x08priority\x18\x02 \x01(\x0e\x32\'.assetwithdrawal.withdrawal.v1.PriorityB\x04\xe2\x41\x01\x02\x12\x36\n\x0c\x65nqueue_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12@\n\x0b\x62\x61tch_chunk\x18\x04 \x01(\x0b\x32%.assetwithdrawal.events.v1.BatchChunkB\x04\xe2\x41\x01\x01\x12\x19\n\x0btraceparent\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\"W\n\nBatchChunk\x12\x16\n\x08\x62\x61tch_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nfirst_line\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x17\n\tlast_line\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,6 +58,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WITHDRAWALTASK'].fields_by_name['enqueue_time']._serialized_options = b'\342A\001\002'
   _globals['_WITHDRAWALTASK'].fields_by_name['batch_chunk']._loaded_options = None
   _globals['_WITHDRAWALTASK'].fields_by_name['batch_chunk']._serialized_options = b'\342A\001\001'
+  _globals['_WITHDRAWALTASK'].fields_by_name['traceparent']._loaded_options = None
+  _globals['_WITHDRAWALTASK'].fields_by_name['traceparent']._serialized_options = b'\342A\001\001'
   _globals['_BATCHCHUNK'].fields_by_name['batch_id']._loaded_options = None
   _globals['_BATCHCHUNK'].fields_by_name['batch_id']._serialized_options = b'\342A\001\002'
   _globals['_BATCHCHUNK'].fields_by_name['first_line']._loaded_options = None
@@ -67,7 +69,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WITHDRAWALSTATECHANGED']._serialized_start=184
   _globals['_WITHDRAWALSTATECHANGED']._serialized_end=511
   _globals['_WITHDRAWALTASK']._serialized_start=514
-  _globals['_WITHDRAWALTASK']._serialized_end=746
-  _globals['_BATCHCHUNK']._serialized_start=748
-  _globals['_BATCHCHUNK']._serialized_end=835
+  _globals['_WITHDRAWALTASK']._serialized_end=773
+  _globals['_BATCHCHUNK']._serialized_start=775
+  _globals['_BATCHCHUNK']._serialized_end=862
 # @@protoc_insertion_point(module_scope)

@@ -86,10 +86,15 @@ class WithdrawalTask(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     ENQUEUE_TIME_FIELD_NUMBER: _builtins.int
     BATCH_CHUNK_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     withdrawal_id: _builtins.str
     """The withdrawal's id; empty on a batch chunk's task."""
     priority: _withdrawal_pb2.Priority.ValueType
     """Its priority, which chose the stream it travels on."""
+    traceparent: _builtins.str
+    """The W3C trace context (`traceparent`) of the span that enqueued it; empty when tracing
+    is off. The consumer's span continues that trace.
+    """
     @_builtins.property
     def enqueue_time(self) -> _timestamp_pb2.Timestamp:
         """When it was enqueued."""
@@ -105,10 +110,11 @@ class WithdrawalTask(_message.Message):
         priority: _withdrawal_pb2.Priority.ValueType = ...,
         enqueue_time: _timestamp_pb2.Timestamp | None = ...,
         batch_chunk: Global___BatchChunk | None = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch_chunk", b"batch_chunk", "enqueue_time", b"enqueue_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_chunk", b"batch_chunk", "enqueue_time", b"enqueue_time", "priority", b"priority", "withdrawal_id", b"withdrawal_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_chunk", b"batch_chunk", "enqueue_time", b"enqueue_time", "priority", b"priority", "traceparent", b"traceparent", "withdrawal_id", b"withdrawal_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

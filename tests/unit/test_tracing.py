@@ -1,0 +1,145 @@
+"""`withdrawal_shared.tracing` in one process, without touching the global tracer provider: off
+without an endpoint (every helper a no-op), and with a tracer of a local provider writing to
+memory: state change spans parented to the stored context, payout spans linked to every
+withdrawal, queue tasks carrying the context, and log lines carrying the span's ids."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from assetwithdrawal.events.v1 import events_pb2
+from withdrawal_shared import tracing
+from withdrawal_shared.db.transitions import Moved
+from withdrawal_shared.logs import JsonFormatter, trace_id_var
+from withdrawal_shared.queue import encode_task
+from withdrawal_shared.states import Priority, State
+
+STORED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+OTHER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.fixture
+def exported(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing._state, "tracer", provider.get_tracer("test"))
+    yield exporter
+    provider.shutdown()
+
+
+def _moved(withdrawal_id: str, to_state: State, trace_context: str | None) -> Moved:
+    return Moved(
+        withdrawal_id,
+        "p",
+        State.RECEIVED,
+        to_state,
+        2,
+        "",
+        False,
+        dt.datetime(2026, 1, 1),
+        trace_context,
+    )
+
+
+def _record(message: str) -> dict[str, object]:
+    record = logging.LogRecord("t", logging.INFO, "", 0, message, None, None)
+    decoded: dict[str, object] = json.loads(JsonFormatter("gateway").format(record))
+    return decoded
+
+
+def test_off_without_an_endpoint() -> None:
+    assert not tracing.wanted({})
+    assert not tracing.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "  "})
+    assert tracing.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    assert tracing.wanted({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://h:4318/v1/traces"})
+    assert not tracing.wanted(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318", "OTEL_SDK_DISABLED": "true"}
+    )
+    assert not tracing.enabled()
+    assert tracing.traceparent() is None and tracing.current_ids() is None
+    with tracing.span("x") as nothing, tracing.payout_span("p", "id", [STORED]) as none_either:
+        assert nothing is None and none_either is None
+    tracing.record_moves([_moved("w1", State.VALIDATED, STORED)], "processor")
+
+
+def test_logs_keep_the_trace_id_var_without_a_span() -> None:
+    token = trace_id_var.set("ab" * 16)
+    try:
+        entry = _record("hello")
+    finally:
+        trace_id_var.reset(token)
+    assert entry["trace_id"] == "ab" * 16 and "span_id" not in entry
+
+
+def test_logs_carry_the_active_spans_ids(exported: InMemorySpanExporter) -> None:
+    assert tracing._state.tracer is not None
+    with tracing._state.tracer.start_as_current_span("request") as span:
+        context = span.get_span_context()
+        entry = _record("inside")
+        flags = f"{int(context.trace_flags):02x}"
+        assert tracing.traceparent() == f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags}"
+    assert entry["trace_id"] == f"{context.trace_id:032x}"
+    assert entry["span_id"] == f"{context.span_id:016x}"
+
+
+def test_state_changes_are_children_of_the_stored_context(
+    exported: InMemorySpanExporter,
+) -> None:
+    assert tracing._state.tracer is not None
+    with tracing._state.tracer.start_as_current_span("worker") as worker:
+        tracing.record_moves([_moved("w1", State.VALIDATED, STORED)], "processor")
+    (change,) = [s for s in exported.get_finished_spans() if s.name != "worker"]
+    assert change.name == "withdrawal RECEIVED -> VALIDATED"
+    assert change.parent is not None
+    assert f"{change.context.trace_id:032x}" == STORED.split("-")[1]
+    assert f"{change.parent.span_id:016x}" == STORED.split("-")[2]
+    assert change.attributes is not None and change.attributes["withdrawal.id"] == "w1"
+    assert [link.context.span_id for link in change.links] == [worker.get_span_context().span_id]
+
+
+def test_a_payout_joins_its_first_withdrawal_and_links_to_all(
+    exported: InMemorySpanExporter,
+) -> None:
+    with (
+        tracing.payout_span("payout", "tx1", [None, STORED, OTHER]),
+        tracing.payout_span("broadcast", "tx1", [STORED, OTHER]),
+    ):
+        pass
+    spans = {s.name: s for s in exported.get_finished_spans()}
+    payout, broadcast = spans["payout"], spans["broadcast"]
+    assert f"{payout.context.trace_id:032x}" == STORED.split("-")[1]
+    assert {f"{link.context.trace_id:032x}" for link in payout.links} == {
+        STORED.split("-")[1],
+        OTHER.split("-")[1],
+    }
+    assert broadcast.parent is not None and broadcast.parent.span_id == payout.context.span_id
+
+
+def test_a_batch_of_tasks_links_to_each_and_one_task_continues_its_trace(
+    exported: InMemorySpanExporter,
+) -> None:
+    with tracing.batch_span("one", [STORED], consumer=True):
+        pass
+    with tracing.batch_span("many", [STORED, OTHER, ""], consumer=True):
+        pass
+    spans = {s.name: s for s in exported.get_finished_spans()}
+    assert spans["one"].parent is not None
+    assert f"{spans['one'].parent.span_id:016x}" == STORED.split("-")[2]
+    assert spans["many"].parent is None and len(spans["many"].links) == 2
+
+
+def test_the_task_carries_the_context() -> None:
+    task = events_pb2.WithdrawalTask.FromString(encode_task("w1", Priority.STANDARD, STORED))
+    assert task.traceparent == STORED
+    assert (
+        events_pb2.WithdrawalTask.FromString(encode_task("w1", Priority.STANDARD)).traceparent == ""
+    )

@@ -1,0 +1,355 @@
+"""OpenTelemetry tracing, on only when an OTLP endpoint is configured.
+
+`configure(service)` (called by `runtime.run_service` before anything else starts) reads the
+standard `OTEL_*` variables. With `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+`OTEL_EXPORTER_OTLP_ENDPOINT` set (and `OTEL_SDK_DISABLED` not `true`) it installs a
+TracerProvider (resource from `OTEL_RESOURCE_ATTRIBUTES`, `service.name` from
+`OTEL_SERVICE_NAME` or the service's own name, the sampler from `OTEL_TRACES_SAMPLER`), a batch
+span processor (`OTEL_BSP_*`) sending to an OTLP/HTTP exporter (`OTEL_EXPORTER_OTLP_*`), and
+the gRPC instrumentation of every grpc.aio server and every client channel (health checks and
+reflection left out). Without an endpoint nothing is installed: every helper here then
+returns at its first line, so a request pays one attribute read.
+
+What the services add by hand, through the helpers below:
+- `traced_http` (`server_span`) for the gateway's REST routes (the gRPC ones come from the
+  instrumentation);
+- `batch_span`: work done for several requests or queue tasks at once (the gateway's group
+  commit, the processor's batch of tasks): their child for one, linked to each for many;
+- `traceparent()`: the W3C context of the current span, stored with a new withdrawal
+  (`withdrawals.trace_context`) and carried in its queue task (`WithdrawalTask.traceparent`);
+- `record_moves`: one span per state change, parented to the withdrawal's stored context
+  (so the processor's, the signer's and the monitor's work joins the trace the gateway call
+  started) and linked to the span doing the work; `transitions.move`/`move_many` record them
+  when their transaction commits;
+- `payout_span`: a payout transaction's work, parented to its first withdrawal's context and
+  linked to every withdrawal's, so one payout paying many withdrawals shows in all their
+  traces;
+- `span`: a child span of the current one around a database or Redis call (none when no span
+  is active, so polling loops make no root traces).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Link, Span, Tracer
+
+    from withdrawal_shared.db.transitions import Moved
+
+T = TypeVar("T")
+
+TRACES_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+_UNTRACED_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
+
+
+class _State:
+    tracer: Tracer | None = None
+    shutdown: Callable[[], None] | None = None
+
+
+_state = _State()
+
+
+def enabled() -> bool:
+    """Whether `configure` installed tracing in this process."""
+    return _state.tracer is not None
+
+
+def wanted(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment asks for tracing: an OTLP endpoint, and the SDK not disabled."""
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    return bool(env.get(TRACES_ENDPOINT_ENV, "").strip() or env.get(ENDPOINT_ENV, "").strip())
+
+
+def configure(service: str) -> bool:
+    """Install tracing for `service` when `wanted()`; True when installed. Idempotent."""
+    if _state.tracer is not None:
+        return True
+    if not wanted():
+        return False
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.grpc import (
+        GrpcAioInstrumentorServer,
+        GrpcInstrumentorClient,
+        filters,
+    )
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    name = os.environ.get("OTEL_SERVICE_NAME", "").strip() or service
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    untraced = filters.negate(
+        filters.any_of(*(filters.service_name(s) for s in _UNTRACED_SERVICES))
+    )
+    GrpcAioInstrumentorServer(filter_=untraced).instrument()  # type: ignore[no-untyped-call]
+    GrpcInstrumentorClient(filter_=untraced).instrument()  # type: ignore[no-untyped-call]
+    _state.tracer = trace.get_tracer("withdrawal_shared.tracing")
+    _state.shutdown = provider.shutdown
+    return True
+
+
+def shutdown() -> None:
+    """Export what is buffered and stop (at the end of the process)."""
+    stop, _state.shutdown = _state.shutdown, None
+    _state.tracer = None
+    if stop is not None:
+        stop()
+
+
+# -- the W3C context ----------------------------------------------------------------------
+
+
+def traceparent() -> str | None:
+    """The current span's W3C `traceparent`, or None (tracing off, or no span active)."""
+    if _state.tracer is None:
+        return None
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+def current_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the current span as hex, or None (tracing off, no span)."""
+    if _state.tracer is None:
+        return None
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+
+
+def _extract(header: str | None) -> Context | None:
+    """The context a `traceparent` names, or None when empty or malformed."""
+    if not header:
+        return None
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    context = TraceContextTextMapPropagator().extract({"traceparent": header})
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+def _links(headers: Sequence[str | None]) -> list[Link]:
+    from opentelemetry import trace
+    from opentelemetry.trace import Link
+
+    links: list[Link] = []
+    seen: set[str] = set()
+    for header in headers:
+        context = _extract(header)
+        if context is None or header in seen:
+            continue
+        seen.add(header or "")
+        links.append(Link(trace.get_current_span(context).get_span_context()))
+    return links
+
+
+# -- spans ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _started(
+    name: str,
+    *,
+    context: Context | None = None,
+    kind: Any = None,
+    links: Sequence[Link] = (),
+    attributes: Mapping[str, Any] | None = None,
+) -> Iterator[Span]:
+    from opentelemetry.trace import SpanKind
+
+    assert _state.tracer is not None
+    with _state.tracer.start_as_current_span(
+        name,
+        context=context,
+        kind=kind or SpanKind.INTERNAL,
+        links=links,
+        attributes=dict(attributes or {}),
+    ) as started:
+        yield started
+
+
+_NULL: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+
+
+def span(
+    name: str, attributes: Mapping[str, Any] | None = None
+) -> contextlib.AbstractContextManager[Span | None]:
+    """A child of the current span around a database or Redis call; a no-op when tracing is
+    off or no span is active (a poll outside any request makes no trace of its own)."""
+    if _state.tracer is None:
+        return _NULL
+    from opentelemetry import trace
+
+    if not trace.get_current_span().get_span_context().is_valid:
+        return _NULL
+    return _started(name, attributes=attributes)
+
+
+def server_span(
+    name: str, headers: Mapping[str, str], attributes: Mapping[str, Any] | None = None
+) -> contextlib.AbstractContextManager[Span | None]:
+    """A SERVER span for one HTTP request, continuing the caller's `traceparent` if any."""
+    if _state.tracer is None:
+        return _NULL
+    from opentelemetry.propagate import extract
+    from opentelemetry.trace import SpanKind
+
+    return _started(name, context=extract(headers), kind=SpanKind.SERVER, attributes=attributes)
+
+
+async def traced_http(
+    request: Any, serve: Callable[[Any], Awaitable[T]], route_of: Callable[[Any], str]
+) -> T:
+    """`serve(request)` (an aiohttp request) inside a SERVER span named for its route
+    (`route_of(request)` once served, e.g. `POST /v1/withdrawals`), with its status code."""
+    with server_span(
+        request.method,
+        request.headers,
+        {"http.request.method": request.method, "url.path": request.path},
+    ) as started:
+        response = await serve(request)
+        if started is not None:
+            from opentelemetry.trace import StatusCode
+
+            route = route_of(request)
+            status = int(getattr(response, "status", 0))
+            started.update_name(route)
+            started.set_attribute("http.route", route.split(" ", 1)[-1])
+            started.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                started.set_status(StatusCode.ERROR)
+        return response
+
+
+def batch_span(
+    name: str,
+    traceparents: Sequence[str | None],
+    attributes: Mapping[str, Any] | None = None,
+    *,
+    consumer: bool = False,
+) -> contextlib.AbstractContextManager[Span | None]:
+    """A span of work done for several requests or queue tasks at once (the gateway's group
+    commit, a batch of tasks; a CONSUMER span with `consumer`): the child of their context
+    when they share one (a batch of one), otherwise a trace of its own linked to each."""
+    if _state.tracer is None:
+        return _NULL
+    from opentelemetry.context import Context
+    from opentelemetry.trace import SpanKind
+
+    kind = SpanKind.CONSUMER if consumer else SpanKind.INTERNAL
+    known = [t for t in traceparents if t]
+    if len(set(known)) == 1:
+        return _started(name, context=_extract(known[0]), kind=kind, attributes=attributes)
+    return _started(name, context=Context(), kind=kind, links=_links(known), attributes=attributes)
+
+
+def payout_span(
+    name: str, payout_tx_id: str, traceparents: Sequence[str | None]
+) -> contextlib.AbstractContextManager[Span | None]:
+    """The span of work on one payout transaction: in the trace of its first withdrawal that
+    has one (a fresh trace when none has), linked to every withdrawal's trace. Inside a span
+    of the same payout already (a broadcast right after signing), a child of that span."""
+    if _state.tracer is None:
+        return _NULL
+    from opentelemetry import trace
+    from opentelemetry.context import Context
+
+    attributes = getattr(trace.get_current_span(), "attributes", None) or {}
+    if attributes.get("payout.id") == payout_tx_id:
+        return _started(name, attributes={"payout.id": payout_tx_id})
+
+    known = [t for t in traceparents if t]
+    parent = _extract(known[0]) if known else None
+    return _started(
+        name,
+        context=parent or Context(),
+        links=_links(known),
+        attributes={"payout.id": payout_tx_id, "payout.withdrawals": len(traceparents)},
+    )
+
+
+def current_span_context() -> Any:
+    """The current span's SpanContext (None when tracing is off), for `record_moves` later."""
+    if _state.tracer is None:
+        return None
+    from opentelemetry import trace
+
+    return trace.get_current_span().get_span_context()
+
+
+def record_moves(moved: Sequence[Moved], actor: str, worker: Any = None) -> None:
+    """One span per state change, parented to the withdrawal's stored context (the current
+    span's when it has none) and linked to the span doing the work (`worker`, a SpanContext
+    from `current_span_context`, else the current span) when that is another span."""
+    if _state.tracer is None or not moved:
+        return
+    from opentelemetry import trace
+    from opentelemetry.trace import Link, SpanContext
+
+    current = worker if isinstance(worker, SpanContext) else None
+    if current is None:
+        current = trace.get_current_span().get_span_context()
+    for change in moved:
+        parent = _extract(change.trace_context)
+        stored = trace.get_current_span(parent).get_span_context() if parent else None
+        links = (
+            [Link(current)]
+            if current.is_valid
+            and (
+                stored is None
+                or (stored.trace_id, stored.span_id) != (current.trace_id, current.span_id)
+            )
+            else []
+        )
+        from_state = change.from_state.value if change.from_state is not None else ""
+        attributes = {
+            "withdrawal.id": change.withdrawal_id,
+            "withdrawal.from_state": from_state,
+            "withdrawal.to_state": change.to_state.value,
+            "withdrawal.version": change.version,
+            "withdrawal.reason": change.reason,
+            "withdrawal.actor": actor,
+        }
+        if change.reorged:
+            attributes["withdrawal.reorged"] = True
+        started = _state.tracer.start_span(
+            f"withdrawal {from_state or 'NEW'} -> {change.to_state.value}",
+            context=parent,
+            links=links,
+            attributes=attributes,
+        )
+        started.end()
+
+
+def run_in_context(fn: Callable[..., T], *args: Any) -> Callable[[], T]:
+    """`fn(*args)` to run on another thread inside this task's current context (the active
+    span), as `loop.run_in_executor` alone does not; `fn(*args)` unchanged when tracing is
+    off."""
+    if _state.tracer is None:
+        return lambda: fn(*args)
+    import contextvars
+
+    context = contextvars.copy_context()
+    return lambda: context.run(fn, *args)
