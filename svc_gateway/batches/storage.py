@@ -1,34 +1,54 @@
 """A batch's database work (synchronous; the core runs it on its thread pool).
 
-Creating a batch reads the spooled file twice. The first pass checks every row (the single
-create's rules, client references against the file and the stored withdrawals) and keeps
-only the bad rows' problems. The second pass, in ONE transaction, inserts the batch row
-first (so a concurrent upload with the same key collides at once), then the good rows'
-withdrawals and their audit rows with multi-row INSERTs of `CHUNK_ROWS` rows, deciding the
-limits per chunk under the scopes' locks (`svc_gateway.limits`, as a group commit does),
-then the problems. Under REJECT_ALL a bad row (or a limit refusal) rolls it all back and only
-a REJECTED batch with its problems is stored. A row's withdrawal has the request_id
-`batches/{batch}/{line}`: re-driven, it can never make a second one.
+Creating a batch is one pass over the spooled file, in ONE transaction. The batch row goes
+first (a concurrent upload with the same key collides at once). Then, `INSERT_ROWS` rows at
+a time, the rows are checked (the single create's rules), their client references looked up
+in SQL (within the chunk, then through the unique index among the stored withdrawals, which
+include the batch's own earlier rows: no per-row state is kept in memory), the limits
+decided under the scopes' locks (`svc_gateway.limits`, as a group commit does), and the rows
+that pass inserted with one multi-row INSERT of withdrawals and one of audit rows. Problems
+go to a `ProblemLog` (disk past 1 MiB) and are inserted at the end. On MariaDB/MySQL the file
+is read, checked and rendered to SQL in a second thread (`Prefetched`), two chunks ahead of
+the INSERTs, so the server's work and ours overlap. Under REJECT_ALL a problem (a bad row or
+a limit refusal) rolls it all back and only a REJECTED batch with its problems is stored. A
+row's withdrawal has the request_id `batches/{batch}/{line}`: re-driven, it can never make a
+second one.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import datetime as dt
 import hashlib
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
-from sqlalchemy import func, insert, select, update
+from pymysql.constants.SERVER_STATUS import (  # type: ignore[import-untyped]
+    SERVER_STATUS_NO_BACKSLASH_ESCAPES,
+)
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from svc_gateway.batches.csv_file import read_rows
-from svc_gateway.batches.rows import LIMIT_EXCEEDED, Problem, check_row
+from svc_gateway.batches.prefetch import Prefetched
+from svc_gateway.batches.problem_log import ProblemLog
+from svc_gateway.batches.rows import CLIENT_REFERENCE_REUSED, LIMIT_EXCEEDED, Problem, check_row
+from svc_gateway.batches.sql_rows import (
+    AUDIT_COLUMNS,
+    WITHDRAWAL_COLUMNS,
+    ColumnValues,
+    SqlValues,
+    insert_sql,
+)
 from svc_gateway.errors import CONCURRENT_MODIFICATION
 from svc_gateway.limits import (
     Scope,
     Usage,
+    _amount_sum,
+    _exact,
     add_usage,
     decide,
     limit_exceeded,
@@ -36,15 +56,22 @@ from svc_gateway.limits import (
     read_usage,
     window_start,
 )
-from svc_gateway.store import WithdrawalStore, new_row
+from svc_gateway.store import WithdrawalStore, _Plan
 from svc_gateway.validation import NewWithdrawal
 from withdrawal_shared.db.models import Batch, BatchProblem, Withdrawal, WithdrawalAudit
 from withdrawal_shared.db.reference import ReferenceData
 from withdrawal_shared.db.transitions import utcnow
 from withdrawal_shared.ids import new_ulid
 
-CHUNK_ROWS = 500
-"""Rows per INSERT, and per queue task."""
+INSERT_ROWS = 2000
+"""Rows of the file per chunk: checked together, one multi-row INSERT of their withdrawals
+and one of their audit rows."""
+YIELD_ROWS = 50
+"""Rows the reading thread checks between offers of the GIL to the writer (otherwise the
+writer waits up to the interpreter's 5 ms switch interval after each reply)."""
+TASK_ROWS = 500
+"""Stored rows per queue task (the processor's unit of work)."""
+MYSQL_DUPLICATE_KEY = 1062  # ER_DUP_ENTRY
 ACCEPTED = "ACCEPTED"
 REJECTED = "REJECTED"
 
@@ -56,16 +83,10 @@ def batch_fingerprint(content_sha256: str, policy: str) -> str:
 @dataclass
 class Outcome:
     batch: Batch
-    ranges: list[tuple[int, int]] = field(default_factory=list)  # lines stored together
+    ranges: list[tuple[int, int]] = field(default_factory=list)  # lines of each queue task
     created: bool = False  # False: a repeat of an earlier upload
-    problems: list[Problem] = field(default_factory=list)
-
-
-@dataclass
-class _Pass:
-    rows: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    bad_lines: set[int] = field(default_factory=set)
+    problems: list[Problem] = field(default_factory=list)  # the first few, by line
+    problem_count: int = 0
 
 
 class BatchStorage:
@@ -74,6 +95,7 @@ class BatchStorage:
         self.engine = withdrawals.engine
         self.sessions = withdrawals.sessions
         self.max_rows = max_rows
+        self._dbapi: Any = self.engine.dialect.loaded_dbapi
 
     # ------------------------------------------------------------------ reads
 
@@ -109,7 +131,9 @@ class BatchStorage:
             return session.scalars(query.order_by(Batch.id.desc()).limit(limit)).all()
 
     def summary(self, batch_id: str) -> tuple[dict[str, int], dict[int, tuple[int, int]]]:
-        """(withdrawals per state, (amount, count) per token id) of the batch's rows."""
+        """(withdrawals per state, (amount, count) per token id) of the batch's rows, summed
+        in SQL as exact integers (DECIMAL on MariaDB, integers on SQLite; never floats)."""
+        dialect = self.engine.dialect.name
         with self.engine.connect() as connection:
             states = connection.execute(
                 select(Withdrawal.state, func.count())
@@ -117,14 +141,11 @@ class BatchStorage:
                 .group_by(Withdrawal.state)
             ).all()
             tokens = connection.execute(
-                select(Withdrawal.token_id, Withdrawal.amount).where(
-                    Withdrawal.batch_id == batch_id
-                )
-            )
-            totals: dict[int, tuple[int, int]] = {}
-            for token_id, amount in tokens:  # exact integers: summed here, never as floats
-                total, count = totals.get(token_id, (0, 0))
-                totals[token_id] = (total + int(amount), count + 1)
+                select(Withdrawal.token_id, _amount_sum(Withdrawal.amount, dialect), func.count())
+                .where(Withdrawal.batch_id == batch_id)
+                .group_by(Withdrawal.token_id)
+            ).all()
+        totals = {token_id: (_exact(amount), int(count)) for token_id, amount, count in tokens}
         return {state: count for state, count in states}, totals
 
     def report_rows(
@@ -170,57 +191,6 @@ class BatchStorage:
 
     # ------------------------------------------------------------------ create
 
-    def check(self, partner_id: str, raw: IO[bytes], reference: ReferenceData) -> _Pass:
-        """The first pass: every row's problems (nothing is written)."""
-        found = _Pass()
-        seen: dict[str, int] = {}  # client reference -> its first line in the file
-        pending: list[tuple[int, str]] = []  # (line, reference) to look up among the stored
-        for row in read_rows(raw, self.max_rows):
-            found.rows += 1
-            new, problems = check_row(row, "x" * 26, reference)
-            ref = row.values["client_reference"]
-            if ref and new is not None:
-                first = seen.setdefault(ref, row.line)
-                if first != row.line:
-                    problems.append(
-                        Problem(
-                            row.line,
-                            "client_reference",
-                            "CLIENT_REFERENCE_REUSED",
-                            f"repeats the client reference of line {first}",
-                            ref,
-                        )
-                    )
-                else:
-                    pending.append((row.line, ref))
-            if problems:
-                found.problems += problems
-                found.bad_lines.add(row.line)
-            if len(pending) >= CHUNK_ROWS:
-                self._stored_references(partner_id, pending, found)
-                pending = []
-        self._stored_references(partner_id, pending, found)
-        found.problems.sort(key=lambda p: p.line)
-        return found
-
-    def _stored_references(
-        self, partner_id: str, pending: Sequence[tuple[int, str]], found: _Pass
-    ) -> None:
-        holders = self.withdrawals.existing_references([(partner_id, ref) for _, ref in pending])
-        for line, ref in pending:
-            holder = holders.get((partner_id, ref))
-            if holder is not None:
-                found.problems.append(
-                    Problem(
-                        line,
-                        "client_reference",
-                        "CLIENT_REFERENCE_REUSED",
-                        f"is already used by withdrawals/{holder}",
-                        ref,
-                    )
-                )
-                found.bad_lines.add(line)
-
     def create(
         self,
         partner_id: str,
@@ -231,11 +201,11 @@ class BatchStorage:
         size: int,
         created_by: str,
         spool: IO[bytes],
-        checked: _Pass,
         reference: ReferenceData,
     ) -> Outcome:
-        """Store the batch (the second pass). Returns the stored batch; a concurrent upload
-        with the same key makes this a repeat (created False)."""
+        """Check and store the batch in one pass over the spooled file. Returns the stored
+        batch; a concurrent upload with the same key makes this a repeat (created False).
+        Raises the file's problem (BATCH_FILE_INVALID, BATCH_TOO_LARGE) with nothing stored."""
         now = utcnow()
         batch = Batch(
             id=new_ulid(),
@@ -245,170 +215,377 @@ class BatchStorage:
             content_sha256=content_sha256,
             policy=policy,
             state=ACCEPTED,
-            row_count=checked.rows,
+            row_count=0,
             accepted_count=0,
-            problem_row_count=len(checked.bad_lines),
+            problem_row_count=0,
             size_bytes=size,
             created_by=created_by,
             create_time=now,
             update_time=now,
         )
-        if checked.problems and policy == "REJECT_ALL":
-            return self._rejected(batch, checked.problems)
-        try:
-            outcome = self._store(batch, spool, checked, reference, now)
-        except _Refused as refused:
-            outcome = Outcome(batch, problems=refused.problems)
-        except IntegrityError:
-            existing = self.by_request(partner_id, request_id)
-            if existing is not None:
-                return Outcome(existing)
-            raise CONCURRENT_MODIFICATION.error(
-                "A client reference of the file was taken by another request meanwhile; "
-                "upload the file again with the same key."
-            ) from None
-        if outcome.problems:  # REJECT_ALL and a limit refused rows: nothing stayed stored
-            checked.problems += outcome.problems
-            checked.problems.sort(key=lambda p: p.line)
-            batch.problem_row_count = len({p.line for p in checked.problems})
-            return self._rejected(batch, checked.problems)
-        return outcome
+        with ProblemLog() as problems:
+            try:
+                ranges = self._store(batch, spool, reference, now, problems)
+            except _Refused:
+                return self._rejected(batch, problems)
+            except (IntegrityError, self._dbapi.IntegrityError):
+                existing = self.by_request(partner_id, request_id)
+                if existing is not None:
+                    return Outcome(existing)
+                raise CONCURRENT_MODIFICATION.error(
+                    "A client reference of the file was taken by another request meanwhile; "
+                    "upload the file again with the same key."
+                ) from None
+            return Outcome(
+                batch,
+                ranges,
+                created=True,
+                problems=problems.first,
+                problem_count=problems.count,
+            )
 
-    def _rejected(self, batch: Batch, problems: Sequence[Problem]) -> Outcome:
+    def _rejected(self, batch: Batch, problems: ProblemLog) -> Outcome:
+        """REJECT_ALL refused the file: the batch, REJECTED, and its problems alone."""
         batch.state = REJECTED
         batch.accepted_count = 0
+        batch.problem_row_count = problems.bad_rows
         try:
-            with self.sessions.begin() as session:
-                session.add(batch)
-                session.flush()
-                self._insert_problems(session.connection(), batch.id, problems)
+            with self.engine.begin() as conn:
+                conn.execute(insert(Batch), [_columns(batch)])
+                for chunk in problems.chunks(INSERT_ROWS):
+                    self._insert_problems(conn, batch.id, chunk)
         except IntegrityError:
             existing = self.by_request(batch.partner_id, batch.request_id)
             if existing is None:
                 raise
             return Outcome(existing)
-        return Outcome(batch, created=True, problems=list(problems))
+        return Outcome(batch, created=True, problems=problems.first, problem_count=problems.count)
 
     @staticmethod
-    def _insert_problems(connection: object, batch_id: str, problems: Sequence[Problem]) -> None:
-        for start in range(0, len(problems), CHUNK_ROWS):
-            connection.execute(  # type: ignore[attr-defined]
-                insert(BatchProblem),
-                [
-                    {
-                        "batch_id": batch_id,
-                        "line": p.line,
-                        "column_name": p.column,
-                        "reason": p.reason,
-                        "message": p.message[:512],
-                        "client_reference": p.client_reference[:128],
-                    }
-                    for p in problems[start : start + CHUNK_ROWS]
-                ],
-            )
+    def _insert_problems(conn: Connection, batch_id: str, problems: Sequence[Problem]) -> None:
+        conn.execute(
+            insert(BatchProblem),
+            [
+                {
+                    "batch_id": batch_id,
+                    "line": p.line,
+                    "column_name": p.column,
+                    "reason": p.reason,
+                    "message": p.message[:512],
+                    "client_reference": p.client_reference[:128],
+                }
+                for p in problems
+            ],
+        )
 
-    def _good_rows(
-        self, spool: IO[bytes], batch_id: str, checked: _Pass, reference: ReferenceData
-    ) -> Iterator[builtins.list[tuple[int, NewWithdrawal]]]:
-        chunk: builtins.list[tuple[int, NewWithdrawal]] = []
+    def _prepared(
+        self,
+        spool: IO[bytes],
+        partner_id: str,
+        batch_id: str,
+        reference: ReferenceData,
+        now: dt.datetime,
+        values: ColumnValues,
+    ) -> Iterator[_Chunk]:
+        """The file's rows, `INSERT_ROWS` at a time: checked (the single create's rules),
+        planned (tiers and limits) and rendered; runs ahead of the writer, in its own
+        thread on MariaDB/MySQL."""
+        chunk = _Chunk()
         for row in read_rows(spool, self.max_rows):
-            if row.line in checked.bad_lines:
-                continue
-            new, _ = check_row(row, batch_id, reference)
-            if new is None:  # the reference data changed between the passes
-                checked.bad_lines.add(row.line)
-                continue
-            chunk.append((row.line, new))
-            if len(chunk) >= CHUNK_ROWS:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
+            chunk.rows += 1
+            if chunk.rows % YIELD_ROWS == 0:
+                time.sleep(0)  # let the writer thread take the GIL as its reply arrives
+            new, problems = check_row(row, batch_id, reference)
+            if new is None:
+                chunk.problems += problems
+            else:
+                chunk.good.append((row.line, new))
+            if chunk.rows >= INSERT_ROWS:
+                yield self._planned(chunk, partner_id, now, values)
+                chunk = _Chunk()
+        if chunk.rows:
+            yield self._planned(chunk, partner_id, now, values)
+
+    def _planned(
+        self, chunk: _Chunk, partner_id: str, now: dt.datetime, values: ColumnValues
+    ) -> _Chunk:
+        plans = self.withdrawals.plan_items([(partner_id, new) for _, new in chunk.good], now)
+        chunk.rows_of_good = [
+            _Good(line, new, plan, *values.rows(line, new, plan))
+            for (line, new), plan in zip(chunk.good, plans, strict=True)
+        ]
+        chunk.good = []
+        return chunk
+
+    def _values(
+        self, conn: Connection, partner_id: str, batch_id: str, now: dt.datetime
+    ) -> ColumnValues:
+        if self.engine.dialect.driver != "pymysql":
+            return ColumnValues(partner_id, batch_id, now)
+        status = conn.connection.dbapi_connection.server_status  # type: ignore[union-attr]
+        return SqlValues(
+            partner_id,
+            batch_id,
+            now,
+            no_backslash_escapes=bool(status & SERVER_STATUS_NO_BACKSLASH_ESCAPES),
+        )
 
     def _store(
         self,
         batch: Batch,
         spool: IO[bytes],
-        checked: _Pass,
         reference: ReferenceData,
         now: dt.datetime,
-    ) -> Outcome:
-        outcome = Outcome(batch, created=True)
+        problems: ProblemLog,
+    ) -> list[tuple[int, int]]:
+        """One transaction: the batch row first (a concurrent upload with the same key
+        collides at once), then each chunk's good rows, then the problems. Raises _Refused
+        (everything rolled back) when REJECT_ALL meets a problem."""
         partner_id = batch.partner_id
         rejecting = batch.policy == "REJECT_ALL"
-        refusals: list[Problem] = []
+        tasks = _Tasks()
         with self.engine.begin() as conn:
             conn.execute(insert(Batch), [_columns(batch)])
-            locked: set[Scope] = set()
-            usage: dict[Scope, Usage] = {}
-            for chunk in self._good_rows(spool, batch.id, checked, reference):
-                items = [(partner_id, new) for _, new in chunk]
-                plans = self.withdrawals.plan_items(items, now)
-                limited = [(i, p.limits) for i, p in enumerate(plans) if p.limits is not None]
-                refused = {}
-                if limited:
-                    scopes = {s for _, lim in limited for s in lim.scopes()} - locked
-                    if scopes:
-                        lock_scopes(conn, scopes)
-                        usage.update(read_usage(conn, scopes, window_start(now)))
-                        locked |= scopes
-                    refused = decide(limited, usage)
-                    for i, lim in limited:  # the running usage, for the next chunks
-                        if i not in refused and lim.counted:
-                            for scope in lim.scopes():
-                                used = usage.setdefault(scope, Usage())
-                                used.amount += lim.amount
-                                used.count += 1
-                for i, refusal in refused.items():
-                    line, new = chunk[i]
-                    err = limit_exceeded(refusal, new.token, new.user_ref)
-                    refusals.append(Problem(line, "amount", LIMIT_EXCEEDED, err.message, ""))
-                if rejecting and refusals:
-                    continue  # everything rolls back; the rest is only decided
-                rows = [
-                    (line, new_row(i, partner_id, new, plans[i], now))
-                    for i, (line, new) in enumerate(chunk)
-                    if i not in refused
-                ]
-                if not rows:
-                    continue
-                conn.execute(
-                    insert(Withdrawal),
-                    [r.row.columns() | {"batch_id": batch.id, "batch_line": ln} for ln, r in rows],
-                )
-                conn.execute(insert(WithdrawalAudit), [r.audit for _, r in rows])
-                add_usage(
-                    conn,
-                    [
-                        (r.limits, r.row.limit_bucket)
-                        for _, r in rows
-                        if r.limits is not None and r.row.limit_bucket is not None
-                    ],
-                )
-                outcome.ranges.append((rows[0][0], rows[-1][0]))
-                batch.accepted_count += len(rows)
-            if rejecting and refusals:
-                raise _Refused(refusals)  # rolls the transaction back
-            for p in refusals:
-                checked.bad_lines.add(p.line)
-            problems = sorted(checked.problems + refusals, key=lambda p: p.line)
-            batch.problem_row_count = len({p.line for p in problems})
-            self._insert_problems(conn, batch.id, problems)
+            values = self._values(conn, partner_id, batch.id, now)
+            writer = _Writer(
+                conn, batch.id, partner_id, isinstance(values, SqlValues), now, self._dbapi
+            )
+            chunks = self._prepared(spool, partner_id, batch.id, reference, now, values)
+            with contextlib.ExitStack() as stack:
+                if isinstance(values, SqlValues):
+                    chunks = iter(stack.enter_context(Prefetched(chunks, 2, "batch-rows")))
+                for chunk in chunks:
+                    batch.row_count += chunk.rows
+                    found = list(chunk.problems)
+                    stored = writer.write(chunk.rows_of_good, found)
+                    tasks.add(stored)
+                    batch.accepted_count += len(stored)
+                    problems.add_chunk(found)
+            # Under REJECT_ALL the rows after a problem were still written: the duplicates
+            # among them are found in the same way, and all of it rolls back.
+            if rejecting and problems.count:
+                batch.accepted_count = 0
+                raise _Refused  # rolls the transaction back
+            for chunk_problems in problems.chunks(INSERT_ROWS):
+                self._insert_problems(conn, batch.id, chunk_problems)
+            batch.problem_row_count = problems.bad_rows
             conn.execute(
                 update(Batch)
                 .where(Batch.id == batch.id)
                 .values(
+                    row_count=batch.row_count,
                     accepted_count=batch.accepted_count,
                     problem_row_count=batch.problem_row_count,
                 )
             )
-        return outcome
+        return tasks.ranges()
+
+
+@dataclass(slots=True)
+class _Good:
+    line: int
+    new: NewWithdrawal
+    plan: _Plan
+    withdrawal: Any  # its VALUES tuple's SQL text (SqlValues), or its column dict
+    audit: Any
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """`INSERT_ROWS` data rows of the file: the good ones, and the bad ones' problems."""
+
+    rows: int = 0
+    good: builtins.list[tuple[int, NewWithdrawal]] = field(default_factory=list)
+    rows_of_good: builtins.list[_Good] = field(default_factory=list)
+    problems: builtins.list[Problem] = field(default_factory=list)
+
+
+class _Tasks:
+    """The queue tasks of the stored lines: one per `TASK_ROWS` rows stored together."""
+
+    def __init__(self) -> None:
+        self._ranges: builtins.list[tuple[int, int]] = []
+        self._first = 0
+        self._last = 0
+        self._count = 0
+
+    def add(self, lines: Sequence[int]) -> None:
+        for line in lines:
+            if self._count == 0:
+                self._first = line
+            self._last = line
+            self._count += 1
+            if self._count == TASK_ROWS:
+                self._ranges.append((self._first, self._last))
+                self._count = 0
+
+    def ranges(self) -> builtins.list[tuple[int, int]]:
+        if self._count:
+            return [*self._ranges, (self._first, self._last)]
+        return self._ranges
+
+
+class _Writer:
+    """Each chunk's good rows in the batch's transaction: client references checked within
+    the chunk, then against the stored withdrawals (the batch's own earlier rows among them)
+    through the unique index, the limits decided under the scopes' locks as a group commit
+    decides them, and the rows that pass inserted. Nothing per row outlives its chunk.
+
+    On MariaDB/MySQL the chunk is inserted first and the stored references are looked up
+    only when the unique index refuses it (a duplicate key rolls back the statement alone,
+    never the transaction): a file without reused references costs no lookup at all."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        batch_id: str,
+        partner_id: str,
+        sql: bool,
+        now: dt.datetime,
+        dbapi: Any,
+    ) -> None:
+        self.conn = conn
+        self.batch_id = batch_id
+        self.partner_id = partner_id
+        self.sql = sql
+        self.now = now
+        self.dbapi = dbapi
+        self.locked: set[Scope] = set()
+        self.usage: dict[Scope, Usage] = {}
+
+    def write(self, good: Sequence[_Good], problems: builtins.list[Problem]) -> builtins.list[int]:
+        """Insert what passes of `good`; the others' problems join `problems`. Returns the
+        lines stored."""
+        unique = self._unique_in_chunk(good, problems)
+        if not self.sql:
+            unique = self._not_stored(unique, problems)
+        found: builtins.list[Problem] = []
+        rows = self._within_limits(unique, found)
+        if self.sql and found:  # a reused reference is the problem, before any limit
+            unique = self._not_stored(unique, problems)
+            found = []
+            rows = self._within_limits(unique, found)
+        try:
+            self._insert(rows)
+        except self.dbapi.IntegrityError as exc:
+            if not self.sql or exc.args[0] != MYSQL_DUPLICATE_KEY:
+                raise
+            unique = self._not_stored(unique, problems)
+            found = []
+            rows = self._within_limits(unique, found)
+            self._insert(rows)  # a second refusal: another writer meanwhile (raised)
+        problems += found
+        for g in rows:  # the running usage, for the next chunks
+            limits = g.plan.limits
+            if limits is not None and limits.counted:
+                for scope in limits.scopes():
+                    used = self.usage.setdefault(scope, Usage())
+                    used.amount += limits.amount
+                    used.count += 1
+        add_usage(
+            self.conn,
+            [
+                (g.plan.limits, g.plan.limit_bucket)
+                for g in rows
+                if g.plan.limits is not None and g.plan.limit_bucket is not None
+            ],
+        )
+        return [g.line for g in rows]
+
+    def _insert(self, rows: Sequence[_Good]) -> None:
+        if not rows:
+            return
+        if not self.sql:
+            self.conn.execute(insert(Withdrawal), [g.withdrawal for g in rows])
+            self.conn.execute(insert(WithdrawalAudit), [g.audit for g in rows])
+            return
+        cursor = self.conn.connection.cursor()
+        try:
+            cursor.execute(
+                insert_sql("withdrawals", WITHDRAWAL_COLUMNS, [g.withdrawal for g in rows])
+            )
+            cursor.execute(insert_sql("withdrawal_audit", AUDIT_COLUMNS, [g.audit for g in rows]))
+        finally:
+            cursor.close()
+
+    @staticmethod
+    def _unique_in_chunk(
+        good: Sequence[_Good], problems: builtins.list[Problem]
+    ) -> builtins.list[_Good]:
+        first: dict[str, int] = {}  # reference -> its first line in the chunk
+        unique: builtins.list[_Good] = []
+        for g in good:
+            ref = g.new.client_reference
+            if ref:
+                line = first.setdefault(ref, g.line)
+                if line != g.line:
+                    problems.append(_reused(g, f"repeats the client reference of line {line}"))
+                    continue
+            unique.append(g)
+        return unique
+
+    def _not_stored(
+        self, good: Sequence[_Good], problems: builtins.list[Problem]
+    ) -> builtins.list[_Good]:
+        """`good` without the rows whose client reference a stored withdrawal holds."""
+        refs = [g.new.client_reference for g in good if g.new.client_reference]
+        if not refs:
+            return list(good)
+        holders = {
+            ref: (withdrawal_id, batch_id, line)
+            for ref, withdrawal_id, batch_id, line in self.conn.execute(
+                select(
+                    Withdrawal.client_reference,
+                    Withdrawal.id,
+                    Withdrawal.batch_id,
+                    Withdrawal.batch_line,
+                ).where(
+                    Withdrawal.partner_id == self.partner_id,
+                    Withdrawal.client_reference_key.in_(refs),
+                )
+            )
+        }
+        if not holders:
+            return list(good)
+        kept = []
+        for g in good:
+            holder = holders.get(g.new.client_reference)
+            if holder is None:
+                kept.append(g)
+            elif holder[1] == self.batch_id:
+                problems.append(_reused(g, f"repeats the client reference of line {holder[2]}"))
+            else:
+                problems.append(_reused(g, f"is already used by withdrawals/{holder[0]}"))
+        return kept
+
+    def _within_limits(
+        self, rows: Sequence[_Good], problems: builtins.list[Problem]
+    ) -> builtins.list[_Good]:
+        """The rows no limit refuses (against the usage before this chunk, which `write`
+        adds them to once they are stored); the refused ones' problems join `problems`."""
+        limited = [(i, g.plan.limits) for i, g in enumerate(rows) if g.plan.limits is not None]
+        if not limited:
+            return list(rows)
+        scopes = {s for _, lim in limited for s in lim.scopes()} - self.locked
+        if scopes:
+            lock_scopes(self.conn, scopes)
+            self.usage.update(read_usage(self.conn, scopes, window_start(self.now)))
+            self.locked |= scopes
+        refused = decide(limited, self.usage)
+        for i, refusal in refused.items():
+            g = rows[i]
+            err = limit_exceeded(refusal, g.new.token, g.new.user_ref)
+            problems.append(Problem(g.line, "amount", LIMIT_EXCEEDED, err.message, ""))
+        return [g for i, g in enumerate(rows) if i not in refused]
+
+
+def _reused(g: _Good, message: str) -> Problem:
+    ref = g.new.client_reference
+    return Problem(g.line, "client_reference", CLIENT_REFERENCE_REUSED, message, ref)
 
 
 class _Refused(Exception):
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("limits refused rows")
-        self.problems = problems
+    """REJECT_ALL met a problem: the transaction rolls back."""
 
 
 def _columns(batch: Batch) -> dict[str, object]:

@@ -27,7 +27,7 @@ from assetwithdrawal.events.v1 import events_pb2
 from assetwithdrawal.withdrawal.v1 import batch_pb2, batch_pb2_grpc, withdrawal_pb2
 from devstack.exactly_once import Submitted, check_exactly_once
 from devstack.vault import set_outflow_cap
-from svc_gateway.batches.storage import CHUNK_ROWS
+from svc_gateway.batches.storage import TASK_ROWS
 from tests.support.databases import mariadb_database
 from tests.support.gateway import Partner
 from tests.support.pipeline import Pipeline, running_pipeline, wait_until
@@ -330,7 +330,7 @@ def test_accept_valid_pays_every_good_row_exactly_once(
     finally:
         client.close()
     good_lines = sorted(plan.good)
-    assert len(chunks) == -(-len(good_lines) // CHUNK_ROWS)
+    assert len(chunks) == -(-len(good_lines) // TASK_ROWS)
     assert [line for line in good_lines if not any(a <= line <= b for a, b in chunks)] == []
     assert pending == 0
 
