@@ -22,7 +22,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -281,10 +281,9 @@ class BatchStorage:
     def _prepared(
         self,
         spool: IO[bytes],
-        partner_id: str,
         batch_id: str,
         reference: ReferenceData,
-        now: dt.datetime,
+        plan: Callable[[builtins.list[NewWithdrawal]], builtins.list[_Plan]],
         values: ColumnValues,
     ) -> Iterator[_Chunk]:
         """The file's rows, `INSERT_ROWS` at a time: checked (the single create's rules),
@@ -301,21 +300,10 @@ class BatchStorage:
             else:
                 chunk.good.append((row.line, new))
             if chunk.rows >= INSERT_ROWS:
-                yield self._planned(chunk, partner_id, now, values)
+                yield _planned(chunk, plan, values)
                 chunk = _Chunk()
         if chunk.rows:
-            yield self._planned(chunk, partner_id, now, values)
-
-    def _planned(
-        self, chunk: _Chunk, partner_id: str, now: dt.datetime, values: ColumnValues
-    ) -> _Chunk:
-        plans = self.withdrawals.plan_items([(partner_id, new) for _, new in chunk.good], now)
-        chunk.rows_of_good = [
-            _Good(line, new, plan, *values.rows(line, new, plan))
-            for (line, new), plan in zip(chunk.good, plans, strict=True)
-        ]
-        chunk.good = []
-        return chunk
+            yield _planned(chunk, plan, values)
 
     def _values(
         self, conn: Connection, partner_id: str, batch_id: str, now: dt.datetime
@@ -344,13 +332,24 @@ class BatchStorage:
         partner_id = batch.partner_id
         rejecting = batch.policy == "REJECT_ALL"
         tasks = _Tasks()
+        policy = self.withdrawals.limits.get()  # before the transaction (SQLite's lock)
         with self.engine.begin() as conn:
             conn.execute(insert(Batch), [_columns(batch)])
             values = self._values(conn, partner_id, batch.id, now)
             writer = _Writer(
                 conn, batch.id, partner_id, isinstance(values, SqlValues), now, self._dbapi
             )
-            chunks = self._prepared(spool, partner_id, batch.id, reference, now, values)
+            # One policy for the whole file. The tiers are read on a connection of the
+            # reading thread's own on MariaDB/MySQL; on SQLite (one thread) in this
+            # transaction, as any other connection would wait for its write lock.
+            tiers = None if isinstance(values, SqlValues) else conn
+
+            def plan(news: builtins.list[NewWithdrawal]) -> builtins.list[_Plan]:
+                return self.withdrawals.plan_items(
+                    [(partner_id, new) for new in news], now, policy, tiers
+                )
+
+            chunks = self._prepared(spool, batch.id, reference, plan, values)
             with contextlib.ExitStack() as stack:
                 if isinstance(values, SqlValues):
                     chunks = iter(stack.enter_context(Prefetched(chunks, 2, "batch-rows")))
@@ -398,6 +397,20 @@ class _Chunk:
     good: builtins.list[tuple[int, NewWithdrawal]] = field(default_factory=list)
     rows_of_good: builtins.list[_Good] = field(default_factory=list)
     problems: builtins.list[Problem] = field(default_factory=list)
+
+
+def _planned(
+    chunk: _Chunk,
+    plan: Callable[[builtins.list[NewWithdrawal]], builtins.list[_Plan]],
+    values: ColumnValues,
+) -> _Chunk:
+    plans = plan([new for _, new in chunk.good])
+    chunk.rows_of_good = [
+        _Good(line, new, p, *values.rows(line, new, p))
+        for (line, new), p in zip(chunk.good, plans, strict=True)
+    ]
+    chunk.good = []
+    return chunk
 
 
 class _Tasks:
