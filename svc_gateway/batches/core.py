@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from assetwithdrawal.withdrawal.v1 import batch_pb2
 from svc_gateway.auth import Caller
+from svc_gateway.batches.funding import batch_funding
 from svc_gateway.batches.problem_log import FIRST_KEPT
 from svc_gateway.batches.report import BATCH_PREFIX, batch_to_proto, report_rows
 from svc_gateway.batches.rows import Problem
@@ -112,10 +113,14 @@ class BatchCore:
     async def _db(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def _proto(self, batch: Batch) -> batch_pb2.Batch:
+    async def _proto(self, batch: Batch, *, funding: bool = False) -> batch_pb2.Batch:
+        """The batch; with `funding` (CreateBatch's answer), whether the vault covers it."""
         states, totals = await self._db(self.storage.summary, batch.id)
         reference = await self._db(self.withdrawals.reference.get)
-        return batch_to_proto(batch, states, totals, reference)
+        funded = []
+        if funding:
+            funded = await self._db(batch_funding, self.withdrawals.engine, batch.id, totals)
+        return batch_to_proto(batch, states, totals, reference, funded)
 
     # ------------------------------------------------------------------ CreateBatch
 
@@ -197,7 +202,7 @@ class BatchCore:
         if batch.state == REJECTED:
             raise rows_invalid(batch, outcome.problems, outcome.problem_count)
         await queue.enqueue_batch_chunks(self.redis, self.names, batch.id, outcome.ranges)
-        return await self._proto(batch)
+        return await self._proto(batch, funding=True)
 
     async def _repeat(
         self, batch: Batch, request_id: str, sha256: str, policy: str
@@ -215,7 +220,7 @@ class BatchCore:
                 for p in problems
             ]
             raise rows_invalid(batch, shown, batch.problem_row_count)
-        return await self._proto(batch)
+        return await self._proto(batch, funding=True)
 
     # ------------------------------------------------------------------ reads
 

@@ -3,6 +3,7 @@ idempotency, DUPLICATE_FILE, reports, cancel, and CLIENT_REFERENCE_REUSED on sin
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from assetwithdrawal.withdrawal.v1 import batch_pb2, batch_pb2_grpc
 from svc_gateway.batches.storage import INSERT_ROWS
@@ -21,7 +22,7 @@ from tests.support.gateway import Partner, RunningGateway
 from tests.support.requests import create_request, fresh_address
 from withdrawal_shared.db import tier_admin
 from withdrawal_shared.db.api_keys import create_api_key
-from withdrawal_shared.db.models import Withdrawal
+from withdrawal_shared.db.models import Token, VaultFunds, Withdrawal
 from withdrawal_shared.scopes import Scope
 
 
@@ -407,3 +408,86 @@ def test_limits_refuse_rows_past_the_partner_s_daily_amount_after_reused_referen
     refused = sorted(line for line, reason in reasons.items() if reason == "LIMIT_EXCEEDED")
     assert len(refused) == INSERT_ROWS + 50 - 1500 - 4
     assert refused[0] == 2 + 1500 + 1  # the first 1,500 good rows fit (line 12 is not one)
+
+
+def test_the_answer_says_whether_the_vault_covers_the_batch(
+    gateway: RunningGateway, partner: Partner
+) -> None:
+    """From the processor's last reading of the vault (here written by hand): the vault's
+    available funds and its outflow allowance, less the open withdrawals ahead."""
+
+    def content() -> bytes:
+        return csv_file([(fresh_address(), "4", "USDC", "") for _ in range(3)])
+
+    unread = upload(gateway, partner, content(), "fund-0")
+    assert list(unread.funding) == []  # the vault was never read: nothing is claimed
+    sessions = gateway.server.store.sessions
+    with sessions() as session:
+        usdc = session.scalars(select(Token.id).where(Token.symbol == "USDC")).one()
+        ahead = sum(
+            int(a)
+            for a in session.scalars(
+                select(Withdrawal.amount).where(
+                    Withdrawal.token_id == usdc,
+                    Withdrawal.payout_tx_id.is_(None),
+                    Withdrawal.state.in_(["RECEIVED", "VALIDATED", "QUEUED", "ON_HOLD"]),
+                )
+            )
+        )
+    reading = VaultFunds(
+        chain="polygon",
+        token_id=usdc,
+        available=ahead + 10 * 10**6,
+        allowance=None,
+        observe_time=dt.datetime(2026, 12, 6, 22, 0, 0),
+    )
+    try:
+        with sessions.begin() as session:
+            session.merge(reading)
+        short = upload(gateway, partner, content(), "fund-1")
+        (funding,) = short.funding
+        assert (funding.token, funding.amount, funding.payable, funding.shortfall) == (
+            "USDC",
+            "12",
+            "10",
+            "2",
+        )
+        assert funding.reason == "INSUFFICIENT_VAULT_FUNDS"
+        assert funding.observe_time.ToDatetime() == reading.observe_time
+        assert short.accepted_count == 3  # accepted all the same: the rows wait for funds
+        # The cap's allowance, less the same rows ahead (and fund-1's twelve now).
+        with sessions.begin() as session:
+            session.merge(
+                VaultFunds(
+                    chain="polygon",
+                    token_id=usdc,
+                    available=ahead + 10**12,
+                    allowance=ahead + 12 * 10**6 + 5 * 10**6,
+                    observe_time=reading.observe_time,
+                )
+            )
+        capped = upload(gateway, partner, content(), "fund-2")
+        assert [(f.payable, f.shortfall, f.reason) for f in capped.funding] == [
+            ("5", "7", "OUTFLOW_CAP_REACHED")
+        ]
+        with sessions.begin() as session:
+            session.merge(
+                VaultFunds(
+                    chain="polygon",
+                    token_id=usdc,
+                    available=10**15,
+                    allowance=None,
+                    observe_time=reading.observe_time,
+                )
+            )
+        covered = upload(gateway, partner, content(), "fund-3")
+        assert [(f.payable, f.shortfall, f.reason) for f in covered.funding] == [("12", "0", "")]
+        assert list(gateway_get(gateway, partner, covered.name).funding) == []  # answer only
+    finally:
+        with sessions.begin() as session:
+            session.execute(delete(VaultFunds))
+
+
+def gateway_get(gateway: RunningGateway, partner: Partner, name: str) -> batch_pb2.Batch:
+    stub = batch_pb2_grpc.BatchServiceStub(gateway.channel)
+    return stub.GetBatch(batch_pb2.GetBatchRequest(name=name), metadata=partner.metadata)  # type: ignore[no-any-return]
