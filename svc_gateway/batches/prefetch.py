@@ -50,6 +50,10 @@ class Prefetched(Generic[T]):
         except BaseException as exc:  # handed to the consumer, raised there
             self._put(exc)
             return
+        finally:  # a generator left early is closed here, in its own thread
+            close = getattr(self._source, "close", None)
+            if close is not None:
+                close()
         self._put(_END)
 
     def __enter__(self) -> Prefetched[T]:

@@ -168,3 +168,17 @@ def test_ulids_are_crockford_base32_of_the_time_and_randomness() -> None:
     made = [ids.new_ulid() for _ in range(1_000)]
     assert made == sorted(made) and len(set(made)) == 1_000
     assert all(ids.is_ulid(i) for i in made)
+
+
+def test_a_source_left_early_is_closed_in_its_thread() -> None:
+    closed_in: list[str] = []
+
+    def source() -> Iterator[int]:
+        try:
+            yield from range(100)
+        finally:
+            closed_in.append(threading.current_thread().name)
+
+    with Prefetched(source(), 1, "reader") as items:
+        assert next(iter(items)) == 0
+    assert closed_in == ["reader"]
