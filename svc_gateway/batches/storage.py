@@ -2,17 +2,18 @@
 
 Creating a batch is one pass over the spooled file, in ONE transaction. The batch row goes
 first (a concurrent upload with the same key collides at once). Then, `INSERT_ROWS` rows at
-a time, the rows are checked (the single create's rules), their client references looked up
-in SQL (within the chunk, then through the unique index among the stored withdrawals, which
-include the batch's own earlier rows: no per-row state is kept in memory), the limits
-decided under the scopes' locks (`svc_gateway.limits`, as a group commit does), and the rows
-that pass inserted with one multi-row INSERT of withdrawals and one of audit rows. Problems
-go to a `ProblemLog` (disk past 1 MiB) and are inserted at the end. On MariaDB/MySQL the file
-is read, checked and rendered to SQL in a second thread (`Prefetched`), two chunks ahead of
-the INSERTs, so the server's work and ours overlap. Under REJECT_ALL a problem (a bad row or
-a limit refusal) rolls it all back and only a REJECTED batch with its problems is stored. A
-row's withdrawal has the request_id `batches/{batch}/{line}`: re-driven, it can never make a
-second one.
+a time (`svc_gateway.batches.chunks`), the rows are checked (the single create's rules),
+their client references checked within the chunk and against the stored withdrawals through
+the unique index, which holds the batch's own earlier rows too (on MariaDB/MySQL the INSERT
+itself asks it, and only a refused chunk is looked up): no per-row state is kept in memory.
+The limits are decided under the scopes' locks (`svc_gateway.limits`, as a group commit
+does), and the rows that pass inserted with one multi-row INSERT of withdrawals and one of
+audit rows. Problems go to a `ProblemLog` (disk past 1 MiB) and are inserted at the end. On
+MariaDB/MySQL the file is read, checked and rendered to SQL in a second thread
+(`Prefetched`), two chunks ahead of the INSERTs, so the server's work and ours overlap.
+Under REJECT_ALL a problem (a bad row or a limit refusal) rolls it all back and only a
+REJECTED batch with its problems is stored. A row's withdrawal has the request_id
+`batches/{batch}/{line}`: re-driven, it can never make a second one.
 """
 
 from __future__ import annotations
@@ -32,33 +33,23 @@ from pymysql.constants.SERVER_STATUS import (  # type: ignore[import-untyped]
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from svc_gateway.batches.chunks import Chunk, ChunkWriter, TaskRanges, planned
 from svc_gateway.batches.csv_file import read_rows
 from svc_gateway.batches.prefetch import Prefetched
 from svc_gateway.batches.problem_log import ProblemLog
-from svc_gateway.batches.rows import CLIENT_REFERENCE_REUSED, LIMIT_EXCEEDED, Problem, check_row
+from svc_gateway.batches.rows import Problem, check_row
 from svc_gateway.batches.sql_rows import (
-    AUDIT_COLUMNS,
-    WITHDRAWAL_COLUMNS,
     ColumnValues,
     SqlValues,
-    insert_sql,
 )
 from svc_gateway.errors import CONCURRENT_MODIFICATION
 from svc_gateway.limits import (
-    Scope,
-    Usage,
     _amount_sum,
     _exact,
-    add_usage,
-    decide,
-    limit_exceeded,
-    lock_scopes,
-    read_usage,
-    window_start,
 )
 from svc_gateway.store import WithdrawalStore, _Plan
 from svc_gateway.validation import NewWithdrawal
-from withdrawal_shared.db.models import Batch, BatchProblem, Withdrawal, WithdrawalAudit
+from withdrawal_shared.db.models import Batch, BatchProblem, Withdrawal
 from withdrawal_shared.db.reference import ReferenceData
 from withdrawal_shared.db.transitions import utcnow
 from withdrawal_shared.ids import new_ulid
@@ -71,7 +62,6 @@ YIELD_ROWS = 50
 writer waits up to the interpreter's 5 ms switch interval after each reply)."""
 TASK_ROWS = 500
 """Stored rows per queue task (the processor's unit of work)."""
-MYSQL_DUPLICATE_KEY = 1062  # ER_DUP_ENTRY
 ACCEPTED = "ACCEPTED"
 REJECTED = "REJECTED"
 
@@ -285,11 +275,11 @@ class BatchStorage:
         reference: ReferenceData,
         plan: Callable[[builtins.list[NewWithdrawal]], builtins.list[_Plan]],
         values: ColumnValues,
-    ) -> Iterator[_Chunk]:
+    ) -> Iterator[Chunk]:
         """The file's rows, `INSERT_ROWS` at a time: checked (the single create's rules),
         planned (tiers and limits) and rendered; runs ahead of the writer, in its own
         thread on MariaDB/MySQL."""
-        chunk = _Chunk()
+        chunk = Chunk()
         for row in read_rows(spool, self.max_rows):
             chunk.rows += 1
             if chunk.rows % YIELD_ROWS == 0:
@@ -300,10 +290,10 @@ class BatchStorage:
             else:
                 chunk.good.append((row.line, new))
             if chunk.rows >= INSERT_ROWS:
-                yield _planned(chunk, plan, values)
-                chunk = _Chunk()
+                yield planned(chunk, plan, values)
+                chunk = Chunk()
         if chunk.rows:
-            yield _planned(chunk, plan, values)
+            yield planned(chunk, plan, values)
 
     def _values(
         self, conn: Connection, partner_id: str, batch_id: str, now: dt.datetime
@@ -331,12 +321,12 @@ class BatchStorage:
         (everything rolled back) when REJECT_ALL meets a problem."""
         partner_id = batch.partner_id
         rejecting = batch.policy == "REJECT_ALL"
-        tasks = _Tasks()
+        tasks = TaskRanges(TASK_ROWS)
         policy = self.withdrawals.limits.get()  # before the transaction (SQLite's lock)
         with self.engine.begin() as conn:
             conn.execute(insert(Batch), [_columns(batch)])
             values = self._values(conn, partner_id, batch.id, now)
-            writer = _Writer(
+            writer = ChunkWriter(
                 conn, batch.id, partner_id, isinstance(values, SqlValues), now, self._dbapi
             )
             # One policy for the whole file. The tiers are read on a connection of the
@@ -378,223 +368,6 @@ class BatchStorage:
                 )
             )
         return tasks.ranges()
-
-
-@dataclass(slots=True)
-class _Good:
-    line: int
-    new: NewWithdrawal
-    plan: _Plan
-    withdrawal: Any  # its VALUES tuple's SQL text (SqlValues), or its column dict
-    audit: Any
-
-
-@dataclass(slots=True)
-class _Chunk:
-    """`INSERT_ROWS` data rows of the file: the good ones, and the bad ones' problems."""
-
-    rows: int = 0
-    good: builtins.list[tuple[int, NewWithdrawal]] = field(default_factory=list)
-    rows_of_good: builtins.list[_Good] = field(default_factory=list)
-    problems: builtins.list[Problem] = field(default_factory=list)
-
-
-def _planned(
-    chunk: _Chunk,
-    plan: Callable[[builtins.list[NewWithdrawal]], builtins.list[_Plan]],
-    values: ColumnValues,
-) -> _Chunk:
-    plans = plan([new for _, new in chunk.good])
-    chunk.rows_of_good = [
-        _Good(line, new, p, *values.rows(line, new, p))
-        for (line, new), p in zip(chunk.good, plans, strict=True)
-    ]
-    chunk.good = []
-    return chunk
-
-
-class _Tasks:
-    """The queue tasks of the stored lines: one per `TASK_ROWS` rows stored together."""
-
-    def __init__(self) -> None:
-        self._ranges: builtins.list[tuple[int, int]] = []
-        self._first = 0
-        self._last = 0
-        self._count = 0
-
-    def add(self, lines: Sequence[int]) -> None:
-        for line in lines:
-            if self._count == 0:
-                self._first = line
-            self._last = line
-            self._count += 1
-            if self._count == TASK_ROWS:
-                self._ranges.append((self._first, self._last))
-                self._count = 0
-
-    def ranges(self) -> builtins.list[tuple[int, int]]:
-        if self._count:
-            return [*self._ranges, (self._first, self._last)]
-        return self._ranges
-
-
-class _Writer:
-    """Each chunk's good rows in the batch's transaction: client references checked within
-    the chunk, then against the stored withdrawals (the batch's own earlier rows among them)
-    through the unique index, the limits decided under the scopes' locks as a group commit
-    decides them, and the rows that pass inserted. Nothing per row outlives its chunk.
-
-    On MariaDB/MySQL the chunk is inserted first and the stored references are looked up
-    only when the unique index refuses it (a duplicate key rolls back the statement alone,
-    never the transaction): a file without reused references costs no lookup at all."""
-
-    def __init__(
-        self,
-        conn: Connection,
-        batch_id: str,
-        partner_id: str,
-        sql: bool,
-        now: dt.datetime,
-        dbapi: Any,
-    ) -> None:
-        self.conn = conn
-        self.batch_id = batch_id
-        self.partner_id = partner_id
-        self.sql = sql
-        self.now = now
-        self.dbapi = dbapi
-        self.locked: set[Scope] = set()
-        self.usage: dict[Scope, Usage] = {}
-
-    def write(self, good: Sequence[_Good], problems: builtins.list[Problem]) -> builtins.list[int]:
-        """Insert what passes of `good`; the others' problems join `problems`. Returns the
-        lines stored."""
-        unique = self._unique_in_chunk(good, problems)
-        if not self.sql:
-            unique = self._not_stored(unique, problems)
-        found: builtins.list[Problem] = []
-        rows = self._within_limits(unique, found)
-        if self.sql and found:  # a reused reference is the problem, before any limit
-            unique = self._not_stored(unique, problems)
-            found = []
-            rows = self._within_limits(unique, found)
-        try:
-            self._insert(rows)
-        except self.dbapi.IntegrityError as exc:
-            if not self.sql or exc.args[0] != MYSQL_DUPLICATE_KEY:
-                raise
-            unique = self._not_stored(unique, problems)
-            found = []
-            rows = self._within_limits(unique, found)
-            self._insert(rows)  # a second refusal: another writer meanwhile (raised)
-        problems += found
-        for g in rows:  # the running usage, for the next chunks
-            limits = g.plan.limits
-            if limits is not None and limits.counted:
-                for scope in limits.scopes():
-                    used = self.usage.setdefault(scope, Usage())
-                    used.amount += limits.amount
-                    used.count += 1
-        add_usage(
-            self.conn,
-            [
-                (g.plan.limits, g.plan.limit_bucket)
-                for g in rows
-                if g.plan.limits is not None and g.plan.limit_bucket is not None
-            ],
-        )
-        return [g.line for g in rows]
-
-    def _insert(self, rows: Sequence[_Good]) -> None:
-        if not rows:
-            return
-        if not self.sql:
-            self.conn.execute(insert(Withdrawal), [g.withdrawal for g in rows])
-            self.conn.execute(insert(WithdrawalAudit), [g.audit for g in rows])
-            return
-        cursor = self.conn.connection.cursor()
-        try:
-            cursor.execute(
-                insert_sql("withdrawals", WITHDRAWAL_COLUMNS, [g.withdrawal for g in rows])
-            )
-            cursor.execute(insert_sql("withdrawal_audit", AUDIT_COLUMNS, [g.audit for g in rows]))
-        finally:
-            cursor.close()
-
-    @staticmethod
-    def _unique_in_chunk(
-        good: Sequence[_Good], problems: builtins.list[Problem]
-    ) -> builtins.list[_Good]:
-        first: dict[str, int] = {}  # reference -> its first line in the chunk
-        unique: builtins.list[_Good] = []
-        for g in good:
-            ref = g.new.client_reference
-            if ref:
-                line = first.setdefault(ref, g.line)
-                if line != g.line:
-                    problems.append(_reused(g, f"repeats the client reference of line {line}"))
-                    continue
-            unique.append(g)
-        return unique
-
-    def _not_stored(
-        self, good: Sequence[_Good], problems: builtins.list[Problem]
-    ) -> builtins.list[_Good]:
-        """`good` without the rows whose client reference a stored withdrawal holds."""
-        refs = [g.new.client_reference for g in good if g.new.client_reference]
-        if not refs:
-            return list(good)
-        holders = {
-            ref: (withdrawal_id, batch_id, line)
-            for ref, withdrawal_id, batch_id, line in self.conn.execute(
-                select(
-                    Withdrawal.client_reference,
-                    Withdrawal.id,
-                    Withdrawal.batch_id,
-                    Withdrawal.batch_line,
-                ).where(
-                    Withdrawal.partner_id == self.partner_id,
-                    Withdrawal.client_reference_key.in_(refs),
-                )
-            )
-        }
-        if not holders:
-            return list(good)
-        kept = []
-        for g in good:
-            holder = holders.get(g.new.client_reference)
-            if holder is None:
-                kept.append(g)
-            elif holder[1] == self.batch_id:
-                problems.append(_reused(g, f"repeats the client reference of line {holder[2]}"))
-            else:
-                problems.append(_reused(g, f"is already used by withdrawals/{holder[0]}"))
-        return kept
-
-    def _within_limits(
-        self, rows: Sequence[_Good], problems: builtins.list[Problem]
-    ) -> builtins.list[_Good]:
-        """The rows no limit refuses (against the usage before this chunk, which `write`
-        adds them to once they are stored); the refused ones' problems join `problems`."""
-        limited = [(i, g.plan.limits) for i, g in enumerate(rows) if g.plan.limits is not None]
-        if not limited:
-            return list(rows)
-        scopes = {s for _, lim in limited for s in lim.scopes()} - self.locked
-        if scopes:
-            lock_scopes(self.conn, scopes)
-            self.usage.update(read_usage(self.conn, scopes, window_start(self.now)))
-            self.locked |= scopes
-        refused = decide(limited, self.usage)
-        for i, refusal in refused.items():
-            g = rows[i]
-            err = limit_exceeded(refusal, g.new.token, g.new.user_ref)
-            problems.append(Problem(g.line, "amount", LIMIT_EXCEEDED, err.message, ""))
-        return [g for i, g in enumerate(rows) if i not in refused]
-
-
-def _reused(g: _Good, message: str) -> Problem:
-    ref = g.new.client_reference
-    return Problem(g.line, "client_reference", CLIENT_REFERENCE_REUSED, message, ref)
 
 
 class _Refused(Exception):
