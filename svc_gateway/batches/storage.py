@@ -121,22 +121,28 @@ class BatchStorage:
             return session.scalars(query.order_by(Batch.id.desc()).limit(limit)).all()
 
     def summary(self, batch_id: str) -> tuple[dict[str, int], dict[int, tuple[int, int]]]:
-        """(withdrawals per state, (amount, count) per token id) of the batch's rows, summed
-        in SQL as exact integers (DECIMAL on MariaDB, integers on SQLite; never floats)."""
+        """(withdrawals per state, (amount, count) per token id) of the batch's rows: one scan,
+        summed in SQL as exact integers (DECIMAL on MariaDB, integers on SQLite; never
+        floats)."""
         dialect = self.engine.dialect.name
         with self.engine.connect() as connection:
-            states = connection.execute(
-                select(Withdrawal.state, func.count())
+            groups = connection.execute(
+                select(
+                    Withdrawal.state,
+                    Withdrawal.token_id,
+                    _amount_sum(Withdrawal.amount, dialect),
+                    func.count(),
+                )
                 .where(Withdrawal.batch_id == batch_id)
-                .group_by(Withdrawal.state)
+                .group_by(Withdrawal.state, Withdrawal.token_id)
             ).all()
-            tokens = connection.execute(
-                select(Withdrawal.token_id, _amount_sum(Withdrawal.amount, dialect), func.count())
-                .where(Withdrawal.batch_id == batch_id)
-                .group_by(Withdrawal.token_id)
-            ).all()
-        totals = {token_id: (_exact(amount), int(count)) for token_id, amount, count in tokens}
-        return {state: count for state, count in states}, totals
+        states: dict[str, int] = {}
+        totals: dict[int, tuple[int, int]] = {}
+        for state, token_id, amount, count in groups:
+            states[state] = states.get(state, 0) + int(count)
+            total, rows = totals.get(token_id, (0, 0))
+            totals[token_id] = (total + _exact(amount), rows + int(count))
+        return states, totals
 
     def report_rows(
         self, batch_id: str, after_line: int, limit: int
