@@ -8,9 +8,9 @@ transaction of its own (DENIED for PERMISSION_DENIED, FAILED otherwise). Reads a
 audited, except when refused for lack of a role (the dispatcher does that).
 
 Each resource's methods are in a module of its own (`operators`, `change_requests`,
-`audit_trail`, `api_keys`, `payout_controls`, `approval_queue`), over `AdminBase` (`base`):
-shared state and the audited unit of work. Conversions to messages are in `convert`, request
-fields in `names`.
+`audit_trail`, `api_keys`, `payout_controls`, `approval_queue`, `batch_approvals`), over
+`AdminBase` (`base`): shared state and the audited unit of work. Conversions to messages are
+in `convert`, request fields in `names`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 from svc_gateway.admin.api_keys import ApiKeysCore
 from svc_gateway.admin.approval_queue import ApprovalQueueCore
 from svc_gateway.admin.audit_trail import AuditTrailCore
+from svc_gateway.admin.batch_approvals import BatchApprovalsCore
 from svc_gateway.admin.change_requests import ChangeRequestsCore
 from svc_gateway.admin.operators import OperatorsCore
 from svc_gateway.admin.payout_controls import PayoutControlsCore
@@ -30,5 +31,6 @@ class AdminCore(
     ApiKeysCore,
     PayoutControlsCore,
     ApprovalQueueCore,
+    BatchApprovalsCore,
 ):
     """Every AdminService method, by its snake_case name."""
