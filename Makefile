@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # two cores. PYTEST_WORKERS=0 runs everything in one process.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help up observe prometheus-bin test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short chaos-replicas bench-e2e bench-api bench-recovery bench-batch bench-emergency bench-webhooks
+.PHONY: help up observe prometheus-bin test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short chaos-replicas bench-e2e bench-api bench-recovery bench-batch bench-emergency bench-webhooks bench-seeing
 
 ##@ run
 
@@ -91,6 +91,10 @@ bench-emergency: deps redis-bin ## EMERGENCY withdrawals on a congested chain: b
 BENCH_WEBHOOKS_ARGS ?=
 bench-webhooks: deps redis-bin ## webhooks under the e2e load at 100/s: every event delivered to a local receiver, lag p95, CPU per 1,000 events
 	$(PY) -m bench.webhooks $(BENCH_WEBHOOKS_ARGS)
+# Extra arguments, e.g. BENCH_SEEING_ARGS="--rounds 3" or "--rate 50 --duration 30".
+BENCH_SEEING_ARGS ?=
+bench-seeing: deps redis-bin prometheus-bin ## the cost of seeing: bench-e2e's load traced at 100 % and scraped against unobserved
+	$(PY) -m bench.seeing $(BENCH_SEEING_ARGS)
 
 ##@ chaos
 

@@ -175,7 +175,19 @@ def _totals(batch: batch_pb2.Batch) -> str:
     return ", ".join(f"{t.amount} {t.token} ({t.count})" for t in batch.token_totals)
 
 
+def _funding(batch: batch_pb2.Batch) -> str:
+    """Whether the vault covers the batch (CreateBatch's answer only)."""
+    return ", ".join(
+        f"{f.token}: covered"
+        if not f.shortfall or f.shortfall == "0"
+        else f"{f.token}: {f.payable} of {f.amount} payable now, short {f.shortfall} "
+        f"({f.reason}; rows wait ON_HOLD until the vault can pay)"
+        for f in batch.funding
+    )
+
+
 def _batch_fields(batch: batch_pb2.Batch) -> Any:
+    funding = [("vault", _funding(batch))] if batch.funding else []
     return render.fields(
         batch.name,
         [
@@ -189,6 +201,7 @@ def _batch_fields(batch: batch_pb2.Batch) -> Any:
             ("rows with problems", str(batch.problem_row_count)),
             ("withdrawals", _counts(batch)),
             ("totals", _totals(batch)),
+            *funding,
             ("request id", batch.request_id),
             ("sha-256", batch.content_sha256),
             ("created", render.when(batch.create_time)),

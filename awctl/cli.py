@@ -543,6 +543,42 @@ def approvals_reject(
     _decided(decision, as_json)
 
 
+def _batch_decided(decision: admin_pb2.BatchApprovalDecision, as_json: bool) -> None:
+    if as_json:
+        render.print_json(render.as_dict(decision))
+        return
+    render.stdout().print(render.batch_decision_fields(decision))
+
+
+@approvals_app.command("approve-batch")
+def approvals_approve_batch(
+    ctx: typer.Context,
+    batch: Annotated[str, typer.Argument(help="Batch id (or batches/<id>).")],
+    reason: Annotated[str, typer.Option(help="Why; recorded with each row's decision.")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Approve every withdrawal of a batch waiting for approval, as one decision; each is
+    queued once enough distinct operators approved it."""
+    with _client(ctx) as client:
+        request = admin_pb2.ApproveBatchRequest(name=_name("batches", batch), reason=reason)
+        decision = client.call(client.stub.ApproveBatch, request)
+    _batch_decided(decision, as_json)
+
+
+@approvals_app.command("reject-batch")
+def approvals_reject_batch(
+    ctx: typer.Context,
+    batch: Annotated[str, typer.Argument(help="Batch id (or batches/<id>).")],
+    reason: Annotated[str, typer.Option(help="Why; recorded with each row's decision.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Reject every withdrawal of a batch waiting for approval; none of them is paid."""
+    with _client(ctx) as client:
+        request = admin_pb2.RejectBatchRequest(name=_name("batches", batch), reason=reason)
+        decision = client.call(client.stub.RejectBatch, request)
+    _batch_decided(decision, as_json)
+
+
 # ---------------------------------------------------------------- blocklist
 
 

@@ -199,6 +199,21 @@ def decision_fields(decision: admin_pb2.ApprovalDecision) -> Table:
     )
 
 
+def batch_decision_fields(decision: admin_pb2.BatchApprovalDecision) -> Table:
+    refused = ", ".join(f"{n} {reason}" for reason, n in sorted(decision.refused.items()))
+    return fields(
+        decision.batch,
+        [
+            ("waiting rows decided", str(decision.pending)),
+            ("approved (queued)", str(decision.approved)),
+            ("approval recorded, more needed", str(decision.recorded)),
+            ("rejected", str(decision.rejected)),
+            ("already approved by you", str(decision.unchanged)),
+            ("left undecided", refused or "none"),
+        ],
+    )
+
+
 BLOCKED_COLUMNS = ("address", "reason", "blocked by", "since")
 
 

@@ -86,7 +86,7 @@ from bench.load import (
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIRMATIONS = 5
-CHUNK_ROWS = 500  # svc_gateway.batches.storage.CHUNK_ROWS: lines per queue task
+CHUNK_ROWS = 500  # svc_gateway.batches.storage.TASK_ROWS: stored rows per queue task
 TARGETS = {
     "ingest_seconds_max": 5.0,
     "ingest_peak_rss_mb_max": 300.0,

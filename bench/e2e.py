@@ -7,10 +7,10 @@ transaction (the baseline), in the same invocation.
     python -m bench.e2e --smoke                      # seconds at a low rate (run by make test)
 
 Each variant gets a `HarnessStack` of its own (own Redis, own MariaDB database, anvil with
-2-second blocks and a 60M block gas limit, the four services as real processes) with the
-chain's confirmation depth at 5. The only difference is `PROCESSOR_BATCH_MAX_ITEMS` (1 for the
-baseline, whose nonces are still pipelined: up to `PROCESSOR_MAX_IN_FLIGHT_PER_WALLET` per hot
-wallet).
+2-second blocks and a 60M block gas limit, the four services and the webhook sender as real
+processes) with the chain's confirmation depth at 5. The only difference is
+`PROCESSOR_BATCH_MAX_ITEMS` (1 for the baseline, whose nonces are still pipelined: up to
+`PROCESSOR_MAX_IN_FLIGHT_PER_WALLET` per hot wallet).
 
 Open loop: submission i is scheduled at `t0 + i / rate` whatever happened to the earlier ones
 (several generator processes, each an asyncio gRPC client, share the schedule), and every
@@ -25,8 +25,9 @@ Measured per variant:
 - submit -> COMPLETED: the time of the audit row of its move to COMPLETED, minus the same;
 - gas per withdrawal: the receipts' gasUsed (as the monitor stored it) over the items paid;
 - CPU seconds per 1,000 COMPLETED withdrawals of each process (utime + stime from
-  /proc/<pid>/stat between t0 and the end: the four services, anvil, the harness's
-  redis-server, the generator, and mariadbd, which other users of the machine's MariaDB share);
+  /proc/<pid>/stat between t0 and the end: the four services, the webhook sender, anvil, the
+  harness's redis-server, the generator, and mariadbd, which other users of the machine's
+  MariaDB share);
 - the exactly-once verdict read from the chain's Transfer logs, then the database
   (`devstack.exactly_once`).
 
@@ -48,8 +49,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,25 @@ class Variant:
     must_drain: bool
     """The batched run must end with every withdrawal terminal; the baseline cannot drain a
     backlog of many minutes and is stopped with it in flight."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Added to every service's environment (`bench.seeing`: tracing on or off)."""
+    confirmations: int = CONFIRMATIONS
+    block_time: float = 2.0
+
+
+@dataclass
+class Attached:
+    """What a caller runs beside a variant's stack once it is up (`bench.seeing`: Prometheus
+    scraping it): its processes, whose CPU is measured like the stack's, and a report read at
+    the end of the load while the stack still runs (`result["observed"]`)."""
+
+    pids: dict[str, int | None] = field(default_factory=dict)
+    report: Callable[[], dict[str, Any]] | None = None
+
+
+Attach = Callable[[Any], contextlib.AbstractContextManager[Attached]]
+"""Given the running `HarnessStack`, a context that starts (and at its end stops) what runs
+beside it."""
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -125,7 +145,7 @@ def process_pids(stack: Any) -> dict[str, int | None]:
     return pids
 
 
-SERVICE_NAMES = ("gateway", "processor", "signer", "monitor")
+SERVICE_NAMES = ("gateway", "processor", "signer", "monitor", "webhooks")
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -140,20 +160,35 @@ def percentile(values: Sequence[float], pct: float) -> float:
 # ----------------------------------------------------------------------------- one variant
 
 
-def run_variant(args: argparse.Namespace, variant: Variant) -> dict[str, Any]:
-    """One stack, one load, its measurements (see the module docstring)."""
+def run_variant(
+    args: argparse.Namespace, variant: Variant, attach: Attach | None = None
+) -> dict[str, Any]:
+    """One stack, one load, its measurements (see the module docstring); `attach` starts
+    what runs beside the stack (see `Attached`)."""
     from devstack.harness import HarnessConfig, HarnessStack
 
     var_dir = Path(tempfile.mkdtemp(prefix=f"bench-e2e-{variant.name}-"))
-    env = {"PROCESSOR_BATCH_MAX_ITEMS": str(variant.batch_max_items), "LOG_LEVEL": args.log_level}
-    config = HarnessConfig(var_dir=var_dir, confirmations=CONFIRMATIONS, env=env)
+    env = {
+        "PROCESSOR_BATCH_MAX_ITEMS": str(variant.batch_max_items),
+        "LOG_LEVEL": args.log_level,
+        **variant.env,
+    }
+    config = HarnessConfig(
+        var_dir=var_dir,
+        confirmations=variant.confirmations,
+        block_time=variant.block_time,
+        env=env,
+    )
     count = int(args.rate * args.duration)
     say = sayer(variant.name)
     say(f"starting the stack (logs in {var_dir / 'logs'}) ...")
     started = time.monotonic()
-    with HarnessStack(config) as stack:
+    with (
+        HarnessStack(config) as stack,
+        (attach or _nothing_attached)(stack) as attached,
+    ):
         say(f"stack up in {time.monotonic() - started:.1f} s; load {uptime_load()}")
-        pids = process_pids(stack)
+        pids = {**process_pids(stack), **attached.pids}
         t0 = time.time() + 2.0
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         holder: dict[str, GeneratorReport] = {}
@@ -173,6 +208,7 @@ def run_variant(args: argparse.Namespace, variant: Variant) -> dict[str, Any]:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 profiler.wait(30)
         cpu_after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        observed = attached.report() if attached.report is not None else None
         report = holder["report"]
         accepted = [s for s in report.submissions if s.withdrawal_id]
         say(f"{len(accepted)} of {count} accepted; reading the results ...")
@@ -187,12 +223,19 @@ def run_variant(args: argparse.Namespace, variant: Variant) -> dict[str, Any]:
         }
         result["cpu"] = _cpu(cpu_before, cpu_after, report.cpu_seconds, result["completed"])
         result["restarts"] = {name: stack.restarts(name) for name in SERVICE_NAMES}
+        if observed is not None:
+            result["observed"] = observed
         result["load_at_end"] = uptime_load()
         result["wall_seconds"] = round(time.time() - t0, 1)
         say("exactly-once check against the chain's Transfer logs ...")
         result["exactly_once"] = exactly_once(stack, accepted, drained=variant.must_drain)
         say(f"done; load {uptime_load()}")
     return result
+
+
+@contextlib.contextmanager
+def _nothing_attached(stack: Any) -> Iterator[Attached]:
+    yield Attached()
 
 
 def _follow(
@@ -520,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         "audit_trail": "every state change, hash-chained",
         "policy_checks": "processor validation + signer policy on every item",
         "database": "MariaDB (a database of its own on 127.0.0.1:3306)",
-        "processes": "gateway, processor, signer (keystore), monitor: one process each",
+        "processes": "gateway, processor, signer (keystore), monitor, webhooks: one process each",
         "recipients": "fresh (never funded), one per withdrawal",
         "amount": f"{AMOUNT} USDC",
         "rate_per_s": args.rate,

@@ -439,7 +439,8 @@ def print_table(result: dict[str, Any]) -> None:
             f"{steady['p50']} / {steady['p95']} / {steady['p99']} / {steady['max']} s",
         ),
     ]
-    for name in ("webhooks", "receiver", "mariadbd", *SERVICE_NAMES, "anvil", "redis", "generator"):
+    names = ("webhooks", "receiver", "mariadbd", *SERVICE_NAMES, "anvil", "redis", "generator")
+    for name in dict.fromkeys(names):
         per = result["cpu"].get(name, {}).get("per_1k_events")
         rows.append((f"CPU s / 1k events: {name}", "-" if per is None else f"{per:.3f}"))
     width = max(len(label) for label, _ in rows)

@@ -55,6 +55,13 @@ class StackConfig:
     """STACK_MONITOR_PORT (or MONITOR_GRPC_PORT)."""
     webhooks_port: int = 50055
     """STACK_WEBHOOKS_PORT (or WEBHOOKS_GRPC_PORT): the webhook sender's health port."""
+    signer_health_port: int = 50056
+    """STACK_SIGNER_HEALTH_PORT (or SIGNER_HEALTH_PORT): with TLS on, the signer's plaintext
+    gRPC health port (its gRPC port then requires a client certificate)."""
+    tls: bool = True
+    """STACK_TLS: the processor calls the signer over mutual TLS with certificates of a local CA
+    issued under `<var>/tls/` (`withdrawal_shared.tls`), and the signer answers only the
+    processor (and the bootstrap's ListWallets); false: plaintext, as in Kubernetes."""
     gateway_metrics_port: int = 9101
     """STACK_GATEWAY_METRICS_PORT (or GATEWAY_METRICS_PORT): the gateway's /metrics."""
     processor_metrics_port: int = 9102
@@ -108,6 +115,8 @@ class StackConfig:
             processor_port=_port("STACK_PROCESSOR_PORT", "PROCESSOR_GRPC_PORT", 50053),
             monitor_port=_port("STACK_MONITOR_PORT", "MONITOR_GRPC_PORT", 50054),
             webhooks_port=_port("STACK_WEBHOOKS_PORT", "WEBHOOKS_GRPC_PORT", 50055),
+            signer_health_port=_port("STACK_SIGNER_HEALTH_PORT", "SIGNER_HEALTH_PORT", 50056),
+            tls=env_bool("STACK_TLS", True),
             gateway_metrics_port=_port("STACK_GATEWAY_METRICS_PORT", "GATEWAY_METRICS_PORT", 9101),
             processor_metrics_port=_port(
                 "STACK_PROCESSOR_METRICS_PORT", "PROCESSOR_METRICS_PORT", 9102
@@ -132,6 +141,11 @@ class StackConfig:
     @property
     def logs_dir(self) -> Path:
         return self.var_dir / "logs"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The local CA and the services' certificates (`withdrawal_shared.tls`)."""
+        return self.var_dir / "tls"
 
     @property
     def sqlite_path(self) -> Path:
@@ -167,6 +181,7 @@ class StackConfig:
             ("processor gRPC", "STACK_PROCESSOR_PORT", self.processor_port),
             ("monitor gRPC", "STACK_MONITOR_PORT", self.monitor_port),
             ("webhooks gRPC", "STACK_WEBHOOKS_PORT", self.webhooks_port),
+            ("signer health", "STACK_SIGNER_HEALTH_PORT", self.signer_health_port),
             ("gateway metrics", "STACK_GATEWAY_METRICS_PORT", self.gateway_metrics_port),
             ("processor metrics", "STACK_PROCESSOR_METRICS_PORT", self.processor_metrics_port),
             ("signer metrics", "STACK_SIGNER_METRICS_PORT", self.signer_metrics_port),

@@ -100,6 +100,8 @@ class HarnessConfig:
     startup_timeout: float = 120.0
     native_funding_ether: int = 10_000
     """POL each hot wallet holds after start-up (set directly with anvil_setBalance)."""
+    tls: bool = True
+    """The processor calls the signer over mutual TLS (`StackConfig.tls`), as in `make up`."""
     replicas: Mapping[str, int] = field(default_factory=dict)
     """Processes per service (1 when not named): `gateway`, `processor` and `monitor` may run
     several (`REPLICABLE`). The extra ones are children `<name>-2`, `<name>-3`, … with ports of
@@ -239,6 +241,8 @@ class HarnessStack:
             processor_port=free_port(),
             monitor_port=free_port(),
             webhooks_port=free_port(),
+            signer_health_port=free_port(),
+            tls=cfg.tls,
             gateway_metrics_port=free_port(),
             processor_metrics_port=free_port(),
             signer_metrics_port=free_port(),
@@ -449,7 +453,7 @@ class HarnessStack:
         if not self.child(name).running:
             return False
         service = {s.name: s for s in self._services()}[name]
-        return health_status(service.target, timeout=2.0) == "SERVING"
+        return health_status(service.probe_target, timeout=2.0) == "SERVING"
 
     def running(self, name: str) -> bool:
         return self.child(name).running

@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
+from withdrawal_shared.tls import TlsFiles, secure_or_insecure_channel
 
 
 class NotServingError(RuntimeError):
@@ -84,9 +85,12 @@ def wait_http_ok(
         time.sleep(interval)
 
 
-def list_wallets(target: str, timeout: float = 10.0) -> list[tuple[str, str]]:
-    """(address, backend) of every hot wallet the signer holds keys for."""
-    with grpc.insecure_channel(target) as channel:
+def list_wallets(
+    target: str, timeout: float = 10.0, tls: TlsFiles | None = None
+) -> list[tuple[str, str]]:
+    """(address, backend) of every hot wallet the signer holds keys for (over mutual TLS with
+    `tls`, the bootstrap's certificate, when the signer requires it)."""
+    with secure_or_insecure_channel(target, tls) as channel:
         stub = signer_pb2_grpc.SignerServiceStub(channel)
         response = stub.ListWallets(signer_pb2.ListWalletsRequest(), timeout=timeout)
     return [(wallet.address, wallet.backend) for wallet in response.wallets]

@@ -36,6 +36,7 @@ from devstack.redis_server import RedisHandle, resolve_redis
 from devstack.supervisor import Child, ChildSpec, Supervisor
 from withdrawal_shared.chain.types import POLYGON_CHAIN_ID
 from withdrawal_shared.settings import REPO_ROOT, SettingsError
+from withdrawal_shared.tls import TlsFiles, issue_local_pki
 
 ANVIL_BLOCK_TIME = 2
 ANVIL_GAS_LIMIT = 60_000_000
@@ -59,16 +60,28 @@ class Service:
     name: str
     module: str
     port: int
+    health_port: int | None = None
+    """A plaintext port serving only gRPC health, where `port` wants a client certificate."""
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def probe_target(self) -> str:
+        """Where its gRPC health answers without a certificate."""
+        return f"127.0.0.1:{self.health_port or self.port}"
 
     def exists(self) -> bool:
         try:
             return importlib.util.find_spec(f"{self.module}.__main__") is not None
         except ImportError:
             return False
+
+
+TLS_IDENTITIES = ("signer", "processor", "bootstrap")
+"""The certificates `make up` issues: the signer's, its caller's, and the bootstrap's (which
+lists the signer's wallets to fund them)."""
 
 
 def redact_url(url: str) -> str:
@@ -180,7 +193,16 @@ class Stack:
         """A service's own DATABASE_URL (its own database user), where it has one."""
         self.previous_api_key: str | None = None
         self.previous_admin_credentials: tuple[str | None, str | None] = (None, None)
-        self.signer = Service("signer", "svc_signer", config.signer_port)
+        # With TLS the signer's gRPC port wants a client certificate: probes use its health port.
+        self.signer = Service(
+            "signer",
+            "svc_signer",
+            config.signer_port,
+            health_port=config.signer_health_port if config.tls else None,
+        )
+        self.tls = (
+            issue_local_pki(config.tls_dir, TLS_IDENTITIES) if config.tls else dict[str, TlsFiles]()
+        )
         self.gateway = Service("gateway", "svc_gateway", config.grpc_port)
         self.processor = Service("processor", "svc_processor", config.processor_port)
         self.monitor = Service("monitor", "svc_monitor", config.monitor_port)
@@ -443,6 +465,7 @@ class Stack:
                 "CHAIN": CHAIN,
                 "CHAIN_RPC_URL": self.anvil.rpc_url,
                 "SIGNER_TARGET": self.signer.target,
+                "SIGNER_HEALTH_PORT": str(self.config.signer_health_port),
                 "GATEWAY_HTTP_PORT": str(config.http_port),
                 "GATEWAY_GRPC_PORT": str(config.grpc_port),
                 "SIGNER_GRPC_PORT": str(config.signer_port),
@@ -460,6 +483,9 @@ class Stack:
         env.pop("OTEL_SERVICE_NAME", None)
         # Development: partners' endpoints may be http on loopback (a local receiver).
         env.setdefault("WEBHOOKS_ALLOW_HTTP_LOOPBACK", "true")
+        if self.tls:  # each service reads its own prefix's files
+            env.update(self.tls["signer"].env("SIGNER"))
+            env.update(self.tls["processor"].env("PROCESSOR"))
         for variable, value in background_nice_env(config.batch_nice).items():
             env.setdefault(variable, value)
         for name, port in config.metrics_ports().items():
@@ -494,7 +520,7 @@ class Stack:
     def _wait_serving(self, service: Service, child: Child) -> None:
         try:
             wait_serving(
-                service.target,
+                service.probe_target,
                 timeout=self.config.startup_timeout,
                 alive=lambda: child.running and not self.stop.is_set(),
                 what=service.name,
@@ -540,7 +566,7 @@ class Stack:
         import grpc
 
         try:
-            wallets = list_wallets(self.signer.target)
+            wallets = list_wallets(self.signer.target, tls=self.tls.get("bootstrap"))
         except grpc.RpcError as exc:
             raise StackError(
                 f"signer ListWallets failed: {exc}; see {self.config.logs_dir / 'signer.log'}"

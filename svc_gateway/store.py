@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, TypeAlias
 
-from sqlalchemy import Engine, PoolProxiedConnection, and_, insert, or_, select
+from sqlalchemy import Connection, Engine, PoolProxiedConnection, and_, insert, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,7 +34,7 @@ from svc_gateway.limits import (
 from svc_gateway.validation import NewWithdrawal
 from withdrawal_shared.db import api_keys
 from withdrawal_shared.db.engine import make_sessionmaker
-from withdrawal_shared.db.limit_policy import LimitPolicyCache, assigned_tiers
+from withdrawal_shared.db.limit_policy import LimitPolicy, LimitPolicyCache, assigned_tiers
 from withdrawal_shared.db.models import Withdrawal, WithdrawalAudit
 from withdrawal_shared.db.reference import ReferenceCache
 from withdrawal_shared.db.transitions import (
@@ -357,15 +357,25 @@ class WithdrawalStore:
         with self.engine.begin() as connection:
             return prune_usage(connection, utcnow())
 
-    def _plans(self, items: Sequence[tuple[str, NewWithdrawal]], now: dt.datetime) -> list[_Plan]:
+    def _plans(
+        self,
+        items: Sequence[tuple[str, NewWithdrawal]],
+        now: dt.datetime,
+        policy: LimitPolicy | None = None,
+        connection: Connection | None = None,
+    ) -> list[_Plan]:
         """Each request's priority and limits: its user's tier (one SELECT for the batch's
-        users, when any request names one) and the cached policy."""
-        policy = self.limits.get()
+        users, when any request names one, on `connection` if given) and `policy` (default:
+        the cached one)."""
+        if policy is None:
+            policy = self.limits.get()
         users = {(partner_id, new.user_ref) for partner_id, new in items if new.user_ref}
         assigned: dict[tuple[str, str], str] = {}
-        if users:
-            with self.engine.connect() as connection:
-                assigned = assigned_tiers(connection, users)
+        if users and connection is not None:
+            assigned = assigned_tiers(connection, users)
+        elif users:
+            with self.engine.connect() as own:
+                assigned = assigned_tiers(own, users)
         bucket = bucket_of(now)
         plans: list[_Plan] = []
         for partner_id, new in items:
@@ -383,10 +393,16 @@ class WithdrawalStore:
         return plans
 
     def plan_items(
-        self, items: Sequence[tuple[str, NewWithdrawal]], now: dt.datetime
+        self,
+        items: Sequence[tuple[str, NewWithdrawal]],
+        now: dt.datetime,
+        policy: LimitPolicy,
+        connection: Connection | None = None,
     ) -> list[_Plan]:
-        """Each request's priority and limits, as a create would plan it (a batch's rows)."""
-        return self._plans(items, now)
+        """Each request's priority and limits under `policy`, as a create would plan it (a
+        batch's rows; the tiers read on `connection` when given: on SQLite, the batch's own
+        transaction, as any other would wait for it)."""
+        return self._plans(items, now, policy, connection)
 
     def create(self, partner_id: str, new: NewWithdrawal) -> tuple[Withdrawal, Moved | None]:
         """Insert the withdrawal (RECEIVED, audited); on a repeated request_id return the

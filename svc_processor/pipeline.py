@@ -41,6 +41,7 @@ from svc_processor.payouts import ACTOR, Draft, Kind, Payouts
 from svc_processor.replacer import Replacer
 from svc_processor.screening import Screening
 from svc_processor.signer_client import SignerClient
+from svc_processor.vault_funds import VaultFundsRecorder
 from withdrawal_shared.chain.erc20 import encode_transfer
 from withdrawal_shared.chain.fees import FeeCapExceeded, FeePolicy, Fees
 from withdrawal_shared.chain.payout import Payment, encode_payout
@@ -116,6 +117,7 @@ class Pipeline:
         self.payouts = Payouts(sessions, w3, signer, chain)
         self.replacer = Replacer(sessions, w3, signer, self.payouts, chain)
         self.reference = ReferenceCache(sessions)
+        self.vault_funds = VaultFundsRecorder(sessions, chain)
         # Monotonic time before which ON_HOLD rows are not looked at again by the batcher
         # (waiting on funds, a cap or fees: a little later, not every poll).
         self._recheck_holds_after = 0.0
@@ -637,11 +639,10 @@ class Pipeline:
         if not rows:
             return moved
         # Plan within the vault's balance and its outflow cap: an item over either would fail.
-        fits, short, capped = _within(
-            rows[: self.batch.max_items],
-            self.reads.token_balance(token.contract_address, vault.address) - committed,
-            self.reads.remaining_outflow(vault.address, token.contract_address),
-        )
+        available = self.reads.token_balance(token.contract_address, vault.address) - committed
+        allowance = self.reads.remaining_outflow(vault.address, token.contract_address)
+        self.vault_funds.record(token_id, available, allowance)
+        fits, short, capped = _within(rows[: self.batch.max_items], available, allowance)
         moved += self._hold(short, HoldReason.INSUFFICIENT_VAULT_FUNDS)
         moved += self._hold(capped, HoldReason.OUTFLOW_CAP_REACHED)
         # A payout pays consecutive numbers. New withdrawals get them now; one retried under

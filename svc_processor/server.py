@@ -123,7 +123,9 @@ class ProcessorServer:
             settings.redis_url, socket_connect_timeout=1.0, socket_timeout=5.0
         )
         self._names = queue.QueueNames(settings.redis_prefix)
-        self._signer = SignerClient(settings.signer_target, settings.signer_timeout_seconds)
+        self._signer = SignerClient(
+            settings.signer_target, settings.signer_timeout_seconds, settings.signer_tls
+        )
         # Every CHAIN_RPC_URL provider, with failover; broadcasts go to all healthy ones.
         self.rpc_pool = RpcPool(settings.chain_rpc_urls, request_timeout=10.0)
         w3 = Web3(PoolProvider(self.rpc_pool))

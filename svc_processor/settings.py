@@ -12,12 +12,17 @@ from withdrawal_shared.settings import (
     env_int,
     env_str,
 )
+from withdrawal_shared.tls import TlsFiles
 
 
 @dataclass(frozen=True)
 class ProcessorSettings(ChainSettings):
     signer_target: str = "127.0.0.1:50052"
     """SIGNER_TARGET: host:port of svc_signer."""
+    signer_tls: TlsFiles | None = None
+    """PROCESSOR_TLS_CA, PROCESSOR_TLS_CERT, PROCESSOR_TLS_KEY: with all three set the
+    processor calls the signer over mutual TLS, presenting this certificate (the signer
+    answers only the identities it allows); none: plaintext (`withdrawal_shared.tls`)."""
     grpc_host: str = "127.0.0.1"
     """PROCESSOR_GRPC_HOST: where the health endpoint listens."""
     grpc_port: int = 50053
@@ -96,6 +101,7 @@ class ProcessorSettings(ChainSettings):
         return cls(
             **ChainSettings.chain_env(),
             signer_target=env_str("SIGNER_TARGET", d.signer_target),
+            signer_tls=TlsFiles.from_env("PROCESSOR"),
             grpc_host=env_str("PROCESSOR_GRPC_HOST", d.grpc_host),
             grpc_port=env_int("PROCESSOR_GRPC_PORT", d.grpc_port, minimum=0),
             consumer_group=env_str("PROCESSOR_CONSUMER_GROUP", d.consumer_group),

@@ -13,6 +13,7 @@ from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
 from svc_processor.errors import SignerRefused, TransientError
 from withdrawal_shared import tracing
 from withdrawal_shared.logs import new_trace_id, trace_id_var
+from withdrawal_shared.tls import TlsFiles, secure_or_insecure_channel
 
 _REFUSALS = {
     grpc.StatusCode.FAILED_PRECONDITION,
@@ -28,8 +29,8 @@ class Signed:
 
 
 class SignerClient:
-    def __init__(self, target: str, timeout: float) -> None:
-        self._channel = grpc.insecure_channel(target)
+    def __init__(self, target: str, timeout: float, tls: TlsFiles | None = None) -> None:
+        self._channel = secure_or_insecure_channel(target, tls)
         self._stub = signer_pb2_grpc.SignerServiceStub(self._channel)
         self._timeout = timeout
 

@@ -114,6 +114,7 @@ class Reason(enum.StrEnum):
     PAUSED = HoldReason.PAUSED.value  # the refusal is named as the hold it causes
     RECIPIENT_BLOCKED = screening.RECIPIENT_BLOCKED
     KEY_BACKEND_UNAVAILABLE = "KEY_BACKEND_UNAVAILABLE"
+    CALLER_NOT_ALLOWED = "CALLER_NOT_ALLOWED"
 
 
 class Purpose(enum.StrEnum):

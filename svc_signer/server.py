@@ -19,7 +19,7 @@ from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
 from svc_signer.core import SignerCore
 from svc_signer.keys import KeyBackend, KeyRing, backends_from_env
 from svc_signer.ledger import Ledger
-from svc_signer.servicer import SignerServicer
+from svc_signer.servicer import Callers, SignerServicer
 from svc_signer.settings import SignerSettings
 from withdrawal_shared.db.engine import make_engine
 from withdrawal_shared.grpc_metrics import MeteredRegistrar
@@ -52,6 +52,9 @@ class SignerServer:
         self.ledger = Ledger(self._engine)
         self._health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
+        self._probes: grpc.aio.Server | None = None
+        self.health_port = 0
+        """With TLS on, the plaintext port of the health service alone (else 0)."""
         self.core: SignerCore | None = None
 
     @property
@@ -79,23 +82,49 @@ class SignerServer:
             chain_id=self.settings.chain_id,
             chain=self.settings.chain,
         )
+        tls = self.settings.tls
+        callers = Callers(
+            None
+            if tls is None
+            else {
+                "SignTransaction": self.settings.sign_clients,
+                "ListWallets": self.settings.list_clients,
+            }
+        )
         server = grpc.aio.server()
         registrar: Any = MeteredRegistrar(server)  # every call counted and timed
-        signer_pb2_grpc.add_SignerServiceServicer_to_server(SignerServicer(self.core), registrar)
+        signer_pb2_grpc.add_SignerServiceServicer_to_server(
+            SignerServicer(self.core, callers), registrar
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, registrar)
         reflection.enable_server_reflection(SERVICE_NAMES, server)
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
-        self.grpc_port = server.add_insecure_port(address)
+        if tls is None:
+            self.grpc_port = server.add_insecure_port(address)
+        else:
+            self.grpc_port = server.add_secure_port(address, tls.server_credentials())
         if self.grpc_port == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
         await server.start()
         self._grpc = server
+        if tls is not None:
+            # Probes carry no certificate: the health service alone, in plaintext.
+            probes = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, probes)
+            health_address = f"{self.settings.grpc_host}:{self.settings.health_port}"
+            self.health_port = probes.add_insecure_port(health_address)
+            if self.health_port == 0:
+                raise OSError(f"cannot listen for gRPC health on {health_address}")
+            await probes.start()
+            self._probes = probes
         for name in (SERVICE.full_name, ""):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "signer serving",
             extra={
                 "grpc_port": self.grpc_port,
+                "tls": tls is not None,
+                "health_port": self.health_port,
                 "wallets": list(self._keys.addresses),
                 "key_backend": self._keys.first.backend_name,
                 "chain_id": self.settings.chain_id,
@@ -108,6 +137,8 @@ class SignerServer:
         await self._health.enter_graceful_shutdown()
         if self._grpc is not None:
             await self._grpc.stop(self.settings.shutdown_grace_seconds)
+        if self._probes is not None:
+            await self._probes.stop(None)
         self._executor.shutdown(wait=True, cancel_futures=True)
         if self._owns_backend and self._keys is not None:
             self._keys.close()

@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, TypeAlias
 
 from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
-from svc_signer.core import SignerCore
+from svc_signer.core import Reason, SignerCore, refusal
 from withdrawal_shared import tracing
+from withdrawal_shared.errors import Code
 from withdrawal_shared.grpc_errors import abort
 from withdrawal_shared.logs import trace_id_from_traceparent, trace_id_var
+from withdrawal_shared.tls import peer_identity
 
 if TYPE_CHECKING:
     import grpc
@@ -33,15 +35,41 @@ def bind_trace_id(context: Context) -> str:
     return trace_id
 
 
+class Callers:
+    """Which client certificate names may call which method (`SignerSettings.sign_clients`,
+    `list_clients`); None: no TLS, so no identity to check (the caller is the network's
+    business, e.g. Istio's AuthorizationPolicy)."""
+
+    def __init__(self, allowed: dict[str, tuple[str, ...]] | None) -> None:
+        self._allowed = allowed
+
+    def check(self, method: str, context: Context) -> None:
+        if self._allowed is None:
+            return
+        caller = peer_identity(context)
+        allowed = self._allowed.get(method, ())
+        if caller not in allowed:
+            raise refusal(
+                Code.PERMISSION_DENIED,
+                Reason.CALLER_NOT_ALLOWED,
+                f"{method} is not allowed for the certificate {caller or '(none)'}: only "
+                f"{', '.join(allowed) or 'nobody'} may call it (SIGNER_SIGN_CLIENTS, "
+                "SIGNER_LIST_WALLETS_CLIENTS)",
+                caller=caller or "",
+            )
+
+
 class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
-    def __init__(self, core: SignerCore) -> None:
+    def __init__(self, core: SignerCore, callers: Callers | None = None) -> None:
         self._core = core
+        self._callers = callers or Callers(None)
 
     async def SignTransaction(
         self, request: signer_pb2.SignTransactionRequest, context: Context
     ) -> signer_pb2.SignTransactionResponse:
         bind_trace_id(context)
         try:
+            self._callers.check("SignTransaction", context)
             raw, tx_hash = await self._core.sign(request)
         except Exception as exc:
             await abort(context, exc)
@@ -53,6 +81,7 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
     ) -> signer_pb2.ListWalletsResponse:
         bind_trace_id(context)
         try:
+            self._callers.check("ListWallets", context)
             return self._core.list_wallets()
         except Exception as exc:
             await abort(context, exc)

@@ -31,8 +31,17 @@ from withdrawal_shared.settings import (
     env_int,
     env_str,
 )
+from withdrawal_shared.tls import TlsFiles
 
 KEY_BACKENDS = ("keystore", "pkcs11")
+
+
+def _names(variable: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env_str(variable, "")
+    names = tuple(name.strip() for name in raw.split(",") if name.strip())
+    return names or default
+
+
 # Secrets the key backend reads from the environment itself; never copied into settings.
 _SECRET_ENV = (_keystore.PASSWORD_ENV, _pkcs11.ENV_PIN)
 
@@ -76,6 +85,20 @@ class SignerSettings:
     the same token; empty = just SIGNER_PKCS11_KEY_LABEL."""
     pkcs11_pin_file: str = ""
     """SIGNER_PKCS11_PIN_FILE: a file holding the user PIN, used when SIGNER_PKCS11_PIN is unset."""
+    tls: TlsFiles | None = None
+    """SIGNER_TLS_CA, SIGNER_TLS_CERT, SIGNER_TLS_KEY: PEM files; all three set serve gRPC over
+    mutual TLS only (a client certificate from that CA required), none serves plaintext
+    (`withdrawal_shared.tls`). `make up` and the harness set them; Kubernetes leaves them unset
+    (Istio's mTLS carries the identity there)."""
+    sign_clients: tuple[str, ...] = ("processor",)
+    """SIGNER_SIGN_CLIENTS: comma-separated certificate names allowed to call SignTransaction
+    (with TLS on; others get PERMISSION_DENIED `CALLER_NOT_ALLOWED`)."""
+    list_clients: tuple[str, ...] = ("processor", "bootstrap")
+    """SIGNER_LIST_WALLETS_CLIENTS: comma-separated certificate names allowed to call
+    ListWallets (the processor, and the stack's bootstrap that funds the wallets)."""
+    health_port: int = 0
+    """SIGNER_HEALTH_PORT: with TLS on, the gRPC health service alone on this plaintext port
+    (for probes without a certificate, such as kubelet's); 0 picks a free one."""
 
     @classmethod
     def from_env(cls) -> SignerSettings:
@@ -111,6 +134,10 @@ class SignerSettings:
             or d.pkcs11_key_label,
             pkcs11_key_labels=key_labels,
             pkcs11_pin_file=env_str(_pkcs11.ENV_PIN_FILE, d.pkcs11_pin_file),
+            tls=TlsFiles.from_env("SIGNER"),
+            sign_clients=_names("SIGNER_SIGN_CLIENTS", d.sign_clients),
+            list_clients=_names("SIGNER_LIST_WALLETS_CLIENTS", d.list_clients),
+            health_port=env_int("SIGNER_HEALTH_PORT", d.health_port, minimum=0),
         )
 
     def key_environ(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:

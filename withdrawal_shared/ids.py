@@ -10,12 +10,29 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _RANDOM_BITS = 80
 
 
-def _encode(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+_PAIRS = [first + second for first in _ALPHABET for second in _ALPHABET]
+"""Every 10-bit value as its two digits."""
+
+
+def _encode(value: int) -> str:
+    """A 130-bit value as 26 digits, most significant first: thirteen table look-ups of 10
+    bits each (ids are made once per row of a 100,000-row batch; a loop per digit cost 3 us)."""
+    p = _PAIRS
+    return (
+        p[value >> 120 & 1023]
+        + p[value >> 110 & 1023]
+        + p[value >> 100 & 1023]
+        + p[value >> 90 & 1023]
+        + p[value >> 80 & 1023]
+        + p[value >> 70 & 1023]
+        + p[value >> 60 & 1023]
+        + p[value >> 50 & 1023]
+        + p[value >> 40 & 1023]
+        + p[value >> 30 & 1023]
+        + p[value >> 20 & 1023]
+        + p[value >> 10 & 1023]
+        + p[value & 1023]
+    )
 
 
 class UlidGenerator:
@@ -37,7 +54,7 @@ class UlidGenerator:
                 self._last_random = int.from_bytes(os.urandom(10), "big") >> 1
             self._last_ms = now
             random_part = self._last_random & ((1 << _RANDOM_BITS) - 1)
-            return _encode(now, 10) + _encode(random_part, 16)
+            return _encode(now << _RANDOM_BITS | random_part)
 
 
 new_ulid = UlidGenerator()

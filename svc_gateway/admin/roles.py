@@ -33,6 +33,8 @@ METHOD_ROLES: dict[str, Role] = {
     "ListPendingApprovals": Role.VIEWER,
     "ApproveWithdrawal": Role.APPROVER,
     "RejectWithdrawal": Role.APPROVER,
+    "ApproveBatch": Role.APPROVER,
+    "RejectBatch": Role.APPROVER,
     "ListBlockedAddresses": Role.VIEWER,
     "BlockAddress": Role.OPERATOR,
     "UnblockAddress": Role.OPERATOR,

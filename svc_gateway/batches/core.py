@@ -16,6 +16,8 @@ import redis.asyncio as aioredis
 
 from assetwithdrawal.withdrawal.v1 import batch_pb2
 from svc_gateway.auth import Caller
+from svc_gateway.batches.funding import batch_funding
+from svc_gateway.batches.problem_log import FIRST_KEPT
 from svc_gateway.batches.report import BATCH_PREFIX, batch_to_proto, report_rows
 from svc_gateway.batches.rows import Problem
 from svc_gateway.batches.spool import Spool
@@ -40,7 +42,7 @@ T = TypeVar("T")
 
 REPORT_PAGE_SIZE = 1000
 REPORT_MAX_PAGE_SIZE = 10_000
-PROBLEMS_IN_ERROR = 20
+PROBLEMS_IN_ERROR = FIRST_KEPT
 """Problems a REJECT_ALL refusal lists in its BadRequest; the report has every one."""
 POLICIES = {
     batch_pb2.BATCH_POLICY_UNSPECIFIED: "REJECT_ALL",
@@ -111,10 +113,14 @@ class BatchCore:
     async def _db(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def _proto(self, batch: Batch) -> batch_pb2.Batch:
+    async def _proto(self, batch: Batch, *, funding: bool = False) -> batch_pb2.Batch:
+        """The batch; with `funding` (CreateBatch's answer), whether the vault covers it."""
         states, totals = await self._db(self.storage.summary, batch.id)
         reference = await self._db(self.withdrawals.reference.get)
-        return batch_to_proto(batch, states, totals, reference)
+        funded = []
+        if funding:
+            funded = await self._db(batch_funding, self.withdrawals.engine, batch.id, totals)
+        return batch_to_proto(batch, states, totals, reference, funded)
 
     # ------------------------------------------------------------------ CreateBatch
 
@@ -167,7 +173,6 @@ class BatchCore:
                     metadata={"batch": BATCH_PREFIX + same.id},
                 )
         reference = await self._db(self.withdrawals.reference.get)
-        checked = await self._db(self.storage.check, caller.partner_id, spool.reopen(), reference)
         outcome = await self._db(
             lambda: self.storage.create(
                 caller.partner_id,
@@ -177,7 +182,6 @@ class BatchCore:
                 size=spool.size,
                 created_by=caller.key_prefix,
                 spool=spool.reopen(),
-                checked=checked,
                 reference=reference,
             )
         )
@@ -196,9 +200,9 @@ class BatchCore:
             },
         )
         if batch.state == REJECTED:
-            raise rows_invalid(batch, outcome.problems, len(outcome.problems))
+            raise rows_invalid(batch, outcome.problems, outcome.problem_count)
         await queue.enqueue_batch_chunks(self.redis, self.names, batch.id, outcome.ranges)
-        return await self._proto(batch)
+        return await self._proto(batch, funding=True)
 
     async def _repeat(
         self, batch: Batch, request_id: str, sha256: str, policy: str
@@ -216,7 +220,7 @@ class BatchCore:
                 for p in problems
             ]
             raise rows_invalid(batch, shown, batch.problem_row_count)
-        return await self._proto(batch)
+        return await self._proto(batch, funding=True)
 
     # ------------------------------------------------------------------ reads
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from google.protobuf import timestamp_pb2
 
 from assetwithdrawal.withdrawal.v1 import batch_pb2, withdrawal_pb2
+from svc_gateway.batches.funding import Funding
 from withdrawal_shared.amounts import format_amount
 from withdrawal_shared.db.models import Batch, BatchProblem, Withdrawal
 from withdrawal_shared.db.reference import ReferenceData
@@ -46,6 +47,7 @@ def batch_to_proto(
     states: dict[str, int],
     totals: dict[int, tuple[int, int]],
     reference: ReferenceData,
+    funded: Sequence[Funding] = (),
 ) -> batch_pb2.Batch:
     message = batch_pb2.Batch(
         name=BATCH_PREFIX + batch.id,
@@ -66,6 +68,16 @@ def batch_to_proto(
         token = reference.tokens_by_id[token_id]
         message.token_totals.add(
             token=token.symbol, amount=format_amount(amount, token.decimals), count=count
+        )
+    for funding in funded:
+        token = reference.tokens_by_id[funding.token_id]
+        message.funding.add(
+            token=token.symbol,
+            amount=format_amount(funding.amount, token.decimals),
+            payable=format_amount(funding.payable, token.decimals),
+            shortfall=format_amount(funding.shortfall, token.decimals),
+            reason=funding.reason,
+            observe_time=_timestamp(funding.observe_time),
         )
     return message
 

@@ -1,50 +1,67 @@
 """A batch's database work (synchronous; the core runs it on its thread pool).
 
-Creating a batch reads the spooled file twice. The first pass checks every row (the single
-create's rules, client references against the file and the stored withdrawals) and keeps
-only the bad rows' problems. The second pass, in ONE transaction, inserts the batch row
-first (so a concurrent upload with the same key collides at once), then the good rows'
-withdrawals and their audit rows with multi-row INSERTs of `CHUNK_ROWS` rows, deciding the
-limits per chunk under the scopes' locks (`svc_gateway.limits`, as a group commit does),
-then the problems. Under REJECT_ALL a bad row (or a limit refusal) rolls it all back and only
-a REJECTED batch with its problems is stored. A row's withdrawal has the request_id
+Creating a batch is one pass over the spooled file, in ONE transaction. The batch row goes
+first (a concurrent upload with the same key collides at once). Then, `INSERT_ROWS` rows at
+a time (`svc_gateway.batches.chunks`), the rows are checked (the single create's rules),
+their client references checked within the chunk and against the stored withdrawals through
+the unique index, which holds the batch's own earlier rows too (on MariaDB/MySQL the INSERT
+itself asks it, and only a refused chunk is looked up): no per-row state is kept in memory.
+The limits are decided under the scopes' locks (`svc_gateway.limits`, as a group commit
+does), and the rows that pass inserted with one multi-row INSERT of withdrawals and one of
+audit rows. Problems go to a `ProblemLog` (disk past 1 MiB) and are inserted at the end. On
+MariaDB/MySQL the file is read, checked and rendered to SQL in a second thread
+(`Prefetched`), two chunks ahead of the INSERTs, so the server's work and ours overlap.
+Under REJECT_ALL a problem (a bad row or a limit refusal) rolls it all back and only a
+REJECTED batch with its problems is stored. A row's withdrawal has the request_id
 `batches/{batch}/{line}`: re-driven, it can never make a second one.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import datetime as dt
 import hashlib
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
-from sqlalchemy import func, insert, select, update
+from pymysql.constants.SERVER_STATUS import (  # type: ignore[import-untyped]
+    SERVER_STATUS_NO_BACKSLASH_ESCAPES,
+)
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from svc_gateway.batches.chunks import Chunk, ChunkWriter, TaskRanges, planned
 from svc_gateway.batches.csv_file import read_rows
-from svc_gateway.batches.rows import LIMIT_EXCEEDED, Problem, check_row
+from svc_gateway.batches.prefetch import Prefetched
+from svc_gateway.batches.problem_log import ProblemLog
+from svc_gateway.batches.rows import Problem, check_row
+from svc_gateway.batches.sql_rows import (
+    ColumnValues,
+    SqlValues,
+)
 from svc_gateway.errors import CONCURRENT_MODIFICATION
 from svc_gateway.limits import (
-    Scope,
-    Usage,
-    add_usage,
-    decide,
-    limit_exceeded,
-    lock_scopes,
-    read_usage,
-    window_start,
+    _amount_sum,
+    _exact,
 )
-from svc_gateway.store import WithdrawalStore, new_row
+from svc_gateway.store import WithdrawalStore, _Plan
 from svc_gateway.validation import NewWithdrawal
-from withdrawal_shared.db.models import Batch, BatchProblem, Withdrawal, WithdrawalAudit
+from withdrawal_shared.db.models import Batch, BatchProblem, Withdrawal
 from withdrawal_shared.db.reference import ReferenceData
 from withdrawal_shared.db.transitions import utcnow
 from withdrawal_shared.ids import new_ulid
 
-CHUNK_ROWS = 500
-"""Rows per INSERT, and per queue task."""
+INSERT_ROWS = 2000
+"""Rows of the file per chunk: checked together, one multi-row INSERT of their withdrawals
+and one of their audit rows."""
+YIELD_ROWS = 50
+"""Rows the reading thread checks between offers of the GIL to the writer (otherwise the
+writer waits up to the interpreter's 5 ms switch interval after each reply)."""
+TASK_ROWS = 500
+"""Stored rows per queue task (the processor's unit of work)."""
 ACCEPTED = "ACCEPTED"
 REJECTED = "REJECTED"
 
@@ -56,16 +73,10 @@ def batch_fingerprint(content_sha256: str, policy: str) -> str:
 @dataclass
 class Outcome:
     batch: Batch
-    ranges: list[tuple[int, int]] = field(default_factory=list)  # lines stored together
+    ranges: list[tuple[int, int]] = field(default_factory=list)  # lines of each queue task
     created: bool = False  # False: a repeat of an earlier upload
-    problems: list[Problem] = field(default_factory=list)
-
-
-@dataclass
-class _Pass:
-    rows: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    bad_lines: set[int] = field(default_factory=set)
+    problems: list[Problem] = field(default_factory=list)  # the first few, by line
+    problem_count: int = 0
 
 
 class BatchStorage:
@@ -74,6 +85,7 @@ class BatchStorage:
         self.engine = withdrawals.engine
         self.sessions = withdrawals.sessions
         self.max_rows = max_rows
+        self._dbapi: Any = self.engine.dialect.loaded_dbapi
 
     # ------------------------------------------------------------------ reads
 
@@ -109,23 +121,28 @@ class BatchStorage:
             return session.scalars(query.order_by(Batch.id.desc()).limit(limit)).all()
 
     def summary(self, batch_id: str) -> tuple[dict[str, int], dict[int, tuple[int, int]]]:
-        """(withdrawals per state, (amount, count) per token id) of the batch's rows."""
+        """(withdrawals per state, (amount, count) per token id) of the batch's rows: one scan,
+        summed in SQL as exact integers (DECIMAL on MariaDB, integers on SQLite; never
+        floats)."""
+        dialect = self.engine.dialect.name
         with self.engine.connect() as connection:
-            states = connection.execute(
-                select(Withdrawal.state, func.count())
-                .where(Withdrawal.batch_id == batch_id)
-                .group_by(Withdrawal.state)
-            ).all()
-            tokens = connection.execute(
-                select(Withdrawal.token_id, Withdrawal.amount).where(
-                    Withdrawal.batch_id == batch_id
+            groups = connection.execute(
+                select(
+                    Withdrawal.state,
+                    Withdrawal.token_id,
+                    _amount_sum(Withdrawal.amount, dialect),
+                    func.count(),
                 )
-            )
-            totals: dict[int, tuple[int, int]] = {}
-            for token_id, amount in tokens:  # exact integers: summed here, never as floats
-                total, count = totals.get(token_id, (0, 0))
-                totals[token_id] = (total + int(amount), count + 1)
-        return {state: count for state, count in states}, totals
+                .where(Withdrawal.batch_id == batch_id)
+                .group_by(Withdrawal.state, Withdrawal.token_id)
+            ).all()
+        states: dict[str, int] = {}
+        totals: dict[int, tuple[int, int]] = {}
+        for state, token_id, amount, count in groups:
+            states[state] = states.get(state, 0) + int(count)
+            total, rows = totals.get(token_id, (0, 0))
+            totals[token_id] = (total + _exact(amount), rows + int(count))
+        return states, totals
 
     def report_rows(
         self, batch_id: str, after_line: int, limit: int
@@ -170,57 +187,6 @@ class BatchStorage:
 
     # ------------------------------------------------------------------ create
 
-    def check(self, partner_id: str, raw: IO[bytes], reference: ReferenceData) -> _Pass:
-        """The first pass: every row's problems (nothing is written)."""
-        found = _Pass()
-        seen: dict[str, int] = {}  # client reference -> its first line in the file
-        pending: list[tuple[int, str]] = []  # (line, reference) to look up among the stored
-        for row in read_rows(raw, self.max_rows):
-            found.rows += 1
-            new, problems = check_row(row, "x" * 26, reference)
-            ref = row.values["client_reference"]
-            if ref and new is not None:
-                first = seen.setdefault(ref, row.line)
-                if first != row.line:
-                    problems.append(
-                        Problem(
-                            row.line,
-                            "client_reference",
-                            "CLIENT_REFERENCE_REUSED",
-                            f"repeats the client reference of line {first}",
-                            ref,
-                        )
-                    )
-                else:
-                    pending.append((row.line, ref))
-            if problems:
-                found.problems += problems
-                found.bad_lines.add(row.line)
-            if len(pending) >= CHUNK_ROWS:
-                self._stored_references(partner_id, pending, found)
-                pending = []
-        self._stored_references(partner_id, pending, found)
-        found.problems.sort(key=lambda p: p.line)
-        return found
-
-    def _stored_references(
-        self, partner_id: str, pending: Sequence[tuple[int, str]], found: _Pass
-    ) -> None:
-        holders = self.withdrawals.existing_references([(partner_id, ref) for _, ref in pending])
-        for line, ref in pending:
-            holder = holders.get((partner_id, ref))
-            if holder is not None:
-                found.problems.append(
-                    Problem(
-                        line,
-                        "client_reference",
-                        "CLIENT_REFERENCE_REUSED",
-                        f"is already used by withdrawals/{holder}",
-                        ref,
-                    )
-                )
-                found.bad_lines.add(line)
-
     def create(
         self,
         partner_id: str,
@@ -231,11 +197,11 @@ class BatchStorage:
         size: int,
         created_by: str,
         spool: IO[bytes],
-        checked: _Pass,
         reference: ReferenceData,
     ) -> Outcome:
-        """Store the batch (the second pass). Returns the stored batch; a concurrent upload
-        with the same key makes this a repeat (created False)."""
+        """Check and store the batch in one pass over the spooled file. Returns the stored
+        batch; a concurrent upload with the same key makes this a repeat (created False).
+        Raises the file's problem (BATCH_FILE_INVALID, BATCH_TOO_LARGE) with nothing stored."""
         now = utcnow()
         batch = Batch(
             id=new_ulid(),
@@ -245,170 +211,173 @@ class BatchStorage:
             content_sha256=content_sha256,
             policy=policy,
             state=ACCEPTED,
-            row_count=checked.rows,
+            row_count=0,
             accepted_count=0,
-            problem_row_count=len(checked.bad_lines),
+            problem_row_count=0,
             size_bytes=size,
             created_by=created_by,
             create_time=now,
             update_time=now,
         )
-        if checked.problems and policy == "REJECT_ALL":
-            return self._rejected(batch, checked.problems)
-        try:
-            outcome = self._store(batch, spool, checked, reference, now)
-        except _Refused as refused:
-            outcome = Outcome(batch, problems=refused.problems)
-        except IntegrityError:
-            existing = self.by_request(partner_id, request_id)
-            if existing is not None:
-                return Outcome(existing)
-            raise CONCURRENT_MODIFICATION.error(
-                "A client reference of the file was taken by another request meanwhile; "
-                "upload the file again with the same key."
-            ) from None
-        if outcome.problems:  # REJECT_ALL and a limit refused rows: nothing stayed stored
-            checked.problems += outcome.problems
-            checked.problems.sort(key=lambda p: p.line)
-            batch.problem_row_count = len({p.line for p in checked.problems})
-            return self._rejected(batch, checked.problems)
-        return outcome
+        with ProblemLog() as problems:
+            try:
+                ranges = self._store(batch, spool, reference, now, problems)
+            except _Refused:
+                return self._rejected(batch, problems)
+            except (IntegrityError, self._dbapi.IntegrityError):
+                existing = self.by_request(partner_id, request_id)
+                if existing is not None:
+                    return Outcome(existing)
+                raise CONCURRENT_MODIFICATION.error(
+                    "A client reference of the file was taken by another request meanwhile; "
+                    "upload the file again with the same key."
+                ) from None
+            return Outcome(
+                batch,
+                ranges,
+                created=True,
+                problems=problems.first,
+                problem_count=problems.count,
+            )
 
-    def _rejected(self, batch: Batch, problems: Sequence[Problem]) -> Outcome:
+    def _rejected(self, batch: Batch, problems: ProblemLog) -> Outcome:
+        """REJECT_ALL refused the file: the batch, REJECTED, and its problems alone."""
         batch.state = REJECTED
         batch.accepted_count = 0
+        batch.problem_row_count = problems.bad_rows
         try:
-            with self.sessions.begin() as session:
-                session.add(batch)
-                session.flush()
-                self._insert_problems(session.connection(), batch.id, problems)
+            with self.engine.begin() as conn:
+                conn.execute(insert(Batch), [_columns(batch)])
+                for chunk in problems.chunks(INSERT_ROWS):
+                    self._insert_problems(conn, batch.id, chunk)
         except IntegrityError:
             existing = self.by_request(batch.partner_id, batch.request_id)
             if existing is None:
                 raise
             return Outcome(existing)
-        return Outcome(batch, created=True, problems=list(problems))
+        return Outcome(batch, created=True, problems=problems.first, problem_count=problems.count)
 
     @staticmethod
-    def _insert_problems(connection: object, batch_id: str, problems: Sequence[Problem]) -> None:
-        for start in range(0, len(problems), CHUNK_ROWS):
-            connection.execute(  # type: ignore[attr-defined]
-                insert(BatchProblem),
-                [
-                    {
-                        "batch_id": batch_id,
-                        "line": p.line,
-                        "column_name": p.column,
-                        "reason": p.reason,
-                        "message": p.message[:512],
-                        "client_reference": p.client_reference[:128],
-                    }
-                    for p in problems[start : start + CHUNK_ROWS]
-                ],
-            )
+    def _insert_problems(conn: Connection, batch_id: str, problems: Sequence[Problem]) -> None:
+        conn.execute(
+            insert(BatchProblem),
+            [
+                {
+                    "batch_id": batch_id,
+                    "line": p.line,
+                    "column_name": p.column,
+                    "reason": p.reason,
+                    "message": p.message[:512],
+                    "client_reference": p.client_reference[:128],
+                }
+                for p in problems
+            ],
+        )
 
-    def _good_rows(
-        self, spool: IO[bytes], batch_id: str, checked: _Pass, reference: ReferenceData
-    ) -> Iterator[builtins.list[tuple[int, NewWithdrawal]]]:
-        chunk: builtins.list[tuple[int, NewWithdrawal]] = []
+    def _prepared(
+        self,
+        spool: IO[bytes],
+        batch_id: str,
+        reference: ReferenceData,
+        plan: Callable[[builtins.list[NewWithdrawal]], builtins.list[_Plan]],
+        values: ColumnValues,
+    ) -> Iterator[Chunk]:
+        """The file's rows, `INSERT_ROWS` at a time: checked (the single create's rules),
+        planned (tiers and limits) and rendered; runs ahead of the writer, in its own
+        thread on MariaDB/MySQL."""
+        chunk = Chunk()
         for row in read_rows(spool, self.max_rows):
-            if row.line in checked.bad_lines:
-                continue
-            new, _ = check_row(row, batch_id, reference)
-            if new is None:  # the reference data changed between the passes
-                checked.bad_lines.add(row.line)
-                continue
-            chunk.append((row.line, new))
-            if len(chunk) >= CHUNK_ROWS:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
+            chunk.rows += 1
+            if chunk.rows % YIELD_ROWS == 0:
+                time.sleep(0)  # let the writer thread take the GIL as its reply arrives
+            new, problems = check_row(row, batch_id, reference)
+            if new is None:
+                chunk.problems += problems
+            else:
+                chunk.good.append((row.line, new))
+            if chunk.rows >= INSERT_ROWS:
+                yield planned(chunk, plan, values)
+                chunk = Chunk()
+        if chunk.rows:
+            yield planned(chunk, plan, values)
+
+    def _values(
+        self, conn: Connection, partner_id: str, batch_id: str, now: dt.datetime
+    ) -> ColumnValues:
+        if self.engine.dialect.driver != "pymysql":
+            return ColumnValues(partner_id, batch_id, now)
+        status = conn.connection.dbapi_connection.server_status  # type: ignore[union-attr]
+        return SqlValues(
+            partner_id,
+            batch_id,
+            now,
+            no_backslash_escapes=bool(status & SERVER_STATUS_NO_BACKSLASH_ESCAPES),
+        )
 
     def _store(
         self,
         batch: Batch,
         spool: IO[bytes],
-        checked: _Pass,
         reference: ReferenceData,
         now: dt.datetime,
-    ) -> Outcome:
-        outcome = Outcome(batch, created=True)
+        problems: ProblemLog,
+    ) -> list[tuple[int, int]]:
+        """One transaction: the batch row first (a concurrent upload with the same key
+        collides at once), then each chunk's good rows, then the problems. Raises _Refused
+        (everything rolled back) when REJECT_ALL meets a problem."""
         partner_id = batch.partner_id
         rejecting = batch.policy == "REJECT_ALL"
-        refusals: list[Problem] = []
+        tasks = TaskRanges(TASK_ROWS)
+        policy = self.withdrawals.limits.get()  # before the transaction (SQLite's lock)
         with self.engine.begin() as conn:
             conn.execute(insert(Batch), [_columns(batch)])
-            locked: set[Scope] = set()
-            usage: dict[Scope, Usage] = {}
-            for chunk in self._good_rows(spool, batch.id, checked, reference):
-                items = [(partner_id, new) for _, new in chunk]
-                plans = self.withdrawals.plan_items(items, now)
-                limited = [(i, p.limits) for i, p in enumerate(plans) if p.limits is not None]
-                refused = {}
-                if limited:
-                    scopes = {s for _, lim in limited for s in lim.scopes()} - locked
-                    if scopes:
-                        lock_scopes(conn, scopes)
-                        usage.update(read_usage(conn, scopes, window_start(now)))
-                        locked |= scopes
-                    refused = decide(limited, usage)
-                    for i, lim in limited:  # the running usage, for the next chunks
-                        if i not in refused and lim.counted:
-                            for scope in lim.scopes():
-                                used = usage.setdefault(scope, Usage())
-                                used.amount += lim.amount
-                                used.count += 1
-                for i, refusal in refused.items():
-                    line, new = chunk[i]
-                    err = limit_exceeded(refusal, new.token, new.user_ref)
-                    refusals.append(Problem(line, "amount", LIMIT_EXCEEDED, err.message, ""))
-                if rejecting and refusals:
-                    continue  # everything rolls back; the rest is only decided
-                rows = [
-                    (line, new_row(i, partner_id, new, plans[i], now))
-                    for i, (line, new) in enumerate(chunk)
-                    if i not in refused
-                ]
-                if not rows:
-                    continue
-                conn.execute(
-                    insert(Withdrawal),
-                    [r.row.columns() | {"batch_id": batch.id, "batch_line": ln} for ln, r in rows],
+            values = self._values(conn, partner_id, batch.id, now)
+            writer = ChunkWriter(
+                conn, batch.id, partner_id, isinstance(values, SqlValues), now, self._dbapi
+            )
+            # One policy for the whole file. The tiers are read on a connection of the
+            # reading thread's own on MariaDB/MySQL; on SQLite (one thread) in this
+            # transaction, as any other connection would wait for its write lock.
+            tiers = None if isinstance(values, SqlValues) else conn
+
+            def plan(news: builtins.list[NewWithdrawal]) -> builtins.list[_Plan]:
+                return self.withdrawals.plan_items(
+                    [(partner_id, new) for new in news], now, policy, tiers
                 )
-                conn.execute(insert(WithdrawalAudit), [r.audit for _, r in rows])
-                add_usage(
-                    conn,
-                    [
-                        (r.limits, r.row.limit_bucket)
-                        for _, r in rows
-                        if r.limits is not None and r.row.limit_bucket is not None
-                    ],
-                )
-                outcome.ranges.append((rows[0][0], rows[-1][0]))
-                batch.accepted_count += len(rows)
-            if rejecting and refusals:
-                raise _Refused(refusals)  # rolls the transaction back
-            for p in refusals:
-                checked.bad_lines.add(p.line)
-            problems = sorted(checked.problems + refusals, key=lambda p: p.line)
-            batch.problem_row_count = len({p.line for p in problems})
-            self._insert_problems(conn, batch.id, problems)
+
+            chunks = self._prepared(spool, batch.id, reference, plan, values)
+            with contextlib.ExitStack() as stack:
+                if isinstance(values, SqlValues):
+                    chunks = iter(stack.enter_context(Prefetched(chunks, 2, "batch-rows")))
+                for chunk in chunks:
+                    batch.row_count += chunk.rows
+                    found = list(chunk.problems)
+                    stored = writer.write(chunk.rows_of_good, found)
+                    tasks.add(stored)
+                    batch.accepted_count += len(stored)
+                    problems.add_chunk(found)
+            # Under REJECT_ALL the rows after a problem were still written: the duplicates
+            # among them are found in the same way, and all of it rolls back.
+            if rejecting and problems.count:
+                batch.accepted_count = 0
+                raise _Refused  # rolls the transaction back
+            for chunk_problems in problems.chunks(INSERT_ROWS):
+                self._insert_problems(conn, batch.id, chunk_problems)
+            batch.problem_row_count = problems.bad_rows
             conn.execute(
                 update(Batch)
                 .where(Batch.id == batch.id)
                 .values(
+                    row_count=batch.row_count,
                     accepted_count=batch.accepted_count,
                     problem_row_count=batch.problem_row_count,
                 )
             )
-        return outcome
+        return tasks.ranges()
 
 
 class _Refused(Exception):
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("limits refused rows")
-        self.problems = problems
+    """REJECT_ALL met a problem: the transaction rolls back."""
 
 
 def _columns(batch: Batch) -> dict[str, object]:

@@ -9,12 +9,14 @@ import secrets
 import pytest
 from sqlalchemy import select
 
+from assetwithdrawal.withdrawal.v1 import batch_pb2, batch_pb2_grpc
 from tests.awctl.test_awctl import as_op, ok_json
-from tests.support.approvals import held_withdrawal
+from tests.support.approvals import held_withdrawal, hold
 from tests.support.gateway import OperatorAccount, RunningGateway
 from withdrawal_shared.db import tier_admin
 from withdrawal_shared.db.models import AdminChange, Withdrawal
 from withdrawal_shared.db.operators import Role
+from withdrawal_shared.scopes import Scope
 
 
 def _id(prefix: str) -> str:
@@ -120,3 +122,43 @@ def test_tiers_list_and_propose_tier_limits(gateway: RunningGateway) -> None:
         tiers = {t.name: t for t in tier_admin.list_tiers(session)}
     assert tiers["vip"].limits == ()  # nothing applied before a second admin confirms
     assert json.loads(row.payload)["tier"] == "vip"
+
+
+def test_approve_and_reject_a_batch(
+    gateway: RunningGateway, approver: OperatorAccount, second_approver: OperatorAccount
+) -> None:
+    partner = gateway.add_partner(_id("partner"), set(Scope))
+    batches = []
+    for amounts in (["200000", "20000"], ["20000"]):
+        content = "recipient_address,amount,token\r\n" + "".join(
+            f"0x{secrets.token_hex(20)},{amount},USDC\r\n" for amount in amounts
+        )
+        batch = batch_pb2_grpc.BatchServiceStub(gateway.channel).CreateBatch(
+            iter(
+                [
+                    batch_pb2.CreateBatchRequest(
+                        header=batch_pb2.CreateBatchHeader(request_id=_id("b"))
+                    ),
+                    batch_pb2.CreateBatchRequest(chunk=content.encode()),
+                ]
+            ),
+            metadata=partner.metadata,
+        )
+        with gateway.server.store.sessions() as session:
+            ids = list(
+                session.scalars(select(Withdrawal.id).where(Withdrawal.batch_id == batch.name[8:]))
+            )
+        assert len(hold(gateway.server.store.sessions, ids)) == len(amounts)
+        batches.append(batch.name)
+    table = as_op(gateway, approver, "approvals", "approve-batch", batches[0], "--reason", "ok")
+    assert table.exit_code == 0, table.output
+    assert "approved (queued)" in table.stdout and "more needed" in table.stdout
+    second = ok_json(
+        as_op(gateway, second_approver, "approvals", "approve-batch", batches[0][8:], "--json")
+    )
+    assert (second["pending"], second["approved"]) == (1, 1)
+    reject = ("approvals", "reject-batch", batches[1], "--reason", "no")
+    rejected = ok_json(as_op(gateway, approver, *reject, "--json"))
+    assert (rejected["pending"], rejected["rejected"]) == (1, 1)
+    again = as_op(gateway, approver, *reject)
+    assert again.exit_code == 1 and "NOT_PENDING_APPROVAL" in again.stderr

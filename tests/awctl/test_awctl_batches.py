@@ -6,6 +6,7 @@ report; the partner API key it needs, and what it says without one."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import threading
 import time
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import delete, select
 from typer.testing import CliRunner, Result
 
 from assetwithdrawal.withdrawal.v1 import batch_pb2, batch_pb2_grpc
@@ -23,6 +25,7 @@ from svc_gateway.settings import GatewaySettings
 from tests.support.databases import database
 from tests.support.gateway import Partner, RunningGateway
 from tests.support.requests import fresh_address
+from withdrawal_shared.db.models import Token, VaultFunds
 from withdrawal_shared.db.operators import Role
 from withdrawal_shared.scopes import Scope
 
@@ -213,3 +216,30 @@ def test_a_partner_api_key_is_needed(
         env={"AWCTL_TARGET": gateway.grpc_target, "AWCTL_STACK_JSON": "/nonexistent"},
     )
     assert flag.exit_code == 0, flag.output
+
+
+def test_an_upload_the_vault_cannot_cover_says_so(
+    gateway: RunningGateway, partner: Partner, tmp_path: Path
+) -> None:
+    sessions = gateway.server.store.sessions
+    with sessions.begin() as session:
+        usdc = session.scalars(select(Token.id).where(Token.symbol == "USDC")).one()
+        session.merge(
+            VaultFunds(
+                chain="polygon",
+                token_id=usdc,
+                available=0,
+                allowance=None,
+                observe_time=dt.datetime(2026, 12, 6, 22, 0),
+            )
+        )
+    try:
+        path = write_csv(tmp_path / "short.csv", 2)
+        result = awctl(
+            gateway, "batches", "upload", str(path), "--no-wait", api_key=partner.api_key
+        )
+        assert result.exit_code == 0, result.output
+        assert "short" in result.stdout and "INSUFFICIENT_VAULT_FUNDS" in result.stdout
+    finally:
+        with sessions.begin() as session:
+            session.execute(delete(VaultFunds))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import uuid
 from collections.abc import Iterator
 
 import grpc
@@ -15,16 +16,19 @@ from google.rpc import error_details_pb2, status_pb2
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from assetwithdrawal.admin.v1 import admin_pb2
 from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
-from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
-from tests.support.pipeline import Pipeline, running_pipeline
+from assetwithdrawal.withdrawal.v1 import batch_pb2, batch_pb2_grpc, withdrawal_pb2
+from tests.support.pipeline import Pipeline, running_pipeline, wait_until
 from tests.support.requests import create_request, fresh_address
 from tests.support.signers import keystore_signer
 from withdrawal_shared.approvals import blocklist, core
 from withdrawal_shared.chain.erc20 import encode_transfer
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import ApprovalRequest, SignerLedgerItem, Withdrawal
+from withdrawal_shared.db.operators import Role
 from withdrawal_shared.db.transitions import move, utcnow
+from withdrawal_shared.scopes import Scope
 from withdrawal_shared.states import State
 
 S = withdrawal_pb2
@@ -199,3 +203,81 @@ def test_signer_refuses_an_unapproved_withdrawal(
     assert held.state_reason == "SIGNER_REFUSED"
     time.sleep(1)
     assert p.token_balance(recipient) == 0
+
+
+def test_a_batch_approved_as_a_whole_is_paid_once_per_row_after_each_quorum(
+    approvals_stack: tuple[Pipeline, str], sessions: sessionmaker[Session]
+) -> None:
+    """The processor holds a batch's large rows; one ApproveBatch queues those one approval
+    releases, the two-approval row waits for a second operator's, and every row is paid
+    exactly once (judged from the chain and the signer's ledger)."""
+    p, _ = approvals_stack
+    partner = p.gateway.add_partner(f"batch-approvals-{uuid.uuid4().hex[:6]}", set(Scope))
+    ann = p.gateway.add_operator(f"ann-{uuid.uuid4().hex[:6]}", Role.APPROVER)
+    ben = p.gateway.add_operator(f"ben-{uuid.uuid4().hex[:6]}", Role.APPROVER)
+    amounts = {fresh_address(): a for a in ("150000", "20000", "20000", "5")}
+    content = "recipient_address,amount,token\r\n" + "".join(
+        f"{r},{a},USDC\r\n" for r, a in amounts.items()
+    )
+    batch = batch_pb2_grpc.BatchServiceStub(p.gateway.channel).CreateBatch(
+        iter(
+            [
+                batch_pb2.CreateBatchRequest(
+                    header=batch_pb2.CreateBatchHeader(request_id=uuid.uuid4().hex)
+                ),
+                batch_pb2.CreateBatchRequest(chunk=content.encode()),
+            ]
+        ),
+        metadata=partner.metadata,
+    )
+    batch_id = batch.name.split("/", 1)[1]
+
+    def rows() -> dict[str, tuple[str, str]]:  # recipient -> (id, state)
+        with sessions() as session:
+            return {
+                r: (i, s)
+                for i, r, s in session.execute(
+                    select(Withdrawal.id, Withdrawal.recipient, Withdrawal.state).where(
+                        Withdrawal.batch_id == batch_id
+                    )
+                )
+            }
+
+    def held() -> dict[str, tuple[str, str]] | None:
+        now = rows()
+        waiting = sum(1 for _, s in now.values() if s == "PENDING_APPROVAL")
+        return now if waiting == 3 else None
+
+    wait_until(held, 30, lambda: f"the processor never held 3 rows: {rows()}")
+    first = p.gateway.admin.ApproveBatch(
+        admin_pb2.ApproveBatchRequest(name=batch.name, reason="payroll"),
+        metadata=ann.metadata,
+    )
+    assert (first.pending, first.approved, first.recorded) == (3, 2, 1)
+    large = next(r for r, a in amounts.items() if a == "150000")
+
+    def paid_but_large() -> dict[str, tuple[str, str]] | None:
+        now = rows()
+        done = [r for r, (_, s) in now.items() if s == "COMPLETED"]
+        return now if len(done) == 3 else None
+
+    now = wait_until(paid_but_large, 90, lambda: f"the released rows were not paid: {rows()}")
+    assert now[large][1] == "PENDING_APPROVAL" and p.token_balance(large) == 0
+    second = p.gateway.admin.ApproveBatch(
+        admin_pb2.ApproveBatchRequest(name=batch.name), metadata=ben.metadata
+    )
+    assert (second.pending, second.approved) == (1, 1)
+    wait_until(
+        lambda: all(s == "COMPLETED" for _, s in rows().values()) or None,
+        90,
+        lambda: f"not every row was paid: {rows()}",
+    )
+    for recipient, amount in amounts.items():
+        assert p.token_balance(recipient) == int(amount) * 10**6  # once each, on chain
+    with sessions() as session:
+        signed = session.execute(
+            select(SignerLedgerItem.withdrawal_id, func.count())
+            .where(SignerLedgerItem.withdrawal_id.in_([i for i, _ in rows().values()]))
+            .group_by(SignerLedgerItem.withdrawal_id)
+        ).all()
+    assert sorted(n for _, n in signed) == [1, 1, 1, 1]

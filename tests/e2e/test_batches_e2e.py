@@ -27,7 +27,7 @@ from assetwithdrawal.events.v1 import events_pb2
 from assetwithdrawal.withdrawal.v1 import batch_pb2, batch_pb2_grpc, withdrawal_pb2
 from devstack.exactly_once import Submitted, check_exactly_once
 from devstack.vault import set_outflow_cap
-from svc_gateway.batches.storage import CHUNK_ROWS
+from svc_gateway.batches.storage import TASK_ROWS
 from tests.support.databases import mariadb_database
 from tests.support.gateway import Partner
 from tests.support.pipeline import Pipeline, running_pipeline, wait_until
@@ -39,7 +39,7 @@ from withdrawal_shared.chain.payout import is_paid
 from withdrawal_shared.chain.types import BaseUnits
 from withdrawal_shared.db.api_keys import issue_api_key
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
-from withdrawal_shared.db.models import PayoutItem, Withdrawal
+from withdrawal_shared.db.models import PayoutItem, VaultFunds, Withdrawal
 from withdrawal_shared.scopes import Scope
 from withdrawal_shared.states import Priority
 
@@ -330,7 +330,7 @@ def test_accept_valid_pays_every_good_row_exactly_once(
     finally:
         client.close()
     good_lines = sorted(plan.good)
-    assert len(chunks) == -(-len(good_lines) // CHUNK_ROWS)
+    assert len(chunks) == -(-len(good_lines) // TASK_ROWS)
     assert [line for line in good_lines if not any(a <= line <= b for a, b in chunks)] == []
     assert pending == 0
 
@@ -396,8 +396,9 @@ def test_rows_the_vault_cannot_pay_yet_wait_on_hold_and_are_paid_once_it_can(
     pipeline: Pipeline, partner: Partner
 ) -> None:
     """A batch is accepted whatever the vault holds or its outflow cap allows: rows over the
-    cap wait ON_HOLD (OUTFLOW_CAP_REACHED), the batch stays PROCESSING, and once the cap is
-    lifted they are paid, once each."""
+    cap wait ON_HOLD (OUTFLOW_CAP_REACHED), the batch stays PROCESSING, a batch uploaded
+    meanwhile is told the vault cannot cover it (`funding`), and once the cap is lifted the
+    held rows are paid, once each."""
     vault = pipeline.boot.payout_vault
     assert vault is not None
     owner = pipeline.anvil.accounts[0]
@@ -430,6 +431,29 @@ def test_rows_the_vault_cannot_pay_yet_wait_on_hold_and_are_paid_once_it_can(
         assert sorted(r.reason for r in report if r.state == withdrawal_pb2.STATE_ON_HOLD) == [
             "OUTFLOW_CAP_REACHED"
         ]
+        # A batch uploaded now is told so: the processor's reading of the cap (re-taken as it
+        # re-plans the held row) leaves nothing for it after the held row ahead.
+        sessions = pipeline.gateway.server.store.sessions
+
+        def capped_reading() -> VaultFunds | None:
+            with sessions() as session:
+                reading = session.scalars(select(VaultFunds)).first()
+            if reading is None or reading.allowance is None or reading.allowance > 2 * 10**6:
+                return None
+            return reading
+
+        wait_until(capped_reading, 30, lambda: "the processor never recorded the cap")
+        extra = _upload(
+            pipeline,
+            partner,
+            f"recipient_address,amount,token\r\n{fresh_address()},4,USDC\r\n".encode(),
+            f"capped-extra-{uuid.uuid4().hex[:8]}",
+            batch_pb2.BATCH_POLICY_ACCEPT_VALID,
+        )
+        assert [(f.token, f.amount, f.payable, f.reason) for f in extra.funding] == [
+            ("USDC", "4", "0", "OUTFLOW_CAP_REACHED")
+        ]
+        stub.CancelBatch(batch_pb2.CancelBatchRequest(name=extra.name), metadata=partner.metadata)
     finally:
         set_outflow_cap(pipeline.w3, vault, owner.private_key, token, BaseUnits(0), 3600)
     updates = list(

@@ -151,6 +151,8 @@ EXPECTED: dict[str, Public | Admin] = {
     A + "RejectWithdrawal": Admin(
         Role.APPROVER, ("POST /v1/admin/withdrawals/{withdrawal}:reject",)
     ),
+    A + "ApproveBatch": Admin(Role.APPROVER, ("POST /v1/admin/batches/{batch}:approve",)),
+    A + "RejectBatch": Admin(Role.APPROVER, ("POST /v1/admin/batches/{batch}:reject",)),
     A + "ListBlockedAddresses": Admin(Role.VIEWER, ("GET /v1/admin/blockedAddresses",)),
     A + "BlockAddress": Admin(Role.OPERATOR, ("POST /v1/admin/blockedAddresses",)),
     A + "UnblockAddress": Admin(

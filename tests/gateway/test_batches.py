@@ -3,6 +3,7 @@ idempotency, DUPLICATE_FILE, reports, cancel, and CLIENT_REFERENCE_REUSED on sin
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 
@@ -11,15 +12,17 @@ import httpx
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from assetwithdrawal.withdrawal.v1 import batch_pb2, batch_pb2_grpc
+from svc_gateway.batches.storage import INSERT_ROWS
 from svc_gateway.settings import GatewaySettings
 from tests.support.databases import database
 from tests.support.gateway import Partner, RunningGateway
 from tests.support.requests import create_request, fresh_address
+from withdrawal_shared.db import tier_admin
 from withdrawal_shared.db.api_keys import create_api_key
-from withdrawal_shared.db.models import Withdrawal
+from withdrawal_shared.db.models import Token, VaultFunds, Withdrawal
 from withdrawal_shared.scopes import Scope
 
 
@@ -255,3 +258,236 @@ def test_rest_upload_report_csv_list_and_cancel(gateway: RunningGateway, partner
         f"{gateway.base_url}/v1/{batch['name']}", headers={"Authorization": "Bearer x"}
     )
     assert other.status_code == 401
+
+
+def all_report_rows(
+    gateway: RunningGateway, partner: Partner, name: str
+) -> list[batch_pb2.BatchReportRow]:
+    stub = batch_pb2_grpc.BatchServiceStub(gateway.channel)
+    rows: list[batch_pb2.BatchReportRow] = []
+    token = ""
+    while True:
+        report = stub.GetBatchReport(
+            batch_pb2.GetBatchReportRequest(
+                name=name + "/report", page_size=10_000, page_token=token
+            ),
+            metadata=partner.metadata,
+        )
+        rows += report.rows
+        token = report.next_page_token
+        if not token:
+            return rows
+
+
+def spanning_file(prefix: str, taken: str) -> tuple[bytes, dict[int, str]]:
+    """More rows than one chunk (INSERT_ROWS): a reference repeated within a chunk, one
+    repeated a chunk later, one a single create took before; (file, expected problems)."""
+    rows = [(fresh_address(), "1", "USDC", f"{prefix}-{i}") for i in range(INSERT_ROWS + 50)]
+    rows[10] = (fresh_address(), "1", "USDC", f"{prefix}-3")  # line 12 repeats line 5
+    rows[INSERT_ROWS + 20] = (fresh_address(), "1", "USDC", f"{prefix}-4")  # a chunk later
+    rows[INSERT_ROWS + 30] = (fresh_address(), "1", "USDC", taken)
+    rows[INSERT_ROWS + 40] = ("0x12", "1", "USDC", f"{prefix}-x")
+    expected = {
+        12: "repeats the client reference of line 5",
+        INSERT_ROWS + 22: "repeats the client reference of line 6",
+        INSERT_ROWS + 32: "is already used by withdrawals/",
+        INSERT_ROWS + 42: "INVALID_ADDRESS",
+    }
+    return csv_file(rows), expected
+
+
+def test_references_are_unique_across_chunks_and_against_stored_withdrawals(
+    gateway: RunningGateway, partner: Partner
+) -> None:
+    single = gateway.stub.CreateWithdrawal(
+        create_request(client_reference="taken-1"), metadata=partner.metadata
+    )
+    content, expected = spanning_file("span", "taken-1")
+    batch = upload(gateway, partner, content, "span-1")
+    assert (batch.row_count, batch.accepted_count, batch.problem_row_count) == (
+        INSERT_ROWS + 50,
+        INSERT_ROWS + 46,
+        4,
+    )
+    rows = all_report_rows(gateway, partner, batch.name)
+    assert len(rows) == INSERT_ROWS + 50
+    found = {r.line: f"{r.problems[0].reason} {r.problems[0].message}" for r in rows if r.problems}
+    assert sorted(found) == sorted(expected)
+    for line, says in expected.items():
+        assert says in found[line], (line, found[line])
+    assert single.name.split("/")[1] in found[INSERT_ROWS + 32]
+    # Every stored row's withdrawal is of its own line, and queued in tasks of TASK_ROWS.
+    with gateway.server.store.sessions() as session:
+        lines = session.scalars(
+            select(Withdrawal.batch_line).where(Withdrawal.batch_id == batch.name.split("/")[1])
+        ).all()
+    assert sorted(lines) == sorted({r.line for r in rows} - set(expected))
+
+
+def test_reject_all_over_several_chunks_stores_nothing_and_counts_every_problem(
+    gateway: RunningGateway, partner: Partner
+) -> None:
+    gateway.stub.CreateWithdrawal(
+        create_request(client_reference="taken-2"), metadata=partner.metadata
+    )
+    content, expected = spanning_file("rj-span", "taken-2")
+    with pytest.raises(grpc.RpcError) as caught:
+        upload(gateway, partner, content, "rj-span-1", policy=batch_pb2.BATCH_POLICY_REJECT_ALL)
+    code, reason, metadata = reason_of(caught.value)
+    assert (code, reason, metadata["problem_count"]) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "BATCH_ROWS_INVALID",
+        "4",
+    )
+    with gateway.server.store.sessions() as session:
+        count = session.scalar(
+            select(func.count())
+            .select_from(Withdrawal)
+            .where(Withdrawal.partner_id == partner.id, Withdrawal.batch_id.is_not(None))
+        )
+    assert count == 0
+    rows = all_report_rows(gateway, partner, metadata["batch"])
+    assert sorted(r.line for r in rows if r.problems) == sorted(expected)
+
+
+def test_on_sqlite_a_batch_is_checked_and_stored_the_same_way(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> None:
+    with database("sqlite", tmp_path_factory.mktemp("lite")) as url:
+        running = RunningGateway(
+            GatewaySettings(
+                database_url=url,
+                redis_url=redis_url,
+                redis_prefix=f"test-batches-{uuid.uuid4().hex[:8]}:",
+                grpc_port=0,
+                http_port=0,
+                shutdown_grace_seconds=1.0,
+            )
+        )
+        try:
+            partner = running.add_partner("p-lite", set(Scope))
+            running.stub.CreateWithdrawal(
+                create_request(client_reference="taken-3"), metadata=partner.metadata
+            )
+            content, expected = spanning_file("lite", "taken-3")
+            batch = upload(running, partner, content, "lite-1")
+            assert (batch.accepted_count, batch.problem_row_count) == (INSERT_ROWS + 46, 4)
+            rows = all_report_rows(running, partner, batch.name)
+            found = {r.line: r.problems[0].message for r in rows if r.problems}
+            assert sorted(found) == sorted(expected)
+            assert "line 6" in found[INSERT_ROWS + 22]
+        finally:
+            running.close()
+
+
+def test_limits_refuse_rows_past_the_partner_s_daily_amount_after_reused_references(
+    gateway: RunningGateway, partner: Partner
+) -> None:
+    gateway.stub.CreateWithdrawal(
+        create_request(client_reference="taken-4"), metadata=partner.metadata
+    )
+    with gateway.server.store.sessions.begin() as session:
+        tier_admin.set_partner_daily_limit(session, partner.id, "USDC", "1500")
+    gateway.server.store.limits.invalidate()
+    try:
+        content, expected = spanning_file("lim", "taken-4")
+        batch = upload(gateway, partner, content, "lim-1")
+    finally:
+        with gateway.server.store.sessions.begin() as session:
+            tier_admin.set_partner_daily_limit(session, partner.id, "USDC", None)
+        gateway.server.store.limits.invalidate()
+    assert (batch.accepted_count, batch.problem_row_count) == (1500, INSERT_ROWS + 50 - 1500)
+    rows = all_report_rows(gateway, partner, batch.name)
+    reasons = {r.line: r.problems[0].reason for r in rows if r.problems}
+    assert {line: reasons[line] for line in expected} == {
+        12: "CLIENT_REFERENCE_REUSED",
+        INSERT_ROWS + 22: "CLIENT_REFERENCE_REUSED",
+        INSERT_ROWS + 32: "CLIENT_REFERENCE_REUSED",
+        INSERT_ROWS + 42: "INVALID_ADDRESS",
+    }
+    refused = sorted(line for line, reason in reasons.items() if reason == "LIMIT_EXCEEDED")
+    assert len(refused) == INSERT_ROWS + 50 - 1500 - 4
+    assert refused[0] == 2 + 1500 + 1  # the first 1,500 good rows fit (line 12 is not one)
+
+
+def test_the_answer_says_whether_the_vault_covers_the_batch(
+    gateway: RunningGateway, partner: Partner
+) -> None:
+    """From the processor's last reading of the vault (here written by hand): the vault's
+    available funds and its outflow allowance, less the open withdrawals ahead."""
+
+    def content() -> bytes:
+        return csv_file([(fresh_address(), "4", "USDC", "") for _ in range(3)])
+
+    unread = upload(gateway, partner, content(), "fund-0")
+    assert list(unread.funding) == []  # the vault was never read: nothing is claimed
+    sessions = gateway.server.store.sessions
+    with sessions() as session:
+        usdc = session.scalars(select(Token.id).where(Token.symbol == "USDC")).one()
+        ahead = sum(
+            int(a)
+            for a in session.scalars(
+                select(Withdrawal.amount).where(
+                    Withdrawal.token_id == usdc,
+                    Withdrawal.payout_tx_id.is_(None),
+                    Withdrawal.state.in_(["RECEIVED", "VALIDATED", "QUEUED", "ON_HOLD"]),
+                )
+            )
+        )
+    reading = VaultFunds(
+        chain="polygon",
+        token_id=usdc,
+        available=ahead + 10 * 10**6,
+        allowance=None,
+        observe_time=dt.datetime(2026, 12, 6, 22, 0, 0),
+    )
+    try:
+        with sessions.begin() as session:
+            session.merge(reading)
+        short = upload(gateway, partner, content(), "fund-1")
+        (funding,) = short.funding
+        assert (funding.token, funding.amount, funding.payable, funding.shortfall) == (
+            "USDC",
+            "12",
+            "10",
+            "2",
+        )
+        assert funding.reason == "INSUFFICIENT_VAULT_FUNDS"
+        assert funding.observe_time.ToDatetime() == reading.observe_time
+        assert short.accepted_count == 3  # accepted all the same: the rows wait for funds
+        # The cap's allowance, less the same rows ahead (and fund-1's twelve now).
+        with sessions.begin() as session:
+            session.merge(
+                VaultFunds(
+                    chain="polygon",
+                    token_id=usdc,
+                    available=ahead + 10**12,
+                    allowance=ahead + 12 * 10**6 + 5 * 10**6,
+                    observe_time=reading.observe_time,
+                )
+            )
+        capped = upload(gateway, partner, content(), "fund-2")
+        assert [(f.payable, f.shortfall, f.reason) for f in capped.funding] == [
+            ("5", "7", "OUTFLOW_CAP_REACHED")
+        ]
+        with sessions.begin() as session:
+            session.merge(
+                VaultFunds(
+                    chain="polygon",
+                    token_id=usdc,
+                    available=10**15,
+                    allowance=None,
+                    observe_time=reading.observe_time,
+                )
+            )
+        covered = upload(gateway, partner, content(), "fund-3")
+        assert [(f.payable, f.shortfall, f.reason) for f in covered.funding] == [("12", "0", "")]
+        assert list(gateway_get(gateway, partner, covered.name).funding) == []  # answer only
+    finally:
+        with sessions.begin() as session:
+            session.execute(delete(VaultFunds))
+
+
+def gateway_get(gateway: RunningGateway, partner: Partner, name: str) -> batch_pb2.Batch:
+    stub = batch_pb2_grpc.BatchServiceStub(gateway.channel)
+    return stub.GetBatch(batch_pb2.GetBatchRequest(name=name), metadata=partner.metadata)  # type: ignore[no-any-return]

@@ -109,6 +109,7 @@ def stack_env(var_dir: Path, redis_url: str, redis_prefix: str) -> dict[str, str
         "STACK_PROCESSOR_PORT",
         "STACK_MONITOR_PORT",
         "STACK_WEBHOOKS_PORT",
+        "STACK_SIGNER_HEALTH_PORT",
         "STACK_GATEWAY_METRICS_PORT",
         "STACK_PROCESSOR_METRICS_PORT",
         "STACK_SIGNER_METRICS_PORT",

@@ -26,7 +26,14 @@ from tests.stack.conftest import StackRun, launch, port_open, stack_env, stop
 
 pytestmark = pytest.mark.chain
 
-GRPC_PORTS = ("STACK_GRPC_PORT", "STACK_SIGNER_PORT", "STACK_PROCESSOR_PORT", "STACK_MONITOR_PORT")
+# Where each service's gRPC health answers without a client certificate (the signer's own port
+# wants one: TLS is on in `make up`).
+GRPC_PORTS = (
+    "STACK_GRPC_PORT",
+    "STACK_SIGNER_HEALTH_PORT",
+    "STACK_PROCESSOR_PORT",
+    "STACK_MONITOR_PORT",
+)
 
 
 # -- processes ------------------------------------------------------------------------------------

@@ -45,13 +45,24 @@ def held_withdrawal(
                 .where(Withdrawal.id == withdrawal_id)
                 .values(created_by=created_by)
             )
+    assert hold(sessions, [withdrawal_id]) == [withdrawal_id]
+    return withdrawal_id
+
+
+def hold(sessions: sessionmaker[Session], ids: list[str]) -> list[str]:
+    """Screen RECEIVED withdrawals as the processor does: the ones a rule holds become
+    PENDING_APPROVAL (returned), the others stay as they are."""
     with sessions.begin() as session:
         reference = ReferenceData.load(session)
-        rows = list(session.scalars(select(Withdrawal).where(Withdrawal.id == withdrawal_id)))
+        rows = list(session.scalars(select(Withdrawal).where(Withdrawal.id.in_(ids))))
         screening = Screening(manual=False)
         plan = screening.sort(session, rows, reference, _refusal)
         screening.hold(session, plan.pending, plan.verdicts)
     with sessions() as session:
-        row = session.get(Withdrawal, withdrawal_id)
-        assert row is not None and row.state == State.PENDING_APPROVAL, row and row.state
-    return withdrawal_id
+        return sorted(
+            session.scalars(
+                select(Withdrawal.id).where(
+                    Withdrawal.id.in_(ids), Withdrawal.state == State.PENDING_APPROVAL.value
+                )
+            )
+        )

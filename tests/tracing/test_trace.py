@@ -1,7 +1,8 @@
 """One connected trace per withdrawal, from the gateway call to COMPLETED, across the real
 services: a `HarnessStack` (MariaDB with each service's own user, its own Redis, anvil, the
 services as processes) exporting over OTLP/HTTP to a receiver this module runs on loopback,
-which decodes each `ExportTraceServiceRequest` (opentelemetry-proto) and keeps every span.
+which decodes each `ExportTraceServiceRequest` (opentelemetry-proto) and keeps every span
+(`devstack.otlp_receiver`).
 
 Two withdrawals are created together, one over gRPC and one over REST, so that the
 PayoutVault pays both in one transaction. For each: its stored `trace_context` is the
@@ -17,22 +18,20 @@ create carries that trace's ids.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 
 import grpc
 import httpx
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 from sqlalchemy import select
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2, withdrawal_pb2_grpc
 from devstack.harness import HarnessConfig, HarnessStack
+from devstack.otlp_receiver import Collected, OtlpServer, Receiver
 from tests.support.requests import create_request, fresh_address
 from withdrawal_shared.db.models import Withdrawal, WithdrawalAudit
 
@@ -42,92 +41,11 @@ CREATE_RPC = "/assetwithdrawal.withdrawal.v1.WithdrawalService/CreateWithdrawal"
 SIGN_RPC = "/assetwithdrawal.signer.v1.SignerService/SignTransaction"
 
 
-@dataclass(frozen=True)
-class Collected:
-    service: str
-    span: trace_pb2.Span
-
-    @property
-    def trace_id(self) -> str:
-        return self.span.trace_id.hex()
-
-    @property
-    def span_id(self) -> str:
-        return self.span.span_id.hex()
-
-    @property
-    def parent_id(self) -> str:
-        return self.span.parent_span_id.hex()
-
-    def attribute(self, key: str) -> object:
-        for kv in self.span.attributes:
-            if kv.key == key:
-                value = kv.value
-                return getattr(value, value.WhichOneof("value") or "string_value")
-        return None
-
-    @property
-    def links(self) -> set[tuple[str, str]]:
-        return {(link.trace_id.hex(), link.span_id.hex()) for link in self.span.links}
-
-
-@dataclass
-class Receiver:
-    """An OTLP/HTTP trace receiver (`POST /v1/traces`, protobuf) on 127.0.0.1."""
-
-    spans: list[Collected] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, body: bytes) -> None:
-        request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
-        with self.lock:
-            for resource_spans in request.resource_spans:
-                service = next(
-                    (
-                        kv.value.string_value
-                        for kv in resource_spans.resource.attributes
-                        if kv.key == "service.name"
-                    ),
-                    "",
-                )
-                for scope_spans in resource_spans.scope_spans:
-                    self.spans.extend(Collected(service, span) for span in scope_spans.spans)
-
-    def snapshot(self) -> list[Collected]:
-        with self.lock:
-            return list(self.spans)
-
-
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[tuple[Receiver, str]]:
     received = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if self.path != "/v1/traces":
-                self.send_response(404)
-                self.end_headers()
-                return
-            received.add(body)
-            reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="otlp-receiver", daemon=True)
-    thread.start()
-    try:
-        yield received, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with OtlpServer(received) as server:
+        yield received, server.url
 
 
 @pytest.fixture(scope="module")

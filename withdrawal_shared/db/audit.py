@@ -60,6 +60,8 @@ class Snapshot:
 
 NEW_SNAPSHOT = Snapshot()
 """A new withdrawal's: no transaction, no fee, no confirmations."""
+NEW_SNAPSHOT_TEXT = NEW_SNAPSHOT.encode()
+"""Its stored text, encoded once (every new withdrawal's first audit row carries it)."""
 
 
 def audit_hash(

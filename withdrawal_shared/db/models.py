@@ -323,6 +323,22 @@ class PayoutVault(Base):
     enabled: Mapped[bool] = mapped_column(Boolean)
 
 
+class VaultFunds(Base):
+    """What the payout vault could pay of a token when the processor last read the chain
+    (written by the processor as it plans a payout; read by the gateway to tell a batch
+    whether the vault covers it, `svc_gateway.batches.funding`)."""
+
+    __tablename__ = "vault_funds"
+
+    chain: Mapped[str] = mapped_column(ForeignKey("chains.name"), primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id"), primary_key=True)
+    # The vault's balance minus what payouts not yet settled still take from it.
+    available: Mapped[int] = mapped_column(IntegerAmount)
+    # What the outflow cap still allows in its window; None when the token is not capped.
+    allowance: Mapped[int | None] = mapped_column(IntegerAmount, nullable=True)
+    observe_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+
+
 class PayoutItem(Base):
     """One withdrawal paid by one payout transaction, and what the chain did with it."""
 

@@ -44,6 +44,7 @@ from withdrawal_shared import tracing
 from withdrawal_shared.db.audit import (
     GENESIS,
     NEW_SNAPSHOT,
+    NEW_SNAPSHOT_TEXT,
     SNAPSHOT_FIELDS,
     Snapshot,
     audit_hash,
@@ -100,7 +101,7 @@ def creation_audit(
     audit row's `hash`; `snapshot` is its transaction hash, fee and confirmations (none, for a
     new withdrawal). For writers that insert many rows at once without ORM objects (the
     gateway's group commit); `record_creation` is the same for one ORM row."""
-    recorded = snapshot.encode()
+    recorded = NEW_SNAPSHOT_TEXT if snapshot == NEW_SNAPSHOT else snapshot.encode()
     digest = audit_hash(
         prev_hash=GENESIS,
         withdrawal_id=withdrawal_id,

@@ -1417,6 +1417,128 @@ class RejectWithdrawalRequest(_message.Message):
 Global___RejectWithdrawalRequest: _TypeAlias = RejectWithdrawalRequest  # noqa: Y015
 
 @_typing.final
+class ApproveBatchRequest(_message.Message):
+    """Request for ApproveBatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The batch: `batches/{batch}`."""
+    reason: _builtins.str
+    """Why, recorded with each row's decision and in the audit trails (up to 256 characters)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveBatchRequest: _TypeAlias = ApproveBatchRequest  # noqa: Y015
+
+@_typing.final
+class RejectBatchRequest(_message.Message):
+    """Request for RejectBatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The batch: `batches/{batch}`."""
+    reason: _builtins.str
+    """Why, recorded with each row's decision and in the audit trails (up to 256 characters)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectBatchRequest: _TypeAlias = RejectBatchRequest  # noqa: Y015
+
+@_typing.final
+class BatchApprovalDecision(_message.Message):
+    """What an approval or a rejection of a batch did to its rows waiting for approval."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RefusedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    BATCH_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    APPROVED_FIELD_NUMBER: _builtins.int
+    RECORDED_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    batch: _builtins.str
+    """The batch: `batches/{batch}`."""
+    pending: _builtins.int
+    """Its rows that were waiting for approval (PENDING_APPROVAL) when they were decided."""
+    approved: _builtins.int
+    """Rows the decision approved for payment (QUEUED: their rule's quorum reached)."""
+    recorded: _builtins.int
+    """Rows whose approval was recorded and that wait for more (still PENDING_APPROVAL)."""
+    rejected: _builtins.int
+    """Rows the decision rejected (REJECTED)."""
+    unchanged: _builtins.int
+    """Rows the caller had already approved: nothing changed for them."""
+    @_builtins.property
+    def refused(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Rows not decided, by reason: `SELF_APPROVAL` (the caller created them) or
+        `NOT_PENDING_APPROVAL` (decided or expired meanwhile, or the caller rejected them before).
+        """
+
+    def __init__(
+        self,
+        *,
+        batch: _builtins.str = ...,
+        pending: _builtins.int = ...,
+        approved: _builtins.int = ...,
+        recorded: _builtins.int = ...,
+        rejected: _builtins.int = ...,
+        unchanged: _builtins.int = ...,
+        refused: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "batch", b"batch", "pending", b"pending", "recorded", b"recorded", "refused", b"refused", "rejected", b"rejected", "unchanged", b"unchanged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchApprovalDecision: _TypeAlias = BatchApprovalDecision  # noqa: Y015
+
+@_typing.final
 class ApprovalDecision(_message.Message):
     """What an approval or a rejection did."""
 

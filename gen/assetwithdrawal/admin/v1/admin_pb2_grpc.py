@@ -150,6 +150,16 @@ class AdminServiceStub:
                 request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.RejectWithdrawalRequest.SerializeToString,
                 response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApprovalDecision.FromString,
                 _registered_method=True)
+        self.ApproveBatch = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/ApproveBatch',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApproveBatchRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.BatchApprovalDecision.FromString,
+                _registered_method=True)
+        self.RejectBatch = channel.unary_unary(
+                '/assetwithdrawal.admin.v1.AdminService/RejectBatch',
+                request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.RejectBatchRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.BatchApprovalDecision.FromString,
+                _registered_method=True)
         self.ListBlockedAddresses = channel.unary_unary(
                 '/assetwithdrawal.admin.v1.AdminService/ListBlockedAddresses',
                 request_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ListBlockedAddressesRequest.SerializeToString,
@@ -411,6 +421,29 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApproveBatch(self, request, context):
+        """Approves, as one decision, every withdrawal of a CSV batch waiting for approval
+        (PENDING_APPROVAL): each gets the caller's approval exactly as ApproveWithdrawal records
+        it, so each rule's quorum still holds (one operator counts once; a row that needs two
+        approvals stays PENDING_APPROVAL until another operator approves it or its batch), and a
+        row the caller created is left for others (counted in `refused`). Rows in other states
+        are untouched. FAILED_PRECONDITION `NOT_PENDING_APPROVAL` when no row is waiting.
+        Audited (one entry per transaction of up to 500 rows, naming the batch). Role: approver.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectBatch(self, request, context):
+        """Rejects, as one decision, every withdrawal of a CSV batch waiting for approval: each is
+        REJECTED as RejectWithdrawal rejects it, nothing of them is paid; rows in other states are
+        untouched. FAILED_PRECONDITION `NOT_PENDING_APPROVAL` when no row is waiting. Audited.
+        Role: approver.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListBlockedAddresses(self, request, context):
         """Lists the blocklist (recipients never paid, on every chain), by address. Role: viewer.
         """
@@ -639,6 +672,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RejectWithdrawal,
                     request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.RejectWithdrawalRequest.FromString,
                     response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApprovalDecision.SerializeToString,
+            ),
+            'ApproveBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveBatch,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApproveBatchRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.BatchApprovalDecision.SerializeToString,
+            ),
+            'RejectBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectBatch,
+                    request_deserializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.RejectBatchRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.BatchApprovalDecision.SerializeToString,
             ),
             'ListBlockedAddresses': grpc.unary_unary_rpc_method_handler(
                     servicer.ListBlockedAddresses,
@@ -1292,6 +1335,60 @@ class AdminService:
             '/assetwithdrawal.admin.v1.AdminService/RejectWithdrawal',
             assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.RejectWithdrawalRequest.SerializeToString,
             assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApprovalDecision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/ApproveBatch',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.ApproveBatchRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.BatchApprovalDecision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.admin.v1.AdminService/RejectBatch',
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.RejectBatchRequest.SerializeToString,
+            assetwithdrawal_dot_admin_dot_v1_dot_admin__pb2.BatchApprovalDecision.FromString,
             options,
             channel_credentials,
             insecure,

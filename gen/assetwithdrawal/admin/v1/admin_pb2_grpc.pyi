@@ -125,6 +125,21 @@ class AdminServiceStub:
     """Rejects a withdrawal waiting for approval: REJECTED, nothing is paid. Audited.
     Role: approver.
     """
+    ApproveBatch: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ApproveBatchRequest, _admin_pb2.BatchApprovalDecision]
+    """Approves, as one decision, every withdrawal of a CSV batch waiting for approval
+    (PENDING_APPROVAL): each gets the caller's approval exactly as ApproveWithdrawal records
+    it, so each rule's quorum still holds (one operator counts once; a row that needs two
+    approvals stays PENDING_APPROVAL until another operator approves it or its batch), and a
+    row the caller created is left for others (counted in `refused`). Rows in other states
+    are untouched. FAILED_PRECONDITION `NOT_PENDING_APPROVAL` when no row is waiting.
+    Audited (one entry per transaction of up to 500 rows, naming the batch). Role: approver.
+    """
+    RejectBatch: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RejectBatchRequest, _admin_pb2.BatchApprovalDecision]
+    """Rejects, as one decision, every withdrawal of a CSV batch waiting for approval: each is
+    REJECTED as RejectWithdrawal rejects it, nothing of them is paid; rows in other states are
+    untouched. FAILED_PRECONDITION `NOT_PENDING_APPROVAL` when no row is waiting. Audited.
+    Role: approver.
+    """
     ListBlockedAddresses: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListBlockedAddressesRequest, _admin_pb2.ListBlockedAddressesResponse]
     """Lists the blocklist (recipients never paid, on every chain), by address. Role: viewer."""
     BlockAddress: _grpc.UnaryUnaryMultiCallable[_admin_pb2.BlockAddressRequest, _admin_pb2.BlockedAddress]
@@ -272,6 +287,21 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     RejectWithdrawal: _aio.UnaryUnaryMultiCallable[_admin_pb2.RejectWithdrawalRequest, _admin_pb2.ApprovalDecision]  # type: ignore[assignment]
     """Rejects a withdrawal waiting for approval: REJECTED, nothing is paid. Audited.
+    Role: approver.
+    """
+    ApproveBatch: _aio.UnaryUnaryMultiCallable[_admin_pb2.ApproveBatchRequest, _admin_pb2.BatchApprovalDecision]  # type: ignore[assignment]
+    """Approves, as one decision, every withdrawal of a CSV batch waiting for approval
+    (PENDING_APPROVAL): each gets the caller's approval exactly as ApproveWithdrawal records
+    it, so each rule's quorum still holds (one operator counts once; a row that needs two
+    approvals stays PENDING_APPROVAL until another operator approves it or its batch), and a
+    row the caller created is left for others (counted in `refused`). Rows in other states
+    are untouched. FAILED_PRECONDITION `NOT_PENDING_APPROVAL` when no row is waiting.
+    Audited (one entry per transaction of up to 500 rows, naming the batch). Role: approver.
+    """
+    RejectBatch: _aio.UnaryUnaryMultiCallable[_admin_pb2.RejectBatchRequest, _admin_pb2.BatchApprovalDecision]  # type: ignore[assignment]
+    """Rejects, as one decision, every withdrawal of a CSV batch waiting for approval: each is
+    REJECTED as RejectWithdrawal rejects it, nothing of them is paid; rows in other states are
+    untouched. FAILED_PRECONDITION `NOT_PENDING_APPROVAL` when no row is waiting. Audited.
     Role: approver.
     """
     ListBlockedAddresses: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListBlockedAddressesRequest, _admin_pb2.ListBlockedAddressesResponse]  # type: ignore[assignment]
@@ -544,6 +574,33 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ApprovalDecision, _abc.Awaitable[_admin_pb2.ApprovalDecision]]:
         """Rejects a withdrawal waiting for approval: REJECTED, nothing is paid. Audited.
+        Role: approver.
+        """
+
+    @_abc_1.abstractmethod
+    def ApproveBatch(
+        self,
+        request: _admin_pb2.ApproveBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.BatchApprovalDecision, _abc.Awaitable[_admin_pb2.BatchApprovalDecision]]:
+        """Approves, as one decision, every withdrawal of a CSV batch waiting for approval
+        (PENDING_APPROVAL): each gets the caller's approval exactly as ApproveWithdrawal records
+        it, so each rule's quorum still holds (one operator counts once; a row that needs two
+        approvals stays PENDING_APPROVAL until another operator approves it or its batch), and a
+        row the caller created is left for others (counted in `refused`). Rows in other states
+        are untouched. FAILED_PRECONDITION `NOT_PENDING_APPROVAL` when no row is waiting.
+        Audited (one entry per transaction of up to 500 rows, naming the batch). Role: approver.
+        """
+
+    @_abc_1.abstractmethod
+    def RejectBatch(
+        self,
+        request: _admin_pb2.RejectBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.BatchApprovalDecision, _abc.Awaitable[_admin_pb2.BatchApprovalDecision]]:
+        """Rejects, as one decision, every withdrawal of a CSV batch waiting for approval: each is
+        REJECTED as RejectWithdrawal rejects it, nothing of them is paid; rows in other states are
+        untouched. FAILED_PRECONDITION `NOT_PENDING_APPROVAL` when no row is waiting. Audited.
         Role: approver.
         """
 

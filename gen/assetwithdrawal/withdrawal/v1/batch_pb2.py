@@ -29,7 +29,7 @@ from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)assetwithdrawal/withdrawal/v1/batch.proto\x12\x1d\x61ssetwithdrawal.withdrawal.v1\x1a.assetwithdrawal/withdrawal/v1/withdrawal.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\x04\n\x05\x42\x61tch\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12>\n\x05state\x18\x02 \x01(\x0e\x32).assetwithdrawal.withdrawal.v1.BatchStateB\x04\xe2\x41\x01\x03\x12@\n\x06policy\x18\x03 \x01(\x0e\x32*.assetwithdrawal.withdrawal.v1.BatchPolicyB\x04\xe2\x41\x01\x03\x12\x17\n\trow_count\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x61\x63\x63\x65pted_count\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1f\n\x11problem_row_count\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x45\n\x0cstate_counts\x18\x07 \x03(\x0b\x32).assetwithdrawal.withdrawal.v1.StateCountB\x04\xe2\x41\x01\x03\x12\x45\n\x0ctoken_totals\x18\x08 \x03(\x0b\x32).assetwithdrawal.withdrawal.v1.TokenTotalB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x63ontent_sha256\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nrequest_id\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:K\xea\x41H\n%withdrawals.assetwithdrawal.dev/Batch\x12\x0f\x62\x61tches/{batch}*\x07\x62\x61tches2\x05\x62\x61tch\"\\\n\nStateCount\x12\x39\n\x05state\x18\x01 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x63ount\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x03\"L\n\nTokenTotal\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x61mount\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x63ount\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03\"t\n\x12\x43reateBatchRequest\x12\x42\n\x06header\x18\x01 \x01(\x0b\x32\x30.assetwithdrawal.withdrawal.v1.CreateBatchHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"\x96\x01\n\x11\x43reateBatchHeader\x12\x18\n\nrequest_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12@\n\x06policy\x18\x02 \x01(\x0e\x32*.assetwithdrawal.withdrawal.v1.BatchPolicyB\x04\xe2\x41\x01\x01\x12%\n\x17\x61llow_duplicate_content\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\"O\n\x0fGetBatchRequest\x12<\n\x04name\x18\x01 \x01(\tB.\xe2\x41\x01\x02\xfa\x41\'\n%withdrawals.assetwithdrawal.dev/Batch\"G\n\x12ListBatchesRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"q\n\x13ListBatchesResponse\x12;\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32$.assetwithdrawal.withdrawal.v1.BatchB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"h\n\x12\x43\x61ncelBatchRequest\x12<\n\x04name\x18\x01 \x01(\tB.\xe2\x41\x01\x02\xfa\x41\'\n%withdrawals.assetwithdrawal.dev/Batch\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"^\n\x15GetBatchReportRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\x83\x01\n\x0b\x42\x61tchReport\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x41\n\x04rows\x18\x02 \x03(\x0b\x32-.assetwithdrawal.withdrawal.v1.BatchReportRowB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\"\xaa\x02\n\x0e\x42\x61tchReportRow\x12\x12\n\x04line\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1e\n\x10\x63lient_reference\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nwithdrawal\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x39\n\x05state\x18\x04 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x03\x12\x1e\n\x10transaction_hash\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03\x66\x65\x65\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06reason\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x46\n\x08problems\x18\x08 \x03(\x0b\x32..assetwithdrawal.withdrawal.v1.BatchRowProblemB\x04\xe2\x41\x01\x03\"T\n\x0f\x42\x61tchRowProblem\x12\x14\n\x06\x63olumn\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07message\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\"Q\n\x11WatchBatchRequest\x12<\n\x04name\x18\x01 \x01(\tB.\xe2\x41\x01\x02\xfa\x41\'\n%withdrawals.assetwithdrawal.dev/Batch*u\n\nBatchState\x12\x1b\n\x17\x42\x41TCH_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42\x41TCH_STATE_PROCESSING\x10\x01\x12\x14\n\x10\x42\x41TCH_STATE_DONE\x10\x02\x12\x18\n\x14\x42\x41TCH_STATE_REJECTED\x10\x03*g\n\x0b\x42\x61tchPolicy\x12\x1c\n\x18\x42\x41TCH_POLICY_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x42\x41TCH_POLICY_REJECT_ALL\x10\x01\x12\x1d\n\x19\x42\x41TCH_POLICY_ACCEPT_VALID\x10\x02\x32\xe8\x06\n\x0c\x42\x61tchService\x12\x83\x01\n\x0b\x43reateBatch\x12\x31.assetwithdrawal.withdrawal.v1.CreateBatchRequest\x1a$.assetwithdrawal.withdrawal.v1.Batch\"\x19\x90\x02\x02\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/batches:\x01*(\x01\x12\x81\x01\n\x08GetBatch\x12..assetwithdrawal.withdrawal.v1.GetBatchRequest\x1a$.assetwithdrawal.withdrawal.v1.Batch\"\x1f\x90\x02\x01\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/{name=batches/*}\x12\x8c\x01\n\x0bListBatches\x12\x31.assetwithdrawal.withdrawal.v1.ListBatchesRequest\x1a\x32.assetwithdrawal.withdrawal.v1.ListBatchesResponse\"\x16\x90\x02\x01\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/batches\x12\x91\x01\n\x0b\x43\x61ncelBatch\x12\x31.assetwithdrawal.withdrawal.v1.CancelBatchRequest\x1a$.assetwithdrawal.withdrawal.v1.Batch\")\x90\x02\x02\x82\xd3\xe4\x93\x02 \"\x1b/v1/{name=batches/*}:cancel:\x01*\x12\x9a\x01\n\x0eGetBatchReport\x12\x34.assetwithdrawal.withdrawal.v1.GetBatchReportRequest\x1a*.assetwithdrawal.withdrawal.v1.BatchReport\"&\x90\x02\x01\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/{name=batches/*/report}\x12\x8d\x01\n\nWatchBatch\x12\x30.assetwithdrawal.withdrawal.v1.WatchBatchRequest\x1a$.assetwithdrawal.withdrawal.v1.Batch\"%\x90\x02\x01\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/{name=batches/*}:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)assetwithdrawal/withdrawal/v1/batch.proto\x12\x1d\x61ssetwithdrawal.withdrawal.v1\x1a.assetwithdrawal/withdrawal/v1/withdrawal.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x05\n\x05\x42\x61tch\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12>\n\x05state\x18\x02 \x01(\x0e\x32).assetwithdrawal.withdrawal.v1.BatchStateB\x04\xe2\x41\x01\x03\x12@\n\x06policy\x18\x03 \x01(\x0e\x32*.assetwithdrawal.withdrawal.v1.BatchPolicyB\x04\xe2\x41\x01\x03\x12\x17\n\trow_count\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x61\x63\x63\x65pted_count\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1f\n\x11problem_row_count\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x45\n\x0cstate_counts\x18\x07 \x03(\x0b\x32).assetwithdrawal.withdrawal.v1.StateCountB\x04\xe2\x41\x01\x03\x12\x45\n\x0ctoken_totals\x18\x08 \x03(\x0b\x32).assetwithdrawal.withdrawal.v1.TokenTotalB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x63ontent_sha256\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nrequest_id\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x42\n\x07\x66unding\x18\x0c \x03(\x0b\x32+.assetwithdrawal.withdrawal.v1.TokenFundingB\x04\xe2\x41\x01\x03:K\xea\x41H\n%withdrawals.assetwithdrawal.dev/Batch\x12\x0f\x62\x61tches/{batch}*\x07\x62\x61tches2\x05\x62\x61tch\"\xb7\x01\n\x0cTokenFunding\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x61mount\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07payable\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\tshortfall\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06reason\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x36\n\x0cobserve_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\\\n\nStateCount\x12\x39\n\x05state\x18\x01 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x63ount\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x03\"L\n\nTokenTotal\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x61mount\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x63ount\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03\"t\n\x12\x43reateBatchRequest\x12\x42\n\x06header\x18\x01 \x01(\x0b\x32\x30.assetwithdrawal.withdrawal.v1.CreateBatchHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"\x96\x01\n\x11\x43reateBatchHeader\x12\x18\n\nrequest_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12@\n\x06policy\x18\x02 \x01(\x0e\x32*.assetwithdrawal.withdrawal.v1.BatchPolicyB\x04\xe2\x41\x01\x01\x12%\n\x17\x61llow_duplicate_content\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\"O\n\x0fGetBatchRequest\x12<\n\x04name\x18\x01 \x01(\tB.\xe2\x41\x01\x02\xfa\x41\'\n%withdrawals.assetwithdrawal.dev/Batch\"G\n\x12ListBatchesRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"q\n\x13ListBatchesResponse\x12;\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32$.assetwithdrawal.withdrawal.v1.BatchB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"h\n\x12\x43\x61ncelBatchRequest\x12<\n\x04name\x18\x01 \x01(\tB.\xe2\x41\x01\x02\xfa\x41\'\n%withdrawals.assetwithdrawal.dev/Batch\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"^\n\x15GetBatchReportRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\x83\x01\n\x0b\x42\x61tchReport\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x41\n\x04rows\x18\x02 \x03(\x0b\x32-.assetwithdrawal.withdrawal.v1.BatchReportRowB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\"\xaa\x02\n\x0e\x42\x61tchReportRow\x12\x12\n\x04line\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1e\n\x10\x63lient_reference\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nwithdrawal\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x39\n\x05state\x18\x04 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x03\x12\x1e\n\x10transaction_hash\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03\x66\x65\x65\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06reason\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x46\n\x08problems\x18\x08 \x03(\x0b\x32..assetwithdrawal.withdrawal.v1.BatchRowProblemB\x04\xe2\x41\x01\x03\"T\n\x0f\x42\x61tchRowProblem\x12\x14\n\x06\x63olumn\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07message\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\"Q\n\x11WatchBatchRequest\x12<\n\x04name\x18\x01 \x01(\tB.\xe2\x41\x01\x02\xfa\x41\'\n%withdrawals.assetwithdrawal.dev/Batch*u\n\nBatchState\x12\x1b\n\x17\x42\x41TCH_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42\x41TCH_STATE_PROCESSING\x10\x01\x12\x14\n\x10\x42\x41TCH_STATE_DONE\x10\x02\x12\x18\n\x14\x42\x41TCH_STATE_REJECTED\x10\x03*g\n\x0b\x42\x61tchPolicy\x12\x1c\n\x18\x42\x41TCH_POLICY_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x42\x41TCH_POLICY_REJECT_ALL\x10\x01\x12\x1d\n\x19\x42\x41TCH_POLICY_ACCEPT_VALID\x10\x02\x32\xe8\x06\n\x0c\x42\x61tchService\x12\x83\x01\n\x0b\x43reateBatch\x12\x31.assetwithdrawal.withdrawal.v1.CreateBatchRequest\x1a$.assetwithdrawal.withdrawal.v1.Batch\"\x19\x90\x02\x02\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/batches:\x01*(\x01\x12\x81\x01\n\x08GetBatch\x12..assetwithdrawal.withdrawal.v1.GetBatchRequest\x1a$.assetwithdrawal.withdrawal.v1.Batch\"\x1f\x90\x02\x01\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/{name=batches/*}\x12\x8c\x01\n\x0bListBatches\x12\x31.assetwithdrawal.withdrawal.v1.ListBatchesRequest\x1a\x32.assetwithdrawal.withdrawal.v1.ListBatchesResponse\"\x16\x90\x02\x01\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/batches\x12\x91\x01\n\x0b\x43\x61ncelBatch\x12\x31.assetwithdrawal.withdrawal.v1.CancelBatchRequest\x1a$.assetwithdrawal.withdrawal.v1.Batch\")\x90\x02\x02\x82\xd3\xe4\x93\x02 \"\x1b/v1/{name=batches/*}:cancel:\x01*\x12\x9a\x01\n\x0eGetBatchReport\x12\x34.assetwithdrawal.withdrawal.v1.GetBatchReportRequest\x1a*.assetwithdrawal.withdrawal.v1.BatchReport\"&\x90\x02\x01\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/{name=batches/*/report}\x12\x8d\x01\n\nWatchBatch\x12\x30.assetwithdrawal.withdrawal.v1.WatchBatchRequest\x1a$.assetwithdrawal.withdrawal.v1.Batch\"%\x90\x02\x01\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/{name=batches/*}:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,8 +58,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCH'].fields_by_name['request_id']._serialized_options = b'\342A\001\003'
   _globals['_BATCH'].fields_by_name['create_time']._loaded_options = None
   _globals['_BATCH'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_BATCH'].fields_by_name['funding']._loaded_options = None
+  _globals['_BATCH'].fields_by_name['funding']._serialized_options = b'\342A\001\003'
   _globals['_BATCH']._loaded_options = None
   _globals['_BATCH']._serialized_options = b'\352AH\n%withdrawals.assetwithdrawal.dev/Batch\022\017batches/{batch}*\007batches2\005batch'
+  _globals['_TOKENFUNDING'].fields_by_name['token']._loaded_options = None
+  _globals['_TOKENFUNDING'].fields_by_name['token']._serialized_options = b'\342A\001\003'
+  _globals['_TOKENFUNDING'].fields_by_name['amount']._loaded_options = None
+  _globals['_TOKENFUNDING'].fields_by_name['amount']._serialized_options = b'\342A\001\003'
+  _globals['_TOKENFUNDING'].fields_by_name['payable']._loaded_options = None
+  _globals['_TOKENFUNDING'].fields_by_name['payable']._serialized_options = b'\342A\001\003'
+  _globals['_TOKENFUNDING'].fields_by_name['shortfall']._loaded_options = None
+  _globals['_TOKENFUNDING'].fields_by_name['shortfall']._serialized_options = b'\342A\001\003'
+  _globals['_TOKENFUNDING'].fields_by_name['reason']._loaded_options = None
+  _globals['_TOKENFUNDING'].fields_by_name['reason']._serialized_options = b'\342A\001\003'
+  _globals['_TOKENFUNDING'].fields_by_name['observe_time']._loaded_options = None
+  _globals['_TOKENFUNDING'].fields_by_name['observe_time']._serialized_options = b'\342A\001\003'
   _globals['_STATECOUNT'].fields_by_name['state']._loaded_options = None
   _globals['_STATECOUNT'].fields_by_name['state']._serialized_options = b'\342A\001\003'
   _globals['_STATECOUNT'].fields_by_name['count']._loaded_options = None
@@ -138,38 +152,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCHSERVICE'].methods_by_name['GetBatchReport']._serialized_options = b'\220\002\001\202\323\344\223\002\035\022\033/v1/{name=batches/*/report}'
   _globals['_BATCHSERVICE'].methods_by_name['WatchBatch']._loaded_options = None
   _globals['_BATCHSERVICE'].methods_by_name['WatchBatch']._serialized_options = b'\220\002\001\202\323\344\223\002\034\022\032/v1/{name=batches/*}:watch'
-  _globals['_BATCHSTATE']._serialized_start=2343
-  _globals['_BATCHSTATE']._serialized_end=2460
-  _globals['_BATCHPOLICY']._serialized_start=2462
-  _globals['_BATCHPOLICY']._serialized_end=2565
+  _globals['_BATCHSTATE']._serialized_start=2597
+  _globals['_BATCHSTATE']._serialized_end=2714
+  _globals['_BATCHPOLICY']._serialized_start=2716
+  _globals['_BATCHPOLICY']._serialized_end=2819
   _globals['_BATCH']._serialized_start=248
-  _globals['_BATCH']._serialized_end=823
-  _globals['_STATECOUNT']._serialized_start=825
-  _globals['_STATECOUNT']._serialized_end=917
-  _globals['_TOKENTOTAL']._serialized_start=919
-  _globals['_TOKENTOTAL']._serialized_end=995
-  _globals['_CREATEBATCHREQUEST']._serialized_start=997
-  _globals['_CREATEBATCHREQUEST']._serialized_end=1113
-  _globals['_CREATEBATCHHEADER']._serialized_start=1116
-  _globals['_CREATEBATCHHEADER']._serialized_end=1266
-  _globals['_GETBATCHREQUEST']._serialized_start=1268
-  _globals['_GETBATCHREQUEST']._serialized_end=1347
-  _globals['_LISTBATCHESREQUEST']._serialized_start=1349
-  _globals['_LISTBATCHESREQUEST']._serialized_end=1420
-  _globals['_LISTBATCHESRESPONSE']._serialized_start=1422
-  _globals['_LISTBATCHESRESPONSE']._serialized_end=1535
-  _globals['_CANCELBATCHREQUEST']._serialized_start=1537
-  _globals['_CANCELBATCHREQUEST']._serialized_end=1641
-  _globals['_GETBATCHREPORTREQUEST']._serialized_start=1643
-  _globals['_GETBATCHREPORTREQUEST']._serialized_end=1737
-  _globals['_BATCHREPORT']._serialized_start=1740
-  _globals['_BATCHREPORT']._serialized_end=1871
-  _globals['_BATCHREPORTROW']._serialized_start=1874
-  _globals['_BATCHREPORTROW']._serialized_end=2172
-  _globals['_BATCHROWPROBLEM']._serialized_start=2174
-  _globals['_BATCHROWPROBLEM']._serialized_end=2258
-  _globals['_WATCHBATCHREQUEST']._serialized_start=2260
-  _globals['_WATCHBATCHREQUEST']._serialized_end=2341
-  _globals['_BATCHSERVICE']._serialized_start=2568
-  _globals['_BATCHSERVICE']._serialized_end=3440
+  _globals['_BATCH']._serialized_end=891
+  _globals['_TOKENFUNDING']._serialized_start=894
+  _globals['_TOKENFUNDING']._serialized_end=1077
+  _globals['_STATECOUNT']._serialized_start=1079
+  _globals['_STATECOUNT']._serialized_end=1171
+  _globals['_TOKENTOTAL']._serialized_start=1173
+  _globals['_TOKENTOTAL']._serialized_end=1249
+  _globals['_CREATEBATCHREQUEST']._serialized_start=1251
+  _globals['_CREATEBATCHREQUEST']._serialized_end=1367
+  _globals['_CREATEBATCHHEADER']._serialized_start=1370
+  _globals['_CREATEBATCHHEADER']._serialized_end=1520
+  _globals['_GETBATCHREQUEST']._serialized_start=1522
+  _globals['_GETBATCHREQUEST']._serialized_end=1601
+  _globals['_LISTBATCHESREQUEST']._serialized_start=1603
+  _globals['_LISTBATCHESREQUEST']._serialized_end=1674
+  _globals['_LISTBATCHESRESPONSE']._serialized_start=1676
+  _globals['_LISTBATCHESRESPONSE']._serialized_end=1789
+  _globals['_CANCELBATCHREQUEST']._serialized_start=1791
+  _globals['_CANCELBATCHREQUEST']._serialized_end=1895
+  _globals['_GETBATCHREPORTREQUEST']._serialized_start=1897
+  _globals['_GETBATCHREPORTREQUEST']._serialized_end=1991
+  _globals['_BATCHREPORT']._serialized_start=1994
+  _globals['_BATCHREPORT']._serialized_end=2125
+  _globals['_BATCHREPORTROW']._serialized_start=2128
+  _globals['_BATCHREPORTROW']._serialized_end=2426
+  _globals['_BATCHROWPROBLEM']._serialized_start=2428
+  _globals['_BATCHROWPROBLEM']._serialized_end=2512
+  _globals['_WATCHBATCHREQUEST']._serialized_start=2514
+  _globals['_WATCHBATCHREQUEST']._serialized_end=2595
+  _globals['_BATCHSERVICE']._serialized_start=2822
+  _globals['_BATCHSERVICE']._serialized_end=3694
 # @@protoc_insertion_point(module_scope)

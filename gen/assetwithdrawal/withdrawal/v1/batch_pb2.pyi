@@ -90,6 +90,7 @@ class Batch(_message.Message):
     CONTENT_SHA256_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    FUNDING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `batches/{batch}`."""
     state: Global___BatchState.ValueType
@@ -118,6 +119,15 @@ class Batch(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was accepted."""
 
+    @_builtins.property
+    def funding(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenFunding]:
+        """Set in CreateBatch's answer only: per token of the accepted rows, whether the payout
+        vault covers them now. A batch is accepted whatever this says; rows the vault cannot pay
+        yet wait ON_HOLD (`INSUFFICIENT_VAULT_FUNDS`, `OUTFLOW_CAP_REACHED`) and are paid once it
+        can. A token is absent when the vault's funds were never read (payouts not through a
+        vault, or none planned yet).
+        """
+
     def __init__(
         self,
         *,
@@ -132,14 +142,65 @@ class Batch(_message.Message):
         content_sha256: _builtins.str = ...,
         request_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        funding: _abc.Iterable[Global___TokenFunding] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "content_sha256", b"content_sha256", "create_time", b"create_time", "name", b"name", "policy", b"policy", "problem_row_count", b"problem_row_count", "request_id", b"request_id", "row_count", b"row_count", "state", b"state", "state_counts", b"state_counts", "token_totals", b"token_totals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "content_sha256", b"content_sha256", "create_time", b"create_time", "funding", b"funding", "name", b"name", "policy", b"policy", "problem_row_count", b"problem_row_count", "request_id", b"request_id", "row_count", b"row_count", "state", b"state", "state_counts", b"state_counts", "token_totals", b"token_totals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Batch: _TypeAlias = Batch  # noqa: Y015
+
+@_typing.final
+class TokenFunding(_message.Message):
+    """What the payout vault could pay of one token of a batch, from the processor's last reading
+    of the chain, after the withdrawals of that token waiting ahead of the batch.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    PAYABLE_FIELD_NUMBER: _builtins.int
+    SHORTFALL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    OBSERVE_TIME_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """Token symbol, e.g. `USDC`."""
+    amount: _builtins.str
+    """The batch's accepted amount in it: decimal string in token units."""
+    payable: _builtins.str
+    """How much of `amount` the vault could pay now (its balance and its outflow cap's remaining
+    allowance, less the open withdrawals ahead): decimal string in token units.
+    """
+    shortfall: _builtins.str
+    """`amount` minus `payable`: what the vault lacks for the whole batch ("0" when covered)."""
+    reason: _builtins.str
+    """What limits it when short: `INSUFFICIENT_VAULT_FUNDS` (the balance) or
+    `OUTFLOW_CAP_REACHED` (the cap's window); empty when covered.
+    """
+    @_builtins.property
+    def observe_time(self) -> _timestamp_pb2.Timestamp:
+        """When the processor read the vault."""
+
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        amount: _builtins.str = ...,
+        payable: _builtins.str = ...,
+        shortfall: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        observe_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["observe_time", b"observe_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "observe_time", b"observe_time", "payable", b"payable", "reason", b"reason", "shortfall", b"shortfall", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenFunding: _TypeAlias = TokenFunding  # noqa: Y015
 
 @_typing.final
 class StateCount(_message.Message):

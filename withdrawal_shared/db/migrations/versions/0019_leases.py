@@ -3,7 +3,7 @@ until when, and its fencing token (raised at every change of holder), so that of
 monitor replicas one acts and a paused former holder cannot (`withdrawal_shared.db.leases`).
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-06
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from withdrawal_shared.db.types import utc_datetime
 
 revision = "0019"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
