@@ -41,6 +41,7 @@ WITHDRAWAL_COLUMNS = (
     "limit_bucket",
     "batch_id",
     "batch_line",
+    "trace_context",
 )
 AUDIT_COLUMNS = (
     "withdrawal_id",
@@ -122,6 +123,8 @@ class ColumnValues:
             "limit_bucket": plan.limit_bucket,
             "batch_id": self.batch_id,
             "batch_line": line,
+            # A row's spans are not tied to the upload's trace (yet): no stored context.
+            "trace_context": None,
         }
         audit = {
             "withdrawal_id": withdrawal_id,
@@ -189,7 +192,7 @@ class SqlValues(ColumnValues):
             f"('{withdrawal_id}',{self._partner},{q(new.request_id)},'{new.fingerprint}',"
             f"{q(new.client_reference)},{q(new.chain)},{new.token.id},{q(new.recipient)},"
             f"{int(new.amount)},{q(plan.priority.value)},{self._created}{reason_q},{message_q},"
-            f"0,1,'{digest}',{self._times}{q(new.user_ref)},{bucket},{self._batch},{line})"
+            f"0,1,'{digest}',{self._times}{q(new.user_ref)},{bucket},{self._batch},{line},NULL)"
         )
         audit = (
             f"('{withdrawal_id}'{self._audit_head}{reason_q},{message_q}{self._audit_tail}"
