@@ -182,13 +182,17 @@ def validate(obj: Obj, crd_path: Path) -> list[str]:
 
 def find_crds(repo_root: Path) -> Path:
     """The Istio CRDs in `../shared/schemas` beside the repository's root (for a git
-    worktree, beside the main checkout too). Raises FileNotFoundError naming every place
+    worktree, beside the main checkout too; for a clone of a local checkout, beside that
+    checkout). Raises FileNotFoundError naming every place
     looked at when neither holds it."""
     roots = [repo_root]
     git = repo_root / ".git"
     if git.is_file():  # a worktree: `gitdir: <main>/.git/worktrees/<name>`
         gitdir = Path(git.read_text(encoding="utf-8").split(":", 1)[1].strip())
         roots.append(gitdir.parent.parent.parent)
+    origin = _local_origin(repo_root)
+    if origin is not None:  # a clone of a checkout on this machine (CI's fresh clone)
+        roots.append(origin)
     candidates = [schemas_dir(r) / CRD_FILE for r in roots]
     for candidate in candidates:
         if candidate.is_file():
@@ -198,3 +202,21 @@ def find_crds(repo_root: Path) -> Path:
         + " and ".join(str(c) for c in candidates)
         + " (the shared folder beside the repository holds them)"
     )
+
+
+def _local_origin(repo_root: Path) -> Path | None:
+    """The checkout this repository was cloned from, when `origin` is a path on this machine
+    (read from `.git/config`)."""
+    config = repo_root / ".git" / "config"
+    if not config.is_file():
+        return None
+    section = ""
+    for line in config.read_text(encoding="utf-8", errors="replace").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped
+        elif section == '[remote "origin"]' and stripped.startswith("url"):
+            url = stripped.partition("=")[2].strip()
+            path = Path(url.removeprefix("file://"))
+            return path if path.is_absolute() and path.is_dir() else None
+    return None

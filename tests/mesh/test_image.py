@@ -163,6 +163,32 @@ def _make_read_only(root: Path) -> None:
         p.chmod(0o555 if p.is_dir() else 0o444)
 
 
+@contextlib.contextmanager
+def traversable(*paths: Path) -> Iterator[None]:
+    """Let any user pass through the directories above `paths` while the image user runs
+    (a checkout or venv under a private directory, such as a `mktemp -d` clone, would hide
+    the dependencies from it); the modes are put back afterwards."""
+    changed: dict[Path, int] = {}
+    for path in paths:
+        for parent in path.resolve().parents:
+            mode = parent.stat().st_mode
+            if not mode & 0o001 and parent not in changed and parent.owner() == "root":
+                changed[parent] = mode
+                parent.chmod(mode | 0o001)
+    try:
+        yield
+    finally:
+        for parent, mode in changed.items():
+            with contextlib.suppress(OSError):
+                parent.chmod(mode & 0o7777)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _dependencies_reachable() -> Iterator[None]:
+    with traversable(Path(sysconfig.get_paths()["purelib"]), REPO):
+        yield
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The image's files: /opt/venv's project package (from the wheel) and
