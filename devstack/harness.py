@@ -139,6 +139,9 @@ class _HarnessRunner(Stack):
     def service_env(self) -> dict[str, str]:
         env = super().service_env()
         env["CHAIN_RPC_URL"] = self.harness.services_rpc_url
+        processors = self.harness.config.replicas.get("processor", 1)
+        if processors > 1:  # one batching partition each (svc_processor.partitions)
+            env["PROCESSOR_PARTITIONS"] = str(processors)
         env.update(self.harness.config.env)
         return env
 

@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import secrets
-import socket
 import time
 from typing import Any
 
@@ -33,18 +30,13 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from withdrawal_shared.db import leases
-from withdrawal_shared.db.leases import LeaseLost
+from withdrawal_shared.db.leases import LeaseLost, replica_name
 from withdrawal_shared.db.transitions import utcnow
 from withdrawal_shared.metrics import MONITOR_LEADER, MONITOR_LEASE_LOST
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Leadership", "LeaseLost"]
-
-
-def replica_name() -> str:
-    """Unique per process: host, pid and a random suffix (a pid can be reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class Leadership:

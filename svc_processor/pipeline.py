@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
 from svc_processor.chain_reads import ChainReads, WouldRevert
+from svc_processor.partitions import Partitions
 from svc_processor.pauses import PayoutsPaused, is_paused_hold, paused_now
 from svc_processor.pauses import detail as pause_detail
 from svc_processor.payouts import ACTOR, Draft, Kind, Payouts
@@ -108,8 +109,12 @@ class Pipeline:
         batch: BatchSettings,
         *,
         manual_approval: bool = False,
+        partitions: Partitions | None = None,
     ) -> None:
         self.sessions = sessions
+        # Which withdrawals this processor batches, among several replicas (None: all).
+        self.partitions = partitions
+        self._held: frozenset[int] = frozenset()
         self.screening = Screening(manual=manual_approval)
         self.chain = chain
         self.batch = batch
@@ -190,6 +195,8 @@ class Pipeline:
         if vault is None:
             return []
         moved: list[Moved] = []
+        if self.partitions is not None:
+            self._held = self.partitions.hold()  # none: all are others' for now
         with self.sessions() as session:
             split = self._has_emergency_wallet(session)
         groups = self._ready_groups(split)
@@ -615,6 +622,10 @@ class Pipeline:
         ).where(w.state == state.value, w.chain == self.chain, w.payout_tx_id.is_(None))
         if priority is not None:
             query = query.where(w.priority == priority.value)
+        if self.partitions is not None:
+            mine = self.partitions.condition(w.id, self._held)
+            if mine is not None:
+                query = query.where(mine)
         with self.sessions() as session:
             return list(
                 session.execute(query.order_by(w.update_time).limit(self.batch.max_items)).all()

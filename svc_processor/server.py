@@ -31,6 +31,7 @@ from svc_processor.batch_chunks import received_in_chunk
 from svc_processor.consumer import ORDER, DeadLetter, TaskConsumer
 from svc_processor.errors import TransientError
 from svc_processor.gauges import ProcessorGauges
+from svc_processor.partitions import Partitions
 from svc_processor.payouts import ACTOR
 from svc_processor.pipeline import BatchSettings, Pipeline
 from svc_processor.settings import ProcessorSettings
@@ -39,6 +40,7 @@ from withdrawal_shared import queue, tracing
 from withdrawal_shared.approvals import core as approvals
 from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
+from withdrawal_shared.db.leases import replica_name
 from withdrawal_shared.db.models import Withdrawal
 from withdrawal_shared.db.transitions import Moved, TransitionConflict, move
 from withdrawal_shared.holds import HoldReason
@@ -146,6 +148,16 @@ class ProcessorServer:
                 urgent_streak_max=settings.urgent_streak_max,
             ),
             manual_approval=settings.manual_approval,
+            partitions=Partitions(
+                make_sessionmaker(self._engine),
+                settings.chain,
+                settings.partitions,
+                settings.replica,
+                settings.partition_lease_seconds,
+                holder=replica_name(),
+            )
+            if settings.partitions > 1
+            else None,
         )
         self._health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None

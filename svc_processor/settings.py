@@ -36,6 +36,16 @@ class ProcessorSettings(ChainSettings):
     processes running at the same time need different names (a shared name is safe, as every
     task is idempotent, but they would redeliver each other's tasks at start); set
     PROCESSOR_REPLICA (0, 1, ...) or this for each one on the same host."""
+    replica: int = 0
+    """PROCESSOR_REPLICA: this processor's index among its replicas (0, 1, ...): its consumer
+    name's suffix and its own batching partition (`PROCESSOR_PARTITIONS`)."""
+    partitions: int = 1
+    """PROCESSOR_PARTITIONS: with several processor replicas, set it to their number: each
+    batches the withdrawals of its own partition (and of any whose processor is gone) so they
+    never build payouts from the same candidates (`svc_processor.partitions`); 1 = all."""
+    partition_lease_seconds: float = 5.0
+    """PROCESSOR_PARTITION_LEASE_SECONDS: how long a partition's lease lasts; a stopped
+    processor's partition is taken over by another after this long and half as much again."""
     claim_idle_seconds: float = 30.0
     """PROCESSOR_CLAIM_IDLE_SECONDS: a message unacknowledged this long (its consumer died
     or failed transiently) is claimed by another consumer."""
@@ -107,6 +117,11 @@ class ProcessorSettings(ChainSettings):
             consumer_group=env_str("PROCESSOR_CONSUMER_GROUP", d.consumer_group),
             consumer_name=env_str("PROCESSOR_CONSUMER_NAME", "")
             or f"{socket.gethostname()}-{env_int('PROCESSOR_REPLICA', 0, minimum=0)}",
+            replica=env_int("PROCESSOR_REPLICA", d.replica, minimum=0),
+            partitions=env_int("PROCESSOR_PARTITIONS", d.partitions, minimum=1),
+            partition_lease_seconds=env_float(
+                "PROCESSOR_PARTITION_LEASE_SECONDS", d.partition_lease_seconds
+            ),
             claim_idle_seconds=env_float("PROCESSOR_CLAIM_IDLE_SECONDS", d.claim_idle_seconds),
             claim_interval_seconds=env_float(
                 "PROCESSOR_CLAIM_INTERVAL_SECONDS", d.claim_interval_seconds

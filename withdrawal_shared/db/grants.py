@@ -94,7 +94,7 @@ _TABLE: dict[str, tuple[str, str, str, str]] = {
     "signer_ledger": ("", "", "SI", ""),
     "signer_ledger_items": ("", "", "SI", ""),
     "payout_pauses": ("SIU", "S", "S", ""),  # gateway: the admin API's pause and resume
-    "leases": ("", "", "", "SIU"),  # monitor: the one active replica (fenced)
+    "leases": ("", "SIU", "", "SIU"),  # processor: batching partitions; monitor: the leader
     "vault_funds": ("S", "SIU", "", ""),  # processor: as it reads the vault; gateway: batches
     # operators and the admin API
     "operators": ("SIU", "", "", ""),

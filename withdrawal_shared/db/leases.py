@@ -18,6 +18,9 @@ token, not the clock, is what keeps two holders from both writing.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import secrets
+import socket
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -27,14 +30,28 @@ from withdrawal_shared.db.models import Lease
 from withdrawal_shared.errors import WithdrawalSystemError
 
 
+def replica_name() -> str:
+    """A holder name unique per process: host, pid and a random suffix (a pid can be reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
 class LeaseLost(WithdrawalSystemError):
     """This replica no longer holds the lease: what it was about to commit is rolled back."""
 
 
-def take(session: Session, name: str, holder: str, seconds: float, now: dt.datetime) -> int | None:
-    """Take `name` for `seconds` from `now` if it is free, expired or already ours; the fencing
-    token we hold it with, or None while another holder's lease runs. Commit the session
-    afterwards (on a race to create the row, the loser gets None and tries again later)."""
+def take(
+    session: Session,
+    name: str,
+    holder: str,
+    seconds: float,
+    now: dt.datetime,
+    *,
+    grace_seconds: float = 0.0,
+) -> int | None:
+    """Take `name` for `seconds` from `now` if it is free, expired (for `grace_seconds` at
+    least, when another held it) or already ours; the fencing token we hold it with, or None
+    while another holder's lease runs. Commit the session afterwards (on a race to create the
+    row, the loser gets None and tries again later)."""
     expire = now + dt.timedelta(seconds=seconds)
     row = session.execute(
         select(Lease.holder, Lease.token, Lease.expire_time)
@@ -42,16 +59,21 @@ def take(session: Session, name: str, holder: str, seconds: float, now: dt.datet
         .with_for_update()
     ).one_or_none()
     if row is None:
+        # With a grace the caller is not the lease's natural holder: it creates the row free
+        # (expired now) and may take it only after the grace, if nobody else did.
+        first = (
+            Lease(name=name, holder="", token=0, expire_time=now, update_time=now)
+            if grace_seconds > 0
+            else Lease(name=name, holder=holder, token=1, expire_time=expire, update_time=now)
+        )
         try:
             with session.begin_nested():
-                session.add(
-                    Lease(name=name, holder=holder, token=1, expire_time=expire, update_time=now)
-                )
+                session.add(first)
         except IntegrityError:
             return None
-        return 1
+        return None if grace_seconds > 0 else 1
     ours = row.holder == holder
-    if not ours and _naive(row.expire_time) > _naive(now):
+    if not ours and _naive(row.expire_time) + dt.timedelta(seconds=grace_seconds) > _naive(now):
         return None
     token = int(row.token) if ours and _naive(row.expire_time) > _naive(now) else row.token + 1
     session.execute(
