@@ -316,6 +316,12 @@ def initialize(service: str) -> None:
         QUEUE_REDELIVERIES.add(0)
         QUEUE_DEAD_LETTERS.add(0)
         PAYOUT_REPLACEMENTS.add(0)
+    if service == "webhooks":
+        for outcome in ("SUCCEEDED", "RETRYING", "FAILED"):
+            WEBHOOK_ATTEMPTS.add(0, {"outcome": outcome})
+        for disabled in ("ENDPOINT_GONE", "FAILING"):
+            WEBHOOK_ENDPOINTS_DISABLED.add(0, {"reason": disabled})
+        WEBHOOK_OUTBOX_GAPS_SKIPPED.add(0)
     if service == "monitor":
         CHAIN_REORGS.add(0)
         MONITOR_LEADER.set(0)

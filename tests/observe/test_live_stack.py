@@ -143,7 +143,8 @@ def recording_rules() -> set[str]:
 
 
 def test_dashboards_exist_with_provisioning() -> None:
-    assert {p.stem for p in DASHBOARDS.glob("*.json")} >= {"overview", "pipeline", "chain-wallets"}
+    expected = {"overview", "pipeline", "chain-wallets", "webhooks"}
+    assert {p.stem for p in DASHBOARDS.glob("*.json")} >= expected
     provisioning = REPO / "ops" / "grafana" / "provisioning"
     datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
     assert datasource["datasources"][0]["uid"] == "prometheus"
