@@ -37,6 +37,7 @@ from tests.fuzz.proto_strategies import Hints, InvalidRequest, invalid_requests
 from tests.fuzz.stack import FuzzStack
 from tests.fuzz.state import snapshot
 from tests.fuzz.test_grpc_fuzz import fuzz_targets
+from tests.fuzz.test_rest_fuzz import without_framing_headers
 from withdrawal_shared.db.admin_audit import DENIED, FAILED
 from withdrawal_shared.db.models import AdminAudit, Partner
 from withdrawal_shared.db.transitions import utcnow
@@ -138,6 +139,7 @@ def test_invalid_rest_requests_change_nothing(fuzz_stack: FuzzStack) -> None:
             def run(case: schemathesis.Case) -> None:
                 nonlocal sent
                 sent += 1
+                without_framing_headers(case)
                 response = case.call_and_validate(
                     base_url=gateway.base_url,
                     headers={} if _mutates_authorization(case) else partner.headers,
