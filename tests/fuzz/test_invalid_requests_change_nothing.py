@@ -32,12 +32,12 @@ from schemathesis.checks import load_all_checks
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import delete
 
+from tests.fuzz.cases import without_framing_headers
 from tests.fuzz.grpc_targets import Target, call, problems
 from tests.fuzz.proto_strategies import Hints, InvalidRequest, invalid_requests
 from tests.fuzz.stack import FuzzStack
 from tests.fuzz.state import snapshot
 from tests.fuzz.test_grpc_fuzz import fuzz_targets
-from tests.fuzz.test_rest_fuzz import without_framing_headers
 from withdrawal_shared.db.admin_audit import DENIED, FAILED
 from withdrawal_shared.db.models import AdminAudit, Partner
 from withdrawal_shared.db.transitions import utcnow

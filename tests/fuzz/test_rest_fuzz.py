@@ -17,20 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import load_all_checks
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from tests.fuzz.cases import without_framing_headers
 from tests.fuzz.stack import FuzzStack
 
 EXAMPLES = int(os.environ.get("FUZZ_REST_EXAMPLES", "10"))
-
-
-FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
-
-
-def without_framing_headers(case: schemathesis.Case) -> None:
-    """Drop generated HTTP framing headers: a made-up Content-Length breaks the HTTP message
-    itself, which the server's HTTP parser refuses (400, text/plain) before the API sees it;
-    the client sets the real one."""
-    for name in [h for h in (case.headers or {}) if h.lower() in FRAMING_HEADERS]:
-        del case.headers[name]  # type: ignore[index]
 
 
 def _error_names_the_problem(status: int, body: Any) -> None:
