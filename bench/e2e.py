@@ -91,6 +91,8 @@ class Variant:
     """Added to every service's environment (`bench.seeing`: tracing on or off)."""
     confirmations: int = CONFIRMATIONS
     block_time: float = 2.0
+    replicas: Mapping[str, int] = field(default_factory=dict)
+    """`HarnessConfig.replicas`: e.g. two processors sharing the partitions (`--processors`)."""
 
 
 @dataclass
@@ -136,7 +138,7 @@ def find_pids(comm: str) -> list[int]:
 
 
 def process_pids(stack: Any) -> dict[str, int | None]:
-    pids: dict[str, int | None] = {name: stack.pid(name) for name in SERVICE_NAMES}
+    pids: dict[str, int | None] = {name: stack.pid(name) for name in stack.service_names}
     pids["anvil"] = stack.anvil.pid
     redis_process = stack.redis.process if stack.redis is not None else None
     pids["redis"] = redis_process.pid if redis_process is not None else None
@@ -178,6 +180,7 @@ def run_variant(
         confirmations=variant.confirmations,
         block_time=variant.block_time,
         env=env,
+        replicas=variant.replicas,
     )
     count = int(args.rate * args.duration)
     say = sayer(variant.name)
@@ -222,7 +225,7 @@ def run_variant(
             **_timings(stack, args, t0, report, accepted),
         }
         result["cpu"] = _cpu(cpu_before, cpu_after, report.cpu_seconds, result["completed"])
-        result["restarts"] = {name: stack.restarts(name) for name in SERVICE_NAMES}
+        result["restarts"] = {name: stack.restarts(name) for name in stack.service_names}
         if observed is not None:
             result["observed"] = observed
         result["load_at_end"] = uptime_load()
@@ -434,6 +437,48 @@ def _ratio(value: float | None, baseline: float | None, *, lower_is_better: bool
     return f"{(baseline / value if lower_is_better else value / baseline):.1f}x"
 
 
+def print_processors(one: dict[str, Any], several: dict[str, Any], count: int) -> None:
+    """The batched run with one processor against `count` processors (`--processors`)."""
+
+    def processors_cpu(result: dict[str, Any]) -> float:
+        return sum(
+            v["cpu_seconds"] or 0.0
+            for name, v in result["cpu"].items()
+            if name == "processor" or name.startswith("processor-")
+        )
+
+    def all_cpu(result: dict[str, Any]) -> float:
+        return sum(v["cpu_seconds"] or 0.0 for v in result["cpu"].values())
+
+    rows: list[tuple[str, float | None, float | None]] = [
+        (
+            "COMPLETED per minute (steady)",
+            one["completed_per_minute"],
+            several["completed_per_minute"],
+        ),
+        ("submit -> COMPLETED p50 (s)", one["completed_s"]["p50"], several["completed_s"]["p50"]),
+        ("submit -> COMPLETED p95 (s)", one["completed_s"]["p95"], several["completed_s"]["p95"]),
+    ]
+    for label, measure in (("processors", processors_cpu), ("every process", all_cpu)):
+        per_1k = [
+            measure(r) / (r["completed"] / 1000) if r["completed"] else None for r in (one, several)
+        ]
+        rows.append((f"CPU s / 1k COMPLETED: {label}", per_1k[0], per_1k[1]))
+    width = max(len(r[0]) for r in rows)
+    print(f"{'metric':<{width}} | {'1 processor':>12} | {f'{count} processors':>13} | ratio")
+    for label, a, b in rows:
+        ratio = f"{b / a:.3f}" if a and b is not None else "-"
+        fa = "-" if a is None else f"{a:,.2f}"
+        fb = "-" if b is None else f"{b:,.2f}"
+        print(f"{label:<{width}} | {fa:>12} | {fb:>13} | {ratio}")
+    eo = several["exactly_once"]
+    print(
+        f"[{several['variant']}] exactly once: ok={eo['ok']} paid_once={eo['paid_exactly_once']} "
+        f"double={eo['double_payments']} not_terminal_at_stop={eo['not_terminal_at_stop']}; "
+        f"restarts={several['restarts']}"
+    )
+
+
 def print_table(batched: dict[str, Any], baseline: dict[str, Any]) -> None:
     def fmt(v: Any, unit: str = "") -> str:
         if v is None:
@@ -500,7 +545,7 @@ def print_table(batched: dict[str, Any], baseline: dict[str, Any]) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rate", type=float, default=220.0, help="withdrawals per second")
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of submissions")
@@ -531,12 +576,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the services")
     parser.add_argument("--progress-seconds", type=float, default=10.0)
     parser.add_argument(
-        "--only", choices=("batched", "baseline"), default=None, help="one variant only (no ratios)"
+        "--only",
+        default=None,
+        help="run only these variants, comma-separated: batched, baseline, batched-<N>p",
+    )
+    parser.add_argument(
+        "--processors",
+        type=int,
+        default=1,
+        help="N > 1 adds the variant batched-<N>p: the batched run with N processor processes",
     )
     parser.add_argument("--py-spy", default="", help="py-spy binary: profile each service")
     parser.add_argument("--profile-dir", default=str(RESULTS / "profiles"))
     parser.add_argument("--smoke", action="store_true", help="a few seconds at a low rate")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.smoke:
         args.rate, args.duration, args.drain, args.baseline_drain = 5.0, 4.0, 90.0, 60.0
@@ -549,6 +607,21 @@ def main(argv: list[str] | None = None) -> int:
         Variant("batched", batched_items, args.drain, must_drain=True),
         Variant("baseline", 1, args.baseline_drain, must_drain=False),
     ]
+    if args.processors > 1:
+        variants.insert(
+            1,
+            Variant(
+                f"batched-{args.processors}p",
+                batched_items,
+                args.drain,
+                must_drain=True,
+                replicas={"processor": args.processors},
+            ),
+        )
+    only = set(args.only.split(",")) if args.only else {v.name for v in variants}
+    unknown = only - {v.name for v in variants}
+    if unknown:
+        parser.error(f"--only: no variant {', '.join(sorted(unknown))}")
     config = {
         "benchmark": "e2e",
         "payout_size_max": batched_items,
@@ -563,7 +636,12 @@ def main(argv: list[str] | None = None) -> int:
         "audit_trail": "every state change, hash-chained",
         "policy_checks": "processor validation + signer policy on every item",
         "database": "MariaDB (a database of its own on 127.0.0.1:3306)",
-        "processes": "gateway, processor, signer (keystore), monitor, webhooks: one process each",
+        "processes": "gateway, processor, signer (keystore), monitor, webhooks: one process each"
+        + (
+            f" (batched-{args.processors}p: {args.processors} processors)"
+            if args.processors > 1
+            else ""
+        ),
         "recipients": "fresh (never funded), one per withdrawal",
         "amount": f"{AMOUNT} USDC",
         "rate_per_s": args.rate,
@@ -580,15 +658,18 @@ def main(argv: list[str] | None = None) -> int:
     print("configuration:", json.dumps(config), flush=True)
     results: dict[str, Any] = {}
     for variant in variants:
-        if args.only and variant.name != args.only:
+        if variant.name not in only:
             continue
         variant_args = argparse.Namespace(**vars(args))
         if variant.name == "baseline":
             variant_args.rate = args.baseline_rate or args.rate
             variant_args.duration = args.baseline_duration or args.duration
         results[variant.name] = run_variant(variant_args, variant)
-    if len(results) == 2:
+    if "batched" in results and "baseline" in results:
         print_table(results["batched"], results["baseline"])
+    several = results.get(f"batched-{args.processors}p")
+    if several is not None and "batched" in results:
+        print_processors(results["batched"], several, args.processors)
     verdicts: dict[str, Any] = {}
     batched = results.get("batched")
     baseline = results.get("baseline")
