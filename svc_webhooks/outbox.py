@@ -25,9 +25,9 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from withdrawal_shared.db.models import (
@@ -45,6 +45,7 @@ from withdrawal_shared.webhooks import events
 log = logging.getLogger(__name__)
 
 CURSOR = "withdrawal_audit"
+DELIVERIES = cast(Table, WebhookDelivery.__table__)
 GAP_QUERY_MAX = 1000
 """Gap ids looked up per poll at most (the rest the next poll)."""
 
@@ -86,7 +87,8 @@ def _rows(session: Session, *where: Any, limit: int | None = None) -> list[Outbo
 
     Three reads rather than one join: the audit rows by primary key (a range or a list of
     ids), their withdrawals by primary key, and the few tokens. A join ordered by the audit
-    id lets MariaDB start from the tokens and scan every withdrawal on each poll."""
+    id lets MariaDB start from the tokens and scan every withdrawal on each poll. The reads
+    run on the session's connection (Core rows), not through the ORM's result machinery."""
     query = (
         select(
             WithdrawalAudit.id,
@@ -104,12 +106,13 @@ def _rows(session: Session, *where: Any, limit: int | None = None) -> list[Outbo
     )
     if limit is not None:
         query = query.limit(limit)
-    audits = session.execute(query).all()
+    audits = session.connection().execute(query).all()
     if not audits:
         return []
     withdrawals = {
         w.id: w
-        for w in session.execute(
+        for w in session.connection()
+        .execute(
             select(
                 Withdrawal.id,
                 Withdrawal.partner_id,
@@ -120,10 +123,12 @@ def _rows(session: Session, *where: Any, limit: int | None = None) -> list[Outbo
                 Withdrawal.amount,
                 Withdrawal.token_id,
             ).where(Withdrawal.id.in_({a.withdrawal_id for a in audits}))
-        ).all()
+        )
+        .all()
     }
     tokens = {
-        t.id: t for t in session.execute(select(Token.id, Token.symbol, Token.decimals)).all()
+        t.id: t
+        for t in session.connection().execute(select(Token.id, Token.symbol, Token.decimals))
     }
     rows: list[OutboxRow] = []
     for a in audits:
@@ -160,7 +165,7 @@ def _ids(session: Session, *where: Any, limit: int | None = None) -> list[int]:
     query = select(WithdrawalAudit.id).where(*where).order_by(WithdrawalAudit.id)
     if limit is not None:
         query = query.limit(limit)
-    return list(session.scalars(query).all())
+    return list(session.connection().scalars(query).all())
 
 
 def _any_endpoint_enabled(session: Session) -> bool:
@@ -280,6 +285,6 @@ def fan_out(session: Session, rows: Sequence[OutboxRow]) -> int:
                     "end_time": None,
                 }
             )
-    if values:
-        session.execute(insert(WebhookDelivery), values)
+    if values:  # Core, not the ORM's bulk insert: one multi-row INSERT, no per-row mapping
+        session.connection().execute(insert(DELIVERIES), values)
     return len(values)

@@ -7,13 +7,14 @@ sequence order, each waiting for the one before to succeed or fail for good; dif
 withdrawals go in parallel, up to `max_in_flight_per_endpoint` per endpoint and
 `max_in_flight` in all.
 
-Before sending, the due deliveries of a round are leased in the database in one transaction (a
-compare-and-set), so a sender killed mid-attempt leaves leases that run out, and those
-deliveries are sent again: at least once. Finished attempts are recorded in batches: each
-attempt, its status code and latency go to the delivery log (`webhook_attempts`) with its
-delivery's new state, in one transaction per batch. The send loop runs a round as soon as
-there is room and work (an attempt recorded, new deliveries fanned out), and otherwise waits
-up to `poll_seconds`.
+Before sending, the due deliveries of a round are read and leased in the database in one
+transaction (a compare-and-set on the lease), so a sender killed mid-attempt leaves leases
+that run out, and those deliveries are sent again: at least once. Finished attempts are
+recorded in batches: each attempt, its status code and latency go to the delivery log
+(`webhook_attempts`) with its delivery's new state, in one transaction per batch (a batch of
+successes: three statements whatever its size). The send loop runs a round as soon as there
+is room and work (an attempt recorded, new deliveries fanned out), and otherwise waits up to
+`poll_seconds`.
 
 Each attempt checks the endpoint's URL again and refuses private, link-local and metadata
 addresses (`withdrawal_shared.webhooks.urls`): an address literal before sending, a host name
@@ -21,7 +22,11 @@ in the HTTP client's resolver, which checks every address it returns and is aske
 new connection (no DNS cache), so the address connected to is the address checked. Redirects
 are not followed (a 3xx is a failed attempt). Signatures follow the Standard Webhooks
 specification (`standardwebhooks`): one `v1,` signature per current secret, two during a
-rotation's overlap.
+rotation's overlap; each sealed secret is decrypted and made a signer once, not per attempt.
+
+With tracing on (`withdrawal_shared.tracing`), each attempt is a CLIENT span, the child of
+the withdrawal's stored trace context (read with the round's leases); with tracing off the
+round reads no context and an attempt makes no span.
 """
 
 from __future__ import annotations
@@ -34,19 +39,26 @@ import logging
 import random
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from sqlalchemy import and_, exists, func, insert, select, update
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy import Connection, Row, Table, and_, exists, func, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
 from svc_webhooks.settings import WebhooksSettings
-from withdrawal_shared.db.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from withdrawal_shared import tracing
+from withdrawal_shared.db.models import (
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    Withdrawal,
+)
 from withdrawal_shared.db.transitions import utcnow
 from withdrawal_shared.ids import new_ulid
 from withdrawal_shared.metrics import (
@@ -66,8 +78,16 @@ from withdrawal_shared.webhooks.urls import (
     resolve_checked,
 )
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# The hot path's statements run on the tables (Core), not through the ORM's compile state.
+ATTEMPTS = cast(Table, WebhookAttempt.__table__)
+DELIVERIES = cast(Table, WebhookDelivery.__table__)
+ENDPOINTS = cast(Table, WebhookEndpoint.__table__)
+WITHDRAWALS = cast(Table, Withdrawal.__table__)
 
 USER_AGENT = "assetwithdrawal-webhooks/1"
 RECORD_GATHER_SECONDS = 0.005
@@ -79,10 +99,24 @@ class Leased:
     endpoint_id: str
     partner_id: str
     url: str
-    secrets: tuple[str, ...]
+    signers: tuple[Webhook, ...]
+    """One per secret that signs now (two during a rotation's overlap)."""
     event_id: str
+    withdrawal_id: str
     payload: str
     attempt: int
+    traceparent: str | None = None
+    """The withdrawal's stored trace context (read only while tracing is on)."""
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    """What a round needs of an enabled endpoint."""
+
+    id: str
+    partner_id: str
+    url: str
+    signers: tuple[Webhook, ...]
 
 
 @dataclass(frozen=True)
@@ -112,8 +146,9 @@ class Sender:
         self._finished: list[tuple[Leased, Result]] = []
         self._recording: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._secrets: dict[tuple[str, str, str | None, dt.datetime | None], tuple[str, ...]]
-        self._secrets = {}
+        self._signers: dict[
+            tuple[str, str, str | None, dt.datetime | None], tuple[Webhook, ...]
+        ] = {}
         self._url_checks: dict[str, str | None] = {}
         self._client: aiohttp.ClientSession | None = None
         self._lease_seconds = settings.timeout_seconds * 2 + 5
@@ -132,6 +167,9 @@ class Sender:
                 ),
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout_seconds),
                 headers={"user-agent": USER_AGENT},
+                # No cookies kept: an endpoint's Set-Cookie neither reaches a later request
+                # nor costs a jar lookup per attempt.
+                cookie_jar=aiohttp.DummyCookieJar(),
                 trust_env=False,
                 auto_decompress=False,
             )
@@ -170,123 +208,159 @@ class Sender:
         """Lease up to `room` due deliveries (at most `max_in_flight_per_endpoint` in flight
         per endpoint) in one transaction: a compare-and-set on their leases, marked with a
         lease time of this round's own, so that rows another sender leased meanwhile are
-        left to it."""
+        left to it. The due rows are read with everything an attempt needs; they are read
+        again (their ids) only when the compare-and-set missed some."""
         now = utcnow()
-        earlier = aliased(WebhookDelivery)
+        d = DELIVERIES.c
+        earlier = DELIVERIES.alias("earlier").c
         blocked = exists().where(
-            earlier.endpoint_id == WebhookDelivery.endpoint_id,
-            earlier.withdrawal_id == WebhookDelivery.withdrawal_id,
-            earlier.sequence < WebhookDelivery.sequence,
+            earlier.endpoint_id == d.endpoint_id,
+            earlier.withdrawal_id == d.withdrawal_id,
+            earlier.sequence < d.sequence,
             earlier.state == "PENDING",
         )
         per_endpoint = self.settings.max_in_flight_per_endpoint
-        with self.sessions() as session:
+        lease_free = (d.lease_until.is_(None)) | (d.lease_until < now)
+        with self.sessions.begin() as session:
+            conn = session.connection()
             # The enabled endpoints first, as a list: joined in the query, they make MariaDB
             # sort every PENDING row instead of walking the due index and stopping early.
-            enabled = [
-                endpoint_id
-                for endpoint_id in session.scalars(
-                    select(WebhookEndpoint.id).where(WebhookEndpoint.state == "ENABLED")
-                )
-                if in_flight.get(endpoint_id, 0) < per_endpoint
-            ]
-            if not enabled:
-                return []
-            due = session.execute(
-                select(WebhookDelivery.id, WebhookDelivery.endpoint_id)
-                .where(
-                    WebhookDelivery.state == "PENDING",
-                    WebhookDelivery.next_attempt_time <= now,
-                    (WebhookDelivery.lease_until.is_(None)) | (WebhookDelivery.lease_until < now),
-                    WebhookDelivery.endpoint_id.in_(enabled),
-                    ~blocked,
-                )
-                .order_by(WebhookDelivery.next_attempt_time, WebhookDelivery.id)
-                .limit(room * 2)
-            ).all()
-        chosen: list[int] = []
-        counts = dict(in_flight)
-        for row in due:
-            if len(chosen) >= room:
-                break
-            if counts.get(row.endpoint_id, 0) >= per_endpoint:
-                continue
-            counts[row.endpoint_id] = counts.get(row.endpoint_id, 0) + 1
-            chosen.append(row.id)
-        if not chosen:
-            return []
-        mark = (now + dt.timedelta(seconds=self._lease_seconds)).replace(
-            microsecond=random.randrange(1_000_000)  # noqa: S311 - a marker, not a secret
-        )
-        with self.sessions.begin() as session:
-            session.execute(
-                update(WebhookDelivery)
-                .where(
-                    WebhookDelivery.id.in_(chosen),
-                    WebhookDelivery.state == "PENDING",
-                    (WebhookDelivery.lease_until.is_(None)) | (WebhookDelivery.lease_until < now),
-                )
-                .values(lease_until=mark)
-                .execution_options(synchronize_session=False)
-            )
-            rows = session.execute(
-                select(
-                    WebhookDelivery.id,
-                    WebhookDelivery.endpoint_id,
-                    WebhookDelivery.event_id,
-                    WebhookDelivery.payload,
-                    WebhookDelivery.attempts,
-                ).where(WebhookDelivery.id.in_(chosen), WebhookDelivery.lease_until == mark)
-            ).all()
             endpoints = {
                 e.id: e
-                for e in session.scalars(
-                    select(WebhookEndpoint).where(
-                        WebhookEndpoint.id.in_({r.endpoint_id for r in rows})
-                    )
-                )
+                for e in self._enabled_endpoints(conn, now)
+                if in_flight.get(e.id, 0) < per_endpoint
             }
-            return [
-                Leased(
-                    r.id,
-                    r.endpoint_id,
-                    endpoints[r.endpoint_id].partner_id,
-                    endpoints[r.endpoint_id].url,
-                    self._open_secrets(endpoints[r.endpoint_id], now),
-                    r.event_id,
-                    r.payload,
-                    r.attempts + 1,
+            if not endpoints:
+                return []
+            due = conn.execute(
+                select(d.id, d.endpoint_id, d.event_id, d.withdrawal_id, d.payload, d.attempts)
+                .where(
+                    d.state == "PENDING",
+                    d.next_attempt_time <= now,
+                    lease_free,
+                    d.endpoint_id.in_(list(endpoints)),
+                    ~blocked,
                 )
-                for r in sorted(rows, key=lambda r: chosen.index(r.id))
-            ]
+                .order_by(d.next_attempt_time, d.id)
+                .limit(room * 2)
+            ).all()
+            chosen: list[Row[Any, Any, Any, Any, Any, Any]] = []
+            counts = dict(in_flight)
+            for row in due:
+                if len(chosen) >= room:
+                    break
+                if counts.get(row.endpoint_id, 0) >= per_endpoint:
+                    continue
+                counts[row.endpoint_id] = counts.get(row.endpoint_id, 0) + 1
+                chosen.append(row)
+            if not chosen:
+                return []
+            mark = (now + dt.timedelta(seconds=self._lease_seconds)).replace(
+                microsecond=random.randrange(1_000_000)  # noqa: S311 - a marker, not a secret
+            )
+            ids = [row.id for row in chosen]
+            leased = conn.execute(
+                update(DELIVERIES)
+                .where(d.id.in_(ids), d.state == "PENDING", d.next_attempt_time <= now, lease_free)
+                .values(lease_until=mark)
+            )
+            # Rows matched, not only changed (the MySQL dialects ask for FOUND_ROWS): all of
+            # them, unless another sender leased or finished some since they were read.
+            if int(leased.rowcount) != len(ids):
+                ours = set(conn.scalars(select(d.id).where(d.id.in_(ids), d.lease_until == mark)))
+                chosen = [row for row in chosen if row.id in ours]
+            contexts: dict[str, str | None] = {}
+            if tracing.enabled():
+                withdrawals = {row.withdrawal_id for row in chosen if row.withdrawal_id}
+                if withdrawals:
+                    w = WITHDRAWALS.c
+                    contexts = {
+                        row.id: row.trace_context
+                        for row in conn.execute(
+                            select(w.id, w.trace_context).where(w.id.in_(withdrawals))
+                        )
+                    }
+        leases: list[Leased] = []
+        for row in chosen:
+            endpoint = endpoints[row.endpoint_id]
+            leases.append(
+                Leased(
+                    row.id,
+                    endpoint.id,
+                    endpoint.partner_id,
+                    endpoint.url,
+                    endpoint.signers,
+                    row.event_id,
+                    row.withdrawal_id,
+                    row.payload,
+                    row.attempts + 1,
+                    contexts.get(row.withdrawal_id),
+                )
+            )
+        return leases
 
-    def _open_secrets(self, endpoint: WebhookEndpoint, now: dt.datetime) -> tuple[str, ...]:
-        """The secrets that sign now: the current one, and the previous one during a
-        rotation's overlap (decrypted once per sealed value)."""
-        previous = endpoint.previous_secret
-        expires = endpoint.previous_secret_expire_time
+    def _enabled_endpoints(self, conn: Connection, now: dt.datetime) -> list[_Endpoint]:
+        e = ENDPOINTS.c
+        rows = conn.execute(
+            select(
+                e.id,
+                e.partner_id,
+                e.url,
+                e.secret,
+                e.previous_secret,
+                e.previous_secret_expire_time,
+            ).where(e.state == "ENABLED")
+        ).all()
+        return [
+            _Endpoint(
+                row.id,
+                row.partner_id,
+                row.url,
+                self._signers_for(
+                    row.id,
+                    row.secret,
+                    row.previous_secret,
+                    row.previous_secret_expire_time,
+                    now,
+                ),
+            )
+            for row in rows
+        ]
+
+    def _signers_for(
+        self,
+        endpoint_id: str,
+        secret: str,
+        previous: str | None,
+        expires: dt.datetime | None,
+        now: dt.datetime,
+    ) -> tuple[Webhook, ...]:
+        """The signers of the secrets that sign now: the current one, and the previous one
+        during a rotation's overlap. Each sealed value is decrypted, and its key decoded,
+        once (`Webhook` decodes its secret when made), not per attempt."""
         if previous is None or expires is None or expires <= now:
             previous, expires = None, None
-        key = (endpoint.id, endpoint.secret, previous, expires)
-        opened = self._secrets.get(key)
-        if opened is None:
-            values = [self.box.open(endpoint.secret)]
-            if previous is not None:
-                values.append(self.box.open(previous))
-            opened = tuple(values)
-            if len(self._secrets) > 10_000:
-                self._secrets.clear()
-            self._secrets[key] = opened
-        return opened
+        key = (endpoint_id, secret, previous, expires)
+        signers = self._signers.get(key)
+        if signers is None:
+            sealed = [secret] if previous is None else [secret, previous]
+            signers = tuple(Webhook(self.box.open(value)) for value in sealed)
+            if len(self._signers) > 10_000:
+                self._signers.clear()
+            self._signers[key] = signers
+        return signers
 
     # -- one attempt -------------------------------------------------------------------------
 
     async def _attempt(self, leased: Leased) -> None:
-        try:
-            result = await self.send(leased)
-        except Exception as exc:  # recorded as a failed attempt, retried on the schedule
-            log.exception("a webhook attempt failed", extra={"delivery": leased.id})
-            result = Result(0, 0, f"{type(exc).__name__}"[:256])
+        with _attempt_span(leased) as span:
+            try:
+                result = await self.send(leased)
+            except Exception as exc:  # recorded as a failed attempt, retried on the schedule
+                log.exception("a webhook attempt failed", extra={"delivery": leased.id})
+                result = Result(0, 0, f"{type(exc).__name__}"[:256])
+            if span is not None:
+                tracing.end_client_span(span, result.status_code, result.error)
         self._finished.append((leased, result))
         if self._recording is None or self._recording.done():
             self._recording = asyncio.create_task(self._record_finished(), name="webhook-record")
@@ -336,9 +410,7 @@ class Sender:
             return Result(0, 0, f"refused: the URL {refused}"[:256])
         now = dt.datetime.now(dt.UTC)
         body = leased.payload.encode()
-        signature = " ".join(
-            Webhook(secret).sign(leased.event_id, now, body) for secret in leased.secrets
-        )
+        signature = " ".join(signer.sign(leased.event_id, now, body) for signer in leased.signers)
         headers = {
             "content-type": "application/json",
             "webhook-id": leased.event_id,
@@ -367,8 +439,14 @@ class Sender:
 
     def _record_many(self, batch: list[tuple[Leased, Result]]) -> None:
         """Each attempt, its delivery's new state and its endpoint's, in one transaction
-        (endpoints locked first, in id order, then the deliveries). Successes are written with
-        one UPDATE for all; the rest one by one (`_apply`)."""
+        (endpoints first, in id order, then the deliveries, then the delivery log).
+
+        Successes are written with one UPDATE for all, a compare-and-set on PENDING; their
+        states are read back only when it matched fewer rows than it was given (a delivery
+        finished or deleted meanwhile). A batch of successes alone touches its endpoints
+        with one UPDATE (`last_success_time`); a batch with other outcomes locks and loads
+        its endpoints and those deliveries and applies each (`_apply`). The attempts go to
+        the log with one multi-row INSERT."""
         now = utcnow()
         outcomes: list[tuple[Leased, Result, str]] = []
         rows: list[dict[str, Any]] = []
@@ -391,44 +469,35 @@ class Sender:
         succeeded = [(lease, r) for lease, r in batch if 200 <= r.status_code < 300]
         others = [(lease, r) for lease, r in batch if not 200 <= r.status_code < 300]
         with self.sessions.begin() as session:
-            endpoints = {
-                e.id: e
-                for e in session.scalars(
-                    select(WebhookEndpoint)
-                    .where(WebhookEndpoint.id.in_({lease.endpoint_id for lease, _ in batch}))
-                    .order_by(WebhookEndpoint.id)
-                    .with_for_update()
-                )
-            }
-            if succeeded:
-                states = dict(
-                    session.execute(
-                        select(WebhookDelivery.id, WebhookDelivery.state).where(
-                            WebhookDelivery.id.in_([lease.id for lease, _ in succeeded])
-                        )
-                    ).all()
-                )
-                pending = [lease.id for lease, _ in succeeded if states.get(lease.id) == "PENDING"]
-                if pending:
-                    session.execute(
-                        update(WebhookDelivery)
-                        .where(WebhookDelivery.id.in_(pending), WebhookDelivery.state == "PENDING")
-                        .values(
-                            state="SUCCEEDED",
-                            attempts=WebhookDelivery.attempts + 1,
-                            end_time=now,
-                            lease_until=None,
-                        )
-                        .execution_options(synchronize_session=False)
+            endpoints: dict[str, WebhookEndpoint] = {}
+            if others:
+                endpoints = {
+                    e.id: e
+                    for e in session.scalars(
+                        select(WebhookEndpoint)
+                        .where(WebhookEndpoint.id.in_({lease.endpoint_id for lease, _ in batch}))
+                        .order_by(WebhookEndpoint.id)
+                        .with_for_update()
                     )
+                }
+            elif succeeded:
+                session.connection().execute(
+                    update(ENDPOINTS)
+                    .where(ENDPOINTS.c.id.in_(sorted({lease.endpoint_id for lease, _ in batch})))
+                    .values(last_success_time=now, failing_since=None)
+                )
+            if succeeded:
+                states = self._succeed(session, [lease.id for lease, _ in succeeded], now)
                 for leased, result in succeeded:
                     state = states.get(leased.id)
-                    endpoint = endpoints.get(leased.endpoint_id)
-                    if state is None or endpoint is None:  # deleted meanwhile
+                    if state is None:  # deleted meanwhile
                         continue
-                    endpoint.last_success_time, endpoint.failing_since = now, None
-                    outcome = "SUCCEEDED" if state == "PENDING" else str(state)
-                    attempt_row(leased, result, leased.attempt, outcome)
+                    if others:
+                        endpoint = endpoints.get(leased.endpoint_id)
+                        if endpoint is None:  # deleted meanwhile
+                            continue
+                        endpoint.last_success_time, endpoint.failing_since = now, None
+                    attempt_row(leased, result, leased.attempt, state)
             if others:
                 deliveries = {
                     d.id: d
@@ -447,23 +516,27 @@ class Sender:
                     outcome = self._apply(session, delivery, endpoint, result, now)
                     attempt_row(leased, result, delivery.attempts, outcome)
             if rows:
-                session.execute(insert(WebhookAttempt), rows)
-        for leased, result, outcome in outcomes:
-            WEBHOOK_ATTEMPTS.add(1, {"outcome": outcome})
-            log.log(
-                logging.DEBUG if outcome == "SUCCEEDED" else logging.INFO,
-                "webhook attempt",
-                extra={
-                    "delivery": leased.id,
-                    "event_id": leased.event_id,
-                    "endpoint_id": leased.endpoint_id,
-                    "attempt": leased.attempt,
-                    "status_code": result.status_code,
-                    "latency_ms": result.latency_ms,
-                    "outcome": outcome,
-                    "error": result.error,
-                },
-            )
+                session.connection().execute(insert(ATTEMPTS), rows)
+        _report(outcomes)
+
+    @staticmethod
+    def _succeed(session: Session, ids: list[int], now: dt.datetime) -> dict[int, str]:
+        """Mark the deliveries SUCCEEDED (those still PENDING) with one UPDATE; their states
+        after it, by id (none for a delivery deleted meanwhile)."""
+        d, conn = DELIVERIES.c, session.connection()
+        changed = conn.execute(
+            update(DELIVERIES)
+            .where(d.id.in_(ids), d.state == "PENDING")
+            .values(state="SUCCEEDED", attempts=d.attempts + 1, end_time=now, lease_until=None)
+        )
+        # Rows matched (the MySQL dialects ask for FOUND_ROWS): when all of them, every one
+        # was PENDING and is SUCCEEDED by this attempt. Otherwise the states as they are
+        # now: SUCCEEDED (by this UPDATE or an earlier attempt), FAILED, or gone.
+        if int(changed.rowcount) == len(set(ids)):
+            return dict.fromkeys(ids, "SUCCEEDED")
+        return {
+            row.id: row.state for row in conn.execute(select(d.id, d.state).where(d.id.in_(ids)))
+        }
 
     def _apply(
         self,
@@ -540,6 +613,26 @@ class Sender:
             await self._client.close()
 
 
+_NO_SPAN: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+
+
+def _attempt_span(leased: Leased) -> contextlib.AbstractContextManager[Span | None]:
+    """The attempt's CLIENT span, the child of its withdrawal's stored trace context (a trace
+    of its own without one); nothing when tracing is off."""
+    if not tracing.enabled():
+        return _NO_SPAN
+    attributes: dict[str, Any] = {
+        "webhook.event_id": leased.event_id,
+        "webhook.endpoint_id": leased.endpoint_id,
+        "webhook.delivery_id": leased.id,
+        "webhook.attempt": leased.attempt,
+        "http.request.method": "POST",
+    }
+    if leased.withdrawal_id:
+        attributes["withdrawal.id"] = leased.withdrawal_id
+    return tracing.delivery_span("webhook attempt", leased.traceparent, attributes)
+
+
 def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(host.strip("[]"))
@@ -573,6 +666,31 @@ class CheckedResolver(AbstractResolver):
 
     async def close(self) -> None:
         return None
+
+
+def _report(outcomes: list[tuple[Leased, Result, str]]) -> None:
+    """Recorded attempts to the metrics (one call per outcome) and the log (every attempt
+    but the successes, which only at DEBUG)."""
+    for outcome, count in Counter(outcome for _, _, outcome in outcomes).items():
+        WEBHOOK_ATTEMPTS.add(count, {"outcome": outcome})
+    debug = log.isEnabledFor(logging.DEBUG)
+    for leased, result, outcome in outcomes:
+        if outcome == "SUCCEEDED" and not debug:
+            continue
+        log.log(
+            logging.DEBUG if outcome == "SUCCEEDED" else logging.INFO,
+            "webhook attempt",
+            extra={
+                "delivery": leased.id,
+                "event_id": leased.event_id,
+                "endpoint_id": leased.endpoint_id,
+                "attempt": leased.attempt,
+                "status_code": result.status_code,
+                "latency_ms": result.latency_ms,
+                "outcome": outcome,
+                "error": result.error,
+            },
+        )
 
 
 def notify_disabled(

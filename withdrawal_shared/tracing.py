@@ -17,6 +17,7 @@ What the services add by hand, through the helpers below:
   commit, the processor's batch of tasks): their child for one, linked to each for many;
 - `traceparent()`: the W3C context of the current span, stored with a new withdrawal
   (`withdrawals.trace_context`) and carried in its queue task (`WithdrawalTask.traceparent`);
+- `work_span`: a batch upload's ingest, whose context every row of the batch stores;
 - `record_moves`: one span per state change, parented to the withdrawal's stored context
   (so the processor's, the signer's and the monitor's work joins the trace the gateway call
   started) and linked to the span doing the work; `transitions.move`/`move_many` record them
@@ -24,6 +25,8 @@ What the services add by hand, through the helpers below:
 - `payout_span`: a payout transaction's work, parented to its first withdrawal's context and
   linked to every withdrawal's, so one payout paying many withdrawals shows in all their
   traces;
+- `delivery_span`: a webhook attempt (the webhook sender), a CLIENT span parented to the
+  withdrawal's stored context, so each event's deliveries show in the withdrawal's trace;
 - `span`: a child span of the current one around a database or Redis call (none when no span
   is active, so polling loops make no root traces).
 """
@@ -207,6 +210,17 @@ def span(
     return _started(name, attributes=attributes)
 
 
+def work_span(
+    name: str, attributes: Mapping[str, Any] | None = None
+) -> contextlib.AbstractContextManager[Span | None]:
+    """A span of work whose context is stored with what it makes (a batch upload's ingest,
+    in every row's `trace_context`): the child of the current span, or a trace of its own
+    when none is active; a no-op when tracing is off."""
+    if _state.tracer is None:
+        return _NULL
+    return _started(name, attributes=attributes)
+
+
 def server_span(
     name: str, headers: Mapping[str, str], attributes: Mapping[str, Any] | None = None
 ) -> contextlib.AbstractContextManager[Span | None]:
@@ -288,6 +302,35 @@ def payout_span(
         links=_links(known),
         attributes={"payout.id": payout_tx_id, "payout.withdrawals": len(traceparents)},
     )
+
+
+def delivery_span(
+    name: str, traceparent: str | None, attributes: Mapping[str, Any]
+) -> contextlib.AbstractContextManager[Span | None]:
+    """A CLIENT span of an outgoing call made for one withdrawal (a webhook attempt): the
+    child of its stored context (`withdrawals.trace_context`) when it names one, a trace of
+    its own otherwise."""
+    if _state.tracer is None:
+        return _NULL
+    from opentelemetry.context import Context
+    from opentelemetry.trace import SpanKind
+
+    return _started(
+        name,
+        context=_extract(traceparent) or Context(),
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+    )
+
+
+def end_client_span(span: Span, status_code: int, error: str) -> None:
+    """An outgoing HTTP call's answer on its span: the status code (0: no answer), an error
+    status unless 2xx, with `error` as its description."""
+    from opentelemetry.trace import StatusCode
+
+    span.set_attribute("http.response.status_code", status_code)
+    if not 200 <= status_code < 300:
+        span.set_status(StatusCode.ERROR, error or f"HTTP {status_code}")
 
 
 def current_span_context() -> Any:

@@ -68,6 +68,11 @@ def test_off_without_an_endpoint() -> None:
     assert tracing.traceparent() is None and tracing.current_ids() is None
     with tracing.span("x") as nothing, tracing.payout_span("p", "id", [STORED]) as none_either:
         assert nothing is None and none_either is None
+    with (
+        tracing.delivery_span("d", STORED, {}) as no_delivery,
+        tracing.work_span("w") as no_work,
+    ):
+        assert no_delivery is None and no_work is None
     tracing.record_moves([_moved("w1", State.VALIDATED, STORED)], "processor")
 
 
@@ -135,6 +140,52 @@ def test_a_batch_of_tasks_links_to_each_and_one_task_continues_its_trace(
     assert spans["one"].parent is not None
     assert f"{spans['one'].parent.span_id:016x}" == STORED.split("-")[2]
     assert spans["many"].parent is None and len(spans["many"].links) == 2
+
+
+def test_a_webhook_attempt_is_a_client_child_of_the_stored_context(
+    exported: InMemorySpanExporter,
+) -> None:
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    with tracing.delivery_span("ok", STORED, {"webhook.event_id": "evt_1"}) as ok:
+        assert ok is not None
+        tracing.end_client_span(ok, 204, "")
+    with tracing.delivery_span("failed", None, {}) as failed:
+        assert failed is not None
+        tracing.end_client_span(failed, 0, "timed out")
+    spans = {s.name: s for s in exported.get_finished_spans()}
+    sent, timed_out = spans["ok"], spans["failed"]
+    assert sent.kind == SpanKind.CLIENT and sent.parent is not None
+    assert f"{sent.context.trace_id:032x}" == STORED.split("-")[1]
+    assert f"{sent.parent.span_id:016x}" == STORED.split("-")[2]
+    assert sent.attributes is not None
+    assert sent.attributes["http.response.status_code"] == 204
+    assert sent.status.status_code == StatusCode.UNSET
+    assert timed_out.parent is None  # no stored context: a trace of its own
+    assert timed_out.status.status_code == StatusCode.ERROR
+    assert timed_out.status.description == "timed out"
+
+
+def test_a_work_span_is_a_child_of_the_current_span_or_a_root(
+    exported: InMemorySpanExporter,
+) -> None:
+    assert tracing._state.tracer is not None
+    with tracing.work_span("alone") as alone:
+        assert alone is not None
+        assert tracing.traceparent() is not None
+    with (
+        tracing._state.tracer.start_as_current_span("request") as request,
+        tracing.work_span("ingest"),
+    ):
+        stored = tracing.traceparent()
+    spans = {s.name: s for s in exported.get_finished_spans()}
+    assert spans["alone"].parent is None
+    ingest = spans["ingest"]
+    assert ingest.parent is not None
+    assert ingest.parent.span_id == request.get_span_context().span_id
+    context = ingest.context
+    flags = f"{int(context.trace_flags):02x}"
+    assert stored == f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags}"
 
 
 def test_the_task_carries_the_context() -> None:
