@@ -26,7 +26,7 @@ from svc_gateway.errors import BATCH_ROWS_INVALID, DUPLICATE_FILE, IDEMPOTENCY_K
 from svc_gateway.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from svc_gateway.store import WithdrawalStore
 from svc_gateway.validation import REQUEST_ID
-from withdrawal_shared import queue
+from withdrawal_shared import queue, tracing
 from withdrawal_shared.db.models import Batch
 from withdrawal_shared.errors import (
     ApiError,
@@ -173,18 +173,26 @@ class BatchCore:
                     metadata={"batch": BATCH_PREFIX + same.id},
                 )
         reference = await self._db(self.withdrawals.reference.get)
-        outcome = await self._db(
-            lambda: self.storage.create(
-                caller.partner_id,
-                request_id=request_id,
-                policy=policy,
-                content_sha256=spool.sha256,
-                size=spool.size,
-                created_by=caller.key_prefix,
-                spool=spool.reopen(),
-                reference=reference,
+        # Every row stores the ingest span's context: its state changes join the upload's
+        # trace (NULL with tracing off).
+        with tracing.work_span("batch ingest", {"batch.policy": policy}) as span:
+            trace_context = tracing.traceparent()
+            outcome = await self._db(
+                lambda: self.storage.create(
+                    caller.partner_id,
+                    request_id=request_id,
+                    policy=policy,
+                    content_sha256=spool.sha256,
+                    size=spool.size,
+                    created_by=caller.key_prefix,
+                    spool=spool.reopen(),
+                    reference=reference,
+                    trace_context=trace_context,
+                )
             )
-        )
+            if span is not None:
+                span.set_attribute("batch.id", outcome.batch.id)
+                span.set_attribute("batch.accepted_rows", outcome.batch.accepted_count)
         batch = outcome.batch
         if not outcome.created:
             return await self._repeat(batch, request_id, spool.sha256, policy)

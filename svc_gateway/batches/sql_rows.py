@@ -76,11 +76,18 @@ _QUOTES_ONLY = str.maketrans({"'": "''"})
 class ColumnValues:
     """Rows as column dicts (SQLAlchemy types them)."""
 
-    def __init__(self, partner_id: str, batch_id: str, now: dt.datetime) -> None:
+    def __init__(
+        self,
+        partner_id: str,
+        batch_id: str,
+        now: dt.datetime,
+        trace_context: str | None = None,
+    ) -> None:
         self.partner_id = partner_id
         self.batch_id = batch_id
         self.now = now
         self.actor = ACTOR_PARTNER + partner_id
+        self.trace_context = trace_context
 
     def columns(
         self, line: int, new: NewWithdrawal, plan: _Plan
@@ -123,8 +130,9 @@ class ColumnValues:
             "limit_bucket": plan.limit_bucket,
             "batch_id": self.batch_id,
             "batch_line": line,
-            # A row's spans are not tied to the upload's trace (yet): no stored context.
-            "trace_context": None,
+            # The upload's ingest span (None with tracing off): the rows' state changes join
+            # the batch's trace.
+            "trace_context": self.trace_context,
         }
         audit = {
             "withdrawal_id": withdrawal_id,
@@ -151,9 +159,15 @@ class SqlValues(ColumnValues):
     escape with backslashes unless `no_backslash_escapes` (the server's sql_mode)."""
 
     def __init__(
-        self, partner_id: str, batch_id: str, now: dt.datetime, *, no_backslash_escapes: bool
+        self,
+        partner_id: str,
+        batch_id: str,
+        now: dt.datetime,
+        trace_context: str | None = None,
+        *,
+        no_backslash_escapes: bool,
     ) -> None:
-        super().__init__(partner_id, batch_id, now)
+        super().__init__(partner_id, batch_id, now, trace_context)
         self._table = _QUOTES_ONLY if no_backslash_escapes else _BACKSLASH_ESCAPES
         q = self.quote
         time = "'" + now.strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
@@ -165,6 +179,7 @@ class SqlValues(ColumnValues):
         self._audit_head = f",1,'','{RECEIVED}',{q(self.actor)},"
         self._audit_tail = f",0,{time},'{GENESIS}',"
         self._snapshot = q(NEW_SNAPSHOT_TEXT)
+        self._trace = "NULL" if trace_context is None else q(trace_context)
 
     def quote(self, text: str) -> str:
         return "'" + text.translate(self._table) + "'"
@@ -192,7 +207,8 @@ class SqlValues(ColumnValues):
             f"('{withdrawal_id}',{self._partner},{q(new.request_id)},'{new.fingerprint}',"
             f"{q(new.client_reference)},{q(new.chain)},{new.token.id},{q(new.recipient)},"
             f"{int(new.amount)},{q(plan.priority.value)},{self._created}{reason_q},{message_q},"
-            f"0,1,'{digest}',{self._times}{q(new.user_ref)},{bucket},{self._batch},{line},NULL)"
+            f"0,1,'{digest}',{self._times}{q(new.user_ref)},{bucket},{self._batch},{line},"
+            f"{self._trace})"
         )
         audit = (
             f"('{withdrawal_id}'{self._audit_head}{reason_q},{message_q}{self._audit_tail}"

@@ -198,10 +198,12 @@ class BatchStorage:
         created_by: str,
         spool: IO[bytes],
         reference: ReferenceData,
+        trace_context: str | None = None,
     ) -> Outcome:
         """Check and store the batch in one pass over the spooled file. Returns the stored
         batch; a concurrent upload with the same key makes this a repeat (created False).
-        Raises the file's problem (BATCH_FILE_INVALID, BATCH_TOO_LARGE) with nothing stored."""
+        Raises the file's problem (BATCH_FILE_INVALID, BATCH_TOO_LARGE) with nothing stored.
+        `trace_context` (the upload's W3C traceparent) is stored with every row."""
         now = utcnow()
         batch = Batch(
             id=new_ulid(),
@@ -221,7 +223,7 @@ class BatchStorage:
         )
         with ProblemLog() as problems:
             try:
-                ranges = self._store(batch, spool, reference, now, problems)
+                ranges = self._store(batch, spool, reference, now, problems, trace_context)
             except _Refused:
                 return self._rejected(batch, problems)
             except (IntegrityError, self._dbapi.IntegrityError):
@@ -302,15 +304,21 @@ class BatchStorage:
             yield planned(chunk, plan, values)
 
     def _values(
-        self, conn: Connection, partner_id: str, batch_id: str, now: dt.datetime
+        self,
+        conn: Connection,
+        partner_id: str,
+        batch_id: str,
+        now: dt.datetime,
+        trace_context: str | None,
     ) -> ColumnValues:
         if self.engine.dialect.driver != "pymysql":
-            return ColumnValues(partner_id, batch_id, now)
+            return ColumnValues(partner_id, batch_id, now, trace_context)
         status = conn.connection.dbapi_connection.server_status  # type: ignore[union-attr]
         return SqlValues(
             partner_id,
             batch_id,
             now,
+            trace_context,
             no_backslash_escapes=bool(status & SERVER_STATUS_NO_BACKSLASH_ESCAPES),
         )
 
@@ -321,6 +329,7 @@ class BatchStorage:
         reference: ReferenceData,
         now: dt.datetime,
         problems: ProblemLog,
+        trace_context: str | None,
     ) -> list[tuple[int, int]]:
         """One transaction: the batch row first (a concurrent upload with the same key
         collides at once), then each chunk's good rows, then the problems. Raises _Refused
@@ -331,7 +340,7 @@ class BatchStorage:
         policy = self.withdrawals.limits.get()  # before the transaction (SQLite's lock)
         with self.engine.begin() as conn:
             conn.execute(insert(Batch), [_columns(batch)])
-            values = self._values(conn, partner_id, batch.id, now)
+            values = self._values(conn, partner_id, batch.id, now, trace_context)
             writer = ChunkWriter(
                 conn, batch.id, partner_id, isinstance(values, SqlValues), now, self._dbapi
             )

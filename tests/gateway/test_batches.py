@@ -12,6 +12,9 @@ import httpx
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import delete, func, select
 
 from assetwithdrawal.withdrawal.v1 import batch_pb2, batch_pb2_grpc
@@ -20,6 +23,7 @@ from svc_gateway.settings import GatewaySettings
 from tests.support.databases import database
 from tests.support.gateway import Partner, RunningGateway
 from tests.support.requests import create_request, fresh_address
+from withdrawal_shared import tracing
 from withdrawal_shared.db import tier_admin
 from withdrawal_shared.db.api_keys import create_api_key
 from withdrawal_shared.db.models import Token, VaultFunds, Withdrawal
@@ -491,3 +495,44 @@ def test_the_answer_says_whether_the_vault_covers_the_batch(
 def gateway_get(gateway: RunningGateway, partner: Partner, name: str) -> batch_pb2.Batch:
     stub = batch_pb2_grpc.BatchServiceStub(gateway.channel)
     return stub.GetBatch(batch_pb2.GetBatchRequest(name=name), metadata=partner.metadata)  # type: ignore[no-any-return]
+
+
+def _trace_contexts(gateway: RunningGateway, batch: batch_pb2.Batch) -> set[str | None]:
+    batch_id = batch.name.rsplit("/", 1)[1]
+    with gateway.server.store.sessions() as session:
+        return set(
+            session.scalars(
+                select(Withdrawal.trace_context).where(Withdrawal.batch_id == batch_id)
+            ).all()
+        )
+
+
+def test_rows_store_the_ingest_span_s_context_only_when_tracing_is_on(
+    gateway: RunningGateway, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each row of an upload stores the traceparent of the upload's `batch ingest` span (so
+    its state changes join that trace); with tracing off, NULL."""
+    rows = [(fresh_address(), "1", "USDC", f"t-off-{i}") for i in range(3)]
+    off = upload(gateway, partner, csv_file(rows), "trace-off")
+    assert off.accepted_count == 3
+    assert _trace_contexts(gateway, off) == {None}
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing._state, "tracer", provider.get_tracer("test"))
+    rows = [(fresh_address(), "1", "USDC", f"t-on-{i}") for i in range(3)]
+    on = upload(gateway, partner, csv_file(rows), "trace-on")
+    monkeypatch.setattr(tracing._state, "tracer", None)
+    provider.shutdown()
+    assert on.accepted_count == 3
+    (ingest,) = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.name == "batch ingest"
+        and (s.attributes or {}).get("batch.id") == on.name.removeprefix("batches/")
+    ]
+    context = ingest.get_span_context()
+    assert context is not None
+    expected = f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+    assert _trace_contexts(gateway, on) == {expected}
