@@ -12,12 +12,17 @@ gateway's server span through its parents; the queue task's consumer span contin
 trace. The payout transaction's spans (the processor's signing and broadcast, the monitor's
 settlement) link to both withdrawals' contexts, and the signer's server span sits under the
 processor's payout span in the first withdrawal's trace. The gateway's log line for each
-create carries that trace's ids.
+create carries that trace's ids. The partner has a webhook endpoint (a receiver in this
+module answering 204): every event of each withdrawal is delivered by the webhook sender
+in a CLIENT span that is a child of the withdrawal's stored context, with the event id,
+endpoint id, attempt number and status code.
 """
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,13 +34,18 @@ import pytest
 from opentelemetry.proto.trace.v1 import trace_pb2
 from sqlalchemy import select
 
+from assetwithdrawal.webhooks.v1 import webhooks_pb2, webhooks_pb2_grpc
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2, withdrawal_pb2_grpc
+from devstack.bootstrap import DEV_PARTNER
 from devstack.harness import HarnessConfig, HarnessStack
 from devstack.otlp_receiver import Collected, OtlpServer, Receiver
 from tests.support.requests import create_request, fresh_address
+from withdrawal_shared.db.api_keys import create_api_key
 from withdrawal_shared.db.models import Withdrawal, WithdrawalAudit
+from withdrawal_shared.scopes import Scope
 
 SERVER = trace_pb2.Span.SPAN_KIND_SERVER
+CLIENT = trace_pb2.Span.SPAN_KIND_CLIENT
 CONSUMER = trace_pb2.Span.SPAN_KIND_CONSUMER
 CREATE_RPC = "/assetwithdrawal.withdrawal.v1.WithdrawalService/CreateWithdrawal"
 SIGN_RPC = "/assetwithdrawal.signer.v1.SignerService/SignTransaction"
@@ -66,6 +76,39 @@ def stack(
     )
     with HarnessStack(config) as running:
         yield running
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    """A webhook receiver that takes every POST (the signatures are tests/webhooks')."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def endpoint(stack: HarnessStack) -> Iterator[str]:
+    """The stack's partner's webhook endpoint on a receiver on loopback; its id."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with stack.sessions().begin() as session:
+        key = create_api_key(session, DEV_PARTNER, {Scope.WEBHOOKS_MANAGE}).token
+    with grpc.insecure_channel(stack.grpc_target) as channel:
+        created = webhooks_pb2_grpc.WebhookServiceStub(channel).CreateWebhookEndpoint(
+            webhooks_pb2.CreateWebhookEndpointRequest(
+                webhook_endpoint=webhooks_pb2.WebhookEndpoint(
+                    url=f"http://127.0.0.1:{server.server_address[1]}/hook"
+                )
+            ),
+            metadata=(("authorization", f"Bearer {key}"),),
+            timeout=10,
+        )
+    yield created.name.rsplit("/", 1)[1]
+    server.shutdown()
 
 
 @dataclass(frozen=True)
@@ -134,9 +177,11 @@ def _wait_completed(stack: HarnessStack, ids: list[str], timeout: float = 60) ->
 
 
 def _wait_spans(received: Receiver, paid: list[Paid], timeout: float = 15) -> list[Collected]:
-    """The spans, once every state change of every withdrawal has arrived."""
+    """The spans, once every state change of every withdrawal and every event's webhook
+    delivery have arrived."""
     deadline = time.monotonic() + timeout
     wanted = {(p.id, version) for p in paid for version, _, _ in p.changes}
+    events = {f"evt_{p.id}_{version}" for p in paid for version, _, _ in p.changes}
     while True:
         spans = received.snapshot()
         seen = {
@@ -144,13 +189,18 @@ def _wait_spans(received: Receiver, paid: list[Paid], timeout: float = 15) -> li
             for s in spans
             if s.attribute("withdrawal.to_state")
         }
-        if wanted <= seen or time.monotonic() > deadline:
+        delivered = {
+            s.attribute("webhook.event_id")
+            for s in spans
+            if s.service == "webhooks" and s.attribute("http.response.status_code") == 204
+        }
+        if (wanted <= seen and events <= delivered) or time.monotonic() > deadline:
             return spans
         time.sleep(0.2)
 
 
 def test_one_trace_from_create_to_completed(
-    stack: HarnessStack, receiver: tuple[Receiver, str]
+    stack: HarnessStack, receiver: tuple[Receiver, str], endpoint: str
 ) -> None:
     received = receiver[0]
     ids = _create_both(stack)
@@ -213,6 +263,27 @@ def test_one_trace_from_create_to_completed(
             )
             for s in spans
         ), f"no processor consumer span continues {withdrawal.id}'s task"
+
+        # Every event's webhook delivery: the sender's CLIENT span, a child of the stored
+        # context (the same trace), naming the event, the endpoint and the answer.
+        for version, _, to_state in withdrawal.changes:
+            event_id = f"evt_{withdrawal.id}_{version}"
+            attempts = [
+                s
+                for s in spans
+                if s.service == "webhooks" and s.attribute("webhook.event_id") == event_id
+            ]
+            assert attempts, f"no webhook attempt span for {event_id} ({to_state})"
+            for attempt in attempts:
+                assert attempt.span.kind == CLIENT
+                assert (attempt.trace_id, attempt.parent_id) == (
+                    withdrawal.trace_id,
+                    withdrawal.span_id,
+                ), event_id
+                assert attempt.attribute("webhook.endpoint_id") == endpoint
+                assert attempt.attribute("withdrawal.id") == withdrawal.id
+            assert [a.attribute("webhook.attempt") for a in attempts][:1] == [1]
+            assert attempts[-1].attribute("http.response.status_code") == 204
 
     # The payout transaction: its spans link to both withdrawals' traces.
     payout_spans = [s for s in spans if s.attribute("payout.id") == paid[0].payout_tx_id]
