@@ -27,9 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
+from svc_webhooks.rows_sql import insert_rows
 from withdrawal_shared.db.models import (
     Token,
     WebhookDelivery,
@@ -285,6 +286,5 @@ def fan_out(session: Session, rows: Sequence[OutboxRow]) -> int:
                     "end_time": None,
                 }
             )
-    if values:  # Core, not the ORM's bulk insert: one multi-row INSERT, no per-row mapping
-        session.connection().execute(insert(DELIVERIES), values)
+    insert_rows(session.connection(), DELIVERIES, values)  # one multi-row INSERT
     return len(values)

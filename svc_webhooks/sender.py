@@ -47,10 +47,11 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from sqlalchemy import Connection, Row, Table, and_, exists, func, insert, select, update
+from sqlalchemy import Connection, Row, Table, and_, exists, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
+from svc_webhooks.rows_sql import insert_rows
 from svc_webhooks.settings import WebhooksSettings
 from withdrawal_shared import tracing
 from withdrawal_shared.db.models import (
@@ -515,8 +516,7 @@ class Sender:
                         continue
                     outcome = self._apply(session, delivery, endpoint, result, now)
                     attempt_row(leased, result, delivery.attempts, outcome)
-            if rows:
-                session.connection().execute(insert(ATTEMPTS), rows)
+            insert_rows(session.connection(), ATTEMPTS, rows)
         _report(outcomes)
 
     @staticmethod

@@ -3,7 +3,7 @@ is a CLIENT span, the child of its withdrawal's stored trace context, with the e
 endpoint, the attempt number and the status code (none with tracing off); a batch of
 successes whose deliveries finished meanwhile records their states as they are; a batch mixing
 successes and failures records each (retry scheduled, endpoint failing); deliveries leased by
-one sender are not leased by another."""
+one sender are not leased by another; the rendered multi-row INSERT stores what it is given."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
-from svc_webhooks.sender import Leased, Result, Sender
+from svc_webhooks.rows_sql import insert_rows
+from svc_webhooks.sender import ATTEMPTS, Leased, Result, Sender
 from svc_webhooks.settings import WebhooksSettings
 from tests.support.databases import mariadb_database
 from tests.support.withdrawals import add_withdrawal
@@ -318,3 +319,44 @@ def test_a_second_sender_leases_nothing_another_holds(
         assert sorted(lease.id for lease in leased) == sorted(d for _, d in made)
         assert all(lease.signers and lease.attempt == 1 for lease in leased)
         assert second._lease_due(10, {}) == []
+
+
+def test_the_rendered_insert_stores_every_value_as_given(
+    sessions: sessionmaker[Session], secret: tuple[str, str]
+) -> None:
+    """`rows_sql.insert_rows` (the text of a multi-row INSERT) round-trips awkward strings,
+    NULL-free times with and without microseconds, and integers."""
+    endpoint_id, _ = secret
+    awkward = ['it\'s "quoted" \\ back\\slash', "line\nbreak\r\x1a\0nul", "100% {x} %s ü €", ""]
+    times = [utcnow(), utcnow().replace(microsecond=0)]
+    rows = [
+        {
+            "delivery_id": 10_000 + i,
+            "endpoint_id": endpoint_id,
+            "attempt": i + 1,
+            "attempt_time": times[i % 2],
+            "status_code": 200 + i,
+            "latency_ms": 2**31 - 1 - i,
+            "outcome": "SUCCEEDED",
+            "error": text,
+        }
+        for i, text in enumerate(awkward)
+    ]
+    with sessions.begin() as session:
+        insert_rows(session.connection(), ATTEMPTS, rows)
+    with sessions() as session:
+        stored = session.execute(
+            select(
+                WebhookAttempt.delivery_id,
+                WebhookAttempt.endpoint_id,
+                WebhookAttempt.attempt,
+                WebhookAttempt.attempt_time,
+                WebhookAttempt.status_code,
+                WebhookAttempt.latency_ms,
+                WebhookAttempt.outcome,
+                WebhookAttempt.error,
+            )
+            .where(WebhookAttempt.delivery_id >= 10_000)
+            .order_by(WebhookAttempt.delivery_id)
+        ).all()
+    assert [dict(row._mapping) for row in stored] == rows
