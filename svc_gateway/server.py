@@ -99,7 +99,10 @@ class GatewayServer:
         )
         self._names = QueueNames(settings.redis_prefix)
         self.store = WithdrawalStore(
-            self._engine, limits_cache_seconds=settings.limits_cache_seconds
+            self._engine,
+            limits_cache_seconds=settings.limits_cache_seconds,
+            # Each worker's group commits in flight start on limit shards of their own.
+            first_shard=settings.worker_index * settings.create_batch_in_flight,
         )
         self._hub = EventHub(self._redis, self._names)
         self._health = health.aio.HealthServicer()
