@@ -94,7 +94,12 @@ def medians(runs: list[Run]) -> dict[str, dict[str, float]]:
                 "p50_ms": statistics.median(r["p50_ms"] for r in rows),
                 "gateway_cpu_ms": statistics.median(r["cpu_per_1k"]["gateway"] for r in rows),
                 "all_cpu_ms": statistics.median(
-                    sum(v for k, v in r["cpu_per_1k"].items() if k != "gateway-loop") for r in rows
+                    sum(
+                        v
+                        for k, v in r["cpu_per_1k"].items()
+                        if k != "gateway-loop" and v is not None  # None: not measured
+                    )
+                    for r in rows
                 ),
             }
     return summary

@@ -581,6 +581,14 @@ def _parser() -> argparse.ArgumentParser:
         help="run only these variants, comma-separated: batched, baseline, batched-<N>p",
     )
     parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="added to every service's environment in every variant (repeatable), "
+        "e.g. PROCESSOR_NICE=0",
+    )
+    parser.add_argument(
         "--processors",
         type=int,
         default=1,
@@ -603,9 +611,12 @@ def main(argv: list[str] | None = None) -> int:
 
     defaults = ProcessorSettings()
     batched_items = args.batch_max_items or defaults.batch_max_items
+    extra_env = dict(item.split("=", 1) for item in args.env if "=" in item)
+    if len(extra_env) != len(args.env):
+        parser.error("--env takes NAME=VALUE")
     variants = [
-        Variant("batched", batched_items, args.drain, must_drain=True),
-        Variant("baseline", 1, args.baseline_drain, must_drain=False),
+        Variant("batched", batched_items, args.drain, must_drain=True, env=extra_env),
+        Variant("baseline", 1, args.baseline_drain, must_drain=False, env=extra_env),
     ]
     if args.processors > 1:
         variants.insert(
@@ -615,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
                 batched_items,
                 args.drain,
                 must_drain=True,
+                env=extra_env,
                 replicas={"processor": args.processors},
             ),
         )
@@ -649,6 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_rate_per_s": args.baseline_rate or args.rate,
         "baseline_duration_s": args.baseline_duration or args.duration,
         "generator_processes": args.generators,
+        "service_env": extra_env,
         "log_level": args.log_level,
         "cpus": os.cpu_count(),
         "load_at_start": uptime_load(),

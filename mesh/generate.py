@@ -116,6 +116,10 @@ CHAIN_RPC = SecretRef("CHAIN_RPC_URL", "aws-chain-rpc", "CHAIN_RPC_URL")
 MIGRATE_DB = SecretRef("DATABASE_URL", "aws-db-migrate", "DATABASE_URL")
 """The migrations run as a user that may change the schema (and create the services' users)."""
 WEBHOOK_KEY = SecretRef("WEBHOOKS_ENCRYPTION_KEY", "aws-webhooks-encryption", "key")
+STORE_CA_SECRET = "aws-store-ca"  # noqa: S105 - the name of a Secret, not a value
+"""prod: the CA bundle (`ca.pem`) that signed the certificates of MySQL and Redis."""
+STORE_CA_DIR = "/etc/aws/store-ca"
+STORE_CA_FILE = "ca.pem"
 
 
 def workloads() -> list[Workload]:
@@ -1098,6 +1102,45 @@ def signer_prod_config_patch() -> dict[str, Any]:
     }
 
 
+def store_tls_patch(kind: str, name: str, *, redis: bool) -> dict[str, Any]:
+    """prod: the workload reaches MySQL (and Redis) over TLS, verifying the servers against
+    the CA of `aws-store-ca`, mounted read-only (`withdrawal_shared.store_tls`)."""
+    ca = f"{STORE_CA_DIR}/{STORE_CA_FILE}"
+    env = [{"name": "DATABASE_TLS_CA", "value": ca}]
+    if redis:
+        env.append({"name": "REDIS_TLS_CA", "value": ca})
+    return {
+        "apiVersion": "batch/v1" if kind == "Job" else "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": name,
+                            "env": env,
+                            "volumeMounts": [
+                                {"name": "store-ca", "mountPath": STORE_CA_DIR, "readOnly": True}
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        {
+                            "name": "store-ca",
+                            "secret": {
+                                "secretName": STORE_CA_SECRET,
+                                "defaultMode": 0o444,
+                                "items": [{"key": STORE_CA_FILE, "path": STORE_CA_FILE}],
+                            },
+                        }
+                    ],
+                }
+            }
+        },
+    }
+
+
 def prod_scaling_patches() -> list[dict[str, Any]]:
     return [
         {
@@ -1210,6 +1253,16 @@ def files() -> dict[str, str]:
     out["overlays/prod/sidecars.yaml"] = render(sidecars(ws, "prod"))
     out["overlays/prod/signer-pkcs11.yaml"] = render(signer_pkcs11_patch())
     out["overlays/prod/signer-config.yaml"] = render(signer_prod_config_patch())
+    store_tls = []
+    for w in ws:
+        if "database" in w.dependencies:
+            patch = store_tls_patch("Deployment", w.name, redis="redis" in w.dependencies)
+            out[f"overlays/prod/store-tls-{w.name}.yaml"] = render(patch)
+            store_tls.append({"path": f"store-tls-{w.name}.yaml"})
+    out["overlays/prod/store-tls-migrate.yaml"] = render(
+        store_tls_patch("Job", "migrate", redis=False)
+    )
+    store_tls.append({"path": "store-tls-migrate.yaml"})
     scaling = []
     for patch in prod_scaling_patches():
         name = f"{patch['kind'].lower()}-{patch['metadata']['name']}.yaml"
@@ -1224,6 +1277,7 @@ def files() -> dict[str, str]:
             patches=[
                 {"path": "signer-pkcs11.yaml"},
                 {"path": "signer-config.yaml"},
+                *store_tls,
                 *scaling,
             ],
         )

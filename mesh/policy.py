@@ -397,3 +397,75 @@ def _admin_routes(objects: Sequence[Obj], methods: Sequence[Method]) -> list[str
                     if not is_admin and "admin" in bound:
                         problems.append(f"admin route {_name(vs)} carries {m.path}")
     return problems
+
+
+STORE_TLS = {"DATABASE_URL": "DATABASE_TLS_CA", "REDIS_URL": "REDIS_TLS_CA"}
+"""A store's connection variable, and the setting naming the CA its server is verified by."""
+
+
+def _variables_of(container: Obj, objects: Sequence[Obj], namespace: str) -> dict[str, Any]:
+    """The container's environment: its ConfigMaps' data (`envFrom`), then `env` (a literal
+    value, or the `valueFrom` reference), the later winning as in Kubernetes."""
+    maps = {(_namespace(m), _name(m)): m.get("data") or {} for m in of_kind(objects, "ConfigMap")}
+    found: dict[str, Any] = {}
+    for source in container.get("envFrom") or []:
+        ref = (source.get("configMapRef") or {}).get("name")
+        if ref:
+            found |= maps.get((namespace, ref), {})
+    for e in container.get("env") or []:
+        found[e.get("name")] = e["value"] if "value" in e else e.get("valueFrom")
+    return found
+
+
+def check_store_tls(objects: Sequence[Obj]) -> list[str]:
+    """Every container of the system that connects to MySQL or Redis (it has DATABASE_URL or
+    REDIS_URL) verifies the server by TLS: DATABASE_TLS_CA (REDIS_TLS_CA) names a file of a
+    Secret volume, mounted read-only into that container. For the prod overlay, whose stores
+    are outside the cluster; dev's in-cluster stores are plaintext."""
+    problems: list[str] = []
+    for obj in objects:
+        spec = pod_spec(obj)
+        labels = obj.get("metadata", {}).get("labels", {})
+        if spec is None or labels.get("app.kubernetes.io/part-of") != PART_OF:
+            continue
+        volumes = {v.get("name"): v for v in spec.get("volumes") or []}
+        for c in containers(spec):
+            where = f"{obj['kind']}/{_name(obj)}/{c.get('name')}"
+            env = _variables_of(c, objects, _namespace(obj))
+            for store, setting in STORE_TLS.items():
+                if store not in env:
+                    continue
+                path = env.get(setting)
+                if not path:
+                    problems.append(f"{where}: {store} without {setting}")
+                    continue
+                if not isinstance(path, str):
+                    problems.append(f"{where}: {setting} is not a literal path")
+                    continue
+                problems.extend(
+                    f"{where}: {setting}={path} {problem}"
+                    for problem in _mounted_secret_file(c, volumes, path)
+                )
+    return problems
+
+
+def _mounted_secret_file(container: Obj, volumes: dict[str, Obj], path: str) -> list[str]:
+    mounts = [
+        m
+        for m in container.get("volumeMounts") or []
+        if path.startswith(str(m.get("mountPath", "")).rstrip("/") + "/")
+    ]
+    if not mounts:
+        return ["is on no volume mount"]
+    mount = max(mounts, key=lambda m: len(str(m.get("mountPath", ""))))
+    problems: list[str] = []
+    if mount.get("readOnly") is not True:
+        problems.append(f"is on mount {mount.get('name')}, not read-only")
+    secret = (volumes.get(mount.get("name")) or {}).get("secret")
+    if not isinstance(secret, dict) or not secret.get("secretName"):
+        return [*problems, f"is on volume {mount.get('name')}, not a Secret's"]
+    relative = path[len(str(mount["mountPath"]).rstrip("/")) + 1 :]
+    items = secret.get("items")
+    if items and relative not in {i.get("path") for i in items}:
+        problems.append(f"is not among the items of Secret {secret['secretName']}")
+    return problems

@@ -7,7 +7,7 @@ withdrawal counts from its creation until 24 h to 24 h + 1 min later, never less
 so no 24-hour period can hold more than a limit.
 
 How it is kept, and why: the gateway adds every withdrawal a limit applies to into per-minute
-counters (`limit_usage`, one row per scope and minute), in the transaction that stores the
+counters (`limit_usage`, a row per scope, minute and shard), in the transaction that stores the
 withdrawal, and stamps the withdrawal with its minute (`withdrawals.limit_bucket`). A scope's
 usage is the sum of its counters of the window's 1,441 minutes at most, minus its stamped
 withdrawals in the window that ended REJECTED, CANCELLED or FAILED, read through the index
@@ -17,25 +17,63 @@ its amount by that move alone, and a crash can leak nothing, since counters and 
 commit or roll back together. Summing the withdrawals themselves instead would read every
 withdrawal of a busy partner's last 24 hours in every batch.
 
-Concurrency: before reading, a batch locks one row per scope it counts in (the scope's
-counter row of bucket 0, created on first use by the same INSERT ... ON DUPLICATE KEY UPDATE,
-which takes an exclusive lock either way), all in one statement in (partner, user_ref, token)
-order, so batches of several gateway processes wait for each other per scope and never lock
-in opposite orders. Under READ COMMITTED the read that follows sees every batch committed
-before the lock was granted. On SQLite the transaction's BEGIN IMMEDIATE already serialises
-writers, so no lock statement is sent. A batch whose items share no scope with another's does
-not wait for it.
+Concurrency: a scope's counters are kept per minute and per shard (`limit_usage.shard`, 0 to
+`SHARDS` - 1), and each shard has a lock row (bucket 0). A transaction that counts in a scope
+holds one shard's lock row of it, taken before its usage read by an INSERT ... ON DUPLICATE KEY
+UPDATE (which creates the row on first use and locks it either way) and held until COMMIT, and
+writes only that shard's counter rows. Its shard comes from a pool per process (`ShardPool`,
+offset by GATEWAY_WORKER_INDEX), so the group commits in flight in one process, and those of
+the other workers, hold different shards and do not wait for each other. Under READ COMMITTED
+its usage read (every shard's counters) sees every transaction of the scope committed before
+the read; it cannot see those in flight on the scope's other shards, at most `SHARDS` - 1, one
+per shard. So on one shard a transaction accepts only what passes the plain check (usage +
+request <= limit, item by item) and, for each limit of each scope it counts in, the shard rule:
+it adds at most `share` = limit // (4 * `SHARDS`), and the usage it read plus what it adds plus
+(`SHARDS` - 1) * `share` is within the limit (`short_scopes`).
+
+Why that is exact: take the transactions of a scope whose withdrawals lie in one 24-hour
+period, and among them T, the one that read last. Each other either committed before T's read
+(T counted it) or still held its lock row then (it had read earlier and commits later): at
+most one per other shard, none on T's shard (T held it), none holding every shard, each adding
+at most `share`. So the period holds at most T's usage + T's amount + (`SHARDS` - 1) * `share`
+<= the limit (and when T held every shard, T's usage + T's amount). A refusal on one shard is
+right as well: the usage read only misses what others add.
+
+When the shard rule does not hold for a scope (its usage and the batch past 13/16 of a limit,
+a batch adding more than a share, or a limit too small to share, such as 3 withdrawals a day)
+the transaction rolls back before writing anything and starts again holding every shard of
+that scope: nothing else of the scope is in flight then, and the plain check alone decides,
+so nothing within the limit is refused. Locks are taken in one statement in (partner,
+user_ref, token, shard) order, and that retry gives its locks back before taking more, so no
+two transactions wait for each other in a cycle. A CSV batch file's transaction holds every
+shard of its scopes. `SHARDS` must be the same in every gateway process (the rule counts the
+others in flight by it): change it only with every gateway stopped. The limits are each
+process's cached policy, as for every check here.
+
+Not adopted: holding the one lock row for less time by taking it after the INSERTs, just
+before COMMIT. The usage must still be read under the lock (a read before it misses a batch
+that commits in between, and both could fit alone and exceed together), so the lock is held
+for the read, the counter update and COMMIT with its log flush, and every batch of a partner
+still waits for the previous one's; a refusal found that late must also delete its rows.
+Counting in a transaction of its own ahead of the INSERTs would leak the amount on a crash in
+between. On SQLite the transaction's BEGIN IMMEDIATE already serialises writers: no lock
+statement is sent and the plain check decides. A batch whose items share no scope with
+another's does not wait for it.
 
 Cost per batch with limits: the user assignments of its users (one SELECT, also needed for
 the default priority), the lock, the usage read (one statement: counters and releases), the
-inserts, the counter update, COMMIT. A batch none of whose items any limit applies to (and
-every batch while no limit is configured) is written exactly as without limits.
+inserts, the counter update, COMMIT; a scope's counters are up to `SHARDS` rows per minute.
+A batch none of whose items any limit applies to (and every batch while no limit is
+configured) is written exactly as without limits.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+import itertools
+from collections import deque
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,12 +107,19 @@ _Column = ColumnElement[Any] | QueryableAttribute[Any]
 WINDOW_SECONDS = 24 * 3600
 BUCKET_SECONDS = 60
 LOCK_BUCKET = 0
+SHARDS = 4
+"""Lock rows and counter rows per scope and minute: up to SHARDS transactions of a scope run at
+once. The same in every gateway process (see the module docstring)."""
+SHARE_DIVISOR = 4 * SHARDS
+"""A transaction on one shard adds at most limit // SHARE_DIVISOR to a scope: the shard rule
+reserves (SHARDS - 1) such shares, 3/16 of the limit, for the others in flight."""
 RELEASED = (State.REJECTED.value, State.CANCELLED.value, State.FAILED.value)
 
 PER_WITHDRAWAL = "PER_WITHDRAWAL"
 USER_DAILY_AMOUNT = "USER_DAILY_AMOUNT"
 USER_DAILY_COUNT = "USER_DAILY_COUNT"
 PARTNER_DAILY_AMOUNT = "PARTNER_DAILY_AMOUNT"
+LIMIT_COLUMNS = ("partner_id", "user_ref", "token_id", "bucket", "shard", "amount", "count")
 
 
 def bucket_of(moment: dt.datetime) -> int:
@@ -193,6 +238,72 @@ def _daily_refusal(item: ItemLimits, current: Mapping[Scope, Usage]) -> Refusal 
     return None
 
 
+def short_scopes(
+    items: Sequence[tuple[int, ItemLimits]], refused: Collection[int], usage: Mapping[Scope, Usage]
+) -> set[Scope]:
+    """The scopes where the items of `items` not in `refused` break the shard rule: for some
+    limit of the scope they add more than its share, or the usage read plus what they add
+    plus the other shards' shares is above it (see the module docstring)."""
+    added: dict[Scope, Usage] = {}
+    bounds: dict[Scope, tuple[int | None, int | None]] = {}  # (amount, count) limits
+    for index, item in items:
+        if index in refused or not item.counted:
+            continue
+        partner, *user = item.scopes()
+        limited: list[tuple[Scope, tuple[int | None, int | None]]] = [
+            (partner, (item.partner_daily, None))
+        ]
+        if user:
+            tier = item.tier_limits
+            limited.append((user[0], (tier.daily_amount, tier.daily_count)))
+        for scope, limits in limited:
+            used = added.setdefault(scope, Usage())
+            used.amount += item.amount
+            used.count += 1
+            bounds[scope] = limits
+    short: set[Scope] = set()
+    for scope, more in added.items():
+        amount_limit, count_limit = bounds[scope]
+        before = usage.get(scope, Usage())
+        if not (
+            _fits_shard(before.amount, more.amount, amount_limit)
+            and _fits_shard(before.count, more.count, count_limit)
+        ):
+            short.add(scope)
+    return short
+
+
+def _fits_shard(used: int, more: int, limit: int | None) -> bool:
+    if limit is None:
+        return True
+    share = limit // SHARE_DIVISOR
+    return more <= share and used + more + (SHARDS - 1) * share <= limit
+
+
+class ShardPool:
+    """The shards this process's transactions hold, one each while it runs: the free ones
+    first (starting at `first`, so that processes given different offsets use different
+    shards), the next in turn when every shard is taken (it waits for that shard's holder)."""
+
+    def __init__(self, first: int = 0) -> None:
+        self._free = deque((first + i) % SHARDS for i in range(SHARDS))  # append/pop: atomic
+        self._turn = itertools.count(first)
+
+    @contextmanager
+    def shard(self) -> Iterator[int]:
+        try:
+            shard: int | None = self._free.popleft()
+        except IndexError:
+            shard = None
+        if shard is None:
+            yield next(self._turn) % SHARDS
+            return
+        try:
+            yield shard
+        finally:
+            self._free.appendleft(shard)  # this process's first shards come back first
+
+
 def limit_exceeded(refusal: Refusal, token: TokenInfo, user_ref: str) -> ApiError:
     """The FAILED_PRECONDITION a refused request answers with, naming the limit."""
     if refusal.limit == USER_DAILY_COUNT:
@@ -230,17 +341,21 @@ def limit_exceeded(refusal: Refusal, token: TokenInfo, user_ref: str) -> ApiErro
     return LIMIT_EXCEEDED.error(message, metadata=metadata)
 
 
-def _scope_rows(scopes: Iterable[Scope], bucket: int) -> list[dict[str, object]]:
+def lock_rows(
+    scopes: Iterable[Scope], shard: int, whole: Collection[Scope]
+) -> list[dict[str, object]]:
     return [
         {
             "partner_id": s.partner_id,
             "user_ref": s.user_ref,
             "token_id": s.token_id,
-            "bucket": bucket,
+            "bucket": LOCK_BUCKET,
+            "shard": n,
             "amount": 0,
             "count": 0,
         }
         for s in sorted(set(scopes))
+        for n in (range(SHARDS) if s in whole else (shard,))
     ]
 
 
@@ -252,9 +367,9 @@ def prune_usage(connection: Connection, now: dt.datetime) -> int:
     lock rows that creates hold while they count, so it waits for no batch."""
     cutoff = window_start(now) - 1
     scopes = connection.execute(
-        select(LimitUsage.partner_id, LimitUsage.user_ref, LimitUsage.token_id).where(
-            LimitUsage.bucket == LOCK_BUCKET
-        )
+        select(LimitUsage.partner_id, LimitUsage.user_ref, LimitUsage.token_id)
+        .where(LimitUsage.bucket == LOCK_BUCKET)
+        .distinct()
     ).all()
     deleted = 0
     for scope in scopes:
@@ -271,13 +386,15 @@ def prune_usage(connection: Connection, now: dt.datetime) -> int:
     return deleted
 
 
-def lock_scopes(connection: Connection, scopes: Iterable[Scope]) -> None:
-    """Lock each scope's row of bucket 0 (creating it), in scope order; MariaDB/MySQL only
-    (SQLite's BEGIN IMMEDIATE holds the database's write lock already)."""
+def lock_scopes(
+    connection: Connection, scopes: Iterable[Scope], shard: int, whole: Collection[Scope] = ()
+) -> None:
+    """Lock the lock row of `shard` of each scope, and of every shard of the scopes in
+    `whole` (creating them), in (scope, shard) order; MariaDB/MySQL only (SQLite's BEGIN
+    IMMEDIATE holds the database's write lock already)."""
     if connection.dialect.name == "sqlite":
         return
-    rows = _scope_rows(scopes, LOCK_BUCKET)
-    statement = mysql.insert(LimitUsage).values(rows)
+    statement = mysql.insert(LimitUsage).values(lock_rows(scopes, shard, whole))
     connection.execute(statement.on_duplicate_key_update(count=LimitUsage.count))
 
 
@@ -333,10 +450,42 @@ def read_usage(
         )
         .group_by(Withdrawal.partner_id, Withdrawal.user_ref, Withdrawal.token_id)
     )
-    usage = {scope: Usage() for scope in wanted}
-    for sign, partner_id, user_ref, token_id, amount, count in connection.execute(
-        union_all(counters, released)
-    ):
+    return usage_from(connection.execute(union_all(counters, released)), wanted)
+
+
+USAGE_SQL = (
+    "SELECT 1, partner_id, user_ref, token_id, SUM(amount), SUM(count) FROM limit_usage "
+    "WHERE bucket >= %s AND ({scopes}) GROUP BY partner_id, user_ref, token_id "
+    "UNION ALL "
+    "SELECT -1, partner_id, user_ref, token_id, SUM(amount), COUNT(*) FROM withdrawals "
+    "WHERE partner_id IN ({partners}) AND state IN ({released}) AND limit_bucket >= %s "
+    "GROUP BY partner_id, user_ref, token_id"
+)
+
+
+def usage_sql(scopes: Collection[Scope], start_bucket: int) -> tuple[str, list[object]]:
+    """`read_usage`'s statement as driver SQL for MariaDB/MySQL (format parameters), and its
+    parameters: read with `usage_from`."""
+    ordered = sorted(set(scopes))
+    partners = sorted({s.partner_id for s in ordered})
+    sql = USAGE_SQL.format(
+        scopes=" OR ".join(
+            ["(partner_id = %s AND user_ref = %s AND token_id = %s)"] * len(ordered)
+        ),
+        partners=", ".join(["%s"] * len(partners)),
+        released=", ".join(["%s"] * len(RELEASED)),
+    )
+    params: list[object] = [start_bucket]
+    for s in ordered:
+        params += [s.partner_id, s.user_ref, s.token_id]
+    return sql, [*params, *partners, *RELEASED, start_bucket]
+
+
+def usage_from(rows: Iterable[Any], scopes: Collection[Scope]) -> dict[Scope, Usage]:
+    """Each scope's usage from the rows of the usage statement: (sign, partner_id, user_ref,
+    token_id, amount, count), +1 for counters, -1 for releases."""
+    usage = {scope: Usage() for scope in scopes}
+    for sign, partner_id, user_ref, token_id, amount, count in rows:
         amount_int = _exact(amount)
         targets = [Scope(partner_id, user_ref, token_id)]
         if sign < 0 and user_ref:  # a user's release frees the partner's amount too
@@ -363,32 +512,19 @@ def _number(column: _Column) -> ColumnElement[Any]:
     return type_coerce(column, Numeric())
 
 
-def add_usage(connection: Connection, counted: Iterable[tuple[ItemLimits, int]]) -> None:
-    """Add the accepted (item, bucket) pairs to their scopes' counters (one statement)."""
-    totals: dict[tuple[Scope, int], Usage] = {}
-    for item, bucket in counted:
-        for scope in item.scopes():
-            used = totals.setdefault((scope, bucket), Usage())
-            used.amount += item.amount
-            used.count += 1
-    if not totals:
+def add_usage(
+    connection: Connection, counted: Iterable[tuple[ItemLimits, int]], shard: int
+) -> None:
+    """Add the accepted (item, bucket) pairs to their scopes' counters of `shard`, whose lock
+    rows the transaction holds (one statement)."""
+    rows = counter_rows(counted, shard)
+    if not rows:
         return
-    rows = [
-        {
-            "partner_id": scope.partner_id,
-            "user_ref": scope.user_ref,
-            "token_id": scope.token_id,
-            "bucket": bucket,
-            "amount": used.amount,
-            "count": used.count,
-        }
-        for (scope, bucket), used in sorted(totals.items(), key=lambda kv: kv[0])
-    ]
     if connection.dialect.name == "sqlite":
         lite = sqlite.insert(LimitUsage).values(rows)
         connection.execute(
             lite.on_conflict_do_update(
-                index_elements=["partner_id", "user_ref", "token_id", "bucket"],
+                index_elements=["partner_id", "user_ref", "token_id", "bucket", "shard"],
                 set_={
                     "amount": _number(LimitUsage.amount) + _number(lite.excluded.amount),
                     "count": LimitUsage.count + lite.excluded.count,
@@ -402,4 +538,41 @@ def add_usage(connection: Connection, counted: Iterable[tuple[ItemLimits, int]])
             amount=_number(LimitUsage.amount) + _number(my.inserted.amount),
             count=LimitUsage.count + my.inserted.count,
         )
+    )
+
+
+def counter_rows(counted: Iterable[tuple[ItemLimits, int]], shard: int) -> list[dict[str, Any]]:
+    """The counter rows (`LIMIT_COLUMNS`) of `shard` that the accepted (item, bucket) pairs
+    add to, in key order."""
+    totals: dict[tuple[Scope, int], Usage] = {}
+    for item, bucket in counted:
+        for scope in item.scopes():
+            used = totals.setdefault((scope, bucket), Usage())
+            used.amount += item.amount
+            used.count += 1
+    return [
+        {
+            "partner_id": scope.partner_id,
+            "user_ref": scope.user_ref,
+            "token_id": scope.token_id,
+            "bucket": bucket,
+            "shard": shard,
+            "amount": used.amount,
+            "count": used.count,
+        }
+        for (scope, bucket), used in sorted(totals.items(), key=lambda kv: kv[0])
+    ]
+
+
+def counter_statements() -> tuple[Any, Any]:
+    """The MariaDB/MySQL statements that take lock rows (`lock_rows`) and add to counters
+    (`counter_rows`), for one row each (a driver's executemany sends them as one)."""
+    lock = mysql.insert(LimitUsage)
+    add = mysql.insert(LimitUsage)
+    return (
+        lock.on_duplicate_key_update(count=LimitUsage.count),
+        add.on_duplicate_key_update(
+            amount=_number(LimitUsage.amount) + _number(add.inserted.amount),
+            count=LimitUsage.count + add.inserted.count,
+        ),
     )

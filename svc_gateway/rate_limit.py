@@ -10,9 +10,10 @@ what n single charges in a row would do. `gcra` below is the same arithmetic in 
 unit tests check it); `GCRA_LUA` runs it atomically in Redis, on Redis's clock (`TIME`) so
 every process agrees.
 
-`RateLimiter.admit` charges a batch of requests with one pipeline of one script call per
-bucket (the group commit's creates, or the reads that arrived together) and answers, per
-request, None (admitted) or the RATE_LIMITED error. When Redis fails or does not answer within
+`RateLimiter.admit` charges a batch of requests in one round trip, one script call per
+bucket (the group commit's creates, or the reads that arrived together: usually one bucket,
+sent as a single command, several as a pipeline) and answers, per request, None (admitted)
+or the RATE_LIMITED error. When Redis fails or does not answer within
 `CHARGE_TIMEOUT_SECONDS`, everything is admitted (fail open) and counted in
 `aws_rate_limit_fail_open_total`: a Redis outage must not stop withdrawals.
 """
@@ -25,6 +26,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
@@ -161,7 +163,8 @@ class RateLimiter:
             return [None] * len(limits)
         buckets = list(counts.items())
         try:
-            charges = await asyncio.wait_for(self._charge(buckets), self._timeout)
+            async with asyncio.timeout(self._timeout):  # no task of its own, as wait_for makes
+                charges = await self._charge(buckets)
         except (RedisError, OSError, TimeoutError) as exc:
             RATE_LIMIT_FAIL_OPEN.add(sum(counts.values()))
             now = time.monotonic()
@@ -184,22 +187,23 @@ class RateLimiter:
         return outcomes
 
     async def _charge(self, buckets: Sequence[tuple[RateLimit, int]]) -> list[Charge]:
-        """One round trip: a script call per bucket (loading the script once when missing)."""
+        """One round trip: a script call per bucket (loading the script once when missing);
+        a single bucket, the usual batch, without the cost of a pipeline."""
         for attempt in range(2):
             if self._sha is None:
                 self._sha = str(await self._redis.script_load(GCRA_LUA))
-            pipe = self._redis.pipeline(transaction=False)
-            for limit, count in buckets:
-                pipe.evalsha(
-                    self._sha,
-                    1,
-                    self._key_prefix + limit.bucket,
-                    limit.interval_micros,
-                    limit.burst,
-                    count,
-                )
+            calls = [
+                (self._key_prefix + limit.bucket, limit.interval_micros, limit.burst, count)
+                for limit, count in buckets
+            ]
             try:
-                replies = await pipe.execute()
+                if len(calls) == 1:
+                    replies: list[Any] = [await self._redis.evalsha(self._sha, 1, *calls[0])]
+                else:
+                    pipe = self._redis.pipeline(transaction=False)
+                    for call in calls:
+                        pipe.evalsha(self._sha, 1, *call)
+                    replies = await pipe.execute()
             except NoScriptError:  # Redis restarted or flushed its scripts
                 self._sha = None
                 if attempt == 0:

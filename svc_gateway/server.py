@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
-import redis.asyncio as aioredis
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -60,6 +59,7 @@ from withdrawal_shared.db.transitions import Moved
 from withdrawal_shared.grpc_metrics import MeteredRegistrar
 from withdrawal_shared.key_revocation import revocation_channel
 from withdrawal_shared.queue import QueueNames
+from withdrawal_shared.store_tls import redis_client
 from withdrawal_shared.webhooks.secrets import SecretBox
 
 log = logging.getLogger(__name__)
@@ -87,14 +87,22 @@ class GatewayServer:
         self.settings = settings
         self.grpc_port = 0
         self.http_port = 0
-        self._engine = make_engine(settings.database_url, pool_size=settings.db_threads)
+        self._engine = make_engine(
+            settings.database_url, pool_size=settings.db_threads, tls=settings.database_tls
+        )
         self._executor = ThreadPoolExecutor(settings.db_threads, thread_name_prefix="gw-db")
-        self._redis = aioredis.from_url(
-            settings.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0
+        self._redis = redis_client(
+            settings.redis_url,
+            tls_ca=settings.redis_tls_ca,
+            socket_connect_timeout=1.0,
+            socket_timeout=2.0,
         )
         self._names = QueueNames(settings.redis_prefix)
         self.store = WithdrawalStore(
-            self._engine, limits_cache_seconds=settings.limits_cache_seconds
+            self._engine,
+            limits_cache_seconds=settings.limits_cache_seconds,
+            # Each worker's group commits in flight start on limit shards of their own.
+            first_shard=settings.worker_index * settings.create_batch_in_flight,
         )
         self._hub = EventHub(self._redis, self._names)
         self._health = health.aio.HealthServicer()

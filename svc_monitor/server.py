@@ -10,7 +10,6 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from web3 import Web3
@@ -26,6 +25,7 @@ from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.metrics import metrics_served
 from withdrawal_shared.queue import QueueNames, publish_many
 from withdrawal_shared.states import State
+from withdrawal_shared.store_tls import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,14 @@ class MonitorServer:
     def __init__(self, settings: MonitorSettings) -> None:
         self.settings = settings
         self.grpc_port = 0
-        self._engine = make_engine(settings.database_url, pool_size=2)
+        self._engine = make_engine(settings.database_url, pool_size=2, tls=settings.database_tls)
         # One thread: polls never overlap, and the follower's caches need no locking.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="monitor-follow")
-        self._redis = aioredis.from_url(
-            settings.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0
+        self._redis = redis_client(
+            settings.redis_url,
+            tls_ca=settings.redis_tls_ca,
+            socket_connect_timeout=1.0,
+            socket_timeout=2.0,
         )
         self._names = QueueNames(settings.redis_prefix)
         # Every CHAIN_RPC_URL provider, with failover; re-broadcasts go to all healthy ones.

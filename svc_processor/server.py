@@ -21,7 +21,6 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.orm import Session, sessionmaker
@@ -46,6 +45,7 @@ from withdrawal_shared.db.transitions import Moved, TransitionConflict, move
 from withdrawal_shared.holds import HoldReason
 from withdrawal_shared.metrics import metrics_served
 from withdrawal_shared.states import TERMINAL, State
+from withdrawal_shared.store_tls import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +118,14 @@ class ProcessorServer:
     def __init__(self, settings: ProcessorSettings) -> None:
         self.settings = settings
         self.grpc_port = 0
-        self._engine = make_engine(settings.database_url, pool_size=4)
+        self._engine = make_engine(settings.database_url, pool_size=4, tls=settings.database_tls)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="pipeline")
         self._payer = ThreadPoolExecutor(1, thread_name_prefix="payouts")
-        self._redis = aioredis.from_url(
-            settings.redis_url, socket_connect_timeout=1.0, socket_timeout=5.0
+        self._redis = redis_client(
+            settings.redis_url,
+            tls_ca=settings.redis_tls_ca,
+            socket_connect_timeout=1.0,
+            socket_timeout=5.0,
         )
         self._names = queue.QueueNames(settings.redis_prefix)
         self._signer = SignerClient(

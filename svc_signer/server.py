@@ -47,7 +47,9 @@ class SignerServer:
         self.grpc_port = 0
         self._keys = None if backend is None else KeyRing.of(backend)
         self._owns_backend = backend is None
-        self._engine = make_engine(settings.database_url, pool_size=settings.db_threads)
+        self._engine = make_engine(
+            settings.database_url, pool_size=settings.db_threads, tls=settings.database_tls
+        )
         self._executor = ThreadPoolExecutor(settings.db_threads, thread_name_prefix="signer")
         self.ledger = Ledger(self._engine)
         self._health = health.aio.HealthServicer()

@@ -27,10 +27,12 @@ from svc_signer.keys import pkcs11_hsm as _pkcs11
 from withdrawal_shared.settings import (
     DEFAULT_DATABASE_URL,
     SettingsError,
+    database_tls_env,
     env_float,
     env_int,
     env_str,
 )
+from withdrawal_shared.store_tls import DatabaseTls
 from withdrawal_shared.tls import TlsFiles
 
 KEY_BACKENDS = ("keystore", "pkcs11")
@@ -50,6 +52,9 @@ _SECRET_ENV = (_keystore.PASSWORD_ENV, _pkcs11.ENV_PIN)
 class SignerSettings:
     database_url: str = DEFAULT_DATABASE_URL
     """DATABASE_URL: SQLAlchemy URL (mysql+pymysql://... or sqlite:///...)."""
+    database_tls: DatabaseTls | None = None
+    """DATABASE_TLS_CA, DATABASE_TLS_CERT, DATABASE_TLS_KEY: TLS to MySQL, as for every
+    service (`withdrawal_shared.settings.StoreSettings.database_tls`)."""
     grpc_host: str = "127.0.0.1"
     """SIGNER_GRPC_HOST."""
     grpc_port: int = 50052
@@ -112,8 +117,10 @@ class SignerSettings:
             key_labels = _pkcs11.parse_key_labels(env_str(_pkcs11.ENV_KEY_LABELS, ""))
         except _pkcs11.Pkcs11Error as exc:
             raise SettingsError(str(exc)) from None
+        database_url = env_str("DATABASE_URL", d.database_url)
         return cls(
-            database_url=env_str("DATABASE_URL", d.database_url),
+            database_url=database_url,
+            database_tls=database_tls_env(database_url),
             grpc_host=env_str("SIGNER_GRPC_HOST", d.grpc_host),
             grpc_port=env_int("SIGNER_GRPC_PORT", d.grpc_port, minimum=0),
             chain_id=env_int("SIGNER_CHAIN_ID", d.chain_id, minimum=1),

@@ -32,7 +32,9 @@ class WebhooksServer:
         self.settings = settings
         self.grpc_port = 0
         threads = 4
-        self._engine = make_engine(settings.database_url, pool_size=threads)
+        self._engine = make_engine(
+            settings.database_url, pool_size=threads, tls=settings.database_tls
+        )
         self._sessions = make_sessionmaker(self._engine)
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="webhooks-db")
         self.box = SecretBox()  # reads the key now: a bad key stops the service at start

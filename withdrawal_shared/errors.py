@@ -77,6 +77,12 @@ class WithdrawalSystemError(Exception):
     """Root of every exception this system raises on purpose."""
 
 
+class SettingsError(WithdrawalSystemError):
+    """A setting in the environment cannot be used; the message names the variable.
+
+    Re-exported by `withdrawal_shared.settings`, where the settings helpers raise it."""
+
+
 @dataclass(frozen=True)
 class FieldViolation:
     """One bad field: its path in the request (e.g. `withdrawal.amount`) and what is wrong."""

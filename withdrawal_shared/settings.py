@@ -11,17 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
-from withdrawal_shared.errors import WithdrawalSystemError
+from withdrawal_shared.errors import SettingsError as SettingsError  # noqa: PLC0414 - re-export
+from withdrawal_shared.store_tls import DatabaseTls, check_redis_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("AWS_VAR_DIR", REPO_ROOT / "var"))
 
 DEFAULT_DATABASE_URL = f"sqlite:///{VAR_DIR / 'withdrawals.sqlite3'}"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-class SettingsError(WithdrawalSystemError):
-    """A setting in the environment cannot be used; the message names the variable."""
 
 
 def env_str(name: str, default: str) -> str:
@@ -63,9 +60,22 @@ def env_bool(name: str, default: bool) -> bool:
     raise SettingsError(f"{name}={raw!r} is not a boolean (use true or false)")
 
 
+def database_tls_env(database_url: str) -> DatabaseTls | None:
+    """DATABASE_TLS_CA, DATABASE_TLS_CERT, DATABASE_TLS_KEY, checked against `database_url`
+    (`withdrawal_shared.store_tls.DatabaseTls`); None when none is set."""
+    return DatabaseTls.from_settings(
+        database_url,
+        ca=env_str("DATABASE_TLS_CA", ""),
+        cert=env_str("DATABASE_TLS_CERT", ""),
+        key=env_str("DATABASE_TLS_KEY", ""),
+    )
+
+
 class StoreEnv(TypedDict):
     database_url: str
+    database_tls: DatabaseTls | None
     redis_url: str
+    redis_tls_ca: str
     redis_prefix: str
 
 
@@ -80,17 +90,33 @@ class StoreSettings:
 
     database_url: str = DEFAULT_DATABASE_URL
     """DATABASE_URL: SQLAlchemy URL (mysql+pymysql://... or sqlite:///...)."""
+    database_tls: DatabaseTls | None = None
+    """DATABASE_TLS_CA, DATABASE_TLS_CERT, DATABASE_TLS_KEY: PEM files. With the CA set, the
+    MySQL connection is TLS only, the server's certificate verified against that CA and its
+    name against DATABASE_URL's host; with the certificate and key also set, the client
+    presents them. Unset: PyMySQL's default (TLS if the server offers it, unverified). Refused
+    with a SQLite URL (`withdrawal_shared.store_tls`)."""
     redis_url: str = DEFAULT_REDIS_URL
-    """REDIS_URL: the task streams and the state-change events."""
+    """REDIS_URL: the task streams and the state-change events; `rediss://` for TLS (the
+    server's certificate and name always verified)."""
+    redis_tls_ca: str = ""
+    """REDIS_TLS_CA: PEM file of the CA that signed Redis's certificate, trusted besides the
+    system's CAs; only with a `rediss://` REDIS_URL."""
     redis_prefix: str = "aws:"
     """REDIS_PREFIX: prefix of every Redis key this stack uses."""
 
     @staticmethod
     def store_env() -> StoreEnv:
         d = StoreSettings()
+        database_url = env_str("DATABASE_URL", d.database_url)
+        redis_url = env_str("REDIS_URL", d.redis_url)
+        redis_tls_ca = env_str("REDIS_TLS_CA", d.redis_tls_ca).strip()
+        check_redis_url(redis_url, redis_tls_ca)
         return StoreEnv(
-            database_url=env_str("DATABASE_URL", d.database_url),
-            redis_url=env_str("REDIS_URL", d.redis_url),
+            database_url=database_url,
+            database_tls=database_tls_env(database_url),
+            redis_url=redis_url,
+            redis_tls_ca=redis_tls_ca,
             redis_prefix=env_str("REDIS_PREFIX", d.redis_prefix),
         )
 

@@ -35,12 +35,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import re
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
-    from opentelemetry.trace import Link, Span, Tracer
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import Link, Span, SpanContext, Tracer
 
     from withdrawal_shared.db.transitions import Moved
 
@@ -48,6 +54,9 @@ T = TypeVar("T")
 
 TRACES_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+_SCOPE = "withdrawal_shared.tracing"
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+"""A version-00 W3C `traceparent`, the form `traceparent()` writes."""
 _UNTRACED_SERVICES = (
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
@@ -58,6 +67,10 @@ _UNTRACED_SERVICES = (
 class _State:
     tracer: Tracer | None = None
     shutdown: Callable[[], None] | None = None
+    # What `record_moves` hands its finished state-change spans to directly (see there).
+    processor: SpanProcessor | None = None
+    resource: Resource | None = None
+    scope: InstrumentationScope | None = None
 
 
 _state = _State()
@@ -92,18 +105,22 @@ def configure(service: str) -> bool:
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     name = os.environ.get("OTEL_SERVICE_NAME", "").strip() or service
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    processor = BatchSpanProcessor(OTLPSpanExporter())
+    provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     untraced = filters.negate(
         filters.any_of(*(filters.service_name(s) for s in _UNTRACED_SERVICES))
     )
     GrpcAioInstrumentorServer(filter_=untraced).instrument()  # type: ignore[no-untyped-call]
     GrpcInstrumentorClient(filter_=untraced).instrument()  # type: ignore[no-untyped-call]
-    _state.tracer = trace.get_tracer("withdrawal_shared.tracing")
+    _state.tracer = trace.get_tracer(_SCOPE)
     _state.shutdown = provider.shutdown
+    _state.processor, _state.resource = processor, provider.resource
+    _state.scope = InstrumentationScope(_SCOPE)
     return True
 
 
@@ -111,6 +128,7 @@ def shutdown() -> None:
     """Export what is buffered and stop (at the end of the process)."""
     stop, _state.shutdown = _state.shutdown, None
     _state.tracer = None
+    _state.processor = _state.resource = _state.scope = None
     if stop is not None:
         stop()
 
@@ -142,15 +160,37 @@ def current_ids() -> tuple[str, str] | None:
     return f"{context.trace_id:032x}", f"{context.span_id:016x}"
 
 
-def _extract(header: str | None) -> Context | None:
-    """The context a `traceparent` names, or None when empty or malformed."""
+def _span_context(header: str | None) -> SpanContext | None:
+    """The remote SpanContext a `traceparent` names, or None when empty or malformed. A
+    version-00 header (what `traceparent()` writes) is parsed here, anything else by the
+    standard propagator."""
     if not header:
         return None
     from opentelemetry import trace
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    from opentelemetry.trace import SpanContext, TraceFlags
 
-    context = TraceContextTextMapPropagator().extract({"traceparent": header})
-    return context if trace.get_current_span(context).get_span_context().is_valid else None
+    match = _TRACEPARENT.fullmatch(header)
+    if match is None:
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        context = TraceContextTextMapPropagator().extract({"traceparent": header})
+        found = trace.get_current_span(context).get_span_context()
+        return found if found.is_valid else None
+    trace_id, span_id, flags = (int(group, 16) for group in match.groups())
+    if not trace_id or not span_id:
+        return None
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
+
+
+def _extract(header: str | None) -> Context | None:
+    """The context a `traceparent` names, or None when empty or malformed."""
+    remote = _span_context(header)
+    if remote is None:
+        return None
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan
+
+    return trace.set_span_in_context(NonRecordingSpan(remote))
 
 
 def _links(headers: Sequence[str | None]) -> list[Link]:
@@ -345,45 +385,71 @@ def current_span_context() -> Any:
 def record_moves(moved: Sequence[Moved], actor: str, worker: Any = None) -> None:
     """One span per state change, parented to the withdrawal's stored context (the current
     span's when it has none) and linked to the span doing the work (`worker`, a SpanContext
-    from `current_span_context`, else the current span) when that is another span."""
+    from `current_span_context`, else the current span) when that is another span.
+
+    These are most of the spans the services make (seven per paid withdrawal), so they skip
+    the SDK's span object: a state change is an instant with attributes known up front, so
+    each is built finished (a `ReadableSpan` with a random span id, start = end = now) and
+    handed to the batch span processor, as `Span.end()` would. They follow their parent's
+    sampling decision (the standard `parentbased_*` samplers' rule); a state change without
+    any parent (no stored context, no current span) starts a trace through the SDK and its
+    sampler."""
     if _state.tracer is None or not moved:
         return
     from opentelemetry import trace
+    from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.trace import Link, SpanContext
 
     current = worker if isinstance(worker, SpanContext) else None
     if current is None:
         current = trace.get_current_span().get_span_context()
+    current_link = (Link(current),) if current.is_valid else ()
+    current_ids = (current.trace_id, current.span_id)
     for change in moved:
-        parent = _extract(change.trace_context)
-        stored = trace.get_current_span(parent).get_span_context() if parent else None
+        stored = _span_context(change.trace_context)
         links = (
-            [Link(current)]
-            if current.is_valid
-            and (
-                stored is None
-                or (stored.trace_id, stored.span_id) != (current.trace_id, current.span_id)
-            )
-            else []
+            current_link
+            if stored is None or (stored.trace_id, stored.span_id) != current_ids
+            else ()
         )
         from_state = change.from_state.value if change.from_state is not None else ""
-        attributes = {
+        attributes: dict[str, Any] = {
             "withdrawal.id": change.withdrawal_id,
             "withdrawal.from_state": from_state,
             "withdrawal.to_state": change.to_state.value,
             "withdrawal.version": change.version,
-            "withdrawal.reason": change.reason,
             "withdrawal.actor": actor,
         }
+        if change.reason:
+            attributes["withdrawal.reason"] = change.reason
         if change.reorged:
             attributes["withdrawal.reorged"] = True
-        started = _state.tracer.start_span(
-            f"withdrawal {from_state or 'NEW'} -> {change.to_state.value}",
-            context=parent,
-            links=links,
-            attributes=attributes,
+        name = f"withdrawal {from_state or 'NEW'} -> {change.to_state.value}"
+        parent = stored if stored is not None else (current if current.is_valid else None)
+        if parent is None or _state.processor is None:
+            _state.tracer.start_span(name, links=links, attributes=attributes).end()
+            continue
+        if not parent.trace_flags.sampled:
+            continue
+        now = time.time_ns()
+        _state.processor.on_end(
+            ReadableSpan(
+                name,
+                context=SpanContext(
+                    parent.trace_id,
+                    random.getrandbits(64) or 1,
+                    is_remote=False,
+                    trace_flags=parent.trace_flags,
+                ),
+                parent=parent,
+                resource=_state.resource,
+                attributes=attributes,
+                links=links,
+                start_time=now,
+                end_time=now,
+                instrumentation_scope=_state.scope,
+            )
         )
-        started.end()
 
 
 def run_in_context(fn: Callable[..., T], *args: Any) -> Callable[[], T]:

@@ -34,6 +34,9 @@ from svc_gateway.validation import NewWithdrawal
 from withdrawal_shared.db.models import Withdrawal, WithdrawalAudit
 
 MYSQL_DUPLICATE_KEY = 1062  # ER_DUP_ENTRY
+BATCH_SHARD = 0
+"""The limit shard a batch file's counters go to: its transaction holds every shard of its
+scopes (`svc_gateway.limits`), so any would do."""
 
 
 @dataclass(slots=True)
@@ -159,6 +162,7 @@ class ChunkWriter:
                 for g in rows
                 if g.plan.limits is not None and g.plan.limit_bucket is not None
             ],
+            BATCH_SHARD,
         )
         return [g.line for g in rows]
 
@@ -232,7 +236,7 @@ class ChunkWriter:
             return list(rows)
         scopes = {s for _, lim in limited for s in lim.scopes()} - self.locked
         if scopes:
-            lock_scopes(self.conn, scopes)
+            lock_scopes(self.conn, scopes, BATCH_SHARD, whole=scopes)  # every shard
             self.usage.update(read_usage(self.conn, scopes, window_start(self.now)))
             self.locked |= scopes
         refused = decide(limited, self.usage)

@@ -11,6 +11,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from sqlalchemy import Engine, select, update
 
 from tests.support.withdrawals import add_withdrawal
@@ -39,8 +40,13 @@ def engine(db_url: str) -> Iterator[Engine]:
 def exported(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    # As `tracing.configure` installs it: state changes go to the processor directly.
     monkeypatch.setattr(tracing._state, "tracer", provider.get_tracer("test"))
+    monkeypatch.setattr(tracing._state, "processor", processor)
+    monkeypatch.setattr(tracing._state, "resource", provider.resource)
+    monkeypatch.setattr(tracing._state, "scope", InstrumentationScope("test"))
     yield exporter
     provider.shutdown()
 

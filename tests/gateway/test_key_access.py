@@ -109,3 +109,35 @@ def test_reads_are_charged_to_the_same_limit(gateway: RunningGateway) -> None:
     url = f"{gateway.base_url}/v1/withdrawals"
     statuses = [httpx.get(url, headers=partner.headers).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
+
+
+def test_the_limiter_charges_one_bucket_or_several_and_reloads_a_lost_script(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """On the real Redis: one bucket is charged as a single script call, several in one
+    pipeline; either reloads the script when Redis no longer has it (a restart, SCRIPT FLUSH)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from svc_gateway.rate_limit import RateLimit, RateLimiter
+    from withdrawal_shared.errors import ApiError
+
+    a, b = RateLimit("key:a", 1, 2), RateLimit("key:b", 1, 1)
+
+    async def run() -> tuple[list[ApiError | None], list[ApiError | None]]:
+        client = aioredis.from_url(redis_url)
+        try:
+            limiter = RateLimiter(client, redis_prefix)
+            limiter._sha = "0" * 40  # a script Redis does not have
+            one = await limiter.admit([a, a, a])
+            limiter._sha = "0" * 40
+            several = await limiter.admit([b, None, b, a])
+            return one, several
+        finally:
+            await client.aclose()
+
+    one, several = asyncio.run(run())
+    reasons = [None if e is None else e.reason for e in [*one, *several]]
+    assert reasons == [None, None, "RATE_LIMITED", None, None, "RATE_LIMITED", "RATE_LIMITED"]
+    assert one[2] is not None and one[2].headers["retry-after"] == "1"

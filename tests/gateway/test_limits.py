@@ -1,13 +1,15 @@
 """Tiers and limits through the real gateway, on MariaDB and SQLite: the per-withdrawal,
 24-hour amount and count limits, a cancel freeing its amount, the default tier, VIP priority,
-repeats, and many concurrent creates across two gateway processes never exceeding a limit."""
+repeats, many concurrent creates across two gateway processes never exceeding a limit nor
+refusing what fits, and the limit shards: a transaction on one shard not waiting for another's,
+and one that a shard cannot take holding every shard, waiting for the others in flight."""
 
 from __future__ import annotations
 
 import secrets
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, TimeoutError
 from pathlib import Path
 
 import grpc
@@ -16,12 +18,25 @@ from sqlalchemy import func, select
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2, withdrawal_pb2_grpc
 from bench.api_load import GatewayProcess, issue_key
-from svc_gateway.limits import LOCK_BUCKET, bucket_of, window_start
+from svc_gateway.limits import (
+    LOCK_BUCKET,
+    SHARDS,
+    ItemLimits,
+    Scope,
+    ShardPool,
+    Usage,
+    add_usage,
+    bucket_of,
+    lock_scopes,
+    short_scopes,
+    window_start,
+)
 from tests.support.databases import mariadb_database
 from tests.support.gateway import Partner, RunningGateway
 from tests.support.requests import create_request, rich_error
 from withdrawal_shared.db import tier_admin
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
+from withdrawal_shared.db.limit_policy import TierLimits
 from withdrawal_shared.db.models import LimitUsage, Withdrawal
 from withdrawal_shared.db.transitions import utcnow
 
@@ -172,13 +187,19 @@ def test_user_ref_is_validated(gateway: RunningGateway, partner: Partner) -> Non
     assert code == grpc.StatusCode.INVALID_ARGUMENT and fields == ["withdrawal.user_ref"]
 
 
-def test_concurrent_creates_on_two_workers_never_exceed_the_limits(
-    tmp_path: Path, redis_url: str, redis_prefix: str, db_url: str
-) -> None:
-    """60 creates of 1 USDC for two users from 12 threads, spread over two gateway processes
-    (GATEWAY_WORKERS=2): the tier allows 25 per user, the partner 40 in all."""
-    if not db_url.startswith("mysql"):
-        pytest.skip("the race between processes is run on MariaDB")
+def _race(
+    tmp_path: Path,
+    redis_url: str,
+    redis_prefix: str,
+    *,
+    user_daily: str,
+    partner_daily: str,
+    creates: int = 60,
+) -> tuple[list[str], dict[str, int], dict[int, int]]:
+    """`creates` creates of 1 USDC for two users from 12 threads, spread over two gateway
+    processes (GATEWAY_WORKERS=2), under these standard-tier and partner 24-hour limits.
+    Returns each create's outcome ("OK" or the error reason), the amount stored per user and
+    the partner's counters per shard (base units)."""
     with mariadb_database() as database_url:
         api_key = issue_key(database_url, "racing")
         engine = make_engine(database_url, pool_size=1)
@@ -189,10 +210,10 @@ def test_concurrent_creates_on_two_workers_never_exceed_the_limits(
                 "standard",
                 "USDC",
                 per_withdrawal_max=None,
-                daily_amount="25",
+                daily_amount=user_daily,
                 daily_count=None,
             )
-            tier_admin.set_partner_daily_limit(session, "racing", "USDC", "40")
+            tier_admin.set_partner_daily_limit(session, "racing", "USDC", partner_daily)
         env = {
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
@@ -223,23 +244,167 @@ def test_concurrent_creates_on_two_workers_never_exceed_the_limits(
                     return "OK"
 
             with ThreadPoolExecutor(12) as pool:
-                outcomes = list(pool.map(one, range(60)))
+                outcomes = list(pool.map(one, range(creates)))
         finally:
             assert gateway.stop() == 0
-        assert outcomes.count("OK") == 40, outcomes
-        assert outcomes.count("LIMIT_EXCEEDED") == 20, outcomes
         with sessions() as session:
-            per_user = dict(
-                (user, total)
+            per_user = {
+                user: int(total)
                 for user, total in session.execute(
                     select(Withdrawal.user_ref, func.sum(Withdrawal.amount)).group_by(
                         Withdrawal.user_ref
                     )
                 )
-            )
+            }
+            per_shard = {
+                shard: int(total)
+                for shard, total in session.execute(
+                    select(LimitUsage.shard, func.sum(LimitUsage.amount))
+                    .where(LimitUsage.user_ref == "", LimitUsage.bucket != LOCK_BUCKET)
+                    .group_by(LimitUsage.shard)
+                )
+            }
         engine.dispose()
-        assert sum(int(v) for v in per_user.values()) == 40_000_000
-        assert all(int(v) <= 25_000_000 for v in per_user.values()), per_user
+        return outcomes, per_user, per_shard
+
+
+def test_concurrent_creates_on_two_workers_never_exceed_the_limits(
+    tmp_path: Path, redis_url: str, redis_prefix: str, db_url: str
+) -> None:
+    """60 creates of 1 USDC for two users: the tier allows 25 per user, the partner 40."""
+    if not db_url.startswith("mysql"):
+        pytest.skip("the race between processes is run on MariaDB")
+    outcomes, per_user, per_shard = _race(
+        tmp_path, redis_url, redis_prefix, user_daily="25", partner_daily="40"
+    )
+    assert outcomes.count("OK") == 40, outcomes
+    assert outcomes.count("LIMIT_EXCEEDED") == 20, outcomes
+    assert sum(per_user.values()) == 40_000_000
+    assert all(v <= 25_000_000 for v in per_user.values()), per_user
+    assert sum(per_shard.values()) == 40_000_000, per_shard
+
+
+def test_concurrent_creates_that_fit_are_all_accepted(
+    tmp_path: Path, redis_url: str, redis_prefix: str, db_url: str
+) -> None:
+    """60 creates of 1 USDC for two users with limits they reach exactly (30 each, 60 in all):
+    none is refused, although past 13/16 of each limit the transactions leave the one-shard
+    rule for every shard; the partner's counters are spread over several shards."""
+    if not db_url.startswith("mysql"):
+        pytest.skip("the race between processes is run on MariaDB")
+    outcomes, per_user, per_shard = _race(
+        tmp_path, redis_url, redis_prefix, user_daily="30", partner_daily="60"
+    )
+    assert outcomes == ["OK"] * 60, outcomes
+    assert per_user == {"user-0": 30_000_000, "user-1": 30_000_000}
+    assert sum(per_shard.values()) == 60_000_000, per_shard
+    assert len(per_shard) >= 2, per_shard  # concurrent transactions held different shards
+
+
+def test_the_shard_rule() -> None:
+    """On one shard a transaction adds at most limit // 16 (4 shards) and leaves 3 such shares
+    of room for the others in flight; else the scope must be taken whole."""
+    assert SHARDS == 4
+    partner = Scope("p", "", 1)
+    user = Scope("p", "u", 1)
+
+    def item(amount: int, user_ref: str = "", tier: TierLimits | None = None) -> ItemLimits:
+        return ItemLimits("p", user_ref, 1, amount, "t", tier or TierLimits(), 160)
+
+    def short(items: list[ItemLimits], used: int = 0, refused: tuple[int, ...] = ()) -> set[Scope]:
+        usage = {partner: Usage(used, 0), user: Usage(0, 0)}
+        return short_scopes(list(enumerate(items)), refused, usage)
+
+    assert short([item(10)]) == set()  # a share of 160 is 10
+    assert short([item(6), item(4)]) == set()
+    assert short([item(11)]) == {partner}
+    assert short([item(6), item(5)]) == {partner}
+    assert short([item(6), item(5)], refused=(1,)) == set()  # a refused item adds nothing
+    assert short([item(1)], used=129) == set()  # 129 + 1 + 3 * 10 = 160
+    assert short([item(1)], used=130) == {partner}
+    counted = TierLimits(daily_count=3)  # a share of 3 is 0: every count takes the user whole
+    assert short([item(1, "u", counted)]) == {user}
+    assert short([item(1, "u", TierLimits(daily_amount=1600))]) == set()
+    uncounted = ItemLimits("p", "", 1, 10**30, "", TierLimits(), None)
+    assert short_scopes([(0, uncounted)], (), {}) == set()  # no 24-hour limit applies
+
+
+def test_the_shard_pool_gives_concurrent_holders_different_shards() -> None:
+    pool = ShardPool(first=2)  # the second worker, two group commits in flight each
+    with pool.shard() as a, pool.shard() as b:
+        assert (a, b) == (2, 3)
+        with pool.shard() as c, pool.shard() as d:
+            assert sorted([a, b, c, d]) == list(range(SHARDS))
+            with pool.shard() as e:  # every shard taken: one of them, waiting for its holder
+                assert 0 <= e < SHARDS
+    with pool.shard() as again:
+        assert again == 2
+
+
+def _partner_scope(gateway: RunningGateway, partner: Partner, daily: str) -> Scope:
+    with gateway.server.store.sessions.begin() as session:
+        tier_admin.set_partner_daily_limit(session, partner.id, "USDC", daily)
+    gateway.server.store.limits.invalidate()
+    usdc = next(
+        t for t in gateway.server.store.reference.get().tokens_by_id.values() if t.symbol == "USDC"
+    )
+    return Scope(partner.id, "", usdc.id)
+
+
+def test_a_transaction_on_another_shard_does_not_wait(
+    gateway: RunningGateway, partner: Partner, db_url: str
+) -> None:
+    """While another process's transaction holds the partner's shard 3, creates go through on
+    a shard of their own (one lock row for all would make them wait for it)."""
+    if not db_url.startswith("mysql"):
+        pytest.skip("SQLite serialises writers")
+    scope = _partner_scope(gateway, partner, "1000")
+    _create(gateway, partner, "1")  # the scope's rows exist
+    with ThreadPoolExecutor(1) as pool:
+        with gateway.server.store.engine.connect() as other, other.begin():
+            lock_scopes(other, [scope], SHARDS - 1)
+            created = pool.submit(_create, gateway, partner, "2").result(timeout=5)
+        assert created.state == withdrawal_pb2.STATE_RECEIVED
+
+
+def test_a_scope_taken_whole_waits_for_the_shards_in_flight(
+    gateway: RunningGateway, partner: Partner, db_url: str
+) -> None:
+    """Another process's transaction on shard 3 has counted 10 of a 160 limit and not yet
+    committed. A create of 151 is more than one shard's share: it takes every shard, waits
+    for that transaction, then counts its 10 and is refused; 150 fits exactly and is accepted,
+    though no single shard could take it."""
+    if not db_url.startswith("mysql"):
+        pytest.skip("SQLite serialises writers")
+    scope = _partner_scope(gateway, partner, "160")
+    units = 1_000_000
+    in_flight = ItemLimits(
+        partner.id, "", scope.token_id, 10 * units, "", TierLimits(), 160 * units
+    )
+    with ThreadPoolExecutor(1) as pool:
+        with gateway.server.store.engine.connect() as other, other.begin():
+            lock_scopes(other, [scope], SHARDS - 1)
+            add_usage(other, [(in_flight, bucket_of(utcnow()))], SHARDS - 1)
+            refused = pool.submit(_refused, gateway, partner, "151", "")
+            with pytest.raises(TimeoutError):
+                refused.result(timeout=1.0)  # waiting for shard 3
+        assert refused.result(timeout=10)["limit"] == "PARTNER_DAILY_AMOUNT"
+    assert _stored(gateway, partner) == 0
+    _create(gateway, partner, "150")
+    _refused(gateway, partner, "0.000001", "")
+    with gateway.server.store.sessions() as session:
+        counted = session.scalar(
+            select(func.sum(LimitUsage.amount)).where(
+                LimitUsage.partner_id == partner.id, LimitUsage.bucket != LOCK_BUCKET
+            )
+        )
+        lock_rows = session.scalars(
+            select(LimitUsage.shard).where(
+                LimitUsage.partner_id == partner.id, LimitUsage.bucket == LOCK_BUCKET
+            )
+        ).all()
+    assert int(counted or 0) == 160 * units
+    assert sorted(lock_rows) == list(range(SHARDS))
 
 
 def test_counters_older_than_the_window_are_pruned(gateway: RunningGateway) -> None:

@@ -106,7 +106,7 @@ def test_prod_overlay_uses_the_hsm_and_external_services() -> None:
     env = {e["name"] for e in signer["containers"][0]["env"]}
     assert "SIGNER_PKCS11_PIN" in env
     assert "SIGNER_KEYSTORE_PASSWORD" not in env
-    assert {v["name"] for v in signer["volumes"]} == {"var", "tmp", "hsm-client"}
+    assert {v["name"] for v in signer["volumes"]} == {"var", "tmp", "hsm-client", "store-ca"}
     config = find(objects, "ConfigMap", "signer-config")["data"]
     assert config["SIGNER_KEY_BACKEND"] == "pkcs11"
     assert "SIGNER_KEYSTORE_PATH" not in config
@@ -279,6 +279,23 @@ def test_policy_invariants_hold(built: list[Obj], methods: list[Method]) -> None
     )
 
 
+def test_prod_reaches_the_stores_over_tls() -> None:
+    """In prod every workload with DATABASE_URL (REDIS_URL) verifies the server against the
+    CA mounted read-only from `aws-store-ca`; dev's in-cluster stores are plaintext, which
+    the same check reports."""
+    prod = built_copy("prod")
+    assert policy.check_store_tls(prod) == []
+    for name in ("gateway", "processor", "signer", "monitor", "webhooks"):
+        pod = find(prod, "Deployment", name)["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["store-ca"]["secret"]["secretName"] == generate.STORE_CA_SECRET
+    job = find(prod, "Job", "migrate")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "DATABASE_TLS_CA", "value": "/etc/aws/store-ca/ca.pem"} in job["env"]
+    dev = policy.check_store_tls(built_copy("dev"))
+    assert "Job/migrate/migrate: DATABASE_URL without DATABASE_TLS_CA" in dev
+    assert "Deployment/monitor/monitor: REDIS_URL without REDIS_TLS_CA" in dev
+
+
 def _without(objects: list[Obj], kind: str, name: str) -> list[Obj]:
     return [o for o in objects if not (o["kind"] == kind and o["metadata"]["name"] == name)]
 
@@ -385,6 +402,40 @@ def _mutations() -> dict[str, tuple[Callable[[list[Obj]], list[Obj]], str]]:
         paths.append("/assetwithdrawal.admin.v1.AdminService/ConfirmChange")
         return _replace(o, _set(ap, "spec.rules.0.to.0.operation.paths", paths))
 
+    def no_database_ca(o: list[Obj]) -> list[Obj]:
+        d = find(o, "Deployment", "processor")
+        env = d["spec"]["template"]["spec"]["containers"][0]["env"]
+        kept = [e for e in env if e["name"] != "DATABASE_TLS_CA"]
+        return _replace(o, _set(d, "spec.template.spec.containers.0.env", kept))
+
+    def no_redis_ca(o: list[Obj]) -> list[Obj]:
+        d = find(o, "Deployment", "gateway")
+        env = d["spec"]["template"]["spec"]["containers"][0]["env"]
+        kept = [e for e in env if e["name"] != "REDIS_TLS_CA"]
+        return _replace(o, _set(d, "spec.template.spec.containers.0.env", kept))
+
+    def writable_ca_mount(o: list[Obj]) -> list[Obj]:
+        d = find(o, "Deployment", "monitor")
+        mounts = copy.deepcopy(d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"])
+        for m in mounts:
+            if m["name"] == "store-ca":
+                del m["readOnly"]
+        return _replace(o, _set(d, "spec.template.spec.containers.0.volumeMounts", mounts))
+
+    def migrate_without_ca_mount(o: list[Obj]) -> list[Obj]:
+        job = find(o, "Job", "migrate")
+        mounts = job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        kept = [m for m in mounts if m["name"] != "store-ca"]
+        return _replace(o, _set(job, "spec.template.spec.containers.0.volumeMounts", kept))
+
+    def ca_from_an_empty_dir(o: list[Obj]) -> list[Obj]:
+        d = find(o, "Deployment", "signer")
+        volumes = [
+            {"name": "store-ca", "emptyDir": {}} if v["name"] == "store-ca" else v
+            for v in d["spec"]["template"]["spec"]["volumes"]
+        ]
+        return _replace(o, _set(d, "spec.template.spec.volumes", volumes))
+
     def no_account(o: list[Obj]) -> list[Obj]:
         return _without(o, "ServiceAccount", "monitor")
 
@@ -413,6 +464,11 @@ def _mutations() -> dict[str, tuple[Callable[[list[Obj]], list[Obj]], str]]:
         "the admin API on the public route": (admin_via_public, "ingress"),
         "admin paths open to the public ingress": (admin_paths_public, "ingress"),
         "an admin method open to the public ingress": (admin_grpc_public, "ingress"),
+        "a service without DATABASE_TLS_CA": (no_database_ca, "store_tls"),
+        "a service without REDIS_TLS_CA": (no_redis_ca, "store_tls"),
+        "the store CA mounted writable": (writable_ca_mount, "store_tls"),
+        "the migration without the store CA": (migrate_without_ca_mount, "store_tls"),
+        "the store CA from an emptyDir": (ca_from_an_empty_dir, "store_tls"),
     }
 
 
@@ -435,6 +491,7 @@ def test_policy_checks_fail_on_a_violation(mutation: str, methods: list[Method])
         "ingress": lambda: policy.check_gateway_ingress(
             objects, methods, generate.PUBLIC_INGRESS_SA, generate.ADMIN_INGRESS_SA
         ),
+        "store_tls": lambda: policy.check_store_tls(objects),
     }
     assert checks[check]() != []
 

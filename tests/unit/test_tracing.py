@@ -14,6 +14,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from assetwithdrawal.events.v1 import events_pb2
 from withdrawal_shared import tracing
@@ -30,8 +31,13 @@ OTHER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 def exported(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    # As `tracing.configure` installs it: state changes go to the processor directly.
     monkeypatch.setattr(tracing._state, "tracer", provider.get_tracer("test"))
+    monkeypatch.setattr(tracing._state, "processor", processor)
+    monkeypatch.setattr(tracing._state, "resource", provider.resource)
+    monkeypatch.setattr(tracing._state, "scope", InstrumentationScope("test"))
     yield exporter
     provider.shutdown()
 
@@ -109,6 +115,46 @@ def test_state_changes_are_children_of_the_stored_context(
     assert f"{change.parent.span_id:016x}" == STORED.split("-")[2]
     assert change.attributes is not None and change.attributes["withdrawal.id"] == "w1"
     assert [link.context.span_id for link in change.links] == [worker.get_span_context().span_id]
+
+
+def test_state_changes_follow_their_parents_sampling_and_ids(
+    exported: InMemorySpanExporter,
+) -> None:
+    unsampled = STORED[:-2] + "00"
+    moves = [
+        _moved("w1", State.VALIDATED, STORED),
+        _moved("w2", State.VALIDATED, unsampled),  # its trace was not sampled: no span
+        _moved("w3", State.VALIDATED, OTHER),
+        _moved("w4", State.VALIDATED, "00-" + "0" * 32 + "-b7ad6b7169203331-01"),  # invalid id
+    ]
+    tracing.record_moves(moves, "processor")  # no current span: w4 starts a trace of its own
+    spans = {
+        str(s.attributes["withdrawal.id"]): s for s in exported.get_finished_spans() if s.attributes
+    }
+    assert set(spans) == {"w1", "w3", "w4"}
+    for withdrawal, header in (("w1", STORED), ("w3", OTHER)):
+        change = spans[withdrawal]
+        assert change.parent is not None and change.parent.is_remote
+        assert f"{change.context.trace_id:032x}" == header.split("-")[1]
+        assert f"{change.parent.span_id:016x}" == header.split("-")[2]
+        assert change.context.span_id not in (0, change.parent.span_id)
+        assert change.context.trace_flags.sampled and not change.links
+        assert change.start_time is not None and change.start_time == change.end_time
+        assert change.resource is not None
+    assert spans["w1"].context.span_id != spans["w3"].context.span_id
+    root = spans["w4"]
+    assert root.parent is None and f"{root.context.trace_id:032x}" != "0" * 32
+    assert root.attributes is not None and root.attributes["withdrawal.actor"] == "processor"
+
+
+def test_a_traceparent_of_another_version_goes_through_the_propagator(
+    exported: InMemorySpanExporter,
+) -> None:
+    future = "01-" + STORED[3:] + "-what-comes-next"  # W3C: later versions may append fields
+    tracing.record_moves([_moved("w1", State.QUEUED, future)], "processor")
+    (change,) = exported.get_finished_spans()
+    assert change.parent is not None
+    assert f"{change.parent.span_id:016x}" == STORED.split("-")[2]
 
 
 def test_a_payout_joins_its_first_withdrawal_and_links_to_all(

@@ -6,7 +6,7 @@ creates it directly. It refuses when an enabled admin already exists, so it cann
 bypass four eyes later. It prints the new operator's credential once (stdout; never stored,
 never logged) and records the creation in the admin audit trail (operator `bootstrap`).
 The database is `DATABASE_URL` (or `--database-url`), migrated first
-(`python -m withdrawal_shared.db.migrate`).
+(`python -m withdrawal_shared.db.migrate`), reached over TLS as DATABASE_TLS_* say.
 
 `make up` (devstack) creates its development admins through `create_admin` directly.
 """
@@ -31,7 +31,13 @@ from withdrawal_shared.db.operators import (
     operator_as_dict,
     operator_name,
 )
-from withdrawal_shared.settings import DEFAULT_DATABASE_URL, env_str
+from withdrawal_shared.settings import (
+    DEFAULT_DATABASE_URL,
+    SettingsError,
+    database_tls_env,
+    env_str,
+)
+from withdrawal_shared.store_tls import DatabaseTls
 
 BOOTSTRAP_ACTOR = "bootstrap"
 """The audit trail's operator id for operators created outside the admin API."""
@@ -77,9 +83,15 @@ def create_admin(
     return token
 
 
-def bootstrap_first_admin(database_url: str, operator_id: str, display_name: str = "") -> str:
+def bootstrap_first_admin(
+    database_url: str,
+    operator_id: str,
+    display_name: str = "",
+    *,
+    tls: DatabaseTls | None = None,
+) -> str:
     """Create the first admin; AdminBootstrapError when an enabled admin exists."""
-    engine = make_engine(database_url, pool_size=1)
+    engine = make_engine(database_url, pool_size=1, tls=tls)
     try:
         with make_sessionmaker(engine).begin() as session:
             if admin_exists(session):
@@ -102,7 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=env_str("DATABASE_URL", DEFAULT_DATABASE_URL))
     args = parser.parse_args(argv)
     try:
-        token = bootstrap_first_admin(args.database_url, args.operator_id, args.display_name)
+        tls = database_tls_env(args.database_url)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        token = bootstrap_first_admin(
+            args.database_url, args.operator_id, args.display_name, tls=tls
+        )
     except AdminBootstrapError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 1

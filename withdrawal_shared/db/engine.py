@@ -1,4 +1,7 @@
-"""Engines and sessions for MySQL/MariaDB (PyMySQL) and the zero-setup SQLite file."""
+"""Engines and sessions for MySQL/MariaDB (PyMySQL) and the zero-setup SQLite file.
+
+TLS to MySQL/MariaDB comes from a `DatabaseTls` (the DATABASE_TLS_* settings): see
+`withdrawal_shared.store_tls`."""
 
 from __future__ import annotations
 
@@ -10,10 +13,19 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from withdrawal_shared.store_tls import DatabaseTls, check_database_url
 
-def make_engine(url: str, *, pool_size: int = 16) -> Engine:
-    """An engine tuned per backend: pooled PyMySQL, or SQLite in WAL mode with a busy timeout."""
+
+def make_engine(url: str, *, pool_size: int = 16, tls: DatabaseTls | None = None) -> Engine:
+    """An engine tuned per backend: pooled PyMySQL, or SQLite in WAL mode with a busy timeout.
+
+    With `tls`, every PyMySQL connection is TLS, the server's certificate and host name
+    verified (SettingsError for a URL it cannot apply to, such as SQLite's)."""
     parsed = make_url(url)
+    connect_args: dict[str, Any] = {}
+    if tls is not None:
+        check_database_url(url)
+        connect_args["ssl"] = tls.ssl_context()
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +61,7 @@ def make_engine(url: str, *, pool_size: int = 16) -> Engine:
         pool_pre_ping=True,
         pool_recycle=1800,
         isolation_level="READ COMMITTED",
+        connect_args=connect_args,
     )
     if parsed.get_driver_name() == "pymysql":
 

@@ -28,8 +28,11 @@ decision is made for every service; a database holding a table not named here (n
 `provision` creates the five users of one database (idempotent: `CREATE USER IF NOT EXISTS`,
 the password set to the one given or a generated one, then exactly the table privileges of
 `GRANTS` granted and any other privilege on the database's tables revoked). Passwords are
-never logged nor printed. `python -m withdrawal_shared.db.grants` runs it after the migrations
-and writes each service's `DATABASE_URL` to a credentials file of mode 0600.
+never logged nor printed. With `require_tls` (`--require-tls`) each user is also altered to
+`REQUIRE SSL`, so the server refuses it over a plaintext connection; without, a user's TLS
+requirement is left as it is. The administrator's connection uses the DATABASE_TLS_* settings
+(`withdrawal_shared.store_tls`). `python -m withdrawal_shared.db.grants` runs it after the
+migrations and writes each service's `DATABASE_URL` to a credentials file of mode 0600.
 
 SQLite has no users: every service opens the same file with every right.
 """
@@ -52,7 +55,14 @@ import pymysql  # type: ignore[import-untyped]
 from sqlalchemy.engine import URL, make_url
 
 from withdrawal_shared.db.models import Base
-from withdrawal_shared.settings import DEFAULT_DATABASE_URL, VAR_DIR, env_str
+from withdrawal_shared.settings import (
+    DEFAULT_DATABASE_URL,
+    VAR_DIR,
+    SettingsError,
+    database_tls_env,
+    env_str,
+)
+from withdrawal_shared.store_tls import DatabaseTls
 
 SERVICES: tuple[str, ...] = ("gateway", "processor", "signer", "monitor", "webhooks")
 PRIVILEGES: tuple[str, ...] = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -224,7 +234,7 @@ def _check_mysql(url: URL) -> str:
 
 
 @contextlib.contextmanager
-def _admin_connection(url: URL) -> Iterator[Any]:
+def _admin_connection(url: URL, tls: DatabaseTls | None = None) -> Iterator[Any]:
     unix_socket = url.query.get("unix_socket")
     conn = pymysql.connect(
         host=url.host or "localhost",
@@ -233,6 +243,7 @@ def _admin_connection(url: URL) -> Iterator[Any]:
         password=url.password or "",
         unix_socket=unix_socket if isinstance(unix_socket, str) else None,
         autocommit=True,
+        ssl=None if tls is None else tls.ssl_context(),
     )
     try:
         yield conn
@@ -291,14 +302,18 @@ def provision(
     user_prefix: str | None = None,
     host: str | None = None,
     passwords: Mapping[str, str] | None = None,
+    tls: DatabaseTls | None = None,
+    require_tls: bool = False,
 ) -> dict[str, ServiceAccount]:
     """Create (or bring up to date) the services' users of the database `admin_url`
     names, connecting as its administrator, and return each service's account and URL.
 
     Idempotent: users that exist keep existing; each gets the password in `passwords` (else
     a new random one), exactly the privileges of `GRANTS` on the database's tables, and loses
-    any other table privilege there. Run after the migrations: a model table missing from the
-    database, or a database table without a grant decision, is refused (GrantsError)."""
+    any other table privilege there; with `require_tls` it is altered to REQUIRE SSL. The
+    administrator connects over TLS with `tls`. Run after the migrations: a model table
+    missing from the database, or a database table without a grant decision, is refused
+    (GrantsError)."""
     url = make_url(admin_url)
     database = _check_mysql(url)
     prefix = user_prefix if user_prefix is not None else f"{database}_"
@@ -308,7 +323,7 @@ def provision(
     names = user_names(prefix)
     given = dict(passwords or {})
     accounts: dict[str, ServiceAccount] = {}
-    with _admin_connection(url) as conn, conn.cursor() as cur:
+    with _admin_connection(url, tls) as conn, conn.cursor() as cur:
         present = _database_tables(cur, database)
         missing = sorted(model_tables() - present)
         if missing:
@@ -337,6 +352,8 @@ def provision(
             _execute_secret(
                 cur, "ALTER USER %s@%s IDENTIFIED BY %s", (user, account_at, password), what
             )
+            if require_tls:
+                cur.execute("ALTER USER %s@%s REQUIRE SSL", (user, account_at))
             broader = _broader(cur, database, user, account_at)
             if broader:
                 raise GrantsError(
@@ -368,10 +385,12 @@ def provision(
     return accounts
 
 
-def drop_users(admin_url: str, users: Iterable[str], host: str) -> None:
+def drop_users(
+    admin_url: str, users: Iterable[str], host: str, *, tls: DatabaseTls | None = None
+) -> None:
     """DROP USER IF EXISTS each of `users`@`host` (connecting as `admin_url`'s administrator)."""
     url = make_url(admin_url)
-    with _admin_connection(url) as conn, conn.cursor() as cur:
+    with _admin_connection(url, tls) as conn, conn.cursor() as cur:
         for user in users:
             cur.execute("DROP USER IF EXISTS %s@%s", (user, host))
 
@@ -467,6 +486,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="generate new passwords even where the credentials file has some",
     )
+    parser.add_argument(
+        "--require-tls",
+        action="store_true",
+        help="alter each user to REQUIRE SSL: the server refuses it without TLS",
+    )
     parser.add_argument("--show", action="store_true", help="print the grant table and exit")
     parser.add_argument("--drop", action="store_true", help="drop the services' users instead")
     args = parser.parse_args(argv)
@@ -475,17 +499,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     admin_url = args.database_url or env_str("DATABASE_URL", DEFAULT_DATABASE_URL)
     try:
+        tls = database_tls_env(admin_url)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         if args.drop:
             url = make_url(admin_url)
             _check_mysql(url)
             names = user_names(args.user_prefix or f"{url.database}_")
             host = args.account_host or account_host(url)
-            drop_users(admin_url, names.values(), host)
+            drop_users(admin_url, names.values(), host, tls=tls)
             print(f"dropped users {', '.join(names.values())} (@{host})")
             return 0
         kept = {} if args.new_passwords else read_passwords(args.credentials, admin_url)
         accounts = provision(
-            admin_url, user_prefix=args.user_prefix, host=args.account_host, passwords=kept
+            admin_url,
+            user_prefix=args.user_prefix,
+            host=args.account_host,
+            passwords=kept,
+            tls=tls,
+            require_tls=args.require_tls,
         )
     except (GrantsError, pymysql.MySQLError) as exc:
         print(f"error: {exc}", file=sys.stderr)

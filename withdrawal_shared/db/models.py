@@ -556,8 +556,9 @@ class PartnerLimit(Base):
 
 class LimitUsage(Base):
     """What a limit scope — a partner (user_ref "") or one of its users — withdrew of a token
-    per minute (`bucket`, minutes since the epoch), counted by the gateway in the transaction
-    that stores the withdrawals. Bucket 0 holds nothing: it is the scope's lock row."""
+    per minute (`bucket`, minutes since the epoch) and shard, counted by the gateway in the
+    transaction that stores the withdrawals. Bucket 0 holds nothing: its rows are the scope's
+    lock rows, one per shard (`svc_gateway.limits`)."""
 
     __tablename__ = "limit_usage"
 
@@ -565,6 +566,9 @@ class LimitUsage(Base):
     user_ref: Mapped[str] = mapped_column(String(128), primary_key=True)
     token_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    shard: Mapped[int] = mapped_column(
+        SmallInteger, primary_key=True, autoincrement=False, default=0, server_default="0"
+    )
     amount: Mapped[int] = mapped_column(IntegerAmount)
     count: Mapped[int] = mapped_column(Integer)
 

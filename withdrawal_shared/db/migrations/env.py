@@ -12,7 +12,7 @@ config = context.config
 url = config.get_main_option("sqlalchemy.url")
 assert url, "set sqlalchemy.url (use withdrawal_shared.db.migrate)"
 
-engine: Engine = make_engine(url, pool_size=1)
+engine: Engine = make_engine(url, pool_size=1, tls=config.attributes.get("database_tls"))
 with engine.connect() as connection:
     context.configure(
         connection=connection,
