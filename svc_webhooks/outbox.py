@@ -30,7 +30,6 @@ from typing import Any, cast
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
-from svc_webhooks.rows_sql import insert_rows
 from withdrawal_shared.db.models import (
     Token,
     WebhookDelivery,
@@ -39,6 +38,7 @@ from withdrawal_shared.db.models import (
     Withdrawal,
     WithdrawalAudit,
 )
+from withdrawal_shared.db.sql_text import insert_rows
 from withdrawal_shared.db.transitions import utcnow
 from withdrawal_shared.metrics import WEBHOOK_OUTBOX_GAPS_SKIPPED
 from withdrawal_shared.webhooks import events

@@ -51,7 +51,6 @@ from sqlalchemy import Connection, Row, Table, and_, exists, func, select, updat
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
-from svc_webhooks.rows_sql import insert_rows
 from svc_webhooks.settings import WebhooksSettings
 from withdrawal_shared import tracing
 from withdrawal_shared.db.models import (
@@ -60,6 +59,7 @@ from withdrawal_shared.db.models import (
     WebhookEndpoint,
     Withdrawal,
 )
+from withdrawal_shared.db.sql_text import insert_rows
 from withdrawal_shared.db.transitions import utcnow
 from withdrawal_shared.ids import new_ulid
 from withdrawal_shared.metrics import (

@@ -5,7 +5,8 @@ create's `svc_gateway.store.new_row`, without its per-row objects.
 On MariaDB/MySQL through PyMySQL (`SqlValues`) each row becomes the text of one `(...)` tuple
 of a multi-row INSERT, rendered once, here, in the thread that reads the file; the driver's
 own per-value escaping of 37 values a row cost more CPU than everything else of the ingest.
-Elsewhere (SQLite) they stay column dicts for SQLAlchemy's executemany (`ColumnValues`)."""
+Strings are quoted as `withdrawal_shared.db.sql_text` quotes them. Elsewhere (SQLite) they
+stay column dicts for SQLAlchemy's executemany (`ColumnValues`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 from svc_gateway.store import ACTOR_PARTNER, _Plan, received_audit
 from svc_gateway.validation import NewWithdrawal
 from withdrawal_shared.db.audit import GENESIS, NEW_SNAPSHOT_TEXT, audit_hash
+from withdrawal_shared.db.sql_text import BACKSLASH_ESCAPES, QUOTES_ONLY
 from withdrawal_shared.ids import new_ulid
 from withdrawal_shared.states import State
 
@@ -58,19 +60,6 @@ AUDIT_COLUMNS = (
     "snapshot",
 )
 RECEIVED = State.RECEIVED.value
-
-_BACKSLASH_ESCAPES = str.maketrans(
-    {
-        "\0": "\\0",
-        "\n": "\\n",
-        "\r": "\\r",
-        "\x1a": "\\Z",
-        "'": "\\'",
-        '"': '\\"',
-        "\\": "\\\\",
-    }
-)
-_QUOTES_ONLY = str.maketrans({"'": "''"})
 
 
 class ColumnValues:
@@ -168,7 +157,7 @@ class SqlValues(ColumnValues):
         no_backslash_escapes: bool,
     ) -> None:
         super().__init__(partner_id, batch_id, now, trace_context)
-        self._table = _QUOTES_ONLY if no_backslash_escapes else _BACKSLASH_ESCAPES
+        self._table = QUOTES_ONLY if no_backslash_escapes else BACKSLASH_ESCAPES
         q = self.quote
         time = "'" + now.strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
         # The columns every row of the batch shares, rendered once.

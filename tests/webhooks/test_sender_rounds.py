@@ -23,7 +23,6 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
-from svc_webhooks.rows_sql import insert_rows
 from svc_webhooks.sender import ATTEMPTS, Leased, Result, Sender
 from svc_webhooks.settings import WebhooksSettings
 from tests.support.databases import mariadb_database
@@ -38,6 +37,7 @@ from withdrawal_shared.db.models import (
     WebhookEndpoint,
     Withdrawal,
 )
+from withdrawal_shared.db.sql_text import insert_rows
 from withdrawal_shared.db.transitions import utcnow
 from withdrawal_shared.ids import new_ulid
 from withdrawal_shared.webhooks.secrets import SecretBox, new_secret
@@ -324,7 +324,7 @@ def test_a_second_sender_leases_nothing_another_holds(
 def test_the_rendered_insert_stores_every_value_as_given(
     sessions: sessionmaker[Session], secret: tuple[str, str]
 ) -> None:
-    """`rows_sql.insert_rows` (the text of a multi-row INSERT) round-trips awkward strings,
+    """`sql_text.insert_rows` (the text of a multi-row INSERT) round-trips awkward strings,
     NULL-free times with and without microseconds, and integers."""
     endpoint_id, _ = secret
     awkward = ['it\'s "quoted" \\ back\\slash', "line\nbreak\r\x1a\0nul", "100% {x} %s ü €", ""]
