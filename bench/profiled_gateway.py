@@ -11,46 +11,17 @@ benchmark's; what matters is where the time goes, relative to the rest.
 from __future__ import annotations
 
 import cProfile
-import io
-import pstats
 import sys
-import threading
 from pathlib import Path
-from typing import Any
 
-_profiles: list[cProfile.Profile] = []
-_lock = threading.Lock()
-
-
-def _thread_profiling() -> None:
-    original_run = threading.Thread.run
-
-    def run(self: threading.Thread) -> None:
-        profile = cProfile.Profile()
-        with _lock:
-            _profiles.append(profile)
-        profile.enable()
-        try:
-            original_run(self)
-        finally:
-            profile.disable()
-
-    threading.Thread.run = run  # type: ignore[method-assign]
-
-
-def _write(stats: pstats.Stats, out: Path, name: str) -> None:
-    stats.dump_stats(out / f"{name}.pstats")
-    for key in ("cumulative", "tottime"):
-        text = io.StringIO()
-        stats.stream = text  # type: ignore[attr-defined]
-        stats.sort_stats(key).print_stats(60)
-        (out / f"{name}-{key}.txt").write_text(text.getvalue())
+from bench.thread_profiles import ThreadProfiles, write_stats
 
 
 def main() -> None:
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    _thread_profiling()
+    threads = ThreadProfiles()
+    threads.install()
     from svc_gateway.__main__ import main as gateway_main
 
     loop_profile = cProfile.Profile()
@@ -59,11 +30,8 @@ def main() -> None:
         gateway_main()
     finally:
         loop_profile.disable()
-        _write(pstats.Stats(loop_profile), out, "gateway-loop")
-        with _lock:
-            profiles: list[Any] = [p for p in _profiles if p.getstats()]
-        if profiles:
-            _write(pstats.Stats(*profiles), out, "gateway-threads")
+        write_stats([loop_profile], out, "gateway-loop")
+        write_stats(threads.collected(), out, "gateway-threads")
 
 
 if __name__ == "__main__":

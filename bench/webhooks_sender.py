@@ -28,14 +28,11 @@ import base64
 import contextlib
 import cProfile
 import datetime as dt
-import io
 import json
 import os
-import pstats
 import resource
 import secrets
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +43,7 @@ from sqlalchemy import func, select
 
 from bench.e2e import cpu_seconds, find_pids
 from bench.load import uptime_load
+from bench.thread_profiles import ThreadProfiles, write_stats
 
 HOST, PORT = "127.0.0.1", 3306
 PARTNER = "bench-sender"
@@ -152,37 +150,6 @@ def _seed(url: str, withdrawals: int, hook_url: str, secret: str) -> int:
     return withdrawals * (1 + len(PATH))
 
 
-class _ThreadProfiles:
-    def __init__(self) -> None:
-        self.profiles: list[cProfile.Profile] = []
-        self._lock = threading.Lock()
-        self._original = threading.Thread.run
-
-    def install(self) -> None:
-        original, profiles, lock = self._original, self.profiles, self._lock
-
-        def run(thread: threading.Thread) -> None:
-            profile = cProfile.Profile()
-            with lock:
-                profiles.append(profile)
-            profile.enable()
-            try:
-                original(thread)
-            finally:
-                profile.disable()
-
-        threading.Thread.run = run  # type: ignore[method-assign]
-
-
-def _write(stats: pstats.Stats, out: Path, name: str) -> None:
-    stats.dump_stats(out / f"{name}.pstats")
-    for key in ("cumulative", "tottime"):
-        text = io.StringIO()
-        stats.stream = text  # type: ignore[attr-defined]
-        stats.sort_stats(key).print_stats(70)
-        (out / f"{name}-{key}.txt").write_text(text.getvalue())
-
-
 async def _run_sender(url: str, expected: int, profile: Path | None, timeout: float) -> float:
     """Run the sender until `expected` deliveries SUCCEEDED; its wall time."""
     from svc_webhooks.server import WebhooksServer
@@ -218,7 +185,7 @@ async def _run_sender(url: str, expected: int, profile: Path | None, timeout: fl
     if done < expected:
         raise RuntimeError(f"only {done} of {expected} delivered in {timeout} s")
     if loop_profile is not None and profile is not None:
-        _write(pstats.Stats(loop_profile), profile, "sender-loop")
+        write_stats([loop_profile], profile, "sender-loop", lines=70)
     return wall
 
 
@@ -244,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics.initialize("webhooks")
     from withdrawal_shared.webhooks.secrets import new_secret
 
-    threads = _ThreadProfiles() if args.profile is not None else None
+    threads = ThreadProfiles() if args.profile is not None else None
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     var_dir = Path(tempfile.mkdtemp(prefix="bench-sender-"))
@@ -291,11 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=2))
     if args.out is not None:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
-    if threads is not None and args.profile is not None and threads.profiles:
-        stats = pstats.Stats(threads.profiles[0])
-        for extra in threads.profiles[1:]:
-            stats.add(extra)
-        _write(stats, args.profile, "sender-threads")
+    if threads is not None and args.profile is not None:
+        write_stats(threads.collected(), args.profile, "sender-threads", lines=70)
     return 0
 
 
