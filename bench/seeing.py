@@ -147,10 +147,15 @@ def _observed(
         if spans["state_change_spans"] >= audit_rows or time.monotonic() > deadline:
             break
         time.sleep(0.25)
-    window = max(1, math.ceil(time.time() - started))
+    at = time.time()
+    window = max(1, math.ceil(at - started))
 
     def by_job(query: str) -> dict[str, float]:
-        found = json.loads(_get(f"{api}/api/v1/query?query={urllib.parse.quote(query)}"))
+        # Every query evaluated at the same instant, so that the counts over the window
+        # (scrapes made, scrapes that succeeded) cover the same scrapes.
+        found = json.loads(
+            _get(f"{api}/api/v1/query?query={urllib.parse.quote(query)}&time={at:.3f}")
+        )
         return {r["metric"].get("job", ""): float(r["value"][1]) for r in found["data"]["result"]}
 
     active = json.loads(_get(f"{api}/api/v1/targets"))["data"]["activeTargets"]
