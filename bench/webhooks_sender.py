@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import cProfile
 import datetime as dt
 import json
@@ -34,38 +33,20 @@ import resource
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pymysql
 from sqlalchemy import func, select
 
+from bench.api_load import bench_database
 from bench.e2e import cpu_seconds, find_pids
 from bench.load import uptime_load
 from bench.thread_profiles import ThreadProfiles, write_stats
 
-HOST, PORT = "127.0.0.1", 3306
+MARIADB = "mysql+pymysql://root:@127.0.0.1:3306"
+"""The server the benchmark makes its own database on (`bench.api_load.bench_database`)."""
 PARTNER = "bench-sender"
 PATH = ("VALIDATED", "QUEUED", "SIGNED", "BROADCAST", "CONFIRMING", "COMPLETED")
-
-
-@contextlib.contextmanager
-def _database() -> Iterator[str]:
-    from withdrawal_shared.db.migrate import upgrade
-
-    name = f"aws_bench_sender_{secrets.token_hex(4)}"
-    admin = pymysql.connect(host=HOST, port=PORT, user="root", password="")
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-        url = f"mysql+pymysql://root:@{HOST}:{PORT}/{name}?charset=utf8mb4"
-        upgrade(url)
-        yield url
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.close()
 
 
 def _seed(url: str, withdrawals: int, hook_url: str, secret: str) -> int:
@@ -219,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         secret = new_secret()
         receiver.set_secret(secret)
-        with _database() as url:
+        with bench_database(MARIADB) as url:
             expected = _seed(url, args.withdrawals, f"{receiver.base}/hook", secret)
             mariadb = find_pids("mariadbd")
             db_pid = mariadb[0] if mariadb else None
