@@ -106,6 +106,9 @@ _TABLE: dict[str, tuple[str, str, str, str]] = {
     "payout_pauses": ("SIU", "S", "S", ""),  # gateway: the admin API's pause and resume
     "leases": ("", "SIU", "", "SIU"),  # processor: batching partitions; monitor: the leader
     "vault_funds": ("S", "SIU", "", ""),  # processor: as it reads the vault; gateway: batches
+    # the treasury Safe (set up by the bootstrap; the owners' signers check against it)
+    "safe_treasuries": ("S", "S", "S", "S"),
+    "safe_owners": ("S", "S", "S", "S"),
     # operators and the admin API
     "operators": ("SIU", "", "", ""),
     "operator_credentials": ("SIU", "", "", ""),

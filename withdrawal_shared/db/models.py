@@ -58,6 +58,8 @@ class Token(Base):
     decimals: Mapped[int] = mapped_column(Integer)
     max_amount_base_units: Mapped[int] = mapped_column(IntegerAmount)
     enabled: Mapped[bool] = mapped_column(Boolean)
+    # A withdrawal of more than this is paid by the treasury Safe, not a hot wallet (None: never).
+    safe_threshold_base_units: Mapped[int | None] = mapped_column(IntegerAmount, nullable=True)
 
 
 class SystemAddress(Base):
@@ -321,6 +323,28 @@ class PayoutVault(Base):
     address: Mapped[str] = mapped_column(String(42))  # lowercase
     next_number: Mapped[int] = mapped_column(BigInteger)
     enabled: Mapped[bool] = mapped_column(Boolean)
+
+
+class SafeTreasury(Base):
+    """The chain's treasury Safe: it owns the payout vault and pays withdrawals above a token's
+    `safe_threshold_base_units` with `threshold` owner signatures."""
+
+    __tablename__ = "safe_treasuries"
+
+    chain: Mapped[str] = mapped_column(ForeignKey("chains.name"), primary_key=True)
+    address: Mapped[str] = mapped_column(String(42), unique=True)  # lowercase
+    threshold: Mapped[int] = mapped_column(Integer)
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+
+
+class SafeOwner(Base):
+    """One owner of a chain's treasury Safe (each owner's key lives in its own signer)."""
+
+    __tablename__ = "safe_owners"
+
+    chain: Mapped[str] = mapped_column(ForeignKey("safe_treasuries.chain"), primary_key=True)
+    owner_address: Mapped[str] = mapped_column(String(42), primary_key=True)  # lowercase
+    label: Mapped[str] = mapped_column(String(128))
 
 
 class VaultFunds(Base):
