@@ -34,16 +34,12 @@ def upgrade() -> None:
     )
     op.create_table(
         "safe_owners",
-        sa.Column(
-            "chain", sa.String(32), sa.ForeignKey("safe_treasuries.chain"), primary_key=True
-        ),
+        sa.Column("chain", sa.String(32), sa.ForeignKey("safe_treasuries.chain"), primary_key=True),
         sa.Column("owner_address", sa.String(42), primary_key=True),
         sa.Column("label", sa.String(128), nullable=False),
         **TABLE_OPTIONS,
     )
-    op.add_column(
-        "tokens", sa.Column("safe_threshold_base_units", IntegerAmount(), nullable=True)
-    )
+    op.add_column("tokens", sa.Column("safe_threshold_base_units", IntegerAmount(), nullable=True))
 
 
 def downgrade() -> None:
