@@ -628,9 +628,25 @@ class SignerCore:
     def list_wallets(self) -> signer_pb2.ListWalletsResponse:
         return signer_pb2.ListWalletsResponse(
             wallets=[
-                signer_pb2.Wallet(address=backend.address, backend=backend.backend_name)
+                signer_pb2.Wallet(
+                    address=backend.address,
+                    backend=backend.backend_name,
+                    role=signer_pb2.Wallet.ROLE_HOT,
+                )
                 for backend in self.keys
             ]
+        )
+
+    async def sign_safe(
+        self, request: signer_pb2.SignSafeTransactionRequest
+    ) -> signer_pb2.SignSafeTransactionResponse:
+        """Sign a treasury Safe transaction with an owner key; this signer holds none."""
+        raise refusal(
+            Code.FAILED_PRECONDITION,
+            Reason.UNKNOWN_WALLET,
+            f"This signer holds no owner key of the treasury Safe, so it cannot sign for "
+            f"{request.owner_address or '(no owner)'}; ask that owner's own signer.",
+            wallet=request.owner_address,
         )
 
     def _check_payout(self, tx: LedgerTransaction, request: SignRequest) -> None:

@@ -76,6 +76,17 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
             raise  # unreachable: abort raises
         return signer_pb2.SignTransactionResponse(raw_transaction=raw, transaction_hash=tx_hash)
 
+    async def SignSafeTransaction(
+        self, request: signer_pb2.SignSafeTransactionRequest, context: Context
+    ) -> signer_pb2.SignSafeTransactionResponse:
+        bind_trace_id(context)
+        try:
+            self._callers.check("SignTransaction", context)
+            return await self._core.sign_safe(request)
+        except Exception as exc:
+            await abort(context, exc)
+            raise  # unreachable: abort raises
+
     async def ListWallets(
         self, request: signer_pb2.ListWalletsRequest, context: Context
     ) -> signer_pb2.ListWalletsResponse:

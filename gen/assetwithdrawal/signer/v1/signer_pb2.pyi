@@ -33,6 +33,10 @@ class _PurposeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Purpose.Value
     """The same payload at the same nonce with higher fees."""
     PURPOSE_NONCE_RELEASE: _Purpose.ValueType  # 3
     """A zero-value self-transfer that releases a nonce whose payload must not be paid."""
+    PURPOSE_SAFE_EXECUTION: _Purpose.ValueType  # 4
+    """A call of the treasury Safe's `execTransaction` with the owners' signatures: it pays the
+    listed withdrawals through the vault, or runs the treasury operation of `change`.
+    """
 
 class Purpose(_Purpose, metaclass=_PurposeEnumTypeWrapper):
     """Why a transaction is signed; the policy differs per purpose."""
@@ -45,7 +49,39 @@ PURPOSE_REPLACEMENT: Purpose.ValueType  # 2
 """The same payload at the same nonce with higher fees."""
 PURPOSE_NONCE_RELEASE: Purpose.ValueType  # 3
 """A zero-value self-transfer that releases a nonce whose payload must not be paid."""
+PURPOSE_SAFE_EXECUTION: Purpose.ValueType  # 4
+"""A call of the treasury Safe's `execTransaction` with the owners' signatures: it pays the
+listed withdrawals through the vault, or runs the treasury operation of `change`.
+"""
 Global___Purpose: _TypeAlias = Purpose  # noqa: Y015
+
+class _SafePurpose:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SafePurposeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SafePurpose.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SAFE_PURPOSE_UNSPECIFIED: _SafePurpose.ValueType  # 0
+    """Refused."""
+    SAFE_PURPOSE_PAYOUT: _SafePurpose.ValueType  # 1
+    """A payout through the vault of the listed withdrawals, each above its token's Safe
+    threshold and approved by at least the Safe's threshold of distinct operators.
+    """
+    SAFE_PURPOSE_TREASURY: _SafePurpose.ValueType  # 2
+    """The treasury operation of an applied four-eyes change (`change`)."""
+
+class SafePurpose(_SafePurpose, metaclass=_SafePurposeEnumTypeWrapper):
+    """Why a Safe transaction is signed by an owner; the policy differs per purpose."""
+
+SAFE_PURPOSE_UNSPECIFIED: SafePurpose.ValueType  # 0
+"""Refused."""
+SAFE_PURPOSE_PAYOUT: SafePurpose.ValueType  # 1
+"""A payout through the vault of the listed withdrawals, each above its token's Safe
+threshold and approved by at least the Safe's threshold of distinct operators.
+"""
+SAFE_PURPOSE_TREASURY: SafePurpose.ValueType  # 2
+"""The treasury operation of an applied four-eyes change (`change`)."""
+Global___SafePurpose: _TypeAlias = SafePurpose  # noqa: Y015
 
 @_typing.final
 class PayoutItem(_message.Message):
@@ -104,6 +140,7 @@ class SignTransactionRequest(_message.Message):
     MAX_PRIORITY_FEE_PER_GAS_WEI_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
     wallet_address: _builtins.str
     """Hot wallet that signs, 0x-prefixed."""
     chain_id: _builtins.int
@@ -124,9 +161,15 @@ class SignTransactionRequest(_message.Message):
     """EIP-1559 max priority fee per gas in wei, a decimal integer string."""
     purpose: Global___Purpose.ValueType
     """Why this transaction is signed."""
+    change: _builtins.str
+    """For PURPOSE_SAFE_EXECUTION of a treasury operation: the change that ordered it,
+    `changes/{change}`.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___PayoutItem]:
-        """The withdrawals the transaction pays (empty for PURPOSE_NONCE_RELEASE)."""
+        """The withdrawals the transaction pays (empty for PURPOSE_NONCE_RELEASE, and for a
+        PURPOSE_SAFE_EXECUTION that runs a treasury operation).
+        """
 
     def __init__(
         self,
@@ -142,14 +185,153 @@ class SignTransactionRequest(_message.Message):
         max_priority_fee_per_gas_wei: _builtins.str = ...,
         purpose: Global___Purpose.ValueType = ...,
         items: _abc.Iterable[Global___PayoutItem] | None = ...,
+        change: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_id", b"chain_id", "data", b"data", "gas_limit", b"gas_limit", "items", b"items", "max_fee_per_gas_wei", b"max_fee_per_gas_wei", "max_priority_fee_per_gas_wei", b"max_priority_fee_per_gas_wei", "nonce", b"nonce", "purpose", b"purpose", "to_address", b"to_address", "value_wei", b"value_wei", "wallet_address", b"wallet_address"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_id", b"chain_id", "change", b"change", "data", b"data", "gas_limit", b"gas_limit", "items", b"items", "max_fee_per_gas_wei", b"max_fee_per_gas_wei", "max_priority_fee_per_gas_wei", b"max_priority_fee_per_gas_wei", "nonce", b"nonce", "purpose", b"purpose", "to_address", b"to_address", "value_wei", b"value_wei", "wallet_address", b"wallet_address"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SignTransactionRequest: _TypeAlias = SignTransactionRequest  # noqa: Y015
+
+@_typing.final
+class SafeTransaction(_message.Message):
+    """One transaction of a Safe: exactly the fields its EIP-712 hash covers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TO_ADDRESS_FIELD_NUMBER: _builtins.int
+    VALUE_WEI_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    SAFE_TX_GAS_FIELD_NUMBER: _builtins.int
+    BASE_GAS_FIELD_NUMBER: _builtins.int
+    GAS_PRICE_WEI_FIELD_NUMBER: _builtins.int
+    GAS_TOKEN_ADDRESS_FIELD_NUMBER: _builtins.int
+    REFUND_RECEIVER_ADDRESS_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    to_address: _builtins.str
+    """The call's target, 0x-prefixed."""
+    value_wei: _builtins.str
+    """Native value in wei, a decimal integer string."""
+    data: _builtins.bytes
+    """Calldata."""
+    operation: _builtins.int
+    """0 for CALL, 1 for DELEGATECALL (always refused)."""
+    safe_tx_gas: _builtins.str
+    """Gas for the inner call; anything but "0" is refused."""
+    base_gas: _builtins.str
+    """Gas refunded on top; anything but "0" is refused."""
+    gas_price_wei: _builtins.str
+    """Refund gas price in wei; anything but "0" is refused."""
+    gas_token_address: _builtins.str
+    """The refund's token; anything but the zero address (or empty) is refused."""
+    refund_receiver_address: _builtins.str
+    """Who is refunded; anything but the zero address (or empty) is refused."""
+    nonce: _builtins.int
+    """The Safe's nonce this transaction takes."""
+    def __init__(
+        self,
+        *,
+        to_address: _builtins.str = ...,
+        value_wei: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+        operation: _builtins.int = ...,
+        safe_tx_gas: _builtins.str = ...,
+        base_gas: _builtins.str = ...,
+        gas_price_wei: _builtins.str = ...,
+        gas_token_address: _builtins.str = ...,
+        refund_receiver_address: _builtins.str = ...,
+        nonce: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_gas", b"base_gas", "data", b"data", "gas_price_wei", b"gas_price_wei", "gas_token_address", b"gas_token_address", "nonce", b"nonce", "operation", b"operation", "refund_receiver_address", b"refund_receiver_address", "safe_tx_gas", b"safe_tx_gas", "to_address", b"to_address", "value_wei", b"value_wei"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SafeTransaction: _TypeAlias = SafeTransaction  # noqa: Y015
+
+@_typing.final
+class SignSafeTransactionRequest(_message.Message):
+    """Request for SignSafeTransaction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_ADDRESS_FIELD_NUMBER: _builtins.int
+    CHAIN_ID_FIELD_NUMBER: _builtins.int
+    SAFE_ADDRESS_FIELD_NUMBER: _builtins.int
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    owner_address: _builtins.str
+    """The owner whose key signs, 0x-prefixed."""
+    chain_id: _builtins.int
+    """EIP-155 chain id (137 for Polygon PoS)."""
+    safe_address: _builtins.str
+    """The treasury Safe, 0x-prefixed."""
+    purpose: Global___SafePurpose.ValueType
+    """Why it is signed."""
+    change: _builtins.str
+    """For SAFE_PURPOSE_TREASURY: the applied change that ordered it, `changes/{change}`."""
+    @_builtins.property
+    def transaction(self) -> Global___SafeTransaction:
+        """The Safe transaction to sign."""
+
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___PayoutItem]:
+        """For SAFE_PURPOSE_PAYOUT: the withdrawals it pays."""
+
+    def __init__(
+        self,
+        *,
+        owner_address: _builtins.str = ...,
+        chain_id: _builtins.int = ...,
+        safe_address: _builtins.str = ...,
+        transaction: Global___SafeTransaction | None = ...,
+        purpose: Global___SafePurpose.ValueType = ...,
+        items: _abc.Iterable[Global___PayoutItem] | None = ...,
+        change: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_id", b"chain_id", "change", b"change", "items", b"items", "owner_address", b"owner_address", "purpose", b"purpose", "safe_address", b"safe_address", "transaction", b"transaction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignSafeTransactionRequest: _TypeAlias = SignSafeTransactionRequest  # noqa: Y015
+
+@_typing.final
+class SignSafeTransactionResponse(_message.Message):
+    """Response for SignSafeTransaction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAFE_TRANSACTION_HASH_FIELD_NUMBER: _builtins.int
+    OWNER_ADDRESS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    safe_transaction_hash: _builtins.bytes
+    """The EIP-712 hash that was signed (the Safe's `getTransactionHash`), 32 bytes."""
+    owner_address: _builtins.str
+    """The owner that signed, EIP-55 checksummed."""
+    signature: _builtins.bytes
+    """The owner's signature in the Safe's form: 65 bytes `r || s || v`, `v` 27 or 28."""
+    def __init__(
+        self,
+        *,
+        safe_transaction_hash: _builtins.bytes = ...,
+        owner_address: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner_address", b"owner_address", "safe_transaction_hash", b"safe_transaction_hash", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignSafeTransactionResponse: _TypeAlias = SignSafeTransactionResponse  # noqa: Y015
 
 @_typing.final
 class SignTransactionResponse(_message.Message):
@@ -220,25 +402,52 @@ Global___ListWalletsResponse: _TypeAlias = ListWalletsResponse  # noqa: Y015
 
 @_typing.final
 class Wallet(_message.Message):
-    """A hot wallet whose key this signer holds."""
+    """A key this signer holds."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    class _Role:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Wallet._Role.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        ROLE_UNSPECIFIED: Wallet._Role.ValueType  # 0
+        """Never set."""
+        ROLE_HOT: Wallet._Role.ValueType  # 1
+        """A hot wallet: signs EIP-1559 transactions."""
+        ROLE_SAFE_OWNER: Wallet._Role.ValueType  # 2
+        """An owner of the treasury Safe: signs Safe transactions."""
+
+    class Role(_Role, metaclass=_RoleEnumTypeWrapper):
+        """What a key signs."""
+
+    ROLE_UNSPECIFIED: Wallet.Role.ValueType  # 0
+    """Never set."""
+    ROLE_HOT: Wallet.Role.ValueType  # 1
+    """A hot wallet: signs EIP-1559 transactions."""
+    ROLE_SAFE_OWNER: Wallet.Role.ValueType  # 2
+    """An owner of the treasury Safe: signs Safe transactions."""
+
     ADDRESS_FIELD_NUMBER: _builtins.int
     BACKEND_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     """Address, EIP-55 checksummed."""
     backend: _builtins.str
-    """Key backend: `keystore` or `pkcs11`."""
+    """Key backend: `keystore`, `pkcs11` or `aws_kms`."""
+    role: Global___Wallet.Role.ValueType
+    """What the key signs."""
     def __init__(
         self,
         *,
         address: _builtins.str = ...,
         backend: _builtins.str = ...,
+        role: Global___Wallet.Role.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "backend", b"backend"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "backend", b"backend", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,10 +26,13 @@ if _version_not_supported:
 
 
 class SignerServiceStub:
-    """SignerService holds the hot wallets' keys (HSM over PKCS#11, or an encrypted keystore in
-    development) and signs EIP-1559 transactions. Only the processor may call it. It decodes
-    the calldata itself, checks every item against the approved withdrawals it pays, and
-    records every (wallet, nonce, transaction hash) it signs.
+    """SignerService holds keys (HSM over PKCS#11, or an encrypted keystore in development) and
+    signs with them. Only the processor may call it. A signer holds hot wallets' keys, which
+    sign EIP-1559 transactions, or one owner key of the treasury Safe, which signs Safe
+    transactions (one signer process per owner, so that no single process can make a quorum).
+    It decodes the calldata itself, checks every item against the approved withdrawals it
+    pays, and records every (wallet, nonce, transaction hash) and every Safe transaction hash it
+    signs.
     """
 
     def __init__(self, channel):
@@ -43,6 +46,11 @@ class SignerServiceStub:
                 request_serializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.SignTransactionRequest.SerializeToString,
                 response_deserializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.SignTransactionResponse.FromString,
                 _registered_method=True)
+        self.SignSafeTransaction = channel.unary_unary(
+                '/assetwithdrawal.signer.v1.SignerService/SignSafeTransaction',
+                request_serializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.SignSafeTransactionRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.SignSafeTransactionResponse.FromString,
+                _registered_method=True)
         self.ListWallets = channel.unary_unary(
                 '/assetwithdrawal.signer.v1.SignerService/ListWallets',
                 request_serializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.ListWalletsRequest.SerializeToString,
@@ -51,15 +59,27 @@ class SignerServiceStub:
 
 
 class SignerServiceServicer:
-    """SignerService holds the hot wallets' keys (HSM over PKCS#11, or an encrypted keystore in
-    development) and signs EIP-1559 transactions. Only the processor may call it. It decodes
-    the calldata itself, checks every item against the approved withdrawals it pays, and
-    records every (wallet, nonce, transaction hash) it signs.
+    """SignerService holds keys (HSM over PKCS#11, or an encrypted keystore in development) and
+    signs with them. Only the processor may call it. A signer holds hot wallets' keys, which
+    sign EIP-1559 transactions, or one owner key of the treasury Safe, which signs Safe
+    transactions (one signer process per owner, so that no single process can make a quorum).
+    It decodes the calldata itself, checks every item against the approved withdrawals it
+    pays, and records every (wallet, nonce, transaction hash) and every Safe transaction hash it
+    signs.
     """
 
     def SignTransaction(self, request, context):
         """Signs one transaction, or refuses with FAILED_PRECONDITION / PERMISSION_DENIED and an
         ErrorInfo reason saying which policy rule refused it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignSafeTransaction(self, request, context):
+        """Signs one Safe transaction of the treasury with an owner key, or refuses with
+        FAILED_PRECONDITION / PERMISSION_DENIED and an ErrorInfo reason saying which policy rule
+        refused it. The signer computes the EIP-712 hash from the fields itself.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -80,6 +100,11 @@ def add_SignerServiceServicer_to_server(servicer, server):
                     request_deserializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.SignTransactionRequest.FromString,
                     response_serializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.SignTransactionResponse.SerializeToString,
             ),
+            'SignSafeTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignSafeTransaction,
+                    request_deserializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.SignSafeTransactionRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.SignSafeTransactionResponse.SerializeToString,
+            ),
             'ListWallets': grpc.unary_unary_rpc_method_handler(
                     servicer.ListWallets,
                     request_deserializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.ListWalletsRequest.FromString,
@@ -94,10 +119,13 @@ def add_SignerServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SignerService:
-    """SignerService holds the hot wallets' keys (HSM over PKCS#11, or an encrypted keystore in
-    development) and signs EIP-1559 transactions. Only the processor may call it. It decodes
-    the calldata itself, checks every item against the approved withdrawals it pays, and
-    records every (wallet, nonce, transaction hash) it signs.
+    """SignerService holds keys (HSM over PKCS#11, or an encrypted keystore in development) and
+    signs with them. Only the processor may call it. A signer holds hot wallets' keys, which
+    sign EIP-1559 transactions, or one owner key of the treasury Safe, which signs Safe
+    transactions (one signer process per owner, so that no single process can make a quorum).
+    It decodes the calldata itself, checks every item against the approved withdrawals it
+    pays, and records every (wallet, nonce, transaction hash) and every Safe transaction hash it
+    signs.
     """
 
     @staticmethod
@@ -117,6 +145,33 @@ class SignerService:
             '/assetwithdrawal.signer.v1.SignerService/SignTransaction',
             assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.SignTransactionRequest.SerializeToString,
             assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.SignTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignSafeTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.signer.v1.SignerService/SignSafeTransaction',
+            assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.SignSafeTransactionRequest.SerializeToString,
+            assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.SignSafeTransactionResponse.FromString,
             options,
             channel_credentials,
             insecure,

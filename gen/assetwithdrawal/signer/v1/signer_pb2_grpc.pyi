@@ -27,10 +27,13 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class SignerServiceStub:
-    """SignerService holds the hot wallets' keys (HSM over PKCS#11, or an encrypted keystore in
-    development) and signs EIP-1559 transactions. Only the processor may call it. It decodes
-    the calldata itself, checks every item against the approved withdrawals it pays, and
-    records every (wallet, nonce, transaction hash) it signs.
+    """SignerService holds keys (HSM over PKCS#11, or an encrypted keystore in development) and
+    signs with them. Only the processor may call it. A signer holds hot wallets' keys, which
+    sign EIP-1559 transactions, or one owner key of the treasury Safe, which signs Safe
+    transactions (one signer process per owner, so that no single process can make a quorum).
+    It decodes the calldata itself, checks every item against the approved withdrawals it
+    pays, and records every (wallet, nonce, transaction hash) and every Safe transaction hash it
+    signs.
     """
 
     @_typing.overload
@@ -41,15 +44,23 @@ class SignerServiceStub:
     """Signs one transaction, or refuses with FAILED_PRECONDITION / PERMISSION_DENIED and an
     ErrorInfo reason saying which policy rule refused it.
     """
+    SignSafeTransaction: _grpc.UnaryUnaryMultiCallable[_signer_pb2.SignSafeTransactionRequest, _signer_pb2.SignSafeTransactionResponse]
+    """Signs one Safe transaction of the treasury with an owner key, or refuses with
+    FAILED_PRECONDITION / PERMISSION_DENIED and an ErrorInfo reason saying which policy rule
+    refused it. The signer computes the EIP-712 hash from the fields itself.
+    """
     ListWallets: _grpc.UnaryUnaryMultiCallable[_signer_pb2.ListWalletsRequest, _signer_pb2.ListWalletsResponse]
     """Lists the wallets whose keys this signer holds."""
 
 @_typing.type_check_only
 class SignerServiceAsyncStub(SignerServiceStub):
-    """SignerService holds the hot wallets' keys (HSM over PKCS#11, or an encrypted keystore in
-    development) and signs EIP-1559 transactions. Only the processor may call it. It decodes
-    the calldata itself, checks every item against the approved withdrawals it pays, and
-    records every (wallet, nonce, transaction hash) it signs.
+    """SignerService holds keys (HSM over PKCS#11, or an encrypted keystore in development) and
+    signs with them. Only the processor may call it. A signer holds hot wallets' keys, which
+    sign EIP-1559 transactions, or one owner key of the treasury Safe, which signs Safe
+    transactions (one signer process per owner, so that no single process can make a quorum).
+    It decodes the calldata itself, checks every item against the approved withdrawals it
+    pays, and records every (wallet, nonce, transaction hash) and every Safe transaction hash it
+    signs.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -57,14 +68,22 @@ class SignerServiceAsyncStub(SignerServiceStub):
     """Signs one transaction, or refuses with FAILED_PRECONDITION / PERMISSION_DENIED and an
     ErrorInfo reason saying which policy rule refused it.
     """
+    SignSafeTransaction: _aio.UnaryUnaryMultiCallable[_signer_pb2.SignSafeTransactionRequest, _signer_pb2.SignSafeTransactionResponse]  # type: ignore[assignment]
+    """Signs one Safe transaction of the treasury with an owner key, or refuses with
+    FAILED_PRECONDITION / PERMISSION_DENIED and an ErrorInfo reason saying which policy rule
+    refused it. The signer computes the EIP-712 hash from the fields itself.
+    """
     ListWallets: _aio.UnaryUnaryMultiCallable[_signer_pb2.ListWalletsRequest, _signer_pb2.ListWalletsResponse]  # type: ignore[assignment]
     """Lists the wallets whose keys this signer holds."""
 
 class SignerServiceServicer(metaclass=_abc_1.ABCMeta):
-    """SignerService holds the hot wallets' keys (HSM over PKCS#11, or an encrypted keystore in
-    development) and signs EIP-1559 transactions. Only the processor may call it. It decodes
-    the calldata itself, checks every item against the approved withdrawals it pays, and
-    records every (wallet, nonce, transaction hash) it signs.
+    """SignerService holds keys (HSM over PKCS#11, or an encrypted keystore in development) and
+    signs with them. Only the processor may call it. A signer holds hot wallets' keys, which
+    sign EIP-1559 transactions, or one owner key of the treasury Safe, which signs Safe
+    transactions (one signer process per owner, so that no single process can make a quorum).
+    It decodes the calldata itself, checks every item against the approved withdrawals it
+    pays, and records every (wallet, nonce, transaction hash) and every Safe transaction hash it
+    signs.
     """
 
     @_abc_1.abstractmethod
@@ -75,6 +94,17 @@ class SignerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_signer_pb2.SignTransactionResponse, _abc.Awaitable[_signer_pb2.SignTransactionResponse]]:
         """Signs one transaction, or refuses with FAILED_PRECONDITION / PERMISSION_DENIED and an
         ErrorInfo reason saying which policy rule refused it.
+        """
+
+    @_abc_1.abstractmethod
+    def SignSafeTransaction(
+        self,
+        request: _signer_pb2.SignSafeTransactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_signer_pb2.SignSafeTransactionResponse, _abc.Awaitable[_signer_pb2.SignSafeTransactionResponse]]:
+        """Signs one Safe transaction of the treasury with an owner key, or refuses with
+        FAILED_PRECONDITION / PERMISSION_DENIED and an ErrorInfo reason saying which policy rule
+        refused it. The signer computes the EIP-712 hash from the fields itself.
         """
 
     @_abc_1.abstractmethod
