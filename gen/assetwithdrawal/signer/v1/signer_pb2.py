@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&assetwithdrawal/signer/v1/signer.proto\x12\x19\x61ssetwithdrawal.signer.v1\x1a\x1fgoogle/api/field_behavior.proto\"\xa5\x01\n\nPayoutItem\x12\x1b\n\rwithdrawal_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1f\n\x11recipient_address\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1f\n\x11\x61mount_base_units\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1b\n\rtoken_address\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1b\n\rpayout_number\x18\x05 \x01(\x04\x42\x04\xe2\x41\x01\x01\"\x9f\x03\n\x16SignTransactionRequest\x12\x1c\n\x0ewallet_address\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08\x63hain_id\x18\x02 \x01(\x04\x42\x04\xe2\x41\x01\x02\x12\x13\n\x05nonce\x18\x03 \x01(\x04\x42\x04\xe2\x41\x01\x02\x12\x18\n\nto_address\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x42\x04\xe2\x41\x01\x01\x12\x17\n\tvalue_wei\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tgas_limit\x18\x07 \x01(\x04\x42\x04\xe2\x41\x01\x02\x12!\n\x13max_fee_per_gas_wei\x18\x08 \x01(\tB\x04\xe2\x41\x01\x02\x12*\n\x1cmax_priority_fee_per_gas_wei\x18\t \x01(\tB\x04\xe2\x41\x01\x02\x12\x39\n\x07purpose\x18\n \x01(\x0e\x32\".assetwithdrawal.signer.v1.PurposeB\x04\xe2\x41\x01\x02\x12:\n\x05items\x18\x0b \x03(\x0b\x32%.assetwithdrawal.signer.v1.PayoutItemB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x63hange\x18\x0c \x01(\tB\x04\xe2\x41\x01\x01\"\x9e\x02\n\x0fSafeTransaction\x12\x18\n\nto_address\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tvalue_wei\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x42\x04\xe2\x41\x01\x01\x12\x17\n\toperation\x18\x04 \x01(\rB\x04\xe2\x41\x01\x01\x12\x19\n\x0bsafe_tx_gas\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08\x62\x61se_gas\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rgas_price_wei\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1f\n\x11gas_token_address\x18\x08 \x01(\tB\x04\xe2\x41\x01\x01\x12%\n\x17refund_receiver_address\x18\t \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05nonce\x18\n \x01(\x04\x42\x04\xe2\x41\x01\x02\"\xc5\x02\n\x1aSignSafeTransactionRequest\x12\x1b\n\rowner_address\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08\x63hain_id\x18\x02 \x01(\x04\x42\x04\xe2\x41\x01\x02\x12\x1a\n\x0csafe_address\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x45\n\x0btransaction\x18\x04 \x01(\x0b\x32*.assetwithdrawal.signer.v1.SafeTransactionB\x04\xe2\x41\x01\x02\x12=\n\x07purpose\x18\x05 \x01(\x0e\x32&.assetwithdrawal.signer.v1.SafePurposeB\x04\xe2\x41\x01\x02\x12:\n\x05items\x18\x06 \x03(\x0b\x32%.assetwithdrawal.signer.v1.PayoutItemB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x63hange\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\"x\n\x1bSignSafeTransactionResponse\x12#\n\x15safe_transaction_hash\x18\x01 \x01(\x0c\x42\x04\xe2\x41\x01\x03\x12\x1b\n\rowner_address\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\tsignature\x18\x03 \x01(\x0c\x42\x04\xe2\x41\x01\x03\"X\n\x17SignTransactionResponse\x12\x1d\n\x0fraw_transaction\x18\x01 \x01(\x0c\x42\x04\xe2\x41\x01\x03\x12\x1e\n\x10transaction_hash\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"\x14\n\x12ListWalletsRequest\"O\n\x13ListWalletsResponse\x12\x38\n\x07wallets\x18\x01 \x03(\x0b\x32!.assetwithdrawal.signer.v1.WalletB\x04\xe2\x41\x01\x03\"\xb3\x01\n\x06Wallet\x12\x15\n\x07\x61\x64\x64ress\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x62\x61\x63kend\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12:\n\x04role\x18\x03 \x01(\x0e\x32&.assetwithdrawal.signer.v1.Wallet.RoleB\x04\xe2\x41\x01\x03\"?\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0c\n\x08ROLE_HOT\x10\x01\x12\x13\n\x0fROLE_SAFE_OWNER\x10\x02*\x86\x01\n\x07Purpose\x12\x17\n\x13PURPOSE_UNSPECIFIED\x10\x00\x12\x12\n\x0ePURPOSE_PAYOUT\x10\x01\x12\x17\n\x13PURPOSE_REPLACEMENT\x10\x02\x12\x19\n\x15PURPOSE_NONCE_RELEASE\x10\x03\x12\x1a\n\x16PURPOSE_SAFE_EXECUTION\x10\x04*_\n\x0bSafePurpose\x12\x1c\n\x18SAFE_PURPOSE_UNSPECIFIED\x10\x00\x12\x17\n\x13SAFE_PURPOSE_PAYOUT\x10\x01\x12\x19\n\x15SAFE_PURPOSE_TREASURY\x10\x02\x32\x8d\x03\n\rSignerService\x12}\n\x0fSignTransaction\x12\x31.assetwithdrawal.signer.v1.SignTransactionRequest\x1a\x32.assetwithdrawal.signer.v1.SignTransactionResponse\"\x03\x90\x02\x02\x12\x89\x01\n\x13SignSafeTransaction\x12\x35.assetwithdrawal.signer.v1.SignSafeTransactionRequest\x1a\x36.assetwithdrawal.signer.v1.SignSafeTransactionResponse\"\x03\x90\x02\x02\x12q\n\x0bListWallets\x12-.assetwithdrawal.signer.v1.ListWalletsRequest\x1a..assetwithdrawal.signer.v1.ListWalletsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&assetwithdrawal/signer/v1/signer.proto\x12\x19\x61ssetwithdrawal.signer.v1\x1a\x1fgoogle/api/field_behavior.proto\"\xa5\x01\n\nPayoutItem\x12\x1b\n\rwithdrawal_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1f\n\x11recipient_address\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1f\n\x11\x61mount_base_units\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1b\n\rtoken_address\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1b\n\rpayout_number\x18\x05 \x01(\x04\x42\x04\xe2\x41\x01\x01\"\xb9\x03\n\x16SignTransactionRequest\x12\x1c\n\x0ewallet_address\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08\x63hain_id\x18\x02 \x01(\x04\x42\x04\xe2\x41\x01\x02\x12\x13\n\x05nonce\x18\x03 \x01(\x04\x42\x04\xe2\x41\x01\x02\x12\x18\n\nto_address\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x42\x04\xe2\x41\x01\x01\x12\x17\n\tvalue_wei\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tgas_limit\x18\x07 \x01(\x04\x42\x04\xe2\x41\x01\x02\x12!\n\x13max_fee_per_gas_wei\x18\x08 \x01(\tB\x04\xe2\x41\x01\x02\x12*\n\x1cmax_priority_fee_per_gas_wei\x18\t \x01(\tB\x04\xe2\x41\x01\x02\x12\x39\n\x07purpose\x18\n \x01(\x0e\x32\".assetwithdrawal.signer.v1.PurposeB\x04\xe2\x41\x01\x02\x12:\n\x05items\x18\x0b \x03(\x0b\x32%.assetwithdrawal.signer.v1.PayoutItemB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x63hange\x18\x0c \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nsafe_nonce\x18\r \x01(\x04\x42\x04\xe2\x41\x01\x01\"\x9e\x02\n\x0fSafeTransaction\x12\x18\n\nto_address\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tvalue_wei\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x42\x04\xe2\x41\x01\x01\x12\x17\n\toperation\x18\x04 \x01(\rB\x04\xe2\x41\x01\x01\x12\x19\n\x0bsafe_tx_gas\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08\x62\x61se_gas\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rgas_price_wei\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1f\n\x11gas_token_address\x18\x08 \x01(\tB\x04\xe2\x41\x01\x01\x12%\n\x17refund_receiver_address\x18\t \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05nonce\x18\n \x01(\x04\x42\x04\xe2\x41\x01\x02\"\xc5\x02\n\x1aSignSafeTransactionRequest\x12\x1b\n\rowner_address\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08\x63hain_id\x18\x02 \x01(\x04\x42\x04\xe2\x41\x01\x02\x12\x1a\n\x0csafe_address\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x45\n\x0btransaction\x18\x04 \x01(\x0b\x32*.assetwithdrawal.signer.v1.SafeTransactionB\x04\xe2\x41\x01\x02\x12=\n\x07purpose\x18\x05 \x01(\x0e\x32&.assetwithdrawal.signer.v1.SafePurposeB\x04\xe2\x41\x01\x02\x12:\n\x05items\x18\x06 \x03(\x0b\x32%.assetwithdrawal.signer.v1.PayoutItemB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x63hange\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\"x\n\x1bSignSafeTransactionResponse\x12#\n\x15safe_transaction_hash\x18\x01 \x01(\x0c\x42\x04\xe2\x41\x01\x03\x12\x1b\n\rowner_address\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\tsignature\x18\x03 \x01(\x0c\x42\x04\xe2\x41\x01\x03\"X\n\x17SignTransactionResponse\x12\x1d\n\x0fraw_transaction\x18\x01 \x01(\x0c\x42\x04\xe2\x41\x01\x03\x12\x1e\n\x10transaction_hash\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"\x14\n\x12ListWalletsRequest\"O\n\x13ListWalletsResponse\x12\x38\n\x07wallets\x18\x01 \x03(\x0b\x32!.assetwithdrawal.signer.v1.WalletB\x04\xe2\x41\x01\x03\"\xb3\x01\n\x06Wallet\x12\x15\n\x07\x61\x64\x64ress\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x62\x61\x63kend\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12:\n\x04role\x18\x03 \x01(\x0e\x32&.assetwithdrawal.signer.v1.Wallet.RoleB\x04\xe2\x41\x01\x03\"?\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0c\n\x08ROLE_HOT\x10\x01\x12\x13\n\x0fROLE_SAFE_OWNER\x10\x02*\x86\x01\n\x07Purpose\x12\x17\n\x13PURPOSE_UNSPECIFIED\x10\x00\x12\x12\n\x0ePURPOSE_PAYOUT\x10\x01\x12\x17\n\x13PURPOSE_REPLACEMENT\x10\x02\x12\x19\n\x15PURPOSE_NONCE_RELEASE\x10\x03\x12\x1a\n\x16PURPOSE_SAFE_EXECUTION\x10\x04*_\n\x0bSafePurpose\x12\x1c\n\x18SAFE_PURPOSE_UNSPECIFIED\x10\x00\x12\x17\n\x13SAFE_PURPOSE_PAYOUT\x10\x01\x12\x19\n\x15SAFE_PURPOSE_TREASURY\x10\x02\x32\x8d\x03\n\rSignerService\x12}\n\x0fSignTransaction\x12\x31.assetwithdrawal.signer.v1.SignTransactionRequest\x1a\x32.assetwithdrawal.signer.v1.SignTransactionResponse\"\x03\x90\x02\x02\x12\x89\x01\n\x13SignSafeTransaction\x12\x35.assetwithdrawal.signer.v1.SignSafeTransactionRequest\x1a\x36.assetwithdrawal.signer.v1.SignSafeTransactionResponse\"\x03\x90\x02\x02\x12q\n\x0bListWallets\x12-.assetwithdrawal.signer.v1.ListWalletsRequest\x1a..assetwithdrawal.signer.v1.ListWalletsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -66,6 +66,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIGNTRANSACTIONREQUEST'].fields_by_name['items']._serialized_options = b'\342A\001\001'
   _globals['_SIGNTRANSACTIONREQUEST'].fields_by_name['change']._loaded_options = None
   _globals['_SIGNTRANSACTIONREQUEST'].fields_by_name['change']._serialized_options = b'\342A\001\001'
+  _globals['_SIGNTRANSACTIONREQUEST'].fields_by_name['safe_nonce']._loaded_options = None
+  _globals['_SIGNTRANSACTIONREQUEST'].fields_by_name['safe_nonce']._serialized_options = b'\342A\001\001'
   _globals['_SAFETRANSACTION'].fields_by_name['to_address']._loaded_options = None
   _globals['_SAFETRANSACTION'].fields_by_name['to_address']._serialized_options = b'\342A\001\002'
   _globals['_SAFETRANSACTION'].fields_by_name['value_wei']._loaded_options = None
@@ -124,30 +126,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIGNERSERVICE'].methods_by_name['SignSafeTransaction']._serialized_options = b'\220\002\002'
   _globals['_SIGNERSERVICE'].methods_by_name['ListWallets']._loaded_options = None
   _globals['_SIGNERSERVICE'].methods_by_name['ListWallets']._serialized_options = b'\220\002\001'
-  _globals['_PURPOSE']._serialized_start=1803
-  _globals['_PURPOSE']._serialized_end=1937
-  _globals['_SAFEPURPOSE']._serialized_start=1939
-  _globals['_SAFEPURPOSE']._serialized_end=2034
+  _globals['_PURPOSE']._serialized_start=1829
+  _globals['_PURPOSE']._serialized_end=1963
+  _globals['_SAFEPURPOSE']._serialized_start=1965
+  _globals['_SAFEPURPOSE']._serialized_end=2060
   _globals['_PAYOUTITEM']._serialized_start=103
   _globals['_PAYOUTITEM']._serialized_end=268
   _globals['_SIGNTRANSACTIONREQUEST']._serialized_start=271
-  _globals['_SIGNTRANSACTIONREQUEST']._serialized_end=686
-  _globals['_SAFETRANSACTION']._serialized_start=689
-  _globals['_SAFETRANSACTION']._serialized_end=975
-  _globals['_SIGNSAFETRANSACTIONREQUEST']._serialized_start=978
-  _globals['_SIGNSAFETRANSACTIONREQUEST']._serialized_end=1303
-  _globals['_SIGNSAFETRANSACTIONRESPONSE']._serialized_start=1305
-  _globals['_SIGNSAFETRANSACTIONRESPONSE']._serialized_end=1425
-  _globals['_SIGNTRANSACTIONRESPONSE']._serialized_start=1427
-  _globals['_SIGNTRANSACTIONRESPONSE']._serialized_end=1515
-  _globals['_LISTWALLETSREQUEST']._serialized_start=1517
-  _globals['_LISTWALLETSREQUEST']._serialized_end=1537
-  _globals['_LISTWALLETSRESPONSE']._serialized_start=1539
-  _globals['_LISTWALLETSRESPONSE']._serialized_end=1618
-  _globals['_WALLET']._serialized_start=1621
-  _globals['_WALLET']._serialized_end=1800
-  _globals['_WALLET_ROLE']._serialized_start=1737
-  _globals['_WALLET_ROLE']._serialized_end=1800
-  _globals['_SIGNERSERVICE']._serialized_start=2037
-  _globals['_SIGNERSERVICE']._serialized_end=2434
+  _globals['_SIGNTRANSACTIONREQUEST']._serialized_end=712
+  _globals['_SAFETRANSACTION']._serialized_start=715
+  _globals['_SAFETRANSACTION']._serialized_end=1001
+  _globals['_SIGNSAFETRANSACTIONREQUEST']._serialized_start=1004
+  _globals['_SIGNSAFETRANSACTIONREQUEST']._serialized_end=1329
+  _globals['_SIGNSAFETRANSACTIONRESPONSE']._serialized_start=1331
+  _globals['_SIGNSAFETRANSACTIONRESPONSE']._serialized_end=1451
+  _globals['_SIGNTRANSACTIONRESPONSE']._serialized_start=1453
+  _globals['_SIGNTRANSACTIONRESPONSE']._serialized_end=1541
+  _globals['_LISTWALLETSREQUEST']._serialized_start=1543
+  _globals['_LISTWALLETSREQUEST']._serialized_end=1563
+  _globals['_LISTWALLETSRESPONSE']._serialized_start=1565
+  _globals['_LISTWALLETSRESPONSE']._serialized_end=1644
+  _globals['_WALLET']._serialized_start=1647
+  _globals['_WALLET']._serialized_end=1826
+  _globals['_WALLET_ROLE']._serialized_start=1763
+  _globals['_WALLET_ROLE']._serialized_end=1826
+  _globals['_SIGNERSERVICE']._serialized_start=2063
+  _globals['_SIGNERSERVICE']._serialized_end=2460
 # @@protoc_insertion_point(module_scope)

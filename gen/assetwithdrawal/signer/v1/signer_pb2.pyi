@@ -141,6 +141,7 @@ class SignTransactionRequest(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
     CHANGE_FIELD_NUMBER: _builtins.int
+    SAFE_NONCE_FIELD_NUMBER: _builtins.int
     wallet_address: _builtins.str
     """Hot wallet that signs, 0x-prefixed."""
     chain_id: _builtins.int
@@ -165,6 +166,10 @@ class SignTransactionRequest(_message.Message):
     """For PURPOSE_SAFE_EXECUTION of a treasury operation: the change that ordered it,
     `changes/{change}`.
     """
+    safe_nonce: _builtins.int
+    """For PURPOSE_SAFE_EXECUTION: the Safe nonce the call executes at; the signer checks that
+    the owners' signatures in the calldata reach the Safe's threshold over the hash at it.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___PayoutItem]:
         """The withdrawals the transaction pays (empty for PURPOSE_NONCE_RELEASE, and for a
@@ -186,10 +191,11 @@ class SignTransactionRequest(_message.Message):
         purpose: Global___Purpose.ValueType = ...,
         items: _abc.Iterable[Global___PayoutItem] | None = ...,
         change: _builtins.str = ...,
+        safe_nonce: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_id", b"chain_id", "change", b"change", "data", b"data", "gas_limit", b"gas_limit", "items", b"items", "max_fee_per_gas_wei", b"max_fee_per_gas_wei", "max_priority_fee_per_gas_wei", b"max_priority_fee_per_gas_wei", "nonce", b"nonce", "purpose", b"purpose", "to_address", b"to_address", "value_wei", b"value_wei", "wallet_address", b"wallet_address"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_id", b"chain_id", "change", b"change", "data", b"data", "gas_limit", b"gas_limit", "items", b"items", "max_fee_per_gas_wei", b"max_fee_per_gas_wei", "max_priority_fee_per_gas_wei", b"max_priority_fee_per_gas_wei", "nonce", b"nonce", "purpose", b"purpose", "safe_nonce", b"safe_nonce", "to_address", b"to_address", "value_wei", b"value_wei", "wallet_address", b"wallet_address"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
