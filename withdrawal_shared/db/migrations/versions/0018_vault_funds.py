@@ -3,9 +3,6 @@
 what its outflow cap still allows (`allowance`, NULL when uncapped) and when it was read. The
 gateway compares a CSV batch's totals with it when it accepts the batch.
 
-Written as the successor of 0016; 0017 is being added elsewhere, and the chain is re-linked
-when both are merged.
-
 Revision ID: 0018
 Revises: 0017
 Create Date: 2026-12-06
