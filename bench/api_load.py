@@ -1255,11 +1255,12 @@ def measure(plan: Plan, system: System, generators: Generators, mariadb_url: str
     for transport in plan.transports:
         if plan.warmup > 0:
             generators.run(transport, plan.rates[0], plan.warmup, f"{plan.run_id}-{transport}-w")
-        for rate in plan.rates:
+        for step, rate in enumerate(plan.rates):
             meter.start()
             server.start()
+            # The step number keeps request ids unique when a rate is repeated.
             t0, results = generators.run(
-                transport, rate, plan.seconds, f"{plan.run_id}-{transport}-{rate}"
+                transport, rate, plan.seconds, f"{plan.run_id}-{transport}-{step}-{rate}"
             )
             row = summarise(transport, rate, plan.seconds, t0, results, meter.stop())
             row = replace(row, mariadb_per_1k=server.stop(row.ok))
