@@ -34,6 +34,7 @@ METHOD_ACCESS: dict[str, Access] = {
     "CancelWithdrawal": Access(Scope.WITHDRAWALS_CREATE),
     "GetWithdrawal": Access(Scope.WITHDRAWALS_READ),
     "ListWithdrawals": Access(Scope.WITHDRAWALS_READ),
+    "ListStateChanges": Access(Scope.WITHDRAWALS_READ),
     "WatchWithdrawal": Access(Scope.WITHDRAWALS_READ),
     "CreateBatch": Access(Scope.BATCHES_CREATE),
     "CancelBatch": Access(Scope.BATCHES_CREATE),

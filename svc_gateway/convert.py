@@ -42,8 +42,10 @@ def _unchanging(
 ) -> withdrawal_pb2.Withdrawal:
     """The fields a withdrawal has from its creation on and never changes."""
     token = reference.tokens_by_id[row.token_id]
+    batch_id = row.batch_id if isinstance(row, Withdrawal) else None
     return withdrawal_pb2.Withdrawal(
         name=resource_name(row.id),
+        batch=f"batches/{batch_id}" if batch_id else "",
         client_reference=row.client_reference,
         chain=row.chain,
         token=token.symbol,
@@ -85,10 +87,10 @@ def _set_changing(
 
 
 def to_proto(
-    row: Withdrawal | CreatedWithdrawal, reference: ReferenceData
+    row: Withdrawal | CreatedWithdrawal, reference: ReferenceData, block_number: int = 0
 ) -> withdrawal_pb2.Withdrawal:
-    """The withdrawal as it is now."""
-    return _set_changing(
+    """The withdrawal as it is now; `block_number`: the block of its mined payout, if any."""
+    message = _set_changing(
         _unchanging(row, reference),
         reference,
         row.chain,
@@ -99,6 +101,29 @@ def to_proto(
         version=row.version,
         update_time=row.update_time,
         end_time=row.end_time,
+    )
+    message.block_number = block_number
+    return message
+
+
+def state_change(withdrawal_id: str, audit: WithdrawalAudit) -> withdrawal_pb2.StateChange:
+    """One audit row as a StateChange (`withdrawals/{id}/stateChanges/{version}`)."""
+    snapshot = Snapshot.decode(audit.snapshot)
+    if snapshot is None:
+        snapshot = Snapshot(confirmations=_stated_confirmations(audit.to_state, audit.message))
+    return withdrawal_pb2.StateChange(
+        name=f"{resource_name(withdrawal_id)}/stateChanges/{audit.version}",
+        version=audit.version,
+        from_state=withdrawal_pb2.State.Value(f"STATE_{audit.from_state}")
+        if audit.from_state
+        else withdrawal_pb2.STATE_UNSPECIFIED,
+        to_state=withdrawal_pb2.State.Value(f"STATE_{audit.to_state}"),
+        reason=audit.reason,
+        message=audit.message,
+        reorged=audit.reorged,
+        occur_time=_timestamp(audit.occur_time),
+        transaction_hash=snapshot.tx_hash or "",
+        confirmations=snapshot.confirmations,
     )
 
 

@@ -26,14 +26,21 @@ from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
 from svc_gateway.access import priority_scope_missing
 from svc_gateway.auth import Caller
 from svc_gateway.batching import GroupCommit
-from svc_gateway.convert import RESOURCE_PREFIX, as_of, to_proto
+from svc_gateway.convert import RESOURCE_PREFIX, as_of, state_change, to_proto
 from svc_gateway.events import EventHub
-from svc_gateway.listing import encode_page_token, parse_list_request
+from svc_gateway.listing import (
+    encode_page_token,
+    encode_version_token,
+    parse_list_request,
+    parse_page_size,
+    parse_version_token,
+)
 from svc_gateway.rate_limit import RateLimiter
 from svc_gateway.store import ACTOR_PARTNER, Created, WithdrawalStore
 from svc_gateway.validation import NewWithdrawal, validate_create
 from withdrawal_shared import queue, tracing
 from withdrawal_shared.crash_points import crash_point
+from withdrawal_shared.db.models import Withdrawal
 from withdrawal_shared.db.reference import ReferenceData
 from withdrawal_shared.errors import FieldViolation, invalid_argument, not_found, quoted
 from withdrawal_shared.ids import is_ulid
@@ -41,20 +48,18 @@ from withdrawal_shared.states import TERMINAL, Priority, State
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_MINED = frozenset({State.CONFIRMING.value, State.COMPLETED.value})
+"""States in which a withdrawal's payout transaction is in a block."""
 
 
-def parse_name(name: str) -> str:
-    """`withdrawals/{id}` -> id, or INVALID_ARGUMENT naming `name`."""
+def parse_name(name: str, field: str = "name") -> str:
+    """`withdrawals/{id}` -> id, or INVALID_ARGUMENT naming `field`."""
     if not name:
-        raise invalid_argument([FieldViolation("name", "is required: withdrawals/{id}")])
+        raise invalid_argument([FieldViolation(field, "is required: withdrawals/{id}")])
     withdrawal_id = name.removeprefix(RESOURCE_PREFIX)
     if withdrawal_id == name or not is_ulid(withdrawal_id):
         raise invalid_argument(
-            [
-                FieldViolation(
-                    "name", f"{quoted(name)} is not a withdrawal name (withdrawals/{{id}})"
-                )
-            ]
+            [FieldViolation(field, f"{quoted(name)} is not a withdrawal name (withdrawals/{{id}})")]
         )
     return withdrawal_id
 
@@ -162,10 +167,23 @@ class WithdrawalCore:
         self, caller: Caller, request: withdrawal_pb2.GetWithdrawalRequest
     ) -> withdrawal_pb2.Withdrawal:
         withdrawal_id = parse_name(request.name)
-        row = await self._db(self.store.get, caller.partner_id, withdrawal_id)
+
+        def fetch() -> tuple[Withdrawal | None, dict[str, int]]:
+            row = self.store.get(caller.partner_id, withdrawal_id)
+            return row, self._blocks([row] if row is not None else [])
+
+        row, blocks = await self._db(fetch)
         if row is None:
             raise not_found(request.name)
-        return to_proto(row, await self._reference())
+        return to_proto(row, await self._reference(), blocks.get(row.payout_tx_id or "", 0))
+
+    def _blocks(self, rows: Sequence[Withdrawal]) -> dict[str, int]:
+        """The mined block of each row's payout transaction, for rows that have been mined."""
+        return self.store.block_numbers(
+            row.payout_tx_id
+            for row in rows
+            if row.payout_tx_id and row.tx_hash and row.state in _MINED
+        )
 
     async def list_withdrawals(
         self, caller: Caller, request: withdrawal_pb2.ListWithdrawalsRequest
@@ -173,21 +191,42 @@ class WithdrawalCore:
         query = parse_list_request(request.page_size, request.page_token, request.filter)
 
         def fetch() -> list[withdrawal_pb2.Withdrawal]:
+            reference = self.store.reference.get()
             rows = self.store.list(
                 caller.partner_id,
-                states=query.states,
-                client_reference=query.client_reference,
+                selection=query.filter,
+                reference=reference,
                 after_id=query.after_id,
                 limit=query.page_size + 1,
             )
-            reference = self.store.reference.get()
-            return [to_proto(row, reference) for row in rows]
+            blocks = self._blocks(rows)
+            return [to_proto(row, reference, blocks.get(row.payout_tx_id or "", 0)) for row in rows]
 
         items = await self._db(fetch)
         response = withdrawal_pb2.ListWithdrawalsResponse(withdrawals=items[: query.page_size])
         if len(items) > query.page_size:
             last = items[query.page_size - 1].name.removeprefix(RESOURCE_PREFIX)
             response.next_page_token = encode_page_token(last, request.filter)
+        return response
+
+    async def list_state_changes(
+        self, caller: Caller, request: withdrawal_pb2.ListStateChangesRequest
+    ) -> withdrawal_pb2.ListStateChangesResponse:
+        withdrawal_id = parse_name(request.parent, "parent")
+        size = parse_page_size(request.page_size)
+        after = 0
+        if request.page_token:
+            after = parse_version_token(request.page_token, withdrawal_id)
+        audits = await self._db(
+            self.store.state_changes, caller.partner_id, withdrawal_id, after, size + 1
+        )
+        if audits is None:
+            raise not_found(request.parent)
+        response = withdrawal_pb2.ListStateChangesResponse(
+            state_changes=[state_change(withdrawal_id, audit) for audit in audits[:size]]
+        )
+        if len(audits) > size:
+            response.next_page_token = encode_version_token(audits[size - 1].version, withdrawal_id)
         return response
 
     async def cancel_withdrawal(

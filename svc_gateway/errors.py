@@ -243,6 +243,7 @@ METHOD_ERRORS: dict[str, tuple[ErrorReason, ...]] = {
     f"{BATCH_SERVICE}.WatchBatch": (*_COMMON, NOT_FOUND),
     f"{SERVICE}.GetWithdrawal": (*_COMMON, NOT_FOUND),
     f"{SERVICE}.ListWithdrawals": _COMMON,
+    f"{SERVICE}.ListStateChanges": (*_COMMON, NOT_FOUND),
     f"{SERVICE}.CancelWithdrawal": (
         *_COMMON,
         WITHDRAWAL_NOT_CANCELLABLE,

@@ -30,6 +30,11 @@ class WithdrawalServicer(StreamAdapter, withdrawal_pb2_grpc.WithdrawalServiceSer
     ) -> withdrawal_pb2.ListWithdrawalsResponse:
         return await self._unary("ListWithdrawals", request, context)  # type: ignore[no-any-return]
 
+    async def ListStateChanges(
+        self, request: withdrawal_pb2.ListStateChangesRequest, context: Context
+    ) -> withdrawal_pb2.ListStateChangesResponse:
+        return await self._unary("ListStateChanges", request, context)  # type: ignore[no-any-return]
+
     async def CancelWithdrawal(
         self, request: withdrawal_pb2.CancelWithdrawalRequest, context: Context
     ) -> withdrawal_pb2.Withdrawal:

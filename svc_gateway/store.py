@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, TypeAlias, TypeVar
 
@@ -40,12 +40,14 @@ from svc_gateway.limits import (
     usage_sql,
     window_start,
 )
+from svc_gateway.listing import ListFilter
+from svc_gateway.listing_sql import filter_conditions
 from svc_gateway.validation import NewWithdrawal
 from withdrawal_shared.db import api_keys
 from withdrawal_shared.db.engine import make_sessionmaker
 from withdrawal_shared.db.limit_policy import LimitPolicy, LimitPolicyCache, assigned_tiers
-from withdrawal_shared.db.models import Withdrawal, WithdrawalAudit
-from withdrawal_shared.db.reference import ReferenceCache
+from withdrawal_shared.db.models import PayoutTransaction, Withdrawal, WithdrawalAudit
+from withdrawal_shared.db.reference import ReferenceCache, ReferenceData
 from withdrawal_shared.db.transitions import (
     Moved,
     TransitionConflict,
@@ -764,21 +766,58 @@ class WithdrawalStore:
         self,
         partner_id: str,
         *,
-        states: frozenset[State],
-        client_reference: str | None,
+        selection: ListFilter,
+        reference: ReferenceData,
         after_id: str | None,
         limit: int,
     ) -> Sequence[Withdrawal]:
-        query = select(Withdrawal).where(Withdrawal.partner_id == partner_id)
-        if states:
-            query = query.where(Withdrawal.state.in_(sorted(s.value for s in states)))
-        if client_reference is not None:
-            query = query.where(Withdrawal.client_reference == client_reference)
+        """A page of the partner's withdrawals that `selection` selects, newest first."""
+        dialect = self.engine.dialect.name
+        query = select(Withdrawal).where(
+            Withdrawal.partner_id == partner_id,
+            *filter_conditions(selection, reference, dialect),
+        )
         if after_id is not None:
             query = query.where(Withdrawal.id < after_id)
         query = query.order_by(Withdrawal.id.desc()).limit(limit)
         with self.sessions() as session:
             return session.scalars(query).all()
+
+    def block_numbers(self, payout_tx_ids: Iterable[str]) -> dict[str, int]:
+        """The block of each mined payout transaction among `payout_tx_ids` (others absent)."""
+        ids = sorted(set(payout_tx_ids))
+        if not ids:
+            return {}
+        with self.sessions() as session:
+            rows = session.execute(
+                select(PayoutTransaction.id, PayoutTransaction.block_number).where(
+                    PayoutTransaction.id.in_(ids), PayoutTransaction.block_number.is_not(None)
+                )
+            ).all()
+        return {str(tx_id): int(block) for tx_id, block in rows if block is not None}
+
+    def state_changes(
+        self, partner_id: str, withdrawal_id: str, after_version: int, limit: int
+    ) -> Sequence[WithdrawalAudit] | None:
+        """Up to `limit` audit rows of the partner's withdrawal with a version above
+        `after_version`, oldest first; None when the partner has no such withdrawal."""
+        with self.sessions() as session:
+            found = session.scalar(
+                select(Withdrawal.id).where(
+                    Withdrawal.id == withdrawal_id, Withdrawal.partner_id == partner_id
+                )
+            )
+            if found is None:
+                return None
+            return session.scalars(
+                select(WithdrawalAudit)
+                .where(
+                    WithdrawalAudit.withdrawal_id == withdrawal_id,
+                    WithdrawalAudit.version > after_version,
+                )
+                .order_by(WithdrawalAudit.version)
+                .limit(limit)
+            ).all()
 
     def cancel(
         self, partner_id: str, withdrawal_id: str, reason: str

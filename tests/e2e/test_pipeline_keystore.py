@@ -65,6 +65,12 @@ def test_grpc_withdrawal_completes_and_pays_exactly_once(keystore_pipeline: Pipe
     assert seen == LIFECYCLE
     receipt = p.w3.eth.get_transaction_receipt(done.transaction_hash)  # type: ignore[arg-type]
     assert receipt["status"] == 1
+    assert done.block_number == receipt["blockNumber"]
+    trail = p.gateway.stub.ListStateChanges(
+        withdrawal_pb2.ListStateChangesRequest(parent=created.name), metadata=p.partner.metadata
+    )
+    assert [withdrawal_pb2.State.Name(c.to_state) for c in trail.state_changes] == LIFECYCLE
+    assert trail.state_changes[-1].transaction_hash == done.transaction_hash
 
 
 def test_rest_withdrawal_completes_and_watch_streams_every_state(

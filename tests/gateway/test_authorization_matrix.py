@@ -54,9 +54,11 @@ from withdrawal_shared.scopes import Scope
 @dataclass(frozen=True)
 class Public:
     """A partner-API RPC: the scope its key must hold; `owns` says whether it acts on one
-    partner's withdrawal (`resource`: another partner gets NOT_FOUND) or webhook endpoint
-    (`endpoint`: the same; the answer need not show the withdrawal), lists the caller's own
-    (`listing`: another partner's never appear), or neither."""
+    partner's withdrawal (`resource`: another partner gets NOT_FOUND), lists one partner's
+    withdrawal's state changes (`trail`: the same, and the answer names the withdrawal
+    without showing its recipient) or acts on its webhook endpoint (`endpoint`: the same; the
+    answer need not show the withdrawal), lists the caller's own (`listing`: another
+    partner's never appear), or neither."""
 
     scope: Scope
     routes: tuple[str, ...]
@@ -88,6 +90,9 @@ EXPECTED: dict[str, Public | Admin] = {
         C, ("POST /v1/withdrawals/{withdrawal}:cancel",), owns="resource"
     ),
     W + "WatchWithdrawal": Public(R, ("GET /v1/withdrawals/{withdrawal}:watch",), owns="resource"),
+    W + "ListStateChanges": Public(
+        R, ("GET /v1/withdrawals/{withdrawal}/stateChanges",), owns="trail"
+    ),
     B + "CreateBatch": Public(BC, ("POST /v1/batches",)),
     B + "GetBatch": Public(R, ("GET /v1/batches/{batch}",), owns="batch"),
     B + "ListBatches": Public(R, ("GET /v1/batches",), owns="listing"),
@@ -239,7 +244,7 @@ def expected(row: Public | Admin, caller: str) -> str:
         if caller == WITH_SCOPE:
             return ALLOWED
         if caller == OTHER_PARTNER:
-            return NOT_FOUND if row.owns in ("resource", "batch", "endpoint") else ALLOWED
+            return NOT_FOUND if row.owns in ("resource", "trail", "batch", "endpoint") else ALLOWED
         return UNAUTHENTICATED  # no key, a dead key, or any operator credential
     for role, name in ROLE_CALLERS.items():
         if caller == name:
@@ -780,6 +785,10 @@ def test_every_caller_gets_the_expected_outcome(world: World, full_name: str) ->
                 batch_id = world.path_values["batch"]
                 if caller == WITH_SCOPE and batch_id not in one.text:
                     problems.append(f"{caller}: {where} did not answer partner A's batch: {text}")
+            if isinstance(row, Public) and row.owns == "trail" and one.outcome == ALLOWED:
+                withdrawal_id = world.path_values["withdrawal"]
+                if caller == WITH_SCOPE and f"{withdrawal_id}/stateChanges/1" not in one.text:
+                    problems.append(f"{caller}: {where} did not list A's state changes: {text}")
             owned = isinstance(row, Public) and row.owns == "resource"
             if caller == WITH_SCOPE and owned and one.outcome == ALLOWED and not shown:
                 problems.append(f"{caller}: {where} did not answer partner A's withdrawal: {text}")

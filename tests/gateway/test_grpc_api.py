@@ -7,6 +7,7 @@ import uuid
 
 import grpc
 import pytest
+from eth_utils.address import to_checksum_address
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
@@ -294,7 +295,7 @@ def test_list_pages_and_filters(gateway: RunningGateway) -> None:
     )
     assert [w.name for w in by_reference.withdrawals] == [created[4].name]
 
-    for bad_filter in ("state = NOPE", "amount > 5", "state ="):
+    for bad_filter in ("state = NOPE", "fee > 5", "state =", "amount > five"):
         with pytest.raises(grpc.RpcError) as caught:
             gateway.stub.ListWithdrawals(
                 withdrawal_pb2.ListWithdrawalsRequest(filter=bad_filter),
@@ -313,6 +314,111 @@ def test_list_pages_and_filters(gateway: RunningGateway) -> None:
             metadata=partner.metadata,
         )
     assert rich_error(caught.value)[2] == ["page_token"]
+
+
+def test_list_filters_by_recipient_amount_time_user_and_token(gateway: RunningGateway) -> None:
+    partner = gateway.add_partner(f"finder-{uuid.uuid4().hex[:6]}")
+    recipient = fresh_address()
+    small = gateway.stub.CreateWithdrawal(
+        create_request(amount="1.5", recipient=recipient), metadata=partner.metadata
+    )
+    middle = gateway.stub.CreateWithdrawal(
+        create_request(amount="20", recipient=to_checksum_address(recipient)),
+        metadata=partner.metadata,
+    )
+    large = gateway.stub.CreateWithdrawal(create_request(amount="300"), metadata=partner.metadata)
+    user_request = create_request(amount="7")
+    user_request.withdrawal.user_ref = "user-42"
+    of_user = gateway.stub.CreateWithdrawal(user_request, metadata=partner.metadata)
+
+    def names(text: str) -> list[str]:
+        page = gateway.stub.ListWithdrawals(
+            withdrawal_pb2.ListWithdrawalsRequest(filter=text), metadata=partner.metadata
+        )
+        return [w.name for w in page.withdrawals]
+
+    assert names(f'recipient_address = "{to_checksum_address(recipient)}"') == [
+        middle.name,
+        small.name,
+    ]
+    assert names('amount >= "7" AND amount < "300"') == [of_user.name, middle.name]
+    assert names('amount > "20"') == [large.name]
+    assert names("amount = 1.5") == [small.name]
+    assert names('amount = "1.5000001"') == []  # finer than the token's 6 decimals
+    assert names('user_ref = "user-42"') == [of_user.name]
+    assert names('token = "usdc" AND amount <= "1.5"') == [small.name]
+    assert names('token = "DAI"') == []
+    since = middle.create_time.ToJsonString()
+    assert names(f'create_time >= "{since}" AND amount < "100"') == [of_user.name, middle.name]
+    assert names(f'create_time < "{since}"') == [small.name]
+    assert names('create_time < "2000-01-01T00:00:00Z"') == []
+    for bad_filter in (
+        'create_time >= "yesterday"',
+        'create_time >= "2026-12-01T00:00:00"',  # no zone
+        'recipient_address = "nope"',
+        'user_ref > "a"',
+        'amount > "1" OR state = QUEUED',
+        'batch = "01j"',
+        'token = "USDC" AND token = "DAI"',
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            names(bad_filter)
+        code, _, fields = rich_error(caught.value)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and fields == ["filter"], bad_filter
+
+
+def test_state_changes_list_the_audit_trail_in_pages(
+    gateway: RunningGateway, partner_a: Partner, partner_b: Partner
+) -> None:
+    created = gateway.stub.CreateWithdrawal(create_request(), metadata=partner_a.metadata)
+    cancelled = gateway.stub.CancelWithdrawal(
+        withdrawal_pb2.CancelWithdrawalRequest(name=created.name, reason="changed my mind"),
+        metadata=partner_a.metadata,
+    )
+    first = gateway.stub.ListStateChanges(
+        withdrawal_pb2.ListStateChangesRequest(parent=created.name, page_size=1),
+        metadata=partner_a.metadata,
+    )
+    assert [c.name for c in first.state_changes] == [f"{created.name}/stateChanges/1"]
+    creation = first.state_changes[0]
+    assert creation.from_state == withdrawal_pb2.STATE_UNSPECIFIED
+    assert creation.to_state == withdrawal_pb2.STATE_RECEIVED
+    assert creation.occur_time.ToDatetime() == created.create_time.ToDatetime()
+    rest = gateway.stub.ListStateChanges(
+        withdrawal_pb2.ListStateChangesRequest(
+            parent=created.name, page_size=1, page_token=first.next_page_token
+        ),
+        metadata=partner_a.metadata,
+    )
+    changes = list(first.state_changes) + list(rest.state_changes)
+    assert changes[-1].to_state == withdrawal_pb2.STATE_CANCELLED == cancelled.state
+    assert changes[-1].version == cancelled.version
+    everything = gateway.stub.ListStateChanges(
+        withdrawal_pb2.ListStateChangesRequest(parent=created.name),
+        metadata=partner_a.metadata,
+    )
+    assert [c.version for c in everything.state_changes] == list(range(1, cancelled.version + 1))
+    assert not everything.next_page_token
+    with pytest.raises(grpc.RpcError) as caught:  # another partner's withdrawal
+        gateway.stub.ListStateChanges(
+            withdrawal_pb2.ListStateChangesRequest(parent=created.name),
+            metadata=partner_b.metadata,
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    other = gateway.stub.CreateWithdrawal(create_request(), metadata=partner_a.metadata)
+    for request, field in (
+        (withdrawal_pb2.ListStateChangesRequest(parent="withdrawal/1"), "parent"),
+        (
+            withdrawal_pb2.ListStateChangesRequest(
+                parent=other.name, page_token=first.next_page_token
+            ),
+            "page_token",
+        ),
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            gateway.stub.ListStateChanges(request, metadata=partner_a.metadata)
+        code, _, fields = rich_error(caught.value)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and fields == [field]
 
 
 def test_cancel_before_signing_only(gateway: RunningGateway, partner_a: Partner) -> None:

@@ -71,6 +71,7 @@ def test_one_operation_per_http_rule(doc: dict[str, Any]) -> None:
         "CreateWithdrawal": ("/v1/withdrawals", "post"),
         "GetWithdrawal": ("/v1/withdrawals/{withdrawal}", "get"),
         "ListWithdrawals": ("/v1/withdrawals", "get"),
+        "ListStateChanges": ("/v1/withdrawals/{withdrawal}/stateChanges", "get"),
         "CancelWithdrawal": ("/v1/withdrawals/{withdrawal}:cancel", "post"),
         "WatchWithdrawal": ("/v1/withdrawals/{withdrawal}:watch", "get"),
     }

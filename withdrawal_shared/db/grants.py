@@ -16,7 +16,8 @@ from. In short:
 - the monitor moves withdrawals from BROADCAST on and settles payout rows and items;
 - the webhook sender reads the audit trail (its outbox) and the withdrawals, and writes the
   delivery rows, their attempts and the outbox cursor;
-- the gateway stores withdrawals (and cancels them), counts limits, records API keys' use,
+- the gateway stores withdrawals (and cancels them), reads the block of a mined withdrawal's
+  payout row, counts limits, records API keys' use,
   and performs the admin API's operator actions: operators, credentials, four-eyes changes
   and their audit trail, API keys, pauses, token settings, tiers and limits, approval
   decisions, the blocklist.
@@ -99,7 +100,7 @@ _TABLE: dict[str, tuple[str, str, str, str]] = {
     "withdrawals": ("SIU", "SU", "S", "SU"),
     "withdrawal_audit": ("SI", "SI", "", "SI"),
     # payouts
-    "payout_transactions": ("", "SIU", "S", "SU"),
+    "payout_transactions": ("S", "SIU", "S", "SU"),  # gateway: a withdrawal's block
     "payout_items": ("", "SI", "", "SU"),
     "signer_ledger": ("", "", "SI", ""),
     "signer_ledger_items": ("", "", "SI", ""),

@@ -28,7 +28,7 @@ from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.assetwithdrawal/withdrawal/v1/withdrawal.proto\x12\x1d\x61ssetwithdrawal.withdrawal.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfb\x05\n\nWithdrawal\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1e\n\x10\x63lient_reference\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05\x63hain\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x05token\x18\x04 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12 \n\x11recipient_address\x18\x05 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x15\n\x06\x61mount\x18\x06 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12?\n\x08priority\x18\x07 \x01(\x0e\x32\'.assetwithdrawal.withdrawal.v1.PriorityB\x04\xe2\x41\x01\x01\x12\x39\n\x05state\x18\x08 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cstate_reason\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rstate_message\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x1e\n\x10transaction_hash\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03\x66\x65\x65\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x66\x65\x65_currency\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rconfirmations\x18\x0e \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07version\x18\x12 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x17\n\x08user_ref\x18\x13 \x01(\tB\x05\xe2\x41\x02\x01\x05:b\xea\x41_\n*withdrawals.assetwithdrawal.dev/Withdrawal\x12\x18withdrawals/{withdrawal}*\x0bwithdrawals2\nwithdrawal\"x\n\x17\x43reateWithdrawalRequest\x12\x43\n\nwithdrawal\x18\x01 \x01(\x0b\x32).assetwithdrawal.withdrawal.v1.WithdrawalB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"Y\n\x14GetWithdrawalRequest\x12\x41\n\x04name\x18\x01 \x01(\tB3\xe2\x41\x01\x02\xfa\x41,\n*withdrawals.assetwithdrawal.dev/Withdrawal\"a\n\x16ListWithdrawalsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"~\n\x17ListWithdrawalsResponse\x12\x44\n\x0bwithdrawals\x18\x01 \x03(\x0b\x32).assetwithdrawal.withdrawal.v1.WithdrawalB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"r\n\x17\x43\x61ncelWithdrawalRequest\x12\x41\n\x04name\x18\x01 \x01(\tB3\xe2\x41\x01\x02\xfa\x41,\n*withdrawals.assetwithdrawal.dev/Withdrawal\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x9d\x01\n\x16WatchWithdrawalRequest\x12\x41\n\x04name\x18\x01 \x01(\tB3\xe2\x41\x01\x02\xfa\x41,\n*withdrawals.assetwithdrawal.dev/Withdrawal\x12\'\n\x14resume_after_version\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x42\x17\n\x15_resume_after_version\"\xe6\x01\n\x17WatchWithdrawalResponse\x12\x42\n\nevent_type\x18\x01 \x01(\x0e\x32(.assetwithdrawal.withdrawal.v1.EventTypeB\x04\xe2\x41\x01\x03\x12\x43\n\nwithdrawal\x18\x02 \x01(\x0b\x32).assetwithdrawal.withdrawal.v1.WithdrawalB\x04\xe2\x41\x01\x03\x12\x42\n\x0eprevious_state\x18\x03 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x03*j\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x15\n\x11PRIORITY_STANDARD\x10\x01\x12\x15\n\x11PRIORITY_PRIORITY\x10\x02\x12\x16\n\x12PRIORITY_EMERGENCY\x10\x03*\x95\x02\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTATE_RECEIVED\x10\x01\x12\x13\n\x0fSTATE_VALIDATED\x10\x02\x12\x1a\n\x16STATE_PENDING_APPROVAL\x10\x03\x12\x10\n\x0cSTATE_QUEUED\x10\x04\x12\x10\n\x0cSTATE_SIGNED\x10\x05\x12\x13\n\x0fSTATE_BROADCAST\x10\x06\x12\x14\n\x10STATE_CONFIRMING\x10\x07\x12\x13\n\x0fSTATE_COMPLETED\x10\x08\x12\x11\n\rSTATE_ON_HOLD\x10\t\x12\x12\n\x0eSTATE_REJECTED\x10\n\x12\x13\n\x0fSTATE_CANCELLED\x10\x0b\x12\x10\n\x0cSTATE_FAILED\x10\x0c*v\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45VENT_TYPE_SNAPSHOT\x10\x01\x12\x1c\n\x18\x45VENT_TYPE_STATE_CHANGED\x10\x02\x12\x16\n\x12\x45VENT_TYPE_REORGED\x10\x03\x32\xc0\x06\n\x11WithdrawalService\x12\x9d\x01\n\x10\x43reateWithdrawal\x12\x36.assetwithdrawal.withdrawal.v1.CreateWithdrawalRequest\x1a).assetwithdrawal.withdrawal.v1.Withdrawal\"&\x90\x02\x02\x82\xd3\xe4\x93\x02\x1d\"\x0f/v1/withdrawals:\nwithdrawal\x12\x94\x01\n\rGetWithdrawal\x12\x33.assetwithdrawal.withdrawal.v1.GetWithdrawalRequest\x1a).assetwithdrawal.withdrawal.v1.Withdrawal\"#\x90\x02\x01\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/{name=withdrawals/*}\x12\x9c\x01\n\x0fListWithdrawals\x12\x35.assetwithdrawal.withdrawal.v1.ListWithdrawalsRequest\x1a\x36.assetwithdrawal.withdrawal.v1.ListWithdrawalsResponse\"\x1a\x90\x02\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/withdrawals\x12\xa4\x01\n\x10\x43\x61ncelWithdrawal\x12\x36.assetwithdrawal.withdrawal.v1.CancelWithdrawalRequest\x1a).assetwithdrawal.withdrawal.v1.Withdrawal\"-\x90\x02\x02\x82\xd3\xe4\x93\x02$\"\x1f/v1/{name=withdrawals/*}:cancel:\x01*\x12\xad\x01\n\x0fWatchWithdrawal\x12\x35.assetwithdrawal.withdrawal.v1.WatchWithdrawalRequest\x1a\x36.assetwithdrawal.withdrawal.v1.WatchWithdrawalResponse\")\x90\x02\x01\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{name=withdrawals/*}:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.assetwithdrawal/withdrawal/v1/withdrawal.proto\x12\x1d\x61ssetwithdrawal.withdrawal.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x06\n\nWithdrawal\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1e\n\x10\x63lient_reference\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05\x63hain\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x05token\x18\x04 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12 \n\x11recipient_address\x18\x05 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x15\n\x06\x61mount\x18\x06 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12?\n\x08priority\x18\x07 \x01(\x0e\x32\'.assetwithdrawal.withdrawal.v1.PriorityB\x04\xe2\x41\x01\x01\x12\x39\n\x05state\x18\x08 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cstate_reason\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rstate_message\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x1e\n\x10transaction_hash\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03\x66\x65\x65\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x66\x65\x65_currency\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rconfirmations\x18\x0e \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07version\x18\x12 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x17\n\x08user_ref\x18\x13 \x01(\tB\x05\xe2\x41\x02\x01\x05\x12\x1a\n\x0c\x62lock_number\x18\x14 \x01(\x04\x42\x04\xe2\x41\x01\x03\x12\x13\n\x05\x62\x61tch\x18\x15 \x01(\tB\x04\xe2\x41\x01\x03:b\xea\x41_\n*withdrawals.assetwithdrawal.dev/Withdrawal\x12\x18withdrawals/{withdrawal}*\x0bwithdrawals2\nwithdrawal\"\xf1\x03\n\x0bStateChange\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x15\n\x07version\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12>\n\nfrom_state\x18\x03 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x03\x12<\n\x08to_state\x18\x04 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x03\x12\x14\n\x06reason\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07message\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07reorged\x18\x07 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x34\n\noccur_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1e\n\x10transaction_hash\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rconfirmations\x18\n \x01(\x05\x42\x04\xe2\x41\x01\x03:\x81\x01\xea\x41~\n+withdrawals.assetwithdrawal.dev/StateChange\x12\x34withdrawals/{withdrawal}/stateChanges/{state_change}*\x0cstateChanges2\x0bstateChange\"x\n\x17\x43reateWithdrawalRequest\x12\x43\n\nwithdrawal\x18\x01 \x01(\x0b\x32).assetwithdrawal.withdrawal.v1.WithdrawalB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"Y\n\x14GetWithdrawalRequest\x12\x41\n\x04name\x18\x01 \x01(\tB3\xe2\x41\x01\x02\xfa\x41,\n*withdrawals.assetwithdrawal.dev/Withdrawal\"a\n\x16ListWithdrawalsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"~\n\x17ListWithdrawalsResponse\x12\x44\n\x0bwithdrawals\x18\x01 \x03(\x0b\x32).assetwithdrawal.withdrawal.v1.WithdrawalB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"\x91\x01\n\x17ListStateChangesRequest\x12\x43\n\x06parent\x18\x01 \x01(\tB3\xe2\x41\x01\x02\xfa\x41,\n*withdrawals.assetwithdrawal.dev/Withdrawal\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\x82\x01\n\x18ListStateChangesResponse\x12G\n\rstate_changes\x18\x01 \x03(\x0b\x32*.assetwithdrawal.withdrawal.v1.StateChangeB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"r\n\x17\x43\x61ncelWithdrawalRequest\x12\x41\n\x04name\x18\x01 \x01(\tB3\xe2\x41\x01\x02\xfa\x41,\n*withdrawals.assetwithdrawal.dev/Withdrawal\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x9d\x01\n\x16WatchWithdrawalRequest\x12\x41\n\x04name\x18\x01 \x01(\tB3\xe2\x41\x01\x02\xfa\x41,\n*withdrawals.assetwithdrawal.dev/Withdrawal\x12\'\n\x14resume_after_version\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x42\x17\n\x15_resume_after_version\"\xe6\x01\n\x17WatchWithdrawalResponse\x12\x42\n\nevent_type\x18\x01 \x01(\x0e\x32(.assetwithdrawal.withdrawal.v1.EventTypeB\x04\xe2\x41\x01\x03\x12\x43\n\nwithdrawal\x18\x02 \x01(\x0b\x32).assetwithdrawal.withdrawal.v1.WithdrawalB\x04\xe2\x41\x01\x03\x12\x42\n\x0eprevious_state\x18\x03 \x01(\x0e\x32$.assetwithdrawal.withdrawal.v1.StateB\x04\xe2\x41\x01\x03*j\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x15\n\x11PRIORITY_STANDARD\x10\x01\x12\x15\n\x11PRIORITY_PRIORITY\x10\x02\x12\x16\n\x12PRIORITY_EMERGENCY\x10\x03*\x95\x02\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTATE_RECEIVED\x10\x01\x12\x13\n\x0fSTATE_VALIDATED\x10\x02\x12\x1a\n\x16STATE_PENDING_APPROVAL\x10\x03\x12\x10\n\x0cSTATE_QUEUED\x10\x04\x12\x10\n\x0cSTATE_SIGNED\x10\x05\x12\x13\n\x0fSTATE_BROADCAST\x10\x06\x12\x14\n\x10STATE_CONFIRMING\x10\x07\x12\x13\n\x0fSTATE_COMPLETED\x10\x08\x12\x11\n\rSTATE_ON_HOLD\x10\t\x12\x12\n\x0eSTATE_REJECTED\x10\n\x12\x13\n\x0fSTATE_CANCELLED\x10\x0b\x12\x10\n\x0cSTATE_FAILED\x10\x0c*v\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45VENT_TYPE_SNAPSHOT\x10\x01\x12\x1c\n\x18\x45VENT_TYPE_STATE_CHANGED\x10\x02\x12\x16\n\x12\x45VENT_TYPE_REORGED\x10\x03\x32\xfa\x07\n\x11WithdrawalService\x12\x9d\x01\n\x10\x43reateWithdrawal\x12\x36.assetwithdrawal.withdrawal.v1.CreateWithdrawalRequest\x1a).assetwithdrawal.withdrawal.v1.Withdrawal\"&\x90\x02\x02\x82\xd3\xe4\x93\x02\x1d\"\x0f/v1/withdrawals:\nwithdrawal\x12\x94\x01\n\rGetWithdrawal\x12\x33.assetwithdrawal.withdrawal.v1.GetWithdrawalRequest\x1a).assetwithdrawal.withdrawal.v1.Withdrawal\"#\x90\x02\x01\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/{name=withdrawals/*}\x12\x9c\x01\n\x0fListWithdrawals\x12\x35.assetwithdrawal.withdrawal.v1.ListWithdrawalsRequest\x1a\x36.assetwithdrawal.withdrawal.v1.ListWithdrawalsResponse\"\x1a\x90\x02\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/withdrawals\x12\xa4\x01\n\x10\x43\x61ncelWithdrawal\x12\x36.assetwithdrawal.withdrawal.v1.CancelWithdrawalRequest\x1a).assetwithdrawal.withdrawal.v1.Withdrawal\"-\x90\x02\x02\x82\xd3\xe4\x93\x02$\"\x1f/v1/{name=withdrawals/*}:cancel:\x01*\x12\xb7\x01\n\x10ListStateChanges\x12\x36.assetwithdrawal.withdrawal.v1.ListStateChangesRequest\x1a\x37.assetwithdrawal.withdrawal.v1.ListStateChangesResponse\"2\x90\x02\x01\x82\xd3\xe4\x93\x02)\x12\'/v1/{parent=withdrawals/*}/stateChanges\x12\xad\x01\n\x0fWatchWithdrawal\x12\x35.assetwithdrawal.withdrawal.v1.WatchWithdrawalRequest\x1a\x36.assetwithdrawal.withdrawal.v1.WatchWithdrawalResponse\")\x90\x02\x01\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{name=withdrawals/*}:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -73,8 +73,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WITHDRAWAL'].fields_by_name['version']._serialized_options = b'\342A\001\003'
   _globals['_WITHDRAWAL'].fields_by_name['user_ref']._loaded_options = None
   _globals['_WITHDRAWAL'].fields_by_name['user_ref']._serialized_options = b'\342A\002\001\005'
+  _globals['_WITHDRAWAL'].fields_by_name['block_number']._loaded_options = None
+  _globals['_WITHDRAWAL'].fields_by_name['block_number']._serialized_options = b'\342A\001\003'
+  _globals['_WITHDRAWAL'].fields_by_name['batch']._loaded_options = None
+  _globals['_WITHDRAWAL'].fields_by_name['batch']._serialized_options = b'\342A\001\003'
   _globals['_WITHDRAWAL']._loaded_options = None
   _globals['_WITHDRAWAL']._serialized_options = b'\352A_\n*withdrawals.assetwithdrawal.dev/Withdrawal\022\030withdrawals/{withdrawal}*\013withdrawals2\nwithdrawal'
+  _globals['_STATECHANGE'].fields_by_name['name']._loaded_options = None
+  _globals['_STATECHANGE'].fields_by_name['name']._serialized_options = b'\342A\001\010'
+  _globals['_STATECHANGE'].fields_by_name['version']._loaded_options = None
+  _globals['_STATECHANGE'].fields_by_name['version']._serialized_options = b'\342A\001\003'
+  _globals['_STATECHANGE'].fields_by_name['from_state']._loaded_options = None
+  _globals['_STATECHANGE'].fields_by_name['from_state']._serialized_options = b'\342A\001\003'
+  _globals['_STATECHANGE'].fields_by_name['to_state']._loaded_options = None
+  _globals['_STATECHANGE'].fields_by_name['to_state']._serialized_options = b'\342A\001\003'
+  _globals['_STATECHANGE'].fields_by_name['reason']._loaded_options = None
+  _globals['_STATECHANGE'].fields_by_name['reason']._serialized_options = b'\342A\001\003'
+  _globals['_STATECHANGE'].fields_by_name['message']._loaded_options = None
+  _globals['_STATECHANGE'].fields_by_name['message']._serialized_options = b'\342A\001\003'
+  _globals['_STATECHANGE'].fields_by_name['reorged']._loaded_options = None
+  _globals['_STATECHANGE'].fields_by_name['reorged']._serialized_options = b'\342A\001\003'
+  _globals['_STATECHANGE'].fields_by_name['occur_time']._loaded_options = None
+  _globals['_STATECHANGE'].fields_by_name['occur_time']._serialized_options = b'\342A\001\003'
+  _globals['_STATECHANGE'].fields_by_name['transaction_hash']._loaded_options = None
+  _globals['_STATECHANGE'].fields_by_name['transaction_hash']._serialized_options = b'\342A\001\003'
+  _globals['_STATECHANGE'].fields_by_name['confirmations']._loaded_options = None
+  _globals['_STATECHANGE'].fields_by_name['confirmations']._serialized_options = b'\342A\001\003'
+  _globals['_STATECHANGE']._loaded_options = None
+  _globals['_STATECHANGE']._serialized_options = b'\352A~\n+withdrawals.assetwithdrawal.dev/StateChange\0224withdrawals/{withdrawal}/stateChanges/{state_change}*\014stateChanges2\013stateChange'
   _globals['_CREATEWITHDRAWALREQUEST'].fields_by_name['withdrawal']._loaded_options = None
   _globals['_CREATEWITHDRAWALREQUEST'].fields_by_name['withdrawal']._serialized_options = b'\342A\001\002'
   _globals['_CREATEWITHDRAWALREQUEST'].fields_by_name['request_id']._loaded_options = None
@@ -91,6 +117,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTWITHDRAWALSRESPONSE'].fields_by_name['withdrawals']._serialized_options = b'\342A\001\003'
   _globals['_LISTWITHDRAWALSRESPONSE'].fields_by_name['next_page_token']._loaded_options = None
   _globals['_LISTWITHDRAWALSRESPONSE'].fields_by_name['next_page_token']._serialized_options = b'\342A\001\003'
+  _globals['_LISTSTATECHANGESREQUEST'].fields_by_name['parent']._loaded_options = None
+  _globals['_LISTSTATECHANGESREQUEST'].fields_by_name['parent']._serialized_options = b'\342A\001\002\372A,\n*withdrawals.assetwithdrawal.dev/Withdrawal'
+  _globals['_LISTSTATECHANGESREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTSTATECHANGESREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTSTATECHANGESREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTSTATECHANGESREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
+  _globals['_LISTSTATECHANGESRESPONSE'].fields_by_name['state_changes']._loaded_options = None
+  _globals['_LISTSTATECHANGESRESPONSE'].fields_by_name['state_changes']._serialized_options = b'\342A\001\003'
+  _globals['_LISTSTATECHANGESRESPONSE'].fields_by_name['next_page_token']._loaded_options = None
+  _globals['_LISTSTATECHANGESRESPONSE'].fields_by_name['next_page_token']._serialized_options = b'\342A\001\003'
   _globals['_CANCELWITHDRAWALREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_CANCELWITHDRAWALREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A,\n*withdrawals.assetwithdrawal.dev/Withdrawal'
   _globals['_CANCELWITHDRAWALREQUEST'].fields_by_name['reason']._loaded_options = None
@@ -113,30 +149,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WITHDRAWALSERVICE'].methods_by_name['ListWithdrawals']._serialized_options = b'\220\002\001\202\323\344\223\002\021\022\017/v1/withdrawals'
   _globals['_WITHDRAWALSERVICE'].methods_by_name['CancelWithdrawal']._loaded_options = None
   _globals['_WITHDRAWALSERVICE'].methods_by_name['CancelWithdrawal']._serialized_options = b'\220\002\002\202\323\344\223\002$\"\037/v1/{name=withdrawals/*}:cancel:\001*'
+  _globals['_WITHDRAWALSERVICE'].methods_by_name['ListStateChanges']._loaded_options = None
+  _globals['_WITHDRAWALSERVICE'].methods_by_name['ListStateChanges']._serialized_options = b'\220\002\001\202\323\344\223\002)\022\'/v1/{parent=withdrawals/*}/stateChanges'
   _globals['_WITHDRAWALSERVICE'].methods_by_name['WatchWithdrawal']._loaded_options = None
   _globals['_WITHDRAWALSERVICE'].methods_by_name['WatchWithdrawal']._serialized_options = b'\220\002\001\202\323\344\223\002 \022\036/v1/{name=withdrawals/*}:watch'
-  _globals['_PRIORITY']._serialized_start=1919
-  _globals['_PRIORITY']._serialized_end=2025
-  _globals['_STATE']._serialized_start=2028
-  _globals['_STATE']._serialized_end=2305
-  _globals['_EVENTTYPE']._serialized_start=2307
-  _globals['_EVENTTYPE']._serialized_end=2425
+  _globals['_PRIORITY']._serialized_start=2749
+  _globals['_PRIORITY']._serialized_end=2855
+  _globals['_STATE']._serialized_start=2858
+  _globals['_STATE']._serialized_end=3135
+  _globals['_EVENTTYPE']._serialized_start=3137
+  _globals['_EVENTTYPE']._serialized_end=3255
   _globals['_WITHDRAWAL']._serialized_start=205
-  _globals['_WITHDRAWAL']._serialized_end=968
-  _globals['_CREATEWITHDRAWALREQUEST']._serialized_start=970
-  _globals['_CREATEWITHDRAWALREQUEST']._serialized_end=1090
-  _globals['_GETWITHDRAWALREQUEST']._serialized_start=1092
-  _globals['_GETWITHDRAWALREQUEST']._serialized_end=1181
-  _globals['_LISTWITHDRAWALSREQUEST']._serialized_start=1183
-  _globals['_LISTWITHDRAWALSREQUEST']._serialized_end=1280
-  _globals['_LISTWITHDRAWALSRESPONSE']._serialized_start=1282
-  _globals['_LISTWITHDRAWALSRESPONSE']._serialized_end=1408
-  _globals['_CANCELWITHDRAWALREQUEST']._serialized_start=1410
-  _globals['_CANCELWITHDRAWALREQUEST']._serialized_end=1524
-  _globals['_WATCHWITHDRAWALREQUEST']._serialized_start=1527
-  _globals['_WATCHWITHDRAWALREQUEST']._serialized_end=1684
-  _globals['_WATCHWITHDRAWALRESPONSE']._serialized_start=1687
-  _globals['_WATCHWITHDRAWALRESPONSE']._serialized_end=1917
-  _globals['_WITHDRAWALSERVICE']._serialized_start=2428
-  _globals['_WITHDRAWALSERVICE']._serialized_end=3260
+  _globals['_WITHDRAWAL']._serialized_end=1017
+  _globals['_STATECHANGE']._serialized_start=1020
+  _globals['_STATECHANGE']._serialized_end=1517
+  _globals['_CREATEWITHDRAWALREQUEST']._serialized_start=1519
+  _globals['_CREATEWITHDRAWALREQUEST']._serialized_end=1639
+  _globals['_GETWITHDRAWALREQUEST']._serialized_start=1641
+  _globals['_GETWITHDRAWALREQUEST']._serialized_end=1730
+  _globals['_LISTWITHDRAWALSREQUEST']._serialized_start=1732
+  _globals['_LISTWITHDRAWALSREQUEST']._serialized_end=1829
+  _globals['_LISTWITHDRAWALSRESPONSE']._serialized_start=1831
+  _globals['_LISTWITHDRAWALSRESPONSE']._serialized_end=1957
+  _globals['_LISTSTATECHANGESREQUEST']._serialized_start=1960
+  _globals['_LISTSTATECHANGESREQUEST']._serialized_end=2105
+  _globals['_LISTSTATECHANGESRESPONSE']._serialized_start=2108
+  _globals['_LISTSTATECHANGESRESPONSE']._serialized_end=2238
+  _globals['_CANCELWITHDRAWALREQUEST']._serialized_start=2240
+  _globals['_CANCELWITHDRAWALREQUEST']._serialized_end=2354
+  _globals['_WATCHWITHDRAWALREQUEST']._serialized_start=2357
+  _globals['_WATCHWITHDRAWALREQUEST']._serialized_end=2514
+  _globals['_WATCHWITHDRAWALRESPONSE']._serialized_start=2517
+  _globals['_WATCHWITHDRAWALRESPONSE']._serialized_end=2747
+  _globals['_WITHDRAWALSERVICE']._serialized_start=3258
+  _globals['_WITHDRAWALSERVICE']._serialized_end=4276
 # @@protoc_insertion_point(module_scope)

@@ -165,6 +165,8 @@ class Withdrawal(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     USER_REF_FIELD_NUMBER: _builtins.int
+    BLOCK_NUMBER_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `withdrawals/{withdrawal}`."""
     client_reference: _builtins.str
@@ -207,6 +209,12 @@ class Withdrawal(_message.Message):
     the partner's user is in (an unknown user is in the partner's default tier); with
     `priority` unspecified the withdrawal gets its tier's default priority.
     """
+    block_number: _builtins.int
+    """The block holding the paying transaction (`transaction_hash`), once it is mined; 0
+    before, and again after a chain reorganisation took that block away.
+    """
+    batch: _builtins.str
+    """The CSV batch that created it, `batches/{batch}`; empty for a withdrawal created alone."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the withdrawal was accepted."""
@@ -241,14 +249,78 @@ class Withdrawal(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         version: _builtins.int = ...,
         user_ref: _builtins.str = ...,
+        block_number: _builtins.int = ...,
+        batch: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "chain", b"chain", "client_reference", b"client_reference", "confirmations", b"confirmations", "create_time", b"create_time", "end_time", b"end_time", "fee", b"fee", "fee_currency", b"fee_currency", "name", b"name", "priority", b"priority", "recipient_address", b"recipient_address", "state", b"state", "state_message", b"state_message", "state_reason", b"state_reason", "token", b"token", "transaction_hash", b"transaction_hash", "update_time", b"update_time", "user_ref", b"user_ref", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "batch", b"batch", "block_number", b"block_number", "chain", b"chain", "client_reference", b"client_reference", "confirmations", b"confirmations", "create_time", b"create_time", "end_time", b"end_time", "fee", b"fee", "fee_currency", b"fee_currency", "name", b"name", "priority", b"priority", "recipient_address", b"recipient_address", "state", b"state", "state_message", b"state_message", "state_reason", b"state_reason", "token", b"token", "transaction_hash", b"transaction_hash", "update_time", b"update_time", "user_ref", b"user_ref", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Withdrawal: _TypeAlias = Withdrawal  # noqa: Y015
+
+@_typing.final
+class StateChange(_message.Message):
+    """One state change of a withdrawal: an entry of its audit trail."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    FROM_STATE_FIELD_NUMBER: _builtins.int
+    TO_STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    REORGED_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    TRANSACTION_HASH_FIELD_NUMBER: _builtins.int
+    CONFIRMATIONS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `withdrawals/{withdrawal}/stateChanges/{version}`, where `version` is
+    the withdrawal's version after the change.
+    """
+    version: _builtins.int
+    """The withdrawal's version after the change (1 for its creation)."""
+    from_state: Global___State.ValueType
+    """The state before the change (STATE_UNSPECIFIED for the creation)."""
+    to_state: Global___State.ValueType
+    """The state after the change."""
+    reason: _builtins.str
+    """Machine-readable reason, e.g. INSUFFICIENT_HOT_WALLET_FUNDS; empty when none."""
+    message: _builtins.str
+    """Human-readable explanation, as `state_message` read at that time."""
+    reorged: _builtins.bool
+    """Whether a chain reorganisation made this change (moving the withdrawal back)."""
+    transaction_hash: _builtins.str
+    """The paying transaction's hash right after the change; empty when there was none."""
+    confirmations: _builtins.int
+    """Confirmations counted right after the change."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the change was committed."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        from_state: Global___State.ValueType = ...,
+        to_state: Global___State.ValueType = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+        reorged: _builtins.bool = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        transaction_hash: _builtins.str = ...,
+        confirmations: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmations", b"confirmations", "from_state", b"from_state", "message", b"message", "name", b"name", "occur_time", b"occur_time", "reason", b"reason", "reorged", b"reorged", "to_state", b"to_state", "transaction_hash", b"transaction_hash", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StateChange: _TypeAlias = StateChange  # noqa: Y015
 
 @_typing.final
 class CreateWithdrawalRequest(_message.Message):
@@ -317,8 +389,14 @@ class ListWithdrawalsRequest(_message.Message):
     page_token: _builtins.str
     """The `next_page_token` of a previous call, with the same filter."""
     filter: _builtins.str
-    """AIP-160 subset: `state = COMPLETED`, several joined by OR
-    (`state = QUEUED OR state = SIGNED`), optionally AND `client_reference = "abc"`.
+    """AIP-160 subset: terms joined by AND, where a term is one of
+    - `state = COMPLETED`, or several joined by OR (`state = QUEUED OR state = SIGNED`);
+    - `client_reference = "abc"`, `user_ref = "u-1"`, `recipient_address = "0x..."`,
+      `token = "USDC"`, `batch = "batches/01j..."`;
+    - `create_time >= "2026-12-01T00:00:00Z"` (also `>`, `<`, `<=`; RFC 3339);
+    - `amount >= "100"` (also `>`, `<`, `<=`, `=`; in token units, e.g. `12.5`).
+    Each field may appear once, except `create_time` and `amount`, which may appear twice
+    to give a range.
     """
     def __init__(
         self,
@@ -362,6 +440,64 @@ class ListWithdrawalsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListWithdrawalsResponse: _TypeAlias = ListWithdrawalsResponse  # noqa: Y015
+
+@_typing.final
+class ListStateChangesRequest(_message.Message):
+    """Request for ListStateChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The withdrawal: `withdrawals/{withdrawal}`."""
+    page_size: _builtins.int
+    """Maximum number of state changes to return: 50 when unset, at most 1000."""
+    page_token: _builtins.str
+    """The `next_page_token` of a previous call for the same withdrawal."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStateChangesRequest: _TypeAlias = ListStateChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListStateChangesResponse(_message.Message):
+    """Response for ListStateChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def state_changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateChange]:
+        """The page of state changes, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        state_changes: _abc.Iterable[Global___StateChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "state_changes", b"state_changes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStateChangesResponse: _TypeAlias = ListStateChangesResponse  # noqa: Y015
 
 @_typing.final
 class CancelWithdrawalRequest(_message.Message):

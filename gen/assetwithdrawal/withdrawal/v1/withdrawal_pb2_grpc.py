@@ -59,6 +59,11 @@ class WithdrawalServiceStub:
                 request_serializer=assetwithdrawal_dot_withdrawal_dot_v1_dot_withdrawal__pb2.CancelWithdrawalRequest.SerializeToString,
                 response_deserializer=assetwithdrawal_dot_withdrawal_dot_v1_dot_withdrawal__pb2.Withdrawal.FromString,
                 _registered_method=True)
+        self.ListStateChanges = channel.unary_unary(
+                '/assetwithdrawal.withdrawal.v1.WithdrawalService/ListStateChanges',
+                request_serializer=assetwithdrawal_dot_withdrawal_dot_v1_dot_withdrawal__pb2.ListStateChangesRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_withdrawal_dot_v1_dot_withdrawal__pb2.ListStateChangesResponse.FromString,
+                _registered_method=True)
         self.WatchWithdrawal = channel.unary_stream(
                 '/assetwithdrawal.withdrawal.v1.WithdrawalService/WatchWithdrawal',
                 request_serializer=assetwithdrawal_dot_withdrawal_dot_v1_dot_withdrawal__pb2.WatchWithdrawalRequest.SerializeToString,
@@ -107,6 +112,14 @@ class WithdrawalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListStateChanges(self, request, context):
+        """Lists a withdrawal's state changes (its audit trail), oldest first: each move from one
+        state to another with its time, reason and message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchWithdrawal(self, request, context):
         """Streams the withdrawal's current state, then every state change, until it reaches a
         terminal state or the client goes away. On REST: newline-delimited JSON.
@@ -137,6 +150,11 @@ def add_WithdrawalServiceServicer_to_server(servicer, server):
                     servicer.CancelWithdrawal,
                     request_deserializer=assetwithdrawal_dot_withdrawal_dot_v1_dot_withdrawal__pb2.CancelWithdrawalRequest.FromString,
                     response_serializer=assetwithdrawal_dot_withdrawal_dot_v1_dot_withdrawal__pb2.Withdrawal.SerializeToString,
+            ),
+            'ListStateChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStateChanges,
+                    request_deserializer=assetwithdrawal_dot_withdrawal_dot_v1_dot_withdrawal__pb2.ListStateChangesRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_withdrawal_dot_v1_dot_withdrawal__pb2.ListStateChangesResponse.SerializeToString,
             ),
             'WatchWithdrawal': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchWithdrawal,
@@ -257,6 +275,33 @@ class WithdrawalService:
             '/assetwithdrawal.withdrawal.v1.WithdrawalService/CancelWithdrawal',
             assetwithdrawal_dot_withdrawal_dot_v1_dot_withdrawal__pb2.CancelWithdrawalRequest.SerializeToString,
             assetwithdrawal_dot_withdrawal_dot_v1_dot_withdrawal__pb2.Withdrawal.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStateChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.withdrawal.v1.WithdrawalService/ListStateChanges',
+            assetwithdrawal_dot_withdrawal_dot_v1_dot_withdrawal__pb2.ListStateChangesRequest.SerializeToString,
+            assetwithdrawal_dot_withdrawal_dot_v1_dot_withdrawal__pb2.ListStateChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

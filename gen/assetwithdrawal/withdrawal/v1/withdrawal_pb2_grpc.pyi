@@ -53,6 +53,10 @@ class WithdrawalServiceStub:
     happens before signing (FAILED_PRECONDITION `WITHDRAWAL_NOT_CANCELLABLE` after);
     cancelling an already cancelled withdrawal returns it unchanged.
     """
+    ListStateChanges: _grpc.UnaryUnaryMultiCallable[_withdrawal_pb2.ListStateChangesRequest, _withdrawal_pb2.ListStateChangesResponse]
+    """Lists a withdrawal's state changes (its audit trail), oldest first: each move from one
+    state to another with its time, reason and message.
+    """
     WatchWithdrawal: _grpc.UnaryStreamMultiCallable[_withdrawal_pb2.WatchWithdrawalRequest, _withdrawal_pb2.WatchWithdrawalResponse]
     """Streams the withdrawal's current state, then every state change, until it reaches a
     terminal state or the client goes away. On REST: newline-delimited JSON.
@@ -82,6 +86,10 @@ class WithdrawalServiceAsyncStub(WithdrawalServiceStub):
     """Cancels a withdrawal. Allowed only until it is placed in a payout transaction, which
     happens before signing (FAILED_PRECONDITION `WITHDRAWAL_NOT_CANCELLABLE` after);
     cancelling an already cancelled withdrawal returns it unchanged.
+    """
+    ListStateChanges: _aio.UnaryUnaryMultiCallable[_withdrawal_pb2.ListStateChangesRequest, _withdrawal_pb2.ListStateChangesResponse]  # type: ignore[assignment]
+    """Lists a withdrawal's state changes (its audit trail), oldest first: each move from one
+    state to another with its time, reason and message.
     """
     WatchWithdrawal: _aio.UnaryStreamMultiCallable[_withdrawal_pb2.WatchWithdrawalRequest, _withdrawal_pb2.WatchWithdrawalResponse]  # type: ignore[assignment]
     """Streams the withdrawal's current state, then every state change, until it reaches a
@@ -133,6 +141,16 @@ class WithdrawalServiceServicer(metaclass=_abc_1.ABCMeta):
         """Cancels a withdrawal. Allowed only until it is placed in a payout transaction, which
         happens before signing (FAILED_PRECONDITION `WITHDRAWAL_NOT_CANCELLABLE` after);
         cancelling an already cancelled withdrawal returns it unchanged.
+        """
+
+    @_abc_1.abstractmethod
+    def ListStateChanges(
+        self,
+        request: _withdrawal_pb2.ListStateChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_withdrawal_pb2.ListStateChangesResponse, _abc.Awaitable[_withdrawal_pb2.ListStateChangesResponse]]:
+        """Lists a withdrawal's state changes (its audit trail), oldest first: each move from one
+        state to another with its time, reason and message.
         """
 
     @_abc_1.abstractmethod
