@@ -17,7 +17,8 @@ With anvil dev account 0 as deployer and treasury:
    recorded in `payout_vaults` and `system_addresses` (`payout_contract`). The processor then
    pays through it in batches; without it, one ERC-20 transfer per withdrawal;
    with `treasury_safe_owners` (off by default; needs the vault), the treasury Safe takes the
-   vault over: the Safe v1.4.1 contracts are deployed once per chain (`devstack.safe`), a Safe
+   vault over: the Safe v1.4.1 contracts are deployed once per chain (`devstack.safe`; three
+   transactions, the largest, SafeL2, 5.3M gas: the block gas limit must allow it), a Safe
    with those owners and `treasury_safe_threshold` is created (its address follows from the
    owners, the threshold and `TREASURY_SAFE_SALT`, so a re-run finds it), it becomes a vault
    operator (so it can call `payout`), and then, after the steps above set operators and
