@@ -3,12 +3,12 @@
 The key is an asymmetric KMS key with `KeySpec=ECC_SECG_P256K1` and `KeyUsage=SIGN_VERIFY`;
 its private half never leaves KMS. When a backend opens, `DescribeKey` checks the key (usage,
 spec, state `Enabled`) and resolves an alias to the key's ARN once, so a later change of the
-alias cannot swap the key under a running signer; `GetPublicKey` returns the public key (DER SubjectPublicKeyInfo), from which the address is
-derived. Each signature is one `Sign` call with `SigningAlgorithm=ECDSA_SHA_256` and
-`MessageType=DIGEST` over the 32-byte digest (KMS signs the digest as given, it does not hash it
-again); the DER signature is decoded to `(r, s)` (`cryptography`'s `decode_dss_signature`) and
-turned into a low-`s` signature with its recovery id by `signature_from_raw_rs`, which also
-checks that it recovers to the public key.
+alias cannot swap the key under a running signer; `GetPublicKey` returns the public key (DER
+SubjectPublicKeyInfo), from which the address is derived. Each signature is one `Sign` call
+with `SigningAlgorithm=ECDSA_SHA_256` and `MessageType=DIGEST` over the 32-byte digest (KMS
+signs the digest as given, it does not hash it again); the DER signature is decoded to
+`(r, s)` (`cryptography`'s `decode_dss_signature`) and turned into a low-`s` signature with its
+recovery id by `signature_from_raw_rs`, which also checks that it recovers to the public key.
 
 - `AwsKmsSettings`: the key ids (one hot wallet each), the region and an optional endpoint
   URL (`from_env()`); credentials are never settings: boto3 finds them itself (IAM role,
