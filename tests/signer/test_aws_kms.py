@@ -193,7 +193,9 @@ def _fund_and_send(anvil: AnvilProcess, backend: AwsKmsBackend) -> None:
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
     assert receipt["status"] == 1
     assert receipt["from"] == backend.address
-    assert w3.eth.get_transaction(tx_hash)["type"] == 2
+    mined = w3.eth.get_transaction(tx_hash)
+    assert mined["type"] == 2
+    assert int.from_bytes(bytes(mined["s"]), "big") <= SECP256K1_HALF_N  # EIP-2 low s
     assert w3.eth.get_balance(Web3.to_checksum_address(RECIPIENT)) >= 12_345
 
 
