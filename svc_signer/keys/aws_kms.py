@@ -81,11 +81,14 @@ CREATE_KEY_HINT = (
     f"create one with `aws kms create-key --key-spec {KEY_SPEC} --key-usage {KEY_USAGE}`"
 )
 
-# Signing runs while the signer holds its ledger transaction open: every KMS call is bounded.
-CONNECT_TIMEOUT_SECONDS = 2.0
-READ_TIMEOUT_SECONDS = 3.0
-MAX_ATTEMPTS = 3
-"""botocore's `standard` retry mode: throttling, 5xx and connection errors, with backoff."""
+# Signing runs while the signer holds its ledger transaction open, and the processor gives one
+# signing RPC 10 s (PROCESSOR_SIGNER_TIMEOUT_SECONDS): every KMS call is bounded well below
+# that, about 7 s at worst (two attempts of 1 s connect + 2 s read, and one backoff of <= 1 s).
+CONNECT_TIMEOUT_SECONDS = 1.0
+READ_TIMEOUT_SECONDS = 2.0
+MAX_ATTEMPTS = 2
+"""Attempts per call in botocore's `standard` retry mode (throttling, 5xx and connection
+errors are retried once, after a jittered backoff)."""
 MAX_POOL_CONNECTIONS = 32
 """HTTP connections the shared client keeps: more than the signer's threads (SIGNER_DB_THREADS,
 default 8), so concurrent signatures never wait for a connection."""

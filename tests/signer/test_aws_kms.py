@@ -397,7 +397,7 @@ def test_unreachable_kms_is_retryable(admin: Any, moto_endpoint: str) -> None:
         cut_off.sign_digest(keccak(b"x"))
     assert isinstance(signing.value, AwsKmsError) and signing.value.retryable
     assert "KMS is unreachable for kms:Sign" in str(signing.value)
-    assert time.monotonic() - started < 15  # bounded: 3 attempts with short backoff
+    assert time.monotonic() - started < 15  # bounded: 2 attempts each, a short backoff
 
 
 def test_error_mapping_of_codes_moto_cannot_produce() -> None:
