@@ -27,6 +27,7 @@ own error text (which can name principals), never key material.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import threading
@@ -243,6 +244,10 @@ CLIENT_CONFIG = Config(
     max_pool_connections=MAX_POOL_CONNECTIONS,
 )
 
+# botocore's DEBUG records include every request's headers, among them the session token
+# (X-Amz-Security-Token) of temporary credentials: they stay off even at LOG_LEVEL=DEBUG.
+QUIET_LOGGERS = ("boto3", "botocore")
+
 _clients_lock = threading.Lock()
 _clients: dict[tuple[str, str | None], KMSClient] = {}
 
@@ -256,6 +261,10 @@ def kms_client(region: str, endpoint_url: str | None = None) -> KMSClient:
         if client is None:
             import boto3  # slow to import (about a second): only when KMS is configured
 
+            for name in QUIET_LOGGERS:
+                quiet = logging.getLogger(name)
+                if quiet.getEffectiveLevel() < logging.INFO:
+                    quiet.setLevel(logging.INFO)
             # A session of its own: boto3's default session is not safe to share across threads.
             session = boto3.session.Session()
             client = session.client(

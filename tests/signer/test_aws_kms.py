@@ -15,7 +15,8 @@ What these tests prove, and what they do not (moto 5.2.6, the version requiremen
   sends to Sign (KeyId = the key's ARN, the 32-byte digest, DIGEST, ECDSA_SHA_256), which moto
   accepts; refusals of a P-256 key, an ENCRYPT_DECRYPT key, a disabled key, a key pending
   deletion, a missing alias and a DescribeKey denied by the key policy; an unreachable endpoint
-  as a retryable error.
+  as a retryable error; concurrent opens over the one shared client; no credential (session
+  token, secret, access key id) in the logs even at DEBUG.
 - Proven with a stand-in for the client's `sign` only (it returns real DER signatures made by a
   local coincurve key over the same digest, half of them with the high `s` KMS may return): the
   DER -> (r, s) decoding, the low-`s` normalisation and the recovery id, each compared with
@@ -32,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -39,6 +41,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +285,18 @@ def test_settings_open_every_hot_wallet_through_one_client(
     assert FAKE_SECRET not in repr(kms)
 
 
+def test_one_client_serves_concurrent_calls(admin: Any, moto_endpoint: str) -> None:
+    """The signer's threads share the client: concurrent opens all agree with GetPublicKey."""
+    keys = [_secp256k1_key(admin) for _ in range(2)]
+    expected = {
+        key: _address_of_spki(bytes(admin.get_public_key(KeyId=key)["PublicKey"])) for key in keys
+    }
+    client = kms_client(REGION, moto_endpoint)
+    with ThreadPoolExecutor(8) as pool:
+        opened = list(pool.map(lambda k: AwsKmsBackend.open(client, k), keys * 12))
+    assert [b.address for b in opened] == [expected[k] for k in keys * 12]
+
+
 def test_the_sign_request_names_the_arn_and_the_digest(admin: Any, moto_endpoint: str) -> None:
     """Through the real client: moto accepts the request the backend makes (its signature is
     then refused, since moto signed sha256(digest)); the request itself is recorded."""
@@ -309,6 +324,27 @@ def test_the_sign_request_names_the_arn_and_the_digest(admin: Any, moto_endpoint
     ]
     with pytest.raises(ValueError, match="32 bytes"):
         backend.sign_digest(b"\x01" * 31)
+
+
+def test_credentials_stay_out_of_debug_logs(
+    admin: Any,
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Even with the root logger at DEBUG, no request header (session token) is logged."""
+    key_id = _secp256k1_key(admin)
+    token = "fake-session-token-must-not-be-logged"
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    caplog.set_level(logging.DEBUG)
+    # A client of its own (another spelling of the endpoint): it picks up the session token.
+    client = kms_client(REGION, moto_endpoint.replace("127.0.0.1", "localhost"))
+    backend = AwsKmsBackend.open(client, key_id)
+    with pytest.raises(AwsKmsError):  # moto hashes the digest again (see above)
+        backend.sign_digest(keccak(b"logged?"))
+    assert any(r.levelno == logging.DEBUG for r in caplog.records)  # DEBUG is captured
+    for secret in (token, FAKE_SECRET, "fake-access-key-id"):
+        assert secret not in caplog.text
 
 
 # -- refusals, against moto -----------------------------------------------------------------
