@@ -40,7 +40,6 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionClosedError,
     CredentialRetrievalError,
     HTTPClientError,
     NoCredentialsError,
@@ -104,7 +103,6 @@ _RETRYABLE_CODES = frozenset(
         "Throttling",
         "RequestLimitExceeded",
         "TooManyRequestsException",
-        "LimitExceededException",
         "KMSInternalException",
         "DependencyTimeoutException",
         "KeyUnavailableException",
@@ -290,7 +288,7 @@ def kms_error(exc: BaseException, action: str, key_id: str) -> AwsKmsError:
             f"TLS to the KMS endpoint failed for {action} on {key_id} ({type(exc).__name__}): "
             f"check {ENV_ENDPOINT_URL} and the machine's CA certificates"
         )
-    if isinstance(exc, BotoConnectionError | HTTPClientError | ConnectionClosedError):
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
         return AwsKmsError(
             f"KMS is unreachable for {action} on {key_id} ({type(exc).__name__}) after "
             f"{MAX_ATTEMPTS} attempts: retry later; if it persists check the network path to "
@@ -323,8 +321,8 @@ def _client_error(code: str, action: str, key_id: str) -> AwsKmsError:
         )
     if code in ("InvalidKeyUsageException", "UnsupportedOperationException"):
         return AwsKmsError(
-            f"KMS key {key_id} cannot {action} ({code}): the signer needs a {KEY_SPEC} key with "
-            f"KeyUsage {KEY_USAGE}; {CREATE_KEY_HINT}"
+            f"KMS key {key_id} cannot be used for {action} ({code}): the signer needs a "
+            f"{KEY_SPEC} key with KeyUsage {KEY_USAGE}; {CREATE_KEY_HINT}"
         )
     if code in _CREDENTIAL_CODES:
         return AwsKmsError(
