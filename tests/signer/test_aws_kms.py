@@ -4,10 +4,11 @@ What these tests prove, and what they do not (moto 5.2.6, the version requiremen
 
 - moto's Sign does NOT sign a `MessageType=DIGEST` message as given: it hashes it again with
   SHA-256 and signs that (`test_installed_moto_hashes_a_digest_again` shows the signature
-  recovers over sha256(digest), not over the digest). Real KMS signs the digest as given. So no
-  test here can show a moto signature mining on chain; `test_moto_signed_transaction_mines_on_
-  anvil` is the test that would, and is a strict xfail: it starts passing (and so fails, XPASS)
-  the day moto signs digests correctly, and then the stand-in below should go.
+  recovers to the GetPublicKey address over sha256(digest), not over the digest). Real KMS
+  signs the digest as given. So no test here can show a moto signature mining on chain;
+  `test_moto_signed_transaction_mines_on_anvil` is the test that would, and is a strict xfail:
+  it starts passing (and so fails, XPASS) the day moto signs digests correctly, and then the
+  stand-in below should go.
 - Proven against moto server mode, through the backend's real boto3 client over HTTP: creating
   secp256k1 SIGN_VERIFY keys; opening them from the signer's settings (several hot wallets, an
   alias resolved to its ARN, one shared client); the address derived from GetPublicKey's DER
@@ -20,9 +21,10 @@ What these tests prove, and what they do not (moto 5.2.6, the version requiremen
 - Proven with a stand-in for the client's `sign` only (it returns real DER signatures made by a
   local coincurve key over the same digest, half of them with the high `s` KMS may return): the
   DER -> (r, s) decoding, the low-`s` normalisation and the recovery id, each compared with
-  libsecp256k1's own recoverable signature; and an EIP-1559 transaction signed through the
-  backend that way mines on a real anvil from the backend's address (funded by an anvil dev
-  account).
+  libsecp256k1's own recoverable signature (both recovery ids occur); a malformed or foreign
+  signature refused; and an EIP-1559 transaction (`sign_eip1559`) signed through the backend
+  that way, from high-`s` DER, mines on a real anvil from the backend's address (funded by an
+  anvil dev account) with a low `s`. That address is the local key's, not a GetPublicKey one.
 - Not proven: a signature made by AWS KMS itself (nor by moto) over a digest; IAM enforcement
   beyond moto's key-policy check of DescribeKey; throttling and credential errors from a
   server (their mapping to messages is tested on botocore's own exception objects).
