@@ -22,6 +22,10 @@ Every failure is an `AwsKmsError` (a `KeyBackendError`) whose message says what 
 `retryable` is true when trying again later can succeed (throttling, KMS or the network
 unavailable). Messages carry key ids and AWS error codes only: never credentials, never AWS's
 own error text (which can name principals), never key material.
+
+Tested (tests/signer/test_aws_kms.py) against moto's KMS in server mode, except for one thing:
+moto 5.2.6 signs sha256(digest) for `MessageType=DIGEST`, so the DER -> low-`s` + recovery id
+path is tested on DER signatures of a local key; no signature by AWS KMS itself is tested.
 """
 
 from __future__ import annotations
