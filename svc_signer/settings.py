@@ -1,13 +1,15 @@
 """The signer's one settings object, read from the environment (defaults documented here).
 
 The signer may hold several hot wallets, each with its own key and so its own nonce sequence
-(the queue-sharding path to horizontal scale): `SIGNER_KEYSTORE_COUNT` keystore keys, or one
-PKCS#11 key pair per label of `SIGNER_PKCS11_KEY_LABELS`. ListWallets names them all, and each
+(the queue-sharding path to horizontal scale): `SIGNER_KEYSTORE_COUNT` keystore keys, one
+PKCS#11 key pair per label of `SIGNER_PKCS11_KEY_LABELS`, or one AWS KMS key per entry of
+`SIGNER_KMS_KEY_IDS`. ListWallets names them all, and each
 SignTransaction is signed with the key of its `wallet_address`.
 
 The key backend's secrets are deliberately not part of it: `SIGNER_KEYSTORE_PASSWORD` and
 `SIGNER_PKCS11_PIN` are read from the environment only when the backend is opened (or come from
-the password / PIN files named here), so a settings object can be logged or printed safely.
+the password / PIN files named here), so a settings object can be logged or printed safely. AWS
+credentials are never settings either: boto3 finds them itself (IAM role, `AWS_*` variables).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from svc_signer.keys import (
     ENV_KEYSTORE_PASSWORD_FILE,
     ENV_KEYSTORE_PATH,
 )
+from svc_signer.keys import aws_kms as _kms
 from svc_signer.keys import keystore as _keystore
 from svc_signer.keys import pkcs11_hsm as _pkcs11
 from withdrawal_shared.settings import (
@@ -35,7 +38,7 @@ from withdrawal_shared.settings import (
 from withdrawal_shared.store_tls import DatabaseTls
 from withdrawal_shared.tls import TlsFiles
 
-KEY_BACKENDS = ("keystore", "pkcs11")
+KEY_BACKENDS = ("keystore", "pkcs11", "aws_kms")
 
 
 def _names(variable: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -46,6 +49,24 @@ def _names(variable: str, default: tuple[str, ...]) -> tuple[str, ...]:
 
 # Secrets the key backend reads from the environment itself; never copied into settings.
 _SECRET_ENV = (_keystore.PASSWORD_ENV, _pkcs11.ENV_PIN)
+
+
+def _kms_settings(key_backend: str) -> _kms.AwsKmsSettings | None:
+    """The KMS settings with `aws_kms` (SettingsError naming the variable at fault); with
+    another backend None, and a SIGNER_KMS_* variable set is refused (it would be ignored)."""
+    if key_backend != "aws_kms":
+        for name in _kms.ENV_VARIABLES:
+            if env_str(name, "").strip():
+                raise SettingsError(
+                    f"{name} is set but {ENV_BACKEND}={key_backend!r}: set {ENV_BACKEND}=aws_kms "
+                    f"to sign with AWS KMS, or unset {name}"
+                )
+        return None
+    names = (*_kms.ENV_VARIABLES, *_kms.AWS_REGION_VARIABLES)
+    try:
+        return _kms.AwsKmsSettings.from_env({name: env_str(name, "") for name in names})
+    except _kms.AwsKmsError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -68,7 +89,7 @@ class SignerSettings:
     shutdown_grace_seconds: float = 10.0
     """SIGNER_SHUTDOWN_GRACE_SECONDS: in-flight RPCs get this long after SIGTERM."""
     key_backend: str = "keystore"
-    """SIGNER_KEY_BACKEND: `keystore` (development default) or `pkcs11` (HSM)."""
+    """SIGNER_KEY_BACKEND: `keystore` (development default), `pkcs11` (HSM) or `aws_kms`."""
     keystore_path: str = str(_keystore.DEFAULT_KEYSTORE_PATH)
     """SIGNER_KEYSTORE_PATH: the encrypted keystore of the first hot wallet (created when
     missing). The password comes from SIGNER_KEYSTORE_PASSWORD, else from the password file
@@ -90,6 +111,15 @@ class SignerSettings:
     the same token; empty = just SIGNER_PKCS11_KEY_LABEL."""
     pkcs11_pin_file: str = ""
     """SIGNER_PKCS11_PIN_FILE: a file holding the user PIN, used when SIGNER_PKCS11_PIN is unset."""
+    kms_key_ids: tuple[str, ...] = ()
+    """SIGNER_KMS_KEY_IDS: with `aws_kms`, comma-separated KMS key ids, ARNs or aliases, one
+    secp256k1 SIGN_VERIFY key (hot wallet) each; required then, refused with another backend."""
+    kms_region: str = ""
+    """SIGNER_KMS_REGION: with `aws_kms`, the keys' region; unset = AWS_REGION, else
+    AWS_DEFAULT_REGION (one is required then)."""
+    kms_endpoint_url: str = ""
+    """SIGNER_KMS_ENDPOINT_URL: with `aws_kms`, another KMS endpoint than the region's own
+    (https, or http to a loopback emulator in tests); empty = AWS KMS."""
     tls: TlsFiles | None = None
     """SIGNER_TLS_CA, SIGNER_TLS_CERT, SIGNER_TLS_KEY: PEM files; all three set serve gRPC over
     mutual TLS only (a client certificate from that CA required), none serves plaintext
@@ -111,8 +141,10 @@ class SignerSettings:
         key_backend = (env_str(ENV_BACKEND, d.key_backend) or d.key_backend).strip().lower()
         if key_backend not in KEY_BACKENDS:
             raise SettingsError(
-                f"{ENV_BACKEND}={key_backend!r} is not a key backend: use keystore or pkcs11"
+                f"{ENV_BACKEND}={key_backend!r} is not a key backend: use keystore, pkcs11 "
+                "or aws_kms"
             )
+        kms = _kms_settings(key_backend)
         try:
             key_labels = _pkcs11.parse_key_labels(env_str(_pkcs11.ENV_KEY_LABELS, ""))
         except _pkcs11.Pkcs11Error as exc:
@@ -141,6 +173,9 @@ class SignerSettings:
             or d.pkcs11_key_label,
             pkcs11_key_labels=key_labels,
             pkcs11_pin_file=env_str(_pkcs11.ENV_PIN_FILE, d.pkcs11_pin_file),
+            kms_key_ids=kms.key_ids if kms else d.kms_key_ids,
+            kms_region=kms.region if kms else d.kms_region,
+            kms_endpoint_url=(kms.endpoint_url or "") if kms else d.kms_endpoint_url,
             tls=TlsFiles.from_env("SIGNER"),
             sign_clients=_names("SIGNER_SIGN_CLIENTS", d.sign_clients),
             list_clients=_names("SIGNER_LIST_WALLETS_CLIENTS", d.list_clients),
@@ -164,6 +199,9 @@ class SignerSettings:
             _pkcs11.ENV_KEY_LABEL: self.pkcs11_key_label,
             _pkcs11.ENV_KEY_LABELS: ",".join(self.pkcs11_key_labels),
             _pkcs11.ENV_PIN_FILE: self.pkcs11_pin_file,
+            _kms.ENV_KEY_IDS: ",".join(self.kms_key_ids),
+            _kms.ENV_REGION: self.kms_region,
+            _kms.ENV_ENDPOINT_URL: self.kms_endpoint_url,
         }
         for name in _SECRET_ENV:
             value = env.get(name, "")

@@ -1,14 +1,16 @@
-"""The signer's key backends: one `KeyBackend` interface, two implementations.
+"""The signer's key backends: one `KeyBackend` interface, three implementations.
 
 - `KeystoreBackend` (keystore.py): an encrypted keystore file, the development default.
 - `Pkcs11Backend` (pkcs11_hsm.py): a non-extractable secp256k1 key inside a PKCS#11 token
   (SoftHSM2 locally; `softhsm.provision_softhsm` sets one up).
+- `AwsKmsBackend` (aws_kms.py): a secp256k1 key in AWS KMS, signing with `kms:Sign` (imported
+  only when selected: boto3 is slow to import).
 
 A backend holds one key (one hot wallet). The signer may hold several hot wallets, each with
 its own key and nonce sequence: `backends_from_env()` opens all of them from `SIGNER_KEY_BACKEND`
-(`keystore`, the default, or `pkcs11`), and `KeyRing` (ring.py) finds a wallet's backend by its
-address. `backend_from_env()` opens only the first. Keys never leave these backends: callers get
-addresses and signatures only.
+(`keystore`, the default, `pkcs11` or `aws_kms`), and `KeyRing` (ring.py) finds a wallet's
+backend by its address. `backend_from_env()` opens only the first. Keys never leave these
+backends: callers get addresses and signatures only.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def backends_from_env(environ: Mapping[str, str] | None = None) -> list[KeyBacke
     `SIGNER_KEY_BACKEND=pkcs11`: one key pair per label of `SIGNER_PKCS11_KEY_LABELS`
     (comma-separated; default the one `SIGNER_PKCS11_KEY_LABEL`), all on the same token; see
     `Pkcs11Settings.from_env`.
+    `SIGNER_KEY_BACKEND=aws_kms`: one KMS key per entry of `SIGNER_KMS_KEY_IDS`
+    (comma-separated), all through one shared boto3 client; see `AwsKmsSettings.from_env`.
     """
     from svc_signer.keys import keystore
 
@@ -87,9 +91,16 @@ def backends_from_env(environ: Mapping[str, str] | None = None) -> list[KeyBacke
             settings = Pkcs11Settings.from_env(env)
             for label in settings.labels:
                 opened.append(Pkcs11Backend.open(replace(settings, key_label=label)))
+        elif kind == "aws_kms":
+            from svc_signer.keys import aws_kms
+
+            kms = aws_kms.AwsKmsSettings.from_env(env)
+            client = aws_kms.kms_client(kms.region, kms.endpoint_url)
+            for key_id in kms.key_ids:
+                opened.append(aws_kms.AwsKmsBackend.open(client, key_id))
         else:
             raise KeyBackendError(
-                f"{ENV_BACKEND}={kind!r} is not a key backend: use keystore or pkcs11"
+                f"{ENV_BACKEND}={kind!r} is not a key backend: use keystore, pkcs11 or aws_kms"
             )
     except BaseException:
         close_backends(opened)

@@ -23,6 +23,11 @@ _VARIABLES = (
     "SIGNER_PKCS11_KEY_LABEL",
     "SIGNER_PKCS11_KEY_LABELS",
     "SIGNER_KEYSTORE_COUNT",
+    "SIGNER_KMS_KEY_IDS",
+    "SIGNER_KMS_REGION",
+    "SIGNER_KMS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
 )
 
 
@@ -81,6 +86,9 @@ def test_from_env_and_key_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     ("name", "value"),
     [
         ("SIGNER_KEY_BACKEND", "kms"),
+        ("SIGNER_KMS_KEY_IDS", "some-key"),  # with the default keystore backend
+        ("SIGNER_KMS_ENDPOINT_URL", "http://127.0.0.1:4566"),
+        ("SIGNER_KMS_REGION", "eu-west-1"),
         ("SIGNER_GRPC_PORT", "-1"),
         ("SIGNER_CHAIN_ID", "x"),
         ("SIGNER_KEYSTORE_COUNT", "0"),
@@ -91,4 +99,73 @@ def test_bad_values_name_the_variable(
 ) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=name):
+        SignerSettings.from_env()
+
+
+def test_aws_kms(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIGNER_KEY_BACKEND", "aws_kms")
+    monkeypatch.setenv("SIGNER_KMS_KEY_IDS", "1234abcd-12ab-34cd-56ef-1234567890ab, alias/hot-1")
+    monkeypatch.setenv("AWS_REGION", "eu-central-1")  # used when SIGNER_KMS_REGION is unset
+    settings = SignerSettings.from_env()
+    assert settings.key_backend == "aws_kms"
+    assert settings.kms_key_ids == ("1234abcd-12ab-34cd-56ef-1234567890ab", "alias/hot-1")
+    assert (settings.kms_region, settings.kms_endpoint_url) == ("eu-central-1", "")
+    environ = settings.key_environ()
+    assert environ["SIGNER_KMS_KEY_IDS"] == "1234abcd-12ab-34cd-56ef-1234567890ab,alias/hot-1"
+    assert environ["SIGNER_KMS_REGION"] == "eu-central-1"
+    monkeypatch.setenv("SIGNER_KMS_REGION", "us-east-2")
+    monkeypatch.setenv("SIGNER_KMS_ENDPOINT_URL", "http://localhost:4566")
+    settings = SignerSettings.from_env()
+    assert (settings.kms_region, settings.kms_endpoint_url) == (
+        "us-east-2",
+        "http://localhost:4566",
+    )
+    assert SignerSettings().kms_key_ids == ()
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({}, "SIGNER_KMS_KEY_IDS"),
+        ({"SIGNER_KMS_KEY_IDS": "a,,b"}, "SIGNER_KMS_KEY_IDS"),
+        ({"SIGNER_KMS_KEY_IDS": "a,a"}, "SIGNER_KMS_KEY_IDS"),
+        ({"SIGNER_KMS_KEY_IDS": "a", "SIGNER_KMS_REGION": ""}, "SIGNER_KMS_REGION"),
+        ({"SIGNER_KMS_KEY_IDS": "a", "SIGNER_KMS_REGION": "Frankfurt"}, "SIGNER_KMS_REGION"),
+        ({"SIGNER_KMS_KEY_IDS": "a", "AWS_DEFAULT_REGION": "eu west"}, "AWS_DEFAULT_REGION"),
+        (
+            {
+                "SIGNER_KMS_KEY_IDS": "arn:aws:kms:us-east-1:111122223333:key/k1",
+                "SIGNER_KMS_REGION": "eu-west-1",
+            },
+            "SIGNER_KMS_KEY_IDS",
+        ),
+        (
+            {"SIGNER_KMS_KEY_IDS": "arn:aws:s3:::bucket", "SIGNER_KMS_REGION": "eu-west-1"},
+            "SIGNER_KMS_KEY_IDS",
+        ),
+        (
+            {
+                "SIGNER_KMS_KEY_IDS": "a",
+                "SIGNER_KMS_REGION": "eu-west-1",
+                "SIGNER_KMS_ENDPOINT_URL": "http://kms.example.internal",  # clear text off-host
+            },
+            "SIGNER_KMS_ENDPOINT_URL",
+        ),
+        (
+            {
+                "SIGNER_KMS_KEY_IDS": "a",
+                "SIGNER_KMS_REGION": "eu-west-1",
+                "SIGNER_KMS_ENDPOINT_URL": "kms.eu-west-1.amazonaws.com",
+            },
+            "SIGNER_KMS_ENDPOINT_URL",
+        ),
+    ],
+)
+def test_aws_kms_wrong_combinations_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], named: str
+) -> None:
+    monkeypatch.setenv("SIGNER_KEY_BACKEND", "aws_kms")
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=named):
         SignerSettings.from_env()
