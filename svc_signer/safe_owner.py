@@ -149,7 +149,9 @@ def _uint(text: str, name: str, problems: list[FieldViolation]) -> int:
 
 
 def _address(text: str, name: str, problems: list[FieldViolation], *, empty: str = "") -> str:
-    if text == "" and empty:
+    """A lowercase address; with `empty` (the zero address), "" and the zero address are it
+    (`parse_address` refuses the zero address as a recipient)."""
+    if empty and (text == "" or text.lower() == empty):
         return empty
     try:
         return parse_address(text)
