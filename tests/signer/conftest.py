@@ -46,7 +46,7 @@ OWNER_TOKENS = ("safe-owner-0", "safe-owner-1", "safe-owner-2")
 
 @pytest.fixture(scope="session")
 def softhsm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """This session's SoftHSM2 directory, with the owners' tokens initialised (no keys yet)."""
+    """The test run's SoftHSM2 directory, with the owners' tokens initialised (no keys yet)."""
     if shutil.which("softhsm2-util") is None:
         pytest.fail("SoftHSM2 is not installed (softhsm2-util not found): run `make softhsm`")
     try:
