@@ -242,7 +242,9 @@ def parse_request(request: signer_pb2.SignTransactionRequest) -> SignRequest:
         change_id = safe_rules.parse_change(request.change)
         if change_id is None:
             problems.append(FieldViolation("change", "must be a change name, changes/{id}"))
-        elif purpose not in safe_purposes:
+        elif purpose not in safe_purposes or (
+            purpose is Purpose.REPLACEMENT and request.data[:4] != EXEC_TRANSACTION_SELECTOR
+        ):
             problems.append(FieldViolation("change", "is only for PURPOSE_SAFE_EXECUTION"))
         elif request.items:
             problems.append(
