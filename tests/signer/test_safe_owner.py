@@ -452,11 +452,32 @@ def test_two_owners_sign_a_payout_and_the_hot_wallet_executes_it(world: Treasury
     bumped = world.execution(tx, signatures, items, nonce=request.nonce, max_fee=90_000_000_000)
     _, replaced_hash = world.execute(bumped)
     assert replaced_hash != tx_hash
+    # A replacement (PURPOSE_REPLACEMENT of the same execTransaction) is checked the same way.
+    again = world.execution(
+        tx,
+        signatures,
+        items,
+        nonce=request.nonce,
+        max_fee=120_000_000_000,
+        purpose=signer_pb2.PURPOSE_REPLACEMENT,
+    )
+    world.execute(again)
+    world.execute_refused(
+        world.execution(
+            tx,
+            signatures[:65],
+            items,
+            nonce=request.nonce,
+            max_fee=150_000_000_000,
+            purpose=signer_pb2.PURPOSE_REPLACEMENT,
+        ),
+        "OWNER_SIGNATURES_BELOW_THRESHOLD",
+    )
     with world.sessions() as session:
         purposes = session.scalars(
             select(SignerLedger.purpose).where(SignerLedger.nonce == request.nonce)
         ).all()
-    assert purposes == ["SAFE_EXECUTION", "SAFE_EXECUTION"]
+    assert sorted(purposes) == ["REPLACEMENT", "SAFE_EXECUTION", "SAFE_EXECUTION"]
 
 
 def test_an_owner_signs_one_transaction_per_safe_nonce(world: Treasury) -> None:
@@ -470,6 +491,32 @@ def test_an_owner_signs_one_transaction_per_safe_nonce(world: Treasury) -> None:
     assert error.metadata["safe_tx_hash"] == "0x" + safe_tx_hash(CHAIN_ID, world.safe, tx).hex()
     # Another owner's record is its own: it may still sign the rival (no quorum for both).
     world.sign(0, world.request(0, rival, [other]))
+
+
+def test_concurrent_rival_requests_at_one_safe_nonce_get_one_signature(world: Treasury) -> None:
+    first, other = world.add_withdrawal(), world.add_withdrawal()
+    tx = world.payout_tx([first])
+    rival = world.payout_tx([other], nonce=tx.nonce)
+
+    async def both() -> list[object]:
+        core = world.cores[2]
+        return await asyncio.gather(
+            core.sign_safe(world.request(2, tx, [first])),
+            core.sign_safe(world.request(2, rival, [other])),
+            return_exceptions=True,
+        )
+
+    outcomes = asyncio.run(both())
+    refused = [o for o in outcomes if isinstance(o, ApiError)]
+    assert len(refused) == 1 and refused[0].reason == "SAFE_NONCE_ALREADY_SIGNED", outcomes
+    with world.sessions() as session:
+        rows = session.scalars(
+            select(SafeOwnerSignature.safe_tx_hash).where(
+                SafeOwnerSignature.safe_nonce == tx.nonce,
+                SafeOwnerSignature.owner_address == world.owners[2].address.lower(),
+            )
+        ).all()
+    assert len(rows) == 1
 
 
 # -- the owners' static rules, refused by every owner ---------------------------------------
