@@ -62,8 +62,10 @@ Last, the owner's own record (`safe_owner_signatures`, one row per Safe, Safe no
   Safe nonce (metadata `safe_nonce`, `safe_tx_hash` of the one it signed).
 
 A repeated request for the same hash returns the stored signature (idempotent; nothing is
-signed again), after the checks above and before the pause check (as a repeated hot-wallet
-request). A signing backend failure is UNAVAILABLE (KEY_BACKEND_UNAVAILABLE): retry later.
+signed again), after the checks above and before the check of an active pause (as a repeated
+hot-wallet request; an item ON_HOLD `PAUSED` is refused even then). A treasury operation is
+never held by the payout pause (pausing the vault must stay possible). A signing backend
+failure is UNAVAILABLE (KEY_BACKEND_UNAVAILABLE): retry later.
 
 The signer computes the EIP-712 `safe_tx_hash` from the fields itself (it never signs a hash it
 is handed), signs the raw 32-byte hash with its key backend's `sign_digest`, checks that the
@@ -71,6 +73,10 @@ signature recovers to its key, and returns the Safe form (`r || s || v`, v 27 or
 checks, the signature and its record are one database transaction: the pause row (payouts),
 then the withdrawals, then the treasury row are locked (the hot signer's lock order, the
 treasury last), so concurrent requests for one Safe are recorded one after the other.
+
+An owner does not consult the hot wallet's ledger: its signature moves nothing by itself, the
+vault pays each payout number (checked against the database) at most once, and the hot
+wallet's signer applies the double-payment rule when it signs the execution.
 
 The hot wallet's side, PURPOSE_SAFE_EXECUTION (`svc_signer.core`), shares these rules
 (`svc_signer.safe_rules`) and adds one reason:
