@@ -25,7 +25,6 @@ from withdrawal_shared.chain.erc20 import CalldataError
 from withdrawal_shared.chain.payout import Payment, decode_payout
 from withdrawal_shared.chain.safe_tx import (
     SIGNATURE_SIZE,
-    ZERO_ADDRESS,
     Operation,
     SafeTx,
     decode_exec_transaction,
@@ -421,8 +420,3 @@ def vault_payments(to: str, data: bytes, vault: str | None, safe: str | None) ->
     except (CalldataError, ValueError):
         return []
     return []
-
-
-def zero_or(address: str) -> str:
-    """An empty address field is the zero address."""
-    return address or ZERO_ADDRESS

@@ -971,7 +971,7 @@ def test_signer_role_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_an_owner_signer_over_grpc(
-    db_url: str, world: Treasury, owner_tokens: list[object], owner_backends: list[Pkcs11Backend]
+    db_url: str, world: Treasury, owner_backends: list[Pkcs11Backend]
 ) -> None:
     settings = SignerSettings(
         database_url=db_url, grpc_port=0, shutdown_grace_seconds=1.0, role="safe_owner"
