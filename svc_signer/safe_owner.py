@@ -17,7 +17,8 @@ and their ErrorInfo reasons:
 - WRONG_CHAIN (FAILED_PRECONDITION): `chain_id` is not the configured chain id.
 - UNKNOWN_WALLET (FAILED_PRECONDITION): `owner_address` is not this signer's owner key.
 - SAFE_NOT_TREASURY (FAILED_PRECONDITION): the chain has no treasury Safe
-  (`safe_treasuries`), or `safe_address` is not it.
+  (`safe_treasuries`), its record is inconsistent (a threshold below 1 or above its number of
+  `safe_owners`), or `safe_address` is not it.
 - NOT_SAFE_OWNER (FAILED_PRECONDITION): the key is not among the treasury's `safe_owners`.
 - SAFE_DELEGATECALL (PERMISSION_DENIED): `operation` is 1 (DELEGATECALL).
 - SAFE_GAS_REFUND (PERMISSION_DENIED): a non-zero `safe_tx_gas`, `base_gas`,

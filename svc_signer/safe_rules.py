@@ -97,6 +97,18 @@ def load_refs(tx: LedgerTransaction, chain: str, *, lock: bool = False) -> SafeR
             "until the bootstrap records it.",
             chain=chain,
         )
+    if not 1 <= treasury.threshold <= len(treasury.owners):
+        raise refusal(
+            Code.FAILED_PRECONDITION,
+            Reason.SAFE_NOT_TREASURY,
+            f"The treasury Safe of {chain} is recorded with threshold {treasury.threshold} and "
+            f"{len(treasury.owners)} owner(s); nothing is signed for it until safe_treasuries "
+            "and safe_owners agree with the Safe (a threshold of at least 1, at most the "
+            "owners).",
+            chain=chain,
+            threshold=treasury.threshold,
+            owners=len(treasury.owners),
+        )
     return SafeRefs(
         chain=chain,
         safe=treasury.address,

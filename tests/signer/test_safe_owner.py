@@ -626,6 +626,22 @@ def test_chain_owner_key_safe_and_ownership_are_checked(
     assert refused.value.reason == "NOT_SAFE_OWNER"
 
 
+@pytest.mark.parametrize("threshold", [0, 4])
+def test_an_inconsistent_treasury_record_signs_nothing(world: Treasury, threshold: int) -> None:
+    item = world.add_withdrawal()
+    tx = world.payout_tx([item])
+    with world.sessions.begin() as session:
+        session.execute(update(SafeTreasury).values(threshold=threshold))
+    try:
+        error = world.refused(0, world.request(0, tx, [item]), "SAFE_NOT_TREASURY")
+        assert error.metadata["threshold"] == str(threshold)
+        # A threshold of 0 would make any signatures (none) enough: the hot signer refuses too.
+        world.execute_refused(world.execution(tx, b"", [item]), "SAFE_NOT_TREASURY")
+    finally:
+        with world.sessions.begin() as session:
+            session.execute(update(SafeTreasury).values(threshold=2))
+
+
 def test_bad_fields_are_invalid_argument(world: Treasury) -> None:
     item = world.add_withdrawal()
     tx = world.payout_tx([item])
