@@ -55,7 +55,8 @@ treasury's threshold of distinct current owners in ascending order
   apply (facts, approvals, blocklist, pauses, the double-payment rule), plus the Safe's
   threshold of distinct approvers per item (NOT_APPROVED, `problem` = `safe_approvals`);
 - `change`: the inner call is exactly the call of that APPLIED treasury change
-  (CHANGE_NOT_APPLIED, CHANGE_CALL_MISMATCH).
+  (CHANGE_NOT_APPLIED, CHANGE_CALL_MISMATCH); the payout pause does not hold it (pausing the
+  vault must stay possible).
 It is recorded in the ledger like any other transaction (purpose SAFE_EXECUTION).
 
 The double-payment rule: a withdrawal that appears in the ledger at one (wallet, nonce) is not
