@@ -15,7 +15,6 @@ from withdrawal_shared.approvals import blocklist, rule_admin
 from withdrawal_shared.approvals import core as approvals
 from withdrawal_shared.approvals.rules import Rule
 from withdrawal_shared.db import tier_admin
-from withdrawal_shared.db.treasury_changes import operation_name
 from withdrawal_shared.db.admin_audit import DENIED, FAILED, SUCCEEDED
 from withdrawal_shared.db.models import (
     AdminAudit,
@@ -26,6 +25,7 @@ from withdrawal_shared.db.models import (
     Token,
 )
 from withdrawal_shared.db.operators import decode_roles, operator_name
+from withdrawal_shared.db.treasury_changes import operation_name
 
 ROLE_VALUES = {
     "viewer": admin_pb2.ROLE_VIEWER,
