@@ -141,8 +141,10 @@ $(STAMP_PY): requirements.lock pyproject.toml
 
 # `npm install --no-save` installs exactly what package-lock.json pins and leaves it untouched.
 # (`npm ci` refuses here: the registry mirror lacks some other platforms' optional buf/anvil
-# binaries at the pinned versions, so the lock cannot list them.)
-$(STAMP_NPM): package.json package-lock.json
+# binaries at the pinned versions, so the lock cannot list them.) .npmrc sets legacy-peer-deps:
+# @safe-global/safe-contracts names ethers 5.4.0 as a peer, which only its own scripts use (we
+# read its build artifacts), so the peer is neither installed nor listed in the lock.
+$(STAMP_NPM): package.json package-lock.json .npmrc
 	npm install --no-save --no-audit --no-fund --loglevel=error
 	@touch $@
 

@@ -12,7 +12,12 @@ from web3 import Web3
 from web3.types import TxParams, TxReceipt
 
 from devstack.stablecoin import mint, transfer
-from devstack.transactions import DEFAULT_RECEIPT_TIMEOUT, deploy_contract, send_transaction
+from devstack.transactions import (
+    DEFAULT_RECEIPT_TIMEOUT,
+    deploy_contract,
+    send_call,
+    send_transaction,
+)
 from withdrawal_shared.chain.contracts import balance_of, load_artifact
 from withdrawal_shared.chain.payout import (
     PAYOUT_VAULT,
@@ -23,6 +28,7 @@ from withdrawal_shared.chain.payout import (
     encode_set_outflow_cap,
     encode_sweep,
     encode_unpause,
+    payout_vault_contract,
 )
 from withdrawal_shared.chain.types import BaseUnits, ChecksumAddress, HexStr, PrivateKey
 
@@ -34,6 +40,7 @@ __all__ = [
     "set_operator",
     "set_outflow_cap",
     "sweep",
+    "transfer_vault_ownership",
     "unpause_vault",
 ]
 
@@ -168,3 +175,17 @@ def sweep(
 ) -> TxReceipt:
     """Move `amount` of `token` out of the vault to `to` (owner only)."""
     return _send_to_vault(w3, vault, owner_key, encode_sweep(token, to, amount), timeout=timeout)
+
+
+def transfer_vault_ownership(
+    w3: Web3,
+    vault: ChecksumAddress,
+    owner_key: PrivateKey,
+    new_owner: ChecksumAddress,
+    *,
+    timeout: float = DEFAULT_RECEIPT_TIMEOUT,
+) -> TxReceipt:
+    """Hand the vault to `new_owner` (the treasury Safe) in one step (OpenZeppelin `Ownable`:
+    effective at once, no acceptance; owner only)."""
+    function = payout_vault_contract(w3, vault).functions.transferOwnership(new_owner)
+    return send_call(w3, owner_key, function, timeout=timeout)
