@@ -368,6 +368,7 @@ class SafeTransaction(Base):
     purpose: Mapped[str] = mapped_column(String(16))  # TREASURY, PAYOUT
     change_id: Mapped[str | None] = mapped_column(String(26), unique=True)
     kind: Mapped[str] = mapped_column(String(64))  # the change's kind
+    payload: Mapped[str] = mapped_column(Text)  # the change's payload, canonical JSON
     # NULL until assigned; set back to NULL when it FAILED without the Safe using the nonce.
     safe_nonce: Mapped[int | None] = mapped_column(BigInteger)
     to_address: Mapped[str | None] = mapped_column(String(42))  # lowercase

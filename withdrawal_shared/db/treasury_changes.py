@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from withdrawal_shared import treasury_ops
+from withdrawal_shared.db.admin_audit import canonical_json
 from withdrawal_shared.db.changes import (
     AppliedChange,
     ChangeEffect,
@@ -75,6 +76,7 @@ def apply_operation(session: Session, change: AppliedChange) -> ChangeEffect:
         purpose=SafePurpose.TREASURY.value,
         change_id=change.id,
         kind=change.kind,
+        payload=canonical_json(dict(change.payload)) or "{}",
         safe_nonce=None,
         state=SafeTxState.PENDING.value,
         failure_reason="",

@@ -1,9 +1,10 @@
 """Safe transactions of the treasury: `safe_transactions`, one row per call the treasury Safe
-is to make (a treasury operation ordered by an applied four-eyes change; later, a large
-withdrawal's payout), with the Safe nonce it takes (NULL until it is about to be signed; unique
-per chain), its EIP-712 hash, its state, the `execTransaction` calldata a hot wallet sends and
-the payout transaction that sends it; `safe_signatures`, the owners' signatures over its hash;
-and `safe_treasuries.next_nonce`, the Safe nonce the next one takes.
+is to make (a treasury operation ordered by an applied four-eyes change, with the change's
+kind and payload; later, a large withdrawal's payout), with the Safe nonce it takes (NULL
+until it is about to be signed; unique per chain), its EIP-712 hash, its state, the
+`execTransaction` calldata a hot wallet sends and the payout transaction that sends it;
+`safe_signatures`, the owners' signatures over its hash; and `safe_treasuries.next_nonce`,
+the Safe nonce the next one takes.
 
 Revision ID: 0023
 Revises: 0021
@@ -37,6 +38,7 @@ def upgrade() -> None:
         sa.Column("purpose", sa.String(16), nullable=False),
         sa.Column("change_id", sa.String(26), nullable=True, unique=True),
         sa.Column("kind", sa.String(64), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
         sa.Column("safe_nonce", sa.BigInteger(), nullable=True),
         sa.Column("to_address", sa.String(42), nullable=True),
         sa.Column("value_wei", sa.String(80), nullable=True),
