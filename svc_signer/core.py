@@ -55,6 +55,7 @@ replacement and is signed (only one transaction per nonce can ever be mined).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import re
@@ -63,7 +64,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from assetwithdrawal.signer.v1 import signer_pb2
-from svc_signer import pauses, screening
+from svc_signer import pauses, safe_rules, screening
 from svc_signer.keys import KeyBackend, KeyBackendError, KeyRing
 from svc_signer.ledger import (
     Ledger,
@@ -73,6 +74,7 @@ from svc_signer.ledger import (
     NewEntry,
     WithdrawalFacts,
 )
+from svc_signer.reasons import Reason, refusal
 from svc_signer.transactions import (
     Eip1559Fields,
     InvalidTransactionError,
@@ -83,10 +85,15 @@ from withdrawal_shared import tracing
 from withdrawal_shared.addresses import AddressError, parse_address
 from withdrawal_shared.chain.erc20 import CalldataError, decode_transfer
 from withdrawal_shared.chain.payout import PAYOUT_SELECTOR, decode_payout
+from withdrawal_shared.chain.safe_tx import (
+    EXEC_TRANSACTION_SELECTOR,
+    SafeTx,
+    decode_exec_transaction,
+    safe_tx_hash,
+)
 from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.pauses import PauseState
 from withdrawal_shared.errors import ApiError, Code, FieldViolation, invalid_argument
-from withdrawal_shared.holds import HoldReason
 from withdrawal_shared.ids import is_ulid
 from withdrawal_shared.states import State
 
@@ -99,42 +106,21 @@ _DECIMAL = re.compile(r"[0-9]{1,78}")
 _UINT256_MAX = 2**256 - 1
 
 
-class Reason(enum.StrEnum):
-    """ErrorInfo reasons of the signer's policy refusals."""
-
-    WRONG_CHAIN = "WRONG_CHAIN"
-    UNKNOWN_WALLET = "UNKNOWN_WALLET"
-    TARGET_NOT_ALLOWED = "TARGET_NOT_ALLOWED"
-    NONZERO_VALUE = "NONZERO_VALUE"
-    UNSUPPORTED_CALLDATA = "UNSUPPORTED_CALLDATA"
-    CALLDATA_MISMATCH = "CALLDATA_MISMATCH"
-    NOT_APPROVED = "NOT_APPROVED"
-    ALREADY_SIGNED_AT_OTHER_NONCE = "ALREADY_SIGNED_AT_OTHER_NONCE"
-    INVALID_NONCE_RELEASE = "INVALID_NONCE_RELEASE"
-    PAUSED = HoldReason.PAUSED.value  # the refusal is named as the hold it causes
-    RECIPIENT_BLOCKED = screening.RECIPIENT_BLOCKED
-    KEY_BACKEND_UNAVAILABLE = "KEY_BACKEND_UNAVAILABLE"
-    CALLER_NOT_ALLOWED = "CALLER_NOT_ALLOWED"
-
-
 class Purpose(enum.StrEnum):
     """Why a transaction is signed; stored in `signer_ledger.purpose`."""
 
     PAYOUT = "PAYOUT"
     REPLACEMENT = "REPLACEMENT"
     NONCE_RELEASE = "NONCE_RELEASE"
+    SAFE_EXECUTION = "SAFE_EXECUTION"
 
 
 _PURPOSES = {
     signer_pb2.PURPOSE_PAYOUT: Purpose.PAYOUT,
     signer_pb2.PURPOSE_REPLACEMENT: Purpose.REPLACEMENT,
     signer_pb2.PURPOSE_NONCE_RELEASE: Purpose.NONCE_RELEASE,
+    signer_pb2.PURPOSE_SAFE_EXECUTION: Purpose.SAFE_EXECUTION,
 }
-
-
-def refusal(code: Code, reason: Reason, message: str, **metadata: object) -> ApiError:
-    """A policy refusal with its ErrorInfo reason and string metadata."""
-    return ApiError(code, reason.value, message, metadata={k: str(v) for k, v in metadata.items()})
 
 
 @dataclass(frozen=True)
@@ -156,10 +142,20 @@ class SignRequest:
     wallet: str  # lowercase
     tx: Eip1559Fields  # `to` lowercase
     items: tuple[PayoutItem, ...]
+    change_id: str | None = None  # a Safe execution of a treasury operation: its change
+    safe_nonce: int = 0  # a Safe execution: the Safe nonce it runs at
 
     @property
     def withdrawal_ids(self) -> frozenset[str]:
         return frozenset(item.withdrawal_id for item in self.items)
+
+    @property
+    def is_safe_execution(self) -> bool:
+        """A call of the treasury Safe's `execTransaction` (PURPOSE_SAFE_EXECUTION, or a
+        PURPOSE_REPLACEMENT of one at the same nonce)."""
+        return self.purpose is Purpose.SAFE_EXECUTION or (
+            self.purpose is Purpose.REPLACEMENT and self.tx.data[:4] == EXEC_TRANSACTION_SELECTOR
+        )
 
 
 # --- parsing (form only; no policy) -------------------------------------------------------
@@ -189,7 +185,9 @@ def parse_request(request: signer_pb2.SignTransactionRequest) -> SignRequest:
     if purpose is None:
         problems.append(
             FieldViolation(
-                "purpose", "must be PURPOSE_PAYOUT, PURPOSE_REPLACEMENT or PURPOSE_NONCE_RELEASE"
+                "purpose",
+                "must be PURPOSE_PAYOUT, PURPOSE_REPLACEMENT, PURPOSE_NONCE_RELEASE or "
+                "PURPOSE_SAFE_EXECUTION",
             )
         )
     wallet = _address(request.wallet_address, "wallet_address", problems)
@@ -213,9 +211,53 @@ def parse_request(request: signer_pb2.SignTransactionRequest) -> SignRequest:
         problems.append(
             FieldViolation("max_priority_fee_per_gas_wei", "must not exceed max_fee_per_gas_wei")
         )
+    items = parse_items(request.items, problems)
+    change_id: str | None = None
+    safe_purposes = (Purpose.SAFE_EXECUTION, Purpose.REPLACEMENT)
+    if request.change:
+        change_id = safe_rules.parse_change(request.change)
+        if change_id is None:
+            problems.append(FieldViolation("change", "must be a change name, changes/{id}"))
+        elif purpose not in safe_purposes:
+            problems.append(FieldViolation("change", "is only for PURPOSE_SAFE_EXECUTION"))
+        elif request.items:
+            problems.append(
+                FieldViolation("change", "a Safe execution runs a change or pays items, not both")
+            )
+    elif purpose is Purpose.SAFE_EXECUTION and not request.items:
+        problems.append(
+            FieldViolation(
+                "items", "a Safe execution pays items through the vault or runs a change"
+            )
+        )
+    if problems or purpose is None:
+        raise invalid_argument(problems)
+    return SignRequest(
+        purpose=purpose,
+        wallet=wallet,
+        tx=Eip1559Fields(
+            chain_id=request.chain_id,
+            nonce=request.nonce,
+            to=to,
+            data=bytes(request.data),
+            value=value,
+            gas=request.gas_limit,
+            max_fee_per_gas=max_fee,
+            max_priority_fee_per_gas=tip,
+        ),
+        items=tuple(items),
+        change_id=change_id,
+        safe_nonce=request.safe_nonce,
+    )
+
+
+def parse_items(
+    given: Iterable[signer_pb2.PayoutItem], problems: list[FieldViolation]
+) -> list[PayoutItem]:
+    """The items of a request, each field's form checked (violations appended)."""
     items: list[PayoutItem] = []
     seen: set[str] = set()
-    for index, item in enumerate(request.items):
+    for index, item in enumerate(given):
         prefix = f"items[{index}]"
         if not is_ulid(item.withdrawal_id):
             problems.append(
@@ -237,23 +279,7 @@ def parse_request(request: signer_pb2.SignTransactionRequest) -> SignRequest:
                 number=item.payout_number,
             )
         )
-    if problems or purpose is None:
-        raise invalid_argument(problems)
-    return SignRequest(
-        purpose=purpose,
-        wallet=wallet,
-        tx=Eip1559Fields(
-            chain_id=request.chain_id,
-            nonce=request.nonce,
-            to=to,
-            data=bytes(request.data),
-            value=value,
-            gas=request.gas_limit,
-            max_fee_per_gas=max_fee,
-            max_priority_fee_per_gas=tip,
-        ),
-        items=tuple(items),
-    )
+    return items
 
 
 # --- policy rules (each a small function raising the refusal) ------------------------------
@@ -382,13 +408,19 @@ def check_payout_calldata(request: SignRequest) -> None:
 
 
 def check_vault_calldata(request: SignRequest) -> None:
+    check_vault_payout(request.tx.data, request.items)
+
+
+def check_vault_payout(data: bytes, items: Sequence[PayoutItem]) -> None:
+    """`data` is `vault.payout(token, firstNumber, payments)` paying exactly `items`, in
+    order, with their numbers."""
     try:
-        token, payments = decode_payout(request.tx.data)
+        token, payments = decode_payout(data)
     except CalldataError as exc:
         raise refusal(
             Code.PERMISSION_DENIED, Reason.UNSUPPORTED_CALLDATA, f"Refused to sign: {exc}."
         ) from None
-    claimed = [(i.number, i.recipient, i.amount, i.token) for i in request.items]
+    claimed = [(i.number, i.recipient, i.amount, i.token) for i in items]
     decoded = [(p.number, p.recipient, p.amount, token) for p in payments]
     if claimed != decoded:
         first = next(
@@ -519,23 +551,29 @@ def check_pause_allows(
 
 
 def _vault_paid_same_number(
-    tx: LedgerTransaction, claim: LedgerClaim, vault: str | None, numbers: dict[str, int]
+    tx: LedgerTransaction,
+    claim: LedgerClaim,
+    vault: str | None,
+    safe: str | None,
+    numbers: dict[str, int],
 ) -> bool:
     """Whether an earlier signature for this withdrawal (at another nonce) was a payout
-    through the same vault under the same payout number. Signing it again at a new nonce is
-    then safe whatever became of the earlier one: the vault's bitmap pays a number at most
-    once. (This is how an item that failed inside a mined batch is retried.) Decided from the
-    bytes this signer signed, not from anything the caller says."""
+    through the same vault under the same payout number: a hot wallet's `vault.payout`, or
+    the treasury Safe's `execTransaction` of one (`safe_rules.vault_payments`; the Safe path
+    and the hot path under one payout number count as the same number). Signing it again at
+    a new nonce is then safe whatever became of the earlier one: the vault's bitmap pays a
+    number at most once. (This is how an item that failed inside a mined batch is retried.)
+    Decided from the bytes this signer signed, not from anything the caller says."""
     entry = tx.entry(claim.tx_hash)
     if entry is None or vault is None:
         return False
     try:
         earlier = decode_eip1559(entry.raw_tx)
-        _, payments = decode_payout(earlier.data)
-    except (CalldataError, ValueError):
+    except InvalidTransactionError:
         return False
+    payments = safe_rules.vault_payments(earlier.to, earlier.data, vault, safe)
     number = numbers.get(claim.withdrawal_id)
-    return earlier.to == vault and any(p.number == number for p in payments)
+    return any(p.number == number for p in payments)
 
 
 def _same_transaction(raw: bytes, tx: Eip1559Fields) -> bool:
@@ -600,7 +638,7 @@ class SignerCore:
             backend = check_wallet(checked, self.keys)
             if checked.purpose is Purpose.NONCE_RELEASE:
                 check_nonce_release(checked)
-            else:
+            elif not checked.is_safe_execution:
                 check_payout_calldata(checked)
             loop = asyncio.get_running_loop()
             with tracing.span("signer check policy, sign and record ledger", context):
@@ -640,14 +678,22 @@ class SignerCore:
     async def sign_safe(
         self, request: signer_pb2.SignSafeTransactionRequest
     ) -> signer_pb2.SignSafeTransactionResponse:
-        """Sign a treasury Safe transaction with an owner key; this signer holds none."""
-        raise refusal(
+        """Sign a treasury Safe transaction with an owner key: a hot wallets' signer holds
+        none (`svc_signer.safe_owner.SafeOwnerCore` does)."""
+        error = refusal(
             Code.FAILED_PRECONDITION,
             Reason.UNKNOWN_WALLET,
-            f"This signer holds no owner key of the treasury Safe, so it cannot sign for "
-            f"{request.owner_address or '(no owner)'}; ask that owner's own signer.",
+            f"This signer holds hot wallets' keys (SIGNER_ROLE=hot), no owner key of the "
+            f"treasury Safe, so it cannot sign for {request.owner_address or '(no owner)'}; "
+            "send SignSafeTransaction to that owner's own signer (SIGNER_ROLE=safe_owner).",
             wallet=request.owner_address,
+            signer_role="hot",
         )
+        log.warning(
+            "signing refused",
+            extra={"owner": request.owner_address.lower(), "reason": error.reason},
+        )
+        raise error
 
     def _check_payout(self, tx: LedgerTransaction, request: SignRequest) -> None:
         ids = request.withdrawal_ids
@@ -660,15 +706,84 @@ class SignerCore:
             facts = tx.lock_withdrawals(ids)
             check_withdrawals(request.items, facts, self.chain)
             check_vault_numbers(request.items, facts)
-            claims = tx.claims_elsewhere(ids, request.wallet, request.tx.nonce)
-            numbers = {item.withdrawal_id: item.number for item in request.items}
-            claims = [c for c in claims if not _vault_paid_same_number(tx, c, vault, numbers)]
+            claims = self._claims_not_covered_by_vault(tx, request, vault)
         else:
             check_target(request.tx.to, tx.payout_targets(self.chain))
             check_withdrawals(request.items, tx.lock_withdrawals(ids), self.chain)
             claims = tx.claims_elsewhere(ids, request.wallet, request.tx.nonce)
         # The withdrawals are locked now: approvals and the blocklist as of this transaction.
         screening.check_approvals(request.items, tx.approval_gaps(ids))
+        screening.check_recipients(
+            request.items, tx.blocked_among({item.recipient for item in request.items})
+        )
+        check_ledger_claims([c for c in claims if not tx.consumed_without_paying(self.chain, c)])
+
+    def _claims_not_covered_by_vault(
+        self, tx: LedgerTransaction, request: SignRequest, vault: str | None
+    ) -> list[LedgerClaim]:
+        """The items' ledger claims at other (wallet, nonce)s, less those the vault's bitmap
+        covers (an earlier vault payout, direct or through the Safe, under the same number)."""
+        claims = tx.claims_elsewhere(request.withdrawal_ids, request.wallet, request.tx.nonce)
+        if not claims:
+            return claims
+        treasury = tx.treasury(self.chain)
+        safe = treasury.address if treasury is not None else None
+        numbers = {item.withdrawal_id: item.number for item in request.items}
+        return [c for c in claims if not _vault_paid_same_number(tx, c, vault, safe, numbers)]
+
+    def _check_safe_execution(self, tx: LedgerTransaction, request: SignRequest) -> None:
+        """A call of the treasury Safe's `execTransaction`: value 0, canonical calldata whose
+        inner Safe transaction passes the Safe's static rules and carries at least the
+        threshold of distinct current owners' signatures over its hash at
+        `request.safe_nonce`; then either a vault payout of exactly the items under every
+        payout rule (facts, approvals including the Safe threshold, blocklist, the
+        double-payment rule), or exactly the call of the applied change."""
+        refs = safe_rules.load_refs(tx, self.chain)
+        safe_rules.check_is_treasury(request.tx.to, refs)
+        if request.tx.value != 0:
+            raise refusal(
+                Code.PERMISSION_DENIED,
+                Reason.NONZERO_VALUE,
+                "A Safe execution carries no native value (the Safe pays from its own "
+                "balance): set value_wei to 0.",
+            )
+        try:
+            inner, signatures = decode_exec_transaction(request.tx.data)
+        except CalldataError as exc:
+            raise refusal(
+                Code.PERMISSION_DENIED, Reason.UNSUPPORTED_CALLDATA, f"Refused to sign: {exc}."
+            ) from None
+        inner = dataclasses.replace(inner, nonce=request.safe_nonce)
+        safe_rules.check_static(inner, refs)
+        digest = safe_tx_hash(request.tx.chain_id, refs.safe, inner)
+        safe_rules.check_owner_signatures(digest, signatures, refs)
+        if request.change_id is not None:
+            safe_rules.check_treasury_change(
+                request.change_id, tx.change(request.change_id), inner, refs
+            )
+            return
+        self._check_safe_payout(tx, request, inner, refs)
+
+    def _check_safe_payout(
+        self, tx: LedgerTransaction, request: SignRequest, inner: SafeTx, refs: safe_rules.SafeRefs
+    ) -> None:
+        """The inner call is `vault.payout` of exactly the items, under the payout rules."""
+        if not request.items:
+            raise invalid_argument(
+                [FieldViolation("items", "a Safe execution pays items or runs a change")]
+            )
+        safe_rules.check_vault_target(inner, refs)
+        check_vault_payout(inner.data, request.items)
+        ids = request.withdrawal_ids
+        tokens = frozenset(refs.tokens)
+        for item in request.items:
+            check_target(item.token, tokens)
+        facts = tx.lock_withdrawals(ids)
+        check_withdrawals(request.items, facts, self.chain)
+        check_vault_numbers(request.items, facts)
+        claims = self._claims_not_covered_by_vault(tx, request, refs.vault)
+        screening.check_approvals(request.items, tx.approval_gaps(ids))
+        safe_rules.check_safe_approvals(sorted(ids), tx.approval_tallies(ids), refs.threshold)
         screening.check_recipients(
             request.items, tx.blocked_among({item.recipient for item in request.items})
         )
@@ -682,6 +797,13 @@ class SignerCore:
             if request.purpose is Purpose.NONCE_RELEASE:
                 reserved = tx.reserved_payout_at(self.chain, request.wallet, request.tx.nonce)
                 check_release_reserved(request, reserved)
+            elif request.is_safe_execution:
+                if request.items:  # a payout: the pauses, as for any payout
+                    pause = pauses.lock_and_read(
+                        tx.session, self.chain, (item.token for item in request.items)
+                    )
+                    check_not_paused_holds(pauses.paused_holds(tx.session, request.withdrawal_ids))
+                self._check_safe_execution(tx, request)
             else:
                 # First, before the withdrawals are locked (the lock order of svc_processor).
                 pause = pauses.lock_and_read(

@@ -1,10 +1,12 @@
 """The signer's database access: its double-payment ledger and the rows its policy reads.
 
 `signer_ledger` (one row per signed transaction, with its raw bytes) and `signer_ledger_items`
-(which withdrawals each one pays, at which wallet and nonce) are written only here. The policy
-also reads the withdrawals it pays, their approval requests and decisions, the blocklist, the
-tokens it may call and (for a nonce release) the processor's payout row at that nonce; it
-never writes them.
+(which withdrawals each one pays, at which wallet and nonce) are written only here, and so is
+`safe_owner_signatures` (a Safe owner's signer: every owner signature it gave, one per Safe
+nonce). The policy also reads the withdrawals it pays, their approval requests and decisions,
+the blocklist, the tokens it may call, (for a nonce release) the processor's payout row at that
+nonce, and for the treasury Safe its row and owners, the vault, the hot wallets and the
+four-eyes change a treasury operation names; it never writes them.
 
 Everything runs inside one `Ledger.transaction()` per signing request (sync SQLAlchemy; call it
 from a worker thread). `LedgerTransaction.lock_withdrawals` takes row locks on the withdrawals
@@ -23,11 +25,21 @@ from sqlalchemy import Engine, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from withdrawal_shared.approvals.blocklist import blocked_among
-from withdrawal_shared.approvals.core import ApprovalGap, approval_gaps
+from withdrawal_shared.approvals.core import (
+    ApprovalGap,
+    ApprovalTally,
+    approval_gaps,
+    approval_tallies,
+)
 from withdrawal_shared.db.engine import make_sessionmaker
 from withdrawal_shared.db.models import (
+    AdminChange,
+    HotWallet,
     PayoutTransaction,
     PayoutVault,
+    SafeOwner,
+    SafeOwnerSignature,
+    SafeTreasury,
     SignerLedger,
     SignerLedgerItem,
     Token,
@@ -83,6 +95,51 @@ class NewEntry:
     withdrawal_ids: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class TreasuryFacts:
+    """A chain's treasury Safe as `safe_treasuries` and `safe_owners` record it."""
+
+    chain: str
+    address: str  # lowercase
+    threshold: int
+    owners: frozenset[str]  # lowercase
+
+
+@dataclass(frozen=True)
+class TokenFacts:
+    """An enabled token of the chain (contract lowercase)."""
+
+    symbol: str
+    contract: str
+    safe_threshold: int | None  # base units; above it a withdrawal is paid by the Safe
+
+
+@dataclass(frozen=True)
+class ChangeFacts:
+    """A four-eyes change (`admin_changes`) as the treasury policy reads it."""
+
+    id: str
+    kind: str
+    payload: str  # canonical JSON
+    state: str
+
+
+@dataclass(frozen=True)
+class SafeSignatureRecord:
+    """An owner signature this signer gave (`safe_owner_signatures`)."""
+
+    safe: str  # lowercase
+    safe_nonce: int
+    owner: str  # lowercase
+    chain_id: int
+    safe_tx_hash: str  # 0x-prefixed
+    signature: bytes
+    purpose: str
+    to: str
+    change_id: str | None
+    withdrawal_ids: tuple[str, ...]
+
+
 class LedgerTransaction:
     """The queries and writes of one signing request, inside one database transaction."""
 
@@ -108,6 +165,96 @@ class LedgerTransaction:
         """The chain's enabled PayoutVault (lowercase), the only target of batch payouts."""
         vault = self._session.get(PayoutVault, chain)
         return vault.address.lower() if vault is not None and vault.enabled else None
+
+    def treasury(self, chain: str, *, lock: bool = False) -> TreasuryFacts | None:
+        """The chain's treasury Safe and its owners, or None; with `lock` its row is locked
+        until commit (an owner's signer serialises its signatures of the Safe on it)."""
+        query = select(SafeTreasury).where(SafeTreasury.chain == chain)
+        if lock:
+            query = query.with_for_update()
+        row = self._session.scalars(query).one_or_none()
+        if row is None:
+            return None
+        owners = self._session.scalars(
+            select(SafeOwner.owner_address).where(SafeOwner.chain == chain)
+        )
+        return TreasuryFacts(
+            chain=chain,
+            address=row.address.lower(),
+            threshold=row.threshold,
+            owners=frozenset(owner.lower() for owner in owners),
+        )
+
+    def enabled_tokens(self, chain: str) -> dict[str, TokenFacts]:
+        """The chain's enabled tokens with a contract, by lowercase contract address."""
+        rows = self._session.execute(
+            select(Token.symbol, Token.contract_address, Token.safe_threshold_base_units).where(
+                Token.chain == chain, Token.enabled.is_(True), Token.contract_address.is_not(None)
+            )
+        )
+        return {
+            row.contract_address.lower(): TokenFacts(
+                row.symbol, row.contract_address.lower(), row.safe_threshold_base_units
+            )
+            for row in rows
+            if row.contract_address
+        }
+
+    def hot_wallets(self, chain: str) -> frozenset[str]:
+        """The chain's enabled hot wallets (lowercase), from `hot_wallets`."""
+        rows = self._session.scalars(
+            select(HotWallet.address).where(HotWallet.chain == chain, HotWallet.enabled.is_(True))
+        )
+        return frozenset(address.lower() for address in rows)
+
+    def change(self, change_id: str) -> ChangeFacts | None:
+        """The four-eyes change `change_id`, or None."""
+        row = self._session.get(AdminChange, change_id)
+        if row is None:
+            return None
+        return ChangeFacts(row.id, row.kind, row.payload, row.state)
+
+    def approval_tallies(self, ids: Collection[str]) -> dict[str, ApprovalTally]:
+        """Of these withdrawals, those ever held for approval, with their approvals counted."""
+        return approval_tallies(self._session, ids)
+
+    def safe_signature(self, safe: str, safe_nonce: int, owner: str) -> SafeSignatureRecord | None:
+        """The signature this owner gave at this Safe nonce, or None."""
+        row = self._session.get(SafeOwnerSignature, (safe, safe_nonce, owner))
+        if row is None:
+            return None
+        return SafeSignatureRecord(
+            safe=row.safe_address,
+            safe_nonce=row.safe_nonce,
+            owner=row.owner_address,
+            chain_id=row.chain_id,
+            safe_tx_hash=row.safe_tx_hash,
+            signature=bytes(row.signature),
+            purpose=row.purpose,
+            to=row.to_address,
+            change_id=row.change_id,
+            withdrawal_ids=tuple(filter(None, row.withdrawal_ids.split(","))),
+        )
+
+    def record_safe_signature(self, record: SafeSignatureRecord) -> None:
+        """Insert an owner signature (flushed; committed with the block). The primary key
+        (Safe, Safe nonce, owner) refuses a second one at the same Safe nonce."""
+        self._session.add(
+            SafeOwnerSignature(
+                safe_address=record.safe,
+                safe_nonce=record.safe_nonce,
+                owner_address=record.owner,
+                chain_id=record.chain_id,
+                safe_tx_hash=record.safe_tx_hash,
+                signature=record.signature,
+                purpose=record.purpose,
+                to_address=record.to,
+                change_id=record.change_id,
+                withdrawal_ids=",".join(record.withdrawal_ids),
+                create_time=utcnow(),
+            )
+        )
+        self._session.flush()
 
     def reserved_payout_at(self, chain: str, wallet: str, nonce: int) -> bool:
         """Whether the processor holds (wallet, nonce) for a payout it has not signed yet."""

@@ -19,8 +19,9 @@ from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
 from svc_signer.core import SignerCore
 from svc_signer.keys import KeyBackend, KeyRing, backends_from_env
 from svc_signer.ledger import Ledger
+from svc_signer.safe_owner import SafeOwnerCore
 from svc_signer.servicer import Callers, SignerServicer
-from svc_signer.settings import SignerSettings
+from svc_signer.settings import ROLE_SAFE_OWNER, SignerSettings
 from withdrawal_shared.db.engine import make_engine
 from withdrawal_shared.grpc_metrics import MeteredRegistrar
 
@@ -33,9 +34,10 @@ SERVICE_NAMES = (SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME
 class SignerServer:
     """The running signer; `grpc_port` is known after `start()`.
 
-    It holds one key backend per hot wallet (a `KeyRing`). With `backend=None` the backends are
-    opened from the settings when starting (and closed on stop); backends passed in (one, a
-    sequence of them, or a ring) stay the caller's to close.
+    It holds one key backend per hot wallet (a `KeyRing`), or with `SIGNER_ROLE=safe_owner`
+    exactly one owner key of the treasury Safe (`SafeOwnerCore`). With `backend=None` the
+    backends are opened from the settings when starting (and closed on stop); backends passed
+    in (one, a sequence of them, or a ring) stay the caller's to close.
     """
 
     def __init__(
@@ -77,7 +79,8 @@ class SignerServer:
             environ = self.settings.key_environ()
             backends = await loop.run_in_executor(self._executor, backends_from_env, environ)
             self._keys = KeyRing(backends)
-        self.core = SignerCore(
+        core_class = SafeOwnerCore if self.settings.role == ROLE_SAFE_OWNER else SignerCore
+        self.core = core_class(
             self._keys,
             self.ledger,
             self._executor,
@@ -127,6 +130,7 @@ class SignerServer:
                 "grpc_port": self.grpc_port,
                 "tls": tls is not None,
                 "health_port": self.health_port,
+                "role": self.settings.role,
                 "wallets": list(self._keys.addresses),
                 "key_backend": self._keys.first.backend_name,
                 "chain_id": self.settings.chain_id,

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, TypeAlias
 
 from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
-from svc_signer.core import Reason, SignerCore, refusal
+from svc_signer.core import SignerCore
+from svc_signer.reasons import Reason, refusal
 from withdrawal_shared import tracing
 from withdrawal_shared.errors import Code
 from withdrawal_shared.grpc_errors import abort

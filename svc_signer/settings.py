@@ -1,9 +1,12 @@
 """The signer's one settings object, read from the environment (defaults documented here).
 
-The signer may hold several hot wallets, each with its own key and so its own nonce sequence
-(the queue-sharding path to horizontal scale): `SIGNER_KEYSTORE_COUNT` keystore keys, or one
-PKCS#11 key pair per label of `SIGNER_PKCS11_KEY_LABELS`. ListWallets names them all, and each
-SignTransaction is signed with the key of its `wallet_address`.
+A signer has one role (`SIGNER_ROLE`). A `hot` signer (the default) may hold several hot
+wallets, each with its own key and so its own nonce sequence (the queue-sharding path to
+horizontal scale): `SIGNER_KEYSTORE_COUNT` keystore keys, or one PKCS#11 key pair per label of
+`SIGNER_PKCS11_KEY_LABELS`. ListWallets names them all, and each SignTransaction is signed with
+the key of its `wallet_address`. A `safe_owner` signer holds exactly one owner key of the
+treasury Safe (one signer process, and its own HSM token or keystore, per owner) and signs only
+Safe transactions (`svc_signer.safe_owner`).
 
 The key backend's secrets are deliberately not part of it: `SIGNER_KEYSTORE_PASSWORD` and
 `SIGNER_PKCS11_PIN` are read from the environment only when the backend is opened (or come from
@@ -36,6 +39,9 @@ from withdrawal_shared.store_tls import DatabaseTls
 from withdrawal_shared.tls import TlsFiles
 
 KEY_BACKENDS = ("keystore", "pkcs11")
+ROLE_HOT = "hot"
+ROLE_SAFE_OWNER = "safe_owner"
+ROLES = (ROLE_HOT, ROLE_SAFE_OWNER)
 
 
 def _names(variable: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -67,6 +73,10 @@ class SignerSettings:
     """SIGNER_DB_THREADS: threads (and pooled connections) for database and signing work."""
     shutdown_grace_seconds: float = 10.0
     """SIGNER_SHUTDOWN_GRACE_SECONDS: in-flight RPCs get this long after SIGTERM."""
+    role: str = ROLE_HOT
+    """SIGNER_ROLE: `hot` (hot wallets' keys; SignTransaction) or `safe_owner` (exactly one
+    owner key of the treasury Safe; SignSafeTransaction). Each refuses the other's RPC with
+    FAILED_PRECONDITION `UNKNOWN_WALLET`."""
     key_backend: str = "keystore"
     """SIGNER_KEY_BACKEND: `keystore` (development default) or `pkcs11` (HSM)."""
     keystore_path: str = str(_keystore.DEFAULT_KEYSTORE_PATH)
@@ -117,8 +127,18 @@ class SignerSettings:
             key_labels = _pkcs11.parse_key_labels(env_str(_pkcs11.ENV_KEY_LABELS, ""))
         except _pkcs11.Pkcs11Error as exc:
             raise SettingsError(str(exc)) from None
+        role = (env_str("SIGNER_ROLE", d.role) or d.role).strip().lower()
+        if role not in ROLES:
+            raise SettingsError(f"SIGNER_ROLE={role!r} is not a signer role: use hot or safe_owner")
+        keystore_count = env_int(ENV_KEYSTORE_COUNT, d.keystore_count, minimum=1)
+        if role == ROLE_SAFE_OWNER and (keystore_count > 1 or len(key_labels) > 1):
+            raise SettingsError(
+                "SIGNER_ROLE=safe_owner holds exactly one owner key: leave SIGNER_KEYSTORE_COUNT "
+                "at 1 and SIGNER_PKCS11_KEY_LABELS at one label (give each owner its own signer)"
+            )
         database_url = env_str("DATABASE_URL", d.database_url)
         return cls(
+            role=role,
             database_url=database_url,
             database_tls=database_tls_env(database_url),
             grpc_host=env_str("SIGNER_GRPC_HOST", d.grpc_host),
@@ -131,7 +151,7 @@ class SignerSettings:
             ),
             key_backend=key_backend,
             keystore_path=env_str(ENV_KEYSTORE_PATH, d.keystore_path) or d.keystore_path,
-            keystore_count=env_int(ENV_KEYSTORE_COUNT, d.keystore_count, minimum=1),
+            keystore_count=keystore_count,
             keystore_password_file=env_str(ENV_KEYSTORE_PASSWORD_FILE, d.keystore_password_file)
             or d.keystore_password_file,
             pkcs11_library=env_str(_pkcs11.ENV_LIBRARY, d.pkcs11_library),

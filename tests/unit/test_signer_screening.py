@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from svc_signer.core import PayoutItem, Reason
+from svc_signer.core import PayoutItem
+from svc_signer.reasons import Reason
 from svc_signer.screening import check_approvals, check_recipients
 from withdrawal_shared.approvals.core import ApprovalGap
 from withdrawal_shared.errors import ApiError, Code

@@ -365,10 +365,23 @@ class ApprovalGap:
     approved: int
 
 
-def approval_gaps(session: Session, ids: Collection[str]) -> dict[str, ApprovalGap]:
-    """Of the withdrawals `ids`, those held for approval whose recorded approvals (by
-    distinct operators other than their creator) are fewer than their rule required, or
-    whose request ended other than APPROVED. Three small queries; for the signer."""
+@dataclass(frozen=True)
+class ApprovalTally:
+    """A withdrawal's approval request as the signer counts it: how many distinct operators
+    other than its creator approved it, how many its rule required, and how it ended
+    (`outcome`: "" while undecided, else APPROVED, REJECTED, EXPIRED or the state it left
+    for)."""
+
+    withdrawal_id: str
+    required: int
+    approved: int
+    outcome: str
+
+
+def approval_tallies(session: Session, ids: Collection[str]) -> dict[str, ApprovalTally]:
+    """Of the withdrawals `ids`, those with an approval request (ever held for approval), with
+    their recorded approvals by distinct operators other than their creator. Three small
+    queries; for the signer."""
     if not ids:
         return {}
     requests = {
@@ -386,17 +399,28 @@ def approval_gaps(session: Session, ids: Collection[str]) -> dict[str, ApprovalG
         )
     }
     counts: dict[str, int] = {}
-    for withdrawal_id, _operator in session.execute(
+    for withdrawal_id, operator in session.execute(
         select(ApprovalDecision.withdrawal_id, ApprovalDecision.operator_id).where(
             ApprovalDecision.withdrawal_id.in_(list(requests)),
             ApprovalDecision.decision == APPROVE,
         )
     ):
-        if _operator != creators.get(withdrawal_id):
+        if operator != creators.get(withdrawal_id):
             counts[withdrawal_id] = counts.get(withdrawal_id, 0) + 1
-    gaps: dict[str, ApprovalGap] = {}
-    for withdrawal_id, request in requests.items():
-        approved = counts.get(withdrawal_id, 0)
-        if approved < request.approvals_required or request.outcome not in (APPROVED,):
-            gaps[withdrawal_id] = ApprovalGap(withdrawal_id, request.approvals_required, approved)
-    return gaps
+    return {
+        withdrawal_id: ApprovalTally(
+            withdrawal_id, request.approvals_required, counts.get(withdrawal_id, 0), request.outcome
+        )
+        for withdrawal_id, request in requests.items()
+    }
+
+
+def approval_gaps(session: Session, ids: Collection[str]) -> dict[str, ApprovalGap]:
+    """Of the withdrawals `ids`, those held for approval whose recorded approvals (by
+    distinct operators other than their creator) are fewer than their rule required, or
+    whose request ended other than APPROVED. Three small queries; for the signer."""
+    return {
+        withdrawal_id: ApprovalGap(withdrawal_id, tally.required, tally.approved)
+        for withdrawal_id, tally in approval_tallies(session, ids).items()
+        if tally.approved < tally.required or tally.outcome != APPROVED
+    }

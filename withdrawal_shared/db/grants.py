@@ -7,8 +7,10 @@ FOR UPDATE` followed by an ORM change, and `INSERT ... ON DUPLICATE KEY UPDATE`)
 from. In short:
 
 - the signer reads the withdrawals it pays, their approval requests and decisions, the
-  blocklist, the pauses, the tokens, the vault and the processor's payout rows, and writes
-  only its own ledger (`signer_ledger`, `signer_ledger_items`: INSERT, never UPDATE or
+  blocklist, the pauses, the tokens, the vault, the processor's payout rows, the treasury Safe
+  and its owners, the hot wallets and the four-eyes changes (a treasury operation is signed
+  only as an applied change orders it), and writes only its own ledgers (`signer_ledger`,
+  `signer_ledger_items`, and an owner's `safe_owner_signatures`: INSERT, never UPDATE or
   DELETE);
 - the processor moves withdrawals up to BROADCAST, reserves nonces and payout numbers, writes
   payout rows and items, and creates (or replaces, or marks expired) the approval requests at
@@ -92,7 +94,7 @@ _TABLE: dict[str, tuple[str, str, str, str]] = {
     "chains": ("S", "S", "S", "S"),
     "tokens": ("SU", "S", "S", "S"),  # gateway: the admin API's UpdateToken
     "system_addresses": ("S", "S", "", ""),
-    "hot_wallets": ("", "SU", "", ""),  # processor: next_nonce
+    "hot_wallets": ("", "SU", "S", ""),  # processor: next_nonce; signer: treasury.fund_gas
     "payout_vaults": ("", "SU", "S", "S"),  # processor: next_number
     # partners and their keys
     "partners": ("S", "", "", ""),
@@ -105,6 +107,7 @@ _TABLE: dict[str, tuple[str, str, str, str]] = {
     "payout_items": ("", "SI", "", "SU"),
     "signer_ledger": ("", "", "SI", ""),
     "signer_ledger_items": ("", "", "SI", ""),
+    "safe_owner_signatures": ("", "", "SI", ""),  # an owner's signer: every signature it gave
     "payout_pauses": ("SIU", "S", "S", ""),  # gateway: the admin API's pause and resume
     "leases": ("", "SIU", "", "SIU"),  # processor: batching partitions; monitor: the leader
     "vault_funds": ("S", "SIU", "", ""),  # processor: as it reads the vault; gateway: batches
@@ -118,7 +121,7 @@ _TABLE: dict[str, tuple[str, str, str, str]] = {
     # operators and the admin API
     "operators": ("SIU", "", "", ""),
     "operator_credentials": ("SIU", "", "", ""),
-    "admin_changes": ("SIU", "", "", ""),
+    "admin_changes": ("SIU", "", "S", ""),  # signer: the treasury operation of a change
     "admin_audit": ("SI", "", "", ""),
     "admin_audit_head": ("SU", "", "", ""),
     # tiers and limits (the gateway enforces them and the admin API sets them)

@@ -455,6 +455,26 @@ class SignerLedgerItem(Base):
     nonce: Mapped[int] = mapped_column(BigInteger)
 
 
+class SafeOwnerSignature(Base):
+    """Every signature an owner's signer gave over a treasury Safe transaction: written only
+    by svc_signer (role `safe_owner`), one row per (Safe, Safe nonce, owner), so an owner
+    never authorises two transactions at one Safe nonce (migration 0022)."""
+
+    __tablename__ = "safe_owner_signatures"
+
+    safe_address: Mapped[str] = mapped_column(String(42), primary_key=True)  # lowercase
+    safe_nonce: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    owner_address: Mapped[str] = mapped_column(String(42), primary_key=True)  # lowercase
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    safe_tx_hash: Mapped[str] = mapped_column(String(66))  # 0x-prefixed EIP-712 hash
+    signature: Mapped[bytes] = mapped_column(LargeBinary)  # 65 bytes r || s || v (27 or 28)
+    purpose: Mapped[str] = mapped_column(String(24))  # PAYOUT or TREASURY
+    to_address: Mapped[str] = mapped_column(String(42))  # lowercase
+    change_id: Mapped[str | None] = mapped_column(String(26))  # for TREASURY
+    withdrawal_ids: Mapped[str] = mapped_column(Text)  # for PAYOUT: sorted, comma-separated
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+
+
 class Lease(Base):
     """A singleton role held by one replica at a time (`withdrawal_shared.db.leases`): who
     holds it, until when, and the fencing token that every change of holder raises."""
