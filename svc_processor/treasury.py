@@ -380,8 +380,8 @@ class TreasuryExecutor:
                 safe_tx_gas="0",
                 base_gas="0",
                 gas_price_wei="0",
-                gas_token_address=tx.gas_token,
-                refund_receiver_address=tx.refund_receiver,
+                gas_token_address="",  # empty: the zero address (no refund)
+                refund_receiver_address="",
                 nonce=tx.nonce,
             ),
             purpose=signer_pb2.SAFE_PURPOSE_TREASURY,
@@ -392,7 +392,7 @@ class TreasuryExecutor:
             answer = signer.sign_safe(request)
         except SignerRefused as refused:
             log.warning(
-                "an owner's signer refused the treasury operation",
+                f"an owner's signer refused the treasury operation ({refused.reason})",
                 extra={**context, "reason": refused.reason, "error": refused.message},
             )
             return None

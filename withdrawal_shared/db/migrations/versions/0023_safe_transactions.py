@@ -7,7 +7,7 @@ until it is about to be signed; unique per chain), its EIP-712 hash, its state, 
 the Safe nonce the next one takes.
 
 Revision ID: 0023
-Revises: 0021
+Revises: 0022
 Create Date: 2026-12-07
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 from withdrawal_shared.db.types import utc_datetime
 
 revision = "0023"
-down_revision = "0021"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 
