@@ -6,8 +6,9 @@ For the oldest PENDING operation, once no other one holds a Safe nonce:
 1. `_assign`: builds its call (`treasury_ops.build`; an operation this chain cannot build is
    FAILED with the reason and takes no nonce), then one transaction locks the chain's
    `safe_treasuries` row and gives it the Safe nonce: the Safe's own `nonce()` (read first,
-   nothing locked), which has to be at least `next_nonce` (a lagging node: wait), and stores
-   the Safe transaction's fields and EIP-712 hash. The nonce is kept from then on: the
+   nothing locked), which has to be at least `next_nonce` (a lagging node: wait; ahead of it:
+   the Safe executed something this system did not send, and the Safe's nonce is taken), and
+   stores the Safe transaction's fields and EIP-712 hash; `next_nonce` becomes the one after. The nonce is kept from then on: the
    operation is never signed at another one.
 2. `_collect`: asks the owners' signers (PROCESSOR_SAFE_OWNER_SIGNERS, one per owner) for
    SignSafeTransaction (SAFE_PURPOSE_TREASURY, its change) until the Safe's threshold of
@@ -20,14 +21,19 @@ For the oldest PENDING operation, once no other one holds a Safe nonce:
    (`Payouts.reserve_call` links the operation to a new `safe_exec` payout row in the same
    transaction that takes the wallet's nonce: EXECUTING; then signed with
    PURPOSE_SAFE_EXECUTION, stored, broadcast; replaced when stuck and resumed after a crash
-   like any payout). An `execTransaction` that eth_estimateGas says reverts is FAILED with the
-   node's reason and never sent.
+   like any payout).
 4. `_settle`: the monitor settles the payout row as it settles every payout (mined, reorgs,
    the confirmation depth). Once a row at the payout's (wallet, nonce) is CONFIRMED, its
-   receipt's ExecutionSuccess for the stored hash makes the operation EXECUTED (an
-   ExecutionFailure: FAILED, the nonce used); REVERTED (at the depth), or the hot wallet's
-   signer refusing (the row became a nonce release), makes it FAILED and gives the Safe nonce
-   back (`next_nonce`), as the Safe did not use it.
+   receipt's ExecutionSuccess for the stored hash makes the operation EXECUTED; an
+   ExecutionFailure (the Safe used the nonce, the call failed) makes it FAILED.
+
+When the Safe did not use the nonce (eth_estimateGas says `execTransaction` reverts, so it is
+not sent; it reverted on chain, at the confirmation depth; or the hot wallet's signer refused
+and the row became a nonce release), the operation is not FAILED: its owners' signatures stay
+valid at its nonce, and an owner's signer never signs another transaction at a nonce it
+signed (`SAFE_NONCE_ALREADY_SIGNED`), so the treasury can only move past that nonce by
+executing it. It goes back to SIGNED with `failure_reason` = `last attempt: ...` and is sent
+again after RETRY_SECONDS; the operations after it wait.
 
 Every step is a compare-and-set on the operation's state and resumes from the database after a
 crash; the Safe nonce makes a second execution impossible on chain.
@@ -82,6 +88,8 @@ from withdrawal_shared.states import PayoutState
 
 log = logging.getLogger(__name__)
 
+RETRY_SECONDS = 30.0
+"""How long an operation whose last attempt did not execute waits before the next one."""
 LIVE = (SafeTxState.SIGNED, SafeTxState.EXECUTING)
 """States holding a Safe nonce that is not settled (a PENDING one holds it once assigned)."""
 
@@ -157,11 +165,18 @@ class TreasuryExecutor:
             if not self._collect(op):
                 return
             op = self._reload(op.id)
-        if op.state == SafeTxState.SIGNED:
+        if op.state == SafeTxState.SIGNED and not self._waits_to_retry(op):
             self._execute(op)
             op = self._reload(op.id)
         if op.state == SafeTxState.EXECUTING:
             self._settle(op)
+
+    @staticmethod
+    def _waits_to_retry(op: SafeTransaction) -> bool:
+        """Whether a SIGNED operation whose last attempt did not execute it still waits."""
+        if not op.failure_reason:
+            return False
+        return (utcnow() - op.update_time).total_seconds() < RETRY_SECONDS
 
     def _reload(self, op_id: str) -> SafeTransaction:
         with self.sessions() as session:
@@ -448,11 +463,8 @@ class TreasuryExecutor:
         try:
             estimate = self.pipeline.reads.estimate_gas(wallet, safe, op.exec_calldata)
         except WouldRevert as exc:
-            self._fail(
-                op.id,
-                SafeTxState.SIGNED,
-                f"execTransaction would revert: {exc.reason}",
-                release_nonce=True,
+            self._retry_later(
+                op.id, SafeTxState.SIGNED, f"execTransaction would revert: {exc.reason}"
             )
             return
         gas_limit = estimate * (100 + self.gas_margin_pct) // 100
@@ -510,11 +522,10 @@ class TreasuryExecutor:
                 )
             ).all()
         if any(r.kind == Kind.NONCE_RELEASE for r in rows):
-            self._fail(
+            self._retry_later(
                 op.id,
                 SafeTxState.EXECUTING,
                 "the hot wallet's signer refused to send execTransaction (its nonce was released)",
-                release_nonce=True,
             )
             return
         confirmed = [r for r in rows if r.state == PayoutState.CONFIRMED]
@@ -524,12 +535,10 @@ class TreasuryExecutor:
         reverted = [r for r in rows if r.state == PayoutState.REVERTED]
         if reverted:
             row = reverted[0]
-            self._fail(
+            self._retry_later(
                 op.id,
                 SafeTxState.EXECUTING,
                 f"execTransaction {row.tx_hash} reverted: {row.revert_reason or 'no reason given'}",
-                release_nonce=True,
-                tx_hash=row.tx_hash,
             )
 
     def _settle_confirmed(self, op: SafeTransaction, row: PayoutTransaction, safe: str) -> None:
@@ -565,7 +574,12 @@ class TreasuryExecutor:
                     SafeTransaction.id == op.id,
                     SafeTransaction.state == SafeTxState.EXECUTING.value,
                 )
-                .values(state=SafeTxState.EXECUTED.value, tx_hash=row.tx_hash, update_time=utcnow())
+                .values(
+                    state=SafeTxState.EXECUTED.value,
+                    tx_hash=row.tx_hash,
+                    failure_reason="",
+                    update_time=utcnow(),
+                )
                 .execution_options(synchronize_session=False)
             )
         if result.rowcount == 1:  # type: ignore[attr-defined]
@@ -574,33 +588,43 @@ class TreasuryExecutor:
                 extra={"safe_tx_id": op.id, "tx_hash": row.tx_hash, "safe_nonce": op.safe_nonce},
             )
 
-    def _fail(
-        self,
-        op_id: str,
-        from_state: SafeTxState,
-        reason: str,
-        *,
-        release_nonce: bool = False,
-        tx_hash: str | None = None,
-    ) -> None:
-        """FAILED with `reason`; with `release_nonce` (the Safe did not use its nonce) the
-        nonce is given back for the next operation."""
+    def _retry_later(self, op_id: str, from_state: SafeTxState, reason: str) -> None:
+        """The Safe did not use the operation's nonce: it goes back to SIGNED with `reason` (its
+        owners' signatures stay valid at that nonce, and the owners sign nothing else there),
+        and a hot wallet sends it again once RETRY_SECONDS have passed."""
         with self.sessions.begin() as session:
-            treasury = session.scalars(
-                select(SafeTreasury).where(SafeTreasury.chain == self.chain).with_for_update()
-            ).one()
-            op = session.get(SafeTransaction, op_id, with_for_update=True)
-            if op is None or op.state != from_state:
-                return
-            nonce = op.safe_nonce
-            if release_nonce and nonce is not None:
-                reason = f"{reason} (Safe nonce {nonce} not used)"
-                op.safe_nonce = None
-                if treasury.next_nonce == nonce + 1:
-                    treasury.next_nonce = nonce
-            op.state = SafeTxState.FAILED.value
-            op.failure_reason = reason[:512]
-            op.update_time = utcnow()
-            if tx_hash is not None:
-                op.tx_hash = tx_hash
-        log.error("treasury operation failed", extra={"safe_tx_id": op_id, "reason": reason})
+            result = session.execute(
+                update(SafeTransaction)
+                .where(SafeTransaction.id == op_id, SafeTransaction.state == from_state.value)
+                .values(
+                    state=SafeTxState.SIGNED.value,
+                    failure_reason=f"last attempt: {reason}"[:512],
+                    update_time=utcnow(),
+                )
+                .execution_options(synchronize_session=False)
+            )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            log.error(
+                "treasury operation not executed; it is sent again later",
+                extra={"safe_tx_id": op_id, "reason": reason, "retry_seconds": RETRY_SECONDS},
+            )
+
+    def _fail(
+        self, op_id: str, from_state: SafeTxState, reason: str, *, tx_hash: str | None = None
+    ) -> None:
+        """FAILED with `reason`: never executed (it had no Safe nonce), or the Safe used its
+        nonce and the call failed (ExecutionFailure)."""
+        with self.sessions.begin() as session:
+            result = session.execute(
+                update(SafeTransaction)
+                .where(SafeTransaction.id == op_id, SafeTransaction.state == from_state.value)
+                .values(
+                    state=SafeTxState.FAILED.value,
+                    failure_reason=reason[:512],
+                    update_time=utcnow(),
+                    **({} if tx_hash is None else {"tx_hash": tx_hash}),
+                )
+                .execution_options(synchronize_session=False)
+            )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            log.error("treasury operation failed", extra={"safe_tx_id": op_id, "reason": reason})

@@ -355,7 +355,8 @@ class SafeTransaction(Base):
     four-eyes change; PAYOUT: withdrawals above the Safe threshold). PENDING (recorded; the
     Safe nonce is assigned when it is about to be signed and kept) -> SIGNED (owners'
     signatures and `exec_calldata` stored) -> EXECUTING (a hot wallet's payout transaction
-    `payout_tx_id` sends it) -> EXECUTED, or FAILED with `failure_reason`."""
+    `payout_tx_id` sends it) -> EXECUTED, or FAILED with `failure_reason`; back to SIGNED when
+    the Safe did not use its nonce (`failure_reason` = `last attempt: ...`)."""
 
     __tablename__ = "safe_transactions"
     __table_args__ = (
@@ -369,7 +370,7 @@ class SafeTransaction(Base):
     change_id: Mapped[str | None] = mapped_column(String(26), unique=True)
     kind: Mapped[str] = mapped_column(String(64))  # the change's kind
     payload: Mapped[str] = mapped_column(Text)  # the change's payload, canonical JSON
-    # NULL until assigned; set back to NULL when it FAILED without the Safe using the nonce.
+    # NULL until assigned, then kept.
     safe_nonce: Mapped[int | None] = mapped_column(BigInteger)
     to_address: Mapped[str | None] = mapped_column(String(42))  # lowercase
     value_wei: Mapped[str | None] = mapped_column(String(80))  # decimal integer

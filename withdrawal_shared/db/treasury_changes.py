@@ -38,13 +38,15 @@ class SafeTxState(enum.StrEnum):
     PENDING = "PENDING"
     """Recorded; being signed by the owners once it has its Safe nonce."""
     SIGNED = "SIGNED"
-    """The threshold of owners signed; signatures and `execTransaction` calldata stored."""
+    """The threshold of owners signed; signatures and `execTransaction` calldata stored (with
+    a `failure_reason`: its last attempt did not execute it, and it is sent again)."""
     EXECUTING = "EXECUTING"
     """A hot wallet's payout transaction (`payout_tx_id`) sends it."""
     EXECUTED = "EXECUTED"
     """Mined at the confirmation depth with the Safe's ExecutionSuccess for its hash."""
     FAILED = "FAILED"
-    """Not executed (`failure_reason` says why); never retried."""
+    """Not executed (`failure_reason` says why): it could not be built (no Safe nonce taken),
+    or the Safe used its nonce and the call failed; never retried."""
 
 
 class SafePurpose(enum.StrEnum):

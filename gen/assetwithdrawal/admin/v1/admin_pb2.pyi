@@ -313,13 +313,17 @@ class TreasuryOperation(_message.Message):
         STATE_PENDING: TreasuryOperation._State.ValueType  # 1
         """Recorded; signed by the owners once it has its Safe nonce."""
         STATE_SIGNED: TreasuryOperation._State.ValueType  # 2
-        """The Safe's threshold of owners signed it."""
+        """The Safe's threshold of owners signed it; with a `failure_reason`, its last attempt did
+        not execute it (the Safe did not use its nonce) and it is sent again.
+        """
         STATE_EXECUTING: TreasuryOperation._State.ValueType  # 3
         """A hot wallet's transaction executing it was sent."""
         STATE_EXECUTED: TreasuryOperation._State.ValueType  # 4
         """Executed by the Safe (mined at the confirmation depth)."""
         STATE_FAILED: TreasuryOperation._State.ValueType  # 5
-        """Not executed; `failure_reason` says why. It is never retried: propose it again."""
+        """Not executed: it could not be built on the chain's setup (it took no Safe nonce), or
+        the Safe ran it and the call failed (ExecutionFailure). Never retried.
+        """
 
     class State(_State, metaclass=_StateEnumTypeWrapper):
         """Where an operation is."""
@@ -329,13 +333,17 @@ class TreasuryOperation(_message.Message):
     STATE_PENDING: TreasuryOperation.State.ValueType  # 1
     """Recorded; signed by the owners once it has its Safe nonce."""
     STATE_SIGNED: TreasuryOperation.State.ValueType  # 2
-    """The Safe's threshold of owners signed it."""
+    """The Safe's threshold of owners signed it; with a `failure_reason`, its last attempt did
+    not execute it (the Safe did not use its nonce) and it is sent again.
+    """
     STATE_EXECUTING: TreasuryOperation.State.ValueType  # 3
     """A hot wallet's transaction executing it was sent."""
     STATE_EXECUTED: TreasuryOperation.State.ValueType  # 4
     """Executed by the Safe (mined at the confirmation depth)."""
     STATE_FAILED: TreasuryOperation.State.ValueType  # 5
-    """Not executed; `failure_reason` says why. It is never retried: propose it again."""
+    """Not executed: it could not be built on the chain's setup (it took no Safe nonce), or
+    the Safe ran it and the call failed (ExecutionFailure). Never retried.
+    """
 
     NAME_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
@@ -355,7 +363,7 @@ class TreasuryOperation(_message.Message):
     transaction_hash: _builtins.str
     """The hot wallet's transaction that executed it (or reverted), 0x-prefixed, once mined."""
     failure_reason: _builtins.str
-    """Why it failed, when it did."""
+    """Why it failed, or why its last attempt did not execute it (`last attempt: ...`)."""
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When its state last changed."""
