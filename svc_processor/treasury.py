@@ -8,8 +8,8 @@ For the oldest PENDING operation, once no other one holds a Safe nonce:
    `safe_treasuries` row and gives it the Safe nonce: the Safe's own `nonce()` (read first,
    nothing locked), which has to be at least `next_nonce` (a lagging node: wait; ahead of it:
    the Safe executed something this system did not send, and the Safe's nonce is taken), and
-   stores the Safe transaction's fields and EIP-712 hash; `next_nonce` becomes the one after. The nonce is kept from then on: the
-   operation is never signed at another one.
+   stores the Safe transaction's fields and EIP-712 hash; `next_nonce` becomes the one after.
+   The nonce is kept from then on: the operation is never signed at another one.
 2. `_collect`: asks the owners' signers (PROCESSOR_SAFE_OWNER_SIGNERS, one per owner) for
    SignSafeTransaction (SAFE_PURPOSE_TREASURY, its change) until the Safe's threshold of
    distinct owners signed; a refusing or unreachable signer is skipped. Each signature is
