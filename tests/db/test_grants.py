@@ -32,7 +32,7 @@ from withdrawal_shared.db.models import (
 )
 
 ACCESS_DENIED = 1142  # ER_TABLEACCESS_DENIED_ERROR
-LEDGER = {"signer_ledger", "signer_ledger_items"}
+LEDGER = {"signer_ledger", "signer_ledger_items", "safe_owner_signatures"}
 
 
 # -- the table itself ------------------------------------------------------------------------
