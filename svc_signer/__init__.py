@@ -1,5 +1,9 @@
-"""The signer service: holds the hot wallets' keys and signs only what its policy allows.
+"""The signer service: holds keys and signs only what its policy allows.
 
-`python -m svc_signer` runs it; `server.SignerServer` embeds it; `core.SignerCore` is the policy;
-`ledger.Ledger` is the double-payment ledger; `keys` are the key backends.
+A signer has one role (`SIGNER_ROLE`): `hot` holds the hot wallets' keys (`core.SignerCore`,
+SignTransaction), `safe_owner` holds one owner key of the treasury Safe
+(`safe_owner.SafeOwnerCore`, SignSafeTransaction). `python -m svc_signer` runs it;
+`server.SignerServer` embeds it; `reasons` are its refusals; `safe_rules` the Safe rules both
+roles share; `ledger.Ledger` is the double-payment ledger and an owner's record of its
+signatures; `keys` are the key backends.
 """

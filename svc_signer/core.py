@@ -1,8 +1,13 @@
-"""The signer's policy and signing, transport-neutral: what SignTransaction and ListWallets do.
+"""The hot wallets' signer's policy and signing, transport-neutral: what SignTransaction and
+ListWallets do (`SIGNER_ROLE=hot`, the default). An owner of the treasury Safe has a signer of
+its own (`SIGNER_ROLE=safe_owner`, `svc_signer.safe_owner.SafeOwnerCore`); this one refuses
+SignSafeTransaction with FAILED_PRECONDITION `UNKNOWN_WALLET` (metadata `signer_role` = `hot`:
+it holds no owner key), and ListWallets reports its keys with `ROLE_HOT`.
 
 `SignerCore.sign(request)` either returns `(raw signed bytes, 0x tx hash)` or raises an
 `ApiError`. Bad input is INVALID_ARGUMENT with one BadRequest violation per field; a policy
-refusal is FAILED_PRECONDITION or PERMISSION_DENIED with one of these ErrorInfo reasons:
+refusal is FAILED_PRECONDITION or PERMISSION_DENIED with one of these ErrorInfo reasons
+(`svc_signer.reasons`):
 
 - WRONG_CHAIN (FAILED_PRECONDITION): `chain_id` is not the configured chain id.
 - UNKNOWN_WALLET (FAILED_PRECONDITION): this signer holds no key for `wallet_address` (it
@@ -34,7 +39,25 @@ refusal is FAILED_PRECONDITION or PERMISSION_DENIED with one of these ErrorInfo 
   (`svc_signer/pauses.py`; metadata `scope` or `withdrawal_id`). Nonce releases are signed
   whatever is paused.
 
-A signing backend failure is UNAVAILABLE (KEY_BACKEND_UNAVAILABLE): retry later.
+A signing backend failure is UNAVAILABLE (KEY_BACKEND_UNAVAILABLE): retry later. With TLS on,
+a caller whose certificate name is not allowed for the method is PERMISSION_DENIED
+(CALLER_NOT_ALLOWED, `svc_signer.servicer`).
+
+PURPOSE_SAFE_EXECUTION (and a PURPOSE_REPLACEMENT whose calldata is `execTransaction`): the hot
+wallet calls the chain's treasury Safe (else SAFE_NOT_TREASURY) with value 0 (NONZERO_VALUE) and
+canonical `execTransaction` calldata (UNSUPPORTED_CALLDATA). The inner Safe transaction passes
+the Safe's static rules an owner applies (SAFE_DELEGATECALL, SAFE_GAS_REFUND, SAFE_SELF_CALL,
+TARGET_NOT_ALLOWED, NONZERO_VALUE; `svc_signer.safe_owner` documents them), and its
+signatures, over its `safe_tx_hash` at `safe_nonce`, are ECDSA signatures of at least the
+treasury's threshold of distinct current owners in ascending order
+(OWNER_SIGNATURES_BELOW_THRESHOLD). Exactly one of:
+- items: the inner call is the vault's payout of exactly the items, and the payout rules above
+  apply (facts, approvals, blocklist, pauses, the double-payment rule), plus the Safe's
+  threshold of distinct approvers per item (NOT_APPROVED, `problem` = `safe_approvals`);
+- `change`: the inner call is exactly the call of that APPLIED treasury change
+  (CHANGE_NOT_APPLIED, CHANGE_CALL_MISMATCH); the payout pause does not hold it (pausing the
+  vault must stay possible).
+It is recorded in the ledger like any other transaction (purpose SAFE_EXECUTION).
 
 The double-payment rule: a withdrawal that appears in the ledger at one (wallet, nonce) is not
 signed at another one, unless paying it again is provably safe:
@@ -42,7 +65,9 @@ signed at another one, unless paying it again is provably safe:
   (`LedgerTransaction.consumed_without_paying`: settled by the monitor at the confirmation
   depth, REVERTED, or CONFIRMED without this withdrawal among its ledger items); or
 - both are payouts through the payout vault under the same payout number
-  (`_vault_paid_same_number`): the vault's bitmap pays a number at most once.
+  (`_vault_paid_same_number`): the vault's bitmap pays a number at most once. A hot wallet's
+  `vault.payout` and the treasury Safe's `execTransaction` of one count alike: the Safe path
+  and the hot path under one payout number are the same number.
 
 Repeating a request is idempotent: when the ledger already holds a transaction at the same
 (wallet, nonce) with the same fields (to, data, value, gas, fees) paying the same withdrawals,
@@ -218,7 +243,9 @@ def parse_request(request: signer_pb2.SignTransactionRequest) -> SignRequest:
         change_id = safe_rules.parse_change(request.change)
         if change_id is None:
             problems.append(FieldViolation("change", "must be a change name, changes/{id}"))
-        elif purpose not in safe_purposes:
+        elif purpose not in safe_purposes or (
+            purpose is Purpose.REPLACEMENT and request.data[:4] != EXEC_TRANSACTION_SELECTOR
+        ):
             problems.append(FieldViolation("change", "is only for PURPOSE_SAFE_EXECUTION"))
         elif request.items:
             problems.append(

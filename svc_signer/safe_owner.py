@@ -17,7 +17,8 @@ and their ErrorInfo reasons:
 - WRONG_CHAIN (FAILED_PRECONDITION): `chain_id` is not the configured chain id.
 - UNKNOWN_WALLET (FAILED_PRECONDITION): `owner_address` is not this signer's owner key.
 - SAFE_NOT_TREASURY (FAILED_PRECONDITION): the chain has no treasury Safe
-  (`safe_treasuries`), or `safe_address` is not it.
+  (`safe_treasuries`), its record is inconsistent (a threshold below 1 or above its number of
+  `safe_owners`), or `safe_address` is not it.
 - NOT_SAFE_OWNER (FAILED_PRECONDITION): the key is not among the treasury's `safe_owners`.
 - SAFE_DELEGATECALL (PERMISSION_DENIED): `operation` is 1 (DELEGATECALL).
 - SAFE_GAS_REFUND (PERMISSION_DENIED): a non-zero `safe_tx_gas`, `base_gas`,
@@ -62,8 +63,10 @@ Last, the owner's own record (`safe_owner_signatures`, one row per Safe, Safe no
   Safe nonce (metadata `safe_nonce`, `safe_tx_hash` of the one it signed).
 
 A repeated request for the same hash returns the stored signature (idempotent; nothing is
-signed again), after the checks above and before the pause check (as a repeated hot-wallet
-request). A signing backend failure is UNAVAILABLE (KEY_BACKEND_UNAVAILABLE): retry later.
+signed again), after the checks above and before the check of an active pause (as a repeated
+hot-wallet request; an item ON_HOLD `PAUSED` is refused even then). A treasury operation is
+never held by the payout pause (pausing the vault must stay possible). A signing backend
+failure is UNAVAILABLE (KEY_BACKEND_UNAVAILABLE): retry later.
 
 The signer computes the EIP-712 `safe_tx_hash` from the fields itself (it never signs a hash it
 is handed), signs the raw 32-byte hash with its key backend's `sign_digest`, checks that the
@@ -71,6 +74,10 @@ signature recovers to its key, and returns the Safe form (`r || s || v`, v 27 or
 checks, the signature and its record are one database transaction: the pause row (payouts),
 then the withdrawals, then the treasury row are locked (the hot signer's lock order, the
 treasury last), so concurrent requests for one Safe are recorded one after the other.
+
+An owner does not consult the hot wallet's ledger: its signature moves nothing by itself, the
+vault pays each payout number (checked against the database) at most once, and the hot
+wallet's signer applies the double-payment rule when it signs the execution.
 
 The hot wallet's side, PURPOSE_SAFE_EXECUTION (`svc_signer.core`), shares these rules
 (`svc_signer.safe_rules`) and adds one reason:
@@ -149,7 +156,9 @@ def _uint(text: str, name: str, problems: list[FieldViolation]) -> int:
 
 
 def _address(text: str, name: str, problems: list[FieldViolation], *, empty: str = "") -> str:
-    if text == "" and empty:
+    """A lowercase address; with `empty` (the zero address), "" and the zero address are it
+    (`parse_address` refuses the zero address as a recipient)."""
+    if empty and (text == "" or text.lower() == empty):
         return empty
     try:
         return parse_address(text)

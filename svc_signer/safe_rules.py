@@ -25,7 +25,6 @@ from withdrawal_shared.chain.erc20 import CalldataError
 from withdrawal_shared.chain.payout import Payment, decode_payout
 from withdrawal_shared.chain.safe_tx import (
     SIGNATURE_SIZE,
-    ZERO_ADDRESS,
     Operation,
     SafeTx,
     decode_exec_transaction,
@@ -97,6 +96,18 @@ def load_refs(tx: LedgerTransaction, chain: str, *, lock: bool = False) -> SafeR
             f"Chain {chain} has no treasury Safe (safe_treasuries); nothing is signed for a Safe "
             "until the bootstrap records it.",
             chain=chain,
+        )
+    if not 1 <= treasury.threshold <= len(treasury.owners):
+        raise refusal(
+            Code.FAILED_PRECONDITION,
+            Reason.SAFE_NOT_TREASURY,
+            f"The treasury Safe of {chain} is recorded with threshold {treasury.threshold} and "
+            f"{len(treasury.owners)} owner(s); nothing is signed for it until safe_treasuries "
+            "and safe_owners agree with the Safe (a threshold of at least 1, at most the "
+            "owners).",
+            chain=chain,
+            threshold=treasury.threshold,
+            owners=len(treasury.owners),
         )
     return SafeRefs(
         chain=chain,
@@ -421,8 +432,3 @@ def vault_payments(to: str, data: bytes, vault: str | None, safe: str | None) ->
     except (CalldataError, ValueError):
         return []
     return []
-
-
-def zero_or(address: str) -> str:
-    """An empty address field is the zero address."""
-    return address or ZERO_ADDRESS

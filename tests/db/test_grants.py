@@ -24,8 +24,11 @@ from sqlalchemy.exc import OperationalError
 from tests.support.databases import mariadb_database
 from withdrawal_shared.db import grants
 from withdrawal_shared.db.models import (
+    AdminChange,
     ApprovalDecision,
     Base,
+    HotWallet,
+    SafeOwnerSignature,
     SignerLedger,
     SignerLedgerItem,
     Withdrawal,
@@ -63,6 +66,9 @@ def test_the_signer_writes_only_its_ledger_and_reads_what_its_policy_checks() ->
     for table in ("withdrawals", "approval_requests", "approval_decisions", "blocked_addresses"):
         assert signer[table] == {"SELECT"}, table
     for table in ("payout_pauses", "tokens", "chains", "payout_vaults", "payout_transactions"):
+        assert signer[table] == {"SELECT"}, table
+    # The treasury Safe's policy: its row and owners, the hot wallets, the four-eyes changes.
+    for table in ("safe_treasuries", "safe_owners", "hot_wallets", "admin_changes"):
         assert signer[table] == {"SELECT"}, table
     for table in ("api_keys", "operator_credentials", "operators"):
         assert not signer[table], f"the signer has no business reading {table}"
@@ -179,12 +185,33 @@ def test_mariadb_refuses_the_signer_anything_but_its_ledger(
     _refused(url, _decision())
     _refused(url, text("DELETE FROM signer_ledger"))  # append-only, even for the signer
     _refused(url, text("SELECT * FROM api_keys"))
+    _refused(url, text("DELETE FROM safe_owner_signatures"))  # an owner's record: append-only
+    _refused(url, text("UPDATE safe_owner_signatures SET safe_nonce = 0"))
+    _refused(url, text("UPDATE admin_changes SET state = 'APPLIED'"))  # it only reads changes
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
             assert conn.execute(select(Withdrawal.id).limit(1)).all() == []
             conn.execute(select(Withdrawal.id).with_for_update()).all()  # its row locks
             conn.execute(text("SELECT scope FROM payout_pauses LOCK IN SHARE MODE")).all()
+            conn.execute(text("SELECT chain FROM safe_treasuries FOR UPDATE")).all()
+            conn.execute(select(AdminChange.id).limit(1)).all()
+            conn.execute(select(HotWallet.address).limit(1)).all()
+            conn.execute(
+                insert(SafeOwnerSignature).values(
+                    safe_address="0x" + "5" * 40,
+                    safe_nonce=3,
+                    owner_address="0x" + "6" * 40,
+                    chain_id=137,
+                    safe_tx_hash="0x" + "b" * 64,
+                    signature=b"\x1b" * 65,
+                    purpose="PAYOUT",
+                    to_address="0x" + "7" * 40,
+                    change_id=None,
+                    withdrawal_ids="",
+                    create_time=dt.datetime(2025, 1, 1),
+                )
+            )
             conn.execute(_ledger("0x" + "a" * 64))  # type: ignore[call-overload]
             conn.execute(
                 insert(SignerLedgerItem).values(

@@ -1,8 +1,12 @@
 """Fixtures for the signer's tests: a private SoftHSM2 token, a keystore, anvil, and a real
-SignerServer (keystore or PKCS#11 backend) over the suite's databases (`db_url`).
+SignerServer (keystore or PKCS#11 backend) over the suite's databases (`db_url`); and one
+SoftHSM2 token per owner of the treasury Safe (`owner_tokens`).
 
-The SoftHSM2 token is provisioned under the session's tmp dir (never a system token); when
+The SoftHSM2 tokens are provisioned under the session's tmp dir (never a system token); when
 SoftHSM2 is not installed the fixture fails (not skips) and says to run `make softhsm`.
+SoftHSM2 lists the tokens of its directory when the module is first initialised in a process,
+so the owners' tokens are initialised (by `softhsm2-util`, another process) together with the
+hot wallet's, before any key is opened.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ import pytest
 from devstack.config import free_port
 from svc_signer.keys.keystore import KeystoreBackend, create_keystore
 from svc_signer.keys.pkcs11_hsm import Pkcs11Backend, find_pkcs11_library
-from svc_signer.keys.softhsm import SoftHsmToken, provision_softhsm
+from svc_signer.keys.softhsm import (
+    SOFTHSM2_CONF_ENV,
+    SoftHsmToken,
+    provision_softhsm,
+    softhsm2_util,
+    write_softhsm_conf,
+)
 from svc_signer.settings import SignerSettings
 from tests.signer.support import RunningSigner, SignerWorld
 
@@ -30,24 +40,72 @@ REPO = Path(__file__).resolve().parents[2]
 ANVIL = REPO / "node_modules" / ".bin" / "anvil"
 TEST_PIN = "user-pin-for-tests"
 TEST_SO_PIN = "so-pin-for-tests"
+OWNER_TOKENS = ("safe-owner-0", "safe-owner-1", "safe-owner-2")
+"""One SoftHSM2 token per owner of the treasury Safe (each owner's key in its own token)."""
 
 
 @pytest.fixture(scope="session")
-def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> SoftHsmToken:
-    """A SoftHSM2 token with a secp256k1 key, in this test session's own directory."""
+def softhsm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test run's SoftHSM2 directory, with the owners' tokens initialised (no keys yet)."""
     if shutil.which("softhsm2-util") is None:
         pytest.fail("SoftHSM2 is not installed (softhsm2-util not found): run `make softhsm`")
     try:
         find_pkcs11_library()
     except Exception as exc:
         pytest.fail(f"{exc}")
+    base = tmp_path_factory.mktemp("softhsm")
+    conf = write_softhsm_conf(base)
+    env = {**os.environ, SOFTHSM2_CONF_ENV: str(conf)}
+    for label in OWNER_TOKENS:
+        subprocess.run(
+            [
+                softhsm2_util(),
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--pin",
+                TEST_PIN,
+                "--so-pin",
+                TEST_SO_PIN,
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+    return base
+
+
+@pytest.fixture(scope="session")
+def softhsm_token(softhsm_dir: Path) -> SoftHsmToken:
+    """A SoftHSM2 token with a secp256k1 key, in this test session's own directory."""
     return provision_softhsm(
-        tmp_path_factory.mktemp("softhsm"),
+        softhsm_dir,
         token_label="signer-tests",
         key_label="hot-wallet-test",
         pin=TEST_PIN,
         so_pin=TEST_SO_PIN,
     )
+
+
+@pytest.fixture(scope="session")
+def owner_tokens(softhsm_dir: Path, softhsm_token: SoftHsmToken) -> list[SoftHsmToken]:
+    """The three owners' tokens of the treasury Safe, each with its own secp256k1 key."""
+    return [
+        provision_softhsm(
+            softhsm_dir, token_label=label, key_label="safe-owner", pin=TEST_PIN, so_pin=TEST_SO_PIN
+        )
+        for label in OWNER_TOKENS
+    ]
+
+
+@pytest.fixture(scope="session")
+def owner_backends(owner_tokens: list[SoftHsmToken]) -> Iterator[list[Pkcs11Backend]]:
+    """An open PKCS#11 backend per owner token (one key each)."""
+    backends = [Pkcs11Backend.open(token.settings) for token in owner_tokens]
+    yield backends
+    for backend in backends:
+        backend.close()
 
 
 @pytest.fixture(scope="session")

@@ -126,3 +126,21 @@ def test_with_field_names_renames_violations_and_the_listing_message() -> None:
     custom = ApiError(Code.INVALID_ARGUMENT, "X", "own words", (FieldViolation("a", "b"),))
     assert custom.with_field_names(str.upper).message == "own words"
     assert not_found("x").with_field_names(str.upper) == not_found("x")
+
+
+def test_every_signer_reason_is_documented_in_its_module_and_the_operations_guide() -> None:
+    """The signer's reasons (`svc_signer.reasons.Reason`) are each named in the module
+    docstring of the policy that raises them and are exactly the rows of the operations
+    guide's 'Signer refusals' table."""
+    import svc_signer.core as signer_core
+    from svc_signer import safe_owner
+    from svc_signer.reasons import Reason
+    from tests.docs import scan
+
+    documented = f"{signer_core.__doc__}\n{safe_owner.__doc__}"
+    undocumented = [reason.value for reason in Reason if reason.value not in documented]
+    assert undocumented == [], "name them in svc_signer/core.py or svc_signer/safe_owner.py"
+    guide = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    rows = scan.first_column_names(scan.section(guide, "Signer refusals"))
+    assert sorted(rows) == sorted(reason.value for reason in Reason)
+    assert len(rows) == len(set(rows))
