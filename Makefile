@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # two cores. PYTEST_WORKERS=0 runs everything in one process.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help up observe prometheus-bin test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas chaos chaos-short chaos-replicas bench-e2e bench-api bench-recovery bench-batch bench-emergency bench-webhooks bench-seeing
+.PHONY: help up observe prometheus-bin test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas bench-safe-gas chaos chaos-short chaos-replicas bench-e2e bench-api bench-recovery bench-batch bench-emergency bench-webhooks bench-seeing
 
 ##@ run
 
@@ -67,6 +67,9 @@ contracts-check: $(STAMP_NPM) ## fail when contracts/build/ differs from what th
 
 bench-gas: deps ## gas per payment: PayoutVault batches against single ERC-20 transfers
 	$(PY) -m bench.gas_per_payment
+
+bench-safe-gas: deps ## gas of one large withdrawal through the treasury Safe (2 of 3) against a hot wallet's payout
+	$(PY) -m bench.safe_gas
 
 bench-e2e: deps redis-bin ## end to end: 5 min at 220/s batched against one withdrawal per transaction
 	$(PY) -m bench.e2e

@@ -16,6 +16,16 @@ With anvil dev account 0 as deployer and treasury:
    to 1,000,000 USDC, and it is
    recorded in `payout_vaults` and `system_addresses` (`payout_contract`). The processor then
    pays through it in batches; without it, one ERC-20 transfer per withdrawal;
+   with `treasury_safe_owners` (off by default; needs the vault), the treasury Safe takes the
+   vault over: the Safe v1.4.1 contracts are deployed once per chain (`devstack.safe`; three
+   transactions, the largest, SafeL2, 5.3M gas: the block gas limit must allow it), a Safe
+   with those owners and `treasury_safe_threshold` is created (its address follows from the
+   owners, the threshold and `TREASURY_SAFE_SALT`, so a re-run finds it), it becomes a vault
+   operator (so it can call `payout`), and then, after the steps above set operators and
+   funds, the vault's ownership moves from the deployer to it (`transferOwnership`). It is
+   recorded in `safe_treasuries`, `safe_owners` and `system_addresses` (`treasury_safe`).
+   From then on only the Safe's owners can change operators: a later run that finds a hot
+   wallet which is not yet an operator stops with `BootstrapError`;
 6. partner `dev-partner` exists and has a development API key (scopes: the defaults and
    `emergency`): the previous one (from
    var/stack.json) when it still authenticates, else a new one. The key is returned once and
@@ -41,9 +51,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
 from devstack.anvil import DevAccount
+from devstack.safe import create_safe, deploy_safe_contracts
 from devstack.stablecoin import deploy_test_stablecoin, mint
 from devstack.transactions import fund_native
-from devstack.vault import deploy_payout_vault, fund_vault, set_operator
+from devstack.vault import (
+    deploy_payout_vault,
+    fund_vault,
+    set_operator,
+    transfer_vault_ownership,
+)
 from withdrawal_shared.chain.contracts import balance_of, stablecoin_contract
 from withdrawal_shared.chain.payout import payout_vault_contract
 from withdrawal_shared.chain.types import BaseUnits, ChecksumAddress, Wei
@@ -55,10 +71,13 @@ from withdrawal_shared.db.models import (
     HotWallet,
     Operator,
     PayoutVault,
+    SafeOwner,
+    SafeTreasury,
     SystemAddress,
     Token,
 )
 from withdrawal_shared.db.operators import Role, issue_credential, operator_for_credential
+from withdrawal_shared.db.transitions import utcnow
 from withdrawal_shared.scopes import DEFAULT_SCOPES, Scope
 from withdrawal_shared.states import WalletRole
 
@@ -72,6 +91,8 @@ DEV_API_KEY_SCOPES = DEFAULT_SCOPES | {Scope.EMERGENCY, Scope.BATCHES_CREATE}
 HOT_WALLET_NATIVE = Wei(100 * 10**18)  # 100 POL
 HOT_WALLET_TOKENS = BaseUnits(1_000_000 * 10**6)  # 1,000,000 USDC
 VAULT_TOKENS = BaseUnits(1_000_000 * 10**6)  # 1,000,000 USDC
+TREASURY_SAFE_SALT = 0
+"""The `saltNonce` of the treasury Safe's `createProxyWithNonce`."""
 
 
 class BootstrapError(RuntimeError):
@@ -93,6 +114,8 @@ class BootstrapResult:
     """One credential per `DEV_ADMINS` operator, in that order."""
     emergency_wallets: tuple[ChecksumAddress, ...] = ()
     """The EMERGENCY-role wallets (registered, funded and vault operators like the others)."""
+    treasury_safe: ChecksumAddress | None = None
+    """The treasury Safe owning the vault, when `treasury_safe_owners` was given."""
 
 
 def _noop(_message: str) -> None:
@@ -223,6 +246,13 @@ def _vault(
     contract = payout_vault_contract(w3, vault)
     for wallet in wallets:
         if not contract.functions.operators(wallet).call():
+            owner = contract.functions.owner().call()
+            if owner != deployer.address:
+                raise BootstrapError(
+                    f"hot wallet {wallet} is not an operator of the PayoutVault {vault}, and "
+                    f"the vault belongs to {owner} (the treasury Safe), not to the deployer: "
+                    "its owners must make it one (setOperator through the Safe)"
+                )
             set_operator(w3, vault, deployer.private_key, wallet, True)
     held = balance_of(w3, token, vault)
     if held < VAULT_TOKENS:
@@ -242,6 +272,81 @@ def _vault(
         _upsert_system_address(session, vault, "payout_contract", "PayoutVault")
     progress(f"PayoutVault {vault} holds at least {VAULT_TOKENS // 10**6:,} {TOKEN_SYMBOL}")
     return vault
+
+
+def _record_treasury_safe(
+    session: Session,
+    safe: ChecksumAddress,
+    threshold: int,
+    owners: Sequence[ChecksumAddress],
+    labels: Sequence[str],
+) -> None:
+    """The `safe_treasuries` row, the `safe_owners` rows (exactly `owners`) and the Safe's
+    `system_addresses` row."""
+    row = session.get(SafeTreasury, CHAIN)
+    if row is None:
+        row = SafeTreasury(
+            chain=CHAIN, address=safe.lower(), threshold=threshold, create_time=utcnow()
+        )
+        session.add(row)
+        session.flush()
+    elif row.address != safe.lower():
+        row.address, row.threshold, row.create_time = safe.lower(), threshold, utcnow()
+    else:
+        row.threshold = threshold
+    wanted = {
+        owner_address.lower(): (labels[index] if labels else f"treasury Safe owner {index + 1}")
+        for index, owner_address in enumerate(owners)
+    }
+    for existing in session.scalars(select(SafeOwner).where(SafeOwner.chain == CHAIN)):
+        if existing.owner_address not in wanted:
+            session.delete(existing)
+        else:
+            existing.label = wanted.pop(existing.owner_address)
+    for owner_address, label in wanted.items():
+        session.add(SafeOwner(chain=CHAIN, owner_address=owner_address, label=label))
+    _upsert_system_address(
+        session, safe, "treasury_safe", f"treasury Safe ({threshold} of {len(owners)})"
+    )
+
+
+def _treasury_safe(
+    sessions: sessionmaker[Session],
+    w3: Web3,
+    deployer: DevAccount,
+    vault: ChecksumAddress,
+    owners: Sequence[ChecksumAddress],
+    threshold: int,
+    labels: Sequence[str],
+    progress: Callable[[str], None],
+) -> ChecksumAddress:
+    if not 1 <= threshold <= len(owners) or len(set(owners)) != len(owners):
+        raise BootstrapError(
+            f"a treasury Safe needs distinct owners and a threshold from 1 to their number, "
+            f"not {threshold} of {len(owners)}"
+        )
+    if labels and len(labels) != len(owners):
+        raise BootstrapError("give one label per treasury Safe owner, or none")
+    deployment = deploy_safe_contracts(w3, deployer.private_key)
+    safe = create_safe(w3, deployer.private_key, deployment, owners, threshold, TREASURY_SAFE_SALT)
+    progress(f"treasury Safe {safe}: {threshold} of {len(owners)} owners")
+    contract = payout_vault_contract(w3, vault)
+    owner = contract.functions.owner().call()
+    if owner not in (deployer.address, safe):
+        raise BootstrapError(
+            f"the PayoutVault {vault} belongs to {owner}, neither the deployer nor the treasury "
+            f"Safe {safe}: it cannot be handed to the Safe"
+        )
+    if not contract.functions.operators(safe).call():
+        if owner != deployer.address:
+            raise BootstrapError(f"the treasury Safe {safe} is not an operator of {vault}")
+        set_operator(w3, vault, deployer.private_key, safe, True)
+    if owner == deployer.address:
+        progress(f"handing the PayoutVault {vault} to the treasury Safe ...")
+        transfer_vault_ownership(w3, vault, deployer.private_key, safe)
+    with sessions.begin() as session:
+        _record_treasury_safe(session, safe, threshold, owners, labels)
+    return safe
 
 
 def _dev_api_key(sessions: sessionmaker[Session], previous: str | None) -> tuple[str, bool]:
@@ -287,9 +392,17 @@ def bootstrap(
     payout_vault: bool = True,
     progress: Callable[[str], None] = _noop,
     emergency_wallets: Sequence[str] = (),
+    treasury_safe_owners: Sequence[str] = (),
+    treasury_safe_threshold: int = 2,
+    treasury_safe_labels: Sequence[str] = (),
 ) -> BootstrapResult:
     """Deploy, register, fund and issue what a local stack needs (see the module docstring).
-    `emergency_wallets` (some of `hot_wallets`) get the EMERGENCY role."""
+    `emergency_wallets` (some of `hot_wallets`) get the EMERGENCY role. With
+    `treasury_safe_owners` (empty: off) a Safe of those owners and `treasury_safe_threshold`
+    takes the vault over; `treasury_safe_labels`, one per owner, label their `safe_owners`
+    rows."""
+    if treasury_safe_owners and not payout_vault:
+        raise BootstrapError("the treasury Safe owns the PayoutVault: it needs payout_vault=True")
     engine = make_engine(database_url, pool_size=2)
     sessions = make_sessionmaker(engine)
     try:
@@ -312,6 +425,18 @@ def bootstrap(
         _register(sessions, w3, token, deployer.address, wallets, progress, emergency)
         _fund(w3, deployer, token, wallets, progress)
         vault = _vault(sessions, w3, deployer, token, wallets, progress) if payout_vault else None
+        safe = None
+        if treasury_safe_owners and vault is not None:
+            safe = _treasury_safe(
+                sessions,
+                w3,
+                deployer,
+                vault,
+                [Web3.to_checksum_address(owner) for owner in treasury_safe_owners],
+                treasury_safe_threshold,
+                treasury_safe_labels,
+                progress,
+            )
         api_key, reused = _dev_api_key(sessions, previous_api_key)
         admins = _dev_admins(sessions, previous_admin_credentials)
         return BootstrapResult(
@@ -325,6 +450,7 @@ def bootstrap(
             token_deployed=deployed,
             payout_vault=vault,
             admin_credentials=admins,
+            treasury_safe=safe,
         )
     finally:
         engine.dispose()

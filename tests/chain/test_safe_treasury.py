@@ -57,7 +57,10 @@ from withdrawal_shared.chain.safe_tx import (
     ZERO_ADDRESS,
     Operation,
     SafeTx,
+    decode_exec_transaction,
     encode_exec_transaction,
+    owner_signature,
+    pack_signatures,
     safe_tx_hash,
 )
 from withdrawal_shared.chain.types import BaseUnits, ChecksumAddress, HexStr, PrivateKey
@@ -67,6 +70,7 @@ pytestmark = pytest.mark.chain
 ONE_USDC = 1_000_000
 LARGE = 250_000 * ONE_USDC  # a withdrawal large enough to go through the treasury Safe
 SALT = 20261207
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,10 @@ def test_two_of_three_set_operator_runs_and_emits_execution_success(
         if log["address"] == t.safe and log["topics"][0].to_0x_hex() == EXECUTION_SUCCESS_TOPIC
     ]
     assert len(success) == 1 and bytes(success[0]["topics"][1]) == digest
+    # What the hot wallet's signer decodes from the mined calldata is the transaction signed.
+    sent = bytes(w3.eth.get_transaction(receipt["transactionHash"])["input"])
+    decoded, packed = decode_exec_transaction(sent)
+    assert replace(decoded, nonce=tx.nonce) == tx and len(packed) == 2 * 65
     # Another hash, or another Safe's address, finds nothing in the same receipt.
     assert execution_result(receipt["logs"], t.safe, bytes(32)) is None
     assert execution_result(receipt["logs"], t.vault, digest) is None
@@ -394,3 +402,27 @@ def test_with_safe_tx_gas_a_failing_inner_call_consumes_the_nonce(
     assert result is not None and not result.success
     assert safe_nonce(w3, t.safe) == nonce + 1
     assert balance_of(w3, t.token, t.vault) == held
+
+
+def test_a_high_s_owner_signature_is_accepted(w3: Web3, treasury: Treasury) -> None:
+    """An HSM returns (r, s) as its ECDSA made them, s not folded into the lower half; the
+    signer only finds the recovery id. The Safe's ecrecover takes either form."""
+    t = treasury
+    wallet = Web3.to_checksum_address(_recipient("high-s"))
+    tx = SafeTx.call(t.vault, encode_set_operator(wallet, True), safe_nonce(w3, t.safe))
+    signatures = []
+    for key in t.keys(0, 1):
+        low = sign_safe_tx(w3.eth.chain_id, t.safe, tx, key)
+        r = int.from_bytes(low.signature[:32], "big")
+        s = int.from_bytes(low.signature[32:64], "big")
+        assert s <= SECP256K1_N // 2  # eth_keys signs low-s
+        recovery_id = low.signature[64] - 27
+        signatures.append(owner_signature(low.owner, r, SECP256K1_N - s, 1 - recovery_id))
+    calldata = encode_exec_transaction(tx, pack_signatures(signatures))
+    receipt = send_transaction(
+        w3, t.hot.private_key, {"to": t.safe, "data": HexStr("0x" + calldata.hex())}
+    )
+    digest = safe_tx_hash(w3.eth.chain_id, t.safe, tx)
+    result = execution_result(receipt["logs"], t.safe, digest)
+    assert result is not None and result.success
+    assert payout_vault_contract(w3, t.vault).functions.operators(wallet).call() is True

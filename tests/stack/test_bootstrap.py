@@ -10,18 +10,25 @@ from eth_account import Account
 from sqlalchemy import select
 from web3 import Web3
 
-from devstack.anvil import AnvilProcess
+from devstack.anvil import AnvilProcess, revert, snapshot
 from devstack.bootstrap import (
     DEV_ADMINS,
     DEV_PARTNER,
     HOT_WALLET_NATIVE,
     HOT_WALLET_TOKENS,
+    BootstrapError,
+    BootstrapResult,
     bootstrap,
 )
+from devstack.safe import execute_safe_tx
 from withdrawal_shared.chain.contracts import balance_of
+from withdrawal_shared.chain.payout import encode_set_operator, payout_vault_contract
+from withdrawal_shared.chain.safe import safe_nonce, safe_owners, safe_threshold
+from withdrawal_shared.chain.safe_tx import SafeTx
+from withdrawal_shared.chain.types import ChecksumAddress
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.migrate import upgrade
-from withdrawal_shared.db.models import HotWallet, SystemAddress, Token
+from withdrawal_shared.db.models import HotWallet, SafeOwner, SafeTreasury, SystemAddress, Token
 from withdrawal_shared.db.operators import Role, operator_for_credential
 
 pytestmark = pytest.mark.chain
@@ -86,3 +93,60 @@ def test_bootstrap_registers_funds_and_is_idempotent(anvil: AnvilProcess, tmp_pa
             identity = operator_for_credential(session, credential)
             assert identity is not None and identity.operator_id == operator_id
             assert Role.ADMIN in identity.roles
+
+
+def test_bootstrap_hands_the_vault_to_a_treasury_safe(anvil: AnvilProcess, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    upgrade(url)
+    w3 = anvil.web3()
+    chain_snapshot = snapshot(w3)
+    try:
+        deployer = anvil.accounts[0]
+        owners = [anvil.accounts[i] for i in (1, 2, 3)]
+        hot = Web3.to_checksum_address(Account.create().address)
+
+        def run(wallets: list[ChecksumAddress]) -> BootstrapResult:
+            return bootstrap(
+                w3,
+                deployer,
+                url,
+                wallets,
+                treasury_safe_owners=[o.address for o in owners],
+                treasury_safe_threshold=2,
+            )
+
+        first = run([hot])
+        safe, vault_address = first.treasury_safe, first.payout_vault
+        assert safe is not None and vault_address is not None
+        vault = payout_vault_contract(w3, vault_address)
+        assert vault.functions.owner().call() == safe
+        assert vault.functions.operators(safe).call() is True
+        assert vault.functions.operators(hot).call() is True
+        assert sorted(safe_owners(w3, safe)) == sorted(o.address for o in owners)
+        assert safe_threshold(w3, safe) == 2
+
+        sessions = make_sessionmaker(make_engine(url, pool_size=1))
+        with sessions() as session:
+            row = session.get(SafeTreasury, "polygon")
+            assert row is not None and row.address == safe.lower() and row.threshold == 2
+            stored = {o.owner_address for o in session.scalars(select(SafeOwner))}
+            assert stored == {o.address.lower() for o in owners}
+            system = session.get(SystemAddress, safe.lower())
+            assert system is not None and system.kind == "treasury_safe"
+
+        block = w3.eth.block_number
+        again = run([hot])
+        assert again.treasury_safe == safe and again.payout_vault == vault_address
+        assert w3.eth.block_number == block, "a re-run sent transactions"
+
+        # Only the Safe's owners can change the vault now: 2 of 3 signatures make an operator.
+        newcomer = Web3.to_checksum_address(Account.create().address)
+        with pytest.raises(BootstrapError, match="treasury Safe"):
+            run([hot, newcomer])
+        tx = SafeTx.call(vault_address, encode_set_operator(newcomer), safe_nonce(w3, safe))
+        keys = [owners[0].private_key, owners[2].private_key]
+        execute_safe_tx(w3, safe, tx, keys, deployer.private_key)
+        third = run([hot, newcomer])
+        assert third.treasury_safe == safe and newcomer in third.hot_wallets
+    finally:
+        assert revert(w3, chain_snapshot)
