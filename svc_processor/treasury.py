@@ -212,15 +212,14 @@ class TreasuryExecutor:
             treasury = session.get(SafeTreasury, self.chain)
             chain = session.get(Chain, self.chain)
             assert treasury is not None and chain is not None
-            try:
-                call = treasury_ops.build(
-                    op.kind, json.loads(op.payload), self._refs(session, treasury)
-                )
-            except (treasury_ops.TreasuryOperationError, ValueError) as exc:
-                self._fail(op.id, SafeTxState.PENDING, f"cannot be built on {self.chain}: {exc}")
-                return False
+            refs = self._refs(session, treasury)
             safe = treasury.address
             chain_id = chain.chain_id
+        try:
+            call = treasury_ops.build(op.kind, json.loads(op.payload), refs)
+        except (treasury_ops.TreasuryOperationError, ValueError) as exc:
+            self._fail(op.id, SafeTxState.PENDING, f"cannot be built on {self.chain}: {exc}")
+            return False
         try:
             on_chain = safe_reads.safe_nonce(self.w3, safe)
         except (Web3Exception, ValueError, OSError) as exc:
@@ -324,7 +323,13 @@ class TreasuryExecutor:
             raise TransientError(f"reading the Safe's threshold failed: {exc}") from exc
         tx = self._safe_tx(op)
         digest = safe_tx_hash(chain_id, safe, tx)
-        assert op.safe_tx_hash == "0x" + digest.hex()
+        if op.safe_tx_hash != "0x" + digest.hex():
+            log.error(
+                "a treasury operation's stored hash is not the hash of its stored fields at the "
+                "chain's treasury Safe; not signed, for an operator",
+                extra={"safe_tx_id": op.id, "safe_tx_hash": op.safe_tx_hash},
+            )
+            return False
         for index, signer in enumerate(self.owner_signers):
             if len(signed) >= threshold:
                 break

@@ -20,12 +20,15 @@ from sqlalchemy import select
 from web3 import Web3
 
 from assetwithdrawal.admin.v1 import admin_pb2
+from devstack.vault import fund_vault
+from svc_processor import treasury as treasury_module
 from svc_processor.pipeline import BatchSettings, Pipeline
 from svc_processor.signer_client import SignerClient
 from svc_processor.treasury import TreasuryExecutor
 from tests.support.treasury import CHAIN, TreasuryStack, treasury_stack
 from withdrawal_shared.chain.payout import payout_vault_contract
 from withdrawal_shared.chain.safe import safe_nonce
+from withdrawal_shared.chain.types import BaseUnits
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import (
     PayoutTransaction,
@@ -58,9 +61,10 @@ def _executor(stack: TreasuryStack, owner_targets: list[str]) -> TreasuryExecuto
 
 
 def _row(stack: TreasuryStack) -> SafeTransaction:
+    """The first test's one operation."""
     sessions = make_sessionmaker(make_engine(stack.pipeline.database_url))
     with sessions() as session:
-        row = session.scalars(select(SafeTransaction)).one()
+        row = session.scalars(select(SafeTransaction).order_by(SafeTransaction.id).limit(1)).one()
         session.expunge(row)
         return row
 
@@ -147,3 +151,69 @@ def test_every_step_resumes_and_the_safe_executes_once(stack: TreasuryStack) -> 
         settler.run_once()
     assert _row(stack).state == "EXECUTED"
     assert safe_nonce(w3, stack.safe) == nonce_before + 1
+
+
+def test_an_operation_the_safe_cannot_run_keeps_its_nonce_and_runs_once_it_can(
+    stack: TreasuryStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unbuildable operation is FAILED and takes no nonce; a sweep of more than the vault
+    holds is SIGNED at its nonce and not sent (eth_estimateGas: it reverts), and the operation
+    applied after it waits; once the vault holds enough, the sweep runs, then the next one."""
+    w3 = stack.pipeline.w3
+    vault_address = stack.pipeline.boot.payout_vault
+    assert vault_address is not None
+    token = stack.pipeline.boot.token_address
+    vault = payout_vault_contract(w3, vault_address)
+    held = stack.pipeline.token_balance(vault_address)
+    nonce_before = safe_nonce(w3, stack.safe)
+    safe_before = stack.pipeline.token_balance(stack.safe)
+    operator = Web3.to_checksum_address(Account.create().address)
+    changes = []
+    for kind, payload in (
+        ("treasury.fund_vault", {"chain": CHAIN, "token": "DAI", "amount_base_units": "1"}),
+        ("treasury.sweep", {"chain": CHAIN, "token": "USDC", "amount_base_units": str(held + 1)}),
+        ("treasury.set_vault_operator", {"chain": CHAIN, "operator": operator, "allowed": True}),
+    ):
+        change = stack.propose(kind, payload)
+        stack.confirm(change.name)
+        changes.append(change.name)
+    unbuildable, sweep, later = changes
+
+    executor = _executor(stack, stack.owner_targets)
+    for _ in range(4):
+        executor.run_once()
+    failed = stack.get(unbuildable).treasury_operation
+    assert failed.state == admin_pb2.TreasuryOperation.STATE_FAILED
+    assert not failed.HasField("safe_nonce")
+    assert "DAI is not configured" in failed.failure_reason
+    waiting = stack.get(sweep).treasury_operation
+    assert waiting.state == admin_pb2.TreasuryOperation.STATE_SIGNED
+    assert waiting.safe_nonce == nonce_before
+    assert waiting.failure_reason.startswith("last attempt: execTransaction would revert")
+    behind = stack.get(later).treasury_operation
+    assert behind.state == admin_pb2.TreasuryOperation.STATE_PENDING
+    assert not behind.HasField("safe_nonce")
+    assert safe_nonce(w3, stack.safe) == nonce_before
+
+    # The vault gets one more base unit than the sweep takes: the same Safe transaction runs.
+    deployer = stack.pipeline.anvil.accounts[0]
+    fund_vault(w3, token, deployer.private_key, vault_address, BaseUnits(2), mint_new=True)
+    monkeypatch.setattr(treasury_module, "RETRY_SECONDS", 0.0)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (
+        stack.get(later).treasury_operation.state != admin_pb2.TreasuryOperation.STATE_EXECUTED
+    ):
+        executor.run_once()
+        time.sleep(0.5)
+    swept = stack.get(sweep).treasury_operation
+    assert swept.state == admin_pb2.TreasuryOperation.STATE_EXECUTED, swept
+    assert swept.safe_nonce == nonce_before
+    assert swept.safe_transaction_hash == waiting.safe_transaction_hash
+    assert swept.failure_reason == ""
+    after = stack.get(later).treasury_operation
+    assert after.state == admin_pb2.TreasuryOperation.STATE_EXECUTED, after
+    assert after.safe_nonce == nonce_before + 1
+    assert safe_nonce(w3, stack.safe) == nonce_before + 2
+    assert stack.pipeline.token_balance(stack.safe) == safe_before + held + 1
+    assert stack.pipeline.token_balance(vault_address) == 1
+    assert vault.functions.operators(operator).call() is True
