@@ -7,7 +7,11 @@ answering it waits (one signature, the same nonce) pass after pass; with two it 
 a "crash"; a hot wallet's payout row reserved, then a "crash" before signing, which the
 processor's sweeper signs and broadcasts like any reserved payout; a fresh executor, and a
 second one beside it, settle it. The Safe executed it once: its nonce advanced by one, the
-nonce the operation took never changed, one execution transaction was sent."""
+nonce the operation took never changed, one execution transaction was sent.
+
+Then operations the Safe cannot run: one naming a token the chain does not have is FAILED
+without taking a nonce; a sweep of more than the vault holds waits SIGNED at its nonce (not
+sent) and the operation after it waits too, until the vault holds enough."""
 
 from __future__ import annotations
 
