@@ -94,10 +94,6 @@ LIVE = (SafeTxState.SIGNED, SafeTxState.EXECUTING)
 """States holding a Safe nonce that is not settled (a PENDING one holds it once assigned)."""
 
 
-class _Moved(Exception):
-    """Internal: the operation changed state meanwhile; this pass leaves it."""
-
-
 class TreasuryExecutor:
     """Executes the chain's treasury operations; see the module docstring."""
 
@@ -187,17 +183,28 @@ class TreasuryExecutor:
     # ------------------------------------------------------------------ 1. assign a nonce
 
     def _refs(self, session: Session, treasury: SafeTreasury) -> treasury_ops.TreasuryRefs:
+        """What `treasury_ops.build` refers to, as the owners' signers read it: the enabled
+        vault, the enabled tokens, the enabled hot wallets (TreasuryOperationError without an
+        enabled vault)."""
         vault = session.get(PayoutVault, self.chain)
+        if vault is None or not vault.enabled:
+            raise treasury_ops.TreasuryOperationError(
+                f"{self.chain} has no enabled payout vault (payout_vaults)"
+            )
         tokens = session.execute(
-            select(Token.symbol, Token.contract_address).where(Token.chain == self.chain)
+            select(Token.symbol, Token.contract_address).where(
+                Token.chain == self.chain, Token.enabled.is_(True)
+            )
         ).all()
-        wallets = session.scalars(select(HotWallet.address).where(HotWallet.chain == self.chain))
+        wallets = session.scalars(
+            select(HotWallet.address).where(
+                HotWallet.chain == self.chain, HotWallet.enabled.is_(True)
+            )
+        )
         return treasury_ops.TreasuryRefs(
             chain=self.chain,
             safe=ChecksumAddress(Web3.to_checksum_address(treasury.address)),
-            vault=ChecksumAddress(
-                Web3.to_checksum_address(vault.address if vault else "0x" + "00" * 20)
-            ),
+            vault=ChecksumAddress(Web3.to_checksum_address(vault.address)),
             tokens={
                 str(symbol).upper(): ChecksumAddress(Web3.to_checksum_address(address))
                 for symbol, address in tokens
@@ -208,14 +215,14 @@ class TreasuryExecutor:
 
     def _assign(self, op: SafeTransaction) -> bool:
         """Give the operation the Safe's next nonce and its hash; whether it has one now."""
-        with self.sessions() as session:
-            treasury = session.get(SafeTreasury, self.chain)
-            chain = session.get(Chain, self.chain)
-            assert treasury is not None and chain is not None
-            refs = self._refs(session, treasury)
-            safe = treasury.address
-            chain_id = chain.chain_id
         try:
+            with self.sessions() as session:
+                treasury = session.get(SafeTreasury, self.chain)
+                chain = session.get(Chain, self.chain)
+                assert treasury is not None and chain is not None
+                safe = treasury.address
+                chain_id = chain.chain_id
+                refs = self._refs(session, treasury)
             call = treasury_ops.build(op.kind, json.loads(op.payload), refs)
         except (treasury_ops.TreasuryOperationError, ValueError) as exc:
             self._fail(op.id, SafeTxState.PENDING, f"cannot be built on {self.chain}: {exc}")
