@@ -422,6 +422,12 @@ class TreasuryExecutor:
                 f"an owner's signer refused the treasury operation ({refused.reason})",
                 extra={**context, "reason": refused.reason, "error": refused.message},
             )
+            if refused.reason == "UNKNOWN_WALLET":  # it holds another key now: list it again
+                self._owners_of = {
+                    index: held
+                    for index, held in self._owners_of.items()
+                    if self.owner_signers[index] is not signer
+                }
             return None
         except TransientError as exc:
             log.warning("an owner's signer did not answer", extra={**context, "error": str(exc)})
