@@ -19,6 +19,12 @@ No database lock is held across a remote call, and every step resumes from the d
    provider and the pool's classified `SendOutcome` is handled the same way; when no provider
    answered the row stays SIGNED (the bytes may have been sent) and the sweeper re-sends them.
 
+A Safe execution (`Kind.SAFE_EXEC`, `svc_processor.treasury`) goes through the same steps
+without withdrawals: `reserve_call` takes the wallet's nonce for the treasury Safe's
+`execTransaction` calldata and, in the same transaction, lets the caller link its Safe
+transaction to the new row; it is signed with PURPOSE_SAFE_EXECUTION naming the change and the
+Safe nonce (`safe_execution`), and a replacement carries the same two fields.
+
 If the signer refuses, `release_nonce` fills the nonce with a zero-value self-transfer and
 puts the withdrawals ON_HOLD, so the wallet never jams on a gap.
 
@@ -57,6 +63,7 @@ from withdrawal_shared.db.models import (
     PayoutItem,
     PayoutTransaction,
     PayoutVault,
+    SafeTransaction,
     Token,
     Withdrawal,
 )
@@ -88,6 +95,7 @@ class Kind:
     TRANSFER = "transfer"
     VAULT = "vault"
     NONCE_RELEASE = "nonce_release"
+    SAFE_EXEC = "safe_exec"
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,19 @@ class Draft:
     fees: Fees
     members: Sequence[Withdrawal]  # rows as read; their versions are compare-and-set
     build_calldata: Callable[[Sequence[Payment]], bytes]
+
+
+@dataclass(frozen=True)
+class CallDraft:
+    """A payout transaction paying no withdrawal: one call of `to_address` with `calldata`."""
+
+    kind: str
+    wallet: str  # lowercase
+    to_address: str  # lowercase
+    calldata: bytes
+    gas_limit: int
+    fees: Fees
+    priority: str = "STANDARD"
 
 
 class _NothingLinked(Exception):
@@ -218,6 +239,50 @@ class Payouts:
         log.info(
             "nonce reserved",
             extra={"payout_tx_id": payout_id, "wallet": draft.wallet, "items": len(payments)},
+        )
+        return payout_id
+
+    def reserve_call(self, draft: CallDraft, link: Callable[[Session, str], bool]) -> str | None:
+        """Reserve a RESERVED payout row for `draft` at the wallet's next nonce; in the same
+        transaction `link(session, payout_id)` ties whatever the call executes to the row and
+        returns False when that moved meanwhile (nothing is then reserved: None)."""
+        payout_id = new_ulid()
+        now = utcnow()
+        try:
+            with self.sessions.begin() as session:
+                wallet = session.scalars(
+                    select(HotWallet).where(HotWallet.address == draft.wallet).with_for_update()
+                ).one()
+                session.add(
+                    PayoutTransaction(
+                        id=payout_id,
+                        chain=self.chain,
+                        wallet=draft.wallet,
+                        nonce=wallet.next_nonce,
+                        to_address=draft.to_address,
+                        raw_tx=draft.calldata,  # calldata until signed
+                        calldata=draft.calldata,
+                        tx_hash=f"reserved:{payout_id}",
+                        gas_limit=draft.gas_limit,
+                        max_fee_per_gas=draft.fees.max_fee_per_gas,
+                        max_priority_fee_per_gas=draft.fees.max_priority_fee_per_gas,
+                        state=PayoutState.RESERVED,
+                        create_time=now,
+                        update_time=now,
+                        kind=draft.kind,
+                        priority=draft.priority,
+                    )
+                )
+                session.flush()
+                if not link(session, payout_id):
+                    raise _NothingLinked
+                wallet.next_nonce += 1
+        except _NothingLinked:
+            return None
+        crash_point("processor.after_nonce_reserved")
+        log.info(
+            "nonce reserved for a call",
+            extra={"payout_tx_id": payout_id, "wallet": draft.wallet, "kind": draft.kind},
         )
         return payout_id
 
@@ -344,6 +409,9 @@ class Payouts:
             token_address,
             signer_pb2.PURPOSE_PAYOUT,
         )
+        if payout.kind == Kind.SAFE_EXEC:
+            with self.sessions() as session:
+                safe_execution(session, payout, request)
         try:
             with tracing.span("processor sign", {"payout.id": payout_id}):
                 signed = self.signer.sign(request)
@@ -603,6 +671,28 @@ class Payouts:
                 actor=ACTOR,
             )
         return moved
+
+
+def safe_execution(
+    session: Session, payout: PayoutTransaction, request: signer_pb2.SignTransactionRequest
+) -> None:
+    """Make `request` (for a `Kind.SAFE_EXEC` row or its replacement) a PURPOSE_SAFE_EXECUTION
+    naming the change and the Safe nonce of the Safe transaction it executes (the one linked to
+    the first row at the payout's (wallet, nonce))."""
+    first = select(PayoutTransaction.id).where(
+        PayoutTransaction.chain == payout.chain,
+        PayoutTransaction.wallet == payout.wallet,
+        PayoutTransaction.nonce == payout.nonce,
+    )
+    safe_tx = session.scalars(
+        select(SafeTransaction).where(SafeTransaction.payout_tx_id.in_(first))
+    ).first()
+    if safe_tx is None or safe_tx.safe_nonce is None:
+        raise RuntimeError(f"payout {payout.id} executes no Safe transaction with a nonce")
+    request.purpose = signer_pb2.PURPOSE_SAFE_EXECUTION
+    request.safe_nonce = safe_tx.safe_nonce
+    if safe_tx.change_id is not None:
+        request.change = f"changes/{safe_tx.change_id}"
 
 
 def sign_request(

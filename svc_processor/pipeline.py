@@ -409,6 +409,17 @@ class Pipeline:
             return None
         return best
 
+    def call_payer(self) -> tuple[str, Fees] | None:
+        """(hot wallet, fees) for a payout transaction that pays no withdrawal (a treasury Safe
+        execution): the standard wallet with the fewest payouts in flight and STANDARD fees
+        now; None while every wallet is at its in-flight bound. Raises FeeCapExceeded."""
+        with self.sessions() as session:
+            wallet = self._wallet(session)
+            policy = self._policy(session)
+        if wallet is None:
+            return None
+        return wallet.address, self._priced(Priority.STANDARD, policy)
+
     def _priced(self, priority: Priority, policy: FeePolicy) -> Fees:
         """The fees for a payout of this priority (raises FeeCapExceeded). An EMERGENCY tip is
         at least the highest tip among this chain's own pending payouts (signed or broadcast,

@@ -29,7 +29,7 @@ from web3.exceptions import TransactionNotFound, Web3Exception
 
 from assetwithdrawal.signer.v1 import signer_pb2
 from svc_processor.errors import SignerRefused, TransientError
-from svc_processor.payouts import Kind, Payouts, sign_request
+from svc_processor.payouts import Kind, Payouts, safe_execution, sign_request
 from svc_processor.signer_client import SignerClient
 from withdrawal_shared.chain.fees import Fees
 from withdrawal_shared.crash_points import crash_point
@@ -191,6 +191,10 @@ class Replacer:
             token,
             signer_pb2.PURPOSE_REPLACEMENT,
         )
+        if row.kind == Kind.SAFE_EXEC:
+            with self.sessions() as session:
+                safe_execution(session, row, request)
+            request.purpose = signer_pb2.PURPOSE_REPLACEMENT
         try:
             signed = self.signer.sign(request)
         except SignerRefused as refused:

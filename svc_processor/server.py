@@ -1,15 +1,18 @@
 """Builds and runs the processor: the task consumer, the batcher (closes and pays payout
-batches), the sweeper (re-drives stalled work, finishes reserved and signed payouts, rejects
-withdrawals left undecided for approval past PROCESSOR_APPROVAL_EXPIRY_SECONDS), and a
-gRPC health endpoint, in one event loop.
+batches), the treasury executor (runs applied treasury operations through the treasury Safe,
+`svc_processor.treasury`; only with PROCESSOR_SAFE_OWNER_SIGNERS set), the sweeper (re-drives
+stalled work, finishes reserved and signed payouts, rejects withdrawals left undecided for
+approval past PROCESSOR_APPROVAL_EXPIRY_SECONDS), and a gRPC health endpoint, in one event
+loop.
 
 The pipeline's work runs on two worker threads: one for the tasks (a batch of new tasks is
 validated together in one transaction, `Pipeline.process_many`; dead letters; the sweeper's
-re-drives) and one for the payouts (the batcher, and the sweeper finishing reserved and signed
-payouts), so that validating new withdrawals never waits behind a payout's calls to the
-signer and the chain. The two meet only in the database, which arbitrates exactly as it does
-between several processor processes running side by side (compare-and-set on every move).
-Events are published after each commit in one pipelined round trip.
+re-drives) and one for the payouts (the batcher, the sweeper finishing reserved and signed
+payouts, and the treasury executor), so that validating new withdrawals never waits behind a
+payout's calls to the signer and the chain. The two meet only in the database, which
+arbitrates exactly as it does between several processor processes running side by side
+(compare-and-set on every move). Events are published after each commit in one pipelined
+round trip.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from svc_processor.payouts import ACTOR
 from svc_processor.pipeline import BatchSettings, Pipeline
 from svc_processor.settings import ProcessorSettings
 from svc_processor.signer_client import SignerClient
+from svc_processor.treasury import TreasuryExecutor
 from withdrawal_shared import queue, tracing
 from withdrawal_shared.approvals import core as approvals
 from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool
@@ -162,6 +166,18 @@ class ProcessorServer:
             if settings.partitions > 1
             else None,
         )
+        self._owner_signers = [
+            SignerClient(target, settings.signer_timeout_seconds, settings.signer_tls)
+            for target in settings.safe_owner_signers
+        ]
+        self.treasury = TreasuryExecutor(
+            self.pipeline.sessions,
+            w3,
+            self.pipeline,
+            self._owner_signers,
+            settings.chain,
+            settings.gas_margin_pct,
+        )
         self._health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -196,6 +212,8 @@ class ProcessorServer:
             asyncio.create_task(self._sweep_forever(), name="sweeper"),
             asyncio.create_task(self._batch_forever(), name="batcher"),
         ]
+        if self._owner_signers:
+            self._tasks.append(asyncio.create_task(self._treasury_forever(), name="treasury"))
         if metrics_served():  # the queue, withdrawal and wallet gauges (svc_processor.gauges)
             gauges = ProcessorGauges(
                 self.pipeline.sessions,
@@ -264,6 +282,23 @@ class ProcessorServer:
                 log.exception("batching failed; retrying")
             await asyncio.sleep(self.settings.batch_poll_seconds)
 
+    async def _treasury_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(
+                    self._payer, tracing.run_in_context(self.treasury.run_once)
+                )
+            except asyncio.CancelledError:
+                raise
+            except TransientError as exc:
+                log.warning(
+                    "treasury executor paused by a transient failure", extra={"error": str(exc)}
+                )
+            except Exception:
+                log.exception("treasury executor failed; retrying")
+            await asyncio.sleep(self.settings.treasury_poll_seconds)
+
     async def sweep_once(self) -> None:
         await self._run(self.pipeline.resume_payouts, executor=self._payer)
         await self._run(
@@ -304,6 +339,8 @@ class ProcessorServer:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._payer.shutdown(wait=True, cancel_futures=True)
         self._signer.close()
+        for owner_signer in self._owner_signers:
+            owner_signer.close()
         await self._redis.aclose()
         self._engine.dispose()
 

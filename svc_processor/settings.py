@@ -23,6 +23,13 @@ class ProcessorSettings(ChainSettings):
     """PROCESSOR_TLS_CA, PROCESSOR_TLS_CERT, PROCESSOR_TLS_KEY: with all three set the
     processor calls the signer over mutual TLS, presenting this certificate (the signer
     answers only the identities it allows); none: plaintext (`withdrawal_shared.tls`)."""
+    safe_owner_signers: tuple[str, ...] = ()
+    """PROCESSOR_SAFE_OWNER_SIGNERS: comma-separated host:port of the treasury Safe owners'
+    signers (one signer process per owner), called with the PROCESSOR_TLS_* settings like
+    SIGNER_TARGET; empty: treasury operations are recorded but not executed."""
+    treasury_poll_seconds: float = 2.0
+    """PROCESSOR_TREASURY_POLL_SECONDS: how often the treasury executor looks at the treasury
+    operations (`svc_processor.treasury`)."""
     grpc_host: str = "127.0.0.1"
     """PROCESSOR_GRPC_HOST: where the health endpoint listens."""
     grpc_port: int = 50053
@@ -112,6 +119,14 @@ class ProcessorSettings(ChainSettings):
             **ChainSettings.chain_env(),
             signer_target=env_str("SIGNER_TARGET", d.signer_target),
             signer_tls=TlsFiles.from_env("PROCESSOR"),
+            safe_owner_signers=tuple(
+                target.strip()
+                for target in env_str("PROCESSOR_SAFE_OWNER_SIGNERS", "").split(",")
+                if target.strip()
+            ),
+            treasury_poll_seconds=env_float(
+                "PROCESSOR_TREASURY_POLL_SECONDS", d.treasury_poll_seconds
+            ),
             grpc_host=env_str("PROCESSOR_GRPC_HOST", d.grpc_host),
             grpc_port=env_int("PROCESSOR_GRPC_PORT", d.grpc_port, minimum=0),
             consumer_group=env_str("PROCESSOR_CONSUMER_GROUP", d.consumer_group),

@@ -28,6 +28,15 @@ class Signed:
     tx_hash: str
 
 
+@dataclass(frozen=True)
+class OwnerSigned:
+    """An owner's signature of a Safe transaction, as its signer returned it."""
+
+    safe_tx_hash: bytes
+    owner: str
+    signature: bytes
+
+
 class SignerClient:
     def __init__(self, target: str, timeout: float, tls: TlsFiles | None = None) -> None:
         self._channel = secure_or_insecure_channel(target, tls)
@@ -41,20 +50,52 @@ class SignerClient:
         response = self._stub.ListWallets(signer_pb2.ListWalletsRequest(), timeout=self._timeout)
         return [w.address for w in response.wallets]
 
-    def sign(self, request: signer_pb2.SignTransactionRequest) -> Signed:
-        metadata: tuple[tuple[str, str], ...] = ()
-        if not tracing.enabled():
-            # With tracing on, the gRPC instrumentation sends the current span's context.
-            trace_id = trace_id_var.get() or new_trace_id()
-            metadata = (("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"),)
+    def owners(self) -> list[str]:
+        """The treasury Safe owners whose keys this signer holds (TransientError when it does
+        not answer)."""
         try:
-            response = self._stub.SignTransaction(request, timeout=self._timeout, metadata=metadata)
+            response = self._stub.ListWallets(
+                signer_pb2.ListWalletsRequest(), timeout=self._timeout
+            )
         except grpc.RpcError as exc:
-            code = exc.code()
-            if code in _REFUSALS:
-                raise SignerRefused(_reason(exc), exc.details() or "") from None
-            raise TransientError(f"signer unavailable: {code}") from exc
+            raise TransientError(f"signer unavailable: {exc.code()}") from exc
+        owner = signer_pb2.Wallet.ROLE_SAFE_OWNER
+        return [w.address for w in response.wallets if w.role == owner]
+
+    def sign(self, request: signer_pb2.SignTransactionRequest) -> Signed:
+        try:
+            response = self._stub.SignTransaction(
+                request, timeout=self._timeout, metadata=_metadata()
+            )
+        except grpc.RpcError as exc:
+            raise _failure(exc) from None
         return Signed(response.raw_transaction, response.transaction_hash)
+
+    def sign_safe(self, request: signer_pb2.SignSafeTransactionRequest) -> OwnerSigned:
+        """An owner's signature of a Safe transaction (SignerRefused, TransientError)."""
+        try:
+            response = self._stub.SignSafeTransaction(
+                request, timeout=self._timeout, metadata=_metadata()
+            )
+        except grpc.RpcError as exc:
+            raise _failure(exc) from None
+        return OwnerSigned(
+            bytes(response.safe_transaction_hash), response.owner_address, bytes(response.signature)
+        )
+
+
+def _metadata() -> tuple[tuple[str, str], ...]:
+    if tracing.enabled():
+        return ()  # the gRPC instrumentation sends the current span's context
+    trace_id = trace_id_var.get() or new_trace_id()
+    return (("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"),)
+
+
+def _failure(exc: grpc.RpcError) -> Exception:
+    code = exc.code()
+    if code in _REFUSALS:
+        return SignerRefused(_reason(exc), exc.details() or "")
+    return TransientError(f"signer unavailable: {code}")
 
 
 def _reason(exc: grpc.RpcError) -> str:

@@ -21,9 +21,22 @@ from svc_gateway.admin.names import (
     parse_change_name,
     request_id_field,
 )
-from withdrawal_shared.db.models import AdminChange
+from withdrawal_shared.db.models import AdminChange, SafeTransaction
 from withdrawal_shared.db.operators import OperatorIdentity
 from withdrawal_shared.errors import FieldViolation, invalid_argument, not_found
+
+
+def _operations(session: Session, rows: list[AdminChange]) -> dict[str, SafeTransaction]:
+    """The treasury operations the changes among `rows` ordered, by change id."""
+    ids = [row.id for row in rows if row.kind.startswith("treasury.")]
+    if not ids:
+        return {}
+    found = session.scalars(select(SafeTransaction).where(SafeTransaction.change_id.in_(ids)))
+    return {op.change_id: op for op in found if op.change_id is not None}
+
+
+def _with_operation(session: Session, row: AdminChange) -> admin_pb2.Change:
+    return change_to_proto(row, _operations(session, [row]).get(row.id))
 
 
 class ChangeRequestsCore(AdminBase):
@@ -62,7 +75,7 @@ class ChangeRequestsCore(AdminBase):
                 row = session.get(AdminChange, change_id)
                 if row is None:
                     raise not_found(request.name)
-                return change_to_proto(row)
+                return _with_operation(session, row)
 
         return await self._db(read)
 
@@ -95,8 +108,9 @@ class ChangeRequestsCore(AdminBase):
                 query = query.where(AdminChange.id < after)
             with self.sessions() as session:
                 rows = list(session.scalars(query))
+                operations = _operations(session, rows[:size])
             response = admin_pb2.ListChangesResponse(
-                changes=[change_to_proto(r) for r in rows[:size]]
+                changes=[change_to_proto(r, operations.get(r.id)) for r in rows[:size]]
             )
             if len(rows) > size:
                 response.next_page_token = encode_token(rows[size - 1].id, request.filter)
@@ -112,12 +126,12 @@ class ChangeRequestsCore(AdminBase):
         def work(session: Session) -> Done:
             row, effect = changes.confirm(session, self.registry, change_id, caller.operator_id)
             if effect is None:  # already applied: nothing changed now
-                return Done(change_to_proto(row), request.name)
+                return Done(_with_operation(session, row), request.name)
             before: dict[str, Any] = {"change_state": changes.PROPOSED, "target": effect.target}
             after: dict[str, Any] = {"change_state": changes.APPLIED, "target": effect.target}
             before["value"] = dict(effect.before) if effect.before is not None else None
             after["value"] = dict(effect.after) if effect.after is not None else None
-            return Done(change_to_proto(row), request.name, before, after)
+            return Done(_with_operation(session, row), request.name, before, after)
 
         def run() -> admin_pb2.Change:
             self._expire_due()

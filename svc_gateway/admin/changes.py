@@ -28,7 +28,12 @@ from svc_gateway.errors import (
     SELF_CONFIRMATION,
 )
 from withdrawal_shared.db.admin_audit import canonical_json
-from withdrawal_shared.db.changes import ChangeEffect, ChangeNotApplicable, ChangeRegistry
+from withdrawal_shared.db.changes import (
+    AppliedChange,
+    ChangeEffect,
+    ChangeNotApplicable,
+    ChangeRegistry,
+)
 from withdrawal_shared.db.models import AdminChange
 from withdrawal_shared.db.operators import operator_name
 from withdrawal_shared.errors import FieldViolation, invalid_argument, not_found, quoted
@@ -180,7 +185,7 @@ def confirm(
     payload = json.loads(row.payload)
     try:
         change_kind.validate(payload)
-        effect = change_kind.apply(session, payload)
+        effect = change_kind.apply(session, AppliedChange(row.id, row.kind, payload))
     except ChangeNotApplicable as exc:
         raise CHANGE_NOT_APPLICABLE.error(
             f"{change_name(row.id)} cannot be applied: {exc}. Reject it, or fix what blocks "

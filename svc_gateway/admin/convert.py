@@ -16,8 +16,16 @@ from withdrawal_shared.approvals import core as approvals
 from withdrawal_shared.approvals.rules import Rule
 from withdrawal_shared.db import tier_admin
 from withdrawal_shared.db.admin_audit import DENIED, FAILED, SUCCEEDED
-from withdrawal_shared.db.models import AdminAudit, AdminChange, Operator, OperatorCredential, Token
+from withdrawal_shared.db.models import (
+    AdminAudit,
+    AdminChange,
+    Operator,
+    OperatorCredential,
+    SafeTransaction,
+    Token,
+)
 from withdrawal_shared.db.operators import decode_roles, operator_name
+from withdrawal_shared.db.treasury_changes import operation_name
 
 ROLE_VALUES = {
     "viewer": admin_pb2.ROLE_VIEWER,
@@ -76,8 +84,22 @@ def credential_to_proto(row: OperatorCredential, secret: str = "") -> admin_pb2.
     )
 
 
-def change_to_proto(row: AdminChange) -> admin_pb2.Change:
+def treasury_operation_to_proto(row: SafeTransaction) -> admin_pb2.TreasuryOperation:
+    return admin_pb2.TreasuryOperation(
+        name=operation_name(row.id),
+        state=admin_pb2.TreasuryOperation.State.Value(f"STATE_{row.state}"),
+        safe_nonce=row.safe_nonce,
+        safe_transaction_hash=row.safe_tx_hash or "",
+        transaction_hash=row.tx_hash or "",
+        failure_reason=row.failure_reason,
+        update_time=timestamp_or_none(row.update_time),
+    )
+
+
+def change_to_proto(row: AdminChange, operation: SafeTransaction | None = None) -> admin_pb2.Change:
+    """The change; with `operation`, the treasury operation it ordered."""
     return admin_pb2.Change(
+        treasury_operation=None if operation is None else treasury_operation_to_proto(operation),
         name=changes.change_name(row.id),
         kind=row.kind,
         payload=struct_or_none(row.payload),

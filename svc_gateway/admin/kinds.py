@@ -8,7 +8,7 @@ it below; CreateChange then accepts it and ConfirmChange applies it under four e
 from __future__ import annotations
 
 from withdrawal_shared.approvals import rule_admin
-from withdrawal_shared.db import operators, tier_changes
+from withdrawal_shared.db import operators, tier_changes, treasury_changes
 from withdrawal_shared.db.changes import ChangeRegistry
 
 
@@ -31,4 +31,6 @@ def change_kinds() -> ChangeRegistry:
     # ---- approval rules
     registry.register("rule.upsert", rule_admin.validate_upsert, rule_admin.apply_upsert)
     registry.register("rule.delete", rule_admin.validate_delete, rule_admin.apply_delete)
+    # ---- treasury operations, executed by the treasury Safe (withdrawal_shared.treasury_ops)
+    treasury_changes.register(registry)
     return registry

@@ -137,6 +137,7 @@ def running_pipeline(
     approval_expiry_seconds: float = ProcessorSettings.approval_expiry_seconds,
     emergency_wallets: int = 0,
     sweep_age_seconds: float = 1.0,
+    safe_owner_signers: Sequence[str] = (),
 ) -> Iterator[Pipeline]:
     """Start anvil, bootstrap the chain and database for the signer at `signer_target` (every
     hot wallet it lists), and run the gateway, processor and monitor against them. With
@@ -149,7 +150,8 @@ def running_pipeline(
     is the processor's PROCESSOR_APPROVAL_EXPIRY_SECONDS. The last `emergency_wallets` of the
     signer's wallets get the EMERGENCY role (`boot.emergency_wallets`). `sweep_age_seconds` is
     how long a withdrawal sits RECEIVED or VALIDATED before the sweeper re-drives it (long: a
-    test proves that the queue's tasks alone moved the rows)."""
+    test proves that the queue's tasks alone moved the rows). `safe_owner_signers` are the
+    processor's PROCESSOR_SAFE_OWNER_SIGNERS (its treasury executor then runs every 0.5 s)."""
     with AnvilProcess(block_time=0.5) as anvil:
         w3 = anvil.web3()
         bootstrap_blocks = BlocksOnDemand(anvil)
@@ -193,6 +195,8 @@ def running_pipeline(
                 stuck_after_blocks=stuck_after_blocks,
                 replacement_bump_pct=replacement_bump_pct,
                 approval_expiry_seconds=approval_expiry_seconds,
+                safe_owner_signers=tuple(safe_owner_signers),
+                treasury_poll_seconds=0.5,
             )
         )
         assert processor_server.pipeline.batch.stuck_after_blocks == stuck_after_blocks

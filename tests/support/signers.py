@@ -8,21 +8,26 @@ from pathlib import Path
 
 from svc_signer.keys.keystore import KeystoreBackend, keystore_paths
 from svc_signer.server import SignerServer
-from svc_signer.settings import SignerSettings
+from svc_signer.settings import ROLE_HOT, SignerSettings
 from tests.support.services import ThreadedServer
 
 
 @contextlib.contextmanager
-def keystore_signer(database_url: str, directory: Path, keys: int = 1) -> Iterator[str]:
+def keystore_signer(
+    database_url: str, directory: Path, keys: int = 1, *, role: str = ROLE_HOT
+) -> Iterator[str]:
     """A SignerServer in this process holding `keys` keystore keys (laid out as
-    SIGNER_KEYSTORE_COUNT does); yields its gRPC target."""
+    SIGNER_KEYSTORE_COUNT does) in `role` (`safe_owner`: one treasury Safe owner key);
+    yields its gRPC target."""
     backends = [
         KeystoreBackend.load_or_create(path, "e2e-password", kdf="pbkdf2", iterations=2)
         for path in keystore_paths(directory / "keystore.json", keys)
     ]
     signer = ThreadedServer(
         SignerServer(
-            SignerSettings(database_url=database_url, grpc_port=0, shutdown_grace_seconds=1.0),
+            SignerSettings(
+                database_url=database_url, grpc_port=0, shutdown_grace_seconds=1.0, role=role
+            ),
             backends,
         )
     )

@@ -12,7 +12,10 @@ functions:
   change then stays PROPOSED).
 
 Registering a kind is one line in `svc_gateway.admin.kinds.change_kinds`:
-`registry.register("tier.update", tiers.validate_update, tiers.apply_update)`.
+`registry.register("tier.update", tiers.validate_update, tiers.apply_update)`. A kind whose
+effect has to name the change that ordered it (a treasury operation records its change id)
+registers with `register_with_change`, and its apply is `apply(session, change) -> ChangeEffect`
+with the change's id, kind and payload (`AppliedChange`).
 """
 
 from __future__ import annotations
@@ -39,15 +42,29 @@ class ChangeEffect:
     after: Mapping[str, Any] | None
 
 
+@dataclass(frozen=True)
+class AppliedChange:
+    """The change being applied: its id (the last segment of `changes/{change}`), kind and
+    payload."""
+
+    id: str
+    kind: str
+    payload: Mapping[str, Any]
+
+
 Validate = Callable[[Mapping[str, Any]], str]
 Apply = Callable[[Session, Mapping[str, Any]], ChangeEffect]
+ApplyChange = Callable[[Session, AppliedChange], ChangeEffect]
 
 
 @dataclass(frozen=True)
 class ChangeKind:
     name: str
     validate: Validate
-    apply: Apply
+    apply_change: ApplyChange
+
+    def apply(self, session: Session, change: AppliedChange) -> ChangeEffect:
+        return self.apply_change(session, change)
 
 
 class ChangeRegistry:
@@ -58,6 +75,14 @@ class ChangeRegistry:
 
     def register(self, name: str, validate: Validate, apply: Apply) -> None:
         """Add a kind; a name registered twice is a programming error (ValueError)."""
+
+        def apply_change(session: Session, change: AppliedChange) -> ChangeEffect:
+            return apply(session, change.payload)
+
+        self.register_with_change(name, validate, apply_change)
+
+    def register_with_change(self, name: str, validate: Validate, apply: ApplyChange) -> None:
+        """`register` for a kind whose apply needs the change itself (`AppliedChange`)."""
         if name in self._kinds:
             raise ValueError(f"change kind {name!r} is registered twice")
         self._kinds[name] = ChangeKind(name, validate, apply)

@@ -14,7 +14,9 @@ from. In short:
   DELETE);
 - the processor moves withdrawals up to BROADCAST, reserves nonces and payout numbers, writes
   payout rows and items, and creates (or replaces, or marks expired) the approval requests at
-  validation; it cannot decide approvals nor touch the signer's ledger;
+  validation, and signs (with the owners' signers) and executes the treasury Safe's
+  transactions, taking their Safe nonces; it cannot decide approvals nor touch the signer's
+  ledger;
 - the monitor moves withdrawals from BROADCAST on and settles payout rows and items;
 - the webhook sender reads the audit trail (its outbox) and the withdrawals, and writes the
   delivery rows, their attempts and the outbox cursor;
@@ -22,7 +24,7 @@ from. In short:
   payout row, counts limits, records API keys' use,
   and performs the admin API's operator actions: operators, credentials, four-eyes changes
   and their audit trail, API keys, pauses, token settings, tiers and limits, approval
-  decisions, the blocklist.
+  decisions, the blocklist, and the treasury operations an applied change records.
 
 A table added to the models without a row here fails `tests/db/test_grants.py` until a
 decision is made for every service; a database holding a table not named here (nor Alembic's
@@ -111,8 +113,12 @@ _TABLE: dict[str, tuple[str, str, str, str]] = {
     "leases": ("", "SIU", "", "SIU"),  # processor: batching partitions; monitor: the leader
     "vault_funds": ("S", "SIU", "", ""),  # processor: as it reads the vault; gateway: batches
     # the treasury Safe (set up by the bootstrap; the owners' signers check against it)
-    "safe_treasuries": ("S", "S", "S", "S"),
+    "safe_treasuries": ("S", "SU", "S", "S"),  # processor: next_nonce
     "safe_owners": ("S", "S", "S", "S"),
+    # gateway: a treasury operation recorded when its change is applied, read back;
+    # processor: signs and executes them
+    "safe_transactions": ("SI", "SU", "S", ""),
+    "safe_signatures": ("", "SI", "S", ""),
     # operators and the admin API
     "operators": ("SIU", "", "", ""),
     "operator_credentials": ("SIU", "", "", ""),

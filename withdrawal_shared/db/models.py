@@ -335,6 +335,9 @@ class SafeTreasury(Base):
     address: Mapped[str] = mapped_column(String(42), unique=True)  # lowercase
     threshold: Mapped[int] = mapped_column(Integer)
     create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    # The Safe nonce the next Safe transaction takes (the processor's counter, checked against
+    # the Safe's own `nonce()` before each assignment).
+    next_nonce: Mapped[int] = mapped_column(BigInteger, server_default="0", default=0)
 
 
 class SafeOwner(Base):
@@ -345,6 +348,53 @@ class SafeOwner(Base):
     chain: Mapped[str] = mapped_column(ForeignKey("safe_treasuries.chain"), primary_key=True)
     owner_address: Mapped[str] = mapped_column(String(42), primary_key=True)  # lowercase
     label: Mapped[str] = mapped_column(String(128))
+
+
+class SafeTransaction(Base):
+    """One call of the chain's treasury Safe (`purpose` TREASURY: the operation of an applied
+    four-eyes change; PAYOUT: withdrawals above the Safe threshold). PENDING (recorded; the
+    Safe nonce is assigned when it is about to be signed and kept) -> SIGNED (owners'
+    signatures and `exec_calldata` stored) -> EXECUTING (a hot wallet's payout transaction
+    `payout_tx_id` sends it) -> EXECUTED, or FAILED with `failure_reason`; back to SIGNED when
+    the Safe did not use its nonce (`failure_reason` = `last attempt: ...`)."""
+
+    __tablename__ = "safe_transactions"
+    __table_args__ = (
+        UniqueConstraint("chain", "safe_nonce", name="uq_safe_transactions_nonce"),
+        Index("ix_safe_transactions_state", "chain", "state", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)  # ULID
+    chain: Mapped[str] = mapped_column(ForeignKey("safe_treasuries.chain"))
+    purpose: Mapped[str] = mapped_column(String(16))  # TREASURY, PAYOUT
+    change_id: Mapped[str | None] = mapped_column(String(26), unique=True)
+    kind: Mapped[str] = mapped_column(String(64))  # the change's kind
+    payload: Mapped[str] = mapped_column(Text)  # the change's payload, canonical JSON
+    # NULL until assigned, then kept.
+    safe_nonce: Mapped[int | None] = mapped_column(BigInteger)
+    to_address: Mapped[str | None] = mapped_column(String(42))  # lowercase
+    value_wei: Mapped[str | None] = mapped_column(String(80))  # decimal integer
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    safe_tx_hash: Mapped[str | None] = mapped_column(String(66))  # 0x-prefixed, lowercase
+    state: Mapped[str] = mapped_column(String(16))
+    exec_calldata: Mapped[bytes | None] = mapped_column(LargeBinary)
+    payout_tx_id: Mapped[str | None] = mapped_column(String(26), unique=True)
+    tx_hash: Mapped[str | None] = mapped_column(String(66))  # the execution that mined
+    failure_reason: Mapped[str] = mapped_column(String(512), server_default="", default="")
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+
+
+class SafeSignature(Base):
+    """An owner's signature (65 bytes, `v` 27 or 28) over a Safe transaction's hash."""
+
+    __tablename__ = "safe_signatures"
+
+    safe_tx_id: Mapped[str] = mapped_column(ForeignKey("safe_transactions.id"), primary_key=True)
+    owner_address: Mapped[str] = mapped_column(String(42), primary_key=True)  # lowercase
+    safe_tx_hash: Mapped[str] = mapped_column(String(66))
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
 
 
 class VaultFunds(Base):

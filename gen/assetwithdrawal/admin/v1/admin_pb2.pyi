@@ -230,6 +230,7 @@ class Change(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     DECIDE_TIME_FIELD_NUMBER: _builtins.int
+    TREASURY_OPERATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `changes/{change}`; the id is a lowercase ULID."""
     kind: _builtins.str
@@ -262,6 +263,12 @@ class Change(_message.Message):
     def decide_time(self) -> _timestamp_pb2.Timestamp:
         """When it was applied, rejected or found expired."""
 
+    @_builtins.property
+    def treasury_operation(self) -> Global___TreasuryOperation:
+        """For an applied change of a `treasury.*` kind: the treasury operation it ordered, as the
+        treasury Safe executes it.
+        """
+
     def __init__(
         self,
         *,
@@ -276,14 +283,111 @@ class Change(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         decide_time: _timestamp_pb2.Timestamp | None = ...,
+        treasury_operation: Global___TreasuryOperation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decide_time", b"decide_time", "expire_time", b"expire_time", "payload", b"payload"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decide_time", b"decide_time", "expire_time", b"expire_time", "payload", b"payload", "treasury_operation", b"treasury_operation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decide_time", b"decide_time", "decider", b"decider", "expire_time", b"expire_time", "kind", b"kind", "name", b"name", "payload", b"payload", "proposer", b"proposer", "reject_reason", b"reject_reason", "state", b"state", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decide_time", b"decide_time", "decider", b"decider", "expire_time", b"expire_time", "kind", b"kind", "name", b"name", "payload", b"payload", "proposer", b"proposer", "reject_reason", b"reject_reason", "state", b"state", "target", b"target", "treasury_operation", b"treasury_operation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Change: _TypeAlias = Change  # noqa: Y015
+
+@_typing.final
+class TreasuryOperation(_message.Message):
+    """A treasury operation (an applied change of a `treasury.*` kind) as the treasury Safe
+    executes it: the processor gives it the Safe's next nonce, collects the owners' signatures
+    up to the Safe's threshold, and a hot wallet sends `execTransaction`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _State:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[TreasuryOperation._State.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STATE_UNSPECIFIED: TreasuryOperation._State.ValueType  # 0
+        """Never set."""
+        STATE_PENDING: TreasuryOperation._State.ValueType  # 1
+        """Recorded; signed by the owners once it has its Safe nonce."""
+        STATE_SIGNED: TreasuryOperation._State.ValueType  # 2
+        """The Safe's threshold of owners signed it; with a `failure_reason`, its last attempt did
+        not execute it (the Safe did not use its nonce) and it is sent again.
+        """
+        STATE_EXECUTING: TreasuryOperation._State.ValueType  # 3
+        """A hot wallet's transaction executing it was sent."""
+        STATE_EXECUTED: TreasuryOperation._State.ValueType  # 4
+        """Executed by the Safe (mined at the confirmation depth)."""
+        STATE_FAILED: TreasuryOperation._State.ValueType  # 5
+        """Not executed: it could not be built on the chain's setup (it took no Safe nonce), or
+        the Safe ran it and the call failed (ExecutionFailure). Never retried.
+        """
+
+    class State(_State, metaclass=_StateEnumTypeWrapper):
+        """Where an operation is."""
+
+    STATE_UNSPECIFIED: TreasuryOperation.State.ValueType  # 0
+    """Never set."""
+    STATE_PENDING: TreasuryOperation.State.ValueType  # 1
+    """Recorded; signed by the owners once it has its Safe nonce."""
+    STATE_SIGNED: TreasuryOperation.State.ValueType  # 2
+    """The Safe's threshold of owners signed it; with a `failure_reason`, its last attempt did
+    not execute it (the Safe did not use its nonce) and it is sent again.
+    """
+    STATE_EXECUTING: TreasuryOperation.State.ValueType  # 3
+    """A hot wallet's transaction executing it was sent."""
+    STATE_EXECUTED: TreasuryOperation.State.ValueType  # 4
+    """Executed by the Safe (mined at the confirmation depth)."""
+    STATE_FAILED: TreasuryOperation.State.ValueType  # 5
+    """Not executed: it could not be built on the chain's setup (it took no Safe nonce), or
+    the Safe ran it and the call failed (ExecutionFailure). Never retried.
+    """
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SAFE_NONCE_FIELD_NUMBER: _builtins.int
+    SAFE_TRANSACTION_HASH_FIELD_NUMBER: _builtins.int
+    TRANSACTION_HASH_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `treasuryOperations/{treasury_operation}`."""
+    state: Global___TreasuryOperation.State.ValueType
+    """Where it is."""
+    safe_nonce: _builtins.int
+    """The Safe nonce it takes, once assigned."""
+    safe_transaction_hash: _builtins.str
+    """The Safe transaction's EIP-712 hash (the owners sign it), 0x-prefixed, once built."""
+    transaction_hash: _builtins.str
+    """The hot wallet's transaction that executed it (or reverted), 0x-prefixed, once mined."""
+    failure_reason: _builtins.str
+    """Why it failed, or why its last attempt did not execute it (`last attempt: ...`)."""
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When its state last changed."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        state: Global___TreasuryOperation.State.ValueType = ...,
+        safe_nonce: _builtins.int | None = ...,
+        safe_transaction_hash: _builtins.str = ...,
+        transaction_hash: _builtins.str = ...,
+        failure_reason: _builtins.str = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_safe_nonce", b"_safe_nonce", "safe_nonce", b"safe_nonce", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_safe_nonce", b"_safe_nonce", "failure_reason", b"failure_reason", "name", b"name", "safe_nonce", b"safe_nonce", "safe_transaction_hash", b"safe_transaction_hash", "state", b"state", "transaction_hash", b"transaction_hash", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__safe_nonce: _TypeAlias = _typing.Literal["safe_nonce"]  # noqa: Y015
+    _WhichOneofArgType__safe_nonce: _TypeAlias = _typing.Literal["_safe_nonce", b"_safe_nonce"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__safe_nonce) -> _WhichOneofReturnType__safe_nonce | None: ...
+
+Global___TreasuryOperation: _TypeAlias = TreasuryOperation  # noqa: Y015
 
 @_typing.final
 class AdminAuditEntry(_message.Message):
