@@ -38,7 +38,7 @@ from strawberry.extensions import MaxTokensLimiter, QueryDepthLimiter, SchemaExt
 
 from svc_gateway.graphql.errors import query_error
 
-MAX_DEPTH = 10
+MAX_DEPTH = 8
 MAX_TOKENS = 2000
 MAX_COST = 1000
 

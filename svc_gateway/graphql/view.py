@@ -37,7 +37,7 @@ from withdrawal_shared.logs import trace_id_from_traceparent, trace_id_var
 log = logging.getLogger(__name__)
 
 PATH = "/graphql"
-CONTEXT_KEY = "graphql_context"
+CONTEXT_KEY: web.RequestKey[GraphQLContext] = web.RequestKey("graphql_context", GraphQLContext)
 MAX_SUBSCRIPTIONS_PER_CONNECTION = 10
 CONNECTION_INIT_SECONDS = 10
 
