@@ -398,6 +398,9 @@ def test_limits_refuse_before_any_call(gateway: RunningGateway, owner: Partner) 
     )
     assert many.status_code == 400
     assert many.json()["errors"][0]["extensions"]["code"] == "INVALID_ARGUMENT"
+    by_post = gql(gateway, SUBSCRIBE, {"name": "withdrawals/x"}, owner)
+    assert by_post.status_code == 400
+    assert by_post.json()["errors"][0]["extensions"]["code"] == "INVALID_ARGUMENT"
     get = httpx.get(f"{gateway.base_url}/graphql", headers=owner.headers)
     assert get.status_code == 405 and get.headers["allow"] == "POST"
 
