@@ -40,7 +40,7 @@ from svc_gateway.graphql.errors import query_error
 
 MAX_DEPTH = 8
 MAX_TOKENS = 2000
-MAX_COST = 1000
+MAX_COST = 2000
 
 CALLS: frozenset[tuple[str, str]] = frozenset(
     {

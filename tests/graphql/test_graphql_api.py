@@ -379,7 +379,7 @@ def test_limits_refuse_before_any_call(gateway: RunningGateway, owner: Partner) 
     error = only_error(response)
     assert error["extensions"]["code"] == "INVALID_ARGUMENT"
     assert error["extensions"]["fieldViolations"][0]["field"] == "query"
-    assert "over the limit of 1000" in error["message"]
+    assert "over the limit of 2000" in error["message"]
     assert ok(gql(gateway, costly, {"n": 5}, owner))["withdrawals"] is not None
 
     deep = (
@@ -477,3 +477,79 @@ def test_subscription_streams_until_terminal(gateway: RunningGateway, owner: Par
     # No key: the socket is closed with 4403 before any subscription.
     _, end = asyncio.run(_watch(url, {}, name, lambda: None))
     assert end == "closed 4403"
+
+
+# ---------------------------------------------------------------- every root field
+
+R, C, M = Scope.WITHDRAWALS_READ, Scope.WITHDRAWALS_CREATE, Scope.WEBHOOKS_MANAGE
+ROOT_FIELDS: dict[str, tuple[Scope, str, bool]] = {
+    "withdrawal": (R, '{ withdrawal(name: "$W") { name } }', True),
+    "withdrawals": (R, "{ withdrawals { pageInfo { hasNextPage } } }", False),
+    "batch": (R, '{ batch(name: "$B") { name rows { pageInfo { hasNextPage } } } }', True),
+    "batches": (R, "{ batches { pageInfo { hasNextPage } } }", False),
+    "webhookEndpoints": (M, "{ webhookEndpoints { pageInfo { hasNextPage } } }", False),
+    "createWithdrawal": (
+        C,
+        'mutation { createWithdrawal(requestId: "$K", input: {token: "USDC", '
+        'recipientAddress: "$A", amount: "1"}) { name } }',
+        False,
+    ),
+    "cancelWithdrawal": (C, 'mutation { cancelWithdrawal(name: "$W") { name } }', True),
+    "withdrawalStatus": (R, "", True),  # over the WebSocket: test_subscription_*
+}
+"""Root field -> (the scope its RPC needs, a request, whether it acts on one partner's
+resource). A root field without a row fails the test."""
+
+
+def test_every_root_field_checks_scope_and_tenant(gateway: RunningGateway, owner: Partner) -> None:
+    from svc_gateway.graphql.schema import schema
+
+    roots = schema._schema
+    served = {
+        name
+        for kind in (roots.query_type, roots.mutation_type, roots.subscription_type)
+        if kind is not None
+        for name in kind.fields
+    }
+    assert served == set(ROOT_FIELDS)
+
+    withdrawal = create(gateway, owner)["name"]
+    csv = f"recipient_address,amount,token\r\n{fresh_address()},1,USDC\r\n".encode()
+    batch = httpx.post(
+        f"{gateway.base_url}/v1/batches",
+        content=csv,
+        headers={**owner.headers, "Idempotency-Key": str(uuid.uuid4()), "Content-Type": "text/csv"},
+    ).json()["name"]
+    stranger = _partner(gateway)
+    every = set(Scope)
+    for field, (scope, template, owned) in ROOT_FIELDS.items():
+        if not template:
+            continue
+
+        def query(template: str = template) -> str:
+            return (
+                template.replace("$W", withdrawal)
+                .replace("$B", batch)
+                .replace("$K", str(uuid.uuid4()))
+                .replace("$A", fresh_address())
+            )
+
+        assert gql(gateway, query()).status_code == 401, field
+        lacking = Partner(owner.id, _partner_key(gateway, owner.id, *(every - {scope})))
+        error = only_error(gql(gateway, query(), None, lacking))
+        assert error["extensions"]["reason"] == "SCOPE_MISSING", (field, error)
+        assert error["extensions"]["metadata"]["scope"] == scope.value, field
+        allowed = gql(gateway, query(), None, owner).json()
+        assert "errors" not in allowed, (field, allowed)
+        theirs = gql(gateway, query(), None, stranger).json()
+        if owned:
+            assert only_error_of(theirs)["extensions"]["code"] == "NOT_FOUND", field
+            assert withdrawal.split("/")[1] not in json.dumps(theirs.get("data")), field
+        else:
+            assert "errors" not in theirs, (field, theirs)
+
+
+def only_error_of(body: dict[str, Any]) -> dict[str, Any]:
+    assert len(body["errors"]) == 1, body
+    error: dict[str, Any] = body["errors"][0]
+    return error

@@ -43,8 +43,8 @@ def test_cost_counts_calls_and_pages_times_the_lists_around_them() -> None:
     assert cost(by_variable, {"n": 5}) == 6
     assert (
         cost(
-            "{ a: withdrawals(first: 600) { pageInfo { hasNextPage } }"
-            " b: batches(first: 600) { pageInfo { hasNextPage } } }"
+            "{ a: withdrawals(first: 1200) { pageInfo { hasNextPage } }"
+            " b: batches(first: 1200) { pageInfo { hasNextPage } } }"
         )
         > MAX_COST
     )
