@@ -391,6 +391,11 @@ def test_limits_refuse_before_any_call(gateway: RunningGateway, owner: Partner) 
     assert any("exceeds maximum operation depth of 8" in m for m in messages), messages
     assert {e["extensions"]["code"] for e in refused["errors"]} == {"INVALID_ARGUMENT"}
 
+    long = "{" + " __typename" * 2100 + " }"
+    too_long = only_error(gql(gateway, long, None, owner))
+    assert too_long["extensions"]["fieldViolations"][0]["field"] == "query"
+    assert "more than 2000 tokens" in too_long["message"], too_long["message"]
+
     many = httpx.post(
         f"{gateway.base_url}/graphql",
         json=[{"query": "{ withdrawals { pageInfo { hasNextPage } } }"}] * 2,
