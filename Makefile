@@ -16,6 +16,8 @@ PYTEST_ARGS ?=
 # Most of their time is spent waiting on blocks and timers, so two workers overlap well on
 # two cores. PYTEST_WORKERS=0 runs everything in one process.
 PYTEST_WORKERS ?= 2
+# The partner GraphQL schema as SDL, printed from svc_gateway/graphql by `make gen`.
+GRAPHQL_SDL := svc_gateway/graphql/schema.graphql
 
 .PHONY: help up observe prometheus-bin test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas bench-safe-gas chaos chaos-short chaos-replicas bench-e2e bench-api bench-recovery bench-batch bench-emergency bench-webhooks bench-seeing
 
@@ -56,9 +58,9 @@ buf-lint: $(STAMP_NPM) ## buf lint and buf format check
 buf-breaking: $(STAMP_NPM) ## buf breaking against main (FILE rules)
 	@if git rev-parse --verify -q main >/dev/null; then $(BIN)/buf breaking --against '.git#branch=main'; else echo "no main branch yet: skipping buf breaking"; fi
 
-gen-check: gen ## fail when gen/ differs from what proto/ generates
-	@git diff --exit-code --stat -- gen third_party/proto || { echo "gen/ drifted from proto/: run 'make gen' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- gen third_party/proto)" || { git status --porcelain -- gen third_party/proto; echo "untracked generated files: run 'make gen' and commit"; exit 1; }
+gen-check: gen ## fail when gen/ (or the GraphQL SDL) differs from what proto/ (the code) generates
+	@git diff --exit-code --stat -- gen third_party/proto $(GRAPHQL_SDL) || { echo "gen/ or $(GRAPHQL_SDL) drifted: run 'make gen' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- gen third_party/proto $(GRAPHQL_SDL))" || { git status --porcelain -- gen third_party/proto $(GRAPHQL_SDL); echo "untracked generated files: run 'make gen' and commit"; exit 1; }
 
 contracts-check: $(STAMP_NPM) ## fail when contracts/build/ differs from what the sources compile to
 	node scripts/compile_contracts.mjs --check
@@ -112,8 +114,9 @@ chaos-replicas: deps redis-bin ## the full chaos run with two gateways, two proc
 
 ##@ gen/build
 
-gen: $(STAMP_PY) ## regenerate gen/ and third_party/proto/ from proto/
+gen: $(STAMP_PY) ## regenerate gen/ and third_party/proto/ from proto/, and the GraphQL SDL from its code
 	$(PY) scripts/gen_proto.py
+	$(PY) -m svc_gateway.graphql.schema
 
 contracts: $(STAMP_NPM) ## recompile contracts/*.sol into contracts/build/ (solcjs, pinned)
 	node scripts/compile_contracts.mjs

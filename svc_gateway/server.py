@@ -39,6 +39,8 @@ from svc_gateway.batching import GroupCommit
 from svc_gateway.core import WithdrawalCore
 from svc_gateway.dispatch import Dispatcher
 from svc_gateway.events import EventHub
+from svc_gateway.graphql.calls import Dispatchers
+from svc_gateway.graphql.view import add_graphql
 from svc_gateway.malformed import GuardedRegistrar
 from svc_gateway.rate_limit import RateLimit, RateLimiter, limit_for
 from svc_gateway.rest.openapi import build_openapi, default_descriptor_set
@@ -230,6 +232,8 @@ class GatewayServer:
 
         def extra_routes(app: web.Application, transcoder: RestTranscoder) -> None:
             routes.add_to(app, transcoder)
+            graphql = Dispatchers(dispatcher, batches, webhooks)
+            add_graphql(app, graphql, self.settings.max_body_bytes)
 
         app = build_rest_app(
             [
