@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # two cores. PYTEST_WORKERS=0 runs everything in one process.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help up observe prometheus-bin test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas bench-safe-gas chaos chaos-short chaos-replicas bench-e2e bench-api bench-recovery bench-batch bench-emergency bench-webhooks bench-seeing
+.PHONY: help up observe prometheus-bin test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check sdk-python-gen sdk-python-test contracts contracts-check deps clean softhsm lock redis-bin bench-gas bench-safe-gas chaos chaos-short chaos-replicas bench-e2e bench-api bench-recovery bench-batch bench-emergency bench-webhooks bench-seeing
 
 ##@ run
 
@@ -115,6 +115,12 @@ chaos-replicas: deps redis-bin ## the full chaos run with two gateways, two proc
 gen: $(STAMP_PY) ## regenerate gen/ and third_party/proto/ from proto/
 	$(PY) scripts/gen_proto.py
 
+sdk-python-gen: $(STAMP_PY) ## regenerate the Python SDK's own stubs (sdk/python/src/assetwithdrawal_sdk/_gen/) from proto/
+	$(PY) scripts/gen_sdk_python.py
+
+sdk-python-test: deps redis-bin ## the Python SDK's tests (its drift check, then the real-stack tests)
+	$(PY) -m pytest -q tests/sdk_python $(PYTEST_ARGS)
+
 contracts: $(STAMP_NPM) ## recompile contracts/*.sol into contracts/build/ (solcjs, pinned)
 	node scripts/compile_contracts.mjs
 
@@ -135,11 +141,13 @@ help: ## list the targets by group
 
 deps: $(STAMP_PY) $(STAMP_NPM) ## install the Python venv and the npm tools (idempotent)
 
-$(STAMP_PY): requirements.lock pyproject.toml
+$(STAMP_PY): requirements.lock pyproject.toml sdk/python/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(PY) -m pip install -q --disable-pip-version-check "uv==$$(grep -E '^uv==' requirements.lock | cut -d= -f3)"
 	$(UV) pip install --python $(PY) -q --compile-bytecode -r requirements.lock
 	$(UV) pip install --python $(PY) -q --no-deps -e .
+	# The Python SDK, editable; its dependencies are all pinned by requirements.lock.
+	$(UV) pip install --python $(PY) -q --no-deps -e sdk/python
 	@touch $@
 
 # `npm install --no-save` installs exactly what package-lock.json pins and leaves it untouched.
