@@ -1,13 +1,15 @@
 """The Python SDK against the real pipeline (anvil, MariaDB, Redis, signer, gateway,
-processor, monitor), over both transports: create and get, pagination, watching to
-COMPLETED (and resuming after a dropped stream), the audit trail, a create retried after a
-deadline or a rate limit that makes one withdrawal, typed errors alike on gRPC and REST, a
-batch uploaded from a file with its report, and the asyncio client. No mocks: failures are
+processor, monitor, webhook sender), over both transports: create and get, pagination,
+watching to COMPLETED (and resuming after a dropped stream), the audit trail, a create
+retried after a deadline or a rate limit that makes one withdrawal, typed errors alike on
+gRPC and REST, a batch uploaded from a file with its report, the asyncio client, and a real
+webhook delivery verified (and its tampered copy refused). No mocks: failures are
 forced with a real deadline, a real rate limit and a real dropped TCP connection."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import secrets
 import threading
 import time
@@ -34,10 +36,14 @@ from assetwithdrawal_sdk import (
     RetryPolicy,
     State,
     WatchEvent,
+    WebhookVerificationError,
+    WebhookVerifier,
 )
 from tests.sdk_python.conftest import Stack
 from tests.sdk_python.proxy import DroppingProxy
+from tests.sdk_python.receiver import Receiver
 from tests.support.requests import fresh_address
+from withdrawal_shared.webhooks.secrets import new_secret
 
 TRANSPORTS = ["grpc", "rest"]
 
@@ -402,3 +408,48 @@ def test_async_client(stack: Stack, transport: str) -> None:
                 await client.get_withdrawal("withdrawals/01jd3x5q8r7m2n4p6t9v0w1y2z")
 
     asyncio.run(scenario())
+
+
+def test_a_real_delivery_verifies_and_a_tampered_one_does_not(stack: Stack) -> None:
+    """An endpoint registered through the SDK; the real sender (svc_webhooks) POSTs a
+    withdrawal's event to a local receiver; the SDK's verifier accepts it with the secret the
+    gateway issued, and refuses it tampered, re-signed with another secret, or too old."""
+    receiver = Receiver()
+    try:
+        with client_for(stack, "rest") as c:
+            endpoint = c.create_webhook_endpoint(
+                receiver.url, event_types=["withdrawal.received"], description="sdk test"
+            )
+            assert endpoint.secret.startswith("whsec_")
+            assert any(e.name == endpoint.name for e in c.list_webhook_endpoints())
+            created = c.create_withdrawal(
+                token="USDC", recipient_address=fresh_address(), amount="7"
+            )
+            deadline = time.monotonic() + 30
+            mine: list[tuple[dict[str, str], bytes]] = []
+            while not mine and time.monotonic() < deadline:
+                mine = [d for d in receiver.deliveries if created.name.encode() in d[1]]
+                time.sleep(0.1)
+            assert mine, receiver.deliveries
+            headers, body = mine[0]
+
+            verifier = WebhookVerifier(endpoint.secret)
+            event = verifier.verify(body, headers)
+            assert event.type == "withdrawal.received"
+            assert event.withdrawal == created.name and event.state == "RECEIVED"
+            assert event.sequence == 1 and event.id == headers["webhook-id"]
+
+            tampered = body.replace(b'"amount":"7"', b'"amount":"70"')
+            assert tampered != body
+            with pytest.raises(WebhookVerificationError):
+                verifier.verify(tampered, headers)
+            with pytest.raises(WebhookVerificationError):
+                WebhookVerifier(new_secret()).verify(body, headers)
+            late = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=6)
+            with pytest.raises(WebhookVerificationError):
+                verifier.verify(body, headers, now=late)
+            # During a rotation you may hold both secrets: either verifies.
+            assert WebhookVerifier([new_secret(), endpoint.secret]).verify(body, headers).id
+            c.delete_webhook_endpoint(endpoint.name)
+    finally:
+        receiver.close()
