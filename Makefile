@@ -146,7 +146,7 @@ $(STAMP_PY): requirements.lock pyproject.toml sdk/python/pyproject.toml
 	@test -x $(UV) || $(PY) -m pip install -q --disable-pip-version-check "uv==$$(grep -E '^uv==' requirements.lock | cut -d= -f3)"
 	$(UV) pip install --python $(PY) -q --compile-bytecode -r requirements.lock
 	$(UV) pip install --python $(PY) -q --no-deps -e .
-	# The Python SDK, editable; its dependencies are all pinned by requirements.lock.
+	@# The Python SDK, editable; requirements.lock pins all of its dependencies.
 	$(UV) pip install --python $(PY) -q --no-deps -e sdk/python
 	@touch $@
 
