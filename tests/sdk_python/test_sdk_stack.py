@@ -117,59 +117,64 @@ def _watch_in_thread(
 
 
 def test_watch_to_completed_on_both_transports_and_the_audit_trail(stack: Stack) -> None:
-    """Two withdrawals paid at once, one watched over gRPC, one over REST (NDJSON); the REST
-    one is watched through a proxy that drops the connection after the first events, so the
-    SDK resumes with resume_after_version and still sees every version exactly once."""
-    proxy = DroppingProxy("127.0.0.1", int(stack.base_url.rsplit(":", 1)[1]))
+    """Two withdrawals paid at once, one watched over gRPC, one over REST (NDJSON), each
+    through a TCP proxy that drops every connection after the first event: the SDK reopens
+    the stream with resume_after_version and still sees every version exactly once, from the
+    snapshot to COMPLETED."""
+    rest_proxy = DroppingProxy("127.0.0.1", int(stack.base_url.rsplit(":", 1)[1]))
+    grpc_proxy = DroppingProxy("127.0.0.1", int(stack.grpc_target.rsplit(":", 1)[1]))
+    fast = RetryPolicy(initial_backoff=0.05)
     with (
-        client_for(stack, "grpc") as grpc_client,
+        Client(stack.partner.api_key, target=grpc_proxy.address, tls=False, retry=fast) as g,
         Client(
             stack.partner.api_key,
             transport="rest",
-            base_url=f"http://{proxy.address}",
-            retry=RetryPolicy(initial_backoff=0.05),
-        ) as rest_client,
+            base_url=f"http://{rest_proxy.address}",
+            retry=fast,
+        ) as r,
     ):
-        a = grpc_client.create_withdrawal(
-            token="USDC", recipient_address=fresh_address(), amount="2.5"
-        )
-        b = rest_client.create_withdrawal(
-            token="USDC", recipient_address=fresh_address(), amount="3.5"
-        )
-        rest_seen: list[WatchEvent] = []
-        rest_failed: list[BaseException] = []
+        a = g.create_withdrawal(token="USDC", recipient_address=fresh_address(), amount="2.5")
+        b = r.create_withdrawal(token="USDC", recipient_address=fresh_address(), amount="3.5")
+        seen: dict[str, list[WatchEvent]] = {"grpc": [], "rest": []}
+        failed: list[BaseException] = []
 
-        def rest_watch() -> None:
+        def follow(label: str, client: Client, name: str, proxy: DroppingProxy) -> None:
             try:
-                for event in rest_client.watch(b.name):
-                    rest_seen.append(event)
-                    if len(rest_seen) == 1:
+                for event in client.watch(name):
+                    seen[label].append(event)
+                    if len(seen[label]) == 1:
                         proxy.drop_all()  # a dropped stream, mid-watch
             except BaseException as exc:
-                rest_failed.append(exc)
+                failed.append(exc)
 
-        thread = threading.Thread(target=rest_watch, daemon=True)
-        thread.start()
-        grpc_seen = list(grpc_client.watch(a.name))
-        thread.join(90)
-        proxy.close()
-        assert not rest_failed, rest_failed
-        assert proxy.connections >= 2  # the watch reconnected
+        threads = [
+            threading.Thread(target=follow, args=("grpc", g, a.name, grpc_proxy), daemon=True),
+            threading.Thread(target=follow, args=("rest", r, b.name, rest_proxy), daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(90)
+        rest_proxy.close()
+        grpc_proxy.close()
+        assert not failed, failed
+        assert rest_proxy.connections >= 2 and grpc_proxy.connections >= 2  # reconnected
 
-        for seen in (grpc_seen, rest_seen):
-            assert seen[0].event_type == EventType.EVENT_TYPE_SNAPSHOT
-            assert seen[-1].withdrawal.state == State.STATE_COMPLETED
-            versions = [e.withdrawal.version for e in seen]
+        for events in seen.values():
+            assert events[0].event_type == EventType.EVENT_TYPE_SNAPSHOT
+            assert events[-1].withdrawal.state == State.STATE_COMPLETED
+            versions = [e.withdrawal.version for e in events]
             assert versions == sorted(set(versions)), versions  # no repeat, no reorder
             assert versions[-1] - versions[0] == len(versions) - 1  # no gap across the drop
-        assert grpc_seen[-1].withdrawal.transaction_hash.startswith("0x")
+        assert seen["grpc"][-1].withdrawal.transaction_hash.startswith("0x")
 
+    with client_for(stack, "grpc") as grpc_client, client_for(stack, "rest") as rest_client:
         trail = list(grpc_client.list_state_changes(a.name, page_size=2))
         assert trail[0].to_state == State.STATE_RECEIVED
         assert trail[-1].to_state == State.STATE_COMPLETED
         assert [c.version for c in trail] == list(range(1, len(trail) + 1))
         rest_trail = list(rest_client.list_state_changes(b.name))
-        assert rest_trail[-1].version == rest_seen[-1].withdrawal.version
+        assert rest_trail[-1].version == seen["rest"][-1].withdrawal.version
 
 
 class _ShrinkFirstDeadline(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -379,12 +384,28 @@ def test_batch_upload_with_progress_then_its_report(stack: Stack, tmp_path: Path
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_async_client(stack: Stack, transport: str) -> None:
-    async def scenario() -> None:
+    """The asyncio client: creates, get, paging, typed errors, and a watch through a proxy
+    that drops the connection after the first event, resumed without a gap."""
+    address = stack.grpc_target if transport == "grpc" else stack.base_url.split("//")[1]
+    proxy = DroppingProxy("127.0.0.1", int(address.rsplit(":", 1)[1]))
+
+    def make(target: str) -> AsyncClient:
         if transport == "grpc":
-            client = AsyncClient(stack.partner.api_key, target=stack.grpc_target, tls=False)
-        else:
-            client = AsyncClient(stack.partner.api_key, transport="rest", base_url=stack.base_url)
-        async with client:
+            return AsyncClient(
+                stack.partner.api_key,
+                target=target,
+                tls=False,
+                retry=RetryPolicy(initial_backoff=0.05),
+            )
+        return AsyncClient(
+            stack.partner.api_key,
+            transport="rest",
+            base_url=f"http://{target}",
+            retry=RetryPolicy(initial_backoff=0.05),
+        )
+
+    async def scenario() -> None:
+        async with make(address) as client, make(proxy.address) as proxied:
             user = ref("async")
             created = [
                 await client.create_withdrawal(
@@ -399,15 +420,25 @@ def test_async_client(stack: Stack, transport: str) -> None:
                 async for w in client.list_withdrawals(filter=f'user_ref = "{user}"', page_size=2)
             ]
             assert sorted(listed) == sorted(w.name for w in created)
-            first = None
-            async for event in client.watch(created[0].name):
-                first = event
-                break
-            assert first is not None and first.event_type == EventType.EVENT_TYPE_SNAPSHOT
+            events: list[WatchEvent] = []
+            async for event in proxied.watch(created[0].name):
+                events.append(event)
+                if len(events) == 1:
+                    proxy.drop_all()
+                if len(events) == 3:
+                    break
+            assert events[0].event_type == EventType.EVENT_TYPE_SNAPSHOT
+            versions = [e.withdrawal.version for e in events]
+            assert len(versions) >= 2
+            assert versions == list(range(versions[0], versions[0] + len(versions))), versions
+            assert proxy.connections >= 2
             with pytest.raises(NotFound):
                 await client.get_withdrawal("withdrawals/01jd3x5q8r7m2n4p6t9v0w1y2z")
 
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    finally:
+        proxy.close()
 
 
 def test_a_real_delivery_verifies_and_a_tampered_one_does_not(stack: Stack) -> None:
