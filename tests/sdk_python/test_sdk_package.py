@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import filecmp
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +17,19 @@ from pathlib import Path
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from assetwithdrawal_sdk import WebhookVerificationError, WebhookVerifier
+from assetwithdrawal_sdk import (
+    IdempotencyKeyReused,
+    InvalidArgument,
+    RateLimited,
+    RetryPolicy,
+    Unauthenticated,
+    Unavailable,
+    WebhookVerificationError,
+    WebhookVerifier,
+    WithdrawalNotCancellable,
+)
 from assetwithdrawal_sdk._methods import METHODS, http_request
+from assetwithdrawal_sdk.errors import error_from_grpc, error_from_http
 from assetwithdrawal_sdk.models import Withdrawal
 from withdrawal_shared.webhooks.secrets import new_secret
 
@@ -140,3 +153,58 @@ def test_webhook_verifier() -> None:
     assert WebhookVerifier(other).verify(body, both).id
     with pytest.raises(ValueError):
         WebhookVerifier("")
+
+
+EXAMPLE = re.compile(r"<!-- example: ([a-z-]+) -->\n```json\n(.*?)```", re.S)
+EXPECTED = {
+    "unknown-api-key": (Unauthenticated, "UNAUTHENTICATED"),
+    "idempotency-key-reused": (IdempotencyKeyReused, "IDEMPOTENCY_KEY_REUSED"),
+    "missing-idempotency-key": (InvalidArgument, "INVALID_ARGUMENT"),
+    "invalid-fields": (InvalidArgument, "INVALID_ARGUMENT"),
+    "json-types": (InvalidArgument, "INVALID_ARGUMENT"),
+    "malformed-json": (InvalidArgument, "INVALID_ARGUMENT"),
+    "body-too-large": (InvalidArgument, "BODY_TOO_LARGE"),
+    "not-cancellable": (WithdrawalNotCancellable, "WITHDRAWAL_NOT_CANCELLABLE"),
+}
+
+
+def test_every_error_example_of_the_api_docs_becomes_its_typed_exception() -> None:
+    examples = dict(EXAMPLE.findall((REPO / "docs" / "api.md").read_text()))
+    assert set(examples) == set(EXPECTED)
+    for name, body in examples.items():
+        status = json.loads(body)["error"]["code"]
+        error = error_from_http(status, body.encode())
+        cls, reason = EXPECTED[name]
+        assert type(error) is cls, (name, error)
+        assert error.reason == reason and error.http_status == status
+        assert error.domain == "withdrawals.assetwithdrawal.dev"
+        details = json.loads(body)["error"]["details"]
+        violations = [v for d in details for v in d.get("fieldViolations", [])]
+        assert [(v.field, v.description) for v in error.field_violations] == [
+            (v["field"], v["description"]) for v in violations
+        ]
+    reused = error_from_http(409, examples["idempotency-key-reused"].encode())
+    assert reused.metadata["withdrawal"].startswith("withdrawals/")
+
+
+def test_errors_without_a_status_body_still_map_to_their_code() -> None:
+    assert isinstance(error_from_http(502, b"<html>bad gateway</html>"), Unavailable)
+    limited = error_from_http(429, b"", retry_after="3")
+    assert isinstance(limited, RateLimited) and limited.retry_after == 3
+    assert isinstance(error_from_grpc("UNAVAILABLE", "gone", None), Unavailable)
+
+
+def test_retry_policy() -> None:
+    policy = RetryPolicy(max_attempts=3, initial_backoff=0.1, max_backoff=1)
+    gone = Unavailable("gone")
+    assert 0 <= (policy.delay(gone, 1, safe=True) or 0) <= 0.1
+    assert 0 <= (policy.delay(gone, 2, safe=True) or 0) <= 0.2
+    assert policy.delay(gone, 3, safe=True) is None  # the last attempt
+    assert policy.delay(gone, 1, safe=False) is None  # an unknown outcome, not idempotent
+    limited = RateLimited("slow down", retry_after=2)
+    wait = policy.delay(limited, 1, safe=False)  # nothing was done: always retried
+    assert wait is not None and 2 <= wait <= 2.1
+    assert RetryPolicy(max_retry_after=1).delay(limited, 1, safe=True) is None
+    assert policy.delay(InvalidArgument("no"), 1, safe=True) is None
+    with pytest.raises(ValueError):
+        RetryPolicy(max_attempts=0)

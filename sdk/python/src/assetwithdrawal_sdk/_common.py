@@ -12,7 +12,7 @@ from pathlib import Path
 
 from assetwithdrawal_sdk._gen.assetwithdrawal.withdrawal.v1 import batch_pb2, withdrawal_pb2
 from assetwithdrawal_sdk._retry import RetryPolicy, note_retry
-from assetwithdrawal_sdk.errors import AssetWithdrawalError, Unavailable
+from assetwithdrawal_sdk.errors import AssetWithdrawalError
 from assetwithdrawal_sdk.models import TERMINAL_STATES, EventType, WatchEvent
 
 API_KEY_ENV = "ASSETWITHDRAWAL_API_KEY"
@@ -141,17 +141,14 @@ def new_request_id() -> str:
 def reconnect_wait(
     retry: RetryPolicy, error: AssetWithdrawalError | None, failures: int, method: str
 ) -> float:
-    """How long to wait before reopening a watch after `failures` consecutive drops (`error`
-    None: the stream ended before a terminal state); raises when the policy gives up."""
+    """How long to wait before reopening a watch. `error` None: the stream ended (or sat idle)
+    before a terminal state, which is not a failure; else `failures` counts the consecutive
+    failed opens, and the error is raised when the policy gives up on it."""
     if error is None:
-        if failures >= retry.max_attempts:
-            raise Unavailable(f"the {method} stream kept ending before a terminal state")
-        wait = retry.backoff(failures)
-    else:
-        delay = retry.delay(error, failures, safe=True)
-        if delay is None:
-            error.attempts = failures
-            raise error
-        wait = delay
-    note_retry(method, error or Unavailable("the stream ended"), failures, wait)
+        return retry.initial_backoff
+    wait = retry.delay(error, failures, safe=True)
+    if wait is None:
+        error.attempts = failures
+        raise error
+    note_retry(method, error, failures, wait)
     return wait

@@ -31,7 +31,8 @@ Progress = Callable[[int, int], None]
 
 NDJSON = "application/x-ndjson"
 STREAM_READ_SECONDS = 300.0
-"""A watch with no byte for this long is treated as dropped (and resumed)."""
+"""A REST watch with no byte for this long is ended and reopened (resumed) by the client: a
+connection that went silently dead is not waited on forever."""
 
 
 def grpc_error(exc: grpc.RpcError) -> AssetWithdrawalError:
@@ -213,10 +214,13 @@ class RestTransport:
             ) as response:
                 if response.status_code != 200:
                     raise self._fail(response)
-                for line in response.iter_lines():
-                    item = _stream_line(response_type, line)
-                    if item is not None:
-                        yield item
+                try:
+                    for line in response.iter_lines():
+                        item = _stream_line(response_type, line)
+                        if item is not None:
+                            yield item
+                except httpx.ReadTimeout:
+                    return  # idle for STREAM_READ_SECONDS: the caller reopens it
         except httpx.TransportError as exc:
             raise _http_error(exc) from None
 
@@ -407,10 +411,13 @@ class AsyncRestTransport:
             ) as response:
                 if response.status_code != 200:
                     raise await self._fail(response)
-                async for line in response.aiter_lines():
-                    item = _stream_line(response_type, line)
-                    if item is not None:
-                        yield item
+                try:
+                    async for line in response.aiter_lines():
+                        item = _stream_line(response_type, line)
+                        if item is not None:
+                            yield item
+                except httpx.ReadTimeout:
+                    return  # idle for STREAM_READ_SECONDS: the caller reopens it
         except httpx.TransportError as exc:
             raise _http_error(exc) from None
 

@@ -230,7 +230,8 @@ class AsyncClient:
 
         A dropped stream (a connection reset, a gateway restart) is reopened with
         `resume_after_version` set to the last event's version, so no change is lost or seen
-        twice; reconnects follow the retry policy (its attempts count consecutive failures)."""
+        twice. Failed reopens follow the retry policy (its attempts count consecutive failures);
+        a REST stream idle for 5 minutes is reopened the same way, which is not a failure."""
         cursor = common.WatchCursor(common.resource_name("withdrawals", name), resume_after_version)
         method = METHODS["WatchWithdrawal"]
         failures = 0
@@ -245,7 +246,7 @@ class AsyncClient:
                         return
             except AssetWithdrawalError as err:
                 error = err
-            failures += 1
+            failures = failures + 1 if error is not None else 0
             await asyncio.sleep(
                 common.reconnect_wait(self.retry, error, failures, "WatchWithdrawal")
             )
@@ -358,7 +359,7 @@ class AsyncClient:
                         return
             except AssetWithdrawalError as err:
                 error = err
-            failures += 1
+            failures = failures + 1 if error is not None else 0
             await asyncio.sleep(common.reconnect_wait(self.retry, error, failures, "WatchBatch"))
 
     # ------------------------------------------------------------------ webhook endpoints
