@@ -35,9 +35,11 @@ from assetwithdrawal_sdk import (
     RateLimited,
     RetryPolicy,
     State,
+    Unauthenticated,
     WatchEvent,
     WebhookVerificationError,
     WebhookVerifier,
+    WithdrawalNotCancellable,
 )
 from tests.sdk_python.conftest import Stack
 from tests.sdk_python.proxy import DroppingProxy
@@ -81,6 +83,15 @@ def test_create_then_get(client: Client) -> None:
     assert fetched.name == created.name
     # A bare id is accepted too.
     assert client.get_withdrawal(created.name.removeprefix("withdrawals/")).name == created.name
+    # Cancelled before it is placed in a payout (the processor batches for 1 s), and again:
+    # unchanged. Should the processor have been first, the refusal is typed.
+    try:
+        cancelled = client.cancel_withdrawal(created.name, reason="sdk test")
+    except WithdrawalNotCancellable as err:
+        assert err.metadata["state"]
+    else:
+        assert cancelled.state == State.STATE_CANCELLED
+        assert client.cancel_withdrawal(created.name).version == cancelled.version
 
 
 def test_list_withdrawals_iterates_every_page(client: Client) -> None:
@@ -306,7 +317,12 @@ def test_typed_errors_are_the_same_on_both_transports(stack: Stack) -> None:
                     )
                 ),
             }
+        with client_for(stack, transport, "awk_00000000_" + "0" * 64) as stranger:
+            errors[transport]["unknown-key"] = _raised(lambda s=stranger: s.get_withdrawal("x"))
     for transport, found in errors.items():
+        unknown = found["unknown-key"]
+        assert isinstance(unknown, Unauthenticated), (transport, unknown)
+        assert unknown.reason == "UNAUTHENTICATED" and unknown.http_status == 401
         invalid = found["invalid"]
         assert isinstance(invalid, InvalidArgument), (transport, invalid)
         assert invalid.reason == "INVALID_ARGUMENT" and invalid.http_status == 400
@@ -320,7 +336,7 @@ def test_typed_errors_are_the_same_on_both_transports(stack: Stack) -> None:
         scope = found["scope"]
         assert isinstance(scope, PermissionDenied) and scope.reason == "SCOPE_MISSING"
         assert scope.metadata["scope"] == "withdrawals:create"
-    for name in ("invalid", "missing", "reused", "scope"):
+    for name in ("invalid", "missing", "reused", "scope", "unknown-key"):
         g, r = errors["grpc"][name], errors["rest"][name]
         assert (type(g), g.code, g.reason, g.http_status) == (  # type: ignore[attr-defined]
             type(r),
