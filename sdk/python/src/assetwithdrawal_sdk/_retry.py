@@ -50,6 +50,8 @@ class RetryPolicy:
         if attempt >= self.max_attempts:
             return None
         if isinstance(error, RateLimited):
+            if error.retry_after is None and error.reason != "RATE_LIMITED":
+                return None  # another RESOURCE_EXHAUSTED (e.g. a message too large)
             wait = error.retry_after if error.retry_after is not None else self.backoff(attempt)
             if wait > self.max_retry_after:
                 return None

@@ -36,7 +36,11 @@ connection that went silently dead is not waited on forever."""
 
 
 def grpc_error(exc: grpc.RpcError) -> AssetWithdrawalError:
+    """The typed error of a failed sync call (an RpcError that is also a grpc.Call; one
+    raised otherwise, e.g. by an interceptor, is UNKNOWN with its text)."""
     call: Any = exc
+    if not all(hasattr(call, name) for name in ("code", "details", "trailing_metadata")):
+        return error_from_grpc("UNKNOWN", str(exc), None)
     code = call.code()
     return error_from_grpc(
         code.name if code is not None else "UNKNOWN", call.details(), call.trailing_metadata()
