@@ -399,7 +399,7 @@ def test_batch_upload_with_progress_then_its_report(stack: Stack, tmp_path: Path
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_async_client(stack: Stack, transport: str) -> None:
+def test_async_client(stack: Stack, transport: str, tmp_path: Path) -> None:
     """The asyncio client: creates, get, paging, typed errors, and a watch through a proxy
     that drops the connection after the first event, resumed without a gap."""
     address = stack.grpc_target if transport == "grpc" else stack.base_url.split("//")[1]
@@ -450,6 +450,14 @@ def test_async_client(stack: Stack, transport: str) -> None:
             assert proxy.connections >= 2
             with pytest.raises(NotFound):
                 await client.get_withdrawal("withdrawals/01jd3x5q8r7m2n4p6t9v0w1y2z")
+
+            csv = tmp_path / "async.csv"
+            csv.write_text(f"recipient_address,amount,token\r\n{fresh_address()},0.5,USDC\r\n")
+            sent: list[int] = []
+            batch = await client.upload_batch(csv, on_progress=lambda s, _t: sent.append(s))
+            assert batch.accepted_count == 1 and sent[-1] == csv.stat().st_size
+            rows = [row async for row in client.get_batch_report(batch.name)]
+            assert rows[0].withdrawal.startswith("withdrawals/")
 
     try:
         asyncio.run(scenario())

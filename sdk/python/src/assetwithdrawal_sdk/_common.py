@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import BinaryIO
 
 from assetwithdrawal_sdk._gen.assetwithdrawal.withdrawal.v1 import batch_pb2, withdrawal_pb2
 from assetwithdrawal_sdk._retry import RetryPolicy, note_retry
@@ -96,6 +97,10 @@ def batch_request_id(path: Path, policy: int) -> str:
 
 def file_size(path: Path) -> int:
     return path.stat().st_size
+
+
+def open_binary(path: Path) -> BinaryIO:
+    return path.open("rb")
 
 
 def file_chunks(path: Path, chunk_bytes: int) -> Iterator[bytes]:

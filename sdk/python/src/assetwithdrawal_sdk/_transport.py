@@ -275,7 +275,7 @@ class AsyncTransport(Protocol):
         self,
         method: Method,
         header: batch_pb2.CreateBatchHeader,
-        chunks: Iterator[bytes],
+        chunks: AsyncIterator[bytes],
         timeout: float | None,
     ) -> batch_pb2.Batch: ...
 
@@ -340,12 +340,12 @@ class AsyncGrpcTransport:
         self,
         method: Method,
         header: batch_pb2.CreateBatchHeader,
-        chunks: Iterator[bytes],
+        chunks: AsyncIterator[bytes],
         timeout: float | None,
     ) -> batch_pb2.Batch:
         async def messages() -> AsyncIterator[batch_pb2.CreateBatchRequest]:
             yield batch_pb2.CreateBatchRequest(header=header)
-            for chunk in chunks:
+            async for chunk in chunks:
                 yield batch_pb2.CreateBatchRequest(chunk=chunk)
 
         call = self._channel.stream_unary(
@@ -429,13 +429,9 @@ class AsyncRestTransport:
         self,
         method: Method,
         header: batch_pb2.CreateBatchHeader,
-        chunks: Iterator[bytes],
+        chunks: AsyncIterator[bytes],
         timeout: float | None,
     ) -> batch_pb2.Batch:
-        async def body() -> AsyncIterator[bytes]:
-            for chunk in chunks:
-                yield chunk
-
         headers = {
             **self._headers,
             IDEMPOTENCY_HEADER: header.request_id,
@@ -445,7 +441,7 @@ class AsyncRestTransport:
             response = await self._client.post(
                 self._base + method.http_path,
                 params=_upload_params(header),
-                content=body(),
+                content=chunks,
                 headers=headers,
                 timeout=timeout,
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -270,21 +270,29 @@ class AsyncClient:
         so running the same upload again answers the batch it created."""
         file = Path(path)
         policy_number = common.policy_value(policy)
+        # File work runs in a thread: hashing or reading a large file never blocks the loop.
+        key = request_id
+        if not key:
+            key = await asyncio.to_thread(common.batch_request_id, file, policy_number)
         header = batch_pb2.CreateBatchHeader(
-            request_id=request_id or common.batch_request_id(file, policy_number),
+            request_id=key,
             policy=policy_number,  # type: ignore[arg-type]
             allow_duplicate_content=allow_duplicate_content,
         )
-        total = common.file_size(file)
+        total = await asyncio.to_thread(common.file_size, file)
         method = METHODS["CreateBatch"]
 
-        def chunks() -> Iterator[bytes]:
+        async def chunks() -> AsyncIterator[bytes]:
             sent = 0
-            for chunk in common.file_chunks(file, common.CHUNK_BYTES):
-                yield chunk
-                sent += len(chunk)
-                if on_progress is not None:
-                    on_progress(sent, total)
+            handle = await asyncio.to_thread(common.open_binary, file)
+            try:
+                while chunk := await asyncio.to_thread(handle.read, common.CHUNK_BYTES):
+                    yield chunk
+                    sent += len(chunk)
+                    if on_progress is not None:
+                        on_progress(sent, total)
+            finally:
+                handle.close()
 
         for attempt in itertools.count(1):
             try:
