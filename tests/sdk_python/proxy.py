@@ -10,14 +10,20 @@ import threading
 
 
 class DroppingProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, *, lose_first_reply: bool = False
+    ) -> None:
+        """`lose_first_reply`: the first connection's first bytes from the target (an HTTP/1.1
+        response: the request was served) are not forwarded; both sides are reset instead."""
         self._target = (target_host, target_port)
+        self._lose_first_reply = lose_first_reply
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
         self.connections = 0
+        self.lost_replies = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -34,12 +40,17 @@ class DroppingProxy:
             with self._lock:
                 self.connections += 1
                 self._open += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+                lose = self._lose_first_reply and self.connections == 1
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, lose), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, lose: bool = False) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
+                if lose:
+                    self.lost_replies += 1
+                    self.drop_all()
+                    return
                 dst.sendall(data)
         for s in (src, dst):
             with contextlib.suppress(OSError):

@@ -249,6 +249,34 @@ def test_a_create_retried_after_a_timeout_makes_one_withdrawal_rest(stack: Stack
     assert [w.name for w in found] == [created.name]
 
 
+def test_a_create_whose_reply_was_lost_is_retried_and_pays_once(stack: Stack) -> None:
+    """The worst case for a create: the gateway stored the withdrawal but the reply never came
+    back (the connection was reset as the response left). The SDK retries on a new connection
+    with the same Idempotency-Key and gets the original withdrawal: one withdrawal."""
+    proxy = DroppingProxy("127.0.0.1", int(stack.base_url.rsplit(":", 1)[1]), lose_first_reply=True)
+    reference = ref("lost")
+    try:
+        with Client(
+            stack.partner.api_key,
+            transport="rest",
+            base_url=f"http://{proxy.address}",
+            retry=RetryPolicy(initial_backoff=0.05),
+        ) as client:
+            created = client.create_withdrawal(
+                token="USDC",
+                recipient_address=fresh_address(),
+                amount="6",
+                client_reference=reference,
+            )
+            assert proxy.lost_replies == 1 and proxy.connections >= 2
+            found = list(client.list_withdrawals(filter=f'client_reference = "{reference}"'))
+    finally:
+        proxy.close()
+    # The gateway had answered the first attempt (its reply was lost), so the withdrawal was
+    # stored then; the retry returned it instead of creating another.
+    assert [w.name for w in found] == [created.name]
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_rate_limited_create_waits_retry_after_and_keeps_its_key(
     stack: Stack, transport: str
