@@ -1,10 +1,11 @@
 """The Python SDK against the real pipeline (anvil, MariaDB, Redis, signer, gateway,
 processor, monitor, webhook sender), over both transports: create and get, pagination,
 watching to COMPLETED (and resuming after a dropped stream), the audit trail, a create
-retried after a deadline or a rate limit that makes one withdrawal, typed errors alike on
-gRPC and REST, a batch uploaded from a file with its report, the asyncio client, and a real
-webhook delivery verified (and its tampered copy refused). No mocks: failures are
-forced with a real deadline, a real rate limit and a real dropped TCP connection."""
+retried after a deadline, a lost reply or a rate limit that makes one withdrawal, typed
+errors alike on gRPC and REST, a batch uploaded from a file with its report, the asyncio
+client, and a real webhook delivery verified (and its tampered copy refused). No mocks:
+failures are forced with a real deadline, a real rate limit and real dropped TCP
+connections."""
 
 from __future__ import annotations
 
