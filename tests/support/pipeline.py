@@ -138,6 +138,7 @@ def running_pipeline(
     emergency_wallets: int = 0,
     sweep_age_seconds: float = 1.0,
     safe_owner_signers: Sequence[str] = (),
+    webhooks_allow_http_loopback: bool = False,
 ) -> Iterator[Pipeline]:
     """Start anvil, bootstrap the chain and database for the signer at `signer_target` (every
     hot wallet it lists), and run the gateway, processor and monitor against them. With
@@ -151,7 +152,9 @@ def running_pipeline(
     signer's wallets get the EMERGENCY role (`boot.emergency_wallets`). `sweep_age_seconds` is
     how long a withdrawal sits RECEIVED or VALIDATED before the sweeper re-drives it (long: a
     test proves that the queue's tasks alone moved the rows). `safe_owner_signers` are the
-    processor's PROCESSOR_SAFE_OWNER_SIGNERS (its treasury executor then runs every 0.5 s)."""
+    processor's PROCESSOR_SAFE_OWNER_SIGNERS (its treasury executor then runs every 0.5 s).
+    `webhooks_allow_http_loopback` lets the gateway register `http://127.0.0.1` webhook
+    endpoints (a local receiver)."""
     with AnvilProcess(block_time=0.5) as anvil:
         w3 = anvil.web3()
         bootstrap_blocks = BlocksOnDemand(anvil)
@@ -177,6 +180,7 @@ def running_pipeline(
                 http_port=0,
                 watch_poll_seconds=0.5,
                 shutdown_grace_seconds=1.0,
+                webhooks_allow_http_loopback=webhooks_allow_http_loopback,
             )
         )
         processor_server = ProcessorServer(
