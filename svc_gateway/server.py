@@ -40,6 +40,7 @@ from svc_gateway.core import WithdrawalCore
 from svc_gateway.dispatch import Dispatcher
 from svc_gateway.events import EventHub
 from svc_gateway.malformed import GuardedRegistrar
+from svc_gateway.portal.routes import Portal, PortalCores
 from svc_gateway.rate_limit import RateLimit, RateLimiter, limit_for
 from svc_gateway.rest.openapi import build_openapi, default_descriptor_set
 from svc_gateway.rest.transcoder import RestBinding, RestTranscoder, build_rest_app
@@ -227,9 +228,30 @@ class GatewayServer:
         )
         document_batch_routes(openapi)
         routes = BatchRoutes(batches, batch_core)
+        portal = Portal(
+            PortalCores(
+                {SERVICE: core, BATCH_SERVICE: batch_core, WEBHOOK_SERVICE: webhook_core},
+                BATCH_SERVICE,
+                batch_core,
+                ADMIN_SERVICE,
+                admin.core,
+                self.auth,
+                admin.auth,
+                self._reads.submit,
+                self._limit_for,
+                self.store.sessions,
+                self._executor,
+            ),
+            self._redis,
+            self.settings.redis_prefix,
+            self.settings.portal_session_seconds,
+            openapi=openapi,
+            max_body_bytes=self.settings.max_body_bytes,
+        )
 
         def extra_routes(app: web.Application, transcoder: RestTranscoder) -> None:
             routes.add_to(app, transcoder)
+            portal.add_to(app)
 
         app = build_rest_app(
             [
