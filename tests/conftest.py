@@ -22,6 +22,7 @@ LONG_FIRST = (
     "tests/chaos/",
     "tests/stack/",
     "tests/e2e/",
+    "tests/portal/",
     "tests/observe/",
     "tests/tracing/",
     "tests/replicas/",

@@ -138,5 +138,6 @@
         showError("error", err);
       }
     });
+    Portal.ready();
   });
 })();

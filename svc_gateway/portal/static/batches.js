@@ -114,7 +114,7 @@
   }
 
   function reportButton(name) {
-    const button = el("button", { type: "button", class: "secondary", "aria-label": `Download the report of ${name}` }, "Download CSV");
+    const button = el("button", { type: "button", class: "secondary", "aria-label": `Download CSV report of ${name}` }, "Download CSV");
     button.addEventListener("click", () => downloadReport(name));
     return button;
   }
@@ -146,5 +146,6 @@
     });
     document.getElementById("report").addEventListener("click", () => downloadReport(current));
     loadList();
+    Portal.ready();
   });
 })();

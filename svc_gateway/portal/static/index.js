@@ -26,4 +26,5 @@ document.addEventListener("DOMContentLoaded", async () => {
       Portal.showError("error", err);
     }
   });
+  Portal.ready();
 });

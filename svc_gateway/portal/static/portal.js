@@ -2,6 +2,10 @@
 // calls to the portal API with the API's error details, and small DOM helpers.
 "use strict";
 
+// No form of the portal is ever submitted by the browser itself (which would put its fields,
+// a key among them, in a URL): each page's script sends it. Registered before anything else.
+document.addEventListener("submit", (event) => event.preventDefault(), true);
+
 const Portal = (() => {
   let session = null;
 
@@ -142,5 +146,10 @@ const Portal = (() => {
 
   const current = () => session;
 
-  return { session: current, call, loadSession, signIn, signOut, showError, el, stateLabel, when, newKey, TERMINAL, ApiError };
+  // Tells that the page's script has set itself up (tests wait for it).
+  function ready() {
+    document.body.dataset.ready = "1";
+  }
+
+  return { session: current, ready, call, loadSession, signIn, signOut, showError, el, stateLabel, when, newKey, TERMINAL, ApiError };
 })();

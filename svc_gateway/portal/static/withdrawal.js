@@ -53,7 +53,7 @@
         rows.push(el("tr", {},
           el("td", { class: "num" }, c.version),
           el("td", {}, when(c.occurTime)),
-          el("td", {}, c.fromState ? stateLabel(c.fromState) : ""),
+          el("td", {}, c.fromState && c.fromState !== "STATE_UNSPECIFIED" ? stateLabel(c.fromState) : "—"),
           el("td", {}, stateLabel(c.toState)),
           el("td", {}, c.reason || ""),
           el("td", {}, c.message || ""),
@@ -94,5 +94,6 @@
       }
     });
     refresh();
+    Portal.ready();
   });
 })();
