@@ -262,6 +262,23 @@ class Portal:
             COOKIES[kind], path=COOKIE_PATHS[kind], secure=True, httponly=True, samesite="Strict"
         )
 
+    async def _start(
+        self,
+        request: web.Request,
+        kind: Kind,
+        subject: str,
+        prefix: str,
+        fields: Mapping[str, Any],
+    ) -> web.StreamResponse:
+        """A new session for the verified identity; the browser's previous one, if any, ends."""
+        previous = request.cookies.get(COOKIES[kind])
+        if previous:
+            await self._sessions.delete(previous)
+        session_id, session = await self._sessions.create(kind, subject, prefix)
+        response = _json(_session_json(session, fields))
+        self._set_cookie(response, kind, session_id)
+        return response
+
     async def _partner_session(self, request: web.Request) -> web.StreamResponse:
         if request.method == "POST":
             csrf.check_origin(request)
@@ -270,12 +287,13 @@ class Portal:
             caller: Caller = await self._partner_auth.authenticate(
                 {"authorization": f"Bearer {key}"}
             )
-            session_id, session = await self._sessions.create(
-                Kind.PARTNER, caller.partner_id, caller.key_prefix
+            return await self._start(
+                request,
+                Kind.PARTNER,
+                caller.partner_id,
+                caller.key_prefix,
+                self._partner_fields(caller),
             )
-            response = _json(_session_json(session, self._partner_fields(caller)))
-            self._set_cookie(response, Kind.PARTNER, session_id)
-            return response
         session_id, session = await self._live(request, Kind.PARTNER)
         csrf.check_token(request, session.csrf_token)
         if request.method == "DELETE":
@@ -316,12 +334,13 @@ class Portal:
             identity = await self._operator_auth.authenticate(
                 {"authorization": f"Bearer {credential}"}
             )
-            session_id, session = await self._sessions.create(
-                Kind.OPERATOR, identity.operator_id, identity.credential_prefix
+            return await self._start(
+                request,
+                Kind.OPERATOR,
+                identity.operator_id,
+                identity.credential_prefix,
+                self._operator_fields(identity),
             )
-            response = _json(_session_json(session, self._operator_fields(identity)))
-            self._set_cookie(response, Kind.OPERATOR, session_id)
-            return response
         session_id, session = await self._live(request, Kind.OPERATOR)
         csrf.check_token(request, session.csrf_token)
         if request.method == "DELETE":
