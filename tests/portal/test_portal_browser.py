@@ -27,6 +27,7 @@ from tests.support.gateway import OperatorAccount, Partner
 from tests.support.pipeline import Pipeline, running_pipeline
 from tests.support.requests import create_request, fresh_address
 from tests.support.signers import keystore_signer
+from withdrawal_shared.db.api_keys import revoke_api_key
 from withdrawal_shared.db.operators import Role
 from withdrawal_shared.scopes import Scope
 
@@ -496,6 +497,12 @@ def test_sign_out_and_an_expired_session_are_refused(
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     _open(page, "/portal/")
+    # A wrong key gets the API's own answer, and no cookie.
+    page.get_by_label("API key").fill("awk_not-a-key")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("alert").filter(has_text="The API key is not valid").wait_for()
+    assert not context.cookies()
+    assert page.get_by_label("API key").input_value() == ""
     page.get_by_label("API key").fill(key.api_key)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/portal/withdrawals")
@@ -580,3 +587,18 @@ def test_every_page_has_no_serious_accessibility_violation(
     page.wait_for_load_state("networkidle")
     _axe(page, "operators")
     context.close()
+
+
+def test_revoking_the_key_ends_its_portal_sessions(base: str, stack: Pipeline) -> None:
+    fresh = stack.gateway.add_partner(stack.partner.id, frozenset(Scope))
+    with httpx.Client(base_url=base) as client:
+        signed = client.post("/portal/api/session", json={"apiKey": fresh.api_key})
+        assert signed.status_code == 200, signed.text
+        cookie = {"Cookie": f"portal_session={signed.cookies['portal_session']}"}
+        assert client.get("/portal/api/v1/withdrawals", headers=cookie).status_code == 200
+        prefix = signed.json()["keyPrefix"]
+        with stack.gateway.server.store.sessions.begin() as session:
+            assert revoke_api_key(session, stack.partner.id, prefix) is not None
+        refused = client.get("/portal/api/v1/withdrawals", headers=cookie)
+        assert refused.status_code == 401
+        assert "revoked" in refused.json()["error"]["message"]
