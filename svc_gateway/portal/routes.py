@@ -159,16 +159,18 @@ class Portal:
         self._operator = OperatorSessionAuth(self._operator_for_prefix, cores.executor)
         self._db_sessions = cores.db_sessions
         bindings = []
-        self._batches: Dispatcher | None = None
+        batches: Dispatcher | None = None
         for service, core in cores.services.items():
             dispatcher = Dispatcher(service, core, partner, cores.charge)
             if service is cores.batch_service:
-                self._batches = dispatcher
+                batches = dispatcher
             stream = dispatcher.stream if any(m.server_streaming for m in service.methods) else None
             bindings.append(
                 RestBinding(service, dispatcher.unary, stream, authenticate=partner.authenticate)
             )
-        assert self._batches is not None
+        if batches is None:
+            raise TypeError("PortalCores.services must include the batch service")
+        self._batches = batches
         self._batch_core = cores.batch_core
         self._batch_routes = BatchRoutes(self._batches, cores.batch_core)
         self._api = RestTranscoder(bindings, max_body_bytes=max_body_bytes, openapi=openapi)
@@ -372,7 +374,6 @@ class Portal:
                 and report is not None
                 and "text/csv" in inner.headers.get("Accept", "")
             ):
-                assert self._batches is not None
                 name = f"batches/{report.group(1)}/report"
                 return await report_csv_response(inner, self._batches, self._batch_core, name)
             return await self._api.handle(inner)
