@@ -83,7 +83,12 @@
   document.addEventListener("DOMContentLoaded", async () => {
     if (!(await Portal.loadSession("partner"))) return;
     name = new URLSearchParams(window.location.search).get("name") || "";
-    document.getElementById("title").textContent = `Withdrawal ${name.split("/")[1] || ""}`;
+    if (!/^withdrawals\/[0-9a-z]{1,64}$/.test(name)) {
+      showError("error", new Error("This link does not name a withdrawal (withdrawals/<id>). Find it in the withdrawal history."));
+      Portal.ready();
+      return;
+    }
+    document.getElementById("title").textContent = `Withdrawal ${name.split("/")[1]}`;
     document.getElementById("cancel").addEventListener("click", async () => {
       try {
         await call("partner", "POST", `/v1/${name}:cancel`, { json: { reason: "cancelled in the portal" } });
