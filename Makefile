@@ -21,7 +21,7 @@ PYTEST_WORKERS ?= 2
 # The partner GraphQL schema as SDL, printed from svc_gateway/graphql by `make gen`.
 GRAPHQL_SDL := svc_gateway/graphql/schema.graphql
 
-.PHONY: help up observe prometheus-bin test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check sdk-python-gen sdk-python-test contracts contracts-check deps clean softhsm lock redis-bin bench-gas bench-safe-gas chaos chaos-short chaos-replicas bench-e2e bench-api bench-recovery bench-batch bench-emergency bench-webhooks bench-seeing
+.PHONY: help up observe prometheus-bin test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check sdk-python-gen sdk-python-test contracts contracts-check deps clean softhsm lock redis-bin chromium-bin bench-gas bench-safe-gas chaos chaos-short chaos-replicas bench-e2e bench-api bench-recovery bench-batch bench-emergency bench-webhooks bench-seeing
 
 ##@ run
 
@@ -33,7 +33,7 @@ observe: deps prometheus-bin ## a real Prometheus on 127.0.0.1:9090 scraping the
 
 ##@ test
 
-test: deps softhsm redis-bin prometheus-bin check ## static checks, then the whole pytest suite on real MariaDB, Redis, anvil, SoftHSM2
+test: deps softhsm redis-bin prometheus-bin chromium-bin check ## static checks, then the whole pytest suite on real MariaDB, Redis, anvil, SoftHSM2
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 fuzz: deps redis-bin ## fuzz REST (schemathesis) and gRPC (Hypothesis, every reflected service) on a real gateway, derandomized
@@ -170,6 +170,9 @@ softhsm: ## install SoftHSM2 from Debian's packages when missing
 
 redis-bin: ## install redis-server from Debian's packages when missing (make up may start its own)
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+chromium-bin: ## install Debian's chromium when missing (tests/portal drive it with Playwright)
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 prometheus-bin: ## install prometheus and promtool from Debian's packages when missing
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
 from svc_gateway.access import METHOD_ACCESS, scope_missing
-from svc_gateway.auth import Authenticator, Caller
+from svc_gateway.auth import Caller
 from svc_gateway.rate_limit import RateLimit
 from withdrawal_shared import tracing
 from withdrawal_shared.logs import trace_id_from_traceparent, trace_id_var
@@ -41,12 +41,19 @@ def bind_trace_id(metadata: Mapping[str, str]) -> str:
     return trace_id
 
 
+class CallerAuth(Protocol):
+    """What a dispatcher authenticates with: the API key's `Authenticator`, or a portal
+    session's (`svc_gateway.portal.identity`)."""
+
+    async def authenticate(self, metadata: Mapping[str, str]) -> Caller: ...
+
+
 class Dispatcher:
     def __init__(
         self,
         service: ServiceDescriptor,
         core: object,
-        auth: Authenticator,
+        auth: CallerAuth,
         charge: Charge | None = None,
     ) -> None:
         self.service = service

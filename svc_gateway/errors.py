@@ -208,6 +208,15 @@ WEBHOOK_URL_REFUSED = ErrorReason(
     ),
 )
 
+CSRF_TOKEN_INVALID = ErrorReason(
+    "CSRF_TOKEN_INVALID",
+    Code.PERMISSION_DENIED,
+    "Portal only (`/portal/...`): a state-changing request without the session's CSRF token "
+    "in the `X-CSRF-Token` header, or from another origin; nothing was done.",
+    example="This request needs the portal session's CSRF token in the X-CSRF-Token header. "
+    "Reload the page and try again.",
+)
+
 _COMMON = (INVALID_ARGUMENT, UNAUTHENTICATED, SCOPE_MISSING, RATE_LIMITED, INTERNAL)
 _ADMIN_COMMON = (INVALID_ARGUMENT, UNAUTHENTICATED, ROLE_REQUIRED, INTERNAL)
 
@@ -351,6 +360,7 @@ __all__ = [
     "CHANGE_NOT_PENDING",
     "CLIENT_REFERENCE_REUSED",
     "CONCURRENT_MODIFICATION",
+    "CSRF_TOKEN_INVALID",
     "DUPLICATE_FILE",
     "IDEMPOTENCY_KEY_REUSED",
     "LIMIT_EXCEEDED",

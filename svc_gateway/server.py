@@ -42,6 +42,7 @@ from svc_gateway.events import EventHub
 from svc_gateway.graphql.calls import Dispatchers
 from svc_gateway.graphql.view import add_graphql
 from svc_gateway.malformed import GuardedRegistrar
+from svc_gateway.portal.routes import Portal, PortalCores
 from svc_gateway.rate_limit import RateLimit, RateLimiter, limit_for
 from svc_gateway.rest.openapi import build_openapi, default_descriptor_set
 from svc_gateway.rest.transcoder import RestBinding, RestTranscoder, build_rest_app
@@ -229,11 +230,32 @@ class GatewayServer:
         )
         document_batch_routes(openapi)
         routes = BatchRoutes(batches, batch_core)
+        portal = Portal(
+            PortalCores(
+                services={SERVICE: core, BATCH_SERVICE: batch_core, WEBHOOK_SERVICE: webhook_core},
+                batch_service=BATCH_SERVICE,
+                batch_core=batch_core,
+                admin_service=ADMIN_SERVICE,
+                admin_core=admin.core,
+                partner_auth=self.auth,
+                operator_auth=admin.auth,
+                charge=self._reads.submit,
+                limit_for=self._limit_for,
+                db_sessions=self.store.sessions,
+                executor=self._executor,
+            ),
+            self._redis,
+            self.settings.redis_prefix,
+            self.settings.portal_session_seconds,
+            openapi=openapi,
+            max_body_bytes=self.settings.max_body_bytes,
+        )
 
         def extra_routes(app: web.Application, transcoder: RestTranscoder) -> None:
             routes.add_to(app, transcoder)
             graphql = Dispatchers(dispatcher, batches, webhooks)
             add_graphql(app, graphql, self.settings.max_body_bytes)
+            portal.add_to(app)
 
         app = build_rest_app(
             [

@@ -76,6 +76,9 @@ class GatewaySettings(StoreSettings):
     """GATEWAY_WORKER_INDEX: which of the GATEWAY_WORKERS processes this is (the first one
     sets it for the others it starts; not set by hand)."""
     shutdown_grace_seconds: float = 10.0
+    portal_session_seconds: int = 1800
+    """GATEWAY_PORTAL_SESSION_SECONDS: how long a portal sign-in lasts (30 min; the session
+    in Redis and its cookie expire together, and are not extended by use)."""
     webhooks_allow_http_loopback: bool = False
     """WEBHOOKS_ALLOW_HTTP_LOOPBACK (development only): webhook endpoints may be `http` URLs
     on loopback hosts (the sender reads the same variable)."""
@@ -132,6 +135,9 @@ class GatewaySettings(StoreSettings):
             ),
             shutdown_grace_seconds=env_float(
                 "GATEWAY_SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds
+            ),
+            portal_session_seconds=env_int(
+                "GATEWAY_PORTAL_SESSION_SECONDS", d.portal_session_seconds, minimum=60
             ),
             webhooks_allow_http_loopback=allow_http_loopback(),
         )

@@ -23,6 +23,7 @@ LONG_FIRST = (
     "tests/stack/",
     "tests/e2e/",
     "tests/sdk_python/",
+    "tests/portal/",
     "tests/observe/",
     "tests/tracing/",
     "tests/replicas/",

@@ -11,12 +11,11 @@ row must name a method.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
-from svc_gateway.admin.auth import OperatorAuthenticator
 from svc_gateway.admin.core import AdminCore
 from svc_gateway.admin.roles import METHOD_ROLES
 from svc_gateway.dispatch import bind_trace_id, snake_case
@@ -24,6 +23,13 @@ from svc_gateway.errors import ROLE_REQUIRED
 from withdrawal_shared.db.operators import OperatorIdentity, Role, grants, operator_name
 
 AdminHandler = Callable[[OperatorIdentity, Any], Awaitable[Message]]
+
+
+class OperatorAuth(Protocol):
+    """What the admin dispatcher authenticates with: the operator credential's
+    `OperatorAuthenticator`, or a portal operator session's (`svc_gateway.portal.identity`)."""
+
+    async def authenticate(self, metadata: Mapping[str, str]) -> OperatorIdentity: ...
 
 
 def request_target(request: Message) -> str:
@@ -40,7 +46,7 @@ class AdminDispatcher:
         self,
         service: ServiceDescriptor,
         core: AdminCore,
-        auth: OperatorAuthenticator,
+        auth: OperatorAuth,
         roles: Mapping[str, Role] = METHOD_ROLES,
     ) -> None:
         self.service = service

@@ -59,9 +59,12 @@ def _error(err: ApiError, trace_id: str) -> web.Response:
     return response
 
 
-def _guarded(
+def guarded(
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The handler with the transcoder's error answers (an `ApiError` as its JSON status,
+    anything else logged and INTERNAL) and the request's trace id."""
+
     async def serve(request: web.Request) -> web.StreamResponse:
         ids = tracing.current_ids()
         trace_id = ids[0] if ids else trace_id_from_traceparent(request.headers.get("traceparent"))
@@ -127,13 +130,13 @@ class BatchRoutes:
         self._core = core
 
     def add_to(self, app: web.Application, transcoder: RestTranscoder) -> None:
-        app.router.add_route("POST", UPLOAD_PATH, _guarded(self.upload))
+        app.router.add_route("POST", UPLOAD_PATH, guarded(self.upload))
 
         async def report(request: web.Request) -> web.StreamResponse:
             if "text/csv" not in request.headers.get("Accept", ""):
                 return await transcoder.handle(request)
             name = f"batches/{request.match_info['batch']}/report"
-            return await _guarded(
+            return await guarded(
                 lambda r: report_csv_response(r, self._dispatch, self._core, name)
             )(request)
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from web3 import Web3
@@ -139,6 +139,7 @@ def running_pipeline(
     sweep_age_seconds: float = 1.0,
     safe_owner_signers: Sequence[str] = (),
     webhooks_allow_http_loopback: bool = False,
+    gateway_options: Mapping[str, Any] | None = None,
 ) -> Iterator[Pipeline]:
     """Start anvil, bootstrap the chain and database for the signer at `signer_target` (every
     hot wallet it lists), and run the gateway, processor and monitor against them. With
@@ -154,7 +155,7 @@ def running_pipeline(
     test proves that the queue's tasks alone moved the rows). `safe_owner_signers` are the
     processor's PROCESSOR_SAFE_OWNER_SIGNERS (its treasury executor then runs every 0.5 s).
     `webhooks_allow_http_loopback` lets the gateway register `http://127.0.0.1` webhook
-    endpoints (a local receiver)."""
+    endpoints (a local receiver); `gateway_options` are more GatewaySettings fields."""
     with AnvilProcess(block_time=0.5) as anvil:
         w3 = anvil.web3()
         bootstrap_blocks = BlocksOnDemand(anvil)
@@ -180,7 +181,10 @@ def running_pipeline(
                 http_port=0,
                 watch_poll_seconds=0.5,
                 shutdown_grace_seconds=1.0,
-                webhooks_allow_http_loopback=webhooks_allow_http_loopback,
+                **{
+                    "webhooks_allow_http_loopback": webhooks_allow_http_loopback,
+                    **(gateway_options or {}),
+                },
             )
         )
         processor_server = ProcessorServer(

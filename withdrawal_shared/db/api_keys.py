@@ -191,6 +191,17 @@ def verify_token(session: Session, token: str) -> VerifiedKey | None:
     prefix = key_prefix(token)
     if prefix is None:
         return None
+    return _verified(session, prefix, token_sha256(token))
+
+
+def verify_prefix(session: Session, prefix: str) -> VerifiedKey | None:
+    """What the key with this prefix grants now, if it is unrevoked and its partner enabled:
+    for a caller that verified the whole token before (a portal session) and holds only its
+    prefix since."""
+    return _verified(session, prefix, None)
+
+
+def _verified(session: Session, prefix: str, digest: str | None) -> VerifiedKey | None:
     row = session.execute(
         select(
             ApiKey.token_sha256,
@@ -208,7 +219,7 @@ def verify_token(session: Session, token: str) -> VerifiedKey | None:
     ).first()
     if row is None or row.revoke_time is not None or not row.enabled:
         return None
-    if not hmac.compare_digest(row.token_sha256, token_sha256(token)):
+    if digest is not None and not hmac.compare_digest(row.token_sha256, digest):
         return None
     return VerifiedKey(
         partner_id=str(row.partner_id),

@@ -160,6 +160,17 @@ def operator_for_credential(session: Session, token: str) -> OperatorIdentity | 
     prefix = credential_prefix(token)
     if prefix is None:
         return None
+    return _operator_for(session, prefix, token_sha256(token))
+
+
+def operator_for_credential_prefix(session: Session, prefix: str) -> OperatorIdentity | None:
+    """The operator of the credential with this prefix, if it is unrevoked and its operator
+    enabled (roles as they are now): for a caller that verified the whole credential before
+    (a portal session) and holds only its prefix since."""
+    return _operator_for(session, prefix, None)
+
+
+def _operator_for(session: Session, prefix: str, digest: str | None) -> OperatorIdentity | None:
     row = session.execute(
         select(
             OperatorCredential.token_sha256,
@@ -173,7 +184,7 @@ def operator_for_credential(session: Session, token: str) -> OperatorIdentity | 
     ).first()
     if row is None or row.revoke_time is not None or not row.enabled:
         return None
-    if not hmac.compare_digest(row.token_sha256, token_sha256(token)):
+    if digest is not None and not hmac.compare_digest(row.token_sha256, digest):
         return None
     return OperatorIdentity(str(row.id), decode_roles(row.roles), prefix)
 
