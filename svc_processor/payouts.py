@@ -279,7 +279,6 @@ class Payouts:
                 wallet.next_nonce += 1
         except _NothingLinked:
             return None
-        crash_point("processor.after_nonce_reserved")
         log.info(
             "nonce reserved for a call",
             extra={"payout_tx_id": payout_id, "wallet": draft.wallet, "kind": draft.kind},

@@ -70,7 +70,6 @@ from withdrawal_shared.chain.safe_tx import (
     safe_tx_hash,
 )
 from withdrawal_shared.chain.types import ChecksumAddress
-from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.models import (
     Chain,
     HotWallet,
@@ -282,7 +281,6 @@ class TreasuryExecutor:
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 return False
             treasury.next_nonce = on_chain + 1
-        crash_point("processor.treasury_after_nonce_assigned")
         log.info(
             "treasury operation given its Safe nonce",
             extra={"safe_tx_id": op.id, "kind": op.kind, "safe_nonce": on_chain},
@@ -376,7 +374,6 @@ class TreasuryExecutor:
                 )
                 .execution_options(synchronize_session=False)
             )
-        crash_point("processor.treasury_after_signed")
         if result.rowcount == 1:  # type: ignore[attr-defined]
             log.info(
                 "treasury operation signed by the owners",

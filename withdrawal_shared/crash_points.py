@@ -61,13 +61,6 @@ CRASH_POINTS: Final[Mapping[str, str]] = MappingProxyType(
         "processor.after_replacement_signed": (
             "a stuck payout's replacement is signed (same nonce, higher fees) but not stored"
         ),
-        "processor.treasury_after_nonce_assigned": (
-            "a treasury operation has its Safe nonce and hash but no owner signature yet"
-        ),
-        "processor.treasury_after_signed": (
-            "a treasury operation's signatures and execTransaction calldata are stored "
-            "(SIGNED) but no hot wallet was asked to send it"
-        ),
         "signer.after_ledger_before_reply": (
             "the signer signed and committed its ledger entry, but never replied"
         ),
