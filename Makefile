@@ -10,6 +10,8 @@ UV := $(VENV)/bin/uv
 BIN := node_modules/.bin
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
+SDK_TS := sdk/typescript
+STAMP_SDK_TS := $(SDK_TS)/node_modules/.installed
 PYTEST_ARGS ?=
 # make test: pytest-xdist workers, each taking whole test files (a file's module-scoped stack
 # stays shared by its tests), the long real-stack files first (tests/conftest.py LONG_FIRST).
@@ -17,7 +19,7 @@ PYTEST_ARGS ?=
 # two cores. PYTEST_WORKERS=0 runs everything in one process.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help up observe prometheus-bin test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check contracts contracts-check deps clean softhsm lock redis-bin bench-gas bench-safe-gas chaos chaos-short chaos-replicas bench-e2e bench-api bench-recovery bench-batch bench-emergency bench-webhooks bench-seeing
+.PHONY: help up observe prometheus-bin test fuzz check lint format typecheck buf-lint buf-breaking gen gen-check sdk-typescript sdk-typescript-gen contracts contracts-check deps clean softhsm lock redis-bin bench-gas bench-safe-gas chaos chaos-short chaos-replicas bench-e2e bench-api bench-recovery bench-batch bench-emergency bench-webhooks bench-seeing
 
 ##@ run
 
@@ -115,6 +117,13 @@ chaos-replicas: deps redis-bin ## the full chaos run with two gateways, two proc
 gen: $(STAMP_PY) ## regenerate gen/ and third_party/proto/ from proto/
 	$(PY) scripts/gen_proto.py
 
+sdk-typescript: $(STAMP_SDK_TS) ## compile the TypeScript SDK (sdk/typescript, pinned tsc) into its dist/
+	cd $(SDK_TS) && npm run --silent build
+
+sdk-typescript-gen: $(STAMP_PY) $(STAMP_SDK_TS) ## regenerate the TypeScript SDK's openapi.json and its types (openapi-typescript)
+	$(PY) -m svc_gateway.rest.partner_openapi $(SDK_TS)/openapi.json
+	cd $(SDK_TS) && npm run --silent generate
+
 contracts: $(STAMP_NPM) ## recompile contracts/*.sol into contracts/build/ (solcjs, pinned)
 	node scripts/compile_contracts.mjs
 
@@ -133,7 +142,7 @@ help: ## list the targets by group
 		/^##@ / { printf "%s%s\n", (groups++ ? "\n" : ""), substr($$0, 5); next } \
 		/^[A-Za-z0-9_.-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
-deps: $(STAMP_PY) $(STAMP_NPM) ## install the Python venv and the npm tools (idempotent)
+deps: $(STAMP_PY) $(STAMP_NPM) $(STAMP_SDK_TS) ## install the Python venv and the npm tools (idempotent)
 
 $(STAMP_PY): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -149,6 +158,12 @@ $(STAMP_PY): requirements.lock pyproject.toml
 # read its build artifacts), so the peer is neither installed nor listed in the lock.
 $(STAMP_NPM): package.json package-lock.json .npmrc
 	npm install --no-save --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The TypeScript SDK's own tools (typescript, openapi-typescript, @types/node), exactly as its
+# lock pins them: plain JavaScript packages, with no platform binaries, so `npm ci` works here.
+$(STAMP_SDK_TS): $(SDK_TS)/package.json $(SDK_TS)/package-lock.json
+	cd $(SDK_TS) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 softhsm: ## install SoftHSM2 from Debian's packages when missing
