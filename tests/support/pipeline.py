@@ -137,6 +137,7 @@ def running_pipeline(
     approval_expiry_seconds: float = ProcessorSettings.approval_expiry_seconds,
     emergency_wallets: int = 0,
     sweep_age_seconds: float = 1.0,
+    webhooks_allow_http_loopback: bool = False,
 ) -> Iterator[Pipeline]:
     """Start anvil, bootstrap the chain and database for the signer at `signer_target` (every
     hot wallet it lists), and run the gateway, processor and monitor against them. With
@@ -149,7 +150,9 @@ def running_pipeline(
     is the processor's PROCESSOR_APPROVAL_EXPIRY_SECONDS. The last `emergency_wallets` of the
     signer's wallets get the EMERGENCY role (`boot.emergency_wallets`). `sweep_age_seconds` is
     how long a withdrawal sits RECEIVED or VALIDATED before the sweeper re-drives it (long: a
-    test proves that the queue's tasks alone moved the rows)."""
+    test proves that the queue's tasks alone moved the rows). `webhooks_allow_http_loopback`
+    lets partners register `http://127.0.0.1` webhook endpoints on the gateway (the development
+    setting, for a receiver in the test)."""
     with AnvilProcess(block_time=0.5) as anvil:
         w3 = anvil.web3()
         bootstrap_blocks = BlocksOnDemand(anvil)
@@ -175,6 +178,7 @@ def running_pipeline(
                 http_port=0,
                 watch_poll_seconds=0.5,
                 shutdown_grace_seconds=1.0,
+                webhooks_allow_http_loopback=webhooks_allow_http_loopback,
             )
         )
         processor_server = ProcessorServer(
