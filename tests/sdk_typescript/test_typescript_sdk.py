@@ -56,6 +56,11 @@ NODE_TESTS = (
     "429 waits Retry-After and retries; with one attempt it is a RateLimitError",
     "a batch from a file path, with progress, and its report",
     "webhook deliveries verify; tampered ones do not",
+    "502, 503 and 504 are retried with the same Idempotency-Key",
+    "retries stop at maxAttempts; a 500 is not retried",
+    "429 waits Retry-After; one longer than maxRetryAfterSeconds is raised at once",
+    "webhook signatures: every v1 signature of a rotation is accepted",
+    "VERSION is package.json's",
     README_EXAMPLE,
 )
 
@@ -176,7 +181,7 @@ class NodeRun:
     seconds: float
 
 
-SUITES = ("withdrawals", "errors")  # the node files' describe() blocks
+SUITES = ("withdrawals", "errors", "transport")  # the node files' describe() blocks
 _RESULT = re.compile(r"^\s*(not ok|ok) \d+ - (.*?)(?: # (SKIP|TODO).*)?$")
 _SUMMARY = re.compile(r"^# (tests|suites|pass|fail|cancelled|skipped|todo) (\d+)$")
 

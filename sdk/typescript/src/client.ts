@@ -9,7 +9,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
 import { ApiError, AssetWithdrawalError, ConnectionError, errorFromBody } from "./errors.js";
-import { type ClientOptions, type Request, type RequestOptions, Transport, sleep } from "./http.js";
+import { type Body, type ClientOptions, type Request, type RequestOptions, Transport, sleep } from "./http.js";
 import { ndjsonLines } from "./ndjson.js";
 import { PagedList } from "./pagination.js";
 import {
@@ -222,7 +222,7 @@ export class Batches {
    */
   async create(source: BatchSource, options: BatchCreateOptions = {}): Promise<Batch> {
     const key = options.idempotencyKey ?? randomUUID();
-    let body: () => BodyInit;
+    let body: () => Body;
     if ("path" in source) {
       const total = (await stat(source.path)).size;
       body = () => fileStream(source.path, total, options.onProgress);

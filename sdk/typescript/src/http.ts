@@ -8,6 +8,9 @@
 import { ApiError, AssetWithdrawalError, ConnectionError, TimeoutError, errorFromBody } from "./errors.js";
 import { VERSION } from "./version.js";
 
+/** What `fetch` takes as a body (Node's types have no global `BodyInit`). */
+export type Body = NonNullable<RequestInit["body"]>;
+
 export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
 
 export interface ClientOptions {
@@ -45,7 +48,7 @@ export interface Request {
   query?: Record<string, string | number | boolean | undefined>;
   json?: unknown;
   /** A body made anew for each attempt (a file stream); `contentType` says what it is. */
-  body?: () => BodyInit;
+  body?: () => Body;
   contentType?: string;
   headers?: Record<string, string>;
   accept?: string;

@@ -2,7 +2,13 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { type FetchLike, TimeoutError, type WatchEvent, type Withdrawal } from "@assetwithdrawal/sdk";
+import {
+  type FetchLike,
+  TimeoutError,
+  type WatchEvent,
+  type Withdrawal,
+  WithdrawalNotCancellableError,
+} from "@assetwithdrawal/sdk";
 
 import { BASE_URL, DroppingProxy, client, freshAddress, unique } from "./helpers.js";
 
@@ -82,6 +88,11 @@ describe("withdrawals", () => {
     const last = events.at(-1)?.withdrawal;
     assert.equal(last?.state, "STATE_COMPLETED");
     assert.match(last?.transactionHash ?? "", /^0x[0-9a-f]{64}$/);
+    await assert.rejects(aw.withdrawals.cancel(created.name ?? ""), (e: unknown) => {
+      assert.ok(e instanceof WithdrawalNotCancellableError, String(e));
+      assert.equal(e.metadata.state, "COMPLETED");
+      return true;
+    });
 
     // the audit trail agrees with what the watch saw, page after page
     const changes = await aw.withdrawals.listStateChanges(created.name ?? "", { page_size: 2 }).toArray();
