@@ -42,7 +42,7 @@ fuzz: deps redis-bin ## fuzz REST (schemathesis) and gRPC (Hypothesis, every ref
 e2e-batches: deps redis-bin ## the CSV batch end to end on the real pipeline with a 10,000-row file, judged from the chain
 	BATCH_E2E_ROWS=$${BATCH_E2E_ROWS:-10000} $(PY) -m pytest -q -s -p no:cacheprovider -o timeout=1800 tests/e2e/test_batches_e2e.py $(PYTEST_ARGS)
 
-check: lint typecheck buf-lint buf-breaking gen-check contracts-check ## every static check
+check: lint typecheck buf-lint buf-breaking gen-check contracts-check sdk-typescript ## every static check
 
 lint: $(STAMP_PY) ## ruff lint and format check
 	$(VENV)/bin/ruff check .

@@ -37,7 +37,7 @@ from withdrawal_shared.scopes import DEFAULT_SCOPES, Scope
 
 REPO = Path(__file__).resolve().parents[2]
 SDK = REPO / "sdk" / "typescript"
-NODE_TIMEOUT_SECONDS = 150
+NODE_TIMEOUT_SECONDS = 300  # about 25 s on an idle machine
 
 # Every test of the node suite, by its name: a test added to or removed from the suite must be
 # named here too, so that pytest reports each one.
