@@ -46,6 +46,7 @@ NODE_TESTS = (
     "create, then get answers the same withdrawal",
     "list iterates every page of a filter, newest first",
     "watch follows a withdrawal to COMPLETED, resuming after a dropped connection",
+    "a watch stops when its signal aborts",
     "a retried create sends one Idempotency-Key and creates one withdrawal",
     "attempts cut by a tiny timeout reuse the key; maxAttempts bounds them",
     "bad fields are an InvalidArgumentError naming every field",

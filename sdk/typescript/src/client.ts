@@ -115,6 +115,7 @@ async function* reconnecting<T>(
         last = line as T;
         failures = 0;
         yield last;
+        if (options.signal?.aborted) throw options.signal.reason;
         if (done(last)) return;
       }
       failure = new ConnectionError("the stream ended before a terminal state");

@@ -67,4 +67,13 @@ test("a batch from a file path, with progress, and its report", async () => {
   assert.equal(written, Buffer.byteLength(text));
   assert.equal(text.trim().split(/\r?\n/).length, 4);
   assert.ok(text.includes(refs[1] ?? "?"));
+
+  // the pipeline pays both rows: the batch's watch ends when it is DONE
+  let last = batch;
+  for await (const update of aw.batches.watch(batch.name ?? "")) last = update;
+  assert.equal(last.state, "BATCH_STATE_DONE");
+  assert.deepEqual(
+    last.stateCounts?.map((c) => [c.state, c.count]),
+    [["STATE_COMPLETED", 2]],
+  );
 });

@@ -114,6 +114,24 @@ describe("withdrawals", () => {
     );
   });
 
+  test("a watch stops when its signal aborts", async () => {
+    const aw = client();
+    const created = await aw.withdrawals.create({ token: "USDC", recipientAddress: freshAddress(), amount: "1.5" });
+    const controller = new AbortController();
+    const seen: WatchEvent[] = [];
+    const reason = new Error("the test stops watching");
+    await assert.rejects(
+      (async () => {
+        for await (const event of aw.withdrawals.watch(created.name ?? "", { signal: controller.signal })) {
+          seen.push(event);
+          controller.abort(reason);
+        }
+      })(),
+      (e: unknown) => e === reason,
+    );
+    assert.equal(seen.length, 1);
+  });
+
   test("a retried create sends one Idempotency-Key and creates one withdrawal", async () => {
     const keys: string[] = [];
     let firstAnswer: Withdrawal | undefined;
