@@ -60,6 +60,7 @@ NODE_TESTS = (
     "502, 503 and 504 are retried with the same Idempotency-Key",
     "retries stop at maxAttempts; a 500 is not retried",
     "429 waits Retry-After; one longer than maxRetryAfterSeconds is raised at once",
+    "a secret rotation is not repeated after a 503; after a 429 it is",
     "webhook signatures: every v1 signature of a rotation is accepted",
     "VERSION is package.json's",
     README_EXAMPLE,

@@ -365,10 +365,16 @@ export class WebhookEndpoints {
     });
   }
 
-  /** A new secret; the old one keeps signing for `overlapSeconds` (default 86400). */
+  /** A new secret; the old one keeps signing for `overlapSeconds` (default 86400). Not
+   * idempotent, so never retried after it may have reached the gateway (only after a 429). */
   rotateSecret(name: string, params: { overlapSeconds?: number } = {}, options: RequestOptions = {}): Promise<WebhookEndpoint> {
     return this.t.json<WebhookEndpoint>(
-      { method: "POST", path: `${resourcePath("webhookEndpoints", name)}:rotateSecret`, json: params },
+      {
+        method: "POST",
+        path: `${resourcePath("webhookEndpoints", name)}:rotateSecret`,
+        json: params,
+        repeatable: false, // a repeat would rotate again and end the secret still in use
+      },
       options,
     );
   }

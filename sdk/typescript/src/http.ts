@@ -1,9 +1,10 @@
 /**
  * The transport: one `fetch` per attempt, retried the way Stripe's SDKs retry. Network errors
  * and timeouts, 502/503/504 and 429 are retried up to `maxAttempts` in all, after an
- * exponential backoff with jitter, or after the `Retry-After` the gateway sent (429). Every
- * request this SDK sends is safe to repeat: reads are, and every create carries an
- * `Idempotency-Key` that stays the same across the attempts of one call.
+ * exponential backoff with jitter, or after the `Retry-After` the gateway sent (429). The
+ * requests retried so are safe to repeat: reads and idempotent methods are, and every create
+ * carries an `Idempotency-Key` that stays the same across the attempts of one call. The one
+ * method that is not (RotateWebhookSecret) is retried only after a 429, which did nothing.
  */
 import { ApiError, AssetWithdrawalError, ConnectionError, TimeoutError, errorFromBody } from "./errors.js";
 import { VERSION } from "./version.js";
@@ -52,6 +53,9 @@ export interface Request {
   contentType?: string;
   headers?: Record<string, string>;
   accept?: string;
+  /** False for a call that is not safe to repeat (RotateWebhookSecret): only a 429, which
+   * did nothing, is retried; a lost answer or a 5xx is raised, never sent again. */
+  repeatable?: boolean;
   /** Answer the response with its body unread (streams); the timeout ends at the headers. */
   stream?: boolean;
 }
@@ -142,6 +146,8 @@ export class Transport {
       }
       if (!(outcome instanceof AssetWithdrawalError)) return outcome;
       let delay: number;
+      const rateLimited = outcome instanceof ApiError && outcome.httpStatus === 429;
+      if (request.repeatable === false && !rateLimited) throw outcome;
       if (outcome instanceof ConnectionError) {
         delay = this.backoffMs(attempt);
       } else if (outcome instanceof ApiError && RETRYABLE_STATUS.has(outcome.httpStatus)) {

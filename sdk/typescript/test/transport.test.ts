@@ -99,6 +99,23 @@ describe("transport", () => {
     }
   });
 
+  test("a secret rotation is not repeated after a 503; after a 429 it is", async () => {
+    const server = await serve((_, response, n) => {
+      if (n === 1) status(response, 503);
+      else if (n === 2) status(response, 429, { "retry-after": "0" });
+      else response.writeHead(200, { "content-type": "application/json" }).end('{"name":"webhookEndpoints/e"}');
+    });
+    try {
+      const aw = new AssetWithdrawal({ apiKey: "awk_x", baseUrl: server.url, initialRetryDelayMs: 10 });
+      await assert.rejects(aw.webhookEndpoints.rotateSecret("webhookEndpoints/e"), ServerError);
+      assert.equal(server.keys.length, 1);
+      assert.equal((await aw.webhookEndpoints.rotateSecret("webhookEndpoints/e")).name, "webhookEndpoints/e");
+      assert.equal(server.keys.length, 3);
+    } finally {
+      await server.close();
+    }
+  });
+
   test("webhook signatures: every v1 signature of a rotation is accepted", () => {
     const oldHook = new Webhook(`whsec_${Buffer.alloc(32, 1).toString("base64")}`);
     const newHook = new Webhook(`whsec_${Buffer.alloc(32, 2).toString("base64")}`);
