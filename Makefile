@@ -117,7 +117,7 @@ chaos-replicas: deps redis-bin ## the full chaos run with two gateways, two proc
 gen: $(STAMP_PY) ## regenerate gen/ and third_party/proto/ from proto/
 	$(PY) scripts/gen_proto.py
 
-sdk-typescript: $(STAMP_SDK_TS) ## compile the TypeScript SDK (sdk/typescript, pinned tsc) into its dist/
+sdk-typescript: $(STAMP_SDK_TS) ## compile the TypeScript SDK (sdk/typescript, pinned tsc) into its dist/ (ESM and CommonJS)
 	cd $(SDK_TS) && npm run --silent build
 
 sdk-typescript-gen: $(STAMP_PY) $(STAMP_SDK_TS) ## regenerate the TypeScript SDK's openapi.json and its types (openapi-typescript)

@@ -62,6 +62,7 @@ NODE_TESTS = (
     "429 waits Retry-After; one longer than maxRetryAfterSeconds is raised at once",
     "a secret rotation is not repeated after a 503; after a 429 it is",
     "webhook signatures: every v1 signature of a rotation is accepted",
+    "require() loads the CommonJS build with the same API",
     "VERSION is package.json's",
     README_EXAMPLE,
 )
@@ -205,8 +206,11 @@ def parse_tap(output: str) -> tuple[dict[str, bool], dict[str, int]]:
 
 @pytest.fixture(scope="module")
 def node_run(stack: Stack) -> NodeRun:
-    """Compile the SDK and its tests with the pinned tsc, then run them once on the stack."""
-    _sdk_tool("node_modules/typescript/bin/tsc", "-p", "tsconfig.json")
+    """Compile the SDK (ES module and CommonJS builds, as `npm run build` does) and its tests
+    with the pinned tsc, then run them once on the stack."""
+    _sdk_tool("node_modules/typescript/bin/tsc", "-p", "tsconfig.json")  # ES modules
+    _sdk_tool("node_modules/typescript/bin/tsc", "-p", "tsconfig.cjs.json")  # CommonJS
+    _sdk_tool("scripts/commonjs-package.mjs")
     _sdk_tool("scripts/readme-example.mjs")
     _sdk_tool("node_modules/typescript/bin/tsc", "-p", "tsconfig.test.json")
     files = sorted(str(p.relative_to(SDK)) for p in (SDK / "dist-test/test").glob("*.test.js"))

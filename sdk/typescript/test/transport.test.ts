@@ -5,9 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { type IncomingMessage, type ServerResponse, createServer } from "node:http";
 import { describe, test } from "node:test";
 
+import * as esm from "@assetwithdrawal/sdk";
 import {
   AssetWithdrawal,
   RateLimitError,
@@ -132,6 +134,17 @@ describe("transport", () => {
     assert.throws(() => stranger.verify(body, headers), WebhookVerificationError);
     assert.throws(() => oldHook.verify(body, { ...headers, "webhook-signature": "v2,abc" }), WebhookVerificationError);
     assert.throws(() => oldHook.verify(body, { "webhook-id": "evt_1" }), WebhookVerificationError);
+  });
+
+  test("require() loads the CommonJS build with the same API", () => {
+    const cjs = createRequire(import.meta.url)("@assetwithdrawal/sdk") as typeof esm;
+    assert.deepEqual(Object.keys(cjs).sort(), Object.keys(esm).sort());
+    assert.notEqual(cjs.AssetWithdrawal, esm.AssetWithdrawal, "a build of its own");
+    const hook = new cjs.Webhook(`whsec_${Buffer.alloc(32, 4).toString("base64")}`);
+    const now = Math.floor(Date.now() / 1000);
+    const headers = { "webhook-id": "evt_2", "webhook-timestamp": String(now), "webhook-signature": hook.sign("evt_2", now, "{}") };
+    assert.deepEqual(cjs.verifyWebhook("{}", headers, `whsec_${Buffer.alloc(32, 4).toString("base64")}`), {});
+    assert.ok(new cjs.NotFoundError("x", { httpStatus: 404 } as never) instanceof cjs.AssetWithdrawalError);
   });
 
   test("VERSION is package.json's", () => {
