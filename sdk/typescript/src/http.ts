@@ -121,7 +121,11 @@ export class Transport {
   /** The JSON answer of `request`, after retries; throws an `AssetWithdrawalError`. */
   async json<T>(request: Request, options: RequestOptions = {}): Promise<T> {
     const { text } = await this.send(request, options);
-    return (text === "" ? {} : JSON.parse(text)) as T;
+    try {
+      return (text === "" ? {} : JSON.parse(text)) as T;
+    } catch (error) {
+      throw new AssetWithdrawalError(`the answer to ${request.method} ${request.path} is not JSON`, { cause: error });
+    }
   }
 
   /** The text answer of `request` (e.g. CSV), after retries. */
@@ -137,13 +141,7 @@ export class Transport {
   private async send(request: Request, options: RequestOptions): Promise<{ response: Response; text: string }> {
     const attempts = Math.max(1, options.maxAttempts ?? this.maxAttempts);
     for (let attempt = 1; ; attempt++) {
-      let outcome: { response: Response; text: string } | AssetWithdrawalError;
-      try {
-        outcome = await this.attempt(request, options);
-      } catch (error) {
-        if (options.signal?.aborted) throw options.signal.reason;
-        throw error;
-      }
+      const outcome = await this.attempt(request, options);
       if (!(outcome instanceof AssetWithdrawalError)) return outcome;
       let delay: number;
       const rateLimited = outcome instanceof ApiError && outcome.httpStatus === 429;
