@@ -30,6 +30,7 @@ LONG_FIRST = (
     "tests/webhooks/",
     "tests/fuzz/",
     "tests/awctl/",
+    "tests/sdk_typescript/",
 )
 """Directories whose files take longest (real stacks waiting on blocks), in that order.
 
