@@ -36,6 +36,7 @@ class HoldReason(enum.StrEnum):
     SIGNER_REFUSED = "SIGNER_REFUSED"
     DEAD_LETTERED = "DEAD_LETTERED"
     PAUSED = "PAUSED"
+    SAFE_APPROVALS_MISSING = "SAFE_APPROVALS_MISSING"
 
     @property
     def meaning(self) -> str:
@@ -150,6 +151,14 @@ HOLDS: Mapping[HoldReason, Hold] = {
         action="Resume the pause when it is safe (it is listed in `payout_pauses`); it "
         "resumes by itself once no pause covers it.",
         resumes=True,
+    ),
+    HoldReason.SAFE_APPROVALS_MISSING: Hold(
+        meaning="Its amount is above its token's Safe threshold, so the treasury Safe pays it, "
+        "but fewer operators approved it than the Safe's threshold of owners (a threshold "
+        "changed after it was approved); nothing was paid.",
+        action="Review it: reject it, or restore the thresholds it was approved under. "
+        + _NO_RELEASE,
+        resumes=False,
     ),
 }
 
