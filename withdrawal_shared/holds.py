@@ -153,11 +153,9 @@ HOLDS: Mapping[HoldReason, Hold] = {
         resumes=True,
     ),
     HoldReason.SAFE_APPROVALS_MISSING: Hold(
-        meaning="Its amount is above its token's Safe threshold, so the treasury Safe pays it, "
-        "but fewer operators approved it than the Safe's threshold of owners (a threshold "
-        "changed after it was approved); nothing was paid.",
-        action="Review it: reject it, or restore the thresholds it was approved under. "
-        + _NO_RELEASE,
+        meaning="Above its token's Safe threshold (a threshold changed after its approval), "
+        "it has fewer approvals than the treasury Safe needs; nothing was paid.",
+        action="Reject it, or restore the thresholds it was approved under. " + _NO_RELEASE,
         resumes=False,
     ),
 }
