@@ -27,7 +27,7 @@ from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
 from tests.support.requests import create_request, fresh_address
 from tests.support.treasury import CHAIN, TreasuryStack, treasury_stack
 from withdrawal_shared.approvals import core
-from withdrawal_shared.chain.payout import is_paid
+from withdrawal_shared.chain.payout import decode_payout_events, is_paid
 from withdrawal_shared.chain.safe import safe_nonce
 from withdrawal_shared.chain.safe_tx import EXECUTION_SUCCESS_TOPIC
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
@@ -141,6 +141,13 @@ def test_a_large_withdrawal_is_paid_by_the_safe_after_two_approvals(
             select(PayoutItem).where(PayoutItem.withdrawal_id == large_id)
         ).all()
         assert {i.payout_number for i in items} == {row.payout_number}  # one number, ever
+        assert {i.outcome for i in items if i.payout_tx_id == row.payout_tx_id} == {"PAID"}
+        # The vault's events are in the Safe execution's receipt (the monitor reads them there).
+        events = decode_payout_events(receipt["logs"], vault)
+        assert [(e.first_number, e.count, e.paid) for e in events.executed] == [
+            (row.payout_number, 1, 1)
+        ]
+        assert not events.skipped and not events.failed
         payouts = session.scalars(
             select(PayoutTransaction).where(
                 PayoutTransaction.id.in_([i.payout_tx_id for i in items])
