@@ -12,6 +12,9 @@ Safe owns the PayoutVault, and USDC's `safe_threshold_base_units` is 50,000 USDC
 - A withdrawal approved under the Safe threshold it then exceeds (the threshold lowered after
   its approval) is never paid by a hot wallet: ON_HOLD `SAFE_APPROVALS_MISSING`, no payout
   number, no Safe nonce.
+- The other path: a withdrawal routed to the Safe whose token's threshold is raised above it
+  before it takes a Safe nonce is paid by a hot wallet's vault payout under the same payout
+  number, once; the Safe's nonce is untouched by it.
 """
 
 from __future__ import annotations
@@ -23,13 +26,18 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from assetwithdrawal.admin.v1 import admin_pb2
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
+from devstack.vault import fund_vault
+from svc_processor import treasury as treasury_module
+from tests.support.pipeline import wait_until
 from tests.support.requests import create_request, fresh_address
 from tests.support.treasury import CHAIN, TreasuryStack, treasury_stack
 from withdrawal_shared.approvals import core
 from withdrawal_shared.chain.payout import decode_payout_events, is_paid
 from withdrawal_shared.chain.safe import safe_nonce
 from withdrawal_shared.chain.safe_tx import EXECUTION_SUCCESS_TOPIC
+from withdrawal_shared.chain.types import BaseUnits
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import (
     PayoutItem,
@@ -215,3 +223,93 @@ def test_approved_below_a_lowered_threshold_is_never_paid_by_a_hot_wallet(
             )
     finally:
         _set_safe_threshold(sessions, SAFE_THRESHOLD)
+
+
+def test_a_routed_withdrawal_below_a_raised_threshold_is_paid_once_by_a_hot_wallet(
+    stack: TreasuryStack, sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other path: a large withdrawal routed to the Safe waits behind a sweep the vault
+    cannot pay yet (it holds the Safe's nonce); the token's Safe threshold is then raised
+    above its amount. Its Safe payout is FAILED before taking a nonce, and a hot wallet's
+    vault payout pays it under the payout number it already had, once."""
+    p = stack.pipeline
+    w3 = p.w3
+    vault = p.boot.payout_vault
+    assert vault is not None
+    start_block = w3.eth.block_number
+    nonce_before = safe_nonce(w3, stack.safe)
+    held = p.token_balance(vault)
+    sweep = stack.propose(
+        "treasury.sweep", {"chain": CHAIN, "token": "USDC", "amount_base_units": str(held + 1)}
+    )
+    stack.confirm(sweep.name)
+    signed = admin_pb2.TreasuryOperation.STATE_SIGNED
+    wait_until(
+        lambda: stack.get(sweep.name).treasury_operation.state == signed or None,
+        30,
+        lambda: f"the sweep never waited SIGNED: {stack.get(sweep.name)}",
+    )
+
+    recipient = fresh_address()
+    name, withdrawal_id = _create(stack, "60000", recipient)
+    p.wait_for_state(name, S.STATE_PENDING_APPROVAL, timeout=20)
+    core.approve(sessions, withdrawal_id, "alice")
+    assert core.approve(sessions, withdrawal_id, "bob").state == State.QUEUED
+
+    def routed() -> SafeTransaction | None:
+        with sessions() as session:
+            return session.scalar(
+                select(SafeTransaction).where(SafeTransaction.withdrawal_id == withdrawal_id)
+            )
+
+    waiting = wait_until(routed, 30, lambda: "the withdrawal was never routed to the Safe")
+    assert (waiting.state, waiting.safe_nonce) == ("PENDING", None)  # behind the sweep
+    with sessions() as session:
+        row = session.get(Withdrawal, withdrawal_id)
+        assert row is not None and row.payout_number is not None
+        number = row.payout_number
+
+    _set_safe_threshold(sessions, 100_000 * USDC)  # now a hot wallet pays 60,000
+    try:
+        monkeypatch.setattr(treasury_module, "RETRY_SECONDS", 0.0)
+        deployer = p.anvil.accounts[0]
+        fund_vault(
+            w3,
+            p.boot.token_address,
+            deployer.private_key,
+            vault,
+            BaseUnits(held + 1),
+            mint_new=True,
+        )
+        done = p.wait_for_state(name, S.STATE_COMPLETED, timeout=120)
+    finally:
+        _set_safe_threshold(sessions, SAFE_THRESHOLD)
+
+    assert p.token_balance(recipient) == 60_000 * USDC
+    assert is_paid(w3, vault, number)
+    receipt = w3.eth.get_transaction_receipt(done.transaction_hash)  # type: ignore[arg-type]
+    assert receipt["to"].lower() == vault.lower()  # a hot wallet's own vault payout
+    with sessions() as session:
+        row = session.get(Withdrawal, withdrawal_id)
+        assert row is not None and row.payout_number == number  # never a second number
+        items = session.scalars(
+            select(PayoutItem).where(PayoutItem.withdrawal_id == withdrawal_id)
+        ).all()
+        assert [i.payout_number for i in items] == [number]
+        failed = session.get(SafeTransaction, waiting.id)
+        assert failed is not None
+        assert (failed.state, failed.safe_nonce) == ("FAILED", None)
+        assert "no longer above its token's Safe threshold" in failed.failure_reason
+    assert stack.get(sweep.name).treasury_operation.state == (
+        admin_pb2.TreasuryOperation.STATE_EXECUTED
+    )
+    assert safe_nonce(w3, stack.safe) == nonce_before + 1  # the sweep alone
+    successes = w3.eth.get_logs(
+        {
+            "address": w3.to_checksum_address(stack.safe),
+            "fromBlock": start_block,
+            "toBlock": "latest",
+            "topics": [EXECUTION_SUCCESS_TOPIC],
+        }
+    )
+    assert len(successes) == 1
