@@ -229,12 +229,15 @@ class TreasuryExecutor:
                 safe = treasury.address
                 chain_id = chain.chain_id
                 refs = self._refs(session, treasury)
-                if op.purpose == SafePurpose.PAYOUT:
-                    call = self._payout_call(session, op, refs)
-                    if call is None:
-                        return False
-                else:
-                    call = treasury_ops.build(op.kind, json.loads(op.payload), refs)
+            if op.purpose == SafePurpose.PAYOUT:
+                # Outside the read session: it reads and may write in sessions of its own
+                # (SQLite allows one transaction at a time).
+                payout = self._payout_call(op, refs)
+                if payout is None:
+                    return False
+                call = payout
+            else:
+                call = treasury_ops.build(op.kind, json.loads(op.payload), refs)
         except (treasury_ops.TreasuryOperationError, ValueError) as exc:
             self._fail(op.id, SafeTxState.PENDING, f"cannot be built on {self.chain}: {exc}")
             return False
@@ -301,7 +304,7 @@ class TreasuryExecutor:
         return True
 
     def _payout_call(
-        self, session: Session, op: SafeTransaction, refs: treasury_ops.TreasuryRefs
+        self, op: SafeTransaction, refs: treasury_ops.TreasuryRefs
     ) -> treasury_ops.TreasuryCall | None:
         """The vault call of a Safe payout, checked just before it takes a Safe nonce (so a
         withdrawal that cannot be paid this way never holds one): still payable as routed,
@@ -309,8 +312,9 @@ class TreasuryExecutor:
         the Safe payout is FAILED without a nonce (None) and the batcher looks at the
         withdrawal again (a hot wallet's payout under the same payout number, or ON_HOLD
         `SAFE_APPROVALS_MISSING`). ValueError when it cannot be built."""
-        row, call = safe_payout_call(session, op)
-        rules = SafeRules.load(session, self.chain)
+        with self.sessions() as session:
+            row, call = safe_payout_call(session, op)
+            rules = SafeRules.load(session, self.chain)
         problem = ""
         if not payable_for_safe(row):
             problem = f"withdrawal {row.id} is no longer payable ({row.state} {row.state_reason})"
