@@ -40,7 +40,7 @@ from svc_processor.pauses import PayoutsPaused, is_paused_hold, paused_now
 from svc_processor.pauses import detail as pause_detail
 from svc_processor.payouts import ACTOR, Draft, Kind, Payouts
 from svc_processor.replacer import Replacer
-from svc_processor.safe_payouts import SafeRouter, not_safe_routed, routed_amounts
+from svc_processor.safe_payouts import SafeRouter, not_safe_routed, routed_amount
 from svc_processor.screening import Screening
 from svc_processor.signer_client import SignerClient
 from svc_processor.vault_funds import VaultFundsRecorder
@@ -442,9 +442,9 @@ class Pipeline:
             fees, int(highest or 0), self.batch.replacement_bump_pct, policy.max_fee_cap_wei
         )
 
-    @staticmethod
-    def _committed(session: Session, token_id: int) -> int:
-        """Amounts already promised by payouts not yet mined (they still sit in the payer).
+    def _committed(self, session: Session, token_id: int) -> int:
+        """Amounts already promised by payouts not yet mined (they still sit in the payer),
+        and to withdrawals routed to the treasury Safe and not yet in a payout.
 
         Reached from the payout rows not yet settled (few: those in flight and those waiting
         for their confirmations), never by scanning withdrawals by state: a backlog of
@@ -467,10 +467,7 @@ class Pipeline:
                 Withdrawal.state.in_([State.QUEUED, State.ON_HOLD, State.SIGNED, State.BROADCAST]),
             )
         )
-        routed = session.scalar(
-            select(func.coalesce(func.sum(Withdrawal.amount), 0)).where(routed_amounts(token_id))
-        )
-        return int(total or 0) + int(routed or 0)
+        return int(total or 0) + routed_amount(session, self.chain, token_id)
 
     # ------------------------------------------------------------------ direct transfers
 

@@ -32,7 +32,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, exists, insert, not_, select, update
+from sqlalchemy import exists, func, insert, not_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -112,17 +112,22 @@ def not_safe_routed() -> ColumnElement[bool]:
     )
 
 
-def routed_amounts(token_id: int) -> ColumnElement[bool]:
-    """The condition selecting withdrawals of the token routed to the Safe and not yet in a
-    payout transaction (what the vault still owes them, beside the open payouts)."""
-    return and_(
-        Withdrawal.token_id == token_id,
-        Withdrawal.payout_tx_id.is_(None),
-        exists().where(
-            SafeTransaction.withdrawal_id == Withdrawal.id,
+def routed_amount(session: Session, chain: str, token_id: int) -> int:
+    """What the vault still owes the withdrawals of the token routed to the Safe and not yet
+    in a payout transaction (beside the open payouts). Read from the Safe payouts not settled
+    (few), never by scanning withdrawals."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(Withdrawal.amount), 0))
+        .select_from(SafeTransaction)
+        .join(Withdrawal, Withdrawal.id == SafeTransaction.withdrawal_id)
+        .where(
+            SafeTransaction.chain == chain,
             SafeTransaction.state.in_(UNSETTLED),
-        ),
+            Withdrawal.token_id == token_id,
+            Withdrawal.payout_tx_id.is_(None),
+        )
     )
+    return int(total or 0)
 
 
 class SafeRouter:
