@@ -56,6 +56,7 @@ from web3.exceptions import TransactionNotFound, Web3Exception
 from assetwithdrawal.signer.v1 import signer_pb2
 from svc_processor.chain_reads import WouldRevert
 from svc_processor.errors import SignerRefused, TransientError
+from svc_processor.pauses import paused_now
 from svc_processor.payouts import CallDraft, Kind
 from svc_processor.pipeline import Pipeline
 from svc_processor.safe_payouts import (
@@ -551,7 +552,14 @@ class TreasuryExecutor:
         if op.purpose == SafePurpose.PAYOUT:
             with self.sessions() as session:
                 paid = session.get(Withdrawal, op.withdrawal_id or "")
-                priority = paid.priority if paid is not None else priority
+                pause = None if paid is None else paused_now(session, self.chain, paid.token_id)
+            if pause is not None:  # the hot signer would refuse it: not sent while paused
+                log.warning(
+                    "Safe payout waits: payouts of its token are paused",
+                    extra={"safe_tx_id": op.id, "scope": pause.scope},
+                )
+                return
+            priority = paid.priority if paid is not None else priority
 
         def link(session: Session, payout_id: str) -> bool:
             if op.purpose == SafePurpose.PAYOUT and not link_withdrawal(session, op, payout_id):
