@@ -91,7 +91,7 @@ from withdrawal_shared.db.models import (
     Token,
     Withdrawal,
 )
-from withdrawal_shared.db.transitions import utcnow
+from withdrawal_shared.db.transitions import TransitionConflict, utcnow
 from withdrawal_shared.db.treasury_changes import SafePurpose, SafeTxState
 from withdrawal_shared.states import PayoutState
 
@@ -598,7 +598,10 @@ class TreasuryExecutor:
             "treasury operation sent to a hot wallet",
             extra={"safe_tx_id": op.id, "payout_tx_id": payout_id, "wallet": wallet},
         )
-        self.payouts.sign_reserved(payout_id)
+        try:
+            self.payouts.sign_reserved(payout_id)
+        except TransitionConflict:  # the sweeper (resume_payouts) signed and stored it first
+            log.info("Safe execution signed by another pass", extra={"payout_tx_id": payout_id})
 
     # ------------------------------------------------------------------ 4. settle
 
