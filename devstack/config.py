@@ -28,6 +28,11 @@ def _port(stack_var: str, service_var: str | None, default: int) -> int:
     return default
 
 
+SAFE_OWNERS = 3
+"""With STACK_TREASURY_SAFE: the treasury Safe's owners, one signer process each."""
+SAFE_THRESHOLD = 2
+"""With STACK_TREASURY_SAFE: the owners' signatures the treasury Safe needs."""
+
 BACKGROUND_SERVICES = ("processor", "monitor", "signer", "webhooks")
 """Services off the API's request path: they run at `StackConfig.batch_nice`."""
 
@@ -94,6 +99,22 @@ class StackConfig:
     `<NAME>_NICE`, unless that is set), so that on cores they share with the gateway an API
     request is served before work that can wait a few milliseconds (a batch waits up to a
     second for company anyway); 0 runs all at the same priority."""
+    treasury_safe: bool = False
+    """STACK_TREASURY_SAFE: a 2-of-3 treasury Safe owns the PayoutVault (the bootstrap's
+    `treasury_safe_owners`), its three owner keys each in its own signer process
+    (SIGNER_ROLE=safe_owner, a keystore under `<var>/safe_owner_<n>/`), and the processor's
+    treasury executor calls them (PROCESSOR_SAFE_OWNER_SIGNERS). Off by default: the
+    deployer key then owns the vault, as the development tools that call the vault's owner
+    functions from it expect."""
+    safe_owner_port: int = 50060
+    """STACK_SAFE_OWNER_PORT: the first owner signer's gRPC port; the others take the next
+    ones (with STACK_TREASURY_SAFE)."""
+    safe_owner_health_port: int = 50063
+    """STACK_SAFE_OWNER_HEALTH_PORT: with TLS on, the first owner signer's plaintext health
+    port; the others take the next ones."""
+    safe_owner_metrics_port: int = 9106
+    """STACK_SAFE_OWNER_METRICS_PORT: the first owner signer's /metrics; the others take the
+    next ones."""
     service_users: bool = False
     """STACK_SERVICE_USERS: with a MySQL/MariaDB DATABASE_URL, each service connects as its own
     least-privileged user (`withdrawal_shared.db.grants`), created after the migrations; the
@@ -134,6 +155,10 @@ class StackConfig:
             emergency_wallets=env_int("STACK_EMERGENCY_WALLETS", 1, minimum=0),
             batch_nice=env_int("STACK_BATCH_NICE", 10, minimum=0),
             service_users=env_bool("STACK_SERVICE_USERS", False),
+            treasury_safe=env_bool("STACK_TREASURY_SAFE", False),
+            safe_owner_port=_port("STACK_SAFE_OWNER_PORT", None, 50060),
+            safe_owner_health_port=_port("STACK_SAFE_OWNER_HEALTH_PORT", None, 50063),
+            safe_owner_metrics_port=_port("STACK_SAFE_OWNER_METRICS_PORT", None, 9106),
         )
 
     # -- derived paths ---------------------------------------------------------------------
@@ -171,8 +196,35 @@ class StackConfig:
     def keystore_password_file(self) -> Path:
         return self.var_dir / "signer" / "keystore.password"
 
+    def safe_owner_dir(self, index: int) -> Path:
+        """The keystore directory of owner signer `index` (1-based)."""
+        return self.var_dir / f"safe_owner_{index}"
+
+    def safe_owner_ports(self) -> list[tuple[int, int, int]]:
+        """(gRPC, health, metrics) port of each owner signer; none without STACK_TREASURY_SAFE."""
+        if not self.treasury_safe:
+            return []
+        return [
+            (
+                self.safe_owner_port + i,
+                self.safe_owner_health_port + i,
+                self.safe_owner_metrics_port + i,
+            )
+            for i in range(SAFE_OWNERS)
+        ]
+
     def ports(self) -> list[tuple[str, str, int]]:
         """(what, variable to change it, port) for every port the stack listens on."""
+        owners: list[tuple[str, str, int]] = []
+        for index, (grpc_port, health, metrics) in enumerate(self.safe_owner_ports(), 1):
+            owners += [
+                (f"owner signer {index} gRPC", "STACK_SAFE_OWNER_PORT", grpc_port),
+                (f"owner signer {index} metrics", "STACK_SAFE_OWNER_METRICS_PORT", metrics),
+            ]
+            if self.tls:
+                owners.append(
+                    (f"owner signer {index} health", "STACK_SAFE_OWNER_HEALTH_PORT", health)
+                )
         return [
             ("anvil JSON-RPC", "STACK_ANVIL_PORT", self.anvil_port),
             ("gateway REST", "STACK_HTTP_PORT", self.http_port),
@@ -187,6 +239,7 @@ class StackConfig:
             ("signer metrics", "STACK_SIGNER_METRICS_PORT", self.signer_metrics_port),
             ("monitor metrics", "STACK_MONITOR_METRICS_PORT", self.monitor_metrics_port),
             ("webhooks metrics", "STACK_WEBHOOKS_METRICS_PORT", self.webhooks_metrics_port),
+            *owners,
         ]
 
     def metrics_ports(self) -> dict[str, int]:
@@ -197,6 +250,10 @@ class StackConfig:
             "signer": self.signer_metrics_port,
             "monitor": self.monitor_metrics_port,
             "webhooks": self.webhooks_metrics_port,
+            **{
+                f"safe_owner_{index}": metrics
+                for index, (_grpc, _health, metrics) in enumerate(self.safe_owner_ports(), 1)
+            },
         }
 
 

@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -30,7 +31,7 @@ from web3 import Web3
 
 from devstack.anvil import AnvilError, AnvilProcess, set_automine, set_interval_mining
 from devstack.bootstrap import TOKEN_SYMBOL, BootstrapResult, bootstrap
-from devstack.config import StackConfig, background_nice_env, check_ports
+from devstack.config import SAFE_THRESHOLD, StackConfig, background_nice_env, check_ports
 from devstack.probes import NotServingError, list_wallets, wait_http_ok, wait_serving
 from devstack.redis_server import RedisHandle, resolve_redis
 from devstack.supervisor import Child, ChildSpec, Supervisor
@@ -207,6 +208,16 @@ class Stack:
         self.processor = Service("processor", "svc_processor", config.processor_port)
         self.monitor = Service("monitor", "svc_monitor", config.monitor_port)
         self.webhooks = Service("webhooks", "svc_webhooks", config.webhooks_port)
+        # STACK_TREASURY_SAFE: the treasury Safe's owners, one signer process each.
+        self.owners = [
+            Service(
+                f"safe_owner_{index}",
+                "svc_signer",
+                grpc_port,
+                health_port=health if config.tls else None,
+            )
+            for index, (grpc_port, health, _metrics) in enumerate(config.safe_owner_ports(), 1)
+        ]
 
     # -- the whole run ---------------------------------------------------------------------
 
@@ -303,7 +314,8 @@ class Stack:
             self._start_service(self.signer)
             wallets = self._signer_wallets()
             self._checkpoint()
-        result = self._bootstrap(wallets)
+        owners = self._start_owners() if self.signer in services else []
+        result = self._bootstrap(wallets, owners)
         self._start_block_interval()
         self._checkpoint()
 
@@ -501,6 +513,25 @@ class Stack:
         env = self.service_env()
         if service.name in self.service_urls:
             env["DATABASE_URL"] = self.service_urls[service.name]
+        if service in self.owners:
+            index = self.owners.index(service) + 1
+            directory = self.config.safe_owner_dir(index)
+            _grpc, health, metrics = self.config.safe_owner_ports()[index - 1]
+            env.update(
+                {
+                    "SIGNER_ROLE": "safe_owner",
+                    "SIGNER_GRPC_PORT": str(service.port),
+                    "SIGNER_HEALTH_PORT": str(health),
+                    "SIGNER_METRICS_PORT": str(metrics),
+                    "SIGNER_KEYSTORE_PATH": str(directory / "keystore.json"),
+                    "SIGNER_KEYSTORE_PASSWORD_FILE": str(directory / "keystore.password"),
+                    "SIGNER_KEYSTORE_COUNT": "1",
+                }
+            )
+            if "signer" in self.service_urls:  # the signer's database user
+                env["DATABASE_URL"] = self.service_urls["signer"]
+        if service is self.processor and self.owners:
+            env["PROCESSOR_SAFE_OWNER_SIGNERS"] = ",".join(o.target for o in self.owners)
         return env
 
     def _spawn(self, service: Service) -> Child:
@@ -591,7 +622,28 @@ class Stack:
         count = min(self.config.emergency_wallets, max(0, len(wallets) - 1))
         return wallets[len(wallets) - count :] if count else []
 
-    def _bootstrap(self, wallets: list[str]) -> BootstrapResult:
+    def _start_owners(self) -> list[str]:
+        """Start the owner signers (STACK_TREASURY_SAFE) and return their owner keys."""
+        import grpc
+
+        owners: list[str] = []
+        for service in self.owners:
+            self._start_service(service)
+            try:
+                held = list_wallets(service.target, tls=self.tls.get("bootstrap"))
+            except grpc.RpcError as exc:
+                raise StackError(
+                    f"{service.name} ListWallets failed: {exc}; see "
+                    f"{self.config.logs_dir / (service.name + '.log')}"
+                ) from None
+            if len(held) != 1:
+                raise StackError(f"{service.name} holds {len(held)} keys, not one owner key")
+            self.sup.say(f"{service.name} holds treasury Safe owner key {held[0][0]}")
+            owners.append(held[0][0])
+            self._checkpoint()
+        return owners
+
+    def _bootstrap(self, wallets: list[str], owners: Sequence[str] = ()) -> BootstrapResult:
         assert self.anvil is not None
         self.sup.say("bootstrapping the chain and the database ...")
         deployer = self.anvil.accounts[0]
@@ -605,6 +657,8 @@ class Stack:
                 previous_admin_credentials=self.previous_admin_credentials,
                 progress=self._progress,
                 emergency_wallets=self._emergency_wallets(wallets),
+                treasury_safe_owners=owners,
+                treasury_safe_threshold=SAFE_THRESHOLD,
             )
         except FileNotFoundError as exc:  # a contract artifact
             raise StackError(str(exc)) from None
@@ -634,6 +688,8 @@ class Stack:
             "hot_wallets": list(result.hot_wallets),
             "emergency_wallets": list(result.emergency_wallets),
             "payout_contract": result.payout_vault,
+            "treasury_safe": result.treasury_safe,
+            "safe_owner_signers": [o.target for o in self.owners],
             "database_url": self.database_url,
             "redis_url": self.redis.url,
             "metrics_targets": self.metrics_targets(),

@@ -40,7 +40,7 @@ from svc_monitor.rows import (
 )
 from svc_monitor.vault_items import Outcome, item_outcomes
 from withdrawal_shared.crash_points import crash_point
-from withdrawal_shared.db.models import PayoutItem, PayoutTransaction, Withdrawal
+from withdrawal_shared.db.models import PayoutItem, PayoutTransaction, PayoutVault, Withdrawal
 from withdrawal_shared.db.transitions import Moved, RowAsRead, Step, move_many, utcnow
 from withdrawal_shared.states import PayoutState, State
 
@@ -82,7 +82,8 @@ class Mining:
         }
         if receipt.status == 1:
             depth = max(1, report.head - block_number + 1)
-            outcomes = item_outcomes(row, receipt)
+            vault = self._vault_address() if row.kind == "safe_exec" else None
+            outcomes = item_outcomes(row, receipt, vault)
             moved = self._rows.in_transaction(
                 row,
                 report,
@@ -115,6 +116,12 @@ class Mining:
         )
         if moved is not None:
             report.reverted += 1
+
+    def _vault_address(self) -> str | None:
+        """The chain's payout vault (whose events a Safe execution's receipt carries)."""
+        with self._rows.sessions() as session:
+            vault = session.get(PayoutVault, self._rows.chain)
+        return vault.address if vault is not None else None
 
     def adopt(self, session: Session, row: PayoutRow) -> list[Moved]:
         """A REPLACED row's own hash mined: make it the row that counts. Its siblings at the

@@ -43,12 +43,20 @@ def failure_reason(reason: bytes) -> str:
     return decode_revert_data(reason) or "the token reverted without a reason"
 
 
-def item_outcomes(row: PayoutRow, receipt: Receipt) -> dict[int, tuple[str, str]]:
+def item_outcomes(
+    row: PayoutRow, receipt: Receipt, vault: str | None = None
+) -> dict[int, tuple[str, str]]:
     """Payout number -> (FAILED | SKIPPED, reason) from the vault's events; the numbers
-    not named were paid."""
-    if row.kind != "vault":
+    not named were paid. A hot wallet's vault payout calls the vault itself; a treasury Safe's
+    execution (`safe_exec`, paying withdrawals) calls the Safe, and the vault's events are in
+    its receipt, read at the chain's vault address `vault`."""
+    if row.kind == "vault":
+        address = row.to_address
+    elif row.kind == "safe_exec" and vault:
+        address = vault
+    else:
         return {}
-    events = decode_payout_events(receipt.logs, row.to_address)
+    events = decode_payout_events(receipt.logs, address)
     outcomes: dict[int, tuple[str, str]] = {
         number: (Outcome.SKIPPED, "already paid") for number in events.skipped
     }

@@ -40,6 +40,7 @@ from svc_processor.pauses import PayoutsPaused, is_paused_hold, paused_now
 from svc_processor.pauses import detail as pause_detail
 from svc_processor.payouts import ACTOR, Draft, Kind, Payouts
 from svc_processor.replacer import Replacer
+from svc_processor.safe_payouts import SafeRouter, not_safe_routed, routed_amount
 from svc_processor.screening import Screening
 from svc_processor.signer_client import SignerClient
 from svc_processor.vault_funds import VaultFundsRecorder
@@ -123,6 +124,8 @@ class Pipeline:
         self.replacer = Replacer(sessions, w3, signer, self.payouts, chain)
         self.reference = ReferenceCache(sessions)
         self.vault_funds = VaultFundsRecorder(sessions, chain)
+        # Withdrawals above their token's Safe threshold go to the treasury Safe.
+        self.safe_router = SafeRouter(sessions, chain)
         # Monotonic time before which ON_HOLD rows are not looked at again by the batcher
         # (waiting on funds, a cap or fees: a little later, not every poll).
         self._recheck_holds_after = 0.0
@@ -439,9 +442,9 @@ class Pipeline:
             fees, int(highest or 0), self.batch.replacement_bump_pct, policy.max_fee_cap_wei
         )
 
-    @staticmethod
-    def _committed(session: Session, token_id: int) -> int:
-        """Amounts already promised by payouts not yet mined (they still sit in the payer).
+    def _committed(self, session: Session, token_id: int) -> int:
+        """Amounts already promised by payouts not yet mined (they still sit in the payer),
+        and to withdrawals routed to the treasury Safe and not yet in a payout.
 
         Reached from the payout rows not yet settled (few: those in flight and those waiting
         for their confirmations), never by scanning withdrawals by state: a backlog of
@@ -464,11 +467,23 @@ class Pipeline:
                 Withdrawal.state.in_([State.QUEUED, State.ON_HOLD, State.SIGNED, State.BROADCAST]),
             )
         )
-        return int(total or 0)
+        return int(total or 0) + routed_amount(session, self.chain, token_id)
 
     # ------------------------------------------------------------------ direct transfers
 
     def _pay_directly(self, row: Withdrawal) -> list[Moved]:
+        if row.payout_number is not None or self.safe_router.rules().bound(
+            row.token_id, row.amount
+        ):
+            # Given a payout number (a vault payout, by a hot wallet or the Safe, may still pay
+            # it), or above its token's Safe threshold: never a plain ERC-20 transfer. It
+            # waits until the chain's payout vault is enabled again.
+            log.warning(
+                "withdrawal not paid by a direct transfer: it has a payout number or is above "
+                "its token's Safe threshold; it waits for the payout vault",
+                extra={"withdrawal_id": row.id, "payout_number": row.payout_number},
+            )
+            return []
         payable, refused = self.screening.reject_blocked(self.sessions, [row])
         if not payable:
             return refused  # its recipient was blocked since validation: REJECTED
@@ -630,7 +645,12 @@ class Pipeline:
         w = Withdrawal
         query = select(
             w.id, w.token_id, w.priority, w.update_time, w.create_time, w.state, w.state_reason
-        ).where(w.state == state.value, w.chain == self.chain, w.payout_tx_id.is_(None))
+        ).where(
+            w.state == state.value,
+            w.chain == self.chain,
+            w.payout_tx_id.is_(None),
+            not_safe_routed(),  # the treasury executor's until its Safe payout settles
+        )
         if priority is not None:
             query = query.where(w.priority == priority.value)
         if self.partitions is not None:
@@ -641,6 +661,28 @@ class Pipeline:
             return list(
                 session.execute(query.order_by(w.update_time).limit(self.batch.max_items)).all()
             )
+
+    def _route_to_safe(self, rows: list[Withdrawal]) -> tuple[list[Moved], list[Withdrawal]]:
+        """(moves made, rows left for a hot wallet's payout): the Safe-bound rows among `rows`
+        get a Safe payout (`SafeRouter.route`), or go ON_HOLD `SAFE_APPROVALS_MISSING` when
+        fewer operators approved them than the Safe's threshold."""
+        if not rows:
+            return [], rows
+        rules = self.safe_router.rules()
+        bound = [r for r in rows if rules.bound(r.token_id, r.amount)]
+        if not bound:
+            return [], rows
+        assert rules.threshold is not None
+        short = self.safe_router.short_of_approvals(bound, rules.threshold)
+        moved = self._hold(
+            short,
+            HoldReason.SAFE_APPROVALS_MISSING,
+            f"The treasury Safe's threshold is {rules.threshold} approvals.",
+        )
+        for row in bound:
+            if row not in short:
+                self.safe_router.route(row)
+        return moved, [r for r in rows if r not in bound]
 
     def _pay_batch(
         self,
@@ -667,6 +709,9 @@ class Pipeline:
         fits, short, capped = _within(rows[: self.batch.max_items], available, allowance)
         moved += self._hold(short, HoldReason.INSUFFICIENT_VAULT_FUNDS)
         moved += self._hold(capped, HoldReason.OUTFLOW_CAP_REACHED)
+        # Above the token's Safe threshold: the treasury Safe pays it, never this payout.
+        routed, fits = self._route_to_safe(fits)
+        moved += routed
         # A payout pays consecutive numbers. New withdrawals get them now; one retried under
         # the number it already has goes alone (the next poll takes the others).
         retried = [r for r in fits if r.payout_number is not None]

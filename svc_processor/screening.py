@@ -5,7 +5,10 @@ reads the enabled rules once, the blocked recipients among the batch in one quer
 facts the rules use (`withdrawal_shared.approvals.facts`, none when no rule needs them), then
 decides each withdrawal in memory: REJECTED (ADDRESS_BLOCKED, or a REJECT rule), QUEUED
 (AUTO_APPROVE), or PENDING_APPROVAL with an `approval_requests` row (the rule and the number
-of approvals needed), written in the same transaction as the move.
+of approvals needed), written in the same transaction as the move. A withdrawal above its
+token's Safe threshold on a chain with a treasury Safe (`svc_processor.safe_payouts`) needs at
+least the Safe's threshold of approvals whatever the rule said (the larger of the two; a REJECT
+stays a REJECT).
 
 `Screening.reject_blocked` runs again when a payout is planned: a withdrawal whose recipient
 was blocked after its validation is REJECTED (ADDRESS_BLOCKED) before any nonce is reserved
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
+from svc_processor.safe_payouts import safe_approvals_required
 from withdrawal_shared.approvals.blocklist import blocked_among
 from withdrawal_shared.approvals.core import new_request
 from withdrawal_shared.approvals.facts import contexts
@@ -76,6 +80,18 @@ class Sorted:
 Refusal = Callable[[Withdrawal, ReferenceData], "tuple[str, str] | None"]
 
 
+def with_safe_approvals(decision: Decision, required: int) -> Decision:
+    """`decision` for a withdrawal the treasury Safe pays: at least `required` approvals."""
+    if decision.action is Action.REQUIRE_APPROVALS and decision.approvals_required >= required:
+        return decision
+    return Decision(
+        Action.REQUIRE_APPROVALS,
+        max(required, decision.approvals_required),
+        decision.rule_id,
+        f"{decision.rule_name} (treasury Safe: {required} approvals)"[:96],
+    )
+
+
 class Screening:
     def __init__(self, *, manual: bool) -> None:
         self.manual = manual
@@ -123,6 +139,7 @@ class Screening:
         rules = load_rules(session)
         symbols = {token_id: t.symbol for token_id, t in reference.tokens_by_id.items()}
         facts = contexts(session, [r for r in rows if r.recipient not in blocked], rules, symbols)
+        safe_required = safe_approvals_required(session, rows)
         verdicts: dict[str, Verdict] = {}
         for row in rows:
             if row.recipient in blocked:
@@ -136,6 +153,9 @@ class Screening:
                 )
                 verdicts[row.id] = Verdict(refusal, decision)
             else:
+                required = safe_required.get(row.id)
+                if required is not None:
+                    decision = with_safe_approvals(decision, required)
                 verdicts[row.id] = Verdict(None, decision)
         return verdicts
 

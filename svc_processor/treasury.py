@@ -56,8 +56,16 @@ from web3.exceptions import TransactionNotFound, Web3Exception
 from assetwithdrawal.signer.v1 import signer_pb2
 from svc_processor.chain_reads import WouldRevert
 from svc_processor.errors import SignerRefused, TransientError
+from svc_processor.pauses import paused_now
 from svc_processor.payouts import CallDraft, Kind
 from svc_processor.pipeline import Pipeline
+from svc_processor.safe_payouts import (
+    SafeRouter,
+    SafeRules,
+    link_withdrawal,
+    payable_for_safe,
+    safe_payout_call,
+)
 from svc_processor.signer_client import SignerClient
 from withdrawal_shared import treasury_ops
 from withdrawal_shared.chain import safe as safe_reads
@@ -80,8 +88,9 @@ from withdrawal_shared.db.models import (
     SafeTransaction,
     SafeTreasury,
     Token,
+    Withdrawal,
 )
-from withdrawal_shared.db.transitions import utcnow
+from withdrawal_shared.db.transitions import TransitionConflict, utcnow
 from withdrawal_shared.db.treasury_changes import SafePurpose, SafeTxState
 from withdrawal_shared.states import PayoutState
 
@@ -126,7 +135,6 @@ class TreasuryExecutor:
                 select(SafeTransaction)
                 .where(
                     SafeTransaction.chain == self.chain,
-                    SafeTransaction.purpose == SafePurpose.TREASURY.value,
                     SafeTransaction.safe_nonce.is_not(None),
                     SafeTransaction.state.in_(
                         [SafeTxState.PENDING.value, *(s.value for s in LIVE)]
@@ -142,7 +150,6 @@ class TreasuryExecutor:
                 select(SafeTransaction)
                 .where(
                     SafeTransaction.chain == self.chain,
-                    SafeTransaction.purpose == SafePurpose.TREASURY.value,
                     SafeTransaction.state == SafeTxState.PENDING.value,
                     SafeTransaction.safe_nonce.is_(None),
                 )
@@ -222,7 +229,15 @@ class TreasuryExecutor:
                 safe = treasury.address
                 chain_id = chain.chain_id
                 refs = self._refs(session, treasury)
-            call = treasury_ops.build(op.kind, json.loads(op.payload), refs)
+            if op.purpose == SafePurpose.PAYOUT:
+                # Outside the read session: it reads and may write in sessions of its own
+                # (SQLite allows one transaction at a time).
+                payout = self._payout_call(op, refs)
+                if payout is None:
+                    return False
+                call = payout
+            else:
+                call = treasury_ops.build(op.kind, json.loads(op.payload), refs)
         except (treasury_ops.TreasuryOperationError, ValueError) as exc:
             self._fail(op.id, SafeTxState.PENDING, f"cannot be built on {self.chain}: {exc}")
             return False
@@ -286,6 +301,32 @@ class TreasuryExecutor:
             extra={"safe_tx_id": op.id, "kind": op.kind, "safe_nonce": on_chain},
         )
         return True
+
+    def _payout_call(
+        self, op: SafeTransaction, refs: treasury_ops.TreasuryRefs
+    ) -> treasury_ops.TreasuryCall | None:
+        """The vault call of a Safe payout, checked just before it takes a Safe nonce (so a
+        withdrawal that cannot be paid this way never holds one): still payable as routed,
+        still above its token's Safe threshold, approved by the Safe's threshold. Otherwise
+        the Safe payout is FAILED without a nonce (None) and the batcher looks at the
+        withdrawal again (a hot wallet's payout under the same payout number, or ON_HOLD
+        `SAFE_APPROVALS_MISSING`). ValueError when it cannot be built."""
+        with self.sessions() as session:
+            row, call = safe_payout_call(session, op)
+            rules = SafeRules.load(session, self.chain)
+        problem = ""
+        if not payable_for_safe(row):
+            problem = f"withdrawal {row.id} is no longer payable ({row.state} {row.state_reason})"
+        elif not rules.bound(row.token_id, row.amount):
+            problem = f"withdrawal {row.id} is no longer above its token's Safe threshold"
+        elif rules.threshold is not None and SafeRouter(
+            self.sessions, self.chain
+        ).short_of_approvals([row], rules.threshold):
+            problem = f"withdrawal {row.id} has fewer approvals than the Safe's threshold"
+        if problem:
+            self._fail(op.id, SafeTxState.PENDING, f"not sent to the owners: {problem}")
+            return None
+        return treasury_ops.TreasuryCall(to=refs.vault, value=0, data=call.calldata)
 
     # ------------------------------------------------------------------ 2. owners sign
 
@@ -408,9 +449,23 @@ class TreasuryExecutor:
                 refund_receiver_address="",
                 nonce=tx.nonce,
             ),
-            purpose=signer_pb2.SAFE_PURPOSE_TREASURY,
-            change=f"changes/{op.change_id}",
         )
+        if op.purpose == SafePurpose.PAYOUT:
+            with self.sessions() as session:
+                row, call = safe_payout_call(session, op)
+            request.purpose = signer_pb2.SAFE_PURPOSE_PAYOUT
+            request.items.append(
+                signer_pb2.PayoutItem(
+                    withdrawal_id=row.id,
+                    recipient_address=call.payment.recipient,
+                    amount_base_units=str(call.payment.amount),
+                    token_address=call.token,
+                    payout_number=call.payment.number,
+                )
+            )
+        else:
+            request.purpose = signer_pb2.SAFE_PURPOSE_TREASURY
+            request.change = f"changes/{op.change_id}"
         context = {"safe_tx_id": op.id, "owner": owner}
         try:
             answer = signer.sign_safe(request)
@@ -490,7 +545,26 @@ class TreasuryExecutor:
             )
             return
 
+        priority = "STANDARD"
+        if op.purpose == SafePurpose.PAYOUT:
+            with self.sessions() as session:
+                paid = session.get(Withdrawal, op.withdrawal_id or "")
+                pause = None if paid is None else paused_now(session, self.chain, paid.token_id)
+            if pause is not None:  # the hot signer would refuse it: not sent while paused
+                log.warning(
+                    "Safe payout waits: payouts of its token are paused",
+                    extra={"safe_tx_id": op.id, "scope": pause.scope},
+                )
+                return
+            priority = paid.priority if paid is not None else priority
+
         def link(session: Session, payout_id: str) -> bool:
+            if op.purpose == SafePurpose.PAYOUT and not link_withdrawal(session, op, payout_id):
+                log.warning(
+                    "Safe payout waits: its withdrawal is not payable now",
+                    extra={"safe_tx_id": op.id, "withdrawal_id": op.withdrawal_id},
+                )
+                return False
             result = session.execute(
                 update(SafeTransaction)
                 .where(
@@ -511,6 +585,7 @@ class TreasuryExecutor:
                 calldata=op.exec_calldata,
                 gas_limit=gas_limit,
                 fees=fees,
+                priority=priority,
             ),
             link,
         )
@@ -520,7 +595,10 @@ class TreasuryExecutor:
             "treasury operation sent to a hot wallet",
             extra={"safe_tx_id": op.id, "payout_tx_id": payout_id, "wallet": wallet},
         )
-        self.payouts.sign_reserved(payout_id)
+        try:
+            self.payouts.sign_reserved(payout_id)
+        except TransitionConflict:  # the sweeper (resume_payouts) signed and stored it first
+            log.info("Safe execution signed by another pass", extra={"payout_tx_id": payout_id})
 
     # ------------------------------------------------------------------ 4. settle
 

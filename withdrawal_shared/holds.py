@@ -36,6 +36,7 @@ class HoldReason(enum.StrEnum):
     SIGNER_REFUSED = "SIGNER_REFUSED"
     DEAD_LETTERED = "DEAD_LETTERED"
     PAUSED = "PAUSED"
+    SAFE_APPROVALS_MISSING = "SAFE_APPROVALS_MISSING"
 
     @property
     def meaning(self) -> str:
@@ -150,6 +151,12 @@ HOLDS: Mapping[HoldReason, Hold] = {
         action="Resume the pause when it is safe (it is listed in `payout_pauses`); it "
         "resumes by itself once no pause covers it.",
         resumes=True,
+    ),
+    HoldReason.SAFE_APPROVALS_MISSING: Hold(
+        meaning="Above its token's Safe threshold (a threshold changed after its approval), "
+        "it has fewer approvals than the treasury Safe needs; nothing was paid.",
+        action="Reject it, or restore the thresholds it was approved under. " + _NO_RELEASE,
+        resumes=False,
     ),
 }
 

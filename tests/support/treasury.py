@@ -1,7 +1,8 @@
 """A treasury stack for tests: the pipeline on MariaDB, Redis and anvil (paying through the
 PayoutVault), a hot wallets' signer, three owners' signers (SIGNER_ROLE=safe_owner, one key
 each), the Safe v1.4.1 contracts, a 2-of-3 treasury Safe of those owners that owns the vault,
-its `safe_treasuries` and `safe_owners` rows, and two admins. The first owner's signer is
+its `safe_treasuries` and `safe_owners` rows, and two admins. The Safe is a vault operator
+(it pays withdrawals above a token's Safe threshold). The first owner's signer is
 stopped once the Safe exists (its target stays first in the processor's list)."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from google.protobuf import struct_pb2
 
 from assetwithdrawal.admin.v1 import admin_pb2
 from devstack.safe import create_safe, deploy_safe_contracts
-from devstack.vault import transfer_vault_ownership
+from devstack.vault import set_operator, transfer_vault_ownership
 from svc_signer.settings import ROLE_SAFE_OWNER
 from tests.support.databases import mariadb_database
 from tests.support.gateway import OperatorAccount
@@ -109,6 +110,8 @@ def treasury_stack(
         safe = create_safe(w3, deployer.private_key, deployment, owners, 2, salt=20261207)
         vault = pipeline.boot.payout_vault
         assert vault is not None
+        # As the bootstrap does: the Safe pays large withdrawals as a vault operator.
+        set_operator(w3, vault, deployer.private_key, safe, True)
         transfer_vault_ownership(w3, vault, deployer.private_key, safe)
         engine = make_engine(database)
         stack.callback(engine.dispose)

@@ -116,8 +116,9 @@ _TABLE: dict[str, tuple[str, str, str, str]] = {
     "safe_treasuries": ("S", "SU", "S", "S"),  # processor: next_nonce
     "safe_owners": ("S", "S", "S", "S"),
     # gateway: a treasury operation recorded when its change is applied, read back;
-    # processor: signs and executes them
-    "safe_transactions": ("SI", "SU", "S", ""),
+    # processor: records Safe payouts (withdrawals above a token's Safe threshold), signs
+    # and executes them
+    "safe_transactions": ("SI", "SIU", "S", ""),
     "safe_signatures": ("", "SI", "S", ""),
     # operators and the admin API
     "operators": ("SIU", "", "", ""),

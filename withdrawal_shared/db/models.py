@@ -352,7 +352,8 @@ class SafeOwner(Base):
 
 class SafeTransaction(Base):
     """One call of the chain's treasury Safe (`purpose` TREASURY: the operation of an applied
-    four-eyes change; PAYOUT: withdrawals above the Safe threshold). PENDING (recorded; the
+    four-eyes change; PAYOUT: one withdrawal above its token's Safe threshold, `withdrawal_id`,
+    paid through `vault.payout` under its payout number). PENDING (recorded; the
     Safe nonce is assigned when it is about to be signed and kept) -> SIGNED (owners'
     signatures and `exec_calldata` stored) -> EXECUTING (a hot wallet's payout transaction
     `payout_tx_id` sends it) -> EXECUTED, or FAILED with `failure_reason`; back to SIGNED when
@@ -362,6 +363,8 @@ class SafeTransaction(Base):
     __table_args__ = (
         UniqueConstraint("chain", "safe_nonce", name="uq_safe_transactions_nonce"),
         Index("ix_safe_transactions_state", "chain", "state", "id"),
+        # A withdrawal's Safe payouts (migration 0024).
+        Index("ix_safe_transactions_withdrawal", "withdrawal_id", "state"),
     )
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True)  # ULID
@@ -383,6 +386,8 @@ class SafeTransaction(Base):
     failure_reason: Mapped[str] = mapped_column(String(512), server_default="", default="")
     create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
     update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    # PAYOUT: the withdrawal it pays (migration 0024); None for a treasury operation.
+    withdrawal_id: Mapped[str | None] = mapped_column(String(26))
 
 
 class SafeSignature(Base):
