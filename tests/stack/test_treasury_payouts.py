@@ -141,6 +141,16 @@ def test_a_large_withdrawal_is_paid_by_the_safe_after_two_approvals(
     small_receipt = w3.eth.get_transaction_receipt(small_done.transaction_hash)  # type: ignore[arg-type]
     assert small_receipt["to"].lower() == vault.lower()  # the hot wallet's own vault payout
 
+    def executed() -> bool | None:
+        # The executor settles its row from the receipt once the monitor confirmed the
+        # execution: shortly after the withdrawal's own COMPLETED.
+        with sessions() as session:
+            states = session.scalars(
+                select(SafeTransaction.state).where(SafeTransaction.withdrawal_id == large_id)
+            ).all()
+        return True if list(states) == ["EXECUTED"] else None
+
+    wait_until(executed, 30, lambda: "the Safe payout row was never settled EXECUTED")
     with sessions() as session:
         row = session.get(Withdrawal, large_id)
         assert row is not None and row.payout_number is not None
