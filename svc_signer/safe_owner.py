@@ -314,9 +314,26 @@ class SafeOwnerCore(SignerCore):
                     address=backend.address,
                     backend=backend.backend_name,
                     role=signer_pb2.Wallet.ROLE_SAFE_OWNER,
+                    state=signer_pb2.Wallet.STATE_ACTIVE,
                 )
                 for backend in self.keys
             ]
+        )
+
+    async def create_wallet(self, request: signer_pb2.CreateWalletRequest) -> signer_pb2.Wallet:
+        raise self._no_hot_wallets("CreateWallet")
+
+    async def retire_wallet(self, request: signer_pb2.RetireWalletRequest) -> signer_pb2.Wallet:
+        raise self._no_hot_wallets("RetireWallet")
+
+    @staticmethod
+    def _no_hot_wallets(method: str) -> ApiError:
+        return refusal(
+            Code.FAILED_PRECONDITION,
+            Reason.UNKNOWN_WALLET,
+            f"This signer holds an owner key of the treasury Safe (SIGNER_ROLE=safe_owner): "
+            f"{method} is for the hot wallets' signer.",
+            signer_role="safe_owner",
         )
 
     async def sign_safe(
