@@ -57,6 +57,7 @@ from withdrawal_shared.chain.fees import Fees
 from withdrawal_shared.chain.payout import Payment
 from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool, SendOutcome
 from withdrawal_shared.crash_points import crash_point
+from withdrawal_shared.db import rotation_changes
 from withdrawal_shared.db.models import (
     Chain,
     HotWallet,
@@ -691,8 +692,9 @@ def safe_execution(
         raise RuntimeError(f"payout {payout.id} executes no Safe transaction with a nonce")
     request.purpose = signer_pb2.PURPOSE_SAFE_EXECUTION
     request.safe_nonce = safe_tx.safe_nonce
-    if safe_tx.change_id is not None:
-        request.change = f"changes/{safe_tx.change_id}"
+    change_id = rotation_changes.ordering_change(session, safe_tx)  # a rotation's step: its
+    if change_id is not None:
+        request.change = f"changes/{change_id}"
 
 
 def sign_request(

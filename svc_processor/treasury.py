@@ -71,6 +71,7 @@ from withdrawal_shared.chain.safe_tx import (
 )
 from withdrawal_shared.chain.types import ChecksumAddress
 from withdrawal_shared.crash_points import crash_point
+from withdrawal_shared.db import rotation_changes
 from withdrawal_shared.db.models import (
     Chain,
     HotWallet,
@@ -412,7 +413,7 @@ class TreasuryExecutor:
                 nonce=tx.nonce,
             ),
             purpose=signer_pb2.SAFE_PURPOSE_TREASURY,
-            change=f"changes/{op.change_id}",
+            change=f"changes/{self._ordering_change(op)}",
         )
         context = {"safe_tx_id": op.id, "owner": owner}
         try:
@@ -445,6 +446,11 @@ class TreasuryExecutor:
             )
             return None
         return answer.signature
+
+    def _ordering_change(self, op: SafeTransaction) -> str | None:
+        """Its change, or a rotation step's `hot_wallet.rotate` change (svc_processor.rotation)."""
+        with self.sessions() as session:
+            return rotation_changes.ordering_change(session, op)
 
     def _store_signature(self, op: SafeTransaction, owner: str, signature: bytes) -> bool:
         try:

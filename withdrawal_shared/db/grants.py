@@ -95,7 +95,7 @@ _TABLE: dict[str, tuple[str, str, str, str]] = {
     "chains": ("S", "S", "S", "S"),
     "tokens": ("SU", "S", "S", "S"),  # gateway: the admin API's UpdateToken
     "system_addresses": ("S", "SI", "", ""),  # processor: a rotation's new hot wallet
-    "hot_wallets": ("", "SIU", "S", ""),  # processor: next_nonce, state, a rotation's new one
+    "hot_wallets": ("S", "SIU", "S", ""),  # gateway: hot_wallet.rotate checks the wallet
     "signer_keys": ("", "", "SIU", ""),  # the signer's keys and their states (rotation)
     "hot_wallet_rotations": ("SI", "SU", "S", ""),  # gateway: at apply; signer: owners check
     "payout_vaults": ("", "SU", "S", "S"),  # processor: next_number
