@@ -37,8 +37,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
-from web3.types import Wei
 from web3.exceptions import TransactionNotFound, Web3Exception
+from web3.types import Wei
 
 from assetwithdrawal.signer.v1 import signer_pb2
 from svc_processor.errors import SignerRefused, TransientError

@@ -37,9 +37,9 @@ from svc_processor.gauges import ProcessorGauges
 from svc_processor.partitions import Partitions
 from svc_processor.payouts import ACTOR
 from svc_processor.pipeline import BatchSettings, Pipeline
+from svc_processor.rotation import RotationDriver
 from svc_processor.settings import ProcessorSettings
 from svc_processor.signer_client import SignerClient
-from svc_processor.rotation import RotationDriver
 from svc_processor.treasury import TreasuryExecutor
 from withdrawal_shared import queue, tracing
 from withdrawal_shared.approvals import core as approvals
