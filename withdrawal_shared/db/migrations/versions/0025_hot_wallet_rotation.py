@@ -65,17 +65,19 @@ def upgrade() -> None:
         sa.Index("ix_hot_wallet_rotations_state", "chain", "state", "id"),
         **TABLE_OPTIONS,
     )
-    op.add_column("safe_transactions", sa.Column("rotation_id", sa.String(26), nullable=True))
-    op.add_column("safe_transactions", sa.Column("rotation_step", sa.String(32), nullable=True))
-    op.create_unique_constraint(
-        "uq_safe_transactions_rotation_step", "safe_transactions", ["rotation_id", "rotation_step"]
-    )
+    with op.batch_alter_table("safe_transactions") as batch:
+        batch.add_column(sa.Column("rotation_id", sa.String(26), nullable=True))
+        batch.add_column(sa.Column("rotation_step", sa.String(32), nullable=True))
+        batch.create_unique_constraint(
+            "uq_safe_transactions_rotation_step", ["rotation_id", "rotation_step"]
+        )
 
 
 def downgrade() -> None:
-    op.drop_constraint("uq_safe_transactions_rotation_step", "safe_transactions", type_="unique")
-    op.drop_column("safe_transactions", "rotation_step")
-    op.drop_column("safe_transactions", "rotation_id")
+    with op.batch_alter_table("safe_transactions") as batch:
+        batch.drop_constraint("uq_safe_transactions_rotation_step", type_="unique")
+        batch.drop_column("rotation_step")
+        batch.drop_column("rotation_id")
     op.drop_table("hot_wallet_rotations")
     op.drop_column("hot_wallets", "state")
     op.drop_table("signer_keys")
