@@ -219,6 +219,23 @@ def create_key(environ: Mapping[str, str], request_id: str) -> tuple[KeyBackend,
     raise KeyBackendError(f"{ENV_BACKEND}={kind!r} is not a key backend")
 
 
+def is_own(environ: Mapping[str, str], record: KeyRecord) -> bool:
+    """Whether a created key is this signer's: its backend, and beside its first keystore or
+    labelled after its first PKCS#11 label (several signers may share a database)."""
+    from svc_signer.keys import ENV_KEYSTORE_PATH, Pkcs11Settings, keystore
+
+    kind = (environ.get(ENV_BACKEND, "") or "keystore").strip().lower()
+    if record.backend != kind:
+        return False
+    if kind == "keystore":
+        first = Path(environ.get(ENV_KEYSTORE_PATH, "") or keystore.DEFAULT_KEYSTORE_PATH)
+        path = Path(record.locator)
+        return path.parent == first.parent and path.name.startswith(f"{first.stem}-rotated-")
+    if kind == "pkcs11":
+        return record.locator.startswith(Pkcs11Settings.from_env(environ).labels[0] + "-")
+    return False
+
+
 def open_created(environ: Mapping[str, str], record: KeyRecord) -> KeyBackend:
     """Open a key CreateWallet made, from its locator."""
     from svc_signer.keys import Pkcs11Backend, Pkcs11Settings, keystore

@@ -146,7 +146,7 @@ class SignerServer:
 
     def _hold_keys(self) -> None:
         """Record the configured hot-wallet keys (ACTIVE when first seen) and open the keys
-        CreateWallet made before (`svc_signer.key_states`)."""
+        CreateWallet made before, its own (`key_states.is_own`; see `svc_signer.key_states`)."""
         keys = self.keys
         with self.ledger.sessions.begin() as session:
             key_states.record_configured(session, self.settings.chain, list(keys))
@@ -155,7 +155,7 @@ class SignerServer:
             return
         environ = self.settings.key_environ()
         for record in created:
-            if keys.get(record.address) is None:
+            if keys.get(record.address) is None and key_states.is_own(environ, record):
                 add_to_ring(keys, key_states.open_created(environ, record))
 
     async def stop(self) -> None:
