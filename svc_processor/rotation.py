@@ -45,7 +45,6 @@ from svc_processor.errors import SignerRefused, TransientError
 from svc_processor.pipeline import Pipeline
 from svc_processor.signer_client import SignerClient, create_wallet, retire_wallet
 from withdrawal_shared import treasury_ops
-from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.admin_audit import canonical_json
 from withdrawal_shared.db.models import (
     Chain,
@@ -190,7 +189,6 @@ class RotationDriver:
         step = Step(rotation.step)
         if step is Step.CREATE_KEY:
             address = create_wallet(self.signer, rotation.id).lower()
-            crash_point("processor.rotation_after_create_key")
             self._advance(rotation, step, new_wallet=address)
         elif step is Step.REGISTER:
             self._register(rotation)
@@ -419,7 +417,6 @@ class RotationDriver:
                 )
                 .execution_options(synchronize_session=False)
             )
-        crash_point("processor.rotation_after_sweep_signed")
         self._settle_sweep(self._reload(rotation.id))
 
     def _take_sweep_nonce(self, rotation: HotWalletRotation) -> HotWalletRotation:
