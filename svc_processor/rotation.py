@@ -42,7 +42,6 @@ from web3.types import Wei
 
 from assetwithdrawal.signer.v1 import signer_pb2
 from svc_processor.errors import SignerRefused, TransientError
-from svc_processor.pipeline import Pipeline
 from svc_processor.signer_client import SignerClient, create_wallet, retire_wallet
 from withdrawal_shared import treasury_ops
 from withdrawal_shared.db.admin_audit import canonical_json
@@ -99,13 +98,11 @@ class RotationDriver:
         self,
         sessions: sessionmaker[Session],
         w3: Web3,
-        pipeline: Pipeline,
         signer: SignerClient,
         chain: str,
     ) -> None:
         self.sessions = sessions
         self.w3 = w3
-        self.pipeline = pipeline
         self.signer = signer
         self.chain = chain
 

@@ -181,9 +181,7 @@ class ProcessorServer:
             settings.gas_margin_pct,
         )
         # hot-wallet key rotations (svc_processor.rotation), run after the treasury executor
-        self.rotations = RotationDriver(
-            self.pipeline.sessions, w3, self.pipeline, self._signer, settings.chain
-        )
+        self.rotations = RotationDriver(self.pipeline.sessions, w3, self._signer, settings.chain)
         self._health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []

@@ -55,6 +55,13 @@ Then by purpose:
     `treasury_ops.build(kind, payload, refs)` makes, with refs from the database (the
     treasury Safe, the enabled vault, the enabled tokens, the enabled hot wallets of
     `hot_wallets`); metadata `fields`.
+  - A `hot_wallet.rotate` change (a step of a key rotation, `svc_processor.rotation`): the
+    call must be one of the three the change orders, rebuilt from its payload and the new
+    wallet of its rotation, and only when the hot signer recorded that key in `signer_keys`
+    for that rotation (`request_id` = the rotation's id; only the signer writes the table):
+    `vault.setOperator(new, true)`, a transfer of `gas_wei` to the new wallet (once it is an
+    enabled hot wallet), `vault.setOperator(old, false)`; otherwise CHANGE_CALL_MISMATCH (and
+    CHANGE_NOT_APPLIED when the change is not APPLIED or its payload is invalid).
 
 Last, the owner's own record (`safe_owner_signatures`, one row per Safe, Safe nonce and owner):
 
