@@ -169,6 +169,11 @@ def test_a_retired_key_signs_only_what_finishes_its_in_flight_payouts(
         "WALLET_RETIRED",
     )
     refused(hot.stub.SignTransaction, world.nonce_release(nonce=fresh), "WALLET_RETIRED")
+    # Its gas sweep is allowed, but only to a treasury Safe, and this chain has none yet.
+    metadata = refused(
+        hot.stub.SignTransaction, sweep(world, fresh_address(), nonce=fresh), "INVALID_GAS_SWEEP"
+    )
+    assert metadata["problem"] == "treasury"
     refused(
         hot.stub.RetireWallet,
         signer_pb2.RetireWalletRequest(address=fresh_address()),
@@ -229,6 +234,21 @@ def test_a_gas_sweep_goes_to_the_treasury_once(hot: RunningSigner, safe: str) ->
         "GAS_SWEEP_ALREADY_SIGNED",
     )
     assert metadata["nonce"] == str(nonce)
+
+
+def test_a_signer_given_its_keys_creates_none(db_url: str, hot: RunningSigner) -> None:
+    given = RunningSigner(
+        SignerSettings(database_url=db_url, grpc_port=0, shutdown_grace_seconds=1.0),
+        hot.server.backend,
+    )
+    try:
+        refused(
+            given.stub.CreateWallet,
+            signer_pb2.CreateWalletRequest(request_id="rot-given"),
+            "KEY_CREATION_UNSUPPORTED",
+        )
+    finally:
+        given.close()
 
 
 def test_aws_kms_refuses_to_create_keys() -> None:
