@@ -83,7 +83,7 @@ from withdrawal_shared.db.transitions import (
     versions_are,
 )
 from withdrawal_shared.ids import new_ulid
-from withdrawal_shared.states import PayoutState, State, most_urgent
+from withdrawal_shared.states import PayoutState, State, WalletState, most_urgent
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,9 @@ class CallDraft:
 
 
 class _NothingLinked(Exception):
-    """Internal: every member moved meanwhile; roll the reservation back."""
+    """Internal: every member moved meanwhile, or the wallet is no longer ACTIVE (a rotation
+    made it DRAINING after it was picked: `svc_processor.rotation`); roll the reservation
+    back."""
 
 
 class _SomeMoved(Exception):
@@ -184,6 +186,8 @@ class Payouts:
                 wallet = session.scalars(
                     select(HotWallet).where(HotWallet.address == draft.wallet).with_for_update()
                 ).one()
+                if wallet.state != WalletState.ACTIVE:  # a rotation switched it meanwhile
+                    raise _NothingLinked
                 vault = None
                 if draft.kind == Kind.VAULT:
                     vault = session.scalars(
@@ -254,6 +258,8 @@ class Payouts:
                 wallet = session.scalars(
                     select(HotWallet).where(HotWallet.address == draft.wallet).with_for_update()
                 ).one()
+                if wallet.state != WalletState.ACTIVE:  # a rotation switched it meanwhile
+                    raise _NothingLinked
                 session.add(
                     PayoutTransaction(
                         id=payout_id,

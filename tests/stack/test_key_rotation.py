@@ -38,6 +38,7 @@ from withdrawal_shared.ids import new_ulid
 pytestmark = pytest.mark.chain
 
 LOAD_PER_SECOND = 20
+LOAD_SECONDS = 60
 AMOUNT = "0.01"  # USDC
 AMOUNT_BASE_UNITS = 10_000
 GAS_WEI = 10**18
@@ -123,11 +124,13 @@ def test_a_hot_wallet_key_is_rotated_under_load(stack: TreasuryStack) -> None:
         finished = wait_until(
             done, 150, lambda: f"the rotation did not finish: {stack.get(proposed.name)}"
         )
-        time.sleep(3)  # a few more withdrawals, all for the new wallet
+        # More withdrawals, all for the new wallet: the load runs for LOAD_SECONDS at least.
+        time.sleep(max(3.0, LOAD_SECONDS - (time.time() - load.created[0][2])))
     finally:
         load.stop()
         loader.join(15)
     rotation = finished.hot_wallet_rotation
+    started = load.created[0][2] if load.created else 0.0
     assert load.errors == [], load.errors[:5]
     assert switched_at is not None
     new = rotation.new_wallet_address.lower()
@@ -164,6 +167,12 @@ def test_a_hot_wallet_key_is_rotated_under_load(stack: TreasuryStack) -> None:
     for number in numbers:
         assert vault.functions.isPaid(number).call() is True
     assert set(senders.values()) == {old, new}  # both paid: before and after the switch
+    by_wallet = {w: sum(1 for s in senders.values() if s == w) for w in (old, new)}
+    print(  # the run's numbers, for the record (`pytest -s`)
+        f"rotation under load: {len(names)} withdrawals over "
+        f"{load.created[-1][2] - started:.0f} s, {by_wallet[old]} paid by the old wallet, "
+        f"{by_wallet[new]} by the new one; sweep {rotation.sweep_value_wei} wei"
+    )
 
     # The new wallet pays: withdrawals created after the switch were sent by it (on chain).
     late = [name for name, _, t in load.created if t > switched_at + 2]
