@@ -17,12 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
 from devstack.anvil import AnvilProcess, rpc
+from svc_processor.payouts import CallDraft, Kind, Payouts
 from svc_processor.rotation import RotationDriver
 from svc_processor.signer_client import SignerClient
 from tests.support.databases import mariadb_database
 from tests.support.pipeline import signer_wallets
 from tests.support.requests import fresh_address
 from tests.support.signers import keystore_signer
+from withdrawal_shared.chain.fees import Fees
 from withdrawal_shared.db.changes import AppliedChange, ChangeNotApplicable
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import (
@@ -281,3 +283,30 @@ def test_applying_a_rotation_refuses_what_it_cannot_start(world: World) -> None:
         with pytest.raises(ApiError):
             validate(bad)
     assert validate(payload) == f"chains/{CHAIN}/wallets/{str(payload['wallet']).lower()}"
+
+
+def test_a_wallet_no_longer_active_takes_no_nonce(world: World) -> None:
+    """A reservation re-reads its wallet's state under the row lock the switch takes: a wallet
+    picked while ACTIVE but DRAINING (or RETIRED) by then reserves nothing."""
+    payouts = Payouts(world.sessions, world.w3, world.signer, CHAIN)
+    for state in ("DRAINING", "RETIRED"):
+        with world.sessions.begin() as session:
+            session.execute(
+                update(HotWallet).where(HotWallet.address == world.old).values(state=state)
+            )
+            before = session.get(HotWallet, world.old)
+            assert before is not None
+            nonce = before.next_nonce
+        draft = CallDraft(
+            kind=Kind.SAFE_EXEC,
+            wallet=world.old,
+            to_address=world.safe,
+            calldata=b"\x01",
+            gas_limit=100_000,
+            fees=Fees(max_fee_per_gas=2, max_priority_fee_per_gas=1),
+        )
+        assert payouts.reserve_call(draft, lambda session, payout_id: True) is None
+        with world.sessions() as session:
+            after = session.get(HotWallet, world.old)
+            assert after is not None and after.next_nonce == nonce
+        assert world.count(PayoutTransaction, PayoutTransaction.wallet == world.old) == 1
