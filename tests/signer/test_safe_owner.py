@@ -844,6 +844,11 @@ def test_a_rotation_step_is_signed_only_as_the_rotation_orders(world: Treasury) 
     world.sign(1, world.request(1, funding, change=change))
     remove = SafeTx.call(world.vault, encode_set_operator(old, False), next(_safe_nonces))
     world.sign(2, world.request(2, remove, change=change))
+    # The gas funding once per owner: again at another Safe nonce, refused.
+    twice = dataclasses.replace(funding, nonce=next(_safe_nonces))
+    error = world.refused(1, world.request(1, twice, change=change), "CHANGE_CALL_MISMATCH")
+    assert error.metadata["signed_at"] == str(funding.nonce)
+    world.sign(0, world.request(0, twice, change=change))  # another owner's first
     for wrong in (
         dataclasses.replace(funding, value=5001, nonce=next(_safe_nonces)),
         dataclasses.replace(SafeTx.call(old, b"", next(_safe_nonces)), value=5000),
