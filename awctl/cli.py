@@ -348,6 +348,45 @@ def changes_propose_operator(
     )
 
 
+@changes_app.command("propose-rotation")
+def changes_propose_rotation(
+    ctx: typer.Context,
+    chain: Annotated[str, typer.Argument(help="Chain name, e.g. polygon.")],
+    wallet: Annotated[str, typer.Argument(help="The hot wallet whose key is rotated (0x...).")],
+    gas_wei: Annotated[
+        str, typer.Argument(help="Native gas the treasury Safe sends the new wallet, in wei.")
+    ],
+    request_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Idempotency key: repeat it to retry safely (default: a fresh one).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Propose `hot_wallet.rotate`: a new key for the wallet, made operator and funded by the
+    treasury Safe, the old key drained, swept and retired. Another admin must confirm it;
+    `awctl changes get <id>` then shows each step."""
+    body = struct_pb2.Struct()
+    body.update({"chain": chain, "wallet": wallet, "gas_wei": gas_wei})
+    request = admin_pb2.CreateChangeRequest(
+        change=admin_pb2.Change(kind="hot_wallet.rotate", payload=body),
+        request_id=request_id or str(uuid.uuid4()),
+    )
+    with _client(ctx) as client:
+        change = client.call(client.stub.CreateChange, request)
+    if as_json:
+        render.print_json(render.as_dict(change))
+        return
+    out = render.stdout()
+    out.print(render.change_fields(change))
+    out.print(
+        f"Proposed {change.name} (hot_wallet.rotate). Another admin confirms it with "
+        f"`awctl changes confirm {render.short(change.name)}`."
+    )
+
+
 @changes_app.command("confirm")
 def changes_confirm(
     ctx: typer.Context,

@@ -132,7 +132,36 @@ def change_fields(change: admin_pb2.Change) -> Table:
         ("expires", when(change.expire_time)),
         ("decided", when(change.decide_time)),
     ]
+    if change.HasField("hot_wallet_rotation"):
+        pairs += rotation_pairs(change.hot_wallet_rotation)
     return fields(change.name, [(k, v) for k, v in pairs if v])
+
+
+def rotation_pairs(rotation: admin_pb2.HotWalletRotation) -> list[tuple[str, str]]:
+    """A key rotation's progress: its state, next step, wallets, each Safe step and the sweep."""
+    step_names = admin_pb2.HotWalletRotation.Step
+    pairs = [
+        ("rotation", rotation.name),
+        ("rotation state", enum_name(admin_pb2.HotWalletRotation.State, rotation.state)),
+        ("next step", enum_name(step_names, rotation.step).removeprefix("STEP_")),
+        ("old wallet", rotation.old_wallet_address),
+        ("new wallet", rotation.new_wallet_address),
+    ]
+    for each in rotation.operations:
+        op = each.operation
+        state = enum_name(admin_pb2.TreasuryOperation.State, op.state)
+        pairs.append(
+            (
+                enum_name(step_names, each.step).removeprefix("STEP_"),
+                f"{state} {op.transaction_hash}".strip(),
+            )
+        )
+    if rotation.sweep_transaction_hash:
+        pairs.append(
+            ("sweep", f"{rotation.sweep_transaction_hash} ({rotation.sweep_value_wei} wei)")
+        )
+    pairs.append(("rotation failure", rotation.failure_reason))
+    return pairs
 
 
 def credential_fields(credential: admin_pb2.OperatorCredential) -> Table:

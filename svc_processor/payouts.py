@@ -57,6 +57,7 @@ from withdrawal_shared.chain.fees import Fees
 from withdrawal_shared.chain.payout import Payment
 from withdrawal_shared.chain.rpc_pool import PoolProvider, RpcPool, SendOutcome
 from withdrawal_shared.crash_points import crash_point
+from withdrawal_shared.db import rotation_changes
 from withdrawal_shared.db.models import (
     Chain,
     HotWallet,
@@ -82,7 +83,7 @@ from withdrawal_shared.db.transitions import (
     versions_are,
 )
 from withdrawal_shared.ids import new_ulid
-from withdrawal_shared.states import PayoutState, State, most_urgent
+from withdrawal_shared.states import PayoutState, State, WalletState, most_urgent
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,9 @@ class CallDraft:
 
 
 class _NothingLinked(Exception):
-    """Internal: every member moved meanwhile; roll the reservation back."""
+    """Internal: every member moved meanwhile, or the wallet is no longer ACTIVE (a rotation
+    made it DRAINING after it was picked: `svc_processor.rotation`); roll the reservation
+    back."""
 
 
 class _SomeMoved(Exception):
@@ -183,6 +186,8 @@ class Payouts:
                 wallet = session.scalars(
                     select(HotWallet).where(HotWallet.address == draft.wallet).with_for_update()
                 ).one()
+                if wallet.state != WalletState.ACTIVE:  # a rotation switched it meanwhile
+                    raise _NothingLinked
                 vault = None
                 if draft.kind == Kind.VAULT:
                     vault = session.scalars(
@@ -253,6 +258,8 @@ class Payouts:
                 wallet = session.scalars(
                     select(HotWallet).where(HotWallet.address == draft.wallet).with_for_update()
                 ).one()
+                if wallet.state != WalletState.ACTIVE:  # a rotation switched it meanwhile
+                    raise _NothingLinked
                 session.add(
                     PayoutTransaction(
                         id=payout_id,
@@ -690,8 +697,9 @@ def safe_execution(
         raise RuntimeError(f"payout {payout.id} executes no Safe transaction with a nonce")
     request.purpose = signer_pb2.PURPOSE_SAFE_EXECUTION
     request.safe_nonce = safe_tx.safe_nonce
-    if safe_tx.change_id is not None:
-        request.change = f"changes/{safe_tx.change_id}"
+    change_id = rotation_changes.ordering_change(session, safe_tx)  # a rotation's step: its
+    if change_id is not None:
+        request.change = f"changes/{change_id}"
 
 
 def sign_request(

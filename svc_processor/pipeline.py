@@ -64,7 +64,7 @@ from withdrawal_shared.db.transitions import (
     utcnow,
 )
 from withdrawal_shared.holds import RESUMABLE, HoldReason
-from withdrawal_shared.states import URGENCY, PayoutState, Priority, State, WalletRole
+from withdrawal_shared.states import URGENCY, PayoutState, Priority, State, WalletRole, WalletState
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +374,7 @@ class Pipeline:
                 .where(
                     HotWallet.chain == self.chain,
                     HotWallet.enabled.is_(True),
+                    HotWallet.state == WalletState.ACTIVE.value,
                     HotWallet.role == WalletRole.EMERGENCY.value,
                 )
                 .limit(1)
@@ -382,12 +383,16 @@ class Pipeline:
         )
 
     def _wallet(self, session: Session, lane: Lane = Lane.STANDARD) -> HotWallet | None:
-        """The enabled hot wallet of the lane's role with the fewest payouts in flight, below
+        """The enabled ACTIVE hot wallet of the lane's role with the fewest payouts in flight, below
         the bound. An EMERGENCY wallet never pays standard work; the EMERGENCY lane falls
         back to the standard wallets while no EMERGENCY wallet is enabled."""
         wallets = session.scalars(
             select(HotWallet)
-            .where(HotWallet.chain == self.chain, HotWallet.enabled.is_(True))
+            .where(
+                HotWallet.chain == self.chain,
+                HotWallet.enabled.is_(True),
+                HotWallet.state == WalletState.ACTIVE.value,  # not PENDING, DRAINING, RETIRED
+            )
             .order_by(HotWallet.address)
         ).all()
         emergency = [w for w in wallets if w.role == WalletRole.EMERGENCY]

@@ -1,6 +1,7 @@
 """Builds and runs the processor: the task consumer, the batcher (closes and pays payout
 batches), the treasury executor (runs applied treasury operations through the treasury Safe,
-`svc_processor.treasury`; only with PROCESSOR_SAFE_OWNER_SIGNERS set), the sweeper (re-drives
+`svc_processor.treasury`; only with PROCESSOR_SAFE_OWNER_SIGNERS set, and after it the
+hot-wallet key rotations, `svc_processor.rotation`), the sweeper (re-drives
 stalled work, finishes reserved and signed payouts, rejects withdrawals left undecided for
 approval past PROCESSOR_APPROVAL_EXPIRY_SECONDS), and a gRPC health endpoint, in one event
 loop.
@@ -36,6 +37,7 @@ from svc_processor.gauges import ProcessorGauges
 from svc_processor.partitions import Partitions
 from svc_processor.payouts import ACTOR
 from svc_processor.pipeline import BatchSettings, Pipeline
+from svc_processor.rotation import RotationDriver
 from svc_processor.settings import ProcessorSettings
 from svc_processor.signer_client import SignerClient
 from svc_processor.treasury import TreasuryExecutor
@@ -178,6 +180,8 @@ class ProcessorServer:
             settings.chain,
             settings.gas_margin_pct,
         )
+        # hot-wallet key rotations (svc_processor.rotation), run after the treasury executor
+        self.rotations = RotationDriver(self.pipeline.sessions, w3, self._signer, settings.chain)
         self._health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -288,6 +292,9 @@ class ProcessorServer:
             try:
                 await loop.run_in_executor(
                     self._payer, tracing.run_in_context(self.treasury.run_once)
+                )
+                await loop.run_in_executor(
+                    self._payer, tracing.run_in_context(self.rotations.run_once)
                 )
             except asyncio.CancelledError:
                 raise

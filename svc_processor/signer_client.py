@@ -108,3 +108,29 @@ def _reason(exc: grpc.RpcError) -> str:
                 detail.Unpack(info)
                 return str(info.reason)
     return str(exc.code().name)
+
+
+def create_wallet(client: SignerClient, request_id: str) -> str:
+    """CreateWallet: the new hot wallet's address (SignerRefused, TransientError)."""
+    try:
+        response = client._stub.CreateWallet(
+            signer_pb2.CreateWalletRequest(request_id=request_id),
+            timeout=max(client._timeout, 30.0),  # a scrypt keystore takes a few seconds
+            metadata=_metadata(),
+        )
+    except grpc.RpcError as exc:
+        raise _failure(exc) from None
+    return str(response.address)
+
+
+def retire_wallet(client: SignerClient, address: str) -> signer_pb2.Wallet.State.ValueType:
+    """RetireWallet: the key's state afterwards (SignerRefused, TransientError)."""
+    try:
+        response = client._stub.RetireWallet(
+            signer_pb2.RetireWalletRequest(address=address),
+            timeout=client._timeout,
+            metadata=_metadata(),
+        )
+    except grpc.RpcError as exc:
+        raise _failure(exc) from None
+    return response.state

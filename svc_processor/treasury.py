@@ -78,6 +78,7 @@ from withdrawal_shared.chain.safe_tx import (
     safe_tx_hash,
 )
 from withdrawal_shared.chain.types import ChecksumAddress
+from withdrawal_shared.db import rotation_changes
 from withdrawal_shared.db.models import (
     Chain,
     HotWallet,
@@ -465,7 +466,7 @@ class TreasuryExecutor:
             )
         else:
             request.purpose = signer_pb2.SAFE_PURPOSE_TREASURY
-            request.change = f"changes/{op.change_id}"
+            request.change = f"changes/{self._ordering_change(op)}"
         context = {"safe_tx_id": op.id, "owner": owner}
         try:
             answer = signer.sign_safe(request)
@@ -497,6 +498,11 @@ class TreasuryExecutor:
             )
             return None
         return answer.signature
+
+    def _ordering_change(self, op: SafeTransaction) -> str | None:
+        """Its change, or a rotation step's `hot_wallet.rotate` change (svc_processor.rotation)."""
+        with self.sessions() as session:
+            return rotation_changes.ordering_change(session, op)
 
     def _store_signature(self, op: SafeTransaction, owner: str, signature: bytes) -> bool:
         try:

@@ -69,6 +69,25 @@ signed at another one, unless paying it again is provably safe:
   `vault.payout` and the treasury Safe's `execTransaction` of one count alike: the Safe path
   and the hot path under one payout number are the same number.
 
+Key states and rotation (`svc_signer.key_states`): the signer records its keys in
+`signer_keys`, ACTIVE or RETIRED, and ListWallets reports each key's state. CreateWallet
+generates a new key in the backend (a keystore file beside the first, or a key pair with a new
+label on the PKCS#11 token) and holds it from then on, also after a restart; on AWS KMS it is
+refused with FAILED_PRECONDITION KEY_CREATION_UNSUPPORTED (keys are created in AWS).
+RetireWallet marks a key RETIRED (it waits for signatures in progress with that key):
+- WALLET_RETIRED (FAILED_PRECONDITION): the key is RETIRED, and the request is a payout or a
+  Safe execution, or a replacement or nonce release at a nonce it never signed at (in-flight
+  payouts still finish: their replacements and releases are at nonces it signed at).
+PURPOSE_GAS_SWEEP, the one value transfer a hot wallet signs (ACTIVE or RETIRED): its
+remaining native balance, less the fee, to the chain's treasury Safe (the processor computes
+the value; the signer cannot send it anywhere else):
+- INVALID_GAS_SWEEP (PERMISSION_DENIED; metadata `problem`): items given (`items`), calldata
+  (`data`), zero value (`value`), more than `key_states.SWEEP_MAX_GAS` gas (`gas`), the
+  chain has no treasury Safe (`treasury`), a destination other than it (`to`), or a nonce
+  already signed for something other than a sweep (`nonce`).
+- GAS_SWEEP_ALREADY_SIGNED (FAILED_PRECONDITION): the wallet's sweep was signed at another
+  nonce already; a wallet is swept once (replacements of it go at its nonce).
+
 Repeating a request is idempotent: when the ledger already holds a transaction at the same
 (wallet, nonce) with the same fields (to, data, value, gas, fees) paying the same withdrawals,
 its stored bytes are returned and nothing is signed (HSM signatures are randomised, a retried
@@ -84,13 +103,17 @@ import dataclasses
 import enum
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+from eth_utils.address import to_checksum_address
+
 from assetwithdrawal.signer.v1 import signer_pb2
-from svc_signer import pauses, safe_rules, screening
+from svc_signer import key_states, pauses, safe_rules, screening
+from svc_signer.key_states import KeyState
 from svc_signer.keys import KeyBackend, KeyBackendError, KeyRing
+from svc_signer.keys.ring import add_to_ring
 from svc_signer.ledger import (
     Ledger,
     LedgerClaim,
@@ -124,6 +147,11 @@ from withdrawal_shared.states import State
 
 log = logging.getLogger(__name__)
 
+_WALLET_STATES = {
+    KeyState.ACTIVE: signer_pb2.Wallet.STATE_ACTIVE,
+    KeyState.RETIRED: signer_pb2.Wallet.STATE_RETIRED,
+}
+
 # The states in which a withdrawal may be (re-)signed for.
 PAYABLE_STATES = frozenset({State.QUEUED, State.SIGNED, State.BROADCAST, State.ON_HOLD})
 
@@ -138,6 +166,7 @@ class Purpose(enum.StrEnum):
     REPLACEMENT = "REPLACEMENT"
     NONCE_RELEASE = "NONCE_RELEASE"
     SAFE_EXECUTION = "SAFE_EXECUTION"
+    GAS_SWEEP = "GAS_SWEEP"
 
 
 _PURPOSES = {
@@ -145,6 +174,7 @@ _PURPOSES = {
     signer_pb2.PURPOSE_REPLACEMENT: Purpose.REPLACEMENT,
     signer_pb2.PURPOSE_NONCE_RELEASE: Purpose.NONCE_RELEASE,
     signer_pb2.PURPOSE_SAFE_EXECUTION: Purpose.SAFE_EXECUTION,
+    signer_pb2.PURPOSE_GAS_SWEEP: Purpose.GAS_SWEEP,
 }
 
 
@@ -211,8 +241,8 @@ def parse_request(request: signer_pb2.SignTransactionRequest) -> SignRequest:
         problems.append(
             FieldViolation(
                 "purpose",
-                "must be PURPOSE_PAYOUT, PURPOSE_REPLACEMENT, PURPOSE_NONCE_RELEASE or "
-                "PURPOSE_SAFE_EXECUTION",
+                "must be PURPOSE_PAYOUT, PURPOSE_REPLACEMENT, PURPOSE_NONCE_RELEASE, "
+                "PURPOSE_SAFE_EXECUTION or PURPOSE_GAS_SWEEP",
             )
         )
     wallet = _address(request.wallet_address, "wallet_address", problems)
@@ -665,6 +695,14 @@ class SignerCore:
             backend = check_wallet(checked, self.keys)
             if checked.purpose is Purpose.NONCE_RELEASE:
                 check_nonce_release(checked)
+            elif checked.purpose is Purpose.GAS_SWEEP:
+                key_states.check_sweep_form(
+                    to=checked.tx.to,
+                    data=checked.tx.data,
+                    value=checked.tx.value,
+                    gas=checked.tx.gas,
+                    items=len(checked.items),
+                )
             elif not checked.is_safe_execution:
                 check_payout_calldata(checked)
             loop = asyncio.get_running_loop()
@@ -691,15 +729,95 @@ class SignerCore:
         return outcome.raw, outcome.tx_hash
 
     def list_wallets(self) -> signer_pb2.ListWalletsResponse:
+        with self.ledger.sessions() as session:
+            known = key_states.states(session, [b.address for b in self.keys])
         return signer_pb2.ListWalletsResponse(
             wallets=[
                 signer_pb2.Wallet(
                     address=backend.address,
                     backend=backend.backend_name,
                     role=signer_pb2.Wallet.ROLE_HOT,
+                    state=_WALLET_STATES[known.get(backend.address.lower(), KeyState.ACTIVE)],
                 )
                 for backend in self.keys
             ]
+        )
+
+    # --- key rotation (svc_signer.key_states) ---
+
+    key_environ: Mapping[str, str] | None = None
+    """Where CreateWallet creates keys (`SignerSettings.key_environ()`); None: it cannot."""
+
+    async def create_wallet(self, request: signer_pb2.CreateWalletRequest) -> signer_pb2.Wallet:
+        """Generate a new hot-wallet key and hold it (the same request id: the same key)."""
+        request_id = key_states.parse_request_id(request.request_id)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self._create_wallet, request_id)
+
+    def _create_wallet(self, request_id: str) -> signer_pb2.Wallet:
+        with self.ledger.sessions.begin() as session:
+            known = key_states.by_request(session, request_id)
+        if known is not None and self.keys.get(known.address) is not None:
+            return self._wallet_message(known.address, known.backend, known.state)
+        if self.key_environ is None:
+            raise refusal(
+                Code.FAILED_PRECONDITION,
+                Reason.KEY_CREATION_UNSUPPORTED,
+                "This signer was started with its keys given, not from its settings: it "
+                "cannot create keys.",
+            )
+        try:
+            if known is not None:  # recorded before a crash: open it again
+                backend = key_states.open_created(self.key_environ, known)
+            else:
+                backend, locator = key_states.create_key(self.key_environ, request_id)
+                with self.ledger.sessions.begin() as session:
+                    known = key_states.record_created(
+                        session, self.chain, backend, locator, request_id
+                    )
+        except KeyBackendError as exc:
+            log.error("creating a key failed", extra={"error": str(exc)})
+            raise ApiError(
+                Code.UNAVAILABLE,
+                Reason.KEY_BACKEND_UNAVAILABLE.value,
+                "The signer's key backend cannot create a key right now; retry the same "
+                "request later.",
+            ) from None
+        add_to_ring(self.keys, backend)
+        log.info("hot-wallet key created", extra={"wallet": backend.address})
+        return self._wallet_message(backend.address, backend.backend_name, known.state)
+
+    async def retire_wallet(self, request: signer_pb2.RetireWalletRequest) -> signer_pb2.Wallet:
+        """Retire a hot-wallet key: it signs no new payout from now on."""
+        problems: list[FieldViolation] = []
+        wallet = _address(request.address, "address", problems)
+        if problems:
+            raise invalid_argument(problems)
+        backend = self.keys.get(wallet)
+        if backend is None:
+            raise refusal(
+                Code.FAILED_PRECONDITION,
+                Reason.UNKNOWN_WALLET,
+                f"This signer holds no key for wallet {wallet}.",
+                wallet=wallet,
+            )
+        loop = asyncio.get_running_loop()
+
+        def retire() -> key_states.KeyRecord:
+            with self.ledger.sessions.begin() as session:
+                return key_states.retire(session, self.chain, wallet, backend.backend_name)
+
+        record = await loop.run_in_executor(self.executor, retire)
+        log.info("hot-wallet key retired", extra={"wallet": wallet})
+        return self._wallet_message(backend.address, backend.backend_name, record.state)
+
+    @staticmethod
+    def _wallet_message(address: str, backend: str, state: KeyState) -> signer_pb2.Wallet:
+        return signer_pb2.Wallet(
+            address=to_checksum_address(address),
+            backend=backend,
+            role=signer_pb2.Wallet.ROLE_HOT,
+            state=_WALLET_STATES[state],
         )
 
     async def sign_safe(
@@ -821,7 +939,24 @@ class SignerCore:
         database transaction (the withdrawals stay locked until it commits)."""
         with self.ledger.transaction() as tx:
             pause = None
-            if request.purpose is Purpose.NONCE_RELEASE:
+            if key_states.lock_state(tx.session, request.wallet) is KeyState.RETIRED:
+                key_states.check_retired(
+                    request.purpose.value,
+                    request.tx.nonce,
+                    tx.entries_at(request.wallet, request.tx.nonce),
+                    request.wallet,
+                )
+            if request.purpose is Purpose.GAS_SWEEP:
+                treasury = tx.treasury(self.chain)
+                key_states.check_sweep(
+                    tx.session,
+                    wallet=request.wallet,
+                    nonce=request.tx.nonce,
+                    to=request.tx.to,
+                    treasury=None if treasury is None else treasury.address,
+                    entries=tx.entries_at(request.wallet, request.tx.nonce),
+                )
+            elif request.purpose is Purpose.NONCE_RELEASE:
                 reserved = tx.reserved_payout_at(self.chain, request.wallet, request.tx.nonce)
                 check_release_reserved(request, reserved)
             elif request.is_safe_execution:

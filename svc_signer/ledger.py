@@ -35,16 +35,19 @@ from withdrawal_shared.db.engine import make_sessionmaker
 from withdrawal_shared.db.models import (
     AdminChange,
     HotWallet,
+    HotWalletRotation,
     PayoutTransaction,
     PayoutVault,
     SafeOwner,
     SafeOwnerSignature,
     SafeTreasury,
+    SignerKey,
     SignerLedger,
     SignerLedgerItem,
     Token,
     Withdrawal,
 )
+from withdrawal_shared.db.rotation_changes import KIND as ROTATE_KIND
 from withdrawal_shared.db.transitions import utcnow
 from withdrawal_shared.states import PayoutState
 
@@ -122,6 +125,10 @@ class ChangeFacts:
     kind: str
     payload: str  # canonical JSON
     state: str
+    rotation_wallet: str | None = None
+    """A `hot_wallet.rotate` change: its rotation's new wallet (lowercase), only when the hot
+    signer created that key for that rotation (`signer_keys.request_id` is the rotation's id:
+    a row only the signer writes)."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +219,16 @@ class LedgerTransaction:
         row = self._session.get(AdminChange, change_id)
         if row is None:
             return None
-        return ChangeFacts(row.id, row.kind, row.payload, row.state)
+        rotation_wallet = None
+        if row.kind == ROTATE_KIND:
+            rotation = self._session.scalar(
+                select(HotWalletRotation).where(HotWalletRotation.change_id == row.id)
+            )
+            if rotation is not None and rotation.new_wallet is not None:
+                key = self._session.get(SignerKey, rotation.new_wallet)
+                if key is not None and key.request_id == rotation.id:
+                    rotation_wallet = key.address
+        return ChangeFacts(row.id, row.kind, row.payload, row.state, rotation_wallet)
 
     def approval_tallies(self, ids: Collection[str]) -> dict[str, ApprovalTally]:
         """Of these withdrawals, those ever held for approval, with their approvals counted."""

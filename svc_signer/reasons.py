@@ -42,6 +42,11 @@ class Reason(enum.StrEnum):
     CHANGE_CALL_MISMATCH = "CHANGE_CALL_MISMATCH"
     SAFE_NONCE_ALREADY_SIGNED = "SAFE_NONCE_ALREADY_SIGNED"
     OWNER_SIGNATURES_BELOW_THRESHOLD = "OWNER_SIGNATURES_BELOW_THRESHOLD"
+    # Key rotation (svc_signer/key_states.py documents them).
+    WALLET_RETIRED = "WALLET_RETIRED"
+    INVALID_GAS_SWEEP = "INVALID_GAS_SWEEP"
+    GAS_SWEEP_ALREADY_SIGNED = "GAS_SWEEP_ALREADY_SIGNED"
+    KEY_CREATION_UNSUPPORTED = "KEY_CREATION_UNSUPPORTED"
 
 
 def refusal(code: Code, reason: Reason, message: str, **metadata: object) -> ApiError:

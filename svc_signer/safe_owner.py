@@ -55,6 +55,15 @@ Then by purpose:
     `treasury_ops.build(kind, payload, refs)` makes, with refs from the database (the
     treasury Safe, the enabled vault, the enabled tokens, the enabled hot wallets of
     `hot_wallets`); metadata `fields`.
+  - A `hot_wallet.rotate` change (a step of a key rotation, `svc_processor.rotation`): the
+    call must be one of the three the change orders, rebuilt from its payload and the new
+    wallet of its rotation, and only when the hot signer recorded that key in `signer_keys`
+    for that rotation (`request_id` = the rotation's id; only the signer writes the table):
+    `vault.setOperator(new, true)`, a transfer of `gas_wei` to the new wallet (once it is an
+    enabled hot wallet), `vault.setOperator(old, false)`; otherwise CHANGE_CALL_MISMATCH (and
+    CHANGE_NOT_APPLIED when the change is not APPLIED or its payload is invalid). The gas
+    funding is signed once per owner: again at another Safe nonce is CHANGE_CALL_MISMATCH
+    (metadata `signed_at`).
 
 Last, the owner's own record (`safe_owner_signatures`, one row per Safe, Safe nonce and owner):
 
@@ -97,6 +106,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from eth_utils.address import to_checksum_address
+from sqlalchemy import select
 
 from assetwithdrawal.signer.v1 import signer_pb2
 from svc_signer import pauses, safe_rules, screening
@@ -118,6 +128,8 @@ from withdrawal_shared import tracing
 from withdrawal_shared.addresses import AddressError, parse_address
 from withdrawal_shared.chain.safe_tx import SafeTx, owner_signature, safe_tx_hash
 from withdrawal_shared.chain.types import ChecksumAddress
+from withdrawal_shared.db import rotation_changes
+from withdrawal_shared.db.models import SafeOwnerSignature
 from withdrawal_shared.db.pauses import PauseState
 from withdrawal_shared.errors import ApiError, Code, FieldViolation, invalid_argument
 
@@ -314,9 +326,26 @@ class SafeOwnerCore(SignerCore):
                     address=backend.address,
                     backend=backend.backend_name,
                     role=signer_pb2.Wallet.ROLE_SAFE_OWNER,
+                    state=signer_pb2.Wallet.STATE_ACTIVE,
                 )
                 for backend in self.keys
             ]
+        )
+
+    async def create_wallet(self, request: signer_pb2.CreateWalletRequest) -> signer_pb2.Wallet:
+        raise self._no_hot_wallets("CreateWallet")
+
+    async def retire_wallet(self, request: signer_pb2.RetireWalletRequest) -> signer_pb2.Wallet:
+        raise self._no_hot_wallets("RetireWallet")
+
+    @staticmethod
+    def _no_hot_wallets(method: str) -> ApiError:
+        return refusal(
+            Code.FAILED_PRECONDITION,
+            Reason.UNKNOWN_WALLET,
+            f"This signer holds an owner key of the treasury Safe (SIGNER_ROLE=safe_owner): "
+            f"{method} is for the hot wallets' signer.",
+            signer_role="safe_owner",
         )
 
     async def sign_safe(
@@ -419,6 +448,7 @@ class SafeOwnerCore(SignerCore):
                 )
             safe_rules.check_static(request.tx, refs)
             pause = None
+            kind = ""
             if request.purpose == PAYOUT:
                 # Before the withdrawals are locked (the lock order of svc_processor).
                 pause = pauses.lock_and_read(
@@ -428,7 +458,7 @@ class SafeOwnerCore(SignerCore):
                 self._check_safe_items(tx, request, refs)
             else:
                 assert request.change_id is not None
-                safe_rules.check_treasury_change(
+                kind = safe_rules.check_treasury_change(
                     request.change_id, tx.change(request.change_id), request.tx, refs
                 )
             digest = safe_tx_hash(request.chain_id, refs.safe, request.tx)
@@ -447,6 +477,8 @@ class SafeOwnerCore(SignerCore):
                     safe_nonce=request.tx.nonce,
                     safe_tx_hash=given.safe_tx_hash,
                 )
+            if kind == rotation_changes.KIND and request.tx.value > 0:
+                self._check_one_funding(tx, request, refs.safe)
             check_not_paused(pause)
             signature = self._owner_signature(backend, digest)
             tx.record_safe_signature(
@@ -464,6 +496,33 @@ class SafeOwnerCore(SignerCore):
                 )
             )
             return _Given(digest, signature, "signed")
+
+    @staticmethod
+    def _check_one_funding(tx: LedgerTransaction, request: SafeRequest, safe: str) -> None:
+        """A rotation funds its new wallet's gas once: this owner signed no transfer to it for
+        the same change at another Safe nonce (read under the treasury row's lock)."""
+        other = tx.session.scalar(
+            select(SafeOwnerSignature.safe_nonce)
+            .where(
+                SafeOwnerSignature.safe_address == safe,
+                SafeOwnerSignature.owner_address == request.owner,
+                SafeOwnerSignature.change_id == request.change_id,
+                SafeOwnerSignature.to_address == request.tx.to.lower(),
+                SafeOwnerSignature.safe_nonce != request.tx.nonce,
+            )
+            .limit(1)
+        )
+        if other is not None:
+            raise refusal(
+                Code.PERMISSION_DENIED,
+                Reason.CHANGE_CALL_MISMATCH,
+                f"Owner {request.owner} already signed the gas funding of change "
+                f"changes/{request.change_id} at Safe nonce {other}; a rotation funds its new "
+                "wallet once.",
+                change=f"changes/{request.change_id}",
+                fields="value_wei",
+                signed_at=other,
+            )
 
     def _owner_signature(self, backend: KeyBackend, digest: bytes) -> bytes:
         """The backend's signature of the raw hash in the Safe's form, checked to recover to

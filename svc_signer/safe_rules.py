@@ -30,6 +30,7 @@ from withdrawal_shared.chain.safe_tx import (
     decode_exec_transaction,
 )
 from withdrawal_shared.chain.types import ChecksumAddress
+from withdrawal_shared.db import rotation_changes
 from withdrawal_shared.errors import ApiError, Code
 from withdrawal_shared.ids import is_ulid
 
@@ -285,6 +286,71 @@ def _change_refusal(change_id: str, problem: str, message: str, **metadata: obje
     )
 
 
+def rotation_calls(change: ChangeFacts, refs: SafeRefs) -> list[treasury_ops.TreasuryCall]:
+    """The only calls a `hot_wallet.rotate` change orders the Safe to make, rebuilt from the
+    change's payload and the key the hot signer created for its rotation: make the new wallet
+    an operator, send it `gas_wei`, remove the old wallet's operator role. None without a new
+    key the signer created for the rotation."""
+    payload = json.loads(change.payload)
+    if not isinstance(payload, dict):
+        raise ValueError("the payload is not an object")
+    rotation_changes.validate(payload)
+    new = change.rotation_wallet
+    if new is None:
+        return []
+    treasury = refs.treasury_refs()
+    chain, old = str(payload["chain"]), str(payload["wallet"]).lower()
+    operations = [
+        (treasury_ops.SET_VAULT_OPERATOR, {"chain": chain, "operator": new, "allowed": True}),
+        (treasury_ops.SET_VAULT_OPERATOR, {"chain": chain, "operator": old, "allowed": False}),
+    ]
+    calls = [treasury_ops.build(kind, body, treasury) for kind, body in operations]
+    if new in refs.hot_wallets:  # fund_gas builds for a registered, enabled hot wallet only
+        body = {"chain": chain, "wallet": new, "amount_wei": str(payload["gas_wei"])}
+        calls.append(treasury_ops.build(treasury_ops.FUND_GAS, body, treasury))
+    return calls
+
+
+def check_rotation_step(change_id: str, change: ChangeFacts, tx: SafeTx, refs: SafeRefs) -> str:
+    """A step of the rotation an APPLIED `hot_wallet.rotate` change ordered: exactly one of
+    `rotation_calls`."""
+    if change.state != "APPLIED":
+        raise _change_refusal(
+            change_id,
+            "state",
+            f"Change {CHANGE_PREFIX}{change_id} is {change.state}: a rotation's step is signed "
+            "only once another admin confirmed it (APPLIED).",
+            state=change.state,
+        )
+    try:
+        calls = rotation_calls(change, refs)
+    except treasury_ops.TreasuryOperationError as exc:
+        raise _change_refusal(
+            change_id,
+            "setup",
+            f"Change {CHANGE_PREFIX}{change_id} cannot be run on this chain's setup: {exc}.",
+        ) from None
+    except (ValueError, ApiError) as exc:
+        raise _change_refusal(
+            change_id,
+            "payload",
+            f"Change {CHANGE_PREFIX}{change_id} has no valid {change.kind} payload ({exc}).",
+        ) from None
+    given = (tx.to.lower(), tx.value, tx.data)
+    if not any((c.to.lower(), c.value, c.data) == given for c in calls):
+        raise refusal(
+            Code.PERMISSION_DENIED,
+            Reason.CHANGE_CALL_MISMATCH,
+            f"The Safe transaction is none of the calls of the rotation change "
+            f"{CHANGE_PREFIX}{change_id} orders (the new wallet the hot signer created for it "
+            "made an operator and funded with its gas_wei, the old wallet's operator role "
+            "removed).",
+            change=CHANGE_PREFIX + change_id,
+            fields="to_address,value_wei,data",
+        )
+    return change.kind
+
+
 def check_treasury_change(
     change_id: str, change: ChangeFacts | None, tx: SafeTx, refs: SafeRefs
 ) -> str:
@@ -294,6 +360,8 @@ def check_treasury_change(
         raise _change_refusal(
             change_id, "missing", f"Change {CHANGE_PREFIX}{change_id} does not exist."
         )
+    if change.kind == rotation_changes.KIND:
+        return check_rotation_step(change_id, change, tx, refs)
     if change.kind not in treasury_ops.KINDS:
         raise _change_refusal(
             change_id,

@@ -16,8 +16,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from assetwithdrawal.signer.v1 import signer_pb2, signer_pb2_grpc
+from svc_signer import key_states
 from svc_signer.core import SignerCore
 from svc_signer.keys import KeyBackend, KeyRing, backends_from_env
+from svc_signer.keys.ring import add_to_ring
 from svc_signer.ledger import Ledger
 from svc_signer.safe_owner import SafeOwnerCore
 from svc_signer.servicer import Callers, SignerServicer
@@ -79,6 +81,8 @@ class SignerServer:
             environ = self.settings.key_environ()
             backends = await loop.run_in_executor(self._executor, backends_from_env, environ)
             self._keys = KeyRing(backends)
+        if self.settings.role != ROLE_SAFE_OWNER:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._hold_keys)
         core_class = SafeOwnerCore if self.settings.role == ROLE_SAFE_OWNER else SignerCore
         self.core = core_class(
             self._keys,
@@ -87,6 +91,8 @@ class SignerServer:
             chain_id=self.settings.chain_id,
             chain=self.settings.chain,
         )
+        if self.settings.role != ROLE_SAFE_OWNER and self._owns_backend:
+            self.core.key_environ = self.settings.key_environ()
         tls = self.settings.tls
         callers = Callers(
             None
@@ -137,6 +143,20 @@ class SignerServer:
                 "chain": self.settings.chain,
             },
         )
+
+    def _hold_keys(self) -> None:
+        """Record the configured hot-wallet keys (ACTIVE when first seen) and open the keys
+        CreateWallet made before, its own (`key_states.is_own`; see `svc_signer.key_states`)."""
+        keys = self.keys
+        with self.ledger.sessions.begin() as session:
+            key_states.record_configured(session, self.settings.chain, list(keys))
+            created = key_states.created_keys(session, self.settings.chain)
+        if not self._owns_backend:
+            return
+        environ = self.settings.key_environ()
+        for record in created:
+            if keys.get(record.address) is None and key_states.is_own(environ, record):
+                add_to_ring(keys, key_states.open_created(environ, record))
 
     async def stop(self) -> None:
         """Graceful stop: NOT_SERVING, let in-flight RPCs finish (up to the grace), close."""

@@ -98,3 +98,25 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
         except Exception as exc:
             await abort(context, exc)
             raise  # unreachable: abort raises
+
+    async def CreateWallet(
+        self, request: signer_pb2.CreateWalletRequest, context: Context
+    ) -> signer_pb2.Wallet:
+        bind_trace_id(context)
+        try:
+            self._callers.check("SignTransaction", context)
+            return await self._core.create_wallet(request)
+        except Exception as exc:
+            await abort(context, exc)
+            raise  # unreachable: abort raises
+
+    async def RetireWallet(
+        self, request: signer_pb2.RetireWalletRequest, context: Context
+    ) -> signer_pb2.Wallet:
+        bind_trace_id(context)
+        try:
+            self._callers.check("SignTransaction", context)
+            return await self._core.retire_wallet(request)
+        except Exception as exc:
+            await abort(context, exc)
+            raise  # unreachable: abort raises

@@ -47,6 +47,18 @@ class WalletRole(enum.StrEnum):
     EMERGENCY = "EMERGENCY"
 
 
+class WalletState(enum.StrEnum):
+    """`hot_wallets.state`: only ACTIVE wallets are picked for new payouts; a PENDING one (a
+    rotation's new wallet) is not yet paying; a DRAINING one (a rotation's old wallet) finishes
+    its in-flight payouts (replacements, nonce releases, resumption); RETIRED: its key is
+    retired in the signer (`svc_processor.rotation`)."""
+
+    ACTIVE = "ACTIVE"
+    PENDING = "PENDING"
+    DRAINING = "DRAINING"
+    RETIRED = "RETIRED"
+
+
 class PayoutState(enum.StrEnum):
     """`payout_transactions.state`: RESERVED (nonce taken, not yet signed) -> SIGNED (bytes
     stored, maybe not sent) -> BROADCAST -> MINED -> CONFIRMED, or REVERTED; REPLACED and

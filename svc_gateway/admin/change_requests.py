@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from assetwithdrawal.admin.v1 import admin_pb2
 from svc_gateway.admin import changes
 from svc_gateway.admin.base import AdminBase, Done
-from svc_gateway.admin.convert import change_to_proto
+from svc_gateway.admin.convert import change_to_proto, rotation_to_proto
 from svc_gateway.admin.names import (
     STATE_FILTER,
     decode_token,
@@ -21,7 +21,8 @@ from svc_gateway.admin.names import (
     parse_change_name,
     request_id_field,
 )
-from withdrawal_shared.db.models import AdminChange, SafeTransaction
+from withdrawal_shared.db import rotation_changes
+from withdrawal_shared.db.models import AdminChange, HotWalletRotation, SafeTransaction
 from withdrawal_shared.db.operators import OperatorIdentity
 from withdrawal_shared.errors import FieldViolation, invalid_argument, not_found
 
@@ -35,8 +36,27 @@ def _operations(session: Session, rows: list[AdminChange]) -> dict[str, SafeTran
     return {op.change_id: op for op in found if op.change_id is not None}
 
 
+def _rotations(session: Session, rows: list[AdminChange]) -> dict[str, admin_pb2.HotWalletRotation]:
+    """The key rotations the changes among `rows` started, by change id, with their steps."""
+    ids = [row.id for row in rows if row.kind == rotation_changes.KIND]
+    if not ids:
+        return {}
+    found = list(
+        session.scalars(select(HotWalletRotation).where(HotWalletRotation.change_id.in_(ids)))
+    )
+    steps = session.scalars(
+        select(SafeTransaction).where(SafeTransaction.rotation_id.in_([r.id for r in found]))
+    ).all()
+    return {
+        r.change_id: rotation_to_proto(r, [op for op in steps if op.rotation_id == r.id])
+        for r in found
+    }
+
+
 def _with_operation(session: Session, row: AdminChange) -> admin_pb2.Change:
-    return change_to_proto(row, _operations(session, [row]).get(row.id))
+    return change_to_proto(
+        row, _operations(session, [row]).get(row.id), _rotations(session, [row]).get(row.id)
+    )
 
 
 class ChangeRequestsCore(AdminBase):
@@ -109,8 +129,12 @@ class ChangeRequestsCore(AdminBase):
             with self.sessions() as session:
                 rows = list(session.scalars(query))
                 operations = _operations(session, rows[:size])
+                rotations = _rotations(session, rows[:size])
             response = admin_pb2.ListChangesResponse(
-                changes=[change_to_proto(r, operations.get(r.id)) for r in rows[:size]]
+                changes=[
+                    change_to_proto(r, operations.get(r.id), rotations.get(r.id))
+                    for r in rows[:size]
+                ]
             )
             if len(rows) > size:
                 response.next_page_token = encode_token(rows[size - 1].id, request.filter)

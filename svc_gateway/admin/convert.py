@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
@@ -19,12 +20,14 @@ from withdrawal_shared.db.admin_audit import DENIED, FAILED, SUCCEEDED
 from withdrawal_shared.db.models import (
     AdminAudit,
     AdminChange,
+    HotWalletRotation,
     Operator,
     OperatorCredential,
     SafeTransaction,
     Token,
 )
 from withdrawal_shared.db.operators import decode_roles, operator_name
+from withdrawal_shared.db.rotation_changes import STEPS, Step, rotation_name
 from withdrawal_shared.db.treasury_changes import operation_name
 
 ROLE_VALUES = {
@@ -96,10 +99,41 @@ def treasury_operation_to_proto(row: SafeTransaction) -> admin_pb2.TreasuryOpera
     )
 
 
-def change_to_proto(row: AdminChange, operation: SafeTransaction | None = None) -> admin_pb2.Change:
-    """The change; with `operation`, the treasury operation it ordered."""
+def rotation_to_proto(
+    row: HotWalletRotation, operations: Sequence[SafeTransaction] = ()
+) -> admin_pb2.HotWalletRotation:
+    """A rotation with its Safe steps (`operations`, the rows linked to it)."""
+    ordered = sorted(operations, key=lambda op: STEPS.index(Step(op.rotation_step or Step.DONE)))
+    return admin_pb2.HotWalletRotation(
+        name=rotation_name(row.id),
+        state=admin_pb2.HotWalletRotation.State.Value(f"STATE_{row.state}"),
+        step=admin_pb2.HotWalletRotation.Step.Value(f"STEP_{row.step}"),
+        old_wallet_address=row.old_wallet,
+        new_wallet_address=row.new_wallet or "",
+        operations=[
+            admin_pb2.HotWalletRotation.Operation(
+                step=admin_pb2.HotWalletRotation.Step.Value(f"STEP_{op.rotation_step}"),
+                operation=treasury_operation_to_proto(op),
+            )
+            for op in ordered
+        ],
+        sweep_transaction_hash=row.sweep_tx_hash or "",
+        sweep_value_wei=row.sweep_value_wei or "",
+        failure_reason=row.failure_reason,
+        update_time=timestamp_or_none(row.update_time),
+    )
+
+
+def change_to_proto(
+    row: AdminChange,
+    operation: SafeTransaction | None = None,
+    rotation: admin_pb2.HotWalletRotation | None = None,
+) -> admin_pb2.Change:
+    """The change; with `operation`, the treasury operation it ordered; with `rotation`, the
+    key rotation it started."""
     return admin_pb2.Change(
         treasury_operation=None if operation is None else treasury_operation_to_proto(operation),
+        hot_wallet_rotation=rotation,
         name=changes.change_name(row.id),
         kind=row.kind,
         payload=struct_or_none(row.payload),

@@ -8,7 +8,7 @@ it below; CreateChange then accepts it and ConfirmChange applies it under four e
 from __future__ import annotations
 
 from withdrawal_shared.approvals import rule_admin
-from withdrawal_shared.db import operators, tier_changes, treasury_changes
+from withdrawal_shared.db import operators, rotation_changes, tier_changes, treasury_changes
 from withdrawal_shared.db.changes import ChangeRegistry
 
 
@@ -33,4 +33,6 @@ def change_kinds() -> ChangeRegistry:
     registry.register("rule.delete", rule_admin.validate_delete, rule_admin.apply_delete)
     # ---- treasury operations, executed by the treasury Safe (withdrawal_shared.treasury_ops)
     treasury_changes.register(registry)
+    # ---- a hot wallet's key rotation, run by the processor (svc_processor.rotation)
+    rotation_changes.register(registry)
     return registry

@@ -84,3 +84,16 @@ class KeyRing:
     def close(self) -> None:
         """Close every backend that can be closed."""
         close_backends(self._backends)
+
+
+def add_to_ring(ring: KeyRing, backend: KeyBackend) -> None:
+    """Start holding `backend` too (a key created while the signer runs); a key already held
+    is left as is (KeyBackendError when another backend holds that address)."""
+    address = backend.address.lower()
+    held = ring.get(address)
+    if held is not None:
+        if held is not backend:
+            close_backend(backend)
+        return
+    ring._by_address = {**ring._by_address, address: backend}
+    ring._backends = (*ring._backends, backend)

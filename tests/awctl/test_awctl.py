@@ -5,14 +5,18 @@ traceback; usage errors exit 2."""
 
 from __future__ import annotations
 
+import io
 import json
 import secrets
 import socket
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
+from assetwithdrawal.admin.v1 import admin_pb2
+from awctl import render
 from awctl.cli import app
 from awctl.config import ConfigError, credential_prefix, resolve
 from tests.support.gateway import OperatorAccount, RunningGateway
@@ -290,3 +294,43 @@ def test_resolve_order_and_prefixes(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         resolve("127.0.0.1:3", "awo_1_x\n")
     assert credential_prefix("awo_0badc0de_secret") == "awo_0badc0de…"
     assert "secret" not in credential_prefix("secretsecretsecret")
+
+
+def test_propose_rotation_and_its_progress_shown(
+    gateway: RunningGateway, alice: OperatorAccount
+) -> None:
+    wallet = "0x" + "ab" * 20
+    proposed = ok_json(
+        as_op(gateway, alice, "changes", "propose-rotation", "polygon", wallet, "1000", "--json")
+    )
+    assert proposed["kind"] == "hot_wallet.rotate" and proposed["state"] == "STATE_PROPOSED"
+    assert proposed["payload"] == {"chain": "polygon", "wallet": wallet, "gas_wei": "1000"}
+    bad = as_op(gateway, alice, "changes", "propose-rotation", "polygon", wallet, "0")
+    assert bad.exit_code == 1 and "gas_wei" in bad.stderr
+    # A running rotation as GetChange returns it: each step, its state and hashes.
+    rotation = admin_pb2.HotWalletRotation(
+        name="rotations/01ROTATION",
+        state=admin_pb2.HotWalletRotation.STATE_RUNNING,
+        step=admin_pb2.HotWalletRotation.STEP_SWEEP,
+        old_wallet_address=wallet,
+        new_wallet_address="0x" + "cd" * 20,
+        operations=[
+            admin_pb2.HotWalletRotation.Operation(
+                step=admin_pb2.HotWalletRotation.STEP_ENABLE_OPERATOR,
+                operation=admin_pb2.TreasuryOperation(
+                    state=admin_pb2.TreasuryOperation.STATE_EXECUTED, transaction_hash="0xe1"
+                ),
+            )
+        ],
+        sweep_transaction_hash="0x5e",
+        sweep_value_wei="42",
+    )
+    change = admin_pb2.Change(
+        name="changes/01CHANGE", kind="hot_wallet.rotate", hot_wallet_rotation=rotation
+    )
+    out = Console(file=io.StringIO(), width=200)
+    out.print(render.change_fields(change))
+    text = out.file.getvalue()  # type: ignore[attr-defined]
+    for shown in ("rotations/01ROTATION", "RUNNING", "SWEEP", "ENABLE_OPERATOR", "EXECUTED 0xe1"):
+        assert shown in text, text
+    assert "0x5e (42 wei)" in text

@@ -60,7 +60,11 @@ def test_every_table_has_a_decision_for_every_service() -> None:
 def test_the_signer_writes_only_its_ledger_and_reads_what_its_policy_checks() -> None:
     signer = grants.GRANTS["signer"]
     writes = {t for t, p in signer.items() if p & grants.WRITES}
-    assert writes == LEDGER
+    assert writes == LEDGER | {"signer_keys"}
+    # Its keys' states (rotation): ACTIVE rows inserted, updated once to RETIRED; only it.
+    assert signer["signer_keys"] == {"SELECT", "INSERT", "UPDATE"}
+    for service, decided in grants.GRANTS.items():
+        assert service == "signer" or not decided["signer_keys"], service
     for table in LEDGER:
         assert signer[table] == {"SELECT", "INSERT"}, "the ledger is append-only"
     for table in ("withdrawals", "approval_requests", "approval_decisions", "blocked_addresses"):

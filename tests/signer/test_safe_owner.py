@@ -40,7 +40,13 @@ from svc_signer.transactions import decode_eip1559
 from tests.signer.support import CHAIN, PARTNER, RunningSigner, fresh_address
 from tests.support.requests import rich_error
 from withdrawal_shared.chain.erc20 import encode_transfer
-from withdrawal_shared.chain.payout import Payment, encode_pause, encode_payout, encode_unpause
+from withdrawal_shared.chain.payout import (
+    Payment,
+    encode_pause,
+    encode_payout,
+    encode_set_operator,
+    encode_unpause,
+)
 from withdrawal_shared.chain.safe_tx import (
     OwnerSignature,
     SafeTx,
@@ -58,10 +64,12 @@ from withdrawal_shared.db.models import (
     ApprovalRequest,
     BlockedAddress,
     HotWallet,
+    HotWalletRotation,
     PayoutVault,
     SafeOwner,
     SafeOwnerSignature,
     SafeTreasury,
+    SignerKey,
     SignerLedger,
     SignerLedgerItem,
     Token,
@@ -782,6 +790,79 @@ def test_a_treasury_change_not_applied_is_refused(world: Treasury) -> None:
     )
     error = world.refused(0, world.request(0, tx, change=unknown_token), "CHANGE_NOT_APPLIED")
     assert error.metadata["problem"] == "setup"
+
+
+def test_a_rotation_step_is_signed_only_as_the_rotation_orders(world: Treasury) -> None:
+    """A `hot_wallet.rotate` change orders exactly three Safe calls, rebuilt by the owner from
+    the change and the key the hot signer created for its rotation (`signer_keys`, which only
+    the signer writes): nothing before that key exists, then the new wallet made operator
+    and funded with `gas_wei`, and the old wallet's operator role removed; nothing else."""
+    old, new = world.hot.address.lower(), fresh_address()
+    change = world.add_change(
+        "hot_wallet.rotate", {"chain": CHAIN, "wallet": old, "gas_wei": "5000"}
+    )
+    rotation_id = new_ulid()
+    now = utcnow()
+    with world.sessions.begin() as session:
+        session.add(
+            HotWalletRotation(
+                id=rotation_id,
+                change_id=change.removeprefix("changes/"),
+                chain=CHAIN,
+                old_wallet=old,
+                new_wallet=new,  # as a processor records it
+                gas_wei="5000",
+                step="ENABLE_OPERATOR",
+                state="RUNNING",
+                failure_reason="",
+                create_time=now,
+                update_time=now,
+            )
+        )
+    enable = SafeTx.call(world.vault, encode_set_operator(new, True), next(_safe_nonces))
+    # The processor named a new wallet, but the hot signer created no such key: refused.
+    world.refused(0, world.request(0, enable, change=change), "CHANGE_CALL_MISMATCH")
+    with world.sessions.begin() as session:
+        session.add(
+            SignerKey(
+                address=new,
+                chain=CHAIN,
+                backend="keystore",
+                locator="/var/signer/keystore-rotated.json",
+                state="ACTIVE",
+                request_id=rotation_id,
+                create_time=now,
+                update_time=now,
+            )
+        )
+        session.add(
+            HotWallet(address=new, chain=CHAIN, next_nonce=0, enabled=True, state="PENDING")
+        )
+    enable = dataclasses.replace(enable, nonce=next(_safe_nonces))
+    world.sign(0, world.request(0, enable, change=change))
+    funding = dataclasses.replace(SafeTx.call(new, b"", next(_safe_nonces)), value=5000)
+    world.sign(1, world.request(1, funding, change=change))
+    remove = SafeTx.call(world.vault, encode_set_operator(old, False), next(_safe_nonces))
+    world.sign(2, world.request(2, remove, change=change))
+    # The gas funding once per owner: again at another Safe nonce, refused.
+    twice = dataclasses.replace(funding, nonce=next(_safe_nonces))
+    error = world.refused(1, world.request(1, twice, change=change), "CHANGE_CALL_MISMATCH")
+    assert error.metadata["signed_at"] == str(funding.nonce)
+    world.sign(0, world.request(0, twice, change=change))  # another owner's first
+    for wrong in (
+        dataclasses.replace(funding, value=5001, nonce=next(_safe_nonces)),
+        dataclasses.replace(SafeTx.call(old, b"", next(_safe_nonces)), value=5000),
+        SafeTx.call(world.vault, encode_set_operator(fresh_address(), True), next(_safe_nonces)),
+        SafeTx.call(world.vault, encode_set_operator(new, False), next(_safe_nonces)),
+        SafeTx.call(world.vault, encode_pause(), next(_safe_nonces)),
+    ):
+        world.refused(0, world.request(0, wrong, change=change), "CHANGE_CALL_MISMATCH")
+    proposed = world.add_change(
+        "hot_wallet.rotate", {"chain": CHAIN, "wallet": old, "gas_wei": "5000"}, state="PROPOSED"
+    )
+    tx = SafeTx.call(world.vault, encode_set_operator(new, True), next(_safe_nonces))
+    error = world.refused(0, world.request(0, tx, change=proposed), "CHANGE_NOT_APPLIED")
+    assert error.metadata["problem"] == "state"
 
 
 # -- the hot wallet's execution --------------------------------------------------------------

@@ -71,13 +71,17 @@ def treasury_stack(
     directories: Any,
     *,
     executor_in_processor: bool = True,
+    hot_owns_keys: bool = False,
 ) -> Iterator[TreasuryStack]:
     """The stack; with `executor_in_processor` the processor runs the treasury executor
     (PROCESSOR_SAFE_OWNER_SIGNERS set), otherwise the test drives one itself. `directories`
-    is pytest's `tmp_path_factory`."""
+    is pytest's `tmp_path_factory`. With `hot_owns_keys` the hot signer opens its keystore from
+    its settings and can create keys (CreateWallet, a rotation)."""
     with contextlib.ExitStack() as stack:
         database = stack.enter_context(mariadb_database())
-        hot = stack.enter_context(keystore_signer(database, directories.mktemp("hot")))
+        hot = stack.enter_context(
+            keystore_signer(database, directories.mktemp("hot"), owns_keys=hot_owns_keys)
+        )
         stopped = contextlib.ExitStack()
         stack.callback(stopped.close)
         owner_targets = [

@@ -94,8 +94,10 @@ _TABLE: dict[str, tuple[str, str, str, str]] = {
     # reference data (seeded by the migrations and the bootstrap)
     "chains": ("S", "S", "S", "S"),
     "tokens": ("SU", "S", "S", "S"),  # gateway: the admin API's UpdateToken
-    "system_addresses": ("S", "S", "", ""),
-    "hot_wallets": ("", "SU", "S", ""),  # processor: next_nonce; signer: treasury.fund_gas
+    "system_addresses": ("S", "SI", "", ""),  # processor: a rotation's new hot wallet
+    "hot_wallets": ("S", "SIU", "S", ""),  # gateway: hot_wallet.rotate checks the wallet
+    "signer_keys": ("", "", "SIU", ""),  # the signer's keys and their states (rotation)
+    "hot_wallet_rotations": ("SI", "SU", "S", ""),  # gateway: at apply; signer: owners check
     "payout_vaults": ("", "SU", "S", "S"),  # processor: next_number
     # partners and their keys
     "partners": ("S", "", "", ""),

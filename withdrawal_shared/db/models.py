@@ -264,6 +264,52 @@ class HotWallet(Base):
     enabled: Mapped[bool] = mapped_column(Boolean)
     # STANDARD, or EMERGENCY: pays only EMERGENCY withdrawals (`WalletRole`)
     role: Mapped[str] = mapped_column(String(16), server_default="STANDARD", default="STANDARD")
+    # ACTIVE (reservation picks it), PENDING (a rotation's new wallet, not yet paying),
+    # DRAINING (finishes its in-flight payouts only), RETIRED (`WalletState`)
+    state: Mapped[str] = mapped_column(String(16), server_default="ACTIVE", default="ACTIVE")
+
+
+class SignerKey(Base):
+    """A hot-wallet key the signer holds (created by CreateWallet, or first seen in its
+    configuration) and its state: ACTIVE, or RETIRED (signs no new payout). Only the signer
+    reads and writes it."""
+
+    __tablename__ = "signer_keys"
+
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)  # lowercase
+    chain: Mapped[str] = mapped_column(String(32))
+    backend: Mapped[str] = mapped_column(String(16))  # keystore, pkcs11, aws_kms
+    # where the key lives: the keystore file, the PKCS#11 label ("" for a configured key)
+    locator: Mapped[str] = mapped_column(String(512), server_default="", default="")
+    state: Mapped[str] = mapped_column(String(16))
+    request_id: Mapped[str | None] = mapped_column(String(64), unique=True)  # CreateWallet's
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+
+
+class HotWalletRotation(Base):
+    """One rotation of a hot wallet's key, ordered by an applied `hot_wallet.rotate` change
+    (`svc_processor.rotation`): its current `step`, RUNNING -> DONE (or FAILED), the new
+    wallet once the signer created it, and the gas sweep it sent."""
+
+    __tablename__ = "hot_wallet_rotations"
+    __table_args__ = (Index("ix_hot_wallet_rotations_state", "chain", "state", "id"),)
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)  # ULID
+    change_id: Mapped[str] = mapped_column(String(26), unique=True)
+    chain: Mapped[str] = mapped_column(ForeignKey("chains.name"))
+    old_wallet: Mapped[str] = mapped_column(String(42))  # lowercase
+    new_wallet: Mapped[str | None] = mapped_column(String(42))  # lowercase
+    gas_wei: Mapped[str] = mapped_column(String(80))
+    step: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    sweep_nonce: Mapped[int | None] = mapped_column(BigInteger)
+    sweep_value_wei: Mapped[str | None] = mapped_column(String(80))
+    sweep_raw_tx: Mapped[bytes | None] = mapped_column(LargeBinary)
+    sweep_tx_hash: Mapped[str | None] = mapped_column(String(66))
+    failure_reason: Mapped[str] = mapped_column(String(512), server_default="", default="")
+    create_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
+    update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
 
 
 class PayoutTransaction(Base):
@@ -365,6 +411,7 @@ class SafeTransaction(Base):
         Index("ix_safe_transactions_state", "chain", "state", "id"),
         # A withdrawal's Safe payouts (migration 0024).
         Index("ix_safe_transactions_withdrawal", "withdrawal_id", "state"),
+        UniqueConstraint("rotation_id", "rotation_step", name="uq_safe_transactions_rotation_step"),
     )
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True)  # ULID
@@ -388,6 +435,9 @@ class SafeTransaction(Base):
     update_time: Mapped[dt.datetime] = mapped_column(utc_datetime())
     # PAYOUT: the withdrawal it pays (migration 0024); None for a treasury operation.
     withdrawal_id: Mapped[str | None] = mapped_column(String(26))
+    # a treasury operation a hot-wallet rotation runs (change_id NULL): its rotation and step
+    rotation_id: Mapped[str | None] = mapped_column(String(26))
+    rotation_step: Mapped[str | None] = mapped_column(String(32))
 
 
 class SafeSignature(Base):

@@ -231,6 +231,7 @@ class Change(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     DECIDE_TIME_FIELD_NUMBER: _builtins.int
     TREASURY_OPERATION_FIELD_NUMBER: _builtins.int
+    HOT_WALLET_ROTATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `changes/{change}`; the id is a lowercase ULID."""
     kind: _builtins.str
@@ -269,6 +270,10 @@ class Change(_message.Message):
         treasury Safe executes it.
         """
 
+    @_builtins.property
+    def hot_wallet_rotation(self) -> Global___HotWalletRotation:
+        """For an applied `hot_wallet.rotate` change: the key rotation it started, step by step."""
+
     def __init__(
         self,
         *,
@@ -284,10 +289,11 @@ class Change(_message.Message):
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         decide_time: _timestamp_pb2.Timestamp | None = ...,
         treasury_operation: Global___TreasuryOperation | None = ...,
+        hot_wallet_rotation: Global___HotWalletRotation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decide_time", b"decide_time", "expire_time", b"expire_time", "payload", b"payload", "treasury_operation", b"treasury_operation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decide_time", b"decide_time", "expire_time", b"expire_time", "hot_wallet_rotation", b"hot_wallet_rotation", "payload", b"payload", "treasury_operation", b"treasury_operation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decide_time", b"decide_time", "decider", b"decider", "expire_time", b"expire_time", "kind", b"kind", "name", b"name", "payload", b"payload", "proposer", b"proposer", "reject_reason", b"reject_reason", "state", b"state", "target", b"target", "treasury_operation", b"treasury_operation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decide_time", b"decide_time", "decider", b"decider", "expire_time", b"expire_time", "hot_wallet_rotation", b"hot_wallet_rotation", "kind", b"kind", "name", b"name", "payload", b"payload", "proposer", b"proposer", "reject_reason", b"reject_reason", "state", b"state", "target", b"target", "treasury_operation", b"treasury_operation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -388,6 +394,178 @@ class TreasuryOperation(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__safe_nonce) -> _WhichOneofReturnType__safe_nonce | None: ...
 
 Global___TreasuryOperation: _TypeAlias = TreasuryOperation  # noqa: Y015
+
+@_typing.final
+class HotWalletRotation(_message.Message):
+    """A rotation of a hot wallet's key, started by an applied `hot_wallet.rotate` change and run
+    by the processor one step at a time, each resumable after a crash.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _State:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[HotWalletRotation._State.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STATE_UNSPECIFIED: HotWalletRotation._State.ValueType  # 0
+        """Never set."""
+        STATE_RUNNING: HotWalletRotation._State.ValueType  # 1
+        """Its steps are running."""
+        STATE_DONE: HotWalletRotation._State.ValueType  # 2
+        """Every step done: the old key is retired, the new wallet pays."""
+        STATE_FAILED: HotWalletRotation._State.ValueType  # 3
+        """A step cannot go on (`failure_reason`); an operator takes it from there."""
+
+    class State(_State, metaclass=_StateEnumTypeWrapper):
+        """Where a rotation is."""
+
+    STATE_UNSPECIFIED: HotWalletRotation.State.ValueType  # 0
+    """Never set."""
+    STATE_RUNNING: HotWalletRotation.State.ValueType  # 1
+    """Its steps are running."""
+    STATE_DONE: HotWalletRotation.State.ValueType  # 2
+    """Every step done: the old key is retired, the new wallet pays."""
+    STATE_FAILED: HotWalletRotation.State.ValueType  # 3
+    """A step cannot go on (`failure_reason`); an operator takes it from there."""
+
+    class _Step:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StepEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[HotWalletRotation._Step.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STEP_UNSPECIFIED: HotWalletRotation._Step.ValueType  # 0
+        """Never set."""
+        STEP_CREATE_KEY: HotWalletRotation._Step.ValueType  # 1
+        """The hot signer creates a new key."""
+        STEP_REGISTER: HotWalletRotation._Step.ValueType  # 2
+        """The new wallet is recorded, not paying yet."""
+        STEP_ENABLE_OPERATOR: HotWalletRotation._Step.ValueType  # 3
+        """The treasury Safe makes the new wallet a vault operator."""
+        STEP_FUND_GAS: HotWalletRotation._Step.ValueType  # 4
+        """The treasury Safe funds the new wallet's gas with `gas_wei`."""
+        STEP_SWITCH: HotWalletRotation._Step.ValueType  # 5
+        """The new wallet becomes ACTIVE, the old one DRAINING."""
+        STEP_DRAIN: HotWalletRotation._Step.ValueType  # 6
+        """Waits until every payout of the old wallet is settled."""
+        STEP_REMOVE_OPERATOR: HotWalletRotation._Step.ValueType  # 7
+        """The treasury Safe removes the old wallet's operator role."""
+        STEP_SWEEP: HotWalletRotation._Step.ValueType  # 8
+        """The old wallet's remaining gas goes to the treasury Safe."""
+        STEP_RETIRE: HotWalletRotation._Step.ValueType  # 9
+        """The signer retires the old key; the old wallet is RETIRED."""
+        STEP_DONE: HotWalletRotation._Step.ValueType  # 10
+        """Nothing left to do."""
+
+    class Step(_Step, metaclass=_StepEnumTypeWrapper):
+        """The steps, in order."""
+
+    STEP_UNSPECIFIED: HotWalletRotation.Step.ValueType  # 0
+    """Never set."""
+    STEP_CREATE_KEY: HotWalletRotation.Step.ValueType  # 1
+    """The hot signer creates a new key."""
+    STEP_REGISTER: HotWalletRotation.Step.ValueType  # 2
+    """The new wallet is recorded, not paying yet."""
+    STEP_ENABLE_OPERATOR: HotWalletRotation.Step.ValueType  # 3
+    """The treasury Safe makes the new wallet a vault operator."""
+    STEP_FUND_GAS: HotWalletRotation.Step.ValueType  # 4
+    """The treasury Safe funds the new wallet's gas with `gas_wei`."""
+    STEP_SWITCH: HotWalletRotation.Step.ValueType  # 5
+    """The new wallet becomes ACTIVE, the old one DRAINING."""
+    STEP_DRAIN: HotWalletRotation.Step.ValueType  # 6
+    """Waits until every payout of the old wallet is settled."""
+    STEP_REMOVE_OPERATOR: HotWalletRotation.Step.ValueType  # 7
+    """The treasury Safe removes the old wallet's operator role."""
+    STEP_SWEEP: HotWalletRotation.Step.ValueType  # 8
+    """The old wallet's remaining gas goes to the treasury Safe."""
+    STEP_RETIRE: HotWalletRotation.Step.ValueType  # 9
+    """The signer retires the old key; the old wallet is RETIRED."""
+    STEP_DONE: HotWalletRotation.Step.ValueType  # 10
+    """Nothing left to do."""
+
+    @_typing.final
+    class Operation(_message.Message):
+        """A step run as a treasury operation of the Safe."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        STEP_FIELD_NUMBER: _builtins.int
+        OPERATION_FIELD_NUMBER: _builtins.int
+        step: Global___HotWalletRotation.Step.ValueType
+        """Which step."""
+        @_builtins.property
+        def operation(self) -> Global___TreasuryOperation:
+            """The treasury operation, as the treasury Safe executes it."""
+
+        def __init__(
+            self,
+            *,
+            step: Global___HotWalletRotation.Step.ValueType = ...,
+            operation: Global___TreasuryOperation | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "step", b"step"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    OLD_WALLET_ADDRESS_FIELD_NUMBER: _builtins.int
+    NEW_WALLET_ADDRESS_FIELD_NUMBER: _builtins.int
+    OPERATIONS_FIELD_NUMBER: _builtins.int
+    SWEEP_TRANSACTION_HASH_FIELD_NUMBER: _builtins.int
+    SWEEP_VALUE_WEI_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `rotations/{rotation}`."""
+    state: Global___HotWalletRotation.State.ValueType
+    """Where it is."""
+    step: Global___HotWalletRotation.Step.ValueType
+    """The step it does next (STEP_DONE once done)."""
+    old_wallet_address: _builtins.str
+    """The wallet whose key is rotated, 0x-prefixed."""
+    new_wallet_address: _builtins.str
+    """The new wallet, once the signer created its key."""
+    sweep_transaction_hash: _builtins.str
+    """The old wallet's gas sweep, once signed, 0x-prefixed."""
+    sweep_value_wei: _builtins.str
+    """What the sweep moves, in wei, a decimal integer string ("0": nothing was left to sweep)."""
+    failure_reason: _builtins.str
+    """Why it failed."""
+    @_builtins.property
+    def operations(self) -> _containers.RepeatedCompositeFieldContainer[Global___HotWalletRotation.Operation]:
+        """The Safe steps recorded so far, in order."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last moved."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        state: Global___HotWalletRotation.State.ValueType = ...,
+        step: Global___HotWalletRotation.Step.ValueType = ...,
+        old_wallet_address: _builtins.str = ...,
+        new_wallet_address: _builtins.str = ...,
+        operations: _abc.Iterable[Global___HotWalletRotation.Operation] | None = ...,
+        sweep_transaction_hash: _builtins.str = ...,
+        sweep_value_wei: _builtins.str = ...,
+        failure_reason: _builtins.str = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure_reason", b"failure_reason", "name", b"name", "new_wallet_address", b"new_wallet_address", "old_wallet_address", b"old_wallet_address", "operations", b"operations", "state", b"state", "step", b"step", "sweep_transaction_hash", b"sweep_transaction_hash", "sweep_value_wei", b"sweep_value_wei", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HotWalletRotation: _TypeAlias = HotWalletRotation  # noqa: Y015
 
 @_typing.final
 class AdminAuditEntry(_message.Message):

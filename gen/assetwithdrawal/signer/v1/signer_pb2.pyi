@@ -37,6 +37,11 @@ class _PurposeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Purpose.Value
     """A call of the treasury Safe's `execTransaction` with the owners' signatures: it pays the
     listed withdrawals through the vault, or runs the treasury operation of `change`.
     """
+    PURPOSE_GAS_SWEEP: _Purpose.ValueType  # 5
+    """A plain transfer of the wallet's remaining native balance (less the fee) to the chain's
+    treasury Safe, and only there: empty calldata, no items; once per wallet (a replacement
+    at the same nonce is another PURPOSE_GAS_SWEEP).
+    """
 
 class Purpose(_Purpose, metaclass=_PurposeEnumTypeWrapper):
     """Why a transaction is signed; the policy differs per purpose."""
@@ -52,6 +57,11 @@ PURPOSE_NONCE_RELEASE: Purpose.ValueType  # 3
 PURPOSE_SAFE_EXECUTION: Purpose.ValueType  # 4
 """A call of the treasury Safe's `execTransaction` with the owners' signatures: it pays the
 listed withdrawals through the vault, or runs the treasury operation of `change`.
+"""
+PURPOSE_GAS_SWEEP: Purpose.ValueType  # 5
+"""A plain transfer of the wallet's remaining native balance (less the fee) to the chain's
+treasury Safe, and only there: empty calldata, no items; once per wallet (a replacement
+at the same nonce is another PURPOSE_GAS_SWEEP).
 """
 Global___Purpose: _TypeAlias = Purpose  # noqa: Y015
 
@@ -435,26 +445,103 @@ class Wallet(_message.Message):
     ROLE_SAFE_OWNER: Wallet.Role.ValueType  # 2
     """An owner of the treasury Safe: signs Safe transactions."""
 
+    class _State:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Wallet._State.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STATE_UNSPECIFIED: Wallet._State.ValueType  # 0
+        """Never set."""
+        STATE_ACTIVE: Wallet._State.ValueType  # 1
+        """Signs payouts (a hot wallet) or Safe transactions (an owner)."""
+        STATE_RETIRED: Wallet._State.ValueType  # 2
+        """Retired by RetireWallet: signs only replacements and nonce releases at nonces it
+        already signed at, and one gas sweep.
+        """
+
+    class State(_State, metaclass=_StateEnumTypeWrapper):
+        """Whether a key signs new transactions."""
+
+    STATE_UNSPECIFIED: Wallet.State.ValueType  # 0
+    """Never set."""
+    STATE_ACTIVE: Wallet.State.ValueType  # 1
+    """Signs payouts (a hot wallet) or Safe transactions (an owner)."""
+    STATE_RETIRED: Wallet.State.ValueType  # 2
+    """Retired by RetireWallet: signs only replacements and nonce releases at nonces it
+    already signed at, and one gas sweep.
+    """
+
     ADDRESS_FIELD_NUMBER: _builtins.int
     BACKEND_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     """Address, EIP-55 checksummed."""
     backend: _builtins.str
     """Key backend: `keystore`, `pkcs11` or `aws_kms`."""
     role: Global___Wallet.Role.ValueType
     """What the key signs."""
+    state: Global___Wallet.State.ValueType
+    """The key's state."""
     def __init__(
         self,
         *,
         address: _builtins.str = ...,
         backend: _builtins.str = ...,
         role: Global___Wallet.Role.ValueType = ...,
+        state: Global___Wallet.State.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "backend", b"backend", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "backend", b"backend", "role", b"role", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Wallet: _TypeAlias = Wallet  # noqa: Y015
+
+@_typing.final
+class CreateWalletRequest(_message.Message):
+    """Request for CreateWallet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The caller's id of this creation (e.g. the rotation's id), at most 64 characters: the
+    same id again returns the key created for it.
+    """
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateWalletRequest: _TypeAlias = CreateWalletRequest  # noqa: Y015
+
+@_typing.final
+class RetireWalletRequest(_message.Message):
+    """Request for RetireWallet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    """The hot wallet whose key is retired, 0x-prefixed."""
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetireWalletRequest: _TypeAlias = RetireWalletRequest  # noqa: Y015

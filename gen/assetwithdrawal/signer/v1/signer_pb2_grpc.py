@@ -56,6 +56,16 @@ class SignerServiceStub:
                 request_serializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.ListWalletsRequest.SerializeToString,
                 response_deserializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.ListWalletsResponse.FromString,
                 _registered_method=True)
+        self.CreateWallet = channel.unary_unary(
+                '/assetwithdrawal.signer.v1.SignerService/CreateWallet',
+                request_serializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.CreateWalletRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.Wallet.FromString,
+                _registered_method=True)
+        self.RetireWallet = channel.unary_unary(
+                '/assetwithdrawal.signer.v1.SignerService/RetireWallet',
+                request_serializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.RetireWalletRequest.SerializeToString,
+                response_deserializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.Wallet.FromString,
+                _registered_method=True)
 
 
 class SignerServiceServicer:
@@ -86,7 +96,27 @@ class SignerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListWallets(self, request, context):
-        """Lists the wallets whose keys this signer holds.
+        """Lists the wallets whose keys this signer holds, with each key's state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateWallet(self, request, context):
+        """Generates a new hot-wallet key in this signer's key backend (a new keystore file, or a
+        new key pair on the PKCS#11 token) and starts holding it, ACTIVE. AWS KMS keys are
+        created in AWS: FAILED_PRECONDITION KEY_CREATION_UNSUPPORTED. A hot wallets' signer only
+        (an owner's signer: FAILED_PRECONDITION UNKNOWN_WALLET). With the same `request_id`
+        again, the key created for it is returned and nothing is created.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetireWallet(self, request, context):
+        """Retires a hot-wallet key: from then on it signs no new payout or Safe execution, only
+        replacements and nonce releases at nonces it already signed at, and its one gas sweep.
+        Retiring a RETIRED key returns it as is.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,6 +139,16 @@ def add_SignerServiceServicer_to_server(servicer, server):
                     servicer.ListWallets,
                     request_deserializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.ListWalletsRequest.FromString,
                     response_serializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.ListWalletsResponse.SerializeToString,
+            ),
+            'CreateWallet': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWallet,
+                    request_deserializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.CreateWalletRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.Wallet.SerializeToString,
+            ),
+            'RetireWallet': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetireWallet,
+                    request_deserializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.RetireWalletRequest.FromString,
+                    response_serializer=assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.Wallet.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -199,6 +239,60 @@ class SignerService:
             '/assetwithdrawal.signer.v1.SignerService/ListWallets',
             assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.ListWalletsRequest.SerializeToString,
             assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.ListWalletsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWallet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.signer.v1.SignerService/CreateWallet',
+            assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.CreateWalletRequest.SerializeToString,
+            assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.Wallet.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetireWallet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assetwithdrawal.signer.v1.SignerService/RetireWallet',
+            assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.RetireWalletRequest.SerializeToString,
+            assetwithdrawal_dot_signer_dot_v1_dot_signer__pb2.Wallet.FromString,
             options,
             channel_credentials,
             insecure,

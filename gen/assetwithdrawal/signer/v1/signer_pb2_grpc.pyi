@@ -50,7 +50,19 @@ class SignerServiceStub:
     refused it. The signer computes the EIP-712 hash from the fields itself.
     """
     ListWallets: _grpc.UnaryUnaryMultiCallable[_signer_pb2.ListWalletsRequest, _signer_pb2.ListWalletsResponse]
-    """Lists the wallets whose keys this signer holds."""
+    """Lists the wallets whose keys this signer holds, with each key's state."""
+    CreateWallet: _grpc.UnaryUnaryMultiCallable[_signer_pb2.CreateWalletRequest, _signer_pb2.Wallet]
+    """Generates a new hot-wallet key in this signer's key backend (a new keystore file, or a
+    new key pair on the PKCS#11 token) and starts holding it, ACTIVE. AWS KMS keys are
+    created in AWS: FAILED_PRECONDITION KEY_CREATION_UNSUPPORTED. A hot wallets' signer only
+    (an owner's signer: FAILED_PRECONDITION UNKNOWN_WALLET). With the same `request_id`
+    again, the key created for it is returned and nothing is created.
+    """
+    RetireWallet: _grpc.UnaryUnaryMultiCallable[_signer_pb2.RetireWalletRequest, _signer_pb2.Wallet]
+    """Retires a hot-wallet key: from then on it signs no new payout or Safe execution, only
+    replacements and nonce releases at nonces it already signed at, and its one gas sweep.
+    Retiring a RETIRED key returns it as is.
+    """
 
 @_typing.type_check_only
 class SignerServiceAsyncStub(SignerServiceStub):
@@ -74,7 +86,19 @@ class SignerServiceAsyncStub(SignerServiceStub):
     refused it. The signer computes the EIP-712 hash from the fields itself.
     """
     ListWallets: _aio.UnaryUnaryMultiCallable[_signer_pb2.ListWalletsRequest, _signer_pb2.ListWalletsResponse]  # type: ignore[assignment]
-    """Lists the wallets whose keys this signer holds."""
+    """Lists the wallets whose keys this signer holds, with each key's state."""
+    CreateWallet: _aio.UnaryUnaryMultiCallable[_signer_pb2.CreateWalletRequest, _signer_pb2.Wallet]  # type: ignore[assignment]
+    """Generates a new hot-wallet key in this signer's key backend (a new keystore file, or a
+    new key pair on the PKCS#11 token) and starts holding it, ACTIVE. AWS KMS keys are
+    created in AWS: FAILED_PRECONDITION KEY_CREATION_UNSUPPORTED. A hot wallets' signer only
+    (an owner's signer: FAILED_PRECONDITION UNKNOWN_WALLET). With the same `request_id`
+    again, the key created for it is returned and nothing is created.
+    """
+    RetireWallet: _aio.UnaryUnaryMultiCallable[_signer_pb2.RetireWalletRequest, _signer_pb2.Wallet]  # type: ignore[assignment]
+    """Retires a hot-wallet key: from then on it signs no new payout or Safe execution, only
+    replacements and nonce releases at nonces it already signed at, and its one gas sweep.
+    Retiring a RETIRED key returns it as is.
+    """
 
 class SignerServiceServicer(metaclass=_abc_1.ABCMeta):
     """SignerService holds keys (HSM over PKCS#11, or an encrypted keystore in development) and
@@ -113,6 +137,30 @@ class SignerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _signer_pb2.ListWalletsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_signer_pb2.ListWalletsResponse, _abc.Awaitable[_signer_pb2.ListWalletsResponse]]:
-        """Lists the wallets whose keys this signer holds."""
+        """Lists the wallets whose keys this signer holds, with each key's state."""
+
+    @_abc_1.abstractmethod
+    def CreateWallet(
+        self,
+        request: _signer_pb2.CreateWalletRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_signer_pb2.Wallet, _abc.Awaitable[_signer_pb2.Wallet]]:
+        """Generates a new hot-wallet key in this signer's key backend (a new keystore file, or a
+        new key pair on the PKCS#11 token) and starts holding it, ACTIVE. AWS KMS keys are
+        created in AWS: FAILED_PRECONDITION KEY_CREATION_UNSUPPORTED. A hot wallets' signer only
+        (an owner's signer: FAILED_PRECONDITION UNKNOWN_WALLET). With the same `request_id`
+        again, the key created for it is returned and nothing is created.
+        """
+
+    @_abc_1.abstractmethod
+    def RetireWallet(
+        self,
+        request: _signer_pb2.RetireWalletRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_signer_pb2.Wallet, _abc.Awaitable[_signer_pb2.Wallet]]:
+        """Retires a hot-wallet key: from then on it signs no new payout or Safe execution, only
+        replacements and nonce releases at nonces it already signed at, and its one gas sweep.
+        Retiring a RETIRED key returns it as is.
+        """
 
 def add_SignerServiceServicer_to_server(servicer: SignerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
