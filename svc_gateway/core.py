@@ -40,7 +40,7 @@ from svc_gateway.store import ACTOR_PARTNER, Created, WithdrawalStore
 from svc_gateway.validation import NewWithdrawal, validate_create
 from withdrawal_shared import queue, tracing
 from withdrawal_shared.crash_points import crash_point
-from withdrawal_shared.db.models import Withdrawal
+from withdrawal_shared.db.models import Withdrawal, WithdrawalAudit
 from withdrawal_shared.db.reference import ReferenceData
 from withdrawal_shared.errors import FieldViolation, invalid_argument, not_found, quoted
 from withdrawal_shared.ids import is_ulid
@@ -177,6 +177,16 @@ class WithdrawalCore:
             raise not_found(request.name)
         return to_proto(row, await self._reference(), blocks.get(row.payout_tx_id or "", 0))
 
+    def _events_after(
+        self, partner_id: str, withdrawal_id: str, version: int
+    ) -> tuple[Withdrawal | None, Sequence[WithdrawalAudit], int]:
+        """`store.events_after`, and the block of the payout when an event is its COMPLETED."""
+        current, audits = self.store.events_after(partner_id, withdrawal_id, version)
+        completed = any(audit.to_state == State.COMPLETED.value for audit in audits)
+        if current is None or not completed:
+            return current, audits, 0
+        return current, audits, self._blocks([current]).get(current.payout_tx_id or "", 0)
+
     def _blocks(self, rows: Sequence[Withdrawal]) -> dict[str, int]:
         """The mined block of each row's payout transaction, for rows that have been mined."""
         return self.store.block_numbers(
@@ -258,24 +268,28 @@ class WithdrawalCore:
                 last_version = request.resume_after_version
             else:
                 reference = await self._reference()
+                blocks = await self._db(self._blocks, [row])
                 yield withdrawal_pb2.WatchWithdrawalResponse(
                     event_type=withdrawal_pb2.EVENT_TYPE_SNAPSHOT,
-                    withdrawal=to_proto(row, reference),
+                    withdrawal=to_proto(row, reference, blocks.get(row.payout_tx_id or "", 0)),
                 )
                 last_version = row.version
             while True:
-                current, audits = await self._db(
-                    self.store.events_after, caller.partner_id, withdrawal_id, last_version
+                current, audits, block = await self._db(
+                    self._events_after, caller.partner_id, withdrawal_id, last_version
                 )
                 if current is None:
                     return
                 reference = await self._reference()
                 for audit in audits:
+                    event = as_of(current, audit, reference)
+                    if audit.to_state == State.COMPLETED.value:
+                        event.block_number = block  # final at the confirmation depth
                     yield withdrawal_pb2.WatchWithdrawalResponse(
                         event_type=withdrawal_pb2.EVENT_TYPE_REORGED
                         if audit.reorged
                         else withdrawal_pb2.EVENT_TYPE_STATE_CHANGED,
-                        withdrawal=as_of(current, audit, reference),
+                        withdrawal=event,
                         previous_state=withdrawal_pb2.State.Value(f"STATE_{audit.from_state}")
                         if audit.from_state
                         else withdrawal_pb2.STATE_UNSPECIFIED,

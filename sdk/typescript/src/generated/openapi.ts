@@ -785,7 +785,9 @@ export interface components {
             /**
              * Format: uint64
              * @description The block holding the paying transaction (`transaction_hash`), once it is mined; 0
-             *     before, and again after a chain reorganisation took that block away.
+             *     before, and again after a chain reorganisation took that block away. In WatchWithdrawal
+             *     it is set on the first snapshot and on the COMPLETED event (final at the confirmation
+             *     depth), and 0 on the other events.
              */
             readonly blockNumber?: string;
             /** @description Chain identifier; `polygon` when empty. */

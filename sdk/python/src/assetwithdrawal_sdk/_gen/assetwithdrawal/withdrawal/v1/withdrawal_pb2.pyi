@@ -211,7 +211,9 @@ class Withdrawal(_message.Message):
     """
     block_number: _builtins.int
     """The block holding the paying transaction (`transaction_hash`), once it is mined; 0
-    before, and again after a chain reorganisation took that block away.
+    before, and again after a chain reorganisation took that block away. In WatchWithdrawal
+    it is set on the first snapshot and on the COMPLETED event (final at the confirmation
+    depth), and 0 on the other events.
     """
     batch: _builtins.str
     """The CSV batch that created it, `batches/{batch}`; empty for a withdrawal created alone."""
