@@ -249,6 +249,7 @@ class GatewayServer:
             self.settings.portal_session_seconds,
             openapi=openapi,
             max_body_bytes=self.settings.max_body_bytes,
+            explorer_tx_url=self.settings.portal_explorer_tx_url,
         )
 
         def extra_routes(app: web.Application, transcoder: RestTranscoder) -> None:

@@ -76,13 +76,17 @@ class GatewaySettings(StoreSettings):
     """GATEWAY_WORKER_INDEX: which of the GATEWAY_WORKERS processes this is (the first one
     sets it for the others it starts; not set by hand)."""
     shutdown_grace_seconds: float = 10.0
+    """GATEWAY_SHUTDOWN_GRACE_SECONDS: in-flight RPCs get this long after SIGTERM."""
     portal_session_seconds: int = 1800
     """GATEWAY_PORTAL_SESSION_SECONDS: how long a portal sign-in lasts (30 min; the session
     in Redis and its cookie expire together, and are not extended by use)."""
+    portal_explorer_tx_url: str = ""
+    """GATEWAY_PORTAL_EXPLORER_TX_URL: a block explorer's transaction page with `{hash}` where
+    the hash goes (e.g. `https://polygonscan.com/tx/{hash}`); the portal links a withdrawal's
+    transaction hash to it. Empty (the default): the hash is shown as text."""
     webhooks_allow_http_loopback: bool = False
     """WEBHOOKS_ALLOW_HTTP_LOOPBACK (development only): webhook endpoints may be `http` URLs
     on loopback hosts (the sender reads the same variable)."""
-    """GATEWAY_SHUTDOWN_GRACE_SECONDS: in-flight RPCs get this long after SIGTERM."""
 
     @property
     def shares_ports(self) -> bool:
@@ -139,5 +143,22 @@ class GatewaySettings(StoreSettings):
             portal_session_seconds=env_int(
                 "GATEWAY_PORTAL_SESSION_SECONDS", d.portal_session_seconds, minimum=60
             ),
+            portal_explorer_tx_url=explorer_tx_url(
+                env_str("GATEWAY_PORTAL_EXPLORER_TX_URL", d.portal_explorer_tx_url)
+            ),
             webhooks_allow_http_loopback=allow_http_loopback(),
         )
+
+
+def explorer_tx_url(template: str) -> str:
+    """GATEWAY_PORTAL_EXPLORER_TX_URL checked: empty, or an `https://` URL holding `{hash}`
+    once (SettingsError naming the variable otherwise)."""
+    template = template.strip()
+    if not template:
+        return ""
+    if not template.startswith("https://") or template.count("{hash}") != 1:
+        raise SettingsError(
+            "GATEWAY_PORTAL_EXPLORER_TX_URL must be an https:// URL with {hash} once, e.g. "
+            "https://polygonscan.com/tx/{hash}, or empty"
+        )
+    return template

@@ -150,8 +150,10 @@ class Portal:
         *,
         openapi: Mapping[str, Any],
         max_body_bytes: int,
+        explorer_tx_url: str = "",
     ) -> None:
         self._sessions = SessionStore(redis, redis_prefix, session_seconds)
+        self._explorer_tx_url = explorer_tx_url
         self._partner_auth = cores.partner_auth
         self._operator_auth = cores.operator_auth
         partner = PartnerSessionAuth(self._key_for_prefix, cores.executor, cores.limit_for)
@@ -311,12 +313,13 @@ class Portal:
             current_session.reset(token)
         return _json(_session_json(session, self._partner_fields(found)))
 
-    @staticmethod
-    def _partner_fields(caller: Caller) -> dict[str, Any]:
+    def _partner_fields(self, caller: Caller) -> dict[str, Any]:
         return {
             "partner": caller.partner_id,
             "keyPrefix": caller.key_prefix,
             "scopes": sorted(str(s) for s in caller.scopes),
+            # GATEWAY_PORTAL_EXPLORER_TX_URL: where a transaction hash links to ("" = nowhere).
+            "explorerTxUrl": self._explorer_tx_url,
         }
 
     @staticmethod

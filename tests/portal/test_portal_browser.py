@@ -34,6 +34,8 @@ from withdrawal_shared.scopes import Scope
 sync_api = pytest.importorskip("playwright.sync_api")
 
 REPO = Path(__file__).resolve().parents[2]
+EXPLORER = "https://explorer.example/tx/{hash}"
+"""GATEWAY_PORTAL_EXPLORER_TX_URL of the stack: the page links the hash there (never fetched)."""
 SHOTS = REPO / "var" / "portal-screenshots"
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -59,7 +61,10 @@ def stack(
             module_redis_prefix,
             target,
             # A webhook endpoint on loopback can be added; nothing delivers here (no sender).
-            gateway_options={"webhooks_allow_http_loopback": True},
+            gateway_options={
+                "webhooks_allow_http_loopback": True,
+                "portal_explorer_tx_url": EXPLORER,
+            },
         ) as pipeline,
     ):
         yield pipeline
@@ -244,6 +249,9 @@ def test_a_withdrawal_created_in_the_portal_is_watched_to_completed(
     details = page.locator("#details").inner_text()
     assert done.transaction_hash in details
     assert str(done.block_number) in details and done.block_number > 0
+    link = page.locator("#details a", has_text=done.transaction_hash)
+    assert link.get_attribute("href") == EXPLORER.replace("{hash}", done.transaction_hash)
+    assert link.get_attribute("rel") == "noopener noreferrer"
     audit = page.locator("#audit tbody")
     audit.get_by_text("COMPLETED").first.wait_for()
     assert audit.locator("tr").count() >= 5  # RECEIVED … COMPLETED

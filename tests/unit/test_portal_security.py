@@ -91,3 +91,17 @@ def test_the_session_lifetime_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_PORTAL_SESSION_SECONDS", "5")
     with pytest.raises(SettingsError):
         GatewaySettings.from_env()
+
+
+def test_the_explorer_link_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert GatewaySettings.from_env().portal_explorer_tx_url == ""
+    monkeypatch.setenv("GATEWAY_PORTAL_EXPLORER_TX_URL", " https://polygonscan.com/tx/{hash} ")
+    assert GatewaySettings.from_env().portal_explorer_tx_url == "https://polygonscan.com/tx/{hash}"
+    for bad in (
+        "http://polygonscan.com/tx/{hash}",
+        "https://polygonscan.com/tx/",
+        "javascript:{hash}",
+    ):
+        monkeypatch.setenv("GATEWAY_PORTAL_EXPLORER_TX_URL", bad)
+        with pytest.raises(SettingsError, match="GATEWAY_PORTAL_EXPLORER_TX_URL"):
+            GatewaySettings.from_env()

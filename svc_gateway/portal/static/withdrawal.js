@@ -13,6 +13,14 @@
     return [el("dt", {}, label), el("dd", mono ? { class: "mono" } : {}, value === "" || value === undefined ? "—" : value)];
   }
 
+  // The hash, linked to the block explorer's page when the gateway names one
+  // (GATEWAY_PORTAL_EXPLORER_TX_URL).
+  function transactionLink(hash) {
+    const template = (Portal.session() || {}).explorerTxUrl || "";
+    if (!hash || !template || !/^0x[0-9a-fA-F]{64}$/.test(hash)) return hash;
+    return el("a", { href: template.replace("{hash}", hash), rel: "noopener noreferrer", target: "_blank" }, hash);
+  }
+
   function render(w) {
     const dl = document.getElementById("details");
     const block = w.blockNumber && w.blockNumber !== "0" ? w.blockNumber : "";
@@ -23,7 +31,7 @@
       ...detail("Amount", `${w.amount} ${w.token}`),
       ...detail("Recipient", w.recipientAddress, true),
       ...detail("Chain", w.chain),
-      ...detail("Transaction hash", w.transactionHash, true),
+      ...detail("Transaction hash", transactionLink(w.transactionHash), true),
       ...detail("Block", block),
       ...detail("Confirmations", String(w.confirmations || 0)),
       ...detail("Fee", w.fee ? `${w.fee} ${w.feeCurrency}` : ""),
