@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from playwright import sync_api
 
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2
 from tests.support.databases import mariadb_database
@@ -30,8 +31,6 @@ from tests.support.signers import keystore_signer
 from withdrawal_shared.db.api_keys import revoke_api_key
 from withdrawal_shared.db.operators import Role
 from withdrawal_shared.scopes import Scope
-
-sync_api = pytest.importorskip("playwright.sync_api")
 
 REPO = Path(__file__).resolve().parents[2]
 EXPLORER = "https://explorer.example/tx/{hash}"
