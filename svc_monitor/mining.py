@@ -82,8 +82,8 @@ class Mining:
         }
         if receipt.status == 1:
             depth = max(1, report.head - block_number + 1)
-            vault = self._vault_address() if row.kind == "safe_exec" else None
-            outcomes = item_outcomes(row, receipt, vault)
+            vault, numbers = self._safe_exec_items(row)
+            outcomes = item_outcomes(row, receipt, vault, numbers)
             moved = self._rows.in_transaction(
                 row,
                 report,
@@ -117,11 +117,17 @@ class Mining:
         if moved is not None:
             report.reverted += 1
 
-    def _vault_address(self) -> str | None:
-        """The chain's payout vault (whose events a Safe execution's receipt carries)."""
+    def _safe_exec_items(self, row: PayoutRow) -> tuple[str | None, list[int]]:
+        """For a Safe execution: the chain's payout vault (whose events its receipt carries)
+        and the payout numbers of its items; (None, []) for any other row."""
+        if row.kind != "safe_exec":
+            return None, []
         with self._rows.sessions() as session:
             vault = session.get(PayoutVault, self._rows.chain)
-        return vault.address if vault is not None else None
+            numbers = session.scalars(
+                select(PayoutItem.payout_number).where(PayoutItem.payout_tx_id == row.id)
+            ).all()
+        return (vault.address if vault is not None else None), [int(n) for n in numbers]
 
     def adopt(self, session: Session, row: PayoutRow) -> list[Moved]:
         """A REPLACED row's own hash mined: make it the row that counts. Its siblings at the

@@ -2,13 +2,16 @@
 
 A PayoutVault payout pays many withdrawals, each under its own payout number. Its events say
 per item whether it failed (its bit stays unset: nothing was paid for it) or was skipped as
-already paid; every item they do not name was paid. At the confirmation depth a failed item's
-withdrawal goes ON_HOLD, and a skipped one is matched to the payout that paid it.
+already paid; every item they do not name was paid -- except in a treasury Safe's execution
+whose receipt has no `PayoutExecuted` covering the item (the Safe's call did not run): that
+item failed. At the confirmation depth a failed item's withdrawal goes ON_HOLD, and a skipped
+one is matched to the payout that paid it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -43,13 +46,20 @@ def failure_reason(reason: bytes) -> str:
     return decode_revert_data(reason) or "the token reverted without a reason"
 
 
+NOT_RUN_REASON = "the Safe's call to the vault did not run (no PayoutExecuted in the receipt)"
+"""The outcome reason of a Safe execution's item that no `PayoutExecuted` event covers."""
+
+
 def item_outcomes(
-    row: PayoutRow, receipt: Receipt, vault: str | None = None
+    row: PayoutRow, receipt: Receipt, vault: str | None = None, numbers: Collection[int] = ()
 ) -> dict[int, tuple[str, str]]:
     """Payout number -> (FAILED | SKIPPED, reason) from the vault's events; the numbers
     not named were paid. A hot wallet's vault payout calls the vault itself; a treasury Safe's
     execution (`safe_exec`, paying withdrawals) calls the Safe, and the vault's events are in
-    its receipt, read at the chain's vault address `vault`."""
+    its receipt, read at the chain's vault address `vault`. A successful Safe execution need
+    not have run the vault's call (the Safe emits `ExecutionFailure` instead of reverting when
+    `safeTxGas` or `gasPrice` is set): its item `numbers` that no `PayoutExecuted` covers are
+    FAILED (`NOT_RUN_REASON`), never taken as paid."""
     if row.kind == "vault":
         address = row.to_address
     elif row.kind == "safe_exec" and vault:
@@ -62,6 +72,13 @@ def item_outcomes(
     }
     for failed in events.failed:
         outcomes[failed.number] = (Outcome.FAILED, failure_reason(failed.reason))
+    if row.kind == "safe_exec":
+        for number in numbers:
+            covered = any(
+                e.first_number <= number < e.first_number + e.count for e in events.executed
+            )
+            if not covered:
+                outcomes[number] = (Outcome.FAILED, NOT_RUN_REASON)
     return outcomes
 
 
@@ -89,16 +106,20 @@ class VaultItems:
             if item.outcome_reason == OUTFLOW_CAP_REASON.decode()
             else HoldReason.PAYOUT_ITEM_FAILED
         )
+        detail = (
+            f"In transaction {row.tx_hash} ({depth} confirmations) {NOT_RUN_REASON}: "
+            "nothing was paid."
+            if item.outcome_reason == NOT_RUN_REASON
+            else f"In transaction {row.tx_hash} ({depth} confirmations) the payout of this "
+            f"withdrawal failed ({item.outcome_reason}) while the others were paid."
+        )
         return move(
             session,
             withdrawal,
             State.ON_HOLD,
             actor=self._actor,
             reason=reason,
-            message=reason.state_message(
-                f"In transaction {row.tx_hash} ({depth} confirmations) the payout of this "
-                f"withdrawal failed ({item.outcome_reason}) while the others were paid."
-            ),
+            message=reason.state_message(detail),
             fee_wei=fee,
             confirmations=0,
             payout_tx_id=None,

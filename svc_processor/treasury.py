@@ -24,8 +24,11 @@ For the oldest PENDING operation, once no other one holds a Safe nonce:
    like any payout).
 4. `_settle`: the monitor settles the payout row as it settles every payout (mined, reorgs,
    the confirmation depth). Once a row at the payout's (wallet, nonce) is CONFIRMED, its
-   receipt's ExecutionSuccess for the stored hash makes the operation EXECUTED; an
-   ExecutionFailure (the Safe used the nonce, the call failed) makes it FAILED.
+   receipt's ExecutionSuccess for the stored hash makes the operation EXECUTED. An
+   ExecutionFailure for it (the Safe used the nonce, the call failed) would make it FAILED,
+   but the Safe transactions built here never get one: with `safeTxGas` and `gasPrice` both 0,
+   Safe v1.4.1 reverts the whole `execTransaction` when the inner call fails (GS013), so the
+   nonce is not used (below).
 
 When the Safe did not use the nonce (eth_estimateGas says `execTransaction` reverts, so it is
 not sent; it reverted on chain, at the confirmation depth; or the hot wallet's signer refused
@@ -33,7 +36,13 @@ and the row became a nonce release), the operation is not FAILED: its owners' si
 valid at its nonce, and an owner's signer never signs another transaction at a nonce it
 signed (`SAFE_NONCE_ALREADY_SIGNED`), so the treasury can only move past that nonce by
 executing it. It goes back to SIGNED with `failure_reason` = `last attempt: ...` and is sent
-again after RETRY_SECONDS; the operations after it wait.
+again after RETRY_SECONDS (the same calldata, from a new hot-wallet nonce); the operations
+after it wait. The withdrawal of a Safe payout whose execution reverted on chain is ON_HOLD
+`PAYOUT_REVERTED` meanwhile (the monitor, at the confirmation depth), never a hot wallet's
+candidate while its Safe payout is not settled, and is linked to the next attempt's row. A
+stuck execution is replaced at its (wallet, nonce) and a reorganised one sent again as the
+same bytes, as for any payout; the Safe transaction keeps its nonce and hash.
+`tests/stack/test_safe_exec_faults.py` runs these faults on the real stack.
 
 Every step is a compare-and-set on the operation's state and resumes from the database after a
 crash; the Safe nonce makes a second execution impossible on chain.
