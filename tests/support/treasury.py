@@ -36,6 +36,9 @@ CONFIRMATIONS = 2
 """The chain's confirmation depth in this stack (the bootstrap's is 5): a payout, a Safe
 execution and a rotation's sweep settle after two blocks rather than five. These tests are
 about what the Safe, the executor and the rotation do, not about reorganisations."""
+TREASURY_POLL_SECONDS = 0.2
+"""How often the processor's treasury executor and rotation driver pass (a rotation step takes
+a few passes)."""
 
 
 @dataclass
@@ -113,6 +116,7 @@ def treasury_stack(
                 hot,
                 payout_vault=True,
                 safe_owner_signers=owner_targets if executor_in_processor else (),
+                treasury_poll_seconds=TREASURY_POLL_SECONDS,
             )
         )
         w3 = pipeline.w3
