@@ -138,6 +138,7 @@ def running_pipeline(
     emergency_wallets: int = 0,
     sweep_age_seconds: float = 1.0,
     safe_owner_signers: Sequence[str] = (),
+    treasury_poll_seconds: float = 0.5,
     webhooks_allow_http_loopback: bool = False,
     gateway_options: Mapping[str, Any] | None = None,
 ) -> Iterator[Pipeline]:
@@ -153,7 +154,8 @@ def running_pipeline(
     signer's wallets get the EMERGENCY role (`boot.emergency_wallets`). `sweep_age_seconds` is
     how long a withdrawal sits RECEIVED or VALIDATED before the sweeper re-drives it (long: a
     test proves that the queue's tasks alone moved the rows). `safe_owner_signers` are the
-    processor's PROCESSOR_SAFE_OWNER_SIGNERS (its treasury executor then runs every 0.5 s).
+    processor's PROCESSOR_SAFE_OWNER_SIGNERS (its treasury executor then runs every
+    `treasury_poll_seconds`).
     `webhooks_allow_http_loopback` lets the gateway register `http://127.0.0.1` webhook
     endpoints (a local receiver); `gateway_options` are more GatewaySettings fields."""
     with AnvilProcess(block_time=0.5) as anvil:
@@ -204,7 +206,7 @@ def running_pipeline(
                 replacement_bump_pct=replacement_bump_pct,
                 approval_expiry_seconds=approval_expiry_seconds,
                 safe_owner_signers=tuple(safe_owner_signers),
-                treasury_poll_seconds=0.5,
+                treasury_poll_seconds=treasury_poll_seconds,
             )
         )
         assert processor_server.pipeline.batch.stuck_after_blocks == stuck_after_blocks

@@ -3,7 +3,8 @@ PayoutVault), a hot wallets' signer, three owners' signers (SIGNER_ROLE=safe_own
 each), the Safe v1.4.1 contracts, a 2-of-3 treasury Safe of those owners that owns the vault,
 its `safe_treasuries` and `safe_owners` rows, and two admins. The Safe is a vault operator
 (it pays withdrawals above a token's Safe threshold). The first owner's signer is
-stopped once the Safe exists (its target stays first in the processor's list)."""
+stopped once the Safe exists (its target stays first in the processor's list). The chain's
+confirmation depth is CONFIRMATIONS."""
 
 from __future__ import annotations
 
@@ -11,24 +12,33 @@ import contextlib
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import struct_pb2
+from sqlalchemy import update
 
 from assetwithdrawal.admin.v1 import admin_pb2
 from devstack.safe import create_safe, deploy_safe_contracts
 from devstack.vault import set_operator, transfer_vault_ownership
+from svc_processor.server import ProcessorServer
 from svc_signer.settings import ROLE_SAFE_OWNER
 from tests.support.databases import mariadb_database
 from tests.support.gateway import OperatorAccount
 from tests.support.pipeline import Pipeline, running_pipeline, signer_wallets
 from tests.support.signers import keystore_signer
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
-from withdrawal_shared.db.models import SafeOwner, SafeTreasury
+from withdrawal_shared.db.models import Chain, SafeOwner, SafeTreasury
 from withdrawal_shared.db.operators import Role
 from withdrawal_shared.db.transitions import utcnow
 
 CHAIN = "polygon"
+CONFIRMATIONS = 2
+"""The chain's confirmation depth in this stack (the bootstrap's is 5): a payout, a Safe
+execution and a rotation's sweep settle after two blocks rather than five. These tests are
+about what the Safe, the executor and the rotation do, not about reorganisations."""
+TREASURY_POLL_SECONDS = 0.2
+"""How often the processor's treasury executor and rotation driver pass (a rotation step takes
+a few passes)."""
 
 
 @dataclass
@@ -106,6 +116,7 @@ def treasury_stack(
                 hot,
                 payout_vault=True,
                 safe_owner_signers=owner_targets if executor_in_processor else (),
+                treasury_poll_seconds=TREASURY_POLL_SECONDS,
             )
         )
         w3 = pipeline.w3
@@ -120,6 +131,9 @@ def treasury_stack(
         engine = make_engine(database)
         stack.callback(engine.dispose)
         with make_sessionmaker(engine).begin() as session:
+            session.execute(
+                update(Chain).where(Chain.name == CHAIN).values(confirmations=CONFIRMATIONS)
+            )
             session.add(
                 SafeTreasury(
                     chain=CHAIN,
@@ -145,3 +159,26 @@ def treasury_stack(
             pipeline.gateway.add_operator(f"alice-{secrets.token_hex(3)}", Role.ADMIN),
             pipeline.gateway.add_operator(f"bob-{secrets.token_hex(3)}", Role.ADMIN),
         )
+
+
+@contextlib.contextmanager
+def processor_executor_paused(stack: TreasuryStack) -> Iterator[None]:
+    """The processor's treasury executor and rotation driver skip their passes, as in a
+    processor without PROCESSOR_SAFE_OWNER_SIGNERS (a test then drives executors itself); the
+    pass running when this is entered has finished. Its sweeper and batcher go on."""
+    server = cast(ProcessorServer, stack.pipeline.processor.server)
+    treasury, rotations = server.treasury.run_once, server.rotations.run_once
+    server.treasury.run_once = _skip  # type: ignore[method-assign]
+    server.rotations.run_once = _skip  # type: ignore[method-assign]
+    try:
+        # Its passes run on the one "payouts" thread: whatever was queued there before is done
+        # once a no-op queued after it has run.
+        server._payer.submit(_skip).result(timeout=60)
+        yield
+    finally:
+        server.treasury.run_once = treasury  # type: ignore[method-assign]
+        server.rotations.run_once = rotations  # type: ignore[method-assign]
+
+
+def _skip() -> None:
+    return None
