@@ -71,7 +71,7 @@ from bench.batch_upload import (
     upload,
     write_csv,
 )
-from bench.e2e import SERVICE_NAMES, _pcts, process_pids
+from bench.e2e import SERVICE_NAMES, _pcts, find_pids, process_pids
 from bench.load import (
     AMOUNT,
     LoadPlan,
@@ -105,7 +105,8 @@ def ingest_file(
     pid = stack.pid("gateway")
     assert pid is not None, "the gateway is not running"
     before = status_kib(pid, "VmRSS")
-    meter = CpuMeter(pid, {})
+    mariadb = find_pids("mariadbd")
+    meter = CpuMeter(pid, {"mariadbd": mariadb[0] if mariadb else None})
     meter.start()
     sampler = RssSampler(pid).start()
     answer = upload(args.transport, stack, key, f"ingest-{tag}-{secrets.token_hex(4)}", path)
@@ -140,6 +141,8 @@ def ingest_file(
         "gateway_peak_mb": mib(peak),
         "gateway_growth_mb": mib(peak - before) if before is not None else None,
         "gateway_cpu_seconds": None if cpu["gateway"] is None else round(cpu["gateway"], 2),
+        # The machine's one MariaDB server: whatever else uses it meanwhile is counted too.
+        "mariadbd_cpu_seconds": None if cpu["mariadbd"] is None else round(cpu["mariadbd"], 2),
     }
 
 
@@ -204,7 +207,8 @@ def _ingest_line(result: dict[str, Any]) -> str:
         f"({result['rows_per_second']} rows/s); stored {result['stored_rows']:,}, queued "
         f"{result['queue_lines']:,} lines in {result['queue_tasks']} tasks; gateway RSS "
         f"{result['gateway_rss_before_mb']} -> peak {result['gateway_peak_mb']} MB "
-        f"(+{result['gateway_growth_mb']}); {result['error']}"
+        f"(+{result['gateway_growth_mb']}); CPU s gateway {result['gateway_cpu_seconds']}, "
+        f"mariadbd {result['mariadbd_cpu_seconds']}; {result['error']}"
     ).rstrip("; ")
 
 
