@@ -156,8 +156,13 @@ def run_ingest(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     big = work / "ingest-big.csv"
     references = not args.no_client_references
     say(f"writing {args.rows:,} and {args.big_rows:,} rows ...")
-    small_bytes = write_csv(small, run_id, "small", args.rows, references=references)
-    big_bytes = write_csv(big, run_id, "big", args.big_rows, references=references)
+    checksummed = args.checksummed
+    small_bytes = write_csv(
+        small, run_id, "small", args.rows, references=references, checksummed=checksummed
+    )
+    big_bytes = write_csv(
+        big, run_id, "big", args.big_rows, references=references, checksummed=checksummed
+    )
     defaults = GatewaySettings()
     raised = {
         "GATEWAY_BATCH_MAX_ROWS": str(max(args.big_rows, defaults.batch_max_rows)),
@@ -590,6 +595,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="ingest files without the client_reference column",
     )
+    parser.add_argument(
+        "--checksummed",
+        action="store_true",
+        help="ingest files whose recipients are in EIP-55 mixed case (each row's checksum "
+        "is checked)",
+    )
     parser.add_argument("--transport", choices=("rest", "grpc"), default="rest")
     parser.add_argument(
         "--seconds", type=float, default=300.0, help="seconds of sustained submissions"
@@ -635,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
         "ingest_rows": args.rows,
         "ingest_big_rows": args.big_rows,
         "ingest_client_references": not args.no_client_references,
+        "ingest_checksummed_recipients": args.checksummed,
         "ingest_pipeline": "processor and monitor paused (SIGSTOP): the gateway alone works",
         "sustained_seconds": args.seconds,
         "sustained_batch_rows": args.batch_rows,
