@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from eth_utils.address import to_checksum_address
+
 from bench.load import AMOUNT
 
 UPLOAD_PATH = "/v1/batches"
@@ -40,10 +42,16 @@ def recipient_of(run_id: str, tag: str, index: int) -> str:
     return "0x" + hashlib.sha256(f"bench-batch/{run_id}/{tag}/{index}".encode()).hexdigest()[:40]
 
 
-def csv_lines(run_id: str, tag: str, rows: int, *, references: bool = True) -> Iterator[str]:
+def csv_lines(
+    run_id: str, tag: str, rows: int, *, references: bool = True, checksummed: bool = False
+) -> Iterator[str]:
+    """The file's lines; `checksummed` writes each recipient in its EIP-55 mixed case (the
+    gateway then checks every row's checksum)."""
     yield HEADER if references else HEADER_NO_REFERENCES
     for index in range(rows):
         recipient = recipient_of(run_id, tag, index)
+        if checksummed:
+            recipient = to_checksum_address(recipient)
         if references:
             yield f"{recipient},{AMOUNT},USDC,{run_id}-{tag}-{index}\n"
         else:
@@ -54,11 +62,19 @@ def csv_bytes(run_id: str, tag: str, rows: int, *, references: bool = True) -> b
     return "".join(csv_lines(run_id, tag, rows, references=references)).encode()
 
 
-def write_csv(path: Path, run_id: str, tag: str, rows: int, *, references: bool = True) -> int:
+def write_csv(
+    path: Path,
+    run_id: str,
+    tag: str,
+    rows: int,
+    *,
+    references: bool = True,
+    checksummed: bool = False,
+) -> int:
     """Write the file; its size in bytes."""
     with path.open("w", encoding="utf-8", newline="") as out:
         buffer: list[str] = []
-        for line in csv_lines(run_id, tag, rows, references=references):
+        for line in csv_lines(run_id, tag, rows, references=references, checksummed=checksummed):
             buffer.append(line)
             if len(buffer) >= 10_000:
                 out.write("".join(buffer))

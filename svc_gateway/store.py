@@ -453,6 +453,7 @@ class WithdrawalStore:
             with self.engine.connect() as own:
                 assigned = assigned_tiers(own, users)
         bucket = bucket_of(now)
+        any_limit = policy.any_limit  # once: a batch plans thousands of rows at a time
         plans: list[_Plan] = []
         for partner_id, new in items:
             tier = ""
@@ -460,7 +461,7 @@ class WithdrawalStore:
                 tier = assigned.get((partner_id, new.user_ref)) or policy.default_tier(partner_id)
             priority = new.priority or policy.default_priority(tier)
             limits = None
-            if policy.any_limit:
+            if any_limit:
                 limits = item_limits(
                     policy, partner_id, new.user_ref, new.token.id, new.amount, tier
                 )

@@ -56,6 +56,42 @@ class UlidGenerator:
             random_part = self._last_random & ((1 << _RANDOM_BITS) - 1)
             return _encode(now << _RANDOM_BITS | random_part)
 
+    def many(self, count: int) -> list[str]:
+        """`count` ids at once, in order, as `count` calls would make them within one
+        millisecond (one lock, one clock read; the 48-bit time part encoded once): a batch
+        file's rows take theirs a chunk at a time."""
+        if count <= 0:
+            return []
+        with self._lock:
+            now = time.time_ns() // 1_000_000
+            if now <= self._last_ms:
+                now = self._last_ms
+                first = self._last_random + 1
+            else:
+                first = int.from_bytes(os.urandom(10), "big") >> 1
+            self._last_ms = now
+            self._last_random = first + count - 1
+        mask = (1 << _RANDOM_BITS) - 1
+        if (first & mask) + count - 1 > mask:  # pragma: no cover - 2^79 of headroom
+            return [_encode(now << _RANDOM_BITS | (first + i) & mask) for i in range(count)]
+        p = _PAIRS
+        # Bits 80 and up are the time alone: its ten digits are the same for every id.
+        head = _encode(now << _RANDOM_BITS)[:10]
+        ids = []
+        for value in range(first & mask, (first & mask) + count):
+            ids.append(
+                head
+                + p[value >> 70 & 1023]
+                + p[value >> 60 & 1023]
+                + p[value >> 50 & 1023]
+                + p[value >> 40 & 1023]
+                + p[value >> 30 & 1023]
+                + p[value >> 20 & 1023]
+                + p[value >> 10 & 1023]
+                + p[value & 1023]
+            )
+        return ids
+
 
 new_ulid = UlidGenerator()
 """A 26-character ULID, lowercase Crockford base32."""

@@ -11,11 +11,12 @@ stay column dicts for SQLAlchemy's executemany (`ColumnValues`)."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from typing import Any
 
 from svc_gateway.store import ACTOR_PARTNER, _Plan, received_audit
 from svc_gateway.validation import NewWithdrawal
-from withdrawal_shared.db.audit import GENESIS, NEW_SNAPSHOT_TEXT, audit_hash
+from withdrawal_shared.db.audit import GENESIS, NEW_SNAPSHOT_TEXT, occur_time_text
 from withdrawal_shared.db.sql_text import BACKSLASH_ESCAPES, QUOTES_ONLY
 from withdrawal_shared.ids import new_ulid
 from withdrawal_shared.states import State
@@ -60,6 +61,9 @@ AUDIT_COLUMNS = (
     "snapshot",
 )
 RECEIVED = State.RECEIVED.value
+_QUOTED_KEPT = 64
+ID_BLOCK = 2000
+"""Withdrawal ids taken from the generator at once (`UlidGenerator.many`)."""
 
 
 class ColumnValues:
@@ -77,25 +81,33 @@ class ColumnValues:
         self.now = now
         self.actor = ACTOR_PARTNER + partner_id
         self.trace_context = trace_context
+        # The audit hash's fields (`audit_hash`) but the id, reason and message are the
+        # same for every row of the batch: joined once.
+        self._hash_head = f"{GENESIS}\x1f"
+        self._hash_middle = f"\x1f1\x1f\x1f{RECEIVED}\x1f{self.actor}\x1f"
+        self._hash_tail = f"\x1f0\x1f{occur_time_text(now)}\x1f{NEW_SNAPSHOT_TEXT}"
+        self._ids: list[str] = []
+
+    def new_id(self) -> str:
+        """The next withdrawal id (a block of `ID_BLOCK` taken at once)."""
+        if not self._ids:
+            self._ids = new_ulid.many(ID_BLOCK)
+            self._ids.reverse()
+        return self._ids.pop()
+
+    def digest(self, withdrawal_id: str, reason: str, message: str) -> str:
+        """`audit_hash` of the row's first audit row (RECEIVED, at the batch's time)."""
+        text = (
+            self._hash_head + withdrawal_id + self._hash_middle + reason + "\x1f" + message
+        ) + self._hash_tail
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def columns(
         self, line: int, new: NewWithdrawal, plan: _Plan
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        withdrawal_id = new_ulid()
+        withdrawal_id = self.new_id()
         reason, message = received_audit(new, plan)
-        digest = audit_hash(
-            prev_hash=GENESIS,
-            withdrawal_id=withdrawal_id,
-            version=1,
-            from_state="",
-            to_state=RECEIVED,
-            actor=self.actor,
-            reason=reason,
-            message=message,
-            reorged=False,
-            occur_time=self.now,
-            snapshot=NEW_SNAPSHOT_TEXT,
-        )
+        digest = self.digest(withdrawal_id, reason, message)
         withdrawal = {
             "id": withdrawal_id,
             "partner_id": self.partner_id,
@@ -169,34 +181,37 @@ class SqlValues(ColumnValues):
         self._audit_tail = f",0,{time},'{GENESIS}',"
         self._snapshot = q(NEW_SNAPSHOT_TEXT)
         self._trace = "NULL" if trace_context is None else q(trace_context)
+        self._quoted: dict[str, str] = {}
 
     def quote(self, text: str) -> str:
         return "'" + text.translate(self._table) + "'"
 
+    def _remember(self, text: str) -> str:
+        """`text` quoted, and kept for the next rows (at most `_QUOTED_KEPT` texts)."""
+        quoted = self.quote(text)
+        if len(self._quoted) < _QUOTED_KEPT:
+            self._quoted[text] = quoted
+        return quoted
+
     def rows(self, line: int, new: NewWithdrawal, plan: _Plan) -> tuple[str, str]:
         q = self.quote
-        withdrawal_id = new_ulid()
+        withdrawal_id = self.new_id()
         reason, message = received_audit(new, plan)
-        digest = audit_hash(
-            prev_hash=GENESIS,
-            withdrawal_id=withdrawal_id,
-            version=1,
-            from_state="",
-            to_state=RECEIVED,
-            actor=self.actor,
-            reason=reason,
-            message=message,
-            reorged=False,
-            occur_time=self.now,
-            snapshot=NEW_SNAPSHOT_TEXT,
-        )
+        digest = self.digest(withdrawal_id, reason, message)
         bucket = "NULL" if plan.limit_bucket is None else str(plan.limit_bucket)
-        reason_q, message_q = q(reason), q(message)
+        # The few texts every row repeats (the chain, the priority, the audit reason and
+        # message) are quoted once each.
+        quoted = self._quoted
+        reason_q = quoted.get(reason) or self._remember(reason)
+        message_q = quoted.get(message) or self._remember(message)
+        chain_q = quoted.get(new.chain) or self._remember(new.chain)
+        priority_q = quoted.get(plan.priority.value) or self._remember(plan.priority.value)
+        user_ref_q = q(new.user_ref) if new.user_ref else "''"
         withdrawal = (
             f"('{withdrawal_id}',{self._partner},{q(new.request_id)},'{new.fingerprint}',"
-            f"{q(new.client_reference)},{q(new.chain)},{new.token.id},{q(new.recipient)},"
-            f"{int(new.amount)},{q(plan.priority.value)},{self._created}{reason_q},{message_q},"
-            f"0,1,'{digest}',{self._times}{q(new.user_ref)},{bucket},{self._batch},{line},"
+            f"{q(new.client_reference)},{chain_q},{new.token.id},{q(new.recipient)},"
+            f"{int(new.amount)},{priority_q},{self._created}{reason_q},{message_q},"
+            f"0,1,'{digest}',{self._times}{user_ref_q},{bucket},{self._batch},{line},"
             f"{self._trace})"
         )
         audit = (

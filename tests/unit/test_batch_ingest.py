@@ -53,7 +53,7 @@ PLANS = [
 
 
 def fixed_ulid(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
-    monkeypatch.setattr("svc_gateway.batches.sql_rows.new_ulid", lambda: value)
+    monkeypatch.setattr(ColumnValues, "new_id", lambda self: value)
     monkeypatch.setattr("svc_gateway.store.new_ulid", lambda: value)
 
 
@@ -168,6 +168,29 @@ def test_ulids_are_crockford_base32_of_the_time_and_randomness() -> None:
     made = [ids.new_ulid() for _ in range(1_000)]
     assert made == sorted(made) and len(set(made)) == 1_000
     assert all(ids.is_ulid(i) for i in made)
+
+
+def test_ulids_made_many_at_once_are_those_made_one_by_one_in_one_millisecond(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made = [ids.new_ulid(), *ids.new_ulid.many(2_000), ids.new_ulid()]
+    assert made == sorted(made) and len(set(made)) == len(made)
+    assert all(ids.is_ulid(i) for i in made) and ids.new_ulid.many(0) == []
+    ms = 1_700_000_000_123
+    monkeypatch.setattr(ids.time, "time_ns", lambda: ms * 1_000_000)
+    generator = ids.UlidGenerator()
+    first = generator()
+    one_by_one = [generator() for _ in range(5)]
+    at_once = ids.UlidGenerator()
+    at_once._last_ms, at_once._last_random = generator._last_ms, generator._last_random - 5
+    assert at_once.many(5) == one_by_one
+    assert first < one_by_one[0] and first[:10] == one_by_one[0][:10]
+
+
+def test_a_batch_takes_each_row_s_id_once_in_order() -> None:
+    values = ColumnValues("p", BATCH, NOW)
+    taken = [values.new_id() for _ in range(5_000)]
+    assert taken == sorted(taken) and len(set(taken)) == 5_000
 
 
 def test_a_source_left_early_is_closed_in_its_thread() -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from eth_utils.address import is_checksum_address, to_checksum_address
 from hypothesis import given
 from hypothesis import strategies as st
 
-from withdrawal_shared.addresses import AddressError, parse_address
+from withdrawal_shared.addresses import AddressError, is_eip55, parse_address
 from withdrawal_shared.amounts import AmountError, format_amount, parse_amount
 from withdrawal_shared.chain.erc20 import CalldataError, decode_transfer, encode_transfer
 from withdrawal_shared.chain.fees import FeeCapExceeded, FeePolicy, price
@@ -31,6 +32,15 @@ def test_addresses() -> None:
     for bad in ("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD", "0x" + "0" * 40, "0x12"):
         with pytest.raises(AddressError):
             parse_address(bad)
+
+
+@given(st.binary(min_size=20, max_size=20), st.integers(min_value=0, max_value=39))
+def test_the_eip55_check_is_eth_utils_s(address: bytes, flip: int) -> None:
+    checksummed = to_checksum_address("0x" + address.hex())
+    body = checksummed[2:]
+    flipped = "0x" + body[:flip] + body[flip].swapcase() + body[flip + 1 :]
+    for text in (checksummed, flipped, checksummed.lower(), "0x" + body.upper()):
+        assert is_eip55(text) == is_checksum_address(text), text
 
 
 @given(st.binary(min_size=20, max_size=20), st.integers(min_value=0, max_value=2**256 - 1))

@@ -90,11 +90,16 @@ def audit_hash(
         reason,
         message,
         "1" if reorged else "0",
-        occur_time.strftime("%Y-%m-%dT%H:%M:%S.%f"),
+        occur_time_text(occur_time),
     ]
     if snapshot is not None:
         fields.append(snapshot)
     return chain_digest(fields)
+
+
+def occur_time_text(occur_time: dt.datetime) -> str:
+    """The occur_time as `audit_hash` hashes it."""
+    return occur_time.strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
 def chain_digest(fields: list[str]) -> str:
