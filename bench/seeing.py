@@ -10,8 +10,12 @@ Both variants are `bench.e2e`'s batched variant, run by its `run_variant` (a `Ha
 their own, the open-loop gRPC generators, the same measurements and exactly-once verdict).
 They differ only in who watches:
 
-- plain: `OTEL_SDK_DISABLED=true` (tracing off whatever the environment says); the services
-  serve /metrics as always and nobody scrapes it;
+- plain: `make bench-e2e`'s services as they are: no OTLP endpoint (the
+  `OTEL_EXPORTER_OTLP_*ENDPOINT` variables emptied, so tracing is off whatever the environment
+  says), the metrics recorded and served on /metrics as always, nobody scraping them. Not
+  `OTEL_SDK_DISABLED=true`: that turns the OpenTelemetry metrics SDK off too (every instrument
+  a no-op, /metrics without the services' own series), so the plain run would skip the
+  metrics' recording that every run of the services pays;
 - seen: every service exports its spans over OTLP/HTTP (`OTEL_EXPORTER_OTLP_ENDPOINT`) to
   `devstack.otlp_receiver`, a process of its own on loopback, with
   `OTEL_TRACES_SAMPLER=always_on` (every span of every trace; the batch span processor at the
@@ -72,6 +76,8 @@ PIPELINE = (*SERVICE_NAMES, "anvil", "redis", "mariadbd", "generator")
 """The processes whose CPU per 1,000 COMPLETED is summed and compared."""
 OBSERVERS = ("otlp_receiver", "prometheus")
 """Reported apart: in production they run elsewhere."""
+PLAIN_ENV = {"OTEL_EXPORTER_OTLP_ENDPOINT": "", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ""}
+"""Tracing off (no endpoint: `withdrawal_shared.tracing.wanted()`), the metrics SDK left on."""
 TOLERANCE = 0.10
 SPANS_WAIT_S = 30.0
 """How long the end of a run waits for the last spans (the SDK exports every 5 s by default)."""
@@ -195,7 +201,7 @@ def run_plain(args: argparse.Namespace, batch_items: int) -> dict[str, Any]:
         batch_items,
         args.drain,
         must_drain=True,
-        env={"OTEL_SDK_DISABLED": "true"},
+        env=PLAIN_ENV,
         confirmations=args.confirmations,
         block_time=args.block_time,
     )
@@ -461,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     config = {
         "benchmark": "seeing",
         "variants": {
-            "plain": "OTEL_SDK_DISABLED=true; /metrics served, not scraped",
+            "plain": "no OTLP endpoint (tracing off); metrics recorded, /metrics served, "
+            "not scraped",
             "seen": "OTLP/HTTP export of every span (OTEL_TRACES_SAMPLER=always_on) to a "
             "receiver process on loopback; Prometheus scraping every service",
         },

@@ -34,6 +34,7 @@ What the services add by hand, through the helpers below:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import re
@@ -57,10 +58,12 @@ ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 _SCOPE = "withdrawal_shared.tracing"
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 """A version-00 W3C `traceparent`, the form `traceparent()` writes."""
-_UNTRACED_SERVICES = (
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1alpha.ServerReflection",
-    "grpc.reflection.v1.ServerReflection",
+_UNTRACED_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
 )
 
 
@@ -100,7 +103,6 @@ def configure(service: str) -> bool:
     from opentelemetry.instrumentation.grpc import (
         GrpcAioInstrumentorServer,
         GrpcInstrumentorClient,
-        filters,
     )
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -108,20 +110,48 @@ def configure(service: str) -> bool:
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     name = os.environ.get("OTEL_SERVICE_NAME", "").strip() or service
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
+    provider = TracerProvider(resource=_hashed_once(Resource.create({SERVICE_NAME: name})))
     processor = BatchSpanProcessor(OTLPSpanExporter())
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
-    untraced = filters.negate(
-        filters.any_of(*(filters.service_name(s) for s in _UNTRACED_SERVICES))
-    )
-    GrpcAioInstrumentorServer(filter_=untraced).instrument()  # type: ignore[no-untyped-call]
-    GrpcInstrumentorClient(filter_=untraced).instrument()  # type: ignore[no-untyped-call]
+    GrpcAioInstrumentorServer(filter_=_traced_call).instrument()  # type: ignore[no-untyped-call]
+    GrpcInstrumentorClient(filter_=_traced_call).instrument()  # type: ignore[no-untyped-call]
     _state.tracer = trace.get_tracer(_SCOPE)
     _state.shutdown = provider.shutdown
     _state.processor, _state.resource = processor, provider.resource
     _state.scope = InstrumentationScope(_SCOPE)
     return True
+
+
+def _hashed_once(resource: Resource) -> Resource:
+    """`resource` with its hash computed once. The OTLP encoder groups every batch's spans by
+    resource, hashing it once per span, and `Resource.__hash__` is a sorted JSON dump of its
+    attributes each time (about 6 µs, of the 25-30 µs a state change span costs to encode)."""
+    from opentelemetry.sdk.resources import Resource
+
+    class _HashedOnce(Resource):
+        _hash: int | None = None
+
+        def __hash__(self) -> int:
+            if self._hash is None:
+                self._hash = super().__hash__()
+            return self._hash
+
+    return _HashedOnce(resource.attributes, resource.schema_url)
+
+
+def _traced_call(details: Any) -> bool:
+    """The gRPC instrumentation's filter: every call but the health checks' and reflection's.
+
+    `details` is the server's call details (`.method`) or the client interceptor's call info
+    (`.full_method`), the method as `/package.Service/Method`. Built from the
+    instrumentation's own `filters` (three `service_name`) this choice cost 48 µs on every
+    call, client and server (runtime `Protocol` isinstance checks and path normalisation per
+    filter); a set lookup costs 0.3 µs."""
+    method = getattr(details, "method", None) or getattr(details, "full_method", None) or ""
+    if isinstance(method, bytes):
+        method = method.decode()
+    return str(method).lstrip("/").rpartition("/")[0] not in _UNTRACED_SERVICES
 
 
 def shutdown() -> None:
@@ -166,6 +196,14 @@ def _span_context(header: str | None) -> SpanContext | None:
     standard propagator."""
     if not header:
         return None
+    return _parsed_span_context(header)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parsed_span_context(header: str) -> SpanContext | None:
+    """`_span_context` of a non-empty header, remembered: a withdrawal's stored context is
+    read again for each of its state changes and for the links of every batch and payout
+    span that works on it, mostly within seconds (a SpanContext is immutable)."""
     from opentelemetry import trace
     from opentelemetry.trace import SpanContext, TraceFlags
 
@@ -194,17 +232,19 @@ def _extract(header: str | None) -> Context | None:
 
 
 def _links(headers: Sequence[str | None]) -> list[Link]:
-    from opentelemetry import trace
+    """A link to each distinct context the headers name (empty and malformed ones left out)."""
     from opentelemetry.trace import Link
 
     links: list[Link] = []
     seen: set[str] = set()
     for header in headers:
-        context = _extract(header)
-        if context is None or header in seen:
+        if not header or header in seen:
             continue
-        seen.add(header or "")
-        links.append(Link(trace.get_current_span(context).get_span_context()))
+        remote = _span_context(header)
+        if remote is None:
+            continue
+        seen.add(header)
+        links.append(Link(remote))
     return links
 
 

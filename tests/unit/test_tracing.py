@@ -5,12 +5,14 @@ withdrawal, queue tasks carrying the context, and log lines carrying the span's 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -240,3 +242,39 @@ def test_the_task_carries_the_context() -> None:
     assert (
         events_pb2.WithdrawalTask.FromString(encode_task("w1", Priority.STANDARD)).traceparent == ""
     )
+
+
+def test_the_grpc_instrumentation_leaves_out_health_checks_and_reflection_only() -> None:
+    @dataclasses.dataclass
+    class ServerCall:  # what the server interceptor filters on
+        method: str | bytes
+
+    @dataclasses.dataclass
+    class ClientCall:  # the client interceptor's call info
+        full_method: str
+
+    create = "/assetwithdrawal.withdrawal.v1.WithdrawalService/CreateWithdrawal"
+    assert tracing._traced_call(ServerCall(create))
+    assert tracing._traced_call(ServerCall(create.encode()))
+    assert tracing._traced_call(ClientCall("/assetwithdrawal.signer.v1.SignerService/Sign"))
+    assert not tracing._traced_call(ServerCall("/grpc.health.v1.Health/Check"))
+    assert not tracing._traced_call(ClientCall("/grpc.health.v1.Health/Watch"))
+    for reflection in (
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ):
+        assert not tracing._traced_call(ServerCall(f"/{reflection}/ServerReflectionInfo"))
+
+
+def test_the_resource_is_hashed_once_and_equals_its_original() -> None:
+    original = Resource.create({SERVICE_NAME: "gateway"})
+    hashed = tracing._hashed_once(original)
+    assert hashed == original and hash(hashed) == hash(original)
+    assert dict(hashed.attributes) == dict(original.attributes)
+    assert {hashed: 1}[original] == 1  # the OTLP encoder groups spans by resource
+
+
+def test_links_name_each_distinct_context_once() -> None:
+    links = tracing._links([STORED, None, "", "garbage", STORED, OTHER])
+    assert [f"{link.context.span_id:016x}" for link in links] == [STORED[36:52], OTHER[36:52]]
+    assert tracing._span_context(STORED) is tracing._span_context(STORED)  # parsed once
