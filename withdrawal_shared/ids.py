@@ -24,7 +24,15 @@ def _encode(value: int) -> str:
         + p[value >> 100 & 1023]
         + p[value >> 90 & 1023]
         + p[value >> 80 & 1023]
-        + p[value >> 70 & 1023]
+        + _encode_low(value)
+    )
+
+
+def _encode_low(value: int) -> str:
+    """The last 16 digits of `_encode(value)`: its low 80 bits."""
+    p = _PAIRS
+    return (
+        p[value >> 70 & 1023]
         + p[value >> 60 & 1023]
         + p[value >> 50 & 1023]
         + p[value >> 40 & 1023]
@@ -74,23 +82,10 @@ class UlidGenerator:
         mask = (1 << _RANDOM_BITS) - 1
         if (first & mask) + count - 1 > mask:  # pragma: no cover - 2^79 of headroom
             return [_encode(now << _RANDOM_BITS | (first + i) & mask) for i in range(count)]
-        p = _PAIRS
         # Bits 80 and up are the time alone: its ten digits are the same for every id.
         head = _encode(now << _RANDOM_BITS)[:10]
-        ids = []
-        for value in range(first & mask, (first & mask) + count):
-            ids.append(
-                head
-                + p[value >> 70 & 1023]
-                + p[value >> 60 & 1023]
-                + p[value >> 50 & 1023]
-                + p[value >> 40 & 1023]
-                + p[value >> 30 & 1023]
-                + p[value >> 20 & 1023]
-                + p[value >> 10 & 1023]
-                + p[value & 1023]
-            )
-        return ids
+        low = first & mask
+        return [head + _encode_low(value) for value in range(low, low + count)]
 
 
 new_ulid = UlidGenerator()
