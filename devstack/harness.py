@@ -306,8 +306,13 @@ class HarnessStack:
         self.boot = runner._bootstrap(wallets, owners)
         runner._write_stack_json(self.boot)
         self._after_bootstrap()
-        for service in (runner.gateway, runner.processor, runner.monitor, runner.webhooks):
-            self._start_service(service)
+        # Side by side, as `make up` starts them: each waits for SERVING after all were spawned.
+        started = [
+            (service, runner._spawn(service))
+            for service in (runner.gateway, runner.processor, runner.monitor, runner.webhooks)
+        ]
+        for service, child in started:
+            runner._wait_serving(service, child)
         bases = {s.name: s for s in (runner.gateway, runner.processor, runner.monitor)}
         for name, count in cfg.replicas.items():
             for index in range(2, count + 1):
@@ -557,10 +562,6 @@ class HarnessStack:
         for index in range(self.config.rpc_proxies):
             self.proxies.append(FaultProxy(upstream, seed=index).start())
         self.services_rpc_url = ",".join(p.url for p in self.proxies)
-
-    def _start_service(self, service: Service) -> None:
-        assert self._runner is not None
-        self._runner._start_service(service)
 
     def _create_keystores(self, runner: _HarnessRunner) -> None:
         """Every key the signer and the owner signers will hold, written before they start
