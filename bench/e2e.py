@@ -226,6 +226,8 @@ def run_variant(
         }
         result["cpu"] = _cpu(cpu_before, cpu_after, report.cpu_seconds, result["completed"])
         result["restarts"] = {name: stack.restarts(name) for name in stack.service_names}
+        result["treasury_safe"] = stack.result.treasury_safe
+        result["vault_owner"] = stack.vault_owner
         if observed is not None:
             result["observed"] = observed
         result["load_at_end"] = uptime_load()

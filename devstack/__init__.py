@@ -20,10 +20,19 @@ What it runs, in order:
    (default 2) hot wallets, each with its own key and nonce sequence: var/signer/keystore.json,
    keystore-1.json, ... and one password file, created on first start and kept between runs);
    once its gRPC health reports SERVING, `SignerService.ListWallets` names the hot wallets.
+   Beside it, at the same time, the treasury Safe's three **owner signers** (`safe_owner_1..3`,
+   `SIGNER_ROLE=safe_owner`, each one keystore key in var/safe_owner_<n>/keystore.json with its
+   password file, kept between runs; ports `STACK_SAFE_OWNER_PORT` 50060-50062, health
+   50063-50065 with TLS, metrics 9106-9108); ListWallets names each one's owner key.
+   `STACK_TREASURY_SAFE=0` leaves them, and the Safe, out.
 5. **Bootstrap** (`bootstrap.py`, idempotent): deploy the test USDC, point the `tokens` row at
    it, register every hot wallet ListWallets named, the treasury and the token, fund each hot
    wallet with 100 POL and 1,000,000 USDC, deploy the PayoutVault with every hot wallet as an
-   operator, ensure partner `dev-partner` and its development API key.
+   operator, deploy Safe v1.4.1 and create the 2-of-3 treasury Safe of the owner keys, make it
+   a vault operator and hand it the vault (without STACK_TREASURY_SAFE the deployer key, anvil
+   dev account 0, keeps it), ensure partner `dev-partner` and its development API key.
+   The processor gets the owner signers as PROCESSOR_SAFE_OWNER_SIGNERS: the vault's owner
+   functions (operators, pause, outflow cap, sweep) run as treasury changes through the Safe.
 6. **svc_gateway**, **svc_processor**, **svc_monitor**, each waited for until SERVING, and the
    gateway's REST port until `GET /healthz` answers. A service whose `__main__.py` does not exist
    yet is skipped with a warning.

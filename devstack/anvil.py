@@ -55,6 +55,7 @@ __all__ = [
     "rpc",
     "set_automine",
     "set_balance",
+    "set_block_gas_limit",
     "set_interval_mining",
     "set_next_block_base_fee",
     "snapshot",
@@ -396,6 +397,11 @@ def set_automine(w3: Web3, enabled: bool) -> None:
 def set_interval_mining(w3: Web3, seconds: int) -> None:
     """Mine a block every `seconds` (`evm_setIntervalMining`); 0 turns interval mining off."""
     rpc(w3, "evm_setIntervalMining", [seconds])
+
+
+def set_block_gas_limit(w3: Web3, gas_limit: int) -> None:
+    """The gas limit of the blocks mined from now on (`evm_setBlockGasLimit`)."""
+    rpc(w3, "evm_setBlockGasLimit", [hex(gas_limit)])
 
 
 def reorg(

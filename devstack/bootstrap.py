@@ -16,7 +16,9 @@ With anvil dev account 0 as deployer and treasury:
    to 1,000,000 USDC, and it is
    recorded in `payout_vaults` and `system_addresses` (`payout_contract`). The processor then
    pays through it in batches; without it, one ERC-20 transfer per withdrawal;
-   with `treasury_safe_owners` (off by default; needs the vault), the treasury Safe takes the
+   with `treasury_safe_owners` (empty by default here; needs the vault; `make up` and the
+   harness stacks pass their three owner signers' keys unless STACK_TREASURY_SAFE=0 or
+   `HarnessConfig.treasury_safe=False`), the treasury Safe takes the
    vault over: the Safe v1.4.1 contracts are deployed once per chain (`devstack.safe`; three
    transactions, the largest, SafeL2, 5.3M gas: the block gas limit must allow it), a Safe
    with those owners and `treasury_safe_threshold` is created (its address follows from the

@@ -29,9 +29,9 @@ def _port(stack_var: str, service_var: str | None, default: int) -> int:
 
 
 SAFE_OWNERS = 3
-"""With STACK_TREASURY_SAFE: the treasury Safe's owners, one signer process each."""
+"""The treasury Safe's owners (STACK_TREASURY_SAFE, on by default), one signer process each."""
 SAFE_THRESHOLD = 2
-"""With STACK_TREASURY_SAFE: the owners' signatures the treasury Safe needs."""
+"""The owners' signatures the treasury Safe needs."""
 
 BACKGROUND_SERVICES = ("processor", "monitor", "signer", "webhooks")
 """Services off the API's request path: they run at `StackConfig.batch_nice`."""
@@ -99,22 +99,23 @@ class StackConfig:
     `<NAME>_NICE`, unless that is set), so that on cores they share with the gateway an API
     request is served before work that can wait a few milliseconds (a batch waits up to a
     second for company anyway); 0 runs all at the same priority."""
-    treasury_safe: bool = False
-    """STACK_TREASURY_SAFE: a 2-of-3 treasury Safe owns the PayoutVault (the bootstrap's
-    `treasury_safe_owners`), its three owner keys each in its own signer process
-    (SIGNER_ROLE=safe_owner, a keystore under `<var>/safe_owner_<n>/`), and the processor's
-    treasury executor calls them (PROCESSOR_SAFE_OWNER_SIGNERS). Off by default: the
-    deployer key then owns the vault, as the development tools that call the vault's owner
-    functions from it expect."""
+    treasury_safe: bool = True
+    """STACK_TREASURY_SAFE (on by default; `0` turns it off): a 2-of-3 treasury Safe (v1.4.1)
+    owns the PayoutVault (the bootstrap's `treasury_safe_owners`), its three owner keys each in
+    its own signer process (`safe_owner_1..3`, SIGNER_ROLE=safe_owner, one keystore key under
+    `<var>/safe_owner_<n>/`), and the processor's treasury executor calls them
+    (PROCESSOR_SAFE_OWNER_SIGNERS): the vault's owner functions (operators, pause, outflow
+    cap, sweep) then run only through treasury changes (`treasury.*`, `awctl changes`). Off:
+    no Safe and no owner signers; the deployer key (anvil dev account 0) owns the vault."""
     safe_owner_port: int = 50060
     """STACK_SAFE_OWNER_PORT: the first owner signer's gRPC port; the others take the next
-    ones (with STACK_TREASURY_SAFE)."""
+    two (with STACK_TREASURY_SAFE)."""
     safe_owner_health_port: int = 50063
     """STACK_SAFE_OWNER_HEALTH_PORT: with TLS on, the first owner signer's plaintext health
-    port; the others take the next ones."""
+    port; the others take the next two."""
     safe_owner_metrics_port: int = 9106
     """STACK_SAFE_OWNER_METRICS_PORT: the first owner signer's /metrics; the others take the
-    next ones."""
+    next two."""
     service_users: bool = False
     """STACK_SERVICE_USERS: with a MySQL/MariaDB DATABASE_URL, each service connects as its own
     least-privileged user (`withdrawal_shared.db.grants`), created after the migrations; the
@@ -155,7 +156,7 @@ class StackConfig:
             emergency_wallets=env_int("STACK_EMERGENCY_WALLETS", 1, minimum=0),
             batch_nice=env_int("STACK_BATCH_NICE", 10, minimum=0),
             service_users=env_bool("STACK_SERVICE_USERS", False),
-            treasury_safe=env_bool("STACK_TREASURY_SAFE", False),
+            treasury_safe=env_bool("STACK_TREASURY_SAFE", True),
             safe_owner_port=_port("STACK_SAFE_OWNER_PORT", None, 50060),
             safe_owner_health_port=_port("STACK_SAFE_OWNER_HEALTH_PORT", None, 50063),
             safe_owner_metrics_port=_port("STACK_SAFE_OWNER_METRICS_PORT", None, 9106),
@@ -329,6 +330,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         found: int = sock.getsockname()[1]
         return found
+
+
+def free_ports_in_a_row(count: int, host: str = "127.0.0.1") -> int:
+    """The first of `count` consecutive ports nothing listens on, each claimed like
+    `free_port`'s (for settings such as STACK_SAFE_OWNER_PORT, whose next ports go to the
+    next owner signers)."""
+    for _ in range(50):
+        first = free_port(host)
+        taken = [first]
+        for port in range(first + 1, first + count):
+            if port > 65535 or not port_is_free(port, host) or not _claim(port):
+                break
+            taken.append(port)
+        if len(taken) == count:
+            return first
+        for port in taken:  # give back what this try claimed
+            (PORT_CLAIMS / str(port)).unlink(missing_ok=True)
+    raise OSError(f"found no {count} free consecutive ports on {host}")
 
 
 def check_ports(config: StackConfig) -> list[str]:

@@ -18,10 +18,19 @@ test or a benchmark may kill, flush and restart it freely without harming anythi
 - **RPC**: with `rpc_proxies=n` the services reach anvil only through n fault-injecting
   JSON-RPC proxies (`chaos.fault_proxy`), as a comma-separated
   `CHAIN_RPC_URL`, so they fail over between them; `proxies` lets the caller switch faults on.
-- **Services**: the four `svc_*` as real processes under a `Supervisor` polled by a thread of
+- **Services**: the five `svc_*` as real processes under a `Supervisor` polled by a thread of
   its own; `kill(name)` SIGKILLs one (its whole process group), and the supervisor restarts it
   after `restart_delay` seconds. Their output goes to `var_dir/logs/<name>.log`, the
   supervisor's own lines to `var_dir/logs/harness.log`.
+- **Treasury Safe** (`treasury_safe`, on by default, as in `make up`): three more signer
+  processes, `safe_owner_1..3` (SIGNER_ROLE=safe_owner, one keystore key each under
+  `var_dir/safe_owner_<n>/`, ports of their own, the same TLS as the signer), start beside the
+  signer; the bootstrap creates a 2-of-3 Safe v1.4.1 of their keys and hands it the
+  PayoutVault, and every processor gets PROCESSOR_SAFE_OWNER_SIGNERS. The vault's owner
+  functions then run only through treasury changes (`treasury.*`). The owner signers are not
+  in `service_names` (the chaos faults leave them alone) but `kill`, `wait_serving` and
+  `serving` take their names. The Safe's deployment needs a 6M-gas block: a lower `gas_limit`
+  applies from the end of the bootstrap on.
 
 `env` applies to every service, `service_env[name]` to one (e.g. the crash-point variables of
 `withdrawal_shared.crash_points` for the processor alone).
@@ -48,13 +57,14 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
-from devstack.anvil import AnvilProcess, set_automine, set_interval_mining
+from devstack.anvil import AnvilProcess, set_automine, set_block_gas_limit, set_interval_mining
 from devstack.bootstrap import BootstrapResult
-from devstack.config import StackConfig, free_port
+from devstack.config import SAFE_OWNERS, StackConfig, free_port, free_ports_in_a_row
 from devstack.probes import health_status
 from devstack.redis_server import RedisHandle, start_redis_server
 from devstack.runner import CHAIN, Service, Stack
 from devstack.supervisor import Child, ChildSpec, Supervisor
+from svc_signer.keys.keystore import create_keystore, keystore_paths, resolve_password
 from withdrawal_shared.chain.types import POLYGON_CHAIN_ID
 from withdrawal_shared.db import grants
 from withdrawal_shared.db.models import Chain
@@ -67,6 +77,12 @@ SERVICES = ("signer", "gateway", "processor", "monitor", "webhooks")
 REPLICABLE = ("gateway", "processor", "monitor")
 """The services `HarnessConfig.replicas` may run several of."""
 MARIADB_DEFAULT = "mysql+pymysql://root:@127.0.0.1:3306/"
+KEYSTORE_KDF_ITERATIONS = 2
+"""pbkdf2 rounds of the harness's keystores (throwaway keys of a throwaway chain, created before
+the signers start): opening one costs nothing, where scrypt's default costs about a second of
+CPU per key to create and another to open (`_create_keystores`)."""
+SAFE_DEPLOYMENT_GAS_LIMIT = 6_000_000
+"""The block gas limit the bootstrap needs with a treasury Safe (deploying SafeL2 takes 5.3M)."""
 
 
 @dataclass
@@ -75,6 +91,8 @@ class HarnessConfig:
     """Logs, keystore and (with `database="sqlite"`) the database file live here."""
     block_time: float = 2.0
     gas_limit: int = 60_000_000
+    """The block gas limit (with `treasury_safe`, from the end of the bootstrap on when it is
+    below `SAFE_DEPLOYMENT_GAS_LIMIT`)."""
     database: str = "mariadb"
     """`mariadb` (a database of its own on `mariadb_url`'s server) or `sqlite`."""
     mariadb_url: str = field(
@@ -108,6 +126,10 @@ class HarnessConfig:
     their own and the same database, Redis and chain; a processor replica gets its own
     `PROCESSOR_REPLICA` (so its own consumer name), and the monitors elect their leader by
     their lease."""
+    treasury_safe: bool = True
+    """A 2-of-3 treasury Safe owns the PayoutVault, its owner keys in three signer processes of
+    their own (`StackConfig.treasury_safe`, as `make up` does by default); False: the deployer
+    key (anvil dev account 0) owns it."""
 
 
 class _HarnessRunner(Stack):
@@ -125,7 +147,7 @@ class _HarnessRunner(Stack):
             port=self.config.anvil_port,
             chain_id=POLYGON_CHAIN_ID,
             block_time=None if float(cfg.block_time).is_integer() else cfg.block_time,
-            gas_limit=cfg.gas_limit,
+            gas_limit=self.harness.bootstrap_gas_limit,
             log_path=self.config.logs_dir / "anvil.log",
             quiet=True,
         )
@@ -235,6 +257,7 @@ class HarnessStack:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.redis = start_redis_server(self.logs_dir / "redis.log")
         self.database_url = self._create_database()
+        owner_ports = self._owner_ports()
         stack_config = StackConfig(
             var_dir=self.var_dir,
             anvil_port=free_port(),
@@ -257,6 +280,10 @@ class HarnessStack:
             startup_timeout=cfg.startup_timeout,
             hot_wallets=cfg.hot_wallets,
             emergency_wallets=cfg.emergency_wallets,
+            treasury_safe=cfg.treasury_safe,
+            safe_owner_port=owner_ports[0],
+            safe_owner_health_port=owner_ports[1],
+            safe_owner_metrics_port=owner_ports[2],
         )
         self._sup_out = (self.logs_dir / "harness.log").open("a", encoding="utf-8")
         self._supervisor = Supervisor(
@@ -274,13 +301,18 @@ class HarnessStack:
         runner._start_redis()
         runner._prepare_database()
         self._create_service_users(runner)
-        self._start_service(runner.signer)
-        wallets = runner._signer_wallets()
-        self.boot = runner._bootstrap(wallets)
+        self._create_keystores(runner)
+        wallets, owners = runner._start_signers()
+        self.boot = runner._bootstrap(wallets, owners)
         runner._write_stack_json(self.boot)
         self._after_bootstrap()
-        for service in (runner.gateway, runner.processor, runner.monitor, runner.webhooks):
-            self._start_service(service)
+        # Side by side, as `make up` starts them: each waits for SERVING after all were spawned.
+        started = [
+            (service, runner._spawn(service))
+            for service in (runner.gateway, runner.processor, runner.monitor, runner.webhooks)
+        ]
+        for service, child in started:
+            runner._wait_serving(service, child)
         bases = {s.name: s for s in (runner.gateway, runner.processor, runner.monitor)}
         for name, count in cfg.replicas.items():
             for index in range(2, count + 1):
@@ -369,6 +401,19 @@ class HarnessStack:
         return self.boot
 
     @property
+    def vault_owner(self) -> str | None:
+        """Who owns the PayoutVault now, read from the chain: the treasury Safe
+        (`result.treasury_safe`) unless `treasury_safe` is off."""
+        from withdrawal_shared.chain.payout import payout_vault_contract
+
+        if self.result.payout_vault is None:
+            return None
+        owner: str = (
+            payout_vault_contract(self.web3(), self.result.payout_vault).functions.owner().call()
+        )
+        return owner
+
+    @property
     def api_key(self) -> str:
         return self.result.api_key
 
@@ -410,7 +455,7 @@ class HarnessStack:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
-        self.kills[name] += 1
+        self.kills[name] = self.kills.get(name, 0) + 1  # an owner signer's first kill adds it
         return process.pid
 
     def respawn(self, name: str, env: Mapping[str, str]) -> None:
@@ -438,7 +483,26 @@ class HarnessStack:
     def _services(self) -> list[Service]:
         assert self._runner is not None
         r = self._runner
-        return [r.signer, r.gateway, r.processor, r.monitor, r.webhooks, *self.replicas]
+        return [r.signer, r.gateway, r.processor, r.monitor, r.webhooks, *self.replicas, *r.owners]
+
+    @property
+    def owner_names(self) -> list[str]:
+        """The treasury Safe's owner signers (`safe_owner_1`, …); none without it."""
+        assert self._runner is not None
+        return [owner.name for owner in self._runner.owners]
+
+    @property
+    def owner_targets(self) -> list[str]:
+        """The gRPC address of each owner signer (the processors' PROCESSOR_SAFE_OWNER_SIGNERS)."""
+        assert self._runner is not None
+        return [owner.target for owner in self._runner.owners]
+
+    @property
+    def bootstrap_gas_limit(self) -> int:
+        """anvil's block gas limit until the end of the bootstrap."""
+        if self.config.treasury_safe:
+            return max(self.config.gas_limit, SAFE_DEPLOYMENT_GAS_LIMIT)
+        return self.config.gas_limit
 
     @property
     def service_names(self) -> list[str]:
@@ -499,13 +563,45 @@ class HarnessStack:
             self.proxies.append(FaultProxy(upstream, seed=index).start())
         self.services_rpc_url = ",".join(p.url for p in self.proxies)
 
-    def _start_service(self, service: Service) -> None:
-        assert self._runner is not None
-        self._runner._start_service(service)
+    def _create_keystores(self, runner: _HarnessRunner) -> None:
+        """Every key the signer and the owner signers will hold, written before they start
+        with a cheap KDF (`KEYSTORE_KDF_ITERATIONS`) under the password each will read; they
+        open these like any keystore instead of creating their own."""
+        for service in (runner.signer, *runner.owners):
+            env = {**runner.env_for(service), **self.config.service_env.get(service.name, {})}
+            if env.get("SIGNER_KEY_BACKEND", "keystore") != "keystore":
+                continue
+            password = resolve_password(
+                password_file=Path(env["SIGNER_KEYSTORE_PASSWORD_FILE"]), environ=env
+            )
+            count = int(env["SIGNER_KEYSTORE_COUNT"])
+            for path in keystore_paths(Path(env["SIGNER_KEYSTORE_PATH"]), count):
+                if not path.exists():
+                    create_keystore(
+                        path, password, kdf="pbkdf2", iterations=KEYSTORE_KDF_ITERATIONS
+                    )
+
+    def _owner_ports(self) -> tuple[int, int, int]:
+        """The first owner signer's (gRPC, health, metrics) ports, each the first of a run of
+        `SAFE_OWNERS` free ones (the others take the next); StackConfig's defaults, unused,
+        without a treasury Safe."""
+        if not self.config.treasury_safe:
+            return (
+                StackConfig.safe_owner_port,
+                StackConfig.safe_owner_health_port,
+                StackConfig.safe_owner_metrics_port,
+            )
+        return (
+            free_ports_in_a_row(SAFE_OWNERS),
+            free_ports_in_a_row(SAFE_OWNERS),
+            free_ports_in_a_row(SAFE_OWNERS),
+        )
 
     def _after_bootstrap(self) -> None:
         cfg = self.config
         w3 = self.web3()
+        if self.bootstrap_gas_limit != cfg.gas_limit:
+            set_block_gas_limit(w3, cfg.gas_limit)
         if float(cfg.block_time).is_integer():
             set_automine(w3, False)
             set_interval_mining(w3, int(cfg.block_time))

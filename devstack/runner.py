@@ -1,4 +1,5 @@
-"""`make up`, step by step: ports, anvil, Redis, database, signer, bootstrap, the rest, curls.
+"""`make up`, step by step: ports, anvil, Redis, database, the signer and the treasury Safe's
+owner signers, bootstrap, the rest, curls.
 
 `main()` returns the process exit code: 0 after a clean stop (Ctrl-C in the terminal, or
 SIGINT or SIGTERM sent to this process alone, once the stack was up), 1 when start-up failed
@@ -208,7 +209,7 @@ class Stack:
         self.processor = Service("processor", "svc_processor", config.processor_port)
         self.monitor = Service("monitor", "svc_monitor", config.monitor_port)
         self.webhooks = Service("webhooks", "svc_webhooks", config.webhooks_port)
-        # STACK_TREASURY_SAFE: the treasury Safe's owners, one signer process each.
+        # STACK_TREASURY_SAFE (on by default): the treasury Safe's owners, one signer each.
         self.owners = [
             Service(
                 f"safe_owner_{index}",
@@ -310,11 +311,15 @@ class Stack:
         self._checkpoint()
 
         wallets: list[str] = []
+        owners: list[str] = []
         if self.signer in services:
-            self._start_service(self.signer)
-            wallets = self._signer_wallets()
+            wallets, owners = self._start_signers()
             self._checkpoint()
-        owners = self._start_owners() if self.signer in services else []
+        if not self.owners:
+            self.sup.say(
+                "no treasury Safe (STACK_TREASURY_SAFE=0): the deployer key (anvil dev account "
+                "0) owns the PayoutVault"
+            )
         result = self._bootstrap(wallets, owners)
         self._start_block_interval()
         self._checkpoint()
@@ -622,13 +627,21 @@ class Stack:
         count = min(self.config.emergency_wallets, max(0, len(wallets) - 1))
         return wallets[len(wallets) - count :] if count else []
 
-    def _start_owners(self) -> list[str]:
-        """Start the owner signers (STACK_TREASURY_SAFE) and return their owner keys."""
+    def _start_signers(self) -> tuple[list[str], list[str]]:
+        """Start the hot wallets' signer and the treasury Safe's owner signers (with
+        STACK_TREASURY_SAFE) side by side, each creating or opening its keystore meanwhile,
+        and return (the hot wallets, the owner keys)."""
+        started = [(service, self._spawn(service)) for service in (self.signer, *self.owners)]
+        for service, child in started:
+            self._wait_serving(service, child)
+        return self._signer_wallets(), self._owner_keys()
+
+    def _owner_keys(self) -> list[str]:
+        """The owner key each owner signer holds (exactly one each), in their order."""
         import grpc
 
         owners: list[str] = []
         for service in self.owners:
-            self._start_service(service)
             try:
                 held = list_wallets(service.target, tls=self.tls.get("bootstrap"))
             except grpc.RpcError as exc:
@@ -640,7 +653,6 @@ class Stack:
                 raise StackError(f"{service.name} holds {len(held)} keys, not one owner key")
             self.sup.say(f"{service.name} holds treasury Safe owner key {held[0][0]}")
             owners.append(held[0][0])
-            self._checkpoint()
         return owners
 
     def _bootstrap(self, wallets: list[str], owners: Sequence[str] = ()) -> BootstrapResult:

@@ -34,6 +34,9 @@ def test_bench_e2e_smoke(tmp_path: Path) -> None:
         assert verdict["double_payments"] == verdict["contract_skips"] == 0, name
         assert result["first_inclusion_s"]["never"] == result["completed_s"]["never"] == 0
         assert result["gas_per_withdrawal"] > 0
+        # The harness's treasury Safe (on by default, as in `make up`) owns the vault.
+        assert result["treasury_safe"] is not None, name
+        assert result["vault_owner"] == result["treasury_safe"], name
         for process in ("gateway", "processor", "signer", "monitor", "anvil", "generator"):
             assert result["cpu"][process]["cpu_seconds"] is not None, (name, process)
     # One withdrawal per transaction in the baseline; the batched run groups them.

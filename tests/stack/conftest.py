@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from devstack.config import free_port
+from devstack.config import SAFE_OWNERS, free_port, free_ports_in_a_row
+from svc_signer.keys.keystore import create_keystore, write_private_file
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,10 +86,31 @@ class StackRun:
             "STACK_MONITOR_PORT",
             "STACK_WEBHOOKS_PORT",
         )
-        return {name: int(self.env[name]) for name in names}
+        ports = {name: int(self.env[name]) for name in names}
+        first = int(self.env["STACK_SAFE_OWNER_PORT"])  # the treasury Safe's owner signers
+        ports.update({f"owner signer {i + 1}": first + i for i in range(SAFE_OWNERS)})
+        return ports
 
 
-def stack_env(var_dir: Path, redis_url: str, redis_prefix: str) -> dict[str, str]:
+def owner_keystores(var_dir: Path) -> None:
+    """The treasury Safe owner signers' keystores, made ahead with a cheap KDF (pbkdf2, 2
+    rounds, as `tests/support/signers.py` does) where `make up` would spend about two seconds
+    of scrypt CPU on each; `test_make_up_pays_a_withdrawal_and_stops_cleanly` leaves them to
+    the owner signers."""
+    for index in range(1, SAFE_OWNERS + 1):
+        directory = var_dir / f"safe_owner_{index}"
+        password = secrets.token_urlsafe(16)
+        write_private_file(directory / "keystore.password", password.encode("ascii"))
+        create_keystore(directory / "keystore.json", password, kdf="pbkdf2", iterations=2)
+
+
+def stack_env(
+    var_dir: Path, redis_url: str, redis_prefix: str, *, ready_owner_keystores: bool = True
+) -> dict[str, str]:
+    """`make up`'s environment with free ports and a var/ of its own; the owner signers'
+    keystores made ahead (`owner_keystores`) unless `ready_owner_keystores` is false."""
+    if ready_owner_keystores:
+        owner_keystores(var_dir)
     env = dict(os.environ)
     env.pop("DATABASE_URL", None)  # the default: a fresh SQLite file under AWS_VAR_DIR
     env.pop("STACK_HOT_WALLETS", None)  # the default: two hot wallets
@@ -114,12 +137,22 @@ def stack_env(var_dir: Path, redis_url: str, redis_prefix: str) -> dict[str, str
         "STACK_PROCESSOR_METRICS_PORT",
         "STACK_SIGNER_METRICS_PORT",
         "STACK_MONITOR_METRICS_PORT",
+        "STACK_WEBHOOKS_METRICS_PORT",
     ):
         port = free_port()
         while str(port) in taken:  # each picked alone: two may coincide
             port = free_port()
         taken.add(str(port))
         env[name] = str(port)
+    # The treasury Safe's three owner signers (on by default) take each of these and the next
+    # two ports.
+    for name in (
+        "STACK_SAFE_OWNER_PORT",
+        "STACK_SAFE_OWNER_HEALTH_PORT",
+        "STACK_SAFE_OWNER_METRICS_PORT",
+    ):
+        env[name] = str(free_ports_in_a_row(SAFE_OWNERS))
+    env.pop("STACK_TREASURY_SAFE", None)  # the default: on
     return env
 
 
@@ -156,7 +189,8 @@ def stop(run: StackRun) -> None:
 
 @pytest.fixture
 def stack_env_for_test(tmp_path: Path, redis_url: str, redis_prefix: str) -> dict[str, str]:
-    return stack_env(tmp_path / "var", redis_url, redis_prefix)
+    # `make up` as a user runs it: every signer creates its own keystore.
+    return stack_env(tmp_path / "var", redis_url, redis_prefix, ready_owner_keystores=False)
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ from web3 import Web3
 
 from tests.stack.conftest import REPO, StackRun, launch, port_open, stack_env, stop
 from withdrawal_shared.chain.contracts import balance_of
+from withdrawal_shared.chain.payout import payout_vault_contract
+from withdrawal_shared.chain.safe import safe_owners, safe_threshold
 
 pytestmark = pytest.mark.chain
 
@@ -71,6 +73,17 @@ def test_make_up_pays_a_withdrawal_and_stops_cleanly(stack: StackRun) -> None:
     assert all(Web3.is_checksum_address(w) for w in hot_wallets)
     assert (stack.var_dir / "signer" / "keystore-1.json").exists()
     assert Web3.is_checksum_address(info["payout_contract"])
+    # STACK_TREASURY_SAFE (on by default): a 2-of-3 Safe of three owner signers' keys, each in a
+    # keystore of its own under var/, owns the vault; the processor calls those signers.
+    owner_port = int(stack.env["STACK_SAFE_OWNER_PORT"])
+    assert info["safe_owner_signers"] == [f"127.0.0.1:{owner_port + i}" for i in range(3)]
+    for index in (1, 2, 3):
+        assert len(list((stack.var_dir / f"safe_owner_{index}").glob("keystore*.json"))) == 1
+    safe = info["treasury_safe"]
+    assert Web3.is_checksum_address(safe)
+    chain = Web3(Web3.HTTPProvider(info["rpc_url"]))
+    assert payout_vault_contract(chain, info["payout_contract"]).functions.owner().call() == safe
+    assert safe_threshold(chain, safe) == 2 and len(set(safe_owners(chain, safe))) == 3
     assert info["database_url"] == f"sqlite:///{stack.var_dir / 'withdrawals.sqlite3'}"
     assert info["redis_url"] == stack.env["REDIS_URL"]
     # The key is kept in stack.json only: the printed curls read it from there, and neither the
