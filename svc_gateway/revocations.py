@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 PING_SECONDS = 0.5
 TRUST_SECONDS = 1.5
 RECONNECT_SECONDS = 0.5
+CLOSE_SECONDS = 1.0
 
 
 class RevocationListener:
@@ -33,19 +34,28 @@ class RevocationListener:
         self._channel = channel
         self._auth = auth
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="revocations")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Cancel the listener and wait for it. The loops also stop on a flag, and the cancel
+        is repeated: a cancel that lands inside the Redis client's own timeout handling of
+        `get_message` can be taken for that timeout and swallowed."""
+        task = self._task
+        if task is None:
+            return
+        self._stopping = True
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=CLOSE_SECONDS)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             try:
                 await self._listen()
             except asyncio.CancelledError:
@@ -64,7 +74,7 @@ class RevocationListener:
         try:
             await pubsub.subscribe(self._channel)
             last_ping = time.monotonic()
-            while True:
+            while not self._stopping:
                 message = await pubsub.get_message(timeout=PING_SECONDS)
                 now = time.monotonic()
                 if message is not None:
@@ -84,5 +94,9 @@ class RevocationListener:
                     await pubsub.ping()
         finally:
             self._auth.trust_until(float("-inf"))
+            # Bounded: closing hands the connection back to the client's pool, which can wait
+            # on the pool while the task is being cancelled at shutdown; the listener must
+            # never hold up the gateway's stop.
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                async with asyncio.timeout(CLOSE_SECONDS):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
