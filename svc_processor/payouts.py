@@ -38,6 +38,7 @@ broadcast, re-sent and replaced as usual.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -126,6 +127,17 @@ class CallDraft:
     priority: str = "STANDARD"
 
 
+def _active_wallet(session: Session, address: str) -> HotWallet:
+    """The hot wallet's row, locked; `_NothingLinked` when a rotation switched it meanwhile
+    (no longer ACTIVE: it takes no new nonce)."""
+    wallet = session.scalars(
+        select(HotWallet).where(HotWallet.address == address).with_for_update()
+    ).one()
+    if wallet.state != WalletState.ACTIVE:
+        raise _NothingLinked
+    return wallet
+
+
 class _NothingLinked(Exception):
     """Internal: every member moved meanwhile, or the wallet is no longer ACTIVE (a rotation
     made it DRAINING after it was picked: `svc_processor.rotation`); roll the reservation
@@ -183,11 +195,7 @@ class Payouts:
                 # committed before this point forbids the reservation; one committing later
                 # waits for this transaction (svc_processor/pauses.py).
                 check_reservation(session, self.chain, {m.token_id for m in draft.members})
-                wallet = session.scalars(
-                    select(HotWallet).where(HotWallet.address == draft.wallet).with_for_update()
-                ).one()
-                if wallet.state != WalletState.ACTIVE:  # a rotation switched it meanwhile
-                    raise _NothingLinked
+                wallet = _active_wallet(session, draft.wallet)
                 vault = None
                 if draft.kind == Kind.VAULT:
                     vault = session.scalars(
@@ -202,23 +210,13 @@ class Payouts:
                 payments = [payment for _, payment in linked]
                 calldata = draft.build_calldata(payments)
                 session.add(
-                    PayoutTransaction(
-                        id=payout_id,
-                        chain=self.chain,
-                        wallet=draft.wallet,
-                        nonce=wallet.next_nonce,
-                        to_address=draft.to_address,
-                        raw_tx=calldata,  # calldata until signed
-                        calldata=calldata,
-                        tx_hash=f"reserved:{payout_id}",
-                        gas_limit=draft.gas_limit,
-                        max_fee_per_gas=draft.fees.max_fee_per_gas,
-                        max_priority_fee_per_gas=draft.fees.max_priority_fee_per_gas,
-                        state=PayoutState.RESERVED,
-                        create_time=now,
-                        update_time=now,
-                        kind=draft.kind,
-                        priority=most_urgent(m.priority for m in members).value,
+                    self._reserved_row(
+                        payout_id,
+                        wallet,
+                        draft,
+                        calldata,
+                        most_urgent(m.priority for m in members).value,
+                        now,
                     )
                 )
                 session.flush()
@@ -247,6 +245,36 @@ class Payouts:
         )
         return payout_id
 
+    def _reserved_row(
+        self,
+        payout_id: str,
+        wallet: HotWallet,
+        draft: Draft | CallDraft,
+        calldata: bytes,
+        priority: str,
+        now: dt.datetime,
+    ) -> PayoutTransaction:
+        """The RESERVED row of a payout or call at `wallet`'s next nonce (its calldata stands
+        in for the raw transaction until it is signed)."""
+        return PayoutTransaction(
+            id=payout_id,
+            chain=self.chain,
+            wallet=draft.wallet,
+            nonce=wallet.next_nonce,
+            to_address=draft.to_address,
+            raw_tx=calldata,  # calldata until signed
+            calldata=calldata,
+            tx_hash=f"reserved:{payout_id}",
+            gas_limit=draft.gas_limit,
+            max_fee_per_gas=draft.fees.max_fee_per_gas,
+            max_priority_fee_per_gas=draft.fees.max_priority_fee_per_gas,
+            state=PayoutState.RESERVED,
+            create_time=now,
+            update_time=now,
+            kind=draft.kind,
+            priority=priority,
+        )
+
     def reserve_call(self, draft: CallDraft, link: Callable[[Session, str], bool]) -> str | None:
         """Reserve a RESERVED payout row for `draft` at the wallet's next nonce; in the same
         transaction `link(session, payout_id)` ties whatever the call executes to the row and
@@ -255,29 +283,10 @@ class Payouts:
         now = utcnow()
         try:
             with self.sessions.begin() as session:
-                wallet = session.scalars(
-                    select(HotWallet).where(HotWallet.address == draft.wallet).with_for_update()
-                ).one()
-                if wallet.state != WalletState.ACTIVE:  # a rotation switched it meanwhile
-                    raise _NothingLinked
+                wallet = _active_wallet(session, draft.wallet)
                 session.add(
-                    PayoutTransaction(
-                        id=payout_id,
-                        chain=self.chain,
-                        wallet=draft.wallet,
-                        nonce=wallet.next_nonce,
-                        to_address=draft.to_address,
-                        raw_tx=draft.calldata,  # calldata until signed
-                        calldata=draft.calldata,
-                        tx_hash=f"reserved:{payout_id}",
-                        gas_limit=draft.gas_limit,
-                        max_fee_per_gas=draft.fees.max_fee_per_gas,
-                        max_priority_fee_per_gas=draft.fees.max_priority_fee_per_gas,
-                        state=PayoutState.RESERVED,
-                        create_time=now,
-                        update_time=now,
-                        kind=draft.kind,
-                        priority=draft.priority,
+                    self._reserved_row(
+                        payout_id, wallet, draft, draft.calldata, draft.priority, now
                     )
                 )
                 session.flush()
