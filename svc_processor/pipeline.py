@@ -451,16 +451,17 @@ class Pipeline:
         """Amounts already promised by payouts not yet mined (they still sit in the payer),
         and to withdrawals routed to the treasury Safe and not yet in a payout.
 
-        Reached from the payout rows not yet settled (few: those in flight and those waiting
-        for their confirmations), never by scanning withdrawals by state: a backlog of
-        QUEUED rows would make every payout pay for reading all of them."""
+        Reached from the payout rows not yet mined (few: those in flight), never by scanning
+        withdrawals by state: a backlog of QUEUED rows would make every payout pay for
+        reading all of them. A MINED payout's tokens have left the vault (its withdrawals are
+        CONFIRMING, which the sum leaves out anyway; a reorganised one is BROADCAST again), so
+        the payouts waiting for their confirmations are not read at all."""
         open_payouts = select(PayoutTransaction.id).where(
             PayoutTransaction.state.in_(
                 [
                     PayoutState.RESERVED,
                     PayoutState.SIGNED,
                     PayoutState.BROADCAST,
-                    PayoutState.MINED,
                     PayoutState.REPLACED,
                 ]
             )

@@ -276,15 +276,19 @@ class ProcessorServer:
 
     async def _batch_forever(self) -> None:
         while True:
+            signed = False
             try:
-                await self._run(self.pipeline.run_batches, executor=self._payer)
+                moved = await self._run(self.pipeline.run_batches, executor=self._payer)
+                signed = any(m.to_state == State.SIGNED for m in moved)
             except asyncio.CancelledError:
                 raise
             except TransientError as exc:
                 log.warning("batching paused by a transient failure", extra={"error": str(exc)})
             except Exception:
                 log.exception("batching failed; retrying")
-            await asyncio.sleep(self.settings.batch_poll_seconds)
+            # A round that signed a payout looks again at once: behind a backlog the next
+            # batch is already full, and the poll's pause would cap payouts per second.
+            await asyncio.sleep(0 if signed else self.settings.batch_poll_seconds)
 
     async def _treasury_forever(self) -> None:
         loop = asyncio.get_running_loop()
