@@ -380,10 +380,12 @@ class Payouts:
 
     # -- 2. sign and store ---------------------------------------------------------------
 
-    def sign_reserved(self, payout_id: str) -> list[Moved]:
-        """Sign a RESERVED payout, store the bytes, broadcast them (a SIGNED one: broadcast)."""
-        with self.traced("processor sign and broadcast payout", payout_id):
-            return self._sign_reserved(payout_id)
+    def sign_reserved(self, payout_id: str, *, broadcast: bool = True) -> list[Moved]:
+        """Sign a RESERVED payout, store the bytes, broadcast them (a SIGNED one: broadcast).
+        With `broadcast=False` it stops once the bytes are stored; the caller sends them."""
+        name = "processor sign and broadcast payout" if broadcast else "processor sign payout"
+        with self.traced(name, payout_id):
+            return self._sign_reserved(payout_id, broadcast)
 
     def traced(self, name: str, payout_id: str) -> AbstractContextManager[object]:
         """`tracing.payout_span` of the payout, with its withdrawals' stored contexts."""
@@ -399,7 +401,7 @@ class Payouts:
             )
         return tracing.payout_span(name, payout_id, traceparents)
 
-    def _sign_reserved(self, payout_id: str) -> list[Moved]:
+    def _sign_reserved(self, payout_id: str, broadcast: bool = True) -> list[Moved]:
         with self.sessions() as session:
             payout = session.get(PayoutTransaction, payout_id)
             chain = session.get(Chain, self.chain)
@@ -412,7 +414,7 @@ class Payouts:
         if payout is None or chain is None:
             return []
         if payout.state == PayoutState.SIGNED:
-            return self.broadcast(payout_id)
+            return self.broadcast(payout_id) if broadcast else []
         if payout.state != PayoutState.RESERVED:
             return []
         request = sign_request(
@@ -462,6 +464,8 @@ class Payouts:
                 fields={"tx_hash": signed.tx_hash.lower()},
             )
         crash_point("processor.after_store_before_broadcast")
+        if not broadcast:
+            return moved
         return [*moved, *self.broadcast(payout_id)]
 
     @staticmethod

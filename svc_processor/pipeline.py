@@ -26,7 +26,7 @@ import enum
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +133,12 @@ class Pipeline:
         # while STANDARD rows were left waiting (`_ready_groups` bounds it).
         self._urgent_streak: dict[int, int] = defaultdict(int)
         self._streak_outcome: dict[int, bool] = {}  # per token: the chosen batch extends it
+        # Set by the server: a signed payout's broadcast handed to a thread of its own, so
+        # that the next payout is planned, reserved and signed while this one is sent (None:
+        # `_pay_batch` broadcasts it itself). The ids handed over and not yet sent are in
+        # `broadcasts_queued`, which `resume_payouts` leaves alone.
+        self.broadcast_later: Callable[[str], None] | None = None
+        self.broadcasts_queued: set[str] = set()
 
     # ------------------------------------------------------------------ entry points
 
@@ -237,7 +243,7 @@ class Pipeline:
         for row in rows:
             if row.state == PayoutState.RESERVED:
                 moved.extend(self.payouts.sign_reserved(row.id))
-            else:
+            elif row.id not in self.broadcasts_queued:
                 moved.extend(self.payouts.broadcast(row.id))
         moved.extend(self.replace_stuck())
         return moved
@@ -778,7 +784,13 @@ class Pipeline:
             "payout batch closed",
             extra={"payout_tx_id": payout_id, "items": len(fits), "token": token.symbol},
         )
-        return moved + self.payouts.sign_reserved(payout_id)
+        if self.broadcast_later is None:
+            return moved + self.payouts.sign_reserved(payout_id)
+        signed = self.payouts.sign_reserved(payout_id, broadcast=False)
+        # Handed over whatever happened: `Payouts.broadcast` sends only a SIGNED payout.
+        self.broadcasts_queued.add(payout_id)
+        self.broadcast_later(payout_id)
+        return moved + signed
 
 
 def _refusal(row: Withdrawal, reference: ReferenceData) -> tuple[str, str] | None:

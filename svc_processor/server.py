@@ -127,6 +127,11 @@ class ProcessorServer:
         self._engine = make_engine(settings.database_url, pool_size=4, tls=settings.database_tls)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="pipeline")
         self._payer = ThreadPoolExecutor(1, thread_name_prefix="payouts")
+        # Signed payouts are sent from here, in the order they were signed (one thread: a
+        # wallet's nonces go out in order), while the payer plans and signs the next one.
+        self._broadcaster = ThreadPoolExecutor(1, thread_name_prefix="broadcasts")
+        self._broadcasts: set[asyncio.Task[list[Moved]]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._redis = redis_client(
             settings.redis_url,
             tls_ca=settings.redis_tls_ca,
@@ -188,6 +193,8 @@ class ProcessorServer:
         self.consumer: TaskConsumer | None = None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.pipeline.broadcast_later = self._broadcast_later
         server = grpc.aio.server()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -244,6 +251,33 @@ class ProcessorServer:
         if moved:
             await queue.publish_many(self._redis, self._names, moved)
         return moved
+
+    def _broadcast_later(self, payout_id: str) -> None:
+        """Called on the payer's thread once a payout is signed and stored: its broadcast
+        goes to the broadcaster's queue (a crash before it is sent leaves it SIGNED, and
+        `resume_payouts` sends it at the next start or sweep)."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._spawn_broadcast, payout_id)
+
+    def _spawn_broadcast(self, payout_id: str) -> None:
+        task = asyncio.create_task(self._broadcast(payout_id), name="broadcast")
+        self._broadcasts.add(task)
+        task.add_done_callback(self._broadcasts.discard)
+
+    async def _broadcast(self, payout_id: str) -> list[Moved]:
+        try:
+            return await self._run(
+                self.pipeline.payouts.broadcast, payout_id, executor=self._broadcaster
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # left SIGNED: the sweeper's `resume_payouts` sends it again
+            log.exception(
+                "broadcast failed; the sweeper sends it again", extra={"payout_tx_id": payout_id}
+            )
+            return []
+        finally:
+            self.pipeline.broadcasts_queued.discard(payout_id)
 
     async def handle(self, withdrawal_id: str) -> None:
         """Process one task (raises TransientError to leave it unacknowledged)."""
@@ -345,10 +379,13 @@ class ProcessorServer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for broadcast in list(self._broadcasts):
+            broadcast.cancel()
         if self._grpc is not None:
             await self._grpc.stop(5)
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._payer.shutdown(wait=True, cancel_futures=True)
+        self._broadcaster.shutdown(wait=True, cancel_futures=True)
         self._signer.close()
         for owner_signer in self._owner_signers:
             owner_signer.close()
