@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 
 GENESIS = "0" * 64
+_json_string = json.encoder.encode_basestring_ascii  # a str as json.dumps writes it
 
 SNAPSHOT_FIELDS = ("tx_hash", "fee_wei", "confirmations")
 """The `withdrawals` columns an audit row's snapshot records."""
@@ -33,12 +34,23 @@ class Snapshot:
 
     def encode(self) -> str:
         """Canonical JSON (sorted keys, no spaces; the fee as a decimal string, exact at any
-        size): the text stored and hashed."""
+        size): the text stored and hashed. Written directly for the plain types (what
+        `json.dumps(..., separators=(",", ":"), sort_keys=True)` writes, without building an
+        encoder per call: every audit row encodes one)."""
+        tx_hash, fee_wei, confirmations = self.tx_hash, self.fee_wei, self.confirmations
+        if (
+            type(confirmations) is int
+            and (fee_wei is None or type(fee_wei) is int)
+            and (tx_hash is None or type(tx_hash) is str)
+        ):
+            fee = "null" if fee_wei is None else f'"{fee_wei}"'
+            tx = "null" if tx_hash is None else _json_string(tx_hash)
+            return f'{{"confirmations":{confirmations},"fee_wei":{fee},"tx_hash":{tx}}}'
         return json.dumps(
             {
-                "confirmations": self.confirmations,
-                "fee_wei": None if self.fee_wei is None else str(self.fee_wei),
-                "tx_hash": self.tx_hash,
+                "confirmations": confirmations,
+                "fee_wei": None if fee_wei is None else str(fee_wei),
+                "tx_hash": tx_hash,
             },
             separators=(",", ":"),
             sort_keys=True,
@@ -77,9 +89,11 @@ def audit_hash(
     reorged: bool,
     occur_time: dt.datetime,
     snapshot: str | None = None,
+    occur_text: str | None = None,
 ) -> str:
     """SHA-256 over the row's fields joined by U+001F; the snapshot text is the last field
-    when there is one (None only for rows written before it existed)."""
+    when there is one (None only for rows written before it existed). `occur_text`: the
+    `occur_time_text` of `occur_time`, when the caller has it (many rows of one time)."""
     fields = [
         prev_hash,
         withdrawal_id,
@@ -90,7 +104,7 @@ def audit_hash(
         reason,
         message,
         "1" if reorged else "0",
-        occur_time_text(occur_time),
+        occur_text if occur_text is not None else occur_time_text(occur_time),
     ]
     if snapshot is not None:
         fields.append(snapshot)

@@ -32,7 +32,6 @@ from sqlalchemy import (
     Table,
     bindparam,
     event,
-    insert,
     select,
     text,
     update,
@@ -48,8 +47,10 @@ from withdrawal_shared.db.audit import (
     SNAPSHOT_FIELDS,
     Snapshot,
     audit_hash,
+    occur_time_text,
 )
 from withdrawal_shared.db.models import Withdrawal, WithdrawalAudit
+from withdrawal_shared.db.sql_text import insert_rows
 from withdrawal_shared.errors import WithdrawalSystemError
 from withdrawal_shared.metrics import WITHDRAWAL_HOLDS, WITHDRAWAL_TRANSITIONS
 from withdrawal_shared.states import TERMINAL, State, can_move
@@ -336,9 +337,12 @@ def move_many(
     heads: dict[str, str] = {}
     by_source: dict[State, list[Withdrawal | RowAsRead]] = defaultdict(list)
     snapshots = _before_and_after(session, rows, common, per_row)
+    occur_text = occur_time_text(now)  # every audit row of the move has this time
     for row in rows:
         by_source[State(row.state)].append(row)
-        heads[row.id] = _chain(row, path, actor, now, audits, moved, snapshots[row.id])
+        heads[row.id] = _chain(
+            row, path, actor, (now, occur_text), audits, moved, snapshots[row.id]
+        )
     last = path[-1]
     hops = len(path)
     values: dict[str, Any] = {
@@ -384,7 +388,8 @@ def move_many(
                 f"{len(group) - result.rowcount} of {len(group)} withdrawals moved "  # type: ignore[attr-defined]
                 "since they were read"
             )
-    session.execute(insert(AUDITS), audits)
+    # On PyMySQL one multi-row INSERT written here, the driver's escaping of each value spared
+    insert_rows(session.connection(), AUDITS, audits)
     plain = dict(values)
     for row in rows:
         if not isinstance(row, Withdrawal):
@@ -550,16 +555,19 @@ def _chain(
     row: Withdrawal | RowAsRead,
     path: Sequence[Step],
     actor: str,
-    now: dt.datetime,
+    occurred: tuple[dt.datetime, str],
     audits: list[dict[str, Any]],
     moved: list[Moved],
     snapshots: tuple[Snapshot, Snapshot],
 ) -> str:
-    """Append `row`'s audit rows and `Moved`s along `path`; the new audit head. `snapshots`
-    are the row's changing fields before the move and after it: the steps before the last
-    record the first, the last step the second."""
+    """Append `row`'s audit rows and `Moved`s along `path`; the new audit head. `occurred`:
+    the move's time and its `occur_time_text`. `snapshots` are the row's changing fields
+    before the move and after it (the same object when the move changes none): the steps
+    before the last record the first, the last step the second."""
+    now, occur_text = occurred
     prev_hash, version, current = row.audit_head, row.version, State(row.state)
-    before, after = (snapshot.encode() for snapshot in snapshots)
+    after = snapshots[1].encode()
+    before = after if snapshots[0] is snapshots[1] else snapshots[0].encode()
     for index, step in enumerate(path, start=1):
         if not can_move(current, step.to_state):
             raise ValueError(f"withdrawal {row.id}: {current} -> {step.to_state} is not allowed")
@@ -578,6 +586,7 @@ def _chain(
             reorged=step.reorged,
             occur_time=now,
             snapshot=snapshot,
+            occur_text=occur_text,
         )
         audits.append(
             {
