@@ -99,11 +99,7 @@ def configure(service: str) -> bool:
     if not wanted():
         return False
     from opentelemetry import trace
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.instrumentation.grpc import (
-        GrpcAioInstrumentorServer,
-        GrpcInstrumentorClient,
-    )
+    from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -111,10 +107,14 @@ def configure(service: str) -> bool:
 
     name = os.environ.get("OTEL_SERVICE_NAME", "").strip() or service
     provider = TracerProvider(resource=_hashed_once(Resource.create({SERVICE_NAME: name})))
-    processor = BatchSpanProcessor(OTLPSpanExporter())
+    from withdrawal_shared.otlp import Exporter
+
+    processor = BatchSpanProcessor(Exporter())
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
-    GrpcAioInstrumentorServer(filter_=_traced_call).instrument()  # type: ignore[no-untyped-call]
+    from withdrawal_shared import grpc_tracing
+
+    grpc_tracing.instrument(_traced_call)
     GrpcInstrumentorClient(filter_=_traced_call).instrument()  # type: ignore[no-untyped-call]
     _state.tracer = trace.get_tracer(_SCOPE)
     _state.shutdown = provider.shutdown
