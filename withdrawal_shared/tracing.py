@@ -114,7 +114,7 @@ def configure(service: str) -> bool:
     trace.set_tracer_provider(provider)
     from withdrawal_shared import grpc_tracing
 
-    grpc_tracing.instrument(_traced_call)
+    grpc_tracing.instrument(_traced_call, processor)
     GrpcInstrumentorClient(filter_=_traced_call).instrument()  # type: ignore[no-untyped-call]
     _state.tracer = trace.get_tracer(_SCOPE)
     _state.shutdown = provider.shutdown
