@@ -35,14 +35,20 @@ import grpc
 import grpc.aio
 from opentelemetry import context as context_api
 from opentelemetry import trace
-from opentelemetry.instrumentation.grpc import __version__ as _INSTRUMENTATION_VERSION
 from opentelemetry.instrumentation.grpc._aio_server import OpenTelemetryAioServerInterceptor
 from opentelemetry.instrumentation.grpc._server import _wrap_rpc_behavior
+from opentelemetry.instrumentation.grpc.version import __version__ as _INSTRUMENTATION_VERSION
 from opentelemetry.propagate import extract
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
-from opentelemetry.trace import TraceFlags
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 
 from withdrawal_shared import tracing
 
@@ -129,9 +135,7 @@ class _ServerSpan(trace.Span, ReadableSpan):
         for key, value in attributes.items():
             self.set_attribute(key, value)
 
-    def add_event(
-        self, name: str, attributes: Any = None, timestamp: int | None = None
-    ) -> None:
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         if self._end_time is None:
             self._events.append(  # type: ignore[attr-defined]
                 Event(name, attributes, timestamp or time.time_ns())
@@ -160,7 +164,9 @@ class _ServerSpan(trace.Span, ReadableSpan):
         module = kind.__module__
         recorded = {
             "exception.type": (
-                f"{module}.{kind.__qualname__}" if module and module != "builtins" else kind.__qualname__
+                f"{module}.{kind.__qualname__}"
+                if module and module != "builtins"
+                else kind.__qualname__
             ),
             "exception.message": str(exception),
             "exception.stacktrace": "".join(traceback.format_exception(exception)),
@@ -177,7 +183,7 @@ class _ServerSpan(trace.Span, ReadableSpan):
         self._processor.on_end(self)
 
 
-class ServerInterceptor(OpenTelemetryAioServerInterceptor):  # type: ignore[misc]
+class ServerInterceptor(OpenTelemetryAioServerInterceptor):
     """A SERVER span per traced call (`filter_` decides which are), sampled by the tracer
     provider's sampler and ended into `processor`."""
 
@@ -188,12 +194,12 @@ class ServerInterceptor(OpenTelemetryAioServerInterceptor):  # type: ignore[misc
         processor: SpanProcessor,
         scope: InstrumentationScope,
     ) -> None:
-        super().__init__(tracer, filter_=filter_)
+        super().__init__(tracer, filter_=filter_)  # type: ignore[no-untyped-call]
         self._handlers: dict[str, tuple[Any, Any]] = {}
         self._processor = processor
         self._scope = scope
 
-    async def intercept_service(
+    async def intercept_service(  # type: ignore[override]
         self, continuation: Callable[[Any], Any], handler_call_details: Any
     ) -> Any:
         handler = await continuation(handler_call_details)
@@ -205,7 +211,9 @@ class ServerInterceptor(OpenTelemetryAioServerInterceptor):  # type: ignore[misc
             return known[1]
         wrapped = handler
         if self._filter(handler_call_details):
-            wrapped = _wrap_rpc_behavior(handler, self._wrapper(handler_call_details))
+            wrapped = _wrap_rpc_behavior(  # type: ignore[no-untyped-call]
+                handler, self._wrapper(handler_call_details)
+            )
         if len(self._handlers) >= _MAX_HANDLERS:
             self._handlers.clear()
         self._handlers[method] = (handler, wrapped)
@@ -214,7 +222,9 @@ class ServerInterceptor(OpenTelemetryAioServerInterceptor):  # type: ignore[misc
     def _wrapper(self, handler_call_details: Any) -> Callable[[Any, bool, bool], Any]:
         def wrapper(behavior: Any, request_streaming: bool, response_streaming: bool) -> Any:
             if response_streaming:
-                return self._intercept_aio_server_stream(behavior, handler_call_details)
+                return self._intercept_aio_server_stream(  # type: ignore[no-untyped-call]
+                    behavior, handler_call_details
+                )
             return self._unary(behavior, handler_call_details.method)
 
         return wrapper
@@ -255,9 +265,7 @@ class ServerInterceptor(OpenTelemetryAioServerInterceptor):  # type: ignore[misc
                     context_api.detach(token)
             if sampling.attributes:
                 attributes.update(sampling.attributes)
-            span = _ServerSpan(
-                method, span_context, parent, attributes, processor, resource, scope
-            )
+            span = _ServerSpan(method, span_context, parent, attributes, processor, resource, scope)
             token = context_api.attach(trace.set_span_in_context(span, caller))
             escaped = False
             try:
@@ -316,7 +324,7 @@ def instrument(filter_: Callable[[Any], bool], processor: SpanProcessor) -> None
         kwargs["interceptors"] = interceptors
         return original(*args, **kwargs)
 
-    grpc.aio.server = server  # type: ignore[assignment]
+    grpc.aio.server = server
 
 
 def uninstrument() -> None:

@@ -25,8 +25,8 @@ from opentelemetry.exporter.otlp.proto.http._common import (
 )
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
+from opentelemetry.trace import SpanKind, StatusCode
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource

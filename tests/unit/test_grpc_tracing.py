@@ -63,7 +63,9 @@ def _serve_and_call() -> dict[str, object]:
         server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler("test.Svc", handlers),
-                grpc.method_handlers_generic_handler("grpc.health.v1.Health", {"Check": handlers["Echo"]}),
+                grpc.method_handlers_generic_handler(
+                    "grpc.health.v1.Health", {"Check": handlers["Echo"]}
+                ),
             )
         )
         port = server.add_insecure_port("127.0.0.1:0")
