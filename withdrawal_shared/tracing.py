@@ -5,9 +5,10 @@ standard `OTEL_*` variables. With `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
 `OTEL_EXPORTER_OTLP_ENDPOINT` set (and `OTEL_SDK_DISABLED` not `true`) it installs a
 TracerProvider (resource from `OTEL_RESOURCE_ATTRIBUTES`, `service.name` from
 `OTEL_SERVICE_NAME` or the service's own name, the sampler from `OTEL_TRACES_SAMPLER`), a batch
-span processor (`OTEL_BSP_*`) sending to an OTLP/HTTP exporter (`OTEL_EXPORTER_OTLP_*`), and
-the gRPC instrumentation of every grpc.aio server and every client channel (health checks and
-reflection left out). Without an endpoint nothing is installed: every helper here then
+span processor (`OTEL_BSP_*`) sending to the OTLP/HTTP exporter (`OTEL_EXPORTER_OTLP_*`) with
+the encoder of `withdrawal_shared.otlp`, the SERVER span interceptor of
+`withdrawal_shared.grpc_tracing` on every grpc.aio server, and the gRPC client instrumentation
+on every client channel (health checks and reflection left out). Without an endpoint nothing is installed: every helper here then
 returns at its first line, so a request pays one attribute read.
 
 What the services add by hand, through the helpers below:
