@@ -8,8 +8,9 @@ TracerProvider (resource from `OTEL_RESOURCE_ATTRIBUTES`, `service.name` from
 span processor (`OTEL_BSP_*`) sending to the OTLP/HTTP exporter (`OTEL_EXPORTER_OTLP_*`) with
 the encoder of `withdrawal_shared.otlp`, the SERVER span interceptor of
 `withdrawal_shared.grpc_tracing` on every grpc.aio server, and the gRPC client instrumentation
-on every client channel (health checks and reflection left out). Without an endpoint nothing is installed: every helper here then
-returns at its first line, so a request pays one attribute read.
+on every client channel (health checks and reflection left out). Without an endpoint nothing
+is installed: every helper here then returns at its first line, so a request pays one
+attribute read.
 
 What the services add by hand, through the helpers below:
 - `traced_http` (`server_span`) for the gateway's REST routes (the gRPC ones come from the
