@@ -5,10 +5,12 @@ standard `OTEL_*` variables. With `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
 `OTEL_EXPORTER_OTLP_ENDPOINT` set (and `OTEL_SDK_DISABLED` not `true`) it installs a
 TracerProvider (resource from `OTEL_RESOURCE_ATTRIBUTES`, `service.name` from
 `OTEL_SERVICE_NAME` or the service's own name, the sampler from `OTEL_TRACES_SAMPLER`), a batch
-span processor (`OTEL_BSP_*`) sending to an OTLP/HTTP exporter (`OTEL_EXPORTER_OTLP_*`), and
-the gRPC instrumentation of every grpc.aio server and every client channel (health checks and
-reflection left out). Without an endpoint nothing is installed: every helper here then
-returns at its first line, so a request pays one attribute read.
+span processor (`OTEL_BSP_*`) sending to the OTLP/HTTP exporter (`OTEL_EXPORTER_OTLP_*`) with
+the encoder of `withdrawal_shared.otlp`, the SERVER span interceptor of
+`withdrawal_shared.grpc_tracing` on every grpc.aio server, and the gRPC client instrumentation
+on every client channel (health checks and reflection left out). Without an endpoint nothing
+is installed: every helper here then returns at its first line, so a request pays one
+attribute read.
 
 What the services add by hand, through the helpers below:
 - `traced_http` (`server_span`) for the gateway's REST routes (the gRPC ones come from the
@@ -39,7 +41,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -99,11 +101,7 @@ def configure(service: str) -> bool:
     if not wanted():
         return False
     from opentelemetry import trace
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.instrumentation.grpc import (
-        GrpcAioInstrumentorServer,
-        GrpcInstrumentorClient,
-    )
+    from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -111,10 +109,14 @@ def configure(service: str) -> bool:
 
     name = os.environ.get("OTEL_SERVICE_NAME", "").strip() or service
     provider = TracerProvider(resource=_hashed_once(Resource.create({SERVICE_NAME: name})))
-    processor = BatchSpanProcessor(OTLPSpanExporter())
+    from withdrawal_shared.otlp import Exporter
+
+    processor = BatchSpanProcessor(Exporter())
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
-    GrpcAioInstrumentorServer(filter_=_traced_call).instrument()  # type: ignore[no-untyped-call]
+    from withdrawal_shared import grpc_tracing
+
+    grpc_tracing.instrument(_traced_call, processor)
     GrpcInstrumentorClient(filter_=_traced_call).instrument()  # type: ignore[no-untyped-call]
     _state.tracer = trace.get_tracer(_SCOPE)
     _state.shutdown = provider.shutdown
@@ -251,7 +253,40 @@ def _links(headers: Sequence[str | None]) -> list[Link]:
 # -- spans ----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
+class _Current:
+    """A started SDK span made current for a `with` block and ended at its end, recording an
+    exception that escapes it (with an error status), as `Tracer.start_as_current_span` does,
+    without its two generator-based context managers (about 4.5 µs less a span)."""
+
+    __slots__ = ("span", "token")
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+        self.token: object = None
+
+    def __enter__(self) -> Span:
+        from opentelemetry import context as context_api
+        from opentelemetry import trace
+
+        self.token = context_api.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
+        from opentelemetry import context as context_api
+
+        try:
+            # Errors only: a BaseException that is not an Exception (a cancellation, a
+            # generator's exit) is no failure of the span's work.
+            if isinstance(error, Exception) and self.span.is_recording():
+                from opentelemetry.trace import Status, StatusCode
+
+                self.span.record_exception(error)
+                self.span.set_status(Status(StatusCode.ERROR, f"{kind.__name__}: {error}"))
+        finally:
+            context_api.detach(self.token)  # type: ignore[arg-type]
+            self.span.end()
+
+
 def _started(
     name: str,
     *,
@@ -259,18 +294,19 @@ def _started(
     kind: Any = None,
     links: Sequence[Link] = (),
     attributes: Mapping[str, Any] | None = None,
-) -> Iterator[Span]:
+) -> _Current:
     from opentelemetry.trace import SpanKind
 
     assert _state.tracer is not None
-    with _state.tracer.start_as_current_span(
-        name,
-        context=context,
-        kind=kind or SpanKind.INTERNAL,
-        links=links,
-        attributes=dict(attributes or {}),
-    ) as started:
-        yield started
+    return _Current(
+        _state.tracer.start_span(
+            name,
+            context=context,
+            kind=kind or SpanKind.INTERNAL,
+            links=links,
+            attributes=dict(attributes or {}),
+        )
+    )
 
 
 _NULL: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
