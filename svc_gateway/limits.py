@@ -11,7 +11,9 @@ counters (`limit_usage`, a row per scope, minute and shard), in the transaction 
 withdrawal, and stamps the withdrawal with its minute (`withdrawals.limit_bucket`). A scope's
 usage is the sum of its counters of the window's 1,441 minutes at most, minus its stamped
 withdrawals in the window that ended REJECTED, CANCELLED or FAILED, read through the index
-(partner_id, state, limit_bucket): releases are rare, so that read is short, and a release
+(partner_id, state, id) from the id `released_floor` gives (ids sort by their creation time,
+and a withdrawal's minute is that of a moment before its id was made; an hour's margin
+covers a clock stepped back): releases are rare, so that read is short, and a release
 needs no write of its own — whichever service moves a withdrawal to one of those states frees
 its amount by that move alone, and a crash can leak nothing, since counters and withdrawals
 commit or roll back together. Summing the withdrawals themselves instead would read every
@@ -101,6 +103,7 @@ from withdrawal_shared.db.limit_policy import LimitPolicy, TierLimits
 from withdrawal_shared.db.models import LimitUsage, Withdrawal
 from withdrawal_shared.db.reference import TokenInfo
 from withdrawal_shared.errors import ApiError
+from withdrawal_shared.ids import ulid_floor
 from withdrawal_shared.states import State
 
 _Column = ColumnElement[Any] | QueryableAttribute[Any]
@@ -114,6 +117,10 @@ SHARE_DIVISOR = 4 * SHARDS
 """A transaction on one shard adds at most limit // SHARE_DIVISOR to a scope: the shard rule
 reserves (SHARDS - 1) such shares, 3/16 of the limit, for the others in flight."""
 RELEASED = (State.REJECTED.value, State.CANCELLED.value, State.FAILED.value)
+RELEASED_ID_MARGIN_SECONDS = 3600
+"""How long before a window's first minute the ids of its released withdrawals are read
+from (`released_floor`). Were an id ever older than its minute by more, its release would
+go uncounted, and its scope's usage read too high: refusals, never an excess."""
 
 PER_WITHDRAWAL = "PER_WITHDRAWAL"
 USER_DAILY_AMOUNT = "USER_DAILY_AMOUNT"
@@ -125,6 +132,13 @@ LIMIT_COLUMNS = ("partner_id", "user_ref", "token_id", "bucket", "shard", "amoun
 def bucket_of(moment: dt.datetime) -> int:
     """The minute since the epoch of a naive UTC time."""
     return int(moment.replace(tzinfo=dt.UTC).timestamp()) // BUCKET_SECONDS
+
+
+def released_floor(start_bucket: int) -> str:
+    """The smallest withdrawal id the released withdrawals of the window from `start_bucket`
+    can have, less `RELEASED_ID_MARGIN_SECONDS`: it bounds their read to the window through
+    the index (partner_id, state, id)."""
+    return ulid_floor((start_bucket * BUCKET_SECONDS - RELEASED_ID_MARGIN_SECONDS) * 1000)
 
 
 def window_start(now: dt.datetime) -> int:
@@ -446,6 +460,7 @@ def read_usage(
         .where(
             Withdrawal.partner_id.in_(sorted({s.partner_id for s in wanted})),
             Withdrawal.state.in_(RELEASED),
+            Withdrawal.id >= released_floor(start_bucket),
             Withdrawal.limit_bucket >= start_bucket,
         )
         .group_by(Withdrawal.partner_id, Withdrawal.user_ref, Withdrawal.token_id)
@@ -458,7 +473,8 @@ USAGE_SQL = (
     "WHERE bucket >= %s AND ({scopes}) GROUP BY partner_id, user_ref, token_id "
     "UNION ALL "
     "SELECT -1, partner_id, user_ref, token_id, SUM(amount), COUNT(*) FROM withdrawals "
-    "WHERE partner_id IN ({partners}) AND state IN ({released}) AND limit_bucket >= %s "
+    "WHERE partner_id IN ({partners}) AND state IN ({released}) AND id >= %s "
+    "AND limit_bucket >= %s "
     "GROUP BY partner_id, user_ref, token_id"
 )
 
@@ -478,7 +494,7 @@ def usage_sql(scopes: Collection[Scope], start_bucket: int) -> tuple[str, list[o
     params: list[object] = [start_bucket]
     for s in ordered:
         params += [s.partner_id, s.user_ref, s.token_id]
-    return sql, [*params, *partners, *RELEASED, start_bucket]
+    return sql, [*params, *partners, *RELEASED, released_floor(start_bucket), start_bucket]
 
 
 def usage_from(rows: Iterable[Any], scopes: Collection[Scope]) -> dict[Scope, Usage]:

@@ -3,9 +3,9 @@
 What the processor owns, it measures: the task queue (per stream and consumer group: length,
 entries not yet delivered, pending entries and the oldest one's age; the dead-letter stream's
 length), the withdrawals in each non-terminal state and how long the least recently changed
-one has waited there (one grouped query on the `(state, update_time)` index), and per hot
-wallet of its chain the gas balance, token balances and the distance between the nonce it
-will use next and the chain's, with the payout vault's token balances. The values go to the
+one has waited there (one grouped query on the `(state, priority, update_time)` index), and
+per hot wallet of its chain the gas balance, token balances and the distance between the
+nonce it will use next and the chain's, with the payout vault's token balances. The values go to the
 `GaugeValues` of `withdrawal_shared.metrics`, which a scrape only reads.
 
 A failed refresh is logged and keeps the last values; it never stops the processor.

@@ -64,7 +64,15 @@ from withdrawal_shared.db.transitions import (
     utcnow,
 )
 from withdrawal_shared.holds import RESUMABLE, HoldReason
-from withdrawal_shared.states import URGENCY, PayoutState, Priority, State, WalletRole, WalletState
+from withdrawal_shared.states import (
+    PRIORITIES,
+    URGENCY,
+    PayoutState,
+    Priority,
+    State,
+    WalletRole,
+    WalletState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +288,9 @@ class Pipeline:
                     Withdrawal.chain == self.chain,
                     Withdrawal.payout_tx_id.is_(None),
                     Withdrawal.state.in_(states),
+                    # Every priority, named: a range of the index (state, priority,
+                    # update_time) per pair, only the rows older than the cutoff.
+                    Withdrawal.priority.in_(PRIORITIES),
                     Withdrawal.update_time < cutoff,
                 )
                 .order_by(Withdrawal.update_time)
@@ -591,13 +602,17 @@ class Pipeline:
         STANDARD-lane payouts of a token in a row that led with PRIORITY or EMERGENCY rows and
         left STANDARD rows out, the next one takes the STANDARD rows first (oldest first)."""
         candidates: list[Any] = []
-        for priority in (Priority.EMERGENCY, Priority.PRIORITY, Priority.STANDARD):
+        for priority in PRIORITIES:
             candidates += self._candidates(State.QUEUED, priority=priority)
         if time.monotonic() >= self._recheck_holds_after:
             self._recheck_holds_after = time.monotonic() + self.batch.hold_recheck_seconds
-            candidates += [
-                c for c in self._candidates(State.ON_HOLD) if c.state_reason in RESUMABLE
+            held = [
+                c
+                for priority in PRIORITIES
+                for c in self._candidates(State.ON_HOLD, priority=priority)
             ]
+            held.sort(key=lambda c: c.update_time)  # the oldest, whatever their priority
+            candidates += [c for c in held[: self.batch.max_items] if c.state_reason in RESUMABLE]
         groups: dict[tuple[int, Lane], list[Any]] = defaultdict(list)
         for candidate in candidates:
             emergency = split and candidate.priority == Priority.EMERGENCY
@@ -650,21 +665,20 @@ class Pipeline:
                 ready[key] = members
         return ready
 
-    def _candidates(self, state: State, *, priority: Priority | None = None) -> list[Any]:
+    def _candidates(self, state: State, *, priority: Priority) -> list[Any]:
         """(id, token_id, priority, update_time, create_time, state, state_reason) of up to
-        `max_items` rows in `state` not yet in a payout, oldest first, of one priority (None:
-        any)."""
+        `max_items` rows in `state` and `priority` not yet in a payout, oldest first: a range
+        of the index (state, priority, update_time) in its order."""
         w = Withdrawal
         query = select(
             w.id, w.token_id, w.priority, w.update_time, w.create_time, w.state, w.state_reason
         ).where(
             w.state == state.value,
+            w.priority == priority.value,
             w.chain == self.chain,
             w.payout_tx_id.is_(None),
             not_safe_routed(),  # the treasury executor's until its Safe payout settles
         )
-        if priority is not None:
-            query = query.where(w.priority == priority.value)
         if self.partitions is not None:
             mine = self.partitions.condition(w.id, self._held)
             if mine is not None:

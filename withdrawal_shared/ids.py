@@ -94,3 +94,9 @@ new_ulid = UlidGenerator()
 
 def is_ulid(value: str) -> bool:
     return len(value) == 26 and all(c in _ALPHABET for c in value)
+
+
+def ulid_floor(unix_ms: int) -> str:
+    """The smallest id made at or after `unix_ms` (milliseconds since the epoch): ids sort as
+    their time, so `id >= ulid_floor(t)` holds every id made from t on."""
+    return _encode(max(0, unix_ms) << _RANDOM_BITS)

@@ -29,6 +29,8 @@ class Priority(enum.StrEnum):
     EMERGENCY = "EMERGENCY"
 
 
+PRIORITIES = (Priority.EMERGENCY, Priority.PRIORITY, Priority.STANDARD)
+"""Every priority, the most urgent first."""
 URGENCY: dict[str, int] = {Priority.EMERGENCY: 0, Priority.PRIORITY: 1, Priority.STANDARD: 2}
 """Sort key of a stored priority: the most urgent first (an unknown one counts as STANDARD)."""
 

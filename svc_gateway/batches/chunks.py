@@ -14,9 +14,9 @@ from sqlalchemy import Connection, insert, select
 
 from svc_gateway.batches.rows import CLIENT_REFERENCE_REUSED, LIMIT_EXCEEDED, Problem
 from svc_gateway.batches.sql_rows import (
-    AUDIT_COLUMNS,
     WITHDRAWAL_COLUMNS,
     ColumnValues,
+    audit_rows,
     insert_sql,
 )
 from svc_gateway.limits import (
@@ -29,9 +29,9 @@ from svc_gateway.limits import (
     read_usage,
     window_start,
 )
-from svc_gateway.store import _Plan
+from svc_gateway.store import ACTOR_PARTNER, _Plan
 from svc_gateway.validation import NewWithdrawal
-from withdrawal_shared.db.models import Withdrawal, WithdrawalAudit
+from withdrawal_shared.db.models import Withdrawal
 
 MYSQL_DUPLICATE_KEY = 1062  # ER_DUP_ENTRY
 BATCH_SHARD = 0
@@ -45,7 +45,6 @@ class GoodRow:
     new: NewWithdrawal
     plan: _Plan
     withdrawal: Any  # its VALUES tuple's SQL text (SqlValues), or its column dict
-    audit: Any
 
 
 @dataclass(slots=True)
@@ -65,7 +64,7 @@ def planned(
 ) -> Chunk:
     plans = plan([new for _, new in chunk.good])
     chunk.rows_of_good = [
-        GoodRow(line, new, p, *values.rows(line, new, p))
+        GoodRow(line, new, p, values.row(line, new, p))
         for (line, new), p in zip(chunk.good, plans, strict=True)
     ]
     chunk.good = []
@@ -120,6 +119,7 @@ class ChunkWriter:
         self.conn = conn
         self.batch_id = batch_id
         self.partner_id = partner_id
+        self.actor = ACTOR_PARTNER + partner_id
         self.sql = sql
         self.now = now
         self.dbapi = dbapi
@@ -167,20 +167,25 @@ class ChunkWriter:
         return [g.line for g in rows]
 
     def _insert(self, rows: Sequence[GoodRow]) -> None:
+        """The rows' withdrawals (one multi-row INSERT), then their first audit rows copied
+        from them (`audit_rows`; one INSERT ... SELECT)."""
         if not rows:
             return
         if not self.sql:
             self.conn.execute(insert(Withdrawal), [g.withdrawal for g in rows])
-            self.conn.execute(insert(WithdrawalAudit), [g.audit for g in rows])
-            return
-        cursor = self.conn.connection.cursor()
-        try:
-            cursor.execute(
-                insert_sql("withdrawals", WITHDRAWAL_COLUMNS, [g.withdrawal for g in rows])
-            )
-            cursor.execute(insert_sql("withdrawal_audit", AUDIT_COLUMNS, [g.audit for g in rows]))
-        finally:
-            cursor.close()
+        else:
+            cursor = self.conn.connection.cursor()
+            try:
+                cursor.execute(
+                    insert_sql("withdrawals", WITHDRAWAL_COLUMNS, [g.withdrawal for g in rows])
+                )
+            finally:
+                cursor.close()
+        audited = self.conn.execute(
+            audit_rows(self.batch_id, rows[0].line, rows[-1].line, self.actor)
+        ).rowcount
+        if audited != len(rows):  # never: the lines are the batch's own, stored just now
+            raise RuntimeError(f"{audited} audit rows for {len(rows)} withdrawals")
 
     @staticmethod
     def _unique_in_chunk(good: Sequence[GoodRow], problems: list[Problem]) -> list[GoodRow]:

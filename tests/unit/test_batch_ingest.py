@@ -1,6 +1,7 @@
-"""The parts of a batch's ingest that need no database: the rows' SQL text against the
-driver's own escaping, the rows' columns against the single create's, the problem log, the
-reading thread, and the ids every row gets."""
+"""The parts of a batch's ingest that need no database server: the rows' SQL text against
+the driver's own escaping, the rows' columns (and the audit rows copied from them, on an
+in-memory SQLite database) against the single create's, the problem log, the reading thread,
+and the ids every row gets."""
 
 from __future__ import annotations
 
@@ -11,17 +12,25 @@ from collections.abc import Iterator
 
 import pytest
 from pymysql.converters import escape_item  # type: ignore[import-untyped]
+from sqlalchemy import create_engine, insert, select
 
 from svc_gateway.batches.prefetch import Prefetched
 from svc_gateway.batches.problem_log import FIRST_KEPT, ProblemLog
 from svc_gateway.batches.rows import Problem
-from svc_gateway.batches.sql_rows import AUDIT_COLUMNS, WITHDRAWAL_COLUMNS, ColumnValues, SqlValues
+from svc_gateway.batches.sql_rows import (
+    AUDIT_COLUMNS,
+    WITHDRAWAL_COLUMNS,
+    ColumnValues,
+    SqlValues,
+    audit_rows,
+)
 from svc_gateway.limits import bucket_of
 from svc_gateway.store import _Plan, new_row
 from svc_gateway.validation import NewWithdrawal, fingerprint
 from tests.unit.test_batch_csv import USDC
 from withdrawal_shared import ids
 from withdrawal_shared.amounts import BaseUnits
+from withdrawal_shared.db.models import Base, Withdrawal, WithdrawalAudit
 from withdrawal_shared.states import Priority
 
 NOW = dt.datetime(2026, 12, 6, 21, 30, 5, 123456)
@@ -58,18 +67,25 @@ def fixed_ulid(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
 
 
 @pytest.mark.parametrize("plan", PLANS)
-def test_a_row_s_columns_are_the_single_create_s(
+def test_a_row_s_columns_and_audit_row_are_the_single_create_s(
     monkeypatch: pytest.MonkeyPatch, plan: _Plan
 ) -> None:
     fixed_ulid(monkeypatch, "01jefk0000000000000000000a")
-    withdrawal, audit = ColumnValues("p-1", BATCH, NOW).columns(7, new(), plan)
+    withdrawal = ColumnValues("p-1", BATCH, NOW).columns(7, new(), plan)
     single = new_row(0, "p-1", new(), plan, NOW)
     expected = single.row.columns()
     for column in ("tx_hash", "fee_wei", "end_time"):
         assert expected.pop(column) is None  # left to their NULL default
     assert withdrawal == expected | {"batch_id": BATCH, "batch_line": 7}
-    assert audit == single.audit
-    assert set(withdrawal) == set(WITHDRAWAL_COLUMNS) and set(audit) == set(AUDIT_COLUMNS)
+    assert set(withdrawal) == set(WITHDRAWAL_COLUMNS) and set(single.audit) == set(AUDIT_COLUMNS)
+    # The audit row the batch's INSERT ... SELECT copies from the stored withdrawal.
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine, tables=[Withdrawal.__table__, WithdrawalAudit.__table__])
+    with engine.begin() as conn:
+        conn.execute(insert(Withdrawal), [withdrawal])
+        assert conn.execute(audit_rows(BATCH, 7, 7, "partner:p-1")).rowcount == 1
+        stored = conn.execute(select(WithdrawalAudit)).mappings().one()
+    assert {c: stored[c] for c in AUDIT_COLUMNS} == single.audit
 
 
 @pytest.mark.parametrize("plan", PLANS)
@@ -79,19 +95,16 @@ def test_a_row_s_sql_text_is_the_driver_s_escaping_of_its_columns(
 ) -> None:
     fixed_ulid(monkeypatch, "01jefk0000000000000000000b")
     columns = ColumnValues("p-'1", BATCH, NOW).columns(7, new(reference), plan)
-    text = SqlValues("p-'1", BATCH, NOW, no_backslash_escapes=False).rows(7, new(reference), plan)
-
-    def literal(values: dict[str, object], order: tuple[str, ...]) -> str:
-        return "(" + ",".join(escape_item(values[c], "utf8mb4") for c in order) + ")"
-
-    assert text == (literal(columns[0], WITHDRAWAL_COLUMNS), literal(columns[1], AUDIT_COLUMNS))
+    text = SqlValues("p-'1", BATCH, NOW, no_backslash_escapes=False).row(7, new(reference), plan)
+    literal = "(" + ",".join(escape_item(columns[c], "utf8mb4") for c in WITHDRAWAL_COLUMNS) + ")"
+    assert text == literal
 
 
 def test_without_backslash_escapes_only_quotes_are_doubled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fixed_ulid(monkeypatch, "01jefk0000000000000000000c")
-    withdrawal, _ = SqlValues("p", BATCH, NOW, no_backslash_escapes=True).rows(
+    withdrawal = SqlValues("p", BATCH, NOW, no_backslash_escapes=True).row(
         7, new("a'b\\c"), PLANS[0]
     )
     assert "'a''b\\c'" in withdrawal

@@ -114,13 +114,13 @@ class Withdrawal(Base):
     __table_args__ = (
         UniqueConstraint("partner_id", "request_id", name="uq_withdrawals_partner_request"),
         Index("ix_withdrawals_partner_id", "partner_id", "id"),
+        # A partner's withdrawals in a state, by id; also the limits' released withdrawals in
+        # the window, bounded by id (migration 0026).
         Index("ix_withdrawals_partner_state", "partner_id", "state", "id"),
-        Index("ix_withdrawals_state_updated", "state", "update_time"),
-        # The batcher's poll: urgent QUEUED rows, then the oldest (migration 0006).
+        # The batcher's poll: urgent QUEUED rows, then the oldest (migration 0006); every read
+        # of a state by update_time names the priorities (migration 0026).
         Index("ix_withdrawals_state_priority_updated", "state", "priority", "update_time"),
         UniqueConstraint("chain", "payout_number", name="uq_withdrawals_payout_number"),
-        # The limits' released withdrawals in the window (migration 0010).
-        Index("ix_withdrawals_partner_state_bucket", "partner_id", "state", "limit_bucket"),
         # Approval rules' first-payment and velocity conditions (migration 0012).
         Index("ix_withdrawals_partner_recipient", "partner_id", "recipient", "create_time"),
         # A batch's rows, by line (migration 0014).
