@@ -473,23 +473,35 @@ class Pipeline:
         reading all of them. A MINED payout's tokens have left the vault (its withdrawals are
         CONFIRMING, which the sum leaves out anyway; a reorganised one is BROADCAST again), so
         the payouts waiting for their confirmations are not read at all."""
-        open_payouts = select(PayoutTransaction.id).where(
-            PayoutTransaction.state.in_(
-                [
-                    PayoutState.RESERVED,
-                    PayoutState.SIGNED,
-                    PayoutState.BROADCAST,
-                    PayoutState.REPLACED,
-                ]
+        # Two reads, the open payouts' ids first: as one `IN (subquery)` MariaDB chose to
+        # scan `withdrawals`, which took most of a second per payout once the table held a
+        # few hundred thousand rows; with the ids written out it reads `ix_payout_tx_id`.
+        open_payouts = list(
+            session.scalars(
+                select(PayoutTransaction.id).where(
+                    PayoutTransaction.chain == self.chain,
+                    PayoutTransaction.state.in_(
+                        [
+                            PayoutState.RESERVED,
+                            PayoutState.SIGNED,
+                            PayoutState.BROADCAST,
+                            PayoutState.REPLACED,
+                        ]
+                    ),
+                )
             )
         )
-        total = session.scalar(
-            select(func.coalesce(func.sum(Withdrawal.amount), 0)).where(
-                Withdrawal.payout_tx_id.in_(open_payouts),
-                Withdrawal.token_id == token_id,
-                Withdrawal.state.in_([State.QUEUED, State.ON_HOLD, State.SIGNED, State.BROADCAST]),
+        total: int | None = 0
+        if open_payouts:
+            total = session.scalar(
+                select(func.coalesce(func.sum(Withdrawal.amount), 0)).where(
+                    Withdrawal.payout_tx_id.in_(open_payouts),
+                    Withdrawal.token_id == token_id,
+                    Withdrawal.state.in_(
+                        [State.QUEUED, State.ON_HOLD, State.SIGNED, State.BROADCAST]
+                    ),
+                )
             )
-        )
         return int(total or 0) + routed_amount(session, self.chain, token_id)
 
     # ------------------------------------------------------------------ direct transfers
