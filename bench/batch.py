@@ -187,18 +187,25 @@ def run_ingest(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "GATEWAY_BATCH_MAX_BYTES": defaults.batch_max_bytes,
             }
             say(_ingest_line(first))
-            say(f"restarting the gateway with {raised} ...")
-            stack.respawn("gateway", raised)
-            say(f"{args.big_rows:,} rows ({big_bytes:,} bytes); load {uptime_load()}")
-            second = ingest_file(stack, args, key, big, args.big_rows, "big")
-            second["gateway_limits"] = {name: int(value) for name, value in raised.items()}
-            say(_ingest_line(second))
+            files = {"rows": first}
+            if args.big_rows > 0:  # `--big-rows 0`: the first file only
+                say(f"restarting the gateway with {raised} ...")
+                stack.respawn("gateway", raised)
+                say(f"{args.big_rows:,} rows ({big_bytes:,} bytes); load {uptime_load()}")
+                second = ingest_file(stack, args, key, big, args.big_rows, "big")
+                second["gateway_limits"] = {name: int(value) for name, value in raised.items()}
+                say(_ingest_line(second))
+                files["big_rows"] = second
     small.unlink(missing_ok=True)
     big.unlink(missing_ok=True)
-    growth = (first["gateway_growth_mb"], second["gateway_growth_mb"])
+    growth = (
+        (first["gateway_growth_mb"], files["big_rows"]["gateway_growth_mb"])
+        if ("big_rows" in files)
+        else (None, None)
+    )
     return {
         "client_references": references,
-        "files": {"rows": first, "big_rows": second},
+        "files": files,
         "growth_ratio_big_to_rows": round(growth[1] / growth[0], 2)
         if growth[0] and growth[1] is not None
         else None,
@@ -535,10 +542,11 @@ def print_summary(results: dict[str, Any]) -> dict[str, Any]:
         met["ingest_rows_seconds"] = (
             ingest["files"]["rows"]["seconds"] <= TARGETS["ingest_seconds_max"]
         )
-        print(
-            f"memory growth, big file / file: {ingest['growth_ratio_big_to_rows']} "
-            f"for {ingest['rows_ratio']}x the rows (about 1 when the file is streamed)"
-        )
+        if "big_rows" in ingest["files"]:
+            print(
+                f"memory growth, big file / file: {ingest['growth_ratio_big_to_rows']} "
+                f"for {ingest['rows_ratio']}x the rows (about 1 when the file is streamed)"
+            )
     sustained = results.get("sustained")
     if sustained is not None:
         s = sustained

@@ -86,7 +86,8 @@ class ProcessorSettings(ChainSettings):
     batch_gas_budget: int = 15_000_000
     """PROCESSOR_BATCH_GAS_BUDGET: gas limit of one payout transaction at most."""
     batch_poll_seconds: float = 0.2
-    """PROCESSOR_BATCH_POLL_SECONDS: how often ready batches are looked for."""
+    """PROCESSOR_BATCH_POLL_SECONDS: how often ready batches are looked for (at once again
+    after a round that signed a payout)."""
     max_in_flight_per_wallet: int = 16
     """PROCESSOR_MAX_IN_FLIGHT_PER_WALLET: unmined payout transactions per hot wallet at most
     (consecutive nonces)."""
