@@ -68,6 +68,11 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     return tag + (bytes((length,)) if length < 0x80 else _varint(length)) + payload
 
 
+def _with_schema(tag: bytes, body: bytes, schema_url: str) -> bytes:
+    """A ResourceSpans or ScopeSpans field: `body`, then its `schema_url` (field 3) if any."""
+    return _field(tag, body + (_field(b"\x1a", schema_url.encode()) if schema_url else b""))
+
+
 _KEYS: dict[str, bytes] = {}
 """A KeyValue's key field (tag, length, UTF-8) by key: attribute keys repeat on every span."""
 
@@ -270,22 +275,9 @@ def encode_spans_request(spans: Sequence[ReadableSpan]) -> bytes:
         scope_spans = []
         for scope, encoded in scopes.items():
             schema_url = scope.schema_url if scope is not None else ""
-            scope_spans.append(
-                _field(
-                    b"\x12",
-                    _scope(scope)
-                    + b"".join(encoded)
-                    + (_field(b"\x1a", schema_url.encode()) if schema_url else b""),
-                )
-            )
-        schema_url = resource.schema_url
+            scope_spans.append(_with_schema(b"\x12", _scope(scope) + b"".join(encoded), schema_url))
         request.append(
-            _field(
-                b"\x0a",
-                _resource(resource)
-                + b"".join(scope_spans)
-                + (_field(b"\x1a", schema_url.encode()) if schema_url else b""),
-            )
+            _with_schema(b"\x0a", _resource(resource) + b"".join(scope_spans), resource.schema_url)
         )
     return b"".join(request)
 

@@ -8,14 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from sqlalchemy import Engine, select, update
 
+from tests.support.spans import spans_in_memory
 from tests.support.withdrawals import add_withdrawal
-from withdrawal_shared import tracing
 from withdrawal_shared.db.api_keys import ensure_partner
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import Token, Withdrawal
@@ -38,17 +35,8 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def exported(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    processor = SimpleSpanProcessor(exporter)
-    provider.add_span_processor(processor)
-    # As `tracing.configure` installs it: state changes go to the processor directly.
-    monkeypatch.setattr(tracing._state, "tracer", provider.get_tracer("test"))
-    monkeypatch.setattr(tracing._state, "processor", processor)
-    monkeypatch.setattr(tracing._state, "resource", provider.resource)
-    monkeypatch.setattr(tracing._state, "scope", InstrumentationScope("test"))
-    yield exporter
-    provider.shutdown()
+    with spans_in_memory(monkeypatch) as (_, _, exporter):
+        yield exporter
 
 
 def _withdrawals(engine: Engine, count: int) -> list[str]:

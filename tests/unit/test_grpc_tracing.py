@@ -11,12 +11,11 @@ from collections.abc import Iterator
 import grpc
 import grpc.aio
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, StatusCode
 
+from tests.support.spans import spans_in_memory
 from withdrawal_shared import grpc_tracing, tracing
 
 CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -25,18 +24,13 @@ UNSAMPLED = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
 
 @pytest.fixture
 def exported(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    processor = SimpleSpanProcessor(exporter)
-    provider.add_span_processor(processor)
-    monkeypatch.setattr(tracing._state, "tracer", provider.get_tracer("test"))
-    monkeypatch.setattr(grpc_tracing.trace, "get_tracer", provider.get_tracer)
-    grpc_tracing.instrument(tracing._traced_call, processor)
-    try:
-        yield exporter
-    finally:
-        grpc_tracing.uninstrument()
-        provider.shutdown()
+    with spans_in_memory(monkeypatch) as (provider, processor, exporter):
+        monkeypatch.setattr(grpc_tracing.trace, "get_tracer", provider.get_tracer)
+        grpc_tracing.instrument(tracing._traced_call, processor)
+        try:
+            yield exporter
+        finally:
+            grpc_tracing.uninstrument()
 
 
 def _serve_and_call() -> dict[str, object]:

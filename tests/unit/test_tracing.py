@@ -13,12 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from assetwithdrawal.events.v1 import events_pb2
+from tests.support.spans import spans_in_memory
 from withdrawal_shared import tracing
 from withdrawal_shared.db.transitions import Moved
 from withdrawal_shared.logs import JsonFormatter, trace_id_var
@@ -31,17 +29,8 @@ OTHER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 @pytest.fixture
 def exported(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    processor = SimpleSpanProcessor(exporter)
-    provider.add_span_processor(processor)
-    # As `tracing.configure` installs it: state changes go to the processor directly.
-    monkeypatch.setattr(tracing._state, "tracer", provider.get_tracer("test"))
-    monkeypatch.setattr(tracing._state, "processor", processor)
-    monkeypatch.setattr(tracing._state, "resource", provider.resource)
-    monkeypatch.setattr(tracing._state, "scope", InstrumentationScope("test"))
-    yield exporter
-    provider.shutdown()
+    with spans_in_memory(monkeypatch) as (_, _, exporter):
+        yield exporter
 
 
 def _moved(withdrawal_id: str, to_state: State, trace_context: str | None) -> Moved:
