@@ -17,6 +17,7 @@ from svc_processor.replacer import raised
 from tests.support.pipeline import Pipeline, running_pipeline, wait_until
 from tests.support.requests import create_request, fresh_address
 from tests.support.signers import keystore_signer
+from tests.support.withdrawals import payouts_paying
 from withdrawal_shared.chain.types import HexStr
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import PayoutItem, PayoutTransaction, Withdrawal
@@ -56,14 +57,7 @@ def _payouts(p: Pipeline, withdrawal_id: str) -> list[PayoutTransaction]:
     engine = make_engine(p.database_url, pool_size=1)
     try:
         with make_sessionmaker(engine)() as session:
-            return list(
-                session.scalars(
-                    select(PayoutTransaction)
-                    .join(PayoutItem, PayoutItem.payout_tx_id == PayoutTransaction.id)
-                    .where(PayoutItem.withdrawal_id == withdrawal_id)
-                    .order_by(PayoutTransaction.create_time, PayoutTransaction.id)
-                ).all()
-            )
+            return payouts_paying(session, withdrawal_id)
     finally:
         engine.dispose()
 

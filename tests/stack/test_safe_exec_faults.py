@@ -40,7 +40,8 @@ from svc_processor.replacer import raised
 from tests.support.chain_faults import manual_blocks, mine_until, send_as
 from tests.support.pipeline import wait_until
 from tests.support.requests import create_request, fresh_address
-from tests.support.treasury import CHAIN, TreasuryStack, treasury_stack
+from tests.support.treasury import CHAIN, TreasuryStack, safe_events, treasury_stack
+from tests.support.withdrawals import payouts_paying
 from withdrawal_shared.approvals import core
 from withdrawal_shared.chain.payout import (
     decode_payout_events,
@@ -54,7 +55,6 @@ from withdrawal_shared.chain.safe_tx import EXECUTION_FAILURE_TOPIC, EXECUTION_S
 from withdrawal_shared.chain.types import HexStr
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import (
-    PayoutItem,
     PayoutTransaction,
     SafeOwnerSignature,
     SafeTransaction,
@@ -124,14 +124,7 @@ def _approved(stack: TreasuryStack, sessions: sessionmaker[Session]) -> Large:
 def _exec_rows(sessions: sessionmaker[Session], withdrawal_id: str) -> list[PayoutTransaction]:
     """Every payout row paying the withdrawal, oldest first."""
     with sessions() as session:
-        return list(
-            session.scalars(
-                select(PayoutTransaction)
-                .join(PayoutItem, PayoutItem.payout_tx_id == PayoutTransaction.id)
-                .where(PayoutItem.withdrawal_id == withdrawal_id)
-                .order_by(PayoutTransaction.create_time, PayoutTransaction.id)
-            )
-        )
+        return payouts_paying(session, withdrawal_id)
 
 
 def _safe_tx(sessions: sessionmaker[Session], withdrawal_id: str) -> SafeTransaction:
@@ -188,20 +181,6 @@ def _completed(stack: TreasuryStack, sessions: sessionmaker[Session], large: Lar
     )
 
 
-def _safe_logs(stack: TreasuryStack, start_block: int, topic: str) -> list[bytes]:
-    """The Safe's `topic` events since `start_block`: the Safe transaction hash of each."""
-    w3 = stack.pipeline.w3
-    logs = w3.eth.get_logs(
-        {
-            "address": w3.to_checksum_address(stack.safe),
-            "fromBlock": start_block,
-            "toBlock": "latest",
-            "topics": [HexStr(topic)],
-        }
-    )
-    return [bytes(log["topics"][1]) for log in logs]
-
-
 def _assert_paid_once(
     stack: TreasuryStack, sessions: sessionmaker[Session], large: Large
 ) -> tuple[SafeTransaction, list[PayoutTransaction]]:
@@ -226,8 +205,8 @@ def _assert_paid_once(
     assert p.token_balance(large.recipient) == AMOUNT
     assert is_paid(w3, vault, number)
     assert safe_nonce(w3, stack.safe) == large.safe_nonce + 1
-    assert _safe_logs(stack, large.start_block, EXECUTION_SUCCESS_TOPIC) == [digest]
-    assert _safe_logs(stack, large.start_block, EXECUTION_FAILURE_TOPIC) == []
+    assert safe_events(stack, large.start_block, EXECUTION_SUCCESS_TOPIC) == [digest]
+    assert safe_events(stack, large.start_block, EXECUTION_FAILURE_TOPIC) == []
     vault_logs = w3.eth.get_logs(
         {"address": vault, "fromBlock": large.start_block, "toBlock": "latest"}
     )
@@ -381,7 +360,7 @@ def test_a_failing_inner_call_reverts_keeps_the_safe_nonce_and_pays_once_later(
     assert (held.state, held.state_reason) == (S.STATE_ON_HOLD, "PAYOUT_REVERTED")
     assert safe_nonce(w3, stack.safe) == large.safe_nonce
     assert p.token_balance(large.recipient) == 0
-    assert _safe_logs(stack, large.start_block, EXECUTION_FAILURE_TOPIC) == []
+    assert safe_events(stack, large.start_block, EXECUTION_FAILURE_TOPIC) == []
 
     send_as(w3, stack.safe, vault, encode_unpause())
     _completed(stack, sessions, large)

@@ -72,6 +72,7 @@ from tests.support.treasury import (
     CHAIN,
     TreasuryStack,
     processor_executor_paused,
+    safe_events,
     treasury_stack,
 )
 from withdrawal_shared.approvals import core
@@ -276,15 +277,7 @@ def test_a_large_withdrawal_is_paid_by_the_safe_after_two_approvals(
     # From the chain: paid once, by the Safe, which advanced by exactly one nonce.
     assert p.token_balance(large_to) == 60_000 * USDC
     assert safe_nonce(w3, stack.safe) == nonce_before + 1
-    successes = w3.eth.get_logs(
-        {
-            "address": w3.to_checksum_address(stack.safe),
-            "fromBlock": start_block,
-            "toBlock": "latest",
-            "topics": [EXECUTION_SUCCESS_TOPIC],
-        }
-    )
-    assert len(successes) == 1
+    assert len(safe_events(stack, start_block, EXECUTION_SUCCESS_TOPIC)) == 1
     receipt = w3.eth.get_transaction_receipt(done.transaction_hash)  # type: ignore[arg-type]
     assert receipt["status"] == 1
     assert receipt["to"].lower() == stack.safe.lower()
@@ -465,15 +458,7 @@ def test_a_routed_withdrawal_below_a_raised_threshold_is_paid_once_by_a_hot_wall
         admin_pb2.TreasuryOperation.STATE_EXECUTED
     )
     assert safe_nonce(w3, stack.safe) == nonce_before + 1  # the sweep alone
-    successes = w3.eth.get_logs(
-        {
-            "address": w3.to_checksum_address(stack.safe),
-            "fromBlock": start_block,
-            "toBlock": "latest",
-            "topics": [EXECUTION_SUCCESS_TOPIC],
-        }
-    )
-    assert len(successes) == 1
+    assert len(safe_events(stack, start_block, EXECUTION_SUCCESS_TOPIC)) == 1
 
 
 # -- resumption ------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from tests.support.databases import mariadb_database
 from tests.support.gateway import OperatorAccount
 from tests.support.pipeline import Pipeline, running_pipeline, signer_wallets
 from tests.support.signers import keystore_signer
+from withdrawal_shared.chain.types import HexStr
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.db.models import Chain, SafeOwner, SafeTreasury
 from withdrawal_shared.db.operators import Role
@@ -72,6 +73,21 @@ class TreasuryStack:
             admin_pb2.GetChangeRequest(name=name), metadata=self.alice.metadata
         )
         return change
+
+
+def safe_events(stack: TreasuryStack, start_block: int, topic: str) -> list[bytes]:
+    """The treasury Safe's `topic` events since `start_block` (e.g. `EXECUTION_SUCCESS_TOPIC`):
+    the Safe transaction hash of each."""
+    w3 = stack.pipeline.w3
+    logs = w3.eth.get_logs(
+        {
+            "address": w3.to_checksum_address(stack.safe),
+            "fromBlock": start_block,
+            "toBlock": "latest",
+            "topics": [HexStr(topic)],
+        }
+    )
+    return [bytes(log["topics"][1]) for log in logs]
 
 
 @contextlib.contextmanager

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import secrets
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from withdrawal_shared.db.models import Withdrawal
+from withdrawal_shared.db.models import PayoutItem, PayoutTransaction, Withdrawal
 from withdrawal_shared.db.transitions import move, record_creation, utcnow
 from withdrawal_shared.ids import new_ulid
 from withdrawal_shared.states import State
@@ -54,3 +55,15 @@ def add_withdrawal(
     if to not in (State.VALIDATED, State.QUEUED):
         move(session, row, to, actor=actor, reason=to.value)
     return row.id
+
+
+def payouts_paying(session: Session, withdrawal_id: str) -> list[PayoutTransaction]:
+    """Every payout row paying the withdrawal (an item of it), oldest first."""
+    return list(
+        session.scalars(
+            select(PayoutTransaction)
+            .join(PayoutItem, PayoutItem.payout_tx_id == PayoutTransaction.id)
+            .where(PayoutItem.withdrawal_id == withdrawal_id)
+            .order_by(PayoutTransaction.create_time, PayoutTransaction.id)
+        )
+    )
