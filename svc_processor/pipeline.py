@@ -143,8 +143,8 @@ class Pipeline:
         self._streak_outcome: dict[int, bool] = {}  # per token: the chosen batch extends it
         # Set by the server: a signed payout's broadcast handed to a thread of its own, so
         # that the next payout is planned, reserved and signed while this one is sent (None:
-        # `_pay_batch` broadcasts it itself). The ids handed over and not yet sent are in
-        # `broadcasts_queued`, which `resume_payouts` leaves alone.
+        # `_pay_batch` broadcasts it itself). The one who sends keeps the ids handed over and
+        # not yet sent in `broadcasts_queued`, which `resume_payouts` leaves alone.
         self.broadcast_later: Callable[[str], None] | None = None
         self.broadcasts_queued: set[str] = set()
 
@@ -814,7 +814,6 @@ class Pipeline:
             return moved + self.payouts.sign_reserved(payout_id)
         signed = self.payouts.sign_reserved(payout_id, broadcast=False)
         # Handed over whatever happened: `Payouts.broadcast` sends only a SIGNED payout.
-        self.broadcasts_queued.add(payout_id)
         self.broadcast_later(payout_id)
         return moved + signed
 

@@ -255,8 +255,10 @@ class ProcessorServer:
     def _broadcast_later(self, payout_id: str) -> None:
         """Called on the payer's thread once a payout is signed and stored: its broadcast
         goes to the broadcaster's queue (a crash before it is sent leaves it SIGNED, and
-        `resume_payouts` sends it at the next start or sweep)."""
+        `resume_payouts` sends it at the next start or sweep, leaving alone the payouts in
+        `broadcasts_queued` until their broadcast ends)."""
         assert self._loop is not None
+        self.pipeline.broadcasts_queued.add(payout_id)
         self._loop.call_soon_threadsafe(self._spawn_broadcast, payout_id)
 
     def _spawn_broadcast(self, payout_id: str) -> None:
