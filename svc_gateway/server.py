@@ -16,6 +16,7 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy import Engine
 
 from assetwithdrawal.admin.v1 import admin_pb2_grpc
 from assetwithdrawal.webhooks.v1 import webhooks_pb2_grpc
@@ -62,6 +63,7 @@ from withdrawal_shared.db.transitions import Moved
 from withdrawal_shared.grpc_metrics import MeteredRegistrar
 from withdrawal_shared.key_revocation import revocation_channel
 from withdrawal_shared.queue import QueueNames
+from withdrawal_shared.runtime import freeze_start_up_objects
 from withdrawal_shared.store_tls import redis_client
 from withdrawal_shared.webhooks.secrets import SecretBox
 
@@ -93,6 +95,16 @@ class GatewayServer:
         self._engine = make_engine(
             settings.database_url, pool_size=settings.db_threads, tls=settings.database_tls
         )
+        # The group commit's own connections, which send a batch's statements together
+        # (MariaDB/MySQL; on SQLite the group commit goes through the engine above).
+        self._commit_engine: Engine | None = None
+        if self._engine.dialect.driver == "pymysql":
+            self._commit_engine = make_engine(
+                settings.database_url,
+                pool_size=settings.create_batch_in_flight,
+                tls=settings.database_tls,
+                multi_statements=True,
+            )
         self._executor = ThreadPoolExecutor(settings.db_threads, thread_name_prefix="gw-db")
         self._redis = redis_client(
             settings.redis_url,
@@ -106,6 +118,7 @@ class GatewayServer:
             limits_cache_seconds=settings.limits_cache_seconds,
             # Each worker's group commits in flight start on limit shards of their own.
             first_shard=settings.worker_index * settings.create_batch_in_flight,
+            commit_engine=self._commit_engine,
         )
         self._hub = EventHub(self._redis, self._names)
         self._health = health.aio.HealthServicer()
@@ -341,6 +354,8 @@ class GatewayServer:
         await self._redis.aclose()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self.store.close()
+        if self._commit_engine is not None:
+            self._commit_engine.dispose()
         self._engine.dispose()
 
     async def wait(self) -> None:
@@ -357,5 +372,6 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     server = GatewayServer(settings)
     await server.start()
+    freeze_start_up_objects()
     await stop.wait()
     await server.stop()

@@ -24,6 +24,7 @@ from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
 from withdrawal_shared.metrics import metrics_served
 from withdrawal_shared.queue import QueueNames, publish_many
+from withdrawal_shared.runtime import freeze_start_up_objects
 from withdrawal_shared.states import State
 from withdrawal_shared.store_tls import redis_client
 
@@ -195,5 +196,6 @@ class MonitorServer:
 async def serve(settings: MonitorSettings, stop: asyncio.Event) -> None:
     server = MonitorServer(settings)
     await server.start()
+    freeze_start_up_objects()
     await stop.wait()
     await server.stop()

@@ -50,6 +50,7 @@ from withdrawal_shared.db.models import Withdrawal
 from withdrawal_shared.db.transitions import Moved, TransitionConflict, move
 from withdrawal_shared.holds import HoldReason
 from withdrawal_shared.metrics import metrics_served
+from withdrawal_shared.runtime import freeze_start_up_objects
 from withdrawal_shared.states import TERMINAL, State
 from withdrawal_shared.store_tls import redis_client
 
@@ -398,5 +399,6 @@ class ProcessorServer:
 async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
     server = ProcessorServer(settings)
     await server.start()
+    freeze_start_up_objects()
     await stop.wait()
     await server.stop()

@@ -26,6 +26,7 @@ from svc_signer.servicer import Callers, SignerServicer
 from svc_signer.settings import ROLE_SAFE_OWNER, SignerSettings
 from withdrawal_shared.db.engine import make_engine
 from withdrawal_shared.grpc_metrics import MeteredRegistrar
+from withdrawal_shared.runtime import freeze_start_up_objects
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,7 @@ async def serve(settings: SignerSettings, stop: asyncio.Event) -> None:
     server = SignerServer(settings)
     try:
         await server.start()
+        freeze_start_up_objects()
         await stop.wait()
     finally:
         await server.stop()

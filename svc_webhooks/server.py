@@ -17,6 +17,7 @@ from svc_webhooks.outbox import OutboxReport, poll_outbox
 from svc_webhooks.sender import Sender
 from svc_webhooks.settings import WebhooksSettings
 from withdrawal_shared.db.engine import make_engine, make_sessionmaker
+from withdrawal_shared.runtime import freeze_start_up_objects
 from withdrawal_shared.webhooks.secrets import SecretBox
 
 log = logging.getLogger(__name__)
@@ -142,5 +143,6 @@ class WebhooksServer:
 async def serve(settings: WebhooksSettings, stop: asyncio.Event) -> None:
     server = WebhooksServer(settings)
     await server.start()
+    freeze_start_up_objects()
     await stop.wait()
     await server.stop()

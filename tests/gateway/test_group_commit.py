@@ -11,6 +11,7 @@ import secrets
 import threading
 from collections.abc import Iterator, Sequence
 
+import pymysql
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import func, select
@@ -31,11 +32,27 @@ from withdrawal_shared.errors import ApiError, Code
 from withdrawal_shared.states import Priority
 
 
-@pytest.fixture(scope="module")
-def store(db_url: str) -> Iterator[WithdrawalStore]:
-    engine = make_engine(db_url, pool_size=8)
-    yield WithdrawalStore(engine)
+def _store(url: str, pool_size: int, commit: str) -> Iterator[WithdrawalStore]:
+    """A store whose group commit sends each statement alone ("separate") or a batch's
+    statements together on connections of its own ("together", as the gateway runs it;
+    on SQLite there is no such path and both are the same)."""
+    engine = make_engine(url, pool_size=pool_size)
+    commit_engine = (
+        make_engine(url, pool_size=pool_size, multi_statements=True)
+        if commit == "together"
+        else None
+    )
+    store = WithdrawalStore(engine, commit_engine=commit_engine)
+    yield store
+    store.close()
+    if commit_engine is not None:
+        commit_engine.dispose()
     engine.dispose()
+
+
+@pytest.fixture(scope="module", params=["separate", "together"])
+def store(db_url: str, request: pytest.FixtureRequest) -> Iterator[WithdrawalStore]:
+    yield from _store(db_url, 8, request.param)
 
 
 @pytest.fixture
@@ -175,13 +192,11 @@ def test_concurrent_batches_of_the_same_keys_make_one_row_each(
         assert sum(moved is not None for _, moved in outcomes) == 1  # created once
 
 
-@pytest.fixture(scope="module")
-def mariadb_store() -> Iterator[WithdrawalStore]:
+@pytest.fixture(scope="module", params=["separate", "together"])
+def mariadb_store(request: pytest.FixtureRequest) -> Iterator[WithdrawalStore]:
     """The group commit keeps connections of its own on PyMySQL only: MariaDB, not SQLite."""
     with mariadb_database() as url:
-        engine = make_engine(url, pool_size=4)
-        yield WithdrawalStore(engine)
-        engine.dispose()
+        yield from _store(url, 4, request.param)
 
 
 def test_a_batch_connection_the_server_closed_is_replaced(
@@ -200,6 +215,36 @@ def test_a_batch_connection_the_server_closed_is_replaced(
     _, moved = created(store.create_many([(partner, new(store))])[0])
     assert moved is not None
     assert rows_of(store, partner) == 2
+
+
+def test_a_batch_without_limits_is_one_round_trip_when_its_statements_go_together(
+    mariadb_store: WithdrawalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = mariadb_store
+    partner = f"gc-{secrets.token_hex(4)}"
+    with store.sessions.begin() as session:
+        ensure_partner(session, partner)
+    sent: list[str] = []
+    query = pymysql.connections.Connection.query
+
+    def counted(self: pymysql.connections.Connection, sql: str, unbuffered: bool = False) -> int:
+        sent.append(sql)
+        return int(query(self, sql, unbuffered))
+
+    monkeypatch.setattr(pymysql.connections.Connection, "query", counted)
+    outcomes = store.create_many([(partner, new(store)) for _ in range(3)])
+    monkeypatch.undo()
+    assert all(created(o)[1] is not None for o in outcomes)
+    first = next(i for i, q in enumerate(sent) if q.startswith("INSERT INTO withdrawals "))
+    heads = [q.split(" (")[0] for q in sent[first:]]
+    if store._driver_inserts._multi:  # type: ignore[union-attr]
+        # One query: both INSERTs and COMMIT (a message's own ';' is inside a quoted value).
+        assert ";INSERT INTO withdrawal_audit (" in sent[first]
+        assert sent[first].endswith(");COMMIT")
+        assert not any(h.startswith(("INSERT INTO withdrawal", "COMMIT")) for h in heads[1:])
+    else:
+        assert heads[:3] == ["INSERT INTO withdrawals", "INSERT INTO withdrawal_audit", "COMMIT"]
+    assert rows_of(store, partner) == 3
 
 
 # ---------------------------------------------------------------- the batcher itself

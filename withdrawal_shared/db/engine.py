@@ -9,6 +9,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from pymysql.constants import CLIENT  # type: ignore[import-untyped]
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,16 +17,29 @@ from sqlalchemy.orm import Session, sessionmaker
 from withdrawal_shared.store_tls import DatabaseTls, check_database_url
 
 
-def make_engine(url: str, *, pool_size: int = 16, tls: DatabaseTls | None = None) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 16,
+    tls: DatabaseTls | None = None,
+    multi_statements: bool = False,
+) -> Engine:
     """An engine tuned per backend: pooled PyMySQL, or SQLite in WAL mode with a busy timeout.
 
     With `tls`, every PyMySQL connection is TLS, the server's certificate and host name
-    verified (SettingsError for a URL it cannot apply to, such as SQLite's)."""
+    verified (SettingsError for a URL it cannot apply to, such as SQLite's).
+
+    `multi_statements` lets a PyMySQL connection send several statements in one query (the
+    client flag MULTI_STATEMENTS): only for an engine of its own whose every statement is
+    built from fixed SQL and driver-escaped values (the gateway's group commit,
+    `svc_gateway.store`), never for one that runs other code's queries."""
     parsed = make_url(url)
     connect_args: dict[str, Any] = {}
     if tls is not None:
         check_database_url(url)
         connect_args["ssl"] = tls.ssl_context()
+    if multi_statements and parsed.get_driver_name() == "pymysql":
+        connect_args["client_flag"] = CLIENT.MULTI_STATEMENTS
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """Multi-row INSERTs on MariaDB/MySQL through PyMySQL as SQL text rendered here: the CSV
-batch rows (`svc_gateway.batches.sql_rows`) and the webhook sender's fanned-out deliveries and
-recorded attempts (`insert_rows`). The driver's own escaping of every value of every row (type
-dispatch, one call per value) cost more than the rest of those INSERTs.
+batch rows (`svc_gateway.batches.sql_rows`), the webhook sender's fanned-out deliveries and
+recorded attempts and the audit rows of state changes (`insert_rows`), and the gateway's
+group commit (`row_values`, `svc_gateway.store`). The driver's own escaping of every value
+of every row (type dispatch, one call per value) cost more than the rest of those INSERTs.
 
 Strings are quoted for the connection's mode: backslash escapes unless the server's sql_mode
 has NO_BACKSLASH_ESCAPES (`quoting`), through a `str.translate` table kept as a list over
@@ -74,6 +75,12 @@ def _literal(value: Any, table: list[str]) -> str:
     raise TypeError(f"no SQL literal for {type(value).__name__}")
 
 
+def row_values(row: Mapping[str, Any], columns: Sequence[str], table: list[str]) -> str:
+    """`row`'s values of `columns`, in that order, as one parenthesised SQL row
+    (`table`: from `quoting`)."""
+    return "(" + ",".join(_literal(row[name], table) for name in columns) + ")"
+
+
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """INSERT `rows` (dicts with the same keys) into `table`, in the caller's transaction."""
     if not rows:
@@ -92,7 +99,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
         values: list[str] = []
         size = 0
         for row in rows:
-            rendered = "(" + ",".join(_literal(row[name], table_quoting) for name in columns) + ")"
+            rendered = row_values(row, columns, table_quoting)
             if values and size + len(rendered) > STATEMENT_BYTES:
                 cursor.execute(head + ",".join(values))
                 values, size = [], 0
