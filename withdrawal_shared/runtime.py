@@ -3,7 +3,8 @@ for Prometheus when `<NAME>_METRICS_PORT` is set (`withdrawal_shared.metrics`), 
 priority when `<NAME>_NICE` is set (e.g. `PROCESSOR_NICE=10`: on a machine the services share,
 the batch work of the processor and the monitor then yields the CPU to the gateway's requests,
 whose latency a client sees), and a graceful stop on SIGTERM or SIGINT. Each
-`svc_*/__main__.py` is one call to `run_service`."""
+`svc_*/__main__.py` is one call to `run_service`; each `serve` calls
+`freeze_start_up_objects` once its server has started."""
 
 from __future__ import annotations
 

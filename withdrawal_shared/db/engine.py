@@ -31,8 +31,9 @@ def make_engine(
 
     `multi_statements` lets a PyMySQL connection send several statements in one query (the
     client flag MULTI_STATEMENTS): only for an engine of its own whose every statement is
-    built from fixed SQL and driver-escaped values (the gateway's group commit,
-    `svc_gateway.store`), never for one that runs other code's queries."""
+    built from fixed SQL and escaped values (`sql_text`'s literals or the driver's), the
+    gateway's group commit (`svc_gateway.store`), never for one that runs other code's
+    queries."""
     parsed = make_url(url)
     connect_args: dict[str, Any] = {}
     if tls is not None:
