@@ -66,11 +66,10 @@ from withdrawal_shared import tracing
 from withdrawal_shared.crash_points import crash_point
 from withdrawal_shared.metrics import QUEUE_DEAD_LETTERS, QUEUE_REDELIVERIES
 from withdrawal_shared.queue import QueueNames
-from withdrawal_shared.states import Priority
+from withdrawal_shared.states import PRIORITIES
 
 log = logging.getLogger(__name__)
 
-ORDER = (Priority.EMERGENCY, Priority.PRIORITY, Priority.STANDARD)
 ERROR_TEXT_MAX = 1000  # characters of the last error kept in a dead letter
 DEAD_LETTERS_MAXLEN = 1_000_000  # approximate; the withdrawal's hold is the durable record
 CLAIM_BATCH = 32
@@ -131,7 +130,7 @@ class TaskConsumer:
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
         self._client = client
-        self._streams = [names.tasks(p) for p in ORDER]
+        self._streams = [names.tasks(p) for p in PRIORITIES]
         self._dead_letters = names.dead_letters
         self._group = group
         self._consumer = consumer

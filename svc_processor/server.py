@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
 from svc_processor.batch_chunks import received_in_chunk
-from svc_processor.consumer import ORDER, DeadLetter, TaskConsumer
+from svc_processor.consumer import DeadLetter, TaskConsumer
 from svc_processor.errors import TransientError
 from svc_processor.gauges import ProcessorGauges
 from svc_processor.partitions import Partitions
@@ -51,7 +51,7 @@ from withdrawal_shared.db.transitions import Moved, TransitionConflict, move
 from withdrawal_shared.holds import HoldReason
 from withdrawal_shared.metrics import metrics_served
 from withdrawal_shared.runtime import freeze_start_up_objects
-from withdrawal_shared.states import TERMINAL, State
+from withdrawal_shared.states import PRIORITIES, TERMINAL, State
 from withdrawal_shared.store_tls import redis_client
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ class ProcessorServer:
             gauges = ProcessorGauges(
                 self.pipeline.sessions,
                 self._redis,
-                [self._names.tasks(p) for p in ORDER],
+                [self._names.tasks(p) for p in PRIORITIES],
                 self._names.dead_letters,
                 self.settings.consumer_group,
                 self.pipeline.reads,
