@@ -142,6 +142,7 @@ class GeneratorResult:
 
     scheduled: int = 0
     latencies_ms: list[float] = field(default_factory=list)  # successful requests only
+    due_at: list[float] = field(default_factory=list)  # their due times (monotonic), in order
     errors: dict[str, int] = field(default_factory=dict)
     lags_ms: list[float] = field(default_factory=list)  # send time - due time, every request
     last_done: float = 0.0  # monotonic time of the last response
@@ -335,6 +336,7 @@ async def _run_step(
             result.completed += 1
         if error is None:
             result.latencies_ms.append((done - due_at) * 1000)
+            result.due_at.append(due_at)
         else:
             _count(result.errors, error)
 
@@ -761,6 +763,45 @@ class Row:
     """MariaDB server counters per 1,000 requests (the whole server: shared with whatever
     else runs on it): commits (statements and storage-engine commits, autocommit ones
     included), fsyncs, redo-log writes, log waits, row lock waits and their ms."""
+    windows: Windows | None = None
+
+
+@dataclass
+class Windows:
+    """How the slow requests are spread over the step: the step cut into `WINDOW_SECONDS`
+    windows by due time, and the windows whose median latency is over the p95 limit. A tail
+    held by a few such windows is a stall (everything in flight waited together); a tail
+    spread over every window is queueing."""
+
+    count: int
+    slow: int  # windows whose median is over P95_LIMIT_MS
+    over_limit_in_slow_pct: float | None  # of the requests over P95_LIMIT_MS, in slow windows
+    slowest: list[tuple[float, float]]  # (start, s from the step's start; median ms), worst first
+
+
+WINDOW_SECONDS = 0.1
+
+
+def windows(t0: float, results: Sequence[GeneratorResult]) -> Windows | None:
+    """`Windows` of the successful requests of a step that started at `t0`."""
+    by_window: dict[int, list[float]] = {}
+    for result in results:
+        for due_at, latency in zip(result.due_at, result.latencies_ms, strict=True):
+            by_window.setdefault(int((due_at - t0) / WINDOW_SECONDS), []).append(latency)
+    if not by_window:
+        return None
+    medians = {w: sorted(values)[len(values) // 2] for w, values in by_window.items()}
+    slow = {w for w, median in medians.items() if median > P95_LIMIT_MS}
+    over = [(w, x) for w, values in by_window.items() for x in values if x > P95_LIMIT_MS]
+    worst = sorted(medians.items(), key=lambda item: -item[1])[:5]
+    return Windows(
+        count=len(by_window),
+        slow=len(slow),
+        over_limit_in_slow_pct=round(100 * sum(w in slow for w, _ in over) / len(over), 1)
+        if over
+        else None,
+        slowest=[(round(w * WINDOW_SECONDS, 1), round(median, 1)) for w, median in worst],
+    )
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -811,6 +852,7 @@ def summarise(
         generator_lag_p99_ms=_round(percentile(lags, 99)) or 0.0,
         generator_lag_max_ms=_round(lags[-1] if lags else None) or 0.0,
         cpu_per_1k=per_1k,
+        windows=windows(t0, results),
     )
 
 
@@ -876,6 +918,16 @@ def print_row(row: Row, columns: Sequence[str]) -> None:
     if row.mariadb_per_1k:
         counters = ", ".join(f"{name} {value:g}" for name, value in row.mariadb_per_1k.items())
         print(f"{'':>9}   MariaDB per 1k requests: {counters}", flush=True)
+    if row.windows is not None and row.windows.slow:
+        w = row.windows
+        slowest = ", ".join(f"{start:g} s {median:g} ms" for start, median in w.slowest)
+        held = _fmt(w.over_limit_in_slow_pct, ".1f")
+        print(
+            f"{'':>9}   {WINDOW_SECONDS * 1000:g}-ms windows with a median over "
+            f"{P95_LIMIT_MS:g} ms: {w.slow} of {w.count}, holding {held} % of the requests "
+            f"over {P95_LIMIT_MS:g} ms; slowest (start, median): {slowest}",
+            flush=True,
+        )
 
 
 # ---------------------------------------------------------------- the run
@@ -1005,6 +1057,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"every create counts against it (default {DAILY_LIMIT}; 'none' for no limit)",
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the services' logs and files in DIR (created) instead of a temporary "
+        "directory, e.g. to line their log times up with the slow windows",
+    )
     args = parser.parse_args(argv)
     if args.amount is None:
         args.amount = "12.5" if args.gateway_only else PIPELINE_AMOUNT
@@ -1325,12 +1385,18 @@ def system_under_test(args: argparse.Namespace, plan: Plan, tmp: Path) -> Iterat
             _delete_prefix(args.redis, plan.prefix)
 
 
+@contextlib.contextmanager
+def _kept(directory: Path) -> Iterator[str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    yield str(directory)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = make_plan(args)
     store: dict[str, Any] = {}
     with (
-        tempfile.TemporaryDirectory() as tmp,
+        tempfile.TemporaryDirectory() if args.keep is None else _kept(args.keep) as tmp,
         system_under_test(args, plan, Path(tmp)) as system,
     ):
         generators: Generators | None = None
