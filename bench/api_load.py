@@ -30,7 +30,9 @@ Prints its configuration, then a table per transport and rate (p50/p95/p99 laten
 due time, errors, achieved rate, generator lag, CPU seconds per 1,000 requests of the gateway,
 the processor, signer, monitor and anvil when they run, mariadbd, redis-server, the
 generators, and this process, the harness, whose supervisor threads copy the services' output
-to their logs with the pipeline), and writes JSON to bench/results/. CPU is read from
+to their logs with the pipeline), under a row whose step had slow 100-ms windows how the slow
+requests lie over it (`windows`: a stall or queueing), and writes JSON to bench/results/
+(`--keep DIR` keeps the services' logs, to line them up with those windows). CPU is read from
 /proc/<pid>/stat (utime + stime) before and after each step; mariadbd is shared with whatever
 else runs on the machine (and so is redis-server with `--gateway-only`), so their figures
 include that.
