@@ -20,6 +20,9 @@
   forwarding, answers 5xx, resets connections and drops sent transactions from the mempool
   (`anvil_dropTransaction`: a broadcast that was accepted and then lost, which only a stuck-
   transaction replacement at the same nonce can recover). Counted by the proxies themselves.
+  The first window drops every send (`SEND_DROPS`); until each other kind has happened once,
+  the windows give the kinds not seen yet `UNSEEN_RATE` each (`window_rates`), so that a short
+  run, whose windows see few requests, has every kind however its draws fall.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from web3 import Web3
 
@@ -54,6 +58,24 @@ SEND_DROPS = FaultRates(drop_tx=1.0, methods=frozenset({"eth_sendRawTransaction"
 (it needs a send to pass during a window while the transaction is still pending), and every run
 must lose at least one."""
 NO_FAULTS = FaultRates()
+UNSEEN_RATE = 0.15
+"""The probability of each RPC fault kind not injected yet in a window (four at most: with
+`RPC_FAULTS`' drop rate they add up to 0.85)."""
+
+
+def window_rates(injected: Mapping[str, int]) -> FaultRates:
+    """The rates of the next RPC window, given the faults injected so far: every send dropped
+    until one was, then `RPC_FAULTS` with each kind not seen yet at `UNSEEN_RATE` at least."""
+    if injected.get("drop_tx", 0) == 0:
+        return SEND_DROPS
+    unseen = {
+        kind: max(UNSEEN_RATE, getattr(RPC_FAULTS, kind))
+        for kind in ("delay", "timeout_after_forward", "http_5xx", "reset")
+        if injected.get(kind, 0) == 0
+    }
+    return replace(RPC_FAULTS, **unseen)
+
+
 REORG_AIM_SECONDS = 10.0
 """How long an aimed reorg waits for one of our transactions to be mined within reach."""
 UNAIMED_REORG_SHARE = 0.25
@@ -209,7 +231,7 @@ class FaultInjector:
         return f"down {self.config.redis_down_seconds:g}s"
 
     def _rpc_window(self) -> str:
-        rates = SEND_DROPS if self.rpc_faults()["drop_tx"] == 0 else RPC_FAULTS
+        rates = window_rates(self.rpc_faults())
         for proxy in self.stack.proxies:
             proxy.set_rates(rates)
         time.sleep(self.config.rpc_fault_window_seconds)
