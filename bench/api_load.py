@@ -1064,10 +1064,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         default=None,
         metavar="DIR",
-        help="keep the services' logs and files in DIR (created) instead of a temporary "
-        "directory, e.g. to line their log times up with the slow windows",
+        help="keep the services' logs and files in DIR (a new or empty directory) instead of "
+        "a temporary one, e.g. to line their log times up with the slow windows",
     )
     args = parser.parse_args(argv)
+    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
+        parser.error(f"--keep {args.keep}: not empty; give a new or empty directory per run")
     if args.amount is None:
         args.amount = "12.5" if args.gateway_only else PIPELINE_AMOUNT
     if args.batch_nice is None:

@@ -1,8 +1,13 @@
-"""bench.api_load's slow windows: a stall shows as a few windows holding the slow requests."""
+"""bench.api_load's slow windows (a stall shows as a few windows holding the slow requests)
+and the directory `--keep` keeps the services' files in."""
 
 from __future__ import annotations
 
-from bench.api_load import P95_LIMIT_MS, WINDOW_SECONDS, GeneratorResult, windows
+from pathlib import Path
+
+import pytest
+
+from bench.api_load import P95_LIMIT_MS, WINDOW_SECONDS, GeneratorResult, parse_args, windows
 
 
 def _result(points: list[tuple[float, float]], t0: float) -> GeneratorResult:
@@ -34,3 +39,11 @@ def test_no_slow_request_no_slow_window() -> None:
     assert calm is not None
     assert (calm.count, calm.slow, calm.over_limit_in_slow_pct) == (20, 0, None)
     assert windows(t0, [GeneratorResult()]) is None
+
+
+def test_keep_wants_a_new_or_empty_directory(tmp_path: Path) -> None:
+    assert parse_args(["--keep", str(tmp_path / "new")]).keep == tmp_path / "new"
+    assert parse_args(["--keep", str(tmp_path)]).keep == tmp_path  # empty
+    (tmp_path / "stack.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        parse_args(["--keep", str(tmp_path)])
