@@ -64,6 +64,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from bench.processes import mariadb_pid
 from devstack.config import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -636,7 +637,10 @@ class GatewayProcess(_GatewayLog):
 
     def other_pids(self) -> dict[str, int | None]:
         """The other processes whose CPU each step reports."""
-        return {"mariadbd": pid_of("mariadbd"), "redis-server": pid_of("redis-server")}
+        return {
+            "mariadbd": mariadb_pid(self.database_url),
+            "redis-server": pid_of("redis-server"),
+        }
 
     def stop(self) -> int | None:
         if self.process.poll() is None:
@@ -712,7 +716,7 @@ class PipelineSystem(_GatewayLog):
     def other_pids(self) -> dict[str, int | None]:
         redis = self.stack.redis.process if self.stack.redis is not None else None
         return {
-            "mariadbd": pid_of("mariadbd"),
+            "mariadbd": mariadb_pid(self.database_url),
             "redis-server": redis.pid if redis is not None else None,
             **{
                 name: self.stack.pid(name)

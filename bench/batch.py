@@ -71,7 +71,7 @@ from bench.batch_upload import (
     upload,
     write_csv,
 )
-from bench.e2e import SERVICE_NAMES, _pcts, find_pids, process_pids
+from bench.e2e import SERVICE_NAMES, _pcts, process_pids
 from bench.load import (
     AMOUNT,
     LoadPlan,
@@ -83,6 +83,7 @@ from bench.load import (
     uptime_load,
     versions,
 )
+from bench.processes import mariadb_pid
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIRMATIONS = 5
@@ -105,8 +106,7 @@ def ingest_file(
     pid = stack.pid("gateway")
     assert pid is not None, "the gateway is not running"
     before = status_kib(pid, "VmRSS")
-    mariadb = find_pids("mariadbd")
-    meter = CpuMeter(pid, {"mariadbd": mariadb[0] if mariadb else None})
+    meter = CpuMeter(pid, {"mariadbd": mariadb_pid(stack.database_url)})
     meter.start()
     sampler = RssSampler(pid).start()
     answer = upload(args.transport, stack, key, f"ingest-{tag}-{secrets.token_hex(4)}", path)

@@ -67,6 +67,7 @@ from bench.load import (
     uptime_load,
     versions,
 )
+from bench.processes import mariadb_pid
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIRMATIONS = 5
@@ -126,24 +127,12 @@ def cpu_seconds(pid: int | None) -> float | None:
     return sum(int(v) for v in fields[11:15]) / CLK_TCK
 
 
-def find_pids(comm: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if (entry / "comm").read_text().strip() == comm:
-                pids.append(int(entry.name))
-    return pids
-
-
 def process_pids(stack: Any) -> dict[str, int | None]:
     pids: dict[str, int | None] = {name: stack.pid(name) for name in stack.service_names}
     pids["anvil"] = stack.anvil.pid
     redis_process = stack.redis.process if stack.redis is not None else None
     pids["redis"] = redis_process.pid if redis_process is not None else None
-    mariadb = find_pids("mariadbd")
-    pids["mariadbd"] = mariadb[0] if mariadb else None
+    pids["mariadbd"] = mariadb_pid(stack.database_url)
     return pids
 
 

@@ -39,8 +39,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from bench.api_load import bench_database
-from bench.e2e import cpu_seconds, find_pids
+from bench.e2e import cpu_seconds
 from bench.load import uptime_load
+from bench.processes import mariadb_pid
 from bench.thread_profiles import ThreadProfiles, write_stats
 
 MARIADB = "mysql+pymysql://root:@127.0.0.1:3306"
@@ -202,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         receiver.set_secret(secret)
         with bench_database(MARIADB) as url:
             expected = _seed(url, args.withdrawals, f"{receiver.base}/hook", secret)
-            mariadb = find_pids("mariadbd")
-            db_pid = mariadb[0] if mariadb else None
+            db_pid = mariadb_pid(url)
             load_start = uptime_load()
             if threads is not None:
                 threads.install()
