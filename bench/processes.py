@@ -13,7 +13,7 @@ MARIADB_COMMANDS = frozenset({"mariadbd", "mysqld"})
 
 
 def pids_by_name(comm: str) -> list[int]:
-    """The pids of the running processes whose command name is `comm`, oldest first."""
+    """The pids of the running processes whose command name is `comm`, in pid order."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -27,8 +27,8 @@ def pids_by_name(comm: str) -> list[int]:
 def mariadb_pid(database_url: str) -> int | None:
     """The pid of the MariaDB server that `database_url` reaches, read from the pid file the
     server names (`@@pid_file`), so that a second server on the machine is never measured
-    instead; the oldest `mariadbd` when that file cannot be read here; None when there is none
-    (SQLite, or a server on another machine)."""
+    instead. When that file cannot be read here, the first `mariadbd` running on this machine
+    (None if there is none); None for a URL that is not MySQL's (SQLite)."""
     if not database_url.startswith("mysql"):
         return None
     engine = create_engine(database_url, poolclass=NullPool)
