@@ -64,7 +64,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from bench.processes import mariadb_pid
+from bench.processes import mariadb_pid, pids_by_name
 from devstack.config import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -113,17 +113,6 @@ def nice_of(pid: int | None) -> int | None:
     """A process's nice value (its CPU priority: 0 by default, higher yields), or None."""
     fields = _stat_fields(pid)
     return None if fields is None else int(fields[16])
-
-
-def pid_of(program: str) -> int | None:
-    """The pid of a running program (the oldest, if several), via pidof."""
-    try:
-        out = subprocess.run(
-            ["pidof", "-s", program], capture_output=True, text=True, check=False, timeout=5
-        ).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return int(out[0]) if out else None
 
 
 # ---------------------------------------------------------------- the load generators
@@ -639,7 +628,7 @@ class GatewayProcess(_GatewayLog):
         """The other processes whose CPU each step reports."""
         return {
             "mariadbd": mariadb_pid(self.database_url),
-            "redis-server": pid_of("redis-server"),
+            "redis-server": next(iter(pids_by_name("redis-server")), None),
         }
 
     def stop(self) -> int | None:
