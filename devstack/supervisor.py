@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
 
+from withdrawal_shared.settings import SUPERVISOR_PID_ENV
+
 NAME_WIDTH = 9  # len("processor")
 _COLORS = ("36", "35", "33", "32", "34", "91", "96", "95")
 _RESET = "\x1b[0m"
@@ -148,9 +150,13 @@ class Supervisor:
         spec = child.spec
         if spec.log_path is not None:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # The services stop by themselves if this process dies without stopping them
+        # (`withdrawal_shared.runtime.stop_when_orphaned`).
+        env = {**(spec.env if spec.env is not None else os.environ)}
+        env[SUPERVISOR_PID_ENV] = str(os.getpid())
         process = subprocess.Popen(  # noqa: S603 - argv built by the stack, no shell
             list(spec.argv),
-            env=dict(spec.env) if spec.env is not None else None,
+            env=env,
             cwd=spec.cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

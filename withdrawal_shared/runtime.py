@@ -2,7 +2,10 @@
 for Prometheus when `<NAME>_METRICS_PORT` is set (`withdrawal_shared.metrics`), a lower CPU
 priority when `<NAME>_NICE` is set (e.g. `PROCESSOR_NICE=10`: on a machine the services share,
 the batch work of the processor and the monitor then yields the CPU to the gateway's requests,
-whose latency a client sees), and a graceful stop on SIGTERM or SIGINT. Each
+whose latency a client sees), a graceful stop on SIGTERM or SIGINT, and, under the stack's
+supervisor (`devstack.supervisor`, which sets `STACK_SUPERVISOR_PID`), the same stop once that
+supervisor is gone (`stop_when_orphaned`), so a killed benchmark or `make up` leaves no
+service running behind it. Each
 `svc_*/__main__.py` is one call to `run_service`; each `serve` calls
 `freeze_start_up_objects` once its server has started."""
 
@@ -13,6 +16,7 @@ import gc
 import logging
 import os
 import signal
+import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -20,9 +24,48 @@ from withdrawal_shared import tracing
 from withdrawal_shared.errors import WithdrawalSystemError
 from withdrawal_shared.logs import configure
 from withdrawal_shared.metrics import initialize, serve_metrics
-from withdrawal_shared.settings import env_int, env_str
+from withdrawal_shared.settings import SUPERVISOR_PID_ENV, env_int, env_str
 
 SettingsT = TypeVar("SettingsT")
+
+ORPHAN_POLL_SECONDS = 0.5
+
+
+def stop_when_orphaned(poll_seconds: float = ORPHAN_POLL_SECONDS) -> threading.Thread | None:
+    """When `STACK_SUPERVISOR_PID` names this process's parent, watch it from a daemon thread
+    and send this process SIGTERM (its graceful stop) once the parent is another process:
+    the supervisor died without stopping its children (SIGKILL, a crash), and this process was
+    handed to init. The same at once when the supervisor died while this process was still
+    starting (no process has its pid). None, and nothing watched, outside a supervisor or
+    when the variable names another live process."""
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV, "")
+    if not supervisor.isdigit():
+        return None
+    parent = int(supervisor)
+    if os.getppid() != parent and _alive(parent):
+        return None
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            threading.Event().wait(poll_seconds)
+        logging.getLogger(__name__).warning(
+            "the supervisor is gone; stopping", extra={"supervisor_pid": parent}
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="orphan-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def freeze_start_up_objects() -> None:
@@ -76,6 +119,7 @@ def run_service(
         nice = env_int(f"{prefix}_NICE", 0, minimum=0)
         if nice:
             os.nice(nice)
+        stop_when_orphaned()
         asyncio.run(main())
     except WithdrawalSystemError as exc:
         log.error("the %s cannot start: %s", name, exc)

@@ -17,6 +17,10 @@ from withdrawal_shared.store_tls import DatabaseTls, check_redis_url
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("AWS_VAR_DIR", REPO_ROOT / "var"))
 
+SUPERVISOR_PID_ENV = "STACK_SUPERVISOR_PID"
+"""Set by `devstack.supervisor` to its own pid in each child's environment; a service stops
+once that process is no longer its parent (`withdrawal_shared.runtime.stop_when_orphaned`)."""
+
 DEFAULT_DATABASE_URL = f"sqlite:///{VAR_DIR / 'withdrawals.sqlite3'}"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
