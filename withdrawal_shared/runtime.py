@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -29,15 +30,19 @@ from withdrawal_shared.settings import SUPERVISOR_PID_ENV, env_int, env_str
 SettingsT = TypeVar("SettingsT")
 
 ORPHAN_POLL_SECONDS = 0.5
+ORPHAN_STOP_SECONDS = 30.0
 
 
-def stop_when_orphaned(poll_seconds: float = ORPHAN_POLL_SECONDS) -> threading.Thread | None:
+def stop_when_orphaned(
+    poll_seconds: float = ORPHAN_POLL_SECONDS, kill_after: float = ORPHAN_STOP_SECONDS
+) -> threading.Thread | None:
     """When `STACK_SUPERVISOR_PID` names this process's parent, watch it from a daemon thread
     and send this process SIGTERM (its graceful stop) once the parent is another process:
     the supervisor died without stopping its children (SIGKILL, a crash), and this process was
     handed to init. The same at once when the supervisor died while this process was still
-    starting (no process has its pid). None, and nothing watched, outside a supervisor or
-    when the variable names another live process."""
+    starting (no process has its pid). A stop that has not ended `kill_after` seconds later
+    ends with SIGKILL, as the supervisor's own would. None, and nothing watched, outside a
+    supervisor or when the variable names another live process."""
     supervisor = os.environ.get(SUPERVISOR_PID_ENV, "")
     if not supervisor.isdigit():
         return None
@@ -47,11 +52,13 @@ def stop_when_orphaned(poll_seconds: float = ORPHAN_POLL_SECONDS) -> threading.T
 
     def watch() -> None:
         while os.getppid() == parent:
-            threading.Event().wait(poll_seconds)
+            time.sleep(poll_seconds)
         logging.getLogger(__name__).warning(
             "the supervisor is gone; stopping", extra={"supervisor_pid": parent}
         )
         os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(kill_after)  # a daemon thread: gone with the process when the stop ends
+        os.kill(os.getpid(), signal.SIGKILL)
 
     thread = threading.Thread(target=watch, name="orphan-watch", daemon=True)
     thread.start()

@@ -19,11 +19,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = textwrap.dedent(
     """
-    import signal, time
+    import signal, sys, time
     from withdrawal_shared.runtime import stop_when_orphaned
     stopping = []  # SIGTERM asks for a graceful stop, as in a service
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    watching = stop_when_orphaned(poll_seconds=0.05) is not None
+    hangs = sys.argv[1] == "hang"  # a stop that never ends
+    signal.signal(signal.SIGTERM, lambda *_: None if hangs else stopping.append(True))
+    watching = stop_when_orphaned(poll_seconds=0.05, kill_after=1.0) is not None
     print("watching" if watching else "not watching", flush=True)
     deadline = time.monotonic() + 60
     while not stopping and time.monotonic() < deadline:
@@ -43,7 +44,7 @@ PARENT = textwrap.dedent(
         done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True)
         env[sys.argv[2]] = done.stdout.strip()
-    child = subprocess.Popen([sys.executable, "-c", sys.argv[3]], env=env,
+    child = subprocess.Popen([sys.executable, "-c", sys.argv[3], sys.argv[4]], env=env,
                              stdout=subprocess.PIPE, text=True)
     print(child.pid, child.stdout.readline().strip(), flush=True)
     time.sleep(60)
@@ -60,14 +61,14 @@ def _gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
-def _orphan(mode: str, within: float) -> tuple[str, bool]:
+def _orphan(mode: str, within: float, stop: str = "ends") -> tuple[str, bool]:
     """Start a parent whose child has `SUPERVISOR_PID_ENV` set by `mode` (the parent's pid,
     none, a live process's, an exited process's), SIGKILL the parent;
     (what the child said, whether it exited within `within` s; it polls every 0.05 s)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop(SUPERVISOR_PID_ENV, None)
     parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT, mode, SUPERVISOR_PID_ENV, CHILD],
+        [sys.executable, "-c", PARENT, mode, SUPERVISOR_PID_ENV, CHILD, stop],
         env=env,
         stdout=subprocess.PIPE,
         text=True,
@@ -88,6 +89,12 @@ def _orphan(mode: str, within: float) -> tuple[str, bool]:
 
 def test_a_child_of_a_supervisor_that_dies_stops() -> None:
     said, exited = _orphan("mine", within=5)
+    assert said == "watching"
+    assert exited
+
+
+def test_a_stop_that_hangs_ends_with_sigkill() -> None:
+    said, exited = _orphan("mine", within=5, stop="hang")
     assert said == "watching"
     assert exited
 
