@@ -61,6 +61,7 @@ from withdrawal_shared.db.engine import make_engine
 from withdrawal_shared.db.operators import OperatorIdentity, operator_for_credential
 from withdrawal_shared.db.transitions import Moved
 from withdrawal_shared.grpc_metrics import MeteredRegistrar
+from withdrawal_shared.grpc_registrar import GenericOnlyRegistrar
 from withdrawal_shared.key_revocation import revocation_channel
 from withdrawal_shared.queue import QueueNames
 from withdrawal_shared.runtime import freeze_start_up_objects
@@ -213,8 +214,11 @@ class GatewayServer:
 
         server = grpc.aio.server()
         # Duck-typed for the generated functions: malformed requests refused, every call
-        # counted and timed (withdrawal_shared.grpc_metrics).
-        registrar: Any = GuardedRegistrar(MeteredRegistrar(server))  # type: ignore[arg-type]
+        # counted and timed (withdrawal_shared.grpc_metrics), every method served through
+        # its service's generic handler (withdrawal_shared.grpc_registrar).
+        registrar: Any = GuardedRegistrar(
+            MeteredRegistrar(GenericOnlyRegistrar(server))  # type: ignore[arg-type]
+        )
         withdrawal_pb2_grpc.add_WithdrawalServiceServicer_to_server(
             WithdrawalServicer(dispatcher), registrar
         )

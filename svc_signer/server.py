@@ -26,6 +26,7 @@ from svc_signer.servicer import Callers, SignerServicer
 from svc_signer.settings import ROLE_SAFE_OWNER, SignerSettings
 from withdrawal_shared.db.engine import make_engine
 from withdrawal_shared.grpc_metrics import MeteredRegistrar
+from withdrawal_shared.grpc_registrar import GenericOnlyRegistrar
 from withdrawal_shared.runtime import freeze_start_up_objects
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,9 @@ class SignerServer:
             }
         )
         server = grpc.aio.server()
-        registrar: Any = MeteredRegistrar(server)  # every call counted and timed
+        # Every call counted and timed, every method served through its service's generic
+        # handler (withdrawal_shared.grpc_registrar).
+        registrar: Any = MeteredRegistrar(GenericOnlyRegistrar(server))
         signer_pb2_grpc.add_SignerServiceServicer_to_server(
             SignerServicer(self.core, callers), registrar
         )
