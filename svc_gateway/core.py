@@ -86,6 +86,7 @@ class WithdrawalCore:
         self.executor = executor
         self.watch_poll_seconds = watch_poll_seconds
         self.limiter = limiter
+        self._refreshes: set[asyncio.Future[ReferenceData]] = set()  # in flight, kept alive
         self.creates: GroupCommit[tuple[Caller, NewWithdrawal], Created] = GroupCommit(
             self._flush_creates,
             max_batch=create_batch_max,
@@ -97,11 +98,27 @@ class WithdrawalCore:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def _reference(self) -> ReferenceData:
-        """The cached reference data; a thread hop only when it is due for a refresh."""
-        reference = self.store.reference.cached()
+        """The cached reference data. When it is due, one refresh reads it on a thread while
+        the requests go on with the snapshot they have (`ReferenceCache.current`); only a
+        snapshot too old to serve, or none, makes a request wait for the read."""
+        cache = self.store.reference
+        reference = cache.current()
         if reference is None:
-            reference = await self._db(self.store.reference.get)
+            return await self._db(cache.get)
+        if cache.claim_refresh():
+            refresh = asyncio.ensure_future(self._db(cache.reload))
+            self._refreshes.add(refresh)
+            refresh.add_done_callback(self._refreshed)
         return reference
+
+    def _refreshed(self, refresh: asyncio.Future[ReferenceData]) -> None:
+        self._refreshes.discard(refresh)
+        if not refresh.cancelled() and refresh.exception() is not None:
+            log.warning(
+                "reference data could not be read again; the snapshot is served until it "
+                "is too old",
+                extra={"error": repr(refresh.exception())},
+            )
 
     async def create_withdrawal(
         self, caller: Caller, request: withdrawal_pb2.CreateWithdrawalRequest

@@ -2,7 +2,8 @@
 
 These tables change rarely and are small; services keep a snapshot and refresh it every few
 seconds (`REFERENCE_MAX_AGE_SECONDS`), so the request path never queries them: a change to
-a row is seen by every service within that time. The payout kill switch
+a row is seen by every service within that time and one read (the gateway's requests go on
+with the due snapshot while one refresh reads it again; `ReferenceCache`). The payout kill switch
 (`withdrawal_shared.db.pauses`) is deliberately not reference data and never cached.
 """
 
@@ -80,7 +81,13 @@ class ReferenceData:
 
 
 class ReferenceCache:
-    """A snapshot of ReferenceData refreshed when older than `max_age` seconds."""
+    """A snapshot of ReferenceData refreshed when older than `max_age` seconds.
+
+    `get` (for threads) reads it again, under a lock, once it is due. An event loop uses
+    `current` and `claim_refresh` instead: a snapshot that is due but less than `max_age`
+    seconds past due is still served while one refresh (`reload`, on a thread) reads it again,
+    so the requests in flight never wait for that read. Past that, or after `invalidate`
+    (an admin change this process made), nothing is served until `get` has read it again."""
 
     def __init__(
         self, sessions: sessionmaker[Session], max_age: float = REFERENCE_MAX_AGE_SECONDS
@@ -90,14 +97,41 @@ class ReferenceCache:
         self._lock = threading.Lock()
         self._data: ReferenceData | None = None
         self._loaded_at = 0.0
+        self._refreshing = False  # a refresh claimed by `claim_refresh` is running
 
     def cached(self) -> ReferenceData | None:
-        """The snapshot while it is fresh, else None; never blocks (for an event loop, which
-        calls `get` on a thread when this returns None)."""
+        """The snapshot while it is fresh, else None; never blocks."""
         data = self._data
         if data is not None and time.monotonic() - self._loaded_at < self._max_age:
             return data
         return None
+
+    def current(self) -> ReferenceData | None:
+        """The snapshot while it is fresh or less than `max_age` seconds past due, else None
+        (call `get` on a thread); never blocks."""
+        data = self._data
+        if data is not None and time.monotonic() - self._loaded_at < 2 * self._max_age:
+            return data
+        return None
+
+    def claim_refresh(self) -> bool:
+        """True once per due snapshot, for the caller to run `reload` on a thread; False
+        while it is fresh or a claimed refresh is running. Never blocks."""
+        if self._refreshing or time.monotonic() - self._loaded_at < self._max_age:
+            return False
+        self._refreshing = True
+        return True
+
+    def reload(self) -> ReferenceData:
+        """Read the snapshot again now (the refresh `claim_refresh` handed out)."""
+        try:
+            with self._lock:
+                with self._sessions() as session:
+                    self._data = ReferenceData.load(session)
+                self._loaded_at = time.monotonic()
+                return self._data
+        finally:
+            self._refreshing = False
 
     def get(self) -> ReferenceData:
         now = time.monotonic()
