@@ -99,13 +99,6 @@ class ReferenceCache:
         self._loaded_at = 0.0
         self._refreshing = False  # a refresh claimed by `claim_refresh` is running
 
-    def cached(self) -> ReferenceData | None:
-        """The snapshot while it is fresh, else None; never blocks."""
-        data = self._data
-        if data is not None and time.monotonic() - self._loaded_at < self._max_age:
-            return data
-        return None
-
     def current(self) -> ReferenceData | None:
         """The snapshot while it is fresh or less than `max_age` seconds past due, else None
         (call `get` on a thread); never blocks."""
