@@ -14,8 +14,9 @@ serves gRPC on loopback:
 - the connection: the server's SETTINGS awaited on connecting, acknowledged, and its
   MAX_CONCURRENT_STREAMS respected (a refused stream, which the server did not process, is
   sent again), PING answered, the send window kept (a request waits for a WINDOW_UPDATE
-  when it would pass it), the receive window reopened, GOAWAY and RST_STREAM failing the
-  calls they end.
+  when it would pass it), the connection's receive window reopened (each stream's is 1 MiB,
+  never reopened: a unary reply is smaller), GOAWAY and RST_STREAM failing the calls they
+  end.
 
 Anything else it cannot make sense of fails the calls in flight with a `CallError`, for the
 generator to count; it never guesses a result. Services use grpcio.
