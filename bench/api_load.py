@@ -152,6 +152,15 @@ def _count(errors: dict[str, int], key: str) -> None:
     errors[key] = errors.get(key, 0) + 1
 
 
+def _create_request(pb2: Any, request_id: str, amount: str) -> Any:
+    """The benchmark's CreateWithdrawalRequest: USDC to a fresh recipient, for either gRPC
+    client."""
+    return pb2.CreateWithdrawalRequest(
+        request_id=request_id,
+        withdrawal=pb2.Withdrawal(token="USDC", recipient_address=_recipient(), amount=amount),
+    )
+
+
 class _GrpcClient:
     def __init__(self, target: Target) -> None:
         import grpc
@@ -175,12 +184,7 @@ class _GrpcClient:
         self._amount = target.amount
 
     def build(self, request_id: str) -> Any:
-        return self._pb2.CreateWithdrawalRequest(
-            request_id=request_id,
-            withdrawal=self._pb2.Withdrawal(
-                token="USDC", recipient_address=_recipient(), amount=self._amount
-            ),
-        )
+        return _create_request(self._pb2, request_id, self._amount)
 
     async def send(self, request: Any) -> str | None:
         """None on success, else the error's name."""
@@ -222,12 +226,7 @@ class _LeanGrpcClient:
         await self._client.connect(self._connections)
 
     def build(self, request_id: str) -> bytes:
-        request = self._pb2.CreateWithdrawalRequest(
-            request_id=request_id,
-            withdrawal=self._pb2.Withdrawal(
-                token="USDC", recipient_address=_recipient(), amount=self._amount
-            ),
-        )
+        request = _create_request(self._pb2, request_id, self._amount)
         return frame_message(request.SerializeToString())
 
     async def send(self, request: bytes) -> str | None:

@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 from withdrawal_shared import tracing
@@ -47,7 +48,7 @@ def stop_when_orphaned(
     if not supervisor.isdigit():
         return None
     parent = int(supervisor)
-    if os.getppid() != parent and _alive(parent):
+    if os.getppid() != parent and pid_alive(parent):
         return None
 
     def watch() -> None:
@@ -65,14 +66,21 @@ def stop_when_orphaned(
     return thread
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs: False once it has exited, reaped or not (a zombie still
+    answers kill(0)); True for a running process of another user."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process
         return True
-    return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        status = stat.read_text()
+    except FileNotFoundError:  # reaped since kill(0), or a system without /proc
+        return not Path("/proc/self").exists()
+    return status.rpartition(")")[2].split()[0] != "Z"
 
 
 def freeze_start_up_objects() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from devstack.anvil import (
 )
 from devstack.transactions import fund_native
 from withdrawal_shared.chain.types import ChecksumAddress, PrivateKey, Wei
+from withdrawal_shared.runtime import pid_alive
 
 pytestmark = pytest.mark.chain
 
@@ -49,15 +49,6 @@ def _signed_transfer(w3: Web3, key: PrivateKey, to: ChecksumAddress, value: int)
     }
     raw: bytes = Account.sign_transaction(tx, key).raw_transaction
     return raw
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); Popen.wait() reaped ours, so this means alive.
-    return True
 
 
 def test_session_anvil_looks_like_polygon(w3: Web3, anvil: AnvilProcess) -> None:
@@ -181,20 +172,20 @@ def test_given_port_quiet_mode_and_log_file(tmp_path: Path) -> None:
         assert node.web3().eth.chain_id == 137
         assert node.log_path == log
         pid = node.pid
-    assert not _alive(pid)
+    assert not pid_alive(pid)
     assert log.exists()
 
 
 def test_stop_kills_the_process_and_is_idempotent() -> None:
     node = AnvilProcess(chain_id=31337, accounts=2).start()
     pid = node.pid
-    assert _alive(pid)
+    assert pid_alive(pid)
     assert node.web3().eth.chain_id == 31337
     assert len(node.accounts) == 2
     node.stop()
     node.stop()
     assert not node.running
-    assert not _alive(pid)
+    assert not pid_alive(pid)
     with pytest.raises(AnvilError, match="not running"):
         _ = node.rpc_url
 

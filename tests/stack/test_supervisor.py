@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import os
 import shutil
 import stat
 import subprocess
@@ -21,6 +20,7 @@ from devstack.config import StackConfig, check_ports
 from devstack.redis_server import ping, start_redis_server
 from devstack.runner import curl_commands, redact_url, write_private_json
 from devstack.supervisor import ChildSpec, Supervisor, backoff_delays
+from withdrawal_shared.runtime import pid_alive
 from withdrawal_shared.settings import SettingsError
 
 
@@ -35,16 +35,6 @@ def wait_until(condition: object, timeout: float = 10.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("condition not reached in time")
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); a reaped child does not.
-    status = Path(f"/proc/{pid}/stat")
-    return not (status.exists() and status.read_text().split()[2] == "Z")
 
 
 def test_backoff_starts_at_one_second_doubles_and_caps_at_thirty() -> None:
@@ -78,7 +68,7 @@ def test_a_crashing_child_is_restarted_with_growing_backoff_and_stops_cleanly(
     assert delays[:4] == ["0.1", "0.2", "0.4", "0.4"], text
     assert "stack    | restarting dummy (restart #1)" in text
     assert codes["dummy"] in {3, -15}  # exited on its own, or stopped while just restarted
-    assert child.process is not None and not alive(child.process.pid)
+    assert child.process is not None and not pid_alive(child.process.pid)
     # After stop_all nothing restarts any more.
     restarts = child.restarts
     sup.poll()
@@ -117,7 +107,7 @@ def test_output_is_prefixed_logged_and_children_are_stopped(tmp_path: Path) -> N
     assert "processor did not stop within 1s of SIGTERM: killing it" in text
     assert (tmp_path / "polite.log").read_text() == "hello\n"
     for child in (polite, stubborn):
-        assert child.process is not None and not alive(child.process.pid)
+        assert child.process is not None and not pid_alive(child.process.pid)
 
 
 def test_colour_only_when_asked() -> None:
