@@ -779,6 +779,35 @@ class PipelineSystem(_GatewayLog):
             ).all()
         return {str(state): int(n) for state, n in rows}
 
+    def session_nice(self) -> dict[str, list[int]]:
+        """Service -> the nice values of the MariaDB server threads of its sessions now
+        (DATABASE_SESSION_NICE); empty when the server is not on this host or not MariaDB."""
+        from sqlalchemy import text
+        from sqlalchemy.exc import DBAPIError
+
+        from withdrawal_shared.db.session_nice import SERVER_PROCESS_NAMES, server_process_name
+
+        found: dict[str, set[int]] = {}
+        try:
+            with self.stack.sessions()() as session:
+                rows = session.execute(
+                    text(
+                        "SELECT USER, TID FROM information_schema.PROCESSLIST "
+                        "WHERE DB = DATABASE() AND ID <> CONNECTION_ID()"
+                    )
+                ).all()
+        except DBAPIError:  # SQLite, or MySQL: no session thread ids
+            return {}
+        for user, thread_id in rows:
+            if server_process_name(int(thread_id)) not in SERVER_PROCESS_NAMES:
+                continue
+            try:
+                nice = os.getpriority(os.PRIO_PROCESS, int(thread_id))
+            except OSError:  # the session ended meanwhile
+                continue
+            found.setdefault(str(user).rpartition("_")[2], set()).add(nice)
+        return {service: sorted(values) for service, values in sorted(found.items())}
+
     def stop(self) -> int | None:
         child = self.stack.child("gateway")
         restarts = child.restarts
@@ -1477,7 +1506,10 @@ def main(argv: list[str] | None = None) -> int:
             rows = measure(plan, system, generators, args.mariadb)
             found = verdicts(plan, rows)
             if isinstance(system, PipelineSystem):
-                store = {"withdrawals_by_state": system.states()}
+                store = {
+                    "withdrawals_by_state": system.states(),
+                    "database_session_nice": system.session_nice(),
+                }
             else:
                 store = _check_store(system.database_url, system.redis_url, plan.prefix)
             print(f"left in the store: {store}")

@@ -505,6 +505,8 @@ class Stack:
             env.update(self.tls["processor"].env("PROCESSOR"))
         for variable, value in background_nice_env(config.batch_nice).items():
             env.setdefault(variable, value)
+        # ... and their database sessions too, when MariaDB runs on this host.
+        env.setdefault("DATABASE_SESSION_NICE", "true")
         for name, port in config.metrics_ports().items():
             env[f"{name.upper()}_METRICS_PORT"] = str(port)
         return env

@@ -94,7 +94,10 @@ class GatewayServer:
         self.grpc_port = 0
         self.http_port = 0
         self._engine = make_engine(
-            settings.database_url, pool_size=settings.db_threads, tls=settings.database_tls
+            settings.database_url,
+            pool_size=settings.db_threads,
+            tls=settings.database_tls,
+            session_nice=settings.database_session_nice,
         )
         # The group commit's own connections, which send a batch's statements together
         # (MariaDB/MySQL; on SQLite the group commit goes through the engine above).
@@ -105,6 +108,7 @@ class GatewayServer:
                 pool_size=settings.create_batch_in_flight,
                 tls=settings.database_tls,
                 multi_statements=True,
+                session_nice=settings.database_session_nice,
             )
         self._executor = ThreadPoolExecutor(settings.db_threads, thread_name_prefix="gw-db")
         self._redis = redis_client(

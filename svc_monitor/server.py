@@ -41,7 +41,12 @@ class MonitorServer:
     def __init__(self, settings: MonitorSettings) -> None:
         self.settings = settings
         self.grpc_port = 0
-        self._engine = make_engine(settings.database_url, pool_size=2, tls=settings.database_tls)
+        self._engine = make_engine(
+            settings.database_url,
+            pool_size=2,
+            tls=settings.database_tls,
+            session_nice=settings.database_session_nice,
+        )
         # One thread: polls never overlap, and the follower's caches need no locking.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="monitor-follow")
         self._redis = redis_client(

@@ -125,7 +125,12 @@ class ProcessorServer:
     def __init__(self, settings: ProcessorSettings) -> None:
         self.settings = settings
         self.grpc_port = 0
-        self._engine = make_engine(settings.database_url, pool_size=4, tls=settings.database_tls)
+        self._engine = make_engine(
+            settings.database_url,
+            pool_size=4,
+            tls=settings.database_tls,
+            session_nice=settings.database_session_nice,
+        )
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="pipeline")
         self._payer = ThreadPoolExecutor(1, thread_name_prefix="payouts")
         # Signed payouts are sent from here, in the order they were signed (one thread: a

@@ -54,7 +54,10 @@ class SignerServer:
         self._keys = None if backend is None else KeyRing.of(backend)
         self._owns_backend = backend is None
         self._engine = make_engine(
-            settings.database_url, pool_size=settings.db_threads, tls=settings.database_tls
+            settings.database_url,
+            pool_size=settings.db_threads,
+            tls=settings.database_tls,
+            session_nice=settings.database_session_nice,
         )
         self._executor = ThreadPoolExecutor(settings.db_threads, thread_name_prefix="signer")
         self.ledger = Ledger(self._engine)

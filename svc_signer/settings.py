@@ -34,6 +34,7 @@ from withdrawal_shared.settings import (
     DEFAULT_DATABASE_URL,
     SettingsError,
     database_tls_env,
+    env_bool,
     env_float,
     env_int,
     env_str,
@@ -82,6 +83,9 @@ class SignerSettings:
     database_tls: DatabaseTls | None = None
     """DATABASE_TLS_CA, DATABASE_TLS_CERT, DATABASE_TLS_KEY: TLS to MySQL, as for every
     service (`withdrawal_shared.settings.StoreSettings.database_tls`)."""
+    database_session_nice: bool = False
+    """DATABASE_SESSION_NICE: the database server's threads of this service's sessions at its
+    nice, as for every service (`withdrawal_shared.settings.StoreSettings`)."""
     grpc_host: str = "127.0.0.1"
     """SIGNER_GRPC_HOST."""
     grpc_port: int = 50052
@@ -175,6 +179,7 @@ class SignerSettings:
             role=role,
             database_url=database_url,
             database_tls=database_tls_env(database_url),
+            database_session_nice=env_bool("DATABASE_SESSION_NICE", d.database_session_nice),
             grpc_host=env_str("SIGNER_GRPC_HOST", d.grpc_host),
             grpc_port=env_int("SIGNER_GRPC_PORT", d.grpc_port, minimum=0),
             chain_id=env_int("SIGNER_CHAIN_ID", d.chain_id, minimum=1),

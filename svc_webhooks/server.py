@@ -34,7 +34,10 @@ class WebhooksServer:
         self.grpc_port = 0
         threads = 4
         self._engine = make_engine(
-            settings.database_url, pool_size=threads, tls=settings.database_tls
+            settings.database_url,
+            pool_size=threads,
+            tls=settings.database_tls,
+            session_nice=settings.database_session_nice,
         )
         self._sessions = make_sessionmaker(self._engine)
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="webhooks-db")

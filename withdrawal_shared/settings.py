@@ -78,6 +78,7 @@ def database_tls_env(database_url: str) -> DatabaseTls | None:
 class StoreEnv(TypedDict):
     database_url: str
     database_tls: DatabaseTls | None
+    database_session_nice: bool
     redis_url: str
     redis_tls_ca: str
     redis_prefix: str
@@ -100,6 +101,11 @@ class StoreSettings:
     name against DATABASE_URL's host; with the certificate and key also set, the client
     presents them. Unset: PyMySQL's default (TLS if the server offers it, unverified). Refused
     with a SQLite URL (`withdrawal_shared.store_tls`)."""
+    database_session_nice: bool = False
+    """DATABASE_SESSION_NICE: true runs the MariaDB server's thread of each of this service's
+    sessions at the service's own nice (`<SERVICE>_NICE`), when the server runs on this host
+    and this process may change its threads' priority (`withdrawal_shared.db.session_nice`):
+    a niced service then yields the CPU in the database too. The dev stack turns it on."""
     redis_url: str = DEFAULT_REDIS_URL
     """REDIS_URL: the task streams and the state-change events; `rediss://` for TLS (the
     server's certificate and name always verified)."""
@@ -119,6 +125,7 @@ class StoreSettings:
         return StoreEnv(
             database_url=database_url,
             database_tls=database_tls_env(database_url),
+            database_session_nice=env_bool("DATABASE_SESSION_NICE", d.database_session_nice),
             redis_url=redis_url,
             redis_tls_ca=redis_tls_ca,
             redis_prefix=env_str("REDIS_PREFIX", d.redis_prefix),

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from withdrawal_shared.db.session_nice import SessionNice
 from withdrawal_shared.store_tls import DatabaseTls, check_database_url
 
 
@@ -23,6 +24,7 @@ def make_engine(
     pool_size: int = 16,
     tls: DatabaseTls | None = None,
     multi_statements: bool = False,
+    session_nice: bool = False,
 ) -> Engine:
     """An engine tuned per backend: pooled PyMySQL, or SQLite in WAL mode with a busy timeout.
 
@@ -33,7 +35,11 @@ def make_engine(
     client flag MULTI_STATEMENTS): only for an engine of its own whose every statement is
     built from fixed SQL and escaped values (`sql_text`'s literals or the driver's), the
     gateway's group commit (`svc_gateway.store`), never for one that runs other code's
-    queries."""
+    queries.
+
+    `session_nice` (DATABASE_SESSION_NICE) runs each MariaDB session's server thread at the
+    nice of the thread that opened it, when the server runs on this host
+    (`withdrawal_shared.db.session_nice`)."""
     parsed = make_url(url)
     connect_args: dict[str, Any] = {}
     if tls is not None:
@@ -86,6 +92,8 @@ def make_engine(
             if isinstance(encoders, dict):
                 encoders[dt.datetime] = escape_datetime
 
+        if session_nice:
+            SessionNice().install(engine)
     return engine
 
 

@@ -1,0 +1,105 @@
+"""A MariaDB session's server thread at the CPU priority of the service that opened it.
+
+The services off the API's request path run niced (`<SERVICE>_NICE`, set by the dev stack)
+so that, on cores they share with the gateway, an API request is served first. The database
+does their work too, and MariaDB runs every session's statements at its own priority: on a
+host where the database shares the cores with the services, the batch services' big
+statements take the CPU from the gateway's small ones. MariaDB serves each session on a
+thread of its own (`thread_handling=one-thread-per-connection`, its default) and names that
+thread in `information_schema.PROCESSLIST.TID`.
+
+With DATABASE_SESSION_NICE on, every new connection gives its server thread the nice of the
+thread that opened it, and a closed connection gives it back nice 0 (MariaDB keeps the thread
+for a later session). This is done only when the server runs on this host (the thread's
+process is `mariadbd` or `mysqld`) and this process may change its priority; otherwise it is
+turned off for the engine and said once in the log. Nothing changes for a remote database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pymysql  # type: ignore[import-untyped]
+from sqlalchemy import Engine, event
+
+log = logging.getLogger(__name__)
+
+SERVER_PROCESS_NAMES = frozenset({"mariadbd", "mysqld"})
+"""A session thread whose process has another name is not the database server's."""
+
+SERVER_THREAD_QUERY = "SELECT TID FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()"
+"""The operating system's id of the server thread serving this session (MariaDB 10.5+)."""
+_THREAD_INFO_KEY = "server_thread"
+_TGID = re.compile(r"^Tgid:\s*(\d+)$", re.MULTILINE)
+
+
+def server_process_name(thread_id: int) -> str | None:
+    """The name of the process on this host that thread `thread_id` belongs to; None when
+    there is no such thread here."""
+    try:
+        status = Path(f"/proc/{thread_id}/status").read_text()
+        tgid = _TGID.search(status)
+        if tgid is None:
+            return None
+        return Path(f"/proc/{tgid.group(1)}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+class SessionNice:
+    """The pool events that keep each session's server thread at its opener's nice."""
+
+    def __init__(self) -> None:
+        self.off_reason: str | None = None
+
+    def _turn_off(self, reason: str) -> None:
+        if self.off_reason is None:
+            self.off_reason = reason
+            log.info("database sessions keep the server's priority: %s", reason)
+
+    def on_connect(self, dbapi_connection: Any, record: Any) -> None:
+        if self.off_reason is not None:
+            return
+        nice = os.getpriority(os.PRIO_PROCESS, 0)  # this thread's, on Linux
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(SERVER_THREAD_QUERY)
+                row = cursor.fetchone()
+            dbapi_connection.rollback()
+        except pymysql.MySQLError as exc:  # a server without the column: MySQL
+            self._turn_off(f"the server does not name its session threads ({type(exc).__name__})")
+            return
+        thread_id = row[0] if row else None
+        if not isinstance(thread_id, int):
+            self._turn_off("the server does not name its session threads")
+            return
+        name = server_process_name(thread_id)
+        if name not in SERVER_PROCESS_NAMES:
+            self._turn_off("the server does not run on this host")
+            return
+        try:
+            os.setpriority(os.PRIO_PROCESS, thread_id, nice)
+        except PermissionError:
+            self._turn_off("this process may not change the server's threads (CAP_SYS_NICE)")
+            return
+        except ProcessLookupError:  # the session ended already
+            return
+        record.info[_THREAD_INFO_KEY] = thread_id
+
+    def on_close(self, _dbapi_connection: Any, record: Any) -> None:
+        thread_id = record.info.pop(_THREAD_INFO_KEY, None)
+        if thread_id is None:
+            return
+        try:
+            if server_process_name(thread_id) in SERVER_PROCESS_NAMES:
+                os.setpriority(os.PRIO_PROCESS, thread_id, 0)
+        except OSError:  # gone, or raising a priority is not allowed here
+            pass
+
+    def install(self, engine: Engine) -> None:
+        event.listen(engine, "connect", self.on_connect)
+        event.listen(engine, "close", self.on_close)
