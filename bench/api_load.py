@@ -1305,6 +1305,8 @@ MARIADB_COUNTERS = (
     "Com_update",
     "Innodb_rows_read",
     "Handler_read_rnd_next",
+    "Com_compound_sql",  # counted group commits that tried the one round trip (the guard)
+    "Com_signal",  # ... and found a limit near (decided on a second round trip)
 )
 
 

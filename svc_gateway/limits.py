@@ -65,6 +65,10 @@ another's does not wait for it.
 Cost per batch with limits: the user assignments of its users (one SELECT, also needed for
 the default priority), the lock, the usage read (one statement: counters and releases), the
 inserts, the counter update, COMMIT; a scope's counters are up to `SHARDS` rows per minute.
+The gateway's group commit sends them in one round trip on MariaDB while the batch's scopes
+are far from their limits: the usage read then sets a session variable that a guard
+statement turns into a SIGNAL when some limit is near (`far_from_limits`), and only then is
+the batch decided on a second round trip, after a rollback.
 A batch none of whose items any limit applies to (and every batch while no limit is
 configured) is written exactly as without limits.
 """
@@ -252,14 +256,13 @@ def _daily_refusal(item: ItemLimits, current: Mapping[Scope, Usage]) -> Refusal 
     return None
 
 
-def short_scopes(
-    items: Sequence[tuple[int, ItemLimits]], refused: Collection[int], usage: Mapping[Scope, Usage]
-) -> set[Scope]:
-    """The scopes where the items of `items` not in `refused` break the shard rule: for some
-    limit of the scope they add more than its share, or the usage read plus what they add
-    plus the other shards' shares is above it (see the module docstring)."""
+def _additions(
+    items: Sequence[tuple[int, ItemLimits]], refused: Collection[int]
+) -> tuple[dict[Scope, Usage], dict[Scope, tuple[int | None, int | None]]]:
+    """What the items of `items` not in `refused` add to each scope they count in, and that
+    scope's (amount, count) 24-hour limits."""
     added: dict[Scope, Usage] = {}
-    bounds: dict[Scope, tuple[int | None, int | None]] = {}  # (amount, count) limits
+    bounds: dict[Scope, tuple[int | None, int | None]] = {}
     for index, item in items:
         if index in refused or not item.counted:
             continue
@@ -275,6 +278,16 @@ def short_scopes(
             used.amount += item.amount
             used.count += 1
             bounds[scope] = limits
+    return added, bounds
+
+
+def short_scopes(
+    items: Sequence[tuple[int, ItemLimits]], refused: Collection[int], usage: Mapping[Scope, Usage]
+) -> set[Scope]:
+    """The scopes where the items of `items` not in `refused` break the shard rule: for some
+    limit of the scope they add more than its share, or the usage read plus what they add
+    plus the other shards' shares is above it (see the module docstring)."""
+    added, bounds = _additions(items, refused)
     short: set[Scope] = set()
     for scope, more in added.items():
         amount_limit, count_limit = bounds[scope]
@@ -290,8 +303,92 @@ def short_scopes(
 def _fits_shard(used: int, more: int, limit: int | None) -> bool:
     if limit is None:
         return True
+    room = shard_room(more, limit)
+    return room is not None and used <= room
+
+
+def shard_room(more: int, limit: int) -> int | None:
+    """The most a scope's usage read may be for a transaction on one shard to add `more`
+    under `limit` (the shard rule: `more` at most a share, and room left for the other
+    shards' shares); None when `more` is above a share."""
     share = limit // SHARE_DIVISOR
-    return more <= share and used + more + (SHARDS - 1) * share <= limit
+    return limit - more - (SHARDS - 1) * share if more <= share else None
+
+
+NEAR_LIMIT = "aws: a 24-hour limit is near"
+"""The MESSAGE_TEXT of the guard's SIGNAL (`far_from_limits`)."""
+ER_SIGNAL_EXCEPTION = 1644
+"""MariaDB's error number for a SIGNAL with SQLSTATE 45000."""
+GUARD = (
+    "BEGIN NOT ATOMIC IF @aws_near_limit THEN "
+    f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{NEAR_LIMIT}'; END IF; END"
+)
+"""MariaDB compound statement: SIGNALs `NEAR_LIMIT` when `FarPlan.read` found a limit near.
+The read itself stays a plain SELECT ... INTO: a subquery in the compound statement's IF
+would be a locking read, waiting for the other shards' transactions in flight."""
+
+
+@dataclass(frozen=True, slots=True)
+class FarPlan:
+    """A counted batch decided in one round trip (`far_from_limits`)."""
+
+    read: str  # driver SQL with format parameters: sets @aws_near_limit
+    params: list[object]
+    refused: dict[int, Refusal]  # the per-withdrawal refusals, which need no usage
+
+
+def far_from_limits(items: Sequence[tuple[int, ItemLimits]], start_bucket: int) -> FarPlan | None:
+    """The batch's decision should the usage of every scope it counts in leave room for it
+    under the shard rule, and a read that checks exactly that: it reads the usage as
+    `usage_sql` does and sets @aws_near_limit when some scope's usage is above its
+    `shard_room`, for `GUARD` to SIGNAL. Sent between the lock rows and the INSERTs (MariaDB),
+    they let a batch far from its limits (the usual case) commit in one round trip: when the
+    guard passes, `decide` and `short_scopes` on that read would refuse nothing more and take
+    no scope whole. When it signals, the transaction is rolled back and decided on a read of
+    its own as before. None when no usage would let every item through on one shard (that
+    path is then taken at once)."""
+    refused: dict[int, Refusal] = {}
+    for index, item in items:
+        refusal = per_withdrawal_refusal(item)
+        if refusal is not None:
+            refused[index] = refusal
+    added, bounds = _additions(items, refused)
+    if not added:
+        return None
+    tests: list[str] = []
+    params: list[object] = []
+    for scope in sorted(added):
+        more = added[scope]
+        if scope.user_ref:
+            match = "u.partner_id = %s AND u.token_id = %s AND u.user_ref = %s"
+            match_params: list[object] = [scope.partner_id, scope.token_id, scope.user_ref]
+        else:  # the partner's own counters, and every release of its withdrawals
+            match = "u.partner_id = %s AND u.token_id = %s AND (u.user_ref = '' OR u.sign < 0)"
+            match_params = [scope.partner_id, scope.token_id]
+        amount_limit, count_limit = bounds[scope]
+        for column, adds, limit in (
+            ("amount", more.amount, amount_limit),
+            ("n", more.count, count_limit),
+        ):
+            if limit is None:
+                continue
+            room = shard_room(adds, limit)
+            if room is None or room < 0:
+                return None
+            tests.append(f"COALESCE(SUM(CASE WHEN {match} THEN u.sign * u.{column} END), 0) > %s")
+            params += [*match_params, room]
+    if not tests:
+        return None
+    read, read_params = usage_sql(added, start_bucket)
+    # Fixed SQL text; every value is a parameter.
+    near = f"SELECT {' OR '.join(tests)} INTO @aws_near_limit FROM ({read}) AS u"  # noqa: S608
+    return FarPlan(near, [*params, *read_params], refused)
+
+
+def near_limit(error: BaseException) -> bool:
+    """Whether a driver error is `far_from_limits`'s guard refusing the one-round-trip path."""
+    args: tuple[object, ...] = error.args
+    return args[:2] == (ER_SIGNAL_EXCEPTION, NEAR_LIMIT)
 
 
 class ShardPool:
@@ -469,7 +566,8 @@ def read_usage(
 
 
 USAGE_SQL = (
-    "SELECT 1, partner_id, user_ref, token_id, SUM(amount), SUM(count) FROM limit_usage "
+    "SELECT 1 AS sign, partner_id, user_ref, token_id, SUM(amount) AS amount, SUM(count) AS n "
+    "FROM limit_usage "
     "WHERE bucket >= %s AND ({scopes}) GROUP BY partner_id, user_ref, token_id "
     "UNION ALL "
     "SELECT -1, partner_id, user_ref, token_id, SUM(amount), COUNT(*) FROM withdrawals "

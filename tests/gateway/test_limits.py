@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from assetwithdrawal.withdrawal.v1 import withdrawal_pb2, withdrawal_pb2_grpc
 from bench.api_load import GatewayProcess, issue_key
 from svc_gateway.limits import (
+    GUARD,
     LOCK_BUCKET,
     SHARDS,
     ItemLimits,
@@ -27,7 +28,10 @@ from svc_gateway.limits import (
     Usage,
     add_usage,
     bucket_of,
+    far_from_limits,
     lock_scopes,
+    near_limit,
+    shard_room,
     short_scopes,
     window_start,
 )
@@ -327,6 +331,87 @@ def test_the_shard_rule() -> None:
     assert short([item(1, "u", TierLimits(daily_amount=1600))]) == set()
     uncounted = ItemLimits("p", "", 1, 10**30, "", TierLimits(), None)
     assert short_scopes([(0, uncounted)], (), {}) == set()  # no 24-hour limit applies
+
+
+def test_the_guard_allows_exactly_what_the_shard_rule_allows() -> None:
+    """`far_from_limits` plans one round trip only where some usage would pass the shard
+    rule, and its room is the largest usage `short_scopes` lets through."""
+    partner = Scope("p", "", 1)
+    for limit in (160, 161, 1_000, 10**21):
+        share = limit // 16
+        for more in (1, share - 1, share, share + 1):
+            room = shard_room(more, limit)
+            if more > share:
+                assert room is None
+                continue
+            assert room is not None
+            item = ItemLimits("p", "", 1, more, "", TierLimits(), limit)
+            for used in (room - 1, room, room + 1):
+                short = short_scopes([(0, item)], (), {partner: Usage(used, 0)})
+                assert (short == set()) == (used <= room), (limit, more, used)
+    big = ItemLimits("p", "", 1, 11, "", TierLimits(), 160)  # above a share of 160
+    assert far_from_limits([(0, big)], 0) is None
+    counted = ItemLimits("p", "u", 1, 1, "t", TierLimits(daily_count=3), None)
+    assert far_from_limits([(0, counted)], 0) is None  # a share of 3 is 0
+    over = ItemLimits("p", "u", 1, 5, "t", TierLimits(per_withdrawal_max=4), 160)
+    fits = ItemLimits("p", "u", 1, 4, "t", TierLimits(per_withdrawal_max=4), 160)
+    plan = far_from_limits([(0, over), (1, fits)], 0)
+    assert plan is not None and set(plan.refused) == {0}  # refused without any usage read
+    assert plan.params[:3] == ["p", 1, 160 - 4 - 3 * 10]  # the partner's room after item 1
+
+
+def test_the_guard_signals_exactly_past_the_room_and_counts_releases(
+    gateway: RunningGateway, partner: Partner, db_url: str
+) -> None:
+    """On MariaDB the guard passes at a usage of exactly its room and SIGNALs one base unit
+    above it, a cancelled withdrawal's amount not counting; the gateway then decides on a
+    read of its own (a create that fits is still accepted)."""
+    if not db_url.startswith("mysql"):
+        pytest.skip("the guard is a MariaDB compound statement")
+    scope = _partner_scope(gateway, partner, "160")
+    units = 1_000_000
+    cancelled = _create(gateway, partner, "5")
+    gateway.stub.CancelWithdrawal(
+        withdrawal_pb2.CancelWithdrawalRequest(name=cancelled.name), metadata=partner.metadata
+    )
+    item = ItemLimits(partner.id, "", scope.token_id, units, "", TierLimits(), 160 * units)
+    plan = far_from_limits([(0, item)], window_start(utcnow()))
+    assert plan is not None
+    room = 160 * units - units - 3 * 10 * units
+
+    def count(amount: int) -> None:
+        """`amount` more in the partner's counters, committed."""
+        more = ItemLimits(partner.id, "", scope.token_id, amount, "", TierLimits(), None)
+        with gateway.server.store.engine.begin() as connection:
+            add_usage(connection, [(more, bucket_of(utcnow()))], 1)
+
+    engine = make_engine(db_url, pool_size=1, multi_statements=True)
+    errors = engine.dialect.loaded_dbapi.Error
+
+    def guard_passes() -> bool:
+        connection = engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute(f"{cursor.mogrify(plan.read, plan.params)};{GUARD}")
+            while cursor.nextset():
+                pass
+            return True
+        except errors as exc:
+            assert near_limit(exc), exc
+            return False
+        finally:
+            connection.rollback()
+            connection.close()
+
+    try:
+        count(room)  # and the 5 counted and released: a usage of `room`
+        assert guard_passes()
+        count(1)
+        assert not guard_passes()
+    finally:
+        engine.dispose()
+    # Past the room the shard rule fails; taken whole, the plain check lets it through.
+    assert _create(gateway, partner, "1").state == withdrawal_pb2.STATE_RECEIVED
 
 
 def test_the_shard_pool_gives_concurrent_holders_different_shards() -> None:
