@@ -10,7 +10,8 @@ thread in `information_schema.PROCESSLIST.TID`.
 
 With DATABASE_SESSION_NICE on, every new connection gives its server thread the nice of the
 thread that opened it, and a closed connection gives it back nice 0 (MariaDB keeps the thread
-for a later session). This is done only when the server runs on this host (the thread's
+for a later session; the thread of a session whose service was killed keeps its nice until a
+session of a service with this setting on is given it). This is done only when the server runs on this host (the thread's
 process is `mariadbd` or `mysqld`) and this process may change its priority; otherwise it is
 turned off for the engine and said once in the log. Nothing changes for a remote database.
 """
