@@ -11,9 +11,10 @@ thread in `information_schema.PROCESSLIST.TID`.
 With DATABASE_SESSION_NICE on, every new connection gives its server thread the nice of the
 thread that opened it, and a closed connection gives it back nice 0 (MariaDB keeps the thread
 for a later session; the thread of a session whose service was killed keeps its nice until a
-session of a service with this setting on is given it). This is done only when the server runs on this host (the thread's
-process is `mariadbd` or `mysqld`) and this process may change its priority; otherwise it is
-turned off for the engine and said once in the log. Nothing changes for a remote database.
+session of a service with this setting on is given it). This is done only when the server
+runs on this host (the thread's process is `mariadbd` or `mysqld`) and this process may
+change its priority; otherwise it is turned off for the engine and said once in the log.
+Nothing changes for a remote database.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ SERVER_PROCESS_NAMES = frozenset({"mariadbd", "mysqld"})
 """A session thread whose process has another name is not the database server's."""
 
 SERVER_THREAD_QUERY = "SELECT TID FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()"
-"""The operating system's id of the server thread serving this session (MariaDB 10.5+)."""
+"""The operating system's id of the server thread behind this connection (MariaDB 10.5 and
+later)."""
 _THREAD_INFO_KEY = "server_thread"
 _TGID = re.compile(r"^Tgid:\s*(\d+)$", re.MULTILINE)
 
