@@ -13,6 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from withdrawal_shared.runtime import pid_alive
 from withdrawal_shared.settings import SUPERVISOR_PID_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,3 +113,20 @@ def test_a_process_not_started_by_its_supervisor_is_left_alone() -> None:
         said, exited = _orphan(mode, within=1.5)
         assert said == "not watching"
         assert not exited
+
+
+def test_pid_alive_is_false_for_an_exited_process_reaped_or_not() -> None:
+    """A process that exited is not alive while it is a zombie (not reaped yet: kill(0)
+    still finds it) nor after it was reaped; a running one, and this one, are."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])
+    try:
+        assert pid_alive(child.pid) and pid_alive(os.getpid())
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.02)
+        os.kill(child.pid, 0)  # a zombie: still there for kill(0)
+        assert not pid_alive(child.pid)
+    finally:
+        child.wait()
+    assert not pid_alive(child.pid)
