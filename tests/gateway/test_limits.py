@@ -439,15 +439,19 @@ def _partner_scope(gateway: RunningGateway, partner: Partner, daily: str) -> Sco
 def test_a_transaction_on_another_shard_does_not_wait(
     gateway: RunningGateway, partner: Partner, db_url: str
 ) -> None:
-    """While another process's transaction holds the partner's shard 3, creates go through on
-    a shard of their own (one lock row for all would make them wait for it)."""
+    """While another process's transaction holds the partner's shard 3 and has counted on it
+    (not yet committed), creates go through on a shard of their own: one lock row for all
+    would make them wait for it, and so would a locking read of its counters (a subquery in
+    the guard's compound statement would be one)."""
     if not db_url.startswith("mysql"):
         pytest.skip("SQLite serialises writers")
     scope = _partner_scope(gateway, partner, "1000")
     _create(gateway, partner, "1")  # the scope's rows exist
+    in_flight = ItemLimits(partner.id, "", scope.token_id, 1_000_000, "", TierLimits(), None)
     with ThreadPoolExecutor(1) as pool:
         with gateway.server.store.engine.connect() as other, other.begin():
             lock_scopes(other, [scope], SHARDS - 1)
+            add_usage(other, [(in_flight, bucket_of(utcnow()))], SHARDS - 1)
             created = pool.submit(_create, gateway, partner, "2").result(timeout=5)
         assert created.state == withdrawal_pb2.STATE_RECEIVED
 
