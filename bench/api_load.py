@@ -785,7 +785,7 @@ class PipelineSystem(_GatewayLog):
         from sqlalchemy import text
         from sqlalchemy.exc import DBAPIError
 
-        from withdrawal_shared.db.session_nice import SERVER_PROCESS_NAMES, server_process_name
+        from withdrawal_shared.db.session_nice import is_local_server_thread
 
         found: dict[str, set[int]] = {}
         try:
@@ -799,7 +799,7 @@ class PipelineSystem(_GatewayLog):
         except DBAPIError:  # SQLite, or MySQL: no session thread ids
             return {}
         for user, thread_id in rows:
-            if server_process_name(int(thread_id)) not in SERVER_PROCESS_NAMES:
+            if not is_local_server_thread(int(thread_id)):
                 continue
             try:
                 nice = os.getpriority(os.PRIO_PROCESS, int(thread_id))

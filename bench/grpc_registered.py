@@ -29,6 +29,7 @@ from typing import Any
 
 import grpc
 
+from bench.api_load import cpu_seconds
 from bench.lean_grpc import UnaryClient, frame_message
 from withdrawal_shared.grpc_registrar import GenericOnlyRegistrar
 
@@ -56,8 +57,10 @@ async def _serve(mode: str, methods: int) -> None:
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    seconds = cpu_seconds(pid)
+    if seconds is None:
+        raise RuntimeError(f"the echo server (pid {pid}) is gone")
+    return seconds
 
 
 async def _load(port: int, rate: float, seconds: float, pid: int) -> dict[str, float]:

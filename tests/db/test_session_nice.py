@@ -23,7 +23,7 @@ from tests.support.databases import (
 )
 from withdrawal_shared.db import session_nice
 from withdrawal_shared.db.engine import make_engine
-from withdrawal_shared.db.session_nice import SERVER_PROCESS_NAMES, SessionNice
+from withdrawal_shared.db.session_nice import SessionNice
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ def _server_thread(connection: object) -> int:
     with connection.cursor() as cursor:  # type: ignore[attr-defined]
         cursor.execute(session_nice.SERVER_THREAD_QUERY)
         (thread_id,) = cursor.fetchone()
-    assert session_nice.server_process_name(thread_id) in SERVER_PROCESS_NAMES
+    assert session_nice.is_local_server_thread(thread_id)
     return int(thread_id)
 
 
@@ -84,7 +84,7 @@ def test_a_session_runs_at_its_openers_nice_and_at_zero_once_closed(url: str) ->
         assert os.getpriority(os.PRIO_PROCESS, thread_id) == 7
     finally:
         engine.dispose()  # closes the session: its thread goes back to MariaDB's cache
-    if session_nice.server_process_name(thread_id) in SERVER_PROCESS_NAMES:
+    if session_nice.is_local_server_thread(thread_id):
         assert os.getpriority(os.PRIO_PROCESS, thread_id) == 0
 
 

@@ -119,12 +119,16 @@ class ReferenceCache:
         """Read the snapshot again now (the refresh `claim_refresh` handed out)."""
         try:
             with self._lock:
-                with self._sessions() as session:
-                    self._data = ReferenceData.load(session)
-                self._loaded_at = time.monotonic()
-                return self._data
+                return self._load()
         finally:
             self._refreshing = False
+
+    def _load(self) -> ReferenceData:
+        """Read the snapshot (the caller holds `_lock`)."""
+        with self._sessions() as session:
+            self._data = ReferenceData.load(session)
+        self._loaded_at = time.monotonic()
+        return self._data
 
     def get(self) -> ReferenceData:
         now = time.monotonic()
@@ -133,9 +137,7 @@ class ReferenceCache:
             return data
         with self._lock:
             if self._data is None or time.monotonic() - self._loaded_at >= self._max_age:
-                with self._sessions() as session:
-                    self._data = ReferenceData.load(session)
-                self._loaded_at = time.monotonic()
+                return self._load()
             return self._data
 
     def invalidate(self) -> None:

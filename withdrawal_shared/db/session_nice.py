@@ -53,6 +53,11 @@ def server_process_name(thread_id: int) -> str | None:
         return None
 
 
+def is_local_server_thread(thread_id: int) -> bool:
+    """Whether `thread_id` is a thread of a database server process on this host."""
+    return server_process_name(thread_id) in SERVER_PROCESS_NAMES
+
+
 class SessionNice:
     """The pool events that keep each session's server thread at its opener's nice."""
 
@@ -80,8 +85,7 @@ class SessionNice:
         if not isinstance(thread_id, int):
             self._turn_off("the server does not name its session threads")
             return
-        name = server_process_name(thread_id)
-        if name not in SERVER_PROCESS_NAMES:
+        if not is_local_server_thread(thread_id):
             self._turn_off("the server does not run on this host")
             return
         try:
@@ -98,7 +102,7 @@ class SessionNice:
         if thread_id is None:
             return
         try:
-            if server_process_name(thread_id) in SERVER_PROCESS_NAMES:
+            if is_local_server_thread(thread_id):
                 os.setpriority(os.PRIO_PROCESS, thread_id, 0)
         except OSError:  # gone, or raising a priority is not allowed here
             pass
