@@ -77,7 +77,10 @@ def run_once(
         argv.append("--gateway-only")
     argv.extend(extra)
     subprocess.run(argv, cwd=checkout, check=True, stdout=subprocess.DEVNULL)
-    row: dict[str, Any] = json.loads(out.read_text())["rows"][0]
+    document = json.loads(out.read_text())
+    row: dict[str, Any] = document["rows"][0]
+    # The machine's speed at the run's start (`bench.machine_speed`); None from older commits.
+    row["python_loop_ms"] = document["config"]["machine"].get("python_loop_ms_at_start")
     out.unlink()
     return row
 
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"round {number} {side:8} {mode:12} p50 {row['p50_ms']:7.1f} ms  "
                     f"p95 {row['p95_ms']:7.1f} ms  gateway CPU {row['cpu_per_1k']['gateway']:.3f}"
-                    f" ms/request  errors {row['errors']}",
+                    f" ms/request  errors {row['errors']}  machine {row['python_loop_ms']} ms",
                     flush=True,
                 )
     summary = medians(runs)

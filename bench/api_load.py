@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from bench.lean_grpc import CallError, UnaryClient, frame_message
+from bench.machine_speed import python_loop_ms
 from bench.processes import mariadb_pid, pids_by_name
 from devstack.config import free_port
 
@@ -1280,7 +1281,11 @@ def configuration(args: argparse.Namespace, plan: Plan, system: System) -> dict[
         ),
         "targets_per_second": TARGETS,
         "versions": {**_versions(), **_server_versions(system.database_url, system.redis_url)},
-        "machine": {"cpus": os.cpu_count(), "loadavg_at_start": list(os.getloadavg())},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_at_start": list(os.getloadavg()),
+            "python_loop_ms_at_start": args.python_loop_ms,
+        },
     }
 
 
@@ -1483,6 +1488,9 @@ def _kept(directory: Path) -> Iterator[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = make_plan(args)
+    # Before the stack starts: how fast the machine runs Python now (`bench.machine_speed`).
+    args.python_loop_ms = python_loop_ms()
+    print(f"machine speed: a fixed pure-Python loop took {args.python_loop_ms} ms of CPU")
     store: dict[str, Any] = {}
     with (
         tempfile.TemporaryDirectory() if args.keep is None else _kept(args.keep) as tmp,
@@ -1533,6 +1541,7 @@ def main(argv: list[str] | None = None) -> int:
         "gateway_log": gateway_log,
         "gateway_exit_code": code,
         "loadavg_at_end": list(os.getloadavg()),
+        "python_loop_ms_at_end": python_loop_ms(),
         "time": time.time(),
     }
     plan.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,45 @@
+"""How fast this machine runs Python right now: a fixed pure-Python loop's CPU time.
+
+    python -m bench.machine_speed
+
+A virtual machine's cores do not run at one speed from one hour to the next (other guests on
+the host share its caches and memory bandwidth), and the API benchmark's figures move with
+them: the same commit's gateway has cost 1.0 ms of CPU per request one day and 1.3 ms the
+next. `bench.api_load` records this figure at its start and its end, so that figures taken at
+different times can be told apart from a change in the code; compare commits only within one
+`bench.api_compare` run all the same.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+LOOP_ITERATIONS = 1_000_000
+RUNS = 5
+
+
+def _loop() -> int:
+    total = 0
+    for i in range(LOOP_ITERATIONS):
+        total += i * i % 7
+    return total
+
+
+def python_loop_ms(runs: int = RUNS) -> float:
+    """The median CPU time, in ms, of `runs` runs of the fixed loop (about 0.1 s each)."""
+    times = []
+    for _ in range(runs):
+        start = time.process_time()
+        _loop()
+        times.append(1000 * (time.process_time() - start))
+    return round(statistics.median(times), 1)
+
+
+def main() -> int:
+    print(f"a fixed pure-Python loop: {python_loop_ms()} ms of CPU (median of {RUNS} runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
