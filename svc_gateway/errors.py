@@ -1,7 +1,7 @@
 """The gateway's errors: every ErrorInfo reason it can answer with, which RPC can answer with
 which (`METHOD_ERRORS`, the source of the OpenAPI error responses), and rendering on gRPC
 (the shared `withdrawal_shared.grpc_errors`: `ApiError` -> status with google.rpc details;
-anything else -> logged and INTERNAL).
+anything else -> logged and UNAVAILABLE or INTERNAL, `withdrawal_shared.unexpected`).
 
 Code that raises one of these reasons uses its constant (`IDEMPOTENCY_KEY_REUSED.error(...)`
 or `.reason`), never a string of its own; tests/unit/test_error_catalog.py checks that.
@@ -15,6 +15,7 @@ from withdrawal_shared.errors import (
     INVALID_ARGUMENT,
     NOT_FOUND,
     UNAUTHENTICATED,
+    UNAVAILABLE,
     Code,
     ErrorReason,
 )
@@ -217,8 +218,8 @@ CSRF_TOKEN_INVALID = ErrorReason(
     "Reload the page and try again.",
 )
 
-_COMMON = (INVALID_ARGUMENT, UNAUTHENTICATED, SCOPE_MISSING, RATE_LIMITED, INTERNAL)
-_ADMIN_COMMON = (INVALID_ARGUMENT, UNAUTHENTICATED, ROLE_REQUIRED, INTERNAL)
+_COMMON = (INVALID_ARGUMENT, UNAUTHENTICATED, SCOPE_MISSING, RATE_LIMITED, INTERNAL, UNAVAILABLE)
+_ADMIN_COMMON = (INVALID_ARGUMENT, UNAUTHENTICATED, ROLE_REQUIRED, INTERNAL, UNAVAILABLE)
 
 METHOD_ERRORS: dict[str, tuple[ErrorReason, ...]] = {
     f"{SERVICE}.CreateWithdrawal": (
@@ -236,6 +237,7 @@ METHOD_ERRORS: dict[str, tuple[ErrorReason, ...]] = {
         CLIENT_REFERENCE_REUSED,
         LIMIT_EXCEEDED,
         INTERNAL,
+        UNAVAILABLE,
     ),
     f"{BATCH_SERVICE}.CreateBatch": (
         *_COMMON,

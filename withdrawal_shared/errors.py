@@ -248,6 +248,18 @@ INTERNAL = ErrorReason(
     "the same request, and quote trace id 0af7651916cd43dd8448eb211c80319c if it persists.",
 )
 
+UNAVAILABLE = ErrorReason(
+    "UNAVAILABLE",
+    Code.UNAVAILABLE,
+    "The database did not answer in time (a lock held too long, a lost connection, a "
+    "failover); retry the same request with the same idempotency key after `Retry-After`.",
+    example="The service could not finish the request in time; nothing about it is known "
+    "to be your fault. Retry the same request (same request_id or Idempotency-Key) in 1 s: "
+    "a repeat is answered as the first request would have been. Quote trace id "
+    "0af7651916cd43dd8448eb211c80319c if it persists.",
+)
+UNAVAILABLE_RETRY_SECONDS = 1
+
 
 def _invalid_message(violations: Iterable[FieldViolation]) -> str:
     summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
@@ -284,6 +296,20 @@ def not_found(resource: str) -> ApiError:
 
 def unauthenticated(message: str) -> ApiError:
     return UNAUTHENTICATED.error(message)
+
+
+def unavailable(trace_id: str) -> ApiError:
+    """UNAVAILABLE (503, `Retry-After`) for a failure the same request can get past: the
+    database timed out on a lock or lost its connection (`withdrawal_shared.unexpected`)."""
+    seconds = str(UNAVAILABLE_RETRY_SECONDS)
+    return UNAVAILABLE.error(
+        "The service could not finish the request in time; nothing about it is known to be "
+        f"your fault. Retry the same request (same request_id or Idempotency-Key) in {seconds} "
+        "s: a repeat is answered as the first request would have been. Quote trace id "
+        f"{trace_id} if it persists.",
+        metadata={"trace_id": trace_id, "retry_after": seconds},
+        headers={"retry-after": seconds},
+    )
 
 
 def internal(trace_id: str) -> ApiError:

@@ -1,30 +1,28 @@
 """Rendering errors on gRPC, shared by every service: `ApiError` -> status with google.rpc
-details in the trailers; anything else -> logged with its trace id and answered INTERNAL, never
-a stack trace."""
+details in the trailers; anything else -> logged with its trace id and answered UNAVAILABLE (a
+transient database failure) or INTERNAL (`withdrawal_shared.unexpected`), never a stack
+trace."""
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 from grpc_status import rpc_status
 
-from withdrawal_shared.errors import ApiError, internal
+from withdrawal_shared.errors import ApiError
 from withdrawal_shared.logs import new_trace_id, trace_id_var
+from withdrawal_shared.unexpected import unexpected_error
 
 if TYPE_CHECKING:
     import grpc
 
-log = logging.getLogger(__name__)
-
 
 def to_api_error(exc: BaseException) -> ApiError:
-    """`exc` itself when it is an ApiError; otherwise log it and return INTERNAL."""
+    """`exc` itself when it is an ApiError; otherwise log it and return UNAVAILABLE or
+    INTERNAL (`unexpected_error`)."""
     if isinstance(exc, ApiError):
         return exc
-    trace_id = trace_id_var.get() or new_trace_id()
-    log.error("unexpected error", exc_info=exc, extra={"trace_id": trace_id})
-    return internal(trace_id)
+    return unexpected_error(exc, trace_id_var.get() or new_trace_id())
 
 
 async def abort(context: grpc.aio.ServicerContext[object, object], exc: BaseException) -> None:

@@ -18,8 +18,9 @@ from typing import Any
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 
-from withdrawal_shared.errors import ApiError, FieldViolation, internal, invalid_argument
+from withdrawal_shared.errors import ApiError, FieldViolation, invalid_argument
 from withdrawal_shared.logs import trace_id_var
+from withdrawal_shared.unexpected import answer_for
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def api_error_of(error: GraphQLError) -> ApiError:
     if original is None or isinstance(original, GraphQLError):
         # Parsing, validation, variable coercion or a limit: about the caller's document.
         return query_error(error.message)
-    return internal(trace_id_var.get())
+    return answer_for(original, trace_id_var.get())  # log_errors logs it
 
 
 def log_errors(errors: list[GraphQLError]) -> None:

@@ -31,8 +31,9 @@ from svc_gateway.graphql import errors
 from svc_gateway.graphql.calls import Dispatchers, GraphQLContext, forwarded
 from svc_gateway.graphql.schema import GatewaySchema
 from withdrawal_shared import tracing
-from withdrawal_shared.errors import ApiError, FieldViolation, internal
+from withdrawal_shared.errors import ApiError, FieldViolation
 from withdrawal_shared.logs import trace_id_from_traceparent, trace_id_var
+from withdrawal_shared.unexpected import unexpected_error
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,8 @@ class GatewayGraphQLView(GraphQLView[GraphQLContext, None]):
             return _json(errors.query_error(exc.reason), status=exc.status_code)
         except web.HTTPRequestEntityTooLarge:
             return _json(self._too_large())
-        except Exception:
-            log.exception("graphql request failed")
-            return _json(internal(trace_id_var.get()))
+        except Exception as exc:
+            return _json(unexpected_error(exc, trace_id_var.get(), "graphql request"))
 
     def _too_large(self) -> ApiError:
         limit = self._max_body_bytes

@@ -65,13 +65,13 @@ from withdrawal_shared.errors import (
     NOT_FOUND,
     ApiError,
     FieldViolation,
-    internal,
     invalid_argument,
     quoted,
     status_to_json,
 )
 from withdrawal_shared.logs import trace_id_from_traceparent, trace_id_var
 from withdrawal_shared.metrics import HTTP_SERVER_REQUEST_SECONDS, HTTP_SERVER_REQUESTS
+from withdrawal_shared.unexpected import unexpected_error
 
 logger = logging.getLogger(__name__)
 
@@ -612,9 +612,9 @@ class RestTranscoder:
             response = _error_response(wrong.error, trace_id)
             response.headers["Allow"] = ", ".join(wrong.allowed)
             return response
-        except Exception:
-            logger.exception("REST %s %s failed", request.method, request.rel_url.raw_path)
-            return _error_response(internal(trace_id), trace_id)
+        except Exception as exc:
+            where = f"REST {request.method} {request.rel_url.raw_path}"
+            return _error_response(unexpected_error(exc, trace_id, where), trace_id)
         finally:
             trace_id_var.reset(token)
 
@@ -735,9 +735,9 @@ class RestTranscoder:
                 return response  # the client went away; the finally closes the stream
             except ApiError as err:
                 await _write_final_error(response, err.with_field_names(names.rest_name))
-            except Exception:
-                logger.exception("REST stream %s failed", route.method.full_name)
-                await _write_final_error(response, internal(trace_id))
+            except Exception as exc:
+                where = f"REST stream {route.method.full_name}"
+                await _write_final_error(response, unexpected_error(exc, trace_id, where))
             with contextlib.suppress(ConnectionResetError):
                 await response.write_eof()
             return response

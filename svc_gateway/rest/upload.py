@@ -8,7 +8,6 @@ limit through the dispatcher, and answer errors as the transcoder does."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -27,13 +26,11 @@ from withdrawal_shared import tracing
 from withdrawal_shared.errors import (
     ApiError,
     FieldViolation,
-    internal,
     invalid_argument,
     status_to_json,
 )
 from withdrawal_shared.logs import trace_id_from_traceparent, trace_id_var
-
-log = logging.getLogger(__name__)
+from withdrawal_shared.unexpected import unexpected_error
 
 UPLOAD_PATH = "/v1/batches"
 POLICY_VALUES = {
@@ -63,7 +60,8 @@ def guarded(
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """The handler with the transcoder's error answers (an `ApiError` as its JSON status,
-    anything else logged and INTERNAL) and the request's trace id."""
+    anything else logged and UNAVAILABLE or INTERNAL, `unexpected_error`) and the request's
+    trace id."""
 
     async def serve(request: web.Request) -> web.StreamResponse:
         ids = tracing.current_ids()
@@ -75,9 +73,9 @@ def guarded(
             return response
         except ApiError as err:
             return _error(err, trace_id)
-        except Exception:
-            log.exception("REST %s %s failed", request.method, request.rel_url.raw_path)
-            return _error(internal(trace_id), trace_id)
+        except Exception as exc:
+            where = f"REST {request.method} {request.rel_url.raw_path}"
+            return _error(unexpected_error(exc, trace_id, where), trace_id)
         finally:
             trace_id_var.reset(token)
 

@@ -24,7 +24,14 @@ from grpc_status import rpc_status
 
 Metadata = tuple[tuple[str, str], ...]
 
-FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
+# Server failures, never an answer to bad input (UNAVAILABLE: the database did not answer in
+# time, which no request may cause).
+FORBIDDEN = {
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.DATA_LOSS,
+    grpc.StatusCode.UNAVAILABLE,
+}
 REFUSED_WITHOUT_CREDENTIAL = {
     grpc.StatusCode.UNAUTHENTICATED,
     grpc.StatusCode.PERMISSION_DENIED,

@@ -5,8 +5,8 @@ service added to the gateway is fuzzed as soon as it is served; each uses its cr
 `FuzzStack.credentials()`, or none (then every call must be refused). Requests are drawn from
 the request descriptors (tests/fuzz/proto_strategies.py): valid-shaped and garbage fields,
 unknown enum numbers, and raw bytes that may not parse. Every answer must be OK or an error
-with google.rpc details carrying an ErrorInfo reason, and never INTERNAL, UNKNOWN or
-DATA_LOSS. A server stream is read up to its first message or its error, then cancelled.
+with google.rpc details carrying an ErrorInfo reason, and never INTERNAL, UNKNOWN, DATA_LOSS
+or UNAVAILABLE. A server stream is read up to its first message or its error, then cancelled.
 
 FUZZ_GRPC_EXAMPLES sets the requests per method (derandomized: a run is the same every
 time); `make test` runs the default, `make fuzz` more.

@@ -201,6 +201,9 @@ def test_retry_policy() -> None:
     assert 0 <= (policy.delay(gone, 2, safe=True) or 0) <= 0.2
     assert policy.delay(gone, 3, safe=True) is None  # the last attempt
     assert policy.delay(gone, 1, safe=False) is None  # an unknown outcome, not idempotent
+    busy = error_from_http(503, b"{}", retry_after="1")  # the database did not answer in time
+    assert isinstance(busy, Unavailable) and policy.delay(busy, 1, safe=True) == 1.0
+    assert RetryPolicy(max_retry_after=0.5).delay(busy, 1, safe=True) is None
     limited = RateLimited("slow down", retry_after=2)
     wait = policy.delay(limited, 1, safe=False)  # nothing was done: always retried
     assert wait is not None and 2 <= wait <= 2.1

@@ -99,7 +99,9 @@ def test_every_declared_reason_is_listed_for_some_method() -> None:
     # the portal's refusal of a request without its CSRF token.
     assert declared - listed == {"METHOD_NOT_ALLOWED", "CSRF_TOKEN_INVALID"}
     for reasons in METHOD_ERRORS.values():
-        assert {"INVALID_ARGUMENT", "UNAUTHENTICATED", "INTERNAL"} <= {r.reason for r in reasons}
+        assert {"INVALID_ARGUMENT", "UNAUTHENTICATED", "INTERNAL", "UNAVAILABLE"} <= {
+            r.reason for r in reasons
+        }
 
 
 def test_reason_error_carries_code_and_http_status() -> None:

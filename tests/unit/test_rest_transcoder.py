@@ -583,7 +583,8 @@ def test_unexpected_exception_is_500_without_traceback(caplog: pytest.LogCapture
 
     backend.unary["GetWithdrawal"] = boom
     spy = Spy(level=logging.ERROR)
-    logging.getLogger("svc_gateway.rest").addHandler(spy)
+    # Every transport logs an unexpected exception through withdrawal_shared.unexpected.
+    logging.getLogger("withdrawal_shared.unexpected").addHandler(spy)
 
     async def scenario(client: TestClient[Any, Any]) -> None:
         resp = await client.get("/v1/withdrawals/w1", headers={"traceparent": TRACEPARENT})
@@ -598,10 +599,10 @@ def test_unexpected_exception_is_500_without_traceback(caplog: pytest.LogCapture
         assert resp.headers["x-trace-id"] == TRACE_ID
 
     try:
-        with caplog.at_level(logging.ERROR, logger="svc_gateway.rest"):
+        with caplog.at_level(logging.ERROR, logger="withdrawal_shared.unexpected"):
             run(backend, scenario)
     finally:
-        logging.getLogger("svc_gateway.rest").removeHandler(spy)
+        logging.getLogger("withdrawal_shared.unexpected").removeHandler(spy)
     assert seen_trace_ids == [TRACE_ID]
     assert any(r.exc_info for r in caplog.records)
     assert logs.trace_id_var.get() == ""

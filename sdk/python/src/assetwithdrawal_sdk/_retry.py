@@ -27,8 +27,9 @@ class RetryPolicy:
     the idempotent updates); RESOURCE_EXHAUSTED `RATE_LIMITED` (HTTP 429) for every call (the
     gateway did nothing), waiting at least its `Retry-After`. Between attempts the wait is
     exponential with full jitter: uniform(0, min(max_backoff, initial_backoff *
-    multiplier ** (attempt - 1))). A Retry-After longer than `max_retry_after` is not waited
-    for: the `RateLimited` error is raised with its `retry_after`."""
+    multiplier ** (attempt - 1))), and never shorter than a `Retry-After` the gateway sent
+    (its 503 UNAVAILABLE when its database did not answer in time). A Retry-After longer than
+    `max_retry_after` is not waited for: the error is raised with its `retry_after`."""
 
     max_attempts: int = 5
     initial_backoff: float = 0.2
@@ -58,7 +59,12 @@ class RetryPolicy:
             # Never earlier than Retry-After; a little jitter spreads the clients it held back.
             return wait + random.uniform(0, min(1.0, self.initial_backoff))  # noqa: S311
         if safe and isinstance(error, Unavailable | DeadlineExceeded | Aborted):
-            return self.backoff(attempt)
+            wait = self.backoff(attempt)
+            if error.retry_after is not None:  # the gateway's 503 says when: never earlier
+                if error.retry_after > self.max_retry_after:
+                    return None
+                wait = max(wait, error.retry_after)
+            return wait
         return None
 
 

@@ -191,7 +191,8 @@ class InternalError(AssetWithdrawalError):
 
 
 class Unavailable(AssetWithdrawalError):
-    """The gateway could not be reached or the connection broke; retried automatically."""
+    """The gateway could not be reached, the connection broke, or its database did not answer
+    in time (503 with `Retry-After`); retried automatically."""
 
     default_code = "UNAVAILABLE"
 

@@ -1003,6 +1003,18 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             default: components["responses"]["Error"];
         };
     };
@@ -1120,6 +1132,18 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             default: components["responses"]["Error"];
         };
     };
@@ -1209,6 +1233,18 @@ export interface operations {
              *     - `INTERNAL` (INTERNAL): An unexpected server error; retrying with the same idempotency key is safe.
              */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1311,6 +1347,18 @@ export interface operations {
              *     - `INTERNAL` (INTERNAL): An unexpected server error; retrying with the same idempotency key is safe.
              */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1433,6 +1481,18 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             default: components["responses"]["Error"];
         };
     };
@@ -1529,6 +1589,18 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             default: components["responses"]["Error"];
         };
     };
@@ -1608,6 +1680,18 @@ export interface operations {
              *     - `INTERNAL` (INTERNAL): An unexpected server error; retrying with the same idempotency key is safe.
              */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1728,6 +1812,18 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             default: components["responses"]["Error"];
         };
     };
@@ -1824,6 +1920,18 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             default: components["responses"]["Error"];
         };
     };
@@ -1913,6 +2021,18 @@ export interface operations {
              *     - `INTERNAL` (INTERNAL): An unexpected server error; retrying with the same idempotency key is safe.
              */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2036,6 +2156,18 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             default: components["responses"]["Error"];
         };
     };
@@ -2130,6 +2262,18 @@ export interface operations {
              *     - `INTERNAL` (INTERNAL): An unexpected server error; retrying with the same idempotency key is safe.
              */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2249,6 +2393,18 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             default: components["responses"]["Error"];
         };
     };
@@ -2354,6 +2510,18 @@ export interface operations {
              *     - `INTERNAL` (INTERNAL): An unexpected server error; retrying with the same idempotency key is safe.
              */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2486,6 +2654,18 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             default: components["responses"]["Error"];
         };
     };
@@ -2604,6 +2784,18 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             default: components["responses"]["Error"];
         };
     };
@@ -2694,6 +2886,18 @@ export interface operations {
              *     - `INTERNAL` (INTERNAL): An unexpected server error; retrying with the same idempotency key is safe.
              */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2853,6 +3057,18 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             default: components["responses"]["Error"];
         };
     };
@@ -2942,6 +3158,18 @@ export interface operations {
              *     - `INTERNAL` (INTERNAL): An unexpected server error; retrying with the same idempotency key is safe.
              */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3043,6 +3271,18 @@ export interface operations {
              *     - `INTERNAL` (INTERNAL): An unexpected server error; retrying with the same idempotency key is safe.
              */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3178,6 +3418,18 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             default: components["responses"]["Error"];
         };
     };
@@ -3274,6 +3526,18 @@ export interface operations {
              *     - `INTERNAL` (INTERNAL): An unexpected server error; retrying with the same idempotency key is safe.
              */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description ErrorInfo reasons:
+             *     - `UNAVAILABLE` (UNAVAILABLE): The database did not answer in time (a lock held too long, a lost connection, a failover); retry the same request with the same idempotency key after `Retry-After`.
+             */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
