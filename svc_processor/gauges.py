@@ -5,8 +5,10 @@ entries not yet delivered, pending entries and the oldest one's age; the dead-le
 length), the withdrawals in each non-terminal state and how long the least recently changed
 one has waited there (one grouped query on the `(state, priority, update_time)` index), and
 per hot wallet of its chain the gas balance, token balances and the distance between the
-nonce it will use next and the chain's, with the payout vault's token balances. The values go to the
-`GaugeValues` of `withdrawal_shared.metrics`, which a scrape only reads.
+nonce it will use next and the chain's, with the payout vault's token balances, and its chain's
+open treasury Safe transactions (by purpose and state: how many, the oldest's age since
+creation, and those sent again after an attempt that did not execute them). The values go to
+the `GaugeValues` of `withdrawal_shared.metrics`, which a scrape only reads.
 
 A failed refresh is logged and keeps the last values; it never stops the processor.
 """
@@ -18,13 +20,15 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from svc_processor.chain_reads import ChainReads
-from withdrawal_shared.db.models import HotWallet, PayoutVault, Token, Withdrawal
+from withdrawal_shared.db.models import HotWallet, PayoutVault, SafeTransaction, Token, Withdrawal
+from withdrawal_shared.db.treasury_changes import LAST_ATTEMPT_PREFIX, SafePurpose, SafeTxState
 from withdrawal_shared.metrics import (
     HOT_WALLET_GAS_BALANCE_WEI,
     HOT_WALLET_NONCE_GAP,
@@ -33,6 +37,9 @@ from withdrawal_shared.metrics import (
     QUEUE_OLDEST_PENDING_AGE_SECONDS,
     QUEUE_PENDING,
     QUEUE_STREAM_LENGTH,
+    SAFE_TRANSACTION_OLDEST_OPEN_SECONDS,
+    SAFE_TRANSACTIONS_OPEN,
+    SAFE_TRANSACTIONS_RETRYING,
     VAULT_TOKEN_BALANCE,
     WITHDRAWAL_OLDEST_IN_STATE_SECONDS,
     WITHDRAWALS_IN_STATE,
@@ -43,6 +50,12 @@ log = logging.getLogger(__name__)
 
 INTERVAL_SECONDS = 10.0
 OPEN_STATES = tuple(s.value for s in State if s not in TERMINAL)
+OPEN_SAFE_STATES = (
+    SafeTxState.PENDING.value,
+    SafeTxState.SIGNED.value,
+    SafeTxState.EXECUTING.value,
+)
+SAFE_PURPOSES = tuple(p.value for p in SafePurpose)
 
 
 def _text(value: bytes | str | None) -> str:
@@ -86,6 +99,13 @@ class ProcessorGauges:
             gauge.zero({"stream": s, "group": group} for s in self._streams)
         for gauge in (WITHDRAWALS_IN_STATE, WITHDRAWAL_OLDEST_IN_STATE_SECONDS):
             gauge.zero({"state": state} for state in OPEN_STATES)
+        for gauge in (SAFE_TRANSACTIONS_OPEN, SAFE_TRANSACTION_OLDEST_OPEN_SECONDS):
+            gauge.zero(
+                {"purpose": purpose, "state": state}
+                for purpose in SAFE_PURPOSES
+                for state in OPEN_SAFE_STATES
+            )
+        SAFE_TRANSACTIONS_RETRYING.zero({"purpose": purpose} for purpose in SAFE_PURPOSES)
 
     async def run(self) -> None:
         """Refresh every `INTERVAL_SECONDS` until cancelled."""
@@ -144,6 +164,22 @@ class ProcessorGauges:
             vault = session.scalar(
                 select(PayoutVault.address).where(PayoutVault.chain == self._chain)
             )
+            retrying = SafeTransaction.failure_reason.startswith(LAST_ATTEMPT_PREFIX)
+            safe_rows = session.execute(
+                select(
+                    SafeTransaction.purpose,
+                    SafeTransaction.state,
+                    func.count(),
+                    func.min(SafeTransaction.create_time),
+                    func.sum(case((retrying, 1), else_=0)),
+                )
+                .where(
+                    SafeTransaction.chain == self._chain,
+                    SafeTransaction.state.in_(OPEN_SAFE_STATES),
+                )
+                .group_by(SafeTransaction.purpose, SafeTransaction.state)
+            ).all()
+        self._set_safe_transactions(now, safe_rows)
         counts = {state: (0, 0.0) for state in OPEN_STATES}
         for state, count, oldest in rows:
             age = (now - _aware(oldest)).total_seconds() if oldest is not None else 0.0
@@ -152,6 +188,31 @@ class ProcessorGauges:
         WITHDRAWAL_OLDEST_IN_STATE_SECONDS.set_many(
             ({"state": s}, a) for s, (_c, a) in counts.items()
         )
+        self._set_chain(wallets, tokens, vault)
+
+    @staticmethod
+    def _set_safe_transactions(now: dt.datetime, rows: Sequence[Any]) -> None:
+        """The open Safe transactions' gauges; a label set with none goes back to 0."""
+        found = {
+            (purpose, state): (count, oldest, retries)
+            for purpose, state, count, oldest, retries in rows
+        }
+        opened: list[tuple[dict[str, str], float]] = []
+        ages: list[tuple[dict[str, str], float]] = []
+        for purpose in SAFE_PURPOSES:
+            retrying = 0
+            for state in OPEN_SAFE_STATES:
+                count, oldest, retries = found.get((purpose, state), (0, None, 0))
+                labels = {"purpose": purpose, "state": state}
+                opened.append((labels, int(count)))
+                age = (now - _aware(oldest)).total_seconds() if oldest is not None else 0.0
+                ages.append((labels, max(0.0, age)))
+                retrying += int(retries or 0)
+            SAFE_TRANSACTIONS_RETRYING.set({"purpose": purpose}, retrying)
+        SAFE_TRANSACTIONS_OPEN.set_many(opened)
+        SAFE_TRANSACTION_OLDEST_OPEN_SECONDS.set_many(ages)
+
+    def _set_chain(self, wallets: Sequence[Any], tokens: Sequence[Any], vault: str | None) -> None:
         priced = [(symbol, address) for symbol, address in tokens if address]
         for address, next_nonce in wallets:
             wallet = {"wallet": address}

@@ -101,7 +101,7 @@ from withdrawal_shared.db.models import (
     Withdrawal,
 )
 from withdrawal_shared.db.transitions import TransitionConflict, utcnow
-from withdrawal_shared.db.treasury_changes import SafePurpose, SafeTxState
+from withdrawal_shared.db.treasury_changes import LAST_ATTEMPT_PREFIX, SafePurpose, SafeTxState
 from withdrawal_shared.states import PayoutState
 
 log = logging.getLogger(__name__)
@@ -706,7 +706,7 @@ class TreasuryExecutor:
                 .where(SafeTransaction.id == op_id, SafeTransaction.state == from_state.value)
                 .values(
                     state=SafeTxState.SIGNED.value,
-                    failure_reason=f"last attempt: {reason}"[:512],
+                    failure_reason=f"{LAST_ATTEMPT_PREFIX}{reason}"[:512],
                     update_time=utcnow(),
                 )
                 .execution_options(synchronize_session=False)

@@ -254,6 +254,25 @@ _meter.create_observable_gauge(
     callbacks=[PAYOUT_OLDEST_IN_FLIGHT_SECONDS.observe],
     description="Age of the oldest payout transaction in each in-flight state (0 when none).",
 )
+SAFE_TRANSACTIONS_OPEN = GaugeValues()
+_meter.create_observable_gauge(
+    "aws_safe_transactions_open",
+    callbacks=[SAFE_TRANSACTIONS_OPEN.observe],
+    description="Treasury Safe transactions not yet EXECUTED or FAILED, by purpose and state.",
+)
+SAFE_TRANSACTION_OLDEST_OPEN_SECONDS = GaugeValues()
+_meter.create_observable_gauge(
+    "aws_safe_transaction_oldest_open_seconds",
+    callbacks=[SAFE_TRANSACTION_OLDEST_OPEN_SECONDS.observe],
+    description="Age of the oldest open Safe transaction, by purpose and state (0 when none).",
+)
+SAFE_TRANSACTIONS_RETRYING = GaugeValues()
+_meter.create_observable_gauge(
+    "aws_safe_transactions_retrying",
+    callbacks=[SAFE_TRANSACTIONS_RETRYING.observe],
+    description="SIGNED Safe transactions whose last execution attempt did not execute them "
+    "(sent again), by purpose.",
+)
 CHAIN_HEAD_BLOCK = GaugeValues()
 _meter.create_observable_gauge(
     "aws_chain_head_block",

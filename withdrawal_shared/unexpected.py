@@ -21,8 +21,9 @@ def answer_for(exc: BaseException, trace_id: str) -> ApiError:
     return unavailable(trace_id) if transient_cause(exc) is not None else internal(trace_id)
 
 
-def unexpected_error(exc: BaseException, trace_id: str, where: str = "") -> ApiError:
-    """`answer_for(exc)`, logged with the trace id (and `where`, e.g. the REST route)."""
+def log_unexpected(exc: BaseException, trace_id: str, where: str = "") -> None:
+    """Log `exc` with the trace id (and `where`, e.g. the REST route): a transient database
+    failure as a warning naming the driver's error, anything else as an error with its stack."""
     context = f"{where}: " if where else ""
     cause = transient_cause(exc)
     if cause is not None:
@@ -32,6 +33,11 @@ def unexpected_error(exc: BaseException, trace_id: str, where: str = "") -> ApiE
             describe(cause),
             extra={"trace_id": trace_id},
         )
-        return unavailable(trace_id)
-    log.error("%sunexpected error", context, exc_info=exc, extra={"trace_id": trace_id})
-    return internal(trace_id)
+    else:
+        log.error("%sunexpected error", context, exc_info=exc, extra={"trace_id": trace_id})
+
+
+def unexpected_error(exc: BaseException, trace_id: str, where: str = "") -> ApiError:
+    """`answer_for(exc)`, logged (`log_unexpected`)."""
+    log_unexpected(exc, trace_id, where)
+    return answer_for(exc, trace_id)

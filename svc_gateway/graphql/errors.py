@@ -20,7 +20,7 @@ from strawberry.extensions import MaskErrors
 
 from withdrawal_shared.errors import ApiError, FieldViolation, invalid_argument
 from withdrawal_shared.logs import trace_id_var
-from withdrawal_shared.unexpected import answer_for
+from withdrawal_shared.unexpected import answer_for, log_unexpected
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,8 @@ def api_error_of(error: GraphQLError) -> ApiError:
 
 
 def log_errors(errors: list[GraphQLError]) -> None:
-    """One line per error; an unexpected exception with its stack (in the log only)."""
+    """One line per error; an unexpected exception with its stack (in the log only), a
+    transient database failure as a warning (`withdrawal_shared.unexpected`)."""
     for error in errors:
         original = error.original_error
         path = ".".join(str(p) for p in error.path or ())
@@ -74,11 +75,7 @@ def log_errors(errors: list[GraphQLError]) -> None:
         elif original is None or isinstance(original, GraphQLError):
             log.info("graphql document refused", extra={"error": error.message})
         else:
-            log.error(
-                "graphql field failed",
-                extra={"path": path},
-                exc_info=(type(original), original, original.__traceback__),
-            )
+            log_unexpected(original, trace_id_var.get(), f"graphql field {path}")
 
 
 class ApiErrors(MaskErrors):

@@ -49,6 +49,11 @@ class SafeTxState(enum.StrEnum):
     or the Safe used its nonce and the call failed; never retried."""
 
 
+LAST_ATTEMPT_PREFIX = "last attempt: "
+"""The start of a SIGNED Safe transaction's `failure_reason` when its last execution attempt
+did not execute it (the Safe did not use its nonce) and it is sent again."""
+
+
 class SafePurpose(enum.StrEnum):
     """`safe_transactions.purpose`."""
 
