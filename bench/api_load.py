@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from bench.lean_grpc import CallError, UnaryClient, frame_message
-from bench.machine_speed import python_loop_ms
+from bench.machine_speed import python_loop_ms, thread_handoff_us
 from bench.processes import mariadb_pid, pids_by_name
 from devstack.config import free_port
 
@@ -1285,6 +1285,7 @@ def configuration(args: argparse.Namespace, plan: Plan, system: System) -> dict[
             "cpus": os.cpu_count(),
             "loadavg_at_start": list(os.getloadavg()),
             "python_loop_ms_at_start": args.python_loop_ms,
+            "thread_handoff_us_at_start": args.thread_handoff_us,
         },
     }
 
@@ -1490,7 +1491,11 @@ def main(argv: list[str] | None = None) -> int:
     plan = make_plan(args)
     # Before the stack starts: how fast the machine runs Python now (`bench.machine_speed`).
     args.python_loop_ms = python_loop_ms()
-    print(f"machine speed: a fixed pure-Python loop took {args.python_loop_ms} ms of CPU")
+    args.thread_handoff_us = thread_handoff_us()
+    print(
+        f"machine speed: a fixed pure-Python loop took {args.python_loop_ms} ms of CPU; "
+        f"a hand-off to another thread and back {args.thread_handoff_us} µs"
+    )
     store: dict[str, Any] = {}
     with (
         tempfile.TemporaryDirectory() if args.keep is None else _kept(args.keep) as tmp,

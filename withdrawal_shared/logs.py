@@ -13,7 +13,7 @@ import contextvars
 import json
 import logging
 import os
-import secrets
+import random
 import sys
 import time
 from typing import Any
@@ -26,8 +26,15 @@ _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 
 
 def new_trace_id() -> str:
-    """A W3C-compatible 128-bit trace id as 32 lowercase hex digits."""
-    return secrets.token_hex(16)
+    """A W3C-compatible 128-bit trace id as 32 lowercase hex digits, never all zeros.
+
+    A trace id is unique, not secret: like OpenTelemetry's own id generator it comes from
+    `random.getrandbits` (reseeded in a forked child), which spares every request that has no
+    `traceparent` an `os.urandom` system call on the gateway's event loop."""
+    while True:
+        value = random.getrandbits(128)
+        if value:
+            return f"{value:032x}"
 
 
 def trace_id_from_traceparent(header: str | None) -> str:
