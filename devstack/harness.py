@@ -39,6 +39,7 @@ test or a benchmark may kill, flush and restart it freely without harming anythi
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import signal
@@ -66,9 +67,11 @@ from devstack.runner import CHAIN, Service, Stack
 from devstack.supervisor import Child, ChildSpec, Supervisor
 from svc_signer.keys.keystore import create_keystore, keystore_paths, resolve_password
 from withdrawal_shared.chain.types import POLYGON_CHAIN_ID
-from withdrawal_shared.db import grants
+from withdrawal_shared.db import grants, session_nice
 from withdrawal_shared.db.models import Chain
 from withdrawal_shared.settings import REPO_ROOT
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from chaos.fault_proxy import FaultProxy
@@ -333,6 +336,7 @@ class HarnessStack:
         self._stop.set()
         steps = (
             self._stop_services,
+            self._reset_idle_server_threads,
             self._stop_anvil,
             self._stop_proxies,
             self._stop_redis,
@@ -648,6 +652,16 @@ class HarnessStack:
         users, self._service_users = self._service_users, None
         if users is not None:
             grants.drop_users(self.database_url, users[0], users[1])
+
+    def _reset_idle_server_threads(self) -> None:
+        """Nice 0 again for MariaDB's idle threads that sessions of services killed niced left
+        behind (`session_nice.reset_idle_threads`): the server is shared."""
+        if self.config.database != "mariadb" or self._database_name is None:
+            return
+        with contextlib.closing(self._admin()) as conn, conn.cursor() as cur:
+            reset = session_nice.reset_idle_threads(cur)
+        if reset:
+            log.info("MariaDB threads left niced by stopped sessions set back to 0: %d", reset)
 
     def _drop_database(self) -> None:
         name, self._database_name = self._database_name, None

@@ -127,3 +127,36 @@ def test_a_server_elsewhere_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> No
     finally:
         os.setpriority(os.PRIO_PROCESS, thread_id, 0)
         connection.close()
+
+
+def test_idle_threads_left_niced_are_reset_and_sessions_are_not(url: str) -> None:
+    """A session killed niced leaves its thread in MariaDB's thread cache at nice 10;
+    `reset_idle_threads` (the harness at stop) gives it 0 back, and leaves a niced thread that
+    serves a session as it is. (Other tests may open sessions meanwhile and be given the
+    cached thread: such an attempt is tried again.)"""
+    live = _connect()
+    admin = _connect()
+    serving = _server_thread(live)
+    os.setpriority(os.PRIO_PROCESS, serving, 10)
+    try:
+        for _attempt in range(5):
+            killed = _connect()  # stands for a niced service's session, its process killed
+            left = _server_thread(killed)
+            os.setpriority(os.PRIO_PROCESS, left, 10)
+            killed.close()  # no hook runs: the server keeps the thread, still at nice 10
+            assert os.path.exists(f"/proc/{left}"), "the server did not keep the thread"
+            with admin.cursor() as cursor:
+                reset = session_nice.reset_idle_threads(cursor)
+                cursor.execute(session_nice.SESSION_THREADS_QUERY)
+                in_session = {tid for (tid,) in cursor.fetchall()}
+            if left in in_session:  # another session was given the thread meanwhile
+                continue
+            assert reset >= 1
+            assert os.getpriority(os.PRIO_PROCESS, left) == 0
+            assert os.getpriority(os.PRIO_PROCESS, serving) == 10
+            return
+        pytest.fail("every attempt's thread was taken by another session")
+    finally:
+        os.setpriority(os.PRIO_PROCESS, serving, 0)
+        live.close()
+        admin.close()

@@ -11,7 +11,8 @@ thread in `information_schema.PROCESSLIST.TID`.
 With DATABASE_SESSION_NICE on, every new connection gives its server thread the nice of the
 thread that opened it, and a closed connection gives it back nice 0 (MariaDB keeps the thread
 for a later session; the thread of a session whose service was killed keeps its nice until a
-session of a service with this setting on is given it). This is done only when the server
+session of a service with this setting on is given it, or `reset_idle_threads` runs, as the
+harness does when it stops). This is done only when the server
 runs on this host (the thread's process is `mariadbd` or `mysqld`) and this process may
 change its priority; otherwise it is turned off for the engine and said once in the log.
 Nothing changes for a remote database.
@@ -36,6 +37,8 @@ SERVER_PROCESS_NAMES = frozenset({"mariadbd", "mysqld"})
 SERVER_THREAD_QUERY = "SELECT TID FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()"
 """The operating system's id of the server thread behind this connection (MariaDB 10.5 and
 later)."""
+SESSION_THREADS_QUERY = "SELECT TID FROM information_schema.PROCESSLIST WHERE TID IS NOT NULL"
+"""Every session's server thread (all users' with the PROCESS privilege)."""
 _THREAD_INFO_KEY = "server_thread"
 _TGID = re.compile(r"^Tgid:\s*(\d+)$", re.MULTILINE)
 
@@ -56,6 +59,56 @@ def server_process_name(thread_id: int) -> str | None:
 def is_local_server_thread(thread_id: int) -> bool:
     """Whether `thread_id` is a thread of a database server process on this host."""
     return server_process_name(thread_id) in SERVER_PROCESS_NAMES
+
+
+def _process_of(thread_id: int) -> int | None:
+    try:
+        tgid = _TGID.search(Path(f"/proc/{thread_id}/status").read_text())
+    except OSError:
+        return None
+    return int(tgid.group(1)) if tgid else None
+
+
+def _nice_of(task: Path) -> int | None:
+    try:
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[16])  # field 19 of /proc/<pid>/task/<tid>/stat, counted from `state`
+
+
+def reset_idle_threads(cursor: Any) -> int:
+    """Give nice 0 back to the local server's threads that serve no session now and still
+    carry a nice: threads the server keeps for later sessions after a niced service was
+    killed with its sessions open. `cursor` is on a connection to that server whose user
+    sees every session (the PROCESS privilege). Returns how many were reset; 0 for a server
+    not on this host.
+
+    A thread the server hands to a new session between the read of the sessions and the
+    reset runs that session at nice 0 until it closes: only its priority, never its work,
+    is affected."""
+    cursor.execute(SERVER_THREAD_QUERY)
+    row = cursor.fetchone()
+    own = row[0] if row else None
+    if not isinstance(own, int) or not is_local_server_thread(own):
+        return 0
+    server = _process_of(own)
+    if server is None:
+        return 0
+    cursor.execute(SESSION_THREADS_QUERY)
+    in_session = {int(tid) for (tid,) in cursor.fetchall()}
+    reset = 0
+    for task in Path(f"/proc/{server}/task").iterdir():
+        thread_id = int(task.name)
+        nice = _nice_of(task)
+        if thread_id in in_session or nice is None or nice <= 0:
+            continue
+        try:
+            os.setpriority(os.PRIO_PROCESS, thread_id, 0)
+        except OSError:  # gone, or not ours to change
+            continue
+        reset += 1
+    return reset
 
 
 class SessionNice:
