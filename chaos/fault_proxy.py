@@ -548,8 +548,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
     with FaultProxy(args.upstream, rates, port=args.port, seed=args.seed) as proxy:
-        print(proxy.url, flush=True)
+        # The URL is printed inside: an interrupt may come as soon as a client has read it,
+        # while this thread is still returning from the print.
         with contextlib.suppress(KeyboardInterrupt):
+            print(proxy.url, flush=True)
             threading.Event().wait()
         print(json.dumps(proxy.counts()), flush=True)
 
