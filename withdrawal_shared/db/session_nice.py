@@ -43,25 +43,8 @@ _THREAD_INFO_KEY = "server_thread"
 _TGID = re.compile(r"^Tgid:\s*(\d+)$", re.MULTILINE)
 
 
-def server_process_name(thread_id: int) -> str | None:
-    """The name of the process on this host that thread `thread_id` belongs to; None when
-    there is no such thread here."""
-    try:
-        status = Path(f"/proc/{thread_id}/status").read_text()
-        tgid = _TGID.search(status)
-        if tgid is None:
-            return None
-        return Path(f"/proc/{tgid.group(1)}/comm").read_text().strip()
-    except OSError:
-        return None
-
-
-def is_local_server_thread(thread_id: int) -> bool:
-    """Whether `thread_id` is a thread of a database server process on this host."""
-    return server_process_name(thread_id) in SERVER_PROCESS_NAMES
-
-
 def _process_of(thread_id: int) -> int | None:
+    """The id of the process on this host that thread `thread_id` belongs to, or None."""
     try:
         tgid = _TGID.search(Path(f"/proc/{thread_id}/status").read_text())
     except OSError:
@@ -69,12 +52,21 @@ def _process_of(thread_id: int) -> int | None:
     return int(tgid.group(1)) if tgid else None
 
 
-def _nice_of(task: Path) -> int | None:
-    try:
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+def server_process_name(thread_id: int) -> str | None:
+    """The name of the process on this host that thread `thread_id` belongs to; None when
+    there is no such thread here."""
+    process = _process_of(thread_id)
+    if process is None:
         return None
-    return int(fields[16])  # field 19 of /proc/<pid>/task/<tid>/stat, counted from `state`
+    try:
+        return Path(f"/proc/{process}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+def is_local_server_thread(thread_id: int) -> bool:
+    """Whether `thread_id` is a thread of a database server process on this host."""
+    return server_process_name(thread_id) in SERVER_PROCESS_NAMES
 
 
 def reset_idle_threads(cursor: Any) -> int:
@@ -100,10 +92,11 @@ def reset_idle_threads(cursor: Any) -> int:
     reset = 0
     for task in Path(f"/proc/{server}/task").iterdir():
         thread_id = int(task.name)
-        nice = _nice_of(task)
-        if thread_id in in_session or nice is None or nice <= 0:
+        if thread_id in in_session:
             continue
         try:
+            if os.getpriority(os.PRIO_PROCESS, thread_id) <= 0:
+                continue
             os.setpriority(os.PRIO_PROCESS, thread_id, 0)
         except OSError:  # gone, or not ours to change
             continue
